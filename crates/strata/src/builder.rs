@@ -1,0 +1,170 @@
+//! `HybridCacheBuilder`: typed configuration, validated once.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::cache::{HybridCache, Inner};
+use crate::clock::{Clock, SystemClock};
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::invalidation::{InvalidationLog, MemoryLog};
+use crate::keys::validate_namespace;
+use crate::l1::L1;
+use crate::options::EntryOptions;
+use crate::single_flight::Flights;
+use crate::stats::Counters;
+use crate::store::{L2Store, MemoryStore};
+use crate::{follower, housekeeper};
+
+/// Builds a [`HybridCache`]. Every setting has a default; see each method.
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct HybridCacheBuilder {
+    namespace: String,
+    l1: L1,
+    l2: Option<Arc<dyn L2Store>>,
+    log: Option<Arc<dyn InvalidationLog>>,
+    codec: Codec,
+    raw: bool,
+    defaults: EntryOptions,
+    max_key_bytes: usize,
+    max_value_bytes: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for HybridCacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HybridCacheBuilder")
+            .field("namespace", &self.namespace)
+            .field("l1", &self.l1)
+            .field("l2", &self.l2)
+            .field("log", &self.log)
+            .field("codec", &self.codec)
+            .field("raw", &self.raw)
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HybridCacheBuilder {
+    pub(crate) fn new(namespace: String) -> Self {
+        HybridCacheBuilder {
+            namespace,
+            l1: L1::default(),
+            l2: None,
+            log: None,
+            codec: Codec::default(),
+            raw: false,
+            defaults: EntryOptions::default(),
+            max_key_bytes: 1024,
+            max_value_bytes: 4 * 1024 * 1024,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// L1 settings (default: 10,000 entries).
+    pub fn l1(mut self, l1: L1) -> Self {
+        self.l1 = l1;
+        self
+    }
+
+    /// The shared L2 store (default: a private [`MemoryStore`]).
+    pub fn l2(mut self, store: impl L2Store) -> Self {
+        self.l2 = Some(Arc::new(store));
+        self
+    }
+
+    /// The invalidation log that keeps instances' L1s coherent (default: a private
+    /// [`MemoryLog`], which reaches only this cache).
+    pub fn invalidation(mut self, log: impl InvalidationLog) -> Self {
+        self.log = Some(Arc::new(log));
+        self
+    }
+
+    /// The codec for L2 values (default: JSON).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Store bare JSON values in L2, without the envelope, so services in other languages can
+    /// `GET <namespace>:<key>` and read them. Raw entries carry no soft TTL, fail-safe window
+    /// or tags of their own in L2 (tags are still indexed). Requires the JSON codec.
+    pub fn raw_values(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
+    }
+
+    /// The entry options of calls that pass none.
+    pub fn default_entry(mut self, options: EntryOptions) -> Self {
+        self.defaults = options;
+        self
+    }
+
+    /// Longest key (and tag) accepted, in bytes (default 1 KiB).
+    pub fn max_key_bytes(mut self, max: usize) -> Self {
+        self.max_key_bytes = max;
+        self
+    }
+
+    /// Largest encoded value written to L2, in bytes (default 4 MiB).
+    pub fn max_value_bytes(mut self, max: usize) -> Self {
+        self.max_value_bytes = max;
+        self
+    }
+
+    /// The clock (default: the system clock). Tests use [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Validates the configuration, subscribes to the invalidation log and starts the
+    /// background tasks. Must run inside a Tokio runtime.
+    ///
+    /// When this returns, every invalidation published later by another instance reaches this
+    /// cache.
+    pub async fn build(self) -> Result<HybridCache> {
+        validate_namespace(&self.namespace)?;
+        if self.raw && self.codec != Codec::Json {
+            return Err(Error::Config("raw values require the JSON codec".into()));
+        }
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return Err(Error::Config("size limits must be above zero".into()));
+        }
+        if self.defaults.ttl.is_zero() {
+            return Err(Error::Config("the default TTL must be above zero".into()));
+        }
+        if self.l2.is_some() && self.log.is_none() {
+            tracing::warn!(
+                namespace = %self.namespace,
+                "a shared L2 without a shared invalidation log: other instances will not drop their L1 copies"
+            );
+        }
+        let log = self.log.unwrap_or_else(|| Arc::new(MemoryLog::new()));
+        let events = log.follow(&self.namespace).await?;
+        let (shutdown, shutdown_rx) = watch::channel(());
+        let inner = Arc::new(Inner {
+            counters: Counters::new(&self.namespace),
+            namespace: self.namespace,
+            instance_id: fastrand::u64(..),
+            l1: self.l1.build(),
+            l2: self
+                .l2
+                .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+            log,
+            codec: self.codec,
+            raw: self.raw,
+            defaults: self.defaults,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            clock: self.clock,
+            flights: Arc::new(Flights::default()),
+            _shutdown: shutdown,
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(follower::run(weak.clone(), events, shutdown_rx.clone()));
+        tokio::spawn(housekeeper::run(weak, shutdown_rx));
+        Ok(HybridCache::from_inner(inner))
+    }
+}

@@ -1,0 +1,586 @@
+//! `HybridCache`: the public face of the library.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::builder::HybridCacheBuilder;
+use crate::clock::Clock;
+use crate::codec::Codec;
+use crate::envelope::{self, Header, Times};
+use crate::error::{BoxError, Error, Result};
+use crate::invalidation::{Invalidation, InvalidationLog, LogEvent, Target};
+use crate::l1::{L1Entry, Value};
+use crate::loader;
+use crate::options::{EntryOptions, ms};
+use crate::single_flight::{Flights, Join, Source};
+use crate::stats::{Counter, Counters, Stats};
+use crate::store::L2Store;
+
+/// What can be cached: any owned, thread-safe, serde type.
+pub trait CacheValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheValue for T {}
+
+/// A typed, async hybrid cache: L1 in memory, L2 shared, kept coherent by an invalidation log.
+///
+/// Cheap to clone (an `Arc`); clones share everything. Build one per service namespace with
+/// [`HybridCache::builder`]. See the [crate documentation](crate) for a tour.
+#[derive(Clone)]
+pub struct HybridCache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for HybridCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HybridCache")
+            .field("namespace", &self.inner.namespace)
+            .field("l2", &self.inner.l2)
+            .field("log", &self.inner.log)
+            .field("codec", &self.inner.codec)
+            .field("raw", &self.inner.raw)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a cache and its background tasks share.
+pub(crate) struct Inner {
+    pub(crate) namespace: String,
+    pub(crate) instance_id: u64,
+    pub(crate) l1: Option<moka::future::Cache<String, L1Entry>>,
+    pub(crate) l2: Arc<dyn L2Store>,
+    pub(crate) log: Arc<dyn InvalidationLog>,
+    pub(crate) codec: Codec,
+    pub(crate) raw: bool,
+    pub(crate) defaults: EntryOptions,
+    pub(crate) max_key_bytes: usize,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) counters: Counters,
+    /// Dropped with the cache; its receivers (follower, housekeeper) then stop.
+    pub(crate) _shutdown: watch::Sender<()>,
+}
+
+/// An entry read from L2.
+pub(crate) struct Found {
+    pub(crate) value: Value,
+    pub(crate) times: Times,
+    pub(crate) tags: Vec<String>,
+}
+
+impl HybridCache {
+    /// Starts building a cache for `namespace` (the service's name: keys become
+    /// `<namespace>:<key>` in L2).
+    pub fn builder(namespace: impl Into<String>) -> HybridCacheBuilder {
+        HybridCacheBuilder::new(namespace.into())
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        HybridCache { inner }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The options used when a call passes none.
+    pub fn default_entry_options(&self) -> &EntryOptions {
+        &self.inner.defaults
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The value of `key`: from L1, else L2, else from `loader` (then stored in both), with the
+    /// default entry options.
+    ///
+    /// Concurrent calls for one key share one L2 read and one load. The loader runs in its own
+    /// task, so it must be `'static`: move clones of what it needs into it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), strata::Error> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Product { id: u64, name: String }
+    ///
+    /// let cache = strata::HybridCache::builder("product-service")
+    ///     .default_entry(strata::EntryOptions::ttl(Duration::from_secs(60)))
+    ///     .build()
+    ///     .await?;
+    ///
+    /// let p: Arc<Product> = cache
+    ///     .get_or_load("product:42", || async {
+    ///         Ok::<_, std::io::Error>(Product { id: 42, name: "Teapot".into() })
+    ///     })
+    ///     .await?;
+    /// assert_eq!(p.name, "Teapot");
+    ///
+    /// // A second read is an L1 hit: the same `Arc`, nothing decoded, the loader not called.
+    /// let again: Arc<Product> = cache
+    ///     .get_or_load("product:42", || async { Err::<Product, _>(std::io::Error::other("unused")) })
+    ///     .await?;
+    /// assert!(Arc::ptr_eq(&p, &again));
+    /// assert_eq!(cache.stats().l1_hits, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_load<T, F, Fut, E>(&self, key: &str, loader: F) -> Result<Arc<T>>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let options = &self.inner.defaults;
+        self.get_or_load_with(key, options, loader).await
+    }
+
+    /// [`get_or_load`](Self::get_or_load) with explicit entry options.
+    ///
+    /// Fails with [`Error::NotFound`] if the key is cached as "not found" by
+    /// [`get_or_load_optional`](Self::get_or_load_optional).
+    pub async fn get_or_load_with<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        loader: F,
+    ) -> Result<Arc<T>>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let value = self
+            .fetch::<T, _, _, E>(key, options, move || async move { loader().await.map(Some) })
+            .await?;
+        typed(key, value)?.ok_or_else(|| Error::NotFound(key.to_owned()))
+    }
+
+    /// Like [`get_or_load_with`](Self::get_or_load_with) for a loader that may find nothing:
+    /// `Ok(None)` is cached too, for the options' [`negative_ttl`](EntryOptions::negative_ttl),
+    /// so repeated lookups of a missing key do not reach the source.
+    pub async fn get_or_load_optional<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        loader: F,
+    ) -> Result<Option<Arc<T>>>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let value = self.fetch::<T, F, Fut, E>(key, options, loader).await?;
+        typed(key, value)
+    }
+
+    /// The value of `key` if L1 or L2 holds a live one; never loads. Stale values count as
+    /// absent; so do negative entries.
+    pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
+        let inner = &*self.inner;
+        inner.check_key(key)?;
+        if let Some(l1) = &inner.l1 {
+            if let Some(e) = l1.get(key).await {
+                let now = inner.clock.now_ms();
+                if now < e.l1_until && now < e.times.expires && !e.fail_safe {
+                    inner.counters.incr(Counter::l1_hits);
+                    return typed(key, e.value);
+                }
+            }
+        }
+        let now = inner.clock.now_ms();
+        match inner.read_l2::<T>(key, now).await {
+            Some(found) if now < found.times.expires => {
+                inner.counters.incr(Counter::l2_hits);
+                inner.fill_l1(key, &inner.defaults, &found, now).await;
+                typed(key, found.value)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Stores `value` under `key` in L2 and L1 (write-through), and tells other instances to
+    /// drop their L1 copy.
+    ///
+    /// Fails without writing anything if the key or the encoded value is over its limit. If
+    /// the L2 write fails, this instance's L1 copy is dropped too (so it does not diverge from
+    /// the others) and the error is returned.
+    pub async fn set<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        options: &EntryOptions,
+    ) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_key(key)?;
+        let now = inner.clock.now_ms();
+        let value: Value = Some(Arc::new(value));
+        let times = options.times(now, false);
+        if !options.skip_l2 {
+            let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0)?;
+            if let Err(e) = inner.write_l2(key, bytes, &times, &options.tags).await {
+                inner.drop_l1(key).await;
+                return Err(e);
+            }
+        }
+        let found = Found {
+            value,
+            times,
+            tags: options.tags.clone(),
+        };
+        if !options.skip_l1 {
+            inner.fill_l1(key, options, &found, now).await;
+        }
+        if options.skip_l2 {
+            return Ok(());
+        }
+        inner.publish(Target::Key(key.to_owned())).await
+    }
+
+    /// Removes `key` from L2, from this instance's L1 and from every other instance's L1.
+    ///
+    /// Every step is attempted; the first failure is returned.
+    pub async fn invalidate(&self, key: &str) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_key(key)?;
+        // L2 first: an instance told to drop its copy must not find the old one in L2.
+        let l2 = inner.l2.delete(&inner.namespace, key).await;
+        inner.drop_l1(key).await;
+        let published = inner.publish(Target::Key(key.to_owned())).await;
+        inner.note_l2(l2).and(published)
+    }
+
+    /// Removes every entry tagged `tag`, everywhere.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_key(tag)?;
+        let l2 = inner.l2.delete_by_tag(&inner.namespace, tag).await;
+        inner.drop_tag(tag);
+        let published = inner.publish(Target::Tag(tag.to_owned())).await;
+        inner.note_l2(l2.map(drop)).and(published)
+    }
+
+    /// Removes every entry of the namespace, everywhere.
+    pub async fn clear(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let l2 = inner.l2.clear(&inner.namespace).await;
+        inner.drop_all();
+        let published = inner.publish(Target::Clear).await;
+        inner.note_l2(l2.map(drop)).and(published)
+    }
+
+    /// Runs L1's pending maintenance now (evictions, expirations). The housekeeper does this
+    /// every second; call it when exact entry counts matter, as in tests.
+    pub async fn run_pending_tasks(&self) {
+        if let Some(l1) = &self.inner.l1 {
+            l1.run_pending_tasks().await;
+        }
+        self.inner.counters.export();
+    }
+
+    /// The read path shared by the `get_or_load*` methods.
+    async fn fetch<T, F, Fut, E>(&self, key: &str, options: &EntryOptions, loader: F) -> Result<Value>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let inner = &self.inner;
+        inner.check_key(key)?;
+        let mut stale = None;
+        if let (false, Some(l1)) = (options.skip_l1, &inner.l1) {
+            if let Some(e) = l1.get(key).await {
+                let now = inner.clock.now_ms();
+                if now < e.l1_until {
+                    if e.fail_safe {
+                        inner.counters.incr(Counter::stale_served);
+                        return Ok(e.value);
+                    }
+                    if now < e.times.fresh_until {
+                        inner.counters.incr(Counter::l1_hits);
+                        return Ok(e.value);
+                    }
+                    // Soft-expired: serve it now, refresh once in the background.
+                    inner.counters.incr(Counter::stale_served);
+                    if let Join::Lead(leader) = inner.flights.join(key) {
+                        inner.counters.incr(Counter::background_refreshes);
+                        self.spawn_load(leader, options, Some(e.clone()), loader);
+                    }
+                    return Ok(e.value);
+                }
+                stale = Some(e);
+            }
+        }
+        let (leading, waiter) = match inner.flights.join(key) {
+            Join::Lead(leader) => {
+                let waiter = leader.waiter();
+                self.spawn_load(leader, options, stale, loader);
+                (true, waiter)
+            }
+            Join::Follow(waiter) => (false, waiter),
+        };
+        let (value, source) = waiter.wait(key).await?;
+        inner.counters.incr(match (source, leading) {
+            (Source::Stale, _) => Counter::stale_served,
+            (_, false) => Counter::coalesced,
+            (Source::L2, true) => Counter::l2_hits,
+            (Source::Loaded, true) => Counter::misses,
+        });
+        Ok(value)
+    }
+
+    fn spawn_load<T, F, Fut, E>(
+        &self,
+        leader: crate::single_flight::Leader,
+        options: &EntryOptions,
+        stale: Option<L1Entry>,
+        loader: F,
+    ) where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let span = tracing::debug_span!("strata.load", namespace = %self.inner.namespace, key = %leader.key());
+        let load = loader::Load {
+            inner: self.inner.clone(),
+            options: options.clone(),
+            stale,
+            leader,
+        };
+        tokio::spawn(load.run::<T, F, Fut, E>(loader).instrument(span));
+    }
+}
+
+/// Downcasts an L1 value to the caller's type.
+fn typed<T: CacheValue>(key: &str, value: Value) -> Result<Option<Arc<T>>> {
+    value
+        .map(|v| {
+            v.downcast::<T>().map_err(|_| Error::TypeMismatch {
+                key: key.to_owned(),
+                expected: std::any::type_name::<T>(),
+            })
+        })
+        .transpose()
+}
+
+impl Inner {
+    pub(crate) fn check_key(&self, key: &str) -> Result<()> {
+        if key.len() > self.max_key_bytes {
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                max: self.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes an entry for L2: an envelope, or the bare value in raw mode.
+    pub(crate) fn encode<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Value,
+        times: &Times,
+        tags: &[String],
+        load_ms: u32,
+    ) -> Result<Bytes> {
+        let typed: Option<&T> = value.as_ref().and_then(|v| v.downcast_ref::<T>());
+        let mut out = Vec::new();
+        if !self.raw {
+            let header = Header {
+                codec: self.codec,
+                negative: value.is_none(),
+                times: *times,
+                generation: 0,
+                load_ms,
+            };
+            envelope::write_header(&mut out, &header, tags)?;
+        }
+        // In raw mode a negative entry is JSON `null`; in an envelope, the flag says it all.
+        let encoded = match typed {
+            Some(v) => self.codec.encode(v, &mut out),
+            None if self.raw => self.codec.encode(&(), &mut out),
+            None => Ok(()),
+        };
+        encoded.map_err(|message| Error::Encode {
+            key: key.to_owned(),
+            message,
+        })?;
+        if out.len() > self.max_value_bytes {
+            return Err(Error::ValueTooLarge {
+                key: key.to_owned(),
+                len: out.len(),
+                max: self.max_value_bytes,
+            });
+        }
+        Ok(out.into())
+    }
+
+    /// Decodes L2 bytes; `None` when they are not a value of `T` this cache can vouch for.
+    fn decode<T: CacheValue>(&self, bytes: &[u8], now: u64) -> Result<Found> {
+        if self.raw && !envelope::is_envelope(bytes) {
+            // Raw values carry no timestamps: treat them as written now, with default options.
+            let value: Option<T> = Codec::Json
+                .decode(bytes)
+                .map_err(|e| Error::Decode(format!("raw value: {e}")))?;
+            return Ok(Found {
+                value: value.map(|v| Arc::new(v) as _),
+                times: self.defaults.times(now, false),
+                tags: Vec::new(),
+            });
+        }
+        let env = envelope::decode(bytes)?;
+        let value = if env.header.negative {
+            None
+        } else {
+            let v: T = env.header.codec.decode(env.payload).map_err(Error::Decode)?;
+            Some(Arc::new(v) as _)
+        };
+        Ok(Found {
+            value,
+            times: env.header.times,
+            tags: env.tags,
+        })
+    }
+
+    /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
+    pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
+        match self.l2.get(&self.namespace, key).await {
+            Ok(Some(bytes)) => match self.decode::<T>(&bytes, now) {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    self.counters.incr(Counter::decode_errors);
+                    tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.counters.incr(Counter::l2_errors);
+                tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn write_l2(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        times: &Times,
+        tags: &[String],
+    ) -> Result<()> {
+        // Raw values carry no timestamps, so L2 keeps them only until they expire.
+        let until = if self.raw {
+            times.expires
+        } else {
+            times.stale_until
+        };
+        let ttl = std::time::Duration::from_millis(until.saturating_sub(times.created).max(1));
+        let result = self.l2.set(&self.namespace, key, bytes, ttl, tags).await;
+        self.note_l2(result)
+    }
+
+    /// Counts an L2 failure and passes the result on.
+    fn note_l2(&self, result: Result<()>) -> Result<()> {
+        if result.is_err() {
+            self.counters.incr(Counter::l2_errors);
+        }
+        result
+    }
+
+    pub(crate) async fn fill_l1(&self, key: &str, options: &EntryOptions, found: &Found, now: u64) {
+        if let Some(l1) = &self.l1 {
+            let l1_until = options.l1_until(now, &found.times);
+            let entry = L1Entry::new(found.value.clone(), found.times, l1_until, &found.tags, now);
+            l1.insert(key.to_owned(), entry).await;
+        }
+    }
+
+    /// Keeps serving `stale` for one throttle period after the loader failed (fail-safe).
+    pub(crate) async fn keep_fail_safe(&self, key: &str, options: &EntryOptions, mut stale: L1Entry) {
+        if let Some(l1) = &self.l1 {
+            let now = self.clock.now_ms();
+            stale.fail_safe = true;
+            stale.l1_until = now.saturating_add(ms(options.fail_safe_throttle));
+            stale.retain = std::time::Duration::from_millis(
+                stale.l1_until.max(stale.times.stale_until).saturating_sub(now),
+            );
+            l1.insert(key.to_owned(), stale).await;
+        }
+    }
+
+    pub(crate) async fn drop_l1(&self, key: &str) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate(key).await;
+        }
+    }
+
+    pub(crate) fn drop_tag(&self, tag: &str) {
+        if let Some(l1) = &self.l1 {
+            let tag = tag.to_owned();
+            // Registered predicates apply to every read from now on, and entries are purged
+            // lazily; this cannot fail because the L1 is built with closure support.
+            if let Err(e) = l1.invalidate_entries_if(move |_, e| e.has_tag(&tag)) {
+                tracing::error!(error = %e, "L1 tag invalidation refused; dropping all of L1");
+                l1.invalidate_all();
+            }
+        }
+    }
+
+    pub(crate) fn drop_all(&self) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate_all();
+        }
+    }
+
+    async fn publish(&self, target: Target) -> Result<()> {
+        let invalidation = Invalidation {
+            origin: self.instance_id,
+            target,
+        };
+        match self.log.publish(&self.namespace, &invalidation).await {
+            Ok(()) => {
+                self.counters.incr(Counter::invalidations_sent);
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.incr(Counter::log_errors);
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies an event from the log to L1.
+    pub(crate) async fn apply(&self, event: LogEvent) {
+        match event {
+            LogEvent::Apply(inv) if inv.origin == self.instance_id => return,
+            LogEvent::Apply(inv) => match inv.target {
+                Target::Key(key) => self.drop_l1(&key).await,
+                Target::Tag(tag) => self.drop_tag(&tag),
+                Target::Clear => self.drop_all(),
+            },
+            LogEvent::Resync => self.drop_all(),
+        }
+        self.counters.incr(Counter::invalidations_received);
+    }
+}
+
+/// Converts a loader's error into a shareable source.
+pub(crate) fn box_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> BoxError {
+    Arc::from(e.into())
+}

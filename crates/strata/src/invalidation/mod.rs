@@ -1,0 +1,70 @@
+//! The backplane seam: how one instance tells every other instance to drop L1 entries.
+
+mod memory;
+mod wire;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+
+pub use memory::MemoryLog;
+
+/// What to drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One key.
+    Key(String),
+    /// Every entry carrying a tag.
+    Tag(String),
+    /// The whole namespace.
+    Clear,
+}
+
+/// One invalidation, as published by an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    /// The publishing instance's id, so that it can skip its own messages.
+    pub origin: u64,
+    /// What to drop.
+    pub target: Target,
+}
+
+impl Invalidation {
+    /// The wire form: a small JSON object, `{"origin":"<hex>","op":"key|tag|clear","arg":…}`.
+    pub fn encode(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+
+    /// Parses the wire form; foreign or corrupt bytes are an [`Error::Decode`].
+    pub fn decode(bytes: &[u8]) -> Result<Invalidation, Error> {
+        wire::decode(bytes)
+    }
+}
+
+/// What a follower receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// Apply an invalidation.
+    Apply(Invalidation),
+    /// Invalidations may have been missed (a reconnect, a lagging reader): drop the whole L1
+    /// of the namespace, the only safe answer to not knowing what changed.
+    Resync,
+}
+
+/// Where followers receive events; dropping it ends the subscription.
+pub type Subscription = mpsc::UnboundedReceiver<LogEvent>;
+
+/// The invalidation backplane. Implementations: [`MemoryLog`] (in-process default) and
+/// `strata_redis::RedisPubSub`.
+#[async_trait]
+pub trait InvalidationLog: Send + Sync + Debug + 'static {
+    /// Sends `invalidation` to every follower of `namespace`, the sender's included.
+    async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error>;
+
+    /// Starts following `namespace`. When this returns, every later `publish` reaches the
+    /// subscription (or, if the implementation loses messages, a [`LogEvent::Resync`] does).
+    async fn follow(&self, namespace: &str) -> Result<Subscription, Error>;
+}

@@ -1,0 +1,75 @@
+//! How cache keys map to L2 keys, shared by every [`L2Store`](crate::L2Store) so that all of
+//! them lay data out the same way.
+//!
+//! - data: `<namespace>:<key>` (so a service in another language can `GET product-service:42`);
+//! - tag index: `<namespace>#tag:<tag>`, the set of data keys carrying the tag.
+//!
+//! Namespaces are restricted to `[A-Za-z0-9_.-]`, which makes the layout unambiguous: no
+//! namespace can contain `:` or `#`, so no key of one namespace can name a key of another, and no
+//! data key can be mistaken for an index. (With `a` and `a:b` both allowed, `a` + `b:c` and
+//! `a:b` + `c` would be the same Redis key.) It also keeps namespaces free of glob characters,
+//! so `SCAN MATCH <namespace>:*` needs no escaping.
+
+use crate::error::Error;
+
+/// Longest namespace accepted.
+pub const MAX_NAMESPACE_LEN: usize = 128;
+
+/// Checks that `namespace` is non-empty, at most [`MAX_NAMESPACE_LEN`] bytes, and only
+/// `[A-Za-z0-9_.-]`.
+pub fn validate_namespace(namespace: &str) -> Result<(), Error> {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= MAX_NAMESPACE_LEN
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "namespace {namespace:?} must be 1 to {MAX_NAMESPACE_LEN} characters of [A-Za-z0-9_.-]"
+        )))
+    }
+}
+
+/// The L2 key of a cache key.
+pub fn data_key(namespace: &str, key: &str) -> String {
+    let mut s = String::with_capacity(namespace.len() + 1 + key.len());
+    s.push_str(namespace);
+    s.push(':');
+    s.push_str(key);
+    s
+}
+
+/// The L2 key of a tag's index.
+pub fn tag_key(namespace: &str, tag: &str) -> String {
+    format!("{namespace}#tag:{tag}")
+}
+
+/// The `SCAN MATCH` patterns covering every L2 key of a namespace.
+pub fn namespace_patterns(namespace: &str) -> [String; 2] {
+    [format!("{namespace}:*"), format!("{namespace}#*")]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_restricted() {
+        for ok in ["product-service", "a", "svc_1.v2"] {
+            assert!(validate_namespace(ok).is_ok(), "{ok}");
+        }
+        let long = "x".repeat(MAX_NAMESPACE_LEN + 1);
+        for bad in ["", "a:b", "a#b", "a*", "a b", "ü", long.as_str()] {
+            assert!(validate_namespace(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layout() {
+        assert_eq!(data_key("ns", "product:42"), "ns:product:42");
+        assert_eq!(tag_key("ns", "category:7"), "ns#tag:category:7");
+        assert_eq!(namespace_patterns("ns"), ["ns:*", "ns#*"]);
+    }
+}

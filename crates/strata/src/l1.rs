@@ -1,0 +1,101 @@
+//! L1: the in-process tier, typed values in a moka cache (W-TinyLFU admission, per-entry expiry).
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+
+use crate::envelope::Times;
+
+/// A value as L1 keeps it: the decoded `Arc<T>`, type-erased so one cache can hold many types.
+/// `None` is a negative entry ("not found").
+pub(crate) type Value = Option<Arc<dyn Any + Send + Sync>>;
+
+/// L1 settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L1 {
+    capacity: u64,
+}
+
+impl L1 {
+    /// An L1 holding at most `entries` entries (W-TinyLFU decides which).
+    pub fn with_capacity(entries: u64) -> Self {
+        L1 { capacity: entries }
+    }
+
+    /// No L1: every read goes to L2.
+    pub fn disabled() -> Self {
+        L1 { capacity: 0 }
+    }
+
+    pub(crate) fn build(&self) -> Option<moka::future::Cache<String, L1Entry>> {
+        (self.capacity > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(self.capacity)
+                .expire_after(Retention)
+                .support_invalidation_closures()
+                .build()
+        })
+    }
+}
+
+impl Default for L1 {
+    /// 10,000 entries.
+    fn default() -> Self {
+        L1::with_capacity(10_000)
+    }
+}
+
+/// One L1 entry. Cloned on every hit, so it is kept to one reference count to bump (the value)
+/// plus plain integers; tags are only present when the entry has some.
+#[derive(Clone)]
+pub(crate) struct L1Entry {
+    pub(crate) value: Value,
+    pub(crate) times: Times,
+    /// Until when this copy may be served without asking L2 (L1 TTL, or a fail-safe throttle).
+    pub(crate) l1_until: u64,
+    /// How long moka keeps the entry, decided when it was made.
+    pub(crate) retain: Duration,
+    pub(crate) tags: Option<Arc<[String]>>,
+    /// A fail-safe copy: serving it counts as serving stale.
+    pub(crate) fail_safe: bool,
+}
+
+impl L1Entry {
+    pub(crate) fn new(value: Value, times: Times, l1_until: u64, tags: &[String], now: u64) -> Self {
+        // Keep the copy while it can serve: fresh or stale-while-revalidate until `l1_until`,
+        // and as a fail-safe fallback until `stale_until`.
+        let keep_until = l1_until.max(times.stale_until);
+        L1Entry {
+            value,
+            times,
+            l1_until,
+            retain: Duration::from_millis(keep_until.saturating_sub(now)),
+            tags: (!tags.is_empty()).then(|| tags.into()),
+            fail_safe: false,
+        }
+    }
+
+    pub(crate) fn has_tag(&self, tag: &str) -> bool {
+        self.tags.as_deref().is_some_and(|t| t.iter().any(|x| x == tag))
+    }
+}
+
+struct Retention;
+
+impl Expiry<String, L1Entry> for Retention {
+    fn expire_after_create(&self, _: &String, value: &L1Entry, _: Instant) -> Option<Duration> {
+        Some(value.retain)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        value: &L1Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.retain)
+    }
+}

@@ -1,0 +1,85 @@
+//! Strata: a typed, async hybrid cache for Rust services.
+//!
+//! A [`HybridCache`] puts an in-process **L1** (typed `Arc<T>` values in a W-TinyLFU cache) in
+//! front of a shared **L2** (Redis, through `strata-redis`, or the embedded [`MemoryStore`]),
+//! and keeps every instance's L1 coherent through an **invalidation log** (Redis pub/sub, or the
+//! in-process [`MemoryLog`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), strata::Error> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use strata::{EntryOptions, HybridCache, L1};
+//!
+//! let cache = HybridCache::builder("product-service")
+//!     .l1(L1::with_capacity(100_000))
+//!     // .l2(strata_redis::RedisStore::connect("redis://127.0.0.1:6379").await?)
+//!     // .invalidation(strata_redis::RedisPubSub::connect("redis://127.0.0.1:6379").await?)
+//!     .default_entry(EntryOptions::ttl(Duration::from_secs(3600)).jitter(0.1))
+//!     .build()
+//!     .await?;
+//!
+//! let name: Arc<String> = cache
+//!     .get_or_load("product:42:name", || async { Ok::<_, std::io::Error>("Teapot".to_string()) })
+//!     .await?;
+//! cache.invalidate("product:42:name").await?; // here, in L2, and in every other instance
+//! # assert_eq!(*name, "Teapot");
+//! # Ok(()) }
+//! ```
+//!
+//! # The read path
+//! 1. **L1**: a hit is a lookup and a reference-count increment: no decoding, no allocation.
+//! 2. **Single-flight**: concurrent misses of one key share one L2 read and one load.
+//! 3. **L2**: entries are stored in a versioned [`envelope`] carrying their timestamps and tags,
+//!    so every instance treats them alike. Corrupt or foreign bytes are a miss, never an error.
+//! 4. **The loader**, under soft and hard [timeouts](EntryOptions::soft_timeout); on failure,
+//!    [fail-safe](EntryOptions::fail_safe) serves the last good value instead of an error.
+//! 5. **Fill** L1 and L2.
+//!
+//! Values past their [soft TTL](EntryOptions::soft_ttl) are served at once while one background
+//! load refreshes them (stale-while-revalidate).
+//!
+//! # Writes
+//! [`set`](HybridCache::set) writes through to L2; [`invalidate`](HybridCache::invalidate),
+//! [`invalidate_tag`](HybridCache::invalidate_tag) and [`clear`](HybridCache::clear) remove
+//! entries from L2, from this L1, and, through the log, from every other instance's L1.
+//!
+//! # Seams
+//! [`L2Store`], [`InvalidationLog`] and [`Clock`] are traits; the embedded implementations
+//! here make everything run on a bare machine, `strata-redis` provides the real ones.
+//!
+//! # Observability
+//! [`HybridCache::stats`] returns the counters; they are also exported through the `metrics`
+//! facade (`strata_hits_total{namespace,level}`, `strata_misses_total`, …) once a second, and
+//! slow paths emit `tracing` spans (`strata.load`).
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod builder;
+mod cache;
+mod clock;
+mod codec;
+pub mod envelope;
+mod error;
+mod follower;
+mod housekeeper;
+pub mod invalidation;
+pub mod keys;
+mod l1;
+mod loader;
+mod options;
+mod single_flight;
+mod stats;
+mod store;
+
+pub use builder::HybridCacheBuilder;
+pub use cache::{CacheValue, HybridCache};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::Codec;
+pub use error::{BoxError, Error, Result};
+pub use invalidation::{InvalidationLog, MemoryLog};
+pub use l1::L1;
+pub use options::EntryOptions;
+pub use stats::Stats;
+pub use store::{L2Store, MemoryStore};

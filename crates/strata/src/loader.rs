@@ -1,0 +1,171 @@
+//! One flight's work, run in its own task: L2, then the loader under its timeouts, then the
+//! fill — or a stale value when the loader cannot deliver.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::{CacheValue, Found, Inner, box_error};
+use crate::error::Error;
+use crate::l1::{L1Entry, Value};
+use crate::options::EntryOptions;
+use crate::single_flight::{Leader, Source};
+use crate::stats::Counter;
+
+/// A flight in progress for one key.
+pub(crate) struct Load {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) options: EntryOptions,
+    /// The best stale value known: the caller's expired L1 copy, or an expired L2 entry.
+    pub(crate) stale: Option<L1Entry>,
+    pub(crate) leader: Leader,
+}
+
+impl Load {
+    pub(crate) async fn run<T, F, Fut, E>(mut self, loader: F)
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let inner = self.inner.clone();
+        let key = self.leader.key().to_owned();
+        let now = inner.clock.now_ms();
+        if !self.options.skip_l2 {
+            if let Some(found) = inner.read_l2::<T>(&key, now).await {
+                if now < found.times.fresh_until {
+                    if !self.options.skip_l1 {
+                        inner.fill_l1(&key, &self.options, &found, now).await;
+                    }
+                    self.leader.answer(Ok((found.value, Source::L2)));
+                    return;
+                }
+                let newer = self
+                    .stale
+                    .as_ref()
+                    .is_none_or(|s| s.times.created < found.times.created);
+                if newer {
+                    self.stale = Some(L1Entry::new(found.value, found.times, 0, &found.tags, now));
+                }
+            }
+        }
+        self.stale = self.stale.take().filter(|s| now < s.times.stale_until);
+        if let Some(s) = &self.stale {
+            // Stale-while-revalidate: a soft-expired value answers at once; the load goes on.
+            if s.times.fresh_until <= now && now < s.times.expires {
+                self.leader.answer(Ok((s.value.clone(), Source::Stale)));
+            }
+        }
+
+        inner.counters.incr(Counter::loader_calls);
+        let started = Instant::now();
+        match self.call(&key, loader).await {
+            Ok(value) => {
+                let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+                self.store::<T>(&key, value.map(|v| Arc::new(v) as _), load_ms)
+                    .await;
+            }
+            Err(error) => self.fail(&key, error).await,
+        }
+    }
+
+    /// Runs the loader under the hard timeout; at the soft timeout, answers with the stale value
+    /// (if any) and keeps waiting.
+    async fn call<T, F, Fut, E>(&self, key: &str, loader: F) -> Result<Option<T>, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let counters = &self.inner.counters;
+        let load = async {
+            let result = match self.options.hard_timeout {
+                Some(after) => match tokio::time::timeout(after, loader()).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        counters.incr(Counter::loader_timeouts);
+                        return Err(Error::LoaderTimeout {
+                            key: key.to_owned(),
+                            after,
+                        });
+                    }
+                },
+                None => loader().await,
+            };
+            result.map_err(|e| {
+                counters.incr(Counter::loader_errors);
+                Error::Loader {
+                    key: key.to_owned(),
+                    source: box_error(e),
+                }
+            })
+        };
+        let mut load = std::pin::pin!(load);
+        if let (Some(soft), Some(stale)) = (self.options.soft_timeout, &self.stale) {
+            if !self.leader.answered() {
+                tokio::select! {
+                    result = &mut load => return result,
+                    () = tokio::time::sleep(soft) => {
+                        self.leader.answer(Ok((stale.value.clone(), Source::Stale)));
+                    }
+                }
+            }
+        }
+        load.await
+    }
+
+    /// Fills L1 (if it may), answers, then writes L2: waiters need not wait for the L2 write.
+    async fn store<T: CacheValue>(self, key: &str, value: Value, load_ms: u32) {
+        let inner = &self.inner;
+        let options = &self.options;
+        let now = inner.clock.now_ms();
+        let found = Found {
+            times: options.times(now, value.is_none()),
+            value,
+            tags: options.tags.clone(),
+        };
+        let mut bytes = None;
+        if !options.skip_l2 {
+            match inner.encode::<T>(key, &found.value, &found.times, &found.tags, load_ms) {
+                Ok(b) => bytes = Some(b),
+                Err(e) => {
+                    // The caller still gets the value; it is just not cached anywhere.
+                    if matches!(e, Error::ValueTooLarge { .. }) {
+                        inner.counters.incr(Counter::oversized);
+                    }
+                    tracing::warn!(namespace = %inner.namespace, key, error = %e, "loaded value not cached");
+                    self.leader.answer(Ok((found.value, Source::Loaded)));
+                    return;
+                }
+            }
+        }
+        if !options.skip_l1 {
+            inner.fill_l1(key, options, &found, now).await;
+        }
+        self.leader.answer(Ok((found.value.clone(), Source::Loaded)));
+        if let Some(bytes) = bytes {
+            if let Err(e) = inner.write_l2(key, bytes, &found.times, &found.tags).await {
+                tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed");
+            }
+        }
+    }
+
+    /// The loader failed: serve the stale value if there is one (and keep serving it for a
+    /// throttle period), else hand the error to the waiters.
+    async fn fail(self, key: &str, error: Error) {
+        match self.stale {
+            Some(stale) => {
+                tracing::debug!(key, %error, "loader failed; serving stale value");
+                if !self.leader.answered() {
+                    self.leader.answer(Ok((stale.value.clone(), Source::Stale)));
+                }
+                if !self.options.skip_l1 {
+                    self.inner.keep_fail_safe(key, &self.options, stale).await;
+                }
+            }
+            None if !self.leader.answered() => self.leader.answer(Err(error)),
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Single-flight per key: concurrent misses of one key share one L2 read and one load.
+//!
+//! The first caller becomes the leader and gets a [`Leader`]; the work runs in its own task, so a
+//! caller that gives up (is cancelled, or returns a stale value at its soft timeout) does not
+//! cancel the load others wait on. Followers wait on a `watch` channel for the leader's answer.
+//! The leader may answer more than once (first a stale value, then the loaded one); a follower
+//! takes whichever answer is there when it looks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::l1::Value;
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A fresh value found in L2.
+    L2,
+    /// A value the loader produced.
+    Loaded,
+    /// A stale value: stale-while-revalidate, soft timeout or fail-safe.
+    Stale,
+}
+
+/// What a flight hands its waiters.
+pub(crate) type Outcome = Result<(Value, Source), Error>;
+
+type Slot = watch::Receiver<Option<Outcome>>;
+
+/// The flights in progress, by key.
+#[derive(Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<String, (u64, Slot)>>,
+    ids: AtomicU64,
+}
+
+pub(crate) enum Join {
+    Lead(Leader),
+    Follow(Waiter),
+}
+
+impl Flights {
+    /// Joins the flight for `key`, or starts one.
+    pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, rx)) = map.get(key) {
+            return Join::Follow(Waiter(rx.clone()));
+        }
+        let (tx, rx) = watch::channel(None);
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        map.insert(key.to_owned(), (id, rx));
+        Join::Lead(Leader {
+            flights: self.clone(),
+            key: key.to_owned(),
+            id,
+            tx,
+        })
+    }
+}
+
+/// The right and duty to answer a key's flight; dropping it ends the flight.
+pub(crate) struct Leader {
+    flights: Arc<Flights>,
+    key: String,
+    id: u64,
+    tx: watch::Sender<Option<Outcome>>,
+}
+
+impl Leader {
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A waiter for this flight's answers.
+    pub(crate) fn waiter(&self) -> Waiter {
+        Waiter(self.tx.subscribe())
+    }
+
+    /// Whether an answer was given already.
+    pub(crate) fn answered(&self) -> bool {
+        self.tx.borrow().is_some()
+    }
+
+    /// Hands `outcome` to every waiter, present and future, for as long as the flight runs.
+    pub(crate) fn answer(&self, outcome: Outcome) {
+        self.tx.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Waits for a flight's answer.
+pub(crate) struct Waiter(Slot);
+
+impl Waiter {
+    pub(crate) async fn wait(mut self, key: &str) -> Outcome {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(answer) => answer.clone().unwrap_or_else(|| Err(Error::Abandoned(key.to_owned()))),
+            // The leader's task ended without answering (it panicked or the runtime shut down).
+            Err(_) => Err(Error::Abandoned(key.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_leader_many_followers_then_a_new_flight() {
+        let flights = Arc::new(Flights::default());
+        let Join::Lead(leader) = flights.join("k") else {
+            panic!("first caller leads")
+        };
+        let followers: Vec<_> = (0..10)
+            .map(|_| match flights.join("k") {
+                Join::Follow(w) => w,
+                Join::Lead(_) => panic!("second caller must follow"),
+            })
+            .collect();
+        assert!(matches!(flights.join("other"), Join::Lead(_)));
+        let value: Value = Some(Arc::new(5u32));
+        leader.answer(Ok((value, Source::Loaded)));
+        for w in followers {
+            let (v, src) = w.wait("k").await.unwrap();
+            assert_eq!(src, Source::Loaded);
+            assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 5);
+        }
+        drop(leader);
+        assert!(matches!(flights.join("k"), Join::Lead(_)), "flight ended");
+    }
+
+    #[tokio::test]
+    async fn a_leader_dropped_without_answer_abandons_its_followers() {
+        let flights = Arc::new(Flights::default());
+        let Join::Lead(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Join::Follow(w) = flights.join("k") else {
+            panic!()
+        };
+        drop(leader);
+        assert!(matches!(w.wait("k").await, Err(Error::Abandoned(_))));
+    }
+}

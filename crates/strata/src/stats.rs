@@ -1,0 +1,212 @@
+//! Counters: cheap atomics on the request path, exported to the `metrics` facade in batches.
+//!
+//! Every event is one relaxed atomic add on a cache-line of its own; the housekeeper pushes the
+//! deltas to whatever `metrics` recorder the binary installed, once a second. That keeps the L1
+//! hit path free of the recorder's lookups and locks.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a cache's counters since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Reads answered from L1.
+    pub l1_hits: u64,
+    /// Reads answered from L2.
+    pub l2_hits: u64,
+    /// Reads that found no usable value and went to the loader.
+    pub misses: u64,
+    /// Reads that joined another caller's L2 read or load instead of starting their own.
+    pub coalesced: u64,
+    /// Reads answered with a stale value (stale-while-revalidate, soft timeout, fail-safe).
+    pub stale_served: u64,
+    /// Loader invocations.
+    pub loader_calls: u64,
+    /// Loader invocations that returned an error.
+    pub loader_errors: u64,
+    /// Loader invocations stopped by the hard timeout.
+    pub loader_timeouts: u64,
+    /// Background refreshes started (stale-while-revalidate).
+    pub background_refreshes: u64,
+    /// Failed L2 operations.
+    pub l2_errors: u64,
+    /// L2 entries that could not be decoded (corrupt, foreign, unknown codec) and were treated
+    /// as misses.
+    pub decode_errors: u64,
+    /// Loaded values over the size limit, returned but not cached.
+    pub oversized: u64,
+    /// Invalidations published.
+    pub invalidations_sent: u64,
+    /// Invalidations from other instances applied to L1 (resyncs included).
+    pub invalidations_received: u64,
+    /// Failed publishes on the invalidation log.
+    pub log_errors: u64,
+}
+
+macro_rules! counters {
+    ($($field:ident => $metric:literal $(, $label:literal)?;)*) => {
+        #[derive(Clone, Copy)]
+        #[allow(non_camel_case_types)]
+        pub(crate) enum Counter { $($field),* }
+
+        const NAMES: &[(&str, Option<&str>)] = &[$(($metric, counters!(@label $($label)?))),*];
+
+        impl Stats {
+            fn from_values(v: &[u64]) -> Stats {
+                Stats { $($field: v[Counter::$field as usize]),* }
+            }
+        }
+    };
+    (@label) => { None };
+    (@label $l:literal) => { Some($l) };
+}
+
+counters! {
+    l1_hits => "strata_hits_total", "l1";
+    l2_hits => "strata_hits_total", "l2";
+    misses => "strata_misses_total";
+    coalesced => "strata_coalesced_total";
+    stale_served => "strata_stale_served_total";
+    loader_calls => "strata_loader_calls_total";
+    loader_errors => "strata_loader_errors_total";
+    loader_timeouts => "strata_loader_timeouts_total";
+    background_refreshes => "strata_background_refreshes_total";
+    l2_errors => "strata_l2_errors_total";
+    decode_errors => "strata_decode_errors_total";
+    oversized => "strata_oversized_total";
+    invalidations_sent => "strata_invalidations_sent_total";
+    invalidations_received => "strata_invalidations_received_total";
+    log_errors => "strata_log_errors_total";
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+/// The live counters of one cache.
+pub(crate) struct Counters {
+    values: Box<[Padded]>,
+    exporter: Mutex<Exporter>,
+}
+
+struct Exporter {
+    handles: Vec<metrics::Counter>,
+    exported: Vec<u64>,
+}
+
+impl Counters {
+    pub(crate) fn new(namespace: &str) -> Self {
+        let handles = NAMES
+            .iter()
+            .map(|(name, level)| {
+                let ns = namespace.to_owned();
+                match level {
+                    Some(level) => metrics::counter!(*name, "namespace" => ns, "level" => *level),
+                    None => metrics::counter!(*name, "namespace" => ns),
+                }
+            })
+            .collect();
+        Counters {
+            values: NAMES.iter().map(|_| Padded::default()).collect(),
+            exporter: Mutex::new(Exporter {
+                handles,
+                exported: vec![0; NAMES.len()],
+            }),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn incr(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, c: Counter, n: u64) {
+        self.values[c as usize].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn values(&self) -> Vec<u64> {
+        self.values
+            .iter()
+            .map(|v| v.0.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats::from_values(&self.values())
+    }
+
+    /// Pushes what changed since the last call to the `metrics` recorder.
+    pub(crate) fn export(&self) {
+        let now = self.values();
+        let mut ex = self.exporter.lock().unwrap_or_else(|e| e.into_inner());
+        let Exporter { handles, exported } = &mut *ex;
+        for ((handle, last), value) in handles.iter().zip(exported.iter_mut()).zip(now) {
+            if value > *last {
+                handle.increment(value - *last);
+                *last = value;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use metrics::{Counter as MCounter, CounterFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+    #[derive(Default)]
+    struct Sink(Mutex<HashMap<String, u64>>);
+
+    struct Handle(Arc<Sink>, String);
+
+    impl CounterFn for Handle {
+        fn increment(&self, value: u64) {
+            *self.0.0.lock().unwrap().entry(self.1.clone()).or_default() += value;
+        }
+        fn absolute(&self, _: u64) {}
+    }
+
+    struct TestRecorder(Arc<Sink>);
+
+    impl Recorder for TestRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> MCounter {
+            let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            let id = format!("{}{{{}}}", key.name(), labels.join(","));
+            MCounter::from_arc(Arc::new(Handle(self.0.clone(), id)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn exports_deltas_with_labels() {
+        let sink = Arc::new(Sink::default());
+        let recorder = TestRecorder(sink.clone());
+        let counters = metrics::with_local_recorder(&recorder, || Counters::new("svc"));
+        counters.add(Counter::l1_hits, 3);
+        counters.incr(Counter::misses);
+        counters.export();
+        counters.add(Counter::l1_hits, 2);
+        counters.export();
+        counters.export();
+        let got = sink.0.lock().unwrap().clone();
+        assert_eq!(got["strata_hits_total{namespace=svc,level=l1}"], 5);
+        assert_eq!(got["strata_misses_total{namespace=svc}"], 1);
+        assert!(!got.contains_key("strata_hits_total{namespace=svc,level=l2}"));
+
+        let s = counters.snapshot();
+        assert_eq!((s.l1_hits, s.misses, s.l2_hits), (5, 1, 0));
+    }
+}

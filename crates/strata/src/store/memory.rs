@@ -1,0 +1,151 @@
+//! The embedded L2: an in-process map, for bare machines, examples and tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::L2Store;
+use crate::error::Error;
+use crate::keys::{data_key, tag_key};
+
+/// An in-process [`L2Store`]: the embedded default when no Redis is configured.
+///
+/// Cloning shares the map, so several caches built on clones of one `MemoryStore` behave like
+/// instances sharing one Redis. Bounded by entry count: when full, expired entries are dropped
+/// first, then arbitrary ones (like Redis' `allkeys-random`).
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<State>>,
+}
+
+#[derive(Debug)]
+struct State {
+    capacity: usize,
+    entries: HashMap<String, (Bytes, Instant)>,
+    tags: HashMap<String, HashSet<String>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_capacity(1_000_000)
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `capacity` entries.
+    pub fn with_capacity(capacity: usize) -> Self {
+        MemoryStore {
+            inner: Arc::new(Mutex::new(State {
+                capacity: capacity.max(1),
+                entries: HashMap::new(),
+                tags: HashMap::new(),
+            })),
+        }
+    }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        self.lock().entries.values().filter(|(_, e)| *e > now).count()
+    }
+
+    /// Whether the store holds no live entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code path panics while holding the lock, but if one ever did, the map is still
+        // consistent (every mutation is a single insert/remove), so keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn get(&self, full: &str) -> Option<Bytes> {
+        match self.entries.get(full) {
+            Some((v, expires)) if *expires > Instant::now() => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn make_room(&mut self) {
+        if self.entries.len() < self.capacity {
+            return;
+        }
+        let now = Instant::now();
+        self.entries.retain(|_, (_, e)| *e > now);
+        let excess = (self.entries.len() + 1).saturating_sub(self.capacity);
+        let victims: Vec<String> = self.entries.keys().take(excess).cloned().collect();
+        for k in victims {
+            self.entries.remove(&k);
+        }
+    }
+}
+
+#[async_trait]
+impl L2Store for MemoryStore {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
+        Ok(self.lock().get(&data_key(namespace, key)))
+    }
+
+    async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
+        let state = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| state.get(&data_key(namespace, k)))
+            .collect())
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[String],
+    ) -> Result<(), Error> {
+        let full = data_key(namespace, key);
+        let mut state = self.lock();
+        if !state.entries.contains_key(&full) {
+            state.make_room();
+        }
+        for tag in tags {
+            state
+                .tags
+                .entry(tag_key(namespace, tag))
+                .or_default()
+                .insert(full.clone());
+        }
+        state.entries.insert(full, (value, Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
+        self.lock().entries.remove(&data_key(namespace, key));
+        Ok(())
+    }
+
+    async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
+        let mut state = self.lock();
+        let members = state.tags.remove(&tag_key(namespace, tag)).unwrap_or_default();
+        let removed = members
+            .iter()
+            .filter(|k| state.entries.remove(*k).is_some())
+            .count();
+        Ok(removed as u64)
+    }
+
+    async fn clear(&self, namespace: &str) -> Result<u64, Error> {
+        let data_prefix = format!("{namespace}:");
+        let index_prefix = format!("{namespace}#");
+        let mut state = self.lock();
+        let before = state.entries.len();
+        state.entries.retain(|k, _| !k.starts_with(&data_prefix));
+        state.tags.retain(|k, _| !k.starts_with(&index_prefix));
+        Ok((before - state.entries.len()) as u64)
+    }
+}
