@@ -1,1 +1,38 @@
-//! placeholder
+//! Redis for Strata: the shared L2 store and the invalidation backplane.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), strata::Error> {
+//! use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+//!
+//! let config = RedisConfig::from_url("redis://127.0.0.1:6379")?;
+//! let cache = strata::HybridCache::builder("product-service")
+//!     .l2(RedisStore::connect_with(&config).await?)
+//!     .invalidation(RedisPubSub::connect_with(&config).await?)
+//!     .build()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`RedisStore`]: values under `<namespace>:<key>`, tag indexes under `<namespace>#tag:<tag>`,
+//!   one multiplexed auto-reconnecting connection, Lua for multi-key atomicity.
+//! - [`RedisPubSub`]: invalidations on `strata:invalidate:<namespace>`; a follower that lost its
+//!   connection drops its L1 when it comes back, since it may have missed messages.
+//! - [`RedisConfig`]: `redis://` and `rediss://` (TLS via rustls, custom CA, mutual TLS), ACL
+//!   user and password, database, connect and command timeouts; never prints secrets.
+//!
+//! # Permissions
+//! With Redis ACLs, Strata needs, for a namespace `NS`:
+//! ```text
+//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +scan +publish +subscribe +evalsha +eval +script|load +ping +client|setinfo
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod pubsub;
+mod scripts;
+mod store;
+
+pub use config::RedisConfig;
+pub use pubsub::{RedisPubSub, channel};
+pub use store::RedisStore;

@@ -1,0 +1,180 @@
+//! `RedisPubSub`: the invalidation backplane on Redis pub/sub.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
+use strata::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::RedisConfig;
+
+/// Invalidations over Redis pub/sub, one channel per namespace:
+/// `strata:invalidate:<namespace>`, carrying [`Invalidation`]'s JSON wire form.
+///
+/// Pub/sub delivers only to connected subscribers, so each follower has its own connection and,
+/// whenever it reconnects, emits [`LogEvent::Resync`]: the cache then drops its whole L1 rather
+/// than risk serving a value whose invalidation it missed.
+#[derive(Clone)]
+pub struct RedisPubSub {
+    client: redis::Client,
+    publisher: ConnectionManager,
+    config: RedisConfig,
+}
+
+impl std::fmt::Debug for RedisPubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPubSub").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The channel of a namespace.
+pub fn channel(namespace: &str) -> String {
+    format!("strata:invalidate:{namespace}")
+}
+
+impl RedisPubSub {
+    /// Connects to the Redis at `url` with default timeouts.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(&RedisConfig::from_url(url)?).await
+    }
+
+    /// Connects with explicit settings.
+    pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
+        let client = config.client()?;
+        let publisher = ConnectionManager::new_with_config(client.clone(), config.manager_config())
+            .await
+            .map_err(Error::log)?;
+        Ok(RedisPubSub {
+            client,
+            publisher,
+            config: config.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl InvalidationLog for RedisPubSub {
+    async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
+        redis::cmd("PUBLISH")
+            .arg(channel(namespace))
+            .arg(invalidation.encode())
+            .exec_async(&mut self.publisher.clone())
+            .await
+            .map_err(Error::log)
+    }
+
+    async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let follower = Follower {
+            client: self.client.clone(),
+            channel: channel(namespace),
+            connect_timeout: self.config.connect_timeout,
+            events: tx,
+        };
+        tokio::spawn(follower.run(ready_tx));
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(rx),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Config("invalidation follower stopped before subscribing".into())),
+        }
+    }
+}
+
+/// One subscription, kept alive across disconnects until its receiver is dropped.
+struct Follower {
+    client: redis::Client,
+    channel: String,
+    connect_timeout: Duration,
+    events: mpsc::UnboundedSender<LogEvent>,
+}
+
+impl Follower {
+    async fn run(self, ready: oneshot::Sender<Result<(), Error>>) {
+        let mut ready = Some(ready);
+        let mut backoff = reconnect_backoff();
+        loop {
+            match self.subscribe().await {
+                Ok(pubsub) => {
+                    match ready.take() {
+                        Some(ready) => {
+                            let _ = ready.send(Ok(()));
+                        }
+                        // Whatever was published while we were away is lost: start over.
+                        None => {
+                            tracing::info!(channel = %self.channel, "invalidation subscription restored; dropping L1");
+                            if self.events.send(LogEvent::Resync).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    backoff = reconnect_backoff();
+                    if !self.forward(pubsub).await {
+                        return;
+                    }
+                    tracing::warn!(channel = %self.channel, "invalidation subscription lost; reconnecting");
+                }
+                Err(e) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                    tracing::debug!(channel = %self.channel, error = %e, "invalidation subscription failed");
+                }
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.events.closed() => return,
+            }
+        }
+    }
+
+    async fn subscribe(&self) -> Result<redis::aio::PubSub, Error> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result.map_err(Error::log),
+            Err(_) => Err(Error::log(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "subscribing timed out",
+            ))),
+        }
+    }
+
+    /// Forwards messages until the connection ends (`true`) or the cache is gone (`false`).
+    async fn forward(&self, mut pubsub: redis::aio::PubSub) -> bool {
+        let mut messages = pubsub.on_message();
+        loop {
+            let message = tokio::select! {
+                m = messages.next() => m,
+                () = self.events.closed() => return false,
+            };
+            let Some(message) = message else { return true };
+            match Invalidation::decode(message.get_payload_bytes()) {
+                Ok(inv) => {
+                    if self.events.send(LogEvent::Apply(inv)).is_err() {
+                        return false;
+                    }
+                }
+                Err(e) => tracing::warn!(channel = %self.channel, error = %e, "ignoring foreign message"),
+            }
+        }
+    }
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

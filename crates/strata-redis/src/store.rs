@@ -1,0 +1,167 @@
+//! `RedisStore`: the L2 on Redis.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use strata::keys::{data_key, namespace_patterns, tag_key};
+use strata::{Error, L2Store};
+
+use crate::config::RedisConfig;
+use crate::scripts::{DELETE_TAG, SET_WITH_TAGS};
+
+/// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
+/// the client, with connect and command timeouts.
+///
+/// Keys follow [`strata::keys`]: `<namespace>:<key>` for values, `<namespace>#tag:<tag>` for
+/// tag indexes (sets), so a namespace can be scanned, cleared and ACL-restricted by prefix.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    config: RedisConfig,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` with default timeouts.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(&RedisConfig::from_url(url)?).await
+    }
+
+    /// Connects with explicit settings. Fails if the server cannot be reached within the
+    /// connect timeout or refuses the credentials.
+    pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
+        let conn = ConnectionManager::new_with_config(config.client()?, config.manager_config())
+            .await
+            .map_err(Error::store)?;
+        Ok(RedisStore {
+            conn,
+            config: config.clone(),
+        })
+    }
+
+    /// The connection, for commands of your own on the same server.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(Error::store)?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::store)?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[async_trait]
+impl L2Store for RedisStore {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(data_key(namespace, key))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full: Vec<String> = keys.iter().map(|k| data_key(namespace, k)).collect();
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&full)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[String],
+    ) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let full = data_key(namespace, key);
+        if tags.is_empty() {
+            return redis::cmd("SET")
+                .arg(full)
+                .arg(value.as_ref())
+                .arg("PX")
+                .arg(ttl_ms(ttl))
+                .exec_async(&mut conn)
+                .await
+                .map_err(Error::store);
+        }
+        let mut invocation = SET_WITH_TAGS.key(full);
+        for tag in tags {
+            invocation.key(tag_key(namespace, tag));
+        }
+        invocation
+            .arg(value.as_ref())
+            .arg(ttl_ms(ttl))
+            .invoke_async::<()>(&mut conn)
+            .await
+            .map_err(Error::store)
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
+        redis::cmd("UNLINK")
+            .arg(data_key(namespace, key))
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)
+    }
+
+    async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
+        DELETE_TAG
+            .key(tag_key(namespace, tag))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)
+    }
+
+    async fn clear(&self, namespace: &str) -> Result<u64, Error> {
+        let mut removed = 0;
+        for pattern in namespace_patterns(namespace) {
+            removed += self.unlink_matching(&pattern).await?;
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,118 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata::{EntryOptions, Error, MemoryLog, MemoryStore};
+use strata_testkit::eventually;
+use strata_testkit::source::{Db, Product};
+
+use crate::{TTL, cache_on, clock};
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn entries_are_reloaded_after_their_ttl() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let cache = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
+    let v0: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    db.update();
+    clock.advance(TTL - SEC);
+    let still: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!(still.version, v0.version);
+    clock.advance(2 * SEC);
+    let fresh: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!((fresh.version, db.calls()), (1, 2));
+}
+
+#[tokio::test]
+async fn a_short_l1_ttl_sends_reads_back_to_l2_not_to_the_loader() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL).l1_ttl(10 * SEC);
+    let cache = cache_on(&store, &log, &clock, options).await;
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    clock.advance(11 * SEC);
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    let s = cache.stats();
+    assert_eq!((db.calls(), s.l2_hits, s.l1_hits), (1, 1, 0));
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!(cache.stats().l1_hits, 1, "the L2 read refilled L1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_expired_values_are_served_at_once_and_refreshed_once() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL).soft_ttl(10 * SEC);
+    let cache = cache_on(&store, &log, &clock, options).await;
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    db.update();
+    db.set_delay(Duration::from_millis(100));
+    clock.advance(11 * SEC);
+    for _ in 0..10 {
+        let stale: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+        assert_eq!(stale.version, 0, "served stale at once, not after the 100 ms load");
+    }
+    eventually("the background refresh to land", 5 * SEC, || async {
+        let p: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+        p.version == 1
+    })
+    .await;
+    let s = cache.stats();
+    assert_eq!(db.calls(), 2, "one background refresh for all stale reads");
+    assert_eq!(s.background_refreshes, 1);
+    assert!(s.stale_served >= 10, "{s:?}");
+}
+
+#[tokio::test]
+async fn fail_safe_serves_stale_and_throttles_the_failing_loader() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL)
+        .fail_safe(Duration::from_secs(3600))
+        .fail_safe_throttle(30 * SEC);
+    let cache = cache_on(&store, &log, &clock, options).await;
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    clock.advance(TTL + SEC);
+    db.set_failing(true);
+    db.update();
+
+    let stale: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!((stale.version, db.calls()), (0, 2), "loader tried once, stale served");
+    for _ in 0..5 {
+        let again: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+        assert_eq!(again.version, 0);
+    }
+    assert_eq!(db.calls(), 2, "no retries within the throttle");
+    let s = cache.stats();
+    assert_eq!((s.stale_served, s.loader_errors), (6, 1));
+
+    clock.advance(31 * SEC);
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!(db.calls(), 3, "retried after the throttle, still failing, still stale");
+
+    db.set_failing(false);
+    clock.advance(31 * SEC);
+    let fresh: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!(fresh.version, 1, "recovered");
+}
+
+#[tokio::test]
+async fn fail_safe_ends_after_its_max_duration() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL).fail_safe(120 * SEC);
+    let cache = cache_on(&store, &log, &clock, options).await;
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    db.set_failing(true);
+    clock.advance(TTL + 121 * SEC);
+    let err = cache.get_or_load::<Product, _, _, _>("p", db.loader(1)).await;
+    assert!(matches!(err, Err(Error::Loader { .. })), "{err:?}");
+}
+
+#[tokio::test]
+async fn without_fail_safe_an_expired_entry_is_not_served() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let cache = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    db.set_failing(true);
+    clock.advance(TTL + SEC);
+    let err = cache.get_or_load::<Product, _, _, _>("p", db.loader(1)).await;
+    assert!(matches!(err, Err(Error::Loader { .. })), "{err:?}");
+    assert_eq!(cache.stats().stale_served, 0);
+}
