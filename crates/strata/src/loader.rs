@@ -115,7 +115,9 @@ impl Load {
         load.await
     }
 
-    /// Fills L1 (if it may), answers, then writes L2: waiters need not wait for the L2 write.
+    /// Writes L2, fills L1, then answers: once a caller has its value, every instance can read
+    /// it from L2 (read-your-writes across instances), at the cost of one L2 round trip on a
+    /// miss that already paid for a load.
     async fn store<T: CacheValue>(self, key: &str, value: Value, load_ms: u32) {
         let inner = &self.inner;
         let options = &self.options;
@@ -140,15 +142,15 @@ impl Load {
                 }
             }
         }
-        if !options.skip_l1 {
-            inner.fill_l1(key, options, &found, now).await;
-        }
-        self.leader.answer(Ok((found.value.clone(), Source::Loaded)));
         if let Some(bytes) = bytes {
             if let Err(e) = inner.write_l2(key, bytes, &found.times, &found.tags).await {
                 tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed");
             }
         }
+        if !options.skip_l1 {
+            inner.fill_l1(key, options, &found, now).await;
+        }
+        self.leader.answer(Ok((found.value, Source::Loaded)));
     }
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a

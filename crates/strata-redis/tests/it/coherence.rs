@@ -1,0 +1,103 @@
+//! Several instances sharing one Redis, each with its own connections and L1.
+
+use std::sync::Arc;
+
+use strata::EntryOptions;
+use strata_testkit::source::{Db, Product};
+use strata_testkit::{RedisServer, eventually};
+
+use crate::{TTL, WAIT, instance};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_on_one_instance_reaches_the_others_l1() {
+    let redis = RedisServer::start();
+    let a = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let b = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    let _: Arc<Product> = a.get_or_load("p", db.loader(1)).await.unwrap();
+    let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!((db.calls(), b.stats().l2_hits), (1, 1), "b read a's value from Redis");
+
+    db.update();
+    a.invalidate("p").await.unwrap();
+    assert_eq!(redis.cli(&["EXISTS", "svc:p"]), "0");
+    eventually("b to drop its L1 copy", WAIT, || async {
+        b.get::<Product>("p").await.unwrap().is_none()
+    })
+    .await;
+    let fresh: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!(fresh.version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_tags_and_clear_reach_every_instance() {
+    let redis = RedisServer::start();
+    let a = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let b = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    let tagged = EntryOptions::ttl(TTL).tags(["category:7"]);
+    let _: Arc<Product> = b.get_or_load_with("t1", &tagged, db.loader(1)).await.unwrap();
+    let _: Arc<Product> = b.get_or_load("plain", db.loader(2)).await.unwrap();
+    let _: Arc<Product> = b.get_or_load("p", db.loader(3)).await.unwrap();
+
+    let renamed = Product {
+        id: 3,
+        version: 9,
+        name: "renamed".into(),
+    };
+    a.set("p", renamed, &EntryOptions::ttl(TTL)).await.unwrap();
+    eventually("b to see a's write", WAIT, || async {
+        b.get::<Product>("p").await.unwrap().is_some_and(|p| p.version == 9)
+    })
+    .await;
+
+    a.invalidate_tag("category:7").await.unwrap();
+    eventually("b to drop the tagged entry", WAIT, || async {
+        b.get::<Product>("t1").await.unwrap().is_none()
+    })
+    .await;
+    assert!(b.get::<Product>("plain").await.unwrap().is_some());
+
+    a.clear().await.unwrap();
+    eventually("b to clear", WAIT, || async {
+        b.get::<Product>("plain").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(redis.cli(&["DBSIZE"]), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_cold_reads_load_once() {
+    let redis = RedisServer::start();
+    let cache = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    db.set_delay(std::time::Duration::from_millis(50));
+    let reads: Vec<_> = (0..1000)
+        .map(|_| {
+            let (cache, db) = (cache.clone(), db.clone());
+            tokio::spawn(async move { cache.get_or_load::<Product, _, _, _>("cold", db.loader(1)).await })
+        })
+        .collect();
+    for r in reads {
+        r.await.unwrap().unwrap();
+    }
+    assert_eq!(db.calls(), 1);
+    assert_eq!(cache.stats().loader_calls, 1);
+    assert_eq!(redis.cli(&["EXISTS", "svc:cold"]), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_lost_its_connection_drops_its_l1() {
+    let mut redis = RedisServer::start();
+    let cache = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    // Invalidations published while the follower is away are lost with pub/sub; the follower
+    // must assume the worst when it is back.
+    redis.restart();
+    eventually("the follower to resync", WAIT, || async {
+        cache.get::<Product>("p").await.unwrap().is_none()
+    })
+    .await;
+    assert!(cache.stats().invalidations_received >= 1);
+}

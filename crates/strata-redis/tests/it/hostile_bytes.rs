@@ -1,0 +1,78 @@
+//! What other writers may leave in Redis, and what Strata must refuse to write there.
+
+use std::sync::Arc;
+
+use strata::{EntryOptions, Error, HybridCache};
+use strata_redis::RedisStore;
+use strata_testkit::RedisServer;
+use strata_testkit::source::{Db, Product};
+
+use crate::{TTL, instance};
+
+#[tokio::test]
+async fn corrupt_and_foreign_bytes_are_a_counted_miss() {
+    let redis = RedisServer::start();
+    let cache = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    redis.cli(&["SET", "svc:garbage", "\u{1}\u{2}not an envelope"]);
+    redis.cli(&["SET", "svc:json", "{\"id\":1,\"version\":0,\"name\":\"foreign\"}"]);
+    let mut conn = RedisStore::connect(&redis.url()).await.unwrap().connection();
+    let truncated = [0xFF, b'S', b'T', 1, 1, 0, 9, 9];
+    let _: () = redis::cmd("SET").arg("svc:truncated").arg(&truncated[..]).query_async(&mut conn).await.unwrap();
+    let future_version = [0xFF, b'S', b'T', 200, 1, 0];
+    let _: () = redis::cmd("SET").arg("svc:future").arg(&future_version[..]).query_async(&mut conn).await.unwrap();
+
+    for (i, key) in ["garbage", "json", "truncated", "future"].into_iter().enumerate() {
+        let p: Arc<Product> = cache.get_or_load(key, db.loader(i as u64)).await.unwrap();
+        assert_eq!(p.id, i as u64);
+    }
+    let s = cache.stats();
+    assert_eq!((s.decode_errors, s.loader_calls), (4, 4));
+    let healed: Vec<u8> = redis::cmd("GET").arg("svc:garbage").query_async(&mut conn).await.unwrap();
+    assert!(strata::envelope::decode(&healed).is_ok());
+}
+
+#[tokio::test]
+async fn an_oversized_value_is_refused_and_nothing_reaches_redis() {
+    let redis = RedisServer::start();
+    let cache = HybridCache::builder("svc")
+        .l2(RedisStore::connect(&redis.url()).await.unwrap())
+        .max_value_bytes(1024)
+        .build()
+        .await
+        .unwrap();
+    let big = Product {
+        id: 1,
+        version: 0,
+        name: "x".repeat(2000),
+    };
+    let err = cache.set("p", big, &EntryOptions::ttl(TTL)).await;
+    assert!(matches!(err, Err(Error::ValueTooLarge { max: 1024, .. })), "{err:?}");
+    assert_eq!(redis.cli(&["DBSIZE"]), "0");
+}
+
+#[tokio::test]
+async fn raw_values_are_readable_by_a_plain_get() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let cache = HybridCache::builder("svc")
+        .l2(store)
+        .raw_values(true)
+        .default_entry(EntryOptions::ttl(TTL))
+        .build()
+        .await
+        .unwrap();
+    let db = Db::new();
+    let _: Arc<Product> = cache.get_or_load("product:42", db.loader(42)).await.unwrap();
+    assert_eq!(
+        redis.cli(&["GET", "svc:product:42"]),
+        r#"{"id":42,"version":0,"name":"product 42"}"#
+    );
+    let ttl: i64 = redis.cli(&["TTL", "svc:product:42"]).parse().unwrap();
+    assert!((59..=60).contains(&ttl), "EX set: {ttl}");
+
+    // And a value written by another language's service is read as is.
+    redis.cli(&["SET", "svc:product:7", r#"{"id":7,"version":3,"name":"from python"}"#]);
+    let p: Arc<Product> = cache.get_or_load("product:7", db.loader(7)).await.unwrap();
+    assert_eq!((p.version, db.calls()), (3, 1));
+}

@@ -1,0 +1,32 @@
+//! Integration tests against real `redis-server` processes started by the test harness.
+
+mod coherence;
+mod hostile_bytes;
+mod outage;
+mod security;
+mod store;
+
+use std::time::Duration;
+
+use strata::{EntryOptions, HybridCache};
+use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+use strata_testkit::RedisServer;
+
+pub(crate) const TTL: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// A cache instance with its own connections (store and backplane) to `redis`.
+pub(crate) async fn instance(redis: &RedisServer, options: EntryOptions) -> HybridCache {
+    let config = RedisConfig::from_url(&redis.url()).unwrap();
+    instance_with(&config, options).await
+}
+
+pub(crate) async fn instance_with(config: &RedisConfig, options: EntryOptions) -> HybridCache {
+    HybridCache::builder("svc")
+        .l2(RedisStore::connect_with(config).await.unwrap())
+        .invalidation(RedisPubSub::connect_with(config).await.unwrap())
+        .default_entry(options)
+        .build()
+        .await
+        .unwrap()
+}

@@ -1,0 +1,105 @@
+//! TLS, mutual TLS, ACL users, and secrets kept out of `Debug`.
+
+use std::sync::Arc;
+
+use strata::{EntryOptions, HybridCache};
+use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+use strata_testkit::source::{Db, Product};
+use strata_testkit::{RedisServer, eventually};
+
+use crate::{TTL, WAIT, instance_with};
+
+/// The ACL line documented in the crate docs, for namespace `svc`.
+const ACL: &str = "app on >app-secret ~svc:* ~svc#* &strata:invalidate:svc -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +scan +publish +subscribe +evalsha +eval +script|load +ping";
+
+fn pem(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+/// Exercises every Redis path of a cache: load, L2 read, set, tags, invalidation, clear.
+async fn exercise(a: &HybridCache, b: &HybridCache) {
+    let db = Db::new();
+    let tagged = EntryOptions::ttl(TTL).tags(["t"]);
+    let _: Arc<Product> = a.get_or_load_with("p", &tagged, db.loader(1)).await.unwrap();
+    let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!((db.calls(), b.stats().l2_hits), (1, 1));
+    a.set("q", Product { id: 2, version: 1, name: "q".into() }, &tagged).await.unwrap();
+    a.invalidate_tag("t").await.unwrap();
+    eventually("b to drop the tagged entry", WAIT, || async {
+        b.get::<Product>("p").await.unwrap().is_none()
+    })
+    .await;
+    a.invalidate("p").await.unwrap();
+    a.clear().await.unwrap();
+    assert_eq!(a.stats().l2_errors + b.stats().l2_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_an_acl_user() {
+    let redis = RedisServer::options().tls().acl_user(ACL).start();
+    let tls = redis.tls_files().unwrap();
+    let config = RedisConfig::from_url(&redis.url_with_user("app", "app-secret"))
+        .unwrap()
+        .ca_certificate_pem(pem(&tls.ca));
+    let a = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let b = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    exercise(&a, &b).await;
+
+    // The server's certificate is verified: without our CA, the system roots reject it.
+    let untrusted = RedisConfig::from_url(&redis.url_with_user("app", "app-secret")).unwrap();
+    assert!(RedisStore::connect_with(&untrusted).await.is_err());
+    // And the password is checked.
+    let wrong = RedisConfig::from_url(&redis.url_with_user("app", "nope"))
+        .unwrap()
+        .ca_certificate_pem(pem(&tls.ca));
+    assert!(RedisStore::connect_with(&wrong).await.is_err());
+    assert!(RedisPubSub::connect_with(&wrong).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls() {
+    let redis = RedisServer::options().tls().require_client_certificates().start();
+    let tls = redis.tls_files().unwrap();
+    let server_only = RedisConfig::from_url(&redis.url()).unwrap().ca_certificate_pem(pem(&tls.ca));
+    assert!(RedisStore::connect_with(&server_only).await.is_err(), "client certificate required");
+    let mutual = server_only.client_certificate_pem(pem(&tls.client_cert), pem(&tls.client_key));
+    let a = instance_with(&mutual, EntryOptions::ttl(TTL)).await;
+    let b = instance_with(&mutual, EntryOptions::ttl(TTL)).await;
+    exercise(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_confines_a_service_to_its_namespace() {
+    let redis = RedisServer::options().acl_user(ACL).start();
+    let config = RedisConfig::from_url(&redis.url_with_user("app", "app-secret")).unwrap();
+    let a = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let b = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    exercise(&a, &b).await;
+
+    let mut conn = RedisStore::connect_with(&config).await.unwrap().connection();
+    redis.cli(&["SET", "billing:secret", "x"]);
+    let denied: Result<Option<String>, _> = redis::cmd("GET").arg("billing:secret").query_async(&mut conn).await;
+    assert!(denied.is_err(), "another namespace's keys are out of reach");
+    let other = HybridCache::builder("billing")
+        .l2(RedisStore::connect_with(&config).await.unwrap())
+        .build()
+        .await
+        .unwrap();
+    let _: Arc<Product> = other.get_or_load("secret", Db::new().loader(1)).await.unwrap();
+    assert!(other.stats().l2_errors >= 1, "reads of a foreign namespace fail (and fall back)");
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let config = RedisConfig::from_url("rediss://app:hunter2@cache.internal:6380/3")
+        .unwrap()
+        .client_certificate_pem("-----BEGIN CERTIFICATE-----CERTDATA", "-----BEGIN PRIVATE KEY-----KEYDATA");
+    for text in [format!("{config:?}"), format!("{config:#?}"), config.to_string()] {
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("KEYDATA"), "{text}");
+        assert!(!text.contains("CERTDATA"), "{text}");
+        assert!(text.contains("cache.internal:6380"), "{text}");
+    }
+    assert!(RedisConfig::from_url("http://nope").is_err());
+    assert!(RedisConfig::from_url("redis://h:notaport").is_err());
+}
