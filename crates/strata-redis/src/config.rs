@@ -32,9 +32,9 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Parses `url`. Fails with [`Error::Config`] on a malformed URL or unknown scheme.
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        let info = url
-            .into_connection_info()
-            .map_err(|e| Error::Config(format!("Redis URL: {}", e.detail().unwrap_or("malformed"))))?;
+        let info = url.into_connection_info().map_err(|e| {
+            Error::Config(format!("Redis URL: {}", e.detail().unwrap_or("malformed")))
+        })?;
         Ok(RedisConfig {
             info,
             connect_timeout: Duration::from_secs(1),
@@ -63,7 +63,11 @@ impl RedisConfig {
     }
 
     /// Present this client certificate and key (PEM) for mutual TLS.
-    pub fn client_certificate_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+    pub fn client_certificate_pem(
+        mut self,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
         self.client_pem = Some((cert.into(), key.into()));
         self
     }
@@ -87,10 +91,13 @@ impl RedisConfig {
             return redis::Client::open(self.info.clone()).map_err(Error::store);
         }
         let certs = redis::TlsCertificates {
-            client_tls: self.client_pem.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
-                client_cert: cert.clone(),
-                client_key: key.clone(),
-            }),
+            client_tls: self
+                .client_pem
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
             root_cert: self.ca_pem.clone(),
         };
         redis::Client::build_with_tls(self.info.clone(), certs)
@@ -128,7 +135,10 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("ca", &self.ca_pem.as_ref().map(|_| "<pem>"))
-            .field("client_certificate", &self.client_pem.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_certificate",
+                &self.client_pem.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
 use strata::Error;
+use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RedisConfig;
@@ -27,7 +27,9 @@ pub struct RedisPubSub {
 
 impl std::fmt::Debug for RedisPubSub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisPubSub").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("RedisPubSub")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,7 +82,9 @@ impl InvalidationLog for RedisPubSub {
         match ready_rx.await {
             Ok(Ok(())) => Ok(rx),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Config("invalidation follower stopped before subscribing".into())),
+            Err(_) => Err(Error::Config(
+                "invalidation follower stopped before subscribing".into(),
+            )),
         }
     }
 }
@@ -164,7 +168,9 @@ impl Follower {
                         return false;
                     }
                 }
-                Err(e) => tracing::warn!(channel = %self.channel, error = %e, "ignoring foreign message"),
+                Err(e) => {
+                    tracing::warn!(channel = %self.channel, error = %e, "ignoring foreign message")
+                }
             }
         }
     }

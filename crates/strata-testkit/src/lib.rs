@@ -132,7 +132,11 @@ impl RedisServer {
                     .arg(&tls.ca)
                     .args([
                         "--tls-auth-clients",
-                        if self.options.tls_client_auth { "yes" } else { "no" },
+                        if self.options.tls_client_auth {
+                            "yes"
+                        } else {
+                            "no"
+                        },
                     ]);
             }
             None => {
@@ -160,7 +164,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not come up in {STARTUP:?}", self.port);
+        panic!(
+            "redis-server on port {} did not come up in {STARTUP:?}",
+            self.port
+        );
     }
 
     /// Whether the server accepts connections (and, without TLS, answers `PING`).
@@ -175,8 +182,7 @@ impl RedisServer {
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let mut buf = [0u8; 64];
         // An ACL-protected default user answers PING with -NOAUTH: still up.
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read(&mut buf).is_ok_and(|n| n > 0)
+        stream.write_all(b"PING\r\n").is_ok() && stream.read(&mut buf).is_ok_and(|n| n > 0)
     }
 
     /// The port.
@@ -215,7 +221,11 @@ impl RedisServer {
     /// Starts the server again on the same port (empty: persistence is off).
     pub fn restart(&mut self) {
         self.kill();
-        assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 
     /// Runs `redis-cli` against the server with `args` and returns its stdout.
@@ -224,7 +234,10 @@ impl RedisServer {
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
         if let Some(tls) = &self.tls {
             cmd.arg("--tls").arg("--cacert").arg(&tls.ca);
-            cmd.arg("--cert").arg(&tls.client_cert).arg("--key").arg(&tls.client_key);
+            cmd.arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
         }
         let out = cmd.args(args).output().expect("redis-cli must be on PATH");
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
@@ -258,8 +271,19 @@ fn make_certificates(dir: &Path) -> TlsFiles {
         assert!(status.success(), "openssl {args:?} failed");
     };
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=strata-test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=strata-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
     ]);
     std::fs::write(
         p("server.ext"),
@@ -269,13 +293,33 @@ fn make_certificates(dir: &Path) -> TlsFiles {
     std::fs::write(p("client.ext"), "extendedKeyUsage=clientAuth\n").expect("write ext");
     for who in ["server", "client"] {
         run(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={who}"),
-            "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"),
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={who}"),
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
         ]);
         run(&[
-            "x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", &format!("{who}.ext"),
-            "-out", &format!("{who}.crt"),
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
+            "-out",
+            &format!("{who}.crt"),
         ]);
     }
     TlsFiles {
@@ -301,7 +345,10 @@ where
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -55,7 +55,8 @@ impl Db {
 
     /// Makes every load take `delay` (on the Tokio clock, so paused-time tests run instantly).
     pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Loads a record.

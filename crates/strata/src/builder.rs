@@ -149,9 +149,7 @@ impl HybridCacheBuilder {
             namespace: self.namespace,
             instance_id: fastrand::u64(..),
             l1: self.l1.build(),
-            l2: self
-                .l2
-                .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+            l2: self.l2.unwrap_or_else(|| Arc::new(MemoryStore::default())),
             log,
             codec: self.codec,
             raw: self.raw,

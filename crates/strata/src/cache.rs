@@ -163,7 +163,11 @@ impl HybridCache {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let value = self
-            .fetch::<T, _, _, E>(key, options, move || async move { loader().await.map(Some) })
+            .fetch::<T, _, _, E>(
+                key,
+                options,
+                move || async move { loader().await.map(Some) },
+            )
             .await?;
         typed(key, value)?.ok_or_else(|| Error::NotFound(key.to_owned()))
     }
@@ -192,13 +196,13 @@ impl HybridCache {
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         let inner = &*self.inner;
         inner.check_key(key)?;
-        if let Some(l1) = &inner.l1 {
-            if let Some(e) = l1.get(key).await {
-                let now = inner.clock.now_ms();
-                if now < e.l1_until && now < e.times.expires && !e.fail_safe {
-                    inner.counters.incr(Counter::l1_hits);
-                    return typed(key, e.value);
-                }
+        if let Some(l1) = &inner.l1
+            && let Some(e) = l1.get(key).await
+        {
+            let now = inner.clock.now_ms();
+            if now < e.l1_until && now < e.times.expires && !e.fail_safe {
+                inner.counters.incr(Counter::l1_hits);
+                return typed(key, e.value);
             }
         }
         let now = inner.clock.now_ms();
@@ -292,7 +296,12 @@ impl HybridCache {
     }
 
     /// The read path shared by the `get_or_load*` methods.
-    async fn fetch<T, F, Fut, E>(&self, key: &str, options: &EntryOptions, loader: F) -> Result<Value>
+    async fn fetch<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        loader: F,
+    ) -> Result<Value>
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
@@ -302,28 +311,28 @@ impl HybridCache {
         let inner = &self.inner;
         inner.check_key(key)?;
         let mut stale = None;
-        if let (false, Some(l1)) = (options.skip_l1, &inner.l1) {
-            if let Some(e) = l1.get(key).await {
-                let now = inner.clock.now_ms();
-                if now < e.l1_until {
-                    if e.fail_safe {
-                        inner.counters.incr(Counter::stale_served);
-                        return Ok(e.value);
-                    }
-                    if now < e.times.fresh_until {
-                        inner.counters.incr(Counter::l1_hits);
-                        return Ok(e.value);
-                    }
-                    // Soft-expired: serve it now, refresh once in the background.
+        if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
+            && let Some(e) = l1.get(key).await
+        {
+            let now = inner.clock.now_ms();
+            if now < e.l1_until {
+                if e.fail_safe {
                     inner.counters.incr(Counter::stale_served);
-                    if let Join::Lead(leader) = inner.flights.join(key) {
-                        inner.counters.incr(Counter::background_refreshes);
-                        self.spawn_load(leader, options, Some(e.clone()), loader);
-                    }
                     return Ok(e.value);
                 }
-                stale = Some(e);
+                if now < e.times.fresh_until {
+                    inner.counters.incr(Counter::l1_hits);
+                    return Ok(e.value);
+                }
+                // Soft-expired: serve it now, refresh once in the background.
+                inner.counters.incr(Counter::stale_served);
+                if let Join::Lead(leader) = inner.flights.join(key) {
+                    inner.counters.incr(Counter::background_refreshes);
+                    self.spawn_load(leader, options, Some(e.clone()), loader);
+                }
+                return Ok(e.value);
             }
+            stale = Some(e);
         }
         let (leading, waiter) = match inner.flights.join(key) {
             Join::Lead(leader) => {
@@ -447,7 +456,11 @@ impl Inner {
         let value = if env.header.negative {
             None
         } else {
-            let v: T = env.header.codec.decode(env.payload).map_err(Error::Decode)?;
+            let v: T = env
+                .header
+                .codec
+                .decode(env.payload)
+                .map_err(Error::Decode)?;
             Some(Arc::new(v) as _)
         };
         Ok(Found {
@@ -512,13 +525,21 @@ impl Inner {
     }
 
     /// Keeps serving `stale` for one throttle period after the loader failed (fail-safe).
-    pub(crate) async fn keep_fail_safe(&self, key: &str, options: &EntryOptions, mut stale: L1Entry) {
+    pub(crate) async fn keep_fail_safe(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        mut stale: L1Entry,
+    ) {
         if let Some(l1) = &self.l1 {
             let now = self.clock.now_ms();
             stale.fail_safe = true;
             stale.l1_until = now.saturating_add(ms(options.fail_safe_throttle));
             stale.retain = std::time::Duration::from_millis(
-                stale.l1_until.max(stale.times.stale_until).saturating_sub(now),
+                stale
+                    .l1_until
+                    .max(stale.times.stale_until)
+                    .saturating_sub(now),
             );
             l1.insert(key.to_owned(), stale).await;
         }

@@ -97,7 +97,13 @@ pub fn write_header(out: &mut Vec<u8>, header: &Header, tags: &[String]) -> Resu
     out.push(header.codec.id());
     out.push(if header.negative { FLAG_NEGATIVE } else { 0 });
     let t = &header.times;
-    for v in [t.created, t.fresh_until, t.expires, t.stale_until, header.generation] {
+    for v in [
+        t.created,
+        t.fresh_until,
+        t.expires,
+        t.stale_until,
+        header.generation,
+    ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&header.load_ms.to_le_bytes());
@@ -283,7 +289,10 @@ mod tests {
         write_header(&mut good, &header(t, false, Codec::Json), &[]).unwrap();
         assert!(decode(&good).is_ok());
 
-        assert!(decode(b"{\"id\":1}").is_err(), "plain JSON is not an envelope");
+        assert!(
+            decode(b"{\"id\":1}").is_err(),
+            "plain JSON is not an envelope"
+        );
         assert!(decode(&good[..good.len() - 1]).is_err(), "truncated");
         let mut v = good.clone();
         v[3] = 9;

@@ -8,7 +8,11 @@ use crate::cache::Inner;
 use crate::invalidation::Subscription;
 
 /// Applies events until the subscription ends or the cache is dropped.
-pub(crate) async fn run(inner: Weak<Inner>, mut events: Subscription, mut shutdown: watch::Receiver<()>) {
+pub(crate) async fn run(
+    inner: Weak<Inner>,
+    mut events: Subscription,
+    mut shutdown: watch::Receiver<()>,
+) {
     loop {
         let event = tokio::select! {
             event = events.recv() => event,

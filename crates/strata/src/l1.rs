@@ -63,7 +63,13 @@ pub(crate) struct L1Entry {
 }
 
 impl L1Entry {
-    pub(crate) fn new(value: Value, times: Times, l1_until: u64, tags: &[String], now: u64) -> Self {
+    pub(crate) fn new(
+        value: Value,
+        times: Times,
+        l1_until: u64,
+        tags: &[String],
+        now: u64,
+    ) -> Self {
         // Keep the copy while it can serve: fresh or stale-while-revalidate until `l1_until`,
         // and as a fail-safe fallback until `stale_until`.
         let keep_until = l1_until.max(times.stale_until);
@@ -78,7 +84,9 @@ impl L1Entry {
     }
 
     pub(crate) fn has_tag(&self, tag: &str) -> bool {
-        self.tags.as_deref().is_some_and(|t| t.iter().any(|x| x == tag))
+        self.tags
+            .as_deref()
+            .is_some_and(|t| t.iter().any(|x| x == tag))
     }
 }
 

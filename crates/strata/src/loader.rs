@@ -32,22 +32,22 @@ impl Load {
         let inner = self.inner.clone();
         let key = self.leader.key().to_owned();
         let now = inner.clock.now_ms();
-        if !self.options.skip_l2 {
-            if let Some(found) = inner.read_l2::<T>(&key, now).await {
-                if now < found.times.fresh_until {
-                    if !self.options.skip_l1 {
-                        inner.fill_l1(&key, &self.options, &found, now).await;
-                    }
-                    self.leader.answer(Ok((found.value, Source::L2)));
-                    return;
+        if !self.options.skip_l2
+            && let Some(found) = inner.read_l2::<T>(&key, now).await
+        {
+            if now < found.times.fresh_until {
+                if !self.options.skip_l1 {
+                    inner.fill_l1(&key, &self.options, &found, now).await;
                 }
-                let newer = self
-                    .stale
-                    .as_ref()
-                    .is_none_or(|s| s.times.created < found.times.created);
-                if newer {
-                    self.stale = Some(L1Entry::new(found.value, found.times, 0, &found.tags, now));
-                }
+                self.leader.answer(Ok((found.value, Source::L2)));
+                return;
+            }
+            let newer = self
+                .stale
+                .as_ref()
+                .is_none_or(|s| s.times.created < found.times.created);
+            if newer {
+                self.stale = Some(L1Entry::new(found.value, found.times, 0, &found.tags, now));
             }
         }
         self.stale = self.stale.take().filter(|s| now < s.times.stale_until);
@@ -102,13 +102,13 @@ impl Load {
             })
         };
         let mut load = std::pin::pin!(load);
-        if let (Some(soft), Some(stale)) = (self.options.soft_timeout, &self.stale) {
-            if !self.leader.answered() {
-                tokio::select! {
-                    result = &mut load => return result,
-                    () = tokio::time::sleep(soft) => {
-                        self.leader.answer(Ok((stale.value.clone(), Source::Stale)));
-                    }
+        if let (Some(soft), Some(stale)) = (self.options.soft_timeout, &self.stale)
+            && !self.leader.answered()
+        {
+            tokio::select! {
+                result = &mut load => return result,
+                () = tokio::time::sleep(soft) => {
+                    self.leader.answer(Ok((stale.value.clone(), Source::Stale)));
                 }
             }
         }
@@ -142,10 +142,10 @@ impl Load {
                 }
             }
         }
-        if let Some(bytes) = bytes {
-            if let Err(e) = inner.write_l2(key, bytes, &found.times, &found.tags).await {
-                tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed");
-            }
+        if let Some(bytes) = bytes
+            && let Err(e) = inner.write_l2(key, bytes, &found.times, &found.tags).await
+        {
+            tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed");
         }
         if !options.skip_l1 {
             inner.fill_l1(key, options, &found, now).await;

@@ -215,7 +215,12 @@ mod tests {
             }
         );
         assert_eq!(o.l1_until(1_000, &t), 3_000);
-        assert_eq!(o.clone().l1_ttl(Duration::from_secs(99)).l1_until(1_000, &t), 11_000);
+        assert_eq!(
+            o.clone()
+                .l1_ttl(Duration::from_secs(99))
+                .l1_until(1_000, &t),
+            11_000
+        );
 
         let n = o.times(1_000, true);
         assert_eq!((n.fresh_until, n.stale_until), (31_000, 31_000));

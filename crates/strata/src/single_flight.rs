@@ -106,7 +106,9 @@ pub(crate) struct Waiter(Slot);
 impl Waiter {
     pub(crate) async fn wait(mut self, key: &str) -> Outcome {
         match self.0.wait_for(Option::is_some).await {
-            Ok(answer) => answer.clone().unwrap_or_else(|| Err(Error::Abandoned(key.to_owned()))),
+            Ok(answer) => answer
+                .clone()
+                .unwrap_or_else(|| Err(Error::Abandoned(key.to_owned()))),
             // The leader's task ended without answering (it panicked or the runtime shut down).
             Err(_) => Err(Error::Abandoned(key.to_owned())),
         }

@@ -157,7 +157,9 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
 
-    use metrics::{Counter as MCounter, CounterFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use metrics::{
+        Counter as MCounter, CounterFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
 
     #[derive(Default)]
     struct Sink(Mutex<HashMap<String, u64>>);
@@ -178,7 +180,10 @@ mod tests {
         fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
         fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
         fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> MCounter {
-            let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
             let id = format!("{}{{{}}}", key.name(), labels.join(","));
             MCounter::from_arc(Arc::new(Handle(self.0.clone(), id)))
         }

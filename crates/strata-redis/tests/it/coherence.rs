@@ -16,7 +16,11 @@ async fn invalidate_on_one_instance_reaches_the_others_l1() {
     let db = Db::new();
     let _: Arc<Product> = a.get_or_load("p", db.loader(1)).await.unwrap();
     let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
-    assert_eq!((db.calls(), b.stats().l2_hits), (1, 1), "b read a's value from Redis");
+    assert_eq!(
+        (db.calls(), b.stats().l2_hits),
+        (1, 1),
+        "b read a's value from Redis"
+    );
 
     db.update();
     a.invalidate("p").await.unwrap();
@@ -36,7 +40,10 @@ async fn set_tags_and_clear_reach_every_instance() {
     let b = instance(&redis, EntryOptions::ttl(TTL)).await;
     let db = Db::new();
     let tagged = EntryOptions::ttl(TTL).tags(["category:7"]);
-    let _: Arc<Product> = b.get_or_load_with("t1", &tagged, db.loader(1)).await.unwrap();
+    let _: Arc<Product> = b
+        .get_or_load_with("t1", &tagged, db.loader(1))
+        .await
+        .unwrap();
     let _: Arc<Product> = b.get_or_load("plain", db.loader(2)).await.unwrap();
     let _: Arc<Product> = b.get_or_load("p", db.loader(3)).await.unwrap();
 
@@ -47,7 +54,10 @@ async fn set_tags_and_clear_reach_every_instance() {
     };
     a.set("p", renamed, &EntryOptions::ttl(TTL)).await.unwrap();
     eventually("b to see a's write", WAIT, || async {
-        b.get::<Product>("p").await.unwrap().is_some_and(|p| p.version == 9)
+        b.get::<Product>("p")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.version == 9)
     })
     .await;
 
@@ -75,7 +85,11 @@ async fn a_thousand_concurrent_cold_reads_load_once() {
     let reads: Vec<_> = (0..1000)
         .map(|_| {
             let (cache, db) = (cache.clone(), db.clone());
-            tokio::spawn(async move { cache.get_or_load::<Product, _, _, _>("cold", db.loader(1)).await })
+            tokio::spawn(async move {
+                cache
+                    .get_or_load::<Product, _, _, _>("cold", db.loader(1))
+                    .await
+            })
         })
         .collect();
     for r in reads {

@@ -15,20 +15,44 @@ async fn corrupt_and_foreign_bytes_are_a_counted_miss() {
     let cache = instance(&redis, EntryOptions::ttl(TTL)).await;
     let db = Db::new();
     redis.cli(&["SET", "svc:garbage", "\u{1}\u{2}not an envelope"]);
-    redis.cli(&["SET", "svc:json", "{\"id\":1,\"version\":0,\"name\":\"foreign\"}"]);
-    let mut conn = RedisStore::connect(&redis.url()).await.unwrap().connection();
+    redis.cli(&[
+        "SET",
+        "svc:json",
+        "{\"id\":1,\"version\":0,\"name\":\"foreign\"}",
+    ]);
+    let mut conn = RedisStore::connect(&redis.url())
+        .await
+        .unwrap()
+        .connection();
     let truncated = [0xFF, b'S', b'T', 1, 1, 0, 9, 9];
-    let _: () = redis::cmd("SET").arg("svc:truncated").arg(&truncated[..]).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("svc:truncated")
+        .arg(&truncated[..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let future_version = [0xFF, b'S', b'T', 200, 1, 0];
-    let _: () = redis::cmd("SET").arg("svc:future").arg(&future_version[..]).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("svc:future")
+        .arg(&future_version[..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 
-    for (i, key) in ["garbage", "json", "truncated", "future"].into_iter().enumerate() {
+    for (i, key) in ["garbage", "json", "truncated", "future"]
+        .into_iter()
+        .enumerate()
+    {
         let p: Arc<Product> = cache.get_or_load(key, db.loader(i as u64)).await.unwrap();
         assert_eq!(p.id, i as u64);
     }
     let s = cache.stats();
     assert_eq!((s.decode_errors, s.loader_calls), (4, 4));
-    let healed: Vec<u8> = redis::cmd("GET").arg("svc:garbage").query_async(&mut conn).await.unwrap();
+    let healed: Vec<u8> = redis::cmd("GET")
+        .arg("svc:garbage")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(strata::envelope::decode(&healed).is_ok());
 }
 
@@ -47,7 +71,10 @@ async fn an_oversized_value_is_refused_and_nothing_reaches_redis() {
         name: "x".repeat(2000),
     };
     let err = cache.set("p", big, &EntryOptions::ttl(TTL)).await;
-    assert!(matches!(err, Err(Error::ValueTooLarge { max: 1024, .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(Error::ValueTooLarge { max: 1024, .. })),
+        "{err:?}"
+    );
     assert_eq!(redis.cli(&["DBSIZE"]), "0");
 }
 
@@ -63,7 +90,10 @@ async fn raw_values_are_readable_by_a_plain_get() {
         .await
         .unwrap();
     let db = Db::new();
-    let _: Arc<Product> = cache.get_or_load("product:42", db.loader(42)).await.unwrap();
+    let _: Arc<Product> = cache
+        .get_or_load("product:42", db.loader(42))
+        .await
+        .unwrap();
     assert_eq!(
         redis.cli(&["GET", "svc:product:42"]),
         r#"{"id":42,"version":0,"name":"product 42"}"#
@@ -72,7 +102,11 @@ async fn raw_values_are_readable_by_a_plain_get() {
     assert!((59..=60).contains(&ttl), "EX set: {ttl}");
 
     // And a value written by another language's service is read as is.
-    redis.cli(&["SET", "svc:product:7", r#"{"id":7,"version":3,"name":"from python"}"#]);
+    redis.cli(&[
+        "SET",
+        "svc:product:7",
+        r#"{"id":7,"version":3,"name":"from python"}"#,
+    ]);
     let p: Arc<Product> = cache.get_or_load("product:7", db.loader(7)).await.unwrap();
     assert_eq!((p.version, db.calls()), (3, 1));
 }

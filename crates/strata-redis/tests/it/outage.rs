@@ -24,8 +24,14 @@ async fn reads_fall_back_to_l1_and_the_loader_while_redis_is_down() {
     assert!(cache.stats().l2_errors >= 1);
 
     let err = cache.invalidate("warm").await;
-    assert!(err.is_err(), "an invalidation that may not have reached others is reported");
-    assert!(cache.get::<Product>("warm").await.unwrap().is_none(), "but applied locally");
+    assert!(
+        err.is_err(),
+        "an invalidation that may not have reached others is reported"
+    );
+    assert!(
+        cache.get::<Product>("warm").await.unwrap().is_none(),
+        "but applied locally"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +74,17 @@ async fn soft_timeout_returns_stale_then_the_background_fill_lands_in_redis() {
     assert_eq!(stale.version, 0, "answered at the soft timeout");
 
     let other = crate::instance(&redis, EntryOptions::ttl(TTL)).await;
-    strata_testkit::eventually("the background load to fill Redis", Duration::from_secs(5), || async {
-        other.get::<Product>("p").await.unwrap().is_some_and(|p| p.version == 1)
-    })
+    strata_testkit::eventually(
+        "the background load to fill Redis",
+        Duration::from_secs(5),
+        || async {
+            other
+                .get::<Product>("p")
+                .await
+                .unwrap()
+                .is_some_and(|p| p.version == 1)
+        },
+    )
     .await;
     assert_eq!(db.calls(), 2);
 }

@@ -20,10 +20,23 @@ fn pem(path: &std::path::Path) -> Vec<u8> {
 async fn exercise(a: &HybridCache, b: &HybridCache) {
     let db = Db::new();
     let tagged = EntryOptions::ttl(TTL).tags(["t"]);
-    let _: Arc<Product> = a.get_or_load_with("p", &tagged, db.loader(1)).await.unwrap();
+    let _: Arc<Product> = a
+        .get_or_load_with("p", &tagged, db.loader(1))
+        .await
+        .unwrap();
     let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!((db.calls(), b.stats().l2_hits), (1, 1));
-    a.set("q", Product { id: 2, version: 1, name: "q".into() }, &tagged).await.unwrap();
+    a.set(
+        "q",
+        Product {
+            id: 2,
+            version: 1,
+            name: "q".into(),
+        },
+        &tagged,
+    )
+    .await
+    .unwrap();
     a.invalidate_tag("t").await.unwrap();
     eventually("b to drop the tagged entry", WAIT, || async {
         b.get::<Product>("p").await.unwrap().is_none()
@@ -58,10 +71,18 @@ async fn tls_with_a_private_ca_and_an_acl_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls() {
-    let redis = RedisServer::options().tls().require_client_certificates().start();
+    let redis = RedisServer::options()
+        .tls()
+        .require_client_certificates()
+        .start();
     let tls = redis.tls_files().unwrap();
-    let server_only = RedisConfig::from_url(&redis.url()).unwrap().ca_certificate_pem(pem(&tls.ca));
-    assert!(RedisStore::connect_with(&server_only).await.is_err(), "client certificate required");
+    let server_only = RedisConfig::from_url(&redis.url())
+        .unwrap()
+        .ca_certificate_pem(pem(&tls.ca));
+    assert!(
+        RedisStore::connect_with(&server_only).await.is_err(),
+        "client certificate required"
+    );
     let mutual = server_only.client_certificate_pem(pem(&tls.client_cert), pem(&tls.client_key));
     let a = instance_with(&mutual, EntryOptions::ttl(TTL)).await;
     let b = instance_with(&mutual, EntryOptions::ttl(TTL)).await;
@@ -76,25 +97,44 @@ async fn the_documented_acl_confines_a_service_to_its_namespace() {
     let b = instance_with(&config, EntryOptions::ttl(TTL)).await;
     exercise(&a, &b).await;
 
-    let mut conn = RedisStore::connect_with(&config).await.unwrap().connection();
+    let mut conn = RedisStore::connect_with(&config)
+        .await
+        .unwrap()
+        .connection();
     redis.cli(&["SET", "billing:secret", "x"]);
-    let denied: Result<Option<String>, _> = redis::cmd("GET").arg("billing:secret").query_async(&mut conn).await;
+    let denied: Result<Option<String>, _> = redis::cmd("GET")
+        .arg("billing:secret")
+        .query_async(&mut conn)
+        .await;
     assert!(denied.is_err(), "another namespace's keys are out of reach");
     let other = HybridCache::builder("billing")
         .l2(RedisStore::connect_with(&config).await.unwrap())
         .build()
         .await
         .unwrap();
-    let _: Arc<Product> = other.get_or_load("secret", Db::new().loader(1)).await.unwrap();
-    assert!(other.stats().l2_errors >= 1, "reads of a foreign namespace fail (and fall back)");
+    let _: Arc<Product> = other
+        .get_or_load("secret", Db::new().loader(1))
+        .await
+        .unwrap();
+    assert!(
+        other.stats().l2_errors >= 1,
+        "reads of a foreign namespace fail (and fall back)"
+    );
 }
 
 #[test]
 fn secrets_never_appear_in_debug_output() {
     let config = RedisConfig::from_url("rediss://app:hunter2@cache.internal:6380/3")
         .unwrap()
-        .client_certificate_pem("-----BEGIN CERTIFICATE-----CERTDATA", "-----BEGIN PRIVATE KEY-----KEYDATA");
-    for text in [format!("{config:?}"), format!("{config:#?}"), config.to_string()] {
+        .client_certificate_pem(
+            "-----BEGIN CERTIFICATE-----CERTDATA",
+            "-----BEGIN PRIVATE KEY-----KEYDATA",
+        );
+    for text in [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        config.to_string(),
+    ] {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("KEYDATA"), "{text}");
         assert!(!text.contains("CERTDATA"), "{text}");

@@ -14,8 +14,11 @@ use crate::error::Error;
 /// Delivery is lossless and in publish order: each follower has its own unbounded queue.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryLog {
-    followers: Arc<Mutex<Vec<(String, mpsc::UnboundedSender<LogEvent>)>>>,
+    followers: Arc<Mutex<Vec<Follower>>>,
 }
+
+/// A follower: its namespace and its queue.
+type Follower = (String, mpsc::UnboundedSender<LogEvent>);
 
 impl MemoryLog {
     /// A log with no followers yet.

@@ -49,7 +49,11 @@ impl MemoryStore {
     /// Number of live entries.
     pub fn len(&self) -> usize {
         let now = Instant::now();
-        self.lock().entries.values().filter(|(_, e)| *e > now).count()
+        self.lock()
+            .entries
+            .values()
+            .filter(|(_, e)| *e > now)
+            .count()
     }
 
     /// Whether the store holds no live entry.
@@ -131,7 +135,10 @@ impl L2Store for MemoryStore {
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
         let mut state = self.lock();
-        let members = state.tags.remove(&tag_key(namespace, tag)).unwrap_or_default();
+        let members = state
+            .tags
+            .remove(&tag_key(namespace, tag))
+            .unwrap_or_default();
         let removed = members
             .iter()
             .filter(|k| state.entries.remove(*k).is_some())

@@ -48,7 +48,10 @@ async fn soft_expired_values_are_served_at_once_and_refreshed_once() {
     clock.advance(11 * SEC);
     for _ in 0..10 {
         let stale: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
-        assert_eq!(stale.version, 0, "served stale at once, not after the 100 ms load");
+        assert_eq!(
+            stale.version, 0,
+            "served stale at once, not after the 100 ms load"
+        );
     }
     eventually("the background refresh to land", 5 * SEC, || async {
         let p: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
@@ -74,7 +77,11 @@ async fn fail_safe_serves_stale_and_throttles_the_failing_loader() {
     db.update();
 
     let stale: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
-    assert_eq!((stale.version, db.calls()), (0, 2), "loader tried once, stale served");
+    assert_eq!(
+        (stale.version, db.calls()),
+        (0, 2),
+        "loader tried once, stale served"
+    );
     for _ in 0..5 {
         let again: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
         assert_eq!(again.version, 0);
@@ -85,7 +92,11 @@ async fn fail_safe_serves_stale_and_throttles_the_failing_loader() {
 
     clock.advance(31 * SEC);
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
-    assert_eq!(db.calls(), 3, "retried after the throttle, still failing, still stale");
+    assert_eq!(
+        db.calls(),
+        3,
+        "retried after the throttle, still failing, still stale"
+    );
 
     db.set_failing(false);
     clock.advance(31 * SEC);
@@ -101,7 +112,9 @@ async fn fail_safe_ends_after_its_max_duration() {
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     db.set_failing(true);
     clock.advance(TTL + 121 * SEC);
-    let err = cache.get_or_load::<Product, _, _, _>("p", db.loader(1)).await;
+    let err = cache
+        .get_or_load::<Product, _, _, _>("p", db.loader(1))
+        .await;
     assert!(matches!(err, Err(Error::Loader { .. })), "{err:?}");
 }
 
@@ -112,7 +125,9 @@ async fn without_fail_safe_an_expired_entry_is_not_served() {
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     db.set_failing(true);
     clock.advance(TTL + SEC);
-    let err = cache.get_or_load::<Product, _, _, _>("p", db.loader(1)).await;
+    let err = cache
+        .get_or_load::<Product, _, _, _>("p", db.loader(1))
+        .await;
     assert!(matches!(err, Err(Error::Loader { .. })), "{err:?}");
     assert_eq!(cache.stats().stale_served, 0);
 }

@@ -28,10 +28,18 @@ async fn invalidate_on_one_instance_drops_the_key_from_the_others_l1() {
     db.update();
     a.invalidate("p").await.unwrap();
     eventually("b to drop its L1 copy", WAIT, || async {
-        b.get_or_load::<Product, _, _, _>("p", db.loader(1)).await.unwrap().version == 1
+        b.get_or_load::<Product, _, _, _>("p", db.loader(1))
+            .await
+            .unwrap()
+            .version
+            == 1
     })
     .await;
-    assert_eq!(a.stats().invalidations_received, 0, "own messages are skipped");
+    assert_eq!(
+        a.stats().invalidations_received,
+        0,
+        "own messages are skipped"
+    );
     assert!(b.stats().invalidations_received >= 1);
 }
 
@@ -45,10 +53,16 @@ async fn set_writes_through_and_replaces_other_instances_copies() {
         version: 5,
         name: "renamed".into(),
     };
-    a.set("p", new.clone(), a.default_entry_options()).await.unwrap();
+    a.set("p", new.clone(), a.default_entry_options())
+        .await
+        .unwrap();
     assert_eq!(*a.get::<Product>("p").await.unwrap().unwrap(), new);
     eventually("b to see the new value", WAIT, || async {
-        b.get_or_load::<Product, _, _, _>("p", db.loader(1)).await.unwrap().version == 5
+        b.get_or_load::<Product, _, _, _>("p", db.loader(1))
+            .await
+            .unwrap()
+            .version
+            == 5
     })
     .await;
     assert_eq!(db.calls(), 1, "b read the new value from L2");
@@ -60,21 +74,34 @@ async fn invalidate_tag_drops_tagged_entries_everywhere() {
     let db = Db::new();
     let tagged = EntryOptions::ttl(TTL).tags(["category:7"]);
     for key in ["p:1", "p:2"] {
-        let _: Arc<Product> = a.get_or_load_with(key, &tagged, db.loader(1)).await.unwrap();
+        let _: Arc<Product> = a
+            .get_or_load_with(key, &tagged, db.loader(1))
+            .await
+            .unwrap();
     }
     let _: Arc<Product> = a.get_or_load("p:3", db.loader(3)).await.unwrap();
     for key in ["p:1", "p:2", "p:3"] {
-        assert!(b.get::<Product>(key).await.unwrap().is_some(), "b holds {key}");
+        assert!(
+            b.get::<Product>(key).await.unwrap().is_some(),
+            "b holds {key}"
+        );
     }
     a.invalidate_tag("category:7").await.unwrap();
     for key in ["p:1", "p:2"] {
-        assert!(a.get::<Product>(key).await.unwrap().is_none(), "a dropped {key}");
+        assert!(
+            a.get::<Product>(key).await.unwrap().is_none(),
+            "a dropped {key}"
+        );
     }
     eventually("b to drop the tagged entries", WAIT, || async {
-        b.get::<Product>("p:1").await.unwrap().is_none() && b.get::<Product>("p:2").await.unwrap().is_none()
+        b.get::<Product>("p:1").await.unwrap().is_none()
+            && b.get::<Product>("p:2").await.unwrap().is_none()
     })
     .await;
-    assert!(b.get::<Product>("p:3").await.unwrap().is_some(), "untagged entry kept");
+    assert!(
+        b.get::<Product>("p:3").await.unwrap().is_some(),
+        "untagged entry kept"
+    );
     assert_eq!(store.len(), 1);
 }
 
@@ -97,7 +124,8 @@ async fn clear_empties_the_namespace_everywhere_and_nothing_else() {
     let _: Arc<Product> = other.get_or_load("x", db.loader(1)).await.unwrap();
     a.clear().await.unwrap();
     eventually("b to clear its L1", WAIT, || async {
-        b.get::<Product>("x").await.unwrap().is_none() && b.get::<Product>("y").await.unwrap().is_none()
+        b.get::<Product>("x").await.unwrap().is_none()
+            && b.get::<Product>("y").await.unwrap().is_none()
     })
     .await;
     assert_eq!(store.len(), 1, "only the other namespace's entry is left");

@@ -16,10 +16,19 @@ fn big_product() -> Product {
 
 #[tokio::test]
 async fn an_overlong_key_is_refused_before_any_work() {
-    let cache = HybridCache::builder("svc").max_key_bytes(8).build().await.unwrap();
+    let cache = HybridCache::builder("svc")
+        .max_key_bytes(8)
+        .build()
+        .await
+        .unwrap();
     let db = Db::new();
-    let err = cache.get_or_load::<Product, _, _, _>("123456789", db.loader(1)).await;
-    assert!(matches!(err, Err(Error::KeyTooLong { len: 9, max: 8 })), "{err:?}");
+    let err = cache
+        .get_or_load::<Product, _, _, _>("123456789", db.loader(1))
+        .await;
+    assert!(
+        matches!(err, Err(Error::KeyTooLong { len: 9, max: 8 })),
+        "{err:?}"
+    );
     assert_eq!(db.calls(), 0);
     assert!(cache.invalidate("123456789").await.is_err());
 }
@@ -33,10 +42,18 @@ async fn an_oversized_set_is_an_error_and_writes_nothing() {
         .build()
         .await
         .unwrap();
-    let err = cache.set("p", big_product(), cache.default_entry_options()).await;
-    assert!(matches!(err, Err(Error::ValueTooLarge { max: 200, .. })), "{err:?}");
+    let err = cache
+        .set("p", big_product(), cache.default_entry_options())
+        .await;
+    assert!(
+        matches!(err, Err(Error::ValueTooLarge { max: 200, .. })),
+        "{err:?}"
+    );
     assert!(store.is_empty());
-    assert!(cache.get::<Product>("p").await.unwrap().is_none(), "nor in L1");
+    assert!(
+        cache.get::<Product>("p").await.unwrap().is_none(),
+        "nor in L1"
+    );
 }
 
 #[tokio::test]
@@ -63,7 +80,11 @@ async fn an_oversized_loaded_value_is_returned_but_not_cached() {
 #[tokio::test]
 async fn corrupt_and_foreign_bytes_in_l2_are_a_counted_miss() {
     let store = MemoryStore::default();
-    let cache = HybridCache::builder("svc").l2(store.clone()).build().await.unwrap();
+    let cache = HybridCache::builder("svc")
+        .l2(store.clone())
+        .build()
+        .await
+        .unwrap();
     let db = Db::new();
     let mut envelope = Vec::new();
     let header = strata::envelope::Header {
@@ -80,11 +101,22 @@ async fn corrupt_and_foreign_bytes_in_l2_are_a_counted_miss() {
     };
     strata::envelope::write_header(&mut envelope, &header, &[]).unwrap();
     envelope.extend_from_slice(b"{\"not\":\"a product\"}");
-    let plants: [&[u8]; 4] = [b"\xff\x00garbage", b"{\"id\":1,\"version\":0,\"name\":\"plain json\"}", b"", &envelope];
+    let plants: [&[u8]; 4] = [
+        b"\xff\x00garbage",
+        b"{\"id\":1,\"version\":0,\"name\":\"plain json\"}",
+        b"",
+        &envelope,
+    ];
     for (i, bytes) in plants.iter().enumerate() {
         let key = format!("p:{i}");
         store
-            .set("svc", &key, Bytes::copy_from_slice(bytes), std::time::Duration::from_secs(60), &[])
+            .set(
+                "svc",
+                &key,
+                Bytes::copy_from_slice(bytes),
+                std::time::Duration::from_secs(60),
+                &[],
+            )
             .await
             .unwrap();
         let p: Arc<Product> = cache.get_or_load(&key, db.loader(i as u64)).await.unwrap();
@@ -93,13 +125,21 @@ async fn corrupt_and_foreign_bytes_in_l2_are_a_counted_miss() {
     let s = cache.stats();
     assert_eq!((s.decode_errors, s.loader_calls), (4, 4));
     let healed = store.get("svc", "p:0").await.unwrap().unwrap();
-    assert!(strata::envelope::decode(&healed).is_ok(), "the load replaced the corrupt entry");
+    assert!(
+        strata::envelope::decode(&healed).is_ok(),
+        "the load replaced the corrupt entry"
+    );
 }
 
 #[tokio::test]
 async fn raw_values_are_plain_json_in_l2() {
     let store = MemoryStore::default();
-    let build = || HybridCache::builder("svc").raw_values(true).l2(store.clone()).build();
+    let build = || {
+        HybridCache::builder("svc")
+            .raw_values(true)
+            .l2(store.clone())
+            .build()
+    };
     let (a, b) = (build().await.unwrap(), build().await.unwrap());
     let db = Db::new();
     let p: Arc<Product> = a.get_or_load("p", db.loader(4)).await.unwrap();
@@ -115,7 +155,11 @@ async fn bad_configuration_is_a_clear_error() {
     let cases = [
         HybridCache::builder("has:colon").build().await,
         HybridCache::builder("").build().await,
-        HybridCache::builder("svc").raw_values(true).codec(Codec::MessagePack).build().await,
+        HybridCache::builder("svc")
+            .raw_values(true)
+            .codec(Codec::MessagePack)
+            .build()
+            .await,
         HybridCache::builder("svc").max_value_bytes(0).build().await,
         HybridCache::builder("svc")
             .default_entry(EntryOptions::ttl(std::time::Duration::ZERO))

@@ -25,13 +25,21 @@ async fn a_thousand_concurrent_cold_reads_load_once() {
     let reads: Vec<_> = (0..1000)
         .map(|_| {
             let (cache, db) = (cache.clone(), db.clone());
-            tokio::spawn(async move { cache.get_or_load::<Product, _, _, _>("hot", db.loader(7)).await })
+            tokio::spawn(async move {
+                cache
+                    .get_or_load::<Product, _, _, _>("hot", db.loader(7))
+                    .await
+            })
         })
         .collect();
     for r in reads {
         assert_eq!(r.await.unwrap().unwrap().id, 7);
     }
-    assert_eq!(db.calls(), 1, "single-flight: one load for 1,000 concurrent misses");
+    assert_eq!(
+        db.calls(),
+        1,
+        "single-flight: one load for 1,000 concurrent misses"
+    );
     let s = cache.stats();
     assert_eq!(s.loader_calls, 1);
     assert_eq!(s.misses + s.coalesced + s.l1_hits, 1000);
@@ -53,7 +61,11 @@ async fn a_second_instance_reads_l2_instead_of_loading() {
 #[tokio::test]
 async fn without_l1_every_read_goes_to_l2() {
     let db = Db::new();
-    let cache = HybridCache::builder("svc").l1(L1::disabled()).build().await.unwrap();
+    let cache = HybridCache::builder("svc")
+        .l1(L1::disabled())
+        .build()
+        .await
+        .unwrap();
     for _ in 0..3 {
         let _: Arc<Product> = cache.get_or_load("p:1", db.loader(1)).await.unwrap();
     }
@@ -65,16 +77,29 @@ async fn without_l1_every_read_goes_to_l2() {
 async fn skip_flags_bypass_their_level() {
     let store = MemoryStore::default();
     let db = Db::new();
-    let cache = HybridCache::builder("svc").l2(store.clone()).build().await.unwrap();
+    let cache = HybridCache::builder("svc")
+        .l2(store.clone())
+        .build()
+        .await
+        .unwrap();
     let no_l2 = cache.default_entry_options().clone().skip_l2();
-    let _: Arc<Product> = cache.get_or_load_with("a", &no_l2, db.loader(1)).await.unwrap();
+    let _: Arc<Product> = cache
+        .get_or_load_with("a", &no_l2, db.loader(1))
+        .await
+        .unwrap();
     assert!(store.is_empty(), "skip_l2 writes nothing to L2");
     let _: Arc<Product> = cache.get_or_load("a", db.loader(1)).await.unwrap();
     assert_eq!(db.calls(), 1, "but L1 holds it");
 
     let no_l1 = cache.default_entry_options().clone().skip_l1();
-    let _: Arc<Product> = cache.get_or_load_with("b", &no_l1, db.loader(2)).await.unwrap();
-    let _: Arc<Product> = cache.get_or_load_with("b", &no_l1, db.loader(2)).await.unwrap();
+    let _: Arc<Product> = cache
+        .get_or_load_with("b", &no_l1, db.loader(2))
+        .await
+        .unwrap();
+    let _: Arc<Product> = cache
+        .get_or_load_with("b", &no_l1, db.loader(2))
+        .await
+        .unwrap();
     assert_eq!(db.calls(), 2, "skip_l1 still reads L2");
     assert_eq!(cache.stats().l2_hits, 1);
     assert_eq!(store.len(), 1);
@@ -107,7 +132,10 @@ async fn asking_for_another_type_is_an_error_not_a_panic() {
     let db = Db::new();
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     let wrong = cache.get::<String>("p").await;
-    assert!(matches!(wrong, Err(Error::TypeMismatch { .. })), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(Error::TypeMismatch { .. })),
+        "{wrong:?}"
+    );
 }
 
 #[tokio::test]
@@ -115,8 +143,14 @@ async fn loader_errors_reach_the_caller_when_nothing_is_stale() {
     let cache = HybridCache::builder("svc").build().await.unwrap();
     let db = Db::new();
     db.set_failing(true);
-    let err = cache.get_or_load::<Product, _, _, _>("p", db.loader(1)).await.unwrap_err();
-    assert!(matches!(&err, Error::Loader { key, .. } if key == "p"), "{err}");
+    let err = cache
+        .get_or_load::<Product, _, _, _>("p", db.loader(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Loader { key, .. } if key == "p"),
+        "{err}"
+    );
     assert!(err.to_string().contains("database unavailable"));
     assert_eq!(cache.stats().loader_errors, 1);
     db.set_failing(false);
@@ -138,15 +172,25 @@ async fn negative_results_are_cached_for_the_negative_ttl() {
         }
     };
     for _ in 0..3 {
-        let found = cache.get_or_load_optional::<Product, _, _, _>("ghost", &options, lookup()).await;
+        let found = cache
+            .get_or_load_optional::<Product, _, _, _>("ghost", &options, lookup())
+            .await;
         assert!(found.unwrap().is_none());
     }
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let plain = cache.get_or_load::<Product, _, _, _>("ghost", Db::new().loader(1)).await;
+    let plain = cache
+        .get_or_load::<Product, _, _, _>("ghost", Db::new().loader(1))
+        .await;
     assert!(matches!(plain, Err(Error::NotFound(_))), "{plain:?}");
 
     clock.advance(std::time::Duration::from_secs(6));
-    let found = cache.get_or_load_optional::<Product, _, _, _>("ghost", &options, lookup()).await;
+    let found = cache
+        .get_or_load_optional::<Product, _, _, _>("ghost", &options, lookup())
+        .await;
     assert!(found.unwrap().is_none());
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "negative TTL elapsed");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "negative TTL elapsed"
+    );
 }

@@ -24,7 +24,11 @@ async fn soft_timeout_returns_stale_and_the_load_fills_the_cache_later() {
     let started = tokio::time::Instant::now();
     let stale: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!(stale.version, 0);
-    assert_eq!(started.elapsed(), Duration::from_millis(100), "answered at the soft timeout");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(100),
+        "answered at the soft timeout"
+    );
 
     // The slow load goes on and lands; waiting on its timer moves the paused clock.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -40,7 +44,9 @@ async fn hard_timeout_fails_without_a_stale_value() {
     let options = EntryOptions::ttl(TTL).hard_timeout(Duration::from_millis(250));
     let cache = cache_on(&store, &log, &clock, options).await;
     db.set_delay(Duration::from_secs(5));
-    let err = cache.get_or_load::<Product, _, _, _>("p", db.loader(1)).await;
+    let err = cache
+        .get_or_load::<Product, _, _, _>("p", db.loader(1))
+        .await;
     assert!(
         matches!(err, Err(Error::LoaderTimeout { after, .. }) if after == Duration::from_millis(250)),
         "{err:?}"
