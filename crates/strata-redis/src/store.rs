@@ -14,6 +14,9 @@ use crate::scripts::{DELETE_TAG, SET_WITH_TAGS};
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
 ///
+/// Every command goes through `redis::aio::ConnectionLike`, the interface the `redis` crate's
+/// cluster and sentinel connections share, so those deployments slot in behind this type.
+///
 /// Keys follow [`strata::keys`]: `<namespace>:<key>` for values, `<namespace>#tag:<tag>` for
 /// tag indexes (sets), so a namespace can be scanned, cleared and ACL-restricted by prefix.
 #[derive(Clone)]
@@ -46,11 +49,6 @@ impl RedisStore {
             conn,
             config: config.clone(),
         })
-    }
-
-    /// The connection, for commands of your own on the same server.
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
     }
 
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {

@@ -97,7 +97,15 @@ async fn a_thousand_concurrent_cold_reads_load_once() {
     }
     assert_eq!(db.calls(), 1);
     assert_eq!(cache.stats().loader_calls, 1);
-    assert_eq!(redis.cli(&["EXISTS", "svc:cold"]), "1");
+    let commands = redis.cli(&["INFO", "commandstats"]);
+    assert!(
+        commands.contains("cmdstat_get:calls=1,"),
+        "one L2 read: {commands}"
+    );
+    assert!(
+        commands.contains("cmdstat_set:calls=1,"),
+        "one L2 write: {commands}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

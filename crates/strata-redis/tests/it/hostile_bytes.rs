@@ -20,10 +20,7 @@ async fn corrupt_and_foreign_bytes_are_a_counted_miss() {
         "svc:json",
         "{\"id\":1,\"version\":0,\"name\":\"foreign\"}",
     ]);
-    let mut conn = RedisStore::connect(&redis.url())
-        .await
-        .unwrap()
-        .connection();
+    let mut conn = crate::raw_connection(&redis).await;
     let truncated = [0xFF, b'S', b'T', 1, 1, 0, 9, 9];
     let _: () = redis::cmd("SET")
         .arg("svc:truncated")

@@ -30,3 +30,12 @@ pub(crate) async fn instance_with(config: &RedisConfig, options: EntryOptions) -
         .await
         .unwrap()
 }
+
+/// A plain connection for planting and inspecting bytes, as another service would.
+pub(crate) async fn raw_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}

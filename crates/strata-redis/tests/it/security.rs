@@ -97,10 +97,11 @@ async fn the_documented_acl_confines_a_service_to_its_namespace() {
     let b = instance_with(&config, EntryOptions::ttl(TTL)).await;
     exercise(&a, &b).await;
 
-    let mut conn = RedisStore::connect_with(&config)
-        .await
+    let mut conn = redis::Client::open(redis.url_with_user("app", "app-secret"))
         .unwrap()
-        .connection();
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     redis.cli(&["SET", "billing:secret", "x"]);
     let denied: Result<Option<String>, _> = redis::cmd("GET")
         .arg("billing:secret")
