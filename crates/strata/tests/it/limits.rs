@@ -33,8 +33,7 @@ async fn an_overlong_key_is_refused_before_any_work() {
     assert!(cache.invalidate("123456789").await.is_err());
 }
 
-#[tokio::test]
-async fn an_oversized_set_is_an_error_and_writes_nothing() {
+async fn limited_to_200_bytes() -> (HybridCache, MemoryStore) {
     let store = MemoryStore::default();
     let cache = HybridCache::builder("svc")
         .l2(store.clone())
@@ -42,6 +41,12 @@ async fn an_oversized_set_is_an_error_and_writes_nothing() {
         .build()
         .await
         .unwrap();
+    (cache, store)
+}
+
+#[tokio::test]
+async fn an_oversized_set_is_an_error_and_writes_nothing() {
+    let (cache, store) = limited_to_200_bytes().await;
     let err = cache
         .set("p", big_product(), cache.default_entry_options())
         .await;
@@ -58,13 +63,7 @@ async fn an_oversized_set_is_an_error_and_writes_nothing() {
 
 #[tokio::test]
 async fn an_oversized_loaded_value_is_returned_but_not_cached() {
-    let store = MemoryStore::default();
-    let cache = HybridCache::builder("svc")
-        .l2(store.clone())
-        .max_value_bytes(200)
-        .build()
-        .await
-        .unwrap();
+    let (cache, store) = limited_to_200_bytes().await;
     for _ in 0..2 {
         let p: Arc<Product> = cache
             .get_or_load("p", || async { Ok::<_, std::io::Error>(big_product()) })
