@@ -13,7 +13,7 @@
 
 pub mod source;
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,8 +50,13 @@ impl RedisOptions {
         self
     }
 
-    /// Starts the server.
+    /// Starts the server; panics (failing the test) if it cannot.
     pub fn start(self) -> RedisServer {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the server, or says why it could not (no `redis-server` on PATH, …).
+    pub fn try_start(self) -> io::Result<RedisServer> {
         RedisServer::start_with(self)
     }
 }
@@ -92,9 +97,12 @@ impl RedisServer {
         RedisOptions::default()
     }
 
-    fn start_with(options: RedisOptions) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let tls = options.tls.then(|| make_certificates(dir.path()));
+    fn start_with(options: RedisOptions) -> io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let tls = match options.tls {
+            true => Some(make_certificates(dir.path())?),
+            false => None,
+        };
         let mut server = RedisServer {
             child: None,
             port: 0,
@@ -104,16 +112,18 @@ impl RedisServer {
         };
         // A port found free can be taken before redis binds it; try a few.
         for _ in 0..5 {
-            server.port = free_port();
-            if server.spawn() {
-                return server;
+            server.port = free_port()?;
+            if server.spawn()? {
+                return Ok(server);
             }
         }
-        panic!("redis-server did not start on any of 5 free ports");
+        Err(io::Error::other(
+            "redis-server did not start on any of 5 free ports",
+        ))
     }
 
-    /// Starts the process on `self.port`; `false` if it did not come up.
-    fn spawn(&mut self) -> bool {
+    /// Starts the process on `self.port`; `false` if it exited at once (port taken).
+    fn spawn(&mut self) -> io::Result<bool> {
         let mut cmd = Command::new("redis-server");
         cmd.current_dir(self.dir.path())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -146,28 +156,32 @@ impl RedisServer {
         for rule in &self.options.acl {
             cmd.arg("--user").args(rule.split_whitespace());
         }
-        let child = cmd
-            .spawn()
-            .expect("redis-server must be on PATH (apt-get install redis-server)");
+        let child = cmd.spawn().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run redis-server (apt-get install redis-server): {e}"),
+            )
+        })?;
         self.child = Some(child);
         self.wait_ready()
     }
 
-    fn wait_ready(&mut self) -> bool {
+    fn wait_ready(&mut self) -> io::Result<bool> {
         let deadline = Instant::now() + STARTUP;
         while Instant::now() < deadline {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                return false; // exited: port taken or bad arguments
+                return Ok(false);
             }
             if self.answers() {
-                return true;
+                return Ok(true);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
+        self.kill();
+        Err(io::Error::other(format!(
             "redis-server on port {} did not come up in {STARTUP:?}",
             self.port
-        );
+        )))
     }
 
     /// Whether the server accepts connections (and, without TLS, answers `PING`).
@@ -221,11 +235,8 @@ impl RedisServer {
     /// Starts the server again on the same port (empty: persistence is off).
     pub fn restart(&mut self) {
         self.kill();
-        assert!(
-            self.spawn(),
-            "redis-server did not restart on port {}",
-            self.port
-        );
+        let up = self.spawn().unwrap_or_else(|e| panic!("{e}"));
+        assert!(up, "redis-server did not restart on port {}", self.port);
     }
 
     /// Runs `redis-cli` against the server with `args` and returns its stdout.
@@ -250,25 +261,27 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 /// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, by `openssl`.
-fn make_certificates(dir: &Path) -> TlsFiles {
+fn make_certificates(dir: &Path) -> io::Result<TlsFiles> {
     let p = |name: &str| dir.join(name);
-    let run = |args: &[&str]| {
+    let run = |args: &[&str]| -> io::Result<()> {
         let status = Command::new("openssl")
             .args(args)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .expect("openssl must be on PATH");
-        assert!(status.success(), "openssl {args:?} failed");
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("openssl {args:?} failed")))
+        }
     };
     run(&[
         "req",
@@ -284,13 +297,12 @@ fn make_certificates(dir: &Path) -> TlsFiles {
         "ca.key",
         "-out",
         "ca.crt",
-    ]);
+    ])?;
     std::fs::write(
         p("server.ext"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write ext");
-    std::fs::write(p("client.ext"), "extendedKeyUsage=clientAuth\n").expect("write ext");
+    )?;
+    std::fs::write(p("client.ext"), "extendedKeyUsage=clientAuth\n")?;
     for who in ["server", "client"] {
         run(&[
             "req",
@@ -303,7 +315,7 @@ fn make_certificates(dir: &Path) -> TlsFiles {
             &format!("{who}.key"),
             "-out",
             &format!("{who}.csr"),
-        ]);
+        ])?;
         run(&[
             "x509",
             "-req",
@@ -320,15 +332,15 @@ fn make_certificates(dir: &Path) -> TlsFiles {
             &format!("{who}.ext"),
             "-out",
             &format!("{who}.crt"),
-        ]);
+        ])?;
     }
-    TlsFiles {
+    Ok(TlsFiles {
         ca: p("ca.crt"),
         server_cert: p("server.crt"),
         server_key: p("server.key"),
         client_cert: p("client.crt"),
         client_key: p("client.key"),
-    }
+    })
 }
 
 /// Waits until `check` holds, polling every 10 ms, and panics with `what` after `timeout`.

@@ -1,0 +1,199 @@
+//! `strata bench`: the reference workloads of `WORKLOADS.md`, run against Strata and a
+//! hand-written cache-aside baseline, with figures, plots and CI gates.
+
+mod gate;
+mod plot;
+mod report;
+mod runner;
+mod source;
+mod subject;
+mod w1;
+mod w2;
+mod w3;
+mod w4;
+pub(crate) mod worker;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use strata::MemoryStore;
+use strata_redis::RedisConfig;
+use strata_testkit::RedisServer;
+
+use gate::Gate;
+use report::Report;
+use subject::{Choice, L2Target};
+use workload::Workload;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `strata bench` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// The workload.
+    #[arg(value_enum)]
+    workload: Workload,
+    /// Redis to run against. Without it, the bench starts its own `redis-server` from PATH on a
+    /// free loopback port, or, if there is none, uses the embedded in-memory L2 (labelled).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Which cache to measure; `both` runs the two on the same stream, each on a flushed L2.
+    #[arg(long, value_enum, default_value = "strata")]
+    cache: Choice,
+    /// Print one JSON object per run instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Measured operations (W1; default 1,000,000). Warm-up defaults to a tenth of it.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Warm-up operations before measuring (W1, W4; default 100,000).
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Write plots (SVG and PNG) into this directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// A CI gate, e.g. 'hit_ratio>=0.85', 'p95_ms<=150', 'stale_reads==0'; repeatable. Checked
+    /// against the Strata run; exit code 1 if any fails.
+    #[arg(long = "gate", value_name = "EXPR")]
+    gates: Vec<String>,
+}
+
+/// Where L2 lives, and the server the bench started, if any.
+pub(crate) struct Target {
+    pub(crate) l2: L2Target,
+    pub(crate) url: Option<String>,
+    pub(crate) server: Option<RedisServer>,
+}
+
+impl Target {
+    async fn resolve(url: Option<&str>, quiet: bool) -> Result<Target, BoxError> {
+        if let Some(url) = url {
+            return Ok(Target {
+                l2: L2Target::Redis(RedisConfig::from_url(url)?),
+                url: Some(url.to_owned()),
+                server: None,
+            });
+        }
+        match RedisServer::options().try_start() {
+            Ok(server) => {
+                let url = server.url();
+                if !quiet {
+                    eprintln!("started redis-server on {url}");
+                }
+                Ok(Target {
+                    l2: L2Target::Redis(RedisConfig::from_url(&url)?),
+                    url: Some(url),
+                    server: Some(server),
+                })
+            }
+            Err(e) => {
+                eprintln!(
+                    "no Redis ({e}); running with the embedded in-memory L2 (reported as l2=\"embedded\")"
+                );
+                Ok(Target {
+                    l2: L2Target::Embedded(MemoryStore::default()),
+                    url: None,
+                    server: None,
+                })
+            }
+        }
+    }
+}
+
+/// A finished run: its report and what the plots need.
+pub(crate) struct Run {
+    pub(crate) report: Report,
+    pub(crate) latency: hdrhistogram::Histogram<u64>,
+    pub(crate) timeline: Vec<runner::Sample>,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
+    // Bad gates are reported before minutes of benchmarking, not after.
+    let gates = args
+        .gates
+        .iter()
+        .map(|g| Gate::parse(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut target = Target::resolve(args.redis.as_deref(), args.json).await?;
+    let runs = match args.workload {
+        Workload::W1 => w1::run(&args, &target).await?,
+        Workload::W2 => w2::run(&args, &target).await?,
+        Workload::W3 => w3::run(&args, &target).await?,
+        Workload::W4 => w4::run(&args, &mut target).await?,
+    };
+    let reports: Vec<Report> = runs.iter().map(|r| r.report.clone()).collect();
+    if args.json {
+        for r in &reports {
+            println!("{}", r.json());
+        }
+    } else {
+        print!("{}", report::table(&reports));
+    }
+    if let Some(dir) = &args.out {
+        let series: Vec<plot::Series<'_>> = runs
+            .iter()
+            .map(|r| plot::Series {
+                label: r.report.cache,
+                latency: &r.latency,
+                timeline: &r.timeline,
+            })
+            .collect();
+        match plot::draw(dir, args.workload.name(), &series) {
+            Ok(files) => {
+                for f in files {
+                    eprintln!("wrote {}", f.display());
+                }
+            }
+            Err(e) => eprintln!("plots: {e}"),
+        }
+    }
+    let gated: Vec<&Report> = reports.iter().filter(|r| r.cache == "strata").collect();
+    let mut failed = false;
+    for gate in &gates {
+        for r in &gated {
+            if let Err(line) = gate.check(r) {
+                eprintln!("{line}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The subjects `--cache` asks for, in the order they run.
+fn choices(choice: Choice) -> &'static [Choice] {
+    match choice {
+        Choice::Strata => &[Choice::Strata],
+        Choice::Naive => &[Choice::Naive],
+        Choice::Both => &[Choice::Strata, Choice::Naive],
+    }
+}
+
+/// Key names `product:<i>`, built once and borrowed by every operation.
+fn key_names(n: u64) -> &'static [String] {
+    Box::leak(
+        (0..n)
+            .map(|i| format!("product:{i}"))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    )
+}
+
+fn progress_bar(len: u64, quiet: bool, what: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>16} [{bar:40}] {pos}/{len} ops ({per_sec}, {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}

@@ -1,0 +1,197 @@
+//! Figures of a run: the JSON object of `WORKLOADS.md` and the human table.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::runner::Measured;
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Latency {
+    pub(crate) p50: u64,
+    pub(crate) p95: u64,
+    pub(crate) p99: u64,
+    pub(crate) max: u64,
+    pub(crate) count: u64,
+}
+
+impl Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            p50: h.value_at_quantile(0.50),
+            p95: h.value_at_quantile(0.95),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+            count: h.len(),
+        }
+    }
+}
+
+/// Hit ratios as fractions of all measured reads.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct HitRatio {
+    pub(crate) l1: f64,
+    pub(crate) l2: f64,
+    pub(crate) overall: f64,
+}
+
+/// One run's figures, in the schema of `WORKLOADS.md`; workload-specific figures in `extra`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub(crate) workload: &'static str,
+    pub(crate) cache: &'static str,
+    /// `redis`, or `embedded` when no Redis was available.
+    pub(crate) l2: &'static str,
+    pub(crate) params: Value,
+    pub(crate) ops: u64,
+    pub(crate) reads: u64,
+    pub(crate) writes: u64,
+    pub(crate) elapsed_s: f64,
+    pub(crate) ops_per_s: f64,
+    pub(crate) read_us: Latency,
+    pub(crate) write_us: Latency,
+    pub(crate) l1_hits: u64,
+    pub(crate) l2_hits: u64,
+    /// Reads that waited on another's L2 fetch or load; counted as hits.
+    pub(crate) coalesced: u64,
+    pub(crate) hit_ratio: HitRatio,
+    pub(crate) loader_calls: u64,
+    pub(crate) stale_reads: u64,
+    pub(crate) errors: u64,
+    #[serde(flatten)]
+    pub(crate) extra: Map<String, Value>,
+}
+
+impl Report {
+    pub(crate) fn new(
+        workload: &'static str,
+        cache: &'static str,
+        l2: &'static str,
+        params: &impl Serialize,
+        m: &Measured,
+    ) -> Self {
+        let reads = m.reads.len();
+        let writes = m.writes.len();
+        let ratio = |n: u64| {
+            if reads == 0 {
+                0.0
+            } else {
+                n as f64 / reads as f64
+            }
+        };
+        let secs = m.elapsed.as_secs_f64();
+        Report {
+            workload,
+            cache,
+            l2,
+            params: serde_json::to_value(params).unwrap_or(Value::Null),
+            ops: reads + writes,
+            reads,
+            writes,
+            elapsed_s: secs,
+            ops_per_s: if secs > 0.0 {
+                (reads + writes) as f64 / secs
+            } else {
+                0.0
+            },
+            read_us: Latency::of(&m.reads),
+            write_us: Latency::of(&m.writes),
+            l1_hits: m.counts.l1_hits,
+            l2_hits: m.counts.l2_hits,
+            coalesced: m.counts.coalesced,
+            hit_ratio: HitRatio {
+                l1: ratio(m.counts.l1_hits),
+                l2: ratio(m.counts.l2_hits),
+                overall: ratio(m.counts.l1_hits + m.counts.l2_hits + m.counts.coalesced),
+            },
+            loader_calls: m.loads,
+            stale_reads: m.stale_reads,
+            errors: m.errors,
+            extra: Map::new(),
+        }
+    }
+
+    pub(crate) fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// The rows of the human table: label and how to read the figure from a report.
+type Row = (&'static str, fn(&Report) -> f64, Better);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+const ROWS: &[Row] = &[
+    ("ops/s", |r| r.ops_per_s, Better::Higher),
+    ("read p50 µs", |r| r.read_us.p50 as f64, Better::Lower),
+    ("read p95 µs", |r| r.read_us.p95 as f64, Better::Lower),
+    ("read p99 µs", |r| r.read_us.p99 as f64, Better::Lower),
+    ("read max µs", |r| r.read_us.max as f64, Better::Lower),
+    ("write p99 µs", |r| r.write_us.p99 as f64, Better::Lower),
+    ("hit ratio", |r| r.hit_ratio.overall, Better::Higher),
+    ("L1 hit ratio", |r| r.hit_ratio.l1, Better::Higher),
+    ("L2 hit ratio", |r| r.hit_ratio.l2, Better::Higher),
+    ("loader calls", |r| r.loader_calls as f64, Better::Lower),
+    ("stale reads", |r| r.stale_reads as f64, Better::Lower),
+    ("errors", |r| r.errors as f64, Better::Lower),
+];
+
+fn cell(v: f64) -> String {
+    if v.fract() == 0.0 || v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// The table of one or more runs of the same workload; with two, a ratio column (first /
+/// second) marked `better` or `worse`.
+pub(crate) fn table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    if let Some(first) = reports.first() {
+        out.push_str(&format!(
+            "{} ({} ops measured, L2: {}, params: {})\n",
+            first.workload, first.ops, first.l2, first.params
+        ));
+    }
+    out.push_str(&format!("{:<14}", ""));
+    for r in reports {
+        out.push_str(&format!("{:>14}", r.cache));
+    }
+    if reports.len() == 2 {
+        out.push_str(&format!(
+            "{:>22}",
+            format!("{}/{}", reports[0].cache, reports[1].cache)
+        ));
+    }
+    out.push('\n');
+    for (label, get, better) in ROWS {
+        out.push_str(&format!("{label:<14}"));
+        for r in reports {
+            out.push_str(&format!("{:>14}", cell(get(r))));
+        }
+        if let [a, b] = reports {
+            let (x, y) = (get(a), get(b));
+            if y != 0.0 && x != y {
+                let wins = (x > y) == (*better == Better::Higher);
+                let verdict = if wins { "better" } else { "worse" };
+                out.push_str(&format!("{:>22}", format!("{:.2}× {verdict}", x / y)));
+            }
+        }
+        out.push('\n');
+    }
+    for r in reports {
+        for (k, v) in &r.extra {
+            out.push_str(&format!("{}: {k} = {v}\n", r.cache));
+        }
+    }
+    out
+}

@@ -1,0 +1,237 @@
+//! Drives an operation stream through a cache with a fixed number of operations in flight,
+//! measuring latency, staleness and hits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::source::{Source, Staleness};
+use super::subject::{Counts, Subject};
+use super::workload::Op;
+
+/// What one pass over a stream measured.
+pub(crate) struct Measured {
+    pub(crate) reads: Histogram<u64>,
+    pub(crate) writes: Histogram<u64>,
+    pub(crate) stale_reads: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) counts: Counts,
+    pub(crate) loads: u64,
+    pub(crate) timeline: Vec<Sample>,
+}
+
+/// Hit ratio over one sampling interval.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    pub(crate) t_s: f64,
+    pub(crate) hit_ratio: f64,
+}
+
+/// Shared by the workers of one pass.
+pub(crate) struct Run {
+    pub(crate) subject: Arc<Subject>,
+    pub(crate) source: &'static Source,
+    pub(crate) keys: &'static [String],
+    pub(crate) staleness: Arc<Staleness>,
+}
+
+/// How operations are released.
+#[derive(Clone, Copy)]
+pub(crate) enum Pace {
+    /// As fast as `concurrency` operations in flight allow.
+    Closed { concurrency: usize },
+    /// At a fixed rate, at most `concurrency` in flight (W4).
+    Rate { per_second: u64, concurrency: usize },
+}
+
+impl Run {
+    /// Runs `ops` through the cache; `on_progress` is told how many ops are done, ~10×/s.
+    pub(crate) async fn pass(
+        &self,
+        ops: Arc<[Op]>,
+        pace: Pace,
+        on_progress: impl Fn(u64) + Send + 'static,
+    ) -> Measured {
+        let counts_before = self.subject.counts();
+        let loads_before = self.source.loads();
+        let done = Arc::new(AtomicU64::new(0));
+        let reads = Arc::new(AtomicU64::new(0));
+        let finished = Arc::new(AtomicBool::new(false));
+        let sampler = tokio::spawn(sample(
+            self.subject.clone(),
+            done.clone(),
+            reads.clone(),
+            finished.clone(),
+            on_progress,
+        ));
+        let started = Instant::now();
+        let next = Arc::new(AtomicUsize::new(0));
+        let (concurrency, rate) = match pace {
+            Pace::Closed { concurrency } => (concurrency, None),
+            Pace::Rate {
+                per_second,
+                concurrency,
+            } => (concurrency, Some(per_second)),
+        };
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let worker = Worker {
+                    subject: self.subject.clone(),
+                    source: self.source,
+                    keys: self.keys,
+                    staleness: self.staleness.clone(),
+                    ops: ops.clone(),
+                    next: next.clone(),
+                    done: done.clone(),
+                    reads: reads.clone(),
+                    started,
+                    rate,
+                };
+                tokio::spawn(worker.run())
+            })
+            .collect();
+        let mut total = Tally::new();
+        for w in workers {
+            if let Ok(t) = w.await {
+                total.merge(t);
+            }
+        }
+        let elapsed = started.elapsed();
+        finished.store(true, Ordering::SeqCst);
+        let timeline = sampler.await.unwrap_or_default();
+        Measured {
+            reads: total.reads,
+            writes: total.writes,
+            stale_reads: total.stale,
+            errors: total.errors,
+            elapsed,
+            counts: self.subject.counts() - counts_before,
+            loads: self.source.loads() - loads_before,
+            timeline,
+        }
+    }
+}
+
+struct Worker {
+    subject: Arc<Subject>,
+    source: &'static Source,
+    keys: &'static [String],
+    staleness: Arc<Staleness>,
+    ops: Arc<[Op]>,
+    next: Arc<AtomicUsize>,
+    done: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    started: Instant,
+    rate: Option<u64>,
+}
+
+struct Tally {
+    reads: Histogram<u64>,
+    writes: Histogram<u64>,
+    stale: u64,
+    errors: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        // Microseconds, 1 µs to 1 h, 3 significant digits (0 µs is recordable too).
+        let hist = || {
+            Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .unwrap_or_else(|_| unreachable!("these bounds are valid"))
+        };
+        Tally {
+            reads: hist(),
+            writes: hist(),
+            stale: 0,
+            errors: 0,
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        // Adding auto-resizing histograms cannot fail.
+        let _ = self.reads.add(&other.reads);
+        let _ = self.writes.add(&other.writes);
+        self.stale += other.stale;
+        self.errors += other.errors;
+    }
+}
+
+impl Worker {
+    async fn run(self) -> Tally {
+        let mut tally = Tally::new();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(op) = self.ops.get(i).copied() else {
+                return tally;
+            };
+            if let Some(rate) = self.rate {
+                // Operation i is due at i / rate seconds after the start.
+                let due = self.started + Duration::from_secs_f64(i as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let t0 = Instant::now();
+            if op.write {
+                let written = match self.source.write(op.key).await {
+                    Ok(version) => self
+                        .subject
+                        .invalidate(self.keys, op.key)
+                        .await
+                        .map(|()| version),
+                    Err(e) => Err(e.into()),
+                };
+                match written {
+                    Ok(version) => self.staleness.commit(op.key, version),
+                    Err(_) => tally.errors += 1,
+                }
+                tally
+                    .writes
+                    .saturating_record(t0.elapsed().as_micros() as u64);
+            } else {
+                let floor = self.staleness.floor(op.key);
+                match self.subject.read(self.source, self.keys, op.key).await {
+                    Ok(version) if Staleness::is_stale(floor, version) => tally.stale += 1,
+                    Ok(_) => {}
+                    Err(_) => tally.errors += 1,
+                }
+                tally
+                    .reads
+                    .saturating_record(t0.elapsed().as_micros() as u64);
+                self.reads.fetch_add(1, Ordering::Relaxed);
+            }
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Samples the hit ratio every 250 ms until the pass is over.
+async fn sample(
+    subject: Arc<Subject>,
+    done: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    finished: Arc<AtomicBool>,
+    on_progress: impl Fn(u64),
+) -> Vec<Sample> {
+    const EVERY: Duration = Duration::from_millis(250);
+    let started = Instant::now();
+    let mut timeline = Vec::new();
+    let (mut last_counts, mut last_reads) = (subject.counts(), 0);
+    let mut tick = tokio::time::interval(EVERY);
+    while !finished.load(Ordering::SeqCst) {
+        tick.tick().await;
+        on_progress(done.load(Ordering::Relaxed));
+        let (counts, reads) = (subject.counts(), reads.load(Ordering::Relaxed));
+        let d = counts - last_counts;
+        let r = reads - last_reads;
+        if r > 0 {
+            timeline.push(Sample {
+                t_s: started.elapsed().as_secs_f64(),
+                hit_ratio: ((d.l1_hits + d.l2_hits + d.coalesced) as f64 / r as f64).min(1.0),
+            });
+        }
+        (last_counts, last_reads) = (counts, reads);
+    }
+    timeline
+}

@@ -1,0 +1,222 @@
+//! The source of truth ("the database") of the workloads, and the staleness check.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata::L2Store;
+
+/// The record of `WORKLOADS.md`; `body` pads its JSON encoding to about `VALUE_BYTES`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) id: u64,
+    pub(crate) version: u64,
+    pub(crate) name: String,
+    pub(crate) price_cents: u64,
+    pub(crate) tags: Vec<String>,
+    pub(crate) body: String,
+}
+
+/// The source of truth: record versions, in this process or, for workloads whose instances
+/// are separate processes, in Redis; loads are slow and counted.
+#[derive(Debug)]
+pub(crate) struct Source {
+    versions: Versions,
+    load: Duration,
+    /// Length of each record's `body`, so that its JSON is about `VALUE_BYTES`.
+    body_len: Vec<u16>,
+    loads: AtomicU64,
+}
+
+#[derive(Debug)]
+enum Versions {
+    Local(Vec<AtomicU64>),
+    /// Shared by processes: versions under `<namespace>:<key index>` in an L2 store.
+    Shared(Arc<dyn L2Store>),
+}
+
+/// Where shared versions live.
+const SHARED_NS: &str = "bench-source";
+
+impl Source {
+    pub(crate) fn new(keys: u64, load: Duration, value_bytes: usize) -> Self {
+        Self::with_versions(
+            Versions::Local((0..keys).map(|_| AtomicU64::new(0)).collect()),
+            keys,
+            load,
+            value_bytes,
+        )
+    }
+
+    /// A source whose versions every process sees: in `store` (a Redis).
+    pub(crate) fn shared(
+        store: Arc<dyn L2Store>,
+        keys: u64,
+        load: Duration,
+        value_bytes: usize,
+    ) -> Self {
+        Self::with_versions(Versions::Shared(store), keys, load, value_bytes)
+    }
+
+    fn with_versions(versions: Versions, keys: u64, load: Duration, value_bytes: usize) -> Self {
+        let body_len = (0..keys)
+            .map(|id| {
+                let bare = serde_json::to_vec(&Self::bare(id, 0)).map_or(0, |v| v.len());
+                u16::try_from(value_bytes.saturating_sub(bare)).unwrap_or(u16::MAX)
+            })
+            .collect();
+        Source {
+            versions,
+            load,
+            body_len,
+            loads: AtomicU64::new(0),
+        }
+    }
+
+    /// Leaked so that loaders can borrow it for `'static` without a reference count per call.
+    pub(crate) fn leak(self) -> &'static Source {
+        Box::leak(Box::new(self))
+    }
+
+    fn bare(id: u64, version: u64) -> Record {
+        Record {
+            id,
+            version,
+            name: format!("product {id}"),
+            price_cents: 100 + id % 10_000,
+            tags: vec![format!("category:{}", id % 100)],
+            body: String::new(),
+        }
+    }
+
+    /// A load: sleeps `LOAD_MS`, then returns the current record.
+    pub(crate) async fn load(&self, key: u32) -> Result<Record, strata::Error> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        if !self.load.is_zero() {
+            tokio::time::sleep(self.load).await;
+        }
+        let mut record = Self::bare(u64::from(key), self.version(key).await?);
+        record.body = "x".repeat(usize::from(self.body_len[key as usize]));
+        Ok(record)
+    }
+
+    pub(crate) async fn version(&self, key: u32) -> Result<u64, strata::Error> {
+        match &self.versions {
+            Versions::Local(v) => Ok(v[key as usize].load(Ordering::Acquire)),
+            Versions::Shared(store) => {
+                let bytes = store.get(SHARED_NS, &key.to_string()).await?;
+                Ok(bytes
+                    .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+                    .unwrap_or(0))
+            }
+        }
+    }
+
+    /// A write: version + 1; returns the new version. (Shared versions have one writer.)
+    pub(crate) async fn write(&self, key: u32) -> Result<u64, strata::Error> {
+        match &self.versions {
+            Versions::Local(v) => Ok(v[key as usize].fetch_add(1, Ordering::AcqRel) + 1),
+            Versions::Shared(store) => {
+                let next = self.version(key).await? + 1;
+                let ttl = Duration::from_secs(3600);
+                store
+                    .set(
+                        SHARED_NS,
+                        &key.to_string(),
+                        next.to_string().into_bytes().into(),
+                        ttl,
+                        &[],
+                    )
+                    .await?;
+                Ok(next)
+            }
+        }
+    }
+
+    pub(crate) fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+}
+
+/// The staleness check: a read is stale when it returns a version older than the newest
+/// version whose invalidation had already returned before the read started.
+#[derive(Debug)]
+pub(crate) struct Staleness {
+    committed: Vec<AtomicU64>,
+}
+
+impl Staleness {
+    pub(crate) fn new(keys: u64) -> Self {
+        Staleness {
+            committed: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Taken just before a read starts.
+    pub(crate) fn floor(&self, key: u32) -> u64 {
+        self.committed[key as usize].load(Ordering::Acquire)
+    }
+
+    /// Called when the invalidation of `version` has returned.
+    pub(crate) fn commit(&self, key: u32, version: u64) {
+        self.committed[key as usize].fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// Whether a read that started at `floor` and returned `version` was stale.
+    pub(crate) fn is_stale(floor: u64, version: u64) -> bool {
+        version < floor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_are_about_value_bytes_and_loads_are_counted() {
+        let source = Source::new(100_000, Duration::ZERO, 1024);
+        for key in [0, 7, 99_999] {
+            let len = serde_json::to_vec(&source.load(key).await.unwrap())
+                .unwrap()
+                .len();
+            assert_eq!(len, 1024, "key {key}");
+        }
+        assert_eq!(source.loads(), 3);
+    }
+
+    #[tokio::test]
+    async fn shared_versions_are_seen_by_every_source_on_the_store() {
+        let store: Arc<dyn L2Store> = Arc::new(strata::MemoryStore::default());
+        let a = Source::shared(store.clone(), 2, Duration::ZERO, 200);
+        let b = Source::shared(store, 2, Duration::ZERO, 200);
+        assert_eq!(a.write(1).await.unwrap(), 1);
+        assert_eq!(a.write(1).await.unwrap(), 2);
+        assert_eq!(b.load(1).await.unwrap().version, 2);
+        assert_eq!(b.version(0).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_is_stale_only_against_invalidations_that_returned_before_it() {
+        let source = Source::new(10, Duration::ZERO, 100);
+        let staleness = Staleness::new(10);
+        let before_write = staleness.floor(3);
+        let v1 = source.write(3).await.unwrap();
+        // The invalidation has not returned: a read that started now may see version 0.
+        assert!(!Staleness::is_stale(staleness.floor(3), 0));
+        staleness.commit(3, v1);
+        let after = staleness.floor(3);
+        assert!(
+            Staleness::is_stale(after, 0),
+            "old version after the invalidation returned"
+        );
+        assert!(!Staleness::is_stale(after, v1));
+        assert!(
+            !Staleness::is_stale(before_write, 0),
+            "a read that started before is not stale"
+        );
+        staleness.commit(3, 0);
+        assert_eq!(staleness.floor(3), v1, "commits never go backwards");
+        assert_eq!(staleness.floor(4), 0, "keys are independent");
+    }
+}

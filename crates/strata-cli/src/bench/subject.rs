@@ -1,0 +1,202 @@
+//! The caches under test: Strata, and the hand-written cache-aside every service starts with.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use strata::{EntryOptions, HybridCache, L1, L2Store, MemoryLog, MemoryStore};
+use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+
+use super::source::{Record, Source};
+use super::workload::Params;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where L2 lives for a run.
+#[derive(Debug, Clone)]
+pub(crate) enum L2Target {
+    Redis(RedisConfig),
+    /// The embedded in-memory store (no Redis available): one map shared by the run's caches.
+    Embedded(MemoryStore),
+}
+
+impl L2Target {
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            L2Target::Redis(_) => "redis",
+            L2Target::Embedded(_) => "embedded",
+        }
+    }
+
+    pub(crate) async fn store(&self) -> Result<Arc<dyn L2Store>, BoxError> {
+        Ok(match self {
+            L2Target::Redis(config) => Arc::new(RedisStore::connect_with(config).await?),
+            L2Target::Embedded(store) => Arc::new(store.clone()),
+        })
+    }
+}
+
+/// Which cache a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Choice {
+    Strata,
+    Naive,
+    Both,
+}
+
+/// Per-level read counts, comparable between the two caches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) l1_hits: u64,
+    pub(crate) l2_hits: u64,
+    /// Reads that waited on another read's L2 fetch or load: hits, by the workload's rules.
+    pub(crate) coalesced: u64,
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+    fn sub(self, o: Counts) -> Counts {
+        Counts {
+            l1_hits: self.l1_hits - o.l1_hits,
+            l2_hits: self.l2_hits - o.l2_hits,
+            coalesced: self.coalesced - o.coalesced,
+        }
+    }
+}
+
+/// A cache under test.
+pub(crate) enum Subject {
+    Strata(HybridCache),
+    Naive(Naive),
+}
+
+/// Namespaces of the two subjects, so one Redis can hold both without mixing them.
+pub(crate) const STRATA_NS: &str = "bench";
+pub(crate) const NAIVE_NS: &str = "bench-naive";
+
+impl Subject {
+    /// Strata configured as the workload says: L1 of `l1_entries` with the L1 TTL, L2 with the
+    /// L2 TTL, invalidations over Redis pub/sub (or in-process when embedded).
+    pub(crate) async fn strata(target: &L2Target, params: &Params) -> Result<Subject, BoxError> {
+        let options = EntryOptions::ttl(Duration::from_secs(params.l2_ttl_s))
+            .l1_ttl(Duration::from_secs(params.l1_ttl_s));
+        let builder = HybridCache::builder(STRATA_NS)
+            .l1(L1::with_capacity(params.l1_entries))
+            .default_entry(options);
+        let cache = match target {
+            L2Target::Redis(config) => {
+                builder
+                    .l2(RedisStore::connect_with(config).await?)
+                    .invalidation(RedisPubSub::connect_with(config).await?)
+                    .build()
+                    .await?
+            }
+            L2Target::Embedded(store) => {
+                builder
+                    .l2(store.clone())
+                    .invalidation(MemoryLog::new())
+                    .build()
+                    .await?
+            }
+        };
+        Ok(Subject::Strata(cache))
+    }
+
+    pub(crate) async fn naive(target: &L2Target, params: &Params) -> Result<Subject, BoxError> {
+        Ok(Subject::Naive(Naive {
+            store: target.store().await?,
+            ttl: Duration::from_secs(params.l2_ttl_s),
+            hits: AtomicU64::new(0),
+        }))
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Subject::Strata(_) => "strata",
+            Subject::Naive(_) => "naive",
+        }
+    }
+
+    /// Reads `key` (`keys[key]` is its name), loading from `source` on a miss; returns the
+    /// version read.
+    pub(crate) async fn read(
+        &self,
+        source: &'static Source,
+        keys: &'static [String],
+        key: u32,
+    ) -> Result<u64, BoxError> {
+        let name = &keys[key as usize];
+        match self {
+            Subject::Strata(cache) => {
+                let record: Arc<Record> = cache.get_or_load(name, move || source.load(key)).await?;
+                Ok(record.version)
+            }
+            Subject::Naive(naive) => naive.read(source, name, key).await,
+        }
+    }
+
+    /// Invalidates `key` through the cache's own path (the source was updated already).
+    pub(crate) async fn invalidate(
+        &self,
+        keys: &'static [String],
+        key: u32,
+    ) -> Result<(), BoxError> {
+        let name = &keys[key as usize];
+        match self {
+            Subject::Strata(cache) => Ok(cache.invalidate(name).await?),
+            Subject::Naive(naive) => Ok(naive.store.delete(NAIVE_NS, name).await?),
+        }
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        match self {
+            Subject::Strata(cache) => {
+                let s = cache.stats();
+                Counts {
+                    l1_hits: s.l1_hits + s.stale_served,
+                    l2_hits: s.l2_hits,
+                    coalesced: s.coalesced,
+                }
+            }
+            Subject::Naive(naive) => Counts {
+                l1_hits: 0,
+                l2_hits: naive.hits.load(Ordering::Relaxed),
+                coalesced: 0,
+            },
+        }
+    }
+
+    /// Removes the subject's keys from L2, so each run starts cold.
+    pub(crate) async fn flush(target: &L2Target) -> Result<(), BoxError> {
+        let store = target.store().await?;
+        for ns in [STRATA_NS, NAIVE_NS] {
+            store.clear(ns).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The hand-written cache-aside: `GET` → miss → load → `SET` with expiry; a write deletes.
+/// No L1, no single-flight; one multiplexed connection. Values are plain JSON.
+pub(crate) struct Naive {
+    store: Arc<dyn L2Store>,
+    ttl: Duration,
+    hits: AtomicU64,
+}
+
+impl Naive {
+    async fn read(&self, source: &'static Source, name: &str, key: u32) -> Result<u64, BoxError> {
+        if let Some(bytes) = self.store.get(NAIVE_NS, name).await? {
+            if let Ok(record) = serde_json::from_slice::<Record>(&bytes) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(record.version);
+            }
+        }
+        let record = source.load(key).await?;
+        let bytes = serde_json::to_vec(&record)?;
+        self.store
+            .set(NAIVE_NS, name, bytes.into(), self.ttl, &[])
+            .await?;
+        Ok(record.version)
+    }
+}

@@ -1,0 +1,86 @@
+//! W1 — read-heavy, hot set fits in L1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::runner::{Pace, Run as Pass};
+use super::source::{Source, Staleness};
+use super::subject::{Choice, Subject};
+use super::workload::{Op, Params, stream};
+use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
+use crate::bench::report::Report;
+
+/// W1's parameters, with `--ops` and `--warmup` applied.
+pub(crate) fn params(args: &BenchArgs) -> Params {
+    let mut p = Params::w1();
+    if let Some(ops) = args.ops {
+        p.ops = ops;
+        p.warmup_ops = ops / 10;
+    }
+    if let Some(w) = args.warmup {
+        p.warmup_ops = w;
+    }
+    p
+}
+
+pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
+    let params = params(args);
+    let ops = stream(&params, params.warmup_ops + params.ops)?;
+    let (warmup, measured) = ops.split_at(params.warmup_ops as usize);
+    let (warmup, measured): (Arc<[Op]>, Arc<[Op]>) = (warmup.into(), measured.into());
+    let keys = key_names(params.n);
+    let mut runs = Vec::new();
+    for &choice in choices(args.cache) {
+        let pass = prepare(choice, &params, target, keys).await?;
+        let pace = Pace::Closed {
+            concurrency: params.concurrency,
+        };
+        let bar = progress_bar(
+            params.warmup_ops + params.ops,
+            args.json,
+            &format!("{} W1", pass.subject.name()),
+        );
+        let b = bar.clone();
+        pass.pass(warmup.clone(), pace, move |done| b.set_position(done))
+            .await;
+        let b = bar.clone();
+        let base = params.warmup_ops;
+        let m = pass
+            .pass(measured.clone(), pace, move |done| {
+                b.set_position(base + done)
+            })
+            .await;
+        bar.finish_and_clear();
+        runs.push(Run {
+            report: Report::new("W1", pass.subject.name(), target.l2.label(), &params, &m),
+            latency: m.reads,
+            timeline: m.timeline,
+        });
+    }
+    Ok(runs)
+}
+
+/// A cold subject on a flushed L2 with a fresh source of truth.
+pub(crate) async fn prepare(
+    choice: Choice,
+    params: &Params,
+    target: &Target,
+    keys: &'static [String],
+) -> Result<Pass, BoxError> {
+    Subject::flush(&target.l2).await?;
+    let subject = match choice {
+        Choice::Naive => Subject::naive(&target.l2, params).await?,
+        _ => Subject::strata(&target.l2, params).await?,
+    };
+    Ok(Pass {
+        subject: Arc::new(subject),
+        source: Source::new(
+            params.n,
+            Duration::from_millis(params.load_ms),
+            params.value_bytes,
+        )
+        .leak(),
+        keys,
+        staleness: Arc::new(Staleness::new(params.n)),
+    })
+}

@@ -1,0 +1,7 @@
+//! w4 (next step).
+
+use super::{BenchArgs, BoxError, Run, Target};
+
+pub(crate) async fn run(_args: &BenchArgs, _target: &mut Target) -> Result<Vec<Run>, BoxError> {
+    Err("not yet".into())
+}

@@ -1,0 +1,56 @@
+//! `strata`: the command-line face of Strata.
+//!
+//! - `strata bench <workload>`: runs the reference workloads of `WORKLOADS.md` against Strata
+//!   and a hand-written cache-aside baseline, prints figures, draws plots, and gates CI.
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod bench;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Caching for Rust microservices.
+#[derive(Parser)]
+#[command(name = "strata", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a reference workload (W1–W4) and print its figures.
+    Bench(bench::BenchArgs),
+    /// One instance of a multi-process workload (started by `strata bench`).
+    #[command(hide = true)]
+    BenchWorker(bench::worker::WorkerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Bench(args) => bench::run(args).await,
+            Command::BenchWorker(args) => bench::worker::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
