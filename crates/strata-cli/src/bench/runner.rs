@@ -19,15 +19,20 @@ pub(crate) struct Measured {
     pub(crate) errors: u64,
     pub(crate) elapsed: Duration,
     pub(crate) counts: Counts,
-    pub(crate) loads: u64,
+        pub(crate) loads: u64,
     pub(crate) timeline: Vec<Sample>,
+    /// Reads that started inside the window given to [`Run::pass`], and their errors.
+    pub(crate) window_reads: Histogram<u64>,
+    pub(crate) window_errors: u64,
 }
 
 /// Hit ratio over one sampling interval.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
-    pub(crate) t_s: f64,
+        pub(crate) t_s: f64,
     pub(crate) hit_ratio: f64,
+    /// L2 hits in the interval.
+    pub(crate) l2_hits: u64,
 }
 
 /// Shared by the workers of one pass.
@@ -48,11 +53,13 @@ pub(crate) enum Pace {
 }
 
 impl Run {
-    /// Runs `ops` through the cache; `on_progress` is told how many ops are done, ~10×/s.
+        /// Runs `ops` through the cache; `on_progress` is told how many ops are done, 4×/s.
+    /// Reads starting within `window` (offsets from the start) are also measured apart.
     pub(crate) async fn pass(
         &self,
         ops: Arc<[Op]>,
         pace: Pace,
+        window: Option<(Duration, Duration)>,
         on_progress: impl Fn(u64) + Send + 'static,
     ) -> Measured {
         let counts_before = self.subject.counts();
@@ -87,8 +94,9 @@ impl Run {
                     next: next.clone(),
                     done: done.clone(),
                     reads: reads.clone(),
-                    started,
+                                        started,
                     rate,
+                    window,
                 };
                 tokio::spawn(worker.run())
             })
@@ -109,8 +117,10 @@ impl Run {
             errors: total.errors,
             elapsed,
             counts: self.subject.counts() - counts_before,
-            loads: self.source.loads() - loads_before,
+                        loads: self.source.loads() - loads_before,
             timeline,
+            window_reads: total.window_reads,
+            window_errors: total.window_errors,
         }
     }
 }
@@ -124,15 +134,18 @@ struct Worker {
     next: Arc<AtomicUsize>,
     done: Arc<AtomicU64>,
     reads: Arc<AtomicU64>,
-    started: Instant,
+        started: Instant,
     rate: Option<u64>,
+    window: Option<(Duration, Duration)>,
 }
 
 struct Tally {
     reads: Histogram<u64>,
     writes: Histogram<u64>,
-    stale: u64,
+        stale: u64,
     errors: u64,
+    window_reads: Histogram<u64>,
+    window_errors: u64,
 }
 
 impl Tally {
@@ -145,8 +158,10 @@ impl Tally {
         Tally {
             reads: hist(),
             writes: hist(),
-            stale: 0,
+                        stale: 0,
             errors: 0,
+            window_reads: hist(),
+            window_errors: 0,
         }
     }
 
@@ -154,8 +169,10 @@ impl Tally {
         // Adding auto-resizing histograms cannot fail.
         let _ = self.reads.add(&other.reads);
         let _ = self.writes.add(&other.writes);
+                let _ = self.window_reads.add(&other.window_reads);
         self.stale += other.stale;
         self.errors += other.errors;
+        self.window_errors += other.window_errors;
     }
 }
 
@@ -190,15 +207,24 @@ impl Worker {
                     .writes
                     .saturating_record(t0.elapsed().as_micros() as u64);
             } else {
-                let floor = self.staleness.floor(op.key);
-                match self.subject.read(self.source, self.keys, op.key).await {
-                    Ok(version) if Staleness::is_stale(floor, version) => tally.stale += 1,
-                    Ok(_) => {}
-                    Err(_) => tally.errors += 1,
+                                let floor = self.staleness.floor(op.key);
+                let in_window = self
+                    .window
+                    .is_some_and(|(from, to)| (from..to).contains(&(t0 - self.started)));
+                let failed = match self.subject.read(self.source, self.keys, op.key).await {
+                    Ok(version) => {
+                        tally.stale += u64::from(Staleness::is_stale(floor, version));
+                        false
+                    }
+                    Err(_) => true,
+                };
+                let us = t0.elapsed().as_micros() as u64;
+                tally.reads.saturating_record(us);
+                tally.errors += u64::from(failed);
+                if in_window {
+                    tally.window_reads.saturating_record(us);
+                    tally.window_errors += u64::from(failed);
                 }
-                tally
-                    .reads
-                    .saturating_record(t0.elapsed().as_micros() as u64);
                 self.reads.fetch_add(1, Ordering::Relaxed);
             }
             self.done.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +254,8 @@ async fn sample(
         if r > 0 {
             timeline.push(Sample {
                 t_s: started.elapsed().as_secs_f64(),
-                hit_ratio: ((d.l1_hits + d.l2_hits + d.coalesced) as f64 / r as f64).min(1.0),
+                                hit_ratio: ((d.l1_hits + d.l2_hits + d.coalesced) as f64 / r as f64).min(1.0),
+                l2_hits: d.l2_hits,
             });
         }
         (last_counts, last_reads) = (counts, reads);

@@ -41,12 +41,12 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             &format!("{} W1", pass.subject.name()),
         );
         let b = bar.clone();
-        pass.pass(warmup.clone(), pace, move |done| b.set_position(done))
+        pass.pass(warmup.clone(), pace, None, move |done| b.set_position(done))
             .await;
         let b = bar.clone();
         let base = params.warmup_ops;
         let m = pass
-            .pass(measured.clone(), pace, move |done| {
+            .pass(measured.clone(), pace, None, move |done| {
                 b.set_position(base + done)
             })
             .await;

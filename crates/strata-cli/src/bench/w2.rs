@@ -1,7 +1,98 @@
-//! w2 (next step).
+//! W2 — cold stampede: 1,000 concurrent reads of one cold key over 4 instances.
 
-use super::{BenchArgs, BoxError, Run, Target};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
-pub(crate) async fn run(_args: &BenchArgs, _target: &Target) -> Result<Vec<Run>, BoxError> {
-    Err("not yet".into())
+use serde_json::json;
+
+use super::report::Report;
+use super::runner::Measured;
+use super::subject::{Choice, Counts, Subject};
+use super::worker::{Instance, Outcome, W2, Workers, histogram, merge};
+use super::workload::Workload;
+use super::{BenchArgs, BoxError, Run, Target, choices};
+
+pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
+    let mut runs = Vec::new();
+    for &choice in choices(args.cache) {
+        Subject::flush(&target.l2).await?;
+        let per_instance = W2.reads / W2.instances;
+        let started;
+        let outcomes = match &target.url {
+            Some(url) => {
+                let mut workers = Workers::start(Workload::W2, choice, url, W2.instances).await?;
+                started = Instant::now();
+                workers.send("go", |_| true).await?;
+                let mut outcomes = Vec::new();
+                for i in 0..W2.instances {
+                    outcomes.push(workers.outcome(i).await?);
+                }
+                outcomes
+            }
+            // No Redis: four independent caches that share only the embedded store.
+            None => {
+                let mut instances = Vec::new();
+                for i in 0..W2.instances {
+                    instances.push(Instance::new(Workload::W2, choice, &target.l2, i).await?);
+                }
+                started = Instant::now();
+                let tasks: Vec<_> = instances
+                    .into_iter()
+                    .map(|inst| tokio::spawn(inst.run(per_instance, Arc::new(AtomicBool::new(false)))))
+                    .collect();
+                let mut outcomes = Vec::new();
+                for t in tasks {
+                    outcomes.push(t.await?);
+                }
+                outcomes
+            }
+        };
+        let mut run = from_outcomes("W2", choice, target, &W2, &outcomes, started.elapsed());
+        run.report.extra.insert(
+            "loader_calls_per_instance".into(),
+            json!(outcomes.iter().map(|o| o.loader_calls).collect::<Vec<_>>()),
+        );
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// The standard figures of a multi-instance run, from its instances' outcomes.
+pub(crate) fn from_outcomes(
+    workload: &'static str,
+    choice: Choice,
+    target: &Target,
+    params: &impl serde::Serialize,
+    outcomes: &[Outcome],
+    elapsed: Duration,
+) -> Run {
+    let reads = merge(outcomes);
+    let measured = Measured {
+        writes: histogram(),
+        stale_reads: 0,
+        errors: outcomes.iter().map(|o| o.errors).sum(),
+        elapsed,
+        counts: outcomes.iter().fold(Counts::default(), |c, o| Counts {
+            l1_hits: c.l1_hits + o.l1_hits,
+            l2_hits: c.l2_hits + o.l2_hits,
+            coalesced: c.coalesced + o.coalesced,
+        }),
+        loads: outcomes.iter().map(|o| o.loader_calls).sum(),
+        timeline: Vec::new(),
+        reads: reads.clone(),
+        window_reads: histogram(),
+        window_errors: 0,
+    };
+    let name = if choice == Choice::Naive { "naive" } else { "strata" };
+    let mut report = Report::new(workload, name, target.l2.label(), params, &measured);
+    report.extra.insert(
+        "instances".into(),
+        json!(if target.url.is_some() { "processes" } else { "in-process" }),
+    );
+    Run {
+        report,
+        latency: reads,
+        timeline: Vec::new(),
+    }
 }

@@ -1,13 +1,335 @@
-//! Worker processes of the multi-process workloads.
+//! Instances of the multi-process workloads (W2, W3): the same code runs in a worker process
+//! (`strata bench-worker`, driven over stdin/stdout) or, without Redis, in-process.
+//!
+//! Protocol, one line each: the worker prints `ready` once its cache is built (and, for W3,
+//! holds the key in L1); the coordinator sends `go`; the worker runs and prints its
+//! [`Outcome`] as JSON. A W3 reader keeps reading until the coordinator sends `stop`.
 
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use strata_redis::RedisConfig;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::BoxError;
+use super::source::Source;
+use super::subject::{Choice, L2Target, Subject};
+use super::workload::{Params, Workload};
 
 /// `strata bench-worker` arguments.
-#[derive(Debug, clap::Args)]
-pub(crate) struct WorkerArgs {}
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WorkerArgs {
+    #[arg(value_enum)]
+    workload: Workload,
+    #[arg(long)]
+    redis: String,
+    #[arg(long, value_enum)]
+    cache: Choice,
+    #[arg(long)]
+    instance: usize,
+}
 
-pub(crate) async fn run(_args: WorkerArgs) -> Result<ExitCode, BoxError> {
-    Err("not yet".into())
+/// What one instance measured.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Outcome {
+    pub(crate) instance: usize,
+    pub(crate) loader_calls: u64,
+    pub(crate) errors: u64,
+    pub(crate) l1_hits: u64,
+    pub(crate) l2_hits: u64,
+    pub(crate) coalesced: u64,
+    /// Read latencies as (µs, count) pairs.
+    pub(crate) read_us: Vec<(u64, u64)>,
+    /// W3 writer: (version, wall-clock µs when its invalidation returned).
+    pub(crate) commits: Vec<(u64, u64)>,
+    /// W3 reader: (version, wall-clock µs when first read).
+    pub(crate) seen: Vec<(u64, u64)>,
+}
+
+/// W2's parameters.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StampedeParams {
+    pub(crate) instances: usize,
+    pub(crate) reads: usize,
+    pub(crate) load_ms: u64,
+}
+
+pub(crate) const W2: StampedeParams = StampedeParams {
+    instances: 4,
+    reads: 1000,
+    load_ms: 50,
+};
+
+/// W3's parameters.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FanOutParams {
+    pub(crate) instances: usize,
+    pub(crate) writes: usize,
+    pub(crate) interval_ms: u64,
+    /// How often a reader asks for the key.
+    pub(crate) poll_us: u64,
+}
+
+pub(crate) const W3: FanOutParams = FanOutParams {
+    instances: 4,
+    writes: 1000,
+    interval_ms: 10,
+    poll_us: 200,
+};
+
+/// The one key W2 and W3 use.
+pub(crate) fn the_key() -> &'static [String] {
+    Box::leak(vec!["product:0".to_owned()].into_boxed_slice())
+}
+
+/// An instance, built and ready.
+pub(crate) struct Instance {
+    workload: Workload,
+    index: usize,
+    subject: Arc<Subject>,
+    source: &'static Source,
+    keys: &'static [String],
+}
+
+impl Instance {
+    pub(crate) async fn new(workload: Workload, choice: Choice, target: &L2Target, index: usize) -> Result<Instance, BoxError> {
+        let params = Params::w1();
+        let subject = match choice {
+            Choice::Naive => Subject::naive(target, &params).await?,
+            _ => Subject::strata(target, &params).await?,
+        };
+        let store = target.store().await?;
+        let source = match workload {
+            Workload::W2 => Source::shared(store, 1, Duration::from_millis(W2.load_ms), params.value_bytes),
+            _ => Source::shared(store, 1, Duration::ZERO, params.value_bytes),
+        }
+        .leak();
+        let instance = Instance {
+            workload,
+            index,
+            subject: Arc::new(subject),
+            source,
+            keys: the_key(),
+        };
+        if workload == Workload::W3 {
+            instance.subject.read(source, instance.keys, 0).await?;
+        }
+        Ok(instance)
+    }
+
+    /// Runs the instance's part; `stop` ends a W3 reader.
+    pub(crate) async fn run(self, reads: usize, stop: Arc<AtomicBool>) -> Outcome {
+        let loads_before = self.source.loads();
+        let counts_before = self.subject.counts();
+        let mut outcome = match (self.workload, self.index) {
+            (Workload::W3, 0) => self.write().await,
+            (Workload::W3, _) => self.poll(stop).await,
+            _ => self.stampede(reads).await,
+        };
+        let counts = self.subject.counts() - counts_before;
+        outcome.instance = self.index;
+        outcome.loader_calls = self.source.loads() - loads_before;
+        (outcome.l1_hits, outcome.l2_hits, outcome.coalesced) = (counts.l1_hits, counts.l2_hits, counts.coalesced);
+        outcome
+    }
+
+    /// W2: `reads` concurrent reads of a key that is in no level.
+    async fn stampede(&self, reads: usize) -> Outcome {
+        let tasks: Vec<_> = (0..reads)
+            .map(|_| {
+                let (subject, source, keys) = (self.subject.clone(), self.source, self.keys);
+                tokio::spawn(async move {
+                    let t0 = Instant::now();
+                    let ok = subject.read(source, keys, 0).await.is_ok();
+                    (ok, t0.elapsed().as_micros() as u64)
+                })
+            })
+            .collect();
+        let mut hist = histogram();
+        let mut errors = 0;
+        for t in tasks {
+            match t.await {
+                Ok((ok, us)) => {
+                    hist.saturating_record(us);
+                    errors += u64::from(!ok);
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        Outcome {
+            errors,
+            read_us: buckets(&hist),
+            ..Outcome::default()
+        }
+    }
+
+    /// W3 writer: bump the version, invalidate, note when the invalidation returned.
+    async fn write(&self) -> Outcome {
+        let mut outcome = Outcome::default();
+        for _ in 0..W3.writes {
+            let started = Instant::now();
+            let written = match self.source.write(0).await {
+                Ok(v) => self.subject.invalidate(self.keys, 0).await.map(|()| v),
+                Err(e) => Err(e.into()),
+            };
+            match written {
+                Ok(v) => outcome.commits.push((v, wall_us())),
+                Err(_) => outcome.errors += 1,
+            }
+            tokio::time::sleep_until((started + Duration::from_millis(W3.interval_ms)).into()).await;
+        }
+        outcome
+    }
+
+    /// W3 reader: read the key every `poll_us` on a thread of its own (finer than Tokio's
+    /// millisecond timer), noting when each new version is first seen.
+    async fn poll(&self, stop: Arc<AtomicBool>) -> Outcome {
+        let (subject, source, keys) = (self.subject.clone(), self.source, self.keys);
+        let runtime = tokio::runtime::Handle::current();
+        let reader = std::thread::spawn(move || {
+            let mut outcome = Outcome::default();
+            let mut hist = histogram();
+            let mut last = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let t0 = Instant::now();
+                match runtime.block_on(subject.read(source, keys, 0)) {
+                    Ok(v) if v > last => {
+                        outcome.seen.push((v, wall_us()));
+                        last = v;
+                    }
+                    Ok(_) => {}
+                    Err(_) => outcome.errors += 1,
+                }
+                hist.saturating_record(t0.elapsed().as_micros() as u64);
+                std::thread::sleep(Duration::from_micros(W3.poll_us));
+            }
+            outcome.read_us = buckets(&hist);
+            outcome
+        });
+        tokio::task::spawn_blocking(move || reader.join().unwrap_or_default())
+            .await
+            .unwrap_or_default()
+    }
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!("these bounds are valid"))
+}
+
+fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+/// Rebuilds a histogram from the (µs, count) pairs of outcomes.
+pub(crate) fn merge(outcomes: &[Outcome]) -> Histogram<u64> {
+    let mut h = histogram();
+    for (value, count) in outcomes.iter().flat_map(|o| &o.read_us) {
+        h.saturating_record_n(*value, *count);
+    }
+    h
+}
+
+pub(crate) fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `strata bench-worker`: one instance in its own process.
+pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode, BoxError> {
+    let target = L2Target::Redis(RedisConfig::from_url(&args.redis)?);
+    let instance = Instance::new(args.workload, args.cache, &target, args.instance).await?;
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(b"ready\n").await?;
+    stdout.flush().await?;
+    expect(&mut stdin, "go").await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = (args.workload == Workload::W3 && args.instance > 0).then(|| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // Any line (or EOF) stops the reader.
+            let _ = stdin.next_line().await;
+            stop.store(true, Ordering::SeqCst);
+        })
+    });
+    let outcome = instance.run(W2.reads / W2.instances, stop).await;
+    if let Some(r) = reader {
+        let _ = r.await;
+    }
+    stdout.write_all(format!("{}\n", serde_json::to_string(&outcome)?).as_bytes()).await?;
+    stdout.flush().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn expect<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Lines<R>, word: &str) -> Result<(), BoxError> {
+    match lines.next_line().await? {
+        Some(line) if line.trim() == word => Ok(()),
+        other => Err(format!("expected {word:?} from the coordinator, got {other:?}").into()),
+    }
+}
+
+/// The coordinator's handle on worker processes.
+pub(crate) struct Workers {
+    children: Vec<(Child, ChildStdin, Lines<BufReader<ChildStdout>>)>,
+}
+
+impl Workers {
+    /// Starts `n` workers of `workload` against `redis` and waits until all are ready.
+    pub(crate) async fn start(workload: Workload, choice: Choice, redis: &str, n: usize) -> Result<Workers, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::new();
+        for i in 0..n {
+            let mut child = tokio::process::Command::new(&exe)
+                .arg("bench-worker")
+                .arg(match workload {
+                    Workload::W2 => "w2",
+                    _ => "w3",
+                })
+                .args(["--redis", redis, "--instance", &i.to_string()])
+                .args(["--cache", if choice == Choice::Naive { "naive" } else { "strata" }])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err("worker pipes unavailable".into());
+            };
+            children.push((child, stdin, BufReader::new(stdout).lines()));
+        }
+        for (_, _, out) in &mut children {
+            expect(out, "ready").await?;
+        }
+        Ok(Workers { children })
+    }
+
+    /// Sends `line` to the workers `which` selects.
+    pub(crate) async fn send(&mut self, line: &str, which: impl Fn(usize) -> bool) -> Result<(), BoxError> {
+        for (i, (_, stdin, _)) in self.children.iter_mut().enumerate() {
+            if which(i) {
+                stdin.write_all(format!("{line}\n").as_bytes()).await?;
+                stdin.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of worker `i` (waits for it).
+    pub(crate) async fn outcome(&mut self, i: usize) -> Result<Outcome, BoxError> {
+        let (child, _, out) = &mut self.children[i];
+        let line = out
+            .next_line()
+            .await?
+            .ok_or_else(|| format!("worker {i} exited without a result"))?;
+        let outcome = serde_json::from_str(&line)?;
+        child.wait().await?;
+        Ok(outcome)
+    }
 }
