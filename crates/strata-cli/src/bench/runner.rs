@@ -19,7 +19,7 @@ pub(crate) struct Measured {
     pub(crate) errors: u64,
     pub(crate) elapsed: Duration,
     pub(crate) counts: Counts,
-        pub(crate) loads: u64,
+    pub(crate) loads: u64,
     pub(crate) timeline: Vec<Sample>,
     /// Reads that started inside the window given to [`Run::pass`], and their errors.
     pub(crate) window_reads: Histogram<u64>,
@@ -29,7 +29,7 @@ pub(crate) struct Measured {
 /// Hit ratio over one sampling interval.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
-        pub(crate) t_s: f64,
+    pub(crate) t_s: f64,
     pub(crate) hit_ratio: f64,
     /// L2 hits in the interval.
     pub(crate) l2_hits: u64,
@@ -53,7 +53,7 @@ pub(crate) enum Pace {
 }
 
 impl Run {
-        /// Runs `ops` through the cache; `on_progress` is told how many ops are done, 4×/s.
+    /// Runs `ops` through the cache; `on_progress` is told how many ops are done, 4×/s.
     /// Reads starting within `window` (offsets from the start) are also measured apart.
     pub(crate) async fn pass(
         &self,
@@ -94,7 +94,7 @@ impl Run {
                     next: next.clone(),
                     done: done.clone(),
                     reads: reads.clone(),
-                                        started,
+                    started,
                     rate,
                     window,
                 };
@@ -117,7 +117,7 @@ impl Run {
             errors: total.errors,
             elapsed,
             counts: self.subject.counts() - counts_before,
-                        loads: self.source.loads() - loads_before,
+            loads: self.source.loads() - loads_before,
             timeline,
             window_reads: total.window_reads,
             window_errors: total.window_errors,
@@ -134,7 +134,7 @@ struct Worker {
     next: Arc<AtomicUsize>,
     done: Arc<AtomicU64>,
     reads: Arc<AtomicU64>,
-        started: Instant,
+    started: Instant,
     rate: Option<u64>,
     window: Option<(Duration, Duration)>,
 }
@@ -142,7 +142,7 @@ struct Worker {
 struct Tally {
     reads: Histogram<u64>,
     writes: Histogram<u64>,
-        stale: u64,
+    stale: u64,
     errors: u64,
     window_reads: Histogram<u64>,
     window_errors: u64,
@@ -158,7 +158,7 @@ impl Tally {
         Tally {
             reads: hist(),
             writes: hist(),
-                        stale: 0,
+            stale: 0,
             errors: 0,
             window_reads: hist(),
             window_errors: 0,
@@ -169,7 +169,7 @@ impl Tally {
         // Adding auto-resizing histograms cannot fail.
         let _ = self.reads.add(&other.reads);
         let _ = self.writes.add(&other.writes);
-                let _ = self.window_reads.add(&other.window_reads);
+        let _ = self.window_reads.add(&other.window_reads);
         self.stale += other.stale;
         self.errors += other.errors;
         self.window_errors += other.window_errors;
@@ -207,7 +207,7 @@ impl Worker {
                     .writes
                     .saturating_record(t0.elapsed().as_micros() as u64);
             } else {
-                                let floor = self.staleness.floor(op.key);
+                let floor = self.staleness.floor(op.key);
                 let in_window = self
                     .window
                     .is_some_and(|(from, to)| (from..to).contains(&(t0 - self.started)));
@@ -254,7 +254,7 @@ async fn sample(
         if r > 0 {
             timeline.push(Sample {
                 t_s: started.elapsed().as_secs_f64(),
-                                hit_ratio: ((d.l1_hits + d.l2_hits + d.coalesced) as f64 / r as f64).min(1.0),
+                hit_ratio: ((d.l1_hits + d.l2_hits + d.coalesced) as f64 / r as f64).min(1.0),
                 l2_hits: d.l2_hits,
             });
         }

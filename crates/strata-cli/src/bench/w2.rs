@@ -39,7 +39,9 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
                 started = Instant::now();
                 let tasks: Vec<_> = instances
                     .into_iter()
-                    .map(|inst| tokio::spawn(inst.run(per_instance, Arc::new(AtomicBool::new(false)))))
+                    .map(|inst| {
+                        tokio::spawn(inst.run(per_instance, Arc::new(AtomicBool::new(false))))
+                    })
                     .collect();
                 let mut outcomes = Vec::new();
                 for t in tasks {
@@ -84,11 +86,19 @@ pub(crate) fn from_outcomes(
         window_reads: histogram(),
         window_errors: 0,
     };
-    let name = if choice == Choice::Naive { "naive" } else { "strata" };
+    let name = if choice == Choice::Naive {
+        "naive"
+    } else {
+        "strata"
+    };
     let mut report = Report::new(workload, name, target.l2.label(), params, &measured);
     report.extra.insert(
         "instances".into(),
-        json!(if target.url.is_some() { "processes" } else { "in-process" }),
+        json!(if target.url.is_some() {
+            "processes"
+        } else {
+            "in-process"
+        }),
     );
     Run {
         report,

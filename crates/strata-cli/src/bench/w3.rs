@@ -72,7 +72,11 @@ pub(crate) fn propagation(commits: &[(u64, u64)], readers: &[&[(u64, u64)]]) -> 
     for seen in readers {
         for &(version, returned_at) in commits {
             // The first moment this reader returned this version or a newer one.
-            let stopped = seen.iter().filter(|(v, _)| *v >= version).map(|(_, t)| *t).min();
+            let stopped = seen
+                .iter()
+                .filter(|(v, _)| *v >= version)
+                .map(|(_, t)| *t)
+                .min();
             delays.push(stopped.map(|t| t.saturating_sub(returned_at)));
         }
     }
@@ -80,7 +84,9 @@ pub(crate) fn propagation(commits: &[(u64, u64)], readers: &[&[(u64, u64)]]) -> 
 }
 
 fn report(choice: Choice, target: &Target, outcomes: &[Outcome], elapsed: Duration) -> Run {
-    let (writer, readers) = outcomes.split_first().map_or((None, &[][..]), |(w, r)| (Some(w), r));
+    let (writer, readers) = outcomes
+        .split_first()
+        .map_or((None, &[][..]), |(w, r)| (Some(w), r));
     let commits = writer.map_or(&[][..], |w| &w.commits[..]);
     let seen: Vec<&[(u64, u64)]> = readers.iter().map(|r| &r.seen[..]).collect();
     let delays = propagation(commits, &seen);
@@ -88,7 +94,10 @@ fn report(choice: Choice, target: &Target, outcomes: &[Outcome], elapsed: Durati
     for d in delays.iter().flatten() {
         prop.saturating_record(*d);
     }
-    let late = delays.iter().filter(|d| d.is_none_or(|d| d > LIMIT_US)).count();
+    let late = delays
+        .iter()
+        .filter(|d| d.is_none_or(|d| d > LIMIT_US))
+        .count();
     let late_instances: Vec<usize> = readers
         .iter()
         .zip(delays.chunks(commits.len().max(1)))
@@ -99,9 +108,16 @@ fn report(choice: Choice, target: &Target, outcomes: &[Outcome], elapsed: Durati
     let report = &mut run.report;
     report.writes = commits.len() as u64;
     report.ops = report.reads + report.writes;
-    report.extra.insert("propagation_us".into(), json!(Latency::of(&prop)));
-    report.extra.insert("propagations_over_1s".into(), json!(late));
-    report.extra.insert("instances_serving_old_over_1s".into(), json!(late_instances));
+    report
+        .extra
+        .insert("propagation_us".into(), json!(Latency::of(&prop)));
+    report
+        .extra
+        .insert("propagations_over_1s".into(), json!(late));
+    report.extra.insert(
+        "instances_serving_old_over_1s".into(),
+        json!(late_instances),
+    );
     run.latency = prop;
     run
 }
@@ -119,6 +135,9 @@ mod tests {
         let a = [(1, 1_150), (3, 3_100)];
         let b = [(1, 900), (2, 2_500)];
         let d = propagation(&commits, &[&a, &b]);
-        assert_eq!(d, [Some(150), Some(1_100), Some(100), Some(0), Some(500), None]);
+        assert_eq!(
+            d,
+            [Some(150), Some(1_100), Some(100), Some(0), Some(500), None]
+        );
     }
 }

@@ -97,7 +97,12 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    pub(crate) async fn new(workload: Workload, choice: Choice, target: &L2Target, index: usize) -> Result<Instance, BoxError> {
+    pub(crate) async fn new(
+        workload: Workload,
+        choice: Choice,
+        target: &L2Target,
+        index: usize,
+    ) -> Result<Instance, BoxError> {
         let params = Params::w1();
         let subject = match choice {
             Choice::Naive => Subject::naive(target, &params).await?,
@@ -105,7 +110,12 @@ impl Instance {
         };
         let store = target.store().await?;
         let source = match workload {
-            Workload::W2 => Source::shared(store, 1, Duration::from_millis(W2.load_ms), params.value_bytes),
+            Workload::W2 => Source::shared(
+                store,
+                1,
+                Duration::from_millis(W2.load_ms),
+                params.value_bytes,
+            ),
             _ => Source::shared(store, 1, Duration::ZERO, params.value_bytes),
         }
         .leak();
@@ -134,7 +144,8 @@ impl Instance {
         let counts = self.subject.counts() - counts_before;
         outcome.instance = self.index;
         outcome.loader_calls = self.source.loads() - loads_before;
-        (outcome.l1_hits, outcome.l2_hits, outcome.coalesced) = (counts.l1_hits, counts.l2_hits, counts.coalesced);
+        (outcome.l1_hits, outcome.l2_hits, outcome.coalesced) =
+            (counts.l1_hits, counts.l2_hits, counts.coalesced);
         outcome
     }
 
@@ -181,7 +192,8 @@ impl Instance {
                 Ok(v) => outcome.commits.push((v, wall_us())),
                 Err(_) => outcome.errors += 1,
             }
-            tokio::time::sleep_until((started + Duration::from_millis(W3.interval_ms)).into()).await;
+            tokio::time::sleep_until((started + Duration::from_millis(W3.interval_ms)).into())
+                .await;
         }
         outcome
     }
@@ -218,7 +230,8 @@ impl Instance {
 }
 
 pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!("these bounds are valid"))
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("these bounds are valid"))
 }
 
 fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
@@ -264,12 +277,17 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode, BoxError> {
     if let Some(r) = reader {
         let _ = r.await;
     }
-    stdout.write_all(format!("{}\n", serde_json::to_string(&outcome)?).as_bytes()).await?;
+    stdout
+        .write_all(format!("{}\n", serde_json::to_string(&outcome)?).as_bytes())
+        .await?;
     stdout.flush().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn expect<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Lines<R>, word: &str) -> Result<(), BoxError> {
+async fn expect<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut Lines<R>,
+    word: &str,
+) -> Result<(), BoxError> {
     match lines.next_line().await? {
         Some(line) if line.trim() == word => Ok(()),
         other => Err(format!("expected {word:?} from the coordinator, got {other:?}").into()),
@@ -283,7 +301,12 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Starts `n` workers of `workload` against `redis` and waits until all are ready.
-    pub(crate) async fn start(workload: Workload, choice: Choice, redis: &str, n: usize) -> Result<Workers, BoxError> {
+    pub(crate) async fn start(
+        workload: Workload,
+        choice: Choice,
+        redis: &str,
+        n: usize,
+    ) -> Result<Workers, BoxError> {
         let exe = std::env::current_exe()?;
         let mut children = Vec::new();
         for i in 0..n {
@@ -294,7 +317,14 @@ impl Workers {
                     _ => "w3",
                 })
                 .args(["--redis", redis, "--instance", &i.to_string()])
-                .args(["--cache", if choice == Choice::Naive { "naive" } else { "strata" }])
+                .args([
+                    "--cache",
+                    if choice == Choice::Naive {
+                        "naive"
+                    } else {
+                        "strata"
+                    },
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .kill_on_drop(true)
@@ -311,7 +341,11 @@ impl Workers {
     }
 
     /// Sends `line` to the workers `which` selects.
-    pub(crate) async fn send(&mut self, line: &str, which: impl Fn(usize) -> bool) -> Result<(), BoxError> {
+    pub(crate) async fn send(
+        &mut self,
+        line: &str,
+        which: impl Fn(usize) -> bool,
+    ) -> Result<(), BoxError> {
         for (i, (_, stdin, _)) in self.children.iter_mut().enumerate() {
             if which(i) {
                 stdin.write_all(format!("{line}\n").as_bytes()).await?;
