@@ -102,8 +102,10 @@ impl HybridCache {
     /// The value of `key`: from L1, else L2, else from `loader` (then stored in both), with the
     /// default entry options.
     ///
-    /// Concurrent calls for one key share one L2 read and one load. The loader runs in its own
-    /// task, so it must be `'static`: move clones of what it needs into it.
+    /// Concurrent calls for one key share one L2 read and one load. The load may outlive the
+    /// call (a background refresh, a load that goes on after a soft timeout), so the loader must
+    /// be `'static`: move clones of what it needs into it. If the caller leading a load is
+    /// cancelled, a caller waiting on it takes over.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -328,37 +330,74 @@ impl HybridCache {
                 inner.counters.incr(Counter::stale_served);
                 if let Join::Lead(leader) = inner.flights.join(key) {
                     inner.counters.incr(Counter::background_refreshes);
-                    self.spawn_load(leader, options, Some(e.clone()), loader);
+                    tokio::spawn(self.load(leader, options, Some(e.clone()), loader));
                 }
                 return Ok(e.value);
             }
             stale = Some(e);
         }
-        let (leading, waiter) = match inner.flights.join(key) {
-            Join::Lead(leader) => {
-                let waiter = leader.waiter();
-                self.spawn_load(leader, options, stale, loader);
-                (true, waiter)
-            }
-            Join::Follow(waiter) => (false, waiter),
-        };
-        let (value, source) = waiter.wait(key).await?;
-        inner.counters.incr(match (source, leading) {
-            (Source::Stale, _) => Counter::stale_served,
-            (_, false) => Counter::coalesced,
-            (Source::L2, true) => Counter::l2_hits,
-            (Source::Loaded, true) => Counter::misses,
-        });
-        Ok(value)
+        // Boxed so that the hit path's future stays small: every call pays for moving its
+        // future, only misses pay for this allocation.
+        Box::pin(self.load_through::<T, F, Fut, E>(key, options, stale, loader)).await
     }
 
-    fn spawn_load<T, F, Fut, E>(
+    /// The miss path: lead the key's flight, or wait for the one in progress.
+    async fn load_through<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        stale: Option<L1Entry>,
+        loader: F,
+    ) -> Result<Value>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let counters = &self.inner.counters;
+        let mut takeovers = 0;
+        loop {
+            match self.inner.flights.join(key) {
+                Join::Lead(leader) => {
+                    let waiter = leader.waiter();
+                    // The flight runs in this task (no hop to another thread on the common
+                    // path); it moves to a task of its own only when it must outlive our
+                    // answer (stale-while-revalidate, soft timeout).
+                    self.load(leader, options, stale, loader).await;
+                    let (value, source) = waiter.wait(key).await?;
+                    counters.incr(match source {
+                        Source::Stale => Counter::stale_served,
+                        Source::L2 => Counter::l2_hits,
+                        Source::Loaded => Counter::misses,
+                    });
+                    return Ok(value);
+                }
+                Join::Follow(waiter) => match waiter.wait(key).await {
+                    Ok((value, source)) => {
+                        counters.incr(match source {
+                            Source::Stale => Counter::stale_served,
+                            _ => Counter::coalesced,
+                        });
+                        return Ok(value);
+                    }
+                    // The leading caller was cancelled mid-load: take over its flight.
+                    Err(Error::Abandoned(_)) if takeovers < 3 => takeovers += 1,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// Runs a flight as `leader`, in a `strata.load` span.
+    fn load<T, F, Fut, E>(
         &self,
         leader: crate::single_flight::Leader,
         options: &EntryOptions,
         stale: Option<L1Entry>,
         loader: F,
-    ) where
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
@@ -371,7 +410,7 @@ impl HybridCache {
             stale,
             leader,
         };
-        tokio::spawn(load.run::<T, F, Fut, E>(loader).instrument(span));
+        load.run::<T, F, Fut, E>(loader).instrument(span)
     }
 }
 

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::cache::Inner;
+use crate::clock::SystemClock;
 
 /// How often the housekeeper runs.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
@@ -21,6 +22,7 @@ pub(crate) async fn run(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
             _ = shutdown.changed() => return,
         }
         let Some(inner) = inner.upgrade() else { return };
+        SystemClock::resync();
         if let Some(l1) = &inner.l1 {
             // moka defers evictions and expirations to these calls; without them they would
             // pile up until the next write.

@@ -1,9 +1,12 @@
-//! One flight's work, run in its own task: L2, then the loader under its timeouts, then the
-//! fill — or a stale value when the loader cannot deliver.
+//! One flight's work: L2, then the loader under its timeouts, then the fill — or a stale value
+//! when the loader cannot deliver. It runs in the leading caller's task, and moves the load
+//! to a task of its own when the load must outlive the answer.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+
+use tracing::Instrument;
 
 use crate::cache::{CacheValue, Found, Inner, box_error};
 use crate::error::Error;
@@ -39,7 +42,7 @@ impl Load {
                 if !self.options.skip_l1 {
                     inner.fill_l1(&key, &self.options, &found, now).await;
                 }
-                self.leader.answer(Ok((found.value, Source::L2)));
+                self.leader.finish(Ok((found.value, Source::L2)));
                 return;
             }
             let newer = self
@@ -51,14 +54,34 @@ impl Load {
             }
         }
         self.stale = self.stale.take().filter(|s| now < s.times.stale_until);
+        let mut in_background = false;
         if let Some(s) = &self.stale {
             // Stale-while-revalidate: a soft-expired value answers at once; the load goes on.
             if s.times.fresh_until <= now && now < s.times.expires {
                 self.leader.answer(Ok((s.value.clone(), Source::Stale)));
+                in_background = true;
             }
+            // With a soft timeout, the caller may get the stale value before the load ends.
+            in_background |= self.options.soft_timeout.is_some();
         }
+        if in_background {
+            tokio::spawn(
+                self.load_and_store::<T, F, Fut, E>(key, loader)
+                    .in_current_span(),
+            );
+        } else {
+            self.load_and_store::<T, F, Fut, E>(key, loader).await;
+        }
+    }
 
-        inner.counters.incr(Counter::loader_calls);
+    async fn load_and_store<T, F, Fut, E>(self, key: String, loader: F)
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        self.inner.counters.incr(Counter::loader_calls);
         let started = Instant::now();
         match self.call(&key, loader).await {
             Ok(value) => {
@@ -137,7 +160,7 @@ impl Load {
                         inner.counters.incr(Counter::oversized);
                     }
                     tracing::warn!(namespace = %inner.namespace, key, error = %e, "loaded value not cached");
-                    self.leader.answer(Ok((found.value, Source::Loaded)));
+                    self.leader.finish(Ok((found.value, Source::Loaded)));
                     return;
                 }
             }
@@ -150,7 +173,7 @@ impl Load {
         if !options.skip_l1 {
             inner.fill_l1(key, options, &found, now).await;
         }
-        self.leader.answer(Ok((found.value, Source::Loaded)));
+        self.leader.finish(Ok((found.value, Source::Loaded)));
     }
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a
@@ -159,14 +182,15 @@ impl Load {
         match self.stale {
             Some(stale) => {
                 tracing::debug!(key, %error, "loader failed; serving stale value");
-                if !self.leader.answered() {
-                    self.leader.answer(Ok((stale.value.clone(), Source::Stale)));
-                }
+                let value = stale.value.clone();
                 if !self.options.skip_l1 {
                     self.inner.keep_fail_safe(key, &self.options, stale).await;
                 }
+                if !self.leader.answered() {
+                    self.leader.finish(Ok((value, Source::Stale)));
+                }
             }
-            None if !self.leader.answered() => self.leader.answer(Err(error)),
+            None if !self.leader.answered() => self.leader.finish(Err(error)),
             None => {}
         }
     }

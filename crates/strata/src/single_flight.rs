@@ -85,18 +85,31 @@ impl Leader {
         self.tx.borrow().is_some()
     }
 
-    /// Hands `outcome` to every waiter, present and future, for as long as the flight runs.
+    /// Hands an early `outcome` (a stale value) to every waiter, present and future, while the
+    /// flight goes on.
     pub(crate) fn answer(&self, outcome: Outcome) {
         self.tx.send_replace(Some(outcome));
+    }
+
+    /// Ends the flight with `outcome`. The flight leaves the map first, so a caller arriving
+    /// after this starts afresh rather than taking an answer that an invalidation may already
+    /// have made stale.
+    pub(crate) fn finish(self, outcome: Outcome) {
+        self.unregister();
+        self.tx.send_replace(Some(outcome));
+    }
+
+    fn unregister(&self) {
+        let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            map.remove(&self.key);
+        }
     }
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
-            map.remove(&self.key);
-        }
+        self.unregister();
     }
 }
 
@@ -133,14 +146,16 @@ mod tests {
             .collect();
         assert!(matches!(flights.join("other"), Join::Lead(_)));
         let value: Value = Some(Arc::new(5u32));
-        leader.answer(Ok((value, Source::Loaded)));
+        leader.finish(Ok((value, Source::Loaded)));
+        assert!(
+            matches!(flights.join("k"), Join::Lead(_)),
+            "a finished flight takes no one"
+        );
         for w in followers {
             let (v, src) = w.wait("k").await.unwrap();
             assert_eq!(src, Source::Loaded);
             assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 5);
         }
-        drop(leader);
-        assert!(matches!(flights.join("k"), Join::Lead(_)), "flight ended");
     }
 
     #[tokio::test]

@@ -127,3 +127,4 @@ mod tests {
         assert!(a.iter().all(|o| u64::from(o.key) < p.n));
     }
 }
+

@@ -1,0 +1,198 @@
+//! Micro-benchmarks of the hot paths, each beside the raw operation it wraps, in the same run:
+//!
+//! - `l1_hit`: `get_or_load` on a key in L1 vs `moka::future::Cache::get` of the same `Arc`;
+//! - `l2_hit`: `get_or_load` with L1 disabled vs a raw Redis `GET` + JSON decode of the value;
+//! - `single_flight`: 64 concurrent `get_or_load` of a cold key (one load, 63 waiters) vs 64
+//!   concurrent calls of the loader itself.
+//!
+//! `cargo bench -p strata` (the L2 group starts a `redis-server` from PATH; skipped without).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize};
+use strata::{EntryOptions, HybridCache, L1};
+use strata_redis::RedisStore;
+use tokio::runtime::Runtime;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Product {
+    id: u64,
+    version: u64,
+    name: String,
+    price_cents: u64,
+    tags: Vec<String>,
+    body: String,
+}
+
+fn product() -> Product {
+    Product {
+        id: 42,
+        version: 1,
+        name: "product 42".into(),
+        price_cents: 1999,
+        tags: vec!["category:42".into()],
+        body: "x".repeat(900),
+    }
+}
+
+async fn load() -> Result<Product, std::io::Error> {
+    Ok(product())
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn l1_hit(c: &mut Criterion) {
+    let rt = runtime();
+    let cache = rt.block_on(async {
+        let cache = HybridCache::builder("bench").build().await.expect("cache");
+        let _: Arc<Product> = cache.get_or_load("hot", load).await.expect("load");
+        cache
+    });
+    let raw: moka::future::Cache<String, Arc<Product>> = moka::future::Cache::new(10_000);
+    rt.block_on(raw.insert("hot".to_owned(), Arc::new(product())));
+    // The same, with a per-entry expiry policy as Strata's L1 has.
+    let expiring: moka::future::Cache<String, Arc<Product>> = moka::future::Cache::builder()
+        .max_capacity(10_000)
+        .expire_after(Ttl)
+        .build();
+    rt.block_on(expiring.insert("hot".to_owned(), Arc::new(product())));
+
+    let mut g = c.benchmark_group("l1_hit");
+    g.bench_function("strata get_or_load", |b| {
+        b.to_async(&rt).iter(|| async {
+            let p: Arc<Product> = cache.get_or_load("hot", load).await.expect("hit");
+            p
+        })
+    });
+    g.bench_function("moka get", |b| {
+        b.to_async(&rt)
+            .iter(|| async { raw.get("hot").await.expect("hit") })
+    });
+    g.bench_function("moka get, per-entry expiry", |b| {
+        b.to_async(&rt)
+            .iter(|| async { expiring.get("hot").await.expect("hit") })
+    });
+    g.finish();
+}
+
+struct Ttl;
+
+impl moka::Expiry<String, Arc<Product>> for Ttl {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        _: &Arc<Product>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(3600))
+    }
+}
+
+fn l2_hit(c: &mut Criterion) {
+    let Ok(redis) = strata_testkit::RedisServer::options().try_start() else {
+        eprintln!("l2_hit skipped: no redis-server on PATH");
+        return;
+    };
+    let rt = runtime();
+    let (cache, conn) = rt.block_on(async {
+        let store = RedisStore::connect(&redis.url()).await.expect("redis");
+        let cache = HybridCache::builder("bench")
+            .l1(L1::disabled())
+            .l2(store)
+            .build()
+            .await
+            .expect("cache");
+        let _: Arc<Product> = cache.get_or_load("warm", load).await.expect("load");
+        let client = redis::Client::open(redis.url()).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("conn");
+        let json = serde_json::to_vec(&product()).expect("json");
+        let _: () = redis::cmd("SET")
+            .arg("raw:warm")
+            .arg(json)
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+        (cache, conn)
+    });
+
+    let mut g = c.benchmark_group("l2_hit");
+    g.bench_function("strata get_or_load (L1 off)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let p: Arc<Product> = cache.get_or_load("warm", load).await.expect("hit");
+            p
+        })
+    });
+    g.bench_function("redis GET + JSON decode", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = conn.clone();
+            async move {
+                let bytes: Vec<u8> = redis::cmd("GET")
+                    .arg("raw:warm")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("get");
+                serde_json::from_slice::<Product>(&bytes).expect("decode")
+            }
+        })
+    });
+    g.finish();
+    eprintln!("l2_hit stats: {:?}", cache.stats());
+}
+
+fn single_flight(c: &mut Criterion) {
+    const CALLERS: usize = 64;
+    let rt = runtime();
+    let cache = rt.block_on(async { HybridCache::builder("bench").build().await.expect("cache") });
+    let no_l2 = EntryOptions::ttl(Duration::from_secs(60)).skip_l2();
+    let mut round = 0u64;
+
+    let mut g = c.benchmark_group("single_flight");
+    g.bench_function(
+        BenchmarkId::new("strata get_or_load, cold key", CALLERS),
+        |b| {
+            b.to_async(&rt).iter(|| {
+                round += 1;
+                let key = format!("cold:{round}");
+                let (cache, no_l2) = (cache.clone(), no_l2.clone());
+                async move {
+                    let callers: Vec<_> = (0..CALLERS)
+                        .map(|_| {
+                            let (cache, key, opts) = (cache.clone(), key.clone(), no_l2.clone());
+                            tokio::spawn(async move {
+                                cache
+                                    .get_or_load_with::<Product, _, _, _>(&key, &opts, load)
+                                    .await
+                            })
+                        })
+                        .collect();
+                    for c in callers {
+                        c.await.expect("join").expect("value");
+                    }
+                }
+            })
+        },
+    );
+    g.bench_function(BenchmarkId::new("loader called directly", CALLERS), |b| {
+        b.to_async(&rt).iter(|| async {
+            let callers: Vec<_> = (0..CALLERS).map(|_| tokio::spawn(load())).collect();
+            for c in callers {
+                c.await.expect("join").expect("value");
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, l1_hit, l2_hit, single_flight);
+criterion_main!(benches);
