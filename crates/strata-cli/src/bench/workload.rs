@@ -127,4 +127,3 @@ mod tests {
         assert!(a.iter().all(|o| u64::from(o.key) < p.n));
     }
 }
-

@@ -1,1 +1,3 @@
-//! End-to-end tests of the `strata` binary.
+//! End-to-end tests of the `strata` binary, as a user runs it, against a real `redis-server`.
+
+mod bench;

@@ -1,0 +1,283 @@
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use strata_testkit::RedisServer;
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn n(v: &Value, pointer: &str) -> f64 {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing in {v}"))
+}
+
+fn assert_consistent(r: &Value) {
+    for field in [
+        "workload",
+        "cache",
+        "params",
+        "read_us",
+        "write_us",
+        "hit_ratio",
+    ] {
+        assert!(r.get(field).is_some(), "{field} missing in {r}");
+    }
+    let (reads, writes) = (n(r, "/reads"), n(r, "/writes"));
+    assert_eq!(n(r, "/ops"), reads + writes);
+    assert_eq!(n(r, "/read_us/count"), reads);
+    assert_eq!(n(r, "/write_us/count"), writes);
+    for p in ["p50", "p95", "p99"] {
+        assert!(n(r, &format!("/read_us/{p}")) <= n(r, "/read_us/max"));
+    }
+    let hits = n(r, "/l1_hits") + n(r, "/l2_hits") + n(r, "/coalesced");
+    assert!(hits <= reads);
+    assert!((n(r, "/hit_ratio/overall") - hits / reads).abs() < 1e-9);
+    assert!((n(r, "/hit_ratio/l1") - n(r, "/l1_hits") / reads).abs() < 1e-9);
+    // Every read that was not a hit loaded, once: hits + loads account for every read.
+    assert_eq!(hits + n(r, "/loader_calls"), reads, "{r}");
+    assert!(n(r, "/ops_per_s") > 0.0);
+    assert_eq!(n(r, "/errors"), 0.0);
+}
+
+#[test]
+fn w1_json_both_caches_with_plots() {
+    let redis = RedisServer::start();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = strata(&[
+        "bench",
+        "w1",
+        "--redis",
+        &redis.url(),
+        "--ops",
+        "20000",
+        "--json",
+        "--cache",
+        "both",
+        "--out",
+        &out_dir.path().display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = json_lines(&out);
+    assert_eq!(runs.len(), 2);
+    for (run, cache) in runs.iter().zip(["strata", "naive"]) {
+        assert_eq!(run["workload"], "W1");
+        assert_eq!(run["cache"], cache);
+        assert_eq!(run["l2"], "redis");
+        assert_eq!(n(run, "/params/ops"), 20000.0);
+        assert_eq!(n(run, "/params/warmup_ops"), 2000.0);
+        assert_eq!(n(run, "/params/seed"), 42.0);
+        assert_eq!(n(run, "/ops"), 20000.0);
+        assert_consistent(run);
+    }
+    assert_eq!(n(&runs[1], "/l1_hits"), 0.0, "the baseline has no L1");
+    assert!(n(&runs[0], "/hit_ratio/l1") > 0.5, "{}", runs[0]);
+    for f in [
+        "w1_latency.svg",
+        "w1_hit_ratio.svg",
+        "w1_latency.png",
+        "w1_hit_ratio.png",
+    ] {
+        let bytes = std::fs::read(out_dir.path().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(bytes.len() > 1000, "{f} is {} bytes", bytes.len());
+        if f.ends_with(".png") {
+            assert!(bytes.starts_with(b"\x89PNG"), "{f}");
+        } else {
+            assert!(
+                String::from_utf8_lossy(&bytes).contains("strata"),
+                "{f} has a legend"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_human_table_compares_the_two_caches() {
+    let redis = RedisServer::start();
+    let out = strata(&[
+        "bench",
+        "w1",
+        "--redis",
+        &redis.url(),
+        "--ops",
+        "5000",
+        "--cache",
+        "both",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "ops/s",
+        "read p99 µs",
+        "hit ratio",
+        "loader calls",
+        "stale reads",
+        "strata/naive",
+    ] {
+        assert!(table.contains(row), "{row} missing:\n{table}");
+    }
+}
+
+#[test]
+fn failed_gates_exit_1_with_a_line_each() {
+    let redis = RedisServer::start();
+    let out = strata(&[
+        "bench",
+        "w1",
+        "--redis",
+        &redis.url(),
+        "--ops",
+        "5000",
+        "--json",
+        "--gate",
+        "hit_ratio>=1.5",
+        "--gate",
+        "errors==0",
+        "--gate",
+        "p99_ms<=0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gate failed: hit_ratio>=1.5 (measured 0."),
+        "{stderr}"
+    );
+    assert!(stderr.contains("gate failed: p99_ms<=0"), "{stderr}");
+    assert!(
+        !stderr.contains("errors==0"),
+        "passing gates are quiet: {stderr}"
+    );
+
+    let pass = strata(&[
+        "bench",
+        "w1",
+        "--redis",
+        &redis.url(),
+        "--ops",
+        "5000",
+        "--json",
+        "--gate",
+        "errors==0",
+    ]);
+    assert!(pass.status.success());
+}
+
+#[test]
+fn a_bad_gate_is_refused_before_running() {
+    let out = strata(&[
+        "bench",
+        "w1",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--gate",
+        "hit_ratio>>0.5",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a number"), "{stderr}");
+    let out = strata(&["bench", "w1", "--redis", "not a url"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Redis URL"));
+}
+
+#[test]
+fn w2_stampede_over_four_processes() {
+    let redis = RedisServer::start();
+    let out = strata(&[
+        "bench",
+        "w2",
+        "--redis",
+        &redis.url(),
+        "--json",
+        "--cache",
+        "both",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = json_lines(&out);
+    let (ours, naive) = (&runs[0], &runs[1]);
+    assert_eq!(n(ours, "/reads"), 1000.0);
+    assert_eq!(ours["instances"], "processes");
+    let per_instance: Vec<f64> = ours["loader_calls_per_instance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(per_instance.len(), 4);
+    assert!(
+        per_instance.iter().all(|c| *c <= 1.0),
+        "single-flight in each instance: {per_instance:?}"
+    );
+    assert_eq!(n(naive, "/loader_calls"), 1000.0, "no single-flight at all");
+    for r in &runs {
+        assert_eq!(n(r, "/errors"), 0.0);
+        assert!(
+            n(r, "/read_us/p99") >= 50_000.0,
+            "every read waited for a 50 ms load: {r}"
+        );
+    }
+}
+
+#[test]
+fn w3_invalidations_reach_every_instance() {
+    let redis = RedisServer::start();
+    let out = strata(&["bench", "w3", "--redis", &redis.url(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &json_lines(&out)[0];
+    assert_eq!(n(r, "/writes"), 1000.0);
+    assert_eq!(
+        n(r, "/propagation_us/count"),
+        3000.0,
+        "3 readers × 1,000 writes: {r}"
+    );
+    assert_eq!(n(r, "/propagations_over_1s"), 0.0, "{r}");
+    assert_eq!(r["instances_serving_old_over_1s"], serde_json::json!([]));
+}
+
+#[test]
+fn w4_survives_a_redis_kill_without_read_errors() {
+    // W4 kills the Redis it started itself; it needs redis-server on PATH, as the suite does.
+    let out = strata(&["bench", "w4", "--json", "--warmup", "20000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &json_lines(&out)[0];
+    assert_eq!(r["workload"], "W4");
+    assert_eq!(n(r, "/ops"), 15000.0);
+    assert_eq!(
+        n(r, "/outage/errors"),
+        0.0,
+        "reads during the outage fall back: {r}"
+    );
+    assert!(n(r, "/outage/read_us/count") > 500.0, "{r}");
+    assert_eq!(n(r, "/stale_reads"), 0.0, "{r}");
+}
