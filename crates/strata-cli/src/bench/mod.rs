@@ -70,7 +70,7 @@ impl Target {
     async fn resolve(url: Option<&str>, quiet: bool) -> Result<Target, BoxError> {
         if let Some(url) = url {
             return Ok(Target {
-                l2: L2Target::Redis(RedisConfig::from_url(url)?),
+                l2: L2Target::Redis(Box::new(RedisConfig::from_url(url)?)),
                 url: Some(url.to_owned()),
                 server: None,
             });
@@ -82,7 +82,7 @@ impl Target {
                     eprintln!("started redis-server on {url}");
                 }
                 Ok(Target {
-                    l2: L2Target::Redis(RedisConfig::from_url(&url)?),
+                    l2: L2Target::Redis(Box::new(RedisConfig::from_url(&url)?)),
                     url: Some(url),
                     server: Some(server),
                 })

@@ -15,7 +15,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Where L2 lives for a run.
 #[derive(Debug, Clone)]
 pub(crate) enum L2Target {
-    Redis(RedisConfig),
+    Redis(Box<RedisConfig>),
     /// The embedded in-memory store (no Redis available): one map shared by the run's caches.
     Embedded(MemoryStore),
 }
@@ -30,7 +30,7 @@ impl L2Target {
 
     pub(crate) async fn store(&self) -> Result<Arc<dyn L2Store>, BoxError> {
         Ok(match self {
-            L2Target::Redis(config) => Arc::new(RedisStore::connect_with(config).await?),
+                        L2Target::Redis(config) => Arc::new(RedisStore::connect_with(config).await?),
             L2Target::Embedded(store) => Arc::new(store.clone()),
         })
     }
@@ -186,11 +186,11 @@ pub(crate) struct Naive {
 
 impl Naive {
     async fn read(&self, source: &'static Source, name: &str, key: u32) -> Result<u64, BoxError> {
-        if let Some(bytes) = self.store.get(NAIVE_NS, name).await? {
-            if let Ok(record) = serde_json::from_slice::<Record>(&bytes) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(record.version);
-            }
+                if let Some(bytes) = self.store.get(NAIVE_NS, name).await?
+            && let Ok(record) = serde_json::from_slice::<Record>(&bytes)
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(record.version);
         }
         let record = source.load(key).await?;
         let bytes = serde_json::to_vec(&record)?;

@@ -257,7 +257,7 @@ pub(crate) fn wall_us() -> u64 {
 
 /// `strata bench-worker`: one instance in its own process.
 pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode, BoxError> {
-    let target = L2Target::Redis(RedisConfig::from_url(&args.redis)?);
+    let target = L2Target::Redis(Box::new(RedisConfig::from_url(&args.redis)?));
     let instance = Instance::new(args.workload, args.cache, &target, args.instance).await?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
