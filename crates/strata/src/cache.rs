@@ -137,60 +137,60 @@ impl HybridCache {
     /// assert_eq!(cache.stats().l1_hits, 1);
     /// # Ok(()) }
     /// ```
-    pub async fn get_or_load<T, F, Fut, E>(&self, key: &str, loader: F) -> Result<Arc<T>>
+    // Not `async fn`s: each async layer would move the hit path's future (moka's lookup
+    // included, most of a kilobyte) once more; these return `fetch`'s future itself.
+    pub fn get_or_load<T, F, Fut, E>(
+        &self,
+        key: &str,
+        loader: F,
+    ) -> impl Future<Output = Result<Arc<T>>> + Send
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let options = &self.inner.defaults;
-        self.get_or_load_with(key, options, loader).await
+        self.get_or_load_with(key, &self.inner.defaults, loader)
     }
 
     /// [`get_or_load`](Self::get_or_load) with explicit entry options.
     ///
     /// Fails with [`Error::NotFound`] if the key is cached as "not found" by
     /// [`get_or_load_optional`](Self::get_or_load_optional).
-    pub async fn get_or_load_with<T, F, Fut, E>(
+    pub fn get_or_load_with<T, F, Fut, E>(
         &self,
         key: &str,
         options: &EntryOptions,
         loader: F,
-    ) -> Result<Arc<T>>
+    ) -> impl Future<Output = Result<Arc<T>>> + Send
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let value = self
-            .fetch::<T, _, _, E>(
-                key,
-                options,
-                move || async move { loader().await.map(Some) },
-            )
-            .await?;
-        typed(key, value)?.ok_or_else(|| Error::NotFound(key.to_owned()))
+        let loader = move || async move { loader().await.map(Some) };
+        self.fetch::<T, _, _, E, _>(key, options, loader, |key, value| {
+            typed(key, value)?.ok_or_else(|| Error::NotFound(key.to_owned()))
+        })
     }
 
     /// Like [`get_or_load_with`](Self::get_or_load_with) for a loader that may find nothing:
     /// `Ok(None)` is cached too, for the options' [`negative_ttl`](EntryOptions::negative_ttl),
     /// so repeated lookups of a missing key do not reach the source.
-    pub async fn get_or_load_optional<T, F, Fut, E>(
+    pub fn get_or_load_optional<T, F, Fut, E>(
         &self,
         key: &str,
         options: &EntryOptions,
         loader: F,
-    ) -> Result<Option<Arc<T>>>
+    ) -> impl Future<Output = Result<Option<Arc<T>>>> + Send
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let value = self.fetch::<T, F, Fut, E>(key, options, loader).await?;
-        typed(key, value)
+        self.fetch::<T, F, Fut, E, _>(key, options, loader, typed)
     }
 
     /// The value of `key` if L1 or L2 holds a live one; never loads. Stale values count as
@@ -298,12 +298,14 @@ impl HybridCache {
     }
 
     /// The read path shared by the `get_or_load*` methods.
-    async fn fetch<T, F, Fut, E>(
+    /// `finish` turns the cached value into what the public method returns.
+    async fn fetch<T, F, Fut, E, R>(
         &self,
         key: &str,
         options: &EntryOptions,
         loader: F,
-    ) -> Result<Value>
+        finish: fn(&str, Value) -> Result<R>,
+    ) -> Result<R>
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
@@ -320,11 +322,11 @@ impl HybridCache {
             if now < e.l1_until {
                 if e.fail_safe {
                     inner.counters.incr(Counter::stale_served);
-                    return Ok(e.value);
+                    return finish(key, e.value);
                 }
                 if now < e.times.fresh_until {
                     inner.counters.incr(Counter::l1_hits);
-                    return Ok(e.value);
+                    return finish(key, e.value);
                 }
                 // Soft-expired: serve it now, refresh once in the background.
                 inner.counters.incr(Counter::stale_served);
@@ -332,13 +334,15 @@ impl HybridCache {
                     inner.counters.incr(Counter::background_refreshes);
                     tokio::spawn(self.load(leader, options, Some(e.clone()), loader));
                 }
-                return Ok(e.value);
+                return finish(key, e.value);
             }
             stale = Some(e);
         }
         // Boxed so that the hit path's future stays small: every call pays for moving its
         // future, only misses pay for this allocation.
-        Box::pin(self.load_through::<T, F, Fut, E>(key, options, stale, loader)).await
+        let value =
+            Box::pin(self.load_through::<T, F, Fut, E>(key, options, stale, loader)).await?;
+        finish(key, value)
     }
 
     /// The miss path: lead the key's flight, or wait for the one in progress.

@@ -109,6 +109,7 @@ fn latency<DB: DrawingBackend>(
             ("sans-serif", 24),
         )
         .margin(16)
+        .margin_right(48)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..NINES, (1u64..top * 2).log_scale())

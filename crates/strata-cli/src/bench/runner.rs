@@ -245,6 +245,7 @@ async fn sample(
     let mut timeline = Vec::new();
     let (mut last_counts, mut last_reads) = (subject.counts(), 0);
     let mut tick = tokio::time::interval(EVERY);
+    tick.tick().await; // the first tick is immediate: nothing to sample yet
     while !finished.load(Ordering::SeqCst) {
         tick.tick().await;
         on_progress(done.load(Ordering::Relaxed));

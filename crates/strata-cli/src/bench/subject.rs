@@ -30,7 +30,7 @@ impl L2Target {
 
     pub(crate) async fn store(&self) -> Result<Arc<dyn L2Store>, BoxError> {
         Ok(match self {
-                        L2Target::Redis(config) => Arc::new(RedisStore::connect_with(config).await?),
+            L2Target::Redis(config) => Arc::new(RedisStore::connect_with(config).await?),
             L2Target::Embedded(store) => Arc::new(store.clone()),
         })
     }
@@ -186,7 +186,7 @@ pub(crate) struct Naive {
 
 impl Naive {
     async fn read(&self, source: &'static Source, name: &str, key: u32) -> Result<u64, BoxError> {
-                if let Some(bytes) = self.store.get(NAIVE_NS, name).await?
+        if let Some(bytes) = self.store.get(NAIVE_NS, name).await?
             && let Ok(record) = serde_json::from_slice::<Record>(&bytes)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
