@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::runner::{Pace, Run as Pass};
 use super::source::{Source, Staleness};
 use super::subject::{Choice, Subject};
-use super::workload::{Op, Params, stream};
+use super::workload::{Params, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
 use crate::bench::report::Report;
 
@@ -25,9 +25,7 @@ pub(crate) fn params(args: &BenchArgs) -> Params {
 
 pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
     let params = params(args);
-    let ops = stream(&params, params.warmup_ops + params.ops)?;
-    let (warmup, measured) = ops.split_at(params.warmup_ops as usize);
-    let (warmup, measured): (Arc<[Op]>, Arc<[Op]>) = (warmup.into(), measured.into());
+    let (warmup, measured) = phases(&params)?;
     let keys = key_names(params.n);
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {

@@ -69,9 +69,9 @@ pub(crate) fn from_outcomes(
     outcomes: &[Outcome],
     elapsed: Duration,
 ) -> Run {
-    let reads = merge(outcomes);
+    let reads = merge(outcomes, |o| &o.read_us);
     let measured = Measured {
-        writes: histogram(),
+        writes: merge(outcomes, |o| &o.write_us),
         stale_reads: 0,
         errors: outcomes.iter().map(|o| o.errors).sum(),
         elapsed,

@@ -106,8 +106,7 @@ fn report(choice: Choice, target: &Target, outcomes: &[Outcome], elapsed: Durati
         .collect();
     let mut run = super::w2::from_outcomes("W3", choice, target, &W3, outcomes, elapsed);
     let report = &mut run.report;
-    report.writes = commits.len() as u64;
-    report.ops = report.reads + report.writes;
+
     report
         .extra
         .insert("propagation_us".into(), json!(Latency::of(&prop)));

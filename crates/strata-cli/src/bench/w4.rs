@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::report::{Latency, Report};
 use super::runner::Pace;
-use super::workload::{Op, Params, stream};
+use super::workload::{Params, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar, w1};
 
 const RATE: u64 = 500;
@@ -43,9 +43,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
         kill_at_s: KILL_AT.as_secs(),
         restart_at_s: RESTART_AT.as_secs(),
     };
-    let ops = stream(&params, params.warmup_ops + params.ops)?;
-    let (warmup, measured) = ops.split_at(params.warmup_ops as usize);
-    let (warmup, measured): (Arc<[Op]>, Arc<[Op]>) = (warmup.into(), measured.into());
+    let (warmup, measured) = phases(&params)?;
     let keys = key_names(params.n);
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {

@@ -45,6 +45,8 @@ pub(crate) struct Outcome {
     pub(crate) coalesced: u64,
     /// Read latencies as (µs, count) pairs.
     pub(crate) read_us: Vec<(u64, u64)>,
+    /// Write (update + invalidate) latencies as (µs, count) pairs.
+    pub(crate) write_us: Vec<(u64, u64)>,
     /// W3 writer: (version, wall-clock µs when its invalidation returned).
     pub(crate) commits: Vec<(u64, u64)>,
     /// W3 reader: (version, wall-clock µs when first read).
@@ -182,6 +184,7 @@ impl Instance {
     /// W3 writer: bump the version, invalidate, note when the invalidation returned.
     async fn write(&self) -> Outcome {
         let mut outcome = Outcome::default();
+        let mut hist = histogram();
         for _ in 0..W3.writes {
             let started = Instant::now();
             let written = match self.source.write(0).await {
@@ -192,9 +195,11 @@ impl Instance {
                 Ok(v) => outcome.commits.push((v, wall_us())),
                 Err(_) => outcome.errors += 1,
             }
+            hist.saturating_record(started.elapsed().as_micros() as u64);
             tokio::time::sleep_until((started + Duration::from_millis(W3.interval_ms)).into())
                 .await;
         }
+        outcome.write_us = buckets(&hist);
         outcome
     }
 
@@ -240,10 +245,10 @@ fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Rebuilds a histogram from the (µs, count) pairs of outcomes.
-pub(crate) fn merge(outcomes: &[Outcome]) -> Histogram<u64> {
+/// Rebuilds a histogram from the (µs, count) pairs that `pick` takes from each outcome.
+pub(crate) fn merge(outcomes: &[Outcome], pick: fn(&Outcome) -> &[(u64, u64)]) -> Histogram<u64> {
     let mut h = histogram();
-    for (value, count) in outcomes.iter().flat_map(|o| &o.read_us) {
+    for (value, count) in outcomes.iter().flat_map(pick) {
         h.saturating_record_n(*value, *count);
     }
     h

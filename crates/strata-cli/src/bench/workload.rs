@@ -1,5 +1,7 @@
 //! The reference workloads of `WORKLOADS.md`: their parameters and their operation stream.
 
+use std::sync::Arc;
+
 use clap::ValueEnum;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -90,6 +92,13 @@ pub(crate) fn stream(params: &Params, count: u64) -> Result<Vec<Op>, String> {
             }
         })
         .collect())
+}
+
+/// The warm-up and measured parts of the stream.
+pub(crate) fn phases(params: &Params) -> Result<(Arc<[Op]>, Arc<[Op]>), String> {
+    let ops = stream(params, params.warmup_ops + params.ops)?;
+    let (warmup, measured) = ops.split_at(params.warmup_ops as usize);
+    Ok((warmup.into(), measured.into()))
 }
 
 #[cfg(test)]
