@@ -94,8 +94,11 @@ pub(crate) fn stream(params: &Params, count: u64) -> Result<Vec<Op>, String> {
         .collect())
 }
 
+/// A part of the stream, shared by the workers that run it.
+pub(crate) type Ops = Arc<[Op]>;
+
 /// The warm-up and measured parts of the stream.
-pub(crate) fn phases(params: &Params) -> Result<(Arc<[Op]>, Arc<[Op]>), String> {
+pub(crate) fn phases(params: &Params) -> Result<(Ops, Ops), String> {
     let ops = stream(params, params.warmup_ops + params.ops)?;
     let (warmup, measured) = ops.split_at(params.warmup_ops as usize);
     Ok((warmup.into(), measured.into()))
