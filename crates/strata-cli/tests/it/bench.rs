@@ -10,6 +10,14 @@ fn strata(args: &[&str]) -> Output {
         .expect("run strata")
 }
 
+/// `strata bench <workload> --redis <redis> <extra…>`.
+fn bench(workload: &str, redis: &RedisServer, extra: &[&str]) -> Output {
+    let url = redis.url();
+    let mut args = vec!["bench", workload, "--redis", &url];
+    args.extend_from_slice(extra);
+    strata(&args)
+}
+
 fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -55,19 +63,19 @@ fn assert_consistent(r: &Value) {
 fn w1_json_both_caches_with_plots() {
     let redis = RedisServer::start();
     let out_dir = tempfile::tempdir().unwrap();
-    let out = strata(&[
-        "bench",
+    let out = bench(
         "w1",
-        "--redis",
-        &redis.url(),
-        "--ops",
-        "20000",
-        "--json",
-        "--cache",
-        "both",
-        "--out",
-        &out_dir.path().display().to_string(),
-    ]);
+        &redis,
+        &[
+            "--ops",
+            "20000",
+            "--json",
+            "--cache",
+            "both",
+            "--out",
+            &out_dir.path().display().to_string(),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -109,16 +117,7 @@ fn w1_json_both_caches_with_plots() {
 #[test]
 fn the_human_table_compares_the_two_caches() {
     let redis = RedisServer::start();
-    let out = strata(&[
-        "bench",
-        "w1",
-        "--redis",
-        &redis.url(),
-        "--ops",
-        "5000",
-        "--cache",
-        "both",
-    ]);
+    let out = bench("w1", &redis, &["--ops", "5000", "--cache", "both"]);
     assert!(
         out.status.success(),
         "{}",
@@ -140,21 +139,21 @@ fn the_human_table_compares_the_two_caches() {
 #[test]
 fn failed_gates_exit_1_with_a_line_each() {
     let redis = RedisServer::start();
-    let out = strata(&[
-        "bench",
+    let out = bench(
         "w1",
-        "--redis",
-        &redis.url(),
-        "--ops",
-        "5000",
-        "--json",
-        "--gate",
-        "hit_ratio>=1.5",
-        "--gate",
-        "errors==0",
-        "--gate",
-        "p99_ms<=0",
-    ]);
+        &redis,
+        &[
+            "--ops",
+            "5000",
+            "--json",
+            "--gate",
+            "hit_ratio>=1.5",
+            "--gate",
+            "errors==0",
+            "--gate",
+            "p99_ms<=0",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -167,17 +166,11 @@ fn failed_gates_exit_1_with_a_line_each() {
         "passing gates are quiet: {stderr}"
     );
 
-    let pass = strata(&[
-        "bench",
+    let pass = bench(
         "w1",
-        "--redis",
-        &redis.url(),
-        "--ops",
-        "5000",
-        "--json",
-        "--gate",
-        "errors==0",
-    ]);
+        &redis,
+        &["--ops", "5000", "--json", "--gate", "errors==0"],
+    );
     assert!(pass.status.success());
 }
 
@@ -202,15 +195,7 @@ fn a_bad_gate_is_refused_before_running() {
 #[test]
 fn w2_stampede_over_four_processes() {
     let redis = RedisServer::start();
-    let out = strata(&[
-        "bench",
-        "w2",
-        "--redis",
-        &redis.url(),
-        "--json",
-        "--cache",
-        "both",
-    ]);
+    let out = bench("w2", &redis, &["--json", "--cache", "both"]);
     assert!(
         out.status.success(),
         "{}",
@@ -244,7 +229,7 @@ fn w2_stampede_over_four_processes() {
 #[test]
 fn w3_invalidations_reach_every_instance() {
     let redis = RedisServer::start();
-    let out = strata(&["bench", "w3", "--redis", &redis.url(), "--json"]);
+    let out = bench("w3", &redis, &["--json"]);
     assert!(
         out.status.success(),
         "{}",
