@@ -15,7 +15,7 @@ use crate::codec::Codec;
 use crate::envelope::{self, Header, Times};
 use crate::error::{BoxError, Error, Result};
 use crate::invalidation::{Invalidation, InvalidationLog, LogEvent, Target};
-use crate::l1::{L1Entry, Value};
+use crate::l1::{L1Entry, L1Map, Value};
 use crate::loader;
 use crate::options::{EntryOptions, ms};
 use crate::single_flight::{Flights, Join, Source};
@@ -51,7 +51,7 @@ impl std::fmt::Debug for HybridCache {
 pub(crate) struct Inner {
     pub(crate) namespace: String,
     pub(crate) instance_id: u64,
-    pub(crate) l1: Option<moka::future::Cache<String, L1Entry>>,
+    pub(crate) l1: Option<L1Map>,
     pub(crate) l2: Arc<dyn L2Store>,
     pub(crate) log: Arc<dyn InvalidationLog>,
     pub(crate) codec: Codec,

@@ -8,6 +8,9 @@ use moka::Expiry;
 
 use crate::envelope::Times;
 
+/// The L1 map.
+pub(crate) type L1Map = moka::future::Cache<String, L1Entry, foldhash::fast::RandomState>;
+
 /// A value as L1 keeps it: the decoded `Arc<T>`, type-erased so one cache can hold many types.
 /// `None` is a negative entry ("not found").
 pub(crate) type Value = Option<Arc<dyn Any + Send + Sync>>;
@@ -29,13 +32,16 @@ impl L1 {
         L1 { capacity: 0 }
     }
 
-    pub(crate) fn build(&self) -> Option<moka::future::Cache<String, L1Entry>> {
+        pub(crate) fn build(&self) -> Option<L1Map> {
         (self.capacity > 0).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(self.capacity)
                 .expire_after(Retention)
                 .support_invalidation_closures()
-                .build()
+                // SipHash was ~5 % of an L1 hit. foldhash is several times faster and still
+                // seeded per process, which keeps keys an attacker can choose from being
+                // aimed at one bucket chain.
+                .build_with_hasher(foldhash::fast::RandomState::default())
         })
     }
 }
