@@ -32,7 +32,7 @@ impl L1 {
         L1 { capacity: 0 }
     }
 
-        pub(crate) fn build(&self) -> Option<L1Map> {
+    pub(crate) fn build(&self) -> Option<L1Map> {
         (self.capacity > 0).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(self.capacity)
