@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::cache::{HybridCache, Inner};
+use crate::cache::HybridCache;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
+use crate::inner::Inner;
 use crate::invalidation::{InvalidationLog, MemoryLog};
 use crate::keys::validate_namespace;
 use crate::l1::L1;

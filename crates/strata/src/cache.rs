@@ -3,25 +3,19 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::builder::HybridCacheBuilder;
-use crate::clock::Clock;
-use crate::codec::Codec;
-use crate::envelope::{self, Header, Times};
-use crate::error::{BoxError, Error, Result};
-use crate::invalidation::{Invalidation, InvalidationLog, LogEvent, Target};
-use crate::l1::{L1Entry, L1Map, Value};
+use crate::error::{Error, Result};
+use crate::inner::{Found, Inner};
+use crate::invalidation::Target;
+use crate::l1::{L1Entry, Value};
 use crate::loader;
-use crate::options::{EntryOptions, ms};
-use crate::single_flight::{Flights, Join, Source};
-use crate::stats::{Counter, Counters, Stats};
-use crate::store::L2Store;
-
+use crate::options::EntryOptions;
+use crate::single_flight::{Join, Source};
+use crate::stats::{Counter, Stats};
 /// What can be cached: any owned, thread-safe, serde type.
 pub trait CacheValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheValue for T {}
@@ -45,32 +39,6 @@ impl std::fmt::Debug for HybridCache {
             .field("raw", &self.inner.raw)
             .finish_non_exhaustive()
     }
-}
-
-/// Everything a cache and its background tasks share.
-pub(crate) struct Inner {
-    pub(crate) namespace: String,
-    pub(crate) instance_id: u64,
-    pub(crate) l1: Option<L1Map>,
-    pub(crate) l2: Arc<dyn L2Store>,
-    pub(crate) log: Arc<dyn InvalidationLog>,
-    pub(crate) codec: Codec,
-    pub(crate) raw: bool,
-    pub(crate) defaults: EntryOptions,
-    pub(crate) max_key_bytes: usize,
-    pub(crate) max_value_bytes: usize,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) flights: Arc<Flights>,
-    pub(crate) counters: Counters,
-    /// Dropped with the cache; its receivers (follower, housekeeper) then stop.
-    pub(crate) _shutdown: watch::Sender<()>,
-}
-
-/// An entry read from L2.
-pub(crate) struct Found {
-    pub(crate) value: Value,
-    pub(crate) times: Times,
-    pub(crate) tags: Vec<String>,
 }
 
 impl HybridCache {
@@ -428,223 +396,4 @@ fn typed<T: CacheValue>(key: &str, value: Value) -> Result<Option<Arc<T>>> {
             })
         })
         .transpose()
-}
-
-impl Inner {
-    pub(crate) fn check_key(&self, key: &str) -> Result<()> {
-        if key.len() > self.max_key_bytes {
-            return Err(Error::KeyTooLong {
-                len: key.len(),
-                max: self.max_key_bytes,
-            });
-        }
-        Ok(())
-    }
-
-    /// Encodes an entry for L2: an envelope, or the bare value in raw mode.
-    pub(crate) fn encode<T: CacheValue>(
-        &self,
-        key: &str,
-        value: &Value,
-        times: &Times,
-        tags: &[String],
-        load_ms: u32,
-    ) -> Result<Bytes> {
-        let typed: Option<&T> = value.as_ref().and_then(|v| v.downcast_ref::<T>());
-        let mut out = Vec::new();
-        if !self.raw {
-            let header = Header {
-                codec: self.codec,
-                negative: value.is_none(),
-                times: *times,
-                generation: 0,
-                load_ms,
-            };
-            envelope::write_header(&mut out, &header, tags)?;
-        }
-        // In raw mode a negative entry is JSON `null`; in an envelope, the flag says it all.
-        let encoded = match typed {
-            Some(v) => self.codec.encode(v, &mut out),
-            None if self.raw => self.codec.encode(&(), &mut out),
-            None => Ok(()),
-        };
-        encoded.map_err(|message| Error::Encode {
-            key: key.to_owned(),
-            message,
-        })?;
-        if out.len() > self.max_value_bytes {
-            return Err(Error::ValueTooLarge {
-                key: key.to_owned(),
-                len: out.len(),
-                max: self.max_value_bytes,
-            });
-        }
-        Ok(out.into())
-    }
-
-    /// Decodes L2 bytes; `None` when they are not a value of `T` this cache can vouch for.
-    fn decode<T: CacheValue>(&self, bytes: &[u8], now: u64) -> Result<Found> {
-        if self.raw && !envelope::is_envelope(bytes) {
-            // Raw values carry no timestamps: treat them as written now, with default options.
-            let value: Option<T> = Codec::Json
-                .decode(bytes)
-                .map_err(|e| Error::Decode(format!("raw value: {e}")))?;
-            return Ok(Found {
-                value: value.map(|v| Arc::new(v) as _),
-                times: self.defaults.times(now, false),
-                tags: Vec::new(),
-            });
-        }
-        let env = envelope::decode(bytes)?;
-        let value = if env.header.negative {
-            None
-        } else {
-            let v: T = env
-                .header
-                .codec
-                .decode(env.payload)
-                .map_err(Error::Decode)?;
-            Some(Arc::new(v) as _)
-        };
-        Ok(Found {
-            value,
-            times: env.header.times,
-            tags: env.tags,
-        })
-    }
-
-    /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
-    pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
-        match self.l2.get(&self.namespace, key).await {
-            Ok(Some(bytes)) => match self.decode::<T>(&bytes, now) {
-                Ok(found) => Some(found),
-                Err(e) => {
-                    self.counters.incr(Counter::decode_errors);
-                    tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(e) => {
-                self.counters.incr(Counter::l2_errors);
-                tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
-                None
-            }
-        }
-    }
-
-    pub(crate) async fn write_l2(
-        &self,
-        key: &str,
-        bytes: Bytes,
-        times: &Times,
-        tags: &[String],
-    ) -> Result<()> {
-        // Raw values carry no timestamps, so L2 keeps them only until they expire.
-        let until = if self.raw {
-            times.expires
-        } else {
-            times.stale_until
-        };
-        let ttl = std::time::Duration::from_millis(until.saturating_sub(times.created).max(1));
-        let result = self.l2.set(&self.namespace, key, bytes, ttl, tags).await;
-        self.note_l2(result)
-    }
-
-    /// Counts an L2 failure and passes the result on.
-    fn note_l2(&self, result: Result<()>) -> Result<()> {
-        if result.is_err() {
-            self.counters.incr(Counter::l2_errors);
-        }
-        result
-    }
-
-    pub(crate) async fn fill_l1(&self, key: &str, options: &EntryOptions, found: &Found, now: u64) {
-        if let Some(l1) = &self.l1 {
-            let l1_until = options.l1_until(now, &found.times);
-            let entry = L1Entry::new(found.value.clone(), found.times, l1_until, &found.tags, now);
-            l1.insert(key.to_owned(), entry).await;
-        }
-    }
-
-    /// Keeps serving `stale` for one throttle period after the loader failed (fail-safe).
-    pub(crate) async fn keep_fail_safe(
-        &self,
-        key: &str,
-        options: &EntryOptions,
-        mut stale: L1Entry,
-    ) {
-        if let Some(l1) = &self.l1 {
-            let now = self.clock.now_ms();
-            stale.fail_safe = true;
-            stale.l1_until = now.saturating_add(ms(options.fail_safe_throttle));
-            stale.retain = std::time::Duration::from_millis(
-                stale
-                    .l1_until
-                    .max(stale.times.stale_until)
-                    .saturating_sub(now),
-            );
-            l1.insert(key.to_owned(), stale).await;
-        }
-    }
-
-    pub(crate) async fn drop_l1(&self, key: &str) {
-        if let Some(l1) = &self.l1 {
-            l1.invalidate(key).await;
-        }
-    }
-
-    pub(crate) fn drop_tag(&self, tag: &str) {
-        if let Some(l1) = &self.l1 {
-            let tag = tag.to_owned();
-            // Registered predicates apply to every read from now on, and entries are purged
-            // lazily; this cannot fail because the L1 is built with closure support.
-            if let Err(e) = l1.invalidate_entries_if(move |_, e| e.has_tag(&tag)) {
-                tracing::error!(error = %e, "L1 tag invalidation refused; dropping all of L1");
-                l1.invalidate_all();
-            }
-        }
-    }
-
-    pub(crate) fn drop_all(&self) {
-        if let Some(l1) = &self.l1 {
-            l1.invalidate_all();
-        }
-    }
-
-    async fn publish(&self, target: Target) -> Result<()> {
-        let invalidation = Invalidation {
-            origin: self.instance_id,
-            target,
-        };
-        match self.log.publish(&self.namespace, &invalidation).await {
-            Ok(()) => {
-                self.counters.incr(Counter::invalidations_sent);
-                Ok(())
-            }
-            Err(e) => {
-                self.counters.incr(Counter::log_errors);
-                Err(e)
-            }
-        }
-    }
-
-    /// Applies an event from the log to L1.
-    pub(crate) async fn apply(&self, event: LogEvent) {
-        match event {
-            LogEvent::Apply(inv) if inv.origin == self.instance_id => return,
-            LogEvent::Apply(inv) => match inv.target {
-                Target::Key(key) => self.drop_l1(&key).await,
-                Target::Tag(tag) => self.drop_tag(&tag),
-                Target::Clear => self.drop_all(),
-            },
-            LogEvent::Resync => self.drop_all(),
-        }
-        self.counters.incr(Counter::invalidations_received);
-    }
-}
-
-/// Converts a loader's error into a shareable source.
-pub(crate) fn box_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> BoxError {
-    Arc::from(e.into())
 }

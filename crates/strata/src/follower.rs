@@ -4,8 +4,9 @@ use std::sync::Weak;
 
 use tokio::sync::watch;
 
-use crate::cache::Inner;
-use crate::invalidation::Subscription;
+use crate::inner::Inner;
+use crate::invalidation::{LogEvent, Subscription, Target};
+use crate::stats::Counter;
 
 /// Applies events until the subscription ends or the cache is dropped.
 pub(crate) async fn run(
@@ -22,5 +23,21 @@ pub(crate) async fn run(
             return;
         };
         inner.apply(event).await;
+    }
+}
+
+impl Inner {
+    /// Applies an event from the log to L1.
+    pub(crate) async fn apply(&self, event: LogEvent) {
+        match event {
+            LogEvent::Apply(inv) if inv.origin == self.instance_id => return,
+            LogEvent::Apply(inv) => match inv.target {
+                Target::Key(key) => self.drop_l1(&key).await,
+                Target::Tag(tag) => self.drop_tag(&tag),
+                Target::Clear => self.drop_all(),
+            },
+            LogEvent::Resync => self.drop_all(),
+        }
+        self.counters.incr(Counter::invalidations_received);
     }
 }

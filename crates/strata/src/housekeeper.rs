@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::cache::Inner;
 use crate::clock::SystemClock;
+use crate::inner::Inner;
 
 /// How often the housekeeper runs.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 
+use crate::inner::{Found, Inner};
+use crate::options::{EntryOptions, ms};
+
 use crate::envelope::Times;
 
 /// The L1 map.
@@ -111,5 +114,61 @@ impl Expiry<String, L1Entry> for Retention {
         _: Option<Duration>,
     ) -> Option<Duration> {
         Some(value.retain)
+    }
+}
+
+/// L1 operations of a cache.
+impl Inner {
+    pub(crate) async fn fill_l1(&self, key: &str, options: &EntryOptions, found: &Found, now: u64) {
+        if let Some(l1) = &self.l1 {
+            let l1_until = options.l1_until(now, &found.times);
+            let entry = L1Entry::new(found.value.clone(), found.times, l1_until, &found.tags, now);
+            l1.insert(key.to_owned(), entry).await;
+        }
+    }
+
+    /// Keeps serving `stale` for one throttle period after the loader failed (fail-safe).
+    pub(crate) async fn keep_fail_safe(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        mut stale: L1Entry,
+    ) {
+        if let Some(l1) = &self.l1 {
+            let now = self.clock.now_ms();
+            stale.fail_safe = true;
+            stale.l1_until = now.saturating_add(ms(options.fail_safe_throttle));
+            stale.retain = std::time::Duration::from_millis(
+                stale
+                    .l1_until
+                    .max(stale.times.stale_until)
+                    .saturating_sub(now),
+            );
+            l1.insert(key.to_owned(), stale).await;
+        }
+    }
+
+    pub(crate) async fn drop_l1(&self, key: &str) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate(key).await;
+        }
+    }
+
+    pub(crate) fn drop_tag(&self, tag: &str) {
+        if let Some(l1) = &self.l1 {
+            let tag = tag.to_owned();
+            // Registered predicates apply to every read from now on, and entries are purged
+            // lazily; this cannot fail because the L1 is built with closure support.
+            if let Err(e) = l1.invalidate_entries_if(move |_, e| e.has_tag(&tag)) {
+                tracing::error!(error = %e, "L1 tag invalidation refused; dropping all of L1");
+                l1.invalidate_all();
+            }
+        }
+    }
+
+    pub(crate) fn drop_all(&self) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate_all();
+        }
     }
 }

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
-use crate::cache::{CacheValue, Found, Inner, box_error};
+use crate::cache::CacheValue;
 use crate::error::Error;
+use crate::inner::{Found, Inner, box_error};
 use crate::l1::{L1Entry, Value};
 use crate::options::EntryOptions;
 use crate::single_flight::{Leader, Source};

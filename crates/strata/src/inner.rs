@@ -1,0 +1,76 @@
+//! `Inner`: what a cache and its background tasks share.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::codec::Codec;
+use crate::envelope::Times;
+use crate::error::{BoxError, Error, Result};
+use crate::invalidation::{Invalidation, InvalidationLog, Target};
+use crate::l1::{L1Map, Value};
+use crate::options::EntryOptions;
+use crate::single_flight::Flights;
+use crate::stats::{Counter, Counters};
+use crate::store::L2Store;
+
+/// Everything a cache and its background tasks share.
+pub(crate) struct Inner {
+    pub(crate) namespace: String,
+    pub(crate) instance_id: u64,
+    pub(crate) l1: Option<L1Map>,
+    pub(crate) l2: Arc<dyn L2Store>,
+    pub(crate) log: Arc<dyn InvalidationLog>,
+    pub(crate) codec: Codec,
+    pub(crate) raw: bool,
+    pub(crate) defaults: EntryOptions,
+    pub(crate) max_key_bytes: usize,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) counters: Counters,
+    /// Dropped with the cache; its receivers (follower, housekeeper) then stop.
+    pub(crate) _shutdown: watch::Sender<()>,
+}
+
+/// An entry read from L2.
+pub(crate) struct Found {
+    pub(crate) value: Value,
+    pub(crate) times: Times,
+    pub(crate) tags: Vec<String>,
+}
+
+impl Inner {
+    pub(crate) fn check_key(&self, key: &str) -> Result<()> {
+        if key.len() > self.max_key_bytes {
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                max: self.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn publish(&self, target: Target) -> Result<()> {
+        let invalidation = Invalidation {
+            origin: self.instance_id,
+            target,
+        };
+        match self.log.publish(&self.namespace, &invalidation).await {
+            Ok(()) => {
+                self.counters.incr(Counter::invalidations_sent);
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.incr(Counter::log_errors);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Converts a loader's error into a shareable source.
+pub(crate) fn box_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> BoxError {
+    Arc::from(e.into())
+}

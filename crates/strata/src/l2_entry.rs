@@ -1,0 +1,134 @@
+//! How entries become L2 bytes and back, and the L2 calls that read and write them.
+//! Failures on the read side are counted and read as misses, never surfaced.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::cache::CacheValue;
+use crate::codec::Codec;
+use crate::envelope::{self, Header, Times};
+use crate::error::{Error, Result};
+use crate::inner::{Found, Inner};
+use crate::l1::Value;
+use crate::stats::Counter;
+
+impl Inner {
+    /// Encodes an entry for L2: an envelope, or the bare value in raw mode.
+    pub(crate) fn encode<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Value,
+        times: &Times,
+        tags: &[String],
+        load_ms: u32,
+    ) -> Result<Bytes> {
+        let typed: Option<&T> = value.as_ref().and_then(|v| v.downcast_ref::<T>());
+        let mut out = Vec::new();
+        if !self.raw {
+            let header = Header {
+                codec: self.codec,
+                negative: value.is_none(),
+                times: *times,
+                generation: 0,
+                load_ms,
+            };
+            envelope::write_header(&mut out, &header, tags)?;
+        }
+        // In raw mode a negative entry is JSON `null`; in an envelope, the flag says it all.
+        let encoded = match typed {
+            Some(v) => self.codec.encode(v, &mut out),
+            None if self.raw => self.codec.encode(&(), &mut out),
+            None => Ok(()),
+        };
+        encoded.map_err(|message| Error::Encode {
+            key: key.to_owned(),
+            message,
+        })?;
+        if out.len() > self.max_value_bytes {
+            return Err(Error::ValueTooLarge {
+                key: key.to_owned(),
+                len: out.len(),
+                max: self.max_value_bytes,
+            });
+        }
+        Ok(out.into())
+    }
+
+    /// Decodes L2 bytes; `None` when they are not a value of `T` this cache can vouch for.
+    fn decode<T: CacheValue>(&self, bytes: &[u8], now: u64) -> Result<Found> {
+        if self.raw && !envelope::is_envelope(bytes) {
+            // Raw values carry no timestamps: treat them as written now, with default options.
+            let value: Option<T> = Codec::Json
+                .decode(bytes)
+                .map_err(|e| Error::Decode(format!("raw value: {e}")))?;
+            return Ok(Found {
+                value: value.map(|v| Arc::new(v) as _),
+                times: self.defaults.times(now, false),
+                tags: Vec::new(),
+            });
+        }
+        let env = envelope::decode(bytes)?;
+        let value = if env.header.negative {
+            None
+        } else {
+            let v: T = env
+                .header
+                .codec
+                .decode(env.payload)
+                .map_err(Error::Decode)?;
+            Some(Arc::new(v) as _)
+        };
+        Ok(Found {
+            value,
+            times: env.header.times,
+            tags: env.tags,
+        })
+    }
+
+    /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
+    pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
+        match self.l2.get(&self.namespace, key).await {
+            Ok(Some(bytes)) => match self.decode::<T>(&bytes, now) {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    self.counters.incr(Counter::decode_errors);
+                    tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.counters.incr(Counter::l2_errors);
+                tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn write_l2(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        times: &Times,
+        tags: &[String],
+    ) -> Result<()> {
+        // Raw values carry no timestamps, so L2 keeps them only until they expire.
+        let until = if self.raw {
+            times.expires
+        } else {
+            times.stale_until
+        };
+        let ttl = std::time::Duration::from_millis(until.saturating_sub(times.created).max(1));
+        let result = self.l2.set(&self.namespace, key, bytes, ttl, tags).await;
+        self.note_l2(result)
+    }
+
+    /// Counts an L2 failure and passes the result on.
+    pub(crate) fn note_l2(&self, result: Result<()>) -> Result<()> {
+        if result.is_err() {
+            self.counters.incr(Counter::l2_errors);
+        }
+        result
+    }
+}
