@@ -104,6 +104,14 @@ impl RedisConfig {
             .map_err(|e| Error::Config(format!("TLS settings: {e}")))
     }
 
+    /// A multiplexed, auto-reconnecting connection with these settings (TLS, credentials,
+    /// timeouts), for commands of your own.
+    pub async fn connect(&self) -> Result<redis::aio::ConnectionManager, Error> {
+        redis::aio::ConnectionManager::new_with_config(self.client()?, self.manager_config())
+            .await
+            .map_err(Error::store)
+    }
+
     /// The connection manager's settings: our timeouts, and its own reconnect with backoff.
     pub(crate) fn manager_config(&self) -> redis::aio::ConnectionManagerConfig {
         redis::aio::ConnectionManagerConfig::new()

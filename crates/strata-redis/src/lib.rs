@@ -23,7 +23,7 @@
 //! # Permissions
 //! With Redis ACLs, Strata needs, for a namespace `NS`:
 //! ```text
-//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +scan +publish +subscribe +evalsha +eval +script|load +ping +client|setinfo
+//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]

@@ -47,9 +47,10 @@ impl RedisPubSub {
     /// Connects with explicit settings.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
         let client = config.client()?;
-        let publisher = ConnectionManager::new_with_config(client.clone(), config.manager_config())
-            .await
-            .map_err(Error::log)?;
+        let publisher = config.connect().await.map_err(|e| match e {
+            Error::Store(source) => Error::Log(source),
+            other => other,
+        })?;
         Ok(RedisPubSub {
             client,
             publisher,

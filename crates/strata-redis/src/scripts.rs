@@ -1,37 +1,94 @@
 //! The Lua scripts: multi-key changes that must be atomic.
+//!
+//! Generation counters (`<ns>#gen:<key>`, `<ns>#gen`) fence fills: every script that changes a
+//! key bumps its counter in the same step, and a fill is stored only if the counters still
+//! read what the load read before it began. Counters live a week (`GENERATION_TTL_MS`):
+//! forgetting one early could only refuse a fill, never admit a stale one, unless a load ran
+//! that long.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `SET` a value and add its key to each tag's index, extending the index's TTL to cover it.
-/// KEYS[1] = data key, KEYS[2..] = tag index keys; ARGV[1] = value, ARGV[2] = TTL in ms.
-pub(crate) static SET_WITH_TAGS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local ttl = tonumber(ARGV[2])
-for i = 2, #KEYS do
-  redis.call('SADD', KEYS[i], KEYS[1])
-  local left = redis.call('PTTL', KEYS[i])
-  if left == -1 or left < ttl then
-    redis.call('PEXPIRE', KEYS[i], ttl)
+/// How long a generation counter outlives its last bump.
+pub(crate) const GENERATION_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Adds `KEYS[1]` to the tag indexes `KEYS[first..]`, extending each index's TTL to cover it.
+/// Shared by the write scripts; `ttl` in ms.
+const INDEX_TAGS: &str = r"
+local function index_tags(first, ttl)
+  for i = first, #KEYS do
+    redis.call('SADD', KEYS[i], KEYS[1])
+    local left = redis.call('PTTL', KEYS[i])
+    if left == -1 or left < ttl then
+      redis.call('PEXPIRE', KEYS[i], ttl)
+    end
   end
 end
+";
+
+/// A load's fill. KEYS: data, key generation, namespace generation, tag indexes…;
+/// ARGV: value, TTL ms, key generation read, namespace generation read.
+/// Returns 1 if stored, 0 if the key or namespace changed since the read.
+pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{INDEX_TAGS}
+local key_gen = tonumber(redis.call('GET', KEYS[2]) or '0')
+local ns_gen = tonumber(redis.call('GET', KEYS[3]) or '0')
+if key_gen ~= tonumber(ARGV[3]) or ns_gen ~= tonumber(ARGV[4]) then
+  return 0
+end
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+index_tags(4, ttl)
+return 1
+"
+    ))
+});
+
+/// A write-through: stores and bumps the key's generation. KEYS: data, key generation, tag
+/// indexes…; ARGV: value, TTL ms, generation TTL ms.
+pub(crate) static REPLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{INDEX_TAGS}
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+index_tags(3, ttl)
+return 1
+"
+    ))
+});
+
+/// An invalidation: deletes and bumps the key's generation. KEYS: data, key generation;
+/// ARGV: generation TTL ms.
+pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('UNLINK', KEYS[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1
 ",
     )
 });
 
-/// Delete every key in a tag's index, then the index. KEYS[1] = tag index key.
-/// Returns how many data keys existed.
+/// Deletes every key in a tag's index (bumping each one's generation), then the index.
+/// KEYS[1] = tag index; ARGV: namespace, generation TTL ms. Returns how many data keys existed.
 pub(crate) static DELETE_TAG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local data_prefix = ARGV[1] .. ':'
 local members = redis.call('SMEMBERS', KEYS[1])
 local removed = 0
-for i = 1, #members, 500 do
-  removed = removed + redis.call('UNLINK', unpack(members, i, math.min(i + 499, #members)))
+for _, member in ipairs(members) do
+  removed = removed + redis.call('UNLINK', member)
+  if string.sub(member, 1, #data_prefix) == data_prefix then
+    local gen = ARGV[1] .. '#gen:' .. string.sub(member, #data_prefix + 1)
+    redis.call('INCR', gen)
+    redis.call('PEXPIRE', gen, ARGV[2])
+  end
 end
 redis.call('UNLINK', KEYS[1])
 return removed

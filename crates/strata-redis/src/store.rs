@@ -5,11 +5,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use strata::keys::{data_key, namespace_patterns, tag_key};
-use strata::{Error, L2Store};
+use strata::keys::{
+    data_key, generation_key, namespace_generation_key, namespace_patterns, tag_key,
+};
+use strata::{Error, Fetched, Generation, L2Store, WriteMode};
 
 use crate::config::RedisConfig;
-use crate::scripts::{DELETE_TAG, SET_WITH_TAGS};
+use crate::scripts::{DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE, REPLACE};
 
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
@@ -42,9 +44,7 @@ impl RedisStore {
     /// Connects with explicit settings. Fails if the server cannot be reached within the
     /// connect timeout or refuses the credentials.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let conn = ConnectionManager::new_with_config(config.client()?, config.manager_config())
-            .await
-            .map_err(Error::store)?;
+        let conn = config.connect().await?;
         Ok(RedisStore {
             conn,
             config: config.clone(),
@@ -87,13 +87,23 @@ fn ttl_ms(ttl: Duration) -> u64 {
 
 #[async_trait]
 impl L2Store for RedisStore {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
-        let value: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(data_key(namespace, key))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(Error::store)?;
-        Ok(value.map(Bytes::from))
+    async fn get(&self, namespace: &str, key: &str) -> Result<Fetched, Error> {
+        // One round trip for the value and both generations.
+        let (value, key_gen, ns_gen): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
+            redis::cmd("MGET")
+                .arg(data_key(namespace, key))
+                .arg(generation_key(namespace, key))
+                .arg(namespace_generation_key(namespace))
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(Error::store)?;
+        Ok(Fetched {
+            value: value.map(Bytes::from),
+            generation: Generation {
+                key: key_gen.unwrap_or(0),
+                namespace: ns_gen.unwrap_or(0),
+            },
+        })
     }
 
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
@@ -116,35 +126,44 @@ impl L2Store for RedisStore {
         value: Bytes,
         ttl: Duration,
         tags: &[String],
-    ) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let full = data_key(namespace, key);
-        if tags.is_empty() {
-            return redis::cmd("SET")
-                .arg(full)
-                .arg(value.as_ref())
-                .arg("PX")
-                .arg(ttl_ms(ttl))
-                .exec_async(&mut conn)
-                .await
-                .map_err(Error::store);
-        }
-        let mut invocation = SET_WITH_TAGS.key(full);
+        mode: WriteMode,
+    ) -> Result<bool, Error> {
+        let mut invocation = match mode {
+            WriteMode::Fill(read) => {
+                let mut i = FILL.key(data_key(namespace, key));
+                i.key(generation_key(namespace, key))
+                    .key(namespace_generation_key(namespace));
+                i.arg(value.as_ref())
+                    .arg(ttl_ms(ttl))
+                    .arg(read.key)
+                    .arg(read.namespace);
+                i
+            }
+            WriteMode::Replace => {
+                let mut i = REPLACE.key(data_key(namespace, key));
+                i.key(generation_key(namespace, key));
+                i.arg(value.as_ref())
+                    .arg(ttl_ms(ttl))
+                    .arg(GENERATION_TTL_MS);
+                i
+            }
+        };
         for tag in tags {
             invocation.key(tag_key(namespace, tag));
         }
-        invocation
-            .arg(value.as_ref())
-            .arg(ttl_ms(ttl))
-            .invoke_async::<()>(&mut conn)
+        let stored: u8 = invocation
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)
+            .map_err(Error::store)?;
+        Ok(stored == 1)
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
-        redis::cmd("UNLINK")
-            .arg(data_key(namespace, key))
-            .exec_async(&mut self.conn.clone())
+        INVALIDATE
+            .key(data_key(namespace, key))
+            .key(generation_key(namespace, key))
+            .arg(GENERATION_TTL_MS)
+            .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(Error::store)
     }
@@ -152,12 +171,20 @@ impl L2Store for RedisStore {
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
         DELETE_TAG
             .key(tag_key(namespace, tag))
+            .arg(namespace)
+            .arg(GENERATION_TTL_MS)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(Error::store)
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64, Error> {
+        // First: loads that read the namespace before the clear are refused from here on.
+        redis::cmd("INCR")
+            .arg(namespace_generation_key(namespace))
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
         let mut removed = 0;
         for pattern in namespace_patterns(namespace) {
             removed += self.unlink_matching(&pattern).await?;

@@ -16,6 +16,7 @@ use crate::loader;
 use crate::options::EntryOptions;
 use crate::single_flight::{Join, Source};
 use crate::stats::{Counter, Stats};
+use crate::store::WriteMode;
 /// What can be cached: any owned, thread-safe, serde type.
 pub trait CacheValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheValue for T {}
@@ -176,7 +177,7 @@ impl HybridCache {
             }
         }
         let now = inner.clock.now_ms();
-        match inner.read_l2::<T>(key, now).await {
+        match inner.read_l2::<T>(key, now).await.0 {
             Some(found) if now < found.times.expires => {
                 inner.counters.incr(Counter::l2_hits);
                 inner.fill_l1(key, &inner.defaults, &found, now).await;
@@ -203,9 +204,12 @@ impl HybridCache {
         let now = inner.clock.now_ms();
         let value: Value = Some(Arc::new(value));
         let times = options.times(now, false);
+        // Loads in flight read the key before this write: none may fill L1 after it.
+        inner.flights.poison(key);
         if !options.skip_l2 {
-            let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0)?;
-            if let Err(e) = inner.write_l2(key, bytes, &times, &options.tags).await {
+            let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0, 0)?;
+            let written = inner.write_l2(key, bytes, &times, &options.tags, WriteMode::Replace);
+            if let Err(e) = written.await {
                 inner.drop_l1(key).await;
                 return Err(e);
             }
@@ -381,6 +385,7 @@ impl HybridCache {
             options: options.clone(),
             stale,
             leader,
+            generation: Default::default(),
         };
         load.run::<T, F, Fut, E>(loader).instrument(span)
     }

@@ -2,7 +2,9 @@
 //! them lay data out the same way.
 //!
 //! - data: `<namespace>:<key>` (so a service in another language can `GET product-service:42`);
-//! - tag index: `<namespace>#tag:<tag>`, the set of data keys carrying the tag.
+//! - tag index: `<namespace>#tag:<tag>`, the set of data keys carrying the tag;
+//! - generations: `<namespace>#gen:<key>` per key and `<namespace>#gen` per namespace (see
+//!   [`Generation`](crate::Generation)).
 //!
 //! Namespaces are restricted to `[A-Za-z0-9_.-]`, which makes the layout unambiguous: no
 //! namespace can contain `:` or `#`, so no key of one namespace can name a key of another, and no
@@ -46,9 +48,20 @@ pub fn tag_key(namespace: &str, tag: &str) -> String {
     format!("{namespace}#tag:{tag}")
 }
 
-/// The `SCAN MATCH` patterns covering every L2 key of a namespace.
+/// The L2 key of a key's generation counter.
+pub fn generation_key(namespace: &str, key: &str) -> String {
+    format!("{namespace}#gen:{key}")
+}
+
+/// The L2 key of the namespace's generation counter.
+pub fn namespace_generation_key(namespace: &str) -> String {
+    format!("{namespace}#gen")
+}
+
+/// The `SCAN MATCH` patterns covering the values and tag indexes of a namespace (not its
+/// generation counters, which must outlive a clear).
 pub fn namespace_patterns(namespace: &str) -> [String; 2] {
-    [format!("{namespace}:*"), format!("{namespace}#*")]
+    [format!("{namespace}:*"), format!("{namespace}#tag:*")]
 }
 
 #[cfg(test)]
@@ -70,6 +83,8 @@ mod tests {
     fn layout() {
         assert_eq!(data_key("ns", "product:42"), "ns:product:42");
         assert_eq!(tag_key("ns", "category:7"), "ns#tag:category:7");
-        assert_eq!(namespace_patterns("ns"), ["ns:*", "ns#*"]);
+        assert_eq!(namespace_patterns("ns"), ["ns:*", "ns#tag:*"]);
+        assert_eq!(generation_key("ns", "a:b"), "ns#gen:a:b");
+        assert_eq!(namespace_generation_key("ns"), "ns#gen");
     }
 }

@@ -148,13 +148,19 @@ impl Inner {
         }
     }
 
+    // Each `drop_*` applies an invalidation here: it also poisons the loads in flight that
+    // may carry an old value, so that they neither fill L1 nor take in new callers.
+
     pub(crate) async fn drop_l1(&self, key: &str) {
+        self.flights.poison(key);
         if let Some(l1) = &self.l1 {
             l1.invalidate(key).await;
         }
     }
 
     pub(crate) fn drop_tag(&self, tag: &str) {
+        // A flight's tags are unknown until it ends: poison them all (they are few).
+        self.flights.poison_all();
         if let Some(l1) = &self.l1 {
             let tag = tag.to_owned();
             // Registered predicates apply to every read from now on, and entries are purged
@@ -167,6 +173,7 @@ impl Inner {
     }
 
     pub(crate) fn drop_all(&self) {
+        self.flights.poison_all();
         if let Some(l1) = &self.l1 {
             l1.invalidate_all();
         }

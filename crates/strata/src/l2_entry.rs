@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::inner::{Found, Inner};
 use crate::l1::Value;
 use crate::stats::Counter;
+use crate::store::{Fetched, Generation, WriteMode};
 
 impl Inner {
     /// Encodes an entry for L2: an envelope, or the bare value in raw mode.
@@ -22,6 +23,7 @@ impl Inner {
         times: &Times,
         tags: &[String],
         load_ms: u32,
+        generation: u64,
     ) -> Result<Bytes> {
         let typed: Option<&T> = value.as_ref().and_then(|v| v.downcast_ref::<T>());
         let mut out = Vec::new();
@@ -30,7 +32,7 @@ impl Inner {
                 codec: self.codec,
                 negative: value.is_none(),
                 times: *times,
-                generation: 0,
+                generation,
                 load_ms,
             };
             envelope::write_header(&mut out, &header, tags)?;
@@ -87,21 +89,29 @@ impl Inner {
     }
 
     /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
-    pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
+    /// Also returns the key's generation, for a later fill to be fenced with (the default
+    /// when L2 could not be read: a fill then only passes if nothing was ever invalidated).
+    pub(crate) async fn read_l2<T: CacheValue>(
+        &self,
+        key: &str,
+        now: u64,
+    ) -> (Option<Found>, Generation) {
         match self.l2.get(&self.namespace, key).await {
-            Ok(Some(bytes)) => match self.decode::<T>(&bytes, now) {
-                Ok(found) => Some(found),
-                Err(e) => {
-                    self.counters.incr(Counter::decode_errors);
-                    tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
-                    None
-                }
-            },
-            Ok(None) => None,
+            Ok(Fetched { value, generation }) => {
+                let found = value.and_then(|bytes| match self.decode::<T>(&bytes, now) {
+                    Ok(found) => Some(found),
+                    Err(e) => {
+                        self.counters.incr(Counter::decode_errors);
+                        tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
+                        None
+                    }
+                });
+                (found, generation)
+            }
             Err(e) => {
                 self.counters.incr(Counter::l2_errors);
                 tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
-                None
+                (None, Generation::default())
             }
         }
     }
@@ -112,7 +122,8 @@ impl Inner {
         bytes: Bytes,
         times: &Times,
         tags: &[String],
-    ) -> Result<()> {
+        mode: WriteMode,
+    ) -> Result<bool> {
         // Raw values carry no timestamps, so L2 keeps them only until they expire.
         let until = if self.raw {
             times.expires
@@ -120,12 +131,18 @@ impl Inner {
             times.stale_until
         };
         let ttl = std::time::Duration::from_millis(until.saturating_sub(times.created).max(1));
-        let result = self.l2.set(&self.namespace, key, bytes, ttl, tags).await;
-        self.note_l2(result)
+        let stored = self
+            .l2
+            .set(&self.namespace, key, bytes, ttl, tags, mode)
+            .await;
+        if let Ok(false) = stored {
+            self.counters.incr(Counter::fills_fenced);
+        }
+        self.note_l2(stored)
     }
 
     /// Counts an L2 failure and passes the result on.
-    pub(crate) fn note_l2(&self, result: Result<()>) -> Result<()> {
+    pub(crate) fn note_l2<R>(&self, result: Result<R>) -> Result<R> {
         if result.is_err() {
             self.counters.incr(Counter::l2_errors);
         }

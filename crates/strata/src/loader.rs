@@ -15,6 +15,7 @@ use crate::l1::{L1Entry, Value};
 use crate::options::EntryOptions;
 use crate::single_flight::{Leader, Source};
 use crate::stats::Counter;
+use crate::store::{Generation, WriteMode};
 
 /// A flight in progress for one key.
 pub(crate) struct Load {
@@ -23,6 +24,8 @@ pub(crate) struct Load {
     /// The best stale value known: the caller's expired L1 copy, or an expired L2 entry.
     pub(crate) stale: Option<L1Entry>,
     pub(crate) leader: Leader,
+    /// The key's generation as read from L2 before loading; the fill is fenced with it.
+    pub(crate) generation: Generation,
 }
 
 impl Load {
@@ -36,12 +39,18 @@ impl Load {
         let inner = self.inner.clone();
         let key = self.leader.key().to_owned();
         let now = inner.clock.now_ms();
-        if !self.options.skip_l2
-            && let Some(found) = inner.read_l2::<T>(&key, now).await
-        {
+        let found = match self.options.skip_l2 {
+            true => None,
+            false => {
+                let (found, generation) = inner.read_l2::<T>(&key, now).await;
+                self.generation = generation;
+                found
+            }
+        };
+        if let Some(found) = found {
             if now < found.times.fresh_until {
                 if !self.options.skip_l1 {
-                    inner.fill_l1(&key, &self.options, &found, now).await;
+                    self.fill_l1(&key, &found, now, true).await;
                 }
                 self.leader.finish(Ok((found.value, Source::L2)));
                 return;
@@ -153,7 +162,15 @@ impl Load {
         };
         let mut bytes = None;
         if !options.skip_l2 {
-            match inner.encode::<T>(key, &found.value, &found.times, &found.tags, load_ms) {
+            let generation = self.generation.key;
+            match inner.encode::<T>(
+                key,
+                &found.value,
+                &found.times,
+                &found.tags,
+                load_ms,
+                generation,
+            ) {
                 Ok(b) => bytes = Some(b),
                 Err(e) => {
                     // The caller still gets the value; it is just not cached anywhere.
@@ -166,15 +183,35 @@ impl Load {
                 }
             }
         }
-        if let Some(bytes) = bytes
-            && let Err(e) = inner.write_l2(key, bytes, &found.times, &found.tags).await
-        {
-            tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed");
+        // A fill L2 refuses (the key changed while it loaded) must not reach L1 either: the
+        // invalidation may come from another instance and not have been applied here yet.
+        let mut current = true;
+        if let Some(bytes) = bytes {
+            let mode = WriteMode::Fill(self.generation);
+            match inner
+                .write_l2(key, bytes, &found.times, &found.tags, mode)
+                .await
+            {
+                Ok(stored) => current = stored,
+                Err(e) => {
+                    tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed")
+                }
+            }
         }
         if !options.skip_l1 {
-            inner.fill_l1(key, options, &found, now).await;
+            self.fill_l1(key, &found, now, current).await;
         }
         self.leader.finish(Ok((found.value, Source::Loaded)));
+    }
+
+    /// Fills L1 unless the value is known to be overtaken: by an invalidation applied here
+    /// since the flight began, or (`current == false`) by L2's generation check.
+    async fn fill_l1(&self, key: &str, found: &Found, now: u64, current: bool) {
+        if current && !self.leader.poisoned() {
+            self.inner.fill_l1(key, &self.options, found, now).await;
+        } else if current {
+            self.inner.counters.incr(Counter::fills_fenced);
+        }
     }
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a
@@ -184,7 +221,8 @@ impl Load {
             Some(stale) => {
                 tracing::debug!(key, %error, "loader failed; serving stale value");
                 let value = stale.value.clone();
-                if !self.options.skip_l1 {
+                // An invalidation applied meanwhile withdrew the stale value too.
+                if !self.options.skip_l1 && !self.leader.poisoned() {
                     self.inner.keep_fail_safe(key, &self.options, stale).await;
                 }
                 if !self.leader.answered() {

@@ -7,7 +7,7 @@
 //! takes whichever answer is there when it looks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -31,10 +31,17 @@ pub(crate) type Outcome = Result<(Value, Source), Error>;
 
 type Slot = watch::Receiver<Option<Outcome>>;
 
+/// A flight in the map: its id, where its answers go, and whether an invalidation overtook it.
+struct Flight {
+    id: u64,
+    slot: Slot,
+    poisoned: Arc<AtomicBool>,
+}
+
 /// The flights in progress, by key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, (u64, Slot)>>,
+    map: Mutex<HashMap<String, Flight>>,
     ids: AtomicU64,
 }
 
@@ -46,19 +53,45 @@ pub(crate) enum Join {
 impl Flights {
     /// Joins the flight for `key`, or starts one.
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, rx)) = map.get(key) {
-            return Join::Follow(Waiter(rx.clone()));
+        let mut map = self.lock();
+        if let Some(flight) = map.get(key) {
+            return Join::Follow(Waiter(flight.slot.clone()));
         }
-        let (tx, rx) = watch::channel(None);
+        let (tx, slot) = watch::channel(None);
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        map.insert(key.to_owned(), (id, rx));
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let flight = Flight {
+            id,
+            slot,
+            poisoned: poisoned.clone(),
+        };
+        map.insert(key.to_owned(), flight);
         Join::Lead(Leader {
             flights: self.clone(),
             key: key.to_owned(),
             id,
             tx,
+            poisoned,
         })
+    }
+
+    /// An invalidation of `key` was applied: the flight in progress may carry a value read
+    /// before it. It must not fill L1, and no later caller may join it.
+    pub(crate) fn poison(&self, key: &str) {
+        if let Some(flight) = self.lock().remove(key) {
+            flight.poisoned.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// [`poison`](Self::poison) for every flight (a tag or namespace invalidation).
+    pub(crate) fn poison_all(&self) {
+        for (_, flight) in self.lock().drain() {
+            flight.poisoned.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -68,6 +101,7 @@ pub(crate) struct Leader {
     key: String,
     id: u64,
     tx: watch::Sender<Option<Outcome>>,
+    poisoned: Arc<AtomicBool>,
 }
 
 impl Leader {
@@ -99,9 +133,14 @@ impl Leader {
         self.tx.send_replace(Some(outcome));
     }
 
+    /// Whether an invalidation of the key was applied since this flight began.
+    pub(crate) fn poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
     fn unregister(&self) {
-        let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+        let mut map = self.flights.lock();
+        if map.get(&self.key).is_some_and(|f| f.id == self.id) {
             map.remove(&self.key);
         }
     }
@@ -156,6 +195,29 @@ mod tests {
             assert_eq!(src, Source::Loaded);
             assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 5);
         }
+    }
+
+    #[tokio::test]
+    async fn poisoning_marks_the_flight_and_lets_the_next_caller_lead() {
+        let flights = Arc::new(Flights::default());
+        let Join::Lead(old) = flights.join("k") else {
+            panic!()
+        };
+        let Join::Lead(other) = flights.join("other") else {
+            panic!()
+        };
+        flights.poison("k");
+        assert!(old.poisoned() && !other.poisoned());
+        let Join::Lead(new) = flights.join("k") else {
+            panic!("a poisoned flight takes no one")
+        };
+        drop(old);
+        assert!(
+            matches!(flights.join("k"), Join::Follow(_)),
+            "the old leader leaves the new flight alone"
+        );
+        flights.poison_all();
+        assert!(new.poisoned() && other.poisoned());
     }
 
     #[tokio::test]

@@ -36,6 +36,9 @@ pub struct Stats {
     pub decode_errors: u64,
     /// Loaded values over the size limit, returned but not cached.
     pub oversized: u64,
+    /// Fills refused because the key was invalidated or replaced while it loaded (in L2 by
+    /// generation, or in this L1), so that no old value is written back.
+    pub fills_fenced: u64,
     /// Invalidations published.
     pub invalidations_sent: u64,
     /// Invalidations from other instances applied to L1 (resyncs included).
@@ -74,7 +77,8 @@ counters! {
     background_refreshes => "strata_background_refreshes_total";
     l2_errors => "strata_l2_errors_total";
     decode_errors => "strata_decode_errors_total";
-    oversized => "strata_oversized_total";
+        oversized => "strata_oversized_total";
+    fills_fenced => "strata_fills_fenced_total";
     invalidations_sent => "strata_invalidations_sent_total";
     invalidations_received => "strata_invalidations_received_total";
     log_errors => "strata_log_errors_total";

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata::L2Store;
+use strata::{L2Store, WriteMode};
 
 /// The record of `WORKLOADS.md`; `body` pads its JSON encoding to about `VALUE_BYTES`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ impl Source {
         match &self.versions {
             Versions::Local(v) => Ok(v[key as usize].load(Ordering::Acquire)),
             Versions::Shared(store) => {
-                let bytes = store.get(SHARED_NS, &key.to_string()).await?;
+                let bytes = store.get(SHARED_NS, &key.to_string()).await?.value;
                 Ok(bytes
                     .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
                     .unwrap_or(0))
@@ -127,6 +127,7 @@ impl Source {
                         next.to_string().into_bytes().into(),
                         ttl,
                         &[],
+                        WriteMode::Replace,
                     )
                     .await?;
                 Ok(next)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use strata::{EntryOptions, HybridCache, L1, L2Store, MemoryLog, MemoryStore};
+use strata::{EntryOptions, HybridCache, L1, L2Store, MemoryLog, MemoryStore, WriteMode};
 use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
 
 use super::source::{Record, Source};
@@ -103,8 +103,12 @@ impl Subject {
     }
 
     pub(crate) async fn naive(target: &L2Target, params: &Params) -> Result<Subject, BoxError> {
+        let backend = match target {
+            L2Target::Redis(config) => NaiveBackend::Redis(config.connect().await?),
+            L2Target::Embedded(store) => NaiveBackend::Memory(store.clone()),
+        };
         Ok(Subject::Naive(Naive {
-            store: target.store().await?,
+            backend,
             ttl: Duration::from_secs(params.l2_ttl_s),
             hits: AtomicU64::new(0),
         }))
@@ -144,7 +148,7 @@ impl Subject {
         let name = &keys[key as usize];
         match self {
             Subject::Strata(cache) => Ok(cache.invalidate(name).await?),
-            Subject::Naive(naive) => Ok(naive.store.delete(NAIVE_NS, name).await?),
+            Subject::Naive(naive) => naive.delete(name).await,
         }
     }
 
@@ -176,17 +180,35 @@ impl Subject {
     }
 }
 
-/// The hand-written cache-aside: `GET` → miss → load → `SET` with expiry; a write deletes.
-/// No L1, no single-flight; one multiplexed connection. Values are plain JSON.
+/// The hand-written cache-aside: `GET` → miss → load → `SET … EX`; a write `DEL`s. No L1, no
+/// single-flight; one multiplexed connection; values are plain JSON.
 pub(crate) struct Naive {
-    store: Arc<dyn L2Store>,
+    backend: NaiveBackend,
     ttl: Duration,
     hits: AtomicU64,
 }
 
+/// Where the baseline keeps values: plain Redis commands, or the embedded map.
+enum NaiveBackend {
+    Redis(redis::aio::ConnectionManager),
+    Memory(MemoryStore),
+}
+
 impl Naive {
     async fn read(&self, source: &'static Source, name: &str, key: u32) -> Result<u64, BoxError> {
-        if let Some(bytes) = self.store.get(NAIVE_NS, name).await?
+        let full = strata::keys::data_key(NAIVE_NS, name);
+        let cached: Option<Vec<u8>> = match &self.backend {
+            NaiveBackend::Redis(conn) => {
+                redis::cmd("GET")
+                    .arg(&full)
+                    .query_async(&mut conn.clone())
+                    .await?
+            }
+            NaiveBackend::Memory(store) => {
+                store.get(NAIVE_NS, name).await?.value.map(|b| b.to_vec())
+            }
+        };
+        if let Some(bytes) = cached
             && let Ok(record) = serde_json::from_slice::<Record>(&bytes)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -194,9 +216,43 @@ impl Naive {
         }
         let record = source.load(key).await?;
         let bytes = serde_json::to_vec(&record)?;
-        self.store
-            .set(NAIVE_NS, name, bytes.into(), self.ttl, &[])
-            .await?;
+        match &self.backend {
+            NaiveBackend::Redis(conn) => {
+                redis::cmd("SET")
+                    .arg(&full)
+                    .arg(bytes)
+                    .arg("EX")
+                    .arg(self.ttl.as_secs())
+                    .exec_async(&mut conn.clone())
+                    .await?
+            }
+            NaiveBackend::Memory(store) => {
+                store
+                    .set(
+                        NAIVE_NS,
+                        name,
+                        bytes.into(),
+                        self.ttl,
+                        &[],
+                        WriteMode::Replace,
+                    )
+                    .await?;
+            }
+        }
         Ok(record.version)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BoxError> {
+        match &self.backend {
+            NaiveBackend::Redis(conn) => {
+                let full = strata::keys::data_key(NAIVE_NS, name);
+                redis::cmd("DEL")
+                    .arg(full)
+                    .exec_async(&mut conn.clone())
+                    .await?;
+            }
+            NaiveBackend::Memory(store) => store.delete(NAIVE_NS, name).await?,
+        }
+        Ok(())
     }
 }

@@ -1,53 +1,61 @@
-//! `RedisStore` as an `L2Store`, checked against what Redis itself holds.
+//! `RedisStore` as an `L2Store`, checked against what Redis itself holds; the fencing contract
+//! is checked on `MemoryStore` too, so both stores keep the same promises.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata::L2Store;
+use strata::{Generation, L2Store, MemoryStore, WriteMode};
 use strata_redis::RedisStore;
 use strata_testkit::RedisServer;
+
+const TTL: Duration = Duration::from_secs(100);
+
+async fn put(store: &dyn L2Store, ns: &str, key: &str, value: &'static [u8], tags: &[String]) {
+    let stored = store
+        .set(
+            ns,
+            key,
+            Bytes::from_static(value),
+            TTL,
+            tags,
+            WriteMode::Replace,
+        )
+        .await
+        .unwrap();
+    assert!(stored);
+}
 
 #[tokio::test]
 async fn stores_values_under_the_namespace_layout() {
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     let value = Bytes::from_static(b"\x00\xffbinary\r\n");
+    let key = "a b*{x}\n";
     store
         .set(
             "svc",
-            "a b*{x}\n",
+            key,
             value.clone(),
             Duration::from_secs(30),
             &[],
+            WriteMode::Replace,
         )
         .await
         .unwrap();
     assert_eq!(
-        store.get("svc", "a b*{x}\n").await.unwrap(),
+        store.get("svc", key).await.unwrap().value,
         Some(value.clone())
     );
     assert_eq!(
-        store.get("other", "a b*{x}\n").await.unwrap(),
+        store.get("other", key).await.unwrap().value,
         None,
         "namespaces are apart"
     );
     let ttl: i64 = redis.cli(&["PTTL", "svc:a b*{x}\n"]).parse().unwrap();
     assert!((29_000..=30_000).contains(&ttl), "PX set: {ttl}");
 
-    store
-        .set(
-            "svc",
-            "b",
-            Bytes::from_static(b"2"),
-            Duration::from_secs(30),
-            &[],
-        )
-        .await
-        .unwrap();
-    let many = store
-        .get_many("svc", &["b", "missing", "a b*{x}\n"])
-        .await
-        .unwrap();
+    put(&store, "svc", "b", b"2", &[]).await;
+    let many = store.get_many("svc", &["b", "missing", key]).await.unwrap();
     assert_eq!(
         many,
         vec![Some(Bytes::from_static(b"2")), None, Some(value)]
@@ -62,18 +70,11 @@ async fn stores_values_under_the_namespace_layout() {
 async fn tags_index_keys_and_delete_them_together() {
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
-    let ttl = Duration::from_secs(100);
     let tags = ["cat:1".to_owned(), "brand:2".to_owned()];
     for key in ["p1", "p2"] {
-        store
-            .set("svc", key, Bytes::from_static(b"v"), ttl, &tags)
-            .await
-            .unwrap();
+        put(&store, "svc", key, b"v", &tags).await;
     }
-    store
-        .set("svc", "p3", Bytes::from_static(b"v"), ttl, &tags[1..])
-        .await
-        .unwrap();
+    put(&store, "svc", "p3", b"v", &tags[1..]).await;
     assert_eq!(redis.cli(&["SCARD", "svc#tag:cat:1"]), "2");
     let index_ttl: i64 = redis.cli(&["PTTL", "svc#tag:cat:1"]).parse().unwrap();
     assert!(
@@ -98,27 +99,121 @@ async fn tags_index_keys_and_delete_them_together() {
 async fn clear_removes_one_namespace_only() {
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
-    let ttl = Duration::from_secs(100);
     for i in 0..2500 {
-        store
-            .set(
-                "svc",
-                &format!("k{i}"),
-                Bytes::from_static(b"v"),
-                ttl,
-                &["t".into()],
-            )
-            .await
-            .unwrap();
+        put(&store, "svc", &format!("k{i}"), b"v", &["t".into()]).await;
     }
-    store
-        .set("svc2", "k0", Bytes::from_static(b"v"), ttl, &["t".into()])
-        .await
-        .unwrap();
+    put(&store, "svc2", "k0", b"v", &["t".into()]).await;
     assert_eq!(
         store.clear("svc").await.unwrap(),
         2501,
         "2,500 values and one tag index"
     );
-    assert_eq!(redis.cli(&["DBSIZE"]), "2", "svc2's value and index remain");
+    let left = redis.cli(&["KEYS", "svc2*"]);
+    assert_eq!(
+        left.lines().count(),
+        3,
+        "svc2's value, index and generation remain: {left}"
+    );
+    assert_eq!(redis.cli(&["EXISTS", "svc:k0", "svc#tag:t"]), "0");
+}
+
+/// The fencing contract of `L2Store`: a fill is stored only if nothing changed the key or its
+/// namespace since the read it is fenced with.
+async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
+    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let fill = |g: Generation| WriteMode::Fill(g);
+
+    let read = store.get("ns", "k").await.unwrap();
+    assert_eq!(read.value, None);
+    assert!(
+        store
+            .set("ns", "k", v("loaded"), TTL, &[], fill(read.generation))
+            .await
+            .unwrap()
+    );
+    let after_fill = store.get("ns", "k").await.unwrap();
+    assert_eq!(
+        after_fill.generation, read.generation,
+        "a fill does not bump"
+    );
+
+    // An invalidation between the read and the fill: the fill is refused.
+    let before = store.get("ns", "k").await.unwrap().generation;
+    store.delete("ns", "k").await.unwrap();
+    assert!(
+        !store
+            .set("ns", "k", v("old"), TTL, &[], fill(before))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get("ns", "k").await.unwrap().value,
+        None,
+        "nothing written back"
+    );
+
+    // A write-through between them: last committed wins.
+    let before = store.get("ns", "k").await.unwrap().generation;
+    assert!(
+        store
+            .set("ns", "k", v("new"), TTL, &[], WriteMode::Replace)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set("ns", "k", v("old"), TTL, &[], fill(before))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get("ns", "k").await.unwrap().value, Some(v("new")));
+
+    // A tag invalidation, and a namespace clear, fence the same way.
+    let tags = ["t".to_owned()];
+    assert!(
+        store
+            .set("ns", "k", v("tagged"), TTL, &tags, WriteMode::Replace)
+            .await
+            .unwrap()
+    );
+    let before = store.get("ns", "k").await.unwrap().generation;
+    store.delete_by_tag("ns", "t").await.unwrap();
+    assert!(
+        !store
+            .set("ns", "k", v("old"), TTL, &tags, fill(before))
+            .await
+            .unwrap()
+    );
+    let before = store.get("ns", "cold").await.unwrap().generation;
+    store.clear("ns").await.unwrap();
+    assert!(
+        !store
+            .set("ns", "cold", v("old"), TTL, &[], fill(before))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get("ns", "cold").await.unwrap().value, None);
+
+    // Other keys and namespaces are not disturbed.
+    let other = store.get("ns2", "k").await.unwrap().generation;
+    assert!(
+        store
+            .set("ns2", "k", v("x"), TTL, &[], fill(other))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn redis_fills_are_fenced_by_generation() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    fills_are_fenced_by_generation(&store).await;
+    let ttl: i64 = redis.cli(&["PTTL", "ns#gen:k"]).parse().unwrap();
+    assert!(ttl > 24 * 3600 * 1000, "generations outlive entries: {ttl}");
+}
+
+#[tokio::test]
+async fn memory_fills_are_fenced_by_generation() {
+    fills_are_fenced_by_generation(&MemoryStore::default()).await;
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::L2Store;
+use super::{Fetched, Generation, L2Store, WriteMode};
 use crate::error::Error;
-use crate::keys::{data_key, tag_key};
+use crate::keys::{data_key, generation_key, namespace_generation_key, tag_key};
 
 /// An in-process [`L2Store`]: the embedded default when no Redis is configured.
 ///
@@ -26,6 +26,9 @@ struct State {
     capacity: usize,
     entries: HashMap<String, (Bytes, Instant)>,
     tags: HashMap<String, HashSet<String>>,
+    /// Generation counters, by [`generation_key`] / [`namespace_generation_key`]. Never
+    /// dropped: forgetting one would let a fill that read it before a bump pass again.
+    generations: HashMap<String, u64>,
 }
 
 impl Default for MemoryStore {
@@ -42,6 +45,7 @@ impl MemoryStore {
                 capacity: capacity.max(1),
                 entries: HashMap::new(),
                 tags: HashMap::new(),
+                generations: HashMap::new(),
             })),
         }
     }
@@ -69,6 +73,18 @@ impl MemoryStore {
 }
 
 impl State {
+    fn generation(&self, namespace: &str, key: &str) -> Generation {
+        let read = |k: String| self.generations.get(&k).copied().unwrap_or(0);
+        Generation {
+            key: read(generation_key(namespace, key)),
+            namespace: read(namespace_generation_key(namespace)),
+        }
+    }
+
+    fn bump(&mut self, counter: String) {
+        *self.generations.entry(counter).or_default() += 1;
+    }
+
     fn get(&self, full: &str) -> Option<Bytes> {
         match self.entries.get(full) {
             Some((v, expires)) if *expires > Instant::now() => Some(v.clone()),
@@ -92,8 +108,12 @@ impl State {
 
 #[async_trait]
 impl L2Store for MemoryStore {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
-        Ok(self.lock().get(&data_key(namespace, key)))
+    async fn get(&self, namespace: &str, key: &str) -> Result<Fetched, Error> {
+        let state = self.lock();
+        Ok(Fetched {
+            value: state.get(&data_key(namespace, key)),
+            generation: state.generation(namespace, key),
+        })
     }
 
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
@@ -111,9 +131,15 @@ impl L2Store for MemoryStore {
         value: Bytes,
         ttl: Duration,
         tags: &[String],
-    ) -> Result<(), Error> {
+        mode: WriteMode,
+    ) -> Result<bool, Error> {
         let full = data_key(namespace, key);
         let mut state = self.lock();
+        match mode {
+            WriteMode::Fill(read) if state.generation(namespace, key) != read => return Ok(false),
+            WriteMode::Fill(_) => {}
+            WriteMode::Replace => state.bump(generation_key(namespace, key)),
+        }
         if !state.entries.contains_key(&full) {
             state.make_room();
         }
@@ -125,11 +151,13 @@ impl L2Store for MemoryStore {
                 .insert(full.clone());
         }
         state.entries.insert(full, (value, Instant::now() + ttl));
-        Ok(())
+        Ok(true)
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
-        self.lock().entries.remove(&data_key(namespace, key));
+        let mut state = self.lock();
+        state.entries.remove(&data_key(namespace, key));
+        state.bump(generation_key(namespace, key));
         Ok(())
     }
 
@@ -139,17 +167,22 @@ impl L2Store for MemoryStore {
             .tags
             .remove(&tag_key(namespace, tag))
             .unwrap_or_default();
-        let removed = members
-            .iter()
-            .filter(|k| state.entries.remove(*k).is_some())
-            .count();
-        Ok(removed as u64)
+        let data_prefix = format!("{namespace}:");
+        let mut removed = 0;
+        for full in members {
+            removed += u64::from(state.entries.remove(&full).is_some());
+            if let Some(key) = full.strip_prefix(&data_prefix) {
+                state.bump(generation_key(namespace, key));
+            }
+        }
+        Ok(removed)
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64, Error> {
         let data_prefix = format!("{namespace}:");
-        let index_prefix = format!("{namespace}#");
+        let index_prefix = format!("{namespace}#tag:");
         let mut state = self.lock();
+        state.bump(namespace_generation_key(namespace));
         let before = state.entries.len();
         state.entries.retain(|k, _| !k.starts_with(&data_prefix));
         state.tags.retain(|k, _| !k.starts_with(&index_prefix));

@@ -15,6 +15,39 @@ use crate::error::Error;
 
 pub use memory::MemoryStore;
 
+/// Where a key stands in the order of changes, as L2 sees it.
+///
+/// Every invalidation of a key, and every write-through `set`, bumps the key's generation;
+/// clearing a namespace bumps the namespace's. A load reads the generation together with the
+/// (missing or stale) value, and its fill is stored only if neither moved meanwhile: a load
+/// that began before an invalidation can never write its old value back ("stale set").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Generation {
+    /// The key's generation.
+    pub key: u64,
+    /// The namespace's generation.
+    pub namespace: u64,
+}
+
+/// What a read found: the bytes, if any, and the generation they belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fetched {
+    /// The stored bytes, or `None` when absent or expired.
+    pub value: Option<Bytes>,
+    /// The key's generation at the time of the read.
+    pub generation: Generation,
+}
+
+/// How a write is ordered against invalidations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A fill by a load: stored only if the generation is still the one the load read.
+    Fill(Generation),
+    /// A write-through: always stored, and bumps the key's generation so that loads which
+    /// began before it cannot overwrite it.
+    Replace,
+}
+
 /// A shared L2 store. Implementations: [`MemoryStore`] (embedded default) and
 /// `strata_redis::RedisStore`.
 ///
@@ -22,13 +55,16 @@ pub use memory::MemoryStore;
 /// their own keys with [`keys`](crate::keys). Errors are [`Error::Store`].
 #[async_trait]
 pub trait L2Store: Send + Sync + Debug + 'static {
-    /// The bytes under `key`, or `None` when absent or expired.
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error>;
+    /// The bytes under `key` (`None` when absent or expired) and the key's generation, read
+    /// together.
+    async fn get(&self, namespace: &str, key: &str) -> Result<Fetched, Error>;
 
     /// The bytes under each of `keys`, in order, in one round trip where the store allows.
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error>;
 
-    /// Stores `value` under `key` for `ttl`, and records `key` in the index of each tag.
+    /// Stores `value` under `key` for `ttl` and records `key` in the index of each tag,
+    /// atomically, as `mode` orders it; `Ok(false)` when a fill was refused because the key
+    /// or namespace changed since its read.
     async fn set(
         &self,
         namespace: &str,
@@ -36,14 +72,17 @@ pub trait L2Store: Send + Sync + Debug + 'static {
         value: Bytes,
         ttl: Duration,
         tags: &[String],
-    ) -> Result<(), Error>;
+        mode: WriteMode,
+    ) -> Result<bool, Error>;
 
-    /// Removes `key`.
+    /// Removes `key` and bumps its generation, atomically.
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error>;
 
-    /// Removes every key carrying `tag`, and the tag's index; returns how many keys it removed.
+    /// Removes every key carrying `tag` (bumping each one's generation) and the tag's index;
+    /// returns how many keys it removed.
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error>;
 
-    /// Removes every key of the namespace; returns how many keys it removed.
+    /// Bumps the namespace's generation, then removes every value and tag index of the
+    /// namespace; returns how many keys it removed.
     async fn clear(&self, namespace: &str) -> Result<u64, Error>;
 }

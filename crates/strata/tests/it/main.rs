@@ -2,6 +2,7 @@
 //! The same behaviour against a real Redis is tested in `strata-redis`.
 
 mod expiry;
+mod fencing;
 mod invalidation;
 mod limits;
 mod read_path;

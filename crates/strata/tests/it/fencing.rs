@@ -1,0 +1,108 @@
+//! Fenced fills: a load that an invalidation or a write overtook writes nothing back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata::{EntryOptions, HybridCache, L2Store, MemoryStore};
+use strata_testkit::eventually;
+use strata_testkit::source::{Db, Product};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn cache(store: &MemoryStore) -> HybridCache {
+    HybridCache::builder("svc")
+        .l2(store.clone())
+        .default_entry(EntryOptions::ttl(Duration::from_secs(60)))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Starts a read of `p` whose load reads the source at once, then takes 200 ms to return
+/// (the stale-set window); returns once the source was read.
+async fn slow_read(cache: &HybridCache, db: &Db) -> tokio::task::JoinHandle<Arc<Product>> {
+    let calls = db.calls();
+    let (c, d) = (cache.clone(), db.clone());
+    let read = tokio::spawn(async move {
+        let load = move || async move {
+            let record = d.fetch(1).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            record
+        };
+        c.get_or_load("p", load).await.unwrap()
+    });
+    eventually("the load to read the source", WAIT, || async {
+        db.calls() > calls
+    })
+    .await;
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_load_fills_neither_level() {
+    let (store, db) = (MemoryStore::default(), Db::new());
+    let cache = cache(&store).await;
+    let read = slow_read(&cache, &db).await;
+    db.update();
+    cache.invalidate("p").await.unwrap();
+    // The read began before the invalidation returned: it may see the old version…
+    assert_eq!(read.await.unwrap().version, 0);
+    // …but the old version is written back nowhere.
+    assert_eq!(
+        store.get("svc", "p").await.unwrap().value,
+        None,
+        "L2 fill refused"
+    );
+    assert!(
+        cache.get::<Product>("p").await.unwrap().is_none(),
+        "L1 fill skipped"
+    );
+    assert!(cache.stats().fills_fenced >= 1, "{:?}", cache.stats());
+    let fresh: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!((fresh.version, db.calls()), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_wins_over_a_load_that_began_before_it() {
+    let (store, db) = (MemoryStore::default(), Db::new());
+    let cache = cache(&store).await;
+    let read = slow_read(&cache, &db).await;
+    let written = Product {
+        id: 1,
+        version: 9,
+        name: "written".into(),
+    };
+    cache
+        .set(
+            "p",
+            written.clone(),
+            &EntryOptions::ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.await.unwrap().version, 0);
+    assert_eq!(
+        *cache.get::<Product>("p").await.unwrap().unwrap(),
+        written,
+        "L1 keeps the write"
+    );
+    let other = self::cache(&store).await;
+    assert_eq!(
+        *other.get::<Product>("p").await.unwrap().unwrap(),
+        written,
+        "L2 keeps the write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_the_invalidation_does_not_join_the_old_load() {
+    let (store, db) = (MemoryStore::default(), Db::new());
+    let cache = cache(&store).await;
+    let read = slow_read(&cache, &db).await;
+    db.update();
+    cache.invalidate("p").await.unwrap();
+    let after: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!(after.version, 1, "a new load, not the one in flight");
+    assert_eq!(read.await.unwrap().version, 0);
+    assert_eq!(cache.get::<Product>("p").await.unwrap().unwrap().version, 1);
+}
