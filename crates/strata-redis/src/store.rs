@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use strata::keys::{
     data_key, generation_key, namespace_generation_key, namespace_patterns, tag_key,
 };
-use strata::{Error, Fetched, Generation, L2Store, WriteMode};
+use strata::{Error, Generation, L2Store, WriteMode};
 
 use crate::config::RedisConfig;
 use crate::scripts::{DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE, REPLACE};
@@ -87,22 +87,25 @@ fn ttl_ms(ttl: Duration) -> u64 {
 
 #[async_trait]
 impl L2Store for RedisStore {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Fetched, Error> {
-        // One round trip for the value and both generations.
-        let (value, key_gen, ns_gen): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
-            redis::cmd("MGET")
-                .arg(data_key(namespace, key))
-                .arg(generation_key(namespace, key))
-                .arg(namespace_generation_key(namespace))
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(Error::store)?;
-        Ok(Fetched {
-            value: value.map(Bytes::from),
-            generation: Generation {
-                key: key_gen.unwrap_or(0),
-                namespace: ns_gen.unwrap_or(0),
-            },
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(data_key(namespace, key))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error> {
+        let (key_gen, ns_gen): (Option<u64>, Option<u64>) = redis::cmd("MGET")
+            .arg(generation_key(namespace, key))
+            .arg(namespace_generation_key(namespace))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
+        Ok(Generation {
+            key: key_gen.unwrap_or(0),
+            namespace: ns_gen.unwrap_or(0),
         })
     }
 

@@ -177,7 +177,7 @@ impl HybridCache {
             }
         }
         let now = inner.clock.now_ms();
-        match inner.read_l2::<T>(key, now).await.0 {
+        match inner.read_l2::<T>(key, now).await {
             Some(found) if now < found.times.expires => {
                 inner.counters.incr(Counter::l2_hits);
                 inner.fill_l1(key, &inner.defaults, &found, now).await;

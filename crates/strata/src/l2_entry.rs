@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::inner::{Found, Inner};
 use crate::l1::Value;
 use crate::stats::Counter;
-use crate::store::{Fetched, Generation, WriteMode};
+use crate::store::{Generation, WriteMode};
 
 impl Inner {
     /// Encodes an entry for L2: an envelope, or the bare value in raw mode.
@@ -89,29 +89,34 @@ impl Inner {
     }
 
     /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
-    /// Also returns the key's generation, for a later fill to be fenced with (the default
-    /// when L2 could not be read: a fill then only passes if nothing was ever invalidated).
-    pub(crate) async fn read_l2<T: CacheValue>(
-        &self,
-        key: &str,
-        now: u64,
-    ) -> (Option<Found>, Generation) {
+    pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
         match self.l2.get(&self.namespace, key).await {
-            Ok(Fetched { value, generation }) => {
-                let found = value.and_then(|bytes| match self.decode::<T>(&bytes, now) {
-                    Ok(found) => Some(found),
-                    Err(e) => {
-                        self.counters.incr(Counter::decode_errors);
-                        tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
-                        None
-                    }
-                });
-                (found, generation)
-            }
+            Ok(Some(bytes)) => match self.decode::<T>(&bytes, now) {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    self.counters.incr(Counter::decode_errors);
+                    tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
+                    None
+                }
+            },
+            Ok(None) => None,
             Err(e) => {
                 self.counters.incr(Counter::l2_errors);
                 tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
-                (None, Generation::default())
+                None
+            }
+        }
+    }
+
+    /// The key's generation, to fence a load's fill with; the default when L2 cannot say (a
+    /// fill then only passes if the key was never invalidated).
+    pub(crate) async fn generation(&self, key: &str) -> Generation {
+        match self.l2.generation(&self.namespace, key).await {
+            Ok(generation) => generation,
+            Err(e) => {
+                self.counters.incr(Counter::l2_errors);
+                tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 generation read failed");
+                Generation::default()
             }
         }
     }

@@ -84,4 +84,4 @@ pub use invalidation::{InvalidationLog, MemoryLog};
 pub use l1::L1;
 pub use options::EntryOptions;
 pub use stats::Stats;
-pub use store::{Fetched, Generation, L2Store, MemoryStore, WriteMode};
+pub use store::{Generation, L2Store, MemoryStore, WriteMode};

@@ -105,7 +105,7 @@ impl Source {
         match &self.versions {
             Versions::Local(v) => Ok(v[key as usize].load(Ordering::Acquire)),
             Versions::Shared(store) => {
-                let bytes = store.get(SHARED_NS, &key.to_string()).await?.value;
+                let bytes = store.get(SHARED_NS, &key.to_string()).await?;
                 Ok(bytes
                     .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
                     .unwrap_or(0))

@@ -204,9 +204,7 @@ impl Naive {
                     .query_async(&mut conn.clone())
                     .await?
             }
-            NaiveBackend::Memory(store) => {
-                store.get(NAIVE_NS, name).await?.value.map(|b| b.to_vec())
-            }
+            NaiveBackend::Memory(store) => store.get(NAIVE_NS, name).await?.map(|b| b.to_vec()),
         };
         if let Some(bytes) = cached
             && let Ok(record) = serde_json::from_slice::<Record>(&bytes)

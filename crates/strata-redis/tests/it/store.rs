@@ -42,12 +42,9 @@ async fn stores_values_under_the_namespace_layout() {
         )
         .await
         .unwrap();
+    assert_eq!(store.get("svc", key).await.unwrap(), Some(value.clone()));
     assert_eq!(
-        store.get("svc", key).await.unwrap().value,
-        Some(value.clone())
-    );
-    assert_eq!(
-        store.get("other", key).await.unwrap().value,
+        store.get("other", key).await.unwrap(),
         None,
         "namespaces are apart"
     );
@@ -123,22 +120,19 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
     let v = |s: &'static str| Bytes::from_static(s.as_bytes());
     let fill = |g: Generation| WriteMode::Fill(g);
 
-    let read = store.get("ns", "k").await.unwrap();
-    assert_eq!(read.value, None);
+    let read = store.generation("ns", "k").await.unwrap();
+    assert_eq!(store.get("ns", "k").await.unwrap(), None);
     assert!(
         store
-            .set("ns", "k", v("loaded"), TTL, &[], fill(read.generation))
+            .set("ns", "k", v("loaded"), TTL, &[], fill(read))
             .await
             .unwrap()
     );
-    let after_fill = store.get("ns", "k").await.unwrap();
-    assert_eq!(
-        after_fill.generation, read.generation,
-        "a fill does not bump"
-    );
+    let after_fill = store.generation("ns", "k").await.unwrap();
+    assert_eq!(after_fill, read, "a fill does not bump");
 
     // An invalidation between the read and the fill: the fill is refused.
-    let before = store.get("ns", "k").await.unwrap().generation;
+    let before = store.generation("ns", "k").await.unwrap();
     store.delete("ns", "k").await.unwrap();
     assert!(
         !store
@@ -147,13 +141,13 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
             .unwrap()
     );
     assert_eq!(
-        store.get("ns", "k").await.unwrap().value,
+        store.get("ns", "k").await.unwrap(),
         None,
         "nothing written back"
     );
 
     // A write-through between them: last committed wins.
-    let before = store.get("ns", "k").await.unwrap().generation;
+    let before = store.generation("ns", "k").await.unwrap();
     assert!(
         store
             .set("ns", "k", v("new"), TTL, &[], WriteMode::Replace)
@@ -166,7 +160,7 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
             .await
             .unwrap()
     );
-    assert_eq!(store.get("ns", "k").await.unwrap().value, Some(v("new")));
+    assert_eq!(store.get("ns", "k").await.unwrap(), Some(v("new")));
 
     // A tag invalidation, and a namespace clear, fence the same way.
     let tags = ["t".to_owned()];
@@ -176,7 +170,7 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
             .await
             .unwrap()
     );
-    let before = store.get("ns", "k").await.unwrap().generation;
+    let before = store.generation("ns", "k").await.unwrap();
     store.delete_by_tag("ns", "t").await.unwrap();
     assert!(
         !store
@@ -184,7 +178,7 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
             .await
             .unwrap()
     );
-    let before = store.get("ns", "cold").await.unwrap().generation;
+    let before = store.generation("ns", "cold").await.unwrap();
     store.clear("ns").await.unwrap();
     assert!(
         !store
@@ -192,10 +186,10 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
             .await
             .unwrap()
     );
-    assert_eq!(store.get("ns", "cold").await.unwrap().value, None);
+    assert_eq!(store.get("ns", "cold").await.unwrap(), None);
 
     // Other keys and namespaces are not disturbed.
-    let other = store.get("ns2", "k").await.unwrap().generation;
+    let other = store.generation("ns2", "k").await.unwrap();
     assert!(
         store
             .set("ns2", "k", v("x"), TTL, &[], fill(other))

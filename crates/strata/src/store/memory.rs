@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Fetched, Generation, L2Store, WriteMode};
+use super::{Generation, L2Store, WriteMode};
 use crate::error::Error;
 use crate::keys::{data_key, generation_key, namespace_generation_key, tag_key};
 
@@ -108,12 +108,12 @@ impl State {
 
 #[async_trait]
 impl L2Store for MemoryStore {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Fetched, Error> {
-        let state = self.lock();
-        Ok(Fetched {
-            value: state.get(&data_key(namespace, key)),
-            generation: state.generation(namespace, key),
-        })
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
+        Ok(self.lock().get(&data_key(namespace, key)))
+    }
+
+    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error> {
+        Ok(self.lock().generation(namespace, key))
     }
 
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {

@@ -18,24 +18,15 @@ pub use memory::MemoryStore;
 /// Where a key stands in the order of changes, as L2 sees it.
 ///
 /// Every invalidation of a key, and every write-through `set`, bumps the key's generation;
-/// clearing a namespace bumps the namespace's. A load reads the generation together with the
-/// (missing or stale) value, and its fill is stored only if neither moved meanwhile: a load
-/// that began before an invalidation can never write its old value back ("stale set").
+/// clearing a namespace bumps the namespace's. A load reads the generation before it reads the
+/// source of truth, and its fill is stored only if neither moved meanwhile: a load that began
+/// before an invalidation can never write its old value back ("stale set").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Generation {
     /// The key's generation.
     pub key: u64,
     /// The namespace's generation.
     pub namespace: u64,
-}
-
-/// What a read found: the bytes, if any, and the generation they belong to.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Fetched {
-    /// The stored bytes, or `None` when absent or expired.
-    pub value: Option<Bytes>,
-    /// The key's generation at the time of the read.
-    pub generation: Generation,
 }
 
 /// How a write is ordered against invalidations.
@@ -55,9 +46,12 @@ pub enum WriteMode {
 /// their own keys with [`keys`](crate::keys). Errors are [`Error::Store`].
 #[async_trait]
 pub trait L2Store: Send + Sync + Debug + 'static {
-    /// The bytes under `key` (`None` when absent or expired) and the key's generation, read
-    /// together.
-    async fn get(&self, namespace: &str, key: &str) -> Result<Fetched, Error>;
+    /// The bytes under `key`, or `None` when absent or expired.
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error>;
+
+    /// The generation of `key`. A load reads it before it reads the source of truth, and fences
+    /// its fill with it; reads that find a fresh value never need it.
+    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error>;
 
     /// The bytes under each of `keys`, in order, in one round trip where the store allows.
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error>;

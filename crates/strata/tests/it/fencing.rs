@@ -49,7 +49,7 @@ async fn an_invalidated_load_fills_neither_level() {
     assert_eq!(read.await.unwrap().version, 0);
     // …but the old version is written back nowhere.
     assert_eq!(
-        store.get("svc", "p").await.unwrap().value,
+        store.get("svc", "p").await.unwrap(),
         None,
         "L2 fill refused"
     );

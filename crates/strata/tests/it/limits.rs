@@ -124,7 +124,7 @@ async fn corrupt_and_foreign_bytes_in_l2_are_a_counted_miss() {
     }
     let s = cache.stats();
     assert_eq!((s.decode_errors, s.loader_calls), (4, 4));
-    let healed = store.get("svc", "p:0").await.unwrap().value.unwrap();
+    let healed = store.get("svc", "p:0").await.unwrap().unwrap();
     assert!(
         strata::envelope::decode(&healed).is_ok(),
         "the load replaced the corrupt entry"
@@ -143,7 +143,7 @@ async fn raw_values_are_plain_json_in_l2() {
     let (a, b) = (build().await.unwrap(), build().await.unwrap());
     let db = Db::new();
     let p: Arc<Product> = a.get_or_load("p", db.loader(4)).await.unwrap();
-    let bytes = store.get("svc", "p").await.unwrap().value.unwrap();
+    let bytes = store.get("svc", "p").await.unwrap().unwrap();
     let plain: Product = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(plain, *p);
     let read: Arc<Product> = b.get_or_load("p", db.loader(4)).await.unwrap();

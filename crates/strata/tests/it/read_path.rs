@@ -121,7 +121,7 @@ async fn messagepack_values_round_trip_through_l2() {
     let read: Arc<Product> = b.get_or_load("p", db.loader(3)).await.unwrap();
     assert_eq!(loaded, read);
     assert_eq!(db.calls(), 1);
-    let bytes = store.get("svc", "p").await.unwrap().value.unwrap();
+    let bytes = store.get("svc", "p").await.unwrap().unwrap();
     let env = strata::envelope::decode(&bytes).unwrap();
     assert_eq!(env.header.codec, Codec::MessagePack);
 }
