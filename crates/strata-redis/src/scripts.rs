@@ -33,9 +33,8 @@ end
 pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{INDEX_TAGS}
-local key_gen = tonumber(redis.call('GET', KEYS[2]) or '0')
-local ns_gen = tonumber(redis.call('GET', KEYS[3]) or '0')
-if key_gen ~= tonumber(ARGV[3]) or ns_gen ~= tonumber(ARGV[4]) then
+local gens = redis.call('MGET', KEYS[2], KEYS[3])
+if tonumber(gens[1] or '0') ~= tonumber(ARGV[3]) or tonumber(gens[2] or '0') ~= tonumber(ARGV[4]) then
   return 0
 end
 local ttl = tonumber(ARGV[2])

@@ -158,6 +158,13 @@ impl Inner {
         }
     }
 
+    /// Removes `key` from L1 only (undoing a fill that an invalidation overtook).
+    pub(crate) async fn evict_l1(&self, key: &str) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate(key).await;
+        }
+    }
+
     pub(crate) fn drop_tag(&self, tag: &str) {
         // A flight's tags are unknown until it ends: poison them all (they are few).
         self.flights.poison_all();

@@ -207,11 +207,19 @@ impl Load {
     /// Fills L1 unless the value is known to be overtaken: by an invalidation applied here
     /// since the flight began, or (`current == false`) by L2's generation check.
     async fn fill_l1(&self, key: &str, found: &Found, now: u64, current: bool) {
-        if current && !self.leader.poisoned() {
-            self.inner.fill_l1(key, &self.options, found, now).await;
-        } else if current {
-            self.inner.counters.incr(Counter::fills_fenced);
+        if !current {
+            return; // counted by the L2 write
         }
+        if !self.leader.poisoned() {
+            self.inner.fill_l1(key, &self.options, found, now).await;
+            // An invalidation can land between the check and the insert. It poisons before it
+            // clears L1, so either its clear comes after our insert, or we see the poison now.
+            if !self.leader.poisoned() {
+                return;
+            }
+            self.inner.evict_l1(key).await;
+        }
+        self.inner.counters.incr(Counter::fills_fenced);
     }
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a
@@ -221,9 +229,13 @@ impl Load {
             Some(stale) => {
                 tracing::debug!(key, %error, "loader failed; serving stale value");
                 let value = stale.value.clone();
-                // An invalidation applied meanwhile withdrew the stale value too.
+                // An invalidation applied meanwhile withdrew the stale value too (checked again
+                // after the insert, as in `fill_l1`).
                 if !self.options.skip_l1 && !self.leader.poisoned() {
                     self.inner.keep_fail_safe(key, &self.options, stale).await;
+                    if self.leader.poisoned() {
+                        self.inner.evict_l1(key).await;
+                    }
                 }
                 if !self.leader.answered() {
                     self.leader.finish(Ok((value, Source::Stale)));
