@@ -96,25 +96,17 @@ impl L2Store for RedisStore {
         Ok(value.map(Bytes::from))
     }
 
-    async fn get_with_generation(
-        &self,
-        namespace: &str,
-        key: &str,
-    ) -> Result<(Option<Bytes>, Generation), Error> {
-        // One round trip, as a plain GET: a miss that goes on to load pays nothing extra.
-        let (value, key_gen, ns_gen): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
-            redis::cmd("MGET")
-                .arg(data_key(namespace, key))
-                .arg(generation_key(namespace, key))
-                .arg(namespace_generation_key(namespace))
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(Error::store)?;
-        let generation = Generation {
+    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error> {
+        let (key_gen, ns_gen): (Option<u64>, Option<u64>) = redis::cmd("MGET")
+            .arg(generation_key(namespace, key))
+            .arg(namespace_generation_key(namespace))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
+        Ok(Generation {
             key: key_gen.unwrap_or(0),
             namespace: ns_gen.unwrap_or(0),
-        };
-        Ok((value.map(Bytes::from), generation))
+        })
     }
 
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {

@@ -90,35 +90,7 @@ impl Inner {
 
     /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
     pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
-        let read = self.l2.get(&self.namespace, key).await;
-        self.decode_read::<T>(key, read, now)
-    }
-
-    /// [`read_l2`](Self::read_l2) for a read that may go on to load: also the key's generation,
-    /// to fence the fill with (the default when L2 cannot say: a fill then passes only if the
-    /// key was never invalidated).
-    pub(crate) async fn read_l2_for_load<T: CacheValue>(
-        &self,
-        key: &str,
-        now: u64,
-    ) -> (Option<Found>, Generation) {
-        match self.l2.get_with_generation(&self.namespace, key).await {
-            Ok((value, generation)) => (self.decode_read::<T>(key, Ok(value), now), generation),
-            Err(e) => (
-                self.decode_read::<T>(key, Err(e), now),
-                Generation::default(),
-            ),
-        }
-    }
-
-    /// Decodes what a read returned; failures are counted and read as a miss.
-    fn decode_read<T: CacheValue>(
-        &self,
-        key: &str,
-        read: Result<Option<Bytes>>,
-        now: u64,
-    ) -> Option<Found> {
-        match read {
+        match self.l2.get(&self.namespace, key).await {
             Ok(Some(bytes)) => match self.decode::<T>(&bytes, now) {
                 Ok(found) => Some(found),
                 Err(e) => {
@@ -132,6 +104,19 @@ impl Inner {
                 self.counters.incr(Counter::l2_errors);
                 tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
                 None
+            }
+        }
+    }
+
+    /// The key's generation, to fence a load's fill with; the default when L2 cannot say (a
+    /// fill then passes only if the key was never invalidated).
+    pub(crate) async fn generation(&self, key: &str) -> Generation {
+        match self.l2.generation(&self.namespace, key).await {
+            Ok(generation) => generation,
+            Err(e) => {
+                self.counters.incr(Counter::l2_errors);
+                tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 generation read failed");
+                Generation::default()
             }
         }
     }

@@ -24,7 +24,7 @@ pub(crate) struct Load {
     /// The best stale value known: the caller's expired L1 copy, or an expired L2 entry.
     pub(crate) stale: Option<L1Entry>,
     pub(crate) leader: Leader,
-    /// The key's generation, read with the L2 value before loading; the fill is fenced with it.
+    /// The key's generation, read from L2 just before loading; the fill is fenced with it.
     pub(crate) generation: Generation,
 }
 
@@ -39,15 +39,9 @@ impl Load {
         let inner = self.inner.clone();
         let key = self.leader.key().to_owned();
         let now = inner.clock.now_ms();
-        let found = match self.options.skip_l2 {
-            true => None,
-            false => {
-                let (found, generation) = inner.read_l2_for_load::<T>(&key, now).await;
-                self.generation = generation;
-                found
-            }
-        };
-        if let Some(found) = found {
+        if !self.options.skip_l2
+            && let Some(found) = inner.read_l2::<T>(&key, now).await
+        {
             if now < found.times.fresh_until {
                 if !self.options.skip_l1 {
                     self.fill_l1(&key, &found, now, true).await;
@@ -84,13 +78,18 @@ impl Load {
         }
     }
 
-    async fn load_and_store<T, F, Fut, E>(self, key: String, loader: F)
+    async fn load_and_store<T, F, Fut, E>(mut self, key: String, loader: F)
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        if !self.options.skip_l2 {
+            // Before the loader reads the source: any change after this point fences the fill.
+            // (A fresh L2 hit never gets here, so it stays one round trip.)
+            self.generation = self.inner.generation(&key).await;
+        }
         self.inner.counters.incr(Counter::loader_calls);
         let started = Instant::now();
         match self.call(&key, loader).await {

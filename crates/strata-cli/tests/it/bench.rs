@@ -93,8 +93,13 @@ fn w1_json_both_caches_with_plots() {
         assert_eq!(n(run, "/ops"), 20000.0);
         assert_consistent(run);
     }
-        assert_eq!(n(&runs[1], "/l1_hits"), 0.0, "the baseline has no L1");
-    assert_eq!(n(&runs[0], "/stale_reads"), 0.0, "fenced fills: {}", runs[0]);
+    assert_eq!(n(&runs[1], "/l1_hits"), 0.0, "the baseline has no L1");
+    assert_eq!(
+        n(&runs[0], "/stale_reads"),
+        0.0,
+        "fenced fills: {}",
+        runs[0]
+    );
     assert!(n(&runs[0], "/hit_ratio/l1") > 0.5, "{}", runs[0]);
     for f in [
         "w1_latency.svg",

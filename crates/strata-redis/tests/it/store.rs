@@ -120,7 +120,7 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
     let v = |s: &'static str| Bytes::from_static(s.as_bytes());
     let fill = |g: Generation| WriteMode::Fill(g);
 
-    let read = store.get_with_generation("ns", "k").await.unwrap().1;
+    let read = store.generation("ns", "k").await.unwrap();
     assert_eq!(store.get("ns", "k").await.unwrap(), None);
     assert!(
         store
@@ -128,11 +128,11 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
             .await
             .unwrap()
     );
-    let after_fill = store.get_with_generation("ns", "k").await.unwrap().1;
+    let after_fill = store.generation("ns", "k").await.unwrap();
     assert_eq!(after_fill, read, "a fill does not bump");
 
     // An invalidation between the read and the fill: the fill is refused.
-    let before = store.get_with_generation("ns", "k").await.unwrap().1;
+    let before = store.generation("ns", "k").await.unwrap();
     store.delete("ns", "k").await.unwrap();
     assert!(
         !store
@@ -147,7 +147,7 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
     );
 
     // A write-through between them: last committed wins.
-    let before = store.get_with_generation("ns", "k").await.unwrap().1;
+    let before = store.generation("ns", "k").await.unwrap();
     assert!(
         store
             .set("ns", "k", v("new"), TTL, &[], WriteMode::Replace)
@@ -170,7 +170,7 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
             .await
             .unwrap()
     );
-    let before = store.get_with_generation("ns", "k").await.unwrap().1;
+    let before = store.generation("ns", "k").await.unwrap();
     store.delete_by_tag("ns", "t").await.unwrap();
     assert!(
         !store
@@ -178,7 +178,7 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
             .await
             .unwrap()
     );
-    let before = store.get_with_generation("ns", "cold").await.unwrap().1;
+    let before = store.generation("ns", "cold").await.unwrap();
     store.clear("ns").await.unwrap();
     assert!(
         !store
@@ -189,7 +189,7 @@ async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
     assert_eq!(store.get("ns", "cold").await.unwrap(), None);
 
     // Other keys and namespaces are not disturbed.
-    let other = store.get_with_generation("ns2", "k").await.unwrap().1;
+    let other = store.generation("ns2", "k").await.unwrap();
     assert!(
         store
             .set("ns2", "k", v("x"), TTL, &[], fill(other))

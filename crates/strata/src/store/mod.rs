@@ -18,10 +18,9 @@ pub use memory::MemoryStore;
 /// Where a key stands in the order of changes, as L2 sees it.
 ///
 /// Every invalidation of a key, and every write-through `set`, bumps the key's generation;
-/// clearing a namespace bumps the namespace's. A read that may lead to a load reads the
-/// generation with the value, before the load reads the source of truth, and the fill is
-/// stored only if neither moved meanwhile: a load that began before an invalidation can never
-/// write its old value back ("stale set").
+/// clearing a namespace bumps the namespace's. A load reads the generation before it reads the
+/// source of truth, and its fill is stored only if neither moved meanwhile: a load that began
+/// before an invalidation can never write its old value back ("stale set").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Generation {
     /// The key's generation.
@@ -50,14 +49,10 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     /// The bytes under `key`, or `None` when absent or expired.
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error>;
 
-    /// [`get`](Self::get) and the key's generation, read together (in one round trip, where the
-    /// store allows): what a read that may go on to load needs, since the load's fill is
-    /// fenced with that generation.
-    async fn get_with_generation(
-        &self,
-        namespace: &str,
-        key: &str,
-    ) -> Result<(Option<Bytes>, Generation), Error>;
+    /// The generation of `key`. A load reads it before it reads the source of truth and
+    /// fences its fill with it; reads that find a fresh value never need it, so an L2 hit
+    /// stays one plain `GET`.
+    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error>;
 
     /// The bytes under each of `keys`, in order, in one round trip where the store allows.
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error>;
