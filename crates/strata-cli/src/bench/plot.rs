@@ -133,7 +133,7 @@ fn latency<DB: DrawingBackend>(
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(err)?
             .label(s.label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(legend_mark(color));
     }
     chart
         .configure_series_labels()
@@ -179,7 +179,7 @@ fn hit_ratio<DB: DrawingBackend>(
             ))
             .map_err(err)?
             .label(s.label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(legend_mark(color));
     }
     chart
         .configure_series_labels()
@@ -188,6 +188,11 @@ fn hit_ratio<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.8))
         .draw()
         .map_err(err)
+}
+
+/// The short line beside a series' name in the legend.
+fn legend_mark(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
 }
 
 fn percentile_label(nines: f64) -> String {

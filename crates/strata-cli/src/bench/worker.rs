@@ -86,7 +86,8 @@ pub(crate) const W3: FanOutParams = FanOutParams {
 
 /// The one key W2 and W3 use.
 pub(crate) fn the_key() -> &'static [String] {
-    Box::leak(vec!["product:0".to_owned()].into_boxed_slice())
+    static KEY: std::sync::OnceLock<[String; 1]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| ["product:0".to_owned()])
 }
 
 /// An instance, built and ready.
