@@ -5,8 +5,10 @@
 //! use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
 //!
 //! let config = RedisConfig::from_url("redis://127.0.0.1:6379")?;
+//! let store = RedisStore::connect_with(&config).await?;
 //! let cache = strata::HybridCache::builder("product-service")
-//!     .l2(RedisStore::connect_with(&config).await?)
+//!     .lease(store.lease())
+//!     .l2(store)
 //!     .invalidation(RedisPubSub::connect_with(&config).await?)
 //!     .build()
 //!     .await?;
@@ -15,6 +17,8 @@
 //!
 //! - [`RedisStore`]: values under `<namespace>:<key>`, tag indexes under `<namespace>#tag:<tag>`,
 //!   one multiplexed auto-reconnecting connection, Lua for multi-key atomicity.
+//! - [`RedisLease`]: single-flight across instances, `<namespace>#lease:<key>` taken with
+//!   `SET NX PX` and an owner token, released by compare-and-delete.
 //! - [`RedisPubSub`]: invalidations on `strata:invalidate:<namespace>`; a follower that lost its
 //!   connection drops its L1 when it comes back, since it may have missed messages.
 //! - [`RedisConfig`]: `redis://` and `rediss://` (TLS via rustls, custom CA, mutual TLS), ACL
@@ -29,10 +33,12 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod lease;
 mod pubsub;
 mod scripts;
 mod store;
 
 pub use config::RedisConfig;
+pub use lease::RedisLease;
 pub use pubsub::{RedisPubSub, channel};
 pub use store::RedisStore;

@@ -94,3 +94,17 @@ return removed
 ",
     )
 });
+
+/// Releases a load lease if the caller still holds it (compare-and-delete): a holder whose
+/// lease expired and was taken over must not free the new holder's. KEYS[1] = lease;
+/// ARGV[1] = the holder's token.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('UNLINK', KEYS[1])
+end
+return 0
+",
+    )
+});

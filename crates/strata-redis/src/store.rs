@@ -11,6 +11,7 @@ use strata::keys::{
 use strata::{Error, Generation, L2Store, WriteMode};
 
 use crate::config::RedisConfig;
+use crate::lease::RedisLease;
 use crate::scripts::{DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE, REPLACE};
 
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
@@ -49,6 +50,12 @@ impl RedisStore {
             conn,
             config: config.clone(),
         })
+    }
+
+    /// A [`RedisLease`] on this store's connection, for
+    /// [`HybridCacheBuilder::lease`](strata::HybridCacheBuilder::lease).
+    pub fn lease(&self) -> RedisLease {
+        RedisLease::on(self.conn.clone())
     }
 
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
@@ -107,6 +114,26 @@ impl L2Store for RedisStore {
             key: key_gen.unwrap_or(0),
             namespace: ns_gen.unwrap_or(0),
         })
+    }
+
+    async fn get_with_generation(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<(Option<Bytes>, Generation), Error> {
+        let (value, key_gen, ns_gen): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
+            redis::cmd("MGET")
+                .arg(data_key(namespace, key))
+                .arg(generation_key(namespace, key))
+                .arg(namespace_generation_key(namespace))
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(Error::store)?;
+        let generation = Generation {
+            key: key_gen.unwrap_or(0),
+            namespace: ns_gen.unwrap_or(0),
+        };
+        Ok((value.map(Bytes::from), generation))
     }
 
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {

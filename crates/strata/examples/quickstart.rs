@@ -66,8 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(url) => {
             let config = RedisConfig::from_url(&url)?;
             println!("L2: Redis at {config}");
+            let store = RedisStore::connect_with(&config).await?;
             builder
-                .l2(RedisStore::connect_with(&config).await?)
+                .lease(store.lease())
+                .l2(store)
                 .invalidation(RedisPubSub::connect_with(&config).await?)
         }
         Err(_) => {

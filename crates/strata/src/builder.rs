@@ -1,6 +1,7 @@
 //! `HybridCacheBuilder`: typed configuration, validated once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -12,6 +13,7 @@ use crate::inner::Inner;
 use crate::invalidation::{InvalidationLog, MemoryLog};
 use crate::keys::validate_namespace;
 use crate::l1::L1;
+use crate::lease::Lease;
 use crate::options::EntryOptions;
 use crate::single_flight::Flights;
 use crate::stats::Counters;
@@ -25,6 +27,8 @@ pub struct HybridCacheBuilder {
     l1: L1,
     l2: Option<Arc<dyn L2Store>>,
     log: Option<Arc<dyn InvalidationLog>>,
+    lease: Option<Arc<dyn Lease>>,
+    lease_ttl: Duration,
     codec: Codec,
     raw: bool,
     defaults: EntryOptions,
@@ -40,6 +44,8 @@ impl std::fmt::Debug for HybridCacheBuilder {
             .field("l1", &self.l1)
             .field("l2", &self.l2)
             .field("log", &self.log)
+            .field("lease", &self.lease)
+            .field("lease_ttl", &self.lease_ttl)
             .field("codec", &self.codec)
             .field("raw", &self.raw)
             .field("defaults", &self.defaults)
@@ -54,6 +60,8 @@ impl HybridCacheBuilder {
             l1: L1::default(),
             l2: None,
             log: None,
+            lease: None,
+            lease_ttl: Duration::from_secs(10),
             codec: Codec::default(),
             raw: false,
             defaults: EntryOptions::default(),
@@ -79,6 +87,23 @@ impl HybridCacheBuilder {
     /// [`MemoryLog`], which reaches only this cache).
     pub fn invalidation(mut self, log: impl InvalidationLog) -> Self {
         self.log = Some(Arc::new(log));
+        self
+    }
+
+    /// The lease that makes single-flight span instances: on an L2 miss, one instance loads
+    /// and the others wait for its fill (default: none — each instance loads on its own).
+    /// Use the one that matches the L2: `strata_redis::RedisLease` with a Redis L2, a
+    /// [`MemoryLease`](crate::MemoryLease) shared by caches on one [`MemoryStore`].
+    pub fn lease(mut self, lease: impl Lease) -> Self {
+        self.lease = Some(Arc::new(lease));
+        self
+    }
+
+    /// How long a lease holds (default 10 s): the longest other instances wait for a holder
+    /// before one of them loads too. Set it above the loader's usual worst case; a holder
+    /// that dies blocks its key's waiters for at most this long.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
         self
     }
 
@@ -136,10 +161,19 @@ impl HybridCacheBuilder {
         if self.defaults.ttl.is_zero() {
             return Err(Error::Config("the default TTL must be above zero".into()));
         }
+        if self.lease_ttl.is_zero() {
+            return Err(Error::Config("the lease TTL must be above zero".into()));
+        }
         if self.l2.is_some() && self.log.is_none() {
             tracing::warn!(
                 namespace = %self.namespace,
                 "a shared L2 without a shared invalidation log: other instances will not drop their L1 copies"
+            );
+        }
+        if self.l2.is_some() && self.lease.is_none() {
+            tracing::info!(
+                namespace = %self.namespace,
+                "a shared L2 without a lease: instances collapse concurrent loads only among their own callers"
             );
         }
         let log = self.log.unwrap_or_else(|| Arc::new(MemoryLog::new()));
@@ -159,6 +193,8 @@ impl HybridCacheBuilder {
             max_value_bytes: self.max_value_bytes,
             clock: self.clock,
             flights: Arc::new(Flights::default()),
+            lease: self.lease,
+            lease_ttl: self.lease_ttl,
             _shutdown: shutdown,
         });
         let weak = Arc::downgrade(&inner);

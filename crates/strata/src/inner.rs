@@ -1,6 +1,7 @@
 //! `Inner`: what a cache and its background tasks share.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -10,6 +11,7 @@ use crate::envelope::Times;
 use crate::error::{BoxError, Error, Result};
 use crate::invalidation::{Invalidation, InvalidationLog, Target};
 use crate::l1::{L1Map, Value};
+use crate::lease::Lease;
 use crate::options::EntryOptions;
 use crate::single_flight::Flights;
 use crate::stats::{Counter, Counters};
@@ -29,6 +31,9 @@ pub(crate) struct Inner {
     pub(crate) max_value_bytes: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) flights: Arc<Flights>,
+    /// Cross-instance single-flight; `None` collapses loads within this instance only.
+    pub(crate) lease: Option<Arc<dyn Lease>>,
+    pub(crate) lease_ttl: Duration,
     pub(crate) counters: Counters,
     /// Dropped with the cache; its receivers (follower, housekeeper) then stop.
     pub(crate) _shutdown: watch::Sender<()>,

@@ -4,7 +4,8 @@
 //! - data: `<namespace>:<key>` (so a service in another language can `GET product-service:42`);
 //! - tag index: `<namespace>#tag:<tag>`, the set of data keys carrying the tag;
 //! - generations: `<namespace>#gen:<key>` per key and `<namespace>#gen` per namespace (see
-//!   [`Generation`](crate::Generation)).
+//!   [`Generation`](crate::Generation));
+//! - load lease: `<namespace>#lease:<key>` (see [`Lease`](crate::Lease)).
 //!
 //! Namespaces are restricted to `[A-Za-z0-9_.-]`, which makes the layout unambiguous: no
 //! namespace can contain `:` or `#`, so no key of one namespace can name a key of another, and no
@@ -51,6 +52,11 @@ pub fn tag_key(namespace: &str, tag: &str) -> String {
 /// The L2 key of a key's generation counter.
 pub fn generation_key(namespace: &str, key: &str) -> String {
     format!("{namespace}#gen:{key}")
+}
+
+/// The L2 key of a key's load lease.
+pub fn lease_key(namespace: &str, key: &str) -> String {
+    format!("{namespace}#lease:{key}")
 }
 
 /// The L2 key of the namespace's generation counter.

@@ -91,34 +91,48 @@ impl Inner {
     /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
     pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
         match self.l2.get(&self.namespace, key).await {
-            Ok(Some(bytes)) => match self.decode::<T>(&bytes, now) {
-                Ok(found) => Some(found),
-                Err(e) => {
-                    self.counters.incr(Counter::decode_errors);
-                    tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
-                    None
-                }
-            },
-            Ok(None) => None,
+            Ok(bytes) => self.decode_found::<T>(key, bytes?, now),
             Err(e) => {
-                self.counters.incr(Counter::l2_errors);
-                tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
+                self.l2_read_failed(key, &e);
                 None
             }
         }
     }
 
-    /// The key's generation, to fence a load's fill with; the default when L2 cannot say (a
-    /// fill then passes only if the key was never invalidated).
-    pub(crate) async fn generation(&self, key: &str) -> Generation {
-        match self.l2.generation(&self.namespace, key).await {
-            Ok(generation) => generation,
+    /// [`read_l2`](Self::read_l2) for a flight, with the key's generation to fence the fill
+    /// with: the default when L2 cannot say (a fill then passes only if the key was never
+    /// invalidated).
+    pub(crate) async fn read_l2_for_load<T: CacheValue>(
+        &self,
+        key: &str,
+        now: u64,
+    ) -> (Option<Found>, Generation) {
+        match self.l2.get_with_generation(&self.namespace, key).await {
+            Ok((bytes, generation)) => (
+                bytes.and_then(|b| self.decode_found::<T>(key, b, now)),
+                generation,
+            ),
             Err(e) => {
-                self.counters.incr(Counter::l2_errors);
-                tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 generation read failed");
-                Generation::default()
+                self.l2_read_failed(key, &e);
+                (None, Generation::default())
             }
         }
+    }
+
+    fn decode_found<T: CacheValue>(&self, key: &str, bytes: Bytes, now: u64) -> Option<Found> {
+        match self.decode::<T>(&bytes, now) {
+            Ok(found) => Some(found),
+            Err(e) => {
+                self.counters.incr(Counter::decode_errors);
+                tracing::warn!(namespace = %self.namespace, key, error = %e, "undecodable L2 entry treated as a miss");
+                None
+            }
+        }
+    }
+
+    fn l2_read_failed(&self, key: &str, e: &Error) {
+        self.counters.incr(Counter::l2_errors);
+        tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
     }
 
     pub(crate) async fn write_l2(

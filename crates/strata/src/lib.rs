@@ -1,6 +1,6 @@
 //! Strata: a typed, async hybrid cache for Rust services.
 //!
-//! A [`HybridCache`] puts an in-process **L1** (typed `Arc<T>` values in a W-TinyLFU cache) in
+//! A [`HybridCache`] puts an in-process **L1** (typed `Arc<T>` values in a TinyLFU cache) in
 //! front of a shared **L2** (Redis, through `strata-redis`, or the embedded [`MemoryStore`]),
 //! and keeps every instance's L1 coherent through an **invalidation log** (Redis pub/sub, or the
 //! in-process [`MemoryLog`]).
@@ -33,9 +33,12 @@
 //! 2. **Single-flight**: concurrent misses of one key share one L2 read and one load.
 //! 3. **L2**: entries are stored in a versioned [`envelope`] carrying their timestamps and tags,
 //!    so every instance treats them alike. Corrupt or foreign bytes are a miss, never an error.
-//! 4. **The loader**, under soft and hard [timeouts](EntryOptions::soft_timeout); on failure,
+//! 4. **Lease**: on an L2 miss, one instance of the service takes the key's [`Lease`] and
+//!    loads; the others wait for its fill (or serve their stale copy meanwhile).
+//! 5. **The loader**, under soft and hard [timeouts](EntryOptions::soft_timeout); on failure,
 //!    [fail-safe](EntryOptions::fail_safe) serves the last good value instead of an error.
-//! 5. **Fill** L1 and L2.
+//! 6. **Fill** L2, fenced by the key's [`Generation`] so a load that an invalidation overtook
+//!    cannot write its old value back; then L1, unless an invalidation arrived meanwhile.
 //!
 //! Values past their [soft TTL](EntryOptions::soft_ttl) are served at once while one background
 //! load refreshes them (stale-while-revalidate).
@@ -46,7 +49,7 @@
 //! entries from L2, from this L1, and, through the log, from every other instance's L1.
 //!
 //! # Seams
-//! [`L2Store`], [`InvalidationLog`] and [`Clock`] are traits; the embedded implementations
+//! [`L2Store`], [`InvalidationLog`], [`Lease`] and [`Clock`] are traits; the embedded implementations
 //! here make everything run on a bare machine, `strata-redis` provides the real ones.
 //!
 //! # Observability
@@ -69,6 +72,7 @@ pub mod invalidation;
 pub mod keys;
 mod l1;
 mod l2_entry;
+mod lease;
 mod loader;
 mod options;
 mod single_flight;
@@ -82,6 +86,7 @@ pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
 pub use invalidation::{InvalidationLog, MemoryLog};
 pub use l1::L1;
+pub use lease::{Lease, MemoryLease};
 pub use options::EntryOptions;
 pub use stats::Stats;
 pub use store::{Generation, L2Store, MemoryStore, WriteMode};

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
@@ -12,10 +12,23 @@ use crate::cache::CacheValue;
 use crate::error::Error;
 use crate::inner::{Found, Inner, box_error};
 use crate::l1::{L1Entry, Value};
+use crate::lease::Held;
 use crate::options::EntryOptions;
 use crate::single_flight::{Leader, Source};
 use crate::stats::Counter;
 use crate::store::{Generation, WriteMode};
+
+/// First and longest pause between L2 reads while another instance holds the lease.
+const LEASE_POLL_MIN: Duration = Duration::from_millis(2);
+const LEASE_POLL_MAX: Duration = Duration::from_millis(10);
+
+/// What [`Load::take_turn`] decided.
+enum Turn {
+    /// Load now, holding the lease (if there is one).
+    Load(Option<Held>),
+    /// Another instance filled L2 meanwhile (read at the given time).
+    Filled(Found, u64),
+}
 
 /// A flight in progress for one key.
 pub(crate) struct Load {
@@ -24,7 +37,8 @@ pub(crate) struct Load {
     /// The best stale value known: the caller's expired L1 copy, or an expired L2 entry.
     pub(crate) stale: Option<L1Entry>,
     pub(crate) leader: Leader,
-    /// The key's generation, read from L2 just before loading; the fill is fenced with it.
+    /// The key's generation, read from L2 with the value, before loading; the fill is fenced
+    /// with it.
     pub(crate) generation: Generation,
 }
 
@@ -39,15 +53,15 @@ impl Load {
         let inner = self.inner.clone();
         let key = self.leader.key().to_owned();
         let now = inner.clock.now_ms();
-        if !self.options.skip_l2
-            && let Some(found) = inner.read_l2::<T>(&key, now).await
-        {
+        let mut found = None;
+        if !self.options.skip_l2 {
+            // The generation comes with the value: a miss needs it before its loader reads the
+            // source of truth, and this way pays no extra round trip for it.
+            (found, self.generation) = inner.read_l2_for_load::<T>(&key, now).await;
+        }
+        if let Some(found) = found {
             if now < found.times.fresh_until {
-                if !self.options.skip_l1 {
-                    self.fill_l1(&key, &found, now, true).await;
-                }
-                self.leader.finish(Ok((found.value, Source::L2)));
-                return;
+                return self.hit(&key, found, now).await;
             }
             let newer = self
                 .stale
@@ -65,8 +79,9 @@ impl Load {
                 self.leader.answer(Ok((s.value.clone(), Source::Stale)));
                 in_background = true;
             }
-            // With a soft timeout, the caller may get the stale value before the load ends.
-            in_background |= self.options.soft_timeout.is_some();
+            // With a soft timeout, the caller may get the stale value before the load ends;
+            // with a lease, while another instance loads.
+            in_background |= self.options.soft_timeout.is_some() || self.inner.lease.is_some();
         }
         if in_background {
             tokio::spawn(
@@ -85,11 +100,11 @@ impl Load {
         Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        if !self.options.skip_l2 {
-            // Before the loader reads the source: any change after this point fences the fill.
-            // (A fresh L2 hit never gets here, so it stays one round trip.)
-            self.generation = self.inner.generation(&key).await;
-        }
+        // Held until the fill is done, so that the instances waiting on it find the value.
+        let _lease = match self.take_turn::<T>(&key).await {
+            Turn::Load(lease) => lease,
+            Turn::Filled(found, now) => return self.hit(&key, found, now).await,
+        };
         self.inner.counters.incr(Counter::loader_calls);
         let started = Instant::now();
         match self.call(&key, loader).await {
@@ -99,6 +114,72 @@ impl Load {
                     .await;
             }
             Err(error) => self.fail(&key, error).await,
+        }
+    }
+
+    /// A fresh value found in L2: fill L1 and answer.
+    async fn hit(self, key: &str, found: Found, now: u64) {
+        if !self.options.skip_l1 {
+            self.fill_l1(key, &found, now, true).await;
+        }
+        self.leader.finish(Ok((found.value, Source::L2)));
+    }
+
+    /// Waits for this instance's turn to load: it takes the key's lease, or waits for the
+    /// instance holding it to fill L2 — serving the stale value meanwhile, if there is one.
+    /// Waiting is bounded by the lease's TTL: by then the holder is done or its lease expired
+    /// (a dead holder), and one waiter takes over.
+    async fn take_turn<T: CacheValue>(&mut self, key: &str) -> Turn {
+        let inner = self.inner.clone();
+        let Some(lease) = inner.lease.clone().filter(|_| !self.options.skip_l2) else {
+            return Turn::Load(None);
+        };
+        let token = fastrand::u64(..);
+        let deadline = Instant::now() + inner.lease_ttl;
+        let mut pause = LEASE_POLL_MIN;
+        let mut waited = false;
+        loop {
+            match lease
+                .try_acquire(&inner.namespace, key, token, inner.lease_ttl)
+                .await
+            {
+                Ok(true) => {
+                    return Turn::Load(Some(Held {
+                        lease,
+                        namespace: inner.namespace.clone(),
+                        key: key.to_owned(),
+                        token,
+                    }));
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    // Waiting blind on an L2 we cannot reach helps no one: load.
+                    inner.counters.incr(Counter::l2_errors);
+                    tracing::debug!(namespace = %inner.namespace, key, error = %e, "lease unavailable; loading without it");
+                    return Turn::Load(None);
+                }
+            }
+            if !waited {
+                waited = true;
+                inner.counters.incr(Counter::lease_waits);
+                if let Some(stale) = self.stale.as_ref().filter(|_| !self.leader.answered()) {
+                    self.leader.answer(Ok((stale.value.clone(), Source::Stale)));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Turn::Load(None);
+            }
+            // Polling L2 keeps waiters independent of any notification path; the backoff
+            // caps it at a few reads per waiting instance and load.
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(LEASE_POLL_MAX);
+            let now = inner.clock.now_ms();
+            let (found, generation) = inner.read_l2_for_load::<T>(key, now).await;
+            self.generation = generation;
+            if let Some(found) = found.filter(|f| now < f.times.fresh_until) {
+                return Turn::Filled(found, now);
+            }
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Stats {
     /// Fills refused because the key was invalidated or replaced while it loaded (in L2 by
     /// generation, or in this L1), so that no old value is written back.
     pub fills_fenced: u64,
+    /// Flights that found another instance holding the key's lease and waited for its fill.
+    pub lease_waits: u64,
     /// Invalidations published.
     pub invalidations_sent: u64,
     /// Invalidations from other instances applied to L1 (resyncs included).
@@ -79,6 +81,7 @@ counters! {
     decode_errors => "strata_decode_errors_total";
         oversized => "strata_oversized_total";
     fills_fenced => "strata_fills_fenced_total";
+    lease_waits => "strata_lease_waits_total";
     invalidations_sent => "strata_invalidations_sent_total";
     invalidations_received => "strata_invalidations_received_total";
     log_errors => "strata_log_errors_total";

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use strata::{EntryOptions, HybridCache, L1, L2Store, MemoryLog, MemoryStore, WriteMode};
+use strata::{
+    EntryOptions, HybridCache, L1, L2Store, MemoryLease, MemoryLog, MemoryStore, WriteMode,
+};
 use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
 
 use super::source::{Record, Source};
@@ -76,7 +78,8 @@ pub(crate) const NAIVE_NS: &str = "bench-naive";
 
 impl Subject {
     /// Strata configured as the workload says: L1 of `l1_entries` with the L1 TTL, L2 with the
-    /// L2 TTL, invalidations over Redis pub/sub (or in-process when embedded).
+    /// L2 TTL, invalidations over Redis pub/sub and load leases on Redis (or both in-process
+    /// when embedded).
     pub(crate) async fn strata(target: &L2Target, params: &Params) -> Result<Subject, BoxError> {
         let options = EntryOptions::ttl(Duration::from_secs(params.l2_ttl_s))
             .l1_ttl(Duration::from_secs(params.l1_ttl_s));
@@ -85,8 +88,10 @@ impl Subject {
             .default_entry(options);
         let cache = match target {
             L2Target::Redis(config) => {
+                let store = RedisStore::connect_with(config).await?;
                 builder
-                    .l2(RedisStore::connect_with(config).await?)
+                    .lease(store.lease())
+                    .l2(store)
                     .invalidation(RedisPubSub::connect_with(config).await?)
                     .build()
                     .await?
@@ -94,6 +99,7 @@ impl Subject {
             L2Target::Embedded(store) => {
                 builder
                     .l2(store.clone())
+                    .lease(MemoryLease::new())
                     .invalidation(MemoryLog::new())
                     .build()
                     .await?

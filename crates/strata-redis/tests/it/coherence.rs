@@ -98,20 +98,26 @@ async fn a_thousand_concurrent_cold_reads_load_once() {
     }
     assert_eq!(db.calls(), 1);
     assert_eq!(cache.stats().loader_calls, 1);
+    // The lease is released in the background, after the answer.
+    eventually("the lease's release", WAIT, || async {
+        redis.cli(&["EXISTS", "svc#lease:cold"]) == "0"
+    })
+    .await;
     let commands = redis.cli(&["INFO", "commandstats"]);
-    // One read of the value (GET), one of its generations before loading (MGET), one fenced
-    // fill: a script that reads the generations again (MGET) and sets the value.
-    assert!(
-        commands.contains("cmdstat_get:calls=1,"),
-        "one L2 read: {commands}"
-    );
+    // One read of the value with its generations (MGET), the lease (SET NX), one fenced fill:
+    // a script that reads the generations again (MGET) and sets the value; the lease's release
+    // (a script's GET).
     assert!(
         commands.contains("cmdstat_mget:calls=2,"),
-        "one generation read: {commands}"
+        "one L2 read, one in the fill: {commands}"
     );
     assert!(
-        commands.contains("cmdstat_set:calls=1,"),
-        "one L2 write (in the fill script): {commands}"
+        commands.contains("cmdstat_set:calls=2,"),
+        "the lease and the fill's write: {commands}"
+    );
+    assert!(
+        commands.contains("cmdstat_get:calls=1,"),
+        "no read besides the release's: {commands}"
     );
 }
 

@@ -2,6 +2,7 @@
 
 mod coherence;
 mod hostile_bytes;
+mod lease;
 mod outage;
 mod security;
 mod store;
@@ -15,15 +16,17 @@ use strata_testkit::RedisServer;
 pub(crate) const TTL: Duration = Duration::from_secs(60);
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-/// A cache instance with its own connections (store and backplane) to `redis`.
+/// A cache instance with its own connections (store and lease, backplane) to `redis`.
 pub(crate) async fn instance(redis: &RedisServer, options: EntryOptions) -> HybridCache {
     let config = RedisConfig::from_url(&redis.url()).unwrap();
     instance_with(&config, options).await
 }
 
 pub(crate) async fn instance_with(config: &RedisConfig, options: EntryOptions) -> HybridCache {
+    let store = RedisStore::connect_with(config).await.unwrap();
     HybridCache::builder("svc")
-        .l2(RedisStore::connect_with(config).await.unwrap())
+        .lease(store.lease())
+        .l2(store)
         .invalidation(RedisPubSub::connect_with(config).await.unwrap())
         .default_entry(options)
         .build()

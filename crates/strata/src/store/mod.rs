@@ -50,9 +50,21 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error>;
 
     /// The generation of `key`. A load reads it before it reads the source of truth and
-    /// fences its fill with it; reads that find a fresh value never need it, so an L2 hit
-    /// stays one plain `GET`.
+    /// fences its fill with it.
     async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error>;
+
+    /// [`get`](Self::get) and [`generation`](Self::generation) as one read — one round trip
+    /// where the store allows. The cache's read path uses it: a miss goes on to load, and its
+    /// generation must be read before the source of truth, so reading it with the value saves
+    /// the miss a round trip at almost no cost to a hit.
+    async fn get_with_generation(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<(Option<Bytes>, Generation), Error> {
+        let value = self.get(namespace, key).await?;
+        Ok((value, self.generation(namespace, key).await?))
+    }
 
     /// The bytes under each of `keys`, in order, in one round trip where the store allows.
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error>;

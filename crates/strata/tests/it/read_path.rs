@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use strata::{Codec, EntryOptions, Error, HybridCache, L1, L2Store, MemoryLog, MemoryStore};
+use strata::{
+    Codec, EntryOptions, Error, HybridCache, L1, L2Store, MemoryLease, MemoryLog, MemoryStore,
+};
 use strata_testkit::source::{Db, Product};
 
 use crate::{TTL, cache_on, clock};
@@ -43,6 +45,41 @@ async fn a_thousand_concurrent_cold_reads_load_once() {
     let s = cache.stats();
     assert_eq!(s.loader_calls, 1);
     assert_eq!(s.misses + s.coalesced + s.l1_hits, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_lease_load_a_cold_key_once() {
+    let (store, lease, db) = (MemoryStore::default(), MemoryLease::new(), Db::new());
+    db.set_delay(std::time::Duration::from_millis(50));
+    let mut instances = Vec::new();
+    for _ in 0..4 {
+        let cache = HybridCache::builder("svc")
+            .l2(store.clone())
+            .lease(lease.clone())
+            .build()
+            .await
+            .unwrap();
+        instances.push(cache);
+    }
+    let reads: Vec<_> = (0..400)
+        .map(|i| {
+            let (cache, db) = (instances[i % 4].clone(), db.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load::<Product, _, _, _>("cold", db.loader(3))
+                    .await
+            })
+        })
+        .collect();
+    for r in reads {
+        assert_eq!(r.await.unwrap().unwrap().id, 3);
+    }
+    assert_eq!(db.calls(), 1);
+    let waits: u64 = instances.iter().map(|c| c.stats().lease_waits).sum();
+    assert_eq!(
+        waits, 3,
+        "the three other instances waited for the holder's fill"
+    );
 }
 
 #[tokio::test]

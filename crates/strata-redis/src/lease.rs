@@ -1,0 +1,69 @@
+//! `RedisLease`: single-flight across instances on Redis.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use strata::keys::lease_key;
+use strata::{Error, Lease};
+
+use crate::config::RedisConfig;
+use crate::scripts::RELEASE;
+
+/// Load leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` to take one, a
+/// compare-and-delete script to give it back. Get one from [`RedisStore::lease`] to share the
+/// store's connection.
+///
+/// [`RedisStore::lease`]: crate::RedisStore::lease
+#[derive(Clone)]
+pub struct RedisLease {
+    conn: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLease").finish_non_exhaustive()
+    }
+}
+
+impl RedisLease {
+    /// Connects with its own connection.
+    pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
+        Ok(Self::on(config.connect().await?))
+    }
+
+    pub(crate) fn on(conn: ConnectionManager) -> Self {
+        RedisLease { conn }
+    }
+}
+
+#[async_trait]
+impl Lease for RedisLease {
+    async fn try_acquire(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(lease_key(namespace, key))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
+        Ok(taken.is_some())
+    }
+
+    async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
+        RELEASE
+            .key(lease_key(namespace, key))
+            .arg(token)
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)
+    }
+}

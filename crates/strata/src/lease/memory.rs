@@ -1,0 +1,95 @@
+//! An in-process [`Lease`], for caches that share a [`MemoryStore`](crate::MemoryStore).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::Lease;
+use crate::error::Error;
+use crate::keys::lease_key;
+
+/// Leases in a process-wide map. Cloning shares the map, so caches built on clones behave like
+/// instances sharing one Redis.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLease {
+    held: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
+}
+
+impl MemoryLease {
+    /// An empty lease table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Lease for MemoryLease {
+    async fn try_acquire(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // Expired leases are swept as they are met, so the map stays as small as the set of
+        // keys loading right now.
+        held.retain(|_, (_, until)| *until > now);
+        let full = lease_key(namespace, key);
+        if held.contains_key(&full) {
+            return Ok(false);
+        }
+        held.insert(full, (token, now + ttl));
+        Ok(true)
+    }
+
+    async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let full = lease_key(namespace, key);
+        if held.get(&full).is_some_and(|(owner, _)| *owner == token) {
+            held.remove(&full);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_only_the_holder_releases() {
+        let lease = MemoryLease::new();
+        let ttl = Duration::from_secs(60);
+        assert!(lease.try_acquire("ns", "k", 1, ttl).await.unwrap());
+        assert!(!lease.try_acquire("ns", "k", 2, ttl).await.unwrap());
+        assert!(lease.try_acquire("other", "k", 2, ttl).await.unwrap());
+        lease.release("ns", "k", 2).await.unwrap();
+        assert!(
+            !lease.try_acquire("ns", "k", 2, ttl).await.unwrap(),
+            "not 2's to free"
+        );
+        lease.release("ns", "k", 1).await.unwrap();
+        assert!(lease.try_acquire("ns", "k", 2, ttl).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_can_be_taken_over() {
+        let lease = MemoryLease::new();
+        assert!(
+            lease
+                .try_acquire("ns", "k", 1, Duration::ZERO)
+                .await
+                .unwrap()
+        );
+        assert!(
+            lease
+                .try_acquire("ns", "k", 2, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+    }
+}
