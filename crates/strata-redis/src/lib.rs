@@ -2,14 +2,14 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), strata::Error> {
-//! use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+//! use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 //!
 //! let config = RedisConfig::from_url("redis://127.0.0.1:6379")?;
 //! let store = RedisStore::connect_with(&config).await?;
 //! let cache = strata::HybridCache::builder("product-service")
 //!     .lease(store.lease())
 //!     .l2(store)
-//!     .invalidation(RedisPubSub::connect_with(&config).await?)
+//!     .invalidation(RedisStreamLog::connect_with(&config).await?)
 //!     .build()
 //!     .await?;
 //! # Ok(()) }
@@ -19,15 +19,19 @@
 //!   one multiplexed auto-reconnecting connection, Lua for multi-key atomicity.
 //! - [`RedisLease`]: single-flight across instances, `<namespace>#lease:<key>` taken with
 //!   `SET NX PX` and an owner token, released by compare-and-delete.
-//! - [`RedisPubSub`]: invalidations on `strata:invalidate:<namespace>`; a follower that lost its
-//!   connection drops its L1 when it comes back, since it may have missed messages.
+//! - [`RedisStreamLog`]: the durable invalidation log, a stream per namespace
+//!   (`<namespace>#log`); a follower resumes where it left off after a disconnect, and drops its
+//!   L1 only if entries it had not read were trimmed away.
+//! - [`RedisPubSub`]: the lighter alternative, invalidations on
+//!   `strata:invalidate:<namespace>`; a follower that lost its connection drops its L1 when it
+//!   comes back, since it may have missed messages.
 //! - [`RedisConfig`]: `redis://` and `rediss://` (TLS via rustls, custom CA, mutual TLS), ACL
 //!   user and password, database, connect and command timeouts; never prints secrets.
 //!
 //! # Permissions
 //! With Redis ACLs, Strata needs, for a namespace `NS`:
 //! ```text
-//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping
+//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -35,10 +39,13 @@
 mod config;
 mod lease;
 mod pubsub;
+mod reconnect;
 mod scripts;
 mod store;
+mod stream;
 
 pub use config::RedisConfig;
 pub use lease::RedisLease;
 pub use pubsub::{RedisPubSub, channel};
 pub use store::RedisStore;
+pub use stream::RedisStreamLog;

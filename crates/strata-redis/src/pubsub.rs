@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use strata::Error;
@@ -11,6 +10,7 @@ use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RedisConfig;
+use crate::reconnect::reconnect_backoff;
 
 /// Invalidations over Redis pub/sub, one channel per namespace:
 /// `strata:invalidate:<namespace>`, carrying [`Invalidation`]'s JSON wire form.
@@ -175,13 +175,4 @@ impl Follower {
             }
         }
     }
-}
-
-fn reconnect_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }

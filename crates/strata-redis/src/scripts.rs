@@ -108,3 +108,25 @@ return 0
 ",
     )
 });
+
+/// Appends an invalidation to a namespace's log, numbered by a gap-free sequence (so a
+/// follower can tell when entries it had not read were trimmed). KEYS: stream, sequence;
+/// ARGV: approximate length bound, payload. Returns the entry's id.
+pub(crate) static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local seq = redis.call('INCR', KEYS[2])
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', seq, 'd', ARGV[2])
+",
+    )
+});
+
+/// Where a log stands, read atomically: its newest entry (if any) and its sequence counter.
+/// KEYS: stream, sequence.
+pub(crate) static LOG_TAIL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+return {redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1), redis.call('GET', KEYS[2])}
+",
+    )
+});

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use strata::{EntryOptions, HybridCache};
-use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Product {
@@ -70,7 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             builder
                 .lease(store.lease())
                 .l2(store)
-                .invalidation(RedisPubSub::connect_with(&config).await?)
+                .invalidation(RedisStreamLog::connect_with(&config).await?)
         }
         Err(_) => {
             println!(

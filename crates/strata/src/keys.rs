@@ -5,7 +5,9 @@
 //! - tag index: `<namespace>#tag:<tag>`, the set of data keys carrying the tag;
 //! - generations: `<namespace>#gen:<key>` per key and `<namespace>#gen` per namespace (see
 //!   [`Generation`](crate::Generation));
-//! - load lease: `<namespace>#lease:<key>` (see [`Lease`](crate::Lease)).
+//! - load lease: `<namespace>#lease:<key>` (see [`Lease`](crate::Lease));
+//! - invalidation log: the stream `<namespace>#log` and its sequence counter
+//!   `<namespace>#log:seq`.
 //!
 //! Namespaces are restricted to `[A-Za-z0-9_.-]`, which makes the layout unambiguous: no
 //! namespace can contain `:` or `#`, so no key of one namespace can name a key of another, and no
@@ -59,6 +61,17 @@ pub fn lease_key(namespace: &str, key: &str) -> String {
     format!("{namespace}#lease:{key}")
 }
 
+/// The key of a namespace's durable invalidation log (a Redis stream).
+pub fn log_key(namespace: &str) -> String {
+    format!("{namespace}#log")
+}
+
+/// The key of the sequence counter that numbers the log's entries without gaps, so that a
+/// follower can tell when entries it had not read were trimmed away.
+pub fn log_sequence_key(namespace: &str) -> String {
+    format!("{namespace}#log:seq")
+}
+
 /// The L2 key of the namespace's generation counter.
 pub fn namespace_generation_key(namespace: &str) -> String {
     format!("{namespace}#gen")
@@ -92,5 +105,10 @@ mod tests {
         assert_eq!(namespace_patterns("ns"), ["ns:*", "ns#tag:*"]);
         assert_eq!(generation_key("ns", "a:b"), "ns#gen:a:b");
         assert_eq!(namespace_generation_key("ns"), "ns#gen");
+        assert_eq!(lease_key("ns", "k"), "ns#lease:k");
+        assert_eq!(
+            (log_key("ns"), log_sequence_key("ns")),
+            ("ns#log".into(), "ns#log:seq".into())
+        );
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! A [`HybridCache`] puts an in-process **L1** (typed `Arc<T>` values in a TinyLFU cache) in
 //! front of a shared **L2** (Redis, through `strata-redis`, or the embedded [`MemoryStore`]),
-//! and keeps every instance's L1 coherent through an **invalidation log** (Redis pub/sub, or the
-//! in-process [`MemoryLog`]).
+//! and keeps every instance's L1 coherent through an **invalidation log** (a Redis stream, or
+//! the in-process [`MemoryLog`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -15,7 +15,7 @@
 //! let cache = HybridCache::builder("product-service")
 //!     .l1(L1::with_capacity(100_000))
 //!     // .l2(strata_redis::RedisStore::connect("redis://127.0.0.1:6379").await?)
-//!     // .invalidation(strata_redis::RedisPubSub::connect("redis://127.0.0.1:6379").await?)
+//!     // .invalidation(strata_redis::RedisStreamLog::connect("redis://127.0.0.1:6379").await?)
 //!     .default_entry(EntryOptions::ttl(Duration::from_secs(3600)).jitter(0.1))
 //!     .build()
 //!     .await?;

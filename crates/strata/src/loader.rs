@@ -19,7 +19,7 @@ use crate::stats::Counter;
 use crate::store::{Generation, WriteMode};
 
 /// First and longest pause between L2 reads while another instance holds the lease.
-const LEASE_POLL_MIN: Duration = Duration::from_millis(2);
+const LEASE_POLL_MIN: Duration = Duration::from_millis(1);
 const LEASE_POLL_MAX: Duration = Duration::from_millis(10);
 
 /// What [`Load::take_turn`] decided.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use strata::{
     EntryOptions, HybridCache, L1, L2Store, MemoryLease, MemoryLog, MemoryStore, WriteMode,
 };
-use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 
 use super::source::{Record, Source};
 use super::workload::Params;
@@ -78,7 +78,7 @@ pub(crate) const NAIVE_NS: &str = "bench-naive";
 
 impl Subject {
     /// Strata configured as the workload says: L1 of `l1_entries` with the L1 TTL, L2 with the
-    /// L2 TTL, invalidations over Redis pub/sub and load leases on Redis (or both in-process
+    /// L2 TTL, invalidations on a Redis stream and load leases on Redis (or both in-process
     /// when embedded).
     pub(crate) async fn strata(target: &L2Target, params: &Params) -> Result<Subject, BoxError> {
         let options = EntryOptions::ttl(Duration::from_secs(params.l2_ttl_s))
@@ -92,7 +92,7 @@ impl Subject {
                 builder
                     .lease(store.lease())
                     .l2(store)
-                    .invalidation(RedisPubSub::connect_with(config).await?)
+                    .invalidation(RedisStreamLog::connect_with(config).await?)
                     .build()
                     .await?
             }

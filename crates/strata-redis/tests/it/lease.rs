@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::{EntryOptions, HybridCache, Lease};
-use strata_redis::{RedisConfig, RedisLease, RedisPubSub, RedisStore};
+use strata_redis::{RedisConfig, RedisLease, RedisStore, RedisStreamLog};
 use strata_testkit::RedisServer;
 use strata_testkit::source::{Db, Product};
 
@@ -18,7 +18,7 @@ async fn instance_with_lease_ttl(redis: &RedisServer, lease_ttl: Duration) -> Hy
         .lease(store.lease())
         .lease_ttl(lease_ttl)
         .l2(store)
-        .invalidation(RedisPubSub::connect_with(&config).await.unwrap())
+        .invalidation(RedisStreamLog::connect_with(&config).await.unwrap())
         .default_entry(EntryOptions::ttl(TTL))
         .build()
         .await

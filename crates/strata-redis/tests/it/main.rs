@@ -6,11 +6,12 @@ mod lease;
 mod outage;
 mod security;
 mod store;
+mod stream;
 
 use std::time::Duration;
 
 use strata::{EntryOptions, HybridCache};
-use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 use strata_testkit::RedisServer;
 
 pub(crate) const TTL: Duration = Duration::from_secs(60);
@@ -27,7 +28,7 @@ pub(crate) async fn instance_with(config: &RedisConfig, options: EntryOptions) -
     HybridCache::builder("svc")
         .lease(store.lease())
         .l2(store)
-        .invalidation(RedisPubSub::connect_with(config).await.unwrap())
+        .invalidation(RedisStreamLog::connect_with(config).await.unwrap())
         .default_entry(options)
         .build()
         .await

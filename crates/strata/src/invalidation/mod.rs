@@ -58,7 +58,7 @@ pub enum LogEvent {
 pub type Subscription = mpsc::UnboundedReceiver<LogEvent>;
 
 /// The invalidation backplane. Implementations: [`MemoryLog`] (in-process default) and
-/// `strata_redis::RedisPubSub`.
+/// `strata_redis::RedisStreamLog` (durable) and `strata_redis::RedisPubSub`.
 #[async_trait]
 pub trait InvalidationLog: Send + Sync + Debug + 'static {
     /// Sends `invalidation` to every follower of `namespace`, the sender's included.

@@ -1,0 +1,381 @@
+//! `RedisStreamLog`: the durable invalidation log on Redis Streams.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use strata::Error;
+use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
+use strata::keys::{log_key, log_sequence_key};
+use tokio::sync::mpsc;
+
+use crate::config::RedisConfig;
+use crate::reconnect::reconnect_backoff;
+use crate::scripts::{APPEND_LOG, LOG_TAIL};
+
+/// How long one blocking read waits for new entries before it asks again.
+const BLOCK: Duration = Duration::from_secs(2);
+/// Entries taken per read: enough to catch up quickly after a disconnect.
+const BATCH: usize = 512;
+
+/// Invalidations on a Redis stream per namespace, `<namespace>#log`: durable and ordered.
+///
+/// Each entry carries a gap-free sequence number (`<namespace>#log:seq`, bumped in the same
+/// script that appends). A follower reads with a blocking `XREAD` on a connection of its own
+/// and remembers the last entry it applied; after a disconnect it resumes from there, so
+/// invalidations sent meanwhile are applied, not lost as with pub/sub. If the stream was
+/// trimmed past that point (the sequence jumps), the follower emits [`LogEvent::Resync`] and
+/// the cache drops its L1. Order comes from stream ids, assigned by Redis, never from clocks.
+///
+/// The stream is trimmed to about [`max_len`](Self::max_len) entries (default 10,000), so a
+/// follower survives a disconnect during which up to that many invalidations were sent.
+#[derive(Clone)]
+pub struct RedisStreamLog {
+    publisher: ConnectionManager,
+    config: RedisConfig,
+    max_len: usize,
+}
+
+impl std::fmt::Debug for RedisStreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStreamLog")
+            .field("config", &self.config)
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStreamLog {
+    /// Connects to the Redis at `url` with default timeouts.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(&RedisConfig::from_url(url)?).await
+    }
+
+    /// Connects with explicit settings.
+    pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
+        let publisher = config.connect().await.map_err(into_log_error)?;
+        Ok(RedisStreamLog {
+            publisher,
+            config: config.clone(),
+            max_len: 10_000,
+        })
+    }
+
+    /// Keeps about `max_len` entries per namespace (at least 1; trimming is approximate, in
+    /// whole stream nodes, as `MAXLEN ~` does).
+    #[must_use]
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len.max(1);
+        self
+    }
+
+    /// A connection for one follower's blocking reads: its own, so a read that blocks holds
+    /// up nobody else's commands, with a response timeout above the block time.
+    async fn reader(&self, namespace: &str) -> Result<MultiplexedConnection, Error> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(BLOCK + self.config.command_timeout));
+        let mut conn = self
+            .config
+            .client()?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(Error::log)?;
+        // Named, so operators can tell followers apart in `CLIENT LIST`.
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("strata-log:{namespace}"))
+            .exec_async(&mut conn)
+            .await
+            .map_err(Error::log)?;
+        Ok(conn)
+    }
+}
+
+fn into_log_error(e: Error) -> Error {
+    match e {
+        Error::Store(source) => Error::Log(source),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl InvalidationLog for RedisStreamLog {
+    async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
+        APPEND_LOG
+            .key(log_key(namespace))
+            .key(log_sequence_key(namespace))
+            .arg(self.max_len)
+            .arg(invalidation.encode())
+            .invoke_async::<()>(&mut self.publisher.clone())
+            .await
+            .map_err(Error::log)
+    }
+
+    async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
+        let mut conn = self.reader(namespace).await?;
+        let stream = log_key(namespace);
+        // Start after the newest entry: everything appended from now on is ours to apply.
+        let position = Position::tail(&mut conn, namespace).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let follower = Follower {
+            log: self.clone(),
+            namespace: namespace.to_owned(),
+            stream,
+            events: tx,
+        };
+        tokio::spawn(follower.run(conn, position));
+        Ok(rx)
+    }
+}
+
+/// Where a follower stands: the last entry applied and its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
+    id: String,
+    seq: u64,
+}
+
+/// One entry as `XREAD`/`XREVRANGE` return it: id, then field/value pairs.
+type RawEntry = (String, Vec<Vec<u8>>);
+
+impl Position {
+    /// The newest entry and the sequence number it carries, read together: a follower that
+    /// starts here applies every entry appended later, and can tell if any is trimmed away
+    /// before it reads it.
+    async fn tail(conn: &mut MultiplexedConnection, namespace: &str) -> Result<Position, Error> {
+        let (newest, seq): (Vec<RawEntry>, Option<u64>) = LOG_TAIL
+            .key(log_key(namespace))
+            .key(log_sequence_key(namespace))
+            .invoke_async(conn)
+            .await
+            .map_err(Error::log)?;
+        Ok(Position {
+            id: newest
+                .into_iter()
+                .next()
+                .map_or_else(|| "0-0".into(), |(id, _)| id),
+            seq: seq.unwrap_or(0),
+        })
+    }
+}
+
+/// The fields of one log entry.
+struct Entry<'a> {
+    seq: u64,
+    data: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// `s` and `d` from the field/value list; `None` for anything else (a foreign writer).
+    fn parse(fields: &'a [Vec<u8>]) -> Option<Entry<'a>> {
+        let (mut seq, mut data) = (None, None);
+        for pair in fields.chunks_exact(2) {
+            match pair[0].as_slice() {
+                b"s" => seq = std::str::from_utf8(&pair[1]).ok()?.parse().ok(),
+                b"d" => data = Some(pair[1].as_slice()),
+                _ => {}
+            }
+        }
+        Some(Entry {
+            seq: seq?,
+            data: data?,
+        })
+    }
+}
+
+/// One namespace's follower, kept alive across disconnects until its receiver is dropped.
+struct Follower {
+    log: RedisStreamLog,
+    namespace: String,
+    stream: String,
+    events: mpsc::UnboundedSender<LogEvent>,
+}
+
+impl Follower {
+    async fn run(self, mut conn: MultiplexedConnection, mut position: Position) {
+        loop {
+            let read = tokio::select! {
+                read = self.read(&mut conn, &position.id) => read,
+                () = self.events.closed() => return,
+            };
+            match read {
+                Ok(entries) => {
+                    for (id, fields) in entries {
+                        if !apply(&self.events, &self.stream, &mut position, id, &fields) {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, error = %e, "invalidation log read failed; reconnecting");
+                    match self.reconnect(&mut position).await {
+                        Some(c) => conn = c,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read(
+        &self,
+        conn: &mut MultiplexedConnection,
+        after: &str,
+    ) -> Result<Vec<RawEntry>, Error> {
+        let reply: Option<Vec<(String, Vec<RawEntry>)>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(u64::MAX))
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(after)
+            .query_async(conn)
+            .await
+            .map_err(Error::log)?;
+        Ok(reply
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, entries)| entries)
+            .collect())
+    }
+
+    /// A new reader connection, retried with backoff; `None` when the cache is gone.
+    ///
+    /// Normally the follower resumes after `position`. If the stream lost entries instead —
+    /// it is gone, or its sequence is behind ours (a Redis restarted without persistence, a
+    /// failover to a replica that lagged) — what we had not read is lost with it: resync,
+    /// and follow the new stream from its tail.
+    async fn reconnect(&self, position: &mut Position) -> Option<MultiplexedConnection> {
+        let mut backoff = reconnect_backoff();
+        loop {
+            let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.events.closed() => return None,
+            }
+            let mut conn = match self.log.reader(&self.namespace).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(stream = %self.stream, error = %e, "invalidation log reconnect failed");
+                    continue;
+                }
+            };
+            let tail = match Position::tail(&mut conn, &self.namespace).await {
+                Ok(tail) => tail,
+                Err(e) => {
+                    tracing::debug!(stream = %self.stream, error = %e, "invalidation log reconnect failed");
+                    continue;
+                }
+            };
+            if tail.seq < position.seq {
+                tracing::warn!(stream = %self.stream, "invalidation log lost entries while away; dropping L1");
+                self.events.send(LogEvent::Resync).ok()?;
+                *position = tail;
+            } else {
+                tracing::info!(stream = %self.stream, after = %position.id, "invalidation log reconnected; resuming");
+            }
+            return Some(conn);
+        }
+    }
+}
+
+/// Applies one entry; `false` when the cache is gone.
+fn apply(
+    events: &mpsc::UnboundedSender<LogEvent>,
+    stream: &str,
+    position: &mut Position,
+    id: String,
+    fields: &[Vec<u8>],
+) -> bool {
+    let Some(entry) = Entry::parse(fields) else {
+        tracing::warn!(stream = %stream, id, "ignoring a foreign log entry");
+        position.id = id;
+        return true;
+    };
+    // A jump in the sequence means entries we never read were trimmed (or the counter was
+    // lost): anything may have changed.
+    if entry.seq != position.seq + 1 {
+        tracing::warn!(stream = %stream, after = ?position.seq, next = entry.seq, "invalidation log gap; dropping L1");
+        if events.send(LogEvent::Resync).is_err() {
+            return false;
+        }
+    }
+    let event = match Invalidation::decode(entry.data) {
+        Ok(inv) => Some(LogEvent::Apply(inv)),
+        Err(e) => {
+            tracing::warn!(stream = %stream, id, error = %e, "ignoring an undecodable log entry");
+            None
+        }
+    };
+    position.id = id;
+    position.seq = entry.seq;
+    event.is_none_or(|event| events.send(event).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<Vec<u8>> {
+        pairs
+            .iter()
+            .flat_map(|(f, v)| [f.as_bytes().to_vec(), v.as_bytes().to_vec()])
+            .collect()
+    }
+
+    #[test]
+    fn entries_parse_and_foreign_ones_are_refused() {
+        let e = fields(&[("s", "7"), ("d", "{}")]);
+        let entry = Entry::parse(&e).unwrap();
+        assert_eq!((entry.seq, entry.data), (7, &b"{}"[..]));
+        for bad in [
+            fields(&[("d", "{}")]),
+            fields(&[("s", "x"), ("d", "{}")]),
+            fields(&[("s", "1")]),
+            vec![b"s".to_vec()],
+        ] {
+            assert!(Entry::parse(&bad).is_none());
+        }
+    }
+
+    #[test]
+    fn a_sequence_jump_is_a_resync() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let inv = Invalidation {
+            origin: 1,
+            target: strata::invalidation::Target::Key("k".into()),
+        };
+        let data = String::from_utf8(inv.encode()).unwrap();
+        let mut position = Position {
+            id: "1-0".into(),
+            seq: 4,
+        };
+        let entry = |seq: &str| fields(&[("s", seq), ("d", &data)]);
+        assert!(apply(
+            &tx,
+            "ns#log",
+            &mut position,
+            "2-0".into(),
+            &entry("5")
+        ));
+        assert_eq!(rx.try_recv().unwrap(), LogEvent::Apply(inv.clone()));
+        assert!(apply(
+            &tx,
+            "ns#log",
+            &mut position,
+            "9-0".into(),
+            &entry("9")
+        ));
+        assert_eq!(rx.try_recv().unwrap(), LogEvent::Resync);
+        assert_eq!(rx.try_recv().unwrap(), LogEvent::Apply(inv));
+        assert_eq!(
+            position,
+            Position {
+                id: "9-0".into(),
+                seq: 9
+            }
+        );
+    }
+}

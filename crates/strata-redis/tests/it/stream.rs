@@ -1,0 +1,142 @@
+//! The durable invalidation log: followers that lose their connection resume where they left
+//! off, and drop their L1 only when the log lost entries they had not read.
+
+use std::sync::Arc;
+
+use strata::{EntryOptions, HybridCache};
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
+use strata_testkit::source::{Db, Product};
+use strata_testkit::{RedisServer, eventually};
+
+use crate::{TTL, WAIT, raw_connection};
+
+async fn instance_with_log(redis: &RedisServer, log: RedisStreamLog) -> HybridCache {
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    HybridCache::builder("svc")
+        .lease(store.lease())
+        .l2(store)
+        .invalidation(log)
+        .default_entry(EntryOptions::ttl(TTL))
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn log(redis: &RedisServer, max_len: usize) -> RedisStreamLog {
+    let config = RedisConfig::from_url(&redis.url()).unwrap();
+    RedisStreamLog::connect_with(&config)
+        .await
+        .unwrap()
+        .max_len(max_len)
+}
+
+/// Whether `key` is in `cache`'s L1: a read that neither loads nor touches L2.
+async fn in_l1(cache: &HybridCache, db: &Db, key: &str) -> bool {
+    let before = cache.stats();
+    let _: Arc<Product> = cache.get_or_load(key, db.loader(1)).await.unwrap();
+    cache.stats().l1_hits == before.l1_hits + 1
+}
+
+/// Cuts the follower of namespace `svc` off and keeps it off (its user cannot log in) until
+/// the returned guard's `restore`.
+struct Cut(redis::aio::MultiplexedConnection);
+
+impl Cut {
+    async fn new(redis: &RedisServer) -> Cut {
+        let mut admin = raw_connection(redis).await;
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = clients
+            .lines()
+            .filter(|l| l.contains("name=strata-log:svc"))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .collect();
+        assert!(!ids.is_empty(), "followers are named: {clients}");
+        // Both in one transaction, so the follower cannot slip back in between.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg("off");
+        for id in ids {
+            pipe.cmd("CLIENT").arg("KILL").arg("ID").arg(id);
+        }
+        pipe.exec_async(&mut admin).await.unwrap();
+        Cut(admin)
+    }
+
+    async fn restore(mut self) {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg("on")
+            .exec_async(&mut self.0)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_sent_while_a_follower_was_cut_off_are_applied_when_it_is_back() {
+    let redis = RedisServer::start();
+    let a = instance_with_log(&redis, log(&redis, 10_000).await).await;
+    let b = instance_with_log(&redis, log(&redis, 10_000).await).await;
+    let db = Db::new();
+    for key in ["p", "q"] {
+        let _: Arc<Product> = b.get_or_load(key, db.loader(1)).await.unwrap();
+    }
+    let cut = Cut::new(&redis).await;
+    a.invalidate("p").await.unwrap();
+    assert_eq!(b.stats().invalidations_received, 0, "b is cut off");
+    cut.restore().await;
+    eventually("b to apply the invalidation it missed", WAIT, || async {
+        b.stats().invalidations_received == 1
+    })
+    .await;
+    assert!(!in_l1(&b, &db, "p").await, "p was dropped");
+    assert!(in_l1(&b, &db, "q").await, "no resync: q stayed in L1");
+    assert_eq!(
+        a.stats().invalidations_received,
+        0,
+        "a skips its own entries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_position_was_trimmed_away_drops_its_l1() {
+    let redis = RedisServer::start();
+    let a = instance_with_log(&redis, log(&redis, 10).await).await;
+    let b = instance_with_log(&redis, log(&redis, 10).await).await;
+    let db = Db::new();
+    let _: Arc<Product> = b.get_or_load("q", db.loader(1)).await.unwrap();
+    let cut = Cut::new(&redis).await;
+    // Trimming is approximate (whole stream nodes of 100 entries): send enough to trim.
+    for i in 0..500 {
+        a.invalidate(&format!("other:{i}")).await.unwrap();
+    }
+    cut.restore().await;
+    let len: u64 = redis.cli(&["XLEN", "svc#log"]).parse().unwrap();
+    assert!(len < 500, "the stream was trimmed: {len}");
+    eventually("b to resync", WAIT, || async { !in_l1(&b, &db, "q").await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_log_was_lost_with_a_restart_drops_its_l1() {
+    let mut redis = RedisServer::start();
+    let a = instance_with_log(&redis, log(&redis, 10_000).await).await;
+    let b = instance_with_log(&redis, log(&redis, 10_000).await).await;
+    let db = Db::new();
+    a.invalidate("warm-up").await.unwrap(); // b now has a position in the log
+    eventually("b to read it", WAIT, || async {
+        b.stats().invalidations_received == 1
+    })
+    .await;
+    let _: Arc<Product> = b.get_or_load("q", db.loader(1)).await.unwrap();
+    // No persistence: the stream is gone, and with it whatever b had not read yet.
+    redis.restart();
+    eventually("b to resync", WAIT, || async { !in_l1(&b, &db, "q").await }).await;
+}
