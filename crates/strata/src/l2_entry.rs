@@ -119,6 +119,18 @@ impl Inner {
         }
     }
 
+    /// The key's generation, to fence a load's fill with; the default when L2 cannot say (a
+    /// fill then passes only if the key was never invalidated).
+    pub(crate) async fn generation(&self, key: &str) -> Generation {
+        match self.l2.generation(&self.namespace, key).await {
+            Ok(generation) => generation,
+            Err(e) => {
+                self.l2_read_failed(key, &e);
+                Generation::default()
+            }
+        }
+    }
+
     fn decode_found<T: CacheValue>(&self, key: &str, bytes: Bytes, now: u64) -> Option<Found> {
         match self.decode::<T>(&bytes, now) {
             Ok(found) => Some(found),

@@ -54,9 +54,8 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error>;
 
     /// [`get`](Self::get) and [`generation`](Self::generation) as one read — one round trip
-    /// where the store allows. The cache's read path uses it: a miss goes on to load, and its
-    /// generation must be read before the source of truth, so reading it with the value saves
-    /// the miss a round trip at almost no cost to a hit.
+    /// where the store allows. A flight waiting on another instance's lease polls with it: if
+    /// the value is still missing, it may take the lease and load, fenced by this generation.
     async fn get_with_generation(
         &self,
         namespace: &str,
