@@ -122,6 +122,14 @@ impl RedisConfig {
     }
 }
 
+/// A connection failure of an invalidation log is a log error, not a store error.
+pub(crate) fn into_log_error(e: Error) -> Error {
+    match e {
+        Error::Store(source) => Error::Log(source),
+        other => other,
+    }
+}
+
 /// rustls needs one process-wide crypto provider before the first TLS connection; we bring
 /// `ring` (no C toolchain beyond `cc`, unlike aws-lc). If the application installed one
 /// already, that one stays.

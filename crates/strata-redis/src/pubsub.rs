@@ -47,10 +47,10 @@ impl RedisPubSub {
     /// Connects with explicit settings.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
         let client = config.client()?;
-        let publisher = config.connect().await.map_err(|e| match e {
-            Error::Store(source) => Error::Log(source),
-            other => other,
-        })?;
+        let publisher = config
+            .connect()
+            .await
+            .map_err(crate::config::into_log_error)?;
         Ok(RedisPubSub {
             client,
             publisher,

@@ -53,7 +53,10 @@ impl RedisStreamLog {
 
     /// Connects with explicit settings.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let publisher = config.connect().await.map_err(into_log_error)?;
+        let publisher = config
+            .connect()
+            .await
+            .map_err(crate::config::into_log_error)?;
         Ok(RedisStreamLog {
             publisher,
             config: config.clone(),
@@ -89,13 +92,6 @@ impl RedisStreamLog {
             .await
             .map_err(Error::log)?;
         Ok(conn)
-    }
-}
-
-fn into_log_error(e: Error) -> Error {
-    match e {
-        Error::Store(source) => Error::Log(source),
-        other => other,
     }
 }
 
