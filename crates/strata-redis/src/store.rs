@@ -116,26 +116,6 @@ impl L2Store for RedisStore {
         })
     }
 
-    async fn get_with_generation(
-        &self,
-        namespace: &str,
-        key: &str,
-    ) -> Result<(Option<Bytes>, Generation), Error> {
-        let (value, key_gen, ns_gen): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
-            redis::cmd("MGET")
-                .arg(data_key(namespace, key))
-                .arg(generation_key(namespace, key))
-                .arg(namespace_generation_key(namespace))
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(Error::store)?;
-        let generation = Generation {
-            key: key_gen.unwrap_or(0),
-            namespace: ns_gen.unwrap_or(0),
-        };
-        Ok((value.map(Bytes::from), generation))
-    }
-
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
         if keys.is_empty() {
             return Ok(Vec::new());

@@ -9,6 +9,7 @@ use crate::cache::HybridCache;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
+use crate::fence::Fence;
 use crate::inner::Inner;
 use crate::invalidation::{InvalidationLog, MemoryLog};
 use crate::keys::validate_namespace;
@@ -193,6 +194,7 @@ impl HybridCacheBuilder {
             max_value_bytes: self.max_value_bytes,
             clock: self.clock,
             flights: Arc::new(Flights::default()),
+            fence: Fence::default(),
             lease: self.lease,
             lease_ttl: self.lease_ttl,
             _shutdown: shutdown,

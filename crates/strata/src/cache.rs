@@ -177,10 +177,16 @@ impl HybridCache {
             }
         }
         let now = inner.clock.now_ms();
+        // Noted before L2 is read: an invalidation applied after this must keep the value we
+        // read out of L1.
+        let seen = inner.fence.read(key);
         match inner.read_l2::<T>(key, now).await {
             Some(found) if now < found.times.expires => {
                 inner.counters.incr(Counter::l2_hits);
-                inner.fill_l1(key, &inner.defaults, &found, now).await;
+                let entry = inner.l1_entry(&inner.defaults, &found, now);
+                inner
+                    .insert_l1_unless(key, entry, || inner.fence.read(key) != seen)
+                    .await;
                 typed(key, found.value)
             }
             _ => Ok(None),
@@ -204,8 +210,9 @@ impl HybridCache {
         let now = inner.clock.now_ms();
         let value: Value = Some(Arc::new(value));
         let times = options.times(now, false);
-        // Loads in flight read the key before this write: none may fill L1 after it.
-        inner.flights.poison(key);
+        // Loads in flight and plain reads read the key before this write: none may fill L1
+        // after it.
+        inner.overtake(key);
         if !options.skip_l2 {
             let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0, 0)?;
             let written = inner.write_l2(key, bytes, &times, &options.tags, WriteMode::Replace);
@@ -220,7 +227,9 @@ impl HybridCache {
             tags: options.tags.clone(),
         };
         if !options.skip_l1 {
-            inner.fill_l1(key, options, &found, now).await;
+            inner
+                .insert_l1(key, inner.l1_entry(options, &found, now))
+                .await;
         }
         if options.skip_l2 {
             return Ok(());

@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::codec::Codec;
 use crate::envelope::Times;
 use crate::error::{BoxError, Error, Result};
+use crate::fence::Fence;
 use crate::invalidation::{Invalidation, InvalidationLog, Target};
 use crate::l1::{L1Map, Value};
 use crate::lease::Lease;
@@ -31,6 +32,7 @@ pub(crate) struct Inner {
     pub(crate) max_value_bytes: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) flights: Arc<Flights>,
+    pub(crate) fence: Fence,
     /// Cross-instance single-flight; `None` collapses loads within this instance only.
     pub(crate) lease: Option<Arc<dyn Lease>>,
     pub(crate) lease_ttl: Duration,

@@ -1,4 +1,4 @@
-//! L1: the in-process tier, typed values in a moka cache (W-TinyLFU admission, per-entry expiry).
+//! L1: the in-process tier, typed values in a moka cache (TinyLFU admission, per-entry expiry).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use moka::Expiry;
 
 use crate::inner::{Found, Inner};
 use crate::options::{EntryOptions, ms};
+use crate::stats::Counter;
 
 use crate::envelope::Times;
 
@@ -25,7 +26,7 @@ pub struct L1 {
 }
 
 impl L1 {
-    /// An L1 holding at most `entries` entries (W-TinyLFU decides which).
+    /// An L1 holding at most `entries` entries (moka's TinyLFU policy decides which).
     pub fn with_capacity(entries: u64) -> Self {
         L1 { capacity: entries }
     }
@@ -79,14 +80,11 @@ impl L1Entry {
         tags: &[String],
         now: u64,
     ) -> Self {
-        // Keep the copy while it can serve: fresh or stale-while-revalidate until `l1_until`,
-        // and as a fail-safe fallback until `stale_until`.
-        let keep_until = l1_until.max(times.stale_until);
         L1Entry {
             value,
             times,
             l1_until,
-            retain: Duration::from_millis(keep_until.saturating_sub(now)),
+            retain: retention(l1_until, &times, now),
             tags: (!tags.is_empty()).then(|| tags.into()),
             fail_safe: false,
         }
@@ -97,6 +95,12 @@ impl L1Entry {
             .as_deref()
             .is_some_and(|t| t.iter().any(|x| x == tag))
     }
+}
+
+/// How long moka keeps an entry: while it can serve — fresh or stale-while-revalidate until
+/// `l1_until`, and as a fail-safe fallback until `stale_until`.
+fn retention(l1_until: u64, times: &Times, now: u64) -> Duration {
+    Duration::from_millis(l1_until.max(times.stale_until).saturating_sub(now))
 }
 
 struct Retention;
@@ -119,47 +123,61 @@ impl Expiry<String, L1Entry> for Retention {
 
 /// L1 operations of a cache.
 impl Inner {
-    pub(crate) async fn fill_l1(&self, key: &str, options: &EntryOptions, found: &Found, now: u64) {
+    /// The L1 entry for a value found or loaded now.
+    pub(crate) fn l1_entry(&self, options: &EntryOptions, found: &Found, now: u64) -> L1Entry {
+        let l1_until = options.l1_until(now, &found.times);
+        L1Entry::new(found.value.clone(), found.times, l1_until, &found.tags, now)
+    }
+
+    /// `stale`, to be served for one throttle period after the loader failed (fail-safe).
+    pub(crate) fn fail_safe_entry(&self, options: &EntryOptions, mut stale: L1Entry) -> L1Entry {
+        let now = self.clock.now_ms();
+        stale.fail_safe = true;
+        stale.l1_until = now.saturating_add(ms(options.fail_safe_throttle));
+        stale.retain = retention(stale.l1_until, &stale.times, now);
+        stale
+    }
+
+    /// Puts `entry` in L1 (write-through: nothing can overtake it).
+    pub(crate) async fn insert_l1(&self, key: &str, entry: L1Entry) {
         if let Some(l1) = &self.l1 {
-            let l1_until = options.l1_until(now, &found.times);
-            let entry = L1Entry::new(found.value.clone(), found.times, l1_until, &found.tags, now);
             l1.insert(key.to_owned(), entry).await;
         }
     }
 
-    /// Keeps serving `stale` for one throttle period after the loader failed (fail-safe).
-    pub(crate) async fn keep_fail_safe(
+    /// Puts `entry` in L1 unless `overtaken()` says an invalidation of the key was applied
+    /// since its value was read. Checked again after the insert: an invalidation marks the key
+    /// *before* it clears L1, so either its clear comes after our insert, or we see the mark
+    /// and take the entry out again. A fill given up is counted in `fills_fenced`.
+    pub(crate) async fn insert_l1_unless(
         &self,
         key: &str,
-        options: &EntryOptions,
-        mut stale: L1Entry,
+        entry: L1Entry,
+        overtaken: impl Fn() -> bool,
     ) {
-        if let Some(l1) = &self.l1 {
-            let now = self.clock.now_ms();
-            stale.fail_safe = true;
-            stale.l1_until = now.saturating_add(ms(options.fail_safe_throttle));
-            stale.retain = std::time::Duration::from_millis(
-                stale
-                    .l1_until
-                    .max(stale.times.stale_until)
-                    .saturating_sub(now),
-            );
-            l1.insert(key.to_owned(), stale).await;
-        }
-    }
-
-    // Each `drop_*` applies an invalidation here: it also poisons the loads in flight that
-    // may carry an old value, so that they neither fill L1 nor take in new callers.
-
-    pub(crate) async fn drop_l1(&self, key: &str) {
-        self.flights.poison(key);
-        if let Some(l1) = &self.l1 {
+        let Some(l1) = &self.l1 else { return };
+        if !overtaken() {
+            l1.insert(key.to_owned(), entry).await;
+            if !overtaken() {
+                return;
+            }
             l1.invalidate(key).await;
         }
+        self.counters.incr(Counter::fills_fenced);
     }
 
-    /// Removes `key` from L1 only (undoing a fill that an invalidation overtook).
-    pub(crate) async fn evict_l1(&self, key: &str) {
+    // Each `drop_*` applies an invalidation here. It first marks what it overtakes — the loads
+    // in flight (poisoned: they neither fill L1 nor take in new callers) and the fence that
+    // plain reads check — then clears L1.
+
+    /// Marks `key` overtaken by a change: an invalidation, or a write-through.
+    pub(crate) fn overtake(&self, key: &str) {
+        self.flights.poison(key);
+        self.fence.bump(key);
+    }
+
+    pub(crate) async fn drop_l1(&self, key: &str) {
+        self.overtake(key);
         if let Some(l1) = &self.l1 {
             l1.invalidate(key).await;
         }
@@ -167,7 +185,7 @@ impl Inner {
 
     pub(crate) fn drop_tag(&self, tag: &str) {
         // A flight's tags are unknown until it ends: poison them all (they are few).
-        self.flights.poison_all();
+        self.overtake_all();
         if let Some(l1) = &self.l1 {
             let tag = tag.to_owned();
             // Registered predicates apply to every read from now on, and entries are purged
@@ -180,9 +198,14 @@ impl Inner {
     }
 
     pub(crate) fn drop_all(&self) {
-        self.flights.poison_all();
+        self.overtake_all();
         if let Some(l1) = &self.l1 {
             l1.invalidate_all();
         }
+    }
+
+    fn overtake_all(&self) {
+        self.flights.poison_all();
+        self.fence.bump_all();
     }
 }

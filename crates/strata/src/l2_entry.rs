@@ -99,26 +99,6 @@ impl Inner {
         }
     }
 
-    /// [`read_l2`](Self::read_l2) for a flight, with the key's generation to fence the fill
-    /// with: the default when L2 cannot say (a fill then passes only if the key was never
-    /// invalidated).
-    pub(crate) async fn read_l2_for_load<T: CacheValue>(
-        &self,
-        key: &str,
-        now: u64,
-    ) -> (Option<Found>, Generation) {
-        match self.l2.get_with_generation(&self.namespace, key).await {
-            Ok((bytes, generation)) => (
-                bytes.and_then(|b| self.decode_found::<T>(key, b, now)),
-                generation,
-            ),
-            Err(e) => {
-                self.l2_read_failed(key, &e);
-                (None, Generation::default())
-            }
-        }
-    }
-
     /// The key's generation, to fence a load's fill with; the default when L2 cannot say (a
     /// fill then passes only if the key was never invalidated).
     pub(crate) async fn generation(&self, key: &str) -> Generation {

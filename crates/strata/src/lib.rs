@@ -65,6 +65,7 @@ mod clock;
 mod codec;
 pub mod envelope;
 mod error;
+mod fence;
 mod follower;
 mod housekeeper;
 mod inner;

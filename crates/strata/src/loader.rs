@@ -148,6 +148,11 @@ impl Load {
                 .await
             {
                 Ok(true) => {
+                    if waited {
+                        // The holder's fill was overtaken or failed: fence ours with the
+                        // generation as it stands now, before our loader reads the source.
+                        self.generation = inner.generation(key).await;
+                    }
                     return Turn::Load(Some(Held {
                         lease,
                         namespace: inner.namespace.clone(),
@@ -179,9 +184,11 @@ impl Load {
             tokio::time::sleep(pause.min(left)).await;
             pause = (pause * 2).min(LEASE_POLL_MAX);
             let now = inner.clock.now_ms();
-            let (found, generation) = inner.read_l2_for_load::<T>(key, now).await;
-            self.generation = generation;
-            if let Some(found) = found.filter(|f| now < f.times.fresh_until) {
+            if let Some(found) = inner
+                .read_l2::<T>(key, now)
+                .await
+                .filter(|f| now < f.times.fresh_until)
+            {
                 return Turn::Filled(found, now);
             }
         }
@@ -294,16 +301,10 @@ impl Load {
         if !current {
             return; // counted by the L2 write
         }
-        if !self.leader.poisoned() {
-            self.inner.fill_l1(key, &self.options, found, now).await;
-            // An invalidation can land between the check and the insert. It poisons before it
-            // clears L1, so either its clear comes after our insert, or we see the poison now.
-            if !self.leader.poisoned() {
-                return;
-            }
-            self.inner.evict_l1(key).await;
-        }
-        self.inner.counters.incr(Counter::fills_fenced);
+        let entry = self.inner.l1_entry(&self.options, found, now);
+        self.inner
+            .insert_l1_unless(key, entry, || self.leader.poisoned())
+            .await;
     }
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a
@@ -313,13 +314,12 @@ impl Load {
             Some(stale) => {
                 tracing::debug!(key, %error, "loader failed; serving stale value");
                 let value = stale.value.clone();
-                // An invalidation applied meanwhile withdrew the stale value too (checked again
-                // after the insert, as in `fill_l1`).
-                if !self.options.skip_l1 && !self.leader.poisoned() {
-                    self.inner.keep_fail_safe(key, &self.options, stale).await;
-                    if self.leader.poisoned() {
-                        self.inner.evict_l1(key).await;
-                    }
+                // An invalidation applied meanwhile withdrew the stale value too.
+                if !self.options.skip_l1 {
+                    let entry = self.inner.fail_safe_entry(&self.options, stale);
+                    self.inner
+                        .insert_l1_unless(key, entry, || self.leader.poisoned())
+                        .await;
                 }
                 if !self.leader.answered() {
                     self.leader.finish(Ok((value, Source::Stale)));

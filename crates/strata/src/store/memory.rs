@@ -116,18 +116,6 @@ impl L2Store for MemoryStore {
         Ok(self.lock().generation(namespace, key))
     }
 
-    async fn get_with_generation(
-        &self,
-        namespace: &str,
-        key: &str,
-    ) -> Result<(Option<Bytes>, Generation), Error> {
-        let state = self.lock();
-        Ok((
-            state.get(&data_key(namespace, key)),
-            state.generation(namespace, key),
-        ))
-    }
-
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
         let state = self.lock();
         Ok(keys

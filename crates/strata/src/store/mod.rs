@@ -53,18 +53,6 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     /// fences its fill with it.
     async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error>;
 
-    /// [`get`](Self::get) and [`generation`](Self::generation) as one read — one round trip
-    /// where the store allows. A flight waiting on another instance's lease polls with it: if
-    /// the value is still missing, it may take the lease and load, fenced by this generation.
-    async fn get_with_generation(
-        &self,
-        namespace: &str,
-        key: &str,
-    ) -> Result<(Option<Bytes>, Generation), Error> {
-        let value = self.get(namespace, key).await?;
-        Ok((value, self.generation(namespace, key).await?))
-    }
-
     /// The bytes under each of `keys`, in order, in one round trip where the store allows.
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error>;
 

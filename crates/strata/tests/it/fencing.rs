@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{EntryOptions, HybridCache, L2Store, MemoryStore};
+use strata::{EntryOptions, Generation, HybridCache, L2Store, MemoryStore, WriteMode};
 use strata_testkit::eventually;
 use strata_testkit::source::{Db, Product};
 
@@ -105,4 +105,92 @@ async fn a_read_after_the_invalidation_does_not_join_the_old_load() {
     assert_eq!(after.version, 1, "a new load, not the one in flight");
     assert_eq!(read.await.unwrap().version, 0);
     assert_eq!(cache.get::<Product>("p").await.unwrap().unwrap().version, 1);
+}
+
+/// A real `MemoryStore` whose reads can be held between fetching the bytes and returning them,
+/// to force the interleaving a plain `get` races: value read, invalidation applied, L1 fill.
+#[derive(Debug, Clone)]
+struct HeldReads {
+    store: MemoryStore,
+    fetched: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl L2Store for HeldReads {
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<bytes::Bytes>, strata::Error> {
+        let bytes = self.store.get(ns, key).await;
+        self.fetched.notify_one();
+        self.release.notified().await;
+        bytes
+    }
+    async fn generation(&self, ns: &str, key: &str) -> Result<Generation, strata::Error> {
+        self.store.generation(ns, key).await
+    }
+    async fn get_many(
+        &self,
+        ns: &str,
+        keys: &[&str],
+    ) -> Result<Vec<Option<bytes::Bytes>>, strata::Error> {
+        self.store.get_many(ns, keys).await
+    }
+    async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Duration,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> Result<bool, strata::Error> {
+        self.store.set(ns, key, value, ttl, tags, mode).await
+    }
+    async fn delete(&self, ns: &str, key: &str) -> Result<(), strata::Error> {
+        self.store.delete(ns, key).await
+    }
+    async fn delete_by_tag(&self, ns: &str, tag: &str) -> Result<u64, strata::Error> {
+        self.store.delete_by_tag(ns, tag).await
+    }
+    async fn clear(&self, ns: &str) -> Result<u64, strata::Error> {
+        self.store.clear(ns).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
+    let (store, db) = (MemoryStore::default(), Db::new());
+    let _: Arc<Product> = cache(&store)
+        .await
+        .get_or_load("p", db.loader(1))
+        .await
+        .unwrap();
+    let held = HeldReads {
+        store: store.clone(),
+        fetched: Arc::default(),
+        release: Arc::default(),
+    };
+    let reader = HybridCache::builder("svc")
+        .l2(held.clone())
+        .default_entry(EntryOptions::ttl(Duration::from_secs(60)))
+        .build()
+        .await
+        .unwrap();
+    let get = {
+        let reader = reader.clone();
+        tokio::spawn(async move { reader.get::<Product>("p").await })
+    };
+    held.fetched.notified().await; // the old value is read…
+    reader.invalidate("p").await.unwrap(); // …then invalidated…
+    held.release.notify_one(); // …then it reaches the L1 fill.
+    let old = get.await.unwrap().unwrap().unwrap();
+    assert_eq!(old.version, 0, "the get began before the invalidation");
+    assert_eq!(reader.stats().fills_fenced, 1, "{:?}", reader.stats());
+    // Nothing of it stayed in L1: the next get goes to L2, which no longer has it.
+    let next = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.get::<Product>("p").await }
+    });
+    held.fetched.notified().await;
+    held.release.notify_one();
+    assert!(next.await.unwrap().unwrap().is_none());
 }

@@ -30,8 +30,19 @@ async fn soft_timeout_returns_stale_and_the_load_fills_the_cache_later() {
         "answered at the soft timeout"
     );
 
-    // The slow load goes on and lands; waiting on its timer moves the paused clock.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The slow load goes on and lands (each wait moves the paused clock).
+    strata_testkit::eventually(
+        "the background load to fill L1",
+        Duration::from_secs(10),
+        || async {
+            cache
+                .get::<Product>("p")
+                .await
+                .unwrap()
+                .is_some_and(|p| p.version == 1)
+        },
+    )
+    .await;
     let fresh: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!(fresh.version, 1);
     assert_eq!(db.calls(), 2, "the background load filled the cache");
