@@ -11,10 +11,11 @@ use crate::config::RedisConfig;
 use crate::scripts::RELEASE;
 
 /// Load leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` to take one, a
-/// compare-and-delete script to give it back. Get one from [`RedisStore::lease`] to share the
-/// store's connection.
+/// compare-and-delete script to give it back.
 ///
-/// [`RedisStore::lease`]: crate::RedisStore::lease
+/// A cache on a [`RedisStore`](crate::RedisStore) uses these leases by default, with no round
+/// trips of their own (taken with the generation read, released by the fill). Connect one
+/// yourself only to keep leases on another Redis than the data.
 #[derive(Clone)]
 pub struct RedisLease {
     conn: ConnectionManager,

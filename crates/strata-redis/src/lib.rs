@@ -5,10 +5,8 @@
 //! use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 //!
 //! let config = RedisConfig::from_url("redis://127.0.0.1:6379")?;
-//! let store = RedisStore::connect_with(&config).await?;
 //! let cache = strata::HybridCache::builder("product-service")
-//!     .lease(store.lease())
-//!     .l2(store)
+//!     .l2(RedisStore::connect_with(&config).await?)
 //!     .invalidation(RedisStreamLog::connect_with(&config).await?)
 //!     .build()
 //!     .await?;
@@ -18,7 +16,9 @@
 //! - [`RedisStore`]: values under `<namespace>:<key>`, tag indexes under `<namespace>#tag:<tag>`,
 //!   one multiplexed auto-reconnecting connection, Lua for multi-key atomicity.
 //! - [`RedisLease`]: single-flight across instances, `<namespace>#lease:<key>` taken with
-//!   `SET NX PX` and an owner token, released by compare-and-delete.
+//!   `SET NX PX` and an owner token, released by compare-and-delete. A `RedisStore` keeps
+//!   these leases itself: a cache takes one in the script that reads the key's generation and
+//!   releases it in the fill script, so cross-instance single-flight costs no round trip.
 //! - [`RedisStreamLog`]: the durable invalidation log, a stream per namespace
 //!   (`<namespace>#log`); a follower resumes where it left off after a disconnect, and drops its
 //!   L1 only if entries it had not read were trimmed away.

@@ -27,22 +27,42 @@ local function index_tags(first, ttl)
 end
 ";
 
-/// A load's fill. KEYS: data, key generation, namespace generation, tag indexes…;
-/// ARGV: value, TTL ms, key generation read, namespace generation read.
-/// Returns 1 if stored, 0 if the key or namespace changed since the read.
+/// A load's fill. KEYS: data, key generation, namespace generation, load lease, tag indexes…;
+/// ARGV: value, TTL ms, key generation read, namespace generation read, lease token (`""`
+/// for none). Releases the load's lease if the token still holds it, whether the value is
+/// stored or not; returns 1 if stored, 0 if the key or namespace changed since the read.
 pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{INDEX_TAGS}
+if ARGV[5] ~= '' and redis.call('GET', KEYS[4]) == ARGV[5] then
+  redis.call('UNLINK', KEYS[4])
+end
 local gens = redis.call('MGET', KEYS[2], KEYS[3])
 if tonumber(gens[1] or '0') ~= tonumber(ARGV[3]) or tonumber(gens[2] or '0') ~= tonumber(ARGV[4]) then
   return 0
 end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-index_tags(4, ttl)
+index_tags(5, ttl)
 return 1
 "
     ))
+});
+
+/// The start of a load: reads the key's generations and, with a token, tries to take the key's
+/// load lease (`SET NX PX`). KEYS: key generation, namespace generation, lease; ARGV: token
+/// (`""` for none), lease TTL ms. Returns {key generation, namespace generation, 1 if taken}.
+pub(crate) static BEGIN_LOAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local gens = redis.call('MGET', KEYS[1], KEYS[2])
+local taken = 0
+if ARGV[1] ~= '' and redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  taken = 1
+end
+return {tonumber(gens[1] or '0'), tonumber(gens[2] or '0'), taken}
+",
+    )
 });
 
 /// A write-through: stores and bumps the key's generation. KEYS: data, key generation, tag

@@ -1,18 +1,19 @@
 //! `RedisStore`: the L2 on Redis.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use strata::keys::{
-    data_key, generation_key, namespace_generation_key, namespace_patterns, tag_key,
+    data_key, generation_key, lease_key, namespace_generation_key, namespace_patterns, tag_key,
 };
-use strata::{Error, Generation, L2Store, WriteMode};
+use strata::{Error, Generation, L2Store, Lease, WriteMode};
 
 use crate::config::RedisConfig;
 use crate::lease::RedisLease;
-use crate::scripts::{DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE, REPLACE};
+use crate::scripts::{BEGIN_LOAD, DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE, REPLACE};
 
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
@@ -50,12 +51,6 @@ impl RedisStore {
             conn,
             config: config.clone(),
         })
-    }
-
-    /// A [`RedisLease`] on this store's connection, for
-    /// [`HybridCacheBuilder::lease`](strata::HybridCacheBuilder::lease).
-    pub fn lease(&self) -> RedisLease {
-        RedisLease::on(self.conn.clone())
     }
 
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
@@ -116,6 +111,36 @@ impl L2Store for RedisStore {
         })
     }
 
+    fn lease(&self) -> Option<Arc<dyn Lease>> {
+        Some(Arc::new(RedisLease::on(self.conn.clone())))
+    }
+
+    async fn begin_load(
+        &self,
+        namespace: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+    ) -> Result<(Generation, bool), Error> {
+        let (token, ttl) = match lease {
+            Some((token, ttl)) => (token.to_string(), ttl_ms(ttl)),
+            None => (String::new(), 0),
+        };
+        let (key_gen, ns_gen, taken): (u64, u64, u8) = BEGIN_LOAD
+            .key(generation_key(namespace, key))
+            .key(namespace_generation_key(namespace))
+            .key(lease_key(namespace, key))
+            .arg(token)
+            .arg(ttl)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
+        let generation = Generation {
+            key: key_gen,
+            namespace: ns_gen,
+        };
+        Ok((generation, taken == 1))
+    }
+
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -139,14 +164,16 @@ impl L2Store for RedisStore {
         mode: WriteMode,
     ) -> Result<bool, Error> {
         let mut invocation = match mode {
-            WriteMode::Fill(read) => {
+            WriteMode::Fill { read, lease } => {
                 let mut i = FILL.key(data_key(namespace, key));
                 i.key(generation_key(namespace, key))
-                    .key(namespace_generation_key(namespace));
+                    .key(namespace_generation_key(namespace))
+                    .key(lease_key(namespace, key));
                 i.arg(value.as_ref())
                     .arg(ttl_ms(ttl))
                     .arg(read.key)
-                    .arg(read.namespace);
+                    .arg(read.namespace)
+                    .arg(lease.map(|t| t.to_string()).unwrap_or_default());
                 i
             }
             WriteMode::Replace => {

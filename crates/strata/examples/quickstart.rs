@@ -66,10 +66,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(url) => {
             let config = RedisConfig::from_url(&url)?;
             println!("L2: Redis at {config}");
-            let store = RedisStore::connect_with(&config).await?;
             builder
-                .lease(store.lease())
-                .l2(store)
+                .l2(RedisStore::connect_with(&config).await?)
                 .invalidation(RedisStreamLog::connect_with(&config).await?)
         }
         Err(_) => {

@@ -92,9 +92,9 @@ impl HybridCacheBuilder {
     }
 
     /// The lease that makes single-flight span instances: on an L2 miss, one instance loads
-    /// and the others wait for its fill (default: none — each instance loads on its own).
-    /// Use the one that matches the L2: `strata_redis::RedisLease` with a Redis L2, a
-    /// [`MemoryLease`](crate::MemoryLease) shared by caches on one [`MemoryStore`].
+    /// and the others wait for its fill. Default: the L2 store's own leases
+    /// ([`L2Store::lease`]; Redis and [`MemoryStore`] keep them), which cost no round trips of
+    /// their own. Set another only to keep leases elsewhere than the data.
     pub fn lease(mut self, lease: impl Lease) -> Self {
         self.lease = Some(Arc::new(lease));
         self
@@ -171,21 +171,25 @@ impl HybridCacheBuilder {
                 "a shared L2 without a shared invalidation log: other instances will not drop their L1 copies"
             );
         }
-        if self.l2.is_some() && self.lease.is_none() {
-            tracing::info!(
-                namespace = %self.namespace,
-                "a shared L2 without a lease: instances collapse concurrent loads only among their own callers"
-            );
-        }
+
         let log = self.log.unwrap_or_else(|| Arc::new(MemoryLog::new()));
         let events = log.follow(&self.namespace).await?;
         let (shutdown, shutdown_rx) = watch::channel(());
+        let l2 = self.l2.unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let (lease, lease_in_store) = match self.lease {
+            Some(lease) => (Some(lease), false),
+            None => {
+                let own = l2.lease();
+                let in_store = own.is_some();
+                (own, in_store)
+            }
+        };
         let inner = Arc::new(Inner {
             counters: Counters::new(&self.namespace),
             namespace: self.namespace,
             instance_id: fastrand::u64(..),
             l1: self.l1.build(),
-            l2: self.l2.unwrap_or_else(|| Arc::new(MemoryStore::default())),
+            l2,
             log,
             codec: self.codec,
             raw: self.raw,
@@ -195,7 +199,8 @@ impl HybridCacheBuilder {
             clock: self.clock,
             flights: Arc::new(Flights::default()),
             fence: Fence::default(),
-            lease: self.lease,
+            lease,
+            lease_in_store,
             lease_ttl: self.lease_ttl,
             _shutdown: shutdown,
         });

@@ -395,6 +395,7 @@ impl HybridCache {
             stale,
             leader,
             generation: Default::default(),
+            lease: None,
         };
         load.run::<T, F, Fut, E>(loader).instrument(span)
     }

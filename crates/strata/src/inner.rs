@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) fence: Fence,
     /// Cross-instance single-flight; `None` collapses loads within this instance only.
     pub(crate) lease: Option<Arc<dyn Lease>>,
+    /// The lease is the L2 store's own: taken in `begin_load`, released by the fill.
+    pub(crate) lease_in_store: bool,
     pub(crate) lease_ttl: Duration,
     pub(crate) counters: Counters,
     /// Dropped with the cache; its receivers (follower, housekeeper) then stop.

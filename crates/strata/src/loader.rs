@@ -39,6 +39,8 @@ pub(crate) struct Load {
     pub(crate) leader: Leader,
     /// The key's generation, read from L2 before loading; the fill is fenced with it.
     pub(crate) generation: Generation,
+    /// The key's lease, while this flight holds it.
+    pub(crate) lease: Option<Held>,
 }
 
 impl Load {
@@ -101,14 +103,12 @@ impl Load {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         if !self.options.skip_l2 {
-            // Before the loader reads the source: any change after this point fences the fill.
-            self.generation = self.inner.generation(&key).await;
+            match self.take_turn::<T>(&key).await {
+                // Held until the fill, so that the instances waiting on it find the value.
+                Turn::Load(lease) => self.lease = lease,
+                Turn::Filled(found, now) => return self.hit(&key, found, now).await,
+            }
         }
-        // Held until the fill is done, so that the instances waiting on it find the value.
-        let _lease = match self.take_turn::<T>(&key).await {
-            Turn::Load(lease) => lease,
-            Turn::Filled(found, now) => return self.hit(&key, found, now).await,
-        };
         self.inner.counters.incr(Counter::loader_calls);
         let started = Instant::now();
         match self.call(&key, loader).await {
@@ -129,35 +129,31 @@ impl Load {
         self.leader.finish(Ok((found.value, Source::L2)));
     }
 
-    /// Waits for this instance's turn to load: it takes the key's lease, or waits for the
-    /// instance holding it to fill L2 — serving the stale value meanwhile, if there is one.
-    /// Waiting is bounded by the lease's TTL: by then the holder is done or its lease expired
-    /// (a dead holder), and one waiter takes over.
+    /// Reads the generation the fill will be fenced with, then waits for this instance's turn
+    /// to load: it takes the key's lease, or waits for the instance holding it to fill L2 —
+    /// serving the stale value meanwhile, if there is one. Waiting is bounded by the lease's
+    /// TTL: by then the holder is done or its lease expired (a dead holder), and one waiter
+    /// takes over.
     async fn take_turn<T: CacheValue>(&mut self, key: &str) -> Turn {
         let inner = self.inner.clone();
-        let Some(lease) = inner.lease.clone().filter(|_| !self.options.skip_l2) else {
+        let token = fastrand::u64(..);
+        let mut taken = self.begin(key, token).await;
+        let Some(lease) = inner.lease.clone() else {
             return Turn::Load(None);
         };
-        let token = fastrand::u64(..);
         let deadline = Instant::now() + inner.lease_ttl;
         let mut pause = LEASE_POLL_MIN;
         let mut waited = false;
         loop {
-            match lease
-                .try_acquire(&inner.namespace, key, token, inner.lease_ttl)
-                .await
-            {
+            match taken {
                 Ok(true) => {
-                    if waited {
-                        // The holder's fill was overtaken or failed: fence ours with the
-                        // generation as it stands now, before our loader reads the source.
-                        self.generation = inner.generation(key).await;
-                    }
                     return Turn::Load(Some(Held {
                         lease,
                         namespace: inner.namespace.clone(),
                         key: key.to_owned(),
                         token,
+                        in_store: inner.lease_in_store,
+                        released: false,
                     }));
                 }
                 Ok(false) => {}
@@ -191,6 +187,35 @@ impl Load {
             {
                 return Turn::Filled(found, now);
             }
+            // The holder's fill was overtaken or failed: try again, fenced by the generation
+            // as it stands now.
+            taken = self.begin(key, token).await;
+        }
+    }
+
+    /// Reads the key's generation — before the loader reads the source, so any change after
+    /// this point fences the fill — and tries to take the key's lease: in one round trip when
+    /// the L2 store keeps the lease. `Ok(false)` without a lease.
+    async fn begin(&mut self, key: &str, token: u64) -> Result<bool, Error> {
+        let inner = &self.inner;
+        let claim = (token, inner.lease_ttl);
+        if inner.lease_in_store {
+            let begun = inner
+                .l2
+                .begin_load(&inner.namespace, key, Some(claim))
+                .await;
+            let (generation, taken) = begun?;
+            self.generation = generation;
+            return Ok(taken);
+        }
+        self.generation = inner.generation(key).await;
+        match &inner.lease {
+            Some(lease) => {
+                lease
+                    .try_acquire(&inner.namespace, key, token, inner.lease_ttl)
+                    .await
+            }
+            None => Ok(false),
         }
     }
 
@@ -242,7 +267,7 @@ impl Load {
     /// Writes L2, fills L1, then answers: once a caller has its value, every instance can read
     /// it from L2 (read-your-writes across instances), at the cost of one L2 round trip on a
     /// miss that already paid for a load.
-    async fn store<T: CacheValue>(self, key: &str, value: Value, load_ms: u32) {
+    async fn store<T: CacheValue>(mut self, key: &str, value: Value, load_ms: u32) {
         let inner = &self.inner;
         let options = &self.options;
         let now = inner.clock.now_ms();
@@ -278,12 +303,22 @@ impl Load {
         // invalidation may come from another instance and not have been applied here yet.
         let mut current = true;
         if let Some(bytes) = bytes {
-            let mode = WriteMode::Fill(self.generation);
+            // A lease the store keeps is released by the fill itself.
+            let lease = self.lease.as_mut().filter(|held| held.in_store);
+            let mode = WriteMode::Fill {
+                read: self.generation,
+                lease: lease.as_ref().map(|held| held.token),
+            };
             match inner
                 .write_l2(key, bytes, &found.times, &found.tags, mode)
                 .await
             {
-                Ok(stored) => current = stored,
+                Ok(stored) => {
+                    current = stored;
+                    if let Some(held) = lease {
+                        held.released = true;
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed")
                 }

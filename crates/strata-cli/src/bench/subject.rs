@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use strata::{
-    EntryOptions, HybridCache, L1, L2Store, MemoryLease, MemoryLog, MemoryStore, WriteMode,
-};
+use strata::{EntryOptions, HybridCache, L1, L2Store, MemoryLog, MemoryStore, WriteMode};
 use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 
 use super::source::{Record, Source};
@@ -88,10 +86,8 @@ impl Subject {
             .default_entry(options);
         let cache = match target {
             L2Target::Redis(config) => {
-                let store = RedisStore::connect_with(config).await?;
                 builder
-                    .lease(store.lease())
-                    .l2(store)
+                    .l2(RedisStore::connect_with(config).await?)
                     .invalidation(RedisStreamLog::connect_with(config).await?)
                     .build()
                     .await?
@@ -99,7 +95,6 @@ impl Subject {
             L2Target::Embedded(store) => {
                 builder
                     .l2(store.clone())
-                    .lease(MemoryLease::new())
                     .invalidation(MemoryLog::new())
                     .build()
                     .await?

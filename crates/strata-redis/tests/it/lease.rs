@@ -13,11 +13,9 @@ use crate::{TTL, instance};
 
 async fn instance_with_lease_ttl(redis: &RedisServer, lease_ttl: Duration) -> HybridCache {
     let config = RedisConfig::from_url(&redis.url()).unwrap();
-    let store = RedisStore::connect_with(&config).await.unwrap();
     HybridCache::builder("svc")
-        .lease(store.lease())
         .lease_ttl(lease_ttl)
-        .l2(store)
+        .l2(RedisStore::connect_with(&config).await.unwrap())
         .invalidation(RedisStreamLog::connect_with(&config).await.unwrap())
         .default_entry(EntryOptions::ttl(TTL))
         .build()

@@ -17,17 +17,15 @@ use strata_testkit::RedisServer;
 pub(crate) const TTL: Duration = Duration::from_secs(60);
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-/// A cache instance with its own connections (store and lease, backplane) to `redis`.
+/// A cache instance with its own connections (store, backplane) to `redis`.
 pub(crate) async fn instance(redis: &RedisServer, options: EntryOptions) -> HybridCache {
     let config = RedisConfig::from_url(&redis.url()).unwrap();
     instance_with(&config, options).await
 }
 
 pub(crate) async fn instance_with(config: &RedisConfig, options: EntryOptions) -> HybridCache {
-    let store = RedisStore::connect_with(config).await.unwrap();
     HybridCache::builder("svc")
-        .lease(store.lease())
-        .l2(store)
+        .l2(RedisStore::connect_with(config).await.unwrap())
         .invalidation(RedisStreamLog::connect_with(config).await.unwrap())
         .default_entry(options)
         .build()

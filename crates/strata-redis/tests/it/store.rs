@@ -118,7 +118,7 @@ async fn clear_removes_one_namespace_only() {
 /// namespace since the read it is fenced with.
 async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
     let v = |s: &'static str| Bytes::from_static(s.as_bytes());
-    let fill = |g: Generation| WriteMode::Fill(g);
+    let fill = |read: Generation| WriteMode::Fill { read, lease: None };
 
     let read = store.generation("ns", "k").await.unwrap();
     assert_eq!(store.get("ns", "k").await.unwrap(), None);
@@ -210,4 +210,70 @@ async fn redis_fills_are_fenced_by_generation() {
 #[tokio::test]
 async fn memory_fills_are_fenced_by_generation() {
     fills_are_fenced_by_generation(&MemoryStore::default()).await;
+}
+
+/// The lease contract of `L2Store`: `begin_load` reads the generation and takes the store's
+/// lease once; the fill that carries the token releases it, stored or refused; a stranger's
+/// token releases nothing.
+async fn leases_are_taken_with_the_generation_and_released_by_the_fill(store: &dyn L2Store) {
+    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let claim = |token| Some((token, TTL));
+    let (read, taken) = store.begin_load("ns", "k", claim(1)).await.unwrap();
+    assert_eq!(read, store.generation("ns", "k").await.unwrap());
+    assert!(taken);
+    assert!(
+        !store.begin_load("ns", "k", claim(2)).await.unwrap().1,
+        "held"
+    );
+    assert!(
+        !store.begin_load("ns", "k", None).await.unwrap().1,
+        "none asked"
+    );
+    let stranger = WriteMode::Fill {
+        read,
+        lease: Some(2),
+    };
+    assert!(
+        store
+            .set("ns", "k", v("x"), TTL, &[], stranger)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.begin_load("ns", "k", claim(3)).await.unwrap().1,
+        "still held"
+    );
+    // The holder's fill is refused (the key changed), and still releases the lease.
+    store.delete("ns", "k").await.unwrap();
+    let holder = WriteMode::Fill {
+        read,
+        lease: Some(1),
+    };
+    assert!(
+        !store
+            .set("ns", "k", v("old"), TTL, &[], holder)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.begin_load("ns", "k", claim(3)).await.unwrap().1,
+        "released"
+    );
+}
+
+#[tokio::test]
+async fn redis_leases_are_taken_with_the_generation_and_released_by_the_fill() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    leases_are_taken_with_the_generation_and_released_by_the_fill(&store).await;
+    let pttl: u64 = redis.cli(&["PTTL", "ns#lease:k"]).parse().unwrap();
+    assert!(
+        pttl > 0 && pttl <= 100_000,
+        "the lease carries its TTL: {pttl}"
+    );
+}
+
+#[tokio::test]
+async fn memory_leases_are_taken_with_the_generation_and_released_by_the_fill() {
+    leases_are_taken_with_the_generation_and_released_by_the_fill(&MemoryStore::default()).await;
 }

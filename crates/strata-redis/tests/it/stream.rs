@@ -11,10 +11,8 @@ use strata_testkit::{RedisServer, eventually};
 use crate::{TTL, WAIT, raw_connection};
 
 async fn instance_with_log(redis: &RedisServer, log: RedisStreamLog) -> HybridCache {
-    let store = RedisStore::connect(&redis.url()).await.unwrap();
     HybridCache::builder("svc")
-        .lease(store.lease())
-        .l2(store)
+        .l2(RedisStore::connect(&redis.url()).await.unwrap())
         .invalidation(log)
         .default_entry(EntryOptions::ttl(TTL))
         .build()

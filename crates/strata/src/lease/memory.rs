@@ -1,4 +1,5 @@
-//! An in-process [`Lease`], for caches that share a [`MemoryStore`](crate::MemoryStore).
+//! An in-process [`Lease`]: the one a [`MemoryStore`](crate::MemoryStore) keeps, shared by the
+//! caches built on clones of it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,8 +11,8 @@ use super::Lease;
 use crate::error::Error;
 use crate::keys::lease_key;
 
-/// Leases in a process-wide map. Cloning shares the map, so caches built on clones behave like
-/// instances sharing one Redis.
+/// Leases in an in-process map. Cloning shares the map, so caches using clones behave like
+/// instances sharing one Redis. Every [`MemoryStore`](crate::MemoryStore) keeps one.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryLease {
     held: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
@@ -24,6 +25,32 @@ impl MemoryLease {
     }
 }
 
+impl MemoryLease {
+    /// Takes the lease on `key` of `namespace` if it is free or expired.
+    pub(crate) fn take(&self, namespace: &str, key: &str, token: u64, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // Expired leases are swept as they are met, so the map stays as small as the set of
+        // keys loading right now.
+        held.retain(|_, (_, until)| *until > now);
+        let full = lease_key(namespace, key);
+        if held.contains_key(&full) {
+            return false;
+        }
+        held.insert(full, (token, now + ttl));
+        true
+    }
+
+    /// Frees the lease on `key` of `namespace` if `token` holds it.
+    pub(crate) fn give_back(&self, namespace: &str, key: &str, token: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let full = lease_key(namespace, key);
+        if held.get(&full).is_some_and(|(owner, _)| *owner == token) {
+            held.remove(&full);
+        }
+    }
+}
+
 #[async_trait]
 impl Lease for MemoryLease {
     async fn try_acquire(
@@ -33,25 +60,11 @@ impl Lease for MemoryLease {
         token: u64,
         ttl: Duration,
     ) -> Result<bool, Error> {
-        let now = Instant::now();
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        // Expired leases are swept as they are met, so the map stays as small as the set of
-        // keys loading right now.
-        held.retain(|_, (_, until)| *until > now);
-        let full = lease_key(namespace, key);
-        if held.contains_key(&full) {
-            return Ok(false);
-        }
-        held.insert(full, (token, now + ttl));
-        Ok(true)
+        Ok(self.take(namespace, key, token, ttl))
     }
 
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let full = lease_key(namespace, key);
-        if held.get(&full).is_some_and(|(owner, _)| *owner == token) {
-            held.remove(&full);
-        }
+        self.give_back(namespace, key, token);
         Ok(())
     }
 }

@@ -40,17 +40,25 @@ pub trait Lease: Send + Sync + Debug + 'static {
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error>;
 }
 
-/// A lease this instance holds; dropping it releases the lease in the background, so a caller
-/// never waits on the release and a cancelled load frees its key too.
+/// A lease this instance holds. A fill releases a store-kept lease in its own step; otherwise
+/// (another kind of lease, a failed or cancelled load) dropping it releases the lease in the
+/// background, so a caller never waits on the release.
 pub(crate) struct Held {
     pub(crate) lease: std::sync::Arc<dyn Lease>,
     pub(crate) namespace: String,
     pub(crate) key: String,
     pub(crate) token: u64,
+    /// Kept by the L2 store, so a fill can release it.
+    pub(crate) in_store: bool,
+    /// Released already (by a fill).
+    pub(crate) released: bool,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         let (lease, namespace, key) = (
             self.lease.clone(),
             std::mem::take(&mut self.namespace),

@@ -10,15 +10,17 @@ use bytes::Bytes;
 use super::{Generation, L2Store, WriteMode};
 use crate::error::Error;
 use crate::keys::{data_key, generation_key, namespace_generation_key, tag_key};
+use crate::lease::{Lease, MemoryLease};
 
 /// An in-process [`L2Store`]: the embedded default when no Redis is configured.
 ///
-/// Cloning shares the map, so several caches built on clones of one `MemoryStore` behave like
-/// instances sharing one Redis. Bounded by entry count: when full, expired entries are dropped
+/// Cloning shares the map (and the store's load leases), so several caches built on clones of
+/// one `MemoryStore` behave like instances sharing one Redis. Bounded by entry count: when full, expired entries are dropped
 /// first, then arbitrary ones (like Redis' `allkeys-random`).
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<State>>,
+    lease: MemoryLease,
 }
 
 #[derive(Debug)]
@@ -47,6 +49,7 @@ impl MemoryStore {
                 tags: HashMap::new(),
                 generations: HashMap::new(),
             })),
+            lease: MemoryLease::new(),
         }
     }
 
@@ -116,6 +119,21 @@ impl L2Store for MemoryStore {
         Ok(self.lock().generation(namespace, key))
     }
 
+    fn lease(&self) -> Option<Arc<dyn Lease>> {
+        Some(Arc::new(self.lease.clone()))
+    }
+
+    async fn begin_load(
+        &self,
+        namespace: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+    ) -> Result<(Generation, bool), Error> {
+        let generation = self.lock().generation(namespace, key);
+        let taken = lease.is_some_and(|(token, ttl)| self.lease.take(namespace, key, token, ttl));
+        Ok((generation, taken))
+    }
+
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
         let state = self.lock();
         Ok(keys
@@ -136,8 +154,14 @@ impl L2Store for MemoryStore {
         let full = data_key(namespace, key);
         let mut state = self.lock();
         match mode {
-            WriteMode::Fill(read) if state.generation(namespace, key) != read => return Ok(false),
-            WriteMode::Fill(_) => {}
+            WriteMode::Fill { read, lease } => {
+                if let Some(token) = lease {
+                    self.lease.give_back(namespace, key, token);
+                }
+                if state.generation(namespace, key) != read {
+                    return Ok(false);
+                }
+            }
             WriteMode::Replace => state.bump(generation_key(namespace, key)),
         }
         if !state.entries.contains_key(&full) {

@@ -6,12 +6,14 @@
 mod memory;
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Error;
+use crate::lease::Lease;
 
 pub use memory::MemoryStore;
 
@@ -32,8 +34,16 @@ pub struct Generation {
 /// How a write is ordered against invalidations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
-    /// A fill by a load: stored only if the generation is still the one the load read.
-    Fill(Generation),
+    /// A fill by a load: stored only if the generation is still `read`, the one the load read.
+    /// With `lease`, the store's lease on the key held under that token (taken by
+    /// [`L2Store::begin_load`]) is released in the same step, whether the value was stored or
+    /// not.
+    Fill {
+        /// The generation the load read before it began.
+        read: Generation,
+        /// The token of the store-kept lease the load holds, if any.
+        lease: Option<u64>,
+    },
     /// A write-through: always stored, and bumps the key's generation so that loads which
     /// began before it cannot overwrite it.
     Replace,
@@ -52,6 +62,31 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     /// The generation of `key`. A load reads it before it reads the source of truth and
     /// fences its fill with it.
     async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error>;
+
+    /// The load leases this store keeps beside its data, if any (default: none). A cache
+    /// uses them unless it is given another [`Lease`], and then takes and releases them with
+    /// no round trips of their own: in [`begin_load`](Self::begin_load) and in the fill.
+    fn lease(&self) -> Option<Arc<dyn Lease>> {
+        None
+    }
+
+    /// Begins a load of `key`: reads its [`generation`](Self::generation) and, with
+    /// `lease = Some((token, ttl))`, tries to take the store's lease on the key — one round
+    /// trip where the store allows. Returns the generation and whether the lease was taken
+    /// (`false` when none was asked for or the store keeps none).
+    async fn begin_load(
+        &self,
+        namespace: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+    ) -> Result<(Generation, bool), Error> {
+        let generation = self.generation(namespace, key).await?;
+        let taken = match (lease, self.lease()) {
+            (Some((token, ttl)), Some(l)) => l.try_acquire(namespace, key, token, ttl).await?,
+            _ => false,
+        };
+        Ok((generation, taken))
+    }
 
     /// The bytes under each of `keys`, in order, in one round trip where the store allows.
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error>;
