@@ -224,7 +224,14 @@ fn w2_stampede_over_four_processes() {
         "one load across the four processes (the lease): {per_instance:?}"
     );
     assert_eq!(n(ours, "/loader_calls"), 1.0);
-    assert_eq!(n(naive, "/loader_calls"), 1000.0, "no single-flight at all");
+    // No single-flight at all: every read that missed loaded. (How many missed depends on how
+    // many started before the first load's SET landed, which a loaded machine stretches.)
+    assert_eq!(
+        n(naive, "/loader_calls") + n(naive, "/l2_hits"),
+        1000.0,
+        "{naive}"
+    );
+    assert!(n(naive, "/loader_calls") > 4.0, "{naive}");
     for r in &runs {
         assert_eq!(n(r, "/errors"), 0.0);
         assert!(
