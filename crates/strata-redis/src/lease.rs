@@ -4,14 +4,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use strata::keys::lease_key;
+use strata::keys::{filled_key, lease_key, waiting_key};
 use strata::{Error, Lease};
 
 use crate::config::RedisConfig;
 use crate::scripts::RELEASE;
 
 /// Load leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` to take one, a
-/// compare-and-delete script to give it back.
+/// compare-and-delete script to give it back (announcing the release on `<namespace>#filled`
+/// when another instance waits on it).
 ///
 /// A cache on a [`RedisStore`](crate::RedisStore) uses these leases by default, with no round
 /// trips of their own (taken with the generation read, released by the fill). Connect one
@@ -62,7 +63,10 @@ impl Lease for RedisLease {
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
         RELEASE
             .key(lease_key(namespace, key))
+            .key(waiting_key(namespace, key))
+            .key(filled_key(namespace))
             .arg(token)
+            .arg(key)
             .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(Error::store)

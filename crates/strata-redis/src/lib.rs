@@ -21,7 +21,8 @@
 //!   releases it in the fill script, so cross-instance single-flight costs no round trip.
 //! - [`RedisStreamLog`]: the durable invalidation log, a stream per namespace
 //!   (`<namespace>#log`); a follower resumes where it left off after a disconnect, and drops its
-//!   L1 only if entries it had not read were trimmed away.
+//!   L1 only if entries it had not read were trimmed away. It also wakes the flights that wait on
+//!   another instance's lease as soon as that lease is released.
 //! - [`RedisPubSub`]: the lighter alternative, invalidations on
 //!   `strata:invalidate:<namespace>`; a follower that lost its connection drops its L1 when it
 //!   comes back, since it may have missed messages.

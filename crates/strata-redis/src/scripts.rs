@@ -27,38 +27,60 @@ local function index_tags(first, ttl)
 end
 ";
 
-/// A load's fill. KEYS: data, key generation, namespace generation, load lease, tag indexes…;
-/// ARGV: value, TTL ms, key generation read, namespace generation read, lease token (`""`
-/// for none). Releases the load's lease if the token still holds it, whether the value is
-/// stored or not; returns 1 if stored, 0 if the key or namespace changed since the read.
+/// Releases a load lease if `token` still holds it (compare-and-delete: a holder whose lease
+/// expired and was taken over must not free the new holder's); if other instances marked it
+/// waited on, announces the release on the namespace's `#filled` stream (field `k`: the key),
+/// so they look at L2 at once instead of at their next poll. Shared by the scripts below.
+const RELEASE_LEASE: &str = r"
+local function release_lease(lease, waiting, filled, token, key)
+  if token == '' or redis.call('GET', lease) ~= token then
+    return 0
+  end
+  redis.call('UNLINK', lease)
+  if redis.call('UNLINK', waiting) == 1 then
+    redis.call('XADD', filled, 'MAXLEN', '~', 1000, '*', 'k', key)
+  end
+  return 1
+end
+";
+
+/// A load's fill. KEYS: data, key generation, namespace generation, lease, waiting mark,
+/// filled stream, tag indexes…; ARGV: value, TTL ms, key generation read, namespace
+/// generation read, lease token (`""` for none), cache key. Releases the load's lease (see
+/// `RELEASE_LEASE`) whether the value is stored or not; returns 1 if stored, 0 if the key or
+/// namespace changed since the read.
 pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{INDEX_TAGS}
-if ARGV[5] ~= '' and redis.call('GET', KEYS[4]) == ARGV[5] then
-  redis.call('UNLINK', KEYS[4])
-end
+        r"{INDEX_TAGS}{RELEASE_LEASE}
+release_lease(KEYS[4], KEYS[5], KEYS[6], ARGV[5], ARGV[6])
 local gens = redis.call('MGET', KEYS[2], KEYS[3])
 if tonumber(gens[1] or '0') ~= tonumber(ARGV[3]) or tonumber(gens[2] or '0') ~= tonumber(ARGV[4]) then
   return 0
 end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-index_tags(5, ttl)
+index_tags(7, ttl)
 return 1
 "
     ))
 });
 
 /// The start of a load: reads the key's generations and, with a token, tries to take the key's
-/// load lease (`SET NX PX`). KEYS: key generation, namespace generation, lease; ARGV: token
-/// (`""` for none), lease TTL ms. Returns {key generation, namespace generation, 1 if taken}.
+/// load lease (`SET NX PX`); if another holds it, marks it waited on (for the lease's TTL), so
+/// its release is announced. KEYS: key generation, namespace generation, lease, waiting mark;
+/// ARGV: token (`""` for none), lease TTL ms. Returns {key generation, namespace generation,
+/// 1 if taken}.
 pub(crate) static BEGIN_LOAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local gens = redis.call('MGET', KEYS[1], KEYS[2])
 local taken = 0
-if ARGV[1] ~= '' and redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  taken = 1
+if ARGV[1] ~= '' then
+  if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    taken = 1
+  else
+    redis.call('SET', KEYS[4], 1, 'PX', ARGV[2])
+  end
 end
 return {tonumber(gens[1] or '0'), tonumber(gens[2] or '0'), taken}
 ",
@@ -115,18 +137,14 @@ return removed
     )
 });
 
-/// Releases a load lease if the caller still holds it (compare-and-delete): a holder whose
-/// lease expired and was taken over must not free the new holder's. KEYS[1] = lease;
-/// ARGV[1] = the holder's token.
+/// Releases a load lease (see `RELEASE_LEASE`). KEYS: lease, waiting mark, filled stream;
+/// ARGV: the holder's token, the cache key.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('UNLINK', KEYS[1])
-end
-return 0
-",
-    )
+    Script::new(&format!(
+        r"{RELEASE_LEASE}
+return release_lease(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+"
+    ))
 });
 
 /// Appends an invalidation to a namespace's log, numbered by a gap-free sequence (so a
@@ -141,12 +159,16 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', seq, 'd', A
     )
 });
 
-/// Where a log stands, read atomically: its newest entry (if any) and its sequence counter.
-/// KEYS: stream, sequence.
+/// Where a log stands, read atomically: its newest entry (if any), its sequence counter, and
+/// the newest lease-release announcement. KEYS: stream, sequence, filled stream.
 pub(crate) static LOG_TAIL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-return {redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1), redis.call('GET', KEYS[2])}
+return {
+  redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1),
+  redis.call('GET', KEYS[2]),
+  redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1),
+}
 ",
     )
 });

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use strata::keys::{
-    data_key, generation_key, lease_key, namespace_generation_key, namespace_patterns, tag_key,
+    data_key, filled_key, generation_key, lease_key, namespace_generation_key, namespace_patterns,
+    tag_key, waiting_key,
 };
 use strata::{Error, Generation, L2Store, Lease, WriteMode};
 
@@ -129,6 +130,7 @@ impl L2Store for RedisStore {
             .key(generation_key(namespace, key))
             .key(namespace_generation_key(namespace))
             .key(lease_key(namespace, key))
+            .key(waiting_key(namespace, key))
             .arg(token)
             .arg(ttl)
             .invoke_async(&mut self.conn.clone())
@@ -168,12 +170,15 @@ impl L2Store for RedisStore {
                 let mut i = FILL.key(data_key(namespace, key));
                 i.key(generation_key(namespace, key))
                     .key(namespace_generation_key(namespace))
-                    .key(lease_key(namespace, key));
+                    .key(lease_key(namespace, key))
+                    .key(waiting_key(namespace, key))
+                    .key(filled_key(namespace));
                 i.arg(value.as_ref())
                     .arg(ttl_ms(ttl))
                     .arg(read.key)
                     .arg(read.namespace)
-                    .arg(lease.map(|t| t.to_string()).unwrap_or_default());
+                    .arg(lease.map(|t| t.to_string()).unwrap_or_default())
+                    .arg(key);
                 i
             }
             WriteMode::Replace => {

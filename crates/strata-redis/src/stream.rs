@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use strata::Error;
 use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
-use strata::keys::{log_key, log_sequence_key};
+use strata::keys::{filled_key, log_key, log_sequence_key};
 use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
@@ -29,6 +29,10 @@ const BATCH: usize = 512;
 ///
 /// The stream is trimmed to about [`max_len`](Self::max_len) entries (default 10,000), so a
 /// follower survives a disconnect during which up to that many invalidations were sent.
+///
+/// The same blocking read follows `<namespace>#filled`, where a [`RedisStore`](crate::RedisStore)
+/// announces the release of a load lease that other instances wait on: their waiting flights
+/// then look at L2 at once ([`LogEvent::Filled`]) instead of at their next poll.
 #[derive(Clone)]
 pub struct RedisStreamLog {
     publisher: ConnectionManager,
@@ -118,6 +122,7 @@ impl InvalidationLog for RedisStreamLog {
             log: self.clone(),
             namespace: namespace.to_owned(),
             stream,
+            filled_stream: filled_key(namespace),
             events: tx,
         };
         tokio::spawn(follower.run(conn, position));
@@ -125,11 +130,13 @@ impl InvalidationLog for RedisStreamLog {
     }
 }
 
-/// Where a follower stands: the last entry applied and its sequence number.
+/// Where a follower stands: the last entry applied and its sequence number, and the last
+/// lease-release announcement seen (`<namespace>#filled`, read in the same `XREAD`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Position {
     id: String,
     seq: u64,
+    filled: String,
 }
 
 /// One entry as `XREAD`/`XREVRANGE` return it: id, then field/value pairs.
@@ -140,18 +147,23 @@ impl Position {
     /// starts here applies every entry appended later, and can tell if any is trimmed away
     /// before it reads it.
     async fn tail(conn: &mut MultiplexedConnection, namespace: &str) -> Result<Position, Error> {
-        let (newest, seq): (Vec<RawEntry>, Option<u64>) = LOG_TAIL
+        let (newest, seq, filled): (Vec<RawEntry>, Option<u64>, Vec<RawEntry>) = LOG_TAIL
             .key(log_key(namespace))
             .key(log_sequence_key(namespace))
+            .key(filled_key(namespace))
             .invoke_async(conn)
             .await
             .map_err(Error::log)?;
-        Ok(Position {
-            id: newest
+        let id = |entries: Vec<RawEntry>| {
+            entries
                 .into_iter()
                 .next()
-                .map_or_else(|| "0-0".into(), |(id, _)| id),
+                .map_or_else(|| "0-0".into(), |(id, _)| id)
+        };
+        Ok(Position {
+            id: id(newest),
             seq: seq.unwrap_or(0),
+            filled: id(filled),
         })
     }
 }
@@ -185,6 +197,7 @@ struct Follower {
     log: RedisStreamLog,
     namespace: String,
     stream: String,
+    filled_stream: String,
     events: mpsc::UnboundedSender<LogEvent>,
 }
 
@@ -192,14 +205,22 @@ impl Follower {
     async fn run(self, mut conn: MultiplexedConnection, mut position: Position) {
         loop {
             let read = tokio::select! {
-                read = self.read(&mut conn, &position.id) => read,
+                read = self.read(&mut conn, &position) => read,
                 () = self.events.closed() => return,
             };
             match read {
-                Ok(entries) => {
-                    for (id, fields) in entries {
-                        if !apply(&self.events, &self.stream, &mut position, id, &fields) {
-                            return;
+                Ok(streams) => {
+                    for (stream, entries) in streams {
+                        for (id, fields) in entries {
+                            let applied = if stream == self.stream {
+                                apply(&self.events, &self.stream, &mut position, id, &fields)
+                            } else {
+                                position.filled = id;
+                                self.announce(&fields)
+                            };
+                            if !applied {
+                                return;
+                            }
                         }
                     }
                 }
@@ -214,11 +235,24 @@ impl Follower {
         }
     }
 
+    /// Passes on a lease-release announcement; `false` when the cache is gone.
+    fn announce(&self, fields: &[Vec<u8>]) -> bool {
+        let key = fields
+            .chunks_exact(2)
+            .find(|pair| pair[0] == b"k")
+            .and_then(|pair| String::from_utf8(pair[1].clone()).ok());
+        match key {
+            Some(key) => self.events.send(LogEvent::Filled(key)).is_ok(),
+            None => true, // foreign: ignored
+        }
+    }
+
+    /// The next entries of the log and of the announcements, by stream name.
     async fn read(
         &self,
         conn: &mut MultiplexedConnection,
-        after: &str,
-    ) -> Result<Vec<RawEntry>, Error> {
+        after: &Position,
+    ) -> Result<Vec<(String, Vec<RawEntry>)>, Error> {
         let reply: Option<Vec<(String, Vec<RawEntry>)>> = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(BATCH)
@@ -226,15 +260,13 @@ impl Follower {
             .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(u64::MAX))
             .arg("STREAMS")
             .arg(&self.stream)
-            .arg(after)
+            .arg(&self.filled_stream)
+            .arg(&after.id)
+            .arg(&after.filled)
             .query_async(conn)
             .await
             .map_err(Error::log)?;
-        Ok(reply
-            .into_iter()
-            .flatten()
-            .flat_map(|(_, entries)| entries)
-            .collect())
+        Ok(reply.unwrap_or_default())
     }
 
     /// A new reader connection, retried with backoff; `None` when the cache is gone.
@@ -347,6 +379,7 @@ mod tests {
         let mut position = Position {
             id: "1-0".into(),
             seq: 4,
+            filled: "0-0".into(),
         };
         let entry = |seq: &str| fields(&[("s", seq), ("d", &data)]);
         assert!(apply(
@@ -370,7 +403,8 @@ mod tests {
             position,
             Position {
                 id: "9-0".into(),
-                seq: 9
+                seq: 9,
+                filled: "0-0".into(),
             }
         );
     }

@@ -201,6 +201,7 @@ impl HybridCacheBuilder {
             fence: Fence::default(),
             lease,
             lease_in_store,
+            filled: tokio::sync::broadcast::channel(64).0,
             lease_ttl: self.lease_ttl,
             _shutdown: shutdown,
         });

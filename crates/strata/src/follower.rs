@@ -37,6 +37,11 @@ impl Inner {
                 Target::Clear => self.drop_all(),
             },
             LogEvent::Resync => self.drop_all(),
+            LogEvent::Filled(key) => {
+                // No one waiting is the common case; a send with no receivers is a no-op.
+                let _ = self.filled.send(key);
+                return;
+            }
         }
         self.counters.incr(Counter::invalidations_received);
     }

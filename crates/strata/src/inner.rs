@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     /// The lease is the L2 store's own: taken in `begin_load`, released by the fill.
     pub(crate) lease_in_store: bool,
     pub(crate) lease_ttl: Duration,
+    /// Keys whose lease another instance released, for the flights waiting on them.
+    pub(crate) filled: tokio::sync::broadcast::Sender<String>,
     pub(crate) counters: Counters,
     /// Dropped with the cache; its receivers (follower, housekeeper) then stop.
     pub(crate) _shutdown: watch::Sender<()>,

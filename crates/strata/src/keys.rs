@@ -5,7 +5,9 @@
 //! - tag index: `<namespace>#tag:<tag>`, the set of data keys carrying the tag;
 //! - generations: `<namespace>#gen:<key>` per key and `<namespace>#gen` per namespace (see
 //!   [`Generation`](crate::Generation));
-//! - load lease: `<namespace>#lease:<key>` (see [`Lease`](crate::Lease));
+//! - load lease: `<namespace>#lease:<key>` (see [`Lease`](crate::Lease)), the mark that other
+//!   instances wait on it `<namespace>#waiting:<key>`, and the stream that tells them it was
+//!   released `<namespace>#filled`;
 //! - invalidation log: the stream `<namespace>#log` and its sequence counter
 //!   `<namespace>#log:seq`.
 //!
@@ -72,6 +74,17 @@ pub fn log_sequence_key(namespace: &str) -> String {
     format!("{namespace}#log:seq")
 }
 
+/// The key that marks a lease as waited on: its release is then announced on
+/// [`filled_key`]. (Not `<lease key>:w`, which would be the lease of the key `<key>:w`.)
+pub fn waiting_key(namespace: &str, key: &str) -> String {
+    format!("{namespace}#waiting:{key}")
+}
+
+/// The stream on which releases of waited-on leases are announced, so waiters need not poll.
+pub fn filled_key(namespace: &str) -> String {
+    format!("{namespace}#filled")
+}
+
 /// The L2 key of the namespace's generation counter.
 pub fn namespace_generation_key(namespace: &str) -> String {
     format!("{namespace}#gen")
@@ -106,6 +119,8 @@ mod tests {
         assert_eq!(generation_key("ns", "a:b"), "ns#gen:a:b");
         assert_eq!(namespace_generation_key("ns"), "ns#gen");
         assert_eq!(lease_key("ns", "k"), "ns#lease:k");
+        assert_eq!(waiting_key("ns", "k"), "ns#waiting:k");
+        assert_eq!(filled_key("ns"), "ns#filled");
         assert_eq!(
             (log_key("ns"), log_sequence_key("ns")),
             ("ns#log".into(), "ns#log:seq".into())

@@ -22,6 +22,21 @@ use crate::store::{Generation, WriteMode};
 const LEASE_POLL_MIN: Duration = Duration::from_millis(1);
 const LEASE_POLL_MAX: Duration = Duration::from_millis(10);
 
+/// Returns when the release of `key`'s lease is announced (or announcements were lost).
+async fn released(filled: &mut tokio::sync::broadcast::Receiver<String>, key: &str) {
+    loop {
+        match filled.recv().await {
+            Ok(k) if k == key => return,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            // The cache is going away; the poll ends the wait.
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 /// What [`Load::take_turn`] decided.
 enum Turn {
     /// Load now, holding the lease (if there is one).
@@ -137,6 +152,8 @@ impl Load {
     async fn take_turn<T: CacheValue>(&mut self, key: &str) -> Turn {
         let inner = self.inner.clone();
         let token = fastrand::u64(..);
+        // Subscribed before the first attempt, so no release announced after it is missed.
+        let mut filled = inner.filled.subscribe();
         let mut taken = self.begin(key, token).await;
         let Some(lease) = inner.lease.clone() else {
             return Turn::Load(None);
@@ -175,9 +192,12 @@ impl Load {
             if left.is_zero() {
                 return Turn::Load(None);
             }
-            // Polling L2 keeps waiters independent of any notification path; the backoff
-            // caps it at a few reads per waiting instance and load.
-            tokio::time::sleep(pause.min(left)).await;
+            // The holder's release is announced when the log can (a Redis stream log); polling
+            // with backoff covers the rest, at a few reads per waiting instance and load.
+            tokio::select! {
+                () = tokio::time::sleep(pause.min(left)) => {}
+                () = released(&mut filled, key) => {}
+            }
             pause = (pause * 2).min(LEASE_POLL_MAX);
             let now = inner.clock.now_ms();
             if let Some(found) = inner

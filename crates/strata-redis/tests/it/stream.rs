@@ -138,3 +138,62 @@ async fn a_follower_whose_log_was_lost_with_a_restart_drops_its_l1() {
     redis.restart();
     eventually("b to resync", WAIT, || async { !in_l1(&b, &db, "q").await }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_release_of_a_waited_on_lease_is_announced_to_followers() {
+    use strata::invalidation::{Invalidation, LogEvent, Target};
+    use strata::{InvalidationLog, L2Store, WriteMode};
+
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let log = log(&redis, 10_000).await;
+    let mut events = log.follow("svc").await.unwrap();
+    let claim = |token| Some((token, TTL));
+    let bytes = bytes::Bytes::from_static(b"v");
+
+    // Waited on, released by the fill: announced.
+    let (read, taken) = store.begin_load("svc", "k", claim(1)).await.unwrap();
+    assert!(taken);
+    assert!(!store.begin_load("svc", "k", claim(2)).await.unwrap().1);
+    let fill = WriteMode::Fill {
+        read,
+        lease: Some(1),
+    };
+    assert!(
+        store
+            .set("svc", "k", bytes.clone(), TTL, &[], fill)
+            .await
+            .unwrap()
+    );
+    assert_eq!(next(&mut events).await, LogEvent::Filled("k".into()));
+
+    // Waited on, released by a holder whose load failed: announced too.
+    assert!(store.begin_load("svc", "f", claim(3)).await.unwrap().1);
+    assert!(!store.begin_load("svc", "f", claim(4)).await.unwrap().1);
+    store.lease().unwrap().release("svc", "f", 3).await.unwrap();
+    assert_eq!(next(&mut events).await, LogEvent::Filled("f".into()));
+
+    // Nobody waited: nothing announced (the next event is the marker invalidation).
+    let (read, _) = store.begin_load("svc", "quiet", claim(5)).await.unwrap();
+    let fill = WriteMode::Fill {
+        read,
+        lease: Some(5),
+    };
+    store
+        .set("svc", "quiet", bytes, TTL, &[], fill)
+        .await
+        .unwrap();
+    let marker = Invalidation {
+        origin: 7,
+        target: Target::Key("marker".into()),
+    };
+    log.publish("svc", &marker).await.unwrap();
+    assert_eq!(next(&mut events).await, LogEvent::Apply(marker));
+}
+
+async fn next(events: &mut strata::invalidation::Subscription) -> strata::invalidation::LogEvent {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("an event within the wait")
+        .expect("the subscription is open")
+}

@@ -52,6 +52,10 @@ pub enum LogEvent {
     /// Invalidations may have been missed (a reconnect, a lagging reader): drop the whole L1
     /// of the namespace, the only safe answer to not knowing what changed.
     Resync,
+    /// An instance released the load lease on a key that others wait on (its fill landed in
+    /// L2, or its load failed): the waiting flights look at L2 now rather than at their next
+    /// poll. Not an invalidation; logs that cannot tell simply never send it.
+    Filled(String),
 }
 
 /// Where followers receive events; dropping it ends the subscription.
