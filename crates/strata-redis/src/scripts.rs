@@ -65,24 +65,32 @@ return 1
     ))
 });
 
-/// The start of a load: reads the key's generations and, with a token, tries to take the key's
-/// load lease (`SET NX PX`); if another holds it, marks it waited on (for the lease's TTL), so
-/// its release is announced. KEYS: key generation, namespace generation, lease, waiting mark;
-/// ARGV: token (`""` for none), lease TTL ms. Returns {key generation, namespace generation,
-/// 1 if taken}.
+/// The start of a load: reads the key's generations; with `absent` set and a value present
+/// (a fill landed since the caller's read), returns it and takes no lease; otherwise, with a
+/// token, tries to take the key's load lease (`SET NX PX`), and if another holds it marks it
+/// waited on (for the lease's TTL), so its release is announced. KEYS: key generation,
+/// namespace generation, lease, waiting mark, data; ARGV: token (`""` for none), lease TTL
+/// ms, absent (`"1"` or `""`). Returns {key generation, namespace generation, 1 if the lease
+/// was taken, the value found or nil}.
 pub(crate) static BEGIN_LOAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local gens = redis.call('MGET', KEYS[1], KEYS[2])
-local taken = 0
-if ARGV[1] ~= '' then
-  if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    taken = 1
-  else
-    redis.call('SET', KEYS[4], 1, 'PX', ARGV[2])
+local g1, g2 = tonumber(gens[1] or '0'), tonumber(gens[2] or '0')
+if ARGV[3] == '1' then
+  local value = redis.call('GET', KEYS[5])
+  if value then
+    return {g1, g2, 0, value}
   end
 end
-return {tonumber(gens[1] or '0'), tonumber(gens[2] or '0'), taken}
+if ARGV[1] == '' then
+  return {g1, g2, 0, false}
+end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {g1, g2, 1, false}
+end
+redis.call('SET', KEYS[4], 1, 'PX', ARGV[2])
+return {g1, g2, 0, false}
 ",
     )
 });

@@ -10,7 +10,7 @@ use strata::keys::{
     data_key, filled_key, generation_key, lease_key, namespace_generation_key, namespace_patterns,
     tag_key, waiting_key,
 };
-use strata::{Error, Generation, L2Store, Lease, WriteMode};
+use strata::{Error, Generation, L2Store, Lease, LoadStart, WriteMode};
 
 use crate::config::RedisConfig;
 use crate::lease::RedisLease;
@@ -121,26 +121,32 @@ impl L2Store for RedisStore {
         namespace: &str,
         key: &str,
         lease: Option<(u64, Duration)>,
-    ) -> Result<(Generation, bool), Error> {
+        absent: bool,
+    ) -> Result<LoadStart, Error> {
         let (token, ttl) = match lease {
             Some((token, ttl)) => (token.to_string(), ttl_ms(ttl)),
             None => (String::new(), 0),
         };
-        let (key_gen, ns_gen, taken): (u64, u64, u8) = BEGIN_LOAD
+        let (key_gen, ns_gen, taken, filled): (u64, u64, u8, Option<Vec<u8>>) = BEGIN_LOAD
             .key(generation_key(namespace, key))
             .key(namespace_generation_key(namespace))
             .key(lease_key(namespace, key))
             .key(waiting_key(namespace, key))
+            .key(data_key(namespace, key))
             .arg(token)
             .arg(ttl)
+            .arg(if absent { "1" } else { "" })
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(Error::store)?;
-        let generation = Generation {
-            key: key_gen,
-            namespace: ns_gen,
-        };
-        Ok((generation, taken == 1))
+        Ok(LoadStart {
+            generation: Generation {
+                key: key_gen,
+                namespace: ns_gen,
+            },
+            lease_taken: taken == 1,
+            filled: filled.map(Bytes::from),
+        })
     }
 
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {

@@ -13,8 +13,6 @@ use crate::config::RedisConfig;
 use crate::reconnect::reconnect_backoff;
 use crate::scripts::{APPEND_LOG, LOG_TAIL};
 
-/// How long one blocking read waits for new entries before it asks again.
-const BLOCK: Duration = Duration::from_secs(2);
 /// Entries taken per read: enough to catch up quickly after a disconnect.
 const BATCH: usize = 512;
 
@@ -38,6 +36,7 @@ pub struct RedisStreamLog {
     publisher: ConnectionManager,
     config: RedisConfig,
     max_len: usize,
+    heartbeat: Duration,
 }
 
 impl std::fmt::Debug for RedisStreamLog {
@@ -45,6 +44,7 @@ impl std::fmt::Debug for RedisStreamLog {
         f.debug_struct("RedisStreamLog")
             .field("config", &self.config)
             .field("max_len", &self.max_len)
+            .field("heartbeat", &self.heartbeat)
             .finish_non_exhaustive()
     }
 }
@@ -65,6 +65,7 @@ impl RedisStreamLog {
             publisher,
             config: config.clone(),
             max_len: 10_000,
+            heartbeat: Duration::from_secs(1),
         })
     }
 
@@ -76,12 +77,22 @@ impl RedisStreamLog {
         self
     }
 
+    /// How long one blocking read waits for new entries before it returns empty (default
+    /// 1 s, at least 10 ms). Each return reports the follower caught up
+    /// ([`LogEvent::CaughtUp`]), so this is how often an idle follower vouches for its L1: a
+    /// cache's `max_staleness` must be at least twice it.
+    #[must_use]
+    pub fn heartbeat_every(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// A connection for one follower's blocking reads: its own, so a read that blocks holds
     /// up nobody else's commands, with a response timeout above the block time.
     async fn reader(&self, namespace: &str) -> Result<MultiplexedConnection, Error> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(Some(BLOCK + self.config.command_timeout));
+            .set_response_timeout(Some(self.heartbeat + self.config.command_timeout));
         let mut conn = self
             .config
             .client()?
@@ -110,6 +121,10 @@ impl InvalidationLog for RedisStreamLog {
             .invoke_async::<()>(&mut self.publisher.clone())
             .await
             .map_err(Error::log)
+    }
+
+    fn heartbeat(&self) -> Option<Duration> {
+        Some(self.heartbeat)
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
@@ -168,6 +183,19 @@ impl Position {
     }
 }
 
+/// How long ago (by our wall clock) Redis appended the entry `id` (`<ms>-<seq>`, Redis' clock):
+/// clock skew between the hosts is included, and a negative difference reads as zero.
+fn lag_of(id: &str) -> Duration {
+    let appended: u64 = id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Duration::from_millis(now.saturating_sub(appended))
+}
+
 /// The fields of one log entry.
 struct Entry<'a> {
     seq: u64,
@@ -210,9 +238,12 @@ impl Follower {
             };
             match read {
                 Ok(streams) => {
+                    let mut read = 0;
                     for (stream, entries) in streams {
+                        let is_log = stream == self.stream;
+                        read += if is_log { entries.len() } else { 0 };
                         for (id, fields) in entries {
-                            let applied = if stream == self.stream {
+                            let applied = if is_log {
                                 apply(&self.events, &self.stream, &mut position, id, &fields)
                             } else {
                                 position.filled = id;
@@ -221,6 +252,14 @@ impl Follower {
                             if !applied {
                                 return;
                             }
+                        }
+                    }
+                    // A full batch means more is waiting: caught up only once a read drains
+                    // the log (or times out empty, the idle heartbeat).
+                    if read < BATCH {
+                        let lag = (read > 0).then(|| lag_of(&position.id));
+                        if self.events.send(LogEvent::CaughtUp { lag }).is_err() {
+                            return;
                         }
                     }
                 }
@@ -257,7 +296,7 @@ impl Follower {
             .arg("COUNT")
             .arg(BATCH)
             .arg("BLOCK")
-            .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(u64::MAX))
+            .arg(u64::try_from(self.log.heartbeat.as_millis()).unwrap_or(u64::MAX))
             .arg("STREAMS")
             .arg(&self.stream)
             .arg(&self.filled_stream)

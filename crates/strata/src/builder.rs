@@ -1,6 +1,7 @@
 //! `HybridCacheBuilder`: typed configuration, validated once.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -30,6 +31,7 @@ pub struct HybridCacheBuilder {
     log: Option<Arc<dyn InvalidationLog>>,
     lease: Option<Arc<dyn Lease>>,
     lease_ttl: Duration,
+    max_staleness: Option<Duration>,
     codec: Codec,
     raw: bool,
     defaults: EntryOptions,
@@ -47,6 +49,7 @@ impl std::fmt::Debug for HybridCacheBuilder {
             .field("log", &self.log)
             .field("lease", &self.lease)
             .field("lease_ttl", &self.lease_ttl)
+            .field("max_staleness", &self.max_staleness)
             .field("codec", &self.codec)
             .field("raw", &self.raw)
             .field("defaults", &self.defaults)
@@ -63,6 +66,7 @@ impl HybridCacheBuilder {
             log: None,
             lease: None,
             lease_ttl: Duration::from_secs(10),
+            max_staleness: None,
             codec: Codec::default(),
             raw: false,
             defaults: EntryOptions::default(),
@@ -105,6 +109,17 @@ impl HybridCacheBuilder {
     /// that dies blocks its key's waiters for at most this long.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// Bounds how stale an L1 hit can be (default: unbounded — L1 trusts the log). While the
+    /// invalidation log has not reported this instance caught up for longer than `max` — its
+    /// connection is down, or it is behind — L1 hits are passed over (counted in
+    /// [`Stats::l1_bypassed`](crate::Stats::l1_bypassed)) and reads go to L2 until it has
+    /// caught up. Needs a log that reports ([`InvalidationLog::heartbeat`], e.g.
+    /// `strata_redis::RedisStreamLog`), with a heartbeat of at most half of `max`.
+    pub fn max_staleness(mut self, max: Duration) -> Self {
+        self.max_staleness = Some(max);
         self
     }
 
@@ -173,6 +188,21 @@ impl HybridCacheBuilder {
         }
 
         let log = self.log.unwrap_or_else(|| Arc::new(MemoryLog::new()));
+        if let Some(max) = self.max_staleness {
+            match log.heartbeat() {
+                Some(beat) if beat * 2 <= max => {}
+                Some(beat) => {
+                    return Err(Error::Config(format!(
+                        "max_staleness {max:?} must be at least twice the log's heartbeat {beat:?}"
+                    )));
+                }
+                None => {
+                    return Err(Error::Config(
+                        "max_staleness needs an invalidation log that reports progress (e.g. RedisStreamLog)".into(),
+                    ));
+                }
+            }
+        }
         let events = log.follow(&self.namespace).await?;
         let (shutdown, shutdown_rx) = watch::channel(());
         let l2 = self.l2.unwrap_or_else(|| Arc::new(MemoryStore::default()));
@@ -196,6 +226,8 @@ impl HybridCacheBuilder {
             defaults: self.defaults,
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
+            // `follow` just returned: the log has everything from now on.
+            caught_up: AtomicU64::new(self.clock.now_ms()),
             clock: self.clock,
             flights: Arc::new(Flights::default()),
             fence: Fence::default(),
@@ -203,6 +235,7 @@ impl HybridCacheBuilder {
             lease_in_store,
             filled: tokio::sync::broadcast::channel(64).0,
             lease_ttl: self.lease_ttl,
+            max_staleness: self.max_staleness.map(crate::options::ms),
             _shutdown: shutdown,
         });
         let weak = Arc::downgrade(&inner);

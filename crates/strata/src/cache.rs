@@ -172,8 +172,11 @@ impl HybridCache {
         {
             let now = inner.clock.now_ms();
             if now < e.l1_until && now < e.times.expires && !e.fail_safe {
-                inner.counters.incr(Counter::l1_hits);
-                return typed(key, e.value);
+                if inner.l1_trusted(now) {
+                    inner.counters.incr(Counter::l1_hits);
+                    return typed(key, e.value);
+                }
+                inner.counters.incr(Counter::l1_bypassed);
             }
         }
         let now = inner.clock.now_ms();
@@ -301,21 +304,25 @@ impl HybridCache {
         {
             let now = inner.clock.now_ms();
             if now < e.l1_until {
-                if e.fail_safe {
+                if !inner.l1_trusted(now) {
+                    // The log cannot vouch for L1 just now: ask L2, keeping this copy as the
+                    // fail-safe fallback.
+                    inner.counters.incr(Counter::l1_bypassed);
+                } else if e.fail_safe {
                     inner.counters.incr(Counter::stale_served);
                     return finish(key, e.value);
-                }
-                if now < e.times.fresh_until {
+                } else if now < e.times.fresh_until {
                     inner.counters.incr(Counter::l1_hits);
                     return finish(key, e.value);
+                } else {
+                    // Soft-expired: serve it now, refresh once in the background.
+                    inner.counters.incr(Counter::stale_served);
+                    if let Join::Lead(leader) = inner.flights.join(key) {
+                        inner.counters.incr(Counter::background_refreshes);
+                        tokio::spawn(self.load(leader, options, Some(e.clone()), loader));
+                    }
+                    return finish(key, e.value);
                 }
-                // Soft-expired: serve it now, refresh once in the background.
-                inner.counters.incr(Counter::stale_served);
-                if let Join::Lead(leader) = inner.flights.join(key) {
-                    inner.counters.incr(Counter::background_refreshes);
-                    tokio::spawn(self.load(leader, options, Some(e.clone()), loader));
-                }
-                return finish(key, e.value);
             }
             stale = Some(e);
         }
@@ -396,6 +403,7 @@ impl HybridCache {
             leader,
             generation: Default::default(),
             lease: None,
+            l2_absent: false,
         };
         load.run::<T, F, Fut, E>(loader).instrument(span)
     }

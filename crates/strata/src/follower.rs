@@ -37,6 +37,14 @@ impl Inner {
                 Target::Clear => self.drop_all(),
             },
             LogEvent::Resync => self.drop_all(),
+            LogEvent::CaughtUp { lag } => {
+                self.caught_up
+                    .fetch_max(self.clock.now_ms(), std::sync::atomic::Ordering::Relaxed);
+                if let Some(lag) = lag {
+                    self.counters.record_lag(lag);
+                }
+                return;
+            }
             LogEvent::Filled(key) => {
                 // No one waiting is the common case; a send with no receivers is a no-op.
                 let _ = self.filled.send(key);

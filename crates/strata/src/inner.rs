@@ -1,6 +1,7 @@
 //! `Inner`: what a cache and its background tasks share.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -38,6 +39,10 @@ pub(crate) struct Inner {
     /// The lease is the L2 store's own: taken in `begin_load`, released by the fill.
     pub(crate) lease_in_store: bool,
     pub(crate) lease_ttl: Duration,
+    /// The longest L1 may go unvouched for by the log before its hits are bypassed (ms).
+    pub(crate) max_staleness: Option<u64>,
+    /// When (clock ms) the log last reported this instance caught up.
+    pub(crate) caught_up: AtomicU64,
     /// Keys whose lease another instance released, for the flights waiting on them.
     pub(crate) filled: tokio::sync::broadcast::Sender<String>,
     pub(crate) counters: Counters,
@@ -53,6 +58,14 @@ pub(crate) struct Found {
 }
 
 impl Inner {
+    /// Whether L1 may answer: the log vouched for it within `max_staleness` (always, without
+    /// one). One relaxed load on the hit path, and only when a bound is set.
+    #[inline]
+    pub(crate) fn l1_trusted(&self, now: u64) -> bool {
+        self.max_staleness
+            .is_none_or(|max| now.saturating_sub(self.caught_up.load(Ordering::Relaxed)) <= max)
+    }
+
     pub(crate) fn check_key(&self, key: &str) -> Result<()> {
         if key.len() > self.max_key_bytes {
             return Err(Error::KeyTooLong {

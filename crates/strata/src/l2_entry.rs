@@ -90,11 +90,22 @@ impl Inner {
 
     /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
     pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
+        self.read_l2_checked::<T>(key, now).await.0
+    }
+
+    /// [`read_l2`](Self::read_l2), and whether L2 surely holds nothing under the key (as
+    /// opposed to something unusable, or a failed read).
+    pub(crate) async fn read_l2_checked<T: CacheValue>(
+        &self,
+        key: &str,
+        now: u64,
+    ) -> (Option<Found>, bool) {
         match self.l2.get(&self.namespace, key).await {
-            Ok(bytes) => self.decode_found::<T>(key, bytes?, now),
+            Ok(Some(bytes)) => (self.decode_found::<T>(key, bytes, now), false),
+            Ok(None) => (None, true),
             Err(e) => {
                 self.l2_read_failed(key, &e);
-                None
+                (None, false)
             }
         }
     }
@@ -111,7 +122,12 @@ impl Inner {
         }
     }
 
-    fn decode_found<T: CacheValue>(&self, key: &str, bytes: Bytes, now: u64) -> Option<Found> {
+    pub(crate) fn decode_found<T: CacheValue>(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        now: u64,
+    ) -> Option<Found> {
         match self.decode::<T>(&bytes, now) {
             Ok(found) => Some(found),
             Err(e) => {

@@ -90,4 +90,4 @@ pub use l1::L1;
 pub use lease::{Lease, MemoryLease};
 pub use options::EntryOptions;
 pub use stats::Stats;
-pub use store::{Generation, L2Store, MemoryStore, WriteMode};
+pub use store::{Generation, L2Store, LoadStart, MemoryStore, WriteMode};

@@ -37,6 +37,14 @@ async fn released(filled: &mut tokio::sync::broadcast::Receiver<String>, key: &s
     }
 }
 
+/// What one attempt at the lease found.
+enum Attempt {
+    /// Whether the lease was taken.
+    Lease(bool),
+    /// A fresh value another instance filled since our read (read at the given time).
+    Filled(Found, u64),
+}
+
 /// What [`Load::take_turn`] decided.
 enum Turn {
     /// Load now, holding the lease (if there is one).
@@ -56,6 +64,9 @@ pub(crate) struct Load {
     pub(crate) generation: Generation,
     /// The key's lease, while this flight holds it.
     pub(crate) lease: Option<Held>,
+    /// The flight's last L2 read found no value at all (not even a stale one): a value that
+    /// appears before it takes the lease can only be another instance's fill.
+    pub(crate) l2_absent: bool,
 }
 
 impl Load {
@@ -74,7 +85,9 @@ impl Load {
         let found = if self.options.skip_l2 {
             None
         } else {
-            inner.read_l2::<T>(&key, now).await
+            let found;
+            (found, self.l2_absent) = inner.read_l2_checked::<T>(&key, now).await;
+            found
         };
         if let Some(found) = found {
             if now < found.times.fresh_until {
@@ -154,7 +167,7 @@ impl Load {
         let token = fastrand::u64(..);
         // Subscribed before the first attempt, so no release announced after it is missed.
         let mut filled = inner.filled.subscribe();
-        let mut taken = self.begin(key, token).await;
+        let mut attempt = self.begin::<T>(key, token).await;
         let Some(lease) = inner.lease.clone() else {
             return Turn::Load(None);
         };
@@ -162,8 +175,9 @@ impl Load {
         let mut pause = LEASE_POLL_MIN;
         let mut waited = false;
         loop {
-            match taken {
-                Ok(true) => {
+            match attempt {
+                Ok(Attempt::Filled(found, now)) => return Turn::Filled(found, now),
+                Ok(Attempt::Lease(true)) => {
                     return Turn::Load(Some(Held {
                         lease,
                         namespace: inner.namespace.clone(),
@@ -173,7 +187,7 @@ impl Load {
                         released: false,
                     }));
                 }
-                Ok(false) => {}
+                Ok(Attempt::Lease(false)) => {}
                 Err(e) => {
                     // Waiting blind on an L2 we cannot reach helps no one: load.
                     inner.counters.incr(Counter::l2_errors);
@@ -200,43 +214,62 @@ impl Load {
             }
             pause = (pause * 2).min(LEASE_POLL_MAX);
             let now = inner.clock.now_ms();
-            if let Some(found) = inner
-                .read_l2::<T>(key, now)
-                .await
-                .filter(|f| now < f.times.fresh_until)
-            {
+            let found;
+            (found, self.l2_absent) = inner.read_l2_checked::<T>(key, now).await;
+            if let Some(found) = found.filter(|f| now < f.times.fresh_until) {
                 return Turn::Filled(found, now);
             }
             // The holder's fill was overtaken or failed: try again, fenced by the generation
             // as it stands now.
-            taken = self.begin(key, token).await;
+            attempt = self.begin::<T>(key, token).await;
         }
     }
 
     /// Reads the key's generation — before the loader reads the source, so any change after
     /// this point fences the fill — and tries to take the key's lease: in one round trip when
-    /// the L2 store keeps the lease. `Ok(false)` without a lease.
-    async fn begin(&mut self, key: &str, token: u64) -> Result<bool, Error> {
-        let inner = &self.inner;
-        let claim = (token, inner.lease_ttl);
+    /// the L2 store keeps the lease. If L2 had no value and one appeared meanwhile (a fill
+    /// landed just before its holder released the lease), that value is the answer: taking the
+    /// freed lease would load the key twice.
+    async fn begin<T: CacheValue>(&mut self, key: &str, token: u64) -> Result<Attempt, Error> {
+        let inner = self.inner.clone();
+        let (namespace, ttl) = (&inner.namespace, inner.lease_ttl);
+        let fresh = |found: Option<Found>, now: u64| {
+            found
+                .filter(|f| now < f.times.fresh_until)
+                .map(|f| Attempt::Filled(f, now))
+        };
         if inner.lease_in_store {
-            let begun = inner
+            let start = inner
                 .l2
-                .begin_load(&inner.namespace, key, Some(claim))
-                .await;
-            let (generation, taken) = begun?;
-            self.generation = generation;
-            return Ok(taken);
+                .begin_load(namespace, key, Some((token, ttl)), self.l2_absent)
+                .await?;
+            self.generation = start.generation;
+            if let Some(bytes) = start.filled {
+                let now = inner.clock.now_ms();
+                let found = inner.decode_found::<T>(key, bytes, now);
+                if let Some(filled) = fresh(found, now) {
+                    return Ok(filled);
+                }
+                // Something stale or undecodable appeared: the next attempt may take the lease.
+                self.l2_absent = false;
+            }
+            return Ok(Attempt::Lease(start.lease_taken));
         }
         self.generation = inner.generation(key).await;
-        match &inner.lease {
-            Some(lease) => {
-                lease
-                    .try_acquire(&inner.namespace, key, token, inner.lease_ttl)
-                    .await
+        let Some(lease) = &inner.lease else {
+            return Ok(Attempt::Lease(false));
+        };
+        let taken = lease.try_acquire(namespace, key, token, ttl).await?;
+        if taken && self.l2_absent {
+            let now = inner.clock.now_ms();
+            if let Some(filled) = fresh(inner.read_l2::<T>(key, now).await, now) {
+                if let Err(e) = lease.release(namespace, key, token).await {
+                    tracing::debug!(namespace = %namespace, key, error = %e, "lease release failed; it will expire");
+                }
+                return Ok(filled);
             }
-            None => Ok(false),
         }
+        Ok(Attempt::Lease(taken))
     }
 
     /// Runs the loader under the hard timeout; at the soft timeout, answers with the stale value

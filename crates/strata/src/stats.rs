@@ -41,6 +41,9 @@ pub struct Stats {
     pub fills_fenced: u64,
     /// Flights that found another instance holding the key's lease and waited for its fill.
     pub lease_waits: u64,
+    /// L1 hits passed over because the invalidation log had not vouched for L1 within the
+    /// cache's `max_staleness` (disconnected or behind): read from L2 instead.
+    pub l1_bypassed: u64,
     /// Invalidations published.
     pub invalidations_sent: u64,
     /// Invalidations from other instances applied to L1 (resyncs included).
@@ -79,9 +82,10 @@ counters! {
     background_refreshes => "strata_background_refreshes_total";
     l2_errors => "strata_l2_errors_total";
     decode_errors => "strata_decode_errors_total";
-        oversized => "strata_oversized_total";
+    oversized => "strata_oversized_total";
     fills_fenced => "strata_fills_fenced_total";
     lease_waits => "strata_lease_waits_total";
+    l1_bypassed => "strata_l1_bypassed_total";
     invalidations_sent => "strata_invalidations_sent_total";
     invalidations_received => "strata_invalidations_received_total";
     log_errors => "strata_log_errors_total";
@@ -95,6 +99,8 @@ struct Padded(AtomicU64);
 pub(crate) struct Counters {
     values: Box<[Padded]>,
     exporter: Mutex<Exporter>,
+    /// `strata_log_lag_seconds`: how long invalidations took from the log to this instance.
+    lag: metrics::Histogram,
 }
 
 struct Exporter {
@@ -115,6 +121,7 @@ impl Counters {
             })
             .collect();
         Counters {
+            lag: metrics::histogram!("strata_log_lag_seconds", "namespace" => namespace.to_owned()),
             values: NAMES.iter().map(|_| Padded::default()).collect(),
             exporter: Mutex::new(Exporter {
                 handles,
@@ -138,6 +145,12 @@ impl Counters {
             .iter()
             .map(|v| v.0.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Records one observation of the invalidation log's delivery lag (rare: at most once per
+    /// batch read from the log, so it goes to the recorder directly).
+    pub(crate) fn record_lag(&self, lag: std::time::Duration) {
+        self.lag.record(lag.as_secs_f64());
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -169,7 +182,15 @@ mod tests {
     };
 
     #[derive(Default)]
-    struct Sink(Mutex<HashMap<String, u64>>);
+    struct Sink(Mutex<HashMap<String, u64>>, Mutex<Vec<(String, f64)>>);
+
+    struct Observations(Arc<Sink>, String);
+
+    impl metrics::HistogramFn for Observations {
+        fn record(&self, value: f64) {
+            self.0.1.lock().unwrap().push((self.1.clone(), value));
+        }
+    }
 
     struct Handle(Arc<Sink>, String);
 
@@ -197,8 +218,9 @@ mod tests {
         fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> metrics::Gauge {
             metrics::Gauge::noop()
         }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-            metrics::Histogram::noop()
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
+            let name = key.name().to_owned();
+            metrics::Histogram::from_arc(Arc::new(Observations(self.0.clone(), name)))
         }
     }
 
@@ -213,6 +235,9 @@ mod tests {
         counters.add(Counter::l1_hits, 2);
         counters.export();
         counters.export();
+        counters.record_lag(std::time::Duration::from_millis(1500));
+        let lags = sink.1.lock().unwrap().clone();
+        assert_eq!(lags, [("strata_log_lag_seconds".to_owned(), 1.5)]);
         let got = sink.0.lock().unwrap().clone();
         assert_eq!(got["strata_hits_total{namespace=svc,level=l1}"], 5);
         assert_eq!(got["strata_misses_total{namespace=svc}"], 1);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata::{Generation, L2Store, MemoryStore, WriteMode};
+use strata::{Generation, L2Store, LoadStart, MemoryStore, WriteMode};
 use strata_redis::RedisStore;
 use strata_testkit::RedisServer;
 
@@ -214,21 +214,20 @@ async fn memory_fills_are_fenced_by_generation() {
 
 /// The lease contract of `L2Store`: `begin_load` reads the generation and takes the store's
 /// lease once; the fill that carries the token releases it, stored or refused; a stranger's
-/// token releases nothing.
+/// token releases nothing; a value that appeared after the caller found none is handed back
+/// instead of a lease.
 async fn leases_are_taken_with_the_generation_and_released_by_the_fill(store: &dyn L2Store) {
     let v = |s: &'static str| Bytes::from_static(s.as_bytes());
     let claim = |token| Some((token, TTL));
-    let (read, taken) = store.begin_load("ns", "k", claim(1)).await.unwrap();
-    assert_eq!(read, store.generation("ns", "k").await.unwrap());
-    assert!(taken);
-    assert!(
-        !store.begin_load("ns", "k", claim(2)).await.unwrap().1,
-        "held"
-    );
-    assert!(
-        !store.begin_load("ns", "k", None).await.unwrap().1,
-        "none asked"
-    );
+    let taken = |start: LoadStart| start.lease_taken;
+    let start = store.begin_load("ns", "k", claim(1), true).await.unwrap();
+    assert_eq!(start.generation, store.generation("ns", "k").await.unwrap());
+    assert!(start.lease_taken && start.filled.is_none());
+    let read = start.generation;
+    let again = store.begin_load("ns", "k", claim(2), true).await.unwrap();
+    assert!(!taken(again), "held");
+    let none = store.begin_load("ns", "k", None, true).await.unwrap();
+    assert!(!taken(none), "none asked");
     let stranger = WriteMode::Fill {
         read,
         lease: Some(2),
@@ -239,10 +238,13 @@ async fn leases_are_taken_with_the_generation_and_released_by_the_fill(store: &d
             .await
             .unwrap()
     );
-    assert!(
-        !store.begin_load("ns", "k", claim(3)).await.unwrap().1,
-        "still held"
-    );
+    // The caller found nothing, and now there is a value: it is handed back, no lease taken.
+    let raced = store.begin_load("ns", "k", claim(3), true).await.unwrap();
+    assert_eq!(raced.filled, Some(v("x")));
+    assert!(!raced.lease_taken);
+    // The caller found that (stale) value itself: the lease is what it asks for — still held.
+    let stale = store.begin_load("ns", "k", claim(3), false).await.unwrap();
+    assert!(!taken(stale), "still held");
     // The holder's fill is refused (the key changed), and still releases the lease.
     store.delete("ns", "k").await.unwrap();
     let holder = WriteMode::Fill {
@@ -255,10 +257,8 @@ async fn leases_are_taken_with_the_generation_and_released_by_the_fill(store: &d
             .await
             .unwrap()
     );
-    assert!(
-        store.begin_load("ns", "k", claim(3)).await.unwrap().1,
-        "released"
-    );
+    let released = store.begin_load("ns", "k", claim(3), true).await.unwrap();
+    assert!(taken(released), "released");
 }
 
 #[tokio::test]

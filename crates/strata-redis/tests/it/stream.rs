@@ -2,6 +2,7 @@
 //! off, and drop their L1 only when the log lost entries they had not read.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata::{EntryOptions, HybridCache};
 use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
@@ -152,9 +153,16 @@ async fn the_release_of_a_waited_on_lease_is_announced_to_followers() {
     let bytes = bytes::Bytes::from_static(b"v");
 
     // Waited on, released by the fill: announced.
-    let (read, taken) = store.begin_load("svc", "k", claim(1)).await.unwrap();
-    assert!(taken);
-    assert!(!store.begin_load("svc", "k", claim(2)).await.unwrap().1);
+    let start = store.begin_load("svc", "k", claim(1), true).await.unwrap();
+    let read = start.generation;
+    assert!(start.lease_taken);
+    assert!(
+        !store
+            .begin_load("svc", "k", claim(2), true)
+            .await
+            .unwrap()
+            .lease_taken
+    );
     let fill = WriteMode::Fill {
         read,
         lease: Some(1),
@@ -168,13 +176,29 @@ async fn the_release_of_a_waited_on_lease_is_announced_to_followers() {
     assert_eq!(next(&mut events).await, LogEvent::Filled("k".into()));
 
     // Waited on, released by a holder whose load failed: announced too.
-    assert!(store.begin_load("svc", "f", claim(3)).await.unwrap().1);
-    assert!(!store.begin_load("svc", "f", claim(4)).await.unwrap().1);
+    assert!(
+        store
+            .begin_load("svc", "f", claim(3), true)
+            .await
+            .unwrap()
+            .lease_taken
+    );
+    assert!(
+        !store
+            .begin_load("svc", "f", claim(4), true)
+            .await
+            .unwrap()
+            .lease_taken
+    );
     store.lease().unwrap().release("svc", "f", 3).await.unwrap();
     assert_eq!(next(&mut events).await, LogEvent::Filled("f".into()));
 
     // Nobody waited: nothing announced (the next event is the marker invalidation).
-    let (read, _) = store.begin_load("svc", "quiet", claim(5)).await.unwrap();
+    let read = store
+        .begin_load("svc", "quiet", claim(5), true)
+        .await
+        .unwrap()
+        .generation;
     let fill = WriteMode::Fill {
         read,
         lease: Some(5),
@@ -191,9 +215,70 @@ async fn the_release_of_a_waited_on_lease_is_announced_to_followers() {
     assert_eq!(next(&mut events).await, LogEvent::Apply(marker));
 }
 
+/// The next event that is not a heartbeat.
 async fn next(events: &mut strata::invalidation::Subscription) -> strata::invalidation::LogEvent {
-    tokio::time::timeout(WAIT, events.recv())
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("an event within the wait")
+            .expect("the subscription is open");
+        if !matches!(event, strata::invalidation::LogEvent::CaughtUp { .. }) {
+            return event;
+        }
+    }
+}
+
+async fn bounded_instance(redis: &RedisServer, max_staleness: Duration) -> HybridCache {
+    let log = log(redis, 10_000)
         .await
-        .expect("an event within the wait")
-        .expect("the subscription is open")
+        .heartbeat_every(Duration::from_millis(100));
+    HybridCache::builder("svc")
+        .l2(RedisStore::connect(&redis.url()).await.unwrap())
+        .invalidation(log)
+        .max_staleness(max_staleness)
+        .default_entry(EntryOptions::ttl(TTL))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_follower_stops_trusting_l1_after_max_staleness_and_resumes_once_caught_up() {
+    let redis = RedisServer::start();
+    let max = Duration::from_millis(400);
+    let a = bounded_instance(&redis, max).await;
+    let b = bounded_instance(&redis, max).await;
+    let db = Db::new();
+    let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+    assert!(in_l1(&b, &db, "p").await, "trusted while connected");
+
+    let cut = Cut::new(&redis).await;
+    db.update();
+    a.invalidate("p").await.unwrap(); // b cannot hear of it
+    // Within the bound b may still serve version 0; past it, its L1 is passed over and the
+    // read goes to L2 (emptied by the invalidation), so it loads version 1.
+    eventually("b to read the new version while cut off", WAIT, || async {
+        let p: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+        p.version == 1
+    })
+    .await;
+    assert!(b.stats().l1_bypassed >= 1, "{:?}", b.stats());
+
+    cut.restore().await;
+    eventually("b to trust its L1 again", WAIT, || in_l1(&b, &db, "p")).await;
+}
+
+#[tokio::test]
+async fn max_staleness_must_leave_room_for_two_heartbeats() {
+    let redis = RedisServer::start();
+    let log = log(&redis, 10_000)
+        .await
+        .heartbeat_every(Duration::from_millis(300));
+    let err = HybridCache::builder("svc")
+        .invalidation(log)
+        .max_staleness(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, strata::Error::Config(_)), "{err}");
 }

@@ -56,6 +56,14 @@ pub enum LogEvent {
     /// L2, or its load failed): the waiting flights look at L2 now rather than at their next
     /// poll. Not an invalidation; logs that cannot tell simply never send it.
     Filled(String),
+    /// The follower is caught up: everything appended to the log before it read this was
+    /// delivered. Sent at least every [`heartbeat`](InvalidationLog::heartbeat) while the log
+    /// is reachable, so a cache can bound how stale its L1 may be. `lag` is how long the newest
+    /// entry just applied took to arrive (by the log's clock against ours), if there was one.
+    CaughtUp {
+        /// Append-to-delivery time of the newest entry applied, if any.
+        lag: Option<std::time::Duration>,
+    },
 }
 
 /// Where followers receive events; dropping it ends the subscription.
@@ -71,4 +79,11 @@ pub trait InvalidationLog: Send + Sync + Debug + 'static {
     /// Starts following `namespace`. When this returns, every later `publish` reaches the
     /// subscription (or, if the implementation loses messages, a [`LogEvent::Resync`] does).
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error>;
+
+    /// How often a follower reports [`LogEvent::CaughtUp`] while the log is reachable, idle or
+    /// not; `None` (the default) if it never does. A cache with a
+    /// [`max_staleness`](crate::HybridCacheBuilder::max_staleness) needs a log that reports.
+    fn heartbeat(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Generation, L2Store, WriteMode};
+use super::{Generation, L2Store, LoadStart, WriteMode};
 use crate::error::Error;
 use crate::keys::{data_key, generation_key, namespace_generation_key, tag_key};
 use crate::lease::{Lease, MemoryLease};
@@ -128,10 +128,23 @@ impl L2Store for MemoryStore {
         namespace: &str,
         key: &str,
         lease: Option<(u64, Duration)>,
-    ) -> Result<(Generation, bool), Error> {
-        let generation = self.lock().generation(namespace, key);
-        let taken = lease.is_some_and(|(token, ttl)| self.lease.take(namespace, key, token, ttl));
-        Ok((generation, taken))
+        absent: bool,
+    ) -> Result<LoadStart, Error> {
+        let state = self.lock();
+        let generation = state.generation(namespace, key);
+        let filled = if absent {
+            state.get(&data_key(namespace, key))
+        } else {
+            None
+        };
+        // Under the store's lock, so no fill lands between the check and the lease.
+        let lease_taken = filled.is_none()
+            && lease.is_some_and(|(token, ttl)| self.lease.take(namespace, key, token, ttl));
+        Ok(LoadStart {
+            generation,
+            lease_taken,
+            filled,
+        })
     }
 
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {

@@ -49,6 +49,18 @@ pub enum WriteMode {
     Replace,
 }
 
+/// How a load begins: what [`L2Store::begin_load`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadStart {
+    /// The key's generation, to fence the fill with.
+    pub generation: Generation,
+    /// Whether the store's lease on the key was taken (the caller loads, and its fill releases
+    /// it).
+    pub lease_taken: bool,
+    /// A value that appeared since the caller found none: read it instead of loading.
+    pub filled: Option<Bytes>,
+}
+
 /// A shared L2 store. Implementations: [`MemoryStore`] (embedded default) and
 /// `strata_redis::RedisStore`.
 ///
@@ -70,22 +82,38 @@ pub trait L2Store: Send + Sync + Debug + 'static {
         None
     }
 
-    /// Begins a load of `key`: reads its [`generation`](Self::generation) and, with
-    /// `lease = Some((token, ttl))`, tries to take the store's lease on the key — one round
-    /// trip where the store allows. Returns the generation and whether the lease was taken
-    /// (`false` when none was asked for or the store keeps none).
+    /// Begins a load of `key`, in one round trip where the store allows: reads its
+    /// [`generation`](Self::generation) and, with `lease = Some((token, ttl))`, tries to take
+    /// the store's lease on the key. With `absent` (the caller's read found no value), a value
+    /// that appeared since — another instance's fill, landed between that read and this call —
+    /// is returned in [`LoadStart::filled`] instead, and no lease is taken: without this check
+    /// that instance's release would let this one load the key a second time.
     async fn begin_load(
         &self,
         namespace: &str,
         key: &str,
         lease: Option<(u64, Duration)>,
-    ) -> Result<(Generation, bool), Error> {
+        absent: bool,
+    ) -> Result<LoadStart, Error> {
         let generation = self.generation(namespace, key).await?;
-        let taken = match (lease, self.lease()) {
-            (Some((token, ttl)), Some(l)) => l.try_acquire(namespace, key, token, ttl).await?,
-            _ => false,
+        let mut start = LoadStart {
+            generation,
+            lease_taken: false,
+            filled: None,
         };
-        Ok((generation, taken))
+        let Some(((token, ttl), own)) = lease.zip(self.lease()) else {
+            return Ok(start);
+        };
+        if !own.try_acquire(namespace, key, token, ttl).await? {
+            return Ok(start);
+        }
+        if absent && let Some(bytes) = self.get(namespace, key).await? {
+            own.release(namespace, key, token).await?;
+            start.filled = Some(bytes);
+            return Ok(start);
+        }
+        start.lease_taken = true;
+        Ok(start)
     }
 
     /// The bytes under each of `keys`, in order, in one round trip where the store allows.

@@ -165,6 +165,15 @@ async fn bad_configuration_is_a_clear_error() {
             .default_entry(EntryOptions::ttl(std::time::Duration::ZERO))
             .build()
             .await,
+        HybridCache::builder("svc")
+            .lease_ttl(std::time::Duration::ZERO)
+            .build()
+            .await,
+        // The in-process log never reports progress: a staleness bound could not be kept.
+        HybridCache::builder("svc")
+            .max_staleness(std::time::Duration::from_secs(5))
+            .build()
+            .await,
     ];
     for case in cases {
         let err = case.unwrap_err();
