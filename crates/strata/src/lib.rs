@@ -48,6 +48,12 @@
 //! [`invalidate_tag`](HybridCache::invalidate_tag) and [`clear`](HybridCache::clear) remove
 //! entries from L2, from this L1, and, through the log, from every other instance's L1.
 //!
+//! # Coherence
+//! How long can another instance's L1 serve a value after it was invalidated? Only until its
+//! follower applies the invalidation — and with
+//! [`max_staleness`](HybridCacheBuilder::max_staleness), no longer than that bound even when
+//! the follower is cut off or behind: L1 is then bypassed until the log vouches for it again.
+//!
 //! # Seams
 //! [`L2Store`], [`InvalidationLog`], [`Lease`] and [`Clock`] are traits; the embedded implementations
 //! here make everything run on a bare machine, `strata-redis` provides the real ones.
