@@ -228,6 +228,7 @@ impl HybridCache {
             value,
             times,
             tags: options.tags.clone(),
+            load_ms: 0,
         };
         if !options.skip_l1 {
             inner
@@ -313,14 +314,14 @@ impl HybridCache {
                     return finish(key, e.value);
                 } else if now < e.times.fresh_until {
                     inner.counters.incr(Counter::l1_hits);
+                    if options.refreshes_early(e.load_ms, e.times.fresh_until, now) {
+                        self.refresh(key, options, &e, loader, Refresh::Early);
+                    }
                     return finish(key, e.value);
                 } else {
                     // Soft-expired: serve it now, refresh once in the background.
                     inner.counters.incr(Counter::stale_served);
-                    if let Join::Lead(leader) = inner.flights.join(key) {
-                        inner.counters.incr(Counter::background_refreshes);
-                        tokio::spawn(self.load(leader, options, Some(e.clone()), loader));
-                    }
+                    self.refresh(key, options, &e, loader, Refresh::Stale);
                     return finish(key, e.value);
                 }
             }
@@ -356,7 +357,7 @@ impl HybridCache {
                     // The flight runs in this task (no hop to another thread on the common
                     // path); it moves to a task of its own only when it must outlive our
                     // answer (stale-while-revalidate, soft timeout).
-                    self.load(leader, options, stale, loader).await;
+                    self.load(leader, options, stale, loader, false).await;
                     let (value, source) = waiter.wait(key).await?;
                     counters.incr(match source {
                         Source::Stale => Counter::stale_served,
@@ -381,6 +382,30 @@ impl HybridCache {
         }
     }
 
+    /// Starts one background load of `key` (unless one is in flight) while `current` serves.
+    fn refresh<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        current: &L1Entry,
+        loader: F,
+        why: Refresh,
+    ) where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        if let Join::Lead(leader) = self.inner.flights.join(key) {
+            self.inner.counters.incr(match why {
+                Refresh::Early => Counter::early_refreshes,
+                Refresh::Stale => Counter::background_refreshes,
+            });
+            let early = why == Refresh::Early;
+            tokio::spawn(self.load(leader, options, Some(current.clone()), loader, early));
+        }
+    }
+
     /// Runs a flight as `leader`, in a `strata.load` span.
     fn load<T, F, Fut, E>(
         &self,
@@ -388,6 +413,7 @@ impl HybridCache {
         options: &EntryOptions,
         stale: Option<L1Entry>,
         loader: F,
+        early: bool,
     ) -> impl Future<Output = ()> + Send + 'static
     where
         T: CacheValue,
@@ -404,9 +430,19 @@ impl HybridCache {
             generation: Default::default(),
             lease: None,
             l2_absent: false,
+            early,
         };
         load.run::<T, F, Fut, E>(loader).instrument(span)
     }
+}
+
+/// Why a value is refreshed in the background.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// XFetch chose this hit to reload a fresh value shortly before it expires.
+    Early,
+    /// The value is past its soft TTL (stale-while-revalidate).
+    Stale,
 }
 
 /// Downcasts an L1 value to the caller's type.

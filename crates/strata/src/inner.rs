@@ -55,6 +55,8 @@ pub(crate) struct Found {
     pub(crate) value: Value,
     pub(crate) times: Times,
     pub(crate) tags: Vec<String>,
+    /// How long the load that produced it took (XFetch's δ).
+    pub(crate) load_ms: u32,
 }
 
 impl Inner {

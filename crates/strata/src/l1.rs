@@ -68,24 +68,22 @@ pub(crate) struct L1Entry {
     /// How long moka keeps the entry, decided when it was made.
     pub(crate) retain: Duration,
     pub(crate) tags: Option<Arc<[String]>>,
+    /// How long the load that produced the value took (XFetch's δ).
+    pub(crate) load_ms: u32,
     /// A fail-safe copy: serving it counts as serving stale.
     pub(crate) fail_safe: bool,
 }
 
 impl L1Entry {
-    pub(crate) fn new(
-        value: Value,
-        times: Times,
-        l1_until: u64,
-        tags: &[String],
-        now: u64,
-    ) -> Self {
+    /// The L1 copy of `found`, servable until `l1_until`.
+    pub(crate) fn of(found: &Found, l1_until: u64, now: u64) -> Self {
         L1Entry {
-            value,
-            times,
+            value: found.value.clone(),
+            times: found.times,
             l1_until,
-            retain: retention(l1_until, &times, now),
-            tags: (!tags.is_empty()).then(|| tags.into()),
+            retain: retention(l1_until, &found.times, now),
+            tags: (!found.tags.is_empty()).then(|| found.tags.as_slice().into()),
+            load_ms: found.load_ms,
             fail_safe: false,
         }
     }
@@ -126,7 +124,7 @@ impl Inner {
     /// The L1 entry for a value found or loaded now.
     pub(crate) fn l1_entry(&self, options: &EntryOptions, found: &Found, now: u64) -> L1Entry {
         let l1_until = options.l1_until(now, &found.times);
-        L1Entry::new(found.value.clone(), found.times, l1_until, &found.tags, now)
+        L1Entry::of(found, l1_until, now)
     }
 
     /// `stale`, to be served for one throttle period after the loader failed (fail-safe).

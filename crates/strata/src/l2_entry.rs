@@ -68,6 +68,7 @@ impl Inner {
                 value: value.map(|v| Arc::new(v) as _),
                 times: self.defaults.times(now, false),
                 tags: Vec::new(),
+                load_ms: 0,
             });
         }
         let env = envelope::decode(bytes)?;
@@ -85,6 +86,7 @@ impl Inner {
             value,
             times: env.header.times,
             tags: env.tags,
+            load_ms: env.header.load_ms,
         })
     }
 

@@ -67,6 +67,9 @@ pub(crate) struct Load {
     /// The flight's last L2 read found no value at all (not even a stale one): a value that
     /// appears before it takes the lease can only be another instance's fill.
     pub(crate) l2_absent: bool,
+    /// An early refresh: the caller's copy is still fresh, so an L2 copy no newer than it
+    /// is no answer.
+    pub(crate) early: bool,
 }
 
 impl Load {
@@ -90,15 +93,14 @@ impl Load {
             found
         };
         if let Some(found) = found {
-            if now < found.times.fresh_until {
+            let newer_than_ours = |s: &L1Entry| s.times.created < found.times.created;
+            if now < found.times.fresh_until
+                && (!self.early || self.stale.as_ref().is_none_or(newer_than_ours))
+            {
                 return self.hit(&key, found, now).await;
             }
-            let newer = self
-                .stale
-                .as_ref()
-                .is_none_or(|s| s.times.created < found.times.created);
-            if newer {
-                self.stale = Some(L1Entry::new(found.value, found.times, 0, &found.tags, now));
+            if self.stale.as_ref().is_none_or(newer_than_ours) {
+                self.stale = Some(L1Entry::of(&found, 0, now));
             }
         }
         self.stale = self.stale.take().filter(|s| now < s.times.stale_until);
@@ -328,6 +330,7 @@ impl Load {
             times: options.times(now, value.is_none()),
             value,
             tags: options.tags.clone(),
+            load_ms,
         };
         let mut bytes = None;
         if !options.skip_l2 {

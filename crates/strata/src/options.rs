@@ -34,6 +34,7 @@ pub struct EntryOptions {
     pub(crate) tags: Vec<String>,
     pub(crate) skip_l1: bool,
     pub(crate) skip_l2: bool,
+    pub(crate) early_refresh: Option<f64>,
 }
 
 impl Default for EntryOptions {
@@ -59,6 +60,7 @@ impl EntryOptions {
             tags: Vec::new(),
             skip_l1: false,
             skip_l2: false,
+            early_refresh: None,
         }
     }
 
@@ -91,6 +93,18 @@ impl EntryOptions {
     /// it (stale-while-revalidate). Ignored when not shorter than the TTL.
     pub fn soft_ttl(mut self, soft_ttl: Duration) -> Self {
         self.soft_ttl = Some(soft_ttl);
+        self
+    }
+
+    /// Probabilistic early refresh (XFetch, Vattani et al.): a hit at time `now` also starts
+    /// one background load when `now − δ·β·ln(rand) ≥ expiry`, where δ is how long the
+    /// entry's last load took (kept in its envelope) and `rand` is uniform in (0, 1]. The
+    /// closer the expiry and the slower the load, the likelier; so a hot key is reloaded
+    /// shortly before it expires, by one caller, instead of by a stampede at expiry. `beta`
+    /// = 1 is the usual choice, larger refreshes earlier; non-finite or non-positive values
+    /// turn it off.
+    pub fn early_refresh(mut self, beta: f64) -> Self {
+        self.early_refresh = (beta.is_finite() && beta > 0.0).then_some(beta);
         self
     }
 
@@ -182,6 +196,22 @@ impl EntryOptions {
 
     /// Until when an L1 copy made at `now` of an entry with `times` may be served without
     /// asking L2.
+    /// Whether a hit on an entry fresh until `fresh_until`, whose load took `load_ms`, should
+    /// start an early refresh now (see [`early_refresh`](Self::early_refresh)).
+    #[inline]
+    pub(crate) fn refreshes_early(&self, load_ms: u32, fresh_until: u64, now: u64) -> bool {
+        let Some(beta) = self.early_refresh else {
+            return false;
+        };
+        // A load faster than the clock's resolution still gets a window of a millisecond.
+        let delta = f64::from(load_ms.max(1));
+        let gap = -delta * beta * (1.0 - fastrand::f64()).ln();
+        // Precision is not a concern at millisecond timestamps.
+        #[allow(clippy::cast_precision_loss)]
+        let (now, fresh_until) = (now as f64, fresh_until as f64);
+        now + gap >= fresh_until
+    }
+
     pub(crate) fn l1_until(&self, now: u64, times: &Times) -> u64 {
         match self.l1_ttl {
             Some(l1) => now.saturating_add(ms(l1)).min(times.expires),
@@ -224,6 +254,25 @@ mod tests {
 
         let n = o.times(1_000, true);
         assert_eq!((n.fresh_until, n.stale_until), (31_000, 31_000));
+    }
+
+    #[test]
+    fn early_refresh_follows_xfetch() {
+        let off = EntryOptions::ttl(Duration::from_secs(10));
+        assert!(!off.refreshes_early(1_000, 10_000, 9_999));
+        let o = off.early_refresh(2.0);
+        // δ·β = 100 ms · 2 = 200 ms before expiry, the chance is P(−ln r ≥ 1) = 1/e ≈ 0.368.
+        let n = 10_000;
+        let hits = (0..n)
+            .filter(|_| o.refreshes_early(100, 10_000, 9_800))
+            .count();
+        assert!((3_300..=4_050).contains(&hits), "{hits} of {n}");
+        // At or past expiry, always; a minute before it, never.
+        assert!((0..1_000).all(|_| o.refreshes_early(100, 10_000, 10_000)));
+        assert!((0..1_000).all(|_| !o.refreshes_early(100, 70_000, 10_000)));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(o.clone().early_refresh(bad).early_refresh, None);
+        }
     }
 
     #[test]

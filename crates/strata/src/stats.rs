@@ -29,6 +29,8 @@ pub struct Stats {
     pub loader_timeouts: u64,
     /// Background refreshes started (stale-while-revalidate).
     pub background_refreshes: u64,
+    /// Early refreshes started ([`EntryOptions::early_refresh`](crate::EntryOptions::early_refresh)).
+    pub early_refreshes: u64,
     /// Failed L2 operations.
     pub l2_errors: u64,
     /// L2 entries that could not be decoded (corrupt, foreign, unknown codec) and were treated
@@ -80,6 +82,7 @@ counters! {
     loader_errors => "strata_loader_errors_total";
     loader_timeouts => "strata_loader_timeouts_total";
     background_refreshes => "strata_background_refreshes_total";
+    early_refreshes => "strata_early_refreshes_total";
     l2_errors => "strata_l2_errors_total";
     decode_errors => "strata_decode_errors_total";
     oversized => "strata_oversized_total";

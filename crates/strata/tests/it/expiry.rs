@@ -131,3 +131,38 @@ async fn without_fail_safe_an_expired_entry_is_not_served() {
     assert!(matches!(err, Err(Error::Loader { .. })), "{err:?}");
     assert_eq!(cache.stats().stale_served, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refresh_reloads_a_hot_key_before_it_expires_while_hits_go_on() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    // A huge β makes every hit early enough (the test is about what a refresh does, not when).
+    let options = EntryOptions::ttl(TTL).early_refresh(1e12);
+    let cache = cache_on(&store, &log, &clock, options).await;
+    db.set_delay(Duration::from_millis(5)); // δ, kept in the envelope
+    let v0: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    db.update();
+    let hit: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert!(Arc::ptr_eq(&v0, &hit), "the hit answers at once, from L1");
+    eventually("the early refresh to land", 10 * SEC, || async {
+        cache
+            .get::<Product>("p")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.version == 1)
+    })
+    .await;
+    let s = cache.stats();
+    assert!(s.early_refreshes >= 1, "{s:?}");
+    assert_eq!(s.misses, 1, "no caller waited for a load after the first");
+}
+
+#[tokio::test]
+async fn without_early_refresh_or_far_from_expiry_hits_load_nothing() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL).early_refresh(1e-9);
+    let cache = cache_on(&store, &log, &clock, options).await;
+    for _ in 0..100 {
+        let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    }
+    assert_eq!((db.calls(), cache.stats().early_refreshes), (1, 0));
+}
