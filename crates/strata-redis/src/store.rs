@@ -112,6 +112,29 @@ impl L2Store for RedisStore {
         })
     }
 
+    async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(generation_key(namespace, key));
+        }
+        cmd.arg(namespace_generation_key(namespace));
+        let mut counters: Vec<Option<u64>> = cmd
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::store)?;
+        let namespace_gen = counters.pop().flatten().unwrap_or(0);
+        Ok(counters
+            .into_iter()
+            .map(|key| Generation {
+                key: key.unwrap_or(0),
+                namespace: namespace_gen,
+            })
+            .collect())
+    }
+
     fn lease(&self) -> Option<Arc<dyn Lease>> {
         Some(Arc::new(RedisLease::on(self.conn.clone())))
     }

@@ -53,6 +53,10 @@ impl HybridCache {
         HybridCache { inner }
     }
 
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// The namespace.
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
@@ -422,16 +426,8 @@ impl HybridCache {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let span = tracing::debug_span!("strata.load", namespace = %self.inner.namespace, key = %leader.key());
-        let load = loader::Load {
-            inner: self.inner.clone(),
-            options: options.clone(),
-            stale,
-            leader,
-            generation: Default::default(),
-            lease: None,
-            l2_absent: false,
-            early,
-        };
+        let mut load = loader::Load::new(&self.inner, options, stale, leader);
+        load.early = early;
         load.run::<T, F, Fut, E>(loader).instrument(span)
     }
 }
@@ -446,7 +442,7 @@ enum Refresh {
 }
 
 /// Downcasts an L1 value to the caller's type.
-fn typed<T: CacheValue>(key: &str, value: Value) -> Result<Option<Arc<T>>> {
+pub(crate) fn typed<T: CacheValue>(key: &str, value: Value) -> Result<Option<Arc<T>>> {
     value
         .map(|v| {
             v.downcast::<T>().map_err(|_| Error::TypeMismatch {

@@ -65,6 +65,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod batch;
 mod builder;
 mod cache;
 mod clock;

@@ -73,6 +73,25 @@ pub(crate) struct Load {
 }
 
 impl Load {
+    /// A flight for `leader`'s key, with `stale` as the fallback if there is one.
+    pub(crate) fn new(
+        inner: &Arc<Inner>,
+        options: &EntryOptions,
+        stale: Option<L1Entry>,
+        leader: Leader,
+    ) -> Self {
+        Load {
+            inner: inner.clone(),
+            options: options.clone(),
+            stale,
+            leader,
+            generation: Generation::default(),
+            lease: None,
+            l2_absent: false,
+            early: false,
+        }
+    }
+
     pub(crate) async fn run<T, F, Fut, E>(mut self, loader: F)
     where
         T: CacheValue,
@@ -152,7 +171,7 @@ impl Load {
     }
 
     /// A fresh value found in L2: fill L1 and answer.
-    async fn hit(self, key: &str, found: Found, now: u64) {
+    pub(crate) async fn hit(self, key: &str, found: Found, now: u64) {
         if !self.options.skip_l1 {
             self.fill_l1(key, &found, now, true).await;
         }
@@ -322,7 +341,7 @@ impl Load {
     /// Writes L2, fills L1, then answers: once a caller has its value, every instance can read
     /// it from L2 (read-your-writes across instances), at the cost of one L2 round trip on a
     /// miss that already paid for a load.
-    async fn store<T: CacheValue>(mut self, key: &str, value: Value, load_ms: u32) {
+    pub(crate) async fn store<T: CacheValue>(mut self, key: &str, value: Value, load_ms: u32) {
         let inner = &self.inner;
         let options = &self.options;
         let now = inner.clock.now_ms();
@@ -400,7 +419,7 @@ impl Load {
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a
     /// throttle period), else hand the error to the waiters.
-    async fn fail(self, key: &str, error: Error) {
+    pub(crate) async fn fail(self, key: &str, error: Error) {
         match self.stale {
             Some(stale) => {
                 tracing::debug!(key, %error, "loader failed; serving stale value");

@@ -119,6 +119,14 @@ impl L2Store for MemoryStore {
         Ok(self.lock().generation(namespace, key))
     }
 
+    async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>, Error> {
+        let state = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| state.generation(namespace, k))
+            .collect())
+    }
+
     fn lease(&self) -> Option<Arc<dyn Lease>> {
         Some(Arc::new(self.lease.clone()))
     }

@@ -75,6 +75,16 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     /// fences its fill with it.
     async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error>;
 
+    /// The generations of `keys`, in order, in one round trip where the store allows (a
+    /// batch load fences each fill with its key's).
+    async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>, Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.generation(namespace, key).await?);
+        }
+        Ok(out)
+    }
+
     /// The load leases this store keeps beside its data, if any (default: none). A cache
     /// uses them unless it is given another [`Lease`], and then takes and releases them with
     /// no round trips of their own: in [`begin_load`](Self::begin_load) and in the fill.

@@ -231,3 +231,123 @@ async fn negative_results_are_cached_for_the_negative_ttl() {
         "negative TTL elapsed"
     );
 }
+
+type Found = std::collections::HashMap<String, Product>;
+type BatchLoad =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Found>> + Send>>;
+type Calls = Arc<std::sync::Mutex<Vec<Vec<String>>>>;
+
+/// A batch loader over `db` that records the keys of each call and finds none of `absent`.
+fn batch_loader(
+    db: &Db,
+    calls: &Calls,
+    absent: &'static [&'static str],
+) -> impl FnOnce(Vec<String>) -> BatchLoad + Send + 'static {
+    let (db, calls) = (db.clone(), calls.clone());
+    move |keys: Vec<String>| {
+        calls.lock().unwrap().push(keys.clone());
+        Box::pin(async move {
+            let mut found = std::collections::HashMap::new();
+            for key in keys.into_iter().filter(|k| !absent.contains(&k.as_str())) {
+                let id = key.trim_start_matches("p:").parse().unwrap_or(0);
+                found.insert(key, db.fetch(id).await?);
+            }
+            Ok(found)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_batch_reads_l1_then_l2_once_then_loads_the_rest_in_one_call() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let cache = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
+    let other = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
+    let _: Arc<Product> = cache.get_or_load("p:1", db.loader(1)).await.unwrap(); // L1
+    let _: Arc<Product> = other.get_or_load("p:2", db.loader(2)).await.unwrap(); // L2 only
+    let calls = Arc::default();
+    let options = EntryOptions::ttl(TTL);
+    let got = cache
+        .get_many_or_load(
+            &["p:1", "p:2", "p:3", "p:4"],
+            &options,
+            batch_loader(&db, &calls, &["p:4"]),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<Option<u64>> = got.iter().map(|p| p.as_ref().map(|p| p.id)).collect();
+    assert_eq!(ids, [Some(1), Some(2), Some(3), None]);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [vec!["p:3".to_owned(), "p:4".to_owned()]]
+    );
+    let s = cache.stats();
+    // Misses and loader calls include the first read of p:1.
+    assert_eq!(
+        (s.l1_hits, s.l2_hits, s.misses, s.loader_calls),
+        (1, 1, 3, 2)
+    );
+    // Everything is cached now, "not found" included: a second batch loads nothing.
+    let again = cache
+        .get_many_or_load(&["p:3", "p:4"], &options, batch_loader(&db, &calls, &[]))
+        .await
+        .unwrap();
+    assert_eq!(again[0].as_ref().map(|p| p.id), Some(3));
+    assert!(again[1].is_none(), "cached as not found");
+    assert_eq!(calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_for_keys_already_loading_instead_of_loading_them_again() {
+    let db = Db::new();
+    let cache = HybridCache::builder("svc").build().await.unwrap();
+    db.set_delay(std::time::Duration::from_millis(100));
+    let slow = {
+        let (cache, db) = (cache.clone(), db.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load::<Product, _, _, _>("p:1", db.loader(1))
+                .await
+        })
+    };
+    strata_testkit::eventually(
+        "the single load to start",
+        std::time::Duration::from_secs(5),
+        || async { db.calls() == 1 },
+    )
+    .await;
+    let calls = Arc::default();
+    let got = cache
+        .get_many_or_load(
+            &["p:1", "p:2", "p:2"],
+            &EntryOptions::ttl(TTL),
+            batch_loader(&db, &calls, &[]),
+        )
+        .await
+        .unwrap();
+    assert!(got.iter().all(Option::is_some));
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [vec!["p:2".to_owned()]],
+        "p:1 was in flight; p:2 once"
+    );
+    assert_eq!(slow.await.unwrap().unwrap().id, 1);
+    assert_eq!(
+        cache.stats().coalesced,
+        2,
+        "p:1 joined the flight, the second p:2 our own"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_batch_load_serves_nothing_it_does_not_have() {
+    let cache = HybridCache::builder("svc").build().await.unwrap();
+    let failing = |_: Vec<String>| async {
+        Err::<std::collections::HashMap<String, Product>, _>(std::io::Error::other("db down"))
+    };
+    let err = cache
+        .get_many_or_load(&["a", "b"], &EntryOptions::ttl(TTL), failing)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Loader { .. }), "{err}");
+    assert_eq!(cache.stats().loader_errors, 1, "one call for the batch");
+}

@@ -1,0 +1,207 @@
+//! `get_many_or_load`: many keys, one L2 read, one loader call.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::{CacheValue, HybridCache, typed};
+use crate::error::{Error, Result};
+use crate::inner::box_error;
+use crate::loader::Load;
+use crate::options::EntryOptions;
+use crate::single_flight::{Join, Source, Waiter};
+use crate::stats::Counter;
+
+impl HybridCache {
+    /// The values of `keys`, in order — `None` where the loader found nothing — from L1, then
+    /// **one** L2 read (`MGET`) for the keys L1 lacks, then **one** loader call for the keys
+    /// still missing.
+    ///
+    /// Each key is single-flighted as with [`get_or_load`](Self::get_or_load): a key another
+    /// call is already loading is waited for, not loaded again, and this call's loads are
+    /// shared with concurrent callers of either method. Fills are fenced per key. The loader
+    /// gets the keys to load and returns the values it found; keys it leaves out are cached as
+    /// "not found" for the options' [`negative_ttl`](EntryOptions::negative_ttl). Only fresh L1
+    /// entries answer from L1; stale ones are reloaded with the batch (and serve as fail-safe
+    /// fallbacks if the loader fails). Loads of a batch are collapsed within this instance,
+    /// not across instances (no leases).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), strata::Error> {
+    /// use std::collections::HashMap;
+    /// let cache = strata::HybridCache::builder("names").build().await?;
+    /// let options = cache.default_entry_options().clone();
+    /// let names = cache
+    ///     .get_many_or_load(&["1", "2", "404"], &options, |missing| async move {
+    ///         // e.g. SELECT id, name FROM users WHERE id = ANY($1)
+    ///         let found: HashMap<String, String> = missing
+    ///             .into_iter()
+    ///             .filter(|id| id != "404")
+    ///             .map(|id| (id.clone(), format!("user {id}")))
+    ///             .collect();
+    ///         Ok::<_, std::io::Error>(found)
+    ///     })
+    ///     .await?;
+    /// assert_eq!(names[0].as_deref().map(String::as_str), Some("user 1"));
+    /// assert!(names[2].is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many_or_load<T, F, Fut, E>(
+        &self,
+        keys: &[&str],
+        options: &EntryOptions,
+        loader: F,
+    ) -> Result<Vec<Option<Arc<T>>>>
+    where
+        T: CacheValue,
+        F: FnOnce(Vec<String>) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let inner = self.inner();
+        for key in keys {
+            inner.check_key(key)?;
+        }
+        let now = inner.clock.now_ms();
+        let mut answers: Vec<Option<crate::l1::Value>> = vec![None; keys.len()];
+        let mut waiters: Vec<(usize, Waiter, bool)> = Vec::new();
+        let mut led: Vec<(usize, Load)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let mut stale = None;
+            if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
+                && let Some(e) = l1.get(*key).await
+            {
+                let fresh = now < e.l1_until && now < e.times.fresh_until && !e.fail_safe;
+                if fresh && inner.l1_trusted(now) {
+                    inner.counters.incr(Counter::l1_hits);
+                    answers[i] = Some(e.value);
+                    continue;
+                }
+                stale = Some(e);
+            }
+            match inner.flights.join(key) {
+                Join::Lead(leader) => {
+                    waiters.push((i, leader.waiter(), true));
+                    led.push((i, Load::new(inner, options, stale, leader)));
+                }
+                Join::Follow(waiter) => waiters.push((i, waiter, false)),
+            }
+        }
+        if !led.is_empty() {
+            self.lead_batch::<T, F, Fut, E>(keys, options, led, loader)
+                .await;
+        }
+        for (i, waiter, leading) in waiters {
+            let (value, source) = waiter.wait(keys[i]).await?;
+            inner.counters.incr(match (source, leading) {
+                (Source::Stale, _) => Counter::stale_served,
+                (_, false) => Counter::coalesced,
+                (Source::L2, true) => Counter::l2_hits,
+                (Source::Loaded, true) => Counter::misses,
+            });
+            answers[i] = Some(value);
+        }
+        answers
+            .into_iter()
+            .zip(keys)
+            .map(|(value, key)| typed(key, value.flatten()))
+            .collect()
+    }
+
+    /// The flights this call leads: one L2 read, then one loader call for what L2 lacked.
+    /// Every flight is answered (value, stale value or error) before this returns.
+    async fn lead_batch<T, F, Fut, E>(
+        &self,
+        keys: &[&str],
+        options: &EntryOptions,
+        led: Vec<(usize, Load)>,
+        loader: F,
+    ) where
+        T: CacheValue,
+        F: FnOnce(Vec<String>) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let inner = self.inner();
+        let names: Vec<&str> = led.iter().map(|(i, _)| keys[*i]).collect();
+        let mut missing: Vec<(&str, Load)> = Vec::new();
+        if options.skip_l2 {
+            missing = names
+                .into_iter()
+                .zip(led.into_iter().map(|(_, l)| l))
+                .collect();
+        } else {
+            let read = inner.l2.get_many(&inner.namespace, &names).await;
+            let read = inner
+                .note_l2(read)
+                .unwrap_or_else(|_| vec![None; names.len()]);
+            let now = inner.clock.now_ms();
+            for ((name, (_, load)), bytes) in names.iter().zip(led).zip(read) {
+                let found = bytes.and_then(|b| inner.decode_found::<T>(name, b, now));
+                match found {
+                    Some(found) if now < found.times.fresh_until => {
+                        load.hit(name, found, now).await;
+                    }
+                    _ => missing.push((name, load)),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        // Before the loader reads the source: any change after this fences the fill.
+        let to_load: Vec<&str> = missing.iter().map(|(k, _)| *k).collect();
+        if !options.skip_l2 {
+            let generations = inner.l2.generations(&inner.namespace, &to_load).await;
+            if let Ok(generations) = inner.note_l2(generations) {
+                for ((_, load), generation) in missing.iter_mut().zip(generations) {
+                    load.generation = generation;
+                }
+            }
+        }
+        inner.counters.incr(Counter::loader_calls);
+        let started = Instant::now();
+        let call = loader(to_load.iter().map(|k| (*k).to_owned()).collect());
+        let result = match options.hard_timeout {
+            Some(after) => match tokio::time::timeout(after, call).await {
+                Ok(r) => r.map_err(|e| box_error(e)),
+                Err(_) => {
+                    inner.counters.incr(Counter::loader_timeouts);
+                    let err = Error::LoaderTimeout {
+                        key: to_load.join(","),
+                        after,
+                    };
+                    return fail_all(missing, &err).await;
+                }
+            },
+            None => call.await.map_err(|e| box_error(e)),
+        };
+        let mut values = match result {
+            Ok(values) => values,
+            Err(source) => {
+                inner.counters.incr(Counter::loader_errors);
+                let err = Error::Loader {
+                    key: to_load.join(","),
+                    source,
+                };
+                return fail_all(missing, &err).await;
+            }
+        };
+        let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        for (key, load) in missing {
+            let value = values.remove(key).map(|v| Arc::new(v) as _);
+            // Each fill is its own fenced write; they run side by side.
+            let key = key.to_owned();
+            tokio::spawn(async move { load.store::<T>(&key, value, load_ms).await });
+        }
+    }
+}
+
+/// The loader failed for the whole batch: each key serves its stale value, or the error.
+async fn fail_all(missing: Vec<(&str, Load)>, error: &Error) {
+    for (key, load) in missing {
+        load.fail(key, error.clone()).await;
+    }
+}
