@@ -26,6 +26,9 @@
 //! - [`RedisPubSub`]: the lighter alternative, invalidations on
 //!   `strata:invalidate:<namespace>`; a follower that lost its connection drops its L1 when it
 //!   comes back, since it may have missed messages.
+//! - [`CompatChannel`]: wraps either log so that key invalidations also travel as the plain
+//!   pub/sub JSON other stacks use, `{"service","key","timestamp"}` on `cache:invalidate`, both
+//!   ways.
 //! - [`RedisConfig`]: `redis://` and `rediss://` (TLS via rustls, custom CA, mutual TLS), ACL
 //!   user and password, database, connect and command timeouts; never prints secrets.
 //!
@@ -37,6 +40,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod compat;
 mod config;
 mod lease;
 mod pubsub;
@@ -45,6 +49,7 @@ mod scripts;
 mod store;
 mod stream;
 
+pub use compat::{CompatChannel, DEFAULT_COMPAT_CHANNEL};
 pub use config::RedisConfig;
 pub use lease::RedisLease;
 pub use pubsub::{RedisPubSub, channel};

@@ -1,5 +1,6 @@
 //! `RedisPubSub`: the invalidation backplane on Redis pub/sub.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +21,6 @@ use crate::reconnect::reconnect_backoff;
 /// than risk serving a value whose invalidation it missed.
 #[derive(Clone)]
 pub struct RedisPubSub {
-    client: redis::Client,
     publisher: ConnectionManager,
     config: RedisConfig,
 }
@@ -46,13 +46,11 @@ impl RedisPubSub {
 
     /// Connects with explicit settings.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let client = config.client()?;
         let publisher = config
             .connect()
             .await
             .map_err(crate::config::into_log_error)?;
         Ok(RedisPubSub {
-            client,
             publisher,
             config: config.clone(),
         })
@@ -71,22 +69,40 @@ impl InvalidationLog for RedisPubSub {
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let follower = Follower {
-            client: self.client.clone(),
-            channel: channel(namespace),
-            connect_timeout: self.config.connect_timeout,
-            events: tx,
-        };
-        tokio::spawn(follower.run(ready_tx));
-        match ready_rx.await {
-            Ok(Ok(())) => Ok(rx),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Config(
-                "invalidation follower stopped before subscribing".into(),
-            )),
-        }
+        let decode =
+            |payload: &[u8]| Invalidation::decode(payload).map(|i| Some(LogEvent::Apply(i)));
+        subscribe(&self.config, channel(namespace), Arc::new(decode)).await
+    }
+}
+
+/// Turns a message into an event: `Ok(None)` for one to skip quietly, `Err` for a foreign one
+/// (logged and skipped).
+pub(crate) type Decode = Arc<dyn Fn(&[u8]) -> Result<Option<LogEvent>, Error> + Send + Sync>;
+
+/// Subscribes to `channel` on a connection of its own, kept across disconnects (each
+/// reconnect emits [`LogEvent::Resync`]: pub/sub loses what was sent meanwhile), each message
+/// passed through `decode`. Returns once subscribed.
+pub(crate) async fn subscribe(
+    config: &RedisConfig,
+    channel: String,
+    decode: Decode,
+) -> Result<Subscription, Error> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let follower = Follower {
+        client: config.client()?,
+        channel,
+        connect_timeout: config.connect_timeout,
+        events: tx,
+        decode,
+    };
+    tokio::spawn(follower.run(ready_tx));
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(rx),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Config(
+            "invalidation follower stopped before subscribing".into(),
+        )),
     }
 }
 
@@ -96,6 +112,7 @@ struct Follower {
     channel: String,
     connect_timeout: Duration,
     events: mpsc::UnboundedSender<LogEvent>,
+    decode: Decode,
 }
 
 impl Follower {
@@ -163,12 +180,13 @@ impl Follower {
                 () = self.events.closed() => return false,
             };
             let Some(message) = message else { return true };
-            match Invalidation::decode(message.get_payload_bytes()) {
-                Ok(inv) => {
-                    if self.events.send(LogEvent::Apply(inv)).is_err() {
+            match (self.decode)(message.get_payload_bytes()) {
+                Ok(Some(event)) => {
+                    if self.events.send(event).is_err() {
                         return false;
                     }
                 }
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(channel = %self.channel, error = %e, "ignoring foreign message")
                 }
