@@ -20,6 +20,7 @@ const BATCH: usize = 512;
 ///
 /// Each entry carries a gap-free sequence number (`<namespace>#log:seq`, bumped in the same
 /// script that appends). A follower reads with a blocking `XREAD` on a connection of its own
+/// (named `strata-log:<namespace>:<pid>` in `CLIENT LIST`)
 /// and remembers the last entry it applied; after a disconnect it resumes from there, so
 /// invalidations sent meanwhile are applied, not lost as with pub/sub. If the stream was
 /// trimmed past that point (the sequence jumps), the follower emits [`LogEvent::Resync`] and
@@ -99,10 +100,11 @@ impl RedisStreamLog {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(Error::log)?;
-        // Named, so operators can tell followers apart in `CLIENT LIST`.
+        // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace and
+        // by process.
         redis::cmd("CLIENT")
             .arg("SETNAME")
-            .arg(format!("strata-log:{namespace}"))
+            .arg(format!("strata-log:{namespace}:{}", std::process::id()))
             .exec_async(&mut conn)
             .await
             .map_err(Error::log)?;

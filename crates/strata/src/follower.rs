@@ -36,7 +36,10 @@ impl Inner {
                 Target::Tag(tag) => self.drop_tag(&tag),
                 Target::Clear => self.drop_all(),
             },
-            LogEvent::Resync => self.drop_all(),
+            LogEvent::Resync => {
+                self.counters.incr(Counter::resyncs);
+                self.drop_all();
+            }
             LogEvent::CaughtUp { lag } => {
                 self.caught_up
                     .fetch_max(self.clock.now_ms(), std::sync::atomic::Ordering::Relaxed);

@@ -50,6 +50,9 @@ pub struct Stats {
     pub invalidations_sent: u64,
     /// Invalidations from other instances applied to L1 (resyncs included).
     pub invalidations_received: u64,
+    /// Times the whole L1 was dropped because invalidations may have been missed (a log gap,
+    /// a lost log, a pub/sub reconnect). Also counted in `invalidations_received`.
+    pub resyncs: u64,
     /// Failed publishes on the invalidation log.
     pub log_errors: u64,
 }
@@ -91,6 +94,7 @@ counters! {
     l1_bypassed => "strata_l1_bypassed_total";
     invalidations_sent => "strata_invalidations_sent_total";
     invalidations_received => "strata_invalidations_received_total";
+    resyncs => "strata_resyncs_total";
     log_errors => "strata_log_errors_total";
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests against real `redis-server` processes started by the test harness.
 
+mod checker;
 mod coherence;
 mod compat;
 mod hostile_bytes;

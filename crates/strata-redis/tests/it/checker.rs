@@ -1,0 +1,262 @@
+//! The staleness checker: four processes share one Redis, reading and writing a small key
+//! space at random for ~20 s; one process is cut off from Redis for 3 s in the middle (it
+//! reaches Redis through a TCP proxy that drops its connections and refuses new ones), while
+//! the log moves on far enough to be trimmed past its position. Every read and every committed write is recorded with the wall
+//! clock; afterwards, no read may return a version older than one whose invalidation had
+//! returned more than `max_staleness` before the read began.
+//!
+//! The processes are this test binary itself, re-run with `--ignored --exact` and the
+//! worker's parameters in the environment.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use strata::{EntryOptions, HybridCache};
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
+use strata_testkit::{Proxy, RedisServer};
+
+const PROCESSES: usize = 4;
+/// The process that is cut off.
+const VICTIM: usize = 3;
+const KEYS: u64 = 20;
+const RUN: Duration = Duration::from_secs(20);
+const CUT_AT: Duration = Duration::from_secs(8);
+const CUT_FOR: Duration = Duration::from_secs(3);
+const MAX_STALENESS: Duration = Duration::from_millis(500);
+const WRITE_RATIO: f64 = 0.15;
+/// The cache's Redis (for one worker, through the proxy that cuts it off).
+const URL_VAR: &str = "STRATA_CHECKER_REDIS";
+/// The source of truth: the same server as the default user, never cut (it stands for the
+/// service's database).
+const SOURCE_VAR: &str = "STRATA_CHECKER_SOURCE";
+
+/// What a worker records.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    /// (key, version, wall µs when the invalidation returned)
+    commits: Vec<(u64, u64, u64)>,
+    /// (key, version read, wall µs when the read began)
+    reads: Vec<(u64, u64, u64)>,
+    l1_hits: u64,
+    l1_bypassed: u64,
+    resyncs: u64,
+}
+
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// One process of the checker (run by `four_processes_never_serve_past_the_staleness_bound`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a worker process of the staleness checker, started by it"]
+async fn checker_worker() {
+    let url = std::env::var(URL_VAR).expect("run by the checker");
+    let config = RedisConfig::from_url(&url).unwrap();
+    let log = RedisStreamLog::connect_with(&config)
+        .await
+        .unwrap()
+        .max_len(20) // a 3 s cut outlasts it: the cut process must resync
+        .heartbeat_every(Duration::from_millis(100));
+    let cache = HybridCache::builder("chk")
+        .l2(RedisStore::connect_with(&config).await.unwrap())
+        .invalidation(log)
+        .max_staleness(MAX_STALENESS)
+        .default_entry(EntryOptions::ttl(Duration::from_secs(600)))
+        .build()
+        .await
+        .unwrap();
+    let source_url = std::env::var(SOURCE_VAR).expect("run by the checker");
+    let source = redis::Client::open(source_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut record = Record::default();
+    let end = Instant::now() + RUN;
+    while Instant::now() < end {
+        let key = fastrand::u64(0..KEYS);
+        let name = format!("k{key}");
+        if fastrand::f64() < WRITE_RATIO {
+            // The source of truth: a version counter in Redis, bumped atomically.
+            let version: u64 = redis::cmd("INCR")
+                .arg(format!("source:{key}"))
+                .query_async(&mut source.clone())
+                .await
+                .unwrap();
+            // Committed once the invalidation returns; while this process is cut off it
+            // cannot, and retries (the write is not done until everyone can be told).
+            while cache.invalidate(&name).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            record.commits.push((key, version, wall_us()));
+        } else {
+            let began = wall_us();
+            let mut conn = source.clone();
+            let version: Arc<u64> = cache
+                .get_or_load(&name, move || async move {
+                    redis::cmd("GET")
+                        .arg(format!("source:{key}"))
+                        .query_async::<Option<u64>>(&mut conn)
+                        .await
+                        .map(Option::unwrap_or_default)
+                })
+                .await
+                .unwrap();
+            record.reads.push((key, *version, began));
+        }
+        // A few hundred operations a second per process, not a busy loop.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let s = cache.stats();
+    (record.l1_hits, record.l1_bypassed, record.resyncs) = (s.l1_hits, s.l1_bypassed, s.resyncs);
+    println!("CHECKER:{}", serde_json::to_string(&record).unwrap());
+}
+
+/// Reads that returned a version older than one whose invalidation had returned more than
+/// `bound` before they began.
+fn violations(records: &[Record], bound: Duration) -> usize {
+    let mut commits: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+    for (key, version, at) in records.iter().flat_map(|r| &r.commits) {
+        commits.entry(*key).or_default().push((*at, *version));
+    }
+    for list in commits.values_mut() {
+        list.sort_unstable();
+    }
+    let bound = bound.as_micros() as u64;
+    records
+        .iter()
+        .flat_map(|r| &r.reads)
+        .filter(|(key, version, began)| {
+            // The newest version committed before `began − bound`.
+            let Some(list) = commits.get(key) else {
+                return false;
+            };
+            let cutoff = began.saturating_sub(bound);
+            let newest = list
+                .iter()
+                .take_while(|(at, _)| *at < cutoff)
+                .map(|(_, v)| *v)
+                .max()
+                .unwrap_or(0);
+            *version < newest
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_never_serve_past_the_staleness_bound() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port()).await.unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            tokio::process::Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "checker::checker_worker",
+                    "--nocapture",
+                ])
+                .env(
+                    URL_VAR,
+                    match i {
+                        VICTIM => format!("redis://127.0.0.1:{}", proxy.port()),
+                        _ => redis.url(),
+                    },
+                )
+                .env(SOURCE_VAR, redis.url())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // The run's schedule, not a synchronisation.
+    tokio::time::sleep(CUT_AT).await;
+    proxy.cut();
+    let cut_until = Instant::now() + CUT_FOR;
+    // However busy the machine, the log moves on by far more than its bound (`max_len` 20)
+    // while the victim is away: its position is trimmed, a gap it must notice.
+    let filler = RedisStreamLog::connect(&redis.url()).await.unwrap();
+    for i in 0..1_000 {
+        let invalidation = strata::invalidation::Invalidation {
+            origin: 1,
+            target: strata::invalidation::Target::Key(format!("filler:{i}")),
+        };
+        strata::InvalidationLog::publish(&filler, "chk", &invalidation)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep_until(cut_until.into()).await;
+    proxy.restore();
+    let mut records = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().await.unwrap();
+        assert!(out.status.success(), "a worker failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CHECKER:"))
+            .expect("the worker's record");
+        records.push(serde_json::from_str::<Record>(line).unwrap());
+    }
+    let reads: usize = records.iter().map(|r| r.reads.len()).sum();
+    let writes: usize = records.iter().map(|r| r.commits.len()).sum();
+    let over_bound = violations(&records, MAX_STALENESS);
+    let strictly_stale = violations(&records, Duration::ZERO);
+    let victim_record = &records[VICTIM];
+    println!(
+        "checker: {reads} reads, {writes} writes, one process cut off for {CUT_FOR:?}; reads older than \
+         the {MAX_STALENESS:?} bound: {over_bound}; reads older than any returned \
+         invalidation: {strictly_stale}; cut process: {} L1 hits bypassed, {} L1 resyncs \
+         (log trimmed past it); L1 hits (all): {}",
+        victim_record.l1_bypassed,
+        victim_record.resyncs,
+        records.iter().map(|r| r.l1_hits).sum::<u64>(),
+    );
+    assert!(reads > 1_000 && writes > 200, "a real workload ran");
+    assert!(
+        victim_record.l1_bypassed > 0,
+        "the cut process bypassed its L1"
+    );
+    assert!(
+        victim_record.resyncs > 0,
+        "the cut process dropped its L1 on the log gap"
+    );
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| i == VICTIM || r.resyncs == 0),
+        "the others never lost their place"
+    );
+    assert!(
+        records.iter().map(|r| r.l1_hits).sum::<u64>() > 100,
+        "L1 served"
+    );
+    assert_eq!(over_bound, 0, "reads past the staleness bound");
+}
+
+#[test]
+fn the_checker_counts_what_it_should() {
+    let record = Record {
+        commits: vec![(1, 1, 1_000_000), (1, 2, 3_000_000)],
+        reads: vec![
+            (1, 0, 900_000),   // before any commit: fine
+            (1, 0, 1_400_000), // 0.4 s after v1: within a 0.5 s bound, stale strictly
+            (1, 0, 1_600_000), // 0.6 s after v1: past the bound
+            (1, 1, 3_200_000), // v2 0.2 s old: within
+            (2, 0, 9_000_000), // another key, never written
+        ],
+        ..Record::default()
+    };
+    let records = [record];
+    assert_eq!(violations(&records, Duration::from_millis(500)), 1);
+    assert_eq!(violations(&records, Duration::ZERO), 3);
+}
