@@ -164,30 +164,30 @@ impl HybridCache {
         inner.counters.incr(Counter::loader_calls);
         let started = Instant::now();
         let call = loader(to_load.iter().map(|k| (*k).to_owned()).collect());
+        let batch = to_load.join(",");
+        let loader_error = |e: E| {
+            inner.counters.incr(Counter::loader_errors);
+            Error::Loader {
+                key: batch.clone(),
+                source: box_error(e),
+            }
+        };
         let result = match options.hard_timeout {
             Some(after) => match tokio::time::timeout(after, call).await {
-                Ok(r) => r.map_err(|e| box_error(e)),
+                Ok(r) => r.map_err(loader_error),
                 Err(_) => {
                     inner.counters.incr(Counter::loader_timeouts);
-                    let err = Error::LoaderTimeout {
-                        key: to_load.join(","),
+                    Err(Error::LoaderTimeout {
+                        key: batch.clone(),
                         after,
-                    };
-                    return fail_all(missing, &err).await;
+                    })
                 }
             },
-            None => call.await.map_err(|e| box_error(e)),
+            None => call.await.map_err(loader_error),
         };
         let mut values = match result {
             Ok(values) => values,
-            Err(source) => {
-                inner.counters.incr(Counter::loader_errors);
-                let err = Error::Loader {
-                    key: to_load.join(","),
-                    source,
-                };
-                return fail_all(missing, &err).await;
-            }
+            Err(e) => return fail_all(missing, &e).await,
         };
         let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         for (key, load) in missing {
