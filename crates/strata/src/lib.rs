@@ -86,6 +86,7 @@ mod options;
 mod single_flight;
 mod stats;
 mod store;
+mod turn;
 
 pub use builder::HybridCacheBuilder;
 pub use cache::{CacheValue, HybridCache};
