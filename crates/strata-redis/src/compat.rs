@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::error::classify_log;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -122,7 +123,7 @@ impl<L: InvalidationLog> InvalidationLog for CompatChannel<L> {
             .arg(payload)
             .exec_async(&mut self.publisher.clone())
             .await
-            .map_err(Error::log)
+            .map_err(classify_log)
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {

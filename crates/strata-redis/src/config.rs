@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Once;
 use std::time::Duration;
 
+use crate::error::classify;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use strata::Error;
 
@@ -84,11 +85,11 @@ impl RedisConfig {
                     "TLS certificates given for a non-TLS URL (use rediss://)".into(),
                 ));
             }
-            return redis::Client::open(self.info.clone()).map_err(Error::store);
+            return redis::Client::open(self.info.clone()).map_err(classify);
         }
         install_crypto_provider();
         if self.ca_pem.is_none() && self.client_pem.is_none() {
-            return redis::Client::open(self.info.clone()).map_err(Error::store);
+            return redis::Client::open(self.info.clone()).map_err(classify);
         }
         let certs = redis::TlsCertificates {
             client_tls: self
@@ -109,7 +110,7 @@ impl RedisConfig {
     pub async fn connect(&self) -> Result<redis::aio::ConnectionManager, Error> {
         redis::aio::ConnectionManager::new_with_config(self.client()?, self.manager_config())
             .await
-            .map_err(Error::store)
+            .map_err(classify)
     }
 
     /// The connection manager's settings: our timeouts, and its own reconnect with backoff.

@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
+use crate::error::classify;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use strata::keys::{filled_key, lease_key, waiting_key};
 use strata::{Error, Lease};
 
 use crate::config::RedisConfig;
-use crate::scripts::RELEASE;
+use crate::scripts::{ACQUIRE_LEASE, RELEASE};
 
 /// Load leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` to take one, a
 /// compare-and-delete script to give it back (announcing the release on `<namespace>#filled`
@@ -48,16 +49,14 @@ impl Lease for RedisLease {
         token: u64,
         ttl: Duration,
     ) -> Result<bool, Error> {
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(lease_key(namespace, key))
+        let held: u8 = ACQUIRE_LEASE
+            .key(lease_key(namespace, key))
             .arg(token)
-            .arg("NX")
-            .arg("PX")
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .query_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)?;
-        Ok(taken.is_some())
+            .map_err(classify)?;
+        Ok(held == 1)
     }
 
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
@@ -69,6 +68,6 @@ impl Lease for RedisLease {
             .arg(key)
             .invoke_async::<()>(&mut self.conn.clone())
             .await
-            .map_err(Error::store)
+            .map_err(classify)
     }
 }

@@ -42,6 +42,7 @@
 
 mod compat;
 mod config;
+mod error;
 mod lease;
 mod pubsub;
 mod reconnect;

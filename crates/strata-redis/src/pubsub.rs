@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::classify_log;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
@@ -65,7 +66,7 @@ impl InvalidationLog for RedisPubSub {
             .arg(invalidation.encode())
             .exec_async(&mut self.publisher.clone())
             .await
-            .map_err(Error::log)
+            .map_err(classify_log)
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
@@ -163,8 +164,8 @@ impl Follower {
             Ok::<_, redis::RedisError>(pubsub)
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(result) => result.map_err(Error::log),
-            Err(_) => Err(Error::log(std::io::Error::new(
+            Ok(result) => result.map_err(classify_log),
+            Err(_) => Err(Error::unavailable(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "subscribing timed out",
             ))),

@@ -86,11 +86,25 @@ end
 if ARGV[1] == '' then
   return {g1, g2, 0, false}
 end
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+-- Taken, or already ours: a retry whose first attempt took it but lost the reply.
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[3]) == ARGV[1] then
   return {g1, g2, 1, false}
 end
 redis.call('SET', KEYS[4], 1, 'PX', ARGV[2])
 return {g1, g2, 0, false}
+",
+    )
+});
+
+/// Takes a load lease, or finds it already held under the same token (a retry whose first
+/// attempt took it but lost the reply). KEYS: lease; ARGV: token, TTL ms. Returns 1 if held.
+pub(crate) static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+return 0
 ",
     )
 });

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::classify;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
@@ -67,13 +68,13 @@ impl RedisStore {
                 .arg(1000)
                 .query_async(&mut conn)
                 .await
-                .map_err(Error::store)?;
+                .map_err(classify)?;
             if !keys.is_empty() {
                 let n: u64 = redis::cmd("UNLINK")
                     .arg(&keys)
                     .query_async(&mut conn)
                     .await
-                    .map_err(Error::store)?;
+                    .map_err(classify)?;
                 removed += n;
             }
             if next == 0 {
@@ -95,7 +96,7 @@ impl L2Store for RedisStore {
             .arg(data_key(namespace, key))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)?;
+            .map_err(classify)?;
         Ok(value.map(Bytes::from))
     }
 
@@ -105,7 +106,7 @@ impl L2Store for RedisStore {
             .arg(namespace_generation_key(namespace))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)?;
+            .map_err(classify)?;
         Ok(Generation {
             key: key_gen.unwrap_or(0),
             namespace: ns_gen.unwrap_or(0),
@@ -124,7 +125,7 @@ impl L2Store for RedisStore {
         let mut counters: Vec<Option<u64>> = cmd
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)?;
+            .map_err(classify)?;
         let namespace_gen = counters.pop().flatten().unwrap_or(0);
         Ok(counters
             .into_iter()
@@ -161,7 +162,7 @@ impl L2Store for RedisStore {
             .arg(if absent { "1" } else { "" })
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)?;
+            .map_err(classify)?;
         Ok(LoadStart {
             generation: Generation {
                 key: key_gen,
@@ -181,7 +182,7 @@ impl L2Store for RedisStore {
             .arg(&full)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)?;
+            .map_err(classify)?;
         Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
     }
 
@@ -225,7 +226,7 @@ impl L2Store for RedisStore {
         let stored: u8 = invocation
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)?;
+            .map_err(classify)?;
         Ok(stored == 1)
     }
 
@@ -236,7 +237,7 @@ impl L2Store for RedisStore {
             .arg(GENERATION_TTL_MS)
             .invoke_async::<()>(&mut self.conn.clone())
             .await
-            .map_err(Error::store)
+            .map_err(classify)
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
@@ -246,7 +247,7 @@ impl L2Store for RedisStore {
             .arg(GENERATION_TTL_MS)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)
+            .map_err(classify)
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64, Error> {
@@ -255,7 +256,7 @@ impl L2Store for RedisStore {
             .arg(namespace_generation_key(namespace))
             .exec_async(&mut self.conn.clone())
             .await
-            .map_err(Error::store)?;
+            .map_err(classify)?;
         let mut removed = 0;
         for pattern in namespace_patterns(namespace) {
             removed += self.unlink_matching(&pattern).await?;

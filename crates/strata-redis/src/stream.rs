@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::error::classify_log;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use strata::Error;
@@ -99,7 +100,7 @@ impl RedisStreamLog {
             .client()?
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(Error::log)?;
+            .map_err(classify_log)?;
         // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace and
         // by process.
         redis::cmd("CLIENT")
@@ -107,7 +108,7 @@ impl RedisStreamLog {
             .arg(format!("strata-log:{namespace}:{}", std::process::id()))
             .exec_async(&mut conn)
             .await
-            .map_err(Error::log)?;
+            .map_err(classify_log)?;
         Ok(conn)
     }
 }
@@ -122,7 +123,7 @@ impl InvalidationLog for RedisStreamLog {
             .arg(invalidation.encode())
             .invoke_async::<()>(&mut self.publisher.clone())
             .await
-            .map_err(Error::log)
+            .map_err(classify_log)
     }
 
     fn heartbeat(&self) -> Option<Duration> {
@@ -170,7 +171,7 @@ impl Position {
             .key(filled_key(namespace))
             .invoke_async(conn)
             .await
-            .map_err(Error::log)?;
+            .map_err(classify_log)?;
         let id = |entries: Vec<RawEntry>| {
             entries
                 .into_iter()
@@ -306,7 +307,7 @@ impl Follower {
             .arg(&after.filled)
             .query_async(conn)
             .await
-            .map_err(Error::log)?;
+            .map_err(classify_log)?;
         Ok(reply.unwrap_or_default())
     }
 

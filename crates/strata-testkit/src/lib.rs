@@ -235,6 +235,27 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers — a hung
+    /// server, worse for clients than a dead one.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Thaws a frozen server (SIGCONT): it answers what was sent meanwhile, in order.
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill(1) must be on PATH");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Starts the server again on the same port (empty: persistence is off).
     pub fn restart(&mut self) {
         self.kill();

@@ -161,6 +161,14 @@ impl HybridCache {
                 }
             }
         }
+        // One loader call, one bulkhead slot.
+        let slot = match inner.loaders.enter().await {
+            Ok(slot) => slot,
+            Err(e) => {
+                inner.counters.incr(Counter::loader_rejected);
+                return fail_all(missing, &e).await;
+            }
+        };
         inner.counters.incr(Counter::loader_calls);
         let started = Instant::now();
         let call = loader(to_load.iter().map(|k| (*k).to_owned()).collect());
@@ -185,6 +193,7 @@ impl HybridCache {
             },
             None => call.await.map_err(loader_error),
         };
+        drop(slot);
         let mut values = match result {
             Ok(values) => values,
             Err(e) => return fail_all(missing, &e).await,

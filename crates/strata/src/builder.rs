@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::cache::HybridCache;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
+use crate::deferred::{self, Deferred};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
 use crate::inner::Inner;
@@ -17,6 +18,7 @@ use crate::keys::validate_namespace;
 use crate::l1::L1;
 use crate::lease::Lease;
 use crate::options::EntryOptions;
+use crate::resilience::{Compartment, Guard, GuardedStore, Resilience};
 use crate::single_flight::Flights;
 use crate::stats::Counters;
 use crate::store::{L2Store, MemoryStore};
@@ -38,6 +40,7 @@ pub struct HybridCacheBuilder {
     max_key_bytes: usize,
     max_value_bytes: usize,
     clock: Arc<dyn Clock>,
+    resilience: Resilience,
 }
 
 impl std::fmt::Debug for HybridCacheBuilder {
@@ -53,6 +56,7 @@ impl std::fmt::Debug for HybridCacheBuilder {
             .field("codec", &self.codec)
             .field("raw", &self.raw)
             .field("defaults", &self.defaults)
+            .field("resilience", &self.resilience)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +77,7 @@ impl HybridCacheBuilder {
             max_key_bytes: 1024,
             max_value_bytes: 4 * 1024 * 1024,
             clock: Arc::new(SystemClock),
+            resilience: Resilience::default(),
         }
     }
 
@@ -155,6 +160,13 @@ impl HybridCacheBuilder {
         self
     }
 
+    /// Timeouts, retries, circuit breakers and bulkheads around the shared tier and the loader
+    /// (default: [`Resilience::default`]).
+    pub fn resilience(mut self, resilience: Resilience) -> Self {
+        self.resilience = resilience;
+        self
+    }
+
     /// The clock (default: the system clock). Tests use [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -205,17 +217,34 @@ impl HybridCacheBuilder {
         }
         let events = log.follow(&self.namespace).await?;
         let (shutdown, shutdown_rx) = watch::channel(());
-        let l2 = self.l2.unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let counters = Arc::new(Counters::new(&self.namespace));
+        let deferred = Arc::new(Deferred::default());
+        let ns = &self.namespace;
+        let r = &self.resilience;
+        let l2_guard = Arc::new(Guard::new(ns, "l2", r, true, counters.clone()));
+        let log_guard = Guard::new(ns, "log", r, false, counters.clone());
+        let loaders = Compartment::new(r.bulkhead.loaders, r.bulkhead.max_wait, "loader calls");
+        let user_l2 = self.l2.unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let l2 = Arc::new(GuardedStore::new(
+            user_l2,
+            l2_guard.clone(),
+            deferred.clone(),
+        ));
         let (lease, lease_in_store) = match self.lease {
             Some(lease) => (Some(lease), false),
             None => {
+                // The guarded store's: behind the same breaker as the data.
                 let own = l2.lease();
                 let in_store = own.is_some();
                 (own, in_store)
             }
         };
         let inner = Arc::new(Inner {
-            counters: Counters::new(&self.namespace),
+            counters,
+            l2_guard,
+            log_guard,
+            loaders,
+            deferred,
             namespace: self.namespace,
             instance_id: fastrand::u64(..),
             l1: self.l1.build(),
@@ -240,7 +269,8 @@ impl HybridCacheBuilder {
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(follower::run(weak.clone(), events, shutdown_rx.clone()));
-        tokio::spawn(housekeeper::run(weak, shutdown_rx));
+        tokio::spawn(housekeeper::run(weak.clone(), shutdown_rx.clone()));
+        tokio::spawn(deferred::run(weak, shutdown_rx));
         Ok(HybridCache::from_inner(inner))
     }
 }

@@ -14,6 +14,7 @@ use crate::invalidation::Target;
 use crate::l1::{L1Entry, Value};
 use crate::loader;
 use crate::options::EntryOptions;
+use crate::resilience::Health;
 use crate::single_flight::{Join, Source};
 use crate::stats::{Counter, Stats};
 use crate::store::WriteMode;
@@ -204,8 +205,12 @@ impl HybridCache {
     /// drop their L1 copy.
     ///
     /// Fails without writing anything if the key or the encoded value is over its limit. If
-    /// the L2 write fails, this instance's L1 copy is dropped too (so it does not diverge from
-    /// the others) and the error is returned.
+    /// L2 or the log cannot be reached, this instance's L1 takes the value and the shared half
+    /// is deferred: replayed as an invalidation of the key once they are back (see
+    /// [`health`](Self::health)), and the call succeeds — or, with
+    /// [`max_staleness`](HybridCacheBuilder::max_staleness), returns [`Error::Unavailable`].
+    /// Any other L2 failure drops this instance's L1 copy too (so
+    /// it does not diverge from the others) and is returned.
     pub async fn set<T: CacheValue>(
         &self,
         key: &str,
@@ -220,12 +225,16 @@ impl HybridCache {
         // Loads in flight and plain reads read the key before this write: none may fill L1
         // after it.
         inner.overtake(key);
+        let mut written = Ok(());
         if !options.skip_l2 {
             let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0, 0)?;
-            let written = inner.write_l2(key, bytes, &times, &options.tags, WriteMode::Replace);
-            if let Err(e) = written.await {
+            let result = inner.write_l2(key, bytes, &times, &options.tags, WriteMode::Replace);
+            written = result.await.map(drop);
+            if let Err(e) = &written
+                && !e.is_retryable()
+            {
                 inner.drop_l1(key).await;
-                return Err(e);
+                return written;
             }
         }
         let found = Found {
@@ -242,39 +251,65 @@ impl HybridCache {
         if options.skip_l2 {
             return Ok(());
         }
-        inner.publish(Target::Key(key.to_owned())).await
+        let target = Target::Key(key.to_owned());
+        if written.is_ok() {
+            written = inner.publish(target.clone()).await;
+        }
+        inner.settle(target, written)
     }
 
     /// Removes `key` from L2, from this instance's L1 and from every other instance's L1.
     ///
-    /// Every step is attempted; the first failure is returned.
+    /// Every step is attempted. If L2 or the log cannot be reached, the shared half is
+    /// deferred and replayed once they are back (see [`health`](Self::health)), and the call
+    /// succeeds — or, with [`max_staleness`](HybridCacheBuilder::max_staleness), returns
+    /// [`Error::Unavailable`]. Any other failure is returned.
     pub async fn invalidate(&self, key: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.check_key(key)?;
         // L2 first: an instance told to drop its copy must not find the old one in L2.
         let l2 = inner.l2.delete(&inner.namespace, key).await;
         inner.drop_l1(key).await;
-        let published = inner.publish(Target::Key(key.to_owned())).await;
-        inner.note_l2(l2).and(published)
+        self.finish_invalidation(Target::Key(key.to_owned()), l2)
+            .await
     }
 
-    /// Removes every entry tagged `tag`, everywhere.
+    /// Removes every entry tagged `tag`, everywhere. Deferred like
+    /// [`invalidate`](Self::invalidate) while the shared tier is unreachable.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.check_key(tag)?;
         let l2 = inner.l2.delete_by_tag(&inner.namespace, tag).await;
         inner.drop_tag(tag);
-        let published = inner.publish(Target::Tag(tag.to_owned())).await;
-        inner.note_l2(l2.map(drop)).and(published)
+        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(drop))
+            .await
     }
 
-    /// Removes every entry of the namespace, everywhere.
+    /// Removes every entry of the namespace, everywhere. Deferred like
+    /// [`invalidate`](Self::invalidate) while the shared tier is unreachable.
     pub async fn clear(&self) -> Result<()> {
         let inner = &*self.inner;
         let l2 = inner.l2.clear(&inner.namespace).await;
         inner.drop_all();
-        let published = inner.publish(Target::Clear).await;
-        inner.note_l2(l2.map(drop)).and(published)
+        self.finish_invalidation(Target::Clear, l2.map(drop)).await
+    }
+
+    /// Publishes an invalidation whose L2 step gave `l2`, and settles the outcome.
+    async fn finish_invalidation(&self, target: Target, l2: Result<()>) -> Result<()> {
+        let inner = &*self.inner;
+        let published = inner.publish(target.clone()).await;
+        inner.settle(target, inner.note_l2(l2).and(published))
+    }
+
+    /// The state of the shared tier as this cache sees it: its circuit breakers and the
+    /// writes waiting to be replayed. For readiness probes and dashboards.
+    pub fn health(&self) -> Health {
+        let inner = &*self.inner;
+        Health {
+            l2: inner.l2_guard.state(),
+            log: inner.log_guard.state(),
+            deferred_writes: inner.deferred.len(),
+        }
     }
 
     /// Runs L1's pending maintenance now (evictions, expirations). The housekeeper does this

@@ -88,9 +88,32 @@ pub enum Error {
     #[error("cannot decode: {0}")]
     Decode(String),
 
-    /// The L2 store failed.
+    /// The L2 store failed and trying again will not help (a refused command, a script error,
+    /// missing ACL permissions).
     #[error("L2 store error: {0}")]
     Store(BoxError),
+
+    /// The L2 store or the invalidation log could not be reached, or answered that it cannot
+    /// serve now (connection refused or dropped, timeout, `LOADING`, `TRYAGAIN`, failover in
+    /// progress, circuit breaker open). Retryable.
+    ///
+    /// Reads never return this. Writes (`set`, `invalidate`, …) defer their shared half while
+    /// the shared tier is unreachable and replay it once it is back (see
+    /// [`HybridCache::health`](crate::HybridCache::health)); they return this only from a
+    /// cache with [`max_staleness`](crate::HybridCacheBuilder::max_staleness), which
+    /// acknowledges a write only once every instance can be told.
+    #[error("unavailable: {0}")]
+    Unavailable(BoxError),
+
+    /// A bulkhead was full: too many loader calls (or L2 operations) of this cache were in
+    /// progress for the configured wait, and no stale value could be served.
+    #[error("overloaded: more than {limit} concurrent {what} for longer than the bulkhead's wait")]
+    Overloaded {
+        /// What was limited: `"loader calls"` or `"L2 operations"`.
+        what: &'static str,
+        /// The configured limit.
+        limit: usize,
+    },
 
     /// The invalidation log (backplane) failed.
     #[error("invalidation log error: {0}")]
@@ -105,6 +128,18 @@ impl Error {
     /// Wraps an L2 store failure.
     pub fn store(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::Store(Arc::new(source))
+    }
+
+    /// Wraps a failure to reach the L2 store or the log that may pass if tried again
+    /// (see [`Error::Unavailable`]).
+    pub fn unavailable(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Unavailable(Arc::new(source))
+    }
+
+    /// Whether trying again later may succeed: [`Error::Unavailable`] and
+    /// [`Error::Overloaded`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Overloaded { .. })
     }
 
     /// Wraps an invalidation log failure.

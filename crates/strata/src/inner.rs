@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::codec::Codec;
+use crate::deferred::Deferred;
 use crate::envelope::Times;
 use crate::error::{BoxError, Error, Result};
 use crate::fence::Fence;
@@ -15,6 +16,7 @@ use crate::invalidation::{Invalidation, InvalidationLog, Target};
 use crate::l1::{L1Map, Value};
 use crate::lease::Lease;
 use crate::options::EntryOptions;
+use crate::resilience::{Call, Compartment, Guard};
 use crate::single_flight::Flights;
 use crate::stats::{Counter, Counters};
 use crate::store::L2Store;
@@ -45,7 +47,15 @@ pub(crate) struct Inner {
     pub(crate) caught_up: AtomicU64,
     /// Keys whose lease another instance released, for the flights waiting on them.
     pub(crate) filled: tokio::sync::broadcast::Sender<String>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
+    /// The guard around L2 calls (inside `l2`, a `GuardedStore`), for its state.
+    pub(crate) l2_guard: Arc<Guard>,
+    /// The guard around log publishes.
+    pub(crate) log_guard: Guard,
+    /// Bounds concurrent loader calls.
+    pub(crate) loaders: Compartment,
+    /// Writes whose shared half waits for the shared tier to come back.
+    pub(crate) deferred: Arc<Deferred>,
     /// Dropped with the cache; its receivers (follower, housekeeper) then stop.
     pub(crate) _shutdown: watch::Sender<()>,
 }
@@ -83,7 +93,13 @@ impl Inner {
             origin: self.instance_id,
             target,
         };
-        match self.log.publish(&self.namespace, &invalidation).await {
+        let published = self
+            .log_guard
+            .call(Call::Write, || {
+                self.log.publish(&self.namespace, &invalidation)
+            })
+            .await;
+        match published {
             Ok(()) => {
                 self.counters.incr(Counter::invalidations_sent);
                 Ok(())

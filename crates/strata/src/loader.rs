@@ -124,9 +124,19 @@ impl Load {
                 Turn::Filled(found, now) => return self.hit(&key, found, now).await,
             }
         }
-        self.inner.counters.incr(Counter::loader_calls);
+        let inner = self.inner.clone();
+        let slot = match inner.loaders.enter().await {
+            Ok(slot) => slot,
+            Err(e) => {
+                inner.counters.incr(Counter::loader_rejected);
+                return self.fail(&key, e).await;
+            }
+        };
+        inner.counters.incr(Counter::loader_calls);
         let started = Instant::now();
-        match self.call(&key, loader).await {
+        let result = self.call(&key, loader).await;
+        drop(slot);
+        match result {
             Ok(value) => {
                 let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 self.store::<T>(&key, value.map(|v| Arc::new(v) as _), load_ms)

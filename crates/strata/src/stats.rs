@@ -55,6 +55,20 @@ pub struct Stats {
     pub resyncs: u64,
     /// Failed publishes on the invalidation log.
     pub log_errors: u64,
+    /// Times a circuit breaker (L2 or log) opened.
+    pub breaker_opened: u64,
+    /// Calls to the shared tier not made: the breaker was open or the L2 bulkhead full.
+    pub calls_rejected: u64,
+    /// Retries of failed calls to the shared tier.
+    pub retries: u64,
+    /// Writes whose shared half (L2, log) was deferred because the shared tier was
+    /// unreachable.
+    pub writes_deferred: u64,
+    /// Deferred writes replayed once the shared tier was back.
+    pub writes_replayed: u64,
+    /// Loads not started because the loader bulkhead was full (a stale value or
+    /// [`Error::Overloaded`](crate::Error::Overloaded) answered).
+    pub loader_rejected: u64,
 }
 
 macro_rules! counters {
@@ -96,6 +110,12 @@ counters! {
     invalidations_received => "strata_invalidations_received_total";
     resyncs => "strata_resyncs_total";
     log_errors => "strata_log_errors_total";
+    breaker_opened => "strata_breaker_opened_total";
+    calls_rejected => "strata_calls_rejected_total";
+    retries => "strata_retries_total";
+    writes_deferred => "strata_writes_deferred_total";
+    writes_replayed => "strata_writes_replayed_total";
+    loader_rejected => "strata_loader_rejected_total";
 }
 
 #[repr(align(64))]

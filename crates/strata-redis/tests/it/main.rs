@@ -6,13 +6,14 @@ mod compat;
 mod hostile_bytes;
 mod lease;
 mod outage;
+mod resilience;
 mod security;
 mod store;
 mod stream;
 
 use std::time::Duration;
 
-use strata::{EntryOptions, HybridCache};
+use strata::{EntryOptions, HybridCache, HybridCacheBuilder};
 use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 use strata_testkit::RedisServer;
 
@@ -26,13 +27,15 @@ pub(crate) async fn instance(redis: &RedisServer, options: EntryOptions) -> Hybr
 }
 
 pub(crate) async fn instance_with(config: &RedisConfig, options: EntryOptions) -> HybridCache {
+    builder(config, options).await.build().await.unwrap()
+}
+
+/// The builder of [`instance_with`], for tests that set more.
+pub(crate) async fn builder(config: &RedisConfig, options: EntryOptions) -> HybridCacheBuilder {
     HybridCache::builder("svc")
         .l2(RedisStore::connect_with(config).await.unwrap())
         .invalidation(RedisStreamLog::connect_with(config).await.unwrap())
         .default_entry(options)
-        .build()
-        .await
-        .unwrap()
 }
 
 /// A plain connection for planting and inspecting bytes, as another service would.

@@ -34,8 +34,9 @@ impl MemoryLease {
         // keys loading right now.
         held.retain(|_, (_, until)| *until > now);
         let full = lease_key(namespace, key);
-        if held.contains_key(&full) {
-            return false;
+        if let Some((owner, _)) = held.get(&full) {
+            // Already ours: a retry after a lost reply must not wait on itself.
+            return *owner == token;
         }
         held.insert(full, (token, now + ttl));
         true

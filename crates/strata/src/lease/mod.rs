@@ -27,7 +27,8 @@ pub use memory::MemoryLease;
 #[async_trait]
 pub trait Lease: Send + Sync + Debug + 'static {
     /// Takes the lease on `key` for `ttl` under `token` if no one holds it; `Ok(true)` when
-    /// this caller now holds it.
+    /// this caller now holds it. Finding it held under the same `token` is `Ok(true)` too: a
+    /// retry whose first attempt took the lease but lost the reply must not wait on itself.
     async fn try_acquire(
         &self,
         namespace: &str,

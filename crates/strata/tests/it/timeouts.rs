@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{EntryOptions, Error, MemoryLog, MemoryStore};
+use strata::{Bulkhead, EntryOptions, Error, MemoryLog, MemoryStore, Resilience};
 use strata_testkit::source::{Db, Product};
 
 use crate::{TTL, cache_on, clock};
@@ -78,4 +78,70 @@ async fn hard_timeout_with_fail_safe_serves_stale() {
     let stale: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!(stale.version, 0);
     assert_eq!(cache.stats().loader_timeouts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_loader_bulkhead_serves_stale_or_says_overloaded() {
+    let (store, clock, db) = (MemoryStore::default(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL).fail_safe(Duration::from_secs(3600));
+    let cache = strata::HybridCache::builder("test")
+        .l2(store.clone())
+        .clock(clock.clone())
+        .default_entry(options)
+        .resilience(
+            Resilience::default().bulkhead(
+                Bulkhead::default()
+                    .loader_calls(2)
+                    .max_wait(Duration::from_millis(50)),
+            ),
+        )
+        .build()
+        .await
+        .unwrap();
+    let _: Arc<Product> = cache.get_or_load("old", db.loader(9)).await.unwrap();
+    clock.advance(TTL + Duration::from_secs(1));
+
+    // Two slow loads take both slots.
+    db.set_delay(Duration::from_secs(5));
+    let busy: Vec<_> = (0..2)
+        .map(|id| {
+            let (cache, loader) = (cache.clone(), db.loader(id));
+            tokio::spawn(async move {
+                cache
+                    .get_or_load::<Product, _, _, _>(&format!("slow{id}"), loader)
+                    .await
+            })
+        })
+        .collect();
+    strata_testkit::eventually("both slots taken", Duration::from_secs(1), || async {
+        db.calls() == 3
+    })
+    .await;
+
+    let err = cache
+        .get_or_load::<Product, _, _, _>("new", db.loader(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Overloaded { limit: 2, .. }),
+        "no stale value: {err}"
+    );
+    let stale: Arc<Product> = cache.get_or_load("old", db.loader(9)).await.unwrap();
+    assert_eq!(
+        stale.id, 9,
+        "the expired value serves while the loaders are busy"
+    );
+    let s = cache.stats();
+    assert_eq!(
+        (s.loader_rejected, db.calls()),
+        (2, 3),
+        "neither reached the loader"
+    );
+
+    for load in busy {
+        load.await.unwrap().unwrap();
+    }
+    db.set_delay(Duration::ZERO);
+    let _: Arc<Product> = cache.get_or_load("new", db.loader(3)).await.unwrap();
+    assert_eq!(db.calls(), 4, "slots free again");
 }

@@ -1,0 +1,210 @@
+//! Deferred writes: the shared half of a write that could not reach the shared tier, kept
+//! until it can, then replayed.
+//!
+//! When `invalidate`, `set`, `invalidate_tag` or `clear` cannot reach L2 or the log (an
+//! outage, an open breaker), this instance has already done its local half (L1), and the rest
+//! is recorded here: for a key, "delete it in L2 and tell the others". Until that has been
+//! replayed, L2 is not trusted for the key — reads and fills of it skip L2 (see
+//! [`Deferred::blocks`]) — because L2 may still hold the value the write replaced, and after a
+//! frozen Redis thaws, a fill sent before the write may even land in it. A replay is always an
+//! invalidation, never the value: deleting is safe in any order, writing a value back is not.
+//!
+//! The record lives in this process: if it dies before Redis returns, the replay is lost and
+//! the old value lives in L2 until its TTL. Writes that must not be lost belong in the
+//! write-behind queue, which is durable.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::error::Result;
+use crate::inner::Inner;
+use crate::invalidation::Target;
+use crate::stats::Counter;
+
+/// Beyond this many deferred keys, they collapse into one deferred clear of the namespace.
+const MAX_KEYS: usize = 100_000;
+
+/// How often a replay is tried while there is something to replay (with jitter).
+const REPLAY_EVERY: Duration = Duration::from_millis(250);
+
+/// Writes whose shared half is pending.
+#[derive(Default)]
+pub(crate) struct Deferred {
+    /// Whether anything is pending: the one check on the L2 path while nothing is.
+    any: AtomicBool,
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+/// Each target with the sequence number of its latest deferral: a replay that raced a newer
+/// deferral of the same target leaves it pending.
+#[derive(Default)]
+struct Pending {
+    seq: u64,
+    clear: Option<u64>,
+    tags: HashMap<String, u64>,
+    keys: HashMap<String, u64>,
+}
+
+impl Deferred {
+    /// Whether L2 may hold a value for `key` that a deferred write replaced.
+    #[inline]
+    pub(crate) fn blocks(&self, key: &str) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let p = self.lock();
+        // A pending tag could cover any key: its members are known only to L2.
+        p.clear.is_some() || !p.tags.is_empty() || p.keys.contains_key(key)
+    }
+
+    /// How many writes are pending.
+    pub(crate) fn len(&self) -> usize {
+        let p = self.lock();
+        usize::from(p.clear.is_some()) + p.tags.len() + p.keys.len()
+    }
+
+    pub(crate) fn defer(&self, target: Target) {
+        let mut p = self.lock();
+        p.seq += 1;
+        let seq = p.seq;
+        match target {
+            // A pending clear covers everything deferred before its replay runs.
+            _ if p.clear.is_some() => p.clear = Some(seq),
+            Target::Clear => {
+                p.clear = Some(seq);
+                p.tags.clear();
+                p.keys.clear();
+            }
+            Target::Tag(tag) => {
+                p.tags.insert(tag, seq);
+            }
+            Target::Key(key) if p.keys.len() >= MAX_KEYS && !p.keys.contains_key(&key) => {
+                tracing::warn!(
+                    max = MAX_KEYS,
+                    "too many deferred invalidations; the namespace will be cleared instead"
+                );
+                p.clear = Some(seq);
+                p.tags.clear();
+                p.keys.clear();
+            }
+            Target::Key(key) => {
+                p.keys.insert(key, seq);
+            }
+        }
+        self.any.store(true, Ordering::Release);
+        drop(p);
+        self.wake.notify_one();
+    }
+
+    /// What to replay, clear first (it makes the rest moot).
+    fn snapshot(&self) -> Vec<(Target, u64)> {
+        let p = self.lock();
+        if let Some(seq) = p.clear {
+            return vec![(Target::Clear, seq)];
+        }
+        let tags = p.tags.iter().map(|(t, s)| (Target::Tag(t.clone()), *s));
+        let keys = p.keys.iter().map(|(k, s)| (Target::Key(k.clone()), *s));
+        tags.chain(keys).collect()
+    }
+
+    /// `target`, deferred as `seq`, has been replayed.
+    fn done(&self, target: &Target, seq: u64) {
+        let mut p = self.lock();
+        let current = match target {
+            Target::Clear => p.clear,
+            Target::Tag(tag) => p.tags.get(tag).copied(),
+            Target::Key(key) => p.keys.get(key).copied(),
+        };
+        if current == Some(seq) {
+            match target {
+                Target::Clear => p.clear = None,
+                Target::Tag(tag) => drop(p.tags.remove(tag)),
+                Target::Key(key) => drop(p.keys.remove(key)),
+            }
+        }
+        let any = p.clear.is_some() || !p.tags.is_empty() || !p.keys.is_empty();
+        self.any.store(any, Ordering::Release);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // Only sets behind this lock, each step complete: a panic elsewhere leaves them valid.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    /// The end of a write: an unreachable shared tier defers its shared half; any other
+    /// failure is the caller's.
+    ///
+    /// A deferred write succeeds (its local half is done, as FusionCache's auto-recovery
+    /// does) — unless the cache promises bounded staleness: then a write is acknowledged only
+    /// once every instance can be told, so the caller gets [`Error::Unavailable`] (and the
+    /// replay still happens).
+    pub(crate) fn settle(&self, target: Target, result: Result<()>) -> Result<()> {
+        match result {
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(namespace = %self.namespace, ?target, error = %e, "shared tier unreachable; write deferred");
+                self.counters.incr(Counter::writes_deferred);
+                self.deferred.defer(target);
+                match self.max_staleness {
+                    Some(_) => Err(e),
+                    None => Ok(()),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Replays what is pending, in order, until done or the shared tier fails again.
+    async fn replay(&self) {
+        for (target, seq) in self.deferred.snapshot() {
+            let ns = &self.namespace;
+            let l2 = match &target {
+                Target::Key(key) => self.l2.delete(ns, key).await,
+                Target::Tag(tag) => self.l2.delete_by_tag(ns, tag).await.map(drop),
+                Target::Clear => self.l2.clear(ns).await.map(drop),
+            };
+            let result = match l2 {
+                Ok(()) => self.publish(target.clone()).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => self.counters.incr(Counter::writes_replayed),
+                Err(e) if e.is_retryable() => return,
+                Err(e) => {
+                    // Trying again will not help (e.g. a permission was revoked): say so once
+                    // and let the entry's TTL end it.
+                    tracing::error!(namespace = %ns, ?target, error = %e, "deferred write dropped");
+                }
+            }
+            self.deferred.done(&target, seq);
+        }
+    }
+}
+
+/// Replays deferred writes while there are any, until the cache is dropped.
+pub(crate) async fn run(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
+    let Some(deferred) = inner.upgrade().map(|i| i.deferred.clone()) else {
+        return;
+    };
+    loop {
+        if deferred.len() == 0 {
+            tokio::select! {
+                () = deferred.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        let pause = REPLAY_EVERY.mul_f64(0.5 + fastrand::f64());
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        inner.replay().await;
+    }
+}

@@ -1,0 +1,180 @@
+//! `GuardedStore`: the L2 store as the cache sees it — every call guarded, and keys with a
+//! deferred invalidation kept from L2 until it has been replayed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Call, Guard};
+use crate::deferred::Deferred;
+use crate::error::{Error, Result};
+use crate::lease::Lease;
+use crate::store::{Generation, L2Store, LoadStart, WriteMode};
+
+/// The user's store behind the cache's guard.
+#[derive(Clone)]
+pub(crate) struct GuardedStore {
+    store: Arc<dyn L2Store>,
+    guard: Arc<Guard>,
+    deferred: Arc<Deferred>,
+}
+
+impl std::fmt::Debug for GuardedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.store.fmt(f)
+    }
+}
+
+/// A read of a key whose deferred invalidation has not been replayed yet.
+#[derive(Debug, thiserror::Error)]
+#[error("L2 may hold a replaced value: an invalidation is waiting to be replayed")]
+struct Deferring;
+
+impl GuardedStore {
+    pub(crate) fn new(store: Arc<dyn L2Store>, guard: Arc<Guard>, deferred: Arc<Deferred>) -> Self {
+        GuardedStore {
+            store,
+            guard,
+            deferred,
+        }
+    }
+
+    fn check(&self, keys: &[&str]) -> Result<()> {
+        if keys.iter().any(|k| self.deferred.blocks(k)) {
+            return Err(Error::unavailable(Deferring));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl L2Store for GuardedStore {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>> {
+        self.check(&[key])?;
+        self.guard
+            .call(Call::Read, || self.store.get(namespace, key))
+            .await
+    }
+
+    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation> {
+        self.check(&[key])?;
+        self.guard
+            .call(Call::Read, || self.store.generation(namespace, key))
+            .await
+    }
+
+    async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>> {
+        self.check(keys)?;
+        self.guard
+            .call(Call::Read, || self.store.generations(namespace, keys))
+            .await
+    }
+
+    fn lease(&self) -> Option<Arc<dyn Lease>> {
+        let lease = self.store.lease()?;
+        Some(Arc::new(GuardedLease {
+            lease,
+            guard: self.guard.clone(),
+        }))
+    }
+
+    async fn begin_load(
+        &self,
+        namespace: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+        absent: bool,
+    ) -> Result<LoadStart> {
+        self.check(&[key])?;
+        self.guard
+            .call(Call::Read, || {
+                self.store.begin_load(namespace, key, lease, absent)
+            })
+            .await
+    }
+
+    async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.check(keys)?;
+        self.guard
+            .call(Call::Read, || self.store.get_many(namespace, keys))
+            .await
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> Result<bool> {
+        if matches!(mode, WriteMode::Fill { .. }) {
+            self.check(&[key])?;
+        }
+        self.guard
+            .call(Call::Write, || {
+                self.store
+                    .set(namespace, key, value.clone(), ttl, tags, mode)
+            })
+            .await
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<()> {
+        self.guard
+            .call(Call::Write, || self.store.delete(namespace, key))
+            .await
+    }
+
+    async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64> {
+        self.guard
+            .call(Call::Write, || self.store.delete_by_tag(namespace, tag))
+            .await
+    }
+
+    async fn clear(&self, namespace: &str) -> Result<u64> {
+        self.guard
+            .call(Call::Admin, || self.store.clear(namespace))
+            .await
+    }
+}
+
+/// The store's lease behind the same guard as its data: one connection, one breaker.
+#[derive(Debug)]
+struct GuardedLease {
+    lease: Arc<dyn Lease>,
+    guard: Arc<Guard>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Lease for GuardedLease {
+    async fn try_acquire(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<bool> {
+        self.guard
+            .call(Call::Read, || {
+                self.lease.try_acquire(namespace, key, token, ttl)
+            })
+            .await
+    }
+
+    async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<()> {
+        self.guard
+            .call(Call::Write, || self.lease.release(namespace, key, token))
+            .await
+    }
+}

@@ -1,0 +1,154 @@
+//! Retries: capped exponential backoff with full jitter, under a budget.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+/// How failed calls to the shared tier are tried again.
+///
+/// Only retryable failures ([`Error::is_retryable`](crate::Error::is_retryable): connection
+/// lost, timeout, `LOADING`, `TRYAGAIN`, failover) are retried, at most `max_retries` times,
+/// after a delay drawn uniformly from `[0, min(max_delay, min_delay · 2ⁿ)]` ("full jitter":
+/// instances that failed together do not retry together).
+///
+/// A **budget** keeps retries from multiplying load during an outage: each call earns
+/// `budget_ratio` of a retry, and `budget_floor` retries per second are free; a retry with no
+/// budget left is not made. With the defaults, retries add at most 10 % to the calls, plus
+/// 10 per second.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub(crate) max_retries: usize,
+    pub(crate) min_delay: Duration,
+    pub(crate) max_delay: Duration,
+    pub(crate) budget_ratio: f64,
+    pub(crate) budget_floor: f64,
+}
+
+impl Default for RetryPolicy {
+    /// Up to 2 retries, 10 ms doubling to at most 100 ms, budget 10 % + 10/s.
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 2,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+            budget_ratio: 0.1,
+            budget_floor: 10.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// At most this many retries per call (default 2).
+    pub fn max_retries(mut self, n: usize) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// The backoff before the first retry, doubling up to `max` (default 10 ms to 100 ms).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_delay = min;
+        self.max_delay = max.max(min);
+        self
+    }
+
+    /// Retries may add at most `ratio` of the calls made (default 0.1), plus `per_second`
+    /// (default 10).
+    pub fn budget(mut self, ratio: f64, per_second: f64) -> Self {
+        self.budget_ratio = ratio.max(0.0);
+        self.budget_floor = per_second.max(0.0);
+        self
+    }
+
+    /// The delays before each retry of one call.
+    pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+            .build()
+            .map(|cap| cap.mul_f64(fastrand::f64()))
+    }
+}
+
+/// The retry budget: a token bucket filled by calls and by time, drained by retries.
+pub(crate) struct RetryBudget {
+    ratio: f64,
+    floor: f64,
+    /// The most that can be saved up: one second's floor plus the ratio of 100 calls, so that a
+    /// quiet spell does not bank a burst of retries for the next outage.
+    cap: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RetryBudget {
+    pub(crate) fn new(policy: &RetryPolicy) -> Self {
+        let cap = policy.budget_floor + policy.budget_ratio * 100.0;
+        RetryBudget {
+            ratio: policy.budget_ratio,
+            floor: policy.budget_floor,
+            cap,
+            state: Mutex::new((cap, Instant::now())),
+        }
+    }
+
+    /// A call was made: it earns a fraction of a retry.
+    pub(crate) fn deposit(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = (s.0 + self.ratio).min(self.cap);
+    }
+
+    /// Takes one retry from the budget, if there is one.
+    pub(crate) fn withdraw(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let earned = now.duration_since(s.1).as_secs_f64() * self.floor;
+        s.0 = (s.0 + earned).min(self.cap);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_capped_and_jittered_below_the_cap() {
+        let policy = RetryPolicy::default()
+            .max_retries(6)
+            .backoff(Duration::from_millis(10), Duration::from_millis(40));
+        let delays: Vec<_> = policy.delays().collect();
+        assert_eq!(delays.len(), 6);
+        let caps = [10, 20, 40, 40, 40, 40];
+        for (d, cap) in delays.iter().zip(caps) {
+            assert!(*d <= Duration::from_millis(cap), "{d:?} over {cap} ms");
+        }
+    }
+
+    #[test]
+    fn the_budget_allows_the_ratio_of_calls_and_no_more() {
+        let budget = RetryBudget::new(&RetryPolicy::default().budget(0.25, 0.0));
+        // The starting allowance (the cap) is a quarter of 100 calls.
+        let mut granted = (0..100).filter(|_| budget.withdraw()).count();
+        assert_eq!(granted, 25);
+        for _ in 0..20 {
+            budget.deposit();
+        }
+        granted = (0..100).filter(|_| budget.withdraw()).count();
+        assert_eq!(granted, 5, "20 calls at 25 % earn 5 retries");
+    }
+}
