@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use crate::error::classify_log;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use strata::Error;
 use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription, Target};
 use tokio::sync::mpsc;
 
 use crate::config::{RedisConfig, into_log_error};
+use crate::connection::Connection;
 use crate::pubsub::subscribe;
 
 /// The channel other stacks' caches commonly use.
@@ -48,7 +47,7 @@ const SOURCE: &str = "strata";
 #[derive(Clone)]
 pub struct CompatChannel<L> {
     log: L,
-    publisher: ConnectionManager,
+    publisher: Connection,
     config: RedisConfig,
     channel: String,
 }
@@ -66,7 +65,7 @@ impl<L: InvalidationLog> CompatChannel<L> {
     /// Wraps `log`, publishing and following [`DEFAULT_COMPAT_CHANNEL`] on the Redis of
     /// `config`.
     pub async fn wrap(log: L, config: &RedisConfig) -> Result<Self, Error> {
-        let publisher = config.connect().await.map_err(into_log_error)?;
+        let publisher = Connection::open(config).await.map_err(into_log_error)?;
         Ok(CompatChannel {
             log,
             publisher,
@@ -121,9 +120,9 @@ impl<L: InvalidationLog> InvalidationLog for CompatChannel<L> {
         redis::cmd("PUBLISH")
             .arg(&self.channel)
             .arg(payload)
-            .exec_async(&mut self.publisher.clone())
+            .exec_async(&mut self.publisher.get())
             .await
-            .map_err(classify_log)
+            .map_err(|e| self.publisher.failed_log(e))
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {

@@ -8,11 +8,18 @@ use crate::error::classify;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use strata::Error;
 
-/// How to reach one Redis server.
+/// How to reach Redis: one server, or the master of a Sentinel-managed group.
 ///
-/// Built from a URL — `redis://[user[:password]@]host[:port][/db]`, `rediss://…` for TLS — plus
-/// timeouts and, for TLS, a CA and an optional client certificate (mutual TLS). `Debug` never
-/// prints the password or key material.
+/// Built from a URL plus timeouts and, for TLS, a CA and an optional client certificate
+/// (mutual TLS):
+/// - `redis://[user[:password]@]host[:port][/db]`, `rediss://…` for TLS;
+/// - `redis+sentinel://[user[:password]@]host[:port][,host[:port]…]/master[/db]` (or
+///   `rediss+sentinel://`): the sentinels (port 26379 by default) are asked for the address of
+///   `master`; the credentials, database and TLS apply to the master. The stores built on
+///   it ask again whenever the master stops answering as one (connection refused or lost,
+///   `READONLY`), so they follow a failover; the `redis` crate does not by itself.
+///
+/// `Debug` never prints passwords or key material.
 ///
 /// ```
 /// use std::time::Duration;
@@ -23,7 +30,10 @@ use strata::Error;
 /// ```
 #[derive(Clone)]
 pub struct RedisConfig {
+    /// The server; with Sentinel, the master's settings (credentials, db, TLS) and the first
+    /// sentinel's address as a placeholder.
     info: ConnectionInfo,
+    sentinel: Option<Sentinel>,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
     ca_pem: Option<Vec<u8>>,
@@ -33,11 +43,13 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Parses `url`. Fails with [`Error::Config`] on a malformed URL or unknown scheme.
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        let info = url.into_connection_info().map_err(|e| {
-            Error::Config(format!("Redis URL: {}", e.detail().unwrap_or("malformed")))
-        })?;
+        let (info, sentinel) = match Sentinel::parse(url)? {
+            Some((info, sentinel)) => (info, Some(sentinel)),
+            None => (parse_info(url)?, None),
+        };
         Ok(RedisConfig {
             info,
+            sentinel,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_millis(500),
             ca_pem: None,
@@ -73,23 +85,55 @@ impl RedisConfig {
         self
     }
 
+    /// Credentials for the sentinels themselves, when they require `AUTH` (the URL's apply to
+    /// the master).
+    pub fn sentinel_credentials(mut self, username: Option<&str>, password: &str) -> Self {
+        if let Some(sentinel) = &mut self.sentinel {
+            for node in &mut sentinel.nodes {
+                let mut settings = node.redis_settings().clone().set_password(password);
+                if let Some(user) = username {
+                    settings = settings.set_username(user);
+                }
+                *node = node.clone().set_redis_settings(settings);
+            }
+        }
+        self
+    }
+
     fn is_tls(&self) -> bool {
         matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 
-    /// A `redis::Client` for these settings.
-    pub(crate) fn client(&self) -> Result<redis::Client, Error> {
+    /// Whether the master is found through Sentinel (and may move).
+    pub(crate) fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
+    /// A `redis::Client` for the server — with Sentinel, for the master as the sentinels
+    /// name it now.
+    pub(crate) async fn resolve(&self) -> Result<redis::Client, Error> {
+        match &self.sentinel {
+            None => self.client_for(&self.info),
+            Some(sentinel) => {
+                let addr = sentinel.master_addr(self).await?;
+                self.client_for(&self.info.clone().set_addr(addr))
+            }
+        }
+    }
+
+    /// A `redis::Client` for `info`, with these TLS settings.
+    fn client_for(&self, info: &ConnectionInfo) -> Result<redis::Client, Error> {
         if !self.is_tls() {
             if self.ca_pem.is_some() || self.client_pem.is_some() {
                 return Err(Error::Config(
                     "TLS certificates given for a non-TLS URL (use rediss://)".into(),
                 ));
             }
-            return redis::Client::open(self.info.clone()).map_err(classify);
+            return redis::Client::open(info.clone()).map_err(classify);
         }
         install_crypto_provider();
         if self.ca_pem.is_none() && self.client_pem.is_none() {
-            return redis::Client::open(self.info.clone()).map_err(classify);
+            return redis::Client::open(info.clone()).map_err(classify);
         }
         let certs = redis::TlsCertificates {
             client_tls: self
@@ -101,25 +145,27 @@ impl RedisConfig {
                 }),
             root_cert: self.ca_pem.clone(),
         };
-        redis::Client::build_with_tls(self.info.clone(), certs)
+        redis::Client::build_with_tls(info.clone(), certs)
             .map_err(|e| Error::Config(format!("TLS settings: {e}")))
     }
 
     /// A multiplexed, auto-reconnecting connection with these settings (TLS, credentials,
-    /// timeouts), for commands of your own.
+    /// timeouts), for commands of your own. With Sentinel it goes to the master of the moment
+    /// and stays there; Strata's own stores follow a failover.
     pub async fn connect(&self) -> Result<redis::aio::ConnectionManager, Error> {
-        redis::aio::ConnectionManager::new_with_config(self.client()?, self.manager_config())
+        redis::aio::ConnectionManager::new_with_config(self.resolve().await?, self.manager_config())
             .await
             .map_err(classify)
     }
 
-    /// The connection manager's settings: our timeouts, and its own reconnect with backoff.
+    /// The connection manager's settings: our timeouts, and one connection attempt per
+    /// reconnect. Its own retries would hold every request that meets a reconnect for their
+    /// whole backoff; ours (the cache's guard) are budgeted and stop at the breaker.
     pub(crate) fn manager_config(&self) -> redis::aio::ConnectionManagerConfig {
         redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(0)
     }
 }
 
@@ -146,6 +192,7 @@ impl fmt::Debug for RedisConfig {
         let settings = self.info.redis_settings();
         f.debug_struct("RedisConfig")
             .field("target", &self.to_string())
+            .field("sentinel", &self.sentinel)
             .field("db", &settings.db())
             .field("username", &settings.username())
             .field("password", &settings.password().map(|_| "<redacted>"))
@@ -163,11 +210,161 @@ impl fmt::Debug for RedisConfig {
 impl fmt::Display for RedisConfig {
     /// The target without credentials, for logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(sentinel) = &self.sentinel {
+            let tls = if self.is_tls() { "s" } else { "" };
+            let nodes: Vec<String> = sentinel.nodes.iter().map(|n| addr_text(n.addr())).collect();
+            return write!(
+                f,
+                "redis{tls}+sentinel://{}/{}",
+                nodes.join(","),
+                sentinel.master
+            );
+        }
         match self.info.addr() {
             ConnectionAddr::Tcp(host, port) => write!(f, "redis://{host}:{port}"),
             ConnectionAddr::TcpTls { host, port, .. } => write!(f, "rediss://{host}:{port}"),
             ConnectionAddr::Unix(path) => write!(f, "unix://{}", path.display()),
             _ => f.write_str("redis://?"),
         }
+    }
+}
+
+fn addr_text(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        ConnectionAddr::Unix(path) => path.display().to_string(),
+        _ => "?".into(),
+    }
+}
+
+fn parse_info(url: &str) -> Result<ConnectionInfo, Error> {
+    url.into_connection_info()
+        .map_err(|e| Error::Config(format!("Redis URL: {}", e.detail().unwrap_or("malformed"))))
+}
+
+/// The sentinels of a Sentinel-managed group, and the name of its master.
+#[derive(Clone)]
+struct Sentinel {
+    nodes: Vec<ConnectionInfo>,
+    master: String,
+}
+
+impl fmt::Debug for Sentinel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| addr_text(n.addr())).collect();
+        f.debug_struct("Sentinel")
+            .field("nodes", &nodes)
+            .field("master", &self.master)
+            .finish()
+    }
+}
+
+impl Sentinel {
+    /// Parses a `redis+sentinel://` or `rediss+sentinel://` URL into the master's settings and
+    /// the sentinels; `None` for any other scheme.
+    fn parse(url: &str) -> Result<Option<(ConnectionInfo, Sentinel)>, Error> {
+        let (scheme, rest) = match url.split_once("://") {
+            Some(("redis+sentinel", rest)) => ("redis", rest),
+            Some(("rediss+sentinel", rest)) => ("rediss", rest),
+            _ => return Ok(None),
+        };
+        let bad = |what: &str| Error::Config(format!("Sentinel URL: {what}"));
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, rest)) => (Some(userinfo), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("no master name (…/<master>[/<db>])"))?;
+        let (master, db) = match path.split_once('/') {
+            Some((master, db)) => (master, Some(db)),
+            None => (path, None),
+        };
+        if master.is_empty() || hosts.is_empty() {
+            return Err(bad("needs sentinel hosts and a master name"));
+        }
+        let mut nodes = Vec::new();
+        for host in hosts.split(',') {
+            let with_port = if host
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                host.to_owned()
+            } else {
+                format!("{host}:26379")
+            };
+            nodes.push(parse_info(&format!("{scheme}://{with_port}"))?);
+        }
+        // The master's settings, parsed by the `redis` crate (percent-decoding included), at
+        // the first sentinel's address until the sentinels name the master.
+        let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+        let db = db
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("/{d}"))
+            .unwrap_or_default();
+        let first = addr_text(nodes[0].addr());
+        let info = parse_info(&format!("{scheme}://{userinfo}{first}{db}"))?;
+        Ok(Some((
+            info,
+            Sentinel {
+                nodes,
+                master: master.to_owned(),
+            },
+        )))
+    }
+
+    /// Asks the sentinels, in order, for the master's address.
+    async fn master_addr(&self, config: &RedisConfig) -> Result<ConnectionAddr, Error> {
+        let mut last = None;
+        for node in &self.nodes {
+            match self.ask(config, node).await {
+                Ok(Some((host, port))) => {
+                    return Ok(match config.info.addr() {
+                        ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                            host,
+                            port,
+                            insecure: *insecure,
+                            tls_params: None,
+                        },
+                        _ => ConnectionAddr::Tcp(host, port),
+                    });
+                }
+                Ok(None) => {
+                    last = Some(format!(
+                        "{} does not know master {:?}",
+                        addr_text(node.addr()),
+                        self.master
+                    ))
+                }
+                Err(e) => last = Some(format!("{}: {e}", addr_text(node.addr()))),
+            }
+        }
+        Err(Error::unavailable(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            format!("no sentinel named a master: {}", last.unwrap_or_default()),
+        )))
+    }
+
+    async fn ask(
+        &self,
+        config: &RedisConfig,
+        node: &ConnectionInfo,
+    ) -> Result<Option<(String, u16)>, Error> {
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        let mut conn = config
+            .client_for(node)?
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await
+            .map_err(classify)?;
+        redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.master)
+            .query_async::<Option<(String, u16)>>(&mut conn)
+            .await
+            .map_err(classify)
     }
 }

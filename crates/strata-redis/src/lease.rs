@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
-use crate::error::classify;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use strata::keys::{filled_key, lease_key, waiting_key};
 use strata::{Error, Lease};
 
 use crate::config::RedisConfig;
+use crate::connection::Connection;
 use crate::scripts::{ACQUIRE_LEASE, RELEASE};
 
-/// Load leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` to take one, a
+/// Load leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` (in a script that
+/// also recognises the caller's own token) to take one, a
 /// compare-and-delete script to give it back (announcing the release on `<namespace>#filled`
 /// when another instance waits on it).
 ///
@@ -20,7 +20,7 @@ use crate::scripts::{ACQUIRE_LEASE, RELEASE};
 /// yourself only to keep leases on another Redis than the data.
 #[derive(Clone)]
 pub struct RedisLease {
-    conn: ConnectionManager,
+    conn: Connection,
 }
 
 impl std::fmt::Debug for RedisLease {
@@ -32,10 +32,10 @@ impl std::fmt::Debug for RedisLease {
 impl RedisLease {
     /// Connects with its own connection.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        Ok(Self::on(config.connect().await?))
+        Ok(Self::on(Connection::open(config).await?))
     }
 
-    pub(crate) fn on(conn: ConnectionManager) -> Self {
+    pub(crate) fn on(conn: Connection) -> Self {
         RedisLease { conn }
     }
 }
@@ -53,9 +53,9 @@ impl Lease for RedisLease {
             .key(lease_key(namespace, key))
             .arg(token)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.get())
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.conn.failed(e))?;
         Ok(held == 1)
     }
 
@@ -66,8 +66,8 @@ impl Lease for RedisLease {
             .key(filled_key(namespace))
             .arg(token)
             .arg(key)
-            .invoke_async::<()>(&mut self.conn.clone())
+            .invoke_async::<()>(&mut self.conn.get())
             .await
-            .map_err(classify)
+            .map_err(|e| self.conn.failed(e))
     }
 }

@@ -42,6 +42,7 @@
 
 mod compat;
 mod config;
+mod connection;
 mod error;
 mod lease;
 mod pubsub;

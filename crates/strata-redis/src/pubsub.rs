@@ -6,12 +6,12 @@ use std::time::Duration;
 use crate::error::classify_log;
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use strata::Error;
 use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RedisConfig;
+use crate::connection::Connection;
 use crate::reconnect::reconnect_backoff;
 
 /// Invalidations over Redis pub/sub, one channel per namespace:
@@ -22,7 +22,7 @@ use crate::reconnect::reconnect_backoff;
 /// than risk serving a value whose invalidation it missed.
 #[derive(Clone)]
 pub struct RedisPubSub {
-    publisher: ConnectionManager,
+    publisher: Connection,
     config: RedisConfig,
 }
 
@@ -47,8 +47,7 @@ impl RedisPubSub {
 
     /// Connects with explicit settings.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let publisher = config
-            .connect()
+        let publisher = Connection::open(config)
             .await
             .map_err(crate::config::into_log_error)?;
         Ok(RedisPubSub {
@@ -64,9 +63,9 @@ impl InvalidationLog for RedisPubSub {
         redis::cmd("PUBLISH")
             .arg(channel(namespace))
             .arg(invalidation.encode())
-            .exec_async(&mut self.publisher.clone())
+            .exec_async(&mut self.publisher.get())
             .await
-            .map_err(classify_log)
+            .map_err(|e| self.publisher.failed_log(e))
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
@@ -91,9 +90,8 @@ pub(crate) async fn subscribe(
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let follower = Follower {
-        client: config.client()?,
+        config: config.clone(),
         channel,
-        connect_timeout: config.connect_timeout,
         events: tx,
         decode,
     };
@@ -109,9 +107,8 @@ pub(crate) async fn subscribe(
 
 /// One subscription, kept alive across disconnects until its receiver is dropped.
 struct Follower {
-    client: redis::Client,
+    config: RedisConfig,
     channel: String,
-    connect_timeout: Duration,
     events: mpsc::UnboundedSender<LogEvent>,
     decode: Decode,
 }
@@ -159,12 +156,17 @@ impl Follower {
 
     async fn subscribe(&self) -> Result<redis::aio::PubSub, Error> {
         let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(&self.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            // Resolved each time: with Sentinel, the master may have moved.
+            let client = self.config.resolve().await?;
+            let mut pubsub = client.get_async_pubsub().await.map_err(classify_log)?;
+            pubsub
+                .subscribe(&self.channel)
+                .await
+                .map_err(classify_log)?;
+            Ok::<_, Error>(pubsub)
         };
-        match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(result) => result.map_err(classify_log),
+        match tokio::time::timeout(self.config.connect_timeout, connect).await {
+            Ok(result) => result,
             Err(_) => Err(Error::unavailable(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "subscribing timed out",

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::classify;
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use strata::keys::{
     data_key, filled_key, generation_key, lease_key, namespace_generation_key, namespace_patterns,
     tag_key, waiting_key,
@@ -14,6 +12,7 @@ use strata::keys::{
 use strata::{Error, Generation, L2Store, Lease, LoadStart, WriteMode};
 
 use crate::config::RedisConfig;
+use crate::connection::Connection;
 use crate::lease::RedisLease;
 use crate::scripts::{BEGIN_LOAD, DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE, REPLACE};
 
@@ -27,7 +26,7 @@ use crate::scripts::{BEGIN_LOAD, DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE
 /// tag indexes (sets), so a namespace can be scanned, cleared and ACL-restricted by prefix.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     config: RedisConfig,
 }
 
@@ -48,7 +47,7 @@ impl RedisStore {
     /// Connects with explicit settings. Fails if the server cannot be reached within the
     /// connect timeout or refuses the credentials.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let conn = config.connect().await?;
+        let conn = Connection::open(config).await?;
         Ok(RedisStore {
             conn,
             config: config.clone(),
@@ -56,7 +55,7 @@ impl RedisStore {
     }
 
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get();
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
@@ -68,13 +67,13 @@ impl RedisStore {
                 .arg(1000)
                 .query_async(&mut conn)
                 .await
-                .map_err(classify)?;
+                .map_err(|e| self.conn.failed(e))?;
             if !keys.is_empty() {
                 let n: u64 = redis::cmd("UNLINK")
                     .arg(&keys)
                     .query_async(&mut conn)
                     .await
-                    .map_err(classify)?;
+                    .map_err(|e| self.conn.failed(e))?;
                 removed += n;
             }
             if next == 0 {
@@ -94,9 +93,9 @@ impl L2Store for RedisStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
         let value: Option<Vec<u8>> = redis::cmd("GET")
             .arg(data_key(namespace, key))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get())
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.conn.failed(e))?;
         Ok(value.map(Bytes::from))
     }
 
@@ -104,9 +103,9 @@ impl L2Store for RedisStore {
         let (key_gen, ns_gen): (Option<u64>, Option<u64>) = redis::cmd("MGET")
             .arg(generation_key(namespace, key))
             .arg(namespace_generation_key(namespace))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get())
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.conn.failed(e))?;
         Ok(Generation {
             key: key_gen.unwrap_or(0),
             namespace: ns_gen.unwrap_or(0),
@@ -123,9 +122,9 @@ impl L2Store for RedisStore {
         }
         cmd.arg(namespace_generation_key(namespace));
         let mut counters: Vec<Option<u64>> = cmd
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get())
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.conn.failed(e))?;
         let namespace_gen = counters.pop().flatten().unwrap_or(0);
         Ok(counters
             .into_iter()
@@ -160,9 +159,9 @@ impl L2Store for RedisStore {
             .arg(token)
             .arg(ttl)
             .arg(if absent { "1" } else { "" })
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.get())
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.conn.failed(e))?;
         Ok(LoadStart {
             generation: Generation {
                 key: key_gen,
@@ -180,9 +179,9 @@ impl L2Store for RedisStore {
         let full: Vec<String> = keys.iter().map(|k| data_key(namespace, k)).collect();
         let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(&full)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get())
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.conn.failed(e))?;
         Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
     }
 
@@ -224,9 +223,9 @@ impl L2Store for RedisStore {
             invocation.key(tag_key(namespace, tag));
         }
         let stored: u8 = invocation
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.get())
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.conn.failed(e))?;
         Ok(stored == 1)
     }
 
@@ -235,9 +234,9 @@ impl L2Store for RedisStore {
             .key(data_key(namespace, key))
             .key(generation_key(namespace, key))
             .arg(GENERATION_TTL_MS)
-            .invoke_async::<()>(&mut self.conn.clone())
+            .invoke_async::<()>(&mut self.conn.get())
             .await
-            .map_err(classify)
+            .map_err(|e| self.conn.failed(e))
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
@@ -245,18 +244,18 @@ impl L2Store for RedisStore {
             .key(tag_key(namespace, tag))
             .arg(namespace)
             .arg(GENERATION_TTL_MS)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.get())
             .await
-            .map_err(classify)
+            .map_err(|e| self.conn.failed(e))
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64, Error> {
         // First: loads that read the namespace before the clear are refused from here on.
         redis::cmd("INCR")
             .arg(namespace_generation_key(namespace))
-            .exec_async(&mut self.conn.clone())
+            .exec_async(&mut self.conn.get())
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.conn.failed(e))?;
         let mut removed = 0;
         for pattern in namespace_patterns(namespace) {
             removed += self.unlink_matching(&pattern).await?;

@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use crate::error::classify_log;
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use strata::Error;
 use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
 use strata::keys::{filled_key, log_key, log_sequence_key};
 use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
+use crate::connection::Connection;
 use crate::reconnect::reconnect_backoff;
 use crate::scripts::{APPEND_LOG, LOG_TAIL};
 
@@ -35,7 +36,7 @@ const BATCH: usize = 512;
 /// then look at L2 at once ([`LogEvent::Filled`]) instead of at their next poll.
 #[derive(Clone)]
 pub struct RedisStreamLog {
-    publisher: ConnectionManager,
+    publisher: Connection,
     config: RedisConfig,
     max_len: usize,
     heartbeat: Duration,
@@ -59,8 +60,7 @@ impl RedisStreamLog {
 
     /// Connects with explicit settings.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let publisher = config
-            .connect()
+        let publisher = Connection::open(config)
             .await
             .map_err(crate::config::into_log_error)?;
         Ok(RedisStreamLog {
@@ -97,7 +97,8 @@ impl RedisStreamLog {
             .set_response_timeout(Some(self.heartbeat + self.config.command_timeout));
         let mut conn = self
             .config
-            .client()?
+            .resolve()
+            .await?
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(classify_log)?;
@@ -121,9 +122,9 @@ impl InvalidationLog for RedisStreamLog {
             .key(log_sequence_key(namespace))
             .arg(self.max_len)
             .arg(invalidation.encode())
-            .invoke_async::<()>(&mut self.publisher.clone())
+            .invoke_async::<()>(&mut self.publisher.get())
             .await
-            .map_err(classify_log)
+            .map_err(|e| self.publisher.failed_log(e))
     }
 
     fn heartbeat(&self) -> Option<Duration> {

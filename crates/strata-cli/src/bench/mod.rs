@@ -50,6 +50,10 @@ pub(crate) struct BenchArgs {
     /// Warm-up operations before measuring (W1, W4; default 100,000).
     #[arg(long)]
     warmup: Option<u64>,
+    /// How W4 takes Redis away: `kill` (SIGKILL, then a restart, empty) or `freeze`
+    /// (SIGSTOP, then SIGCONT: connections stay open and nothing answers — a hung server).
+    #[arg(long, value_enum, default_value = "kill")]
+    fault: w4::Fault,
     /// Write plots (SVG and PNG) into this directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,

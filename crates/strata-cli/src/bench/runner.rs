@@ -33,6 +33,8 @@ pub(crate) struct Sample {
     pub(crate) hit_ratio: f64,
     /// L2 hits in the interval.
     pub(crate) l2_hits: u64,
+    /// L2 served every call of the interval ([`Subject::l2_serving`]).
+    pub(crate) l2_serving: bool,
 }
 
 /// Shared by the workers of one pass.
@@ -257,6 +259,7 @@ async fn sample(
                 t_s: started.elapsed().as_secs_f64(),
                 hit_ratio: ((d.l1_hits + d.l2_hits + d.coalesced) as f64 / r as f64).min(1.0),
                 l2_hits: d.l2_hits,
+                l2_serving: subject.l2_serving(&d),
             });
         }
         (last_counts, last_reads) = (counts, reads);

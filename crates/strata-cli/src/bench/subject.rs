@@ -51,6 +51,8 @@ pub(crate) struct Counts {
     pub(crate) l2_hits: u64,
     /// Reads that waited on another read's L2 fetch or load: hits, by the workload's rules.
     pub(crate) coalesced: u64,
+    /// Failed L2 operations (Strata; the naive cache's show as errors to callers).
+    pub(crate) l2_errors: u64,
 }
 
 impl std::ops::Sub for Counts {
@@ -60,6 +62,7 @@ impl std::ops::Sub for Counts {
             l1_hits: self.l1_hits - o.l1_hits,
             l2_hits: self.l2_hits - o.l2_hits,
             coalesced: self.coalesced - o.coalesced,
+            l2_errors: self.l2_errors - o.l2_errors,
         }
     }
 }
@@ -161,13 +164,30 @@ impl Subject {
                     l1_hits: s.l1_hits + s.stale_served,
                     l2_hits: s.l2_hits,
                     coalesced: s.coalesced,
+                    l2_errors: s.l2_errors,
                 }
             }
             Subject::Naive(naive) => Counts {
                 l1_hits: 0,
                 l2_hits: naive.hits.load(Ordering::Relaxed),
                 coalesced: 0,
+                l2_errors: 0,
             },
+        }
+    }
+
+    /// Whether L2 served every call of an interval whose counts grew by `d`: for Strata, its
+    /// breaker is closed, no write waits for replay, and no L2 call failed; for the naive
+    /// cache (no L1: every read is an L2 call), it had L2 hits.
+    pub(crate) fn l2_serving(&self, d: &Counts) -> bool {
+        match self {
+            Subject::Strata(cache) => {
+                let health = cache.health();
+                health.l2 == strata::BreakerState::Closed
+                    && health.deferred_writes == 0
+                    && d.l2_errors == 0
+            }
+            Subject::Naive(_) => d.l2_hits > 0,
         }
     }
 

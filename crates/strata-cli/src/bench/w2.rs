@@ -79,6 +79,7 @@ pub(crate) fn from_outcomes(
             l1_hits: c.l1_hits + o.l1_hits,
             l2_hits: c.l2_hits + o.l2_hits,
             coalesced: c.coalesced + o.coalesced,
+            ..c
         }),
         loads: outcomes.iter().map(|o| o.loader_calls).sum(),
         timeline: Vec::new(),

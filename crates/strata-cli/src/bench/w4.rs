@@ -1,6 +1,7 @@
 //! W4 — Redis outage: W1 at 500 operations/s for 30 s; Redis is SIGKILLed at 10 s and started
-//! again at 20 s. Figures: errors returned to callers, p99 during the outage, seconds from the
-//! restart until L2 hits are seen again, stale reads.
+//! again at 20 s (or, with `--fault freeze`, SIGSTOPped and SIGCONTed). Figures: errors
+//! returned to callers, p99 during the outage, seconds from the restart until L2 hits are seen
+//! again, stale reads.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,12 +19,23 @@ const DURATION: Duration = Duration::from_secs(30);
 const KILL_AT: Duration = Duration::from_secs(10);
 const RESTART_AT: Duration = Duration::from_secs(20);
 
+/// How Redis is taken away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Fault {
+    /// SIGKILL, then a restart (empty: no persistence).
+    Kill,
+    /// SIGSTOP, then SIGCONT: a hung server, data kept.
+    Freeze,
+}
+
 #[derive(Serialize)]
 struct OutageParams<'a> {
     #[serde(flatten)]
     w1: &'a Params,
     rate_per_s: u64,
     duration_s: u64,
+    fault: Fault,
     kill_at_s: u64,
     restart_at_s: u64,
 }
@@ -40,6 +52,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
         w1: &params,
         rate_per_s: RATE,
         duration_s: DURATION.as_secs(),
+        fault: args.fault,
         kill_at_s: KILL_AT.as_secs(),
         restart_at_s: RESTART_AT.as_secs(),
     };
@@ -59,7 +72,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
             &format!("{} W4", pass.subject.name()),
         );
         let b = bar.clone();
-        let chaos = tokio::spawn(chaos(server.clone(), Instant::now()));
+        let chaos = tokio::spawn(chaos(server.clone(), args.fault, Instant::now()));
         let paced = Pace::Rate {
             per_second: RATE,
             concurrency: params.concurrency,
@@ -80,6 +93,11 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
             .iter()
             .find(|s| s.t_s >= RESTART_AT.as_secs_f64() && s.l2_hits > 0)
             .map(|s| s.t_s - RESTART_AT.as_secs_f64());
+        let serving_after = m
+            .timeline
+            .iter()
+            .find(|s| s.t_s >= RESTART_AT.as_secs_f64() && s.l2_serving)
+            .map(|s| s.t_s - RESTART_AT.as_secs_f64());
         let mut report = Report::new("W4", pass.subject.name(), target.l2.label(), &outage, &m);
         report.extra.insert(
             "outage".into(),
@@ -87,6 +105,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
                 "errors": m.window_errors,
                 "read_us": Latency::of(&m.window_reads),
                 "l2_hits_again_after_s": recovered_after,
+                "l2_serving_again_after_s": serving_after,
             }),
         );
         runs.push(Run {
@@ -101,17 +120,23 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
     Ok(runs)
 }
 
-/// Kills Redis at `KILL_AT` after `start` and restarts it at `RESTART_AT`.
+/// Takes Redis away at `KILL_AT` after `start` and brings it back at `RESTART_AT`.
 async fn chaos(
     server: Arc<Mutex<strata_testkit::RedisServer>>,
+    fault: Fault,
     start: Instant,
 ) -> Result<(), BoxError> {
-    for (at, kill) in [(KILL_AT, true), (RESTART_AT, false)] {
+    for (at, away) in [(KILL_AT, true), (RESTART_AT, false)] {
         tokio::time::sleep_until((start + at).into()).await;
         let server = server.clone();
         tokio::task::spawn_blocking(move || {
             let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
-            if kill { s.kill() } else { s.restart() }
+            match (fault, away) {
+                (Fault::Kill, true) => s.kill(),
+                (Fault::Kill, false) => s.restart(),
+                (Fault::Freeze, true) => s.freeze(),
+                (Fault::Freeze, false) => s.thaw(),
+            }
         })
         .await?;
     }

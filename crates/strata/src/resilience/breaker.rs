@@ -9,6 +9,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
 use crate::stats::{Counter, Counters};
 
 /// When a circuit breaker opens and how it probes its way back.
@@ -156,6 +159,9 @@ pub(crate) struct Breaker {
     state: AtomicU8,
     window: Mutex<Window>,
     gauge: metrics::Gauge,
+    /// Woken when the breaker opens: calls still waiting on the target give up at once
+    /// instead of each waiting out its timeout.
+    opened: Notify,
 }
 
 impl Breaker {
@@ -169,11 +175,17 @@ impl Breaker {
             state: AtomicU8::new(0),
             window: Mutex::new(Window::default()),
             gauge,
+            opened: Notify::new(),
         }
     }
 
     pub(crate) fn state(&self) -> BreakerState {
         BreakerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Completes when the breaker next opens (counted from this call on).
+    pub(crate) fn opened(&self) -> Notified<'_> {
+        self.opened.notified()
     }
 
     /// Leave to call the target, or `None` while the breaker refuses calls.
@@ -261,6 +273,7 @@ impl Breaker {
             BreakerState::Open => {
                 w.opened_at = Some(Instant::now());
                 counters.incr(Counter::breaker_opened);
+                self.opened.notify_waiters();
             }
             BreakerState::Closed => *w = Window::default(),
             BreakerState::HalfOpen => {}

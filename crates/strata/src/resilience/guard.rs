@@ -78,41 +78,60 @@ impl Guard {
             Some(c) => Some(c.enter().await.inspect_err(|_| self.rejected())?),
             None => None,
         };
+        // One admission per call, retries inside it: a half-open probe gets its retries too
+        // (the first attempt after an outage often only wakes the client's reconnect).
+        let Some(admitted) = self.breaker.admit(&self.counters) else {
+            self.rejected();
+            return Err(Error::unavailable(CircuitOpen {
+                target: self.target,
+            }));
+        };
         self.budget.deposit();
+        // The timeout bounds the whole call, retries included: what a caller waits is what
+        // was configured. A breaker that opens meanwhile ends the wait at once.
         let after = self.timeouts[kind as usize];
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + after);
+        let opened = self.breaker.opened();
+        let mut opened = std::pin::pin!(opened);
         let mut delays = self.retry.delays();
-        loop {
-            let Some(admitted) = self.breaker.admit(&self.counters) else {
-                self.rejected();
-                return Err(Error::unavailable(CircuitOpen {
+        let result = loop {
+            let attempt = tokio::time::timeout_at(deadline, op());
+            let result = tokio::select! {
+                biased;
+                result = attempt => match result {
+                    Ok(result) => result,
+                    Err(_) => break Err(Error::unavailable(TimedOut {
+                        target: self.target,
+                        after,
+                    })),
+                },
+                () = &mut opened => break Err(Error::unavailable(CircuitOpen {
                     target: self.target,
-                }));
-            };
-            let started = Instant::now();
-            let result = match tokio::time::timeout(after, op()).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::unavailable(TimedOut {
-                    target: self.target,
-                    after,
                 })),
             };
-            let outcome = match &result {
-                Err(Error::Unavailable(_)) => Outcome::Failed,
-                _ => Outcome::Answered,
-            };
-            self.breaker
-                .record(admitted, outcome, started.elapsed(), &self.counters);
             match result {
-                Err(e) if e.is_retryable() => match delays.next() {
-                    Some(delay) if self.budget.withdraw() => {
-                        self.counters.incr(Counter::retries);
-                        tokio::time::sleep(delay).await;
+                Err(e) if e.is_retryable() => {
+                    let Some(delay) = delays.next() else {
+                        break Err(e);
+                    };
+                    let in_time = tokio::time::Instant::now() + delay < deadline;
+                    if !in_time || !self.budget.withdraw() {
+                        break Err(e);
                     }
-                    _ => return Err(e),
-                },
-                other => return other,
+                    self.counters.incr(Counter::retries);
+                    tokio::time::sleep(delay).await;
+                }
+                other => break other,
             }
-        }
+        };
+        let outcome = match &result {
+            Err(Error::Unavailable(_)) => Outcome::Failed,
+            _ => Outcome::Answered,
+        };
+        self.breaker
+            .record(admitted, outcome, started.elapsed(), &self.counters);
+        result
     }
 
     fn rejected(&self) {

@@ -60,14 +60,15 @@ impl Default for Resilience {
 }
 
 impl Resilience {
-    /// The longest an L2 read, generation read or lease call may take, per attempt
-    /// (default 250 ms). This bounds what an outage adds to a read before the breaker opens.
+    /// The longest an L2 read, generation read or lease call may take, retries included
+    /// (default 250 ms). This bounds what an outage adds to a read before the breaker opens;
+    /// calls still waiting when it opens give up at once.
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
         self
     }
 
-    /// The longest an L2 write, invalidation or log append may take, per attempt
+    /// The longest an L2 write, invalidation or log append may take, retries included
     /// (default 500 ms).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;

@@ -8,7 +8,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 /// How failed calls to the shared tier are tried again.
 ///
 /// Only retryable failures ([`Error::is_retryable`](crate::Error::is_retryable): connection
-/// lost, timeout, `LOADING`, `TRYAGAIN`, failover) are retried, at most `max_retries` times,
+/// lost, `LOADING`, `TRYAGAIN`, failover) are retried, within the call's timeout (see
+/// [`Resilience`](crate::Resilience)) and while its breaker stays closed, at most `max_retries` times,
 /// after a delay drawn uniformly from `[0, min(max_delay, min_delay · 2ⁿ)]` ("full jitter":
 /// instances that failed together do not retry together).
 ///
