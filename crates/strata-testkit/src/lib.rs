@@ -31,6 +31,8 @@ pub struct RedisOptions {
     tls: bool,
     tls_client_auth: bool,
     acl: Vec<String>,
+    replica_of: Option<u16>,
+    sentinel: Option<(String, u16)>,
 }
 
 impl RedisOptions {
@@ -50,6 +52,19 @@ impl RedisOptions {
     /// Adds an ACL rule line, as in `ACL SETUSER`: `"app on >secret ~ns:* +get"`.
     pub fn acl_user(mut self, rule: impl Into<String>) -> Self {
         self.acl.push(rule.into());
+        self
+    }
+
+    /// Run as a replica of the (plain) server on `127.0.0.1:port`.
+    pub fn replica_of(mut self, port: u16) -> Self {
+        self.replica_of = Some(port);
+        self
+    }
+
+    /// Run as a Sentinel watching the master `name` at `127.0.0.1:port`, with a quorum of 2,
+    /// judging it down after 1 s without an answer.
+    pub fn sentinel(mut self, name: &str, master_port: u16) -> Self {
+        self.sentinel = Some((name.to_owned(), master_port));
         self
     }
 
@@ -128,12 +143,37 @@ impl RedisServer {
     /// Starts the process on `self.port`; `false` if it exited at once (port taken).
     fn spawn(&mut self) -> io::Result<bool> {
         let mut cmd = Command::new("redis-server");
+        let port = self.port.to_string();
+        if let Some((name, master)) = &self.options.sentinel {
+            // A sentinel rewrites its configuration file, so it gets one of its own.
+            let conf = self.dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {name} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 5000\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    dir = self.dir.path().display()
+                ),
+            )?;
+            cmd.current_dir(self.dir.path())
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            self.child = Some(cmd.spawn()?);
+            return self.wait_ready();
+        }
         cmd.current_dir(self.dir.path())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let port = self.port.to_string();
+        if let Some(master) = self.options.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
         match &self.tls {
             Some(tls) => {
                 cmd.args(["--port", "0", "--tls-port", &port])

@@ -8,6 +8,7 @@ mod lease;
 mod outage;
 mod resilience;
 mod security;
+mod sentinel;
 mod store;
 mod stream;
 

@@ -144,3 +144,37 @@ fn secrets_never_appear_in_debug_output() {
     assert!(RedisConfig::from_url("http://nope").is_err());
     assert!(RedisConfig::from_url("redis://h:notaport").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reauthentication_heals_once_the_user_is_back() {
+    let redis = RedisServer::options().acl_user(ACL).start();
+    let config = RedisConfig::from_url(&redis.url_with_user("app", "app-secret")).unwrap();
+    let cache = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    let _: Arc<Product> = cache.get_or_load("p0", db.loader(0)).await.unwrap();
+
+    // The user is disabled and its connections dropped: every reconnect's AUTH fails, which
+    // the `redis` crate's connection manager never recovers from by itself.
+    redis.cli(&["ACL", "SETUSER", "app", "off"]);
+    redis.cli(&["CLIENT", "KILL", "USER", "app"]);
+    for id in 1..20 {
+        let p: Arc<Product> = cache
+            .get_or_load(&format!("p{id}"), db.loader(id))
+            .await
+            .unwrap();
+        assert_eq!(p.id, id, "reads go on meanwhile");
+    }
+    assert!(cache.stats().l2_errors > 0);
+
+    redis.cli(&["ACL", "SETUSER", "app", "on"]);
+    let next = std::sync::atomic::AtomicU64::new(100);
+    eventually("L2 to be written again", WAIT, || async {
+        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _: Arc<Product> = cache
+            .get_or_load(&format!("p{id}"), db.loader(id))
+            .await
+            .unwrap();
+        redis.cli(&["EXISTS", &format!("svc:p{id}")]).ends_with('1')
+    })
+    .await;
+}

@@ -1,0 +1,117 @@
+//! Sentinel: a real master, a replica and three sentinels on loopback; the master is killed
+//! and the cache follows the failover without a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata::EntryOptions;
+use strata_redis::RedisConfig;
+use strata_testkit::RedisServer;
+use strata_testkit::source::{Db, Product};
+
+use crate::{TTL, instance_with};
+
+const MASTER: &str = "mymaster";
+
+/// A master, a replica in sync with it, and three sentinels that know them both and each other.
+fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
+    let master = RedisServer::start();
+    let replica = RedisServer::options().replica_of(master.port()).start();
+    let sentinels: Vec<_> = (0..3)
+        .map(|_| {
+            RedisServer::options()
+                .sentinel(MASTER, master.port())
+                .start()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+            && sentinels.iter().all(|s| {
+                let info = s.cli(&["SENTINEL", "MASTER", MASTER]);
+                // `redis-cli` prints the reply's fields one per line: name, then value.
+                let field = |name: &str| {
+                    let mut lines = info.lines();
+                    lines.find(|l| *l == name)?;
+                    lines.next().map(str::to_owned)
+                };
+                field("num-slaves").as_deref() == Some("1")
+                    && field("num-other-sentinels").as_deref() == Some("2")
+            })
+    };
+    while !ready() {
+        assert!(Instant::now() < deadline, "the Sentinel group did not form");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (master, replica, sentinels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_follows_a_failover_without_a_restart() {
+    let (mut master, replica, sentinels) = tokio::task::spawn_blocking(group).await.unwrap();
+    let hosts: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port()))
+        .collect();
+    let url = format!("redis+sentinel://{}/{MASTER}", hosts.join(","));
+    let config = RedisConfig::from_url(&url).unwrap();
+    let cache = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    let _: Arc<Product> = cache.get_or_load("before", db.loader(1)).await.unwrap();
+    assert!(
+        master.cli(&["EXISTS", "svc:before"]).ends_with('1'),
+        "written to the master"
+    );
+
+    master.kill();
+    let killed = Instant::now();
+    // Reads go on through the failover (L1 and the loader); each new key is loaded and, once
+    // the replica is promoted and found, written to it.
+    let mut n = 0;
+    let mut named_after = None;
+    let promoted_after = loop {
+        n += 1;
+        let named = sentinels[0].cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]);
+        if named_after.is_none() && named.ends_with(&replica.port().to_string()) {
+            named_after = Some(killed.elapsed());
+        }
+        let key = format!("during{n}");
+        let p: Arc<Product> = cache.get_or_load(&key, db.loader(n)).await.unwrap();
+        assert_eq!(p.id, n);
+        if replica
+            .cli(&["EXISTS", &format!("svc:{key}")])
+            .ends_with('1')
+        {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no failover followed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        replica.cli(&["ROLE"]).starts_with("master"),
+        "the replica was promoted"
+    );
+    println!(
+        "SENTINEL: master killed; the sentinels named the replica after {named_after:?}, \
+         the cache wrote to it after {promoted_after:?}"
+    );
+
+    // Another instance, connected after the failover, reads what this one wrote.
+    let other = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let key = format!("during{n}");
+    let _: Arc<Product> = other.get_or_load(&key, db.loader(n)).await.unwrap();
+    assert_eq!(other.stats().l2_hits, 1);
+    // And invalidations reach across again.
+    cache.invalidate(&key).await.unwrap();
+    strata_testkit::eventually(
+        "the invalidation to reach the other",
+        crate::WAIT,
+        || async { other.stats().invalidations_received >= 1 },
+    )
+    .await;
+}
