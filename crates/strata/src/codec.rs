@@ -54,3 +54,57 @@ impl Codec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Record {
+        id: u64,
+        name: String,
+        tags: Vec<String>,
+        price: Option<i64>,
+        bytes: Vec<u8>,
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        (
+            any::<u64>(),
+            ".{0,40}",
+            proptest::collection::vec(".{0,10}", 0..5),
+            any::<Option<i64>>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(id, name, tags, price, bytes)| Record {
+                id,
+                name,
+                tags,
+                price,
+                bytes,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_codec_round_trips(value in record(), msgpack in any::<bool>()) {
+            let codec = if msgpack { Codec::MessagePack } else { Codec::Json };
+            let mut out = Vec::new();
+            codec.encode(&value, &mut out).unwrap();
+            prop_assert_eq!(codec.decode::<Record>(&out).unwrap(), value);
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_an_error_or_a_value(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            msgpack in any::<bool>(),
+        ) {
+            let codec = if msgpack { Codec::MessagePack } else { Codec::Json };
+            // Foreign bytes must not panic (a value of the wrong shape is an error).
+            let _ = codec.decode::<Record>(&bytes);
+            let _ = codec.decode::<serde_json::Value>(&bytes);
+        }
+    }
+}

@@ -107,3 +107,72 @@ async fn raw_values_are_readable_by_a_plain_get() {
     let p: Arc<Product> = cache.get_or_load("product:7", db.loader(7)).await.unwrap();
     assert_eq!((p.version, db.calls()), (3, 1));
 }
+
+/// Keys a caller may pass through from user input, however odd, each its own entry.
+const HOSTILE_KEYS: &[&str] = &[
+    "a b",
+    "a_b",
+    "line\nbreak",
+    "\r\n*3\r\n$3\r\nDEL",
+    "*",
+    "?",
+    "[a-z]",
+    "{slot}",
+    "}{",
+    ":",
+    "#tag:x",
+    "../billing:secret",
+    "billing:secret",
+    "\u{0}nul",
+    "ünï©ødé 🦀",
+    "",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_key_stays_inside_its_namespace() {
+    let redis = RedisServer::start();
+    redis.cli(&["SET", "billing:secret", "untouched"]);
+    let cache = instance(&redis, EntryOptions::ttl(TTL).tags(["t"])).await;
+    let db = Db::new();
+    for (id, key) in HOSTILE_KEYS.iter().enumerate() {
+        let p: Arc<Product> = cache.get_or_load(key, db.loader(id as u64)).await.unwrap();
+        assert_eq!(p.id, id as u64);
+    }
+    // Each key is an entry of its own: none collided with another or escaped its prefix.
+    let other = instance(&redis, EntryOptions::ttl(TTL)).await;
+    for (id, key) in HOSTILE_KEYS.iter().enumerate() {
+        let p: Arc<Product> = other.get_or_load(key, db.loader(999)).await.unwrap();
+        assert_eq!(p.id, id as u64, "key {key:?} read back from L2");
+    }
+    assert_eq!(other.stats().l2_hits, HOSTILE_KEYS.len() as u64);
+    let mut conn = crate::raw_connection(&redis).await;
+    let all: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for key in &all {
+        let ok = key.starts_with(b"svc:") || key.starts_with(b"svc#") || key == b"billing:secret";
+        assert!(
+            ok,
+            "a key outside the namespace: {:?}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    // Invalidating and clearing reach exactly the namespace.
+    cache.invalidate("*").await.unwrap();
+    let p: Arc<Product> = other.get_or_load("?", db.loader(999)).await.unwrap();
+    assert_eq!(p.id, 5, "`*` is a key, not a pattern");
+    cache.invalidate_tag("*").await.unwrap();
+    cache.clear().await.unwrap();
+    assert_eq!(redis.cli(&["GET", "billing:secret"]), "untouched");
+    let data: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("svc:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        data.is_empty(),
+        "clear removed every entry of the namespace"
+    );
+}
