@@ -29,7 +29,11 @@
 //! - [`CompatChannel`]: wraps either log so that key invalidations also travel as the plain
 //!   pub/sub JSON other stacks use, `{"service","key","timestamp"}` on `cache:invalidate`, both
 //!   ways.
-//! - [`RedisConfig`]: `redis://` and `rediss://` (TLS via rustls, custom CA, mutual TLS), ACL
+//! - [`RedisWriteQueue`]: write-behind's durable queue, a stream per namespace
+//!   (`<namespace>#wb`) with a consumer group; entries that fail every attempt go to
+//!   `<namespace>#wb:dead`.
+//! - [`RedisConfig`]: `redis://`, `rediss://` (TLS via rustls, custom CA, mutual TLS) and
+//!   `redis+sentinel://` (the master found through Sentinel, followed across failovers), ACL
 //!   user and password, database, connect and command timeouts; never prints secrets.
 //!
 //! # Permissions
@@ -37,6 +41,7 @@
 //! ```text
 //! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname
 //! ```
+//! and, for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
@@ -50,6 +55,7 @@ mod reconnect;
 mod scripts;
 mod store;
 mod stream;
+mod write_queue;
 
 pub use compat::{CompatChannel, DEFAULT_COMPAT_CHANNEL};
 pub use config::RedisConfig;
@@ -57,3 +63,4 @@ pub use lease::RedisLease;
 pub use pubsub::{RedisPubSub, channel};
 pub use store::RedisStore;
 pub use stream::RedisStreamLog;
+pub use write_queue::RedisWriteQueue;

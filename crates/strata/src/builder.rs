@@ -22,6 +22,7 @@ use crate::resilience::{Compartment, Guard, GuardedStore, Resilience};
 use crate::single_flight::Flights;
 use crate::stats::Counters;
 use crate::store::{L2Store, MemoryStore};
+use crate::write_behind::WriteQueue;
 use crate::{follower, housekeeper};
 
 /// Builds a [`HybridCache`]. Every setting has a default; see each method.
@@ -41,6 +42,7 @@ pub struct HybridCacheBuilder {
     max_value_bytes: usize,
     clock: Arc<dyn Clock>,
     resilience: Resilience,
+    write_queue: Option<Arc<dyn WriteQueue>>,
 }
 
 impl std::fmt::Debug for HybridCacheBuilder {
@@ -78,6 +80,7 @@ impl HybridCacheBuilder {
             max_value_bytes: 4 * 1024 * 1024,
             clock: Arc::new(SystemClock),
             resilience: Resilience::default(),
+            write_queue: None,
         }
     }
 
@@ -167,6 +170,13 @@ impl HybridCacheBuilder {
         self
     }
 
+    /// The durable queue of [`HybridCache::write_behind`] (default: none, and write-behind
+    /// fails with [`Error::Config`]); e.g. `strata_redis::RedisWriteQueue`.
+    pub fn write_queue(mut self, queue: impl WriteQueue) -> Self {
+        self.write_queue = Some(Arc::new(queue));
+        self
+    }
+
     /// The clock (default: the system clock). Tests use [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -245,6 +255,7 @@ impl HybridCacheBuilder {
             log_guard,
             loaders,
             deferred,
+            write_queue: self.write_queue,
             namespace: self.namespace,
             instance_id: fastrand::u64(..),
             l1: self.l1.build(),

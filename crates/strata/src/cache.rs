@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::builder::HybridCacheBuilder;
+use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::inner::{Found, Inner};
 use crate::invalidation::Target;
@@ -256,6 +257,47 @@ impl HybridCache {
             written = inner.publish(target.clone()).await;
         }
         inner.settle(target, written)
+    }
+
+    /// Write-behind: queues `value` for the source of truth in the durable
+    /// [`write_queue`](HybridCacheBuilder::write_queue), then stores it like [`set`](Self::set).
+    /// Returns once the queue holds it: a [`Flusher`](crate::Flusher) applies it to the source
+    /// later, and nothing acknowledged here is lost if a process dies (see
+    /// [`write_behind`](crate::write_behind)).
+    ///
+    /// Fails, writing nothing, if the key or value is over its limit, no queue is configured
+    /// ([`Error::Config`]) or the queue cannot take the write.
+    pub async fn write_behind<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        options: &EntryOptions,
+    ) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_key(key)?;
+        let Some(queue) = &inner.write_queue else {
+            return Err(Error::Config(
+                "write_behind needs a write queue (HybridCacheBuilder::write_queue)".into(),
+            ));
+        };
+        let mut bytes = Vec::new();
+        Codec::Json
+            .encode(&value, &mut bytes)
+            .map_err(|message| Error::Encode {
+                key: key.to_owned(),
+                message,
+            })?;
+        if bytes.len() > inner.max_value_bytes {
+            return Err(Error::ValueTooLarge {
+                key: key.to_owned(),
+                len: bytes.len(),
+                max: inner.max_value_bytes,
+            });
+        }
+        // Durable first: once queued the write reaches the source even if the cache step
+        // below is deferred or this process dies.
+        queue.append(&inner.namespace, key, bytes.into()).await?;
+        self.set(key, value, options).await
     }
 
     /// Removes `key` from L2, from this instance's L1 and from every other instance's L1.

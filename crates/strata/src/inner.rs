@@ -20,6 +20,7 @@ use crate::resilience::{Call, Compartment, Guard};
 use crate::single_flight::Flights;
 use crate::stats::{Counter, Counters};
 use crate::store::L2Store;
+use crate::write_behind::WriteQueue;
 
 /// Everything a cache and its background tasks share.
 pub(crate) struct Inner {
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) loaders: Compartment,
     /// Writes whose shared half waits for the shared tier to come back.
     pub(crate) deferred: Arc<Deferred>,
+    /// Where `write_behind` queues writes for the source of truth.
+    pub(crate) write_queue: Option<Arc<dyn WriteQueue>>,
     /// Dropped with the cache; its receivers (follower, housekeeper) then stop.
     pub(crate) _shutdown: watch::Sender<()>,
 }

@@ -85,6 +85,16 @@ pub fn filled_key(namespace: &str) -> String {
     format!("{namespace}#filled")
 }
 
+/// The stream of the namespace's write-behind queue.
+pub fn write_queue_key(namespace: &str) -> String {
+    format!("{namespace}#wb")
+}
+
+/// The stream of write-behind entries that failed every attempt (dead letters).
+pub fn dead_letter_key(namespace: &str) -> String {
+    format!("{namespace}#wb:dead")
+}
+
 /// The L2 key of the namespace's generation counter.
 pub fn namespace_generation_key(namespace: &str) -> String {
     format!("{namespace}#gen")
@@ -121,6 +131,8 @@ mod tests {
         assert_eq!(lease_key("ns", "k"), "ns#lease:k");
         assert_eq!(waiting_key("ns", "k"), "ns#waiting:k");
         assert_eq!(filled_key("ns"), "ns#filled");
+        assert_eq!(write_queue_key("ns"), "ns#wb");
+        assert_eq!(dead_letter_key("ns"), "ns#wb:dead");
         assert_eq!(
             (log_key("ns"), log_sequence_key("ns")),
             ("ns#log".into(), "ns#log:seq".into())

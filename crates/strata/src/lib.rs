@@ -89,6 +89,7 @@ mod single_flight;
 mod stats;
 mod store;
 mod turn;
+pub mod write_behind;
 
 pub use builder::HybridCacheBuilder;
 pub use cache::{CacheValue, HybridCache};
@@ -102,3 +103,4 @@ pub use options::EntryOptions;
 pub use resilience::{BreakerConfig, BreakerState, Bulkhead, Health, Resilience, RetryPolicy};
 pub use stats::Stats;
 pub use store::{Generation, L2Store, LoadStart, MemoryStore, WriteMode};
+pub use write_behind::{Flusher, MemoryWriteQueue, QueuedWrite, WriteQueue};

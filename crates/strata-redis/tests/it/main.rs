@@ -11,6 +11,7 @@ mod security;
 mod sentinel;
 mod store;
 mod stream;
+mod write_behind;
 
 use std::time::Duration;
 

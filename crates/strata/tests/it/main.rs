@@ -7,6 +7,7 @@ mod invalidation;
 mod limits;
 mod read_path;
 mod timeouts;
+mod write_behind;
 
 use std::sync::Arc;
 use std::time::Duration;
