@@ -47,6 +47,16 @@
 //! [`set`](HybridCache::set) writes through to L2; [`invalidate`](HybridCache::invalidate),
 //! [`invalidate_tag`](HybridCache::invalidate_tag) and [`clear`](HybridCache::clear) remove
 //! entries from L2, from this L1, and, through the log, from every other instance's L1.
+//! [`write_behind`](HybridCache::write_behind) queues a write durably for the source of truth
+//! and caches it; a [`Flusher`] applies the queue (see [`write_behind`](mod@write_behind)).
+//!
+//! # When Redis fails
+//! Every call to the shared tier goes through a guard configured by [`Resilience`]: a timeout
+//! per kind of call, retries of retryable failures under a budget, a circuit breaker per
+//! target and a bulkhead (loader calls have one too). Reads then fall back to L1, the loader
+//! or a stale value and never return a Redis error. Writes do their local half and defer the
+//! shared half, replayed once Redis is back; [`HybridCache::health`] shows the breakers and
+//! what is pending.
 //!
 //! # Coherence
 //! How long can another instance's L1 serve a value after it was invalidated? Only until its
@@ -55,7 +65,7 @@
 //! the follower is cut off or behind: L1 is then bypassed until the log vouches for it again.
 //!
 //! # Seams
-//! [`L2Store`], [`InvalidationLog`], [`Lease`] and [`Clock`] are traits; the embedded implementations
+//! [`L2Store`], [`InvalidationLog`], [`Lease`], [`WriteQueue`] and [`Clock`] are traits; the embedded implementations
 //! here make everything run on a bare machine, `strata-redis` provides the real ones.
 //!
 //! # Observability

@@ -143,6 +143,29 @@ fn secrets_never_appear_in_debug_output() {
     }
     assert!(RedisConfig::from_url("http://nope").is_err());
     assert!(RedisConfig::from_url("redis://h:notaport").is_err());
+
+    let sentinel = RedisConfig::from_url("redis+sentinel://app:hunter2@s1:26379,s2/mymaster/2")
+        .unwrap()
+        .sentinel_credentials(None, "sentinel-secret");
+    for text in [format!("{sentinel:?}"), sentinel.to_string()] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("sentinel-secret"),
+            "{text}"
+        );
+        assert!(
+            text.contains("s1:26379") && text.contains("s2:26379"),
+            "{text}"
+        );
+        assert!(text.contains("mymaster"), "{text}");
+    }
+    for bad in [
+        "redis+sentinel://s1:26379",
+        "redis+sentinel:///mymaster",
+        "redis+sentinel://s1:26379/",
+        "redis+sentinel://s1:26379/m/notadb",
+    ] {
+        assert!(RedisConfig::from_url(bad).is_err(), "{bad}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Retries: capped exponential backoff with full jitter, under a budget.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -80,46 +80,64 @@ impl RetryPolicy {
     }
 }
 
-/// The retry budget: a token bucket filled by calls and by time, drained by retries.
+/// The retry budget: a token bucket filled by calls and by time, drained by retries. Lock-free:
+/// every call deposits, so this sits on every L2 call's path.
 pub(crate) struct RetryBudget {
-    ratio: f64,
-    floor: f64,
-    /// The most that can be saved up: one second's floor plus the ratio of 100 calls, so that a
-    /// quiet spell does not bank a burst of retries for the next outage.
-    cap: f64,
-    state: Mutex<(f64, Instant)>,
+    /// Millionths of a retry earned per call.
+    ratio: i64,
+    /// Millionths of a retry earned per millisecond.
+    floor_per_ms: i64,
+    /// The most that can be saved up (millionths): one second's floor plus the ratio of 100
+    /// calls, so that a quiet spell does not bank a burst of retries for the next outage.
+    cap: i64,
+    /// Millionths of a retry available.
+    tokens: AtomicI64,
+    /// When time last paid in (ms since `epoch`).
+    paid_at: AtomicU64,
+    epoch: Instant,
 }
+
+const UNIT: f64 = 1_000_000.0;
 
 impl RetryBudget {
     pub(crate) fn new(policy: &RetryPolicy) -> Self {
-        let cap = policy.budget_floor + policy.budget_ratio * 100.0;
+        let cap = ((policy.budget_floor + policy.budget_ratio * 100.0) * UNIT) as i64;
         RetryBudget {
-            ratio: policy.budget_ratio,
-            floor: policy.budget_floor,
+            ratio: (policy.budget_ratio * UNIT) as i64,
+            floor_per_ms: (policy.budget_floor * UNIT / 1000.0) as i64,
             cap,
-            state: Mutex::new((cap, Instant::now())),
+            tokens: AtomicI64::new(cap),
+            paid_at: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    fn add(&self, amount: i64) {
+        let cap = self.cap;
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < cap).then(|| (t + amount).min(cap))
+            });
     }
 
     /// A call was made: it earns a fraction of a retry.
     pub(crate) fn deposit(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 = (s.0 + self.ratio).min(self.cap);
+        self.add(self.ratio);
     }
 
     /// Takes one retry from the budget, if there is one.
     pub(crate) fn withdraw(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let earned = now.duration_since(s.1).as_secs_f64() * self.floor;
-        s.0 = (s.0 + earned).min(self.cap);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            true
-        } else {
-            false
-        }
+        // Time pays in first: whoever moves `paid_at` forward adds what it covers.
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let then = self.paid_at.swap(now, Ordering::AcqRel);
+        let elapsed = i64::try_from(now.saturating_sub(then)).unwrap_or(i64::MAX);
+        self.add(elapsed.saturating_mul(self.floor_per_ms));
+        self.tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t >= UNIT as i64).then(|| t - UNIT as i64)
+            })
+            .is_ok()
     }
 }
 
