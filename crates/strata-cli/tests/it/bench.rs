@@ -278,8 +278,30 @@ fn w4_survives_a_redis_kill_without_read_errors() {
         0.0,
         "reads during the outage fall back: {r}"
     );
+    assert_eq!(n(r, "/errors"), 0.0, "writes are deferred, not failed: {r}");
     assert!(n(r, "/outage/read_us/count") > 500.0, "{r}");
     // Fenced fills: no stale set survives the outage or the restart (which wipes the
     // generation counters: fills that read them before can only be refused).
     assert_eq!(n(r, "/stale_reads"), 0.0, "{r}");
+}
+
+#[test]
+fn w4_survives_a_frozen_redis_without_errors_or_stale_reads() {
+    let out = strata(&[
+        "bench", "w4", "--json", "--warmup", "20000", "--fault", "freeze",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &json_lines(&out)[0];
+    assert_eq!(r["params"]["fault"], "freeze");
+    // Writes too: their shared half is deferred and replayed after the thaw.
+    assert_eq!(n(r, "/errors"), 0.0, "{r}");
+    assert_eq!(n(r, "/stale_reads"), 0.0, "{r}");
+    assert!(
+        r["outage"]["l2_serving_again_after_s"].is_number(),
+        "L2 serves again before the run ends: {r}"
+    );
 }
