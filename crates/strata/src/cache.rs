@@ -8,7 +8,6 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::builder::HybridCacheBuilder;
-use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::inner::{Found, Inner};
 use crate::invalidation::Target;
@@ -280,23 +279,10 @@ impl HybridCache {
                 "write_behind needs a write queue (HybridCacheBuilder::write_queue)".into(),
             ));
         };
-        let mut bytes = Vec::new();
-        Codec::Json
-            .encode(&value, &mut bytes)
-            .map_err(|message| Error::Encode {
-                key: key.to_owned(),
-                message,
-            })?;
-        if bytes.len() > inner.max_value_bytes {
-            return Err(Error::ValueTooLarge {
-                key: key.to_owned(),
-                len: bytes.len(),
-                max: inner.max_value_bytes,
-            });
-        }
+        let bytes = inner.encode_for_queue(key, &value)?;
         // Durable first: once queued the write reaches the source even if the cache step
         // below is deferred or this process dies.
-        queue.append(&inner.namespace, key, bytes.into()).await?;
+        queue.append(&inner.namespace, key, bytes).await?;
         self.set(key, value, options).await
     }
 

@@ -47,6 +47,22 @@ impl Inner {
             key: key.to_owned(),
             message,
         })?;
+        self.within_limit(key, out)
+    }
+
+    /// `value` in the codec-only form the write-behind queue carries (JSON, no envelope).
+    pub(crate) fn encode_for_queue<T: CacheValue>(&self, key: &str, value: &T) -> Result<Bytes> {
+        let mut out = Vec::new();
+        Codec::Json
+            .encode(value, &mut out)
+            .map_err(|message| Error::Encode {
+                key: key.to_owned(),
+                message,
+            })?;
+        self.within_limit(key, out)
+    }
+
+    fn within_limit(&self, key: &str, out: Vec<u8>) -> Result<Bytes> {
         if out.len() > self.max_value_bytes {
             return Err(Error::ValueTooLarge {
                 key: key.to_owned(),

@@ -27,15 +27,17 @@ fn quick() -> Resilience {
         )
 }
 
+/// A cache builder on `redis` with [`quick`] resilience.
+async fn quick_builder(redis: &RedisServer) -> strata::HybridCacheBuilder {
+    builder(&config(redis), EntryOptions::ttl(TTL))
+        .await
+        .resilience(quick())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_on_a_frozen_redis_and_closes_after_it_thaws() {
     let redis = RedisServer::start();
-    let cache = builder(&config(&redis), EntryOptions::ttl(TTL))
-        .await
-        .resilience(quick())
-        .build()
-        .await
-        .unwrap();
+    let cache = quick_builder(&redis).await.build().await.unwrap();
     let db = Db::new();
     redis.freeze();
 
@@ -76,12 +78,7 @@ async fn the_breaker_opens_on_a_frozen_redis_and_closes_after_it_thaws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_during_a_freeze_is_replayed_after_it() {
     let redis = RedisServer::start();
-    let a = builder(&config(&redis), EntryOptions::ttl(TTL))
-        .await
-        .resilience(quick())
-        .build()
-        .await
-        .unwrap();
+    let a = quick_builder(&redis).await.build().await.unwrap();
     let b = instance(&redis, EntryOptions::ttl(TTL)).await;
     let db = Db::new();
     let _: Arc<Product> = a.get_or_load("p", db.loader(1)).await.unwrap();
@@ -114,9 +111,8 @@ async fn a_write_during_a_freeze_is_replayed_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_staleness_bound_a_deferred_write_is_not_acknowledged() {
     let redis = RedisServer::start();
-    let cache = builder(&config(&redis), EntryOptions::ttl(TTL))
+    let cache = quick_builder(&redis)
         .await
-        .resilience(quick())
         .max_staleness(Duration::from_secs(3))
         .build()
         .await
