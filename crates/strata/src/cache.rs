@@ -337,6 +337,10 @@ impl HybridCache {
             l2: inner.l2_guard.state(),
             log: inner.log_guard.state(),
             deferred_writes: inner.deferred.len(),
+            log_silent_for: inner.log.heartbeat().map(|_| {
+                let since = inner.caught_up.load(std::sync::atomic::Ordering::Relaxed);
+                std::time::Duration::from_millis(inner.clock.now_ms().saturating_sub(since))
+            }),
         }
     }
 

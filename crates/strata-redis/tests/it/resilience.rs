@@ -55,8 +55,18 @@ async fn the_breaker_opens_on_a_frozen_redis_and_closes_after_it_thaws() {
     // read, a load start and a fill) never waited on it.
     assert!(s.calls_rejected >= 60, "{s:?}");
     assert_eq!(cache.health().l2, BreakerState::Open);
+    // The log's follower, on a connection of its own, goes quiet too; health says so.
+    let silent = |over: bool| {
+        let cache = cache.clone();
+        async move {
+            let quiet = cache.health().log_silent_for.expect("a stream log reports");
+            (quiet > Duration::from_secs(2)) == over
+        }
+    };
+    strata_testkit::eventually("the follower to go quiet", WAIT, || silent(true)).await;
 
     redis.thaw();
+    strata_testkit::eventually("the follower to catch up", WAIT, || silent(false)).await;
     // Probes go out with the reads (misses: L1 hits need no L2); one success closes it.
     let probes = std::sync::atomic::AtomicU64::new(100);
     strata_testkit::eventually("the breaker to close", WAIT, || async {

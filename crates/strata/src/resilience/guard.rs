@@ -34,6 +34,15 @@ pub(crate) struct Guard {
     counters: Arc<Counters>,
 }
 
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("target", &self.target)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Guard {
     /// A guard for `target`; `bulkhead` bounds its concurrent calls.
     pub(crate) fn new(

@@ -148,14 +148,6 @@ struct GuardedLease {
     guard: Arc<Guard>,
 }
 
-impl std::fmt::Debug for Guard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard")
-            .field("state", &self.state())
-            .finish_non_exhaustive()
-    }
-}
-
 #[async_trait]
 impl Lease for GuardedLease {
     async fn try_acquire(

@@ -110,6 +110,10 @@ pub struct Health {
     pub log: BreakerState,
     /// Writes whose shared half is waiting for the shared tier to come back.
     pub deferred_writes: usize,
+    /// How long since the log's follower last reported this instance caught up — the age of
+    /// what L1 can vouch for (`None` for a log that does not report, e.g. pub/sub). Seconds
+    /// here mean the follower is cut off or behind.
+    pub log_silent_for: Option<std::time::Duration>,
 }
 
 /// A call refused because its target's circuit breaker is open.

@@ -25,12 +25,13 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// A flusher of `namespace`'s queue, named after this process (`<host>-<pid>`).
+    /// A flusher of `namespace`'s queue, named `flusher-<pid>-<random>`: unique even where
+    /// every container's process is pid 1.
     pub fn new(queue: impl WriteQueue, namespace: impl Into<String>) -> Self {
         Flusher {
             queue: Arc::new(queue),
             namespace: namespace.into(),
-            consumer: format!("flusher-{}", std::process::id()),
+            consumer: format!("flusher-{}-{:08x}", std::process::id(), fastrand::u32(..)),
             batch: 100,
             claim_after: Duration::from_secs(30),
             max_attempts: 5,
@@ -39,7 +40,8 @@ impl Flusher {
         }
     }
 
-    /// The consumer name (default `flusher-<pid>`): entries taken are pending under it.
+    /// The consumer name (default `flusher-<pid>-<random>`): entries taken are pending under
+    /// it until acknowledged.
     pub fn consumer(mut self, name: impl Into<String>) -> Self {
         self.consumer = name.into();
         self
