@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use strata::{EntryOptions, HybridCache};
-use strata_redis::{RedisConfig, RedisPubSub, RedisStore};
+use strata_redis::{RedisConfig, RedisPubSub, RedisStore, RedisWriteQueue};
 use strata_testkit::source::{Db, Product};
 use strata_testkit::{RedisServer, eventually};
 
@@ -200,4 +200,42 @@ async fn a_failed_reauthentication_heals_once_the_user_is_back() {
         redis.cli(&["EXISTS", &format!("svc:p{id}")]).ends_with('1')
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_with_write_behind_runs_the_queue() {
+    let acl = format!("{ACL} +xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec");
+    let redis = RedisServer::options().acl_user(acl).start();
+    let url = redis.url_with_user("app", "app-secret");
+    let config = RedisConfig::from_url(&url).unwrap();
+    let cache = HybridCache::builder("svc")
+        .l2(RedisStore::connect_with(&config).await.unwrap())
+        .write_queue(RedisWriteQueue::connect_with(&config).await.unwrap())
+        .build()
+        .await
+        .unwrap();
+    for n in 0..3u32 {
+        cache
+            .write_behind(&format!("k{n}"), n, &EntryOptions::ttl(TTL))
+            .await
+            .unwrap();
+    }
+    let applied = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = applied.clone();
+    let queue = RedisWriteQueue::connect_with(&config).await.unwrap();
+    let flusher = tokio::spawn(strata::Flusher::new(queue, "svc").max_attempts(1).run(
+        move |write: strata::QueuedWrite<u32>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(write.value);
+                Ok::<(), std::io::Error>(())
+            }
+        },
+    ));
+    eventually("the queue to drain", WAIT, || async {
+        applied.lock().unwrap().len() == 3 && redis.cli(&["XLEN", "svc#wb"]) == "0"
+    })
+    .await;
+    flusher.abort();
+    assert_eq!(*applied.lock().unwrap(), vec![0, 1, 2]);
 }
