@@ -15,6 +15,9 @@ use crate::{TTL, WAIT, raw_connection};
 const QUEUE_VAR: &str = "STRATA_WB_QUEUE";
 const DB_VAR: &str = "STRATA_WB_DB";
 const CONSUMER_VAR: &str = "STRATA_WB_CONSUMER";
+/// The order after whose persist (applied, not yet acknowledged) flusher A hangs until killed.
+const HANG_VAR: &str = "STRATA_WB_HANG_AFTER";
+const HANG_AFTER: u64 = 150;
 const NS: &str = "orders";
 const WRITES: u64 = 300;
 
@@ -48,6 +51,7 @@ async fn flusher_worker() {
         .await
         .unwrap();
     let script = redis::Script::new(APPLY);
+    let hang_after: Option<u64> = std::env::var(HANG_VAR).ok().and_then(|v| v.parse().ok());
     Flusher::new(queue, NS)
         .consumer(consumer)
         .batch(10)
@@ -62,14 +66,28 @@ async fn flusher_worker() {
                     .arg(write.value.id)
                     .arg(write.value.total_cents)
                     .invoke_async::<()>(&mut db)
-                    .await
+                    .await?;
+                if hang_after == Some(write.value.id) {
+                    // Applied, not acknowledged: the worst moment to die.
+                    std::future::pending::<()>().await;
+                }
+                Ok::<(), redis::RedisError>(())
             }
         })
         .await;
 }
 
-fn flusher(queue: &RedisServer, db: &RedisServer, consumer: &str) -> tokio::process::Child {
-    tokio::process::Command::new(std::env::current_exe().unwrap())
+fn flusher(
+    queue: &RedisServer,
+    db: &RedisServer,
+    consumer: &str,
+    hang_after: Option<u64>,
+) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    if let Some(id) = hang_after {
+        command.env(HANG_VAR, id.to_string());
+    }
+    command
         .args(["--ignored", "--exact", "write_behind::flusher_worker"])
         .env(QUEUE_VAR, queue.url())
         .env(DB_VAR, db.url())
@@ -114,9 +132,9 @@ async fn a_flusher_killed_mid_flush_loses_and_repeats_nothing() {
         .unwrap();
     assert_eq!(read.total_cents, 700);
 
-    let mut first = flusher(&redis, &db, "a");
-    strata_testkit::eventually("a third to be applied", WAIT, || async {
-        count(&db, &["LLEN", "orders"]).await >= WRITES / 3
+    let mut first = flusher(&redis, &db, "a", Some(HANG_AFTER));
+    strata_testkit::eventually("A to apply the order it hangs after", WAIT, || async {
+        count(&db, &["EXISTS", &format!("order:{HANG_AFTER}")]).await == 1
     })
     .await;
     first.start_kill().unwrap();
@@ -130,7 +148,7 @@ async fn a_flusher_killed_mid_flush_loses_and_repeats_nothing() {
         "entries were in flight: {pending}"
     );
 
-    let _second = flusher(&redis, &db, "b");
+    let _second = flusher(&redis, &db, "b", None);
     let started = Instant::now();
     strata_testkit::eventually("every write to be applied", WAIT, || async {
         count(&db, &["LLEN", "orders"]).await >= WRITES
@@ -155,6 +173,10 @@ async fn a_flusher_killed_mid_flush_loses_and_repeats_nothing() {
         assert_eq!(total, id * 100);
     }
     let deliveries = count(&db, &["GET", "deliveries"]).await;
+    assert!(
+        deliveries > WRITES,
+        "the entry A applied but never acknowledged came again (and was absorbed)"
+    );
     println!(
         "WRITE-BEHIND: {WRITES} writes; flusher a applied {applied_by_a} before SIGKILL; \
          b finished in {took:?}; {deliveries} deliveries ({} repeated, absorbed by the idempotency check)",
