@@ -13,7 +13,7 @@ use crate::inner::{Found, Inner};
 use crate::invalidation::Target;
 use crate::l1::{L1Entry, Value};
 use crate::loader;
-use crate::options::EntryOptions;
+use crate::options::{EntryOptions, Loaded};
 use crate::resilience::Health;
 use crate::single_flight::{Join, Source};
 use crate::stats::{Counter, Stats};
@@ -143,7 +143,7 @@ impl HybridCache {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let loader = move || async move { loader().await.map(Some) };
+        let loader = move || async move { loader().await.map(Loaded::value) };
         self.fetch::<T, _, _, E, _>(key, options, loader, |key, value| {
             typed(key, value)?.ok_or_else(|| Error::NotFound(key.to_owned()))
         })
@@ -162,6 +162,42 @@ impl HybridCache {
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let loader = move || async move { loader().await.map(Loaded::from) };
+        self.fetch(key, options, loader, typed)
+    }
+
+    /// Adaptive caching: like [`get_or_load_optional`](Self::get_or_load_optional), but the
+    /// loader decides how its value is cached, from the value itself — an HTTP response's
+    /// freshness, a record's own expiry — by returning [`Loaded`] with entry options (which
+    /// replace `options` for the store; `options` still govern the read). With
+    /// [`skip_l1`](EntryOptions::skip_l1) and [`skip_l2`](EntryOptions::skip_l2) the value goes
+    /// to this caller and the ones waiting on the same load, and is stored nowhere: the next
+    /// request loads again instead of queueing behind a value that could never be cached.
+    ///
+    /// ```
+    /// # async fn demo(cache: strata::HybridCache) -> strata::Result<()> {
+    /// use std::time::Duration;
+    /// use strata::{EntryOptions, Loaded};
+    /// let price: Option<std::sync::Arc<u64>> = cache
+    ///     .get_or_load_adaptive("price:7", &EntryOptions::default(), || async {
+    ///         let (price, valid_for) = (1_999u64, Duration::from_secs(30)); // from the source
+    ///         Ok::<_, std::io::Error>(Loaded::value(price).with_options(EntryOptions::ttl(valid_for)))
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get_or_load_adaptive<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        loader: F,
+    ) -> impl Future<Output = Result<Option<Arc<T>>>> + Send
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         self.fetch::<T, F, Fut, E, _>(key, options, loader, typed)
@@ -365,7 +401,7 @@ impl HybridCache {
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let inner = &self.inner;
@@ -416,7 +452,7 @@ impl HybridCache {
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let counters = &self.inner.counters;
@@ -464,7 +500,7 @@ impl HybridCache {
     ) where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         if let Join::Lead(leader) = self.inner.flights.join(key) {
@@ -489,7 +525,7 @@ impl HybridCache {
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let span = tracing::debug_span!("strata.load", namespace = %self.inner.namespace, key = %leader.key());

@@ -109,7 +109,7 @@ pub use error::{BoxError, Error, Result};
 pub use invalidation::{InvalidationLog, MemoryLog};
 pub use l1::L1;
 pub use lease::{Lease, MemoryLease};
-pub use options::EntryOptions;
+pub use options::{EntryOptions, Loaded};
 pub use resilience::{BreakerConfig, BreakerState, Bulkhead, Health, Resilience, RetryPolicy};
 pub use stats::Stats;
 pub use store::{Generation, L2Store, LoadStart, MemoryStore, WriteMode};

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::inner::{Found, Inner, box_error};
 use crate::l1::{L1Entry, Value};
 use crate::lease::Held;
-use crate::options::EntryOptions;
+use crate::options::{EntryOptions, Loaded};
 use crate::single_flight::{Leader, Source};
 use crate::stats::Counter;
 use crate::store::{Generation, WriteMode};
@@ -62,7 +62,7 @@ impl Load {
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let inner = self.inner.clone();
@@ -114,7 +114,7 @@ impl Load {
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         if !self.options.skip_l2 {
@@ -137,9 +137,13 @@ impl Load {
         let result = self.call(&key, loader).await;
         drop(slot);
         match result {
-            Ok(value) => {
+            Ok(loaded) => {
                 let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-                self.store::<T>(&key, value.map(|v| Arc::new(v) as _), load_ms)
+                // Adaptive caching: the loader may decide how its value is stored.
+                if let Some(options) = loaded.options {
+                    self.options = options;
+                }
+                self.store::<T>(&key, loaded.value.map(|v| Arc::new(v) as _), load_ms)
                     .await;
             }
             Err(error) => self.fail(&key, error).await,
@@ -156,10 +160,10 @@ impl Load {
 
     /// Runs the loader under the hard timeout; at the soft timeout, answers with the stale value
     /// (if any) and keeps waiting.
-    async fn call<T, F, Fut, E>(&self, key: &str, loader: F) -> Result<Option<T>, Error>
+    async fn call<T, F, Fut, E>(&self, key: &str, loader: F) -> Result<Loaded<T>, Error>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
+        Fut: Future<Output = Result<Loaded<T>, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let counters = &self.inner.counters;

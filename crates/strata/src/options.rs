@@ -292,3 +292,46 @@ mod tests {
         assert_eq!(t.fresh_until, t.expires);
     }
 }
+
+/// What an adaptive loader returns (see
+/// [`HybridCache::get_or_load_adaptive`](crate::HybridCache::get_or_load_adaptive)): the value,
+/// or "not found", and optionally the entry options to cache it with.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    pub(crate) value: Option<T>,
+    pub(crate) options: Option<EntryOptions>,
+}
+
+impl<T> Loaded<T> {
+    /// A value, cached with the call's options unless [`with_options`](Self::with_options)
+    /// says otherwise.
+    pub fn value(value: T) -> Self {
+        Loaded {
+            value: Some(value),
+            options: None,
+        }
+    }
+
+    /// Nothing found: cached as a negative entry for the options' negative TTL.
+    pub fn not_found() -> Self {
+        Loaded {
+            value: None,
+            options: None,
+        }
+    }
+
+    /// Stores the value with `options` instead of the call's.
+    pub fn with_options(mut self, options: EntryOptions) -> Self {
+        self.options = Some(options);
+        self
+    }
+}
+
+impl<T> From<Option<T>> for Loaded<T> {
+    fn from(value: Option<T>) -> Self {
+        Loaded {
+            value,
+            options: None,
+        }
+    }
+}

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{EntryOptions, Error, MemoryLog, MemoryStore};
+use strata::{EntryOptions, Error, Loaded, MemoryLog, MemoryStore};
 use strata_testkit::eventually;
 use strata_testkit::source::{Db, Product};
 
@@ -165,4 +165,64 @@ async fn without_early_refresh_or_far_from_expiry_hits_load_nothing() {
         let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     }
     assert_eq!((db.calls(), cache.stats().early_refreshes), (1, 0));
+}
+
+/// A loader that decides its own TTL, as an HTTP cache does from `Cache-Control`.
+fn adaptive(
+    db: &Db,
+    options: EntryOptions,
+) -> impl FnOnce() -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<Loaded<Product>>> + Send>,
+> + Send
++ 'static {
+    let load = db.loader(1);
+    move || {
+        Box::pin(async move {
+            let product = load().await?;
+            Ok(Loaded::value(product).with_options(options))
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_loader_can_decide_how_long_its_value_is_cached() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let cache = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
+    let short = EntryOptions::ttl(10 * SEC);
+    let _: Option<Arc<Product>> = cache
+        .get_or_load_adaptive("p", &EntryOptions::ttl(TTL), adaptive(&db, short.clone()))
+        .await
+        .unwrap();
+    clock.advance(9 * SEC);
+    let _: Option<Arc<Product>> = cache
+        .get_or_load_adaptive("p", &EntryOptions::ttl(TTL), adaptive(&db, short.clone()))
+        .await
+        .unwrap();
+    assert_eq!(db.calls(), 1, "fresh for the loader's 10 s");
+    clock.advance(2 * SEC);
+    let _: Option<Arc<Product>> = cache
+        .get_or_load_adaptive("p", &EntryOptions::ttl(TTL), adaptive(&db, short))
+        .await
+        .unwrap();
+    assert_eq!(db.calls(), 2, "not for the call's hour");
+}
+
+#[tokio::test]
+async fn an_uncacheable_value_is_answered_and_stored_nowhere() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let cache = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
+    let nowhere = EntryOptions::ttl(TTL).skip_l1().skip_l2();
+    for calls in 1..=2 {
+        let p: Option<Arc<Product>> = cache
+            .get_or_load_adaptive("p", &EntryOptions::ttl(TTL), adaptive(&db, nowhere.clone()))
+            .await
+            .unwrap();
+        assert_eq!(p.map(|p| p.id), Some(1));
+        assert_eq!(db.calls(), calls, "the next request loads again");
+    }
+    assert!(store.is_empty(), "nothing in L2");
+    assert!(
+        cache.get::<Product>("p").await.unwrap().is_none(),
+        "nothing in L1"
+    );
 }
