@@ -9,7 +9,7 @@ use strata::Error;
 use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription, Target};
 use tokio::sync::mpsc;
 
-use crate::config::{RedisConfig, into_log_error};
+use crate::config::RedisConfig;
 use crate::connection::Connection;
 use crate::pubsub::subscribe;
 
@@ -65,7 +65,7 @@ impl<L: InvalidationLog> CompatChannel<L> {
     /// Wraps `log`, publishing and following [`DEFAULT_COMPAT_CHANNEL`] on the Redis of
     /// `config`.
     pub async fn wrap(log: L, config: &RedisConfig) -> Result<Self, Error> {
-        let publisher = Connection::open(config).await.map_err(into_log_error)?;
+        let publisher = Connection::open_log(config).await?;
         Ok(CompatChannel {
             log,
             publisher,

@@ -5,6 +5,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use crate::error::classify;
+use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use strata::Error;
 
@@ -158,6 +159,29 @@ impl RedisConfig {
             .map_err(classify)
     }
 
+    /// A connection of its own to the server (with Sentinel, the master of the moment) for
+    /// blocking reads, which would hold up every other command on a shared one: its replies
+    /// may take `block` plus the command timeout.
+    pub(crate) async fn dedicated(&self, block: Duration) -> Result<MultiplexedConnection, Error> {
+        self.own_connection(&self.resolve().await?, block).await
+    }
+
+    /// A connection of its own on `client`, with our timeouts (`block` added to the command
+    /// timeout).
+    async fn own_connection(
+        &self,
+        client: &redis::Client,
+        block: Duration,
+    ) -> Result<MultiplexedConnection, Error> {
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(block + self.command_timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await
+            .map_err(classify)
+    }
+
     /// The connection manager's settings: our timeouts, and one connection attempt per
     /// reconnect. Its own retries would hold every request that meets a reconnect for their
     /// whole backoff; ours (the cache's guard) are budgeted and stop at the breaker.
@@ -166,14 +190,6 @@ impl RedisConfig {
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout))
             .set_number_of_retries(0)
-    }
-}
-
-/// A connection failure of an invalidation log is a log error, not a store error.
-pub(crate) fn into_log_error(e: Error) -> Error {
-    match e {
-        Error::Store(source) => Error::Log(source),
-        other => other,
     }
 }
 
@@ -352,14 +368,9 @@ impl Sentinel {
         config: &RedisConfig,
         node: &ConnectionInfo,
     ) -> Result<Option<(String, u16)>, Error> {
-        let settings = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout));
         let mut conn = config
-            .client_for(node)?
-            .get_multiplexed_async_connection_with_config(&settings)
-            .await
-            .map_err(classify)?;
+            .own_connection(&config.client_for(node)?, Duration::ZERO)
+            .await?;
         redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(&self.master)

@@ -21,7 +21,7 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use strata::Error;
 
 use crate::config::RedisConfig;
-use crate::error::classify;
+use crate::error::{classify, into_log_error};
 
 /// The shortest time between two rebuilds.
 const REBUILD_GAP: Duration = Duration::from_millis(200);
@@ -61,6 +61,11 @@ impl Connection {
             .clone()
     }
 
+    /// [`open`](Self::open) for a log publisher: failures are log errors.
+    pub(crate) async fn open_log(config: &RedisConfig) -> Result<Self, Error> {
+        Self::open(config).await.map_err(into_log_error)
+    }
+
     /// Maps a failed command's error, first starting a rebuild if the manager cannot recover
     /// from it by itself.
     pub(crate) fn failed(&self, e: RedisError) -> Error {
@@ -72,7 +77,7 @@ impl Connection {
 
     /// [`failed`](Self::failed) for a log publisher: [`Error::Unavailable`] or [`Error::Log`].
     pub(crate) fn failed_log(&self, e: RedisError) -> Error {
-        crate::config::into_log_error(self.failed(e))
+        into_log_error(self.failed(e))
     }
 
     fn needs_rebuild(&self, e: &RedisError) -> bool {

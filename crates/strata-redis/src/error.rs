@@ -19,7 +19,13 @@ pub(crate) fn classify(e: RedisError) -> Error {
 
 /// [`classify`] for the invalidation log: [`Error::Unavailable`] or [`Error::Log`].
 pub(crate) fn classify_log(e: RedisError) -> Error {
-    match classify(e) {
+    into_log_error(classify(e))
+}
+
+/// A failure of an invalidation log is a log error, not a store error (retryable ones stay
+/// [`Error::Unavailable`]).
+pub(crate) fn into_log_error(e: Error) -> Error {
+    match e {
         Error::Store(source) => Error::Log(source),
         other => other,
     }

@@ -47,9 +47,7 @@ impl RedisPubSub {
 
     /// Connects with explicit settings.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let publisher = Connection::open(config)
-            .await
-            .map_err(crate::config::into_log_error)?;
+        let publisher = Connection::open_log(config).await?;
         Ok(RedisPubSub {
             publisher,
             config: config.clone(),

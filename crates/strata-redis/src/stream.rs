@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::error::classify_log;
+use crate::error::{classify_log, into_log_error};
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use strata::Error;
@@ -60,9 +60,7 @@ impl RedisStreamLog {
 
     /// Connects with explicit settings.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let publisher = Connection::open(config)
-            .await
-            .map_err(crate::config::into_log_error)?;
+        let publisher = Connection::open_log(config).await?;
         Ok(RedisStreamLog {
             publisher,
             config: config.clone(),
@@ -92,16 +90,11 @@ impl RedisStreamLog {
     /// A connection for one follower's blocking reads: its own, so a read that blocks holds
     /// up nobody else's commands, with a response timeout above the block time.
     async fn reader(&self, namespace: &str) -> Result<MultiplexedConnection, Error> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(Some(self.heartbeat + self.config.command_timeout));
         let mut conn = self
             .config
-            .resolve()
-            .await?
-            .get_multiplexed_async_connection_with_config(&config)
+            .dedicated(self.heartbeat)
             .await
-            .map_err(classify_log)?;
+            .map_err(into_log_error)?;
         // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace and
         // by process.
         redis::cmd("CLIENT")

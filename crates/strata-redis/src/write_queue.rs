@@ -92,17 +92,7 @@ impl RedisWriteQueue {
         let mut slot = self.reader.lock().await;
         let mut conn = match slot.take() {
             Some(conn) => conn,
-            None => {
-                let settings = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.config.connect_timeout))
-                    .set_response_timeout(Some(wait + self.config.command_timeout));
-                self.config
-                    .resolve()
-                    .await?
-                    .get_multiplexed_async_connection_with_config(&settings)
-                    .await
-                    .map_err(classify)?
-            }
+            None => self.config.dedicated(wait).await?,
         };
         type Reply = Option<Vec<(String, Vec<RawEntry>)>>;
         let reply: Reply = redis::cmd("XREADGROUP")
