@@ -165,7 +165,7 @@ impl HybridCache {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let loader = move || async move { loader().await.map(Loaded::from) };
-        self.fetch(key, options, loader, typed)
+        self.get_or_load_adaptive(key, options, loader)
     }
 
     /// Adaptive caching: like [`get_or_load_optional`](Self::get_or_load_optional), but the

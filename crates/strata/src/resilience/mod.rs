@@ -21,6 +21,7 @@ pub(crate) use bulkhead::Compartment;
 pub(crate) use guard::{Call, Guard};
 pub(crate) use guarded_store::GuardedStore;
 pub use retry::RetryPolicy;
+pub(crate) use retry::full_jitter;
 
 /// Timeouts, retries, circuit breakers and bulkheads of one cache; see
 /// [`HybridCacheBuilder::resilience`](crate::HybridCacheBuilder::resilience).

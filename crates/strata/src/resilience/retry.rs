@@ -71,13 +71,19 @@ impl RetryPolicy {
 
     /// The delays before each retry of one call.
     pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_retries)
-            .build()
-            .map(|cap| cap.mul_f64(fastrand::f64()))
+        full_jitter(self.min_delay, self.max_delay).take(self.max_retries)
     }
+}
+
+/// Capped exponential backoff with full jitter: the n-th delay is drawn uniformly from
+/// `[0, min(max, min · 2ⁿ)]`, without end (callers `take` what they need).
+pub(crate) fn full_jitter(min: Duration, max: Duration) -> impl Iterator<Item = Duration> + use<> {
+    ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
+        .map(|cap| cap.mul_f64(fastrand::f64()))
 }
 
 /// The retry budget: a token bucket filled by calls and by time, drained by retries. Lock-free:

@@ -4,11 +4,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::de::DeserializeOwned;
 
 use super::{QueuedWrite, WriteQueue};
 use crate::codec::Codec;
+use crate::resilience::full_jitter;
 
 /// Takes entries from a [`WriteQueue`] and applies each with a persist function, acknowledging
 /// it only once that succeeded. See the [module documentation](crate::write_behind).
@@ -66,7 +66,7 @@ impl Flusher {
         self
     }
 
-    /// The backoff between attempts: `min` doubling to `max`, with jitter (default 100 ms to
+    /// The backoff between attempts: `min` doubling to `max`, with full jitter (default 100 ms to
     /// 5 s).
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.min_delay = min;
@@ -168,11 +168,6 @@ impl Flusher {
     }
 
     fn backoff_delays(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build()
+        full_jitter(self.min_delay, self.max_delay)
     }
 }
