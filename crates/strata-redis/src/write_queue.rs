@@ -1,7 +1,6 @@
 //! `RedisWriteQueue`: the durable write-behind queue, a Redis Stream per namespace
 //! (`<namespace>#wb`) read through a consumer group.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,7 +33,6 @@ pub struct RedisWriteQueue {
     config: RedisConfig,
     /// A connection for blocking reads alone (a block holds up no other command).
     reader: Mutex<Option<MultiplexedConnection>>,
-    group_ready: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisWriteQueue {
@@ -52,7 +50,6 @@ impl RedisWriteQueue {
             writer: Connection::open(config).await?,
             config: config.clone(),
             reader: Mutex::new(None),
-            group_ready: AtomicBool::new(false),
         })
     }
 
@@ -61,10 +58,9 @@ impl RedisWriteQueue {
         Self::connect_with(&RedisConfig::from_url(url)?).await
     }
 
-    async fn ensure_group(&self, namespace: &str) -> Result<(), Error> {
-        if self.group_ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
+    /// Creates the flushers' group (and the stream), if missing: on first use, and again after
+    /// a Redis that lost its data.
+    async fn create_group(&self, namespace: &str) -> Result<(), Error> {
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(write_queue_key(namespace))
@@ -74,12 +70,30 @@ impl RedisWriteQueue {
             .exec_async(&mut self.writer.get())
             .await;
         match created {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(self.writer.failed(e)),
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(self.writer.failed(e)),
+            _ => Ok(()),
         }
-        self.group_ready.store(true, Ordering::Release);
-        Ok(())
+    }
+
+    /// Entries another flusher took and left pending for at least `idle`.
+    async fn claim(
+        &self,
+        namespace: &str,
+        consumer: &str,
+        max: usize,
+        idle: Duration,
+    ) -> Result<Vec<RawEntry>, redis::RedisError> {
+        let (_, claimed, _): (String, Vec<RawEntry>, Vec<String>) = redis::cmd("XAUTOCLAIM")
+            .arg(write_queue_key(namespace))
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut self.writer.get())
+            .await?;
+        Ok(claimed)
     }
 
     async fn read_new(
@@ -160,19 +174,16 @@ impl WriteQueue for RedisWriteQueue {
         idle: Duration,
         wait: Duration,
     ) -> Result<Vec<QueuedWrite>, Error> {
-        self.ensure_group(namespace).await?;
-        // First what a dead flusher left pending.
-        let (_, claimed, _): (String, Vec<RawEntry>, Vec<String>) = redis::cmd("XAUTOCLAIM")
-            .arg(write_queue_key(namespace))
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut self.writer.get())
-            .await
-            .map_err(|e| self.writer.failed(e))?;
+        // First what a dead flusher left pending. No group (first use, or a Redis that lost
+        // its data) is made, not kept track of: the error says when.
+        let claimed = match self.claim(namespace, consumer, max, idle).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.create_group(namespace).await?;
+                self.claim(namespace, consumer, max, idle).await
+            }
+            claimed => claimed,
+        }
+        .map_err(|e| self.writer.failed(e))?;
         let entries = if claimed.is_empty() {
             self.read_new(namespace, consumer, max, wait).await?
         } else {

@@ -99,7 +99,7 @@ fn flusher(
         .unwrap()
 }
 
-async fn count(db: &RedisServer, cmd: &[&str]) -> u64 {
+fn count(db: &RedisServer, cmd: &[&str]) -> u64 {
     db.cli(cmd).parse().unwrap_or(0)
 }
 
@@ -134,12 +134,12 @@ async fn a_flusher_killed_mid_flush_loses_and_repeats_nothing() {
 
     let mut first = flusher(&redis, &db, "a", Some(HANG_AFTER));
     strata_testkit::eventually("A to apply the order it hangs after", WAIT, || async {
-        count(&db, &["EXISTS", &format!("order:{HANG_AFTER}")]).await == 1
+        count(&db, &["EXISTS", &format!("order:{HANG_AFTER}")]) == 1
     })
     .await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
-    let applied_by_a = count(&db, &["LLEN", "orders"]).await;
+    let applied_by_a = count(&db, &["LLEN", "orders"]);
     assert!(applied_by_a < WRITES, "killed mid-flush");
     // What it held and had not acknowledged is pending under its name.
     let pending = redis.cli(&["XPENDING", "orders#wb", "strata-flushers"]);
@@ -151,8 +151,7 @@ async fn a_flusher_killed_mid_flush_loses_and_repeats_nothing() {
     let _second = flusher(&redis, &db, "b", None);
     let started = Instant::now();
     strata_testkit::eventually("every write to be applied", WAIT, || async {
-        count(&db, &["LLEN", "orders"]).await >= WRITES
-            && count(&redis, &["XLEN", "orders#wb"]).await == 0
+        count(&db, &["LLEN", "orders"]) >= WRITES && count(&redis, &["XLEN", "orders#wb"]) == 0
     })
     .await;
     let took = started.elapsed();
@@ -172,7 +171,7 @@ async fn a_flusher_killed_mid_flush_loses_and_repeats_nothing() {
         let total: u64 = db.cli(&["GET", &format!("order:{id}")]).parse().unwrap();
         assert_eq!(total, id * 100);
     }
-    let deliveries = count(&db, &["GET", "deliveries"]).await;
+    let deliveries = count(&db, &["GET", "deliveries"]);
     assert!(
         deliveries > WRITES,
         "the entry A applied but never acknowledged came again (and was absorbed)"
@@ -230,4 +229,38 @@ async fn an_entry_that_keeps_failing_becomes_a_dead_letter() {
         "{dead}"
     );
     assert_eq!(redis.cli(&["XLEN", "orders#wb:dead"]), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_queue_serves_several_namespaces_and_outlives_a_lost_group() {
+    use strata::WriteQueue;
+    let redis = RedisServer::start();
+    let queue = Arc::new(RedisWriteQueue::connect(&redis.url()).await.unwrap());
+    let take = |ns: &'static str| {
+        let queue = queue.clone();
+        async move {
+            let taken = queue
+                .take(
+                    ns,
+                    "c",
+                    10,
+                    Duration::from_secs(30),
+                    Duration::from_millis(10),
+                )
+                .await
+                .unwrap();
+            for write in &taken {
+                queue.ack(ns, &write.id).await.unwrap();
+            }
+            taken.into_iter().map(|w| w.key).collect::<Vec<_>>()
+        }
+    };
+    for ns in ["a", "b"] {
+        queue.append(ns, "k1", "1".into()).await.unwrap();
+        assert_eq!(take(ns).await, ["k1"], "namespace {ns}");
+    }
+    // The stream and its group are gone (a Redis that lost its data): made again on use.
+    redis.cli(&["FLUSHALL"]);
+    queue.append("a", "k2", "2".into()).await.unwrap();
+    assert_eq!(take("a").await, ["k2"]);
 }
