@@ -2,19 +2,21 @@
 //! and the cache follows the failover without a restart.
 
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use strata::EntryOptions;
 use strata_redis::RedisConfig;
-use strata_testkit::RedisServer;
 use strata_testkit::source::{Db, Product};
+use strata_testkit::{RedisServer, eventually};
 
 use crate::{TTL, instance_with};
 
 const MASTER: &str = "mymaster";
 
 /// A master, a replica in sync with it, and three sentinels that know them both and each other.
-fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
+async fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
     let master = RedisServer::start();
     let replica = RedisServer::options().replica_of(master.port()).start();
     let sentinels: Vec<_> = (0..3)
@@ -24,8 +26,7 @@ fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
                 .start()
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ready = || {
+    let formed = || async {
         replica
             .cli(&["INFO", "replication"])
             .contains("master_link_status:up")
@@ -41,16 +42,18 @@ fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
                     && field("num-other-sentinels").as_deref() == Some("2")
             })
     };
-    while !ready() {
-        assert!(Instant::now() < deadline, "the Sentinel group did not form");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        "the Sentinel group to form",
+        Duration::from_secs(30),
+        formed,
+    )
+    .await;
     (master, replica, sentinels)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_follows_a_failover_without_a_restart() {
-    let (mut master, replica, sentinels) = tokio::task::spawn_blocking(group).await.unwrap();
+    let (mut master, replica, sentinels) = group().await;
     let hosts: Vec<String> = sentinels
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port()))
@@ -69,29 +72,29 @@ async fn the_cache_follows_a_failover_without_a_restart() {
     let killed = Instant::now();
     // Reads go on through the failover (L1 and the loader); each new key is loaded and, once
     // the replica is promoted and found, written to it.
-    let mut n = 0;
-    let mut named_after = None;
-    let promoted_after = loop {
-        n += 1;
+    let n = AtomicU64::new(0);
+    let named_after = Mutex::new(None);
+    let reached_replica = || async {
+        let n = n.fetch_add(1, Ordering::Relaxed) + 1;
         let named = sentinels[0].cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]);
-        if named_after.is_none() && named.ends_with(&replica.port().to_string()) {
-            named_after = Some(killed.elapsed());
+        if named.ends_with(&replica.port().to_string()) {
+            named_after.lock().unwrap().get_or_insert(killed.elapsed());
         }
         let key = format!("during{n}");
         let p: Arc<Product> = cache.get_or_load(&key, db.loader(n)).await.unwrap();
-        assert_eq!(p.id, n);
-        if replica
+        assert_eq!(p.id, n, "reads are answered all along");
+        replica
             .cli(&["EXISTS", &format!("svc:{key}")])
             .ends_with('1')
-        {
-            break killed.elapsed();
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(30),
-            "no failover followed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    eventually(
+        "a write to reach the promoted replica",
+        Duration::from_secs(30),
+        reached_replica,
+    )
+    .await;
+    let promoted_after = killed.elapsed();
+    let (n, named_after) = (n.into_inner(), named_after.into_inner().unwrap());
     assert!(
         replica.cli(&["ROLE"]).starts_with("master"),
         "the replica was promoted"

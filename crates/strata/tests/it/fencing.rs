@@ -18,35 +18,50 @@ async fn cache(store: &MemoryStore) -> HybridCache {
         .unwrap()
 }
 
-/// Starts a read of `p` whose load reads the source at once, then takes 200 ms to return
-/// (the stale-set window); returns once the source was read.
-async fn slow_read(cache: &HybridCache, db: &Db) -> tokio::task::JoinHandle<Arc<Product>> {
-    let calls = db.calls();
-    let (c, d) = (cache.clone(), db.clone());
-    let read = tokio::spawn(async move {
-        let load = move || async move {
-            let record = d.fetch(1).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            record
-        };
-        c.get_or_load("p", load).await.unwrap()
-    });
-    eventually("the load to read the source", WAIT, || async {
-        db.calls() > calls
-    })
-    .await;
-    read
+/// A read of `p` whose load has read the source and is held there — the stale-set window —
+/// until [`finish`](Self::finish) lets it return.
+struct HeldRead {
+    read: tokio::task::JoinHandle<Arc<Product>>,
+    release: tokio::sync::oneshot::Sender<()>,
+}
+
+impl HeldRead {
+    /// Starts the read; returns once its load has read the source.
+    async fn start(cache: &HybridCache, db: &Db) -> Self {
+        let calls = db.calls();
+        let (c, d) = (cache.clone(), db.clone());
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let read = tokio::spawn(async move {
+            let load = move || async move {
+                let record = d.fetch(1).await;
+                let _ = held.await;
+                record
+            };
+            c.get_or_load("p", load).await.unwrap()
+        });
+        eventually("the load to read the source", WAIT, || async {
+            db.calls() > calls
+        })
+        .await;
+        HeldRead { read, release }
+    }
+
+    /// Lets the load return (its fill comes next) and waits for the read's answer.
+    async fn finish(self) -> Arc<Product> {
+        let _ = self.release.send(());
+        self.read.await.unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_load_fills_neither_level() {
     let (store, db) = (MemoryStore::default(), Db::new());
     let cache = cache(&store).await;
-    let read = slow_read(&cache, &db).await;
+    let read = HeldRead::start(&cache, &db).await;
     db.update();
     cache.invalidate("p").await.unwrap();
     // The read began before the invalidation returned: it may see the old version…
-    assert_eq!(read.await.unwrap().version, 0);
+    assert_eq!(read.finish().await.version, 0);
     // …but the old version is written back nowhere.
     assert_eq!(
         store.get("svc", "p").await.unwrap(),
@@ -66,7 +81,7 @@ async fn an_invalidated_load_fills_neither_level() {
 async fn a_write_through_wins_over_a_load_that_began_before_it() {
     let (store, db) = (MemoryStore::default(), Db::new());
     let cache = cache(&store).await;
-    let read = slow_read(&cache, &db).await;
+    let read = HeldRead::start(&cache, &db).await;
     let written = Product {
         id: 1,
         version: 9,
@@ -80,7 +95,7 @@ async fn a_write_through_wins_over_a_load_that_began_before_it() {
         )
         .await
         .unwrap();
-    assert_eq!(read.await.unwrap().version, 0);
+    assert_eq!(read.finish().await.version, 0);
     assert_eq!(
         *cache.get::<Product>("p").await.unwrap().unwrap(),
         written,
@@ -98,12 +113,23 @@ async fn a_write_through_wins_over_a_load_that_began_before_it() {
 async fn a_read_after_the_invalidation_does_not_join_the_old_load() {
     let (store, db) = (MemoryStore::default(), Db::new());
     let cache = cache(&store).await;
-    let read = slow_read(&cache, &db).await;
+    let read = HeldRead::start(&cache, &db).await;
     db.update();
     cache.invalidate("p").await.unwrap();
-    let after: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    // The new read does not join the overtaken flight; it waits on that flight's lease (its
+    // fill will be refused), then loads again.
+    let after = tokio::spawn({
+        let (cache, load) = (cache.clone(), db.loader(1));
+        async move { cache.get_or_load::<Product, _, _, _>("p", load).await }
+    });
+    eventually("the new read to wait on the lease", WAIT, || async {
+        cache.stats().lease_waits >= 1
+    })
+    .await;
+    assert_eq!(read.finish().await.version, 0);
+    let after = after.await.unwrap().unwrap();
     assert_eq!(after.version, 1, "a new load, not the one in flight");
-    assert_eq!(read.await.unwrap().version, 0);
+    assert_eq!(db.calls(), 2);
     assert_eq!(cache.get::<Product>("p").await.unwrap().unwrap().version, 1);
 }
 
