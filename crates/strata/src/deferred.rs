@@ -50,6 +50,12 @@ struct Pending {
     keys: HashMap<String, u64>,
 }
 
+impl Pending {
+    fn len(&self) -> usize {
+        usize::from(self.clear.is_some()) + self.tags.len() + self.keys.len()
+    }
+}
+
 impl Deferred {
     /// Whether L2 may hold a value for `key` that a deferred write replaced.
     #[inline]
@@ -64,37 +70,31 @@ impl Deferred {
 
     /// How many writes are pending.
     pub(crate) fn len(&self) -> usize {
-        let p = self.lock();
-        usize::from(p.clear.is_some()) + p.tags.len() + p.keys.len()
+        self.lock().len()
     }
 
     pub(crate) fn defer(&self, target: Target) {
         let mut p = self.lock();
         p.seq += 1;
         let seq = p.seq;
+        let overflow = matches!(&target, Target::Key(key)
+            if p.keys.len() >= MAX_KEYS && !p.keys.contains_key(key));
+        if overflow {
+            tracing::warn!(
+                max = MAX_KEYS,
+                "too many deferred invalidations; the namespace will be cleared instead"
+            );
+        }
         match target {
             // A pending clear covers everything deferred before its replay runs.
-            _ if p.clear.is_some() => p.clear = Some(seq),
-            Target::Clear => {
+            _ if p.clear.is_some() || overflow => {
                 p.clear = Some(seq);
                 p.tags.clear();
                 p.keys.clear();
             }
-            Target::Tag(tag) => {
-                p.tags.insert(tag, seq);
-            }
-            Target::Key(key) if p.keys.len() >= MAX_KEYS && !p.keys.contains_key(&key) => {
-                tracing::warn!(
-                    max = MAX_KEYS,
-                    "too many deferred invalidations; the namespace will be cleared instead"
-                );
-                p.clear = Some(seq);
-                p.tags.clear();
-                p.keys.clear();
-            }
-            Target::Key(key) => {
-                p.keys.insert(key, seq);
-            }
+            Target::Clear => p.clear = Some(seq),
+            Target::Tag(tag) => drop(p.tags.insert(tag, seq)),
+            Target::Key(key) => drop(p.keys.insert(key, seq)),
         }
         self.any.store(true, Ordering::Release);
         drop(p);
@@ -127,8 +127,7 @@ impl Deferred {
                 Target::Key(key) => drop(p.keys.remove(key)),
             }
         }
-        let any = p.clear.is_some() || !p.tags.is_empty() || !p.keys.is_empty();
-        self.any.store(any, Ordering::Release);
+        self.any.store(p.len() > 0, Ordering::Release);
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -206,5 +205,54 @@ pub(crate) async fn run(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
         }
         let Some(inner) = inner.upgrade() else { return };
         inner.replay().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> Target {
+        Target::Key(k.to_owned())
+    }
+
+    #[test]
+    fn a_replay_that_raced_a_newer_deferral_leaves_it_pending() {
+        let d = Deferred::default();
+        assert!(!d.blocks("a"));
+        d.defer(key("a"));
+        let snapshot = d.snapshot();
+        d.defer(key("a")); // deferred again while the replay ran
+        for (target, seq) in snapshot {
+            d.done(&target, seq);
+        }
+        assert!(d.blocks("a") && !d.blocks("b"));
+        for (target, seq) in d.snapshot() {
+            d.done(&target, seq);
+        }
+        assert!(!d.blocks("a") && d.len() == 0);
+    }
+
+    #[test]
+    fn tags_block_every_key_and_a_clear_covers_the_rest() {
+        let d = Deferred::default();
+        d.defer(Target::Tag("t".into()));
+        assert!(d.blocks("anything"));
+        d.defer(key("a"));
+        d.defer(Target::Clear);
+        d.defer(key("b"));
+        assert_eq!(d.len(), 1, "one clear replays it all");
+        assert_eq!(d.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn too_many_keys_collapse_into_a_clear() {
+        let d = Deferred::default();
+        for i in 0..=MAX_KEYS {
+            d.defer(key(&i.to_string()));
+        }
+        let snapshot = d.snapshot();
+        assert_eq!(snapshot.len(), 1);
+        assert_eq!(snapshot[0].0, Target::Clear);
     }
 }

@@ -103,7 +103,8 @@ impl Guard {
         let deadline = tokio::time::Instant::from_std(started + after);
         let opened = self.breaker.opened();
         let mut opened = std::pin::pin!(opened);
-        let mut delays = self.retry.delays();
+        // Built at the first retry only: most calls never need it.
+        let mut delays = None;
         let result = loop {
             let attempt = tokio::time::timeout_at(deadline, op());
             let result = tokio::select! {
@@ -121,7 +122,8 @@ impl Guard {
             };
             match result {
                 Err(e) if e.is_retryable() => {
-                    let Some(delay) = delays.next() else {
+                    let next = delays.get_or_insert_with(|| self.retry.delays()).next();
+                    let Some(delay) = next else {
                         break Err(e);
                     };
                     let in_time = tokio::time::Instant::now() + delay < deadline;
