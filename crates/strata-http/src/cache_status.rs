@@ -9,8 +9,10 @@ use http::HeaderValue;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Forward {
-    /// Not cacheable as a request (method, `no-store`, …).
+    /// Not cacheable as a request (`no-store`, a cookie, …).
     Bypass,
+    /// A method the cache does not store (unsafe methods are passed on and invalidate).
+    Method,
     /// Nothing stored for the URI.
     UriMiss,
     /// Stored, but for another variant (`Vary`).
@@ -25,6 +27,7 @@ impl Forward {
     fn as_str(self) -> &'static str {
         match self {
             Forward::Bypass => "bypass",
+            Forward::Method => "method",
             Forward::UriMiss => "uri-miss",
             Forward::VaryMiss => "vary-miss",
             Forward::Stale => "stale",

@@ -1,39 +1,96 @@
-//! HTTP caching for Strata: the shared-cache semantics of RFC 9111, as the tower layer and
-//! `strata gateway` apply them.
+//! HTTP caching for Strata: a tower layer that gives any axum or hyper service a shared
+//! HTTP cache with the semantics of RFC 9111, over the same [`HybridCache`](strata::HybridCache)
+//! (L1 + Redis L2 + invalidation log) the service uses for its data — and the rules
+//! `strata gateway` runs on.
 //!
-//! This crate starts with the rules, each a small pure function over `http` types, so that
-//! the layer and the gateway decide alike and every rule is tested on its own:
+//! ```no_run
+//! # async fn demo() -> strata::Result<()> {
+//! use axum::{Router, routing::get};
+//! use strata::HybridCache;
+//! use strata_http::{HttpCache, Policy, Purge};
 //!
-//! - [`CacheControl`]: the directives of a request or response, parsed leniently (an invalid
-//!   or conflicting freshness directive reads as stale, as §4.2.1 asks).
-//! - [`storable`]: whether a shared cache may store a response — method, status, `no-store`,
-//!   `private`, `Authorization` (§3.5), `Set-Cookie`, `Vary: *` — with per-route
-//!   [`StoreOptIns`], all off by default.
-//! - [`freshness_lifetime`] and [`current_age`]: `s-maxage` > `max-age` > `Expires` − `Date`,
-//!   heuristic freshness off; age per §4.2.3.
-//! - [`Vary`]: the request headers that select a variant, and the variant's key part,
-//!   escaped so no header value can forge another.
-//! - [`CacheStatus`]: the `Cache-Status` header of RFC 9211 and `X-Cache: HIT|MISS|STALE`.
-//!
+//! let cache = HybridCache::builder("catalog").build().await?;
+//! let http = HttpCache::new(cache.clone(), Policy::new("api"));
+//! let app: Router = Router::new()
+//!     .route("/products/{id}", get(|| async {
+//!         ([("cache-control", "public, max-age=60"), ("surrogate-key", "product:42")], "a teapot")
+//!     }))
+//!     .layer(http.layer());
+//! // Later, when product 42 changes — on any instance:
+//! cache.invalidate_tag("product:42").await?;
+//! // or, from an admin endpoint:
+//! http.purge(&Purge { prefixes: vec!["/products".into()], ..Purge::default() }).await?;
+//! # Ok(()) }
 //! ```
-//! use http::{HeaderMap, HeaderValue, Method, StatusCode, header::CACHE_CONTROL};
-//! use strata_http::{storable, CacheControl, StoreOptIns, freshness_lifetime};
 //!
-//! let mut response = HeaderMap::new();
-//! response.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, s-maxage=300"));
-//! let ok = storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &response, StoreOptIns::default());
-//! assert!(ok.is_ok());
-//! let cc = CacheControl::from_headers(&response);
-//! assert_eq!(freshness_lifetime(&cc, &response), Some(std::time::Duration::from_secs(300)));
-//! ```
+//! What a request meets, in order:
+//! - **Not for the cache**: unsafe methods go to the origin and, when they succeed,
+//!   invalidate the target URI, `Location`, `Content-Location` and any
+//!   `Cache-Group-Invalidation` groups (§4.4, RFC 9875); requests with `Cookie` (unless the
+//!   [`Policy`] opts in) or `no-store` pass through untouched.
+//! - **The key** ([`KeyPolicy`]): route, path, the kept query parameters and the keyed
+//!   headers. By default only what is in the key reaches the origin: unkeyed input cannot
+//!   change what others are served (cache poisoning).
+//! - **Lookup and collapsing**: one trip to the origin per key, however many requests (and
+//!   instances, with a Redis lease) ask at once; a follower waits at most the policy's
+//!   `collapse_wait`. An answer that may not be stored is remembered ("hit-for-pass") so
+//!   later requests go straight to the origin instead of queueing.
+//! - **Freshness** (§4.2): `s-maxage` > `max-age` > `Expires`, heuristic freshness off,
+//!   `Age` kept; `Vary` selects variants (`Vary: *` is never stored); `no-cache` and
+//!   `must-revalidate` honoured; the client's `max-age`, `min-fresh`, `max-stale`,
+//!   `no-cache` and `only-if-cached` too.
+//! - **Stale**: revalidated with `If-None-Match`/`If-Modified-Since` (a `304` freshens the
+//!   stored response); `stale-while-revalidate` answers at once and revalidates behind;
+//!   `stale-if-error` answers when the origin fails. Clients' own validators get `304`s.
+//! - **Storing**: [`storable`] decides (`private`, `Authorization`, `Set-Cookie` per route),
+//!   bodies over the cap are streamed, not stored; tags from `Surrogate-Key`, `Cache-Tag`
+//!   and `Cache-Groups`.
+//! - **Answering**: `Age`, `Cache-Status` (RFC 9211) and `X-Cache: HIT|MISS|STALE`.
+//!
+//! Purges ([`Purge`]: URLs, tags, prefixes; hard or soft) and a service's own
+//! `invalidate_tag` go through the invalidation log, so every instance — gateways included —
+//! drops them.
+//!
+//! The rules themselves are small pure functions, usable on their own: [`CacheControl`],
+//! [`storable`], [`freshness_lifetime`], [`current_age`], [`Vary`], [`CacheStatus`].
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod answer;
+mod body;
 mod cache_control;
 mod cache_status;
+mod exchange;
 mod freshness;
+mod hop;
+mod http_cache;
+mod key;
+mod origin;
+mod policy;
+mod purge;
+mod service;
+mod soft;
 mod storable;
+mod stored;
+mod tags;
 mod vary;
+
+/// The error type inner services may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub use answer::{CACHE_STATUS, X_CACHE};
+pub use body::CacheBody;
+pub use hop::strip_hop_by_hop;
+pub use http_cache::HttpCache;
+pub use key::{KeyPolicy, MAX_PREFIX_DEPTH, QueryKey, RequestKey};
+pub use origin::SharedRequest;
+pub use policy::{MAX_TTL, Policy};
+pub use purge::{MAX_PURGE_TARGETS, Purge};
+pub use service::{HttpCacheLayer, HttpCacheService};
+pub use tags::{
+    CACHE_GROUP_INVALIDATION, CACHE_GROUPS, CACHE_TAG, MAX_TAG_BYTES, MAX_TAGS, SURROGATE_KEY,
+    response_tags,
+};
 
 pub use cache_control::{CacheControl, MAX_DELTA_SECONDS};
 pub use cache_status::{CacheStatus, Forward};

@@ -21,6 +21,26 @@ pub struct StoreOptIns {
     pub authorized: bool,
 }
 
+impl StoreOptIns {
+    /// Store responses that set cookies.
+    pub fn set_cookie(mut self, yes: bool) -> Self {
+        self.set_cookie = yes;
+        self
+    }
+
+    /// Store `private` responses.
+    pub fn private(mut self, yes: bool) -> Self {
+        self.private = yes;
+        self
+    }
+
+    /// Store responses to requests with `Authorization` whatever the response says.
+    pub fn authorized(mut self, yes: bool) -> Self {
+        self.authorized = yes;
+        self
+    }
+}
+
 /// Why a response was not stored (for `Cache-Status: …; detail=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

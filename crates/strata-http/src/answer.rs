@@ -1,0 +1,130 @@
+//! Answers to the client: a stored response (with its `Age`, or as a `304` when the client's
+//! validators match), and the `Cache-Status`/`X-Cache` headers on every answer.
+
+use http::header::{
+    AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, VARY,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+use crate::body::CacheBody;
+use crate::cache_status::CacheStatus;
+use crate::freshness::http_date;
+use crate::stored::StoredResponse;
+
+/// `Cache-Status`.
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// `X-Cache`.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The stored response as an answer to a request with `request` headers.
+pub(crate) fn stored<RB>(
+    r: &StoredResponse,
+    request: &HeaderMap,
+    head_only: bool,
+    now_us: u64,
+) -> Response<CacheBody<RB>> {
+    let age = HeaderValue::from(r.age(now_us).as_secs());
+    if r.status == 200 && not_modified(request, r.header_map()) {
+        let mut response = Response::new(CacheBody::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        let headers = response.headers_mut();
+        for name in [
+            CACHE_CONTROL,
+            CONTENT_LOCATION,
+            DATE,
+            ETAG,
+            EXPIRES,
+            VARY,
+            LAST_MODIFIED,
+        ] {
+            for value in r.header_map().get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(AGE, age);
+        return response;
+    }
+    let body = if head_only {
+        CacheBody::empty()
+    } else {
+        CacheBody::full(r.body.clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = r.status();
+    let mut headers = r.header_map().clone();
+    if head_only {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(r.body.len()));
+    }
+    headers.insert(AGE, age);
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Whether the client's `If-None-Match` (or, without it, `If-Modified-Since`) matches
+/// (RFC 9110 §13.1.2, §13.1.3, weak comparison).
+pub(crate) fn not_modified(request: &HeaderMap, response: &HeaderMap) -> bool {
+    if request.contains_key(IF_NONE_MATCH) {
+        let Some(etag) = response.get(ETAG).and_then(|e| e.to_str().ok()) else {
+            return false;
+        };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        let ours = opaque(etag);
+        return request
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|tag| tag.trim() == "*" || opaque(tag) == ours);
+    }
+    match (
+        request.get(IF_MODIFIED_SINCE).and_then(http_date),
+        response.get(LAST_MODIFIED).and_then(http_date),
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// Adds `Cache-Status` and `X-Cache`.
+pub(crate) fn mark<B>(response: &mut Response<B>, status: &CacheStatus, cache_name: &str) {
+    let headers = response.headers_mut();
+    headers.insert(CACHE_STATUS, status.header_value(cache_name));
+    headers.insert(X_CACHE, status.x_cache());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(HeaderName, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.clone(), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn conditionals_compare_weakly_and_inm_wins() {
+        let res = map(&[
+            (ETAG, "W/\"v1\""),
+            (LAST_MODIFIED, "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        assert!(not_modified(
+            &map(&[(IF_NONE_MATCH, "\"v0\", \"v1\"")]),
+            &res
+        ));
+        assert!(not_modified(&map(&[(IF_NONE_MATCH, "*")]), &res));
+        assert!(!not_modified(&map(&[(IF_NONE_MATCH, "\"v2\"")]), &res));
+        let later = (IF_MODIFIED_SINCE, "Mon, 07 Nov 1994 08:49:37 GMT");
+        assert!(not_modified(&map(std::slice::from_ref(&later)), &res));
+        assert!(!not_modified(
+            &map(&[(IF_NONE_MATCH, "\"v2\""), later]),
+            &res
+        ));
+        assert!(!not_modified(
+            &map(&[(IF_MODIFIED_SINCE, "Sat, 05 Nov 1994 08:49:37 GMT")]),
+            &res
+        ));
+    }
+}
