@@ -1,11 +1,14 @@
 //! `strata`: the command-line face of Strata.
 //!
+//! - `strata gateway`: a caching reverse proxy (RFC 9111 shared cache, collapsing, purges)
+//!   over the same hybrid cache, shared by every gateway instance through Redis.
 //! - `strata bench <workload>`: runs the reference workloads of `WORKLOADS.md` against Strata
 //!   and a hand-written cache-aside baseline, prints figures, draws plots, and gates CI.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 mod bench;
+mod gateway;
 
 use std::process::ExitCode;
 
@@ -21,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the caching reverse proxy.
+    Gateway(gateway::GatewayArgs),
     /// Run a reference workload (W1–W4) and print its figures.
     Bench(bench::BenchArgs),
     /// One instance of a multi-process workload (started by `strata bench`).
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Gateway(args) => gateway::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchWorker(args) => bench::worker::run(args).await,
         }

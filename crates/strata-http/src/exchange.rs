@@ -164,6 +164,7 @@ where
                 uri: key.origin_uri.clone(),
                 version: parts.version,
                 headers: origin_headers,
+                extensions: http::Extensions::new(),
             },
             key,
             headers: parts.headers,
@@ -767,6 +768,7 @@ where
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
+            extensions: parts.extensions,
         };
         let fwd = if detail.is_some() {
             Forward::Request

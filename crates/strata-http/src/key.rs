@@ -367,7 +367,11 @@ mod tests {
         let forged = policy.key("r", &parts("/a", &[("x-tenant", "a%0Ax-tenant:b")]));
         assert_ne!(a.primary, b.primary);
         assert_eq!(a.url_tag, b.url_tag);
-        assert!(forged.primary.ends_with("\nx-tenant:a%250Ax-tenant:b"), "{}", forged.primary);
+        assert!(
+            forged.primary.ends_with("\nx-tenant:a%250Ax-tenant:b"),
+            "{}",
+            forged.primary
+        );
         assert_ne!(
             policy.key("s", &parts("/a", &[])).primary,
             policy.key("r", &parts("/a", &[])).primary

@@ -36,6 +36,9 @@ pub(crate) struct Head {
     pub(crate) uri: Uri,
     pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
+    /// The client request's extensions, for requests passed on as they came (none on
+    /// requests the cache makes for everyone).
+    pub(crate) extensions: http::Extensions,
 }
 
 impl<S> Origin<S> {
@@ -59,6 +62,7 @@ impl<S> Origin<S> {
         *request.uri_mut() = head.uri;
         *request.version_mut() = head.version;
         *request.headers_mut() = head.headers;
+        *request.extensions_mut() = head.extensions;
         if shared {
             request.extensions_mut().insert(SharedRequest);
         }

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `strata` binary, as a user runs it, against a real `redis-server`.
 
 mod bench;
+mod gateway;

@@ -1,0 +1,160 @@
+//! The admin API: `POST /_strata/purge`, `GET /_strata/health` (bearer token), and
+//! Prometheus `GET /metrics`.
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+use strata_http::{CacheBody, Purge};
+
+use super::server::{Gateway, Reply};
+
+/// The largest purge body accepted.
+const MAX_PURGE_BODY: usize = 1 << 20;
+
+/// The admin API's token, compared in constant time.
+#[derive(Clone)]
+pub(crate) struct Token(Option<Vec<u8>>);
+
+impl Token {
+    pub(crate) fn new(token: Option<String>) -> Self {
+        Token(token.filter(|t| !t.is_empty()).map(String::into_bytes))
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let (Some(expected), Some(given)) = (
+            &self.0,
+            headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")),
+        ) else {
+            return false;
+        };
+        // Every byte compared whatever the mismatch, so timing says nothing of the token.
+        expected.len() == given.len()
+            && expected
+                .iter()
+                .zip(given)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Reply {
+    let mut r = Response::new(CacheBody::full(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Reply {
+    text(status, value.to_string(), "application/json")
+}
+
+/// Whether `path` is the admin API's.
+pub(crate) fn is_admin(path: &str) -> bool {
+    path == "/metrics" || path.starts_with("/_strata/")
+}
+
+impl Gateway {
+    pub(crate) async fn admin(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Incoming,
+        metrics: &PrometheusHandle,
+    ) -> Reply {
+        if path == "/metrics" {
+            return text(
+                StatusCode::OK,
+                metrics.render(),
+                "text/plain; version=0.0.4",
+            );
+        }
+        if !self.token.allows(headers) {
+            let mut r = json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "a valid bearer token is required"}),
+            );
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        match (method, path) {
+            (&Method::POST, "/_strata/purge") => self.purge_request(body).await,
+            (&Method::GET, "/_strata/health") => self.health(),
+            (_, "/_strata/purge" | "/_strata/health") => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": "method not allowed"}),
+            ),
+            _ => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "no such admin endpoint"}),
+            ),
+        }
+    }
+
+    async fn purge_request(&self, body: Incoming) -> Reply {
+        let bytes = match Limited::new(body, MAX_PURGE_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": format!("reading the body: {e}")}),
+                );
+            }
+        };
+        let purge: Purge = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": format!("expected {{\"urls\":[…],\"tags\":[…],\"prefixes\":[…],\"soft\":false}}: {e}")}),
+                );
+            }
+        };
+        match self.purge(&purge).await {
+            Ok(n) => json(
+                StatusCode::OK,
+                serde_json::json!({"purged": n, "soft": purge.soft}),
+            ),
+            Err(strata::Error::Config(e)) => {
+                json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e}))
+            }
+            Err(e) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"error": e.to_string()}),
+            ),
+        }
+    }
+
+    fn health(&self) -> Reply {
+        let h = self.cache.health();
+        let state = |s: strata::BreakerState| format!("{s:?}").to_lowercase();
+        let ok = h.l2 == strata::BreakerState::Closed && h.log == strata::BreakerState::Closed;
+        json(
+            if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            serde_json::json!({
+                "status": if ok { "ok" } else { "degraded" },
+                "backend": self.backend,
+                "l2": state(h.l2),
+                "log": state(h.log),
+                "deferred_writes": h.deferred_writes,
+                "log_silent_for_ms": h.log_silent_for.map(|d| d.as_millis() as u64),
+                "routes": self.routes.len(),
+            }),
+        )
+    }
+}
