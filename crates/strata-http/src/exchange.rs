@@ -59,8 +59,8 @@ enum Revalidated {
 struct Slot<RB>(Mutex<Option<Answer<RB>>>);
 
 impl<RB> Slot<RB> {
-    fn new() -> Arc<Self> {
-        Arc::new(Slot(Mutex::new(None)))
+    fn new() -> Self {
+        Slot(Mutex::new(None))
     }
     fn put(&self, answer: Answer<RB>) {
         if let Ok(mut slot) = self.0.lock() {
@@ -69,6 +69,22 @@ impl<RB> Slot<RB> {
     }
     fn take(&self) -> Option<Answer<RB>> {
         self.0.lock().ok()?.take()
+    }
+}
+
+/// One lookup's part in a flight: whether its loader ran (it led the trip), and the answer
+/// the trip produced when it was not stored.
+struct Flight<RB> {
+    started: AtomicBool,
+    slot: Slot<RB>,
+}
+
+impl<RB> Flight<RB> {
+    fn new() -> Arc<Self> {
+        Arc::new(Flight {
+            started: AtomicBool::new(false),
+            slot: Slot(Mutex::new(None)),
+        })
     }
 }
 
@@ -89,13 +105,42 @@ enum Looked<RB> {
     Waited,
 }
 
-/// A cacheable request, as the cache handles it.
+/// A cacheable request, as the cache handles it. What only a trip to the origin needs (the
+/// origin's request, the URL's tags) is worked out then, not on every hit.
 struct Ctx {
-    key: RequestKey,
-    head: Head,
-    headers: HeaderMap,
+    parts: request::Parts,
+    primary: String,
     cc: CacheControl,
     head_only: bool,
+    shared: Arc<Shared>,
+}
+
+impl Ctx {
+    fn headers(&self) -> &HeaderMap {
+        &self.parts.headers
+    }
+
+    fn key(&self) -> RequestKey {
+        let policy = &self.shared.policy;
+        policy.key.key(&policy.route, &self.parts)
+    }
+
+    /// The request the origin gets: `GET`, the keyed query and headers only (and
+    /// `Authorization`: the origin decides whether its answer may be shared, §3.5).
+    fn origin_head(&self) -> Head {
+        let policy = &self.shared.policy;
+        let mut headers = policy.key.origin_headers(&self.parts.headers);
+        if let Some(auth) = self.parts.headers.get(AUTHORIZATION) {
+            headers.insert(AUTHORIZATION, auth.clone());
+        }
+        Head {
+            method: Method::GET,
+            uri: self.key().origin_uri,
+            version: self.parts.version,
+            headers,
+            extensions: http::Extensions::new(),
+        }
+    }
 }
 
 /// One request's trip through the cache.
@@ -151,37 +196,24 @@ where
         if parts.headers.contains_key(COOKIE) && !policy.cookies {
             return self.pass(parts, body, Some("cookie")).await;
         }
-        let key = policy.key.key(&policy.route, &parts);
-        let mut origin_headers = policy.key.origin_headers(&parts.headers);
-        if let Some(auth) = parts.headers.get(AUTHORIZATION) {
-            // The origin decides whether its answer may be shared (§3.5); the stored answer
-            // is checked against this request's headers.
-            origin_headers.insert(AUTHORIZATION, auth.clone());
-        }
-        let ctx = Ctx {
-            head: Head {
-                method: Method::GET,
-                uri: key.origin_uri.clone(),
-                version: parts.version,
-                headers: origin_headers,
-                extensions: http::Extensions::new(),
-            },
-            key,
-            headers: parts.headers,
+        let ctx = Arc::new(Ctx {
+            primary: policy.key.primary(&policy.route, &parts),
+            parts,
             cc,
             head_only,
-        };
+            shared: self.shared.clone(),
+        });
         self.cached(ctx).await
     }
 
     /// A cacheable request: the primary key, then the variant `Vary` selects.
-    async fn cached(self, ctx: Ctx) -> Answer<RB> {
-        let mut key = ctx.key.primary.clone();
+    async fn cached(self, ctx: Arc<Ctx>) -> Answer<RB> {
+        let mut key = ctx.primary.clone();
         if ctx.cc.only_if_cached {
             // Never to the origin (§5.2.1.7): what is stored, or 504.
             if let Ok(Some(entry)) = self.shared.cache.get::<Entry>(&key).await
                 && let Entry::Response(r) = &*entry
-                && r.matches(&ctx.headers)
+                && r.matches(ctx.headers())
             {
                 return self
                     .judge(&ctx, &key, &entry, r, false, false, Forward::UriMiss)
@@ -219,16 +251,16 @@ where
             let Entry::Response(r) = &*entry else {
                 return self.pass_shared(&ctx, &key, fwd, "hit-for-pass").await;
             };
-            if r.matches(&ctx.headers) {
+            if r.matches(ctx.headers()) {
                 return self
                     .judge(&ctx, &key, &entry, r, loaded, collapsed, fwd)
                     .await;
             }
             let Some((fields, _)) = &r.vary else { break };
-            let Some(selected) = vary_of(fields).secondary_key(&ctx.headers) else {
+            let Some(selected) = vary_of(fields).secondary_key(ctx.headers()) else {
                 break;
             };
-            key = format!("{}\n#vary:{selected}", ctx.key.primary);
+            key = format!("{}\n#vary:{selected}", ctx.primary);
             fwd = Forward::VaryMiss;
         }
         // The variant key's entry varies differently from the primary's (the origin changed
@@ -237,20 +269,18 @@ where
     }
 
     /// Looks `key` up, loading it from the origin (collapsed) on a miss.
-    async fn lookup(&self, ctx: &Ctx, key: &str) -> Looked<RB> {
-        let started = Arc::new(AtomicBool::new(false));
-        let slot = Slot::new();
+    async fn lookup(&self, ctx: &Arc<Ctx>, key: &str) -> Looked<RB> {
+        let flight = Flight::new();
         let loader = {
-            let (started, slot) = (started.clone(), slot.clone());
-            let this = self.clone();
-            let head = ctx.head.clone();
-            let headers = ctx.headers.clone();
-            let tags = url_tags(&ctx.key);
+            let (flight, this, ctx) = (flight.clone(), self.clone(), ctx.clone());
             move || async move {
-                started.store(true, Ordering::SeqCst);
-                this.fill(head, headers, tags, slot).await
+                flight.started.store(true, Ordering::SeqCst);
+                let tags = url_tags(&ctx.key());
+                this.fill(ctx.origin_head(), ctx.headers().clone(), tags, &flight.slot)
+                    .await
             }
         };
+        let (started, slot) = (&flight.started, &flight.slot);
         let start = now_us();
         let read = EntryOptions::default();
         let found = self
@@ -296,7 +326,7 @@ where
         head: Head,
         headers: HeaderMap,
         url_tags: Vec<String>,
-        slot: Arc<Slot<RB>>,
+        slot: &Slot<RB>,
     ) -> Result<Loaded<Entry>, BoxError> {
         let policy = &self.shared.policy;
         let request_time = SystemTime::now();
@@ -316,7 +346,7 @@ where
                 response_time,
                 &headers,
                 url_tags.clone(),
-                &slot,
+                slot,
             )
             .await?;
         match taken {
@@ -381,7 +411,7 @@ where
     #[allow(clippy::too_many_arguments)]
     async fn judge(
         &self,
-        ctx: &Ctx,
+        ctx: &Arc<Ctx>,
         key: &str,
         entry: &Arc<Entry>,
         r: &StoredResponse,
@@ -432,8 +462,8 @@ where
             self.shared.counters.stale.increment(1);
             let background = self.clone();
             let (head, headers, key_owned, entry) = (
-                ctx.head.clone(),
-                ctx.headers.clone(),
+                ctx.origin_head(),
+                ctx.headers().clone(),
                 key.to_owned(),
                 entry.clone(),
             );
@@ -469,14 +499,14 @@ where
     /// Revalidates a stale response before answering; `stale-if-error` when the origin fails.
     async fn revalidate_now(
         &self,
-        ctx: &Ctx,
+        ctx: &Arc<Ctx>,
         key: &str,
         r: &StoredResponse,
         fwd: Forward,
         stale_for: u64,
     ) -> Answer<RB> {
         let outcome = self
-            .revalidate(ctx.head.clone(), ctx.headers.clone(), key, r)
+            .revalidate(ctx.origin_head(), ctx.headers().clone(), key, r)
             .await;
         let forward_status = |s: u16| CacheStatus {
             forward: Some(fwd),
@@ -569,8 +599,7 @@ where
         if let Some(modified) = modified {
             head.headers.insert(IF_MODIFIED_SINCE, modified.clone());
         }
-        let started = Arc::new(AtomicBool::new(false));
-        let slot = Slot::new();
+        let flight = Flight::new();
         let previous = Previous {
             response_time: r.response_time,
             headers: r.header_map().clone(),
@@ -579,12 +608,10 @@ where
             tags: r.tags.clone(),
         };
         let loader = {
-            let (started, slot) = (started.clone(), slot.clone());
-            let this = self.clone();
-            let key = key.to_owned();
+            let (flight, this, key) = (flight.clone(), self.clone(), key.to_owned());
             move || async move {
-                started.store(true, Ordering::SeqCst);
-                this.refresh(head, headers, &key, previous, &slot)
+                flight.started.store(true, Ordering::SeqCst);
+                this.refresh(head, headers, &key, previous, &flight.slot)
                     .await
                     .map(|outcome| {
                         // Told to the waiters, stored nowhere.
@@ -596,22 +623,22 @@ where
                     })
             }
         };
-        let flight = format!("{key}\n#revalidate:{}", r.response_time);
+        let flight_key = format!("{key}\n#revalidate:{}", r.response_time);
         let local = EntryOptions::default().skip_l1().skip_l2();
         let result = self
             .shared
             .cache
-            .get_or_load_adaptive::<Revalidated, _, _, _>(&flight, &local, loader)
+            .get_or_load_adaptive::<Revalidated, _, _, _>(&flight_key, &local, loader)
             .await;
-        let ours = started.load(Ordering::SeqCst);
-        if ours && let Some(answer) = slot.take() {
+        let ours = flight.started.load(Ordering::SeqCst);
+        if ours && let Some(answer) = flight.slot.take() {
             return if is_failure(answer.status()) {
                 Reval::Failed(answer)
             } else {
                 Reval::Live(answer)
             };
         }
-        let result = result.and_then(|r| r.map(|r| *r).ok_or(Error::NotFound(flight)));
+        let result = result.and_then(|r| r.map(|r| *r).ok_or(Error::NotFound(flight_key)));
         Reval::Done(result, ours)
     }
 
@@ -803,7 +830,7 @@ where
     /// waited too long): what comes back is stored if it may be.
     async fn pass_shared(
         &self,
-        ctx: &Ctx,
+        ctx: &Arc<Ctx>,
         key: &str,
         fwd: Forward,
         detail: &'static str,
@@ -813,7 +840,7 @@ where
         let response = match self
             .origin
             .clone()
-            .send(ctx.head.clone(), B::default(), true)
+            .send(ctx.origin_head(), B::default(), true)
             .await
         {
             Ok(response) => response,
@@ -835,8 +862,8 @@ where
                 body,
                 request_time,
                 response_time,
-                &ctx.headers,
-                url_tags(&ctx.key),
+                ctx.headers(),
+                url_tags(&ctx.key()),
                 &slot,
             )
             .await
@@ -850,7 +877,7 @@ where
         match taken {
             Ok(Ok((stored, options))) => {
                 let now = now_us();
-                let answer = answer::stored(&stored, &ctx.headers, ctx.head_only, now);
+                let answer = answer::stored(&stored, ctx.headers(), ctx.head_only, now);
                 let stored_ok = self
                     .shared
                     .cache
@@ -926,12 +953,12 @@ where
     fn answer_stored(
         &self,
         r: &StoredResponse,
-        ctx: &Ctx,
+        ctx: &Arc<Ctx>,
         now: u64,
         status: CacheStatus,
         key: &str,
     ) -> Answer<RB> {
-        let answer = answer::stored(r, &ctx.headers, ctx.head_only, now);
+        let answer = answer::stored(r, ctx.headers(), ctx.head_only, now);
         self.finish(answer, ctx, status, key)
     }
 
@@ -939,7 +966,7 @@ where
     fn finish(
         &self,
         mut answer: Answer<RB>,
-        ctx: &Ctx,
+        ctx: &Arc<Ctx>,
         mut status: CacheStatus,
         key: &str,
     ) -> Answer<RB> {
@@ -956,7 +983,7 @@ where
 
     /// The lookup failed: the origin's failure, a collapsed waiter's view of it, or the
     /// cache refusing (a key too long, too many loads).
-    fn failed(&self, error: &Error, ctx: &Ctx, key: &str) -> Answer<RB> {
+    fn failed(&self, error: &Error, ctx: &Arc<Ctx>, key: &str) -> Answer<RB> {
         let status = match error {
             Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::LoaderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -972,7 +999,7 @@ where
         &self,
         status: StatusCode,
         detail: &'static str,
-        ctx: &Ctx,
+        ctx: &Arc<Ctx>,
         key: &str,
     ) -> Answer<RB> {
         self.shared.counters.error.increment(1);

@@ -229,11 +229,20 @@ impl KeyPolicy {
         self.headers.iter().chain(in_template)
     }
 
-    /// The key of a request on route `route`.
-    pub fn key(&self, route: &str, parts: &request::Parts) -> RequestKey {
-        let path = parts.uri.path();
+    /// The primary key of a request on route `route` (what a lookup needs; [`key`](Self::key)
+    /// adds what a trip to the origin needs).
+    pub fn primary(&self, route: &str, parts: &request::Parts) -> String {
         let query = self.query.filter(parts.uri.query());
-        let mut primary = format!("http:{route}\n");
+        self.primary_with(route, parts, query.as_deref())
+    }
+
+    fn primary_with(&self, route: &str, parts: &request::Parts, query: Option<&str>) -> String {
+        let path = parts.uri.path();
+        let mut primary =
+            String::with_capacity(8 + route.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        primary.push_str("http:");
+        primary.push_str(route);
+        primary.push('\n');
         for part in &self.template {
             match part {
                 Part::Literal(text) => primary.push_str(text),
@@ -248,7 +257,7 @@ impl KeyPolicy {
                 }
                 Part::Path => primary.push_str(path),
                 Part::Query => {
-                    if let Some(q) = &query {
+                    if let Some(q) = query {
                         primary.push('?');
                         primary.push_str(q);
                     }
@@ -260,6 +269,14 @@ impl KeyPolicy {
             let _ = write!(primary, "\n{name}:");
             header_values(&mut primary, &parts.headers, name);
         }
+        primary
+    }
+
+    /// The key of a request on route `route`, with its tags and the origin's URI.
+    pub fn key(&self, route: &str, parts: &request::Parts) -> RequestKey {
+        let path = parts.uri.path();
+        let query = self.query.filter(parts.uri.query());
+        let primary = self.primary_with(route, parts, query.as_deref());
         let origin_uri = match (&query, parts.uri.query()) {
             (Some(q), Some(original)) if q == original => parts.uri.clone(),
             (None, None) => parts.uri.clone(),

@@ -30,6 +30,8 @@ pub(crate) struct Config {
     /// The admin API's bearer token; else `STRATA_ADMIN_TOKEN`; with neither, the admin API
     /// answers 401 to everything.
     pub(crate) admin_token: Option<String>,
+    /// Threads serving connections, each with its own listener (default: one per CPU).
+    pub(crate) workers: Option<usize>,
     /// L1 size in entries (default 10,000).
     #[serde(default = "default_l1_entries")]
     pub(crate) l1_entries: u64,
@@ -329,7 +331,7 @@ impl Config {
             let at = e
                 .span()
                 .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                     format!(":{line}")
                 })
                 .unwrap_or_default();
@@ -375,6 +377,7 @@ impl Config {
             namespace: default_namespace(),
             follow: Vec::new(),
             admin_token: None,
+            workers: None,
             l1_entries: default_l1_entries(),
             upstream: UpstreamSettings::default(),
             routes: vec![RouteConfig {
@@ -487,20 +490,18 @@ upstream = "http://127.0.0.1:3000/base/"
     fn errors_name_file_line_and_field() {
         let typo = GOOD.replace("ttl = \"60s\"", "ttl = \"60 s\"");
         let e = Config::parse(&typo, "gateway.toml").unwrap_err().0;
-        assert!(e.starts_with("gateway.toml:14:"), "{e}");
+        assert!(e.starts_with("gateway.toml:13:"), "{e}");
         assert!(e.contains("ttl") && e.contains("unknown unit"), "{e}");
-        let unknown = GOOD
-            .replace("strip", "x")
-            .replace("ttl = \"60s\"", "tll = \"60s\"");
+        let unknown = GOOD.replace("ttl = \"60s\"", "tll = \"60s\"");
         let e = Config::parse(&unknown, "g.toml").unwrap_err().0;
         assert!(
-            e.starts_with("g.toml:14:") && e.contains("unknown field `tll`"),
+            e.starts_with("g.toml:13:") && e.contains("unknown field `tll`"),
             "{e}"
         );
         let https = GOOD.replace("http://127.0.0.1:3001", "https://x");
         let e = Config::parse(&https, "g.toml").unwrap_err().0;
         assert!(
-            e.starts_with("g.toml:10:") && e.contains("only http://"),
+            e.starts_with("g.toml:11:") && e.contains("only http://"),
             "{e}"
         );
         let dup = GOOD.replace("prefix = \"/\"", "prefix = \"/products\"");

@@ -19,7 +19,6 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use strata::{HybridCache, InvalidationLog, L1};
 use strata_http::HttpCache;
 use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
-use tokio::net::TcpListener;
 
 use config::Config;
 use server::{Gateway, Route, RouteService};
@@ -131,10 +130,12 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.0.len()));
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let listeners = server::listeners(config.listen, workers)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let listen = listener.local_addr()?;
+    let listen = listeners[0].local_addr()?;
     eprintln!(
         "strata gateway on http://{listen} — {} route(s), cache: {backend}{}",
         routes.len(),
@@ -159,7 +160,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
         metrics,
         backend,
     });
-    gateway.serve(listener, Duration::from_secs(10)).await;
+    gateway.serve(listeners, Duration::from_secs(10)).await?;
     Ok(ExitCode::SUCCESS)
 }
 

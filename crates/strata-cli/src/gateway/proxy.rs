@@ -19,13 +19,21 @@ use tower_service::Service;
 
 use super::config::{Upstream, UpstreamSettings};
 
-/// A request body: the client's, or none (requests the cache makes on its own).
+/// A request body: the client's, with the client's address (for `X-Forwarded-For` when the
+/// request is passed on as it came) — or none, on requests the cache makes for everyone.
+/// The address rides on the body rather than in extensions: no map allocated per request.
 #[derive(Debug, Default)]
-pub(crate) struct RequestBody(Option<Incoming>);
+pub(crate) struct RequestBody {
+    body: Option<Incoming>,
+    peer: Option<SocketAddr>,
+}
 
 impl RequestBody {
-    pub(crate) fn new(body: Incoming) -> Self {
-        RequestBody(Some(body))
+    pub(crate) fn new(body: Incoming, peer: SocketAddr) -> Self {
+        RequestBody {
+            body: Some(body),
+            peer: Some(peer),
+        }
     }
 }
 
@@ -37,26 +45,22 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.0.as_mut() {
+        match self.body.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(Body::is_end_stream)
+        self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0
+        self.body
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
-
-/// The client's address, for `X-Forwarded-For` on requests that are not shared.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// The pooled client every route shares.
 pub(crate) type HttpClient = Client<HttpConnector, RequestBody>;
@@ -72,12 +76,14 @@ pub(crate) fn client(settings: &UpstreamSettings) -> HttpClient {
         .build(connector)
 }
 
-/// Forwards a route's requests to its upstream.
+/// Forwards a route's requests to its upstream. Cloned per request: one `Arc`.
 #[derive(Clone)]
-pub(crate) struct Proxy {
+pub(crate) struct Proxy(Arc<ProxyInner>);
+
+struct ProxyInner {
     client: HttpClient,
-    upstream: Arc<Upstream>,
-    strip: Option<Arc<str>>,
+    upstream: Upstream,
+    strip: Option<String>,
     timeout: Duration,
 }
 
@@ -88,28 +94,29 @@ impl Proxy {
         strip: Option<&str>,
         timeout: Duration,
     ) -> Self {
-        Proxy {
+        Proxy(Arc::new(ProxyInner {
             client,
-            upstream: Arc::new(upstream),
+            upstream,
             strip: strip.map(Into::into),
             timeout,
-        }
+        }))
     }
 
     /// The upstream URI for a request's path and query.
     fn target(&self, uri: &Uri) -> Result<Uri, http::Error> {
+        let this = &self.0;
         let mut path = uri.path();
-        if let Some(prefix) = self.strip.as_deref().filter(|p| *p != "/") {
+        if let Some(prefix) = this.strip.as_deref().filter(|p| *p != "/") {
             path = path.strip_prefix(prefix).unwrap_or(path);
         }
         let path = if path.is_empty() { "/" } else { path };
         let pq = match uri.query() {
-            Some(q) => format!("{}{path}?{q}", self.upstream.base),
-            None => format!("{}{path}", self.upstream.base),
+            Some(q) => format!("{}{path}?{q}", this.upstream.base),
+            None => format!("{}{path}", this.upstream.base),
         };
         Uri::builder()
-            .scheme(self.upstream.scheme.clone())
-            .authority(self.upstream.authority.clone())
+            .scheme(this.upstream.scheme.clone())
+            .authority(this.upstream.authority.clone())
             .path_and_query(pq)
             .build()
     }
@@ -135,13 +142,13 @@ impl Service<Request<RequestBody>> for Proxy {
         Box::pin(async move {
             let target = this.target(request.uri())?;
             let shared = request.extensions().get::<SharedRequest>().is_some();
-            let client_addr = request.extensions().get::<ClientAddr>().copied();
+            let peer = request.body().peer;
             let headers = request.headers_mut();
             strip_hop_by_hop(headers);
             let original_host = headers.remove(HOST);
             // Requests the cache may share carry only keyed input: nothing about this client.
             if !shared {
-                if let Some(ClientAddr(addr)) = client_addr {
+                if let Some(addr) = peer {
                     let ip = addr.ip().to_string();
                     let forwarded =
                         match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -157,17 +164,18 @@ impl Service<Request<RequestBody>> for Proxy {
                 }
                 headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
             }
-            if let Ok(host) = HeaderValue::from_str(this.upstream.authority.as_str()) {
+            let inner = &this.0;
+            if let Ok(host) = HeaderValue::from_str(inner.upstream.authority.as_str()) {
                 headers.insert(HOST, host);
             }
             *request.uri_mut() = target;
             *request.version_mut() = http::Version::HTTP_11;
-            let response = tokio::time::timeout(this.timeout, this.client.request(request))
+            let response = tokio::time::timeout(inner.timeout, inner.client.request(request))
                 .await
                 .map_err(|_| {
                     format!(
                         "upstream {} did not answer within {:?}",
-                        this.upstream, this.timeout
+                        inner.upstream, inner.timeout
                     )
                 })??;
             let (mut parts, body) = response.into_parts();
