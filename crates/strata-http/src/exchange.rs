@@ -173,6 +173,9 @@ where
     RB: Body<Data = Bytes> + Send + Unpin + 'static,
     RB::Error: Into<BoxError>,
 {
+    // The paths that go to the origin are boxed where they are entered: the hit path's
+    // future (allocated per request, moved as it is built) stays small — measured: the
+    // unboxed state machine made memmove ~5 % of a cached hit.
     pub(crate) async fn serve(self, request: Request<B>) -> Answer<RB> {
         let (parts, body) = request.into_parts();
         let policy = &self.shared.policy;
@@ -180,9 +183,9 @@ where
         if parts.method != Method::GET && !head_only {
             let safe = matches!(parts.method, Method::OPTIONS | Method::TRACE);
             return if safe {
-                self.pass(parts, body, None).await
+                Box::pin(self.pass(parts, body, None)).await
             } else {
-                self.unsafe_method(parts, body).await
+                Box::pin(self.unsafe_method(parts, body)).await
             };
         }
         let cc = if policy.request_directives {
@@ -191,10 +194,10 @@ where
             CacheControl::default()
         };
         if cc.no_store {
-            return self.pass(parts, body, Some("no-store")).await;
+            return Box::pin(self.pass(parts, body, Some("no-store"))).await;
         }
         if parts.headers.contains_key(COOKIE) && !policy.cookies {
-            return self.pass(parts, body, Some("cookie")).await;
+            return Box::pin(self.pass(parts, body, Some("cookie"))).await;
         }
         let ctx = Arc::new(Ctx {
             primary: policy.key.primary(&policy.route, &parts),
@@ -241,15 +244,15 @@ where
                 }
                 Looked::Failed(Error::KeyTooLong { .. }) => {
                     // Nothing to collapse on or store under: straight to the origin.
-                    return self.pass_shared(&ctx, &key, fwd, "key-too-long").await;
+                    return Box::pin(self.pass_shared(&ctx, &key, fwd, "key-too-long")).await;
                 }
                 Looked::Failed(error) => return self.failed(&error, &ctx, &key),
                 Looked::Waited => {
-                    return self.pass_shared(&ctx, &key, fwd, "collapse-timeout").await;
+                    return Box::pin(self.pass_shared(&ctx, &key, fwd, "collapse-timeout")).await;
                 }
             };
             let Entry::Response(r) = &*entry else {
-                return self.pass_shared(&ctx, &key, fwd, "hit-for-pass").await;
+                return Box::pin(self.pass_shared(&ctx, &key, fwd, "hit-for-pass")).await;
             };
             if r.matches(ctx.headers()) {
                 return self
@@ -265,7 +268,7 @@ where
         }
         // The variant key's entry varies differently from the primary's (the origin changed
         // its `Vary`): go to the origin rather than guess.
-        self.pass_shared(&ctx, &key, fwd, "vary-changed").await
+        Box::pin(self.pass_shared(&ctx, &key, fwd, "vary-changed")).await
     }
 
     /// Looks `key` up, loading it from the origin (collapsed) on a miss.
@@ -493,7 +496,7 @@ where
         } else {
             Forward::Stale
         };
-        self.revalidate_now(ctx, key, r, fwd, stale_for).await
+        Box::pin(self.revalidate_now(ctx, key, r, fwd, stale_for)).await
     }
 
     /// Revalidates a stale response before answering; `stale-if-error` when the origin fails.
@@ -536,7 +539,7 @@ where
                     };
                     return self.answer_stored(current, ctx, now, status, key);
                 }
-                return self.pass_shared(ctx, key, fwd, "revalidated-gone").await;
+                return Box::pin(self.pass_shared(ctx, key, fwd, "revalidated-gone")).await;
             }
             Reval::Done(Ok(Revalidated::Stored(origin_status)), ours) => {
                 match self.shared.cache.get::<Entry>(key).await {
@@ -552,14 +555,16 @@ where
                             };
                             return self.answer_stored(fresh, ctx, now, status, key);
                         }
-                        return self.pass_shared(ctx, key, fwd, "hit-for-pass").await;
+                        return Box::pin(self.pass_shared(ctx, key, fwd, "hit-for-pass")).await;
                     }
                     // Purged or evicted meanwhile: ask the origin ourselves.
-                    _ => return self.pass_shared(ctx, key, fwd, "revalidated-gone").await,
+                    _ => {
+                        return Box::pin(self.pass_shared(ctx, key, fwd, "revalidated-gone")).await;
+                    }
                 }
             }
             Reval::Done(Ok(Revalidated::NotStored), _) => {
-                return self.pass_shared(ctx, key, fwd, "not-stored").await;
+                return Box::pin(self.pass_shared(ctx, key, fwd, "not-stored")).await;
             }
             Reval::Done(Err(error), _) => origin_failure(&error),
             Reval::Failed(answer) => Some(answer.status().as_u16()),

@@ -136,24 +136,28 @@ pub(crate) fn keep(
         .unwrap_or(Duration::ZERO);
     let initial_age = current_age(response, request_time, response_time, response_time);
     let secs = |s: Option<u64>| s.map(Duration::from_secs);
-    let swr = secs(cc.stale_while_revalidate)
-        .or(policy.swr)
-        .unwrap_or_default();
-    let sie = secs(cc.stale_if_error).or(policy.sie).unwrap_or_default();
     let must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
-    let validator = response.contains_key(ETAG) || response.contains_key(LAST_MODIFIED);
-    let stale_use = if must_revalidate {
+    // `must-revalidate` rules out serving stale while revalidating, and the route's default
+    // stale-if-error; an explicit `stale-if-error` from the origin is its own, more specific
+    // permission (RFC 5861 §4) and is kept.
+    let swr = if must_revalidate {
         Duration::ZERO
     } else {
-        swr.max(sie)
+        secs(cc.stale_while_revalidate)
+            .or(policy.swr)
+            .unwrap_or_default()
     };
+    let sie = secs(cc.stale_if_error)
+        .or(policy.sie.filter(|_| !must_revalidate))
+        .unwrap_or_default();
+    let validator = response.contains_key(ETAG) || response.contains_key(LAST_MODIFIED);
     let revalidation = if validator {
         policy.keep
     } else {
         Duration::ZERO
     };
     let hold =
-        (lifetime.saturating_sub(initial_age) + stale_use.max(revalidation)).min(policy.max_ttl);
+        (lifetime.saturating_sub(initial_age) + swr.max(sie).max(revalidation)).min(policy.max_ttl);
     // Stale on arrival with nothing to revalidate with: storing it would help no one.
     if hold.is_zero() || (hold < Duration::from_secs(1) && !validator) {
         return Err(NotStored::NoFreshness);

@@ -289,6 +289,34 @@ async fn stale_if_error_serves_stale_when_the_origin_fails() {
 }
 
 #[tokio::test]
+async fn must_revalidate_is_never_served_stale_while_revalidating() {
+    let o = origin();
+    // The route's stale-while-revalidate does not override the origin's s-maxage.
+    let app = memory(&o, policy().stale_while_revalidate(Duration::from_secs(60))).await;
+    app.get("/must-revalidate").await;
+    let r = app.get("/must-revalidate").await;
+    assert_eq!(r.x_cache(), "MISS", "{}", r.cache_status());
+    assert!(
+        r.cache_status().contains("fwd=stale; fwd-status=304"),
+        "{}",
+        r.cache_status()
+    );
+    // Its explicit stale-if-error still holds when the origin fails.
+    app.get_with("/must-revalidate", &[("cache-control", "no-cache")])
+        .await;
+    o.failing.store(true, Ordering::SeqCst);
+    let stale = app
+        .get_with("/must-revalidate", &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!(
+        (stale.x_cache(), stale.body.as_str()),
+        ("STALE", "must"),
+        "{}",
+        stale.cache_status()
+    );
+}
+
+#[tokio::test]
 async fn request_directives_are_honoured() {
     let o = origin();
     let app = memory(&o, policy()).await;

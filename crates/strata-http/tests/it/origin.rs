@@ -58,6 +58,7 @@ pub(crate) fn app(origin: Arc<Origin>) -> Router {
         .route("/products/{id}", get(product).post(update))
         .route("/stale/{name}", get(stale))
         .route("/revalidate", get(revalidate))
+        .route("/must-revalidate", get(must_revalidate))
         .route("/nocache", get(no_cache))
         .route(
             "/private",
@@ -159,6 +160,32 @@ async fn revalidate(State(o): St, h: HeaderMap) -> Response {
             ),
         ],
         "revalidated",
+    )
+        .into_response()
+}
+
+/// Stale on arrival; may not be served stale while revalidating, but may when the origin
+/// fails (its own `stale-if-error`).
+async fn must_revalidate(State(o): St, h: HeaderMap) -> Response {
+    o.count("/must-revalidate");
+    if o.failing.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let etag = o.etag("m");
+    let cc = "public, s-maxage=10, stale-while-revalidate=60, stale-if-error=60";
+    if let Some(r) = o.unchanged(&h, &etag, cc) {
+        return r;
+    }
+    (
+        [
+            (
+                header::CACHE_CONTROL,
+                "public, s-maxage=10, stale-while-revalidate=60, stale-if-error=60".to_owned(),
+            ),
+            (header::AGE, "10".to_owned()),
+            (header::ETAG, etag),
+        ],
+        "must",
     )
         .into_response()
 }
