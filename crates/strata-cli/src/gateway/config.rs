@@ -519,6 +519,17 @@ upstream = "http://127.0.0.1:3000/base/"
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../../../examples/gateway.toml");
+        let c = Config::parse(text, "examples/gateway.toml").unwrap();
+        assert_eq!(c.routes.len(), 3);
+        assert!(!c.routes[1].cached());
+        for route in &c.routes {
+            route.policy().unwrap();
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
