@@ -351,6 +351,37 @@ fn push_escaped(out: &mut String, bytes: &[u8]) {
 mod tests {
     use super::*;
     use http::Request;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a keyed header holds, the key has exactly one line per keyed header: a
+        /// value cannot add a field, so two requests share a key only if their values do.
+        #[test]
+        fn keyed_values_cannot_forge_fields(
+            a in proptest::collection::vec(any::<u8>(), 0..60),
+            b in proptest::collection::vec(any::<u8>(), 0..60),
+        ) {
+            let policy = KeyPolicy::default().headers([
+                HeaderName::from_static("x-a"),
+                HeaderName::from_static("x-b"),
+            ]);
+            let request = |a: &[u8], b: &[u8]| {
+                let mut req = Request::get("/p").body(()).unwrap();
+                if let (Ok(a), Ok(b)) = (http::HeaderValue::from_bytes(a), http::HeaderValue::from_bytes(b)) {
+                    req.headers_mut().insert("x-a", a);
+                    req.headers_mut().insert("x-b", b);
+                    Some(req.into_parts().0)
+                } else {
+                    None
+                }
+            };
+            if let (Some(one), Some(two)) = (request(&a, &b), request(&b, &a)) {
+                let (k1, k2) = (policy.primary("r", &one), policy.primary("r", &two));
+                prop_assert_eq!(k1.lines().count(), 4);
+                prop_assert_eq!(k1 == k2, a.trim_ascii() == b.trim_ascii());
+            }
+        }
+    }
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> request::Parts {
         let mut req = Request::get(uri);

@@ -100,6 +100,40 @@ fn sf_string(mut bytes: &[u8]) -> Option<(String, &[u8])> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes a header may carry: no panic, and what comes out is bounded and clean.
+        #[test]
+        fn any_header_bytes_give_bounded_tags(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            which in 0usize..3,
+        ) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let name = [SURROGATE_KEY, CACHE_TAG, CACHE_GROUPS][which].clone();
+                let mut headers = HeaderMap::new();
+                headers.insert(name, value);
+                let tags = response_tags(&headers);
+                prop_assert!(tags.len() <= MAX_TAGS);
+                for tag in tags {
+                    prop_assert!(!tag.is_empty() && tag.len() <= MAX_TAG_BYTES);
+                    prop_assert!(tag.bytes().all(|b| (b' '..=b'~').contains(&b)));
+                }
+            }
+        }
+
+        /// Strings written as an sf-list read back as written.
+        #[test]
+        fn cache_groups_round_trip(groups_in in proptest::collection::vec("[ -~]{1,20}", 1..5)) {
+            let list: Vec<String> = groups_in
+                .iter()
+                .map(|g| format!("\"{}\"", g.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            let mut headers = HeaderMap::new();
+            headers.insert(CACHE_GROUPS, HeaderValue::from_str(&list.join(", ")).unwrap());
+            prop_assert_eq!(groups(&headers, &CACHE_GROUPS), groups_in);
+        }
+    }
 
     #[test]
     fn all_three_headers_deduplicated() {
