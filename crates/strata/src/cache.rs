@@ -262,8 +262,10 @@ impl HybridCache {
         // after it.
         inner.overtake(key);
         let mut written = Ok(());
+        let mut size = 0;
         if !options.skip_l2 {
             let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0, 0)?;
+            size = crate::l2_entry::encoded_size(&bytes);
             let result = inner.write_l2(key, bytes, &times, &options.tags, WriteMode::Replace);
             written = result.await.map(drop);
             if let Err(e) = &written
@@ -278,6 +280,7 @@ impl HybridCache {
             times,
             tags: options.tags.clone(),
             load_ms: 0,
+            size,
         };
         if !options.skip_l1 {
             inner

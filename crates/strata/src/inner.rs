@@ -70,6 +70,8 @@ pub(crate) struct Found {
     pub(crate) tags: Vec<String>,
     /// How long the load that produced it took (XFetch's δ).
     pub(crate) load_ms: u32,
+    /// Its encoded size in bytes (0 when it was never encoded), for an L1 bounded by bytes.
+    pub(crate) size: u32,
 }
 
 impl Inner {

@@ -23,23 +23,50 @@ pub(crate) type Value = Option<Arc<dyn Any + Send + Sync>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct L1 {
     capacity: u64,
+    by_bytes: bool,
 }
+
+/// What an entry weighs beyond its key and encoded value (the entry, moka's bookkeeping).
+const ENTRY_OVERHEAD: u32 = 128;
 
 impl L1 {
     /// An L1 holding at most `entries` entries (moka's TinyLFU policy decides which).
     pub fn with_capacity(entries: u64) -> Self {
-        L1 { capacity: entries }
+        L1 {
+            capacity: entries,
+            by_bytes: false,
+        }
+    }
+
+    /// An L1 holding at most about `bytes` bytes: each entry weighs its key, its encoded size
+    /// and a fixed overhead. For values whose sizes vary a lot (HTTP responses), where a count
+    /// of entries says little about memory. Values never encoded (stored with
+    /// [`skip_l2`](crate::EntryOptions::skip_l2)) weigh only their key and the overhead.
+    pub fn with_max_bytes(bytes: u64) -> Self {
+        L1 {
+            capacity: bytes,
+            by_bytes: true,
+        }
     }
 
     /// No L1: every read goes to L2.
     pub fn disabled() -> Self {
-        L1 { capacity: 0 }
+        L1::with_capacity(0)
     }
 
     pub(crate) fn build(&self) -> Option<L1Map> {
         (self.capacity > 0).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(self.capacity)
+            let builder = moka::future::Cache::builder().max_capacity(self.capacity);
+            let builder = if self.by_bytes {
+                builder.weigher(|key: &String, entry: &L1Entry| {
+                    let key = u32::try_from(key.len()).unwrap_or(u32::MAX);
+                    key.saturating_add(entry.size)
+                        .saturating_add(ENTRY_OVERHEAD)
+                })
+            } else {
+                builder
+            };
+            builder
                 .expire_after(Retention)
                 .support_invalidation_closures()
                 // SipHash was ~5 % of an L1 hit. foldhash is several times faster and still
@@ -70,6 +97,8 @@ pub(crate) struct L1Entry {
     pub(crate) tags: Option<Arc<[String]>>,
     /// How long the load that produced the value took (XFetch's δ).
     pub(crate) load_ms: u32,
+    /// Encoded size in bytes (its weight in an L1 bounded by bytes).
+    pub(crate) size: u32,
     /// A fail-safe copy: serving it counts as serving stale.
     pub(crate) fail_safe: bool,
 }
@@ -84,6 +113,7 @@ impl L1Entry {
             retain: retention(l1_until, &found.times, now),
             tags: (!found.tags.is_empty()).then(|| found.tags.as_slice().into()),
             load_ms: found.load_ms,
+            size: found.size,
             fail_safe: false,
         }
     }

@@ -85,6 +85,7 @@ impl Inner {
                 times: self.defaults.times(now, false),
                 tags: Vec::new(),
                 load_ms: 0,
+                size: encoded_size(bytes),
             });
         }
         let env = envelope::decode(bytes)?;
@@ -103,6 +104,7 @@ impl Inner {
             times: env.header.times,
             tags: env.tags,
             load_ms: env.header.load_ms,
+            size: encoded_size(bytes),
         })
     }
 
@@ -193,4 +195,9 @@ impl Inner {
         }
         result
     }
+}
+
+/// A byte length as an L1 weight.
+pub(crate) fn encoded_size(bytes: &[u8]) -> u32 {
+    u32::try_from(bytes.len()).unwrap_or(u32::MAX)
 }

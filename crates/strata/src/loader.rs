@@ -210,11 +210,12 @@ impl Load {
         let inner = &self.inner;
         let options = &self.options;
         let now = inner.clock.now_ms();
-        let found = Found {
+        let mut found = Found {
             times: options.times(now, value.is_none()),
             value,
             tags: options.tags.clone(),
             load_ms,
+            size: 0,
         };
         let mut bytes = None;
         if !options.skip_l2 {
@@ -227,7 +228,10 @@ impl Load {
                 load_ms,
                 generation,
             ) {
-                Ok(b) => bytes = Some(b),
+                Ok(b) => {
+                    found.size = crate::l2_entry::encoded_size(&b);
+                    bytes = Some(b);
+                }
                 Err(e) => {
                     // The caller still gets the value; it is just not cached anywhere.
                     if matches!(e, Error::ValueTooLarge { .. }) {

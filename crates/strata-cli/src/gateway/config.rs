@@ -32,9 +32,10 @@ pub(crate) struct Config {
     pub(crate) admin_token: Option<String>,
     /// Threads serving connections, each with its own listener (default: one per CPU).
     pub(crate) workers: Option<usize>,
-    /// L1 size in entries (default 10,000).
-    #[serde(default = "default_l1_entries")]
-    pub(crate) l1_entries: u64,
+    /// Memory for L1, in bytes or with a unit (`256MiB`, default): responses weigh their
+    /// encoded size.
+    #[serde(default = "default_l1_size")]
+    pub(crate) l1_size: ByteSize,
     /// Upstream connection settings.
     #[serde(default)]
     pub(crate) upstream: UpstreamSettings,
@@ -126,8 +127,8 @@ pub(crate) struct CacheConfig {
     /// Serve requests with `Cookie` from the cache (the cookie is not forwarded).
     #[serde(default)]
     pub(crate) cookies: bool,
-    /// Largest body stored, in bytes (default 1 MiB).
-    pub(crate) max_body: Option<usize>,
+    /// Largest body stored, in bytes or with a unit (default `1MiB`).
+    pub(crate) max_body: Option<ByteSize>,
     /// Longest wait on another request's trip to the upstream.
     pub(crate) collapse_wait: Option<DurationValue>,
     /// How long "not cacheable" is remembered.
@@ -170,8 +171,52 @@ fn default_listen() -> SocketAddr {
 fn default_namespace() -> String {
     "gateway".into()
 }
-fn default_l1_entries() -> u64 {
-    10_000
+fn default_l1_size() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+/// A size: a number of bytes, or a string with a unit (`512KiB`, `256MiB`, `1GiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ByteSize(pub(crate) u64);
+
+/// Parses `4096`, `512KiB`, `256MiB`, `1GiB` (and `KB`/`MB`/`GB`, also powers of 1024).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a size (expected e.g. 4096, 512KiB, 256MiB, 1GiB)")
+    })?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "KB" | "K" => 10,
+        "MiB" | "MB" | "M" => 20,
+        "GiB" | "GB" | "G" => 30,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (expected KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => parse_size(&t).map(ByteSize).map_err(de::Error::custom),
+        }
+    }
 }
 
 /// A duration written `250ms`, `30s`, `5m`, `2h` or `1d`.
@@ -378,7 +423,7 @@ impl Config {
             follow: Vec::new(),
             admin_token: None,
             workers: None,
-            l1_entries: default_l1_entries(),
+            l1_size: default_l1_size(),
             upstream: UpstreamSettings::default(),
             routes: vec![RouteConfig {
                 name: Some("default".into()),
@@ -392,6 +437,13 @@ impl Config {
 }
 
 impl RouteConfig {
+    /// The largest body this route stores (default 1 MiB).
+    pub(crate) fn max_body(&self) -> usize {
+        self.cache
+            .max_body
+            .map_or(1 << 20, |b| usize::try_from(b.0).unwrap_or(usize::MAX))
+    }
+
     pub(crate) fn name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.prefix.0)
     }
@@ -426,7 +478,7 @@ impl RouteConfig {
                     .authorized(c.authorized),
             )
             .cache_requests_with_cookies(c.cookies)
-            .max_body_bytes(c.max_body.unwrap_or(1 << 20))
+            .max_body_bytes(self.max_body())
             .honour_request_directives(!c.ignore_request_cache_control)
             .debug(c.debug);
         let set = |p: Policy, d: &Option<DurationValue>, f: fn(Policy, Duration) -> Policy| match d
@@ -527,6 +579,15 @@ upstream = "http://127.0.0.1:3000/base/"
         for route in &c.routes {
             route.policy().unwrap();
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1GB").unwrap(), 1 << 30);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
     }
 
     #[test]

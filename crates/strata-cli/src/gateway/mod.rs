@@ -77,11 +77,11 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
     let max_body = config
         .routes
         .iter()
-        .map(|r| r.cache.max_body.unwrap_or(1 << 20))
+        .map(config::RouteConfig::max_body)
         .max()
         .unwrap_or(1 << 20);
     let builder = HybridCache::builder(config.namespace.clone())
-        .l1(L1::with_capacity(config.l1_entries))
+        .l1(L1::with_max_bytes(config.l1_size.0))
         .max_value_bytes(max_body + ENTRY_OVERHEAD);
     let (cache, log, backend) = match &config.redis {
         Some(url) => {

@@ -125,13 +125,27 @@ async fn foreign_bytes_under_an_http_key_are_a_miss_not_an_error() {
     let o = origin();
     let a = on_redis(&redis, &o, Policy::new("api")).await;
     // What another program (or a corrupted write) left where the response would live.
-    redis.cli(&["SET", "shop:http:api\n/products/9", "\u{1}not an entry\u{ff}"]);
+    redis.cli(&[
+        "SET",
+        "shop:http:api\n/products/9",
+        "\u{1}not an entry\u{ff}",
+    ]);
     let r = a.get("/products/9").await;
-    assert_eq!((r.status.as_u16(), r.x_cache(), r.body.as_str()), (200, "MISS", "product 9 v0"));
+    assert_eq!(
+        (r.status.as_u16(), r.x_cache(), r.body.as_str()),
+        (200, "MISS", "product 9 v0")
+    );
     // The garbage was where the entry lives (the test plants it at the right key): it is
     // gone, replaced by the stored response.
     let now = redis.cli(&["GET", "shop:http:api\n/products/9"]);
     assert!(!now.contains("not an entry"), "{now}");
-    let again = on_redis(&redis, &o, Policy::new("api")).await.get("/products/9").await;
-    assert_eq!(again.x_cache(), "HIT", "the entry was stored over the foreign bytes");
+    let again = on_redis(&redis, &o, Policy::new("api"))
+        .await
+        .get("/products/9")
+        .await;
+    assert_eq!(
+        again.x_cache(),
+        "HIT",
+        "the entry was stored over the foreign bytes"
+    );
 }

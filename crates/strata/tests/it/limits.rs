@@ -180,3 +180,30 @@ async fn bad_configuration_is_a_clear_error() {
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 }
+
+#[tokio::test]
+async fn an_l1_bounded_by_bytes_keeps_about_that_many_bytes() {
+    // 64 KiB of L1 and 4 KiB values: about 15 fit; a count-bounded L1 of 1,000 keeps all 100.
+    async fn l1_hits_after_filling(l1: strata::L1) -> u64 {
+        let cache = HybridCache::builder("svc").l1(l1).build().await.unwrap();
+        for i in 0..100 {
+            let value = "x".repeat(4096);
+            cache
+                .set(&format!("k{i}"), value, &EntryOptions::default())
+                .await
+                .unwrap();
+        }
+        cache.run_pending_tasks().await;
+        for i in 0..100 {
+            let _: Option<Arc<String>> = cache.get(&format!("k{i}")).await.unwrap();
+        }
+        cache.stats().l1_hits
+    }
+    let by_bytes = l1_hits_after_filling(strata::L1::with_max_bytes(64 << 10)).await;
+    let by_count = l1_hits_after_filling(strata::L1::with_capacity(1_000)).await;
+    assert_eq!(by_count, 100);
+    assert!(
+        (1..=16).contains(&by_bytes),
+        "{by_bytes} of 100 values in a 64 KiB L1"
+    );
+}
