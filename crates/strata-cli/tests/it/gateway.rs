@@ -71,18 +71,45 @@ async fn echo(State(u): St, headers: HeaderMap) -> Response {
     ([(header::CACHE_CONTROL, "public, max-age=300")], "echo").into_response()
 }
 
-async fn upstream() -> (Arc<Upstream>, SocketAddr) {
+/// Stale on arrival, usable stale for five minutes if the upstream fails.
+async fn stale(State(u): St) -> Response {
+    u.count("/stale");
+    (
+        [
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=10, stale-if-error=300",
+            ),
+            (header::AGE, "10"),
+        ],
+        "stale but useful",
+    )
+        .into_response()
+}
+
+/// The upstream, and a sender that shuts it down when sent to or dropped (its listener
+/// closed, its connections ended).
+async fn upstream() -> (Arc<Upstream>, SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let state = Arc::new(Upstream::default());
     let app = Router::new()
         .route("/products/{id}", get(product))
         .route("/slow", get(slow))
         .route("/echo", get(echo).post(echo))
         .route("/down", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .route("/stale", get(stale))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (state, addr)
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    (state, addr, stop)
 }
 
 /// A gateway process; killed on drop.
@@ -230,7 +257,7 @@ impl Http {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_share_responses_and_purges() {
     let redis = RedisServer::start();
-    let (up, addr) = upstream().await;
+    let (up, addr, _stop) = upstream().await;
     let a = Gateway::start(&config(addr, Some(&redis), ""), &[]);
     let b = Gateway::start(&config(addr, Some(&redis), ""), &[]);
     let http = Http::new();
@@ -319,7 +346,7 @@ async fn two_gateways_share_responses_and_purges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stampede_of_500_over_two_gateways_is_one_upstream_request() {
     let redis = RedisServer::start();
-    let (up, addr) = upstream().await;
+    let (up, addr, _stop) = upstream().await;
     let a = Gateway::start(&config(addr, Some(&redis), ""), &[]);
     let b = Gateway::start(&config(addr, Some(&redis), ""), &[]);
     let http = Http::new();
@@ -351,7 +378,7 @@ async fn a_stampede_of_500_over_two_gateways_is_one_upstream_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_services_invalidate_tag_purges_the_gateway() {
     let redis = RedisServer::start();
-    let (up, addr) = upstream().await;
+    let (up, addr, _stop) = upstream().await;
     let gw = Gateway::start(&config(addr, Some(&redis), r#"follow = ["product"]"#), &[]);
     let http = Http::new();
     http.get(&gw.url("/products/7")).await;
@@ -384,7 +411,7 @@ async fn a_services_invalidate_tag_purges_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_keyed_input_reaches_the_upstream_and_hop_by_hop_headers_stop() {
-    let (up, addr) = upstream().await;
+    let (up, addr, _stop) = upstream().await;
     let gw = Gateway::start(&config(addr, None, ""), &[]);
     let http = Http::new();
     let cached = http
@@ -432,7 +459,7 @@ async fn only_keyed_input_reaches_the_upstream_and_hop_by_hop_headers_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_form_runs_on_the_embedded_cache_and_stops_gracefully() {
-    let (up, addr) = upstream().await;
+    let (up, addr, _stop) = upstream().await;
     let upstream_url = format!("http://{addr}");
     let dir = tempfile::tempdir().unwrap();
     let mut gw = Gateway::spawn(
@@ -493,5 +520,33 @@ fn bad_config_names_file_line_and_field() {
     assert!(
         stderr.contains("gateway.toml:7:") && stderr.contains("stale_if_error"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_answers_while_the_upstream_is_down() {
+    let (up, addr, stop) = upstream().await;
+    let gw = Gateway::start(&config(addr, None, ""), &[]);
+    let http = Http::new();
+    let first = http.get(&gw.url("/stale")).await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    stop.send(()).unwrap();
+    // Once the upstream refuses connections, the stored response answers, marked stale.
+    eventually(
+        "the stale copy answers for the dead upstream",
+        Duration::from_secs(10),
+        || async {
+            let r = http.get(&gw.url("/stale")).await;
+            r.status == StatusCode::OK
+                && r.header("x-cache") == "STALE"
+                && r.header("cache-status").contains("detail=stale-if-error")
+        },
+    )
+    .await;
+    assert_eq!(up.hits("/stale"), 1);
+    // A URL never stored has nothing to fall back on: 502.
+    assert_eq!(
+        http.get(&gw.url("/products/1")).await.status,
+        StatusCode::BAD_GATEWAY
     );
 }
