@@ -55,7 +55,7 @@ impl Policy {
             max_ttl: Duration::from_secs(24 * 3600),
             opt_ins: StoreOptIns::default(),
             cookies: false,
-            max_body: 8 << 20,
+            max_body: 1 << 20,
             collapse_wait: Duration::from_secs(5),
             hit_for_pass: Duration::from_secs(30),
             request_directives: true,
@@ -129,7 +129,8 @@ impl Policy {
         self
     }
 
-    /// The largest body stored (default 8 MiB); larger ones are streamed through.
+    /// The largest body stored (default 1 MiB, below the cache's default `max_value_bytes`
+    /// of 4 MiB — raise both together); larger ones are streamed through.
     pub fn max_body_bytes(mut self, max: usize) -> Self {
         self.max_body = max;
         self

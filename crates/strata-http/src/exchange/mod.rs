@@ -258,6 +258,11 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
                     self.shared.counters.miss.increment(1);
                     return self.finish(answer, &ctx, status, &key);
                 }
+                // The request this one waited on gave up (its own `collapse_wait`, a dropped
+                // connection): go alone rather than fail.
+                Looked::Failed(Error::Abandoned(_)) => {
+                    return Box::pin(self.pass_shared(&ctx, &key, fwd, "collapse-abandoned")).await;
+                }
                 Looked::Failed(Error::KeyTooLong { .. }) => {
                     // Nothing to collapse on or store under: straight to the origin.
                     return Box::pin(self.pass_shared(&ctx, &key, fwd, "key-too-long")).await;
@@ -393,12 +398,7 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
         key: &str,
     ) -> Answer<RB> {
         self.shared.counters.error.increment(1);
-        let mut answer = Response::new(CacheBody::full(Bytes::from(format!(
-            "{} {}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        ))));
-        *answer.status_mut() = status;
+        let answer = status_answer(status);
         let cs = CacheStatus {
             forward: Some(Forward::UriMiss),
             forward_status: Some(status.as_u16()),
@@ -409,9 +409,14 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
     }
 }
 
-fn bad_gateway<RB>() -> Answer<RB> {
-    let mut answer = Response::new(CacheBody::full(Bytes::from_static(b"502 Bad Gateway\n")));
-    *answer.status_mut() = StatusCode::BAD_GATEWAY;
+/// An answer of the cache's own: the status and its reason as the body.
+fn status_answer<RB>(status: StatusCode) -> Answer<RB> {
+    let mut answer = Response::new(CacheBody::full(Bytes::from(format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    ))));
+    *answer.status_mut() = status;
     answer
 }
 

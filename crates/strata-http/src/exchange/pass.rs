@@ -8,7 +8,7 @@ use http::{Response, StatusCode, request};
 
 use super::trip::Trip;
 use super::{
-    Answer, Ctx, Exchange, Inner, RequestBody, ResponseBody, Slot, bad_gateway, now_us, url_tags,
+    Answer, Ctx, Exchange, Inner, RequestBody, ResponseBody, Slot, now_us, status_answer, url_tags,
 };
 use crate::answer;
 use crate::body::CacheBody;
@@ -56,7 +56,7 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
             Err(error) => {
                 tracing::warn!(%error, "origin request failed");
                 self.shared.counters.error.increment(1);
-                let mut answer = bad_gateway();
+                let mut answer = status_answer(StatusCode::BAD_GATEWAY);
                 answer::mark(&mut answer, &status(502), &self.shared.policy.cache_name);
                 answer
             }
