@@ -219,6 +219,30 @@ async fn stale_responses_revalidate_with_a_conditional_request() {
 }
 
 #[tokio::test]
+async fn last_modified_alone_revalidates_both_ways() {
+    let o = origin();
+    let app = memory(&o, policy()).await;
+    app.get("/lastmod").await;
+    // To the origin: If-Modified-Since from the stored Last-Modified; its 304 freshens.
+    let r = app.get("/lastmod").await;
+    assert!(
+        r.cache_status().contains("fwd=stale; fwd-status=304"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!((r.body.as_str(), o.not_modified()), ("by date", 1));
+    // To the client: its If-Modified-Since, answered from the cache.
+    let c = app
+        .get_with(
+            "/lastmod",
+            &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")],
+        )
+        .await;
+    assert_eq!((c.status, c.x_cache()), (StatusCode::NOT_MODIFIED, "HIT"));
+    assert_eq!(o.hits("/lastmod"), 2);
+}
+
+#[tokio::test]
 async fn client_validators_get_304_from_the_cache() {
     let o = origin();
     let app = memory(&o, policy()).await;

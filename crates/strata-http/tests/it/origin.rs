@@ -60,6 +60,7 @@ pub(crate) fn app(origin: Arc<Origin>) -> Router {
         .route("/revalidate", get(revalidate))
         .route("/must-revalidate", get(must_revalidate))
         .route("/nocache", get(no_cache))
+        .route("/lastmod", get(last_modified))
         .route(
             "/private",
             get(|s: St| simple(s, "/private", "private, max-age=60")),
@@ -186,6 +187,31 @@ async fn must_revalidate(State(o): St, h: HeaderMap) -> Response {
             (header::ETAG, etag),
         ],
         "must",
+    )
+        .into_response()
+}
+
+/// Only a `Last-Modified` validator; stale on arrival; `If-Modified-Since` honoured.
+async fn last_modified(State(o): St, h: HeaderMap) -> Response {
+    o.count("/lastmod");
+    const MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    if h.get(header::IF_MODIFIED_SINCE)
+        .is_some_and(|v| v == MODIFIED)
+    {
+        o.not_modified.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::CACHE_CONTROL, "public, max-age=60")],
+        )
+            .into_response();
+    }
+    (
+        [
+            (header::CACHE_CONTROL, "public, max-age=10"),
+            (header::AGE, "10"),
+            (header::LAST_MODIFIED, MODIFIED),
+        ],
+        "by date",
     )
         .into_response()
 }
