@@ -156,17 +156,26 @@ impl Gateway {
         drain: Duration,
     ) -> std::io::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Pooled upstream connections live on whichever thread opened them, and serve every
+        // thread: no runtime may end while another still has requests in flight.
+        let drained = Arc::new(tokio::sync::Barrier::new(listeners.len()));
         let mut threads = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let gateway = self.clone();
             let stopped = stopped.clone();
+            let drained = drained.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("gateway-{i}"))
-                    .spawn(move || runtime.block_on(gateway.accept(listener, stopped, drain)))?,
+                    .spawn(move || {
+                        runtime.block_on(async {
+                            gateway.accept(listener, stopped, drain).await;
+                            drained.wait().await;
+                        });
+                    })?,
             );
         }
         shutdown_signal().await;
