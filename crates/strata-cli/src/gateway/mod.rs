@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use strata::{HybridCache, InvalidationLog, L1};
 use strata_http::HttpCache;
 use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
+use tower_layer::Layer;
 
 use config::Config;
 use server::{Gateway, Route, RouteService};
@@ -48,10 +49,9 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
         (None, Some(upstream)) => Config::quick(args.listen, upstream)?,
         (None, None) => return Err("give --config FILE, or --upstream URL".into()),
     };
-    if let (Some(_), Ok(url)) = (&args.config, std::env::var("REDIS_URL")) {
-        config.redis.get_or_insert(url);
-    } else if let Ok(url) = std::env::var("REDIS_URL") {
-        config.redis = Some(url);
+    // The file's `redis` wins; else the environment's; else the embedded cache.
+    if config.redis.is_none() {
+        config.redis = std::env::var("REDIS_URL").ok();
     }
     let token = admin::Token::new(
         config
@@ -117,7 +117,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
         );
         let (http, service) = if route.cached() {
             let http = HttpCache::new(cache.clone(), route.policy()?);
-            let service = tower_layer_compat(&http, proxy);
+            let service = http.layer().layer(proxy);
             (Some(http), RouteService::Cached(service))
         } else {
             (None, RouteService::Direct(proxy))
@@ -162,12 +162,4 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
     });
     gateway.serve(listeners, Duration::from_secs(10)).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn tower_layer_compat(
-    http: &HttpCache,
-    proxy: proxy::Proxy,
-) -> strata_http::HttpCacheService<proxy::Proxy> {
-    use tower_layer::Layer;
-    http.layer().layer(proxy)
 }
