@@ -162,7 +162,7 @@ impl RedisConfig {
     /// A connection of its own to the server (with Sentinel, the master of the moment) for
     /// blocking reads, which would hold up every other command on a shared one: its replies
     /// may take `block` plus the command timeout.
-    pub(crate) async fn dedicated(&self, block: Duration) -> Result<MultiplexedConnection, Error> {
+    pub async fn dedicated(&self, block: Duration) -> Result<MultiplexedConnection, Error> {
         self.own_connection(&self.resolve().await?, block).await
     }
 

@@ -1,0 +1,69 @@
+//! A service's own database: SQLite by default, PostgreSQL on request, through sqlx's `Any`
+//! driver so that one set of portable queries serves both.
+
+use std::path::Path;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+
+use crate::error::{DemoError, Result};
+
+/// One migration set per service, embedded at build time.
+static PRODUCT: Migrator = sqlx::migrate!("migrations/product");
+
+/// A service's database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+}
+
+impl Db {
+    /// Opens `url` (`sqlite://path`, created when missing, or `postgres://…`) and applies
+    /// `service`'s migrations.
+    pub async fn open(url: &str, service: &str) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        let url = if let Some(path) = url.strip_prefix("sqlite://") {
+            // Create the file when missing; WAL so the relay and requests do not block each other.
+            format!("sqlite://{path}?mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // One writer at a time is all SQLite allows anyway.
+            .max_connections(if sqlite { 4 } else { 16 })
+            .connect(&url)
+            .await?;
+        if sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA busy_timeout = 5000")
+                .execute(&pool)
+                .await?;
+        }
+        migrator(service)?.run(&pool).await?;
+        Ok(Db { pool })
+    }
+
+    /// A SQLite database in `dir` named for `service`.
+    pub async fn sqlite_in(dir: &Path, service: &str) -> Result<Db> {
+        let path = dir.join(format!("{service}.db"));
+        Db::open(&format!("sqlite://{}", path.display()), service).await
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+fn migrator(service: &str) -> Result<&'static Migrator> {
+    match service {
+        "product" => Ok(&PRODUCT),
+        other => Err(DemoError::Config(format!(
+            "no migrations for service {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,27 @@
+//! The reference e-commerce landscape of `strata demo`: user, product, inventory, order and
+//! payment services, each owning its data and caching with Strata, kept coherent through
+//! domain events.
+//!
+//! The parts every service shares:
+//! - [`Db`]: its own database — a SQLite file by default, PostgreSQL when given a
+//!   `postgres://` URL — migrated at start (portable SQL, one migration set per service).
+//! - [`Outbox`]: a domain event is written in the same transaction as the change it
+//!   announces; the [`Relay`] publishes it to a Redis Stream and marks it published, so an
+//!   event is never lost nor invented by a crash between the two.
+//! - [`Consumer`]: reads a stream in a consumer group, skips events it already handled
+//!   (by id, so a redelivery is harmless), acknowledges after handling, and records how long
+//!   events took to arrive (`strata_event_lag_seconds`).
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod consumer;
+mod db;
+mod error;
+mod event;
+mod outbox;
+
+pub use consumer::{Consumer, Handled};
+pub use db::Db;
+pub use error::{DemoError, Result};
+pub use event::{Event, EventId, Topic};
+pub use outbox::{Outbox, Relay};

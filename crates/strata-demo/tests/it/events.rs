@@ -1,0 +1,178 @@
+//! Outbox, relay and consumers: every committed change announced once, nothing else.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use strata_demo::{Consumer, Db, Event, Handled, Outbox, Relay, Topic};
+use strata_redis::RedisConfig;
+use strata_testkit::RedisServer;
+
+async fn product_db(dir: &tempfile::TempDir) -> Db {
+    let db = Db::sqlite_in(dir.path(), "product").await.unwrap();
+    sqlx::query("INSERT INTO categories (id, name) VALUES (1, 'teapots')")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO products (id, category_id, name, price_cents) VALUES (42, 1, 'Teapot', 1999)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    db
+}
+
+fn changed(price: i64) -> Event {
+    Event::ProductChanged {
+        product_id: 42,
+        category_id: 1,
+        price_cents: price,
+        version: 1,
+    }
+}
+
+/// Changes the price and announces it, committing or not.
+async fn change_price(db: &Db, price: i64, commit: bool) {
+    let mut tx = db.pool().begin().await.unwrap();
+    sqlx::query("UPDATE products SET price_cents = $1, version = version + 1 WHERE id = 42")
+        .bind(price)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    Outbox::append(&mut tx, &changed(price)).await.unwrap();
+    if commit {
+        tx.commit().await.unwrap();
+    } else {
+        tx.rollback().await.unwrap();
+    }
+}
+
+async fn relay(db: &Db, redis: &RedisServer) -> Relay {
+    let config = RedisConfig::from_url(&redis.url()).unwrap();
+    Relay::new(db.clone(), config.connect().await.unwrap())
+}
+
+fn consumer(db: &Db, redis: &RedisServer, group: &str, name: &str) -> Consumer {
+    let config = RedisConfig::from_url(&redis.url()).unwrap();
+    Consumer::new(db.clone(), config, group, name, &[Topic::Products])
+}
+
+/// A handler that counts, and records the prices it saw.
+fn counting() -> (
+    Arc<AtomicUsize>,
+    impl Fn(Event) -> std::future::Ready<Handled>,
+) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    (count, move |_event| {
+        c.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Handled::Done)
+    })
+}
+
+#[tokio::test]
+async fn an_event_is_published_if_and_only_if_its_transaction_commits() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = product_db(&dir).await;
+    let relay = relay(&db, &redis).await;
+    change_price(&db, 2499, false).await;
+    change_price(&db, 2999, true).await;
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    assert_eq!(
+        relay.publish_pending().await.unwrap(),
+        0,
+        "marked published"
+    );
+    assert_eq!(redis.cli(&["XLEN", "events:products"]), "1");
+    let entry = redis.cli(&["XRANGE", "events:products", "-", "+"]);
+    assert!(entry.contains(r#""price_cents":2999"#), "{entry}");
+    assert!(
+        !entry.contains("2499"),
+        "the rolled-back change was announced: {entry}"
+    );
+}
+
+#[tokio::test]
+async fn redelivered_and_foreign_entries_are_skipped() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = product_db(&dir).await;
+    let relay = relay(&db, &redis).await;
+    // The consumer group exists before anything is published (it starts at "$").
+    let mut consumer = consumer(&db, &redis, "order", "order-1");
+    let (count, handler) = counting();
+    assert_eq!(consumer.poll(&handler).await.unwrap(), 0);
+    for price in [100, 200, 300] {
+        change_price(&db, price, true).await;
+    }
+    relay.publish_pending().await.unwrap();
+    // A relay that crashed before marking publishes the same rows again.
+    sqlx::query("UPDATE outbox SET published_ms = NULL")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    relay.publish_pending().await.unwrap();
+    // And something that is not an event of ours.
+    redis.cli(&[
+        "XADD",
+        "events:products",
+        "*",
+        "id",
+        "x-1",
+        "payload",
+        "\u{1}garbage",
+    ]);
+    redis.cli(&["XADD", "events:products", "*", "unrelated", "1"]);
+    assert_eq!(redis.cli(&["XLEN", "events:products"]), "8");
+    let mut handled = 0;
+    for _ in 0..5 {
+        handled += consumer.poll(&handler).await.unwrap();
+    }
+    assert_eq!((handled, count.load(Ordering::SeqCst)), (3, 3));
+    // Everything was acknowledged, duplicates and garbage included.
+    let pending = redis.cli(&["XPENDING", "events:products", "order"]);
+    assert!(pending.starts_with('0'), "{pending}");
+}
+
+#[tokio::test]
+async fn a_retry_comes_back_and_each_service_sees_every_event() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = product_db(&dir).await;
+    let gw_dir = tempfile::tempdir().unwrap();
+    let other_db = Db::sqlite_in(gw_dir.path(), "product").await.unwrap();
+    let relay = relay(&db, &redis).await;
+    let mut flaky = consumer(&db, &redis, "order", "order-1");
+    let mut other = consumer(&other_db, &redis, "gateway", "gateway-1");
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = attempts.clone();
+    let retry_once = move |_event: Event| {
+        let n = a.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(if n == 0 {
+            Handled::Retry
+        } else {
+            Handled::Done
+        })
+    };
+    let (seen, counting) = counting();
+    flaky.poll(&retry_once).await.unwrap();
+    other.poll(&counting).await.unwrap();
+    change_price(&db, 500, true).await;
+    relay.publish_pending().await.unwrap();
+    let mut done = 0;
+    for _ in 0..4 {
+        done += flaky.poll(&retry_once).await.unwrap();
+        other.poll(&counting).await.unwrap();
+    }
+    assert_eq!(
+        (done, attempts.load(Ordering::SeqCst)),
+        (1, 2),
+        "retried once, then done"
+    );
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the other service's group saw it too"
+    );
+}

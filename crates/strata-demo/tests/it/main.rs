@@ -1,0 +1,3 @@
+//! The demo's plumbing against real Redis and SQLite files.
+
+mod events;
