@@ -15,12 +15,15 @@
 #![forbid(unsafe_code)]
 
 mod consumer;
+mod context;
 mod db;
 mod error;
 mod event;
 mod outbox;
+pub mod services;
 
 pub use consumer::{Consumer, Handled};
+pub use context::{Context, ServiceConfig};
 pub use db::Db;
 pub use error::{DemoError, Result};
 pub use event::{Event, EventId, Topic};

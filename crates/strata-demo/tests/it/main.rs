@@ -1,3 +1,4 @@
 //! The demo's plumbing against real Redis and SQLite files.
 
 mod events;
+mod product;

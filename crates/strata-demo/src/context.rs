@@ -1,0 +1,90 @@
+//! What every service starts with: its database, its cache (and the shared reference-data
+//! cache), and, with Redis, its event relay.
+
+use std::time::Duration;
+
+use strata::HybridCache;
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::outbox::Relay;
+
+/// Where a service keeps its data and reaches the others.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The service's name: its cache namespace, its migrations, its consumer group.
+    pub name: String,
+    /// Its database: `sqlite://path` or `postgres://…`.
+    pub database_url: String,
+    /// Redis for L2, the invalidation log, leases and event streams; `None`: the embedded
+    /// cache, and events stay in the outbox.
+    pub redis_url: Option<String>,
+}
+
+/// A running service's shared parts.
+#[derive(Clone)]
+pub struct Context {
+    /// The service's name.
+    pub name: String,
+    /// Its own database.
+    pub db: Db,
+    /// Its own cache (namespace = its name).
+    pub cache: HybridCache,
+    /// Reference data every service reads (categories, countries): namespace `reference`,
+    /// long TTLs.
+    pub reference: HybridCache,
+    /// Publishes its outbox (with Redis).
+    pub relay: Option<Relay>,
+    /// Redis, if any.
+    pub redis: Option<RedisConfig>,
+}
+
+impl Context {
+    /// Opens the database, builds the caches, starts the relay.
+    pub async fn start(config: &ServiceConfig) -> Result<Context> {
+        let db = Db::open(&config.database_url, &config.name).await?;
+        let redis = config
+            .redis_url
+            .as_deref()
+            .map(RedisConfig::from_url)
+            .transpose()?;
+        let cache = cache_in(&config.name, redis.as_ref()).await?;
+        let reference = cache_in("reference", redis.as_ref()).await?;
+        let relay = match &redis {
+            Some(r) => {
+                let relay = Relay::new(db.clone(), r.connect().await?);
+                tokio::spawn(relay.clone().run(Duration::from_millis(200)));
+                Some(relay)
+            }
+            None => None,
+        };
+        Ok(Context {
+            name: config.name.clone(),
+            db,
+            cache,
+            reference,
+            relay,
+            redis,
+        })
+    }
+
+    /// After a commit that appended events: publish them now.
+    pub fn events_committed(&self) {
+        if let Some(relay) = &self.relay {
+            relay.notify();
+        }
+    }
+}
+
+/// A cache in `namespace`: on Redis when there is one, else embedded.
+async fn cache_in(namespace: &str, redis: Option<&RedisConfig>) -> Result<HybridCache> {
+    let builder = HybridCache::builder(namespace);
+    let builder = match redis {
+        Some(r) => builder
+            .l2(RedisStore::connect_with(r).await?)
+            .invalidation(RedisStreamLog::connect_with(r).await?),
+        None => builder,
+    };
+    Ok(builder.build().await?)
+}

@@ -1,0 +1,3 @@
+//! The services of the landscape, one module each.
+
+pub mod product;
