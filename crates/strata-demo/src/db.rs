@@ -11,6 +11,8 @@ use crate::error::{DemoError, Result};
 
 /// One migration set per service, embedded at build time.
 static PRODUCT: Migrator = sqlx::migrate!("migrations/product");
+static INVENTORY: Migrator = sqlx::migrate!("migrations/inventory");
+static ORDER: Migrator = sqlx::migrate!("migrations/order");
 
 /// A service's database.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ impl Db {
 fn migrator(service: &str) -> Result<&'static Migrator> {
     match service {
         "product" => Ok(&PRODUCT),
+        "inventory" => Ok(&INVENTORY),
+        "order" => Ok(&ORDER),
         other => Err(DemoError::Config(format!(
             "no migrations for service {other:?}"
         ))),

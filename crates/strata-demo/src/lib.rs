@@ -20,6 +20,7 @@ mod db;
 mod error;
 mod event;
 mod outbox;
+mod remote;
 pub mod services;
 
 pub use consumer::{Consumer, Handled};
@@ -28,3 +29,4 @@ pub use db::Db;
 pub use error::{DemoError, Result};
 pub use event::{Event, EventId, Topic};
 pub use outbox::{Outbox, Relay};
+pub use remote::{Remote, RemoteError};

@@ -1,3 +1,5 @@
 //! The services of the landscape, one module each.
 
+pub mod inventory;
+pub mod order;
 pub mod product;

@@ -1,4 +1,5 @@
 //! The demo's plumbing against real Redis and SQLite files.
 
 mod events;
+mod order;
 mod product;

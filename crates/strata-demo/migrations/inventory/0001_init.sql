@@ -1,0 +1,20 @@
+-- Portable SQL: runs as is on SQLite and PostgreSQL.
+CREATE TABLE stock (
+    product_id BIGINT PRIMARY KEY,
+    units BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    published_ms BIGINT
+);
+CREATE INDEX outbox_pending ON outbox (published_ms, created_ms);
+
+CREATE TABLE processed_events (
+    id TEXT PRIMARY KEY,
+    processed_ms BIGINT NOT NULL
+);

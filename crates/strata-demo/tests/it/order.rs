@@ -1,0 +1,198 @@
+//! The order service over real product and inventory services (HTTP), one Redis.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use strata_demo::services::order::{self, Quote, Upstreams};
+use strata_demo::services::{inventory, product};
+use strata_demo::{Context, Remote, ServiceConfig};
+use strata_testkit::{RedisServer, eventually};
+use tokio::sync::oneshot;
+use tower_service::Service;
+
+async fn context(name: &str, redis: &RedisServer, dir: &tempfile::TempDir) -> Context {
+    Context::start(&ServiceConfig {
+        name: name.into(),
+        database_url: format!(
+            "sqlite://{}",
+            dir.path().join(format!("{name}.db")).display()
+        ),
+        redis_url: Some(redis.url()),
+    })
+    .await
+    .unwrap()
+}
+
+/// Serves `router` on a loopback port until the sender is used or dropped.
+async fn serve(router: Router) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    (addr, stop)
+}
+
+struct Landscape {
+    product: Context,
+    inventory: Context,
+    order: Context,
+    orders: Router,
+    stop_inventory: Option<oneshot::Sender<()>>,
+    _stop_product: oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn landscape(redis: &RedisServer) -> Landscape {
+    let dir = tempfile::tempdir().unwrap();
+    let product = context("product", redis, &dir).await;
+    product::seed(&product, 3, 30).await.unwrap();
+    let inventory = context("inventory", redis, &dir).await;
+    inventory::seed(&inventory, 30).await.unwrap();
+    let order = context("order", redis, &dir).await;
+    let (product_at, stop_product) = serve(product::router(product.clone())).await;
+    let (inventory_at, stop_inventory) = serve(inventory::router(inventory.clone())).await;
+    let deadline = Duration::from_millis(500);
+    let orders = order::router(
+        order.clone(),
+        Upstreams {
+            product: Remote::new("product", &format!("http://{product_at}"), deadline),
+            inventory: Remote::new("inventory", &format!("http://{inventory_at}"), deadline),
+        },
+    );
+    Landscape {
+        product,
+        inventory,
+        order,
+        orders,
+        stop_inventory: Some(stop_inventory),
+        _stop_product: stop_product,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, String) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    for (n, v) in headers {
+        request = request.header(*n, *v);
+    }
+    let response = router
+        .clone()
+        .call(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn quote(l: &Landscape, id: i64) -> Quote {
+    let (status, body) = call(&l.orders, "GET", &format!("/quotes/{id}"), &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_in_other_services_reach_the_order_service_through_events() {
+    let redis = RedisServer::start();
+    let l = landscape(&redis).await;
+    let before = quote(&l, 5).await;
+    assert_eq!(quote(&l, 5).await, before);
+    product::update_price(&l.product, 5, 777).await.unwrap();
+    inventory::set_stock(&l.inventory, 5, 3).await.unwrap();
+    eventually(
+        "the order service quotes the new price and stock",
+        Duration::from_secs(5),
+        || async {
+            let q = quote(&l, 5).await;
+            q.price_cents == 777 && q.units == 3
+        },
+    )
+    .await;
+    // Orders are priced from it, and are their owner's only.
+    let (status, body) = call(
+        &l.orders,
+        "POST",
+        "/orders",
+        &[],
+        r#"{"user_id":1,"product_id":5,"quantity":2}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let placed: order::Order = serde_json::from_str(&body).unwrap();
+    assert_eq!(placed.total_cents, 1554);
+    let path = format!("/orders/{}", placed.id);
+    assert_eq!(
+        call(&l.orders, "GET", &path, &[("x-user-id", "1")], "")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&l.orders, "GET", &path, &[("x-user-id", "2")], "")
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&l.orders, "GET", &path, &[], "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = call(
+        &l.orders,
+        "POST",
+        "/orders",
+        &[],
+        r#"{"user_id":1,"product_id":5,"quantity":4}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "only 3 in stock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_inventory_service_degrades_quotes_to_stale_stock_not_errors() {
+    let redis = RedisServer::start();
+    let mut l = landscape(&redis).await;
+    let before = quote(&l, 8).await;
+    l.stop_inventory.take().unwrap().send(()).unwrap();
+    // Past the stock's 2 s TTL the loader fails (connection refused) and the last known level
+    // answers: every quote meanwhile is a 200 with the old stock.
+    eventually(
+        "a stale stock level is served",
+        Duration::from_secs(10),
+        || async {
+            let q = quote(&l, 8).await;
+            assert_eq!(q, before);
+            l.order.cache.stats().stale_served > 0
+        },
+    )
+    .await;
+    let (status, body) = call(
+        &l.orders,
+        "POST",
+        "/orders",
+        &[],
+        r#"{"user_id":1,"product_id":8,"quantity":1}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
