@@ -13,6 +13,8 @@ use crate::error::{DemoError, Result};
 static PRODUCT: Migrator = sqlx::migrate!("migrations/product");
 static INVENTORY: Migrator = sqlx::migrate!("migrations/inventory");
 static ORDER: Migrator = sqlx::migrate!("migrations/order");
+static USER: Migrator = sqlx::migrate!("migrations/user");
+static PAYMENT: Migrator = sqlx::migrate!("migrations/payment");
 
 /// A service's database.
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ fn migrator(service: &str) -> Result<&'static Migrator> {
         "product" => Ok(&PRODUCT),
         "inventory" => Ok(&INVENTORY),
         "order" => Ok(&ORDER),
+        "user" => Ok(&USER),
+        "payment" => Ok(&PAYMENT),
         other => Err(DemoError::Config(format!(
             "no migrations for service {other:?}"
         ))),

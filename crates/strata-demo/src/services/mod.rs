@@ -2,4 +2,6 @@
 
 pub mod inventory;
 pub mod order;
+pub mod payment;
 pub mod product;
+pub mod user;

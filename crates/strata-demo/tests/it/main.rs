@@ -2,4 +2,5 @@
 
 mod events;
 mod order;
+mod people_and_payments;
 mod product;
