@@ -1,5 +1,7 @@
 //! `strata`: the command-line face of Strata.
 //!
+//! - `strata demo`: the reference e-commerce landscape (five services, the gateway, Redis),
+//!   seeded, driven with a Zipf load, a product repriced mid-run, and reported on.
 //! - `strata gateway`: a caching reverse proxy (RFC 9111 shared cache, collapsing, purges)
 //!   over the same hybrid cache, shared by every gateway instance through Redis.
 //! - `strata bench <workload>`: runs the reference workloads of `WORKLOADS.md` against Strata
@@ -8,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod demo;
 mod gateway;
 
 use std::process::ExitCode;
@@ -24,6 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the reference e-commerce landscape, drive it, and report.
+    Demo(demo::DemoArgs),
+    /// One service of the demo landscape (started by `strata demo`).
+    #[command(hide = true)]
+    DemoService(demo::ServiceArgs),
     /// Run the caching reverse proxy.
     Gateway(gateway::GatewayArgs),
     /// Run a reference workload (W1–W4) and print its figures.
@@ -47,6 +55,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::DemoService(args) => demo::service(args).await,
             Command::Gateway(args) => gateway::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchWorker(args) => bench::worker::run(args).await,

@@ -1,6 +1,8 @@
 //! What every service starts with: its database, its cache (and the shared reference-data
 //! cache), and, with Redis, its event relay.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata::HybridCache;
@@ -38,6 +40,7 @@ pub struct Context {
     pub relay: Option<Relay>,
     /// Redis, if any.
     pub redis: Option<RedisConfig>,
+    queries: Arc<AtomicU64>,
 }
 
 impl Context {
@@ -66,7 +69,21 @@ impl Context {
             reference,
             relay,
             redis,
+            queries: Arc::default(),
         })
+    }
+
+    /// Counts a database query made for a cache miss (`strata_demo_db_queries_total`, and
+    /// [`queries`](Self::queries) for the demo's report).
+    pub fn count_query(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("strata_demo_db_queries_total", "service" => self.name.clone())
+            .increment(1);
+    }
+
+    /// Database queries made for cache misses so far.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
     }
 
     /// After a commit that appended events: publish them now.

@@ -21,6 +21,7 @@ mod error;
 mod event;
 mod outbox;
 mod remote;
+mod run;
 pub mod services;
 
 pub use consumer::{Consumer, Handled};
@@ -30,3 +31,4 @@ pub use error::{DemoError, Result};
 pub use event::{Event, EventId, Topic};
 pub use outbox::{Outbox, Relay};
 pub use remote::{Remote, RemoteError};
+pub use run::{RunArgs, SEED_PRODUCTS, SERVICES, run, stats};

@@ -1,4 +1,5 @@
 //! End-to-end tests of the `strata` binary, as a user runs it, against a real `redis-server`.
 
 mod bench;
+mod demo;
 mod gateway;

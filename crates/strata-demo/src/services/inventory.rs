@@ -87,8 +87,7 @@ pub async fn stock(ctx: &Context, id: i64) -> Result<Option<std::sync::Arc<Stock
     Ok(ctx
         .cache
         .get_or_load_optional(&format!("stock:{id}"), &options(), move || async move {
-            metrics::counter!("strata_demo_db_queries_total", "service" => "inventory")
-                .increment(1);
+            loader_ctx.count_query();
             let row =
                 sqlx::query("SELECT product_id, units, version FROM stock WHERE product_id = $1")
                     .bind(id)

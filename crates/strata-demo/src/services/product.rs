@@ -111,9 +111,9 @@ pub async fn seed(ctx: &Context, categories: i64, products: i64) -> Result<()> {
     Ok(())
 }
 
-/// One product from the database (a query counted in `strata_demo_db_queries_total`).
+/// One product from the database (a query counted in [`Context::count_query`]).
 async fn load_product(ctx: &Context, id: i64) -> Result<Option<Product>> {
-    metrics::counter!("strata_demo_db_queries_total", "service" => "product").increment(1);
+    ctx.count_query();
     let row = sqlx::query(
         "SELECT id, category_id, name, price_cents, version FROM products WHERE id = $1",
     )
@@ -244,7 +244,7 @@ async fn get_categories(State(ctx): State<Context>) -> Response {
     let categories = ctx
         .reference
         .get_or_load_with("categories", &options, move || async move {
-            metrics::counter!("strata_demo_db_queries_total", "service" => "product").increment(1);
+            loader_ctx.count_query();
             let rows = sqlx::query("SELECT id, name FROM categories ORDER BY id")
                 .fetch_all(loader_ctx.db.pool())
                 .await?;
@@ -273,8 +273,7 @@ async fn get_listing(State(ctx): State<Context>, Path(id): Path<i64>) -> Respons
             &format!("category:{id}:products"),
             &options,
             move || async move {
-                metrics::counter!("strata_demo_db_queries_total", "service" => "product")
-                    .increment(1);
+                loader_ctx.count_query();
                 let rows = sqlx::query(
                     "SELECT id, category_id, name, price_cents, version FROM products \
                  WHERE category_id = $1 ORDER BY id LIMIT 100",

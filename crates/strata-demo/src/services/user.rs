@@ -123,7 +123,7 @@ pub async fn user(ctx: &Context, id: i64) -> Result<Option<std::sync::Arc<User>>
     Ok(ctx
         .cache
         .get_or_load_optional(&format!("user:{id}"), &options(), move || async move {
-            metrics::counter!("strata_demo_db_queries_total", "service" => "user").increment(1);
+            loader_ctx.count_query();
             let row =
                 sqlx::query("SELECT id, name, email, country, version FROM users WHERE id = $1")
                     .bind(id)
@@ -203,7 +203,7 @@ async fn get_countries(State(ctx): State<Context>) -> Response {
     let countries = ctx
         .reference
         .get_or_load_with("countries", &options, move || async move {
-            metrics::counter!("strata_demo_db_queries_total", "service" => "user").increment(1);
+            loader_ctx.count_query();
             let rows = sqlx::query("SELECT code, name FROM countries ORDER BY code")
                 .fetch_all(loader_ctx.db.pool())
                 .await?;

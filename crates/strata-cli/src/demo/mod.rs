@@ -1,0 +1,441 @@
+//! `strata demo`: the reference e-commerce landscape — five services (each its own process
+//! and database), the gateway in front, Redis between them — seeded, driven, and reported on.
+
+mod load;
+mod processes;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use strata_demo::{SEED_PRODUCTS, SERVICES};
+use strata_testkit::RedisServer;
+
+use load::{Http, Watch};
+use processes::Process;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `strata demo`.
+#[derive(Args, Debug)]
+pub(crate) struct DemoArgs {
+    /// Redis to use (else one started from PATH, else the embedded cache in each process).
+    #[arg(long)]
+    redis: Option<String>,
+    /// How long the load runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent clients of the load.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Where the databases go (default: a temporary directory, removed at exit).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Leave everything running after the report, until Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `strata demo-service` (started by `strata demo`).
+#[derive(Args, Debug)]
+pub(crate) struct ServiceArgs {
+    /// Which service: product, inventory, user, order, payment.
+    #[arg(long)]
+    service: String,
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Its database: sqlite://path or postgres://…
+    #[arg(long)]
+    database_url: String,
+    /// Redis.
+    #[arg(long)]
+    redis: Option<String>,
+    /// The product service (for the order service).
+    #[arg(long)]
+    product_url: Option<String>,
+    /// The inventory service (for the order service).
+    #[arg(long)]
+    inventory_url: Option<String>,
+    /// Seed demo data into an empty database.
+    #[arg(long)]
+    seed: bool,
+}
+
+pub(crate) async fn service(args: ServiceArgs) -> Result<ExitCode, BoxError> {
+    strata_demo::run(strata_demo::RunArgs {
+        service: args.service,
+        listen: args.listen,
+        database_url: args.database_url,
+        redis_url: args.redis,
+        product_url: args.product_url,
+        inventory_url: args.inventory_url,
+        seed: args.seed,
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
+    // Redis: given, else started from PATH, else none — said clearly.
+    let mut _started: Option<RedisServer> = None;
+    let redis = match args.redis.clone() {
+        Some(url) => Some(url),
+        None => match RedisServer::options().try_start() {
+            Ok(server) => {
+                let url = server.url();
+                eprintln!("started redis-server on {url}");
+                _started = Some(server);
+                Some(url)
+            }
+            Err(e) => {
+                eprintln!(
+                    "no Redis ({e}): every process uses the embedded in-memory cache, so caches \
+                     are per process and events stay in each service's outbox — install \
+                     redis-server or pass --redis to see the landscape kept coherent"
+                );
+                None
+            }
+        },
+    };
+    let temp;
+    let data = match &args.data {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    let service_args = |name: &str, extra: &[String]| {
+        let mut a = vec![
+            "demo-service".to_owned(),
+            "--service".into(),
+            name.into(),
+            "--database-url".into(),
+            format!("sqlite://{}", data.join(format!("{name}.db")).display()),
+            "--seed".into(),
+        ];
+        if let Some(url) = &redis {
+            a.extend(["--redis".into(), url.clone()]);
+        }
+        a.extend_from_slice(extra);
+        a
+    };
+    let marker = |name: &str| format!("strata demo-service {name} on");
+    let mut services = Vec::new();
+    for name in SERVICES.iter().filter(|s| **s != "order") {
+        services.push(Process::start(
+            name,
+            &service_args(name, &[]),
+            &marker(name),
+        )?);
+    }
+    let url_of = |name: &str, services: &[Process]| {
+        services
+            .iter()
+            .find(|p| p.name == name)
+            .map(Process::url)
+            .unwrap_or_default()
+    };
+    let order_extra = [
+        "--product-url".to_owned(),
+        url_of("product", &services),
+        "--inventory-url".into(),
+        url_of("inventory", &services),
+    ];
+    services.push(Process::start(
+        "order",
+        &service_args("order", &order_extra),
+        &marker("order"),
+    )?);
+    let token = admin_token()?;
+    let config = gateway_config(&args, redis.as_deref(), &token, &services, &url_of);
+    let config_path = data.join("gateway.toml");
+    std::fs::write(&config_path, config)?;
+    let gateway = Process::start(
+        "gateway",
+        &[
+            "gateway".into(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ],
+        "strata gateway on",
+    )?;
+    let http = Http::new();
+    let measured = load::drive(
+        &http,
+        &gateway.url(),
+        Watch {
+            gateway: gateway.url(),
+            product: url_of("product", &services),
+            order: url_of("order", &services),
+        },
+        SEED_PRODUCTS as u64,
+        Duration::from_secs(args.seconds),
+        args.clients,
+    )
+    .await?;
+    let mut stats = Vec::new();
+    for p in &services {
+        let (_, body) = http.send("GET", &format!("{}/_stats", p.url()), "").await?;
+        stats.push(serde_json::from_str::<serde_json::Value>(&body)?);
+    }
+    let (_, gateway_metrics) = http
+        .send("GET", &format!("{}/metrics", gateway.url()), "")
+        .await?;
+    let report = report(
+        &measured,
+        &stats,
+        &gateway_hits(&gateway_metrics),
+        &gateway,
+        &services,
+        redis.is_some(),
+        &token,
+    );
+    if args.json {
+        println!("{report}");
+    } else {
+        print_report(&report);
+    }
+    if args.keep_running {
+        eprintln!("running; Ctrl-C to stop");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    drop(gateway);
+    drop(services);
+    Ok(if measured.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A fresh admin token for this run's gateway: 16 bytes from the kernel's generator, in hex.
+fn admin_token() -> Result<String, BoxError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn gateway_config(
+    args: &DemoArgs,
+    redis: Option<&str>,
+    token: &str,
+    services: &[Process],
+    url_of: &dyn Fn(&str, &[Process]) -> String,
+) -> String {
+    let mut c = format!(
+        "listen = \"{}\"\nadmin_token = \"{token}\"\nfollow = [\"product\", \"inventory\"]\n",
+        args.listen
+    );
+    if let Some(url) = redis {
+        c.push_str(&format!("redis = \"{url}\"\n"));
+    }
+    let routes: [(&str, &str, &str, &str); 8] = [
+        ("products", "/products", "product", ""),
+        ("categories", "/categories", "product", ""),
+        ("stock", "/stock", "inventory", ""),
+        ("quotes", "/quotes", "order", ""),
+        ("orders", "/orders", "order", ""),
+        ("users", "/users", "user", "headers = [\"x-user-id\"]\n"),
+        ("countries", "/countries", "user", ""),
+        ("payments", "/payments", "payment", "enabled = false\n"),
+    ];
+    for (name, prefix, service, cache) in routes {
+        c.push_str(&format!(
+            "\n[[route]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nupstream = \"{}\"\n",
+            url_of(service, services)
+        ));
+        if !cache.is_empty() {
+            c.push_str(&format!("[route.cache]\n{cache}"));
+        }
+    }
+    c
+}
+
+/// The gateway's answers by outcome, from its `strata_http_responses_total{route,cache}`.
+fn gateway_hits(metrics: &str) -> serde_json::Value {
+    let mut by_outcome = serde_json::Map::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("strata_http_responses_total{"))
+    {
+        let Some(outcome) = line
+            .split("cache=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let entry = by_outcome.entry(outcome.to_owned()).or_insert(0.0.into());
+        *entry = (entry.as_f64().unwrap_or(0.0) + value).into();
+    }
+    let n = |k: &str| {
+        by_outcome
+            .get(k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let total: f64 = by_outcome
+        .values()
+        .filter_map(serde_json::Value::as_f64)
+        .sum();
+    serde_json::json!({
+        "answers": total,
+        "hit_ratio": ratio(n("hit") + n("stale"), total),
+        "by_outcome": by_outcome,
+    })
+}
+
+fn ratio(hits: f64, total: f64) -> f64 {
+    if total > 0.0 { hits / total } else { 0.0 }
+}
+
+fn report(
+    m: &load::Measured,
+    stats: &[serde_json::Value],
+    gateway_cache: &serde_json::Value,
+    gateway: &Process,
+    services: &[Process],
+    coherent: bool,
+    token: &str,
+) -> serde_json::Value {
+    let n = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
+    };
+    let per_service: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|s| {
+            let (l1, l2, misses) = (n(s, "l1_hits"), n(s, "l2_hits"), n(s, "misses"));
+            let reads = l1 + l2 + misses;
+            // Loads: database queries, or (the order service) calls to other services.
+            let loads = n(s, "loader_calls");
+            serde_json::json!({
+                "service": s.get("service"),
+                "reads": reads,
+                "hit_ratio": ratio(l1 + l2, reads),
+                "l1_hit_ratio": ratio(l1, reads),
+                "db_queries": n(s, "db_queries"),
+                "loads": loads,
+                "loads_saved": (reads - loads).max(0.0),
+                "stale_served": n(s, "stale_served"),
+            })
+        })
+        .collect();
+    let q = |p: f64| m.latency.value_at_quantile(p) as f64 / 1000.0;
+    serde_json::json!({
+        "redis": coherent,
+        "requests": m.requests,
+        "errors": m.errors,
+        "gateway_ms": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)},
+        "gateway_cache": gateway_cache,
+        "services": per_service,
+        "update": {
+            "product": m.updated_product,
+            "serving_new_price_after_ms": m.propagation.iter().map(|(layer, t)| {
+                (layer.clone(), t.map(|t| t.as_secs_f64() * 1000.0).into())
+            }).collect::<serde_json::Map<String, serde_json::Value>>(),
+        },
+        "urls": {
+            "gateway": gateway.url(),
+            "product": format!("{}/products/1", gateway.url()),
+            "quote": format!("{}/quotes/1", gateway.url()),
+            "metrics": services.iter().map(|p| format!("{}/metrics", p.url())).chain([format!("{}/metrics", gateway.url())]).collect::<Vec<_>>(),
+            "purge": format!("curl -X POST {}/_strata/purge -H 'authorization: Bearer {token}' -d '{{\"tags\":[\"product:1\"]}}'", gateway.url()),
+        },
+    })
+}
+
+fn print_report(r: &serde_json::Value) {
+    let f = |v: &serde_json::Value, p: &str| {
+        v.pointer(p)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "\nstrata demo — {} requests through the gateway, {} errors",
+        f(r, "/requests"),
+        f(r, "/errors")
+    );
+    println!(
+        "gateway latency: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+        f(r, "/gateway_ms/p50"),
+        f(r, "/gateway_ms/p95"),
+        f(r, "/gateway_ms/p99")
+    );
+    println!(
+        "gateway cache: {:.1}% of {:.0} answers from the cache (hit or stale)",
+        f(r, "/gateway_cache/hit_ratio") * 100.0,
+        f(r, "/gateway_cache/answers")
+    );
+    println!("\nbehind the gateway (misses, quotes):");
+    println!(
+        "{:<10} {:>8} {:>10} {:>9} {:>11} {:>11}",
+        "service", "reads", "hit ratio", "L1 ratio", "DB queries", "loads saved"
+    );
+    for s in r
+        .pointer("/services")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:<10} {:>8.0} {:>9.1}% {:>8.1}% {:>11.0} {:>11.0}",
+            s.get("service").and_then(|v| v.as_str()).unwrap_or("?"),
+            f(s, "/reads"),
+            f(s, "/hit_ratio") * 100.0,
+            f(s, "/l1_hit_ratio") * 100.0,
+            f(s, "/db_queries"),
+            f(s, "/loads_saved"),
+        );
+    }
+    println!(
+        "\nproduct {} repriced mid-run; serving the new price after:",
+        f(r, "/update/product")
+    );
+    if let Some(layers) = r
+        .pointer("/update/serving_new_price_after_ms")
+        .and_then(|v| v.as_object())
+    {
+        for (layer, ms) in layers {
+            match ms.as_f64() {
+                Some(ms) => println!("  {layer:<16} {ms:.1} ms"),
+                None => println!("  {layer:<16} not within 10 s"),
+            }
+        }
+    }
+    if !r.get("redis").and_then(|v| v.as_bool()).unwrap_or(false) {
+        println!("  (no Redis: other processes' caches keep the old price until their TTLs end)");
+    }
+    println!("\nopen:");
+    if let Some(urls) = r.get("urls") {
+        for key in ["gateway", "product", "quote", "purge"] {
+            println!(
+                "  {key:<8} {}",
+                urls.get(key).and_then(|v| v.as_str()).unwrap_or("")
+            );
+        }
+        println!(
+            "  metrics  {}",
+            urls.get("metrics")
+                .map(|m| m.to_string())
+                .unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! The landscape's processes: started from this binary, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A child process and the address it serves on.
+pub(crate) struct Process {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
+    child: Child,
+}
+
+impl Process {
+    /// Runs this binary with `args` and waits for the line `<marker> http://<addr>` on its
+    /// stderr.
+    pub(crate) fn start(name: &str, args: &[String], marker: &str) -> Result<Process, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = format!("{marker} http://");
+        let name_owned = name.to_owned();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.split(&marker).nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    sent = tx.send(Ok(addr)).is_ok();
+                } else if !sent && line.starts_with("error") {
+                    let _ = tx.send(Err(line.clone()));
+                }
+                // After start-up, the child's warnings still reach the user.
+                if sent && (line.contains("WARN") || line.starts_with("error")) {
+                    eprintln!("[{name_owned}] {line}");
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(addr)) => addr.parse()?,
+            Ok(Err(line)) => return Err(format!("{name} failed to start: {line}").into()),
+            Err(_) => {
+                let _ = child.kill();
+                return Err(format!("{name} did not start within 60 s").into());
+            }
+        };
+        Ok(Process {
+            name: name.to_owned(),
+            addr,
+            child,
+        })
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,72 @@
+//! `strata demo` end to end: five service processes, the gateway, Redis.
+
+use std::process::Command;
+
+use serde_json::Value;
+use strata_testkit::RedisServer;
+
+fn demo(extra: &[&str], path: Option<&str>) -> (Value, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args([
+            "demo",
+            "--seconds",
+            "3",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra);
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    let out = command.output().expect("run strata demo");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    (report, stderr)
+}
+
+fn f(v: &Value, pointer: &str) -> f64 {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} in {v}"))
+}
+
+#[test]
+fn the_landscape_serves_a_repriced_product_everywhere_within_the_bound() {
+    let redis = RedisServer::start();
+    let (r, _) = demo(&["--redis", &redis.url()], None);
+    assert_eq!(f(&r, "/errors"), 0.0, "{r}");
+    assert!(f(&r, "/requests") > 100.0, "{r}");
+    assert!(f(&r, "/gateway_cache/hit_ratio") > 0.5, "{r}");
+    for layer in ["gateway", "product service", "order service"] {
+        let ms = f(&r, &format!("/update/serving_new_price_after_ms/{layer}"));
+        // The staleness bound of this landscape: well under a second with Redis.
+        assert!(ms < 1000.0, "{layer}: {ms} ms — {r}");
+    }
+    let services = r.pointer("/services").and_then(Value::as_array).unwrap();
+    assert_eq!(services.len(), 5);
+}
+
+#[test]
+fn without_redis_it_runs_on_the_embedded_cache_and_says_so() {
+    // A PATH without redis-server.
+    let empty = tempfile::tempdir().unwrap();
+    let (r, stderr) = demo(&[], empty.path().to_str());
+    assert!(stderr.contains("no Redis"), "{stderr}");
+    assert_eq!(r.get("redis"), Some(&Value::Bool(false)));
+    assert_eq!(f(&r, "/errors"), 0.0, "{r}");
+    // The gateway and the product service still drop the old price at once (the update
+    // passed through both); the order service cannot be told without the event bus.
+    assert!(
+        f(&r, "/update/serving_new_price_after_ms/gateway") < 1000.0,
+        "{r}"
+    );
+    assert!(
+        r.pointer("/update/serving_new_price_after_ms/order service")
+            .unwrap()
+            .is_null(),
+        "{r}"
+    );
+}
