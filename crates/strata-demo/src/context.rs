@@ -12,6 +12,9 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::outbox::Relay;
 
+/// The staleness bound of every service's L1 when there is Redis.
+pub const STALENESS_BOUND: Duration = Duration::from_secs(2);
+
 /// Where a service keeps its data and reaches the others.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -98,9 +101,12 @@ impl Context {
 async fn cache_in(namespace: &str, redis: Option<&RedisConfig>) -> Result<HybridCache> {
     let builder = HybridCache::builder(namespace);
     let builder = match redis {
+        // With Redis, an instance that cannot vouch for its L1 (cut off from the log) reads
+        // L2 instead: no value older than the bound is served from L1.
         Some(r) => builder
             .l2(RedisStore::connect_with(r).await?)
-            .invalidation(RedisStreamLog::connect_with(r).await?),
+            .invalidation(RedisStreamLog::connect_with(r).await?)
+            .max_staleness(STALENESS_BOUND),
         None => builder,
     };
     Ok(builder.build().await?)

@@ -25,7 +25,7 @@ mod run;
 pub mod services;
 
 pub use consumer::{Consumer, Handled};
-pub use context::{Context, ServiceConfig};
+pub use context::{Context, STALENESS_BOUND, ServiceConfig};
 pub use db::Db;
 pub use error::{DemoError, Result};
 pub use event::{Event, EventId, Topic};
