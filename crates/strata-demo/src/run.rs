@@ -45,6 +45,11 @@ const SEED_USERS: i64 = 200;
 /// once it is listening.
 pub async fn run(args: RunArgs) -> Result<()> {
     let metrics = PrometheusBuilder::new()
+        // Histograms as buckets (not summaries), so alerts can take quantiles across instances.
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ])
+        .map_err(|e| DemoError::Config(format!("metrics: {e}")))?
         .install_recorder()
         .map_err(|e| DemoError::Config(format!("metrics: {e}")))?;
     let ctx = Context::start(&ServiceConfig {
