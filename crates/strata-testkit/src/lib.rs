@@ -11,9 +11,11 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod postgres;
 mod proxy;
 pub mod source;
 
+pub use postgres::PostgresServer;
 pub use proxy::Proxy;
 
 use std::io::{self, Read, Write};

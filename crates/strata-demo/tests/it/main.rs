@@ -3,4 +3,5 @@
 mod events;
 mod order;
 mod people_and_payments;
+mod postgres;
 mod product;
