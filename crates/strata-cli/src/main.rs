@@ -2,6 +2,8 @@
 //!
 //! - `strata demo`: the reference e-commerce landscape (five services, the gateway, Redis),
 //!   seeded, driven with a Zipf load, a product repriced mid-run, and reported on.
+//! - `strata stats`: hit rates per service over all instances, kept in Redis by each
+//!   instance (batched), refreshed live with `--watch`.
 //! - `strata gateway`: a caching reverse proxy (RFC 9111 shared cache, collapsing, purges)
 //!   over the same hybrid cache, shared by every gateway instance through Redis.
 //! - `strata bench <workload>`: runs the reference workloads of `WORKLOADS.md` against Strata
@@ -12,6 +14,7 @@
 mod bench;
 mod demo;
 mod gateway;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -32,6 +35,8 @@ enum Command {
     /// One service of the demo landscape (started by `strata demo`).
     #[command(hide = true)]
     DemoService(demo::ServiceArgs),
+    /// Hit rates per service over all instances, as kept in Redis (`--watch` to follow).
+    Stats(stats::StatsArgs),
     /// Run the caching reverse proxy.
     Gateway(gateway::GatewayArgs),
     /// Run a reference workload (W1–W4) and print its figures.
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::DemoService(args) => demo::service(args).await,
             Command::Gateway(args) => gateway::run(args).await,
+            Command::Stats(args) => stats::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchWorker(args) => bench::worker::run(args).await,
         }

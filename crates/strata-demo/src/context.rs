@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata::HybridCache;
-use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog, StatsReporter};
 
 use crate::db::Db;
 use crate::error::Result;
@@ -14,6 +14,9 @@ use crate::outbox::Relay;
 
 /// The staleness bound of every service's L1 when there is Redis.
 pub const STALENESS_BOUND: Duration = Duration::from_secs(2);
+
+/// How often each instance adds its cache counters to Redis.
+const STATS_EVERY: Duration = Duration::from_secs(2);
 
 /// Where a service keeps its data and reaches the others.
 #[derive(Debug, Clone)]
@@ -44,6 +47,7 @@ pub struct Context {
     /// Redis, if any.
     pub redis: Option<RedisConfig>,
     queries: Arc<AtomicU64>,
+    reporters: Arc<Vec<StatsReporter>>,
 }
 
 impl Context {
@@ -57,10 +61,16 @@ impl Context {
             .transpose()?;
         let cache = cache_in(&config.name, redis.as_ref()).await?;
         let reference = cache_in("reference", redis.as_ref()).await?;
+        let mut reporters = Vec::new();
         let relay = match &redis {
             Some(r) => {
-                let relay = Relay::new(db.clone(), r.connect().await?);
+                let conn = r.connect().await?;
+                let relay = Relay::new(db.clone(), conn.clone());
                 tokio::spawn(relay.clone().run(Duration::from_millis(200)));
+                // Hit rates over every instance, for `strata stats`.
+                for c in [&cache, &reference] {
+                    reporters.push(StatsReporter::start(c.clone(), conn.clone(), STATS_EVERY));
+                }
                 Some(relay)
             }
             None => None,
@@ -73,6 +83,7 @@ impl Context {
             relay,
             redis,
             queries: Arc::default(),
+            reporters: Arc::new(reporters),
         })
     }
 
@@ -82,6 +93,13 @@ impl Context {
         self.queries.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("strata_demo_db_queries_total", "service" => self.name.clone())
             .increment(1);
+    }
+
+    /// Sends the last counters to Redis (at shutdown).
+    pub async fn flush_stats(&self) {
+        for r in self.reporters.iter() {
+            let _ = r.flush().await;
+        }
     }
 
     /// Database queries made for cache misses so far.

@@ -104,7 +104,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             )));
         }
     };
-    let app = app.merge(observability(ctx, metrics));
+    let app = app.merge(observability(ctx.clone(), metrics));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| DemoError::Config(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -115,7 +115,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
-        .map_err(|e| DemoError::Config(format!("serving: {e}")))
+        .map_err(|e| DemoError::Config(format!("serving: {e}")))?;
+    ctx.flush_stats().await;
+    Ok(())
 }
 
 /// `/metrics` (Prometheus) and `/_stats` (this process's cache counters, for the demo's

@@ -18,7 +18,7 @@ use clap::Args;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use strata::{HybridCache, InvalidationLog, L1};
 use strata_http::HttpCache;
-use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog, StatsReporter};
 use tower_layer::Layer;
 
 use config::Config;
@@ -83,6 +83,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
     let builder = HybridCache::builder(config.namespace.clone())
         .l1(L1::with_max_bytes(config.l1_size.0))
         .max_value_bytes(max_body + ENTRY_OVERHEAD);
+    let mut reporter = None;
     let (cache, log, backend) = match &config.redis {
         Some(url) => {
             let redis = RedisConfig::from_url(url)?;
@@ -93,6 +94,12 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
                 .invalidation(RedisStreamLog::connect_with(&redis).await?)
                 .build()
                 .await?;
+            // Hit rates over every gateway instance, for `strata stats`.
+            reporter = Some(StatsReporter::start(
+                cache.clone(),
+                redis.connect().await?,
+                Duration::from_secs(2),
+            ));
             (cache, Some(log), "redis")
         }
         None => (builder.build().await?, None, "embedded"),
@@ -161,5 +168,8 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
         backend,
     });
     gateway.serve(listeners, Duration::from_secs(10)).await?;
+    if let Some(reporter) = reporter {
+        let _ = reporter.flush().await;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -48,6 +48,19 @@ fn the_landscape_serves_a_repriced_product_everywhere_within_the_bound() {
     }
     let services = r.pointer("/services").and_then(Value::as_array).unwrap();
     assert_eq!(services.len(), 5);
+    // Every process kept its counters in Redis: `strata stats` shows them across instances.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["stats", "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    for namespace in ["gateway", "product", "order", "inventory"] {
+        assert!(
+            table.lines().any(|l| l.starts_with(namespace)),
+            "{namespace} missing from:\n{table}"
+        );
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod outage;
 mod resilience;
 mod security;
 mod sentinel;
+mod stats;
 mod store;
 mod stream;
 mod write_behind;

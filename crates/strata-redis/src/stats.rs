@@ -1,0 +1,197 @@
+//! Hit rates across instances: each instance adds its counters' increments to one Redis hash
+//! per namespace (`<namespace>#stats`), in one round trip every few seconds — never per
+//! request — so `strata stats` can show a service's hit ratio over all its instances.
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use strata::{HybridCache, Stats};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::error::classify;
+
+/// The counters kept, in the order `strata stats` shows them.
+const FIELDS: [&str; 6] = [
+    "l1_hits",
+    "l2_hits",
+    "misses",
+    "coalesced",
+    "stale_served",
+    "loader_calls",
+];
+
+fn values(s: &Stats) -> [u64; 6] {
+    [
+        s.l1_hits,
+        s.l2_hits,
+        s.misses,
+        s.coalesced,
+        s.stale_served,
+        s.loader_calls,
+    ]
+}
+
+/// The hash of `namespace`'s counters.
+pub fn stats_key(namespace: &str) -> String {
+    format!("{namespace}#stats")
+}
+
+/// Adds a cache's counter increments to its namespace's hash: every `every` in the
+/// background (a pipeline of `HINCRBY`s and the time, only when something changed), and on
+/// [`flush`](Self::flush) — call it at shutdown so the last interval is not lost. Dropping
+/// the reporter stops the background task.
+pub struct StatsReporter {
+    inner: Arc<Reporter>,
+    task: JoinHandle<()>,
+}
+
+struct Reporter {
+    cache: HybridCache,
+    redis: ConnectionManager,
+    key: String,
+    sent: Mutex<[u64; 6]>,
+}
+
+impl Reporter {
+    async fn flush(&self) -> Result<(), strata::Error> {
+        // One flush at a time, so increments are never sent twice.
+        let mut sent = self.sent.lock().await;
+        let now = values(&self.cache.stats());
+        if now == *sent {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (i, field) in FIELDS.iter().enumerate() {
+            let delta = now[i].saturating_sub(sent[i]);
+            if delta > 0 {
+                pipe.hincr(&self.key, *field, delta).ignore();
+            }
+        }
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        pipe.hset(&self.key, "updated_ms", millis).ignore();
+        let mut conn = self.redis.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(classify)?;
+        *sent = now;
+        Ok(())
+    }
+}
+
+impl StatsReporter {
+    /// Reports `cache`'s counters to `redis` every `every`.
+    pub fn start(cache: HybridCache, redis: ConnectionManager, every: Duration) -> StatsReporter {
+        let inner = Arc::new(Reporter {
+            key: stats_key(cache.namespace()),
+            cache,
+            redis,
+            sent: Mutex::new([0; 6]),
+        });
+        let background = inner.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(error) = background.flush().await {
+                    tracing::debug!(%error, "stats flush failed; retried next time");
+                }
+            }
+        });
+        StatsReporter { inner, task }
+    }
+
+    /// Sends what changed since the last flush now.
+    pub async fn flush(&self) -> Result<(), strata::Error> {
+        self.inner.flush().await
+    }
+}
+
+impl Drop for StatsReporter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One namespace's counters over all its instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceStats {
+    /// The namespace (a service).
+    pub namespace: String,
+    /// Hits in an L1.
+    pub l1_hits: u64,
+    /// Hits in L2.
+    pub l2_hits: u64,
+    /// Misses (loads, or waits on another's load).
+    pub misses: u64,
+    /// Misses answered by another caller's load.
+    pub coalesced: u64,
+    /// Stale values served (stale-while-revalidate, fail-safe).
+    pub stale_served: u64,
+    /// Loader calls (reads of the source).
+    pub loader_calls: u64,
+    /// When an instance last reported (unix ms).
+    pub updated_ms: u64,
+}
+
+impl NamespaceStats {
+    /// Hits over reads (0 without reads).
+    pub fn hit_ratio(&self) -> f64 {
+        let hits = (self.l1_hits + self.l2_hits) as f64;
+        let reads = hits + self.misses as f64;
+        if reads == 0.0 { 0.0 } else { hits / reads }
+    }
+}
+
+/// Every namespace's counters kept in Redis, by name.
+pub async fn read_stats(
+    redis: &mut ConnectionManager,
+) -> Result<Vec<NamespaceStats>, strata::Error> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("*#stats")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(redis)
+            .await
+            .map_err(classify)?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let fields: Vec<(String, u64)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(redis)
+            .await
+            .unwrap_or_default();
+        let mut s = NamespaceStats {
+            namespace: key.trim_end_matches("#stats").to_owned(),
+            ..NamespaceStats::default()
+        };
+        for (field, value) in fields {
+            match field.as_str() {
+                "l1_hits" => s.l1_hits = value,
+                "l2_hits" => s.l2_hits = value,
+                "misses" => s.misses = value,
+                "coalesced" => s.coalesced = value,
+                "stale_served" => s.stale_served = value,
+                "loader_calls" => s.loader_calls = value,
+                "updated_ms" => s.updated_ms = value,
+                _ => {}
+            }
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
