@@ -57,6 +57,14 @@ impl Db {
         Db::open(&format!("sqlite://{}", path.display()), service).await
     }
 
+    /// Whether `table` has no rows (seeding runs once). `table` is one of ours, never input.
+    pub async fn is_empty(&self, table: &'static str) -> Result<bool> {
+        let row = sqlx::query(&format!("SELECT 1 AS one FROM {table} LIMIT 1"))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_none())
+    }
+
     /// The pool.
     pub fn pool(&self) -> &AnyPool {
         &self.pool

@@ -80,11 +80,7 @@ pub fn router(ctx: Context) -> Router {
 /// Seeds `categories` categories and `products` products (ids from 1), unless present.
 pub async fn seed(ctx: &Context, categories: i64, products: i64) -> Result<()> {
     let pool = ctx.db.pool();
-    let have: i64 = sqlx::query("SELECT COUNT(*) AS n FROM products")
-        .fetch_one(pool)
-        .await?
-        .try_get("n")?;
-    if have > 0 {
+    if !ctx.db.is_empty("products").await? {
         return Ok(());
     }
     let mut tx = pool.begin().await?;

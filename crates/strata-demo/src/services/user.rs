@@ -70,11 +70,7 @@ pub fn router(ctx: Context) -> Router {
 /// Countries and `users` users, unless present.
 pub async fn seed(ctx: &Context, users: i64) -> Result<()> {
     let pool = ctx.db.pool();
-    let have: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")
-        .fetch_one(pool)
-        .await?
-        .try_get("n")?;
-    if have > 0 {
+    if !ctx.db.is_empty("users").await? {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
