@@ -116,16 +116,17 @@ async fn load_product(ctx: &Context, id: i64) -> Result<Option<Product>> {
     .bind(id)
     .fetch_optional(ctx.db.pool())
     .await?;
-    row.map(|r| {
-        Ok(Product {
-            id: r.try_get("id")?,
-            category_id: r.try_get("category_id")?,
-            name: r.try_get("name")?,
-            price_cents: r.try_get("price_cents")?,
-            version: r.try_get("version")?,
-        })
+    Ok(row.as_ref().map(product_of).transpose()?)
+}
+
+fn product_of(r: &sqlx::any::AnyRow) -> Result<Product, sqlx::Error> {
+    Ok(Product {
+        id: r.try_get("id")?,
+        category_id: r.try_get("category_id")?,
+        name: r.try_get("name")?,
+        price_cents: r.try_get("price_cents")?,
+        version: r.try_get("version")?,
     })
-    .transpose()
 }
 
 /// A product through the cache: tagged by product and category, "not found" cached too.
@@ -209,13 +210,7 @@ pub async fn update_price(ctx: &Context, id: i64, price_cents: i64) -> Result<Op
     let Some(row) = updated else {
         return Ok(None);
     };
-    let product = Product {
-        id: row.try_get("id")?,
-        category_id: row.try_get("category_id")?,
-        name: row.try_get("name")?,
-        price_cents: row.try_get("price_cents")?,
-        version: row.try_get("version")?,
-    };
+    let product = product_of(&row)?;
     Outbox::append(
         &mut tx,
         &Event::ProductChanged {
@@ -278,15 +273,7 @@ async fn get_listing(State(ctx): State<Context>, Path(id): Path<i64>) -> Respons
                 .fetch_all(loader_ctx.db.pool())
                 .await?;
                 rows.iter()
-                    .map(|r| {
-                        Ok(Product {
-                            id: r.try_get("id")?,
-                            category_id: r.try_get("category_id")?,
-                            name: r.try_get("name")?,
-                            price_cents: r.try_get("price_cents")?,
-                            version: r.try_get("version")?,
-                        })
-                    })
+                    .map(product_of)
                     .collect::<Result<Vec<_>, sqlx::Error>>()
             },
         )

@@ -3,29 +3,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::context;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use strata_demo::services::order::{self, Quote, Upstreams};
 use strata_demo::services::{inventory, product};
-use strata_demo::{Context, Remote, ServiceConfig};
+use strata_demo::{Context, Remote};
 use strata_testkit::{RedisServer, eventually};
 use tokio::sync::oneshot;
 use tower_service::Service;
-
-async fn context(name: &str, redis: &RedisServer, dir: &tempfile::TempDir) -> Context {
-    Context::start(&ServiceConfig {
-        name: name.into(),
-        database_url: format!(
-            "sqlite://{}",
-            dir.path().join(format!("{name}.db")).display()
-        ),
-        redis_url: Some(redis.url()),
-    })
-    .await
-    .unwrap()
-}
 
 /// Serves `router` on a loopback port until the sender is used or dropped.
 async fn serve(router: Router) -> (SocketAddr, oneshot::Sender<()>) {

@@ -2,27 +2,14 @@
 
 use std::time::Duration;
 
+use crate::context;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use strata_demo::services::{payment, user};
-use strata_demo::{Context, ServiceConfig};
 use strata_testkit::{RedisServer, eventually};
 use tower_service::Service;
-
-async fn context(name: &str, redis: &RedisServer, dir: &tempfile::TempDir) -> Context {
-    Context::start(&ServiceConfig {
-        name: name.into(),
-        database_url: format!(
-            "sqlite://{}",
-            dir.path().join(format!("{name}.db")).display()
-        ),
-        redis_url: Some(redis.url()),
-    })
-    .await
-    .unwrap()
-}
 
 async fn call(
     router: &Router,

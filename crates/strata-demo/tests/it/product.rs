@@ -6,18 +6,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use strata_demo::Context;
 use strata_demo::services::product::{self, Product};
-use strata_demo::{Context, ServiceConfig};
 use strata_testkit::{RedisServer, eventually};
 use tower_service::Service;
 
 async fn instance(redis: &RedisServer, dir: &tempfile::TempDir) -> (Context, Router) {
-    let config = ServiceConfig {
-        name: "product".into(),
-        database_url: format!("sqlite://{}", dir.path().join("product.db").display()),
-        redis_url: Some(redis.url()),
-    };
-    let ctx = Context::start(&config).await.unwrap();
+    let ctx = crate::context("product", redis, dir).await;
     product::seed(&ctx, 3, 30).await.unwrap();
     (ctx.clone(), product::router(ctx))
 }

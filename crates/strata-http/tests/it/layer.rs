@@ -303,13 +303,13 @@ async fn stale_if_error_serves_stale_when_the_origin_fails() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.cache_status());
     assert_eq!((r.x_cache(), r.body.as_str()), ("STALE", "b v0"));
+    // The origin was asked (the client's no-cache), failed with 503, and the stale copy answered.
+    let cs = r.cache_status();
     assert!(
-        r.cache_status()
-            .contains("fwd-status=503; detail=stale-if-error")
-            || r.cache_status().contains("detail=stale-if-error"),
-        "{}",
-        r.cache_status()
+        cs.starts_with("strata; hit; fwd=request; fwd-status=503; ttl="),
+        "{cs}"
     );
+    assert!(cs.ends_with("; detail=stale-if-error"), "{cs}");
 }
 
 #[tokio::test]
@@ -580,9 +580,10 @@ async fn debug_shows_the_key() {
     let r = app
         .send(Request::get("/products/7?x=1").body(Body::empty()).unwrap())
         .await;
+    // The key's field separator (a newline) is not header-safe and is left out.
     assert!(
-        r.cache_status().contains("key=\"http:api\\n")
-            || r.cache_status().contains("key=\"http:api"),
+        r.cache_status()
+            .contains(r#"key="http:api/products/7?x=1""#),
         "{}",
         r.cache_status()
     );
