@@ -57,6 +57,47 @@ impl Db {
         Db::open(&format!("sqlite://{}", path.display()), service).await
     }
 
+    /// On the PostgreSQL server at `server_url` (`postgres://user:password@host:port/db`),
+    /// `service`'s own database `strata_<service>`, created when missing; its URL. One server
+    /// can so hold the whole landscape, each service still owning its database.
+    pub async fn provision(server_url: &str, service: &str) -> Result<String> {
+        sqlx::any::install_default_drivers();
+        if !(server_url.starts_with("postgres://") || server_url.starts_with("postgresql://")) {
+            return Err(DemoError::Config(format!(
+                "a PostgreSQL server URL (postgres://…) is needed, not {server_url:?}"
+            )));
+        }
+        migrator(service)?; // a service we know: its name is safe in SQL below
+        let database = format!("strata_{service}");
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(server_url)
+            .await?;
+        let exists = sqlx::query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
+            .bind(&database)
+            .fetch_optional(&pool)
+            .await?
+            .is_some();
+        if !exists {
+            // Two demos starting at once may race here: the loser finds it made.
+            if let Err(e) = sqlx::query(&format!("CREATE DATABASE {database}"))
+                .execute(&pool)
+                .await
+            {
+                let made = sqlx::query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
+                    .bind(&database)
+                    .fetch_optional(&pool)
+                    .await?
+                    .is_some();
+                if !made {
+                    return Err(e.into());
+                }
+            }
+        }
+        pool.close().await;
+        Ok(with_database(server_url, &database))
+    }
+
     /// Whether `table` has no rows (seeding runs once). `table` is one of ours, never input.
     pub async fn is_empty(&self, table: &'static str) -> Result<bool> {
         let row = sqlx::query(&format!("SELECT 1 AS one FROM {table} LIMIT 1"))
@@ -71,6 +112,24 @@ impl Db {
     }
 }
 
+/// `url` with its path (the database) replaced by `database`, its query kept.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_at = base.find("://").map_or(0, |i| i + 3);
+    let end = base[authority_at..]
+        .find('/')
+        .map_or(base.len(), |i| authority_at + i);
+    let mut out = format!("{}/{database}", &base[..end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 fn migrator(service: &str) -> Result<&'static Migrator> {
     match service {
         "product" => Ok(&PRODUCT),
@@ -81,5 +140,28 @@ fn migrator(service: &str) -> Result<&'static Migrator> {
         other => Err(DemoError::Config(format!(
             "no migrations for service {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_server_url_gets_the_services_database() {
+        for (url, want) in [
+            (
+                "postgres://u:p@h:5432/postgres",
+                "postgres://u:p@h:5432/strata_x",
+            ),
+            ("postgres://u@h:5432", "postgres://u@h:5432/strata_x"),
+            (
+                "postgres://h/db?sslmode=require",
+                "postgres://h/strata_x?sslmode=require",
+            ),
+            ("postgresql://h:1/", "postgresql://h:1/strata_x"),
+        ] {
+            assert_eq!(with_database(url, "strata_x"), want, "{url}");
+        }
     }
 }

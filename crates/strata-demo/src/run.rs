@@ -28,6 +28,8 @@ pub struct RunArgs {
     pub database_url: String,
     /// Redis, if any.
     pub redis_url: Option<String>,
+    /// The user service's address (the order service reads it).
+    pub user_url: Option<String>,
     /// The product service's address (the order service reads it).
     pub product_url: Option<String>,
     /// The inventory service's address (the order service reads it).
@@ -85,15 +87,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 })
             };
             let deadline = Duration::from_millis(500);
+            let remote = |service, url| Remote::new("order", service, url, deadline);
             order::router(
                 ctx.clone(),
                 order::Upstreams {
-                    product: Remote::new("product", &need(&args.product_url, "product")?, deadline),
-                    inventory: Remote::new(
-                        "inventory",
-                        &need(&args.inventory_url, "inventory")?,
-                        deadline,
-                    ),
+                    user: remote("user", &need(&args.user_url, "user")?),
+                    product: remote("product", &need(&args.product_url, "product")?),
+                    inventory: remote("inventory", &need(&args.inventory_url, "inventory")?),
                 },
             )
         }

@@ -151,6 +151,19 @@ impl PostgresServer {
 
     /// Creates `database`.
     pub fn create_database(&self, database: &str) {
+        self.psql(&format!("CREATE DATABASE \"{database}\""));
+    }
+
+    /// The names of its databases.
+    pub fn databases(&self) -> Vec<String> {
+        self.psql("SELECT datname FROM pg_database")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Runs `sql` with `psql` (as the superuser, in `postgres`); its unaligned output.
+    fn psql(&self, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-h",
@@ -161,16 +174,18 @@ impl PostgresServer {
                 "strata",
                 "-d",
                 "postgres",
+                "-At",
                 "-c",
             ])
-            .arg(format!("CREATE DATABASE \"{database}\""))
+            .arg(sql)
             .output()
             .expect("run psql");
         assert!(
             out.status.success(),
-            "{}",
+            "{sql}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 

@@ -110,7 +110,10 @@ pub use invalidation::{InvalidationLog, MemoryLog};
 pub use l1::L1;
 pub use lease::{Lease, MemoryLease};
 pub use options::{EntryOptions, Loaded};
-pub use resilience::{BreakerConfig, BreakerState, Bulkhead, Health, Resilience, RetryPolicy};
+pub use resilience::{
+    BreakerConfig, BreakerError, BreakerState, Bulkhead, CircuitBreaker, Health, Resilience,
+    RetryPolicy,
+};
 pub use stats::Stats;
 pub use store::{Generation, L2Store, LoadStart, MemoryStore, WriteMode};
 pub use write_behind::{Flusher, MemoryWriteQueue, QueuedWrite, WriteQueue};

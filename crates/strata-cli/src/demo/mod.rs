@@ -2,6 +2,7 @@
 //! and database), the gateway in front, Redis between them — seeded, driven, and reported on.
 
 mod load;
+mod outage;
 mod processes;
 
 use std::path::PathBuf;
@@ -32,9 +33,17 @@ pub(crate) struct DemoArgs {
     /// Where the gateway listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    /// Where the databases go (default: a temporary directory, removed at exit).
+    /// Where the SQLite databases go (default: a temporary directory, removed at exit).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// A PostgreSQL server (`postgres://user:password@host:port/db`; else `$DATABASE_URL`;
+    /// else SQLite files): each service gets its own database `strata_<service>` there,
+    /// created when missing.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Skip the outage (the inventory service killed and restarted after the load).
+    #[arg(long)]
+    no_outage: bool,
     /// Leave everything running after the report, until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
@@ -58,6 +67,9 @@ pub(crate) struct ServiceArgs {
     /// Redis.
     #[arg(long)]
     redis: Option<String>,
+    /// The user service (for the order service).
+    #[arg(long)]
+    user_url: Option<String>,
     /// The product service (for the order service).
     #[arg(long)]
     product_url: Option<String>,
@@ -75,6 +87,7 @@ pub(crate) async fn service(args: ServiceArgs) -> Result<ExitCode, BoxError> {
         listen: args.listen,
         database_url: args.database_url,
         redis_url: args.redis,
+        user_url: args.user_url,
         product_url: args.product_url,
         inventory_url: args.inventory_url,
         seed: args.seed,
@@ -116,13 +129,33 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
             temp.path().to_owned()
         }
     };
+    // Each service's database: its own on the PostgreSQL server, else a SQLite file.
+    let postgres = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+    let mut databases = std::collections::HashMap::new();
+    for name in SERVICES {
+        let url = match &postgres {
+            Some(server) => strata_demo::Db::provision(server, name).await?,
+            None => format!("sqlite://{}", data.join(format!("{name}.db")).display()),
+        };
+        databases.insert(name, url);
+    }
+    eprintln!(
+        "databases: {}",
+        match &postgres {
+            Some(_) => "PostgreSQL, one database per service (strata_<service>)".to_owned(),
+            None => format!("SQLite files in {}", data.display()),
+        }
+    );
     let service_args = |name: &str, extra: &[String]| {
         let mut a = vec![
             "demo-service".to_owned(),
             "--service".into(),
             name.into(),
             "--database-url".into(),
-            format!("sqlite://{}", data.join(format!("{name}.db")).display()),
+            databases.get(name).cloned().unwrap_or_default(),
             "--seed".into(),
         ];
         if let Some(url) = &redis {
@@ -148,7 +181,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
             .unwrap_or_default()
     };
     let order_extra = [
-        "--product-url".to_owned(),
+        "--user-url".to_owned(),
+        url_of("user", &services),
+        "--product-url".into(),
         url_of("product", &services),
         "--inventory-url".into(),
         url_of("inventory", &services),
@@ -193,7 +228,18 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
     let (_, gateway_metrics) = http
         .send("GET", &format!("{}/metrics", gateway.url()), "")
         .await?;
-    let report = report(
+    let outage = if args.no_outage {
+        serde_json::Value::Null
+    } else {
+        let order = url_of("order", &services);
+        let inventory = services
+            .iter_mut()
+            .find(|p| p.name == "inventory")
+            .ok_or("no inventory service")?;
+        eprintln!("killing the inventory service; the order service goes on without it");
+        outage::inventory_down(&http, &order, inventory).await?
+    };
+    let mut report = report(
         &measured,
         &stats,
         &gateway_hits(&gateway_metrics),
@@ -202,6 +248,13 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
         redis.is_some(),
         &token,
     );
+    report["database"] = if postgres.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+    .into();
+    report["inventory_down"] = outage;
     if args.json {
         println!("{report}");
     } else {
@@ -213,7 +266,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
     }
     drop(gateway);
     drop(services);
-    Ok(if measured.errors == 0 {
+    let outage_errors = report
+        .pointer("/inventory_down/errors")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    Ok(if measured.errors == 0 && outage_errors == 0.0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -422,6 +479,30 @@ fn print_report(r: &serde_json::Value) {
     }
     if !r.get("redis").and_then(|v| v.as_bool()).unwrap_or(false) {
         println!("  (no Redis: other processes' caches keep the old price until their TTLs end)");
+    }
+    if let Some(o) = r.get("inventory_down").filter(|o| !o.is_null()) {
+        println!(
+            "\ninventory service killed: the order service answered {:.0} quotes in {} s, \
+             {:.0} errors, {:.0} from stale stock levels, {:.0} with the level unknown; \
+             its breaker {}",
+            f(o, "/quotes"),
+            outage::DOWN_FOR.as_secs(),
+            f(o, "/errors"),
+            f(o, "/stale_served"),
+            f(o, "/units_unknown"),
+            if o.get("breaker_opened") == Some(&serde_json::Value::Bool(true)) {
+                "opened (calls to inventory fail at once)"
+            } else {
+                "stayed closed"
+            }
+        );
+        match o
+            .pointer("/breaker_closed_after_restart_ms")
+            .and_then(|v| v.as_f64())
+        {
+            Some(ms) => println!("restarted: breaker closed again after {ms:.0} ms"),
+            None => println!("restarted: breaker still not closed after 15 s"),
+        }
     }
     println!("\nopen:");
     if let Some(urls) = r.get("urls") {

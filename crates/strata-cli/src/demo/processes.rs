@@ -12,55 +12,80 @@ pub(crate) struct Process {
     pub(crate) name: String,
     pub(crate) addr: SocketAddr,
     child: Child,
+    args: Vec<String>,
+    marker: String,
 }
 
 impl Process {
     /// Runs this binary with `args` and waits for the line `<marker> http://<addr>` on its
     /// stderr.
     pub(crate) fn start(name: &str, args: &[String], marker: &str) -> Result<Process, BoxError> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let marker = format!("{marker} http://");
-        let name_owned = name.to_owned();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(rest) = line.split(&marker).nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    sent = tx.send(Ok(addr)).is_ok();
-                } else if !sent && line.starts_with("error") {
-                    let _ = tx.send(Err(line.clone()));
-                }
-                // After start-up, the child's warnings still reach the user.
-                if sent && (line.contains("WARN") || line.starts_with("error")) {
-                    eprintln!("[{name_owned}] {line}");
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(addr)) => addr.parse()?,
-            Ok(Err(line)) => return Err(format!("{name} failed to start: {line}").into()),
-            Err(_) => {
-                let _ = child.kill();
-                return Err(format!("{name} did not start within 60 s").into());
-            }
-        };
+        let (child, addr) = spawn(name, args, marker)?;
         Ok(Process {
             name: name.to_owned(),
             addr,
             child,
+            args: args.to_vec(),
+            marker: marker.to_owned(),
         })
     }
 
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Kills it outright (SIGKILL: a crash, no draining).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, on the same address (the others know it there).
+    pub(crate) fn restart(&mut self) -> Result<(), BoxError> {
+        let mut args = self.args.clone();
+        args.extend(["--listen".to_owned(), self.addr.to_string()]);
+        let (child, _) = spawn(&self.name, &args, &self.marker)?;
+        self.child = child;
+        Ok(())
+    }
+}
+
+/// Runs this binary with `args` and waits for the line `<marker> http://<addr>` on its stderr.
+fn spawn(name: &str, args: &[String], marker: &str) -> Result<(Child, SocketAddr), BoxError> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = format!("{marker} http://");
+    let name_owned = name.to_owned();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(rest) = line.split(&marker).nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                sent = tx.send(Ok(addr)).is_ok();
+            } else if !sent && line.starts_with("error") {
+                let _ = tx.send(Err(line.clone()));
+            }
+            // After start-up, the child's warnings still reach the user.
+            if sent && (line.contains("WARN") || line.starts_with("error")) {
+                eprintln!("[{name_owned}] {line}");
+            }
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(addr)) => addr.parse()?,
+        Ok(Err(line)) => return Err(format!("{name} failed to start: {line}").into()),
+        Err(_) => {
+            let _ = child.kill();
+            return Err(format!("{name} did not start within 60 s").into());
+        }
+    };
+    Ok((child, addr))
 }
 
 impl Drop for Process {

@@ -1,9 +1,9 @@
-//! `strata demo` end to end: five service processes, the gateway, Redis.
+//! `strata demo` end to end: five service processes, the gateway, Redis, PostgreSQL.
 
 use std::process::Command;
 
 use serde_json::Value;
-use strata_testkit::RedisServer;
+use strata_testkit::{PostgresServer, RedisServer};
 
 fn demo(extra: &[&str], path: Option<&str>) -> (Value, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -34,9 +34,24 @@ fn f(v: &Value, pointer: &str) -> f64 {
 }
 
 #[test]
-fn the_landscape_serves_a_repriced_product_everywhere_within_the_bound() {
+fn on_postgres_a_repriced_product_is_served_everywhere_within_the_bound_and_a_dead_inventory_degrades_orders_to_stale()
+ {
     let redis = RedisServer::start();
-    let (r, _) = demo(&["--redis", &redis.url()], None);
+    let pg = PostgresServer::start();
+    let (r, stderr) = demo(
+        &[
+            "--redis",
+            &redis.url(),
+            "--database-url",
+            &pg.url("postgres"),
+        ],
+        None,
+    );
+    assert_eq!(
+        r.get("database"),
+        Some(&Value::from("postgres")),
+        "{stderr}"
+    );
     assert_eq!(f(&r, "/errors"), 0.0, "{r}");
     assert!(f(&r, "/requests") > 100.0, "{r}");
     assert!(f(&r, "/gateway_cache/hit_ratio") > 0.5, "{r}");
@@ -48,6 +63,31 @@ fn the_landscape_serves_a_repriced_product_everywhere_within_the_bound() {
     }
     let services = r.pointer("/services").and_then(Value::as_array).unwrap();
     assert_eq!(services.len(), 5);
+    // The inventory service was killed after the load: every quote the order service gave
+    // meanwhile was a 200 with a stock level — the last known one — not an error.
+    assert!(f(&r, "/inventory_down/quotes") > 20.0, "{r}");
+    assert_eq!(f(&r, "/inventory_down/errors"), 0.0, "{r}");
+    assert_eq!(f(&r, "/inventory_down/units_unknown"), 0.0, "{r}");
+    assert!(f(&r, "/inventory_down/stale_served") > 0.0, "{r}");
+    assert_eq!(
+        r.pointer("/inventory_down/breaker_opened"),
+        Some(&Value::Bool(true)),
+        "{r}"
+    );
+    // Restarted, it is called again: the breaker's probe closed it.
+    assert!(
+        f(&r, "/inventory_down/breaker_closed_after_restart_ms") < 15_000.0,
+        "{r}"
+    );
+    // The landscape's data is in PostgreSQL, one database per service.
+    for service in ["product", "inventory", "order"] {
+        let db = format!("strata_{service}");
+        assert!(
+            pg.databases().contains(&db),
+            "{db} not in {:?}",
+            pg.databases()
+        );
+    }
     // Every process kept its counters in Redis: `strata stats` shows them across instances.
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["stats", "--redis", &redis.url()])

@@ -1,12 +1,17 @@
-//! The order service: composes products and stock from the other services over HTTP,
-//! through its own caches, and degrades to stale data when one of them is down.
+//! The order service: composes buyers, products and stock from the other services over
+//! HTTP, through its own caches and behind a circuit breaker per service, and degrades to
+//! stale data when one of them is down.
 //!
 //! Caching policy:
+//! - a buyer's profile from the user service: 5 min, evicted by `UserUpdated`; fail-safe for
+//!   an hour. Private data, but this cache is the order service's own namespace and the key
+//!   is the user's: nothing here is served to anyone else;
 //! - a product read from the product service: 5 min, tagged `product:<id>`, evicted by
 //!   `ProductChanged`; fail-safe for an hour;
 //! - a stock level from the inventory service: 2 s (it changes often), evicted by
-//!   `InventoryChanged`; fail-safe for 10 min — when inventory is down, quotes and orders
-//!   go on with the last known level instead of failing;
+//!   `InventoryChanged`; fail-safe for 10 min, retried every second — when inventory is down, quotes and orders
+//!   go on with the last known level instead of failing, and a quote for a product whose
+//!   level was never known says `units: null` rather than failing;
 //! - orders: owner-only, never shared (`Cache-Control: private, no-store`), not cached.
 
 use std::sync::Arc;
@@ -24,6 +29,7 @@ use strata::EntryOptions;
 
 use super::inventory::Stock;
 use super::product::Product;
+use super::user::User;
 use crate::consumer::{Consumer, Handled};
 use crate::context::Context;
 use crate::error::{DemoError, Result};
@@ -33,6 +39,8 @@ use crate::remote::Remote;
 /// The services the order service reads.
 #[derive(Clone, Debug)]
 pub struct Upstreams {
+    /// The user service.
+    pub user: Remote,
     /// The product service.
     pub product: Remote,
     /// The inventory service.
@@ -54,8 +62,9 @@ pub struct Quote {
     pub name: String,
     /// Its price.
     pub price_cents: i64,
-    /// Units in stock (possibly the last known level, if inventory is unreachable).
-    pub units: i64,
+    /// Units in stock: possibly the last known level when inventory is unreachable, `None`
+    /// when it is unreachable and no level was ever known.
+    pub units: Option<i64>,
 }
 
 /// An order to place.
@@ -82,6 +91,8 @@ pub struct Order {
     pub quantity: i64,
     /// Price × quantity when ordered.
     pub total_cents: i64,
+    /// The buyer's name and country, from the user service when ordered.
+    pub ship_to: String,
 }
 
 /// The service's routes; starts its event consumer when there is Redis.
@@ -92,7 +103,7 @@ pub fn router(ctx: Context, up: Upstreams) -> Router {
             redis,
             "order",
             &format!("order-{}", std::process::id()),
-            &[Topic::Products, Topic::Inventory],
+            &[Topic::Products, Topic::Inventory, Topic::Users],
         );
         let cache = ctx.cache.clone();
         tokio::spawn(consumer.run(move |event| evict(cache.clone(), event)));
@@ -115,7 +126,9 @@ async fn evict(cache: strata::HybridCache, event: Event) -> Handled {
                 .invalidate(&format!("remote:stock:{product_id}"))
                 .await
         }
-        Event::UserUpdated { .. } => Ok(()),
+        Event::UserUpdated { user_id, .. } => {
+            cache.invalidate(&format!("remote:user:{user_id}")).await
+        }
     };
     match done {
         Ok(()) => Handled::Done,
@@ -127,6 +140,22 @@ async fn evict(cache: strata::HybridCache, event: Event) -> Handled {
 }
 
 impl Service {
+    async fn buyer(&self, id: i64) -> Result<Option<Arc<User>>> {
+        let remote = self.up.user.clone();
+        let options =
+            EntryOptions::ttl(Duration::from_secs(300)).fail_safe(Duration::from_secs(3600));
+        Ok(self
+            .ctx
+            .cache
+            .get_or_load_optional(
+                &format!("remote:user:{id}"),
+                &options,
+                // On the buyer's behalf: profiles are their owner's only.
+                move || async move { remote.get_for::<User>(&format!("/users/{id}"), id).await },
+            )
+            .await?)
+    }
+
     async fn product(&self, id: i64) -> Result<Option<Arc<Product>>> {
         let remote = self.up.product.clone();
         let options = EntryOptions::ttl(Duration::from_secs(300))
@@ -145,7 +174,11 @@ impl Service {
 
     async fn stock(&self, id: i64) -> Result<Option<Arc<Stock>>> {
         let remote = self.up.inventory.clone();
-        let options = EntryOptions::ttl(Duration::from_secs(2)).fail_safe(Duration::from_secs(600));
+        // Stale levels are retried every second (not the default 30 s): stock moves, and a
+        // retry is cheap while inventory is down — its breaker answers at once.
+        let options = EntryOptions::ttl(Duration::from_secs(2))
+            .fail_safe(Duration::from_secs(600))
+            .fail_safe_throttle(Duration::from_secs(1));
         Ok(self
             .ctx
             .cache
@@ -159,14 +192,22 @@ impl Service {
 
     async fn quote(&self, id: i64) -> Result<Option<Quote>> {
         let (product, stock) = tokio::join!(self.product(id), self.stock(id));
-        let (Some(product), stock) = (product?, stock?) else {
+        let Some(product) = product? else {
             return Ok(None);
+        };
+        let units = match stock {
+            Ok(stock) => Some(stock.map_or(0, |s| s.units)),
+            // Unreachable and never known: say so, and still quote the price.
+            Err(error) => {
+                tracing::warn!(%error, product = id, "stock unknown");
+                None
+            }
         };
         Ok(Some(Quote {
             product_id: id,
             name: product.name.clone(),
             price_cents: product.price_cents,
-            units: stock.map_or(0, |s| s.units),
+            units,
         }))
     }
 }
@@ -188,13 +229,29 @@ async fn post_order(State(s): State<Service>, Json(new): Json<NewOrder>) -> Resp
     if new.quantity <= 0 {
         return (StatusCode::UNPROCESSABLE_ENTITY, "quantity must be > 0").into_response();
     }
-    let quote = match s.quote(new.product_id).await {
+    let (buyer, quote) = tokio::join!(s.buyer(new.user_id), s.quote(new.product_id));
+    let buyer = match buyer {
+        Ok(Some(b)) => b,
+        Ok(None) => return (StatusCode::UNPROCESSABLE_ENTITY, "no such user").into_response(),
+        Err(e) => return unavailable(e),
+    };
+    let quote = match quote {
         Ok(Some(q)) => q,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such product").into_response(),
         Err(e) => return unavailable(e),
     };
-    if quote.units < new.quantity {
-        return (StatusCode::CONFLICT, "not enough in stock").into_response();
+    match quote.units {
+        None => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stock unknown: the inventory service is unreachable",
+            )
+                .into_response();
+        }
+        Some(units) if units < new.quantity => {
+            return (StatusCode::CONFLICT, "not enough in stock").into_response();
+        }
+        Some(_) => {}
     }
     let order = Order {
         // Time-ordered and unique enough for a demo across instances.
@@ -203,16 +260,18 @@ async fn post_order(State(s): State<Service>, Json(new): Json<NewOrder>) -> Resp
         product_id: new.product_id,
         quantity: new.quantity,
         total_cents: quote.price_cents * new.quantity,
+        ship_to: format!("{}, {}", buyer.name, buyer.country),
     };
     let inserted = sqlx::query(
-        "INSERT INTO orders (id, user_id, product_id, quantity, total_cents, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO orders (id, user_id, product_id, quantity, total_cents, ship_to, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(order.id)
     .bind(order.user_id)
     .bind(order.product_id)
     .bind(order.quantity)
     .bind(order.total_cents)
+    .bind(&order.ship_to)
     .bind(now_ms())
     .execute(s.ctx.db.pool())
     .await;
@@ -237,7 +296,7 @@ async fn get_order(State(s): State<Service>, Path(id): Path<i64>, headers: Heade
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let row = sqlx::query(
-        "SELECT id, user_id, product_id, quantity, total_cents FROM orders WHERE id = $1",
+        "SELECT id, user_id, product_id, quantity, total_cents, ship_to FROM orders WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(s.ctx.db.pool())
@@ -261,5 +320,6 @@ fn order_of(r: &sqlx::any::AnyRow) -> Result<Order, sqlx::Error> {
         product_id: r.try_get("product_id")?,
         quantity: r.try_get("quantity")?,
         total_cents: r.try_get("total_cents")?,
+        ship_to: r.try_get("ship_to")?,
     })
 }

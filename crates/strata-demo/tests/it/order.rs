@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use strata_demo::services::order::{self, Quote, Upstreams};
+use strata_demo::services::user::{self, ProfileChange};
 use strata_demo::services::{inventory, product};
 use strata_demo::{Context, Remote};
 use strata_testkit::{RedisServer, eventually};
@@ -35,9 +36,13 @@ struct Landscape {
     product: Context,
     inventory: Context,
     order: Context,
+    user: Context,
     orders: Router,
+    /// The order service's view of inventory (its breaker is the order service's).
+    inventory_remote: Remote,
     stop_inventory: Option<oneshot::Sender<()>>,
     _stop_product: oneshot::Sender<()>,
+    _stop_user: oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,24 +52,34 @@ async fn landscape(redis: &RedisServer) -> Landscape {
     product::seed(&product, 3, 30).await.unwrap();
     let inventory = context("inventory", redis, &dir).await;
     inventory::seed(&inventory, 30).await.unwrap();
+    let user = context("user", redis, &dir).await;
+    user::seed(&user, 5).await.unwrap();
     let order = context("order", redis, &dir).await;
     let (product_at, stop_product) = serve(product::router(product.clone())).await;
     let (inventory_at, stop_inventory) = serve(inventory::router(inventory.clone())).await;
+    let (user_at, stop_user) = serve(user::router(user.clone())).await;
     let deadline = Duration::from_millis(500);
+    let remote =
+        |service, at: SocketAddr| Remote::new("order", service, &format!("http://{at}"), deadline);
+    let inventory_remote = remote("inventory", inventory_at);
     let orders = order::router(
         order.clone(),
         Upstreams {
-            product: Remote::new("product", &format!("http://{product_at}"), deadline),
-            inventory: Remote::new("inventory", &format!("http://{inventory_at}"), deadline),
+            user: remote("user", user_at),
+            product: remote("product", product_at),
+            inventory: inventory_remote.clone(),
         },
     );
     Landscape {
         product,
         inventory,
         order,
+        user,
         orders,
+        inventory_remote,
         stop_inventory: Some(stop_inventory),
         _stop_product: stop_product,
+        _stop_user: stop_user,
         _dir: dir,
     }
 }
@@ -112,7 +127,7 @@ async fn changes_in_other_services_reach_the_order_service_through_events() {
         Duration::from_secs(5),
         || async {
             let q = quote(&l, 5).await;
-            q.price_cents == 777 && q.units == 3
+            q.price_cents == 777 && q.units == Some(3)
         },
     )
     .await;
@@ -128,6 +143,53 @@ async fn changes_in_other_services_reach_the_order_service_through_events() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let placed: order::Order = serde_json::from_str(&body).unwrap();
     assert_eq!(placed.total_cents, 1554);
+    let profile = user::user(&l.user, 1).await.unwrap().unwrap();
+    assert_eq!(
+        placed.ship_to,
+        format!("{}, {}", profile.name, profile.country)
+    );
+    // The buyer's profile came from the user service; a change reaches the order service's
+    // cached copy through `UserUpdated`.
+    let change = ProfileChange {
+        name: "Ada Lovelace".into(),
+        email: "ada@example.com".into(),
+    };
+    let buyer = l.user.cache.stats().loader_calls;
+    user::update_user(&l.user, 1, &change)
+        .await
+        .unwrap()
+        .unwrap();
+    eventually(
+        "orders ship to the new name",
+        Duration::from_secs(5),
+        || async {
+            let (status, body) = call(
+                &l.orders,
+                "POST",
+                "/orders",
+                &[],
+                r#"{"user_id":1,"product_id":5,"quantity":1}"#,
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            let o: order::Order = serde_json::from_str(&body).unwrap();
+            o.ship_to.starts_with("Ada Lovelace, ")
+        },
+    )
+    .await;
+    assert!(
+        l.user.cache.stats().loader_calls > buyer,
+        "read again after the event"
+    );
+    let (status, _) = call(
+        &l.orders,
+        "POST",
+        "/orders",
+        &[],
+        r#"{"user_id":999,"product_id":5,"quantity":1}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no such user");
     let path = format!("/orders/{}", placed.id);
     assert_eq!(
         call(&l.orders, "GET", &path, &[("x-user-id", "1")], "")
@@ -183,4 +245,29 @@ async fn a_dead_inventory_service_degrades_quotes_to_stale_stock_not_errors() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The order service's breaker opened on the failed calls: further calls fail at once,
+    // without waiting out the deadline, and a product whose stock was never known is still
+    // quoted — its stock as unknown — rather than failing.
+    eventually(
+        "the order service's inventory breaker opens",
+        Duration::from_secs(10),
+        || async {
+            let _ = quote(&l, 9).await;
+            l.inventory_remote.breaker() == strata::BreakerState::Open
+        },
+    )
+    .await;
+    let q = quote(&l, 9).await;
+    assert_eq!(q.units, None, "{q:?}");
+    assert!(q.price_cents > 0);
+    let (status, body) = call(
+        &l.orders,
+        "POST",
+        "/orders",
+        &[],
+        r#"{"user_id":1,"product_id":9,"quantity":1}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }

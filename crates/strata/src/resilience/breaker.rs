@@ -153,7 +153,7 @@ struct Window {
 
 /// One circuit breaker, for one target (the L2 store, the invalidation log).
 pub(crate) struct Breaker {
-    target: &'static str,
+    target: String,
     namespace: String,
     config: BreakerConfig,
     state: AtomicU8,
@@ -165,11 +165,11 @@ pub(crate) struct Breaker {
 }
 
 impl Breaker {
-    pub(crate) fn new(namespace: &str, target: &'static str, config: BreakerConfig) -> Self {
-        let gauge = metrics::gauge!("strata_breaker_state", "namespace" => namespace.to_owned(), "target" => target);
+    pub(crate) fn new(namespace: &str, target: &str, config: BreakerConfig) -> Self {
+        let gauge = metrics::gauge!("strata_breaker_state", "namespace" => namespace.to_owned(), "target" => target.to_owned());
         gauge.set(0.0);
         Breaker {
-            target,
+            target: target.to_owned(),
             namespace: namespace.to_owned(),
             config,
             state: AtomicU8::new(0),
@@ -188,8 +188,9 @@ impl Breaker {
         self.opened.notified()
     }
 
-    /// Leave to call the target, or `None` while the breaker refuses calls.
-    pub(crate) fn admit(&self, counters: &Counters) -> Option<Admitted<'_>> {
+    /// Leave to call the target, or `None` while the breaker refuses calls. `counters`: the
+    /// cache's, when the breaker guards one of its tiers.
+    pub(crate) fn admit(&self, counters: Option<&Counters>) -> Option<Admitted<'_>> {
         if self.state() == BreakerState::Closed {
             return Some(Admitted {
                 breaker: self,
@@ -226,7 +227,7 @@ impl Breaker {
         admitted: Admitted<'_>,
         outcome: Outcome,
         took: Duration,
-        counters: &Counters,
+        counters: Option<&Counters>,
     ) {
         let failed = outcome == Outcome::Failed || took > self.config.slow_call;
         let mut w = self.lock();
@@ -264,7 +265,7 @@ impl Breaker {
         }
     }
 
-    fn set(&self, w: &mut Window, to: BreakerState, counters: &Counters) {
+    fn set(&self, w: &mut Window, to: BreakerState, counters: Option<&Counters>) {
         let from = self.state();
         if from == to && to != BreakerState::Open {
             return;
@@ -272,7 +273,9 @@ impl Breaker {
         match to {
             BreakerState::Open => {
                 w.opened_at = Some(Instant::now());
-                counters.incr(Counter::breaker_opened);
+                if let Some(counters) = counters {
+                    counters.incr(Counter::breaker_opened);
+                }
                 self.opened.notify_waiters();
             }
             BreakerState::Closed => *w = Window::default(),
@@ -280,9 +283,9 @@ impl Breaker {
         }
         self.state.store(to as u8, Ordering::Release);
         self.gauge.set(f64::from(to as u8));
-        metrics::counter!("strata_breaker_transitions_total", "namespace" => self.namespace.clone(), "target" => self.target, "to" => to.label()).increment(1);
+        metrics::counter!("strata_breaker_transitions_total", "namespace" => self.namespace.clone(), "target" => self.target.clone(), "to" => to.label()).increment(1);
         if from != to {
-            tracing::warn!(namespace = %self.namespace, target = self.target, from = from.label(), to = to.label(), "circuit breaker");
+            tracing::warn!(namespace = %self.namespace, target = %self.target, from = from.label(), to = to.label(), "circuit breaker");
         }
     }
 
@@ -299,9 +302,9 @@ mod tests {
     const FAST: Duration = Duration::from_millis(1);
 
     fn call(b: &Breaker, c: &Counters, outcome: Outcome) -> bool {
-        match b.admit(c) {
+        match b.admit(Some(c)) {
             Some(admitted) => {
-                b.record(admitted, outcome, FAST, c);
+                b.record(admitted, outcome, FAST, Some(c));
                 true
             }
             None => false,
@@ -335,10 +338,10 @@ mod tests {
         );
         assert!(call(&b, &c, Outcome::Failed));
         assert_eq!(b.state(), BreakerState::Open);
-        let probe = b.admit(&c).expect("a probe");
+        let probe = b.admit(Some(&c)).expect("a probe");
         assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert!(b.admit(&c).is_none(), "one probe at a time");
-        b.record(probe, Outcome::Failed, FAST, &c);
+        assert!(b.admit(Some(&c)).is_none(), "one probe at a time");
+        b.record(probe, Outcome::Failed, FAST, Some(&c));
         assert_eq!(b.state(), BreakerState::Open);
         assert!(call(&b, &c, Outcome::Answered));
         assert_eq!(b.state(), BreakerState::Closed);
@@ -370,8 +373,13 @@ mod tests {
 
         let b = Breaker::new("t", "l2", BreakerConfig::default().consecutive_failures(2));
         for _ in 0..2 {
-            let admitted = b.admit(&c).unwrap();
-            b.record(admitted, Outcome::Answered, Duration::from_secs(1), &c);
+            let admitted = b.admit(Some(&c)).unwrap();
+            b.record(
+                admitted,
+                Outcome::Answered,
+                Duration::from_secs(1),
+                Some(&c),
+            );
         }
         assert_eq!(
             b.state(),
@@ -391,7 +399,7 @@ mod tests {
                 .open_for(Duration::ZERO),
         );
         call(&b, &c, Outcome::Failed);
-        drop(b.admit(&c).expect("a probe"));
-        assert!(b.admit(&c).is_some(), "the slot is free again");
+        drop(b.admit(Some(&c)).expect("a probe"));
+        assert!(b.admit(Some(&c)).is_some(), "the slot is free again");
     }
 }

@@ -89,7 +89,7 @@ impl Guard {
         };
         // One admission per call, retries inside it: a half-open probe gets its retries too
         // (the first attempt after an outage often only wakes the client's reconnect).
-        let Some(admitted) = self.breaker.admit(&self.counters) else {
+        let Some(admitted) = self.breaker.admit(Some(&self.counters)) else {
             self.rejected();
             return Err(Error::unavailable(CircuitOpen {
                 target: self.target,
@@ -141,7 +141,7 @@ impl Guard {
             _ => Outcome::Answered,
         };
         self.breaker
-            .record(admitted, outcome, started.elapsed(), &self.counters);
+            .record(admitted, outcome, started.elapsed(), Some(&self.counters));
         result
     }
 

@@ -9,6 +9,7 @@
 
 mod breaker;
 mod bulkhead;
+mod circuit_breaker;
 mod guard;
 mod guarded_store;
 mod retry;
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use bulkhead::Bulkhead;
 pub(crate) use bulkhead::Compartment;
+pub use circuit_breaker::{BreakerError, CircuitBreaker};
 pub(crate) use guard::{Call, Guard};
 pub(crate) use guarded_store::GuardedStore;
 pub use retry::RetryPolicy;
