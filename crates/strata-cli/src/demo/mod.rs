@@ -411,6 +411,7 @@ fn report(
         },
         "urls": {
             "gateway": gateway.url(),
+            "dashboard": format!("{}/_strata/#token={token}", gateway.url()),
             "product": format!("{}/products/1", gateway.url()),
             "quote": format!("{}/quotes/1", gateway.url()),
             "metrics": services.iter().map(|p| format!("{}/metrics", p.url())).chain([format!("{}/metrics", gateway.url())]).collect::<Vec<_>>(),
@@ -506,14 +507,14 @@ fn print_report(r: &serde_json::Value) {
     }
     println!("\nopen:");
     if let Some(urls) = r.get("urls") {
-        for key in ["gateway", "product", "quote", "purge"] {
+        for key in ["dashboard", "gateway", "product", "quote", "purge"] {
             println!(
-                "  {key:<8} {}",
+                "  {key:<9} {}",
                 urls.get(key).and_then(|v| v.as_str()).unwrap_or("")
             );
         }
         println!(
-            "  metrics  {}",
+            "  metrics   {}",
             urls.get("metrics")
                 .map(|m| m.to_string())
                 .unwrap_or_default()

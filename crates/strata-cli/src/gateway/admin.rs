@@ -1,5 +1,6 @@
-//! The admin API: `POST /_strata/purge`, `GET /_strata/health` (bearer token), and
-//! Prometheus `GET /metrics`.
+//! The admin API: `POST /_strata/purge`, `GET /_strata/health`,
+//! `GET /_strata/api/dashboard` (bearer token), the dashboard page `GET /_strata/` (public:
+//! it holds no data), and Prometheus `GET /metrics`.
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -9,6 +10,7 @@ use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use strata_http::{CacheBody, Purge};
 
+use super::dashboard;
 use super::server::{Gateway, Reply};
 
 /// The largest purge body accepted.
@@ -79,6 +81,33 @@ impl Gateway {
                 "text/plain; version=0.0.4",
             );
         }
+        if (method == Method::GET || method == Method::HEAD)
+            && let Some((body, content_type)) = dashboard::asset(path)
+        {
+            let mut r = text(StatusCode::OK, body, content_type);
+            let h = r.headers_mut();
+            // Only its own script, style and API; nothing framed, sniffed or referred.
+            h.insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                http::HeaderValue::from_static(
+                    "default-src 'none'; script-src 'self'; style-src 'self'; \
+                     connect-src 'self'; frame-ancestors 'none'; form-action 'none'",
+                ),
+            );
+            h.insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                http::HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                http::header::REFERRER_POLICY,
+                http::HeaderValue::from_static("no-referrer"),
+            );
+            h.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache"),
+            );
+            return r;
+        }
         if !self.token.allows(headers) {
             let mut r = json(
                 StatusCode::UNAUTHORIZED,
@@ -91,7 +120,15 @@ impl Gateway {
         match (method, path) {
             (&Method::POST, "/_strata/purge") => self.purge_request(body).await,
             (&Method::GET, "/_strata/health") => self.health(),
-            (_, "/_strata/purge" | "/_strata/health") => json(
+            (&Method::GET, "/_strata/api/dashboard") => {
+                let mut r = json(StatusCode::OK, self.dashboard.snapshot(self.backend));
+                r.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                r
+            }
+            (_, "/_strata/purge" | "/_strata/health" | "/_strata/api/dashboard") => json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 serde_json::json!({"error": "method not allowed"}),
             ),
@@ -122,10 +159,15 @@ impl Gateway {
             }
         };
         match self.purge(&purge).await {
-            Ok(n) => json(
-                StatusCode::OK,
-                serde_json::json!({"purged": n, "soft": purge.soft}),
-            ),
+            Ok(n) => {
+                if self.backend == "embedded" {
+                    self.dashboard.saw_purge(self.cache.namespace(), &purge);
+                }
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"purged": n, "soft": purge.soft}),
+                )
+            }
             Err(strata::Error::Config(e)) => {
                 json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e}))
             }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod config;
+mod dashboard;
 mod follow;
 mod proxy;
 mod server;
@@ -84,6 +85,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
         .l1(L1::with_max_bytes(config.l1_size.0))
         .max_value_bytes(max_body + ENTRY_OVERHEAD);
     let mut reporter = None;
+    let mut counters_at = None;
     let (cache, log, backend) = match &config.redis {
         Some(url) => {
             let redis = RedisConfig::from_url(url)?;
@@ -95,23 +97,25 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
                 .build()
                 .await?;
             // Hit rates over every gateway instance, for `strata stats`.
+            let conn = redis.connect().await?;
             reporter = Some(StatsReporter::start(
                 cache.clone(),
-                redis.connect().await?,
+                conn.clone(),
                 Duration::from_secs(2),
             ));
+            counters_at = Some(conn);
             (cache, Some(log), "redis")
         }
         None => (builder.build().await?, None, "embedded"),
     };
-    if !config.follow.is_empty() {
-        match log {
-            Some(log) => follow::follow(log, &config.follow, cache.clone()).await?,
-            None => eprintln!(
-                "gateway: `follow` needs Redis (the embedded cache has no other services to \
+    let dashboard = dashboard::Dashboard::start(cache.clone(), counters_at);
+    match log {
+        Some(log) => follow::follow(log, &config.follow, cache.clone(), dashboard.clone()).await?,
+        None if !config.follow.is_empty() => eprintln!(
+            "gateway: `follow` needs Redis (the embedded cache has no other services to \
                  follow); ignored"
-            ),
-        }
+        ),
+        None => {}
     }
     let client = proxy::client(&config.upstream);
     let mut routes = Vec::new();
@@ -166,6 +170,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
         token,
         metrics,
         backend,
+        dashboard,
     });
     gateway.serve(listeners, Duration::from_secs(10)).await?;
     if let Some(reporter) = reporter {

@@ -22,6 +22,7 @@ use tower_service::Service;
 
 use super::admin::{Token, is_admin};
 use super::config::PathPrefix;
+use super::dashboard::Dashboard;
 use super::proxy::{Proxy, RequestBody};
 
 /// What the gateway answers with.
@@ -51,6 +52,8 @@ pub(crate) struct Gateway {
     pub(crate) metrics: PrometheusHandle,
     /// `redis` or `embedded`, for the health answer.
     pub(crate) backend: &'static str,
+    /// What `/_strata/` shows.
+    pub(crate) dashboard: Arc<Dashboard>,
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Reply {

@@ -20,13 +20,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use strata_testkit::{RedisServer, eventually};
 
-const TOKEN: &str = "s3cret-token";
+pub(crate) const TOKEN: &str = "s3cret-token";
 
 /// The upstream: counts requests per path.
 #[derive(Default)]
-struct Upstream {
+pub(crate) struct Upstream {
     hits: Mutex<HashMap<String, usize>>,
-    version: AtomicU64,
+    pub(crate) version: AtomicU64,
     seen: Mutex<Vec<HeaderMap>>,
 }
 
@@ -89,7 +89,7 @@ async fn stale(State(u): St) -> Response {
 
 /// The upstream, and a sender that shuts it down when sent to or dropped (its listener
 /// closed, its connections ended).
-async fn upstream() -> (Arc<Upstream>, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+pub(crate) async fn upstream() -> (Arc<Upstream>, SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let state = Arc::new(Upstream::default());
     let app = Router::new()
         .route("/products/{id}", get(product))
@@ -113,14 +113,14 @@ async fn upstream() -> (Arc<Upstream>, SocketAddr, tokio::sync::oneshot::Sender<
 }
 
 /// A gateway process; killed on drop.
-struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Gateway {
-    fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
+    pub(crate) fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
@@ -159,7 +159,7 @@ impl Gateway {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -179,7 +179,7 @@ impl Drop for Gateway {
     }
 }
 
-fn config(upstream: SocketAddr, redis: Option<&RedisServer>, extra: &str) -> String {
+pub(crate) fn config(upstream: SocketAddr, redis: Option<&RedisServer>, extra: &str) -> String {
     let redis = redis
         .map(|r| format!("redis = \"{}\"\n", r.url()))
         .unwrap_or_default();
@@ -197,14 +197,14 @@ upstream = "http://{upstream}"
 }
 
 #[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -213,14 +213,20 @@ impl Reply {
 }
 
 #[derive(Clone)]
-struct Http(Client<HttpConnector, Full<Bytes>>);
+pub(crate) struct Http(Client<HttpConnector, Full<Bytes>>);
 
 impl Http {
-    fn new() -> Http {
+    pub(crate) fn new() -> Http {
         Http(Client::builder(TokioExecutor::new()).build_http())
     }
 
-    async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    pub(crate) async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
         let mut request = http::Request::builder().method(method).uri(url);
         for (n, v) in headers {
             request = request.header(*n, *v);
@@ -238,11 +244,11 @@ impl Http {
         }
     }
 
-    async fn get(&self, url: &str) -> Reply {
+    pub(crate) async fn get(&self, url: &str) -> Reply {
         self.send("GET", url, &[], "").await
     }
 
-    async fn purge(&self, gateway: &Gateway, body: &str, token: &str) -> Reply {
+    pub(crate) async fn purge(&self, gateway: &Gateway, body: &str, token: &str) -> Reply {
         let auth = format!("Bearer {token}");
         self.send(
             "POST",
