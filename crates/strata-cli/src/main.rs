@@ -15,6 +15,7 @@ mod bench;
 mod demo;
 mod gateway;
 mod stats;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,19 @@ enum Command {
     BenchWorker(bench::worker::WorkerArgs),
 }
 
+impl Command {
+    /// The process's name in traces.
+    fn service_name(&self) -> String {
+        match self {
+            Command::DemoService(args) => args.service_name().to_owned(),
+            Command::Gateway(_) => "strata-gateway".into(),
+            Command::Demo(_) => "strata-demo".into(),
+            Command::Stats(_) => "strata-stats".into(),
+            Command::Bench(_) | Command::BenchWorker(_) => "strata-bench".into(),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -59,6 +73,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let _telemetry = telemetry::init(&cli.command.service_name());
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::DemoService(args) => demo::service(args).await,

@@ -11,6 +11,8 @@
 //! - [`Consumer`]: reads a stream in a consumer group, skips events it already handled
 //!   (by id, so a redelivery is harmless), acknowledges after handling, and records how long
 //!   events took to arrive (`strata_event_lag_seconds`).
+//! - [`trace`]: each request a span continuing the caller's trace (`traceparent`), each call
+//!   to another service carrying it on — exported over OTLP when configured.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ mod outbox;
 mod remote;
 mod run;
 pub mod services;
+pub mod trace;
 
 pub use consumer::{Consumer, Handled};
 pub use context::{Context, STALENESS_BOUND, ServiceConfig};

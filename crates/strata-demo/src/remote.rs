@@ -101,7 +101,8 @@ impl Remote {
         if let Some(user) = user {
             request = request.header("x-user-id", user);
         }
-        let request = request.body(Empty::new()).map_err(|e| bad(e.to_string()))?;
+        let mut request = request.body(Empty::new()).map_err(|e| bad(e.to_string()))?;
+        crate::trace::inject(request.headers_mut());
         let call = async {
             let response = self
                 .client

@@ -104,7 +104,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             )));
         }
     };
-    let app = app.merge(observability(ctx.clone(), metrics));
+    let app = app
+        .layer(axum::middleware::from_fn(crate::trace::traced))
+        .merge(observability(ctx.clone(), metrics));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| DemoError::Config(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -81,6 +81,12 @@ pub(crate) struct ServiceArgs {
     seed: bool,
 }
 
+impl ServiceArgs {
+    pub(crate) fn service_name(&self) -> &str {
+        &self.service
+    }
+}
+
 pub(crate) async fn service(args: ServiceArgs) -> Result<ExitCode, BoxError> {
     strata_demo::run(strata_demo::RunArgs {
         service: args.service,

@@ -138,6 +138,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
             http,
             service,
             latency: metrics::histogram!("strata_gateway_request_duration_seconds", "route" => route.name().to_owned()),
+            span_name: format!("gateway {}", route.prefix.0),
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.0.len()));

@@ -168,6 +168,9 @@ impl Service<Request<RequestBody>> for Proxy {
             if let Ok(host) = HeaderValue::from_str(inner.upstream.authority.as_str()) {
                 headers.insert(HOST, host);
             }
+            // The upstream's span is a child of this gateway's (the client's `traceparent`
+            // is this span's parent).
+            strata_demo::trace::inject(request.headers_mut());
             *request.uri_mut() = target;
             *request.version_mut() = http::Version::HTTP_11;
             let response = tokio::time::timeout(inner.timeout, inner.client.request(request))

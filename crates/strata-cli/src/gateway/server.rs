@@ -19,6 +19,7 @@ use strata::HybridCache;
 use strata_http::{CacheBody, HttpCache, HttpCacheService, Purge};
 use tokio::net::TcpListener;
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::admin::{Token, is_admin};
 use super::config::PathPrefix;
@@ -34,6 +35,8 @@ pub(crate) struct Route {
     pub(crate) http: Option<HttpCache>,
     pub(crate) service: RouteService,
     pub(crate) latency: Histogram,
+    /// Its requests' span name: `gateway <prefix>`.
+    pub(crate) span_name: String,
 }
 
 /// A route's service: cached, or a plain proxy.
@@ -79,22 +82,34 @@ impl Gateway {
         let Some(route) = self.route(path) else {
             return plain(StatusCode::NOT_FOUND, "no route\n");
         };
+        let span =
+            strata_demo::trace::server_span(&route.span_name, request.method(), request.headers());
         let request = request.map(|body| RequestBody::new(body, peer));
         let started = Instant::now();
-        let reply = match route.service.clone() {
-            RouteService::Cached(mut service) => match service.call(request).await {
-                Ok(reply) => reply,
-                Err(never) => match never {},
-            },
-            RouteService::Direct(mut proxy) => match proxy.call(request).await {
-                Ok(response) => response.map(CacheBody::streaming),
-                Err(error) => {
-                    eprintln!("gateway: upstream: {error}");
-                    plain(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
-                }
-            },
-        };
+        let reply = async {
+            match route.service.clone() {
+                RouteService::Cached(mut service) => match service.call(request).await {
+                    Ok(reply) => reply,
+                    Err(never) => match never {},
+                },
+                RouteService::Direct(mut proxy) => match proxy.call(request).await {
+                    Ok(response) => response.map(CacheBody::streaming),
+                    Err(error) => {
+                        eprintln!("gateway: upstream: {error}");
+                        plain(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
+                    }
+                },
+            }
+        }
+        .instrument(span.clone())
+        .await;
         route.latency.record(started.elapsed().as_secs_f64());
+        if !span.is_disabled() {
+            span.record("http.response.status_code", reply.status().as_u16());
+            if let Some(cache) = reply.headers().get("x-cache").and_then(|v| v.to_str().ok()) {
+                span.record("cache", cache);
+            }
+        }
         reply
     }
 

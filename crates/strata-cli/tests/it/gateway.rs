@@ -127,7 +127,7 @@ impl Gateway {
         Self::spawn(&["gateway", "--config", path.to_str().unwrap()], env, dir)
     }
 
-    fn spawn(args: &[&str], env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
         let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
         command
             .args(args)

@@ -4,3 +4,4 @@ mod bench;
 mod dashboard;
 mod demo;
 mod gateway;
+mod telemetry;
