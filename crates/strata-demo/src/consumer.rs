@@ -161,41 +161,7 @@ impl Consumer {
             tracing::warn!(entry_id, "stream entry without an event id; skipped");
             return Ok(None);
         };
-        let seen = sqlx::query("SELECT 1 AS one FROM processed_events WHERE id = $1")
-            .bind(&id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        if seen.is_some() {
-            metrics::counter!("strata_events_duplicates_total").increment(1);
-            return Ok(None);
-        }
-        let event = match Event::decode(&id, &payload) {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%error, "foreign event skipped");
-                return Ok(None);
-            }
-        };
-        // The id starts with its creation time (ms).
-        if let Some(created) = id.split('-').next().and_then(|t| t.parse::<i64>().ok()) {
-            let lag = (now_ms() - created).max(0) as f64 / 1000.0;
-            metrics::histogram!("strata_event_lag_seconds", "topic" => event.topic().name())
-                .record(lag);
-        }
-        let outcome = handler(event).await;
-        if outcome == Handled::Done {
-            // After the effect: a crash in between redelivers, and handlers are idempotent.
-            let inserted = sqlx::query(
-                "INSERT INTO processed_events (id, processed_ms) VALUES ($1, $2) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&id)
-            .bind(now_ms())
-            .execute(self.db.pool())
-            .await?;
-            let _ = inserted.rows_affected();
-        }
-        Ok(Some(outcome))
+        handle_once(&self.db, &id, &payload, handler).await
     }
 
     /// Runs until dropped, handling every event with `handler`.
@@ -211,6 +177,54 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Handles the event `id` unless this service handled it before (its `processed_events`);
+/// `None` for a duplicate or bytes that are not an event of ours.
+pub(crate) async fn handle_once<F, Fut>(
+    db: &Db,
+    id: &str,
+    payload: &[u8],
+    handler: &F,
+) -> Result<Option<Handled>>
+where
+    F: Fn(Event) -> Fut,
+    Fut: Future<Output = Handled>,
+{
+    let seen = sqlx::query("SELECT 1 AS one FROM processed_events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    if seen.is_some() {
+        metrics::counter!("strata_events_duplicates_total").increment(1);
+        return Ok(None);
+    }
+    let event = match Event::decode(id, payload) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::warn!(%error, "foreign event skipped");
+            return Ok(None);
+        }
+    };
+    // The id starts with its creation time (ms).
+    if let Some(created) = id.split('-').next().and_then(|t| t.parse::<i64>().ok()) {
+        let lag = (now_ms() - created).max(0) as f64 / 1000.0;
+        metrics::histogram!("strata_event_lag_seconds", "topic" => event.topic().name())
+            .record(lag);
+    }
+    let outcome = handler(event).await;
+    if outcome == Handled::Done {
+        // After the effect: a crash in between redelivers, and handlers are idempotent.
+        sqlx::query(
+            "INSERT INTO processed_events (id, processed_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(Some(outcome))
 }
 
 /// The event id and payload of an entry's field/value pairs.

@@ -24,6 +24,9 @@ pub enum DemoError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Another service (an outbox feed).
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     /// A configuration mistake.
     #[error("{0}")]
     Config(String),

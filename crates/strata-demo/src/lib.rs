@@ -10,7 +10,8 @@
 //!   event is never lost nor invented by a crash between the two.
 //! - [`Consumer`]: reads a stream in a consumer group, skips events it already handled
 //!   (by id, so a redelivery is harmless), acknowledges after handling, and records how long
-//!   events took to arrive (`strata_event_lag_seconds`).
+//!   events took to arrive (`strata_event_lag_seconds`). Without Redis, a
+//!   [`FeedConsumer`] polls the producers' outboxes over HTTP instead.
 //! - [`trace`]: each request a span continuing the caller's trace (`traceparent`), each call
 //!   to another service carrying it on — exported over OTLP when configured.
 #![warn(missing_docs, unreachable_pub)]
@@ -21,6 +22,7 @@ mod context;
 mod db;
 mod error;
 mod event;
+pub mod feed;
 mod outbox;
 mod remote;
 mod run;
@@ -32,6 +34,7 @@ pub use context::{Context, STALENESS_BOUND, ServiceConfig};
 pub use db::Db;
 pub use error::{DemoError, Result};
 pub use event::{Event, EventId, Topic};
+pub use feed::FeedConsumer;
 pub use outbox::{Outbox, Relay};
 pub use remote::{Remote, RemoteError};
 pub use run::{RunArgs, SEED_PRODUCTS, SERVICES, run, stats};

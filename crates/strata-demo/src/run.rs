@@ -106,7 +106,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let app = app
         .layer(axum::middleware::from_fn(crate::trace::traced))
-        .merge(observability(ctx.clone(), metrics));
+        .merge(observability(ctx.clone(), metrics))
+        // Without Redis, the services that depend on this one poll its outbox here.
+        .merge(crate::feed::routes(ctx.db.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| DemoError::Config(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -116,9 +116,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
             }
             Err(e) => {
                 eprintln!(
-                    "no Redis ({e}): every process uses the embedded in-memory cache, so caches \
-                     are per process and events stay in each service's outbox — install \
-                     redis-server or pass --redis to see the landscape kept coherent"
+                    "no Redis ({e}): every process uses the embedded in-memory cache (one \
+                     instance each, no shared L2), and the order service polls the other \
+                     services' outboxes over HTTP instead of Redis Streams; the gateway cannot \
+                     follow the services' invalidations — install redis-server or pass --redis \
+                     for the full landscape"
                 );
                 None
             }
@@ -271,7 +273,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
         let _ = tokio::signal::ctrl_c().await;
     }
     drop(gateway);
-    drop(services);
+    // Dependents first, so none of them calls a service already gone.
+    for p in services.into_iter().rev() {
+        drop(p);
+    }
     let outage_errors = report
         .pointer("/inventory_down/errors")
         .and_then(serde_json::Value::as_f64)
@@ -485,7 +490,10 @@ fn print_report(r: &serde_json::Value) {
         }
     }
     if !r.get("redis").and_then(|v| v.as_bool()).unwrap_or(false) {
-        println!("  (no Redis: other processes' caches keep the old price until their TTLs end)");
+        println!(
+            "  (no Redis: the order service learnt it from the product service's outbox feed; \
+             the gateway dropped it as the update passed through it)"
+        );
     }
     if let Some(o) = r.get("inventory_down").filter(|o| !o.is_null()) {
         println!(

@@ -34,6 +34,7 @@ use crate::consumer::{Consumer, Handled};
 use crate::context::Context;
 use crate::error::{DemoError, Result};
 use crate::event::{Event, Topic, now_ms};
+use crate::feed::FeedConsumer;
 use crate::remote::Remote;
 
 /// The services the order service reads.
@@ -95,18 +96,33 @@ pub struct Order {
     pub ship_to: String,
 }
 
-/// The service's routes; starts its event consumer when there is Redis.
+/// The service's routes; starts its event consumer: on Redis Streams when there is Redis,
+/// else polling the other services' outboxes over HTTP.
 pub fn router(ctx: Context, up: Upstreams) -> Router {
-    if let Some(redis) = ctx.redis.clone() {
-        let consumer = Consumer::new(
-            ctx.db.clone(),
-            redis,
-            "order",
-            &format!("order-{}", std::process::id()),
-            &[Topic::Products, Topic::Inventory, Topic::Users],
-        );
-        let cache = ctx.cache.clone();
-        tokio::spawn(consumer.run(move |event| evict(cache.clone(), event)));
+    let cache = ctx.cache.clone();
+    let handler = move |event| evict(cache.clone(), event);
+    match ctx.redis.clone() {
+        Some(redis) => {
+            let consumer = Consumer::new(
+                ctx.db.clone(),
+                redis,
+                "order",
+                &format!("order-{}", std::process::id()),
+                &[Topic::Products, Topic::Inventory, Topic::Users],
+            );
+            tokio::spawn(consumer.run(handler));
+        }
+        None => {
+            let feed = FeedConsumer::new(
+                ctx.db.clone(),
+                vec![
+                    (Topic::Products, up.product.clone()),
+                    (Topic::Inventory, up.inventory.clone()),
+                    (Topic::Users, up.user.clone()),
+                ],
+            );
+            tokio::spawn(feed.run(handler));
+        }
     }
     Router::new()
         .route("/quotes/{product_id}", get(get_quote))

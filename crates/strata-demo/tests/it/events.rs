@@ -176,3 +176,68 @@ async fn a_retry_comes_back_and_each_service_sees_every_event() {
         "the other service's group saw it too"
     );
 }
+
+/// Without Redis: the order side polls the product service's outbox over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_consumers_poll_the_outbox_over_http_and_miss_no_late_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = product_db(&dir).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let app = strata_demo::feed::routes(producer.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let remote = strata_demo::Remote::new(
+        "order",
+        "product",
+        &format!("http://{at}"),
+        std::time::Duration::from_secs(2),
+    );
+    let consumer_db = Db::sqlite_in(dir.path(), "order").await.unwrap();
+    let mut feed = strata_demo::FeedConsumer::new(consumer_db, vec![(Topic::Products, remote)]);
+    let (count, handler) = counting();
+
+    change_price(&producer, 2999, false).await; // rolled back: never on the feed
+    change_price(&producer, 3999, true).await;
+    assert_eq!(feed.poll(&handler).await.unwrap(), 1);
+    assert_eq!(feed.poll(&handler).await.unwrap(), 0, "handled once");
+
+    // A transaction that began earlier commits later: its event (stamped when appended) is
+    // older than the newest one handled, yet within the overlap each poll re-reads. (SQLite
+    // has one writer at a time, so the late commit is written as what the reader sees: a
+    // row stamped a second before the newest.)
+    change_price(&producer, 5999, true).await;
+    assert_eq!(feed.poll(&handler).await.unwrap(), 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let late = now - 1000;
+    sqlx::query("INSERT INTO outbox (id, topic, payload, created_ms) VALUES ($1, $2, $3, $4)")
+        .bind(format!("{late:013}-00000000000000ab"))
+        .bind("products")
+        .bind(changed(4999).encode())
+        .bind(late)
+        .execute(producer.pool())
+        .await
+        .unwrap();
+    assert_eq!(feed.poll(&handler).await.unwrap(), 1, "the late commit");
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+
+    // Foreign topics are refused with a clear answer.
+    let reply = status_of(&format!("http://{at}/_outbox?topic=nope")).await;
+    assert_eq!(reply, 400);
+}
+
+/// The status of a plain GET.
+async fn status_of(url: &str) -> u16 {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    client
+        .get(url.parse().unwrap())
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
