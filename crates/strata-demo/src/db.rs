@@ -73,25 +73,21 @@ impl Db {
             .max_connections(1)
             .connect(server_url)
             .await?;
-        let exists = sqlx::query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
-            .bind(&database)
-            .fetch_optional(&pool)
-            .await?
-            .is_some();
-        if !exists {
+        let exists = || async {
+            sqlx::query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
+                .bind(&database)
+                .fetch_optional(&pool)
+                .await
+                .map(|row| row.is_some())
+        };
+        if !exists().await? {
             // Two demos starting at once may race here: the loser finds it made.
             if let Err(e) = sqlx::query(&format!("CREATE DATABASE {database}"))
                 .execute(&pool)
                 .await
+                && !exists().await?
             {
-                let made = sqlx::query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
-                    .bind(&database)
-                    .fetch_optional(&pool)
-                    .await?
-                    .is_some();
-                if !made {
-                    return Err(e.into());
-                }
+                return Err(e.into());
             }
         }
         pool.close().await;

@@ -108,6 +108,12 @@ async fn call(
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Places an order; the status and body.
+async fn place(l: &Landscape, user: i64, product: i64, quantity: i64) -> (StatusCode, String) {
+    let body = format!(r#"{{"user_id":{user},"product_id":{product},"quantity":{quantity}}}"#);
+    call(&l.orders, "POST", "/orders", &[], &body).await
+}
+
 async fn quote(l: &Landscape, id: i64) -> Quote {
     let (status, body) = call(&l.orders, "GET", &format!("/quotes/{id}"), &[], "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -132,14 +138,7 @@ async fn changes_in_other_services_reach_the_order_service_through_events() {
     )
     .await;
     // Orders are priced from it, and are their owner's only.
-    let (status, body) = call(
-        &l.orders,
-        "POST",
-        "/orders",
-        &[],
-        r#"{"user_id":1,"product_id":5,"quantity":2}"#,
-    )
-    .await;
+    let (status, body) = place(&l, 1, 5, 2).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let placed: order::Order = serde_json::from_str(&body).unwrap();
     assert_eq!(placed.total_cents, 1554);
@@ -163,14 +162,7 @@ async fn changes_in_other_services_reach_the_order_service_through_events() {
         "orders ship to the new name",
         Duration::from_secs(5),
         || async {
-            let (status, body) = call(
-                &l.orders,
-                "POST",
-                "/orders",
-                &[],
-                r#"{"user_id":1,"product_id":5,"quantity":1}"#,
-            )
-            .await;
+            let (status, body) = place(&l, 1, 5, 1).await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
             let o: order::Order = serde_json::from_str(&body).unwrap();
             o.ship_to.starts_with("Ada Lovelace, ")
@@ -181,14 +173,7 @@ async fn changes_in_other_services_reach_the_order_service_through_events() {
         l.user.cache.stats().loader_calls > buyer,
         "read again after the event"
     );
-    let (status, _) = call(
-        &l.orders,
-        "POST",
-        "/orders",
-        &[],
-        r#"{"user_id":999,"product_id":5,"quantity":1}"#,
-    )
-    .await;
+    let (status, _) = place(&l, 999, 5, 1).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no such user");
     let path = format!("/orders/{}", placed.id);
     assert_eq!(
@@ -207,14 +192,7 @@ async fn changes_in_other_services_reach_the_order_service_through_events() {
         call(&l.orders, "GET", &path, &[], "").await.0,
         StatusCode::UNAUTHORIZED
     );
-    let (status, _) = call(
-        &l.orders,
-        "POST",
-        "/orders",
-        &[],
-        r#"{"user_id":1,"product_id":5,"quantity":4}"#,
-    )
-    .await;
+    let (status, _) = place(&l, 1, 5, 4).await;
     assert_eq!(status, StatusCode::CONFLICT, "only 3 in stock");
 }
 
@@ -236,14 +214,7 @@ async fn a_dead_inventory_service_degrades_quotes_to_stale_stock_not_errors() {
         },
     )
     .await;
-    let (status, body) = call(
-        &l.orders,
-        "POST",
-        "/orders",
-        &[],
-        r#"{"user_id":1,"product_id":8,"quantity":1}"#,
-    )
-    .await;
+    let (status, body) = place(&l, 1, 8, 1).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // The order service's breaker opened on the failed calls: further calls fail at once,
@@ -261,13 +232,6 @@ async fn a_dead_inventory_service_degrades_quotes_to_stale_stock_not_errors() {
     let q = quote(&l, 9).await;
     assert_eq!(q.units, None, "{q:?}");
     assert!(q.price_cents > 0);
-    let (status, body) = call(
-        &l.orders,
-        "POST",
-        "/orders",
-        &[],
-        r#"{"user_id":1,"product_id":9,"quantity":1}"#,
-    )
-    .await;
+    let (status, body) = place(&l, 1, 9, 1).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }
