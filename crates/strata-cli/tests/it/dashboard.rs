@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use strata_testkit::{RedisServer, eventually};
 
-use crate::gateway::{Gateway, Http, TOKEN, config, upstream};
+use crate::gateway::{Gateway, Http, TOKEN, config, service_cache, upstream};
 
 /// Chromium, headless, as root in a container: no sandbox, no GPU.
 fn chromium(args: &[&str]) -> String {
@@ -45,19 +45,7 @@ async fn the_dashboard_shows_live_hit_ratios_and_recent_invalidations_in_chromiu
         http.get(&gw.url("/products/7")).await;
     }
     // A service invalidates a tag; the gateway follows its namespace.
-    let redis_config = strata_redis::RedisConfig::from_url(&redis.url()).unwrap();
-    let service = strata::HybridCache::builder("product")
-        .l2(strata_redis::RedisStore::connect_with(&redis_config)
-            .await
-            .unwrap())
-        .invalidation(
-            strata_redis::RedisStreamLog::connect_with(&redis_config)
-                .await
-                .unwrap(),
-        )
-        .build()
-        .await
-        .unwrap();
+    let service = service_cache(&redis, "product").await;
     service.invalidate_tag("product:7").await.unwrap();
 
     // The data, behind the token; the counters reach Redis within the 2 s report interval.

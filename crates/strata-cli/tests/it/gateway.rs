@@ -179,6 +179,23 @@ impl Drop for Gateway {
     }
 }
 
+/// A service's cache in `namespace` on `redis` (what a service behind the gateway runs).
+pub(crate) async fn service_cache(redis: &RedisServer, namespace: &str) -> strata::HybridCache {
+    let config = strata_redis::RedisConfig::from_url(&redis.url()).unwrap();
+    strata::HybridCache::builder(namespace)
+        .l2(strata_redis::RedisStore::connect_with(&config)
+            .await
+            .unwrap())
+        .invalidation(
+            strata_redis::RedisStreamLog::connect_with(&config)
+                .await
+                .unwrap(),
+        )
+        .build()
+        .await
+        .unwrap()
+}
+
 pub(crate) fn config(upstream: SocketAddr, redis: Option<&RedisServer>, extra: &str) -> String {
     let redis = redis
         .map(|r| format!("redis = \"{}\"\n", r.url()))
@@ -392,19 +409,7 @@ async fn a_services_invalidate_tag_purges_the_gateway() {
         http.get(&gw.url("/products/7")).await.header("x-cache"),
         "HIT"
     );
-    let config = strata_redis::RedisConfig::from_url(&redis.url()).unwrap();
-    let service = strata::HybridCache::builder("product")
-        .l2(strata_redis::RedisStore::connect_with(&config)
-            .await
-            .unwrap())
-        .invalidation(
-            strata_redis::RedisStreamLog::connect_with(&config)
-                .await
-                .unwrap(),
-        )
-        .build()
-        .await
-        .unwrap();
+    let service = service_cache(&redis, "product").await;
     up.version.fetch_add(1, Ordering::SeqCst);
     service.invalidate_tag("product:7").await.unwrap();
     eventually(
