@@ -9,7 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use strata::Error;
 
-/// How to reach Redis: one server, or the master of a Sentinel-managed group.
+/// How to reach Redis: one server, the master of a Sentinel-managed group, or a Redis Cluster.
 ///
 /// Built from a URL plus timeouts and, for TLS, a CA and an optional client certificate
 /// (mutual TLS):
@@ -19,6 +19,11 @@ use strata::Error;
 ///   `master`; the credentials, database and TLS apply to the master. The stores built on
 ///   it ask again whenever the master stops answering as one (connection refused or lost,
 ///   `READONLY`), so they follow a failover; the `redis` crate does not by itself.
+/// - `redis+cluster://[user[:password]@]host[:port][,host[:port]…]` (or `rediss+cluster://`):
+///   a Redis Cluster reached through these seed nodes (port 6379 by default); the client
+///   learns the topology from them, follows `MOVED`/`ASK` during resharding and refreshes
+///   its slot map after a failover. Keys that a script changes together are placed in one
+///   slot with hash tags (see the crate documentation).
 ///
 /// `Debug` never prints passwords or key material.
 ///
@@ -35,6 +40,8 @@ pub struct RedisConfig {
     /// sentinel's address as a placeholder.
     info: ConnectionInfo,
     sentinel: Option<Sentinel>,
+    /// The seed nodes of a cluster.
+    cluster: Option<Vec<ConnectionInfo>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
     ca_pem: Option<Vec<u8>>,
@@ -44,13 +51,15 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Parses `url`. Fails with [`Error::Config`] on a malformed URL or unknown scheme.
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        let (info, sentinel) = match Sentinel::parse(url)? {
-            Some((info, sentinel)) => (info, Some(sentinel)),
-            None => (parse_info(url)?, None),
+        let (info, sentinel, cluster) = match (Sentinel::parse(url)?, parse_cluster(url)?) {
+            (Some((info, sentinel)), _) => (info, Some(sentinel), None),
+            (None, Some(seeds)) => (seeds[0].clone(), None, Some(seeds)),
+            (None, None) => (parse_info(url)?, None, None),
         };
         Ok(RedisConfig {
             info,
             sentinel,
+            cluster,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_millis(500),
             ca_pem: None,
@@ -110,6 +119,43 @@ impl RedisConfig {
         self.sentinel.is_some()
     }
 
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A connection to the cluster (every node it needs, multiplexed; `MOVED`/`ASK`
+    /// followed), with these settings; `response` bounds a reply (a blocking read's block
+    /// included). [`Error::Config`] if this is not a cluster.
+    pub async fn connect_cluster(
+        &self,
+        response: Duration,
+    ) -> Result<redis::cluster_async::ClusterConnection, Error> {
+        let seeds = self
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Error::Config(format!("{self} is not a redis+cluster:// URL")))?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(response);
+        if self.is_tls() {
+            install_crypto_provider();
+            if self.ca_pem.is_some() || self.client_pem.is_some() {
+                builder = builder.certs(self.certificates());
+            }
+        } else if self.ca_pem.is_some() || self.client_pem.is_some() {
+            return Err(Error::Config(
+                "TLS certificates given for a non-TLS URL (use rediss+cluster://)".into(),
+            ));
+        }
+        builder
+            .build()
+            .map_err(|e| Error::Config(format!("Redis Cluster settings: {e}")))?
+            .get_async_connection()
+            .await
+            .map_err(classify)
+    }
+
     /// A `redis::Client` for the server — with Sentinel, for the master as the sentinels
     /// name it now.
     pub(crate) async fn resolve(&self) -> Result<redis::Client, Error> {
@@ -136,7 +182,14 @@ impl RedisConfig {
         if self.ca_pem.is_none() && self.client_pem.is_none() {
             return redis::Client::open(info.clone()).map_err(classify);
         }
-        let certs = redis::TlsCertificates {
+        let certs = self.certificates();
+        redis::Client::build_with_tls(info.clone(), certs)
+            .map_err(|e| Error::Config(format!("TLS settings: {e}")))
+    }
+
+    /// The CA and client certificate given, for the `redis` crate.
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
             client_tls: self
                 .client_pem
                 .as_ref()
@@ -145,15 +198,19 @@ impl RedisConfig {
                     client_key: key.clone(),
                 }),
             root_cert: self.ca_pem.clone(),
-        };
-        redis::Client::build_with_tls(info.clone(), certs)
-            .map_err(|e| Error::Config(format!("TLS settings: {e}")))
+        }
     }
 
     /// A multiplexed, auto-reconnecting connection with these settings (TLS, credentials,
     /// timeouts), for commands of your own. With Sentinel it goes to the master of the moment
     /// and stays there; Strata's own stores follow a failover.
+    /// On a cluster: [`connect_cluster`](Self::connect_cluster).
     pub async fn connect(&self) -> Result<redis::aio::ConnectionManager, Error> {
+        if self.is_cluster() {
+            return Err(Error::Config(format!(
+                "{self} is a cluster: use connect_cluster for a connection to it"
+            )));
+        }
         redis::aio::ConnectionManager::new_with_config(self.resolve().await?, self.manager_config())
             .await
             .map_err(classify)
@@ -209,6 +266,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("target", &self.to_string())
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster.as_ref().map(Vec::len))
             .field("db", &settings.db())
             .field("username", &settings.username())
             .field("password", &settings.password().map(|_| "<redacted>"))
@@ -226,8 +284,12 @@ impl fmt::Debug for RedisConfig {
 impl fmt::Display for RedisConfig {
     /// The target without credentials, for logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tls = if self.is_tls() { "s" } else { "" };
+        if let Some(seeds) = &self.cluster {
+            let nodes: Vec<String> = seeds.iter().map(|n| addr_text(n.addr())).collect();
+            return write!(f, "redis{tls}+cluster://{}", nodes.join(","));
+        }
         if let Some(sentinel) = &self.sentinel {
-            let tls = if self.is_tls() { "s" } else { "" };
             let nodes: Vec<String> = sentinel.nodes.iter().map(|n| addr_text(n.addr())).collect();
             return write!(
                 f,
@@ -258,6 +320,42 @@ fn addr_text(addr: &ConnectionAddr) -> String {
 fn parse_info(url: &str) -> Result<ConnectionInfo, Error> {
     url.into_connection_info()
         .map_err(|e| Error::Config(format!("Redis URL: {}", e.detail().unwrap_or("malformed"))))
+}
+
+/// The seed nodes of a `redis+cluster://` or `rediss+cluster://` URL, each with the URL's
+/// credentials and TLS; `None` for any other scheme.
+fn parse_cluster(url: &str) -> Result<Option<Vec<ConnectionInfo>>, Error> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("redis+cluster", rest)) => ("redis", rest),
+        Some(("rediss+cluster", rest)) => ("rediss", rest),
+        _ => return Ok(None),
+    };
+    let bad = |what: &str| Error::Config(format!("Redis Cluster URL: {what}"));
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, rest)) => (Some(userinfo), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !matches!(path, "" | "0") {
+        return Err(bad("a cluster has database 0 only"));
+    }
+    if hosts.is_empty() {
+        return Err(bad("needs at least one seed host"));
+    }
+    let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    let mut seeds = Vec::new();
+    for host in hosts.split(',') {
+        let with_port = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host.to_owned()
+        } else {
+            format!("{host}:6379")
+        };
+        seeds.push(parse_info(&format!("{scheme}://{userinfo}{with_port}"))?);
+    }
+    Ok(Some(seeds))
 }
 
 /// The sentinels of a Sentinel-managed group, and the name of its master.

@@ -11,13 +11,18 @@
 //!
 //! Either way a new manager is built (lazily: it connects on first use) for the master as it
 //! is now, at most one rebuild at a time and one per [`REBUILD_GAP`].
+//!
+//! On a Redis Cluster it is the `redis` crate's cluster connection instead, which follows
+//! `MOVED`/`ASK` and refreshes its slot map by itself; [`Conn`] is either, behind the
+//! `ConnectionLike` interface every command is sent through.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use strata::Error;
 
 use crate::config::RedisConfig;
@@ -34,31 +39,106 @@ pub(crate) struct Connection {
 
 struct Shared {
     config: RedisConfig,
-    manager: RwLock<ConnectionManager>,
+    kind: Kind,
     rebuilding: AtomicBool,
+}
+
+enum Kind {
+    /// One server (or Sentinel's master): replaced when it cannot recover by itself.
+    Single(RwLock<ConnectionManager>),
+    /// A cluster: recovers by itself.
+    Cluster(ClusterConnection),
+}
+
+/// A connection to send commands on: to one server (shared, or of its own for blocking
+/// reads), or to a cluster.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Own(redis::aio::MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Own(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Own(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Own(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A connection of its own for blocking reads (`XREAD BLOCK`), which would hold up every
+/// other command on a shared one: to the server, or a cluster connection of its own.
+pub(crate) async fn dedicated(config: &RedisConfig, block: Duration) -> Result<Conn, Error> {
+    if config.is_cluster() {
+        Ok(Conn::Cluster(
+            config
+                .connect_cluster(block + config.command_timeout)
+                .await?,
+        ))
+    } else {
+        Ok(Conn::Own(config.dedicated(block).await?))
+    }
 }
 
 impl Connection {
     /// Connects now; fails if the server cannot be reached or refuses the credentials.
     pub(crate) async fn open(config: &RedisConfig) -> Result<Self, Error> {
-        let manager = config.connect().await?;
+        let kind = if config.is_cluster() {
+            Kind::Cluster(config.connect_cluster(config.command_timeout).await?)
+        } else {
+            Kind::Single(RwLock::new(config.connect().await?))
+        };
         Ok(Connection {
             shared: Arc::new(Shared {
                 config: config.clone(),
-                manager: RwLock::new(manager),
+                kind,
                 rebuilding: AtomicBool::new(false),
             }),
         })
     }
 
-    /// The current manager, to send commands on.
-    pub(crate) fn get(&self) -> ConnectionManager {
-        // Held for a clone (an `Arc` increment); a writer holds it for an assignment.
-        self.shared
-            .manager
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The current connection, to send commands on.
+    pub(crate) fn get(&self) -> Conn {
+        match &self.shared.kind {
+            // Held for a clone (an `Arc` increment); a writer holds it for an assignment.
+            Kind::Single(manager) => {
+                Conn::Single(manager.read().unwrap_or_else(|e| e.into_inner()).clone())
+            }
+            Kind::Cluster(cluster) => Conn::Cluster(cluster.clone()),
+        }
+    }
+
+    /// The cluster connection, to route commands to given nodes (a `SCAN` of each master);
+    /// `None` for one server.
+    pub(crate) fn cluster(&self) -> Option<ClusterConnection> {
+        match &self.shared.kind {
+            Kind::Cluster(c) => Some(c.clone()),
+            Kind::Single(_) => None,
+        }
     }
 
     /// [`open`](Self::open) for a log publisher: failures are log errors.
@@ -81,6 +161,9 @@ impl Connection {
     }
 
     fn needs_rebuild(&self, e: &RedisError) -> bool {
+        if matches!(self.shared.kind, Kind::Cluster(_)) {
+            return false; // a cluster connection recovers by itself
+        }
         if e.kind() == ErrorKind::AuthenticationFailed {
             return true;
         }
@@ -104,7 +187,9 @@ impl Connection {
                     .map_err(classify)
             }) {
                 Ok(manager) => {
-                    *shared.manager.write().unwrap_or_else(|e| e.into_inner()) = manager;
+                    if let Kind::Single(slot) = &shared.kind {
+                        *slot.write().unwrap_or_else(|e| e.into_inner()) = manager;
+                    }
                     tracing::info!(target = %shared.config, "Redis connection rebuilt");
                 }
                 Err(e) => {

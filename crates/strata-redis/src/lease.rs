@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use strata::keys::{filled_key, lease_key, waiting_key};
 use strata::{Error, Lease};
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
-use crate::scripts::{ACQUIRE_LEASE, RELEASE};
+use crate::layout::Layout;
+use crate::scripts::{ACQUIRE_LEASE, RELEASE, RELEASE_IN_SLOT};
+use crate::store::announce_filled;
 
 /// Load leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` (in a script that
 /// also recognises the caller's own token) to take one, a
@@ -21,6 +22,7 @@ use crate::scripts::{ACQUIRE_LEASE, RELEASE};
 #[derive(Clone)]
 pub struct RedisLease {
     conn: Connection,
+    layout: Layout,
 }
 
 impl std::fmt::Debug for RedisLease {
@@ -32,11 +34,14 @@ impl std::fmt::Debug for RedisLease {
 impl RedisLease {
     /// Connects with its own connection.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        Ok(Self::on(Connection::open(config).await?))
+        Ok(Self::on(
+            Connection::open(config).await?,
+            Layout::cluster(config.is_cluster()),
+        ))
     }
 
-    pub(crate) fn on(conn: Connection) -> Self {
-        RedisLease { conn }
+    pub(crate) fn on(conn: Connection, layout: Layout) -> Self {
+        RedisLease { conn, layout }
     }
 }
 
@@ -50,7 +55,7 @@ impl Lease for RedisLease {
         ttl: Duration,
     ) -> Result<bool, Error> {
         let held: u8 = ACQUIRE_LEASE
-            .key(lease_key(namespace, key))
+            .key(self.layout.lease(namespace, key))
             .arg(token)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
             .invoke_async(&mut self.conn.get())
@@ -60,14 +65,31 @@ impl Lease for RedisLease {
     }
 
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
-        RELEASE
-            .key(lease_key(namespace, key))
-            .key(waiting_key(namespace, key))
-            .key(filled_key(namespace))
+        let l = self.layout;
+        if l == Layout::Single {
+            return RELEASE
+                .key(l.lease(namespace, key))
+                .key(l.waiting(namespace, key))
+                .key(l.filled(namespace))
+                .arg(token)
+                .arg(key)
+                .invoke_async::<()>(&mut self.conn.get())
+                .await
+                .map_err(|e| self.conn.failed(e));
+        }
+        // A cluster: the filled stream lives in the namespace's slot, announced apart.
+        let (_, waited): (u8, u8) = RELEASE_IN_SLOT
+            .key(l.lease(namespace, key))
+            .key(l.waiting(namespace, key))
             .arg(token)
-            .arg(key)
-            .invoke_async::<()>(&mut self.conn.get())
+            .invoke_async(&mut self.conn.get())
             .await
-            .map_err(|e| self.conn.failed(e))
+            .map_err(|e| self.conn.failed(e))?;
+        if waited == 1 {
+            announce_filled(&mut self.conn.get(), l.filled(namespace), key)
+                .await
+                .map_err(|e| self.conn.failed(e))?;
+        }
+        Ok(())
     }
 }

@@ -32,9 +32,23 @@
 //! - [`RedisWriteQueue`]: write-behind's durable queue, a stream per namespace
 //!   (`<namespace>#wb`) with a consumer group; entries that fail every attempt go to
 //!   `<namespace>#wb:dead`.
-//! - [`RedisConfig`]: `redis://`, `rediss://` (TLS via rustls, custom CA, mutual TLS) and
-//!   `redis+sentinel://` (the master found through Sentinel, followed across failovers), ACL
-//!   user and password, database, connect and command timeouts; never prints secrets.
+//! - [`RedisConfig`]: `redis://`, `rediss://` (TLS via rustls, custom CA, mutual TLS),
+//!   `redis+sentinel://` (the master found through Sentinel, followed across failovers) and
+//!   `redis+cluster://` (a Redis Cluster through its seed nodes), ACL user and password,
+//!   database, connect and command timeouts; never prints secrets.
+//!
+//! # Redis Cluster
+//! Everything above runs on a cluster (`redis+cluster://host:port,host:port`). A script may
+//! touch one slot only, so the keys that change together share one through hash tags: data
+//! keys stay `<namespace>:<key>`; a key's generation, lease and waiting mark go to its slot
+//! (`<namespace>#gen:{<namespace>:<key>}`); a namespace's log, its sequence, the
+//! lease-release stream, the namespace generation and the write-behind streams share the
+//! slot of `{<namespace>}` (`<namespace>#log{<namespace>}`, …). What cannot share a slot is
+//! ordered so the guarantees hold: a tag's index is written before the value (a tag
+//! invalidated in between bumps the key's generation, which refuses the fill) and emptied
+//! member by member; a fill checks the namespace generation afterwards and undoes itself if
+//! a clear ran meanwhile; `MGET`s are split by slot by the client; a clear scans every
+//! master. The client follows `MOVED`/`ASK` and refreshes its slot map.
 //!
 //! # Permissions
 //! With Redis ACLs, Strata needs, for a namespace `NS`:
@@ -49,6 +63,7 @@ mod compat;
 mod config;
 mod connection;
 mod error;
+mod layout;
 mod lease;
 mod pubsub;
 mod reconnect;

@@ -65,6 +65,84 @@ return 1
     ))
 });
 
+/// On a cluster, [`FILL`] without the keys of other slots: KEYS: data, key generation,
+/// lease, waiting mark; ARGV: value, TTL ms, key generation read, lease token (`""` for
+/// none). Releases the lease (compare-and-delete) whether it stores or not. Returns
+/// {1 if stored, 1 if another instance waited on the lease}: the caller announces the release
+/// on the namespace's filled stream and checks the namespace generation apart (its slot is
+/// not this one).
+pub(crate) static FILL_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local waited = 0
+if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) == ARGV[4] then
+  redis.call('UNLINK', KEYS[3])
+  waited = redis.call('UNLINK', KEYS[4])
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then
+  return {0, waited}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, waited}
+",
+    )
+});
+
+/// On a cluster, [`BEGIN_LOAD`] without the namespace generation (another slot, read apart):
+/// KEYS: key generation, lease, waiting mark, data; ARGV as `BEGIN_LOAD`. Returns {key
+/// generation, 1 if the lease was taken, the value found or nil}.
+pub(crate) static BEGIN_LOAD_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local g = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[3] == '1' then
+  local value = redis.call('GET', KEYS[4])
+  if value then
+    return {g, 0, value}
+  end
+end
+if ARGV[1] == '' then
+  return {g, 0, false}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[2]) == ARGV[1] then
+  return {g, 1, false}
+end
+redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
+return {g, 0, false}
+",
+    )
+});
+
+/// On a cluster, a tag index changed apart from its data key: adds ARGV[1] (a data key) to
+/// the index KEYS[1], extending the index's TTL to ARGV[2] ms.
+pub(crate) static INDEX_TAG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SADD', KEYS[1], ARGV[1])
+local left = redis.call('PTTL', KEYS[1])
+local ttl = tonumber(ARGV[2])
+if left == -1 or left < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+",
+    )
+});
+
+/// On a cluster, [`RELEASE`] without the filled stream: KEYS: lease, waiting mark; ARGV: the
+/// holder's token. Returns {1 if released, 1 if another instance waited on it}.
+pub(crate) static RELEASE_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[1] == '' or redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {0, 0}
+end
+redis.call('UNLINK', KEYS[1])
+return {1, redis.call('UNLINK', KEYS[2])}
+",
+    )
+});
+
 /// The start of a load: reads the key's generations; with `absent` set and a value present
 /// (a fill landed since the caller's read), returns it and takes no lease; otherwise, with a
 /// token, tries to take the key's load lease (`SET NX PX`), and if another holds it marks it

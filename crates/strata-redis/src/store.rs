@@ -3,24 +3,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use strata::keys::{
-    data_key, filled_key, generation_key, lease_key, namespace_generation_key, namespace_patterns,
-    tag_key, waiting_key,
-};
+use strata::keys::namespace_patterns;
 use strata::{Error, Generation, L2Store, Lease, LoadStart, WriteMode};
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
+use crate::layout::Layout;
 use crate::lease::RedisLease;
-use crate::scripts::{BEGIN_LOAD, DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE, REPLACE};
+use crate::scripts::{
+    BEGIN_LOAD, BEGIN_LOAD_IN_SLOT, DELETE_TAG, FILL, FILL_IN_SLOT, GENERATION_TTL_MS, INDEX_TAG,
+    INVALIDATE, REPLACE,
+};
 
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
 ///
-/// Every command goes through `redis::aio::ConnectionLike`, the interface the `redis` crate's
-/// cluster and sentinel connections share, so those deployments slot in behind this type.
+/// On a Redis Cluster (`redis+cluster://`) the same guarantees hold: what a script changes
+/// together lives in one slot (see the crate documentation for the key layout); a tag's
+/// index, in its own slot, is written before the value and emptied member by member; the
+/// namespace generation, in the namespace's slot, is checked after a fill, which is undone
+/// if a clear ran meanwhile; multi-key reads (`MGET`) are split by slot by the client.
 ///
 /// Keys follow [`strata::keys`]: `<namespace>:<key>` for values, `<namespace>#tag:<tag>` for
 /// tag indexes (sets), so a namespace can be scanned, cleared and ACL-restricted by prefix.
@@ -28,6 +34,7 @@ use crate::scripts::{BEGIN_LOAD, DELETE_TAG, FILL, GENERATION_TTL_MS, INVALIDATE
 pub struct RedisStore {
     conn: Connection,
     config: RedisConfig,
+    layout: Layout,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -51,23 +58,55 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             config: config.clone(),
+            layout: Layout::cluster(config.is_cluster()),
         })
     }
 
+    /// Unlinks every key matching `pattern`: on one server, or on each master of a cluster.
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
+        let Some(cluster) = self.conn.cluster() else {
+            return self.unlink_matching_on(pattern, None).await;
+        };
+        let mut removed = 0;
+        for (host, port) in masters(cluster).await.map_err(|e| self.conn.failed(e))? {
+            removed += self.unlink_matching_on(pattern, Some((host, port))).await?;
+        }
+        Ok(removed)
+    }
+
+    /// [`unlink_matching`](Self::unlink_matching) on one server, or one cluster node.
+    async fn unlink_matching_on(
+        &self,
+        pattern: &str,
+        node: Option<(String, u16)>,
+    ) -> Result<u64, Error> {
         let mut conn = self.conn.get();
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(pattern)
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.conn.failed(e))?;
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) = match (&node, self.conn.cluster()) {
+                (Some((host, port)), Some(mut cluster)) => {
+                    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    });
+                    let value = cluster
+                        .route_command(scan, routing)
+                        .await
+                        .map_err(|e| self.conn.failed(e))?;
+                    redis::from_redis_value(value).map_err(|e| self.conn.failed(e.into()))?
+                }
+                _ => scan
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.conn.failed(e))?,
+            };
             if !keys.is_empty() {
                 let n: u64 = redis::cmd("UNLINK")
                     .arg(&keys)
@@ -84,6 +123,32 @@ impl RedisStore {
     }
 }
 
+/// The masters of a cluster, as `CLUSTER NODES` lists them now.
+async fn masters(
+    mut cluster: redis::cluster_async::ClusterConnection,
+) -> redis::RedisResult<Vec<(String, u16)>> {
+    let value = cluster
+        .route_command(
+            redis::cmd("CLUSTER").arg("NODES").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await?;
+    let text: String = redis::from_redis_value(value)?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let flags = f.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let addr = f.get(1)?.split('@').next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect())
+}
+
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -92,7 +157,7 @@ fn ttl_ms(ttl: Duration) -> u64 {
 impl L2Store for RedisStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
         let value: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(data_key(namespace, key))
+            .arg(self.layout.data(namespace, key))
             .query_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
@@ -100,27 +165,19 @@ impl L2Store for RedisStore {
     }
 
     async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error> {
-        let (key_gen, ns_gen): (Option<u64>, Option<u64>) = redis::cmd("MGET")
-            .arg(generation_key(namespace, key))
-            .arg(namespace_generation_key(namespace))
-            .query_async(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        Ok(Generation {
-            key: key_gen.unwrap_or(0),
-            namespace: ns_gen.unwrap_or(0),
-        })
+        Ok(self.generations(namespace, &[key]).await?.remove(0))
     }
 
     async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>, Error> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        // On a cluster the client splits this by slot and puts the answers back in order.
         let mut cmd = redis::cmd("MGET");
         for key in keys {
-            cmd.arg(generation_key(namespace, key));
+            cmd.arg(self.layout.generation(namespace, key));
         }
-        cmd.arg(namespace_generation_key(namespace));
+        cmd.arg(self.layout.namespace_generation(namespace));
         let mut counters: Vec<Option<u64>> = cmd
             .query_async(&mut self.conn.get())
             .await
@@ -136,7 +193,7 @@ impl L2Store for RedisStore {
     }
 
     fn lease(&self) -> Option<Arc<dyn Lease>> {
-        Some(Arc::new(RedisLease::on(self.conn.clone())))
+        Some(Arc::new(RedisLease::on(self.conn.clone(), self.layout)))
     }
 
     async fn begin_load(
@@ -150,18 +207,45 @@ impl L2Store for RedisStore {
             Some((token, ttl)) => (token.to_string(), ttl_ms(ttl)),
             None => (String::new(), 0),
         };
-        let (key_gen, ns_gen, taken, filled): (u64, u64, u8, Option<Vec<u8>>) = BEGIN_LOAD
-            .key(generation_key(namespace, key))
-            .key(namespace_generation_key(namespace))
-            .key(lease_key(namespace, key))
-            .key(waiting_key(namespace, key))
-            .key(data_key(namespace, key))
-            .arg(token)
-            .arg(ttl)
-            .arg(if absent { "1" } else { "" })
-            .invoke_async(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
+        let l = self.layout;
+        let absent = if absent { "1" } else { "" };
+        let (key_gen, ns_gen, taken, filled) = match l {
+            Layout::Single => {
+                let (key_gen, ns_gen, taken, filled): (u64, u64, u8, Option<Vec<u8>>) = BEGIN_LOAD
+                    .key(l.generation(namespace, key))
+                    .key(l.namespace_generation(namespace))
+                    .key(l.lease(namespace, key))
+                    .key(l.waiting(namespace, key))
+                    .key(l.data(namespace, key))
+                    .arg(token)
+                    .arg(ttl)
+                    .arg(absent)
+                    .invoke_async(&mut self.conn.get())
+                    .await
+                    .map_err(|e| self.conn.failed(e))?;
+                (key_gen, ns_gen, taken, filled)
+            }
+            Layout::Cluster => {
+                // The namespace generation first: a clear after this read refuses the fill.
+                let ns_gen: Option<u64> = redis::cmd("GET")
+                    .arg(l.namespace_generation(namespace))
+                    .query_async(&mut self.conn.get())
+                    .await
+                    .map_err(|e| self.conn.failed(e))?;
+                let (key_gen, taken, filled): (u64, u8, Option<Vec<u8>>) = BEGIN_LOAD_IN_SLOT
+                    .key(l.generation(namespace, key))
+                    .key(l.lease(namespace, key))
+                    .key(l.waiting(namespace, key))
+                    .key(l.data(namespace, key))
+                    .arg(token)
+                    .arg(ttl)
+                    .arg(absent)
+                    .invoke_async(&mut self.conn.get())
+                    .await
+                    .map_err(|e| self.conn.failed(e))?;
+                (key_gen, ns_gen.unwrap_or(0), taken, filled)
+            }
+        };
         Ok(LoadStart {
             generation: Generation {
                 key: key_gen,
@@ -176,7 +260,11 @@ impl L2Store for RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let full: Vec<String> = keys.iter().map(|k| data_key(namespace, k)).collect();
+        let full: Vec<String> = keys
+            .iter()
+            .map(|k| self.layout.data(namespace, k))
+            .collect();
+        // On a cluster the client splits this by slot and puts the answers back in order.
         let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(&full)
             .query_async(&mut self.conn.get())
@@ -194,45 +282,22 @@ impl L2Store for RedisStore {
         tags: &[String],
         mode: WriteMode,
     ) -> Result<bool, Error> {
-        let mut invocation = match mode {
-            WriteMode::Fill { read, lease } => {
-                let mut i = FILL.key(data_key(namespace, key));
-                i.key(generation_key(namespace, key))
-                    .key(namespace_generation_key(namespace))
-                    .key(lease_key(namespace, key))
-                    .key(waiting_key(namespace, key))
-                    .key(filled_key(namespace));
-                i.arg(value.as_ref())
-                    .arg(ttl_ms(ttl))
-                    .arg(read.key)
-                    .arg(read.namespace)
-                    .arg(lease.map(|t| t.to_string()).unwrap_or_default())
-                    .arg(key);
-                i
+        match self.layout {
+            Layout::Single => {
+                self.set_single(namespace, key, value, ttl, tags, mode)
+                    .await
             }
-            WriteMode::Replace => {
-                let mut i = REPLACE.key(data_key(namespace, key));
-                i.key(generation_key(namespace, key));
-                i.arg(value.as_ref())
-                    .arg(ttl_ms(ttl))
-                    .arg(GENERATION_TTL_MS);
-                i
+            Layout::Cluster => {
+                self.set_in_cluster(namespace, key, value, ttl, tags, mode)
+                    .await
             }
-        };
-        for tag in tags {
-            invocation.key(tag_key(namespace, tag));
         }
-        let stored: u8 = invocation
-            .invoke_async(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        Ok(stored == 1)
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
         INVALIDATE
-            .key(data_key(namespace, key))
-            .key(generation_key(namespace, key))
+            .key(self.layout.data(namespace, key))
+            .key(self.layout.generation(namespace, key))
             .arg(GENERATION_TTL_MS)
             .invoke_async::<()>(&mut self.conn.get())
             .await
@@ -240,19 +305,53 @@ impl L2Store for RedisStore {
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
-        DELETE_TAG
-            .key(tag_key(namespace, tag))
-            .arg(namespace)
-            .arg(GENERATION_TTL_MS)
-            .invoke_async(&mut self.conn.get())
+        let index = self.layout.tag(namespace, tag);
+        if self.layout == Layout::Single {
+            return DELETE_TAG
+                .key(index)
+                .arg(namespace)
+                .arg(GENERATION_TTL_MS)
+                .invoke_async(&mut self.conn.get())
+                .await
+                .map_err(|e| self.conn.failed(e));
+        }
+        // A cluster: the members live in other slots. Each is invalidated in its own slot
+        // (deleted, generation bumped: a load that read it before is refused), then removed
+        // from the index — only those, so members added meanwhile stay.
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut self.conn.get())
             .await
-            .map_err(|e| self.conn.failed(e))
+            .map_err(|e| self.conn.failed(e))?;
+        let prefix = format!("{namespace}:");
+        let mut removed = 0;
+        for member in &members {
+            let Some(key) = member.strip_prefix(&prefix) else {
+                continue;
+            };
+            let existed: u64 = redis::cmd("EXISTS")
+                .arg(member)
+                .query_async(&mut self.conn.get())
+                .await
+                .map_err(|e| self.conn.failed(e))?;
+            self.delete(namespace, key).await?;
+            removed += existed;
+        }
+        if !members.is_empty() {
+            redis::cmd("SREM")
+                .arg(&index)
+                .arg(&members)
+                .exec_async(&mut self.conn.get())
+                .await
+                .map_err(|e| self.conn.failed(e))?;
+        }
+        Ok(removed)
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64, Error> {
         // First: loads that read the namespace before the clear are refused from here on.
         redis::cmd("INCR")
-            .arg(namespace_generation_key(namespace))
+            .arg(self.layout.namespace_generation(namespace))
             .exec_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
@@ -262,4 +361,140 @@ impl L2Store for RedisStore {
         }
         Ok(removed)
     }
+}
+
+impl RedisStore {
+    /// A write on one server: one script (value, generations, lease, tags).
+    async fn set_single(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> Result<bool, Error> {
+        let l = self.layout;
+        let mut invocation = match mode {
+            WriteMode::Fill { read, lease } => {
+                let mut i = FILL.key(l.data(namespace, key));
+                i.key(l.generation(namespace, key))
+                    .key(l.namespace_generation(namespace))
+                    .key(l.lease(namespace, key))
+                    .key(l.waiting(namespace, key))
+                    .key(l.filled(namespace));
+                i.arg(value.as_ref())
+                    .arg(ttl_ms(ttl))
+                    .arg(read.key)
+                    .arg(read.namespace)
+                    .arg(lease.map(|t| t.to_string()).unwrap_or_default())
+                    .arg(key);
+                i
+            }
+            WriteMode::Replace => {
+                let mut i = REPLACE.key(l.data(namespace, key));
+                i.key(l.generation(namespace, key));
+                i.arg(value.as_ref())
+                    .arg(ttl_ms(ttl))
+                    .arg(GENERATION_TTL_MS);
+                i
+            }
+        };
+        for tag in tags {
+            invocation.key(l.tag(namespace, tag));
+        }
+        let stored: u8 = invocation
+            .invoke_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        Ok(stored == 1)
+    }
+
+    /// A write on a cluster: the tag indexes first (each in its slot: a tag invalidated
+    /// between them and the value bumps the key's generation, which refuses a fill), then
+    /// the value in its slot; a fill then checks the namespace generation and undoes itself
+    /// if a clear ran since the load began.
+    async fn set_in_cluster(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> Result<bool, Error> {
+        let l = self.layout;
+        let data = l.data(namespace, key);
+        for tag in tags {
+            INDEX_TAG
+                .key(l.tag(namespace, tag))
+                .arg(&data)
+                .arg(ttl_ms(ttl))
+                .invoke_async::<()>(&mut self.conn.get())
+                .await
+                .map_err(|e| self.conn.failed(e))?;
+        }
+        let WriteMode::Fill { read, lease } = mode else {
+            return REPLACE
+                .key(&data)
+                .key(l.generation(namespace, key))
+                .arg(value.as_ref())
+                .arg(ttl_ms(ttl))
+                .arg(GENERATION_TTL_MS)
+                .invoke_async::<u8>(&mut self.conn.get())
+                .await
+                .map(|stored| stored == 1)
+                .map_err(|e| self.conn.failed(e));
+        };
+        let (stored, waited): (u8, u8) = FILL_IN_SLOT
+            .key(&data)
+            .key(l.generation(namespace, key))
+            .key(l.lease(namespace, key))
+            .key(l.waiting(namespace, key))
+            .arg(value.as_ref())
+            .arg(ttl_ms(ttl))
+            .arg(read.key)
+            .arg(lease.map(|t| t.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        if waited == 1 {
+            announce_filled(&mut self.conn.get(), l.filled(namespace), key)
+                .await
+                .map_err(|e| self.conn.failed(e))?;
+        }
+        if stored == 0 {
+            return Ok(false);
+        }
+        let ns_gen: Option<u64> = redis::cmd("GET")
+            .arg(l.namespace_generation(namespace))
+            .query_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        if ns_gen.unwrap_or(0) != read.namespace {
+            // A clear ran while this load did: what it loaded may predate the clear.
+            self.delete(namespace, key).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// Tells the instances waiting on `key`'s lease that it was released (the namespace's
+/// filled stream, as the scripts do on one server).
+pub(crate) async fn announce_filled(
+    conn: &mut crate::connection::Conn,
+    filled: String,
+    key: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("XADD")
+        .arg(filled)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(1000)
+        .arg("*")
+        .arg("k")
+        .arg(key)
+        .exec_async(conn)
+        .await
 }

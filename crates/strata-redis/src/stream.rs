@@ -4,14 +4,13 @@ use std::time::Duration;
 
 use crate::error::{classify_log, into_log_error};
 use async_trait::async_trait;
-use redis::aio::MultiplexedConnection;
 use strata::Error;
 use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
-use strata::keys::{filled_key, log_key, log_sequence_key};
 use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
-use crate::connection::Connection;
+use crate::connection::{Conn, Connection, dedicated};
+use crate::layout::Layout;
 use crate::reconnect::reconnect_backoff;
 use crate::scripts::{APPEND_LOG, LOG_TAIL};
 
@@ -38,6 +37,7 @@ const BATCH: usize = 512;
 pub struct RedisStreamLog {
     publisher: Connection,
     config: RedisConfig,
+    layout: Layout,
     max_len: usize,
     heartbeat: Duration,
 }
@@ -64,6 +64,7 @@ impl RedisStreamLog {
         Ok(RedisStreamLog {
             publisher,
             config: config.clone(),
+            layout: Layout::cluster(config.is_cluster()),
             max_len: 10_000,
             heartbeat: Duration::from_secs(1),
         })
@@ -89,20 +90,20 @@ impl RedisStreamLog {
 
     /// A connection for one follower's blocking reads: its own, so a read that blocks holds
     /// up nobody else's commands, with a response timeout above the block time.
-    async fn reader(&self, namespace: &str) -> Result<MultiplexedConnection, Error> {
-        let mut conn = self
-            .config
-            .dedicated(self.heartbeat)
+    async fn reader(&self, namespace: &str) -> Result<Conn, Error> {
+        let mut conn = dedicated(&self.config, self.heartbeat)
             .await
             .map_err(into_log_error)?;
         // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace and
-        // by process.
-        redis::cmd("CLIENT")
-            .arg("SETNAME")
-            .arg(format!("strata-log:{namespace}:{}", std::process::id()))
-            .exec_async(&mut conn)
-            .await
-            .map_err(classify_log)?;
+        // by process. (A cluster connection reaches several nodes: left unnamed.)
+        if !self.config.is_cluster() {
+            redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(format!("strata-log:{namespace}:{}", std::process::id()))
+                .exec_async(&mut conn)
+                .await
+                .map_err(classify_log)?;
+        }
         Ok(conn)
     }
 }
@@ -111,8 +112,8 @@ impl RedisStreamLog {
 impl InvalidationLog for RedisStreamLog {
     async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
         APPEND_LOG
-            .key(log_key(namespace))
-            .key(log_sequence_key(namespace))
+            .key(self.layout.log(namespace))
+            .key(self.layout.log_sequence(namespace))
             .arg(self.max_len)
             .arg(invalidation.encode())
             .invoke_async::<()>(&mut self.publisher.get())
@@ -126,15 +127,15 @@ impl InvalidationLog for RedisStreamLog {
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
         let mut conn = self.reader(namespace).await?;
-        let stream = log_key(namespace);
+        let stream = self.layout.log(namespace);
         // Start after the newest entry: everything appended from now on is ours to apply.
-        let position = Position::tail(&mut conn, namespace).await?;
+        let position = Position::tail(&mut conn, self.layout, namespace).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let follower = Follower {
             log: self.clone(),
             namespace: namespace.to_owned(),
             stream,
-            filled_stream: filled_key(namespace),
+            filled_stream: self.layout.filled(namespace),
             events: tx,
         };
         tokio::spawn(follower.run(conn, position));
@@ -158,11 +159,11 @@ impl Position {
     /// The newest entry and the sequence number it carries, read together: a follower that
     /// starts here applies every entry appended later, and can tell if any is trimmed away
     /// before it reads it.
-    async fn tail(conn: &mut MultiplexedConnection, namespace: &str) -> Result<Position, Error> {
+    async fn tail(conn: &mut Conn, layout: Layout, namespace: &str) -> Result<Position, Error> {
         let (newest, seq, filled): (Vec<RawEntry>, Option<u64>, Vec<RawEntry>) = LOG_TAIL
-            .key(log_key(namespace))
-            .key(log_sequence_key(namespace))
-            .key(filled_key(namespace))
+            .key(layout.log(namespace))
+            .key(layout.log_sequence(namespace))
+            .key(layout.filled(namespace))
             .invoke_async(conn)
             .await
             .map_err(classify_log)?;
@@ -227,7 +228,7 @@ struct Follower {
 }
 
 impl Follower {
-    async fn run(self, mut conn: MultiplexedConnection, mut position: Position) {
+    async fn run(self, mut conn: Conn, mut position: Position) {
         loop {
             let read = tokio::select! {
                 read = self.read(&mut conn, &position) => read,
@@ -286,7 +287,7 @@ impl Follower {
     /// The next entries of the log and of the announcements, by stream name.
     async fn read(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         after: &Position,
     ) -> Result<Vec<(String, Vec<RawEntry>)>, Error> {
         let reply: Option<Vec<(String, Vec<RawEntry>)>> = redis::cmd("XREAD")
@@ -311,7 +312,7 @@ impl Follower {
     /// it is gone, or its sequence is behind ours (a Redis restarted without persistence, a
     /// failover to a replica that lagged) — what we had not read is lost with it: resync,
     /// and follow the new stream from its tail.
-    async fn reconnect(&self, position: &mut Position) -> Option<MultiplexedConnection> {
+    async fn reconnect(&self, position: &mut Position) -> Option<Conn> {
         let mut backoff = reconnect_backoff();
         loop {
             let delay = backoff.next().unwrap_or(Duration::from_secs(5));
@@ -326,7 +327,7 @@ impl Follower {
                     continue;
                 }
             };
-            let tail = match Position::tail(&mut conn, &self.namespace).await {
+            let tail = match Position::tail(&mut conn, self.log.layout, &self.namespace).await {
                 Ok(tail) => tail,
                 Err(e) => {
                     tracing::debug!(stream = %self.stream, error = %e, "invalidation log reconnect failed");

@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
-use strata::keys::{dead_letter_key, write_queue_key};
 use strata::{Error, QueuedWrite, WriteQueue};
 use tokio::sync::Mutex;
 
 use crate::config::RedisConfig;
-use crate::connection::Connection;
+use crate::connection::{Conn, Connection, dedicated};
 use crate::error::classify;
+use crate::layout::Layout;
 
 /// The consumer group every flusher of a namespace joins.
 const GROUP: &str = "strata-flushers";
@@ -31,8 +30,9 @@ type RawEntry = (String, Option<Vec<Vec<u8>>>);
 pub struct RedisWriteQueue {
     writer: Connection,
     config: RedisConfig,
+    layout: Layout,
     /// A connection for blocking reads alone (a block holds up no other command).
-    reader: Mutex<Option<MultiplexedConnection>>,
+    reader: Mutex<Option<Conn>>,
 }
 
 impl std::fmt::Debug for RedisWriteQueue {
@@ -49,6 +49,7 @@ impl RedisWriteQueue {
         Ok(RedisWriteQueue {
             writer: Connection::open(config).await?,
             config: config.clone(),
+            layout: Layout::cluster(config.is_cluster()),
             reader: Mutex::new(None),
         })
     }
@@ -63,7 +64,7 @@ impl RedisWriteQueue {
     async fn create_group(&self, namespace: &str) -> Result<(), Error> {
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(write_queue_key(namespace))
+            .arg(self.layout.write_queue(namespace))
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -84,7 +85,7 @@ impl RedisWriteQueue {
         idle: Duration,
     ) -> Result<Vec<RawEntry>, redis::RedisError> {
         let (_, claimed, _): (String, Vec<RawEntry>, Vec<String>) = redis::cmd("XAUTOCLAIM")
-            .arg(write_queue_key(namespace))
+            .arg(self.layout.write_queue(namespace))
             .arg(GROUP)
             .arg(consumer)
             .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
@@ -106,7 +107,7 @@ impl RedisWriteQueue {
         let mut slot = self.reader.lock().await;
         let mut conn = match slot.take() {
             Some(conn) => conn,
-            None => self.config.dedicated(wait).await?,
+            None => dedicated(&self.config, wait).await?,
         };
         type Reply = Option<Vec<(String, Vec<RawEntry>)>>;
         let reply: Reply = redis::cmd("XREADGROUP")
@@ -118,7 +119,7 @@ impl RedisWriteQueue {
             .arg("BLOCK")
             .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1))
             .arg("STREAMS")
-            .arg(write_queue_key(namespace))
+            .arg(self.layout.write_queue(namespace))
             .arg(">")
             .query_async(&mut conn)
             .await
@@ -155,7 +156,7 @@ fn parse(id: String, fields: Option<Vec<Vec<u8>>>) -> Option<QueuedWrite> {
 impl WriteQueue for RedisWriteQueue {
     async fn append(&self, namespace: &str, key: &str, value: Bytes) -> Result<String, Error> {
         redis::cmd("XADD")
-            .arg(write_queue_key(namespace))
+            .arg(self.layout.write_queue(namespace))
             .arg("*")
             .arg("k")
             .arg(key)
@@ -204,7 +205,7 @@ impl WriteQueue for RedisWriteQueue {
     }
 
     async fn ack(&self, namespace: &str, id: &str) -> Result<(), Error> {
-        let key = write_queue_key(namespace);
+        let key = self.layout.write_queue(namespace);
         redis::pipe()
             .atomic()
             .cmd("XACK")
@@ -227,11 +228,11 @@ impl WriteQueue for RedisWriteQueue {
         write: &QueuedWrite,
         error: &str,
     ) -> Result<(), Error> {
-        let key = write_queue_key(namespace);
+        let key = self.layout.write_queue(namespace);
         redis::pipe()
             .atomic()
             .cmd("XADD")
-            .arg(dead_letter_key(namespace))
+            .arg(self.layout.dead_letters(namespace))
             .arg("*")
             .arg("id")
             .arg(&write.id)

@@ -11,10 +11,12 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod postgres;
 mod proxy;
 pub mod source;
 
+pub use cluster::{ClusterNode, RedisCluster};
 pub use postgres::PostgresServer;
 pub use proxy::Proxy;
 
@@ -35,6 +37,7 @@ pub struct RedisOptions {
     acl: Vec<String>,
     replica_of: Option<u16>,
     sentinel: Option<(String, u16)>,
+    cluster: bool,
 }
 
 impl RedisOptions {
@@ -70,6 +73,13 @@ impl RedisOptions {
         self
     }
 
+    /// Run as a Redis Cluster node (`cluster-enabled`, a node timeout of 1 s, its cluster
+    /// bus on a second free port); [`RedisCluster`] joins six of them.
+    pub fn cluster_node(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
     /// Starts the server; panics (failing the test) if it cannot.
     pub fn start(self) -> RedisServer {
         self.try_start().unwrap_or_else(|e| panic!("{e}"))
@@ -101,6 +111,8 @@ pub struct TlsFiles {
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// A cluster node's bus port (its own free port: `port + 10000` may be past 65535).
+    bus_port: Option<u16>,
     dir: tempfile::TempDir,
     options: RedisOptions,
     tls: Option<TlsFiles>,
@@ -126,6 +138,7 @@ impl RedisServer {
         let mut server = RedisServer {
             child: None,
             port: 0,
+            bus_port: None,
             dir,
             options,
             tls,
@@ -133,6 +146,9 @@ impl RedisServer {
         // A port found free can be taken before redis binds it; try a few.
         for _ in 0..5 {
             server.port = free_port()?;
+            if server.options.cluster {
+                server.bus_port = Some(free_port()?);
+            }
             if server.spawn()? {
                 return Ok(server);
             }
@@ -175,6 +191,18 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(master) = self.options.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
+        if let Some(bus) = self.bus_port {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", "1000"])
+            .args(["--cluster-port", &bus.to_string()])
+            // A replica takes over whatever its master's last contact.
+            .args(["--cluster-replica-validity-factor", "0"]);
         }
         match &self.tls {
             Some(tls) => {

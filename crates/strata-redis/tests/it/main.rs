@@ -1,6 +1,7 @@
 //! Integration tests against real `redis-server` processes started by the test harness.
 
 mod checker;
+mod cluster;
 mod coherence;
 mod compat;
 mod hostile_bytes;

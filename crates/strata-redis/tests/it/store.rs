@@ -10,7 +10,13 @@ use strata_testkit::RedisServer;
 
 const TTL: Duration = Duration::from_secs(100);
 
-async fn put(store: &dyn L2Store, ns: &str, key: &str, value: &'static [u8], tags: &[String]) {
+pub(crate) async fn put(
+    store: &dyn L2Store,
+    ns: &str,
+    key: &str,
+    value: &'static [u8],
+    tags: &[String],
+) {
     let stored = store
         .set(
             ns,
@@ -116,7 +122,7 @@ async fn clear_removes_one_namespace_only() {
 
 /// The fencing contract of `L2Store`: a fill is stored only if nothing changed the key or its
 /// namespace since the read it is fenced with.
-async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
+pub(crate) async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
     let v = |s: &'static str| Bytes::from_static(s.as_bytes());
     let fill = |read: Generation| WriteMode::Fill { read, lease: None };
 
@@ -216,7 +222,9 @@ async fn memory_fills_are_fenced_by_generation() {
 /// lease once; the fill that carries the token releases it, stored or refused; a stranger's
 /// token releases nothing; a value that appeared after the caller found none is handed back
 /// instead of a lease.
-async fn leases_are_taken_with_the_generation_and_released_by_the_fill(store: &dyn L2Store) {
+pub(crate) async fn leases_are_taken_with_the_generation_and_released_by_the_fill(
+    store: &dyn L2Store,
+) {
     let v = |s: &'static str| Bytes::from_static(s.as_bytes());
     let claim = |token| Some((token, TTL));
     let taken = |start: LoadStart| start.lease_taken;

@@ -1,0 +1,183 @@
+//! Where Strata's keys live in Redis.
+//!
+//! On one server: [`strata::keys`]. On a Redis Cluster, a script may only touch keys of one
+//! slot, so:
+//! - data keys stay `<namespace>:<key>` (other stacks read them as on one server), and tag
+//!   indexes `<namespace>#tag:<tag>` (each in its own slot; changed one command at a time);
+//! - the keys a script changes together with a data key — its generation, its load lease,
+//!   its waiting mark — carry a hash tag that puts them in the data key's slot:
+//!   `<namespace>#gen:{<namespace>:<key>}`, or, when the key has braces of its own (which
+//!   would change what Redis hashes), `<namespace>#gen:{<t>}<key>` with a short `t` that
+//!   hashes to the data key's slot;
+//! - the namespace-wide keys that change together — the invalidation log and its sequence,
+//!   the lease-release stream, the namespace generation, the write-behind queue and its dead
+//!   letters — share the slot of `{<namespace>}`: `<namespace>#log{<namespace>}`, ….
+//!
+//! Every name still starts with `<namespace>:` or `<namespace>#`, so ACL key patterns
+//! (`~NS:* ~NS#*`) and namespace scans are the same on both.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use redis::cluster_routing::Slot;
+use strata::keys;
+
+/// Which layout: one server's, or a cluster's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    Single,
+    Cluster,
+}
+
+impl Layout {
+    pub(crate) fn cluster(cluster: bool) -> Layout {
+        if cluster {
+            Layout::Cluster
+        } else {
+            Layout::Single
+        }
+    }
+
+    pub(crate) fn data(self, namespace: &str, key: &str) -> String {
+        keys::data_key(namespace, key)
+    }
+
+    pub(crate) fn tag(self, namespace: &str, tag: &str) -> String {
+        keys::tag_key(namespace, tag)
+    }
+
+    pub(crate) fn generation(self, namespace: &str, key: &str) -> String {
+        match self {
+            Layout::Single => keys::generation_key(namespace, key),
+            Layout::Cluster => beside(namespace, "gen", key),
+        }
+    }
+
+    pub(crate) fn lease(self, namespace: &str, key: &str) -> String {
+        match self {
+            Layout::Single => keys::lease_key(namespace, key),
+            Layout::Cluster => beside(namespace, "lease", key),
+        }
+    }
+
+    pub(crate) fn waiting(self, namespace: &str, key: &str) -> String {
+        match self {
+            Layout::Single => keys::waiting_key(namespace, key),
+            Layout::Cluster => beside(namespace, "waiting", key),
+        }
+    }
+
+    pub(crate) fn namespace_generation(self, namespace: &str) -> String {
+        self.namespace_wide(keys::namespace_generation_key(namespace), namespace)
+    }
+
+    pub(crate) fn filled(self, namespace: &str) -> String {
+        self.namespace_wide(keys::filled_key(namespace), namespace)
+    }
+
+    pub(crate) fn log(self, namespace: &str) -> String {
+        self.namespace_wide(keys::log_key(namespace), namespace)
+    }
+
+    pub(crate) fn log_sequence(self, namespace: &str) -> String {
+        self.namespace_wide(keys::log_sequence_key(namespace), namespace)
+    }
+
+    pub(crate) fn write_queue(self, namespace: &str) -> String {
+        self.namespace_wide(keys::write_queue_key(namespace), namespace)
+    }
+
+    pub(crate) fn dead_letters(self, namespace: &str) -> String {
+        self.namespace_wide(keys::dead_letter_key(namespace), namespace)
+    }
+
+    fn namespace_wide(self, name: String, namespace: &str) -> String {
+        match self {
+            Layout::Single => name,
+            // Namespaces are `[A-Za-z0-9_.-]`: no braces, so this is the hash tag.
+            Layout::Cluster => format!("{name}{{{namespace}}}"),
+        }
+    }
+}
+
+/// `<namespace>#<kind>:{…}` in the slot of `<namespace>:<key>`.
+fn beside(namespace: &str, kind: &str, key: &str) -> String {
+    if key.contains(['{', '}']) {
+        let tag = tag_for(Slot::for_key(keys::data_key(namespace, key)));
+        format!("{namespace}#{kind}:{{{tag}}}{key}")
+    } else {
+        format!("{namespace}#{kind}:{{{namespace}:{key}}}")
+    }
+}
+
+/// A short tag that hashes to `slot`: the first of `0`, `1`, …, `z`, `00`, … to do so.
+/// Built once (16,384 slots, about 150,000 candidates: a few milliseconds).
+fn tag_for(slot: Slot) -> &'static str {
+    static TAGS: LazyLock<HashMap<Slot, String>> = LazyLock::new(|| {
+        let mut tags = HashMap::with_capacity(16_384);
+        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut n: u64 = 0;
+        while tags.len() < 16_384 {
+            let mut tag = Vec::new();
+            let mut m = n;
+            loop {
+                tag.push(digits[(m % 36) as usize]);
+                m /= 36;
+                if m == 0 {
+                    break;
+                }
+            }
+            let tag = String::from_utf8_lossy(&tag).into_owned();
+            tags.entry(Slot::for_key(&tag)).or_insert(tag);
+            n += 1;
+        }
+        tags
+    });
+    TAGS.get(&slot).map_or("0", String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_script_touches_shares_the_data_keys_slot() {
+        let l = Layout::Cluster;
+        for key in ["42", "a:b", "x{y}z", "}{", "{}", "odd}key", "ünï{cödé}"] {
+            let slot = Slot::for_key(l.data("product", key));
+            for other in [
+                l.generation("product", key),
+                l.lease("product", key),
+                l.waiting("product", key),
+            ] {
+                assert_eq!(Slot::for_key(&other), slot, "{other} for key {key:?}");
+                assert!(other.starts_with("product#"), "{other}");
+            }
+        }
+        let slot = Slot::for_key(l.log("product"));
+        for other in [
+            l.log_sequence("product"),
+            l.filled("product"),
+            l.namespace_generation("product"),
+            l.write_queue("product"),
+            l.dead_letters("product"),
+        ] {
+            assert_eq!(Slot::for_key(&other), slot, "{other}");
+        }
+        assert_eq!(l.generation("product", "42"), "product#gen:{product:42}");
+        assert_eq!(l.log("product"), "product#log{product}");
+        // Distinct keys get distinct companions, braces or not.
+        assert_ne!(l.generation("p", "x{y}"), l.generation("p", "x{y}z"));
+        // One server: the documented layout, unchanged.
+        assert_eq!(Layout::Single.generation("product", "42"), "product#gen:42");
+        assert_eq!(Layout::Single.log("product"), "product#log");
+    }
+
+    #[test]
+    fn every_slot_has_a_tag() {
+        for slot in [0u16, 1, 8000, 16_383] {
+            let slot = Slot::new(slot).unwrap();
+            assert_eq!(Slot::for_key(tag_for(slot)), slot);
+        }
+    }
+}

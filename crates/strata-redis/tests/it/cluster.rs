@@ -1,0 +1,252 @@
+//! The store, the leases and the invalidation log on a real Redis Cluster: three masters,
+//! three replicas, on loopback (`strata_testkit::RedisCluster`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::cluster_routing::Slot;
+use strata::{EntryOptions, L2Store, WriteMode};
+use strata_redis::{RedisConfig, RedisStore};
+use strata_testkit::{RedisCluster, eventually};
+
+use crate::store::{
+    fills_are_fenced_by_generation, leases_are_taken_with_the_generation_and_released_by_the_fill,
+    put,
+};
+use crate::{TTL, WAIT, instance_with};
+
+/// Which master holds `key` now (its port), by asking every node (`CLUSTER KEYSLOT` +
+/// `CLUSTER NODES` would do too; `EXISTS` on each master is what an operator would type).
+fn holder(cluster: &RedisCluster, key: &str) -> Option<u16> {
+    cluster
+        .masters()
+        .into_iter()
+        .map(|i| cluster.node(i))
+        .find(|n| n.cli(&["EXISTS", key]) == "1")
+        .map(|n| n.port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_its_promises_across_slots_and_masters() {
+    let cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    assert!(config.is_cluster());
+    let store = RedisStore::connect_with(&config).await.unwrap();
+
+    // Values land on all three masters; one MGET reads them all back in order (the client
+    // splits it by slot).
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        put(&store, "svc", key, b"v", &["all".into()]).await;
+    }
+    let mut holders: Vec<u16> = keys
+        .iter()
+        .filter_map(|k| holder(&cluster, &format!("svc:{k}")))
+        .collect();
+    assert_eq!(holders.len(), 30, "every value is on some master");
+    holders.sort_unstable();
+    holders.dedup();
+    assert_eq!(holders.len(), 3, "spread over the three masters");
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut with_missing = refs.clone();
+    with_missing.insert(5, "missing");
+    let got = store.get_many("svc", &with_missing).await.unwrap();
+    assert_eq!(got.len(), 31);
+    assert_eq!(got[5], None);
+    assert!(got.iter().enumerate().all(|(i, v)| i == 5 || v.is_some()));
+
+    // A key's generation, lease and waiting mark share its slot; braces in a key too.
+    for key in ["k1", "a{b}c", "}{"] {
+        put(&store, "svc", key, b"v", &[]).await;
+        let before = store.generation("svc", key).await.unwrap().key;
+        store.delete("svc", key).await.unwrap();
+        let after = store.generation("svc", key).await.unwrap().key;
+        assert_eq!(after, before + 1, "{key}: the delete bumps its generation");
+        assert_eq!(store.get("svc", key).await.unwrap(), None, "{key}");
+    }
+    assert_eq!(
+        Slot::for_key("svc:a{b}c"),
+        Slot::for_key("b"),
+        "a key's own braces decide its data slot, as Redis hashes it"
+    );
+
+    // A tag's index lives in one slot, its members in others: all go together.
+    assert_eq!(store.delete_by_tag("svc", "all").await.unwrap(), 29);
+    let after = store.get_many("svc", &refs).await.unwrap();
+    assert!(after.iter().all(Option::is_none), "{after:?}");
+
+    // Clear scans every master.
+    for key in &keys {
+        put(&store, "svc", key, b"v", &["t".into()]).await;
+    }
+    put(&store, "other", "k0", b"v", &[]).await;
+    assert_eq!(
+        store.clear("svc").await.unwrap(),
+        31,
+        "30 values, one index"
+    );
+    assert_eq!(
+        store.get("other", "k0").await.unwrap(),
+        Some(Bytes::from_static(b"v"))
+    );
+
+    // The fencing and lease contracts, as on one server.
+    fills_are_fenced_by_generation(&store).await;
+    leases_are_taken_with_the_generation_and_released_by_the_fill(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_racing_a_clear_is_undone() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect(&cluster.url()).await.unwrap();
+    let start = store.begin_load("svc", "k", None, false).await.unwrap();
+    store.clear("svc").await.unwrap();
+    let stored = store
+        .set(
+            "svc",
+            "k",
+            Bytes::from_static(b"loaded before the clear"),
+            TTL,
+            &[],
+            WriteMode::Fill {
+                read: start.generation,
+                lease: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!stored);
+    assert_eq!(store.get("svc", "k").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_stay_coherent_through_the_log_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let options = EntryOptions::ttl(TTL);
+    let a = instance_with(&config, options.clone()).await;
+    let b = instance_with(&config, options.clone()).await;
+    let tagged = EntryOptions::ttl(TTL).tags(["group"]);
+    for i in 0..20 {
+        let key = format!("k{i}");
+        a.set(&key, format!("v1-{i}"), &tagged).await.unwrap();
+        let seen: Option<std::sync::Arc<String>> = b.get(&key).await.unwrap();
+        assert_eq!(
+            seen.as_deref().map(String::as_str),
+            Some(&*format!("v1-{i}"))
+        );
+    }
+    // Every key is in B's L1 now; A's writes must reach it through the log.
+    for i in 0..20 {
+        a.set(&format!("k{i}"), format!("v2-{i}"), &tagged)
+            .await
+            .unwrap();
+    }
+    eventually("B sees every new value", WAIT, || async {
+        for i in 0..20 {
+            let seen: Option<std::sync::Arc<String>> = b.get(&format!("k{i}")).await.unwrap();
+            if seen.as_deref() != Some(&format!("v2-{i}")) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    a.invalidate_tag("group").await.unwrap();
+    eventually("B drops the tag's keys", WAIT, || async {
+        let seen: Option<std::sync::Arc<String>> = b.get("k7").await.unwrap();
+        seen.is_none()
+    })
+    .await;
+    // Single-flight across instances on the cluster: one load for both.
+    let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = |cache: strata::HybridCache| {
+        let loads = loads.clone();
+        async move {
+            cache
+                .get_or_load("cold", move || async move {
+                    loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, std::io::Error>("loaded".to_owned())
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let (x, y) = tokio::join!(load(a.clone()), load(b.clone()));
+    assert_eq!((x.as_str(), y.as_str()), ("loaded", "loaded"));
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_flushes_and_dead_letters_on_a_cluster() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use strata::{Flusher, HybridCache, QueuedWrite};
+    use strata_redis::RedisWriteQueue;
+
+    let cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let cache = HybridCache::builder("orders")
+        .l2(RedisStore::connect_with(&config).await.unwrap())
+        .write_queue(RedisWriteQueue::connect_with(&config).await.unwrap())
+        .build()
+        .await
+        .unwrap();
+    for id in 0..20u64 {
+        cache
+            .write_behind(&format!("order:{id}"), id, &EntryOptions::ttl(TTL))
+            .await
+            .unwrap();
+    }
+    let applied = Arc::new(AtomicU64::new(0));
+    let seen = applied.clone();
+    let flusher = tokio::spawn(
+        Flusher::new(
+            RedisWriteQueue::connect_with(&config).await.unwrap(),
+            "orders",
+        )
+        .max_attempts(2)
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .run(move |write: QueuedWrite<u64>| {
+            let seen = seen.clone();
+            async move {
+                if write.value == 13 {
+                    return Err("constraint violation");
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }),
+    );
+    let mut conn = config
+        .connect_cluster(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let len = |key: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("XLEN")
+                .arg(key)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    eventually("the queue drains", WAIT, || async {
+        len("orders#wb{orders}").await == 0
+    })
+    .await;
+    flusher.abort();
+    assert_eq!(applied.load(Ordering::SeqCst), 19);
+    assert_eq!(len("orders#wb:dead{orders}").await, 1);
+    let dead: String = redis::cmd("XRANGE")
+        .arg("orders#wb:dead{orders}")
+        .arg("-")
+        .arg("+")
+        .query_async::<redis::Value>(&mut conn)
+        .await
+        .map(|v| format!("{v:?}"))
+        .unwrap();
+    assert!(dead.contains("order:13"), "{dead}");
+}

@@ -1,0 +1,242 @@
+//! [`RedisCluster`]: a real Redis Cluster on loopback — three masters, three replicas —
+//! made of [`RedisServer`]s and joined with `redis-cli --cluster create`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{RedisOptions, RedisServer};
+
+/// How long a cluster may take to agree on its state.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A running cluster of six nodes (3 masters, 1 replica each), killed when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+/// One node as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// Its id.
+    pub id: String,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Whether it is a master now.
+    pub master: bool,
+    /// For a replica, its master's id.
+    pub master_id: Option<String>,
+    /// How many slots it serves (masters).
+    pub slots: usize,
+}
+
+impl RedisCluster {
+    /// Starts six nodes and joins them: three masters sharing the 16,384 slots, one replica
+    /// each. Panics (failing the test) if it cannot.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| RedisOptions::default().cluster_node().start())
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be on PATH");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_converged(3);
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:<port>,…` with every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The `i`th node started.
+    pub fn node(&self, i: usize) -> &RedisServer {
+        &self.nodes[i]
+    }
+
+    /// The `i`th node started, to kill or freeze.
+    pub fn node_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    /// The topology as a live node sees it.
+    pub fn topology(&self) -> Vec<ClusterNode> {
+        let text = self
+            .nodes
+            .iter()
+            .map(|n| n.cli(&["CLUSTER", "NODES"]))
+            .find(|t| !t.is_empty())
+            .expect("no live node");
+        text.lines().filter_map(parse_node).collect()
+    }
+
+    /// The index (in start order) of the node on `port`.
+    pub fn index_of(&self, port: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .expect("a node of this cluster")
+    }
+
+    /// The masters, by start index.
+    pub fn masters(&self) -> Vec<usize> {
+        self.topology()
+            .iter()
+            .filter(|n| n.master && n.slots > 0)
+            .map(|n| self.index_of(n.port))
+            .collect()
+    }
+
+    /// Kills master `i` and waits until its replica has taken its slots over.
+    pub fn fail_over(&mut self, i: usize) {
+        let port = self.nodes[i].port();
+        let id = self
+            .topology()
+            .into_iter()
+            .find(|n| n.port == port)
+            .expect("the node")
+            .id;
+        self.nodes[i].kill();
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            // Every slot served by a live master: the replica took the dead one's over.
+            let slots: usize = self
+                .topology()
+                .iter()
+                .filter(|n| n.master && n.id != id)
+                .map(|n| n.slots)
+                .sum();
+            if slots == 16_384 && self.state_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica took over from {port} within {CONVERGE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Moves `slots` slots from master `from` to master `to` with
+    /// `redis-cli --cluster reshard` (keys migrate with `MIGRATE`, clients meanwhile get
+    /// `ASK`/`MOVED`). Blocks until done.
+    pub fn reshard(&self, from: usize, to: usize, slots: usize) {
+        let topology = self.topology();
+        let replicas = topology.iter().filter(|n| !n.master).count();
+        let id_of = |i: usize| {
+            let port = self.nodes[i].port();
+            topology
+                .iter()
+                .find(|n| n.port == port)
+                .expect("the node")
+                .id
+                .clone()
+        };
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("reshard")
+            .arg(format!("127.0.0.1:{}", self.nodes[from].port()))
+            .args(["--cluster-from", &id_of(from), "--cluster-to", &id_of(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .args(["--cluster-pipeline", "100"])
+            .output()
+            .expect("redis-cli must be on PATH");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster reshard: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_converged(replicas);
+    }
+
+    fn state_ok(&self) -> bool {
+        self.nodes
+            .iter()
+            .map(|n| n.cli(&["CLUSTER", "INFO"]))
+            .filter(|info| !info.is_empty())
+            .all(|info| info.contains("cluster_state:ok"))
+    }
+
+    /// Until every live node says the cluster is ok, all slots are served, and `replicas`
+    /// replicas are attached.
+    fn wait_converged(&self, replicas: usize) {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let topology = self.topology();
+            let served: usize = topology.iter().filter(|n| n.master).map(|n| n.slots).sum();
+            let attached = topology.iter().filter(|n| !n.master).count();
+            if self.state_ok() && served == 16_384 && attached >= replicas {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not converge within {CONVERGE:?}: {topology:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A line of `CLUSTER NODES`:
+/// `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slot>…`.
+fn parse_node(line: &str) -> Option<ClusterNode> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 8 || f[2].contains("fail") || f[2].contains("noaddr") {
+        return None;
+    }
+    let port = f[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
+    let slots = f[8..]
+        .iter()
+        .filter(|s| !s.starts_with('['))
+        .map(|s| match s.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0),
+            None => 1,
+        })
+        .sum();
+    Some(ClusterNode {
+        id: f[0].to_owned(),
+        port,
+        master: f[2].contains("master"),
+        master_id: (f[3] != "-").then(|| f[3].to_owned()),
+        slots,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cluster_nodes_lines() {
+        let m = parse_node("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 7000 [7001->-abc]").unwrap();
+        assert_eq!((m.port, m.master, m.slots), (30001, true, 5462));
+        let r = parse_node("67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30004@40004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected").unwrap();
+        assert_eq!(
+            r.master_id.as_deref(),
+            Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca")
+        );
+        assert!(!r.master);
+        assert!(parse_node("abc 127.0.0.1:1@2 master,fail - 0 0 1 disconnected").is_none());
+    }
+}
