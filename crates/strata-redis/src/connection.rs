@@ -16,12 +16,14 @@
 //! `MOVED`/`ASK` and refreshes its slot map by itself; [`Conn`] is either, behind the
 //! `ConnectionLike` interface every command is sent through.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use strata::Error;
 
@@ -30,6 +32,13 @@ use crate::error::{classify, into_log_error};
 
 /// The shortest time between two rebuilds.
 const REBUILD_GAP: Duration = Duration::from_millis(200);
+
+/// The longest a write waits for a replica's acknowledgement on a cluster (replication on a
+/// LAN takes well under a millisecond; this is for a replica that lags).
+const REPLICA_WAIT: Duration = Duration::from_millis(50);
+
+/// How long a slot whose master had no replica answer is not waited on.
+const NO_REPLICA_FOR: Duration = Duration::from_secs(5);
 
 /// A self-healing connection to the Redis master. Cheap to clone.
 #[derive(Clone)]
@@ -41,6 +50,8 @@ struct Shared {
     config: RedisConfig,
     kind: Kind,
     rebuilding: AtomicBool,
+    /// Cluster slots whose master had no replica acknowledge a write, until when.
+    lonely: Mutex<HashMap<Slot, Instant>>,
 }
 
 enum Kind {
@@ -117,6 +128,7 @@ impl Connection {
                 config: config.clone(),
                 kind,
                 rebuilding: AtomicBool::new(false),
+                lonely: Mutex::default(),
             }),
         })
     }
@@ -130,6 +142,50 @@ impl Connection {
             }
             Kind::Cluster(cluster) => Conn::Cluster(cluster.clone()),
         }
+    }
+
+    /// On a cluster, waits until a replica of `key`'s master has what this connection wrote
+    /// there (`WAIT 1`, at most [`REPLICA_WAIT`]): an acknowledged write then survives a
+    /// failover, which promotes that replica. Replication is asynchronous otherwise, and a
+    /// master killed right after answering would take the write with it (an invalidation
+    /// lost: a stale value back in L2). Nothing on one server, where a restart loses all.
+    ///
+    /// A master without a replica (its replica dead, or just promoted itself) cannot do
+    /// better than holding the write alone: after a `WAIT` that no replica answered, the
+    /// slot is not waited on for [`NO_REPLICA_FOR`], so writes do not each pay the wait.
+    pub(crate) async fn replicated(&self, key: &str) -> Result<(), Error> {
+        let Kind::Cluster(cluster) = &self.shared.kind else {
+            return Ok(());
+        };
+        let slot = Slot::for_key(key);
+        {
+            let lonely = self.shared.lonely.lock().unwrap_or_else(|e| e.into_inner());
+            if lonely
+                .get(&slot)
+                .is_some_and(|until| Instant::now() < *until)
+            {
+                return Ok(());
+            }
+        }
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+            Route::with_slot(slot, SlotAddr::Master),
+        ));
+        let wait = redis::cmd("WAIT")
+            .arg(1)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .clone();
+        let acked = cluster
+            .clone()
+            .route_command(wait, routing)
+            .await
+            .map_err(|e| self.failed(e))?;
+        if redis::from_redis_value::<u64>(acked).unwrap_or(0) == 0 {
+            tracing::debug!(key, "no replica acknowledged a write in time");
+            let mut lonely = self.shared.lonely.lock().unwrap_or_else(|e| e.into_inner());
+            lonely.retain(|_, until| Instant::now() < *until);
+            lonely.insert(slot, Instant::now() + NO_REPLICA_FOR);
+        }
+        Ok(())
     }
 
     /// The cluster connection, to route commands to given nodes (a `SCAN` of each master);

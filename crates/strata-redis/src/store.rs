@@ -295,13 +295,15 @@ impl L2Store for RedisStore {
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
+        let data = self.layout.data(namespace, key);
         INVALIDATE
-            .key(self.layout.data(namespace, key))
+            .key(&data)
             .key(self.layout.generation(namespace, key))
             .arg(GENERATION_TTL_MS)
             .invoke_async::<()>(&mut self.conn.get())
             .await
-            .map_err(|e| self.conn.failed(e))
+            .map_err(|e| self.conn.failed(e))?;
+        self.conn.replicated(&data).await
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
@@ -350,11 +352,13 @@ impl L2Store for RedisStore {
 
     async fn clear(&self, namespace: &str) -> Result<u64, Error> {
         // First: loads that read the namespace before the clear are refused from here on.
+        let generation = self.layout.namespace_generation(namespace);
         redis::cmd("INCR")
-            .arg(self.layout.namespace_generation(namespace))
+            .arg(&generation)
             .exec_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
+        self.conn.replicated(&generation).await?;
         let mut removed = 0;
         for pattern in namespace_patterns(namespace) {
             removed += self.unlink_matching(&pattern).await?;
@@ -435,16 +439,18 @@ impl RedisStore {
                 .map_err(|e| self.conn.failed(e))?;
         }
         let WriteMode::Fill { read, lease } = mode else {
-            return REPLACE
+            let stored: u8 = REPLACE
                 .key(&data)
                 .key(l.generation(namespace, key))
                 .arg(value.as_ref())
                 .arg(ttl_ms(ttl))
                 .arg(GENERATION_TTL_MS)
-                .invoke_async::<u8>(&mut self.conn.get())
+                .invoke_async(&mut self.conn.get())
                 .await
-                .map(|stored| stored == 1)
-                .map_err(|e| self.conn.failed(e));
+                .map_err(|e| self.conn.failed(e))?;
+            // A write-through replaces what others may hold: it must outlive a failover.
+            self.conn.replicated(&data).await?;
+            return Ok(stored == 1);
         };
         let (stored, waited): (u8, u8) = FILL_IN_SLOT
             .key(&data)

@@ -111,14 +111,20 @@ impl RedisStreamLog {
 #[async_trait]
 impl InvalidationLog for RedisStreamLog {
     async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
+        let log = self.layout.log(namespace);
         APPEND_LOG
-            .key(self.layout.log(namespace))
+            .key(&log)
             .key(self.layout.log_sequence(namespace))
             .arg(self.max_len)
             .arg(invalidation.encode())
             .invoke_async::<()>(&mut self.publisher.get())
             .await
-            .map_err(|e| self.publisher.failed_log(e))
+            .map_err(|e| self.publisher.failed_log(e))?;
+        // On a cluster: acknowledged once a replica has it, so a failover keeps it.
+        self.publisher
+            .replicated(&log)
+            .await
+            .map_err(into_log_error)
     }
 
     fn heartbeat(&self) -> Option<Duration> {

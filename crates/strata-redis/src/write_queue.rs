@@ -155,8 +155,9 @@ fn parse(id: String, fields: Option<Vec<Vec<u8>>>) -> Option<QueuedWrite> {
 #[async_trait]
 impl WriteQueue for RedisWriteQueue {
     async fn append(&self, namespace: &str, key: &str, value: Bytes) -> Result<String, Error> {
-        redis::cmd("XADD")
-            .arg(self.layout.write_queue(namespace))
+        let queue = self.layout.write_queue(namespace);
+        let id: String = redis::cmd("XADD")
+            .arg(&queue)
             .arg("*")
             .arg("k")
             .arg(key)
@@ -164,7 +165,10 @@ impl WriteQueue for RedisWriteQueue {
             .arg(value.as_ref())
             .query_async(&mut self.writer.get())
             .await
-            .map_err(|e| self.writer.failed(e))
+            .map_err(|e| self.writer.failed(e))?;
+        // On a cluster, an acknowledged write-behind entry is on a replica too.
+        self.writer.replicated(&queue).await?;
+        Ok(id)
     }
 
     async fn take(

@@ -38,17 +38,17 @@ const SOURCE_VAR: &str = "STRATA_CHECKER_SOURCE";
 
 /// What a worker records.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Record {
+pub(crate) struct Record {
     /// (key, version, wall µs when the invalidation returned)
-    commits: Vec<(u64, u64, u64)>,
+    pub(crate) commits: Vec<(u64, u64, u64)>,
     /// (key, version read, wall µs when the read began)
-    reads: Vec<(u64, u64, u64)>,
+    pub(crate) reads: Vec<(u64, u64, u64)>,
     l1_hits: u64,
     l1_bypassed: u64,
     resyncs: u64,
 }
 
-fn wall_us() -> u64 {
+pub(crate) fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -134,7 +134,7 @@ async fn checker_worker() {
 
 /// Reads that returned a version older than one whose invalidation had returned more than
 /// `bound` before they began.
-fn violations(records: &[Record], bound: Duration) -> usize {
+pub(crate) fn violations(records: &[Record], bound: Duration) -> usize {
     let mut commits: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
     for (key, version, at) in records.iter().flat_map(|r| &r.commits) {
         commits.entry(*key).or_default().push((*at, *version));
