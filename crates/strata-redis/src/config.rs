@@ -322,6 +322,18 @@ fn parse_info(url: &str) -> Result<ConnectionInfo, Error> {
         .map_err(|e| Error::Config(format!("Redis URL: {}", e.detail().unwrap_or("malformed"))))
 }
 
+/// `host:port` as given, or `host` with `port`.
+fn with_port(host: &str, port: u16) -> String {
+    if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// The seed nodes of a `redis+cluster://` or `rediss+cluster://` URL, each with the URL's
 /// credentials and TLS; `None` for any other scheme.
 fn parse_cluster(url: &str) -> Result<Option<Vec<ConnectionInfo>>, Error> {
@@ -345,15 +357,8 @@ fn parse_cluster(url: &str) -> Result<Option<Vec<ConnectionInfo>>, Error> {
     let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
     let mut seeds = Vec::new();
     for host in hosts.split(',') {
-        let with_port = if host
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            host.to_owned()
-        } else {
-            format!("{host}:6379")
-        };
-        seeds.push(parse_info(&format!("{scheme}://{userinfo}{with_port}"))?);
+        let host = with_port(host, 6379);
+        seeds.push(parse_info(&format!("{scheme}://{userinfo}{host}"))?);
     }
     Ok(Some(seeds))
 }
@@ -401,15 +406,8 @@ impl Sentinel {
         }
         let mut nodes = Vec::new();
         for host in hosts.split(',') {
-            let with_port = if host
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            {
-                host.to_owned()
-            } else {
-                format!("{host}:26379")
-            };
-            nodes.push(parse_info(&format!("{scheme}://{with_port}"))?);
+            let host = with_port(host, 26379);
+            nodes.push(parse_info(&format!("{scheme}://{host}"))?);
         }
         // The master's settings, parsed by the `redis` crate (percent-decoding included), at
         // the first sentinel's address until the sentinels name the master.

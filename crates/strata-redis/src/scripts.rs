@@ -89,8 +89,8 @@ return {1, waited}
 });
 
 /// On a cluster, [`BEGIN_LOAD`] without the namespace generation (another slot, read apart):
-/// KEYS: key generation, lease, waiting mark, data; ARGV as `BEGIN_LOAD`. Returns {key
-/// generation, 1 if the lease was taken, the value found or nil}.
+/// KEYS: key generation, lease, waiting mark, data; ARGV as `BEGIN_LOAD`. Returns what
+/// `BEGIN_LOAD` does, with 0 for the namespace generation.
 pub(crate) static BEGIN_LOAD_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -98,17 +98,17 @@ local g = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[3] == '1' then
   local value = redis.call('GET', KEYS[4])
   if value then
-    return {g, 0, value}
+    return {g, 0, 0, value}
   end
 end
 if ARGV[1] == '' then
-  return {g, 0, false}
+  return {g, 0, 0, false}
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[2]) == ARGV[1] then
-  return {g, 1, false}
+  return {g, 0, 1, false}
 end
 redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
-return {g, 0, false}
+return {g, 0, 0, false}
 ",
     )
 });

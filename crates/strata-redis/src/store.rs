@@ -208,44 +208,35 @@ impl L2Store for RedisStore {
             None => (String::new(), 0),
         };
         let l = self.layout;
-        let absent = if absent { "1" } else { "" };
-        let (key_gen, ns_gen, taken, filled) = match l {
-            Layout::Single => {
-                let (key_gen, ns_gen, taken, filled): (u64, u64, u8, Option<Vec<u8>>) = BEGIN_LOAD
-                    .key(l.generation(namespace, key))
-                    .key(l.namespace_generation(namespace))
-                    .key(l.lease(namespace, key))
-                    .key(l.waiting(namespace, key))
-                    .key(l.data(namespace, key))
-                    .arg(token)
-                    .arg(ttl)
-                    .arg(absent)
-                    .invoke_async(&mut self.conn.get())
-                    .await
-                    .map_err(|e| self.conn.failed(e))?;
-                (key_gen, ns_gen, taken, filled)
-            }
-            Layout::Cluster => {
-                // The namespace generation first: a clear after this read refuses the fill.
-                let ns_gen: Option<u64> = redis::cmd("GET")
-                    .arg(l.namespace_generation(namespace))
-                    .query_async(&mut self.conn.get())
-                    .await
-                    .map_err(|e| self.conn.failed(e))?;
-                let (key_gen, taken, filled): (u64, u8, Option<Vec<u8>>) = BEGIN_LOAD_IN_SLOT
-                    .key(l.generation(namespace, key))
-                    .key(l.lease(namespace, key))
-                    .key(l.waiting(namespace, key))
-                    .key(l.data(namespace, key))
-                    .arg(token)
-                    .arg(ttl)
-                    .arg(absent)
-                    .invoke_async(&mut self.conn.get())
-                    .await
-                    .map_err(|e| self.conn.failed(e))?;
-                (key_gen, ns_gen.unwrap_or(0), taken, filled)
-            }
+        // On a cluster the namespace generation lives in another slot: read first, apart (a
+        // clear after this read refuses the fill all the same).
+        let apart = match l {
+            Layout::Single => None,
+            Layout::Cluster => redis::cmd("GET")
+                .arg(l.namespace_generation(namespace))
+                .query_async::<Option<u64>>(&mut self.conn.get())
+                .await
+                .map_err(|e| self.conn.failed(e))
+                .map(|g| Some(g.unwrap_or(0)))?,
         };
+        let mut invocation = match l {
+            Layout::Single => BEGIN_LOAD.key(l.generation(namespace, key)),
+            Layout::Cluster => BEGIN_LOAD_IN_SLOT.key(l.generation(namespace, key)),
+        };
+        if l == Layout::Single {
+            invocation.key(l.namespace_generation(namespace));
+        }
+        let (key_gen, ns_gen, taken, filled): (u64, u64, u8, Option<Vec<u8>>) = invocation
+            .key(l.lease(namespace, key))
+            .key(l.waiting(namespace, key))
+            .key(l.data(namespace, key))
+            .arg(token)
+            .arg(ttl)
+            .arg(if absent { "1" } else { "" })
+            .invoke_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        let ns_gen = apart.unwrap_or(ns_gen);
         Ok(LoadStart {
             generation: Generation {
                 key: key_gen,

@@ -166,6 +166,20 @@ fn secrets_never_appear_in_debug_output() {
     ] {
         assert!(RedisConfig::from_url(bad).is_err(), "{bad}");
     }
+
+    let cluster = RedisConfig::from_url("rediss+cluster://app:hunter2@n1:7000,n2").unwrap();
+    assert!(cluster.is_cluster());
+    for text in [format!("{cluster:?}"), cluster.to_string()] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    assert_eq!(cluster.to_string(), "rediss+cluster://n1:7000,n2:6379");
+    for bad in [
+        "redis+cluster://",
+        "redis+cluster://n1:7000/3",
+        "redis+cluster://n1:port",
+    ] {
+        assert!(RedisConfig::from_url(bad).is_err(), "{bad}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
