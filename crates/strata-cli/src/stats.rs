@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use strata_redis::{NamespaceStats, RedisConfig, read_stats};
+use strata_redis::{NamespaceStats, RedisConfig, StatsReader};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -28,10 +28,10 @@ pub(crate) async fn run(args: StatsArgs) -> Result<ExitCode, BoxError> {
         .redis
         .or_else(|| std::env::var("REDIS_URL").ok())
         .ok_or("give --redis URL (or set REDIS_URL): the counters are kept in Redis")?;
-    let mut redis = RedisConfig::from_url(&url)?.connect().await?;
+    let reader = StatsReader::connect(&RedisConfig::from_url(&url)?).await?;
     let mut previous: HashMap<String, NamespaceStats> = HashMap::new();
     loop {
-        let now = read_stats(&mut redis).await?;
+        let now = reader.read().await?;
         let table = render(&now, args.watch.then_some((&previous, args.every)));
         if args.watch {
             // Clear the screen and go home, then the table.

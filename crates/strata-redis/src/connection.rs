@@ -188,12 +188,66 @@ impl Connection {
         Ok(())
     }
 
-    /// The cluster connection, to route commands to given nodes (a `SCAN` of each master);
-    /// `None` for one server.
-    pub(crate) fn cluster(&self) -> Option<ClusterConnection> {
-        match &self.shared.kind {
-            Kind::Cluster(c) => Some(c.clone()),
-            Kind::Single(_) => None,
+    /// Where a keyspace scan must go: the server (`None`), or every master of a cluster as
+    /// `CLUSTER NODES` lists them now.
+    pub(crate) async fn scan_nodes(&self) -> Result<Vec<Option<(String, u16)>>, Error> {
+        let Kind::Cluster(cluster) = &self.shared.kind else {
+            return Ok(vec![None]);
+        };
+        let value = cluster
+            .clone()
+            .route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        let text: String = redis::from_redis_value(value).map_err(|e| self.failed(e.into()))?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let flags = f.get(2)?;
+                if !flags.contains("master") || flags.contains("fail") {
+                    return None;
+                }
+                let (host, port) = f.get(1)?.split('@').next()?.rsplit_once(':')?;
+                Some(Some((host.to_owned(), port.parse().ok()?)))
+            })
+            .collect())
+    }
+
+    /// One `SCAN` page of keys matching `pattern` on `node` (from
+    /// [`scan_nodes`](Self::scan_nodes)): the next cursor (0 when done) and the keys.
+    pub(crate) async fn scan_page(
+        &self,
+        node: Option<&(String, u16)>,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<Vec<u8>>), Error> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
+        match (&self.shared.kind, node) {
+            (Kind::Cluster(cluster), Some((host, port))) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                let value = cluster
+                    .clone()
+                    .route_command(scan, routing)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                redis::from_redis_value(value).map_err(|e| self.failed(e.into()))
+            }
+            _ => scan
+                .query_async(&mut self.get())
+                .await
+                .map_err(|e| self.failed(e)),
         }
     }
 

@@ -77,7 +77,7 @@ pub use compat::{CompatChannel, DEFAULT_COMPAT_CHANNEL};
 pub use config::RedisConfig;
 pub use lease::RedisLease;
 pub use pubsub::{RedisPubSub, channel};
-pub use stats::{NamespaceStats, StatsReporter, read_stats, stats_key};
+pub use stats::{NamespaceStats, StatsReader, StatsReporter, stats_key};
 pub use store::RedisStore;
 pub use stream::RedisStreamLog;
 pub use write_queue::RedisWriteQueue;

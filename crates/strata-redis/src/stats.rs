@@ -2,15 +2,17 @@
 //! per namespace (`<namespace>#stats`), in one round trip every few seconds — never per
 //! request — so `strata stats` can show a service's hit ratio over all its instances.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use redis::aio::ConnectionManager;
+use async_trait::async_trait;
+use redis::aio::ConnectionLike;
 use strata::{HybridCache, Stats};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::config::RedisConfig;
+use crate::connection::Connection;
 use crate::error::classify;
 
 /// The counters kept, in the order `strata stats` shows them.
@@ -44,18 +46,24 @@ pub fn stats_key(namespace: &str) -> String {
 /// [`flush`](Self::flush) — call it at shutdown so the last interval is not lost. Dropping
 /// the reporter stops the background task.
 pub struct StatsReporter {
-    inner: Arc<Reporter>,
+    inner: Arc<dyn Flush>,
     task: JoinHandle<()>,
 }
 
-struct Reporter {
+struct Reporter<C> {
     cache: HybridCache,
-    redis: ConnectionManager,
+    redis: C,
     key: String,
     sent: Mutex<[u64; 6]>,
 }
 
-impl Reporter {
+#[async_trait]
+trait Flush: Send + Sync {
+    async fn flush(&self) -> Result<(), strata::Error>;
+}
+
+#[async_trait]
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Flush for Reporter<C> {
     async fn flush(&self) -> Result<(), strata::Error> {
         // One flush at a time, so increments are never sent twice.
         let mut sent = self.sent.lock().await;
@@ -82,9 +90,14 @@ impl Reporter {
 }
 
 impl StatsReporter {
-    /// Reports `cache`'s counters to `redis` every `every`.
-    pub fn start(cache: HybridCache, redis: ConnectionManager, every: Duration) -> StatsReporter {
-        let inner = Arc::new(Reporter {
+    /// Reports `cache`'s counters to `redis` every `every`: a connection from
+    /// [`RedisConfig::connect`], or [`RedisConfig::connect_cluster`] on a cluster (the hash is
+    /// one key, in one slot).
+    pub fn start<C>(cache: HybridCache, redis: C, every: Duration) -> StatsReporter
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let inner: Arc<dyn Flush> = Arc::new(Reporter {
             key: stats_key(cache.namespace()),
             cache,
             redis,
@@ -144,54 +157,70 @@ impl NamespaceStats {
     }
 }
 
-/// Every namespace's counters kept in Redis, by name.
-pub async fn read_stats(
-    redis: &mut ConnectionManager,
-) -> Result<Vec<NamespaceStats>, strata::Error> {
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("*#stats")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(redis)
-            .await
-            .map_err(classify)?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
+/// Reads every namespace's counters: `SCAN`s the server, or every master of a cluster, for
+/// `*#stats` hashes.
+pub struct StatsReader {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for StatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsReader").finish_non_exhaustive()
     }
-    keys.sort();
-    keys.dedup();
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        let fields: Vec<(String, u64)> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(redis)
-            .await
-            .unwrap_or_default();
-        let mut s = NamespaceStats {
-            namespace: key.trim_end_matches("#stats").to_owned(),
-            ..NamespaceStats::default()
-        };
-        for (field, value) in fields {
-            match field.as_str() {
-                "l1_hits" => s.l1_hits = value,
-                "l2_hits" => s.l2_hits = value,
-                "misses" => s.misses = value,
-                "coalesced" => s.coalesced = value,
-                "stale_served" => s.stale_served = value,
-                "loader_calls" => s.loader_calls = value,
-                "updated_ms" => s.updated_ms = value,
-                _ => {}
+}
+
+impl StatsReader {
+    /// Connects (a server, Sentinel's master, or a cluster).
+    pub async fn connect(config: &RedisConfig) -> Result<StatsReader, strata::Error> {
+        Ok(StatsReader {
+            conn: Connection::open(config).await?,
+        })
+    }
+
+    /// Every namespace's counters kept in Redis, by name.
+    pub async fn read(&self) -> Result<Vec<NamespaceStats>, strata::Error> {
+        let mut keys: Vec<String> = Vec::new();
+        for node in self.conn.scan_nodes().await? {
+            let mut cursor = 0;
+            loop {
+                let (next, batch) = self
+                    .conn
+                    .scan_page(node.as_ref(), cursor, "*#stats")
+                    .await?;
+                keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
-        out.push(s);
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let fields: Vec<(String, u64)> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut self.conn.get())
+                .await
+                .unwrap_or_default();
+            let mut s = NamespaceStats {
+                namespace: key.trim_end_matches("#stats").to_owned(),
+                ..NamespaceStats::default()
+            };
+            for (field, value) in fields {
+                match field.as_str() {
+                    "l1_hits" => s.l1_hits = value,
+                    "l2_hits" => s.l2_hits = value,
+                    "misses" => s.misses = value,
+                    "coalesced" => s.coalesced = value,
+                    "stale_served" => s.stale_served = value,
+                    "loader_calls" => s.loader_calls = value,
+                    "updated_ms" => s.updated_ms = value,
+                    _ => {}
+                }
+            }
+            out.push(s);
+        }
+        Ok(out)
     }
-    Ok(out)
 }

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use strata::keys::namespace_patterns;
@@ -64,89 +62,27 @@ impl RedisStore {
 
     /// Unlinks every key matching `pattern`: on one server, or on each master of a cluster.
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
-        let Some(cluster) = self.conn.cluster() else {
-            return self.unlink_matching_on(pattern, None).await;
-        };
         let mut removed = 0;
-        for (host, port) in masters(cluster).await.map_err(|e| self.conn.failed(e))? {
-            removed += self.unlink_matching_on(pattern, Some((host, port))).await?;
+        for node in self.conn.scan_nodes().await? {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.conn.scan_page(node.as_ref(), cursor, pattern).await?;
+                if !keys.is_empty() {
+                    let n: u64 = redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async(&mut self.conn.get())
+                        .await
+                        .map_err(|e| self.conn.failed(e))?;
+                    removed += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
         }
         Ok(removed)
     }
-
-    /// [`unlink_matching`](Self::unlink_matching) on one server, or one cluster node.
-    async fn unlink_matching_on(
-        &self,
-        pattern: &str,
-        node: Option<(String, u16)>,
-    ) -> Result<u64, Error> {
-        let mut conn = self.conn.get();
-        let mut cursor: u64 = 0;
-        let mut removed = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, keys): (u64, Vec<Vec<u8>>) = match (&node, self.conn.cluster()) {
-                (Some((host, port)), Some(mut cluster)) => {
-                    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                        host: host.clone(),
-                        port: *port,
-                    });
-                    let value = cluster
-                        .route_command(scan, routing)
-                        .await
-                        .map_err(|e| self.conn.failed(e))?;
-                    redis::from_redis_value(value).map_err(|e| self.conn.failed(e.into()))?
-                }
-                _ => scan
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.conn.failed(e))?,
-            };
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.conn.failed(e))?;
-                removed += n;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
-    }
-}
-
-/// The masters of a cluster, as `CLUSTER NODES` lists them now.
-async fn masters(
-    mut cluster: redis::cluster_async::ClusterConnection,
-) -> redis::RedisResult<Vec<(String, u16)>> {
-    let value = cluster
-        .route_command(
-            redis::cmd("CLUSTER").arg("NODES").clone(),
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-        )
-        .await?;
-    let text: String = redis::from_redis_value(value)?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let flags = f.get(2)?;
-            if !flags.contains("master") || flags.contains("fail") {
-                return None;
-            }
-            let addr = f.get(1)?.split('@').next()?;
-            let (host, port) = addr.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
-        })
-        .collect())
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {

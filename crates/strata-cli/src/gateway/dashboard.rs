@@ -10,12 +10,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use strata::HybridCache;
 use strata::invalidation::Target;
 use strata_http::Purge;
-use strata_redis::NamespaceStats;
+use strata_redis::{NamespaceStats, StatsReader};
 
 /// How many invalidations the page lists.
 const RECENT: usize = 50;
@@ -27,7 +26,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 pub(crate) struct Dashboard {
     own: HybridCache,
     /// Where every instance keeps its counters (`<namespace>#stats`), with Redis.
-    redis: Option<ConnectionManager>,
+    redis: Option<StatsReader>,
     samples: Mutex<Samples>,
     recent: Mutex<VecDeque<Seen>>,
 }
@@ -52,7 +51,7 @@ struct Seen {
 
 impl Dashboard {
     /// Starts sampling `own`'s counters — every namespace's in Redis, when there is Redis.
-    pub(crate) fn start(own: HybridCache, redis: Option<ConnectionManager>) -> Arc<Self> {
+    pub(crate) fn start(own: HybridCache, redis: Option<StatsReader>) -> Arc<Self> {
         let dashboard = Arc::new(Dashboard {
             own,
             redis,
@@ -73,8 +72,9 @@ impl Dashboard {
     }
 
     async fn sample(&self) {
-        let read = match self.redis.clone() {
-            Some(mut redis) => strata_redis::read_stats(&mut redis)
+        let read = match &self.redis {
+            Some(redis) => redis
+                .read()
                 .await
                 .map_err(|e| format!("reading the counters in Redis: {e}")),
             None => {

@@ -19,7 +19,7 @@ use clap::Args;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use strata::{HybridCache, InvalidationLog, L1};
 use strata_http::HttpCache;
-use strata_redis::{RedisConfig, RedisStore, RedisStreamLog, StatsReporter};
+use strata_redis::{RedisConfig, RedisStore, RedisStreamLog, StatsReader, StatsReporter};
 use tower_layer::Layer;
 
 use config::Config;
@@ -96,14 +96,15 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
                 .invalidation(RedisStreamLog::connect_with(&redis).await?)
                 .build()
                 .await?;
-            // Hit rates over every gateway instance, for `strata stats`.
-            let conn = redis.connect().await?;
-            reporter = Some(StatsReporter::start(
-                cache.clone(),
-                conn.clone(),
-                Duration::from_secs(2),
-            ));
-            counters_at = Some(conn);
+            // Hit rates over every gateway instance, for `strata stats` and the dashboard.
+            let every = Duration::from_secs(2);
+            reporter = Some(if redis.is_cluster() {
+                let conn = redis.connect_cluster(Duration::from_secs(1)).await?;
+                StatsReporter::start(cache.clone(), conn, every)
+            } else {
+                StatsReporter::start(cache.clone(), redis.connect().await?, every)
+            });
+            counters_at = Some(StatsReader::connect(&redis).await?);
             (cache, Some(log), "redis")
         }
         None => (builder.build().await?, None, "embedded"),

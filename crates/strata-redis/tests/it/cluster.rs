@@ -467,3 +467,49 @@ async fn a_master_failover_serves_no_stale_read_and_fails_no_read() {
     );
     assert_eq!(stale, 0, "no read past the staleness bound");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_rates_are_kept_and_read_across_masters() {
+    use strata_redis::{StatsReader, StatsReporter};
+    let cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let conn = config
+        .connect_cluster(Duration::from_secs(1))
+        .await
+        .unwrap();
+    // Namespaces whose hashes land on different masters.
+    let mut reporters = Vec::new();
+    for ns in ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"] {
+        let cache = strata::HybridCache::builder(ns)
+            .l2(RedisStore::connect_with(&config).await.unwrap())
+            .build()
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let _: std::sync::Arc<u8> = cache
+                .get_or_load("k", || async { Ok::<_, std::io::Error>(1) })
+                .await
+                .unwrap();
+        }
+        let reporter = StatsReporter::start(cache, conn.clone(), Duration::from_secs(3600));
+        reporter.flush().await.unwrap();
+        reporters.push(reporter);
+    }
+    let holders: std::collections::HashSet<u16> =
+        ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+            .iter()
+            .filter_map(|ns| holder(&cluster, &strata_redis::stats_key(ns)))
+            .collect();
+    assert!(holders.len() > 1, "the hashes are spread: {holders:?}");
+    let stats = StatsReader::connect(&config)
+        .await
+        .unwrap()
+        .read()
+        .await
+        .unwrap();
+    assert_eq!(stats.len(), 6, "{stats:?}");
+    assert!(
+        stats.iter().all(|s| s.misses == 1 && s.l1_hits == 2),
+        "{stats:?}"
+    );
+}

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use strata::EntryOptions;
-use strata_redis::{RedisConfig, StatsReporter, read_stats};
+use strata_redis::{RedisConfig, StatsReader, StatsReporter};
 use strata_testkit::{RedisServer, eventually};
 
 use crate::{TTL, WAIT, instance};
@@ -33,23 +33,15 @@ async fn two_instances_add_up_in_one_hash() {
             .await
             .unwrap();
     }
-    // B reports only when asked (its interval is an hour): a flush at shutdown.
-    reporters[1].flush().await.unwrap();
     // B reports only when asked (its interval is an hour): a flush, as at shutdown.
     reporters[1].flush().await.unwrap();
-    let mut conn = conn.clone();
-    eventually("both instances reported", WAIT, || {
-        let mut conn = conn.clone();
-        async move {
-            let stats = read_stats(&mut conn).await.unwrap();
-            stats.len() == 1
-                && stats[0].l1_hits == 4
-                && stats[0].l2_hits == 1
-                && stats[0].misses == 1
-        }
+    let reader = StatsReader::connect(&config).await.unwrap();
+    eventually("both instances reported", WAIT, || async {
+        let stats = reader.read().await.unwrap();
+        stats.len() == 1 && stats[0].l1_hits == 4 && stats[0].l2_hits == 1 && stats[0].misses == 1
     })
     .await;
-    let stats = read_stats(&mut conn).await.unwrap();
+    let stats = reader.read().await.unwrap();
     assert_eq!(stats[0].namespace, "svc");
     assert_eq!(stats[0].loader_calls, 1);
     assert!((stats[0].hit_ratio() - 5.0 / 6.0).abs() < 1e-9);
