@@ -16,7 +16,7 @@
 //! `MOVED`/`ASK` and refreshes its slot map by itself; [`Conn`] is either, behind the
 //! `ConnectionLike` interface every command is sent through.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -37,8 +37,8 @@ const REBUILD_GAP: Duration = Duration::from_millis(200);
 /// LAN takes well under a millisecond; this is for a replica that lags).
 const REPLICA_WAIT: Duration = Duration::from_millis(50);
 
-/// How long a slot whose master had no replica answer is not waited on.
-const NO_REPLICA_FOR: Duration = Duration::from_secs(5);
+/// How long the map of which slots have a replica is trusted before it is read again.
+const TOPOLOGY_FOR: Duration = Duration::from_secs(5);
 
 /// A self-healing connection to the Redis master. Cheap to clone.
 #[derive(Clone)]
@@ -50,8 +50,8 @@ struct Shared {
     config: RedisConfig,
     kind: Kind,
     rebuilding: AtomicBool,
-    /// Cluster slots whose master had no replica acknowledge a write, until when.
-    lonely: Mutex<HashMap<Slot, Instant>>,
+    /// On a cluster, the slots whose master has a connected replica, and when that was read.
+    replicated: Mutex<Option<(Instant, Arc<HashSet<Slot>>)>>,
 }
 
 enum Kind {
@@ -128,7 +128,7 @@ impl Connection {
                 config: config.clone(),
                 kind,
                 rebuilding: AtomicBool::new(false),
-                lonely: Mutex::default(),
+                replicated: Mutex::default(),
             }),
         })
     }
@@ -150,22 +150,16 @@ impl Connection {
     /// master killed right after answering would take the write with it (an invalidation
     /// lost: a stale value back in L2). Nothing on one server, where a restart loses all.
     ///
-    /// A master without a replica (its replica dead, or just promoted itself) cannot do
-    /// better than holding the write alone: after a `WAIT` that no replica answered, the
-    /// slot is not waited on for [`NO_REPLICA_FOR`], so writes do not each pay the wait.
+    /// Only where the master has a connected replica (`CLUSTER NODES`, read again every
+    /// [`TOPOLOGY_FOR`] and after a `WAIT` no replica answered): `WAIT` on a master without
+    /// one would hold its connection for the whole timeout, for nothing.
     pub(crate) async fn replicated(&self, key: &str) -> Result<(), Error> {
         let Kind::Cluster(cluster) = &self.shared.kind else {
             return Ok(());
         };
         let slot = Slot::for_key(key);
-        {
-            let lonely = self.shared.lonely.lock().unwrap_or_else(|e| e.into_inner());
-            if lonely
-                .get(&slot)
-                .is_some_and(|until| Instant::now() < *until)
-            {
-                return Ok(());
-            }
+        if !self.replica_slots().await?.contains(&slot) {
+            return Ok(());
         }
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
             Route::with_slot(slot, SlotAddr::Master),
@@ -180,19 +174,41 @@ impl Connection {
             .await
             .map_err(|e| self.failed(e))?;
         if redis::from_redis_value::<u64>(acked).unwrap_or(0) == 0 {
+            // The replica lags or is gone: look again at the topology before the next write.
             tracing::debug!(key, "no replica acknowledged a write in time");
-            let mut lonely = self.shared.lonely.lock().unwrap_or_else(|e| e.into_inner());
-            lonely.retain(|_, until| Instant::now() < *until);
-            lonely.insert(slot, Instant::now() + NO_REPLICA_FOR);
+            *self
+                .shared
+                .replicated
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
         }
         Ok(())
     }
 
-    /// Where a keyspace scan must go: the server (`None`), or every master of a cluster as
-    /// `CLUSTER NODES` lists them now.
-    pub(crate) async fn scan_nodes(&self) -> Result<Vec<Option<(String, u16)>>, Error> {
+    /// The slots whose master has a connected replica, as of at most [`TOPOLOGY_FOR`] ago.
+    async fn replica_slots(&self) -> Result<Arc<HashSet<Slot>>, Error> {
+        if let Some((at, slots)) = &*self
+            .shared
+            .replicated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < TOPOLOGY_FOR
+        {
+            return Ok(slots.clone());
+        }
+        let slots = Arc::new(replica_slots(&self.cluster_nodes().await?));
+        *self
+            .shared
+            .replicated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), slots.clone()));
+        Ok(slots)
+    }
+
+    /// `CLUSTER NODES` as one node sees it.
+    async fn cluster_nodes(&self) -> Result<String, Error> {
         let Kind::Cluster(cluster) = &self.shared.kind else {
-            return Ok(vec![None]);
+            return Ok(String::new());
         };
         let value = cluster
             .clone()
@@ -202,18 +218,18 @@ impl Connection {
             )
             .await
             .map_err(|e| self.failed(e))?;
-        let text: String = redis::from_redis_value(value).map_err(|e| self.failed(e.into()))?;
-        Ok(text
-            .lines()
-            .filter_map(|line| {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                let flags = f.get(2)?;
-                if !flags.contains("master") || flags.contains("fail") {
-                    return None;
-                }
-                let (host, port) = f.get(1)?.split('@').next()?.rsplit_once(':')?;
-                Some(Some((host.to_owned(), port.parse().ok()?)))
-            })
+        redis::from_redis_value(value).map_err(|e| self.failed(e.into()))
+    }
+
+    /// Where a keyspace scan must go: the server (`None`), or every master of a cluster as
+    /// `CLUSTER NODES` lists them now.
+    pub(crate) async fn scan_nodes(&self) -> Result<Vec<Option<(String, u16)>>, Error> {
+        if !matches!(self.shared.kind, Kind::Cluster(_)) {
+            return Ok(vec![None]);
+        }
+        Ok(nodes(&self.cluster_nodes().await?)
+            .filter(|n| n.master && !n.failed)
+            .filter_map(|n| Some(Some((n.host.to_owned(), n.port?))))
             .collect())
     }
 
@@ -309,5 +325,79 @@ impl Connection {
             tokio::time::sleep(REBUILD_GAP).await;
             shared.rebuilding.store(false, Ordering::Release);
         });
+    }
+}
+
+/// A line of `CLUSTER NODES`:
+/// `<id> <ip:port@bus> <flags> <master id> <ping> <pong> <epoch> <link> <slots>…`.
+struct Node<'a> {
+    id: &'a str,
+    host: &'a str,
+    port: Option<u16>,
+    master: bool,
+    failed: bool,
+    master_id: &'a str,
+    connected: bool,
+    slots: Vec<&'a str>,
+}
+
+fn nodes(text: &str) -> impl Iterator<Item = Node<'_>> {
+    text.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (host, port) = f.get(1)?.split('@').next()?.rsplit_once(':')?;
+        let flags = f.get(2)?;
+        Some(Node {
+            id: f.first()?,
+            host,
+            port: port.parse().ok(),
+            master: flags.contains("master"),
+            failed: flags.contains("fail"),
+            master_id: f.get(3)?,
+            connected: f.get(7) == Some(&"connected"),
+            slots: f.get(8..).map(<[&str]>::to_vec).unwrap_or_default(),
+        })
+    })
+}
+
+/// The slots served by a master that has a live, connected replica.
+fn replica_slots(text: &str) -> HashSet<Slot> {
+    let with_replica: HashSet<&str> = nodes(text)
+        .filter(|n| !n.master && !n.failed && n.connected)
+        .map(|n| n.master_id)
+        .collect();
+    let mut slots = HashSet::new();
+    for node in nodes(text).filter(|n| n.master && with_replica.contains(n.id)) {
+        // `[…]` entries are slots migrating in or out: their owner stays as listed.
+        for range in node.slots.iter().filter(|s| !s.starts_with('[')) {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
+                slots.extend((lo..=hi).filter_map(Slot::new));
+            }
+        }
+    }
+    slots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_masters_with_a_live_replica_are_waited_on() {
+        let text = "\
+a 127.0.0.1:1@11 myself,master - 0 0 1 connected 0-9 20
+b 127.0.0.1:2@12 master - 0 0 2 connected 10-19
+c 127.0.0.1:3@13 slave a 0 0 1 connected
+d 127.0.0.1:4@14 slave,fail b 0 0 2 disconnected
+";
+        let slots = replica_slots(text);
+        assert_eq!(slots.len(), 11, "0-9 and 20, from a");
+        assert!(slots.contains(&Slot::new(20).unwrap()));
+        assert!(
+            !slots.contains(&Slot::new(10).unwrap()),
+            "b's replica failed"
+        );
+        let masters: Vec<_> = nodes(text).filter(|n| n.master).map(|n| n.port).collect();
+        assert_eq!(masters, [Some(1), Some(2)]);
     }
 }
