@@ -203,14 +203,14 @@ return 1
 });
 
 /// An invalidation: deletes and bumps the key's generation. KEYS: data, key generation;
-/// ARGV: generation TTL ms.
+/// ARGV: generation TTL ms. Returns 1 if the data key existed.
 pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('UNLINK', KEYS[1])
+local existed = redis.call('UNLINK', KEYS[1])
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return 1
+return existed
 ",
     )
 });

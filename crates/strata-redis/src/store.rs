@@ -222,15 +222,7 @@ impl L2Store for RedisStore {
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
-        let data = self.layout.data(namespace, key);
-        INVALIDATE
-            .key(&data)
-            .key(self.layout.generation(namespace, key))
-            .arg(GENERATION_TTL_MS)
-            .invoke_async::<()>(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        self.conn.replicated(&data).await
+        self.invalidate(namespace, key).await.map(drop)
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
@@ -258,13 +250,7 @@ impl L2Store for RedisStore {
             let Some(key) = member.strip_prefix(&prefix) else {
                 continue;
             };
-            let existed: u64 = redis::cmd("EXISTS")
-                .arg(member)
-                .query_async(&mut self.conn.get())
-                .await
-                .map_err(|e| self.conn.failed(e))?;
-            self.delete(namespace, key).await?;
-            removed += existed;
+            removed += self.invalidate(namespace, key).await?;
         }
         if !members.is_empty() {
             redis::cmd("SREM")
@@ -295,6 +281,21 @@ impl L2Store for RedisStore {
 }
 
 impl RedisStore {
+    /// Deletes `key` and bumps its generation (acknowledged once replicated, on a cluster);
+    /// 1 if it existed.
+    async fn invalidate(&self, namespace: &str, key: &str) -> Result<u64, Error> {
+        let data = self.layout.data(namespace, key);
+        let existed: u64 = INVALIDATE
+            .key(&data)
+            .key(self.layout.generation(namespace, key))
+            .arg(GENERATION_TTL_MS)
+            .invoke_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        self.conn.replicated(&data).await?;
+        Ok(existed)
+    }
+
     /// A write on one server: one script (value, generations, lease, tags).
     async fn set_single(
         &self,

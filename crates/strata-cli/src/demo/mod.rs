@@ -2,6 +2,7 @@
 //! and database), the gateway in front, Redis between them — seeded, driven, and reported on.
 
 mod load;
+mod metrics;
 mod outage;
 mod processes;
 
@@ -333,24 +334,12 @@ fn gateway_config(
 }
 
 /// The gateway's answers by outcome, from its `strata_http_responses_total{route,cache}`.
-fn gateway_hits(metrics: &str) -> serde_json::Value {
+fn gateway_hits(text: &str) -> serde_json::Value {
     let mut by_outcome = serde_json::Map::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("strata_http_responses_total{"))
-    {
-        let Some(outcome) = line
-            .split("cache=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-        else {
+    for (labels, value) in metrics::samples(text, "strata_http_responses_total") {
+        let Some(outcome) = metrics::label(labels, "cache") else {
             continue;
         };
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
         let entry = by_outcome.entry(outcome.to_owned()).or_insert(0.0.into());
         *entry = (entry.as_f64().unwrap_or(0.0) + value).into();
     }

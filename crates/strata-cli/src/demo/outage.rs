@@ -96,14 +96,10 @@ async fn stale_served(http: &Http, order: &str) -> Result<f64, BoxError> {
 /// `/metrics`.
 async fn breaker_state(http: &Http, order: &str) -> Result<Option<u8>, BoxError> {
     let (_, metrics) = http.send("GET", &format!("{order}/metrics"), "").await?;
-    Ok(metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("strata_breaker_state{")
-                && l.contains("namespace=\"order\"")
-                && l.contains("target=\"inventory\"")
+    Ok(super::metrics::samples(&metrics, "strata_breaker_state")
+        .find(|(labels, _)| {
+            super::metrics::label(labels, "namespace") == Some("order")
+                && super::metrics::label(labels, "target") == Some("inventory")
         })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u8))
+        .map(|(_, v)| v as u8))
 }
