@@ -83,6 +83,46 @@ impl Layout {
         self.namespace_wide(keys::log_sequence_key(namespace), namespace)
     }
 
+    /// Part `shard` of a namespace's log split into `shards`: its stream and its sequence.
+    /// Part 0 is the unsplit log. On a cluster, part `i` lives `i / shards` of the way round
+    /// the slots from the namespace's own, so the parts land on different masters (a cluster
+    /// made by `redis-cli --cluster create` gives each master one run of slots).
+    pub(crate) fn log_shard(
+        self,
+        namespace: &str,
+        shard: usize,
+        shards: usize,
+    ) -> (String, String) {
+        if shard == 0 {
+            return (self.log(namespace), self.log_sequence(namespace));
+        }
+        let (log, seq) = (
+            format!("{namespace}#log.{shard}"),
+            format!("{namespace}#log.{shard}:seq"),
+        );
+        match self {
+            Layout::Single => (log, seq),
+            Layout::Cluster => {
+                // `{<namespace>}`'s slot, as Redis computes it (the `redis` crate keeps the
+                // number private).
+                let home = usize::from(crc16::State::<crc16::XMODEM>::calculate(
+                    namespace.as_bytes(),
+                )) % SLOTS;
+                let slot = (home + shard * SLOTS / shards.max(1)) % SLOTS;
+                let tag = u16::try_from(slot)
+                    .ok()
+                    .and_then(Slot::new)
+                    .map_or("0", tag_for);
+                (format!("{log}{{{tag}}}"), format!("{seq}{{{tag}}}"))
+            }
+        }
+    }
+
+    /// How many parts a namespace's log is split into (agreed by every instance).
+    pub(crate) fn log_shards(self, namespace: &str) -> String {
+        self.namespace_wide(format!("{namespace}#log:shards"), namespace)
+    }
+
     pub(crate) fn write_queue(self, namespace: &str) -> String {
         self.namespace_wide(keys::write_queue_key(namespace), namespace)
     }
@@ -109,6 +149,9 @@ fn beside(namespace: &str, kind: &str, key: &str) -> String {
         format!("{namespace}#{kind}:{{{namespace}:{key}}}")
     }
 }
+
+/// Hash slots in a Redis Cluster.
+const SLOTS: usize = 16_384;
 
 /// A short tag that hashes to `slot`: the first of `0`, `1`, …, `z`, `00`, … to do so.
 /// Built once (16,384 slots, about 150,000 candidates: a few milliseconds).
@@ -171,6 +214,36 @@ mod tests {
         // One server: the documented layout, unchanged.
         assert_eq!(Layout::Single.generation("product", "42"), "product#gen:42");
         assert_eq!(Layout::Single.log("product"), "product#log");
+    }
+
+    #[test]
+    fn a_split_logs_parts_spread_round_the_slots() {
+        let l = Layout::Cluster;
+        assert_eq!(
+            l.log_shard("product", 0, 3),
+            (l.log("product"), l.log_sequence("product"))
+        );
+        let home = Slot::for_key("{product}");
+        let mut slots = vec![home];
+        for shard in 1..3 {
+            let (log, seq) = l.log_shard("product", shard, 3);
+            assert!(log.starts_with(&format!("product#log.{shard}{{")), "{log}");
+            assert_eq!(Slot::for_key(&log), Slot::for_key(&seq));
+            slots.push(Slot::for_key(&log));
+        }
+        // A third of the way round each: on three masters of even runs, one part each.
+        let expected: Vec<Slot> = (0..3)
+            .map(|i| {
+                let crc = crc16::State::<crc16::XMODEM>::calculate(b"product");
+                Slot::new(((usize::from(crc) % SLOTS + i * SLOTS / 3) % SLOTS) as u16).unwrap()
+            })
+            .collect();
+        assert_eq!(slots, expected);
+        assert_eq!(Slot::for_key(l.log_shards("product")), home);
+        assert_eq!(
+            Layout::Single.log_shard("product", 2, 4),
+            ("product#log.2".into(), "product#log.2:seq".into())
+        );
     }
 
     #[test]

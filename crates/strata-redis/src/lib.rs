@@ -65,6 +65,7 @@ mod connection;
 mod error;
 mod layout;
 mod lease;
+mod log_shards;
 mod pubsub;
 mod reconnect;
 mod scripts;

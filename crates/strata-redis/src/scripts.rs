@@ -259,16 +259,28 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', seq, 'd', A
     )
 });
 
-/// Where a log stands, read atomically: its newest entry (if any), its sequence counter, and
-/// the newest lease-release announcement. KEYS: stream, sequence, filled stream.
+/// Where one part of a log stands, read atomically: its newest entry (if any) and its
+/// sequence counter. KEYS: stream, sequence.
 pub(crate) static LOG_TAIL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 return {
   redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1),
   redis.call('GET', KEYS[2]),
-  redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1),
 }
+",
+    )
+});
+
+/// The number of parts a namespace's log is split into: set to ARGV[1] if no instance has
+/// set it yet; returns what was there before (nil if nothing). KEYS: the count.
+/// (`SET … NX GET` does this from Redis 7.0 on; the script works on 6.2 too.)
+pub(crate) static AGREE_SHARDS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local before = redis.call('GET', KEYS[1])
+if not before then redis.call('SET', KEYS[1], ARGV[1]) end
+return before
 ",
     )
 });

@@ -1,5 +1,7 @@
 //! `RedisStreamLog`: the durable invalidation log on Redis Streams.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{classify_log, into_log_error};
@@ -11,8 +13,9 @@ use tokio::sync::mpsc;
 use crate::config::RedisConfig;
 use crate::connection::{Conn, Connection, dedicated};
 use crate::layout::Layout;
+use crate::log_shards::{self, caught_up, merge, shard_of};
 use crate::reconnect::reconnect_backoff;
-use crate::scripts::{APPEND_LOG, LOG_TAIL};
+use crate::scripts::{AGREE_SHARDS, APPEND_LOG, LOG_TAIL};
 
 /// Entries taken per read: enough to catch up quickly after a disconnect.
 const BATCH: usize = 512;
@@ -21,7 +24,8 @@ const BATCH: usize = 512;
 ///
 /// Each entry carries a gap-free sequence number (`<namespace>#log:seq`, bumped in the same
 /// script that appends). A follower reads with a blocking `XREAD` on a connection of its own
-/// (named `strata-log:<namespace>:<pid>` in `CLIENT LIST`)
+/// (named `strata-log:<namespace>:<pid>` in `CLIENT LIST`, `strata-log:<namespace>#<part>:<pid>`
+/// for the parts of a split log but the first)
 /// and remembers the last entry it applied; after a disconnect it resumes from there, so
 /// invalidations sent meanwhile are applied, not lost as with pub/sub. If the stream was
 /// trimmed past that point (the sequence jumps), the follower emits [`LogEvent::Resync`] and
@@ -33,6 +37,11 @@ const BATCH: usize = 512;
 /// The same blocking read follows `<namespace>#filled`, where a [`RedisStore`](crate::RedisStore)
 /// announces the release of a load lease that other instances wait on: their waiting flights
 /// then look at L2 at once ([`LogEvent::Filled`]) instead of at their next poll.
+///
+/// A namespace whose invalidations are too many for one stream on one master can be split
+/// into [`shards`](Self::shards): a key's invalidations go to the part its hash picks, and
+/// every follower reads every part on a connection of its own (on a Redis Cluster, the parts
+/// sit on different masters).
 #[derive(Clone)]
 pub struct RedisStreamLog {
     publisher: Connection,
@@ -40,6 +49,10 @@ pub struct RedisStreamLog {
     layout: Layout,
     max_len: usize,
     heartbeat: Duration,
+    /// Shard counts configured here, by namespace.
+    shards: Arc<HashMap<String, usize>>,
+    /// Shard counts agreed with Redis, by namespace: looked up once per namespace.
+    agreed: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl std::fmt::Debug for RedisStreamLog {
@@ -48,6 +61,7 @@ impl std::fmt::Debug for RedisStreamLog {
             .field("config", &self.config)
             .field("max_len", &self.max_len)
             .field("heartbeat", &self.heartbeat)
+            .field("shards", &self.shards)
             .finish_non_exhaustive()
     }
 }
@@ -67,7 +81,25 @@ impl RedisStreamLog {
             layout: Layout::cluster(config.is_cluster()),
             max_len: 10_000,
             heartbeat: Duration::from_secs(1),
+            shards: Arc::default(),
+            agreed: Arc::default(),
         })
+    }
+
+    /// Splits `namespace`'s log into `shards` parts (1 to 64; default 1), for a namespace
+    /// whose invalidations are more than one stream on one master serves (see the sizing
+    /// guide in `docs/redis-cluster.md`). Each part keeps about [`max_len`](Self::max_len)
+    /// entries.
+    ///
+    /// The count is stored in Redis by the first instance to use the namespace's log, and
+    /// instances that configure nothing adopt it (a gateway following the namespace, say). An
+    /// instance configured with another count is refused with [`Error::Config`] when it first
+    /// follows or publishes; changing the count means stopping every instance of the
+    /// namespace and deleting `<namespace>#log:shards` (`…{<namespace>}` on a cluster).
+    #[must_use]
+    pub fn shards(mut self, namespace: impl Into<String>, shards: usize) -> Self {
+        Arc::make_mut(&mut self.shards).insert(namespace.into(), shards);
+        self
     }
 
     /// Keeps about `max_len` entries per namespace (at least 1; trimming is approximate, in
@@ -88,18 +120,57 @@ impl RedisStreamLog {
         self
     }
 
+    /// How many parts `namespace`'s log has, as every instance agrees (see
+    /// [`shards`](Self::shards)).
+    async fn shard_count(&self, namespace: &str) -> Result<usize, Error> {
+        if let Some(n) = self.agreed().get(namespace) {
+            return Ok(*n);
+        }
+        let configured = self.shards.get(namespace).copied();
+        let key = self.layout.log_shards(namespace);
+        let stored: Option<String> = AGREE_SHARDS
+            .key(&key)
+            .arg(configured.unwrap_or(1))
+            .invoke_async(&mut self.publisher.get())
+            .await
+            .map_err(|e| self.publisher.failed_log(e))?;
+        let agreed = log_shards::agree(namespace, configured, stored.as_deref())?;
+        if stored.is_none() {
+            self.publisher
+                .replicated(&key)
+                .await
+                .map_err(into_log_error)?;
+        }
+        self.agreed().insert(namespace.to_owned(), agreed);
+        Ok(agreed)
+    }
+
+    fn agreed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // A poisoned map of plain numbers is still right.
+        self.agreed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A connection for one follower's blocking reads: its own, so a read that blocks holds
     /// up nobody else's commands, with a response timeout above the block time.
-    async fn reader(&self, namespace: &str) -> Result<Conn, Error> {
+    async fn reader(&self, namespace: &str, shard: usize) -> Result<Conn, Error> {
         let mut conn = dedicated(&self.config, self.heartbeat)
             .await
             .map_err(into_log_error)?;
-        // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace and
-        // by process. (A cluster connection reaches several nodes: left unnamed.)
+        // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace (and
+        // part), and by process. (A cluster connection reaches several nodes: left unnamed.)
         if !self.config.is_cluster() {
+            let part = match shard {
+                0 => String::new(),
+                n => format!("#{n}"),
+            };
             redis::cmd("CLIENT")
                 .arg("SETNAME")
-                .arg(format!("strata-log:{namespace}:{}", std::process::id()))
+                .arg(format!(
+                    "strata-log:{namespace}{part}:{}",
+                    std::process::id()
+                ))
                 .exec_async(&mut conn)
                 .await
                 .map_err(classify_log)?;
@@ -111,10 +182,13 @@ impl RedisStreamLog {
 #[async_trait]
 impl InvalidationLog for RedisStreamLog {
     async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
-        let log = self.layout.log(namespace);
+        let shards = self.shard_count(namespace).await?;
+        let (log, sequence) =
+            self.layout
+                .log_shard(namespace, shard_of(&invalidation.target, shards), shards);
         APPEND_LOG
             .key(&log)
-            .key(self.layout.log_sequence(namespace))
+            .key(sequence)
             .arg(self.max_len)
             .arg(invalidation.encode())
             .invoke_async::<()>(&mut self.publisher.get())
@@ -132,25 +206,37 @@ impl InvalidationLog for RedisStreamLog {
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
-        let mut conn = self.reader(namespace).await?;
-        let stream = self.layout.log(namespace);
-        // Start after the newest entry: everything appended from now on is ours to apply.
-        let position = Position::tail(&mut conn, self.layout, namespace).await?;
+        let shards = self.shard_count(namespace).await?;
+        let (parts, from_parts) = mpsc::unbounded_channel();
+        let followers = (0..shards).map(|shard| {
+            let (stream, sequence) = self.layout.log_shard(namespace, shard, shards);
+            let follower = Follower {
+                log: self.clone(),
+                namespace: namespace.to_owned(),
+                shard,
+                stream,
+                sequence,
+                // Lease releases are announced once per namespace: part 0 reads them.
+                filled_stream: (shard == 0).then(|| self.layout.filled(namespace)),
+                events: parts.clone(),
+            };
+            follower.start()
+        });
+        // Every part's position is read before this returns: whatever is appended from now
+        // on is ours to apply.
+        let started = futures_util::future::try_join_all(followers).await?;
+        for (follower, conn, position) in started {
+            tokio::spawn(follower.run(conn, position));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        let follower = Follower {
-            log: self.clone(),
-            namespace: namespace.to_owned(),
-            stream,
-            filled_stream: self.layout.filled(namespace),
-            events: tx,
-        };
-        tokio::spawn(follower.run(conn, position));
+        tokio::spawn(merge(from_parts, tx, shards));
         Ok(rx)
     }
 }
 
 /// Where a follower stands: the last entry applied and its sequence number, and the last
-/// lease-release announcement seen (`<namespace>#filled`, read in the same `XREAD`).
+/// lease-release announcement seen (`<namespace>#filled`, read in the same `XREAD` by part
+/// 0's follower).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Position {
     id: String,
@@ -164,15 +250,27 @@ type RawEntry = (String, Vec<Vec<u8>>);
 impl Position {
     /// The newest entry and the sequence number it carries, read together: a follower that
     /// starts here applies every entry appended later, and can tell if any is trimmed away
-    /// before it reads it.
-    async fn tail(conn: &mut Conn, layout: Layout, namespace: &str) -> Result<Position, Error> {
-        let (newest, seq, filled): (Vec<RawEntry>, Option<u64>, Vec<RawEntry>) = LOG_TAIL
-            .key(layout.log(namespace))
-            .key(layout.log_sequence(namespace))
-            .key(layout.filled(namespace))
+    /// before it reads it. Then the newest announcement, if this follower reads them (apart:
+    /// another slot on a cluster; one missed is only a later wake-up).
+    async fn tail(conn: &mut Conn, follower: &Follower) -> Result<Position, Error> {
+        let (newest, seq): (Vec<RawEntry>, Option<u64>) = LOG_TAIL
+            .key(&follower.stream)
+            .key(&follower.sequence)
             .invoke_async(conn)
             .await
             .map_err(classify_log)?;
+        let filled = match &follower.filled_stream {
+            Some(filled) => redis::cmd("XREVRANGE")
+                .arg(filled)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(conn)
+                .await
+                .map_err(classify_log)?,
+            None => Vec::new(),
+        };
         let id = |entries: Vec<RawEntry>| {
             entries
                 .into_iter()
@@ -224,16 +322,31 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// One namespace's follower, kept alive across disconnects until its receiver is dropped.
+/// The follower of one part of a namespace's log, kept alive across disconnects until the
+/// cache's subscription is dropped.
 struct Follower {
     log: RedisStreamLog,
     namespace: String,
+    shard: usize,
     stream: String,
-    filled_stream: String,
-    events: mpsc::UnboundedSender<LogEvent>,
+    sequence: String,
+    filled_stream: Option<String>,
+    events: mpsc::UnboundedSender<(usize, LogEvent)>,
 }
 
 impl Follower {
+    /// Its connection and where it starts: after the newest entry.
+    async fn start(self) -> Result<(Follower, Conn, Position), Error> {
+        let mut conn = self.log.reader(&self.namespace, self.shard).await?;
+        let position = Position::tail(&mut conn, &self).await?;
+        Ok((self, conn, position))
+    }
+
+    /// Passes an event on; `false` when the cache is gone.
+    fn send(&self, event: LogEvent) -> bool {
+        self.events.send((self.shard, event)).is_ok()
+    }
+
     async fn run(self, mut conn: Conn, mut position: Position) {
         loop {
             let read = tokio::select! {
@@ -248,7 +361,8 @@ impl Follower {
                         read += if is_log { entries.len() } else { 0 };
                         for (id, fields) in entries {
                             let applied = if is_log {
-                                apply(&self.events, &self.stream, &mut position, id, &fields)
+                                let send = |event| self.send(event);
+                                apply(&send, &self.stream, &mut position, id, &fields)
                             } else {
                                 position.filled = id;
                                 self.announce(&fields)
@@ -262,7 +376,7 @@ impl Follower {
                     // the log (or times out empty, the idle heartbeat).
                     if read < BATCH {
                         let lag = (read > 0).then(|| lag_of(&position.id));
-                        if self.events.send(LogEvent::CaughtUp { lag }).is_err() {
+                        if !self.send(caught_up(lag)) {
                             return;
                         }
                     }
@@ -285,7 +399,7 @@ impl Follower {
             .find(|pair| pair[0] == b"k")
             .and_then(|pair| String::from_utf8(pair[1].clone()).ok());
         match key {
-            Some(key) => self.events.send(LogEvent::Filled(key)).is_ok(),
+            Some(key) => self.send(LogEvent::Filled(key)),
             None => true, // foreign: ignored
         }
     }
@@ -296,19 +410,20 @@ impl Follower {
         conn: &mut Conn,
         after: &Position,
     ) -> Result<Vec<(String, Vec<RawEntry>)>, Error> {
-        let reply: Option<Vec<(String, Vec<RawEntry>)>> = redis::cmd("XREAD")
+        let mut xread = redis::cmd("XREAD");
+        xread
             .arg("COUNT")
             .arg(BATCH)
             .arg("BLOCK")
             .arg(u64::try_from(self.log.heartbeat.as_millis()).unwrap_or(u64::MAX))
             .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(&self.filled_stream)
-            .arg(&after.id)
-            .arg(&after.filled)
-            .query_async(conn)
-            .await
-            .map_err(classify_log)?;
+            .arg(&self.stream);
+        match &self.filled_stream {
+            Some(filled) => xread.arg(filled).arg(&after.id).arg(&after.filled),
+            None => xread.arg(&after.id),
+        };
+        let reply: Option<Vec<(String, Vec<RawEntry>)>> =
+            xread.query_async(conn).await.map_err(classify_log)?;
         Ok(reply.unwrap_or_default())
     }
 
@@ -326,14 +441,14 @@ impl Follower {
                 () = tokio::time::sleep(delay) => {}
                 () = self.events.closed() => return None,
             }
-            let mut conn = match self.log.reader(&self.namespace).await {
+            let mut conn = match self.log.reader(&self.namespace, self.shard).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::debug!(stream = %self.stream, error = %e, "invalidation log reconnect failed");
                     continue;
                 }
             };
-            let tail = match Position::tail(&mut conn, self.log.layout, &self.namespace).await {
+            let tail = match Position::tail(&mut conn, self).await {
                 Ok(tail) => tail,
                 Err(e) => {
                     tracing::debug!(stream = %self.stream, error = %e, "invalidation log reconnect failed");
@@ -342,7 +457,9 @@ impl Follower {
             };
             if tail.seq < position.seq {
                 tracing::warn!(stream = %self.stream, "invalidation log lost entries while away; dropping L1");
-                self.events.send(LogEvent::Resync).ok()?;
+                if !self.send(LogEvent::Resync) {
+                    return None;
+                }
                 *position = tail;
             } else {
                 tracing::info!(stream = %self.stream, after = %position.id, "invalidation log reconnected; resuming");
@@ -352,9 +469,9 @@ impl Follower {
     }
 }
 
-/// Applies one entry; `false` when the cache is gone.
+/// Applies one entry, passing events to `send`; `false` when the cache is gone.
 fn apply(
-    events: &mpsc::UnboundedSender<LogEvent>,
+    send: &dyn Fn(LogEvent) -> bool,
     stream: &str,
     position: &mut Position,
     id: String,
@@ -369,7 +486,7 @@ fn apply(
     // lost): anything may have changed.
     if entry.seq != position.seq + 1 {
         tracing::warn!(stream = %stream, after = ?position.seq, next = entry.seq, "invalidation log gap; dropping L1");
-        if events.send(LogEvent::Resync).is_err() {
+        if !send(LogEvent::Resync) {
             return false;
         }
     }
@@ -382,7 +499,7 @@ fn apply(
     };
     position.id = id;
     position.seq = entry.seq;
-    event.is_none_or(|event| events.send(event).is_ok())
+    event.is_none_or(send)
 }
 
 #[cfg(test)]
@@ -414,6 +531,7 @@ mod tests {
     #[test]
     fn a_sequence_jump_is_a_resync() {
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let send = |event| tx.send(event).is_ok();
         let inv = Invalidation {
             origin: 1,
             target: strata::invalidation::Target::Key("k".into()),
@@ -426,7 +544,7 @@ mod tests {
         };
         let entry = |seq: &str| fields(&[("s", seq), ("d", &data)]);
         assert!(apply(
-            &tx,
+            &send,
             "ns#log",
             &mut position,
             "2-0".into(),
@@ -434,7 +552,7 @@ mod tests {
         ));
         assert_eq!(rx.try_recv().unwrap(), LogEvent::Apply(inv.clone()));
         assert!(apply(
-            &tx,
+            &send,
             "ns#log",
             &mut position,
             "9-0".into(),

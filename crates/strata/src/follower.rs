@@ -40,9 +40,13 @@ impl Inner {
                 self.counters.incr(Counter::resyncs);
                 self.drop_all();
             }
-            LogEvent::CaughtUp { lag } => {
+            LogEvent::CaughtUp { lag, age } => {
+                let as_of = self
+                    .clock
+                    .now_ms()
+                    .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
                 self.caught_up
-                    .fetch_max(self.clock.now_ms(), std::sync::atomic::Ordering::Relaxed);
+                    .fetch_max(as_of, std::sync::atomic::Ordering::Relaxed);
                 if let Some(lag) = lag {
                     self.counters.record_lag(lag);
                 }

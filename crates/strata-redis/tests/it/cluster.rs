@@ -178,6 +178,112 @@ async fn two_instances_stay_coherent_through_the_log_on_a_cluster() {
     assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// Whether `key` is served from `cache`'s L1 (a read that counts an L1 hit).
+async fn served_from_l1(cache: &strata::HybridCache, key: &str) -> bool {
+    let before = cache.stats().l1_hits;
+    let _: Option<std::sync::Arc<String>> = cache.get(key).await.unwrap();
+    cache.stats().l1_hits == before + 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_log_lives_on_every_master_and_one_stalled_part_stops_l1_trust() {
+    let cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let instance = |max_staleness: Duration| {
+        let config = config.clone();
+        async move {
+            let log = strata_redis::RedisStreamLog::connect_with(&config)
+                .await
+                .unwrap()
+                .shards("svc", 3)
+                .heartbeat_every(Duration::from_millis(100));
+            strata::HybridCache::builder("svc")
+                .l2(RedisStore::connect_with(&config).await.unwrap())
+                .invalidation(log)
+                .max_staleness(max_staleness)
+                .default_entry(EntryOptions::ttl(TTL))
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let a = instance(Duration::from_secs(60)).await;
+    let b = instance(Duration::from_millis(400)).await;
+    for i in 0..30 {
+        a.set(&format!("k{i}"), "v1".to_owned(), &EntryOptions::ttl(TTL))
+            .await
+            .unwrap();
+        assert!(b.get::<String>(&format!("k{i}")).await.unwrap().is_some());
+    }
+    for i in 0..30 {
+        a.set(&format!("k{i}"), "v2".to_owned(), &EntryOptions::ttl(TTL))
+            .await
+            .unwrap();
+    }
+    eventually("B sees every new value through the parts", WAIT, || async {
+        for i in 0..30 {
+            let seen = b.get::<String>(&format!("k{i}")).await.unwrap();
+            if seen.as_deref().map(String::as_str) != Some("v2") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // One part per master.
+    let mut parts = Vec::new();
+    for i in cluster.masters() {
+        let node = cluster.node(i);
+        for key in node.cli(&["--scan", "--pattern", "svc#log*"]).lines() {
+            if node.cli(&["TYPE", key]) == "stream" {
+                parts.push((node.port(), key.to_owned()));
+            }
+        }
+    }
+    let mut ports: Vec<u16> = parts.iter().map(|(port, _)| *port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!((parts.len(), ports.len()), (3, 3), "{parts:?}");
+
+    // Stall the master of part 1 (not part 0's, which also carries the lease releases): B's
+    // reader of it cannot report, the others do; past the bound B passes its L1 over. The
+    // key read lives on another master, so the read itself goes on.
+    let (stalled, _) = parts
+        .iter()
+        .find(|(_, key)| key.starts_with("svc#log.1{"))
+        .cloned()
+        .unwrap();
+    let mut key = String::new();
+    for i in 0.. {
+        key = format!("p{i}");
+        a.set(&key, "v".to_owned(), &EntryOptions::ttl(TTL))
+            .await
+            .unwrap();
+        if holder(&cluster, &format!("svc:{key}")) != Some(stalled) {
+            break;
+        }
+    }
+    assert!(b.get::<String>(&key).await.unwrap().is_some());
+    assert!(
+        served_from_l1(&b, &key).await,
+        "trusted while every part reports"
+    );
+    let node = cluster.node(cluster.index_of(stalled));
+    assert_eq!(node.cli(&["CLIENT", "PAUSE", "3000", "ALL"]), "OK");
+    let bypassed = b.stats().l1_bypassed;
+    eventually("B to pass its L1 over", WAIT, || async {
+        !served_from_l1(&b, &key).await
+    })
+    .await;
+    assert!(b.stats().l1_bypassed > bypassed, "{:?}", b.stats());
+    eventually(
+        "B to trust its L1 again once the master answers",
+        WAIT,
+        || served_from_l1(&b, &key),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_behind_flushes_and_dead_letters_on_a_cluster() {
     use std::sync::Arc;

@@ -36,12 +36,17 @@ async fn in_l1(cache: &HybridCache, db: &Db, key: &str) -> bool {
     cache.stats().l1_hits == before.l1_hits + 1
 }
 
-/// Cuts the follower of namespace `svc` off and keeps it off (its user cannot log in) until
-/// the returned guard's `restore`.
+/// Cuts the followers of namespace `svc` off and keeps them off (their user cannot log in)
+/// until the returned guard's `restore`.
 struct Cut(redis::aio::MultiplexedConnection);
 
 impl Cut {
     async fn new(redis: &RedisServer) -> Cut {
+        Cut::named(redis, "strata-log:svc").await
+    }
+
+    /// Cuts the connections whose name starts with `name`.
+    async fn named(redis: &RedisServer, name: &str) -> Cut {
         let mut admin = raw_connection(redis).await;
         let clients: String = redis::cmd("CLIENT")
             .arg("LIST")
@@ -50,7 +55,7 @@ impl Cut {
             .unwrap();
         let ids: Vec<&str> = clients
             .lines()
-            .filter(|l| l.contains("name=strata-log:svc"))
+            .filter(|l| l.contains(&format!("name={name}")))
             .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
             .collect();
         assert!(!ids.is_empty(), "followers are named: {clients}");
@@ -281,4 +286,140 @@ async fn max_staleness_must_leave_room_for_two_heartbeats() {
         .await
         .unwrap_err();
     assert!(matches!(err, strata::Error::Config(_)), "{err}");
+}
+
+fn key_invalidation(key: &str) -> strata::invalidation::Invalidation {
+    strata::invalidation::Invalidation {
+        origin: 1,
+        target: strata::invalidation::Target::Key(key.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_split_in_shards_delivers_everything_and_every_instance_agrees_on_the_count() {
+    use strata::InvalidationLog;
+    use strata::invalidation::{Invalidation, LogEvent, Target};
+    let redis = RedisServer::start();
+    let mut admin = raw_connection(&redis).await;
+    // The namespace's owner splits its log; a follower that configures nothing adopts it.
+    let owner = log(&redis, 10_000).await.shards("svc", 4);
+    let _owner_events = owner.follow("svc").await.unwrap();
+    let mut events = log(&redis, 10_000).await.follow("svc").await.unwrap();
+    for i in 0..200 {
+        owner
+            .publish("svc", &key_invalidation(&format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    let mut keys = std::collections::HashSet::new();
+    while keys.len() < 200 {
+        match next(&mut events).await {
+            LogEvent::Apply(Invalidation {
+                target: Target::Key(k),
+                ..
+            }) => assert!(keys.insert(k), "delivered once"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut lengths = Vec::new();
+    for part in ["svc#log", "svc#log.1", "svc#log.2", "svc#log.3"] {
+        let len: usize = redis::cmd("XLEN")
+            .arg(part)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        lengths.push(len);
+    }
+    assert_eq!(lengths.iter().sum::<usize>(), 200, "{lengths:?}");
+    assert!(lengths.iter().all(|l| *l > 20), "spread: {lengths:?}");
+    // Tags and clears reach the followers of every part too.
+    for target in [Target::Tag("t".into()), Target::Clear] {
+        let inv = Invalidation { origin: 1, target };
+        owner.publish("svc", &inv).await.unwrap();
+        assert_eq!(next(&mut events).await, LogEvent::Apply(inv));
+    }
+
+    // An instance configured otherwise is refused, following and publishing, and says why.
+    for shards in [2, 0] {
+        let wrong = log(&redis, 10_000).await.shards("svc", shards);
+        let e = wrong.follow("svc").await.unwrap_err();
+        assert!(
+            matches!(&e, strata::Error::Config(m) if m.contains("svc")),
+            "{e}"
+        );
+        let e = wrong
+            .publish("svc", &key_invalidation("k"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, strata::Error::Config(_)), "{e}");
+    }
+    assert_eq!(
+        lengths.iter().sum::<usize>(),
+        200,
+        "nothing published by them"
+    );
+
+    // Entries lost from one part (its sequence jumps) drop L1: parts 1 to 3 skip 5 each,
+    // and the next keys, some of which land there, bring a resync.
+    for part in 1..4 {
+        redis::cmd("INCRBY")
+            .arg(format!("svc#log.{part}:seq"))
+            .arg(5)
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    for i in 0..10 {
+        owner
+            .publish("svc", &key_invalidation(&format!("again{i}")))
+            .await
+            .unwrap();
+    }
+    let mut resyncs = 0;
+    for _ in 0..10 {
+        loop {
+            match next(&mut events).await {
+                LogEvent::Resync => resyncs += 1,
+                LogEvent::Apply(_) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(
+        (1..=3).contains(&resyncs),
+        "one per part that skipped: {resyncs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stalled_part_of_a_split_log_is_enough_to_stop_trusting_l1() {
+    let redis = RedisServer::start();
+    let max = Duration::from_millis(400);
+    let log = log(&redis, 10_000)
+        .await
+        .shards("svc", 3)
+        .heartbeat_every(Duration::from_millis(100));
+    let cache = HybridCache::builder("svc")
+        .l2(RedisStore::connect(&redis.url()).await.unwrap())
+        .invalidation(log)
+        .max_staleness(max)
+        .default_entry(EntryOptions::ttl(TTL))
+        .build()
+        .await
+        .unwrap();
+    let db = Db::new();
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert!(
+        in_l1(&cache, &db, "p").await,
+        "trusted while every part reports"
+    );
+    // Part 2's reader is cut off; parts 0 and 1 go on reporting every 100 ms.
+    let cut = Cut::named(&redis, "strata-log:svc#2:").await;
+    eventually("L1 to be passed over", WAIT, || async {
+        !in_l1(&cache, &db, "p").await
+    })
+    .await;
+    assert!(cache.stats().l1_bypassed >= 1, "{:?}", cache.stats());
+    cut.restore().await;
+    eventually("L1 to be trusted again", WAIT, || in_l1(&cache, &db, "p")).await;
 }

@@ -56,13 +56,17 @@ pub enum LogEvent {
     /// L2, or its load failed): the waiting flights look at L2 now rather than at their next
     /// poll. Not an invalidation; logs that cannot tell simply never send it.
     Filled(String),
-    /// The follower is caught up: everything appended to the log before it read this was
+    /// The follower is caught up: everything appended to the log until `age` ago was
     /// delivered. Sent at least every [`heartbeat`](InvalidationLog::heartbeat) while the log
     /// is reachable, so a cache can bound how stale its L1 may be. `lag` is how long the newest
     /// entry just applied took to arrive (by the log's clock against ours), if there was one.
     CaughtUp {
         /// Append-to-delivery time of the newest entry applied, if any.
         lag: Option<std::time::Duration>,
+        /// How long ago the whole log was last known caught up: zero when this report is the
+        /// news; more when the log is read in parts (shards) and another part last reported
+        /// earlier — a cache must not trust its L1 past what every part vouches for.
+        age: std::time::Duration,
     },
 }
 
