@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
-use crate::pubsub::subscribe;
+use crate::pubsub::{Channel, subscribe};
 
 /// The channel other stacks' caches commonly use.
 pub const DEFAULT_COMPAT_CHANNEL: &str = "cache:invalidate";
@@ -128,9 +128,15 @@ impl<L: InvalidationLog> InvalidationLog for CompatChannel<L> {
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
         let mut own = self.log.follow(namespace).await?;
         let ns = namespace.to_owned();
+        // Plain pub/sub, as the other stacks speak it (a cluster broadcasts it to every node).
+        let channel = Channel {
+            name: self.channel.clone(),
+            sharded: false,
+        };
         let mut compat = subscribe(
             &self.config,
-            self.channel.clone(),
+            self.publisher.clone(),
+            channel,
             std::sync::Arc::new(move |payload: &[u8]| decode(&ns, payload)),
         )
         .await?;

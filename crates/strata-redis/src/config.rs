@@ -168,6 +168,44 @@ impl RedisConfig {
         }
     }
 
+    /// A client for one node that speaks RESP3, so that pub/sub messages arrive as pushes on
+    /// a connection that still answers commands: the server (with Sentinel, the master of the
+    /// moment), or the cluster node at `node`.
+    pub(crate) async fn push_client(
+        &self,
+        node: Option<(&str, u16)>,
+    ) -> Result<redis::Client, Error> {
+        let info = match (node, &self.sentinel) {
+            (Some((host, port)), _) => self
+                .info
+                .clone()
+                .set_addr(self.addr_like(host.into(), port)),
+            (None, Some(sentinel)) => self
+                .info
+                .clone()
+                .set_addr(sentinel.master_addr(self).await?),
+            (None, None) => self.info.clone(),
+        };
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        self.client_for(&info.set_redis_settings(resp3))
+    }
+
+    /// `host:port` reached as the configured server is (TLS or not).
+    fn addr_like(&self, host: String, port: u16) -> ConnectionAddr {
+        match self.info.addr() {
+            ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        }
+    }
+
     /// A `redis::Client` for `info`, with these TLS settings.
     fn client_for(&self, info: &ConnectionInfo) -> Result<redis::Client, Error> {
         if !self.is_tls() {
@@ -230,9 +268,32 @@ impl RedisConfig {
         client: &redis::Client,
         block: Duration,
     ) -> Result<MultiplexedConnection, Error> {
-        let settings = redis::AsyncConnectionConfig::new()
+        self.connection_with(client, self.timeouts(block)).await
+    }
+
+    /// A connection of its own to one node (see [`push_client`](Self::push_client)) whose
+    /// pub/sub messages go to `pushes`.
+    pub(crate) async fn push_connection(
+        &self,
+        node: Option<(&str, u16)>,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<MultiplexedConnection, Error> {
+        let client = self.push_client(node).await?;
+        let settings = self.timeouts(Duration::ZERO).set_push_sender(pushes);
+        self.connection_with(&client, settings).await
+    }
+
+    fn timeouts(&self, block: Duration) -> redis::AsyncConnectionConfig {
+        redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(block + self.command_timeout));
+            .set_response_timeout(Some(block + self.command_timeout))
+    }
+
+    async fn connection_with(
+        &self,
+        client: &redis::Client,
+        settings: redis::AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, Error> {
         client
             .get_multiplexed_async_connection_with_config(&settings)
             .await
@@ -432,17 +493,7 @@ impl Sentinel {
         let mut last = None;
         for node in &self.nodes {
             match self.ask(config, node).await {
-                Ok(Some((host, port))) => {
-                    return Ok(match config.info.addr() {
-                        ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
-                            host,
-                            port,
-                            insecure: *insecure,
-                            tls_params: None,
-                        },
-                        _ => ConnectionAddr::Tcp(host, port),
-                    });
-                }
+                Ok(Some((host, port))) => return Ok(config.addr_like(host, port)),
                 Ok(None) => {
                     last = Some(format!(
                         "{} does not know master {:?}",

@@ -29,6 +29,7 @@ use strata::Error;
 
 use crate::config::RedisConfig;
 use crate::error::{classify, into_log_error};
+use crate::layout::slot_of;
 
 /// The shortest time between two rebuilds.
 const REBUILD_GAP: Duration = Duration::from_millis(200);
@@ -233,6 +234,34 @@ impl Connection {
             .collect())
     }
 
+    /// Where to subscribe to `channel`: the server (`None`); on a cluster, the master that
+    /// serves the channel's slot (a sharded channel), or for a plain channel — which a
+    /// cluster broadcasts to every node — the `attempt`-th live master, so that retries go
+    /// round them.
+    pub(crate) async fn subscription_node(
+        &self,
+        channel: &str,
+        sharded: bool,
+        attempt: usize,
+    ) -> Result<Option<(String, u16)>, Error> {
+        if !matches!(self.shared.kind, Kind::Cluster(_)) {
+            return Ok(None);
+        }
+        let text = self.cluster_nodes().await?;
+        let slot = slot_of(channel.as_bytes());
+        let masters: Vec<Node<'_>> = nodes(&text)
+            .filter(|n| n.master && !n.failed && n.port.is_some())
+            .filter(|n| !sharded || n.ranges().any(|(lo, hi)| (lo..=hi).contains(&slot)))
+            .collect();
+        let node = masters.get(attempt % masters.len().max(1)).ok_or_else(|| {
+            Error::unavailable(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("no live master serves channel {channel}"),
+            ))
+        })?;
+        Ok(node.port.map(|port| (node.host.to_owned(), port)))
+    }
+
     /// One `SCAN` page of keys matching `pattern` on `node` (from
     /// [`scan_nodes`](Self::scan_nodes)): the next cursor (0 when done) and the keys.
     pub(crate) async fn scan_page(
@@ -341,6 +370,20 @@ struct Node<'a> {
     slots: Vec<&'a str>,
 }
 
+impl Node<'_> {
+    /// The runs of slots it serves. (`[…]` entries are slots migrating in or out: their owner
+    /// stays as listed.)
+    fn ranges(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| !s.starts_with('['))
+            .filter_map(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                Some((lo.parse().ok()?, hi.parse().ok()?))
+            })
+    }
+}
+
 fn nodes(text: &str) -> impl Iterator<Item = Node<'_>> {
     text.lines().filter_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -367,12 +410,8 @@ fn replica_slots(text: &str) -> HashSet<Slot> {
         .collect();
     let mut slots = HashSet::new();
     for node in nodes(text).filter(|n| n.master && with_replica.contains(n.id)) {
-        // `[…]` entries are slots migrating in or out: their owner stays as listed.
-        for range in node.slots.iter().filter(|s| !s.starts_with('[')) {
-            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-            if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
-                slots.extend((lo..=hi).filter_map(Slot::new));
-            }
+        for (lo, hi) in node.ranges() {
+            slots.extend((lo..=hi).filter_map(Slot::new));
         }
     }
     slots

@@ -103,11 +103,7 @@ impl Layout {
         match self {
             Layout::Single => (log, seq),
             Layout::Cluster => {
-                // `{<namespace>}`'s slot, as Redis computes it (the `redis` crate keeps the
-                // number private).
-                let home = usize::from(crc16::State::<crc16::XMODEM>::calculate(
-                    namespace.as_bytes(),
-                )) % SLOTS;
+                let home = usize::from(slot_of(format!("{{{namespace}}}").as_bytes()));
                 let slot = (home + shard * SLOTS / shards.max(1)) % SLOTS;
                 let tag = u16::try_from(slot)
                     .ok()
@@ -152,6 +148,18 @@ fn beside(namespace: &str, kind: &str, key: &str) -> String {
 
 /// Hash slots in a Redis Cluster.
 const SLOTS: usize = 16_384;
+
+/// The number of the slot `key` hashes to, as Redis computes it (the `redis` crate's `Slot`
+/// keeps the number to itself): CRC16 of the hash tag — what lies between the first `{` and
+/// the next `}`, if not empty — or of the whole key.
+pub(crate) fn slot_of(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS as u16
+}
 
 /// A short tag that hashes to `slot`: the first of `0`, `1`, …, `z`, `00`, … to do so.
 /// Built once (16,384 slots, about 150,000 candidates: a few milliseconds).
@@ -234,8 +242,8 @@ mod tests {
         // A third of the way round each: on three masters of even runs, one part each.
         let expected: Vec<Slot> = (0..3)
             .map(|i| {
-                let crc = crc16::State::<crc16::XMODEM>::calculate(b"product");
-                Slot::new(((usize::from(crc) % SLOTS + i * SLOTS / 3) % SLOTS) as u16).unwrap()
+                let home = usize::from(slot_of(b"{product}"));
+                Slot::new(((home + i * SLOTS / 3) % SLOTS) as u16).unwrap()
             })
             .collect();
         assert_eq!(slots, expected);
@@ -244,6 +252,29 @@ mod tests {
             Layout::Single.log_shard("product", 2, 4),
             ("product#log.2".into(), "product#log.2:seq".into())
         );
+    }
+
+    #[test]
+    fn slots_are_numbered_as_redis_does() {
+        for key in [
+            "",
+            "a",
+            "{",
+            "{}",
+            "{}x",
+            "a{b}c",
+            "a{b",
+            "x}{y}",
+            "{{a}}",
+            "product:42",
+        ] {
+            assert_eq!(
+                Slot::new(slot_of(key.as_bytes())),
+                Some(Slot::for_key(key)),
+                "{key:?}"
+            );
+        }
+        assert_eq!(slot_of(b"foo"), 12_182, "CLUSTER KEYSLOT foo");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::error::classify_log;
 use async_trait::async_trait;
-use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{PushInfo, PushKind, Value};
 use strata::Error;
 use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
 use tokio::sync::{mpsc, oneshot};
@@ -19,7 +20,13 @@ use crate::reconnect::reconnect_backoff;
 ///
 /// Pub/sub delivers only to connected subscribers, so each follower has its own connection and,
 /// whenever it reconnects, emits [`LogEvent::Resync`]: the cache then drops its whole L1 rather
-/// than risk serving a value whose invalidation it missed.
+/// than risk serving a value whose invalidation it missed. The connection is probed every
+/// second, so a stalled server is noticed without waiting for a message.
+///
+/// On a Redis Cluster the channel is sharded (`SPUBLISH`/`SSUBSCRIBE`): a message travels to
+/// the master of the channel's slot and its replicas only, not over the whole cluster bus, and
+/// the follower subscribes on that master — again after a failover or when the slot moves
+/// (the server unsubscribes it, or answers its probe with `MOVED`), with a resync each time.
 #[derive(Clone)]
 pub struct RedisPubSub {
     publisher: Connection,
@@ -58,7 +65,14 @@ impl RedisPubSub {
 #[async_trait]
 impl InvalidationLog for RedisPubSub {
     async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
-        redis::cmd("PUBLISH")
+        // On a cluster, sharded: only the nodes of the channel's slot carry the message, not
+        // every node of the cluster.
+        let verb = if self.config.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        redis::cmd(verb)
             .arg(channel(namespace))
             .arg(invalidation.encode())
             .exec_async(&mut self.publisher.get())
@@ -69,7 +83,17 @@ impl InvalidationLog for RedisPubSub {
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
         let decode =
             |payload: &[u8]| Invalidation::decode(payload).map(|i| Some(LogEvent::Apply(i)));
-        subscribe(&self.config, channel(namespace), Arc::new(decode)).await
+        let channel = Channel {
+            name: channel(namespace),
+            sharded: self.config.is_cluster(),
+        };
+        subscribe(
+            &self.config,
+            self.publisher.clone(),
+            channel,
+            Arc::new(decode),
+        )
+        .await
     }
 }
 
@@ -77,18 +101,31 @@ impl InvalidationLog for RedisPubSub {
 /// (logged and skipped).
 pub(crate) type Decode = Arc<dyn Fn(&[u8]) -> Result<Option<LogEvent>, Error> + Send + Sync>;
 
+/// How often a subscription's connection is checked: a server that stalls or a slot that
+/// moves away is noticed within this, not at the next message that never comes.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// A channel to follow: plain, or sharded (`SSUBSCRIBE`, on a cluster only).
+#[derive(Clone, Debug)]
+pub(crate) struct Channel {
+    pub(crate) name: String,
+    pub(crate) sharded: bool,
+}
+
 /// Subscribes to `channel` on a connection of its own, kept across disconnects (each
 /// reconnect emits [`LogEvent::Resync`]: pub/sub loses what was sent meanwhile), each message
-/// passed through `decode`. Returns once subscribed.
+/// passed through `decode`. `topology` finds the node on a cluster. Returns once subscribed.
 pub(crate) async fn subscribe(
     config: &RedisConfig,
-    channel: String,
+    topology: Connection,
+    channel: Channel,
     decode: Decode,
 ) -> Result<Subscription, Error> {
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let follower = Follower {
         config: config.clone(),
+        topology,
         channel,
         events: tx,
         decode,
@@ -106,42 +143,49 @@ pub(crate) async fn subscribe(
 /// One subscription, kept alive across disconnects until its receiver is dropped.
 struct Follower {
     config: RedisConfig,
-    channel: String,
+    topology: Connection,
+    channel: Channel,
     events: mpsc::UnboundedSender<LogEvent>,
     decode: Decode,
+}
+
+/// A live subscription: the connection (for probes) and the messages it pushes.
+struct Subscribed {
+    conn: MultiplexedConnection,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
 }
 
 impl Follower {
     async fn run(self, ready: oneshot::Sender<Result<(), Error>>) {
         let mut ready = Some(ready);
         let mut backoff = reconnect_backoff();
-        loop {
-            match self.subscribe().await {
-                Ok(pubsub) => {
+        for attempt in 0.. {
+            match self.subscribe(attempt).await {
+                Ok(subscribed) => {
                     match ready.take() {
                         Some(ready) => {
                             let _ = ready.send(Ok(()));
                         }
                         // Whatever was published while we were away is lost: start over.
                         None => {
-                            tracing::info!(channel = %self.channel, "invalidation subscription restored; dropping L1");
+                            tracing::info!(channel = %self.channel.name, "invalidation subscription restored; dropping L1");
                             if self.events.send(LogEvent::Resync).is_err() {
                                 return;
                             }
                         }
                     }
                     backoff = reconnect_backoff();
-                    if !self.forward(pubsub).await {
+                    if !self.forward(subscribed).await {
                         return;
                     }
-                    tracing::warn!(channel = %self.channel, "invalidation subscription lost; reconnecting");
+                    tracing::warn!(channel = %self.channel.name, "invalidation subscription lost; reconnecting");
                 }
                 Err(e) => {
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(Err(e));
                         return;
                     }
-                    tracing::debug!(channel = %self.channel, error = %e, "invalidation subscription failed");
+                    tracing::debug!(channel = %self.channel.name, error = %e, "invalidation subscription failed");
                 }
             }
             let delay = backoff.next().unwrap_or(Duration::from_secs(5));
@@ -152,16 +196,30 @@ impl Follower {
         }
     }
 
-    async fn subscribe(&self) -> Result<redis::aio::PubSub, Error> {
+    /// A connection to the node of the moment (resolved each time: with Sentinel the master
+    /// may have moved; on a cluster, the slot), subscribed.
+    async fn subscribe(&self, attempt: usize) -> Result<Subscribed, Error> {
         let connect = async {
-            // Resolved each time: with Sentinel, the master may have moved.
-            let client = self.config.resolve().await?;
-            let mut pubsub = client.get_async_pubsub().await.map_err(classify_log)?;
-            pubsub
-                .subscribe(&self.channel)
+            let node = self
+                .topology
+                .subscription_node(&self.channel.name, self.channel.sharded, attempt)
+                .await?;
+            let (tx, pushes) = mpsc::unbounded_channel();
+            let mut conn = self
+                .config
+                .push_connection(node.as_ref().map(|(h, p)| (h.as_str(), *p)), tx)
+                .await?;
+            let verb = if self.channel.sharded {
+                "SSUBSCRIBE"
+            } else {
+                "SUBSCRIBE"
+            };
+            redis::cmd(verb)
+                .arg(&self.channel.name)
+                .exec_async(&mut conn)
                 .await
                 .map_err(classify_log)?;
-            Ok::<_, Error>(pubsub)
+            Ok::<_, Error>(Subscribed { conn, pushes })
         };
         match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(result) => result,
@@ -172,26 +230,61 @@ impl Follower {
         }
     }
 
-    /// Forwards messages until the connection ends (`true`) or the cache is gone (`false`).
-    async fn forward(&self, mut pubsub: redis::aio::PubSub) -> bool {
-        let mut messages = pubsub.on_message();
+    /// Forwards messages until the subscription is lost (`true`) or the cache is gone
+    /// (`false`). Lost: the connection dropped, the server unsubscribed us (a sharded
+    /// channel's slot moved), or a probe failed — `EXISTS` on the channel's name for a
+    /// sharded one, which a node that no longer serves the slot answers with `MOVED`.
+    async fn forward(&self, mut subscribed: Subscribed) -> bool {
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let message = tokio::select! {
-                m = messages.next() => m,
+            let push = tokio::select! {
+                push = subscribed.pushes.recv() => push,
+                _ = probe.tick() => {
+                    if let Err(e) = self.probe(&mut subscribed.conn).await {
+                        tracing::debug!(channel = %self.channel.name, error = %e, "subscription probe failed");
+                        return true;
+                    }
+                    continue;
+                }
                 () = self.events.closed() => return false,
             };
-            let Some(message) = message else { return true };
-            match (self.decode)(message.get_payload_bytes()) {
-                Ok(Some(event)) => {
-                    if self.events.send(event).is_err() {
-                        return false;
+            let Some(push) = push else { return true };
+            match push.kind {
+                PushKind::Message | PushKind::SMessage => {
+                    let payload = match push.data.get(1) {
+                        Some(Value::BulkString(bytes)) => bytes.as_slice(),
+                        _ => &[],
+                    };
+                    match (self.decode)(payload) {
+                        Ok(Some(event)) => {
+                            if self.events.send(event).is_err() {
+                                return false;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(channel = %self.channel.name, error = %e, "ignoring foreign message")
+                        }
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(channel = %self.channel, error = %e, "ignoring foreign message")
+                PushKind::Disconnection | PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                    return true;
                 }
+                _ => {}
             }
         }
+    }
+
+    async fn probe(&self, conn: &mut MultiplexedConnection) -> Result<(), Error> {
+        let mut probe = if self.channel.sharded {
+            redis::cmd("EXISTS")
+        } else {
+            redis::cmd("PING")
+        };
+        if self.channel.sharded {
+            probe.arg(&self.channel.name);
+        }
+        probe.exec_async(conn).await.map_err(classify_log)
     }
 }

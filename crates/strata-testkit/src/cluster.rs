@@ -28,6 +28,8 @@ pub struct ClusterNode {
     pub master_id: Option<String>,
     /// How many slots it serves (masters).
     pub slots: usize,
+    /// The runs of slots it serves, first and last (masters).
+    pub ranges: Vec<(u16, u16)>,
 }
 
 impl RedisCluster {
@@ -170,6 +172,50 @@ impl RedisCluster {
         self.wait_converged(replicas);
     }
 
+    /// Moves one slot, with its keys, to master `to` — the steps `redis-cli --cluster reshard`
+    /// takes for each slot: `IMPORTING` on the target, `MIGRATING` on the owner, `MIGRATE` of
+    /// its keys (clients meanwhile get `ASK`), then every master told the new owner (`MOVED`
+    /// from then on). Blocks until the cluster agrees.
+    pub fn move_slot(&self, slot: u16, to: usize) {
+        let topology = self.topology();
+        let replicas = topology.iter().filter(|n| !n.master).count();
+        let owner = topology
+            .iter()
+            .find(|n| n.master && n.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot)))
+            .expect("a master serves every slot");
+        let target = topology
+            .iter()
+            .find(|n| n.port == self.nodes[to].port())
+            .expect("the node");
+        let (source, slot) = (&self.nodes[self.index_of(owner.port)], slot.to_string());
+        let setslot = |node: &RedisServer, how: &[&str]| {
+            let reply = node.cli(&[&["CLUSTER", "SETSLOT", &slot], how].concat());
+            assert_eq!(reply, "OK", "CLUSTER SETSLOT {slot} {how:?}");
+        };
+        setslot(&self.nodes[to], &["IMPORTING", &owner.id]);
+        setslot(source, &["MIGRATING", &target.id]);
+        let port = self.nodes[to].port().to_string();
+        loop {
+            let keys = source.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let migrate = [
+                &["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"],
+                &keys[..],
+            ];
+            assert_eq!(source.cli(&migrate.concat()), "OK");
+        }
+        for master in topology.iter().filter(|n| n.master) {
+            setslot(
+                &self.nodes[self.index_of(master.port)],
+                &["NODE", &target.id],
+            );
+        }
+        self.wait_converged(replicas);
+    }
+
     fn state_ok(&self) -> bool {
         self.nodes
             .iter()
@@ -206,20 +252,21 @@ fn parse_node(line: &str) -> Option<ClusterNode> {
         return None;
     }
     let port = f[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
-    let slots = f[8..]
+    let ranges: Vec<(u16, u16)> = f[8..]
         .iter()
         .filter(|s| !s.starts_with('['))
-        .map(|s| match s.split_once('-') {
-            Some((a, b)) => b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0),
-            None => 1,
+        .filter_map(|s| {
+            let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+            Some((lo.parse().ok()?, hi.parse().ok()?))
         })
-        .sum();
+        .collect();
     Some(ClusterNode {
         id: f[0].to_owned(),
         port,
         master: f[2].contains("master"),
         master_id: (f[3] != "-").then(|| f[3].to_owned()),
-        slots,
+        slots: ranges.iter().map(|(lo, hi)| usize::from(hi - lo) + 1).sum(),
+        ranges,
     })
 }
 
@@ -231,6 +278,7 @@ mod tests {
     fn reads_cluster_nodes_lines() {
         let m = parse_node("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 7000 [7001->-abc]").unwrap();
         assert_eq!((m.port, m.master, m.slots), (30001, true, 5462));
+        assert_eq!(m.ranges, [(0, 5460), (7000, 7000)]);
         let r = parse_node("67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30004@40004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected").unwrap();
         assert_eq!(
             r.master_id.as_deref(),

@@ -284,6 +284,115 @@ async fn a_split_log_lives_on_every_master_and_one_stalled_part_stops_l1_trust()
     .await;
 }
 
+/// The master (by start index) with `subscribers` shard subscribers to `channel`.
+fn shard_channel_master(cluster: &RedisCluster, channel: &str, subscribers: &str) -> Option<usize> {
+    cluster.masters().into_iter().find(|i| {
+        let reply = cluster.node(*i).cli(&["PUBSUB", "SHARDNUMSUB", channel]);
+        reply.lines().nth(1) == Some(subscribers)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_is_sharded_on_a_cluster_and_follows_its_channel_through_a_failover() {
+    let mut cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let instance = || {
+        let config = config.clone();
+        async move {
+            let pubsub = strata_redis::RedisPubSub::connect_with(&config)
+                .await
+                .unwrap();
+            // Other stacks' plain pub/sub too, which a cluster broadcasts to every node.
+            let log = strata_redis::CompatChannel::wrap(pubsub, &config)
+                .await
+                .unwrap();
+            strata::HybridCache::builder("svc")
+                .l2(RedisStore::connect_with(&config).await.unwrap())
+                .invalidation(log)
+                .default_entry(EntryOptions::ttl(TTL))
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = (instance().await, instance().await);
+    let channel = strata_redis::channel("svc");
+    // Both followers sit on the master of the channel's slot, and nowhere else.
+    let owner = shard_channel_master(&cluster, &channel, "2").expect("two shard subscribers");
+    let set_and_read = |value: &'static str| {
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            a.set("k", value.to_owned(), &EntryOptions::ttl(TTL))
+                .await
+                .unwrap();
+            eventually("B to see the new value", WAIT, || async {
+                b.get::<String>("k")
+                    .await
+                    .unwrap()
+                    .as_deref()
+                    .map(String::as_str)
+                    == Some(value)
+            })
+            .await;
+        }
+    };
+    set_and_read("v1").await;
+    assert!(served_from_l1(&b, "k").await);
+    set_and_read("v2").await;
+    let published = cluster.node(owner).cli(&["INFO", "commandstats"]);
+    assert!(published.contains("cmdstat_spublish:"), "{published}");
+
+    // A plain message from another stack, sent to whichever node: B drops the key.
+    let other = cluster.masters().into_iter().find(|i| *i != owner).unwrap();
+    let message = r#"{"service":"svc","key":"k","timestamp":1}"#;
+    cluster
+        .node(other)
+        .cli(&["PUBLISH", strata_redis::DEFAULT_COMPAT_CHANNEL, message]);
+    eventually(
+        "B to drop the key another stack invalidated",
+        WAIT,
+        || async { !served_from_l1(&b, "k").await },
+    )
+    .await;
+
+    // The channel's master dies; its replica takes over. The followers find the slot's new
+    // master, subscribe there and drop L1 (what was published meanwhile is lost).
+    let resyncs = b.stats().resyncs;
+    tokio::task::block_in_place(|| cluster.fail_over(owner));
+    eventually(
+        "both followers to subscribe on the new master",
+        WAIT,
+        || async { shard_channel_master(&cluster, &channel, "2").is_some() },
+    )
+    .await;
+    assert_ne!(shard_channel_master(&cluster, &channel, "2"), Some(owner));
+    assert!(b.stats().resyncs > resyncs, "B dropped its L1");
+    // And the channel carries invalidations again.
+    set_and_read("v3").await;
+    set_and_read("v4").await;
+
+    // The channel's slot moves to another master: the old one unsubscribes the followers,
+    // which subscribe on the new one.
+    let owner = shard_channel_master(&cluster, &channel, "2").unwrap();
+    let to = cluster.masters().into_iter().find(|i| *i != owner).unwrap();
+    let slot: u16 = cluster
+        .node(owner)
+        .cli(&["CLUSTER", "KEYSLOT", &channel])
+        .parse()
+        .unwrap();
+    let resyncs = b.stats().resyncs;
+    tokio::task::block_in_place(|| cluster.move_slot(slot, to));
+    eventually(
+        "both followers to subscribe where the slot went",
+        WAIT,
+        || async { shard_channel_master(&cluster, &channel, "2") == Some(to) },
+    )
+    .await;
+    assert!(b.stats().resyncs > resyncs, "B dropped its L1");
+    set_and_read("v5").await;
+    set_and_read("v6").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_behind_flushes_and_dead_letters_on_a_cluster() {
     use std::sync::Arc;
