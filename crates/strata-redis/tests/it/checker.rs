@@ -1,9 +1,10 @@
 //! The staleness checker: four processes share one Redis, reading and writing a small key
 //! space at random for ~20 s; one process is cut off from Redis for 3 s in the middle (it
 //! reaches Redis through a TCP proxy that drops its connections and refuses new ones), while
-//! the log moves on far enough to be trimmed past its position. Every read and every committed write is recorded with the wall
-//! clock; afterwards, no read may return a version older than one whose invalidation had
-//! returned more than `max_staleness` before the read began.
+//! the log moves on far enough to be trimmed past its position. Every read and every committed
+//! write is recorded with the wall clock; afterwards, no read may return a version older than
+//! one whose invalidation had returned more than `max_staleness` before the read began. The
+//! same workers run on a Redis Cluster during a slot migration and a failover (`cluster.rs`).
 //!
 //! The processes are this test binary itself, re-run with `--ignored --exact` and the
 //! worker's parameters in the environment.
@@ -13,6 +14,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use strata::{EntryOptions, HybridCache};
 use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
@@ -30,11 +32,25 @@ const CUT_AT: Duration = Duration::from_secs(8);
 const CUT_FOR: Duration = Duration::from_secs(3);
 const MAX_STALENESS: Duration = Duration::from_millis(500);
 const WRITE_RATIO: f64 = 0.15;
-/// The cache's Redis (for one worker, through the proxy that cuts it off).
-const URL_VAR: &str = "STRATA_CHECKER_REDIS";
-/// The source of truth: the same server as the default user, never cut (it stands for the
-/// service's database).
-const SOURCE_VAR: &str = "STRATA_CHECKER_SOURCE";
+/// A write not acknowledged after this long is an error, not a hang.
+const GIVE_UP: Duration = Duration::from_secs(10);
+/// The worker's parameters, as JSON (a [`Run`]).
+const RUN_VAR: &str = "STRATA_CHECKER_RUN";
+
+/// What one worker process is to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Run {
+    /// The cache's Redis (for the cut-off worker, through the proxy that cuts it off; a
+    /// `redis+cluster://` URL on a cluster).
+    pub(crate) url: String,
+    /// The source of truth: a Redis never cut (it stands for the service's database).
+    pub(crate) source: String,
+    pub(crate) keys: u64,
+    pub(crate) run_ms: u64,
+    pub(crate) max_staleness_ms: u64,
+    /// How many parts the namespace's log is split into.
+    pub(crate) log_shards: usize,
+}
 
 /// What a worker records.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -43,9 +59,32 @@ pub(crate) struct Record {
     pub(crate) commits: Vec<(u64, u64, u64)>,
     /// (key, version read, wall µs when the read began)
     pub(crate) reads: Vec<(u64, u64, u64)>,
+    /// What callers saw go wrong.
+    pub(crate) errors: Errors,
     l1_hits: u64,
     l1_bypassed: u64,
     resyncs: u64,
+}
+
+/// What callers saw go wrong.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Errors {
+    /// Reads that failed (the cache answers reads from L1, the source or a stale value).
+    pub(crate) reads: u64,
+    /// Invalidations refused as unavailable — the breaker's policy while Redis (or a
+    /// master) is away; the worker retries them, and a write counts as committed only once
+    /// acknowledged.
+    pub(crate) refused_writes: u64,
+    /// Any other invalidation error, and writes given up after [`GIVE_UP`].
+    pub(crate) other_write_errors: u64,
+}
+
+impl std::ops::AddAssign for Errors {
+    fn add_assign(&mut self, other: Errors) {
+        self.reads += other.reads;
+        self.refused_writes += other.refused_writes;
+        self.other_write_errors += other.other_write_errors;
+    }
 }
 
 pub(crate) fn wall_us() -> u64 {
@@ -54,39 +93,49 @@ pub(crate) fn wall_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// One process of the checker (run by `four_processes_never_serve_past_the_staleness_bound`).
+/// One process of the checker (started by [`spawn`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a worker process of the staleness checker, started by it"]
 async fn checker_worker() {
-    let url = std::env::var(URL_VAR).expect("run by the checker");
-    let config = RedisConfig::from_url(&url).unwrap();
+    let run: Run = serde_json::from_str(&std::env::var(RUN_VAR).expect("run by the checker"))
+        .expect("the checker's parameters");
+    let config = RedisConfig::from_url(&run.url).unwrap();
     let log = RedisStreamLog::connect_with(&config)
         .await
         .unwrap()
         // Room for the burst of a reconnecting process's deferred writes, none for the
         // fillers published while it is cut off: it must resync, the others must not.
         .max_len(LOG_LEN)
+        .shards("chk", run.log_shards)
         .heartbeat_every(Duration::from_millis(100));
     let cache = HybridCache::builder("chk")
         .l2(RedisStore::connect_with(&config).await.unwrap())
         .invalidation(log)
-        .max_staleness(MAX_STALENESS)
+        .max_staleness(Duration::from_millis(run.max_staleness_ms))
         .default_entry(EntryOptions::ttl(Duration::from_secs(600)))
         .build()
         .await
         .unwrap();
-    let source_url = std::env::var(SOURCE_VAR).expect("run by the checker");
-    let source = redis::Client::open(source_url.as_str())
+    let source = redis::Client::open(run.source.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    let mut record = work(&cache, source, &run).await;
+    let s = cache.stats();
+    (record.l1_hits, record.l1_bypassed, record.resyncs) = (s.l1_hits, s.l1_bypassed, s.resyncs);
+    println!("CHECKER:{}", serde_json::to_string(&record).unwrap());
+}
+
+/// Reads and writes `run.keys` keys at random for `run.run_ms`, a few hundred operations a
+/// second; the versions live in `source`. Nothing is unwrapped: errors are counted.
+async fn work(cache: &HybridCache, source: MultiplexedConnection, run: &Run) -> Record {
     let mut record = Record::default();
-    let commits = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut writes = Vec::new();
-    let end = Instant::now() + RUN;
+    let writes = Arc::new(std::sync::Mutex::new((Vec::new(), Errors::default())));
+    let mut pending = Vec::new();
+    let end = Instant::now() + Duration::from_millis(run.run_ms);
     while Instant::now() < end {
-        let key = fastrand::u64(0..KEYS);
+        let key = fastrand::u64(0..run.keys);
         let name = format!("k{key}");
         if fastrand::f64() < WRITE_RATIO {
             // The source of truth: a version counter in Redis, bumped atomically.
@@ -95,20 +144,35 @@ async fn checker_worker() {
                 .query_async(&mut source.clone())
                 .await
                 .unwrap();
-            // Committed once the invalidation is acknowledged; while this process is cut off
-            // it is not (the write is not done until everyone can be told), and the write is
-            // retried beside the reads, as a service's other requests go on meanwhile.
-            let (cache, commits) = (cache.clone(), commits.clone());
-            writes.push(tokio::spawn(async move {
-                while cache.invalidate(&name).await.is_err() {
+            // Committed once the invalidation is acknowledged; while refused it is not (the
+            // write is not done until everyone can be told), and it is retried beside the
+            // reads, as a service's other requests go on meanwhile.
+            let (cache, writes) = (cache.clone(), writes.clone());
+            pending.push(tokio::spawn(async move {
+                let give_up = Instant::now() + GIVE_UP;
+                let mut errors = Errors::default();
+                let committed = loop {
+                    match cache.invalidate(&name).await {
+                        Ok(()) => break true,
+                        Err(strata::Error::Unavailable(_)) => errors.refused_writes += 1,
+                        Err(_) => errors.other_write_errors += 1,
+                    }
+                    if Instant::now() > give_up {
+                        errors.other_write_errors += 1;
+                        break false;
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                let mut writes = writes.lock().unwrap();
+                if committed {
+                    writes.0.push((key, version, wall_us()));
                 }
-                commits.lock().unwrap().push((key, version, wall_us()));
+                writes.1 += errors;
             }));
         } else {
             let began = wall_us();
             let mut conn = source.clone();
-            let version: Arc<u64> = cache
+            let read = cache
                 .get_or_load(&name, move || async move {
                     redis::cmd("GET")
                         .arg(format!("source:{key}"))
@@ -116,20 +180,69 @@ async fn checker_worker() {
                         .await
                         .map(Option::unwrap_or_default)
                 })
-                .await
-                .unwrap();
-            record.reads.push((key, *version, began));
+                .await;
+            match read {
+                Ok(version) => record.reads.push((key, *version, began)),
+                Err(_) => record.errors.reads += 1,
+            }
         }
-        // A few hundred operations a second per process, not a busy loop.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    for write in writes {
+    for write in pending {
         write.await.unwrap();
     }
-    record.commits = std::mem::take(&mut *commits.lock().unwrap());
-    let s = cache.stats();
-    (record.l1_hits, record.l1_bypassed, record.resyncs) = (s.l1_hits, s.l1_bypassed, s.resyncs);
-    println!("CHECKER:{}", serde_json::to_string(&record).unwrap());
+    let (commits, errors) = std::mem::take(&mut *writes.lock().unwrap());
+    record.commits = commits;
+    record.errors += errors;
+    record
+}
+
+/// Starts one worker process per run: this test binary itself, re-run with `--ignored
+/// --exact`.
+pub(crate) fn spawn(runs: &[Run]) -> Vec<tokio::process::Child> {
+    let exe = std::env::current_exe().unwrap();
+    runs.iter()
+        .map(|run| {
+            tokio::process::Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "checker::checker_worker",
+                    "--nocapture",
+                ])
+                .env(RUN_VAR, serde_json::to_string(run).unwrap())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The workers' records, once they are done.
+pub(crate) async fn records(children: Vec<tokio::process::Child>) -> Vec<Record> {
+    let mut records = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().await.unwrap();
+        assert!(out.status.success(), "a worker failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CHECKER:"))
+            .expect("the worker's record");
+        records.push(serde_json::from_str::<Record>(line).unwrap());
+    }
+    records
+}
+
+/// All errors the workers' callers saw.
+pub(crate) fn errors(records: &[Record]) -> Errors {
+    let mut all = Errors::default();
+    for r in records {
+        all += r.errors;
+    }
+    all
 }
 
 /// Reads that returned a version older than one whose invalidation had returned more than
@@ -167,31 +280,20 @@ pub(crate) fn violations(records: &[Record], bound: Duration) -> usize {
 async fn four_processes_never_serve_past_the_staleness_bound() {
     let redis = RedisServer::start();
     let proxy = Proxy::start(redis.port()).await.unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|i| {
-            tokio::process::Command::new(&exe)
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "checker::checker_worker",
-                    "--nocapture",
-                ])
-                .env(
-                    URL_VAR,
-                    match i {
-                        VICTIM => format!("redis://127.0.0.1:{}", proxy.port()),
-                        _ => redis.url(),
-                    },
-                )
-                .env(SOURCE_VAR, redis.url())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap()
+    let runs: Vec<Run> = (0..PROCESSES)
+        .map(|i| Run {
+            url: match i {
+                VICTIM => format!("redis://127.0.0.1:{}", proxy.port()),
+                _ => redis.url(),
+            },
+            source: redis.url(),
+            keys: KEYS,
+            run_ms: RUN.as_millis() as u64,
+            max_staleness_ms: MAX_STALENESS.as_millis() as u64,
+            log_shards: 1,
         })
         .collect();
+    let children = spawn(&runs);
     // The run's schedule, not a synchronisation.
     tokio::time::sleep(CUT_AT).await;
     proxy.cut();
@@ -213,17 +315,7 @@ async fn four_processes_never_serve_past_the_staleness_bound() {
     }
     tokio::time::sleep_until(cut_until.into()).await;
     proxy.restore();
-    let mut records = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().await.unwrap();
-        assert!(out.status.success(), "a worker failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("CHECKER:"))
-            .expect("the worker's record");
-        records.push(serde_json::from_str::<Record>(line).unwrap());
-    }
+    let records = records(children).await;
     let reads: usize = records.iter().map(|r| r.reads.len()).sum();
     let writes: usize = records.iter().map(|r| r.commits.len()).sum();
     let over_bound = violations(&records, MAX_STALENESS);
@@ -257,6 +349,12 @@ async fn four_processes_never_serve_past_the_staleness_bound() {
     assert!(
         records.iter().map(|r| r.l1_hits).sum::<u64>() > 100,
         "L1 served"
+    );
+    let errors = errors(&records);
+    assert_eq!(
+        (errors.reads, errors.other_write_errors),
+        (0, 0),
+        "no read failed; writes were only refused while cut off: {errors:?}"
     );
     assert_eq!(over_bound, 0, "reads past the staleness bound");
 }

@@ -466,155 +466,60 @@ async fn write_behind_flushes_and_dead_letters_on_a_cluster() {
     assert!(dead.contains("order:13"), "{dead}");
 }
 
-/// The coherence checker's workload, in-process: `instances` caches on the cluster read and
-/// write `keys` keys at random for `run`; the versions live in `source` (another Redis, the
-/// service's database). Reads and errors are counted; nothing is unwrapped.
-async fn checker_workload(
+/// The coherence checker's workers (`checker.rs`), one process each, on the cluster: they
+/// read and write 200 keys at random for `run`; the versions live in `source` (another Redis,
+/// the service's database).
+fn checker(
     cluster_url: &str,
     source: &strata_testkit::RedisServer,
     run: Duration,
     max_staleness: Duration,
-) -> (Vec<crate::checker::Record>, Errors) {
-    use crate::checker::{Record, wall_us};
-    use std::sync::Arc;
-    const KEYS: u64 = 200;
-    let config = RedisConfig::from_url(cluster_url).unwrap();
-    let source = redis::Client::open(source.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let errors = Arc::new(ErrorCounts::default());
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        let log = strata_redis::RedisStreamLog::connect_with(&config)
-            .await
-            .unwrap()
-            .heartbeat_every(Duration::from_millis(100));
-        let cache = strata::HybridCache::builder("chk")
-            .l2(RedisStore::connect_with(&config).await.unwrap())
-            .invalidation(log)
-            .max_staleness(max_staleness)
-            .default_entry(EntryOptions::ttl(Duration::from_secs(600)))
-            .build()
-            .await
-            .unwrap();
-        let (source, errors) = (source.clone(), errors.clone());
-        workers.push(tokio::spawn(async move {
-            let mut record = Record::default();
-            let end = std::time::Instant::now() + run;
-            while std::time::Instant::now() < end {
-                let key = fastrand::u64(0..KEYS);
-                let name = format!("k{key}");
-                if fastrand::f64() < 0.15 {
-                    let version: u64 = redis::cmd("INCR")
-                        .arg(format!("source:{key}"))
-                        .query_async(&mut source.clone())
-                        .await
-                        .unwrap();
-                    // Committed once the invalidation is acknowledged; retried (and counted)
-                    // while refused, for at most 10 s (then a failure, not a hang).
-                    let give_up = std::time::Instant::now() + Duration::from_secs(10);
-                    let mut committed = true;
-                    while let Err(e) = cache.invalidate(&name).await {
-                        let refused = matches!(e, strata::Error::Unavailable(_));
-                        let counter = if refused {
-                            &errors.refused
-                        } else {
-                            &errors.other
-                        };
-                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        if std::time::Instant::now() > give_up {
-                            errors
-                                .other
-                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            committed = false;
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    if committed {
-                        record.commits.push((key, version, wall_us()));
-                    }
-                } else {
-                    let began = wall_us();
-                    let mut conn = source.clone();
-                    let read = cache
-                        .get_or_load(&name, move || async move {
-                            redis::cmd("GET")
-                                .arg(format!("source:{key}"))
-                                .query_async::<Option<u64>>(&mut conn)
-                                .await
-                                .map(Option::unwrap_or_default)
-                        })
-                        .await;
-                    match read {
-                        Ok(version) => record.reads.push((key, *version, began)),
-                        Err(_) => {
-                            errors
-                                .reads
-                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            record
-        }));
-    }
-    let mut records = Vec::new();
-    for w in workers {
-        records.push(w.await.unwrap());
-    }
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::SeqCst);
-    let counts = Errors {
-        reads: n(&errors.reads),
-        refused_writes: n(&errors.refused),
-        other_write_errors: n(&errors.other),
+    log_shards: usize,
+) -> Vec<tokio::process::Child> {
+    let run = crate::checker::Run {
+        url: cluster_url.to_owned(),
+        source: source.url(),
+        keys: 200,
+        run_ms: run.as_millis() as u64,
+        max_staleness_ms: max_staleness.as_millis() as u64,
+        log_shards,
     };
-    (records, counts)
+    crate::checker::spawn(&vec![run; 3])
 }
 
-#[derive(Default)]
-struct ErrorCounts {
-    reads: std::sync::atomic::AtomicU64,
-    refused: std::sync::atomic::AtomicU64,
-    other: std::sync::atomic::AtomicU64,
-}
-
-/// What callers saw go wrong.
-#[derive(Debug)]
-struct Errors {
-    /// Reads that failed (the cache answers reads from L1, the source or a stale value).
-    reads: u64,
-    /// Writes refused as unavailable — the breaker's policy while a master is down; the
-    /// workload retries them, and a write counts as committed only once acknowledged.
-    refused_writes: u64,
-    /// Any other write error.
-    other_write_errors: u64,
+/// What the checker found: reads, commits, errors and reads past `bound`, printed.
+fn checked(
+    what: &str,
+    records: &[crate::checker::Record],
+    bound: Duration,
+) -> crate::checker::Errors {
+    let reads: usize = records.iter().map(|r| r.reads.len()).sum();
+    let writes: usize = records.iter().map(|r| r.commits.len()).sum();
+    let errors = crate::checker::errors(records);
+    let stale = crate::checker::violations(records, bound);
+    println!(
+        "{what}: {reads} reads, {writes} writes, {errors:?}, {stale} reads past the {bound:?} bound"
+    );
+    assert!(reads > 1000 && writes > 100, "a real workload ran");
+    assert_eq!(stale, 0, "no read past the staleness bound");
+    errors
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_slot_migration_serves_no_stale_read_and_no_error() {
-    let cluster = std::sync::Arc::new(RedisCluster::start());
+    let cluster = RedisCluster::start();
     let source = strata_testkit::RedisServer::start();
     let bound = Duration::from_millis(500);
     let masters = cluster.masters();
     let (from, to) = (masters[0], masters[1]);
-    // The migration starts a second into the run and moves a third of the slots (keys move
-    // with MIGRATE while clients are redirected with ASK, then MOVED).
-    let resharding = {
-        let cluster = cluster.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            tokio::task::spawn_blocking(move || cluster.reshard(from, to, 5000))
-                .await
-                .unwrap();
-        })
-    };
-    let (records, errors) =
-        checker_workload(&cluster.url(), &source, Duration::from_secs(10), bound).await;
-    resharding.await.unwrap();
+    // The namespace's log in three parts, one on each master: some move with the slots.
+    let workers = checker(&cluster.url(), &source, Duration::from_secs(10), bound, 3);
+    // The migration starts a second into the run (the run's schedule, not a synchronisation)
+    // and moves most of a master's slots (keys move with MIGRATE while clients are redirected
+    // with ASK, then MOVED).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| cluster.reshard(from, to, 5000));
+    let records = crate::checker::records(workers).await;
     let moved = cluster
         .topology()
         .into_iter()
@@ -622,65 +527,42 @@ async fn a_live_slot_migration_serves_no_stale_read_and_no_error() {
         .map(|n| n.slots)
         .unwrap();
     assert!(moved > 5461 + 4000, "the slots moved: {moved}");
-    let reads: usize = records.iter().map(|r| r.reads.len()).sum();
-    let writes: usize = records.iter().map(|r| r.commits.len()).sum();
-    let stale = crate::checker::violations(&records, bound);
-    println!(
-        "cluster reshard: {reads} reads, {writes} writes, {errors:?}, {stale} reads past the \
-         {bound:?} bound"
-    );
-    assert!(reads > 1000 && writes > 100, "a real workload ran");
+    let errors = checked("cluster reshard", &records, bound);
     assert_eq!(
-        (
-            errors.reads,
-            errors.refused_writes,
-            errors.other_write_errors
-        ),
-        (0, 0, 0),
+        errors,
+        crate::checker::Errors::default(),
         "no error reached a caller"
     );
-    assert_eq!(stale, 0, "no read past the staleness bound");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_failover_serves_no_stale_read_and_fails_no_read() {
-    let cluster = std::sync::Arc::new(std::sync::Mutex::new(RedisCluster::start()));
+    let mut cluster = RedisCluster::start();
     let source = strata_testkit::RedisServer::start();
     let bound = Duration::from_millis(500);
-    let url = cluster.lock().unwrap().url();
-    let before = cluster.lock().unwrap().masters();
-    let victim = before[0];
-    // Two seconds into the run a master is killed; its replica takes its slots over.
-    let failing = {
-        let cluster = cluster.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            tokio::task::spawn_blocking(move || cluster.lock().unwrap().fail_over(victim))
-                .await
-                .unwrap();
-        })
-    };
-    let (records, errors) = checker_workload(&url, &source, Duration::from_secs(12), bound).await;
-    failing.await.unwrap();
-    let after = cluster.lock().unwrap().masters();
+    let workers = checker(&cluster.url(), &source, Duration::from_secs(12), bound, 1);
+    // Two seconds into the run, the master that holds the namespace's log is killed; its
+    // replica takes its slots over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = cluster.masters();
+    let victim = cluster
+        .masters()
+        .into_iter()
+        .find(|i| cluster.node(*i).cli(&["EXISTS", "chk#log{chk}"]) == "1")
+        .expect("the log's master");
+    tokio::task::block_in_place(|| cluster.fail_over(victim));
+    let records = crate::checker::records(workers).await;
+    let after = cluster.masters();
     assert!(
         !after.contains(&victim) && after.len() == 3,
         "{before:?} → {after:?}"
     );
-    let reads: usize = records.iter().map(|r| r.reads.len()).sum();
-    let writes: usize = records.iter().map(|r| r.commits.len()).sum();
-    let stale = crate::checker::violations(&records, bound);
-    println!(
-        "cluster failover: {reads} reads, {writes} writes, {errors:?}, {stale} reads past the \
-         {bound:?} bound"
-    );
-    assert!(reads > 1000 && writes > 100, "a real workload ran");
+    let errors = checked("cluster failover", &records, bound);
     assert_eq!(errors.reads, 0, "no read failed");
     assert_eq!(
         errors.other_write_errors, 0,
         "writes were only refused by the breaker while the master was down"
     );
-    assert_eq!(stale, 0, "no read past the staleness bound");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
