@@ -3,8 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use strata_redis::RedisConfig;
+use strata_redis::{RedisConfig, RedisConnection};
 
 use crate::db::Db;
 use crate::error::{DemoError, Result};
@@ -32,7 +31,7 @@ pub struct Consumer {
     group: String,
     name: String,
     topics: Vec<Topic>,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<RedisConnection>,
     /// Read our own pending entries first (after a restart, or a `Retry`).
     backlog: bool,
 }
@@ -55,7 +54,7 @@ impl Consumer {
         }
     }
 
-    async fn connection(&mut self) -> Result<&mut MultiplexedConnection> {
+    async fn connection(&mut self) -> Result<&mut RedisConnection> {
         if self.conn.is_none() {
             let mut conn = self.config.dedicated(BLOCK).await?;
             for topic in &self.topics {

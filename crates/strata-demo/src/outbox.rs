@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use sqlx::{Any, Row, Transaction};
+use strata_redis::RedisConnection;
 use tokio::sync::Notify;
 
 use crate::db::Db;
@@ -43,13 +43,13 @@ impl Outbox {
 #[derive(Clone)]
 pub struct Relay {
     db: Db,
-    redis: ConnectionManager,
+    redis: RedisConnection,
     wake: Arc<Notify>,
 }
 
 impl Relay {
     /// A relay from `db`'s outbox to `redis`.
-    pub fn new(db: Db, redis: ConnectionManager) -> Relay {
+    pub fn new(db: Db, redis: RedisConnection) -> Relay {
         Relay {
             db,
             redis,

@@ -131,7 +131,7 @@ impl<L: InvalidationLog> InvalidationLog for CompatChannel<L> {
         // Plain pub/sub, as the other stacks speak it (a cluster broadcasts it to every node).
         let channel = Channel {
             name: self.channel.clone(),
-            sharded: false,
+            sharded: None,
         };
         let mut compat = subscribe(
             &self.config,

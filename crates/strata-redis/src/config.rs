@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Once;
 use std::time::Duration;
 
+use crate::connection::{Conn, RedisConnection};
 use crate::error::classify;
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
@@ -239,26 +240,35 @@ impl RedisConfig {
         }
     }
 
-    /// A multiplexed, auto-reconnecting connection with these settings (TLS, credentials,
-    /// timeouts), for commands of your own. With Sentinel it goes to the master of the moment
-    /// and stays there; Strata's own stores follow a failover.
-    /// On a cluster: [`connect_cluster`](Self::connect_cluster).
-    pub async fn connect(&self) -> Result<redis::aio::ConnectionManager, Error> {
-        if self.is_cluster() {
-            return Err(Error::Config(format!(
-                "{self} is a cluster: use connect_cluster for a connection to it"
-            )));
-        }
+    /// A multiplexed connection with these settings (TLS, credentials, timeouts), for
+    /// commands of your own, whatever the deployment: to one server (reconnecting by itself;
+    /// with Sentinel, to the master of the moment, where it stays — Strata's own stores
+    /// follow a failover), or to a cluster (following `MOVED`/`ASK`, each command to the
+    /// node of its keys).
+    pub async fn connect(&self) -> Result<RedisConnection, Error> {
+        Ok(RedisConnection(if self.is_cluster() {
+            Conn::Cluster(self.connect_cluster(self.command_timeout).await?)
+        } else {
+            Conn::Single(self.connect_manager().await?)
+        }))
+    }
+
+    /// A connection of its own for blocking reads (`XREAD … BLOCK`), which would hold up
+    /// every other command on a shared one: its replies may take `block` plus the command
+    /// timeout. To the server (with Sentinel, the master of the moment), or to a cluster.
+    pub async fn dedicated(&self, block: Duration) -> Result<RedisConnection, Error> {
+        Ok(RedisConnection(if self.is_cluster() {
+            Conn::Cluster(self.connect_cluster(block + self.command_timeout).await?)
+        } else {
+            Conn::Own(self.own_connection(&self.resolve().await?, block).await?)
+        }))
+    }
+
+    /// The server's auto-reconnecting connection manager.
+    pub(crate) async fn connect_manager(&self) -> Result<redis::aio::ConnectionManager, Error> {
         redis::aio::ConnectionManager::new_with_config(self.resolve().await?, self.manager_config())
             .await
             .map_err(classify)
-    }
-
-    /// A connection of its own to the server (with Sentinel, the master of the moment) for
-    /// blocking reads, which would hold up every other command on a shared one: its replies
-    /// may take `block` plus the command timeout.
-    pub async fn dedicated(&self, block: Duration) -> Result<MultiplexedConnection, Error> {
-        self.own_connection(&self.resolve().await?, block).await
     }
 
     /// A connection of its own on `client`, with our timeouts (`block` added to the command

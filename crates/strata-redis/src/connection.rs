@@ -102,17 +102,39 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// A connection of its own for blocking reads (`XREAD BLOCK`), which would hold up every
-/// other command on a shared one: to the server, or a cluster connection of its own.
-pub(crate) async fn dedicated(config: &RedisConfig, block: Duration) -> Result<Conn, Error> {
-    if config.is_cluster() {
-        Ok(Conn::Cluster(
-            config
-                .connect_cluster(block + config.command_timeout)
-                .await?,
-        ))
-    } else {
-        Ok(Conn::Own(config.dedicated(block).await?))
+/// A connection to Redis for commands of your own, as [`RedisConfig::connect`] and
+/// [`RedisConfig::dedicated`] give it: to one server or to a cluster alike. Send commands
+/// with the `redis` crate (`redis::cmd(…).query_async(&mut conn)`); cheap to clone.
+#[derive(Clone)]
+pub struct RedisConnection(pub(crate) Conn);
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Conn::Single(_) => "server",
+            Conn::Own(_) => "server, own",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_tuple("RedisConnection").field(&kind).finish()
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
     }
 }
 
@@ -122,7 +144,7 @@ impl Connection {
         let kind = if config.is_cluster() {
             Kind::Cluster(config.connect_cluster(config.command_timeout).await?)
         } else {
-            Kind::Single(RwLock::new(config.connect().await?))
+            Kind::Single(RwLock::new(config.connect_manager().await?))
         };
         Ok(Connection {
             shared: Arc::new(Shared {

@@ -136,6 +136,13 @@ impl Layout {
     }
 }
 
+/// A key of `namespace` in the slot of `channel` (`<namespace>#probe{<t>}`), which a sharded
+/// subscriber asks about to learn whether its node still serves the channel's slot: a node
+/// that does not answers `MOVED`. In the namespace, so the namespace's ACL allows it.
+pub(crate) fn channel_probe(namespace: &str, channel: &str) -> String {
+    format!("{namespace}#probe{{{}}}", tag_for(Slot::for_key(channel)))
+}
+
 /// `<namespace>#<kind>:{…}` in the slot of `<namespace>:<key>`.
 fn beside(namespace: &str, kind: &str, key: &str) -> String {
     if key.contains(['{', '}']) {
@@ -248,6 +255,12 @@ mod tests {
             .collect();
         assert_eq!(slots, expected);
         assert_eq!(Slot::for_key(l.log_shards("product")), home);
+        let probe = channel_probe("product", "strata:invalidate:product");
+        assert!(probe.starts_with("product#probe{"), "{probe}");
+        assert_eq!(
+            Slot::for_key(&probe),
+            Slot::for_key("strata:invalidate:product")
+        );
         assert_eq!(
             Layout::Single.log_shard("product", 2, 4),
             ("product#log.2".into(), "product#log.2:seq".into())

@@ -24,8 +24,8 @@
 //!   L1 only if entries it had not read were trimmed away. It also wakes the flights that wait on
 //!   another instance's lease as soon as that lease is released.
 //! - [`RedisPubSub`]: the lighter alternative, invalidations on
-//!   `strata:invalidate:<namespace>`; a follower that lost its connection drops its L1 when it
-//!   comes back, since it may have missed messages.
+//!   `strata:invalidate:<namespace>` (sharded on a cluster); a follower that lost its
+//!   connection drops its L1 when it comes back, since it may have missed messages.
 //! - [`CompatChannel`]: wraps either log so that key invalidations also travel as the plain
 //!   pub/sub JSON other stacks use, `{"service","key","timestamp"}` on `cache:invalidate`, both
 //!   ways.
@@ -48,14 +48,18 @@
 //! invalidated in between bumps the key's generation, which refuses the fill) and emptied
 //! member by member; a fill checks the namespace generation afterwards and undoes itself if
 //! a clear ran meanwhile; `MGET`s are split by slot by the client; a clear scans every
-//! master. The client follows `MOVED`/`ASK` and refreshes its slot map.
+//! master. The client follows `MOVED`/`ASK` and refreshes its slot map. A namespace whose
+//! invalidations outgrow one master splits its log into parts on several
+//! ([`RedisStreamLog::shards`]). [`RedisConfig::connect`] gives a connection for commands of
+//! your own to a server or a cluster alike ([`RedisConnection`]).
 //!
 //! # Permissions
 //! With Redis ACLs, Strata needs, for a namespace `NS`:
 //! ```text
 //! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname
 //! ```
-//! and, for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`.
+//! and, for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
+//! on a cluster, also `+cluster|slots +cluster|nodes +srem +wait +spublish +ssubscribe +exists`.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
@@ -76,6 +80,7 @@ mod write_queue;
 
 pub use compat::{CompatChannel, DEFAULT_COMPAT_CHANNEL};
 pub use config::RedisConfig;
+pub use connection::RedisConnection;
 pub use lease::RedisLease;
 pub use pubsub::{RedisPubSub, channel};
 pub use stats::{NamespaceStats, StatsReader, StatsReporter, stats_key};

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
+use crate::layout::channel_probe;
 use crate::reconnect::reconnect_backoff;
 
 /// Invalidations over Redis pub/sub, one channel per namespace:
@@ -83,9 +84,13 @@ impl InvalidationLog for RedisPubSub {
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
         let decode =
             |payload: &[u8]| Invalidation::decode(payload).map(|i| Some(LogEvent::Apply(i)));
+        let name = channel(namespace);
         let channel = Channel {
-            name: channel(namespace),
-            sharded: self.config.is_cluster(),
+            sharded: self
+                .config
+                .is_cluster()
+                .then(|| channel_probe(namespace, &name)),
+            name,
         };
         subscribe(
             &self.config,
@@ -105,11 +110,12 @@ pub(crate) type Decode = Arc<dyn Fn(&[u8]) -> Result<Option<LogEvent>, Error> + 
 /// moves away is noticed within this, not at the next message that never comes.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// A channel to follow: plain, or sharded (`SSUBSCRIBE`, on a cluster only).
+/// A channel to follow: plain, or sharded (`SSUBSCRIBE`, on a cluster only) with the key its
+/// subscriber probes (see [`channel_probe`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Channel {
     pub(crate) name: String,
-    pub(crate) sharded: bool,
+    pub(crate) sharded: Option<String>,
 }
 
 /// Subscribes to `channel` on a connection of its own, kept across disconnects (each
@@ -202,17 +208,16 @@ impl Follower {
         let connect = async {
             let node = self
                 .topology
-                .subscription_node(&self.channel.name, self.channel.sharded, attempt)
+                .subscription_node(&self.channel.name, self.channel.sharded.is_some(), attempt)
                 .await?;
             let (tx, pushes) = mpsc::unbounded_channel();
             let mut conn = self
                 .config
                 .push_connection(node.as_ref().map(|(h, p)| (h.as_str(), *p)), tx)
                 .await?;
-            let verb = if self.channel.sharded {
-                "SSUBSCRIBE"
-            } else {
-                "SUBSCRIBE"
+            let verb = match self.channel.sharded {
+                Some(_) => "SSUBSCRIBE",
+                None => "SUBSCRIBE",
             };
             redis::cmd(verb)
                 .arg(&self.channel.name)
@@ -232,8 +237,8 @@ impl Follower {
 
     /// Forwards messages until the subscription is lost (`true`) or the cache is gone
     /// (`false`). Lost: the connection dropped, the server unsubscribed us (a sharded
-    /// channel's slot moved), or a probe failed — `EXISTS` on the channel's name for a
-    /// sharded one, which a node that no longer serves the slot answers with `MOVED`.
+    /// channel's slot moved), or a probe failed — for a sharded channel, `EXISTS` on a key
+    /// in its slot, which a node that no longer serves the slot answers with `MOVED`.
     async fn forward(&self, mut subscribed: Subscribed) -> bool {
         let mut probe = tokio::time::interval(PROBE_EVERY);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,14 +282,10 @@ impl Follower {
     }
 
     async fn probe(&self, conn: &mut MultiplexedConnection) -> Result<(), Error> {
-        let mut probe = if self.channel.sharded {
-            redis::cmd("EXISTS")
-        } else {
-            redis::cmd("PING")
+        let probe = match &self.channel.sharded {
+            Some(key) => redis::cmd("EXISTS").arg(key).clone(),
+            None => redis::cmd("PING"),
         };
-        if self.channel.sharded {
-            probe.arg(&self.channel.name);
-        }
         probe.exec_async(conn).await.map_err(classify_log)
     }
 }

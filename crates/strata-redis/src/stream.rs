@@ -11,7 +11,7 @@ use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription
 use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
-use crate::connection::{Conn, Connection, dedicated};
+use crate::connection::{Conn, Connection};
 use crate::layout::Layout;
 use crate::log_shards::{self, caught_up, merge, shard_of};
 use crate::reconnect::reconnect_backoff;
@@ -155,9 +155,12 @@ impl RedisStreamLog {
     /// A connection for one follower's blocking reads: its own, so a read that blocks holds
     /// up nobody else's commands, with a response timeout above the block time.
     async fn reader(&self, namespace: &str, shard: usize) -> Result<Conn, Error> {
-        let mut conn = dedicated(&self.config, self.heartbeat)
+        let mut conn = self
+            .config
+            .dedicated(self.heartbeat)
             .await
-            .map_err(into_log_error)?;
+            .map_err(into_log_error)?
+            .0;
         // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace (and
         // part), and by process. (A cluster connection reaches several nodes: left unnamed.)
         if !self.config.is_cluster() {

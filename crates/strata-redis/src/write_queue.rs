@@ -9,7 +9,7 @@ use strata::{Error, QueuedWrite, WriteQueue};
 use tokio::sync::Mutex;
 
 use crate::config::RedisConfig;
-use crate::connection::{Conn, Connection, dedicated};
+use crate::connection::{Conn, Connection};
 use crate::error::classify;
 use crate::layout::Layout;
 
@@ -107,7 +107,7 @@ impl RedisWriteQueue {
         let mut slot = self.reader.lock().await;
         let mut conn = match slot.take() {
             Some(conn) => conn,
-            None => dedicated(&self.config, wait).await?,
+            None => self.config.dedicated(wait).await?.0,
         };
         type Reply = Option<Vec<(String, Vec<RawEntry>)>>;
         let reply: Reply = redis::cmd("XREADGROUP")

@@ -36,8 +36,21 @@ impl RedisCluster {
     /// Starts six nodes and joins them: three masters sharing the 16,384 slots, one replica
     /// each. Panics (failing the test) if it cannot.
     pub fn start() -> RedisCluster {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start), each node with these ACL users besides the default one (as
+    /// in `ACL SETUSER`: `"app on >secret ~ns:* +get"`).
+    pub fn start_with(acl_users: &[&str]) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| RedisOptions::default().cluster_node().start())
+            .map(|_| {
+                acl_users
+                    .iter()
+                    .fold(RedisOptions::default().cluster_node(), |o, rule| {
+                        o.acl_user(*rule)
+                    })
+                    .start()
+            })
             .collect();
         let addrs: Vec<String> = nodes
             .iter()

@@ -211,7 +211,7 @@ pub(crate) struct Naive {
 
 /// Where the baseline keeps values: plain Redis commands, or the embedded map.
 enum NaiveBackend {
-    Redis(redis::aio::ConnectionManager),
+    Redis(strata_redis::RedisConnection),
     Memory(MemoryStore),
 }
 

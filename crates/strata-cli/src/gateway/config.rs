@@ -19,11 +19,16 @@ pub(crate) struct Config {
     #[serde(default = "default_listen")]
     pub(crate) listen: SocketAddr,
     /// Redis for L2, leases and the invalidation log (`redis://`, `rediss://`,
-    /// `redis+sentinel://`); else `REDIS_URL`; else the embedded in-memory cache.
+    /// `redis+sentinel://`, `redis+cluster://`); else `REDIS_URL`; else the embedded
+    /// in-memory cache.
     pub(crate) redis: Option<String>,
     /// The gateway's cache namespace (default `gateway`); gateways sharing it share entries.
     #[serde(default = "default_namespace")]
     pub(crate) namespace: String,
+    /// Splits the gateway namespace's invalidation log into this many parts (1 to 64), for
+    /// purge rates one stream cannot carry; every gateway of the namespace must say the same.
+    /// Followed namespaces keep the count their services chose.
+    pub(crate) log_shards: Option<usize>,
     /// Namespaces of services whose `invalidate_tag` also purges the gateway's responses.
     #[serde(default)]
     pub(crate) follow: Vec<String>,
@@ -382,6 +387,13 @@ impl Config {
                 .unwrap_or_default();
             ConfigError(format!("{origin}{at}: {e}"))
         })?;
+        if let Some(n) = config.log_shards
+            && !(1..=64).contains(&n)
+        {
+            return Err(ConfigError(format!(
+                "{origin}: field `log_shards`: from 1 to 64, not {n}"
+            )));
+        }
         if config.routes.is_empty() {
             return Err(ConfigError(format!(
                 "{origin}: no [[route]]: at least one route (prefix → upstream) is needed"
@@ -420,6 +432,7 @@ impl Config {
             listen,
             redis: None,
             namespace: default_namespace(),
+            log_shards: None,
             follow: Vec::new(),
             admin_token: None,
             workers: None,
@@ -567,6 +580,14 @@ upstream = "http://127.0.0.1:3000/base/"
                 .unwrap_err()
                 .0
                 .contains("no [[route]]")
+        );
+        let shards = format!("log_shards = 65\n{GOOD}");
+        let e = Config::parse(&shards, "g.toml").unwrap_err().0;
+        assert!(e.contains("`log_shards`") && e.contains("65"), "{e}");
+        let shards = format!("log_shards = 3\n{GOOD}");
+        assert_eq!(
+            Config::parse(&shards, "g.toml").unwrap().log_shards,
+            Some(3)
         );
     }
 

@@ -89,21 +89,23 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
     let (cache, log, backend) = match &config.redis {
         Some(url) => {
             let redis = RedisConfig::from_url(url)?;
-            let log: Arc<dyn InvalidationLog> =
-                Arc::new(RedisStreamLog::connect_with(&redis).await?);
+            let mut log = RedisStreamLog::connect_with(&redis).await?;
+            if let Some(shards) = config.log_shards {
+                log = log.shards(config.namespace.clone(), shards);
+            }
             let cache = builder
                 .l2(RedisStore::connect_with(&redis).await?)
-                .invalidation(RedisStreamLog::connect_with(&redis).await?)
+                .invalidation(log.clone())
                 .build()
                 .await?;
+            let log: Arc<dyn InvalidationLog> = Arc::new(log);
             // Hit rates over every gateway instance, for `strata stats` and the dashboard.
             let every = Duration::from_secs(2);
-            reporter = Some(if redis.is_cluster() {
-                let conn = redis.connect_cluster(Duration::from_secs(1)).await?;
-                StatsReporter::start(cache.clone(), conn, every)
-            } else {
-                StatsReporter::start(cache.clone(), redis.connect().await?, every)
-            });
+            reporter = Some(StatsReporter::start(
+                cache.clone(),
+                redis.connect().await?,
+                every,
+            ));
             counters_at = Some(StatsReader::connect(&redis).await?);
             (cache, Some(log), "redis")
         }

@@ -305,3 +305,32 @@ fn w4_survives_a_frozen_redis_without_errors_or_stale_reads() {
         "L2 serves again before the run ends: {r}"
     );
 }
+
+#[test]
+fn w1_and_w2_run_on_a_redis_cluster() {
+    let cluster = strata_testkit::RedisCluster::start();
+    let url = cluster.url();
+    let out = strata(&[
+        "bench", "w1", "--redis", &url, "--ops", "20000", "--warmup", "2000", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = json_lines(&out);
+    assert_eq!(runs.len(), 1);
+    assert_consistent(&runs[0]);
+    assert_eq!(n(&runs[0], "/stale_reads"), 0.0);
+    assert!(n(&runs[0], "/l2_hits") > 0.0, "L2 on the cluster served");
+    // The stampede over four processes: one load across them.
+    let out = strata(&["bench", "w2", "--redis", &url, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w2 = &json_lines(&out)[0];
+    assert_eq!(n(w2, "/loader_calls"), 1.0, "{w2}");
+    assert_eq!(n(w2, "/errors"), 0.0, "{w2}");
+}

@@ -121,3 +121,31 @@ fn without_redis_it_runs_on_the_embedded_cache_and_says_so() {
     }
     assert_eq!(f(&r, "/inventory_down/errors"), 0.0, "{r}");
 }
+
+#[test]
+fn on_a_redis_cluster_the_landscape_runs_and_stays_within_the_bound() {
+    let cluster = strata_testkit::RedisCluster::start();
+    let url = cluster.url();
+    let (r, stderr) = demo(&["--redis", &url, "--no-outage"], None);
+    assert_eq!(f(&r, "/errors"), 0.0, "{r}\n{stderr}");
+    assert!(f(&r, "/requests") > 100.0, "{r}");
+    assert!(f(&r, "/gateway_cache/hit_ratio") > 0.5, "{r}");
+    // The price change travelled through the events (streams in one slot), the services'
+    // logs and the gateway's, each on whichever master its slot lives.
+    for layer in ["gateway", "product service", "order service"] {
+        let ms = f(&r, &format!("/update/serving_new_price_after_ms/{layer}"));
+        let bound = strata_demo::STALENESS_BOUND.as_secs_f64() * 1000.0;
+        assert!(ms < bound, "{layer}: {ms} ms — {r}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["stats", "--redis", &url])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    for namespace in ["gateway", "product", "order"] {
+        assert!(
+            table.lines().any(|l| l.starts_with(namespace)),
+            "{namespace} missing from:\n{table}"
+        );
+    }
+}

@@ -561,3 +561,97 @@ async fn stale_if_error_answers_while_the_upstream_is_down() {
         StatusCode::BAD_GATEWAY
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_on_a_redis_cluster_share_collapse_and_purge() {
+    let cluster = strata_testkit::RedisCluster::start();
+    let (up, addr, _stop) = upstream().await;
+    // The gateways' purge log in three parts (one per master); the product service splits
+    // its own in two, which the gateways adopt when they follow it.
+    let product = {
+        let config = strata_redis::RedisConfig::from_url(&cluster.url()).unwrap();
+        let log = strata_redis::RedisStreamLog::connect_with(&config)
+            .await
+            .unwrap()
+            .shards("product", 2);
+        strata::HybridCache::builder("product")
+            .l2(strata_redis::RedisStore::connect_with(&config)
+                .await
+                .unwrap())
+            .invalidation(log)
+            .build()
+            .await
+            .unwrap()
+    };
+    let toml = config(
+        addr,
+        None,
+        &format!(
+            "redis = \"{}\"\nlog_shards = 3\nfollow = [\"product\"]",
+            cluster.url()
+        ),
+    );
+    let a = Gateway::start(&toml, &[]);
+    let b = Gateway::start(&toml, &[]);
+    let http = Http::new();
+    assert_eq!(
+        http.get(&a.url("/products/1")).await.header("x-cache"),
+        "MISS"
+    );
+    assert_eq!(
+        http.get(&b.url("/products/1")).await.header("x-cache"),
+        "HIT"
+    );
+    // A stampede over both gateways: one upstream request.
+    let requests: Vec<_> = (0..200)
+        .map(|i| {
+            let url = [&a, &b][i % 2].url("/slow");
+            let http = http.clone();
+            tokio::spawn(async move { http.get(&url).await })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(up.hits("/slow"), 1, "one request reached the upstream");
+    // A purge on A is honoured by B; so is the product service's own invalidation.
+    up.version.fetch_add(1, Ordering::SeqCst);
+    let purged = http.purge(&a, r#"{"tags":["product:1"]}"#, TOKEN).await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    eventually(
+        "B serves the new version",
+        Duration::from_secs(10),
+        || async { http.get(&b.url("/products/1")).await.body == "product 1 v1" },
+    )
+    .await;
+    http.get(&b.url("/products/1")).await;
+    up.version.fetch_add(1, Ordering::SeqCst);
+    product.invalidate_tag("product:1").await.unwrap();
+    for gateway in [&a, &b] {
+        eventually(
+            "the service's invalidation purges",
+            Duration::from_secs(10),
+            || async { http.get(&gateway.url("/products/1")).await.body == "product 1 v2" },
+        )
+        .await;
+    }
+    // A gateway configured with another split of the same namespace does not start.
+    let wrong = config(
+        addr,
+        None,
+        &format!("redis = \"{}\"\nlog_shards = 2", cluster.url()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, wrong).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["gateway", "--config", path.to_str().unwrap()])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("split into 3 shards"),
+        "{stderr}"
+    );
+}

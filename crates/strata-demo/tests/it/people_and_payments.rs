@@ -94,7 +94,7 @@ async fn profiles_are_their_owners_and_updates_reach_every_instance() {
     eventually(
         "UserUpdated is announced",
         Duration::from_secs(5),
-        || async { redis.cli(&["XLEN", "events:users"]) == "1" },
+        || async { redis.cli(&["XLEN", "events:{shop}:users"]) == "1" },
     )
     .await;
     let (status, body, _) = call(&a, "GET", "/countries", None, "").await;

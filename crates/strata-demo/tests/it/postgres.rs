@@ -50,8 +50,8 @@ async fn the_services_run_on_postgres() {
         "both events are published",
         Duration::from_secs(5),
         || async {
-            redis.cli(&["XLEN", "events:products"]) == "1"
-                && redis.cli(&["XLEN", "events:inventory"]) == "1"
+            redis.cli(&["XLEN", "events:{shop}:products"]) == "1"
+                && redis.cli(&["XLEN", "events:{shop}:inventory"]) == "1"
         },
     )
     .await;

@@ -72,7 +72,7 @@ async fn a_price_change_reaches_every_instance_and_is_announced() {
         Duration::from_secs(5),
         || async {
             redis
-                .cli(&["XRANGE", "events:products", "-", "+"])
+                .cli(&["XRANGE", "events:{shop}:products", "-", "+"])
                 .contains(r#""price_cents":4242"#)
         },
     )
@@ -125,5 +125,5 @@ async fn reads_tags_not_found_and_bad_input() {
             .0,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(redis.cli(&["XLEN", "events:products"]), "0");
+    assert_eq!(redis.cli(&["XLEN", "events:{shop}:products"]), "0");
 }

@@ -96,6 +96,24 @@ async fn the_documented_acl_confines_a_service_to_its_namespace() {
     let a = instance_with(&config, EntryOptions::ttl(TTL)).await;
     let b = instance_with(&config, EntryOptions::ttl(TTL)).await;
     exercise(&a, &b).await;
+    // The lighter backplane too: its own RESP3 connection, subscribed and probed.
+    let pubsub = RedisPubSub::connect_with(&config).await.unwrap();
+    let mut events = strata::InvalidationLog::follow(&pubsub, "svc")
+        .await
+        .unwrap();
+    let invalidation = strata::invalidation::Invalidation {
+        origin: 1,
+        target: strata::invalidation::Target::Key("k".into()),
+    };
+    strata::InvalidationLog::publish(&pubsub, "svc", &invalidation)
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(crate::WAIT, events.recv())
+            .await
+            .unwrap(),
+        Some(strata::invalidation::LogEvent::Apply(invalidation))
+    );
 
     let mut conn = redis::Client::open(redis.url_with_user("app", "app-secret"))
         .unwrap()
@@ -252,4 +270,59 @@ async fn the_documented_acl_with_write_behind_runs_the_queue() {
     .await;
     flusher.abort();
     assert_eq!(*applied.lock().unwrap(), vec![0, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_serves_a_service_on_a_cluster() {
+    let acl =
+        format!("{ACL} +cluster|nodes +cluster|slots +srem +wait +spublish +ssubscribe +exists");
+    let cluster = strata_testkit::RedisCluster::start_with(&[&acl]);
+    let url = cluster
+        .url()
+        .replace("redis+cluster://", "redis+cluster://app:app-secret@");
+    let config = RedisConfig::from_url(&url).unwrap();
+    // The durable log, split in parts, and the store.
+    let log = |config: &RedisConfig| {
+        let config = config.clone();
+        async move {
+            strata_redis::RedisStreamLog::connect_with(&config)
+                .await
+                .unwrap()
+                .shards("svc", 3)
+        }
+    };
+    let instance = |log: strata_redis::RedisStreamLog| {
+        let config = config.clone();
+        async move {
+            HybridCache::builder("svc")
+                .l2(RedisStore::connect_with(&config).await.unwrap())
+                .invalidation(log)
+                .default_entry(EntryOptions::ttl(TTL))
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let a = instance(log(&config).await).await;
+    let b = instance(log(&config).await).await;
+    exercise(&a, &b).await;
+    a.clear().await.unwrap();
+    // The sharded pub/sub backplane.
+    let pubsub = RedisPubSub::connect_with(&config).await.unwrap();
+    let mut events = strata::InvalidationLog::follow(&pubsub, "svc")
+        .await
+        .unwrap();
+    let invalidation = strata::invalidation::Invalidation {
+        origin: 1,
+        target: strata::invalidation::Target::Key("k".into()),
+    };
+    strata::InvalidationLog::publish(&pubsub, "svc", &invalidation)
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(crate::WAIT, events.recv())
+            .await
+            .unwrap(),
+        Some(strata::invalidation::LogEvent::Apply(invalidation))
+    );
 }
