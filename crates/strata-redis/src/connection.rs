@@ -16,7 +16,7 @@
 //! `MOVED`/`ASK` and refreshes its slot map by itself; [`Conn`] is either, behind the
 //! `ConnectionLike` interface every command is sent through.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -51,8 +51,9 @@ struct Shared {
     config: RedisConfig,
     kind: Kind,
     rebuilding: AtomicBool,
-    /// On a cluster, the slots whose master has a connected replica, and when that was read.
-    replicated: Mutex<Option<(Instant, Arc<HashSet<Slot>>)>>,
+    /// On a cluster, the slots whose master has a connected replica (by slot, the master's
+    /// ordinal in `CLUSTER NODES`), and when that was read.
+    replicated: Mutex<Option<(Instant, Arc<ReplicatedSlots>)>>,
 }
 
 enum Kind {
@@ -177,13 +178,34 @@ impl Connection {
     /// [`TOPOLOGY_FOR`] and after a `WAIT` no replica answered): `WAIT` on a master without
     /// one would hold its connection for the whole timeout, for nothing.
     pub(crate) async fn replicated(&self, key: &str) -> Result<(), Error> {
+        self.replicated_all(std::slice::from_ref(&key)).await
+    }
+
+    /// [`replicated`](Self::replicated) for writes to many keys: one `WAIT` per master they
+    /// live on (a `WAIT` covers every earlier write of this connection to its master), all
+    /// at once.
+    pub(crate) async fn replicated_all(&self, keys: &[impl AsRef<str>]) -> Result<(), Error> {
+        if !matches!(self.shared.kind, Kind::Cluster(_)) {
+            return Ok(());
+        }
+        let replicated = self.replica_slots().await?;
+        let mut masters: HashMap<usize, Slot> = HashMap::new();
+        for key in keys {
+            let slot = Slot::for_key(key.as_ref());
+            if let Some(master) = replicated.get(&slot) {
+                masters.entry(*master).or_insert(slot);
+            }
+        }
+        futures_util::future::try_join_all(masters.into_values().map(|slot| self.wait(slot)))
+            .await?;
+        Ok(())
+    }
+
+    /// `WAIT 1` on the master of `slot`.
+    async fn wait(&self, slot: Slot) -> Result<(), Error> {
         let Kind::Cluster(cluster) = &self.shared.kind else {
             return Ok(());
         };
-        let slot = Slot::for_key(key);
-        if !self.replica_slots().await?.contains(&slot) {
-            return Ok(());
-        }
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
             Route::with_slot(slot, SlotAddr::Master),
         ));
@@ -198,7 +220,7 @@ impl Connection {
             .map_err(|e| self.failed(e))?;
         if redis::from_redis_value::<u64>(acked).unwrap_or(0) == 0 {
             // The replica lags or is gone: look again at the topology before the next write.
-            tracing::debug!(key, "no replica acknowledged a write in time");
+            tracing::debug!(?slot, "no replica acknowledged a write in time");
             *self
                 .shared
                 .replicated
@@ -209,7 +231,7 @@ impl Connection {
     }
 
     /// The slots whose master has a connected replica, as of at most [`TOPOLOGY_FOR`] ago.
-    async fn replica_slots(&self) -> Result<Arc<HashSet<Slot>>, Error> {
+    async fn replica_slots(&self) -> Result<Arc<ReplicatedSlots>, Error> {
         if let Some((at, slots)) = &*self
             .shared
             .replicated
@@ -424,16 +446,20 @@ fn nodes(text: &str) -> impl Iterator<Item = Node<'_>> {
     })
 }
 
-/// The slots served by a master that has a live, connected replica.
-fn replica_slots(text: &str) -> HashSet<Slot> {
+/// The slots served by a master that has a live, connected replica, each with its master's
+/// ordinal (to tell which slots one `WAIT` covers).
+type ReplicatedSlots = HashMap<Slot, usize>;
+
+fn replica_slots(text: &str) -> ReplicatedSlots {
     let with_replica: HashSet<&str> = nodes(text)
         .filter(|n| !n.master && !n.failed && n.connected)
         .map(|n| n.master_id)
         .collect();
-    let mut slots = HashSet::new();
-    for node in nodes(text).filter(|n| n.master && with_replica.contains(n.id)) {
+    let mut slots = HashMap::new();
+    let masters = nodes(text).filter(|n| n.master && with_replica.contains(n.id));
+    for (ordinal, node) in masters.enumerate() {
         for (lo, hi) in node.ranges() {
-            slots.extend((lo..=hi).filter_map(Slot::new));
+            slots.extend((lo..=hi).filter_map(Slot::new).map(|slot| (slot, ordinal)));
         }
     }
     slots
@@ -453,9 +479,9 @@ d 127.0.0.1:4@14 slave,fail b 0 0 2 disconnected
 ";
         let slots = replica_slots(text);
         assert_eq!(slots.len(), 11, "0-9 and 20, from a");
-        assert!(slots.contains(&Slot::new(20).unwrap()));
+        assert_eq!(slots.get(&Slot::new(20).unwrap()), Some(&0));
         assert!(
-            !slots.contains(&Slot::new(10).unwrap()),
+            !slots.contains_key(&Slot::new(10).unwrap()),
             "b's replica failed"
         );
         let masters: Vec<_> = nodes(text).filter(|n| n.master).map(|n| n.port).collect();

@@ -17,6 +17,9 @@ use crate::scripts::{
     INVALIDATE, REPLACE,
 };
 
+/// Members of a tag invalidated together on a cluster (each a script on its key's master).
+const TAG_CONCURRENCY: usize = 64;
+
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
 ///
@@ -237,21 +240,31 @@ impl L2Store for RedisStore {
                 .map_err(|e| self.conn.failed(e));
         }
         // A cluster: the members live in other slots. Each is invalidated in its own slot
-        // (deleted, generation bumped: a load that read it before is refused), then removed
-        // from the index — only those, so members added meanwhile stay.
+        // (deleted, generation bumped: a load that read it before is refused), many at once,
+        // then acknowledged once replicated — one `WAIT` per master — and removed from the
+        // index: only those, so members added meanwhile stay.
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&index)
             .query_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
         let prefix = format!("{namespace}:");
+        let keys: Vec<&str> = members
+            .iter()
+            .filter_map(|m| m.strip_prefix(&prefix))
+            .collect();
         let mut removed = 0;
-        for member in &members {
-            let Some(key) = member.strip_prefix(&prefix) else {
-                continue;
-            };
-            removed += self.invalidate(namespace, key).await?;
+        for batch in keys.chunks(TAG_CONCURRENCY) {
+            let mut existed = Vec::with_capacity(batch.len());
+            for key in batch {
+                existed.push(self.invalidate_unacknowledged(namespace, key));
+            }
+            removed += futures_util::future::try_join_all(existed)
+                .await?
+                .into_iter()
+                .sum::<u64>();
         }
+        self.conn.replicated_all(&members).await?;
         if !members.is_empty() {
             redis::cmd("SREM")
                 .arg(&index)
@@ -284,16 +297,22 @@ impl RedisStore {
     /// Deletes `key` and bumps its generation (acknowledged once replicated, on a cluster);
     /// 1 if it existed.
     async fn invalidate(&self, namespace: &str, key: &str) -> Result<u64, Error> {
-        let data = self.layout.data(namespace, key);
-        let existed: u64 = INVALIDATE
-            .key(&data)
+        let existed = self.invalidate_unacknowledged(namespace, key).await?;
+        self.conn
+            .replicated(&self.layout.data(namespace, key))
+            .await?;
+        Ok(existed)
+    }
+
+    /// [`invalidate`](Self::invalidate) before the replica's acknowledgement.
+    async fn invalidate_unacknowledged(&self, namespace: &str, key: &str) -> Result<u64, Error> {
+        INVALIDATE
+            .key(self.layout.data(namespace, key))
             .key(self.layout.generation(namespace, key))
             .arg(GENERATION_TTL_MS)
             .invoke_async(&mut self.conn.get())
             .await
-            .map_err(|e| self.conn.failed(e))?;
-        self.conn.replicated(&data).await?;
-        Ok(existed)
+            .map_err(|e| self.conn.failed(e))
     }
 
     /// A write on one server: one script (value, generations, lease, tags).
