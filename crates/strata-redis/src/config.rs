@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Once;
 use std::time::Duration;
 
-use crate::connection::{Conn, RedisConnection};
+use crate::connection::{Link, RedisConnection};
 use crate::error::classify;
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
@@ -247,9 +247,9 @@ impl RedisConfig {
     /// node of its keys).
     pub async fn connect(&self) -> Result<RedisConnection, Error> {
         Ok(RedisConnection(if self.is_cluster() {
-            Conn::Cluster(self.connect_cluster(self.command_timeout).await?)
+            Link::Cluster(self.connect_cluster(self.command_timeout).await?)
         } else {
-            Conn::Single(self.connect_manager().await?)
+            Link::Single(self.connect_manager().await?)
         }))
     }
 
@@ -258,9 +258,9 @@ impl RedisConfig {
     /// timeout. To the server (with Sentinel, the master of the moment), or to a cluster.
     pub async fn dedicated(&self, block: Duration) -> Result<RedisConnection, Error> {
         Ok(RedisConnection(if self.is_cluster() {
-            Conn::Cluster(self.connect_cluster(block + self.command_timeout).await?)
+            Link::Cluster(self.connect_cluster(block + self.command_timeout).await?)
         } else {
-            Conn::Own(self.own_connection(&self.resolve().await?, block).await?)
+            Link::Own(self.own_connection(&self.resolve().await?, block).await?)
         }))
     }
 

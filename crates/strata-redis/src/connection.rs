@@ -13,7 +13,7 @@
 //! is now, at most one rebuild at a time and one per [`REBUILD_GAP`].
 //!
 //! On a Redis Cluster it is the `redis` crate's cluster connection instead, which follows
-//! `MOVED`/`ASK` and refreshes its slot map by itself; [`Conn`] is either, behind the
+//! `MOVED`/`ASK` and refreshes its slot map by itself; [`RedisConnection`] is either, behind the
 //! `ConnectionLike` interface every command is sent through.
 
 use std::collections::{HashMap, HashSet};
@@ -63,58 +63,27 @@ enum Kind {
     Cluster(ClusterConnection),
 }
 
-/// A connection to send commands on: to one server (shared, or of its own for blocking
-/// reads), or to a cluster.
+/// A connection to Redis for commands of your own, as [`RedisConfig::connect`] and
+/// [`RedisConfig::dedicated`] give it: to one server or to a cluster alike. Send commands
+/// with the `redis` crate (`redis::cmd(…).query_async(&mut conn)`); cheap to clone.
 #[derive(Clone)]
-pub(crate) enum Conn {
+pub struct RedisConnection(pub(crate) Link);
+
+/// What a [`RedisConnection`] is: to one server (shared, or of its own for blocking reads),
+/// or to a cluster.
+#[derive(Clone)]
+pub(crate) enum Link {
     Single(ConnectionManager),
     Own(redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Own(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Own(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Own(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// A connection to Redis for commands of your own, as [`RedisConfig::connect`] and
-/// [`RedisConfig::dedicated`] give it: to one server or to a cluster alike. Send commands
-/// with the `redis` crate (`redis::cmd(…).query_async(&mut conn)`); cheap to clone.
-#[derive(Clone)]
-pub struct RedisConnection(pub(crate) Conn);
-
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.0 {
-            Conn::Single(_) => "server",
-            Conn::Own(_) => "server, own",
-            Conn::Cluster(_) => "cluster",
+            Link::Single(_) => "server",
+            Link::Own(_) => "server, own",
+            Link::Cluster(_) => "cluster",
         };
         f.debug_tuple("RedisConnection").field(&kind).finish()
     }
@@ -122,7 +91,11 @@ impl std::fmt::Debug for RedisConnection {
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
+        match &mut self.0 {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Own(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -131,11 +104,19 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(pipeline, offset, count)
+        match &mut self.0 {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Own(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        match &self.0 {
+            Link::Single(c) => c.get_db(),
+            Link::Own(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -158,14 +139,14 @@ impl Connection {
     }
 
     /// The current connection, to send commands on.
-    pub(crate) fn get(&self) -> Conn {
-        match &self.shared.kind {
+    pub(crate) fn get(&self) -> RedisConnection {
+        RedisConnection(match &self.shared.kind {
             // Held for a clone (an `Arc` increment); a writer holds it for an assignment.
             Kind::Single(manager) => {
-                Conn::Single(manager.read().unwrap_or_else(|e| e.into_inner()).clone())
+                Link::Single(manager.read().unwrap_or_else(|e| e.into_inner()).clone())
             }
-            Kind::Cluster(cluster) => Conn::Cluster(cluster.clone()),
-        }
+            Kind::Cluster(cluster) => Link::Cluster(cluster.clone()),
+        })
     }
 
     /// On a cluster, waits until a replica of `key`'s master has what this connection wrote

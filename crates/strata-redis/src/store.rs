@@ -436,7 +436,7 @@ impl RedisStore {
 /// Tells the instances waiting on `key`'s lease that it was released (the namespace's
 /// filled stream, as the scripts do on one server).
 pub(crate) async fn announce_filled(
-    conn: &mut crate::connection::Conn,
+    conn: &mut crate::connection::RedisConnection,
     filled: String,
     key: &str,
 ) -> redis::RedisResult<()> {

@@ -11,7 +11,7 @@ use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription
 use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
-use crate::connection::{Conn, Connection};
+use crate::connection::{Connection, RedisConnection};
 use crate::layout::Layout;
 use crate::log_shards::{self, caught_up, merge, shard_of};
 use crate::reconnect::reconnect_backoff;
@@ -154,13 +154,12 @@ impl RedisStreamLog {
 
     /// A connection for one follower's blocking reads: its own, so a read that blocks holds
     /// up nobody else's commands, with a response timeout above the block time.
-    async fn reader(&self, namespace: &str, shard: usize) -> Result<Conn, Error> {
+    async fn reader(&self, namespace: &str, shard: usize) -> Result<RedisConnection, Error> {
         let mut conn = self
             .config
             .dedicated(self.heartbeat)
             .await
-            .map_err(into_log_error)?
-            .0;
+            .map_err(into_log_error)?;
         // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace (and
         // part), and by process. (A cluster connection reaches several nodes: left unnamed.)
         if !self.config.is_cluster() {
@@ -255,7 +254,7 @@ impl Position {
     /// starts here applies every entry appended later, and can tell if any is trimmed away
     /// before it reads it. Then the newest announcement, if this follower reads them (apart:
     /// another slot on a cluster; one missed is only a later wake-up).
-    async fn tail(conn: &mut Conn, follower: &Follower) -> Result<Position, Error> {
+    async fn tail(conn: &mut RedisConnection, follower: &Follower) -> Result<Position, Error> {
         let (newest, seq): (Vec<RawEntry>, Option<u64>) = LOG_TAIL
             .key(&follower.stream)
             .key(&follower.sequence)
@@ -339,7 +338,7 @@ struct Follower {
 
 impl Follower {
     /// Its connection and where it starts: after the newest entry.
-    async fn start(self) -> Result<(Follower, Conn, Position), Error> {
+    async fn start(self) -> Result<(Follower, RedisConnection, Position), Error> {
         let mut conn = self.log.reader(&self.namespace, self.shard).await?;
         let position = Position::tail(&mut conn, &self).await?;
         Ok((self, conn, position))
@@ -350,7 +349,7 @@ impl Follower {
         self.events.send((self.shard, event)).is_ok()
     }
 
-    async fn run(self, mut conn: Conn, mut position: Position) {
+    async fn run(self, mut conn: RedisConnection, mut position: Position) {
         loop {
             let read = tokio::select! {
                 read = self.read(&mut conn, &position) => read,
@@ -410,7 +409,7 @@ impl Follower {
     /// The next entries of the log and of the announcements, by stream name.
     async fn read(
         &self,
-        conn: &mut Conn,
+        conn: &mut RedisConnection,
         after: &Position,
     ) -> Result<Vec<(String, Vec<RawEntry>)>, Error> {
         let mut xread = redis::cmd("XREAD");
@@ -436,7 +435,7 @@ impl Follower {
     /// it is gone, or its sequence is behind ours (a Redis restarted without persistence, a
     /// failover to a replica that lagged) — what we had not read is lost with it: resync,
     /// and follow the new stream from its tail.
-    async fn reconnect(&self, position: &mut Position) -> Option<Conn> {
+    async fn reconnect(&self, position: &mut Position) -> Option<RedisConnection> {
         let mut backoff = reconnect_backoff();
         loop {
             let delay = backoff.next().unwrap_or(Duration::from_secs(5));

@@ -9,7 +9,7 @@ use strata::{Error, QueuedWrite, WriteQueue};
 use tokio::sync::Mutex;
 
 use crate::config::RedisConfig;
-use crate::connection::{Conn, Connection};
+use crate::connection::{Connection, RedisConnection};
 use crate::error::classify;
 use crate::layout::Layout;
 
@@ -32,7 +32,7 @@ pub struct RedisWriteQueue {
     config: RedisConfig,
     layout: Layout,
     /// A connection for blocking reads alone (a block holds up no other command).
-    reader: Mutex<Option<Conn>>,
+    reader: Mutex<Option<RedisConnection>>,
 }
 
 impl std::fmt::Debug for RedisWriteQueue {
@@ -107,7 +107,7 @@ impl RedisWriteQueue {
         let mut slot = self.reader.lock().await;
         let mut conn = match slot.take() {
             Some(conn) => conn,
-            None => self.config.dedicated(wait).await?.0,
+            None => self.config.dedicated(wait).await?,
         };
         type Reply = Option<Vec<(String, Vec<RawEntry>)>>;
         let reply: Reply = redis::cmd("XREADGROUP")

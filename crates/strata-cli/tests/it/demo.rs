@@ -33,6 +33,16 @@ fn f(v: &Value, pointer: &str) -> f64 {
         .unwrap_or_else(|| panic!("{pointer} in {v}"))
 }
 
+/// The gateway, the product service and the order service served the repriced product
+/// within the landscape's staleness bound (in practice, milliseconds).
+fn new_price_served_within_the_bound(r: &Value) {
+    for layer in ["gateway", "product service", "order service"] {
+        let ms = f(r, &format!("/update/serving_new_price_after_ms/{layer}"));
+        let bound = strata_demo::STALENESS_BOUND.as_secs_f64() * 1000.0;
+        assert!(ms < bound, "{layer}: {ms} ms — {r}");
+    }
+}
+
 #[test]
 fn on_postgres_a_repriced_product_is_served_everywhere_within_the_bound_and_a_dead_inventory_degrades_orders_to_stale()
  {
@@ -55,12 +65,7 @@ fn on_postgres_a_repriced_product_is_served_everywhere_within_the_bound_and_a_de
     assert_eq!(f(&r, "/errors"), 0.0, "{r}");
     assert!(f(&r, "/requests") > 100.0, "{r}");
     assert!(f(&r, "/gateway_cache/hit_ratio") > 0.5, "{r}");
-    for layer in ["gateway", "product service", "order service"] {
-        let ms = f(&r, &format!("/update/serving_new_price_after_ms/{layer}"));
-        // Within the landscape's staleness bound (in practice, milliseconds).
-        let bound = strata_demo::STALENESS_BOUND.as_secs_f64() * 1000.0;
-        assert!(ms < bound, "{layer}: {ms} ms — {r}");
-    }
+    new_price_served_within_the_bound(&r);
     let services = r.pointer("/services").and_then(Value::as_array).unwrap();
     assert_eq!(services.len(), 5);
     // The inventory service was killed after the load: every quote the order service gave
@@ -114,11 +119,7 @@ fn without_redis_it_runs_on_the_embedded_cache_and_says_so() {
     // The gateway and the product service drop the old price at once (the update passed
     // through both); the order service learns of it by polling the product service's outbox
     // over HTTP: all three within the bound.
-    for layer in ["gateway", "product service", "order service"] {
-        let ms = f(&r, &format!("/update/serving_new_price_after_ms/{layer}"));
-        let bound = strata_demo::STALENESS_BOUND.as_secs_f64() * 1000.0;
-        assert!(ms < bound, "{layer}: {ms} ms — {r}");
-    }
+    new_price_served_within_the_bound(&r);
     assert_eq!(f(&r, "/inventory_down/errors"), 0.0, "{r}");
 }
 
@@ -132,11 +133,7 @@ fn on_a_redis_cluster_the_landscape_runs_and_stays_within_the_bound() {
     assert!(f(&r, "/gateway_cache/hit_ratio") > 0.5, "{r}");
     // The price change travelled through the events (streams in one slot), the services'
     // logs and the gateway's, each on whichever master its slot lives.
-    for layer in ["gateway", "product service", "order service"] {
-        let ms = f(&r, &format!("/update/serving_new_price_after_ms/{layer}"));
-        let bound = strata_demo::STALENESS_BOUND.as_secs_f64() * 1000.0;
-        assert!(ms < bound, "{layer}: {ms} ms — {r}");
-    }
+    new_price_served_within_the_bound(&r);
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["stats", "--redis", &url])
         .output()

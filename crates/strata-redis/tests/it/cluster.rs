@@ -189,26 +189,8 @@ async fn served_from_l1(cache: &strata::HybridCache, key: &str) -> bool {
 async fn a_split_log_lives_on_every_master_and_one_stalled_part_stops_l1_trust() {
     let cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
-    let instance = |max_staleness: Duration| {
-        let config = config.clone();
-        async move {
-            let log = strata_redis::RedisStreamLog::connect_with(&config)
-                .await
-                .unwrap()
-                .shards("svc", 3)
-                .heartbeat_every(Duration::from_millis(100));
-            strata::HybridCache::builder("svc")
-                .l2(RedisStore::connect_with(&config).await.unwrap())
-                .invalidation(log)
-                .max_staleness(max_staleness)
-                .default_entry(EntryOptions::ttl(TTL))
-                .build()
-                .await
-                .unwrap()
-        }
-    };
-    let a = instance(Duration::from_secs(60)).await;
-    let b = instance(Duration::from_millis(400)).await;
+    let a = crate::bounded_instance(&config, Duration::from_secs(60), 3).await;
+    let b = crate::bounded_instance(&config, Duration::from_millis(400), 3).await;
     for i in 0..30 {
         a.set(&format!("k{i}"), "v1".to_owned(), &EntryOptions::ttl(TTL))
             .await
@@ -306,10 +288,8 @@ async fn pubsub_is_sharded_on_a_cluster_and_follows_its_channel_through_a_failov
             let log = strata_redis::CompatChannel::wrap(pubsub, &config)
                 .await
                 .unwrap();
-            strata::HybridCache::builder("svc")
-                .l2(RedisStore::connect_with(&config).await.unwrap())
-                .invalidation(log)
-                .default_entry(EntryOptions::ttl(TTL))
+            crate::builder_with_log(&config, log)
+                .await
                 .build()
                 .await
                 .unwrap()

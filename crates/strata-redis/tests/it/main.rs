@@ -36,10 +36,40 @@ pub(crate) async fn instance_with(config: &RedisConfig, options: EntryOptions) -
 
 /// The builder of [`instance_with`], for tests that set more.
 pub(crate) async fn builder(config: &RedisConfig, options: EntryOptions) -> HybridCacheBuilder {
+    let log = RedisStreamLog::connect_with(config).await.unwrap();
+    builder_with_log(config, log).await.default_entry(options)
+}
+
+/// A cache instance's builder in `svc` on `config`: its own store, the backplane `log`,
+/// entries kept for [`TTL`].
+pub(crate) async fn builder_with_log(
+    config: &RedisConfig,
+    log: impl strata::InvalidationLog,
+) -> HybridCacheBuilder {
     HybridCache::builder("svc")
         .l2(RedisStore::connect_with(config).await.unwrap())
-        .invalidation(RedisStreamLog::connect_with(config).await.unwrap())
-        .default_entry(options)
+        .invalidation(log)
+        .default_entry(EntryOptions::ttl(TTL))
+}
+
+/// An instance that trusts its L1 only `max_staleness` past its log's last report; the log
+/// in `shards` parts, reporting every 100 ms.
+pub(crate) async fn bounded_instance(
+    config: &RedisConfig,
+    max_staleness: Duration,
+    shards: usize,
+) -> HybridCache {
+    let log = RedisStreamLog::connect_with(config)
+        .await
+        .unwrap()
+        .shards("svc", shards)
+        .heartbeat_every(Duration::from_millis(100));
+    builder_with_log(config, log)
+        .await
+        .max_staleness(max_staleness)
+        .build()
+        .await
+        .unwrap()
 }
 
 /// A plain connection for planting and inspecting bytes, as another service would.

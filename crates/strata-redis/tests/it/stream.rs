@@ -9,7 +9,7 @@ use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 use strata_testkit::source::{Db, Product};
 use strata_testkit::{RedisServer, eventually};
 
-use crate::{TTL, WAIT, raw_connection};
+use crate::{TTL, WAIT, bounded_instance, raw_connection};
 
 async fn instance_with_log(redis: &RedisServer, log: RedisStreamLog) -> HybridCache {
     HybridCache::builder("svc")
@@ -21,9 +21,12 @@ async fn instance_with_log(redis: &RedisServer, log: RedisStreamLog) -> HybridCa
         .unwrap()
 }
 
+fn config(redis: &RedisServer) -> RedisConfig {
+    RedisConfig::from_url(&redis.url()).unwrap()
+}
+
 async fn log(redis: &RedisServer, max_len: usize) -> RedisStreamLog {
-    let config = RedisConfig::from_url(&redis.url()).unwrap();
-    RedisStreamLog::connect_with(&config)
+    RedisStreamLog::connect_with(&config(redis))
         .await
         .unwrap()
         .max_len(max_len)
@@ -233,26 +236,12 @@ async fn next(events: &mut strata::invalidation::Subscription) -> strata::invali
     }
 }
 
-async fn bounded_instance(redis: &RedisServer, max_staleness: Duration) -> HybridCache {
-    let log = log(redis, 10_000)
-        .await
-        .heartbeat_every(Duration::from_millis(100));
-    HybridCache::builder("svc")
-        .l2(RedisStore::connect(&redis.url()).await.unwrap())
-        .invalidation(log)
-        .max_staleness(max_staleness)
-        .default_entry(EntryOptions::ttl(TTL))
-        .build()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_follower_stops_trusting_l1_after_max_staleness_and_resumes_once_caught_up() {
     let redis = RedisServer::start();
     let max = Duration::from_millis(400);
-    let a = bounded_instance(&redis, max).await;
-    let b = bounded_instance(&redis, max).await;
+    let a = bounded_instance(&config(&redis), max, 1).await;
+    let b = bounded_instance(&config(&redis), max, 1).await;
     let db = Db::new();
     let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
     assert!(in_l1(&b, &db, "p").await, "trusted while connected");
@@ -394,19 +383,7 @@ async fn a_log_split_in_shards_delivers_everything_and_every_instance_agrees_on_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stalled_part_of_a_split_log_is_enough_to_stop_trusting_l1() {
     let redis = RedisServer::start();
-    let max = Duration::from_millis(400);
-    let log = log(&redis, 10_000)
-        .await
-        .shards("svc", 3)
-        .heartbeat_every(Duration::from_millis(100));
-    let cache = HybridCache::builder("svc")
-        .l2(RedisStore::connect(&redis.url()).await.unwrap())
-        .invalidation(log)
-        .max_staleness(max)
-        .default_entry(EntryOptions::ttl(TTL))
-        .build()
-        .await
-        .unwrap();
+    let cache = bounded_instance(&config(&redis), Duration::from_millis(400), 3).await;
     let db = Db::new();
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     assert!(
