@@ -1,6 +1,6 @@
 //! `Connection`: the connection every command of a store or publisher goes through — a
-//! multiplexed, auto-reconnecting `ConnectionManager`, replaced by a new one in the two cases it
-//! cannot get out of by itself.
+//! multiplexed, auto-reconnecting `ConnectionManager` (on a cluster, the `redis` crate's
+//! cluster connection), replaced by a new one in the cases it cannot get out of by itself.
 //!
 //! 1. **A failed re-authentication.** The manager reconnects only after I/O errors; if a
 //!    reconnect's `AUTH` fails (an ACL user disabled for a while, a password rotated), every
@@ -8,13 +8,14 @@
 //! 2. **A Sentinel failover.** The manager reconnects to the address it was built with; after a
 //!    failover that is a dead server or a demoted replica (`READONLY`). The master's new
 //!    address must be asked of the sentinels.
+//! 3. **A cluster failover.** The cluster connection keeps reconnecting to a dead master's
+//!    address; a new one reads the slot map from a live seed.
 //!
-//! Either way a new manager is built (lazily: it connects on first use) for the master as it
-//! is now, at most one rebuild at a time and one per [`REBUILD_GAP`].
-//!
-//! On a Redis Cluster it is the `redis` crate's cluster connection instead, which follows
-//! `MOVED`/`ASK` and refreshes its slot map by itself; [`RedisConnection`] is either, behind the
-//! `ConnectionLike` interface every command is sent through.
+//! Each way a new connection is built for the master (or the cluster) as it is now, at most
+//! one rebuild at a time and one per [`REBUILD_GAP`]. The cluster connection otherwise
+//! follows `MOVED`/`ASK` and refreshes its slot map on a redirect by itself.
+//! [`RedisConnection`] is either, behind the `ConnectionLike` interface every command is sent
+//! through.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,8 +60,9 @@ struct Shared {
 enum Kind {
     /// One server (or Sentinel's master): replaced when it cannot recover by itself.
     Single(RwLock<ConnectionManager>),
-    /// A cluster: recovers by itself.
-    Cluster(ClusterConnection),
+    /// A cluster: follows `MOVED`/`ASK` by itself; replaced after connection failures (see
+    /// [`Connection::needs_rebuild`]).
+    Cluster(RwLock<ClusterConnection>),
 }
 
 /// A connection to Redis for commands of your own, as [`RedisConfig::connect`] and
@@ -124,7 +126,9 @@ impl Connection {
     /// Connects now; fails if the server cannot be reached or refuses the credentials.
     pub(crate) async fn open(config: &RedisConfig) -> Result<Self, Error> {
         let kind = if config.is_cluster() {
-            Kind::Cluster(config.connect_cluster(config.command_timeout).await?)
+            Kind::Cluster(RwLock::new(
+                config.connect_cluster(config.command_timeout).await?,
+            ))
         } else {
             Kind::Single(RwLock::new(config.connect_manager().await?))
         };
@@ -145,8 +149,18 @@ impl Connection {
             Kind::Single(manager) => {
                 Link::Single(manager.read().unwrap_or_else(|e| e.into_inner()).clone())
             }
-            Kind::Cluster(cluster) => Link::Cluster(cluster.clone()),
+            Kind::Cluster(cluster) => {
+                Link::Cluster(cluster.read().unwrap_or_else(|e| e.into_inner()).clone())
+            }
         })
+    }
+
+    /// The cluster connection of the moment; `None` on one server.
+    fn cluster(&self) -> Option<ClusterConnection> {
+        match self.get().0 {
+            Link::Cluster(cluster) => Some(cluster),
+            _ => None,
+        }
     }
 
     /// On a cluster, waits until a replica of `key`'s master has what this connection wrote
@@ -184,7 +198,7 @@ impl Connection {
 
     /// `WAIT 1` on the master of `slot`.
     async fn wait(&self, slot: Slot) -> Result<(), Error> {
-        let Kind::Cluster(cluster) = &self.shared.kind else {
+        let Some(cluster) = self.cluster() else {
             return Ok(());
         };
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
@@ -233,7 +247,7 @@ impl Connection {
 
     /// `CLUSTER NODES` as one node sees it.
     async fn cluster_nodes(&self) -> Result<String, Error> {
-        let Kind::Cluster(cluster) = &self.shared.kind else {
+        let Some(cluster) = self.cluster() else {
             return Ok(String::new());
         };
         let value = cluster
@@ -301,8 +315,8 @@ impl Connection {
             .arg(pattern)
             .arg("COUNT")
             .arg(1000);
-        match (&self.shared.kind, node) {
-            (Kind::Cluster(cluster), Some((host, port))) => {
+        match (self.cluster(), node) {
+            (Some(cluster), Some((host, port))) => {
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                     host: host.clone(),
                     port: *port,
@@ -342,7 +356,22 @@ impl Connection {
 
     fn needs_rebuild(&self, e: &RedisError) -> bool {
         if matches!(self.shared.kind, Kind::Cluster(_)) {
-            return false; // a cluster connection recovers by itself
+            // The cluster connection follows `MOVED`, but after a master dies it reconnects
+            // to the dead address and learns the new topology only from a redirect, which
+            // requests to a dead node never get: a new connection reads the slot map afresh
+            // from a live seed.
+            return e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_timeout()
+                || matches!(
+                    e.kind(),
+                    ErrorKind::Server(
+                        ServerErrorKind::ClusterDown
+                            | ServerErrorKind::TryAgain
+                            | ServerErrorKind::MasterDown
+                    )
+                );
         }
         if e.kind() == ErrorKind::AuthenticationFailed {
             return true;
@@ -362,18 +391,25 @@ impl Connection {
         }
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            match shared.config.resolve().await.and_then(|client| {
-                ConnectionManager::new_lazy_with_config(client, shared.config.manager_config())
-                    .map_err(classify)
-            }) {
-                Ok(manager) => {
-                    if let Kind::Single(slot) = &shared.kind {
-                        *slot.write().unwrap_or_else(|e| e.into_inner()) = manager;
-                    }
-                    tracing::info!(target = %shared.config, "Redis connection rebuilt");
-                }
+            let config = &shared.config;
+            let rebuilt = match &shared.kind {
+                Kind::Single(slot) => config
+                    .resolve()
+                    .await
+                    .and_then(|client| {
+                        ConnectionManager::new_lazy_with_config(client, config.manager_config())
+                            .map_err(classify)
+                    })
+                    .map(|manager| *slot.write().unwrap_or_else(|e| e.into_inner()) = manager),
+                Kind::Cluster(slot) => config
+                    .connect_cluster(config.command_timeout)
+                    .await
+                    .map(|cluster| *slot.write().unwrap_or_else(|e| e.into_inner()) = cluster),
+            };
+            match rebuilt {
+                Ok(()) => tracing::info!(target = %config, "Redis connection rebuilt"),
                 Err(e) => {
-                    tracing::warn!(target = %shared.config, error = %e, "Redis connection rebuild failed");
+                    tracing::warn!(target = %config, error = %e, "Redis connection rebuild failed");
                 }
             }
             tokio::time::sleep(REBUILD_GAP).await;

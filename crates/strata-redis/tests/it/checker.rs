@@ -155,9 +155,13 @@ async fn work(cache: &HybridCache, source: MultiplexedConnection, run: &Run) -> 
                     match cache.invalidate(&name).await {
                         Ok(()) => break true,
                         Err(strata::Error::Unavailable(_)) => errors.refused_writes += 1,
-                        Err(_) => errors.other_write_errors += 1,
+                        Err(e) => {
+                            errors.other_write_errors += 1;
+                            eprintln!("checker: invalidation failed: {e}");
+                        }
                     }
                     if Instant::now() > give_up {
+                        eprintln!("checker: an invalidation still refused after {GIVE_UP:?}");
                         errors.other_write_errors += 1;
                         break false;
                     }
