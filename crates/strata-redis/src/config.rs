@@ -160,38 +160,19 @@ impl RedisConfig {
     /// A `redis::Client` for the server — with Sentinel, for the master as the sentinels
     /// name it now.
     pub(crate) async fn resolve(&self) -> Result<redis::Client, Error> {
-        match &self.sentinel {
-            None => self.client_for(&self.info),
-            Some(sentinel) => {
-                let addr = sentinel.master_addr(self).await?;
-                self.client_for(&self.info.clone().set_addr(addr))
-            }
-        }
+        self.client_for(&self.server().await?)
     }
 
-    /// A client for one node that speaks RESP3, so that pub/sub messages arrive as pushes on
-    /// a connection that still answers commands: the server (with Sentinel, the master of the
-    /// moment), or the cluster node at `node`.
-    pub(crate) async fn push_client(
-        &self,
-        node: Option<(&str, u16)>,
-    ) -> Result<redis::Client, Error> {
-        let info = match (node, &self.sentinel) {
-            (Some((host, port)), _) => self
-                .info
-                .clone()
-                .set_addr(self.addr_like(host.into(), port)),
-            (None, Some(sentinel)) => self
+    /// The server's address and settings — with Sentinel, the master's as the sentinels name
+    /// it now.
+    async fn server(&self) -> Result<ConnectionInfo, Error> {
+        Ok(match &self.sentinel {
+            None => self.info.clone(),
+            Some(sentinel) => self
                 .info
                 .clone()
                 .set_addr(sentinel.master_addr(self).await?),
-            (None, None) => self.info.clone(),
-        };
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        self.client_for(&info.set_redis_settings(resp3))
+        })
     }
 
     /// `host:port` reached as the configured server is (TLS or not).
@@ -281,14 +262,27 @@ impl RedisConfig {
         self.connection_with(client, self.timeouts(block)).await
     }
 
-    /// A connection of its own to one node (see [`push_client`](Self::push_client)) whose
-    /// pub/sub messages go to `pushes`.
+    /// A connection of its own, speaking RESP3, whose pub/sub messages go to `pushes`: to the
+    /// server (with Sentinel, the master of the moment), or to the cluster node at `node`.
     pub(crate) async fn push_connection(
         &self,
         node: Option<(&str, u16)>,
         pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
     ) -> Result<MultiplexedConnection, Error> {
-        let client = self.push_client(node).await?;
+        let info = match node {
+            Some((host, port)) => self
+                .info
+                .clone()
+                .set_addr(self.addr_like(host.into(), port)),
+            None => self.server().await?,
+        };
+        // RESP3: pub/sub messages arrive as pushes on a connection that still answers
+        // commands (the probes).
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = self.client_for(&info.set_redis_settings(resp3))?;
         let settings = self.timeouts(Duration::ZERO).set_push_sender(pushes);
         self.connection_with(&client, settings).await
     }

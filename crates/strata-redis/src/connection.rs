@@ -30,7 +30,7 @@ use strata::Error;
 
 use crate::config::RedisConfig;
 use crate::error::{classify, into_log_error};
-use crate::layout::slot_of;
+use crate::layout::{Layout, slot_of};
 
 /// The shortest time between two rebuilds.
 const REBUILD_GAP: Duration = Duration::from_millis(200);
@@ -155,11 +155,18 @@ impl Connection {
         })
     }
 
+    /// Where keys live: a server's layout or a cluster's.
+    pub(crate) fn layout(&self) -> Layout {
+        Layout::cluster(matches!(self.shared.kind, Kind::Cluster(_)))
+    }
+
     /// The cluster connection of the moment; `None` on one server.
     fn cluster(&self) -> Option<ClusterConnection> {
-        match self.get().0 {
-            Link::Cluster(cluster) => Some(cluster),
-            _ => None,
+        match &self.shared.kind {
+            Kind::Cluster(cluster) => {
+                Some(cluster.read().unwrap_or_else(|e| e.into_inner()).clone())
+            }
+            Kind::Single(_) => None,
         }
     }
 
@@ -198,7 +205,7 @@ impl Connection {
 
     /// `WAIT 1` on the master of `slot`.
     async fn wait(&self, slot: Slot) -> Result<(), Error> {
-        let Some(cluster) = self.cluster() else {
+        let Some(mut cluster) = self.cluster() else {
             return Ok(());
         };
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
@@ -209,7 +216,6 @@ impl Connection {
             .arg(REPLICA_WAIT.as_millis() as u64)
             .clone();
         let acked = cluster
-            .clone()
             .route_command(wait, routing)
             .await
             .map_err(|e| self.failed(e))?;
@@ -247,11 +253,10 @@ impl Connection {
 
     /// `CLUSTER NODES` as one node sees it.
     async fn cluster_nodes(&self) -> Result<String, Error> {
-        let Some(cluster) = self.cluster() else {
+        let Some(mut cluster) = self.cluster() else {
             return Ok(String::new());
         };
         let value = cluster
-            .clone()
             .route_command(
                 redis::cmd("CLUSTER").arg("NODES").clone(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
@@ -261,9 +266,19 @@ impl Connection {
         redis::from_redis_value(value).map_err(|e| self.failed(e.into()))
     }
 
-    /// Where a keyspace scan must go: the server (`None`), or every master of a cluster as
-    /// `CLUSTER NODES` lists them now.
-    pub(crate) async fn scan_nodes(&self) -> Result<Vec<Option<(String, u16)>>, Error> {
+    /// A scan of the keys matching `pattern`: on the server, or on every master of a cluster
+    /// as `CLUSTER NODES` lists them now.
+    pub(crate) async fn scan(&self, pattern: &str) -> Result<Scan<'_>, Error> {
+        Ok(Scan {
+            conn: self,
+            pattern: pattern.to_owned(),
+            nodes: self.scan_nodes().await?,
+            cursor: 0,
+        })
+    }
+
+    /// Where a keyspace scan must go: the server (`None`), or every master of a cluster.
+    async fn scan_nodes(&self) -> Result<Vec<Option<(String, u16)>>, Error> {
         if !matches!(self.shared.kind, Kind::Cluster(_)) {
             return Ok(vec![None]);
         }
@@ -303,7 +318,7 @@ impl Connection {
 
     /// One `SCAN` page of keys matching `pattern` on `node` (from
     /// [`scan_nodes`](Self::scan_nodes)): the next cursor (0 when done) and the keys.
-    pub(crate) async fn scan_page(
+    async fn scan_page(
         &self,
         node: Option<&(String, u16)>,
         cursor: u64,
@@ -316,13 +331,12 @@ impl Connection {
             .arg("COUNT")
             .arg(1000);
         match (self.cluster(), node) {
-            (Some(cluster), Some((host, port))) => {
+            (Some(mut cluster), Some((host, port))) => {
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                     host: host.clone(),
                     port: *port,
                 });
                 let value = cluster
-                    .clone()
                     .route_command(scan, routing)
                     .await
                     .map_err(|e| self.failed(e))?;
@@ -415,6 +429,34 @@ impl Connection {
             tokio::time::sleep(REBUILD_GAP).await;
             shared.rebuilding.store(false, Ordering::Release);
         });
+    }
+}
+
+/// A keyspace scan in progress ([`Connection::scan`]).
+pub(crate) struct Scan<'a> {
+    conn: &'a Connection,
+    pattern: String,
+    /// The nodes still to scan, the current one last.
+    nodes: Vec<Option<(String, u16)>>,
+    cursor: u64,
+}
+
+impl Scan<'_> {
+    /// The next page of keys (maybe empty, as `SCAN` gives them); `None` once every node is
+    /// done.
+    pub(crate) async fn next_page(&mut self) -> Result<Option<Vec<Vec<u8>>>, Error> {
+        let Some(node) = self.nodes.last() else {
+            return Ok(None);
+        };
+        let (next, keys) = self
+            .conn
+            .scan_page(node.as_ref(), self.cursor, &self.pattern)
+            .await?;
+        if next == 0 {
+            self.nodes.pop();
+        }
+        self.cursor = next;
+        Ok(Some(keys))
     }
 }
 

@@ -22,7 +22,6 @@ use crate::store::announce_filled;
 #[derive(Clone)]
 pub struct RedisLease {
     conn: Connection,
-    layout: Layout,
 }
 
 impl std::fmt::Debug for RedisLease {
@@ -34,14 +33,11 @@ impl std::fmt::Debug for RedisLease {
 impl RedisLease {
     /// Connects with its own connection.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        Ok(Self::on(
-            Connection::open(config).await?,
-            Layout::cluster(config.is_cluster()),
-        ))
+        Ok(Self::on(Connection::open(config).await?))
     }
 
-    pub(crate) fn on(conn: Connection, layout: Layout) -> Self {
-        RedisLease { conn, layout }
+    pub(crate) fn on(conn: Connection) -> Self {
+        RedisLease { conn }
     }
 }
 
@@ -55,7 +51,7 @@ impl Lease for RedisLease {
         ttl: Duration,
     ) -> Result<bool, Error> {
         let held: u8 = ACQUIRE_LEASE
-            .key(self.layout.lease(namespace, key))
+            .key(self.conn.layout().lease(namespace, key))
             .arg(token)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
             .invoke_async(&mut self.conn.get())
@@ -65,7 +61,7 @@ impl Lease for RedisLease {
     }
 
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
-        let l = self.layout;
+        let l = self.conn.layout();
         if l == Layout::Single {
             return RELEASE
                 .key(l.lease(namespace, key))
@@ -86,9 +82,7 @@ impl Lease for RedisLease {
             .await
             .map_err(|e| self.conn.failed(e))?;
         if waited == 1 {
-            announce_filled(&mut self.conn.get(), l.filled(namespace), key)
-                .await
-                .map_err(|e| self.conn.failed(e))?;
+            announce_filled(&self.conn, namespace, key).await?;
         }
         Ok(())
     }

@@ -82,6 +82,7 @@ pub use compat::{CompatChannel, DEFAULT_COMPAT_CHANNEL};
 pub use config::RedisConfig;
 pub use connection::RedisConnection;
 pub use lease::RedisLease;
+pub use log_shards::MAX_LOG_SHARDS;
 pub use pubsub::{RedisPubSub, channel};
 pub use stats::{NamespaceStats, StatsReader, StatsReporter, stats_key};
 pub use store::RedisStore;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 /// The most parts a namespace's log may be split into: each is a blocking reader per
 /// following instance, so more would cost connections, not add throughput.
-pub(crate) const MAX_SHARDS: usize = 64;
+pub const MAX_LOG_SHARDS: usize = 64;
 
 /// The part an invalidation goes to. A key's by the key's hash, so that one key's
 /// invalidations stay in order; a tag's by the tag's; a clear to part 0. (Order between
@@ -24,7 +24,7 @@ pub(crate) fn shard_of(target: &Target, shards: usize) -> usize {
         Target::Tag(tag) => tag,
         Target::Clear => return 0,
     };
-    // Below MAX_SHARDS: the remainder fits.
+    // Below MAX_LOG_SHARDS: the remainder fits.
     usize::try_from(fnv1a(name.as_bytes()) % shards as u64).unwrap_or(0)
 }
 
@@ -46,10 +46,10 @@ pub(crate) fn agree(
     stored: Option<&str>,
 ) -> Result<usize, Error> {
     if let Some(n) = configured
-        && !(1..=MAX_SHARDS).contains(&n)
+        && !(1..=MAX_LOG_SHARDS).contains(&n)
     {
         return Err(Error::Config(format!(
-            "namespace `{namespace}`: a log splits into 1 to {MAX_SHARDS} shards, not {n}"
+            "namespace `{namespace}`: a log splits into 1 to {MAX_LOG_SHARDS} shards, not {n}"
         )));
     }
     let Some(stored) = stored else {
@@ -58,11 +58,11 @@ pub(crate) fn agree(
     let agreed = stored
         .parse::<usize>()
         .ok()
-        .filter(|n| (1..=MAX_SHARDS).contains(n))
+        .filter(|n| (1..=MAX_LOG_SHARDS).contains(n))
         .ok_or_else(|| {
             Error::Config(format!(
                 "namespace `{namespace}`: its log's shard count in Redis is {stored:?}, not a \
-                 number from 1 to {MAX_SHARDS}"
+                 number from 1 to {MAX_LOG_SHARDS}"
             ))
         })?;
     match configured {
@@ -153,7 +153,7 @@ mod tests {
         for (configured, stored) in [
             (Some(2), Some("4")),
             (Some(0), None),
-            (Some(MAX_SHARDS + 1), None),
+            (Some(MAX_LOG_SHARDS + 1), None),
             (None, Some("x")),
             (None, Some("0")),
             (Some(1), Some("")),

@@ -5,14 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use redis::aio::ConnectionLike;
 use strata::{HybridCache, Stats};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::config::RedisConfig;
-use crate::connection::Connection;
+use crate::connection::{Connection, RedisConnection};
 use crate::error::classify;
 
 /// The counters kept, in the order `strata stats` shows them.
@@ -46,24 +44,18 @@ pub fn stats_key(namespace: &str) -> String {
 /// [`flush`](Self::flush) — call it at shutdown so the last interval is not lost. Dropping
 /// the reporter stops the background task.
 pub struct StatsReporter {
-    inner: Arc<dyn Flush>,
+    inner: Arc<Reporter>,
     task: JoinHandle<()>,
 }
 
-struct Reporter<C> {
+struct Reporter {
     cache: HybridCache,
-    redis: C,
+    redis: RedisConnection,
     key: String,
     sent: Mutex<[u64; 6]>,
 }
 
-#[async_trait]
-trait Flush: Send + Sync {
-    async fn flush(&self) -> Result<(), strata::Error>;
-}
-
-#[async_trait]
-impl<C: ConnectionLike + Clone + Send + Sync + 'static> Flush for Reporter<C> {
+impl Reporter {
     async fn flush(&self) -> Result<(), strata::Error> {
         // One flush at a time, so increments are never sent twice.
         let mut sent = self.sent.lock().await;
@@ -90,14 +82,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Flush for Reporter<C> {
 }
 
 impl StatsReporter {
-    /// Reports `cache`'s counters to `redis` every `every`: a connection from
-    /// [`RedisConfig::connect`], or [`RedisConfig::connect_cluster`] on a cluster (the hash is
-    /// one key, in one slot).
-    pub fn start<C>(cache: HybridCache, redis: C, every: Duration) -> StatsReporter
-    where
-        C: ConnectionLike + Clone + Send + Sync + 'static,
-    {
-        let inner: Arc<dyn Flush> = Arc::new(Reporter {
+    /// Reports `cache`'s counters to `redis` (from [`RedisConfig::connect`]: a server or a
+    /// cluster, where the hash is one key in one slot) every `every`.
+    pub fn start(cache: HybridCache, redis: RedisConnection, every: Duration) -> StatsReporter {
+        let inner = Arc::new(Reporter {
             key: stats_key(cache.namespace()),
             cache,
             redis,
@@ -180,19 +168,9 @@ impl StatsReader {
     /// Every namespace's counters kept in Redis, by name.
     pub async fn read(&self) -> Result<Vec<NamespaceStats>, strata::Error> {
         let mut keys: Vec<String> = Vec::new();
-        for node in self.conn.scan_nodes().await? {
-            let mut cursor = 0;
-            loop {
-                let (next, batch) = self
-                    .conn
-                    .scan_page(node.as_ref(), cursor, "*#stats")
-                    .await?;
-                keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+        let mut scan = self.conn.scan("*#stats").await?;
+        while let Some(batch) = scan.next_page().await? {
+            keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
         }
         keys.sort();
         keys.dedup();

@@ -25,7 +25,8 @@ const TAG_CONCURRENCY: usize = 64;
 ///
 /// On a Redis Cluster (`redis+cluster://`) the same guarantees hold: what a script changes
 /// together lives in one slot (see the crate documentation for the key layout); a tag's
-/// index, in its own slot, is written before the value and emptied member by member; the
+/// index, in its own slot, is written before the value, and its members are invalidated
+/// each in its own slot; the
 /// namespace generation, in the namespace's slot, is checked after a fill, which is undone
 /// if a clear ran meanwhile; multi-key reads (`MGET`) are split by slot by the client.
 ///
@@ -35,7 +36,6 @@ const TAG_CONCURRENCY: usize = 64;
 pub struct RedisStore {
     conn: Connection,
     config: RedisConfig,
-    layout: Layout,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -59,29 +59,21 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             config: config.clone(),
-            layout: Layout::cluster(config.is_cluster()),
         })
     }
 
     /// Unlinks every key matching `pattern`: on one server, or on each master of a cluster.
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
         let mut removed = 0;
-        for node in self.conn.scan_nodes().await? {
-            let mut cursor = 0;
-            loop {
-                let (next, keys) = self.conn.scan_page(node.as_ref(), cursor, pattern).await?;
-                if !keys.is_empty() {
-                    let n: u64 = redis::cmd("UNLINK")
-                        .arg(&keys)
-                        .query_async(&mut self.conn.get())
-                        .await
-                        .map_err(|e| self.conn.failed(e))?;
-                    removed += n;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+        let mut scan = self.conn.scan(pattern).await?;
+        while let Some(keys) = scan.next_page().await? {
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut self.conn.get())
+                    .await
+                    .map_err(|e| self.conn.failed(e))?;
+                removed += n;
             }
         }
         Ok(removed)
@@ -96,7 +88,7 @@ fn ttl_ms(ttl: Duration) -> u64 {
 impl L2Store for RedisStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
         let value: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.layout.data(namespace, key))
+            .arg(self.conn.layout().data(namespace, key))
             .query_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
@@ -114,9 +106,9 @@ impl L2Store for RedisStore {
         // On a cluster the client splits this by slot and puts the answers back in order.
         let mut cmd = redis::cmd("MGET");
         for key in keys {
-            cmd.arg(self.layout.generation(namespace, key));
+            cmd.arg(self.conn.layout().generation(namespace, key));
         }
-        cmd.arg(self.layout.namespace_generation(namespace));
+        cmd.arg(self.conn.layout().namespace_generation(namespace));
         let mut counters: Vec<Option<u64>> = cmd
             .query_async(&mut self.conn.get())
             .await
@@ -132,7 +124,7 @@ impl L2Store for RedisStore {
     }
 
     fn lease(&self) -> Option<Arc<dyn Lease>> {
-        Some(Arc::new(RedisLease::on(self.conn.clone(), self.layout)))
+        Some(Arc::new(RedisLease::on(self.conn.clone())))
     }
 
     async fn begin_load(
@@ -146,25 +138,27 @@ impl L2Store for RedisStore {
             Some((token, ttl)) => (token.to_string(), ttl_ms(ttl)),
             None => (String::new(), 0),
         };
-        let l = self.layout;
-        // On a cluster the namespace generation lives in another slot: read first, apart (a
-        // clear after this read refuses the fill all the same).
-        let apart = match l {
-            Layout::Single => None,
-            Layout::Cluster => redis::cmd("GET")
-                .arg(l.namespace_generation(namespace))
-                .query_async::<Option<u64>>(&mut self.conn.get())
-                .await
-                .map_err(|e| self.conn.failed(e))
-                .map(|g| Some(g.unwrap_or(0)))?,
+        let l = self.conn.layout();
+        let (mut invocation, apart) = match l {
+            Layout::Single => {
+                let mut i = BEGIN_LOAD.key(l.generation(namespace, key));
+                i.key(l.namespace_generation(namespace));
+                (i, None)
+            }
+            // The namespace generation lives in another slot: read first, apart (a clear
+            // after this read refuses the fill all the same).
+            Layout::Cluster => {
+                let namespace_generation: Option<u64> = redis::cmd("GET")
+                    .arg(l.namespace_generation(namespace))
+                    .query_async(&mut self.conn.get())
+                    .await
+                    .map_err(|e| self.conn.failed(e))?;
+                (
+                    BEGIN_LOAD_IN_SLOT.key(l.generation(namespace, key)),
+                    Some(namespace_generation.unwrap_or(0)),
+                )
+            }
         };
-        let mut invocation = match l {
-            Layout::Single => BEGIN_LOAD.key(l.generation(namespace, key)),
-            Layout::Cluster => BEGIN_LOAD_IN_SLOT.key(l.generation(namespace, key)),
-        };
-        if l == Layout::Single {
-            invocation.key(l.namespace_generation(namespace));
-        }
         let (key_gen, ns_gen, taken, filled): (u64, u64, u8, Option<Vec<u8>>) = invocation
             .key(l.lease(namespace, key))
             .key(l.waiting(namespace, key))
@@ -192,7 +186,7 @@ impl L2Store for RedisStore {
         }
         let full: Vec<String> = keys
             .iter()
-            .map(|k| self.layout.data(namespace, k))
+            .map(|k| self.conn.layout().data(namespace, k))
             .collect();
         // On a cluster the client splits this by slot and puts the answers back in order.
         let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
@@ -212,16 +206,46 @@ impl L2Store for RedisStore {
         tags: &[String],
         mode: WriteMode,
     ) -> Result<bool, Error> {
-        match self.layout {
-            Layout::Single => {
-                self.set_single(namespace, key, value, ttl, tags, mode)
-                    .await
-            }
-            Layout::Cluster => {
-                self.set_in_cluster(namespace, key, value, ttl, tags, mode)
-                    .await
-            }
+        let l = self.conn.layout();
+        if l == Layout::Cluster {
+            return self
+                .set_in_cluster(namespace, key, value, ttl, tags, mode)
+                .await;
         }
+        // One server: one script (value, generations, lease, tags).
+        let mut invocation = match mode {
+            WriteMode::Fill { read, lease } => {
+                let mut i = FILL.key(l.data(namespace, key));
+                i.key(l.generation(namespace, key))
+                    .key(l.namespace_generation(namespace))
+                    .key(l.lease(namespace, key))
+                    .key(l.waiting(namespace, key))
+                    .key(l.filled(namespace));
+                i.arg(value.as_ref())
+                    .arg(ttl_ms(ttl))
+                    .arg(read.key)
+                    .arg(read.namespace)
+                    .arg(lease.map(|t| t.to_string()).unwrap_or_default())
+                    .arg(key);
+                i
+            }
+            WriteMode::Replace => {
+                let mut i = REPLACE.key(l.data(namespace, key));
+                i.key(l.generation(namespace, key));
+                i.arg(value.as_ref())
+                    .arg(ttl_ms(ttl))
+                    .arg(GENERATION_TTL_MS);
+                i
+            }
+        };
+        for tag in tags {
+            invocation.key(l.tag(namespace, tag));
+        }
+        let stored: u8 = invocation
+            .invoke_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        Ok(stored == 1)
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
@@ -229,8 +253,8 @@ impl L2Store for RedisStore {
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
-        let index = self.layout.tag(namespace, tag);
-        if self.layout == Layout::Single {
+        let index = self.conn.layout().tag(namespace, tag);
+        if self.conn.layout() == Layout::Single {
             return DELETE_TAG
                 .key(index)
                 .arg(namespace)
@@ -278,7 +302,7 @@ impl L2Store for RedisStore {
 
     async fn clear(&self, namespace: &str) -> Result<u64, Error> {
         // First: loads that read the namespace before the clear are refused from here on.
-        let generation = self.layout.namespace_generation(namespace);
+        let generation = self.conn.layout().namespace_generation(namespace);
         redis::cmd("INCR")
             .arg(&generation)
             .exec_async(&mut self.conn.get())
@@ -299,7 +323,7 @@ impl RedisStore {
     async fn invalidate(&self, namespace: &str, key: &str) -> Result<u64, Error> {
         let existed = self.invalidate_unacknowledged(namespace, key).await?;
         self.conn
-            .replicated(&self.layout.data(namespace, key))
+            .replicated(&self.conn.layout().data(namespace, key))
             .await?;
         Ok(existed)
     }
@@ -307,58 +331,12 @@ impl RedisStore {
     /// [`invalidate`](Self::invalidate) before the replica's acknowledgement.
     async fn invalidate_unacknowledged(&self, namespace: &str, key: &str) -> Result<u64, Error> {
         INVALIDATE
-            .key(self.layout.data(namespace, key))
-            .key(self.layout.generation(namespace, key))
+            .key(self.conn.layout().data(namespace, key))
+            .key(self.conn.layout().generation(namespace, key))
             .arg(GENERATION_TTL_MS)
             .invoke_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))
-    }
-
-    /// A write on one server: one script (value, generations, lease, tags).
-    async fn set_single(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: Bytes,
-        ttl: Duration,
-        tags: &[String],
-        mode: WriteMode,
-    ) -> Result<bool, Error> {
-        let l = self.layout;
-        let mut invocation = match mode {
-            WriteMode::Fill { read, lease } => {
-                let mut i = FILL.key(l.data(namespace, key));
-                i.key(l.generation(namespace, key))
-                    .key(l.namespace_generation(namespace))
-                    .key(l.lease(namespace, key))
-                    .key(l.waiting(namespace, key))
-                    .key(l.filled(namespace));
-                i.arg(value.as_ref())
-                    .arg(ttl_ms(ttl))
-                    .arg(read.key)
-                    .arg(read.namespace)
-                    .arg(lease.map(|t| t.to_string()).unwrap_or_default())
-                    .arg(key);
-                i
-            }
-            WriteMode::Replace => {
-                let mut i = REPLACE.key(l.data(namespace, key));
-                i.key(l.generation(namespace, key));
-                i.arg(value.as_ref())
-                    .arg(ttl_ms(ttl))
-                    .arg(GENERATION_TTL_MS);
-                i
-            }
-        };
-        for tag in tags {
-            invocation.key(l.tag(namespace, tag));
-        }
-        let stored: u8 = invocation
-            .invoke_async(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        Ok(stored == 1)
     }
 
     /// A write on a cluster: the tag indexes first (each in its slot: a tag invalidated
@@ -374,7 +352,7 @@ impl RedisStore {
         tags: &[String],
         mode: WriteMode,
     ) -> Result<bool, Error> {
-        let l = self.layout;
+        let l = self.conn.layout();
         let data = l.data(namespace, key);
         for tag in tags {
             INDEX_TAG
@@ -412,9 +390,7 @@ impl RedisStore {
             .await
             .map_err(|e| self.conn.failed(e))?;
         if waited == 1 {
-            announce_filled(&mut self.conn.get(), l.filled(namespace), key)
-                .await
-                .map_err(|e| self.conn.failed(e))?;
+            announce_filled(&self.conn, namespace, key).await?;
         }
         if stored == 0 {
             return Ok(false);
@@ -436,18 +412,19 @@ impl RedisStore {
 /// Tells the instances waiting on `key`'s lease that it was released (the namespace's
 /// filled stream, as the scripts do on one server).
 pub(crate) async fn announce_filled(
-    conn: &mut crate::connection::RedisConnection,
-    filled: String,
+    conn: &Connection,
+    namespace: &str,
     key: &str,
-) -> redis::RedisResult<()> {
+) -> Result<(), Error> {
     redis::cmd("XADD")
-        .arg(filled)
+        .arg(conn.layout().filled(namespace))
         .arg("MAXLEN")
         .arg("~")
         .arg(1000)
         .arg("*")
         .arg("k")
         .arg(key)
-        .exec_async(conn)
+        .exec_async(&mut conn.get())
         .await
+        .map_err(|e| conn.failed(e))
 }

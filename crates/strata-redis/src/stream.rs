@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
 use crate::connection::{Connection, RedisConnection};
-use crate::layout::Layout;
 use crate::log_shards::{self, caught_up, merge, shard_of};
 use crate::reconnect::reconnect_backoff;
 use crate::scripts::{AGREE_SHARDS, APPEND_LOG, LOG_TAIL};
@@ -46,7 +45,6 @@ const BATCH: usize = 512;
 pub struct RedisStreamLog {
     publisher: Connection,
     config: RedisConfig,
-    layout: Layout,
     max_len: usize,
     heartbeat: Duration,
     /// Shard counts configured here, by namespace.
@@ -78,7 +76,6 @@ impl RedisStreamLog {
         Ok(RedisStreamLog {
             publisher,
             config: config.clone(),
-            layout: Layout::cluster(config.is_cluster()),
             max_len: 10_000,
             heartbeat: Duration::from_secs(1),
             shards: Arc::default(),
@@ -86,10 +83,10 @@ impl RedisStreamLog {
         })
     }
 
-    /// Splits `namespace`'s log into `shards` parts (1 to 64; default 1), for a namespace
-    /// whose invalidations are more than one stream on one master serves (see the sizing
-    /// guide in `docs/redis-cluster.md`). Each part keeps about [`max_len`](Self::max_len)
-    /// entries.
+    /// Splits `namespace`'s log into `shards` parts (1 to
+    /// [`MAX_LOG_SHARDS`](crate::MAX_LOG_SHARDS); default 1), for a namespace whose
+    /// invalidations are more than one stream on one master serves (see the sizing guide in
+    /// `docs/redis-cluster.md`). Each part keeps about [`max_len`](Self::max_len) entries.
     ///
     /// The count is stored in Redis by the first instance to use the namespace's log, and
     /// instances that configure nothing adopt it (a gateway following the namespace, say). An
@@ -127,7 +124,7 @@ impl RedisStreamLog {
             return Ok(*n);
         }
         let configured = self.shards.get(namespace).copied();
-        let key = self.layout.log_shards(namespace);
+        let key = self.publisher.layout().log_shards(namespace);
         let stored: Option<String> = AGREE_SHARDS
             .key(&key)
             .arg(configured.unwrap_or(1))
@@ -185,9 +182,11 @@ impl RedisStreamLog {
 impl InvalidationLog for RedisStreamLog {
     async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
         let shards = self.shard_count(namespace).await?;
-        let (log, sequence) =
-            self.layout
-                .log_shard(namespace, shard_of(&invalidation.target, shards), shards);
+        let (log, sequence) = self.publisher.layout().log_shard(
+            namespace,
+            shard_of(&invalidation.target, shards),
+            shards,
+        );
         APPEND_LOG
             .key(&log)
             .key(sequence)
@@ -211,7 +210,7 @@ impl InvalidationLog for RedisStreamLog {
         let shards = self.shard_count(namespace).await?;
         let (parts, from_parts) = mpsc::unbounded_channel();
         let followers = (0..shards).map(|shard| {
-            let (stream, sequence) = self.layout.log_shard(namespace, shard, shards);
+            let (stream, sequence) = self.publisher.layout().log_shard(namespace, shard, shards);
             let follower = Follower {
                 log: self.clone(),
                 namespace: namespace.to_owned(),
@@ -219,7 +218,7 @@ impl InvalidationLog for RedisStreamLog {
                 stream,
                 sequence,
                 // Lease releases are announced once per namespace: part 0 reads them.
-                filled_stream: (shard == 0).then(|| self.layout.filled(namespace)),
+                filled_stream: (shard == 0).then(|| self.publisher.layout().filled(namespace)),
                 events: parts.clone(),
             };
             follower.start()

@@ -11,7 +11,6 @@ use tokio::sync::Mutex;
 use crate::config::RedisConfig;
 use crate::connection::{Connection, RedisConnection};
 use crate::error::classify;
-use crate::layout::Layout;
 
 /// The consumer group every flusher of a namespace joins.
 const GROUP: &str = "strata-flushers";
@@ -30,7 +29,6 @@ type RawEntry = (String, Option<Vec<Vec<u8>>>);
 pub struct RedisWriteQueue {
     writer: Connection,
     config: RedisConfig,
-    layout: Layout,
     /// A connection for blocking reads alone (a block holds up no other command).
     reader: Mutex<Option<RedisConnection>>,
 }
@@ -49,7 +47,6 @@ impl RedisWriteQueue {
         Ok(RedisWriteQueue {
             writer: Connection::open(config).await?,
             config: config.clone(),
-            layout: Layout::cluster(config.is_cluster()),
             reader: Mutex::new(None),
         })
     }
@@ -64,7 +61,7 @@ impl RedisWriteQueue {
     async fn create_group(&self, namespace: &str) -> Result<(), Error> {
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(self.layout.write_queue(namespace))
+            .arg(self.writer.layout().write_queue(namespace))
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -85,7 +82,7 @@ impl RedisWriteQueue {
         idle: Duration,
     ) -> Result<Vec<RawEntry>, redis::RedisError> {
         let (_, claimed, _): (String, Vec<RawEntry>, Vec<String>) = redis::cmd("XAUTOCLAIM")
-            .arg(self.layout.write_queue(namespace))
+            .arg(self.writer.layout().write_queue(namespace))
             .arg(GROUP)
             .arg(consumer)
             .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
@@ -119,7 +116,7 @@ impl RedisWriteQueue {
             .arg("BLOCK")
             .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1))
             .arg("STREAMS")
-            .arg(self.layout.write_queue(namespace))
+            .arg(self.writer.layout().write_queue(namespace))
             .arg(">")
             .query_async(&mut conn)
             .await
@@ -155,7 +152,7 @@ fn parse(id: String, fields: Option<Vec<Vec<u8>>>) -> Option<QueuedWrite> {
 #[async_trait]
 impl WriteQueue for RedisWriteQueue {
     async fn append(&self, namespace: &str, key: &str, value: Bytes) -> Result<String, Error> {
-        let queue = self.layout.write_queue(namespace);
+        let queue = self.writer.layout().write_queue(namespace);
         let id: String = redis::cmd("XADD")
             .arg(&queue)
             .arg("*")
@@ -209,7 +206,7 @@ impl WriteQueue for RedisWriteQueue {
     }
 
     async fn ack(&self, namespace: &str, id: &str) -> Result<(), Error> {
-        let key = self.layout.write_queue(namespace);
+        let key = self.writer.layout().write_queue(namespace);
         redis::pipe()
             .atomic()
             .cmd("XACK")
@@ -232,11 +229,11 @@ impl WriteQueue for RedisWriteQueue {
         write: &QueuedWrite,
         error: &str,
     ) -> Result<(), Error> {
-        let key = self.layout.write_queue(namespace);
+        let key = self.writer.layout().write_queue(namespace);
         redis::pipe()
             .atomic()
             .cmd("XADD")
-            .arg(self.layout.dead_letters(namespace))
+            .arg(self.writer.layout().dead_letters(namespace))
             .arg("*")
             .arg("id")
             .arg(&write.id)

@@ -388,10 +388,11 @@ impl Config {
             ConfigError(format!("{origin}{at}: {e}"))
         })?;
         if let Some(n) = config.log_shards
-            && !(1..=64).contains(&n)
+            && !(1..=strata_redis::MAX_LOG_SHARDS).contains(&n)
         {
             return Err(ConfigError(format!(
-                "{origin}: field `log_shards`: from 1 to 64, not {n}"
+                "{origin}: field `log_shards`: from 1 to {}, not {n}",
+                strata_redis::MAX_LOG_SHARDS
             )));
         }
         if config.routes.is_empty() {

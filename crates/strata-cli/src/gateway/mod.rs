@@ -100,11 +100,10 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
                 .await?;
             let log: Arc<dyn InvalidationLog> = Arc::new(log);
             // Hit rates over every gateway instance, for `strata stats` and the dashboard.
-            let every = Duration::from_secs(2);
             reporter = Some(StatsReporter::start(
                 cache.clone(),
                 redis.connect().await?,
-                every,
+                Duration::from_secs(2),
             ));
             counters_at = Some(StatsReader::connect(&redis).await?);
             (cache, Some(log), "redis")

@@ -553,10 +553,7 @@ async fn hit_rates_are_kept_and_read_across_masters() {
     use strata_redis::{StatsReader, StatsReporter};
     let cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
-    let conn = config
-        .connect_cluster(Duration::from_secs(1))
-        .await
-        .unwrap();
+    let conn = config.connect().await.unwrap();
     // Namespaces whose hashes land on different masters.
     let mut reporters = Vec::new();
     for ns in ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"] {
