@@ -152,6 +152,32 @@ impl RedisCluster {
         }
     }
 
+    /// Starts node `i` again after [`fail_over`](Self::fail_over) killed it — with its
+    /// `nodes.conf`, empty otherwise — and waits until it has rejoined as a replica of the
+    /// master that took its slots over and has synced from it.
+    pub fn rejoin(&mut self, i: usize) {
+        self.nodes[i].restart();
+        let port = self.nodes[i].port();
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let replica = self
+                .topology()
+                .into_iter()
+                .any(|n| n.port == port && !n.master && n.master_id.is_some());
+            let synced = self.nodes[i]
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up");
+            if replica && synced && self.state_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {port} did not rejoin as a replica within {CONVERGE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Moves `slots` slots from master `from` to master `to` with
     /// `redis-cli --cluster reshard` (keys migrate with `MIGRATE`, clients meanwhile get
     /// `ASK`/`MOVED`). Blocks until done.
@@ -237,15 +263,26 @@ impl RedisCluster {
             .all(|info| info.contains("cluster_state:ok"))
     }
 
+    /// Whether every live replica has its master's data (`master_link_status:up`): a
+    /// replica listed in `CLUSTER NODES` may not have had its first sync yet, and promoted
+    /// then it would take over its slots empty.
+    fn synced(&self) -> bool {
+        self.nodes
+            .iter()
+            .map(|n| n.cli(&["INFO", "replication"]))
+            .filter(|info| info.contains("role:slave"))
+            .all(|info| info.contains("master_link_status:up"))
+    }
+
     /// Until every live node says the cluster is ok, all slots are served, and `replicas`
-    /// replicas are attached.
+    /// replicas are attached and synced.
     fn wait_converged(&self, replicas: usize) {
         let deadline = Instant::now() + CONVERGE;
         loop {
             let topology = self.topology();
             let served: usize = topology.iter().filter(|n| n.master).map(|n| n.slots).sum();
             let attached = topology.iter().filter(|n| !n.master).count();
-            if self.state_ok() && served == 16_384 && attached >= replicas {
+            if self.state_ok() && served == 16_384 && attached >= replicas && self.synced() {
                 return;
             }
             assert!(

@@ -202,7 +202,10 @@ impl RedisServer {
             .args(["--cluster-node-timeout", "1000"])
             .args(["--cluster-port", &bus.to_string()])
             // A replica takes over whatever its master's last contact.
-            .args(["--cluster-replica-validity-factor", "0"]);
+            .args(["--cluster-replica-validity-factor", "0"])
+            // A replica's first sync starts at once, not after the default 5 s spent
+            // waiting for more replicas to share the transfer.
+            .args(["--repl-diskless-sync-delay", "0"]);
         }
         match &self.tls {
             Some(tls) => {

@@ -47,7 +47,12 @@ pub(crate) struct Run {
     /// The source of truth: a Redis never cut (it stands for the service's database).
     pub(crate) source: String,
     pub(crate) keys: u64,
+    /// How long the worker runs at most.
     pub(crate) run_ms: u64,
+    /// A file whose appearance ends the run sooner (a run whose schedule depends on how
+    /// long a failover takes).
+    #[serde(default)]
+    pub(crate) stop_file: Option<std::path::PathBuf>,
     pub(crate) max_staleness_ms: u64,
     /// How many parts the namespace's log is split into.
     pub(crate) log_shards: usize,
@@ -128,14 +133,16 @@ async fn checker_worker() {
     println!("CHECKER:{}", serde_json::to_string(&record).unwrap());
 }
 
-/// Reads and writes `run.keys` keys at random for `run.run_ms`, a few hundred operations a
-/// second; the versions live in `source`. Nothing is unwrapped: errors are counted.
+/// Reads and writes `run.keys` keys at random for `run.run_ms` (or until `run.stop_file`
+/// appears), a few hundred operations a second; the versions live in `source`. Nothing is
+/// unwrapped: errors are counted.
 async fn work(cache: &HybridCache, source: MultiplexedConnection, run: &Run) -> Record {
     let mut record = Record::default();
     let writes = Arc::new(std::sync::Mutex::new((Vec::new(), Errors::default())));
     let mut pending = Vec::new();
     let end = Instant::now() + Duration::from_millis(run.run_ms);
-    while Instant::now() < end {
+    let stopped = || run.stop_file.as_ref().is_some_and(|f| f.exists());
+    while Instant::now() < end && !stopped() {
         let key = fastrand::u64(0..run.keys);
         let name = format!("k{key}");
         if fastrand::f64() < WRITE_RATIO {
@@ -294,6 +301,7 @@ async fn four_processes_never_serve_past_the_staleness_bound() {
             source: redis.url(),
             keys: KEYS,
             run_ms: RUN.as_millis() as u64,
+            stop_file: None,
             max_staleness_ms: MAX_STALENESS.as_millis() as u64,
             log_shards: 1,
         })

@@ -453,6 +453,7 @@ fn checker(
     cluster_url: &str,
     source: &strata_testkit::RedisServer,
     run: Duration,
+    stop_file: Option<&std::path::Path>,
     max_staleness: Duration,
     log_shards: usize,
 ) -> Vec<tokio::process::Child> {
@@ -461,6 +462,7 @@ fn checker(
         source: source.url(),
         keys: 200,
         run_ms: run.as_millis() as u64,
+        stop_file: stop_file.map(ToOwned::to_owned),
         max_staleness_ms: max_staleness.as_millis() as u64,
         log_shards,
     };
@@ -493,7 +495,14 @@ async fn a_live_slot_migration_serves_no_stale_read_and_no_error() {
     let masters = cluster.masters();
     let (from, to) = (masters[0], masters[1]);
     // The namespace's log in three parts, one on each master: some move with the slots.
-    let workers = checker(&cluster.url(), &source, Duration::from_secs(10), bound, 3);
+    let workers = checker(
+        &cluster.url(),
+        &source,
+        Duration::from_secs(10),
+        None,
+        bound,
+        3,
+    );
     // The migration starts a second into the run (the run's schedule, not a synchronisation)
     // and moves most of a master's slots (keys move with MIGRATE while clients are redirected
     // with ASK, then MOVED).
@@ -519,33 +528,76 @@ async fn a_live_slot_migration_serves_no_stale_read_and_no_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_master_failover_serves_no_stale_read_and_fails_no_read() {
+async fn a_failover_and_a_fail_back_serve_no_stale_read_and_fail_no_read() {
     let mut cluster = RedisCluster::start();
     let source = strata_testkit::RedisServer::start();
     let bound = Duration::from_millis(500);
-    let workers = checker(&cluster.url(), &source, Duration::from_secs(12), bound, 1);
-    // Two seconds into the run, the master that holds the namespace's log is killed; its
-    // replica takes its slots over.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = cluster.masters();
-    let victim = cluster
-        .masters()
-        .into_iter()
-        .find(|i| cluster.node(*i).cli(&["EXISTS", "chk#log{chk}"]) == "1")
-        .expect("the log's master");
-    tokio::task::block_in_place(|| cluster.fail_over(victim));
-    let records = crate::checker::records(workers).await;
-    let after = cluster.masters();
-    assert!(
-        !after.contains(&victim) && after.len() == 3,
-        "{before:?} → {after:?}"
+    let dir = tempfile::tempdir().unwrap();
+    let stop = dir.path().join("stop");
+    // The run lasts until the schedule below is through (at most two minutes).
+    let workers = checker(
+        &cluster.url(),
+        &source,
+        Duration::from_secs(120),
+        Some(&stop),
+        bound,
+        1,
     );
-    let errors = checked("cluster failover", &records, bound);
+    let log_master = |cluster: &RedisCluster| {
+        cluster
+            .masters()
+            .into_iter()
+            .find(|i| cluster.node(*i).cli(&["EXISTS", "chk#log{chk}"]) == "1")
+    };
+    // A second into the run (once the workers have written), the master that holds the
+    // namespace's log is killed; its replica takes its slots over.
+    let started = Duration::from_secs(30);
+    eventually("the workers' first writes", started, || async {
+        log_master(&cluster).is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = log_master(&cluster).expect("the log's master");
+    tokio::task::block_in_place(|| cluster.fail_over(first));
+    let second = log_master(&cluster).expect("the log's new master");
+    assert_ne!(first, second);
+    // The dead master comes back: it rejoins as the new master's replica. Acknowledged
+    // writes are safe from the next failover only once the caches wait for that replica
+    // (`WAIT`), which they must find out by themselves — seen here as `WAIT`s reaching the
+    // new master.
+    tokio::task::block_in_place(|| cluster.rejoin(first));
+    let waits =
+        |cluster: &RedisCluster| wait_calls(&cluster.node(second).cli(&["INFO", "commandstats"]));
+    let before = waits(&cluster);
+    eventually(
+        "a cache to wait for the rejoined replica",
+        started,
+        || async { waits(&cluster) > before },
+    )
+    .await;
+    // Then the new master dies in turn: the rejoined node takes its slots back, with every
+    // acknowledged invalidation.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| cluster.fail_over(second));
+    assert_eq!(log_master(&cluster), Some(first), "failed back");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::write(&stop, b"").unwrap();
+    let records = crate::checker::records(workers).await;
+    let errors = checked("cluster failover and fail-back", &records, bound);
     assert_eq!(errors.reads, 0, "no read failed");
     assert_eq!(
         errors.other_write_errors, 0,
-        "writes were only refused by the breaker while the master was down"
+        "writes were only refused by the breaker while a master was down"
     );
+}
+
+/// `calls` of `cmdstat_wait` in `INFO commandstats`.
+fn wait_calls(info: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
