@@ -257,6 +257,18 @@ pub(crate) fn errors(records: &[Record]) -> Errors {
     all
 }
 
+/// The longest time no write was acknowledged by any worker: a failover's write outage.
+pub(crate) fn longest_write_pause(records: &[Record]) -> Duration {
+    let mut at: Vec<u64> = records
+        .iter()
+        .flat_map(|r| &r.commits)
+        .map(|(_, _, at)| *at)
+        .collect();
+    at.sort_unstable();
+    let longest = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    Duration::from_micros(longest)
+}
+
 /// Reads that returned a version older than one whose invalidation had returned more than
 /// `bound` before they began.
 pub(crate) fn violations(records: &[Record], bound: Duration) -> usize {

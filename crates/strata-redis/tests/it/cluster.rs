@@ -479,8 +479,10 @@ fn checked(
     let writes: usize = records.iter().map(|r| r.commits.len()).sum();
     let errors = crate::checker::errors(records);
     let stale = crate::checker::violations(records, bound);
+    let pause = crate::checker::longest_write_pause(records);
     println!(
-        "{what}: {reads} reads, {writes} writes, {errors:?}, {stale} reads past the {bound:?} bound"
+        "{what}: {reads} reads, {writes} writes, {errors:?}, {stale} reads past the {bound:?} \
+         bound, longest pause between acknowledged writes {pause:.1?}"
     );
     assert!(reads > 1000 && writes > 100, "a real workload ran");
     assert_eq!(stale, 0, "no read past the staleness bound");
