@@ -115,6 +115,14 @@ impl RedisConfig {
         matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 
+    /// The host of the URL (a cluster's first seed).
+    pub(crate) fn host(&self) -> Option<&str> {
+        match self.info.addr() {
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+
     /// Whether the master is found through Sentinel (and may move).
     pub(crate) fn is_sentinel(&self) -> bool {
         self.sentinel.is_some()

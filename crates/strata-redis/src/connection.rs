@@ -263,7 +263,8 @@ impl Connection {
             )
             .await
             .map_err(|e| self.failed(e))?;
-        redis::from_redis_value(value).map_err(|e| self.failed(e.into()))
+        let text = redis::from_redis_value(value).map_err(|e| self.failed(e.into()))?;
+        Ok(with_own_host(text, self.shared.config.host().unwrap_or("")))
     }
 
     /// A scan of the keys matching `pattern`: on the server, or on every master of a cluster
@@ -487,6 +488,27 @@ impl Node<'_> {
     }
 }
 
+/// `CLUSTER NODES` with the answering node's own address filled in: a node that has never
+/// been met by another (a cluster of one) does not know its address and lists itself as
+/// `:<port>@<bus>`. It is then the only node, so the seed that reached it is its address —
+/// the rule `CLUSTER SLOTS` gives clients for an empty host.
+fn with_own_host(text: String, host: &str) -> String {
+    let unknown = |line: &str| {
+        let mut f = line.split_whitespace().skip(1);
+        matches!((f.next(), f.next()), (Some(addr), Some(flags))
+            if addr.starts_with(':') && flags.split(',').any(|flag| flag == "myself"))
+    };
+    if host.is_empty() || !text.lines().any(unknown) {
+        return text;
+    }
+    text.lines()
+        .map(|line| match line.split_once(' ') {
+            Some((id, rest)) if unknown(line) => format!("{id} {host}{rest}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect()
+}
+
 fn nodes(text: &str) -> impl Iterator<Item = Node<'_>> {
     text.lines().filter_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -545,5 +567,18 @@ d 127.0.0.1:4@14 slave,fail b 0 0 2 disconnected
         );
         let masters: Vec<_> = nodes(text).filter(|n| n.master).map(|n| n.port).collect();
         assert_eq!(masters, [Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn a_cluster_of_one_lists_itself_at_the_seed_it_was_reached_by() {
+        let alone = "a :7101@17101 myself,master - 0 0 1 connected 0-16383\n";
+        let text = with_own_host(alone.to_owned(), "10.0.0.5");
+        let node = nodes(&text).next().unwrap();
+        assert_eq!((node.host, node.port), ("10.0.0.5", Some(7101)));
+        assert_eq!(node.ranges().collect::<Vec<_>>(), [(0, 16383)]);
+        // A node with an address, or another node without one (`noaddr`), is left alone.
+        let known = "a 127.0.0.1:1@11 myself,master - 0 0 1 connected 0-9\n\
+                     b :2@12 master,noaddr - 0 0 2 disconnected\n";
+        assert_eq!(with_own_host(known.to_owned(), "10.0.0.5"), known);
     }
 }

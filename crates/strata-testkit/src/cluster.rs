@@ -74,6 +74,17 @@ impl RedisCluster {
         cluster
     }
 
+    /// A cluster of one node serving every slot, no replica — a local development setup, or
+    /// a managed "cluster mode" of one shard. Such a node never learns its own address (no
+    /// other node ever met it): `CLUSTER NODES` lists it as `:<port>`.
+    pub fn start_alone() -> RedisCluster {
+        let node = RedisOptions::default().cluster_node().start();
+        assert_eq!(node.cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]), "OK");
+        let cluster = RedisCluster { nodes: vec![node] };
+        cluster.wait_converged(0);
+        cluster
+    }
+
     /// `redis+cluster://127.0.0.1:<port>,…` with every node as a seed.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self

@@ -178,6 +178,63 @@ async fn two_instances_stay_coherent_through_the_log_on_a_cluster() {
     assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_one_node_serves_the_log_pubsub_and_clear() {
+    let cluster = RedisCluster::start_alone();
+    assert!(
+        cluster.node(0).cli(&["CLUSTER", "NODES"]).contains(" :"),
+        "the node does not know its own address"
+    );
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let options = EntryOptions::ttl(TTL);
+    // Through the log (which waits on no replica: there is none).
+    let (a, b) = (
+        instance_with(&config, options.clone()).await,
+        instance_with(&config, options.clone()).await,
+    );
+    // Through sharded pub/sub, which subscribes on the node serving the channel's slot.
+    let pubsub = || {
+        let config = config.clone();
+        async move {
+            let log = strata_redis::RedisPubSub::connect_with(&config)
+                .await
+                .unwrap();
+            crate::builder_with_log(&config, log)
+                .await
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let (c, d) = (pubsub().await, pubsub().await);
+    for (writer, reader) in [(&a, &b), (&c, &d)] {
+        writer.set("k", "v1".to_owned(), &options).await.unwrap();
+        let seen: Option<std::sync::Arc<String>> = reader.get("k").await.unwrap();
+        assert_eq!(seen.as_deref().map(String::as_str), Some("v1"));
+        writer.set("k", "v2".to_owned(), &options).await.unwrap();
+        eventually("the reader to see the new value", WAIT, || async {
+            let seen: Option<std::sync::Arc<String>> = reader.get("k").await.unwrap();
+            seen.as_deref().map(String::as_str) == Some("v2")
+        })
+        .await;
+    }
+    // `clear` scans the node by its address.
+    let store = RedisStore::connect_with(&config).await.unwrap();
+    store
+        .set(
+            "svc",
+            "x",
+            Bytes::from_static(b"1"),
+            TTL,
+            &[],
+            WriteMode::Replace,
+        )
+        .await
+        .unwrap();
+    store.clear("svc").await.unwrap();
+    assert_eq!(store.get("svc", "x").await.unwrap(), None);
+}
+
 /// Whether `key` is served from `cache`'s L1 (a read that counts an L1 hit).
 async fn served_from_l1(cache: &strata::HybridCache, key: &str) -> bool {
     let before = cache.stats().l1_hits;
