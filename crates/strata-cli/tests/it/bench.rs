@@ -338,3 +338,90 @@ fn w1_and_w2_run_on_a_redis_cluster() {
     assert_eq!(n(w2, "/loader_calls"), 1.0, "{w2}");
     assert_eq!(n(w2, "/errors"), 0.0, "{w2}");
 }
+
+/// `scripts/redis-cluster`, as the README and BENCHMARKS.md use it: `up` prints a URL the
+/// bench runs on, `down` stops every node.
+#[test]
+fn the_cluster_script_makes_a_cluster_the_bench_runs_on() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/redis-cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_run(4);
+    let nodes = dir.path().join("nodes");
+    let run = |args: &[&str]| {
+        Command::new(script)
+            .args(args)
+            .env("STRATA_CLUSTER_DIR", &nodes)
+            .output()
+            .unwrap()
+    };
+    /// Stops the nodes however the test ends.
+    struct Down<F: Fn(&[&str]) -> Output>(F);
+    impl<F: Fn(&[&str]) -> Output> Drop for Down<F> {
+        fn drop(&mut self) {
+            (self.0)(&["down"]);
+        }
+    }
+    let down = Down(run);
+    let out = (down.0)(&[
+        "up",
+        "--masters",
+        "2",
+        "--replicas",
+        "1",
+        "--port",
+        &base.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "scripts/redis-cluster up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap();
+    let url = url.trim();
+    assert_eq!(
+        url,
+        format!("redis+cluster://127.0.0.1:{base},127.0.0.1:{}", base + 1)
+    );
+    let out = strata(&[
+        "bench", "w1", "--redis", url, "--ops", "20000", "--warmup", "2000", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = &json_lines(&out)[0];
+    assert_consistent(run);
+    assert_eq!(n(run, "/stale_reads"), 0.0);
+    // Both masters hold values; every replica has its master's.
+    let cli = |port: u16, args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for port in [base, base + 1] {
+        let keys: u64 = cli(port, &["DBSIZE"]).parse().unwrap();
+        assert!(keys > 100, "{keys} keys on {port}");
+    }
+    drop(down);
+    for port in base..base + 4 {
+        assert_eq!(cli(port, &["PING"]), "", "{port} stopped");
+    }
+}
+
+/// The first of `n` consecutive loopback ports that are free, each with its cluster bus port
+/// (+10000) free too.
+fn free_run(n: u16) -> u16 {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    (0..200u32)
+        .map(|i| 20_000 + (seed.wrapping_add(i * 7_919) % 20_000) as u16)
+        .find(|base| (*base..base + n).all(|p| free(p) && free(p + 10_000)))
+        .expect("free loopback ports")
+}
