@@ -199,11 +199,7 @@ async fn a_cluster_of_one_node_serves_the_log_pubsub_and_clear() {
             let log = strata_redis::RedisPubSub::connect_with(&config)
                 .await
                 .unwrap();
-            crate::builder_with_log(&config, log)
-                .await
-                .build()
-                .await
-                .unwrap()
+            crate::instance_with_log(&config, log).await
         }
     };
     let (c, d) = (pubsub().await, pubsub().await);
@@ -345,11 +341,7 @@ async fn pubsub_is_sharded_on_a_cluster_and_follows_its_channel_through_a_failov
             let log = strata_redis::CompatChannel::wrap(pubsub, &config)
                 .await
                 .unwrap();
-            crate::builder_with_log(&config, log)
-                .await
-                .build()
-                .await
-                .unwrap()
+            crate::instance_with_log(&config, log).await
         }
     };
     let (a, b) = (instance().await, instance().await);

@@ -52,6 +52,14 @@ pub(crate) async fn builder_with_log(
         .default_entry(EntryOptions::ttl(TTL))
 }
 
+/// A cache instance in `svc` on `config` over the backplane `log`.
+pub(crate) async fn instance_with_log(
+    config: &RedisConfig,
+    log: impl strata::InvalidationLog,
+) -> HybridCache {
+    builder_with_log(config, log).await.build().await.unwrap()
+}
+
 /// An instance that trusts its L1 only `max_staleness` past its log's last report; the log
 /// in `shards` parts, reporting every 100 ms.
 pub(crate) async fn bounded_instance(

@@ -298,13 +298,7 @@ async fn the_documented_acl_serves_a_service_on_a_cluster() {
     };
     let instance = |log: strata_redis::RedisStreamLog| {
         let config = config.clone();
-        async move {
-            crate::builder_with_log(&config, log)
-                .await
-                .build()
-                .await
-                .unwrap()
-        }
+        async move { crate::instance_with_log(&config, log).await }
     };
     let a = instance(log(&config).await).await;
     let b = instance(log(&config).await).await;
