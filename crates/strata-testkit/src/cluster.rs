@@ -143,24 +143,19 @@ impl RedisCluster {
             .expect("the node")
             .id;
         self.nodes[i].kill();
-        let deadline = Instant::now() + CONVERGE;
-        loop {
-            // Every slot served by a live master: the replica took the dead one's over.
-            let slots: usize = self
-                .topology()
-                .iter()
-                .filter(|n| n.master && n.id != id)
-                .map(|n| n.slots)
-                .sum();
-            if slots == 16_384 && self.state_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no replica took over from {port} within {CONVERGE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        until(
+            || format!("a replica to take over from {port}"),
+            || {
+                // Every slot served by a live master: the replica took the dead one's over.
+                let slots: usize = self
+                    .topology()
+                    .iter()
+                    .filter(|n| n.master && n.id != id)
+                    .map(|n| n.slots)
+                    .sum();
+                slots == 16_384 && self.state_ok()
+            },
+        );
     }
 
     /// Starts node `i` again after [`fail_over`](Self::fail_over) killed it — with its
@@ -169,24 +164,16 @@ impl RedisCluster {
     pub fn rejoin(&mut self, i: usize) {
         self.nodes[i].restart();
         let port = self.nodes[i].port();
-        let deadline = Instant::now() + CONVERGE;
-        loop {
-            let replica = self
-                .topology()
-                .into_iter()
-                .any(|n| n.port == port && !n.master && n.master_id.is_some());
-            let synced = self.nodes[i]
-                .cli(&["INFO", "replication"])
-                .contains("master_link_status:up");
-            if replica && synced && self.state_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {port} did not rejoin as a replica within {CONVERGE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        until(
+            || format!("node {port} to rejoin as a replica"),
+            || {
+                let replica = self
+                    .topology()
+                    .into_iter()
+                    .any(|n| n.port == port && !n.master && n.master_id.is_some());
+                replica && self.synced() && self.state_ok()
+            },
+        );
     }
 
     /// Moves `slots` slots from master `from` to master `to` with
@@ -288,20 +275,27 @@ impl RedisCluster {
     /// Until every live node says the cluster is ok, all slots are served, and `replicas`
     /// replicas are attached and synced.
     fn wait_converged(&self, replicas: usize) {
-        let deadline = Instant::now() + CONVERGE;
-        loop {
+        let what = || format!("the cluster to converge: {:?}", self.topology());
+        until(what, || {
             let topology = self.topology();
             let served: usize = topology.iter().filter(|n| n.master).map(|n| n.slots).sum();
             let attached = topology.iter().filter(|n| !n.master).count();
-            if self.state_ok() && served == 16_384 && attached >= replicas && self.synced() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not converge within {CONVERGE:?}: {topology:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            self.state_ok() && served == 16_384 && attached >= replicas && self.synced()
+        });
+    }
+}
+
+/// Polls `done` every 100 ms; panics (failing the test) after [`CONVERGE`], saying `what`
+/// it waited for.
+fn until(what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + CONVERGE;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {CONVERGE:?} waiting for {}",
+            what()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
