@@ -354,15 +354,22 @@ impl RedisStore {
     ) -> Result<bool, Error> {
         let l = self.conn.layout();
         let data = l.data(namespace, key);
-        for tag in tags {
-            INDEX_TAG
-                .key(l.tag(namespace, tag))
-                .arg(&data)
-                .arg(ttl_ms(ttl))
-                .invoke_async::<()>(&mut self.conn.get())
-                .await
-                .map_err(|e| self.conn.failed(e))?;
-        }
+        // The indexes at once (each in its own slot, on whichever master), all before the value.
+        let index = |tag: &String| {
+            let mut conn = self.conn.get();
+            let (tag, data) = (l.tag(namespace, tag), data.clone());
+            async move {
+                INDEX_TAG
+                    .key(tag)
+                    .arg(data)
+                    .arg(ttl_ms(ttl))
+                    .invoke_async::<()>(&mut conn)
+                    .await
+            }
+        };
+        futures_util::future::try_join_all(tags.iter().map(index))
+            .await
+            .map_err(|e| self.conn.failed(e))?;
         let WriteMode::Fill { read, lease } = mode else {
             let stored: u8 = REPLACE
                 .key(&data)
