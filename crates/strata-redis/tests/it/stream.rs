@@ -4,22 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{EntryOptions, HybridCache};
+use strata::HybridCache;
 use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 use strata_testkit::source::{Db, Product};
 use strata_testkit::{RedisServer, eventually};
 
-use crate::{TTL, WAIT, bounded_instance, raw_connection};
-
-async fn instance_with_log(redis: &RedisServer, log: RedisStreamLog) -> HybridCache {
-    HybridCache::builder("svc")
-        .l2(RedisStore::connect(&redis.url()).await.unwrap())
-        .invalidation(log)
-        .default_entry(EntryOptions::ttl(TTL))
-        .build()
-        .await
-        .unwrap()
-}
+use crate::{TTL, WAIT, bounded_instance, instance_with_log, raw_connection};
 
 fn config(redis: &RedisServer) -> RedisConfig {
     RedisConfig::from_url(&redis.url()).unwrap()
@@ -90,8 +80,8 @@ impl Cut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidations_sent_while_a_follower_was_cut_off_are_applied_when_it_is_back() {
     let redis = RedisServer::start();
-    let a = instance_with_log(&redis, log(&redis, 10_000).await).await;
-    let b = instance_with_log(&redis, log(&redis, 10_000).await).await;
+    let a = instance_with_log(&config(&redis), log(&redis, 10_000).await).await;
+    let b = instance_with_log(&config(&redis), log(&redis, 10_000).await).await;
     let db = Db::new();
     for key in ["p", "q"] {
         let _: Arc<Product> = b.get_or_load(key, db.loader(1)).await.unwrap();
@@ -116,8 +106,8 @@ async fn invalidations_sent_while_a_follower_was_cut_off_are_applied_when_it_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_position_was_trimmed_away_drops_its_l1() {
     let redis = RedisServer::start();
-    let a = instance_with_log(&redis, log(&redis, 10).await).await;
-    let b = instance_with_log(&redis, log(&redis, 10).await).await;
+    let a = instance_with_log(&config(&redis), log(&redis, 10).await).await;
+    let b = instance_with_log(&config(&redis), log(&redis, 10).await).await;
     let db = Db::new();
     let _: Arc<Product> = b.get_or_load("q", db.loader(1)).await.unwrap();
     let cut = Cut::new(&redis).await;
@@ -134,8 +124,8 @@ async fn a_follower_whose_position_was_trimmed_away_drops_its_l1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_log_was_lost_with_a_restart_drops_its_l1() {
     let mut redis = RedisServer::start();
-    let a = instance_with_log(&redis, log(&redis, 10_000).await).await;
-    let b = instance_with_log(&redis, log(&redis, 10_000).await).await;
+    let a = instance_with_log(&config(&redis), log(&redis, 10_000).await).await;
+    let b = instance_with_log(&config(&redis), log(&redis, 10_000).await).await;
     let db = Db::new();
     a.invalidate("warm-up").await.unwrap(); // b now has a position in the log
     eventually("b to read it", WAIT, || async {
