@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use strata::keys::namespace_patterns;
 use strata::{Error, Generation, L2Store, Lease, LoadStart, WriteMode};
 
@@ -17,7 +18,7 @@ use crate::scripts::{
     INVALIDATE, REPLACE,
 };
 
-/// Members of a tag invalidated together on a cluster (each a script on its key's master).
+/// Members of a tag invalidated at once on a cluster (each a script on its key's master).
 const TAG_CONCURRENCY: usize = 64;
 
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
@@ -273,21 +274,16 @@ impl L2Store for RedisStore {
             .await
             .map_err(|e| self.conn.failed(e))?;
         let prefix = format!("{namespace}:");
-        let keys: Vec<&str> = members
+        // Owned keys: a stream of borrowing closures is not `Send` enough for `async_trait`.
+        let keys: Vec<String> = members
             .iter()
-            .filter_map(|m| m.strip_prefix(&prefix))
+            .filter_map(|m| m.strip_prefix(&prefix).map(str::to_owned))
             .collect();
-        let mut removed = 0;
-        for batch in keys.chunks(TAG_CONCURRENCY) {
-            let mut existed = Vec::with_capacity(batch.len());
-            for key in batch {
-                existed.push(self.invalidate_unacknowledged(namespace, key));
-            }
-            removed += futures_util::future::try_join_all(existed)
-                .await?
-                .into_iter()
-                .sum::<u64>();
-        }
+        let removed = futures_util::stream::iter(keys)
+            .map(|key| async move { self.invalidate_unacknowledged(namespace, &key).await })
+            .buffer_unordered(TAG_CONCURRENCY)
+            .try_fold(0, |removed, existed| async move { Ok(removed + existed) })
+            .await?;
         self.conn.replicated_all(&members).await?;
         if !members.is_empty() {
             redis::cmd("SREM")
