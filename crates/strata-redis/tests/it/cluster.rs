@@ -193,14 +193,11 @@ async fn a_cluster_of_one_node_serves_the_log_pubsub_and_clear() {
         instance_with(&config, options.clone()).await,
     );
     // Through sharded pub/sub, which subscribes on the node serving the channel's slot.
-    let pubsub = || {
-        let config = config.clone();
-        async move {
-            let log = strata_redis::RedisPubSub::connect_with(&config)
-                .await
-                .unwrap();
-            crate::instance_with_log(&config, log).await
-        }
+    let pubsub = || async {
+        let log = strata_redis::RedisPubSub::connect_with(&config)
+            .await
+            .unwrap();
+        crate::instance_with_log(&config, log).await
     };
     let (c, d) = (pubsub().await, pubsub().await);
     for (writer, reader) in [(&a, &b), (&c, &d)] {
@@ -331,18 +328,15 @@ fn shard_channel_master(cluster: &RedisCluster, channel: &str, subscribers: &str
 async fn pubsub_is_sharded_on_a_cluster_and_follows_its_channel_through_a_failover() {
     let mut cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
-    let instance = || {
-        let config = config.clone();
-        async move {
-            let pubsub = strata_redis::RedisPubSub::connect_with(&config)
-                .await
-                .unwrap();
-            // Other stacks' plain pub/sub too, which a cluster broadcasts to every node.
-            let log = strata_redis::CompatChannel::wrap(pubsub, &config)
-                .await
-                .unwrap();
-            crate::instance_with_log(&config, log).await
-        }
+    let instance = || async {
+        let pubsub = strata_redis::RedisPubSub::connect_with(&config)
+            .await
+            .unwrap();
+        // Other stacks' plain pub/sub too, which a cluster broadcasts to every node.
+        let log = strata_redis::CompatChannel::wrap(pubsub, &config)
+            .await
+            .unwrap();
+        crate::instance_with_log(&config, log).await
     };
     let (a, b) = (instance().await, instance().await);
     let channel = strata_redis::channel("svc");
@@ -495,27 +489,46 @@ async fn write_behind_flushes_and_dead_letters_on_a_cluster() {
     assert!(dead.contains("order:13"), "{dead}");
 }
 
-/// The coherence checker's workers (`checker.rs`), one process each, on the cluster: they
-/// read and write 200 keys at random for `run`; the versions live in `source` (another Redis,
-/// the service's database).
-fn checker(
-    cluster_url: &str,
-    source: &strata_testkit::RedisServer,
-    run: Duration,
-    stop_file: Option<&std::path::Path>,
-    max_staleness: Duration,
-    log_shards: usize,
-) -> Vec<tokio::process::Child> {
-    let run = crate::checker::Run {
-        url: cluster_url.to_owned(),
-        source: source.url(),
-        keys: 200,
-        run_ms: run.as_millis() as u64,
-        stop_file: stop_file.map(ToOwned::to_owned),
-        max_staleness_ms: max_staleness.as_millis() as u64,
-        log_shards,
-    };
-    crate::checker::spawn(&vec![run; 3])
+/// The coherence checker's workers (`checker.rs`), three processes on the cluster, reading
+/// and writing 200 keys at random until [`Checker::finish`] (at most two minutes: the run
+/// lasts as long as the test's schedule of faults takes); the versions live in `source`
+/// (another Redis, the service's database).
+struct Checker {
+    workers: Vec<tokio::process::Child>,
+    stop: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Checker {
+    fn start(
+        cluster: &RedisCluster,
+        source: &strata_testkit::RedisServer,
+        max_staleness: Duration,
+        log_shards: usize,
+    ) -> Checker {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = dir.path().join("stop");
+        let run = crate::checker::Run {
+            url: cluster.url(),
+            source: source.url(),
+            keys: 200,
+            run_ms: 120_000,
+            stop_file: Some(stop.clone()),
+            max_staleness_ms: max_staleness.as_millis() as u64,
+            log_shards,
+        };
+        Checker {
+            workers: crate::checker::spawn(&vec![run; 3]),
+            stop,
+            _dir: dir,
+        }
+    }
+
+    /// Ends the run; the workers' records.
+    async fn finish(self) -> Vec<crate::checker::Record> {
+        std::fs::write(&self.stop, b"").unwrap();
+        crate::checker::records(self.workers).await
+    }
 }
 
 /// What the checker found: reads, commits, errors and reads past `bound`, printed.
@@ -546,20 +559,14 @@ async fn a_live_slot_migration_serves_no_stale_read_and_no_error() {
     let masters = cluster.masters();
     let (from, to) = (masters[0], masters[1]);
     // The namespace's log in three parts, one on each master: some move with the slots.
-    let workers = checker(
-        &cluster.url(),
-        &source,
-        Duration::from_secs(10),
-        None,
-        bound,
-        3,
-    );
+    let checker = Checker::start(&cluster, &source, bound, 3);
     // The migration starts a second into the run (the run's schedule, not a synchronisation)
     // and moves most of a master's slots (keys move with MIGRATE while clients are redirected
-    // with ASK, then MOVED).
+    // with ASK, then MOVED); the run goes on for two seconds after it.
     tokio::time::sleep(Duration::from_secs(1)).await;
     tokio::task::block_in_place(|| cluster.reshard(from, to, 5000));
-    let records = crate::checker::records(workers).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let records = checker.finish().await;
     let moved = cluster
         .topology()
         .into_iter()
@@ -583,17 +590,7 @@ async fn a_failover_and_a_fail_back_serve_no_stale_read_and_fail_no_read() {
     let mut cluster = RedisCluster::start();
     let source = strata_testkit::RedisServer::start();
     let bound = Duration::from_millis(500);
-    let dir = tempfile::tempdir().unwrap();
-    let stop = dir.path().join("stop");
-    // The run lasts until the schedule below is through (at most two minutes).
-    let workers = checker(
-        &cluster.url(),
-        &source,
-        Duration::from_secs(120),
-        Some(&stop),
-        bound,
-        1,
-    );
+    let checker = Checker::start(&cluster, &source, bound, 1);
     let log_master = |cluster: &RedisCluster| {
         cluster
             .masters()
@@ -632,8 +629,7 @@ async fn a_failover_and_a_fail_back_serve_no_stale_read_and_fail_no_read() {
     tokio::task::block_in_place(|| cluster.fail_over(second));
     assert_eq!(log_master(&cluster), Some(first), "failed back");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    std::fs::write(&stop, b"").unwrap();
-    let records = crate::checker::records(workers).await;
+    let records = checker.finish().await;
     let errors = checked("cluster failover and fail-back", &records, bound);
     assert_eq!(errors.reads, 0, "no read failed");
     assert_eq!(

@@ -287,21 +287,14 @@ async fn the_documented_acl_serves_a_service_on_a_cluster() {
         .replace("redis+cluster://", "redis+cluster://app:app-secret@");
     let config = RedisConfig::from_url(&url).unwrap();
     // The durable log, split in parts, and the store.
-    let log = |config: &RedisConfig| {
-        let config = config.clone();
-        async move {
-            strata_redis::RedisStreamLog::connect_with(&config)
-                .await
-                .unwrap()
-                .shards("svc", 3)
-        }
+    let instance = || async {
+        let log = strata_redis::RedisStreamLog::connect_with(&config)
+            .await
+            .unwrap()
+            .shards("svc", 3);
+        crate::instance_with_log(&config, log).await
     };
-    let instance = |log: strata_redis::RedisStreamLog| {
-        let config = config.clone();
-        async move { crate::instance_with_log(&config, log).await }
-    };
-    let a = instance(log(&config).await).await;
-    let b = instance(log(&config).await).await;
+    let (a, b) = (instance().await, instance().await);
     exercise(&a, &b).await;
     a.clear().await.unwrap();
     // The sharded pub/sub backplane.
