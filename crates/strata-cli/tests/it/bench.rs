@@ -343,26 +343,9 @@ fn w1_and_w2_run_on_a_redis_cluster() {
 /// bench runs on, `down` stops every node.
 #[test]
 fn the_cluster_script_makes_a_cluster_the_bench_runs_on() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/redis-cluster");
-    let dir = tempfile::tempdir().unwrap();
     let base = free_run(4);
-    let nodes = dir.path().join("nodes");
-    let run = |args: &[&str]| {
-        Command::new(script)
-            .args(args)
-            .env("STRATA_CLUSTER_DIR", &nodes)
-            .output()
-            .unwrap()
-    };
-    /// Stops the nodes however the test ends.
-    struct Down<F: Fn(&[&str]) -> Output>(F);
-    impl<F: Fn(&[&str]) -> Output> Drop for Down<F> {
-        fn drop(&mut self) {
-            (self.0)(&["down"]);
-        }
-    }
-    let down = Down(run);
-    let out = (down.0)(&[
+    let cluster = ClusterScript::new();
+    let out = cluster.run(&[
         "up",
         "--masters",
         "2",
@@ -393,7 +376,7 @@ fn the_cluster_script_makes_a_cluster_the_bench_runs_on() {
     let run = &json_lines(&out)[0];
     assert_consistent(run);
     assert_eq!(n(run, "/stale_reads"), 0.0);
-    // Both masters hold values; every replica has its master's.
+    // Both masters hold values.
     let cli = |port: u16, args: &[&str]| {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -406,9 +389,36 @@ fn the_cluster_script_makes_a_cluster_the_bench_runs_on() {
         let keys: u64 = cli(port, &["DBSIZE"]).parse().unwrap();
         assert!(keys > 100, "{keys} keys on {port}");
     }
-    drop(down);
+    drop(cluster);
     for port in base..base + 4 {
         assert_eq!(cli(port, &["PING"]), "", "{port} stopped");
+    }
+}
+
+/// `scripts/redis-cluster` with its nodes' files in a directory of its own; `down` when
+/// dropped, however the test ends.
+struct ClusterScript(tempfile::TempDir);
+
+impl ClusterScript {
+    fn new() -> ClusterScript {
+        ClusterScript(tempfile::tempdir().unwrap())
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/redis-cluster"
+        ))
+        .args(args)
+        .env("STRATA_CLUSTER_DIR", self.0.path().join("nodes"))
+        .output()
+        .unwrap()
+    }
+}
+
+impl Drop for ClusterScript {
+    fn drop(&mut self) {
+        self.run(&["down"]);
     }
 }
 

@@ -84,8 +84,8 @@ async fn an_event_is_published_if_and_only_if_its_transaction_commits() {
         0,
         "marked published"
     );
-    assert_eq!(redis.cli(&["XLEN", "events:{shop}:products"]), "1");
-    let entry = redis.cli(&["XRANGE", "events:{shop}:products", "-", "+"]);
+    assert_eq!(redis.cli(&["XLEN", Topic::Products.stream()]), "1");
+    let entry = redis.cli(&["XRANGE", Topic::Products.stream(), "-", "+"]);
     assert!(entry.contains(r#""price_cents":2999"#), "{entry}");
     assert!(
         !entry.contains("2499"),
@@ -116,22 +116,22 @@ async fn redelivered_and_foreign_entries_are_skipped() {
     // And something that is not an event of ours.
     redis.cli(&[
         "XADD",
-        "events:{shop}:products",
+        Topic::Products.stream(),
         "*",
         "id",
         "x-1",
         "payload",
         "\u{1}garbage",
     ]);
-    redis.cli(&["XADD", "events:{shop}:products", "*", "unrelated", "1"]);
-    assert_eq!(redis.cli(&["XLEN", "events:{shop}:products"]), "8");
+    redis.cli(&["XADD", Topic::Products.stream(), "*", "unrelated", "1"]);
+    assert_eq!(redis.cli(&["XLEN", Topic::Products.stream()]), "8");
     let mut handled = 0;
     for _ in 0..5 {
         handled += consumer.poll(&handler).await.unwrap();
     }
     assert_eq!((handled, count.load(Ordering::SeqCst)), (3, 3));
     // Everything was acknowledged, duplicates and garbage included.
-    let pending = redis.cli(&["XPENDING", "events:{shop}:products", "order"]);
+    let pending = redis.cli(&["XPENDING", Topic::Products.stream(), "order"]);
     assert!(pending.starts_with('0'), "{pending}");
 }
 

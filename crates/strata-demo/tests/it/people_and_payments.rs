@@ -7,6 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use strata_demo::Topic;
 use strata_demo::services::{payment, user};
 use strata_testkit::{RedisServer, eventually};
 use tower_service::Service;
@@ -94,7 +95,7 @@ async fn profiles_are_their_owners_and_updates_reach_every_instance() {
     eventually(
         "UserUpdated is announced",
         Duration::from_secs(5),
-        || async { redis.cli(&["XLEN", "events:{shop}:users"]) == "1" },
+        || async { redis.cli(&["XLEN", Topic::Users.stream()]) == "1" },
     )
     .await;
     let (status, body, _) = call(&a, "GET", "/countries", None, "").await;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use strata_demo::services::{inventory, product};
-use strata_demo::{Context, Relay, ServiceConfig};
+use strata_demo::{Context, Relay, ServiceConfig, Topic};
 use strata_redis::RedisConfig;
 use strata_testkit::{PostgresServer, RedisServer, eventually};
 
@@ -50,8 +50,8 @@ async fn the_services_run_on_postgres() {
         "both events are published",
         Duration::from_secs(5),
         || async {
-            redis.cli(&["XLEN", "events:{shop}:products"]) == "1"
-                && redis.cli(&["XLEN", "events:{shop}:inventory"]) == "1"
+            redis.cli(&["XLEN", Topic::Products.stream()]) == "1"
+                && redis.cli(&["XLEN", Topic::Inventory.stream()]) == "1"
         },
     )
     .await;

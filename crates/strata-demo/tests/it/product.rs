@@ -6,8 +6,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use strata_demo::Context;
 use strata_demo::services::product::{self, Product};
+use strata_demo::{Context, Topic};
 use strata_testkit::{RedisServer, eventually};
 use tower_service::Service;
 
@@ -72,7 +72,7 @@ async fn a_price_change_reaches_every_instance_and_is_announced() {
         Duration::from_secs(5),
         || async {
             redis
-                .cli(&["XRANGE", "events:{shop}:products", "-", "+"])
+                .cli(&["XRANGE", Topic::Products.stream(), "-", "+"])
                 .contains(r#""price_cents":4242"#)
         },
     )
@@ -125,5 +125,5 @@ async fn reads_tags_not_found_and_bad_input() {
             .0,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(redis.cli(&["XLEN", "events:{shop}:products"]), "0");
+    assert_eq!(redis.cli(&["XLEN", Topic::Products.stream()]), "0");
 }
