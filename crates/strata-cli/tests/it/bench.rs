@@ -10,6 +10,15 @@ fn strata(args: &[&str]) -> Output {
         .expect("run strata")
 }
 
+/// Fails the test, with the command's stderr, unless `out` is a success.
+fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `strata bench <workload> --redis <redis> <extra…>`.
 fn bench(workload: &str, redis: &RedisServer, extra: &[&str]) -> Output {
     let url = redis.url();
@@ -76,11 +85,7 @@ fn w1_json_both_caches_with_plots() {
             &out_dir.path().display().to_string(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let runs = json_lines(&out);
     assert_eq!(runs.len(), 2);
     for (run, cache) in runs.iter().zip(["strata", "naive"]) {
@@ -124,11 +129,7 @@ fn w1_json_both_caches_with_plots() {
 fn the_human_table_compares_the_two_caches() {
     let redis = RedisServer::start();
     let out = bench("w1", &redis, &["--ops", "5000", "--cache", "both"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let table = String::from_utf8_lossy(&out.stdout);
     for row in [
         "ops/s",
@@ -202,11 +203,7 @@ fn a_bad_gate_is_refused_before_running() {
 fn w2_stampede_over_four_processes() {
     let redis = RedisServer::start();
     let out = bench("w2", &redis, &["--json", "--cache", "both"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let runs = json_lines(&out);
     let (ours, naive) = (&runs[0], &runs[1]);
     assert_eq!(n(ours, "/reads"), 1000.0);
@@ -245,11 +242,7 @@ fn w2_stampede_over_four_processes() {
 fn w3_invalidations_reach_every_instance() {
     let redis = RedisServer::start();
     let out = bench("w3", &redis, &["--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let r = &json_lines(&out)[0];
     assert_eq!(n(r, "/writes"), 1000.0);
     assert_eq!(
@@ -265,11 +258,7 @@ fn w3_invalidations_reach_every_instance() {
 fn w4_survives_a_redis_kill_without_read_errors() {
     // W4 kills the Redis it started itself; it needs redis-server on PATH, as the suite does.
     let out = strata(&["bench", "w4", "--json", "--warmup", "20000"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let r = &json_lines(&out)[0];
     assert_eq!(r["workload"], "W4");
     assert_eq!(n(r, "/ops"), 15000.0);
@@ -290,11 +279,7 @@ fn w4_survives_a_frozen_redis_without_errors_or_stale_reads() {
     let out = strata(&[
         "bench", "w4", "--json", "--warmup", "20000", "--fault", "freeze",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let r = &json_lines(&out)[0];
     assert_eq!(r["params"]["fault"], "freeze");
     // Writes too: their shared half is deferred and replayed after the thaw.
@@ -313,11 +298,7 @@ fn w1_and_w2_run_on_a_redis_cluster() {
     let out = strata(&[
         "bench", "w1", "--redis", &url, "--ops", "20000", "--warmup", "2000", "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let runs = json_lines(&out);
     assert_eq!(runs.len(), 1);
     assert_consistent(&runs[0]);
@@ -329,11 +310,7 @@ fn w1_and_w2_run_on_a_redis_cluster() {
     }
     // The stampede over four processes: one load across them.
     let out = strata(&["bench", "w2", "--redis", &url, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let w2 = &json_lines(&out)[0];
     assert_eq!(n(w2, "/loader_calls"), 1.0, "{w2}");
     assert_eq!(n(w2, "/errors"), 0.0, "{w2}");
@@ -368,11 +345,7 @@ fn the_cluster_script_makes_a_cluster_the_bench_runs_on() {
     let out = strata(&[
         "bench", "w1", "--redis", url, "--ops", "20000", "--warmup", "2000", "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let run = &json_lines(&out)[0];
     assert_consistent(run);
     assert_eq!(n(run, "/stale_reads"), 0.0);
