@@ -37,6 +37,14 @@ const DERIVED: &[(&str, &str, f64)] = &[
     ("p95_us", "/read_us/p95", 1.0),
     ("p99_us", "/read_us/p99", 1.0),
     ("max_us", "/read_us/max", 1.0),
+    ("cpu_us_per_op", "/cpu/us_per_op", 1.0),
+    ("redis_us_per_op", "/cpu/redis_us_per_op", 1.0),
+    ("redis_commands_per_op", "/redis_commands_per_op/total", 1.0),
+    // Strata against the naive cache of the same run (`--cache both`): ratios.
+    ("ops_vs_naive", "/vs_naive/ops_per_s", 1.0),
+    ("p99_vs_naive", "/vs_naive/read_p99", 1.0),
+    ("cpu_vs_naive", "/vs_naive/cpu_us_per_op", 1.0),
+    ("redis_cpu_vs_naive", "/vs_naive/redis_us_per_op", 1.0),
 ];
 
 impl Gate {
@@ -161,6 +169,15 @@ mod tests {
             loader_calls: 8,
             stale_reads: 3,
             errors: 0,
+            cost: crate::bench::cost::Cost {
+                cpu: crate::bench::cost::Cpu {
+                    bench_s: 2.0,
+                    redis_s: Some(1.0),
+                    us_per_op: 30_000.0,
+                    redis_us_per_op: Some(10_000.0),
+                },
+                redis_commands_per_op: None,
+            },
             extra: Default::default(),
         }
     }
@@ -187,6 +204,32 @@ mod tests {
         );
         let failed = Gate::parse("p99_ms<150").unwrap().check(&r).unwrap_err();
         assert!(failed.contains("measured 200"), "{failed}");
+    }
+
+    #[test]
+    fn cost_and_ratio_gates_read_their_fields() {
+        let strata = report();
+        let mut naive = report();
+        naive.cache = "naive";
+        naive.ops_per_s = 50.0;
+        naive.cost.cpu.us_per_op = 60_000.0;
+        let mut reports = [strata, naive];
+        crate::bench::report::compare(&mut reports);
+        let r = &reports[0];
+        for ok in [
+            "cpu_us_per_op<=30000",
+            "redis_us_per_op==10000",
+            "ops_vs_naive>=2",
+            "cpu_vs_naive<=0.5",
+        ] {
+            assert_eq!(Gate::parse(ok).unwrap().check(r), Ok(()), "{ok}");
+        }
+        assert!(
+            Gate::parse("ops_vs_naive>=1.5")
+                .unwrap()
+                .check(&reports[1])
+                .is_err()
+        );
     }
 
     #[test]

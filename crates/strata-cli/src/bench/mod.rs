@@ -1,6 +1,7 @@
 //! `strata bench`: the reference workloads of `WORKLOADS.md`, run against Strata and a
 //! hand-written cache-aside baseline, with figures, plots and CI gates.
 
+mod cost;
 mod gate;
 mod plot;
 mod report;
@@ -105,6 +106,17 @@ impl Target {
     }
 }
 
+impl Target {
+    /// A connection to ask the Redis server for its CPU time and command counts: on one
+    /// server (a cluster's nodes would each need asking), none for the embedded L2.
+    async fn cost_probe(&self) -> Option<strata_redis::RedisConnection> {
+        match &self.l2 {
+            L2Target::Redis(config) if !config.is_cluster() => config.connect().await.ok(),
+            _ => None,
+        }
+    }
+}
+
 /// A finished run: its report and what the plots need.
 pub(crate) struct Run {
     pub(crate) report: Report,
@@ -126,7 +138,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
         Workload::W3 => w3::run(&args, &target).await?,
         Workload::W4 => w4::run(&args, &mut target).await?,
     };
-    let reports: Vec<Report> = runs.iter().map(|r| r.report.clone()).collect();
+    let mut reports: Vec<Report> = runs.iter().map(|r| r.report.clone()).collect();
+    report::compare(&mut reports);
     if args.json {
         for r in &reports {
             println!("{}", r.json());

@@ -4,6 +4,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::cost::Cost;
 use super::runner::Measured;
 
 /// Latency percentiles, microseconds.
@@ -62,6 +63,9 @@ pub(crate) struct Report {
     pub(crate) loader_calls: u64,
     pub(crate) stale_reads: u64,
     pub(crate) errors: u64,
+    /// What the measured phase cost: `cpu` and `redis_commands_per_op`.
+    #[serde(flatten)]
+    pub(crate) cost: Cost,
     #[serde(flatten)]
     pub(crate) extra: Map<String, Value>,
 }
@@ -111,6 +115,7 @@ impl Report {
             loader_calls: m.loads,
             stale_reads: m.stale_reads,
             errors: m.errors,
+            cost: Cost::default(),
             extra: Map::new(),
         }
     }
@@ -120,8 +125,33 @@ impl Report {
     }
 }
 
-/// The rows of the human table: label and how to read the figure from a report.
-type Row = (&'static str, fn(&Report) -> f64, Better);
+/// With a Strata run and a naive one of the same workload, adds `vs_naive` to Strata's report:
+/// its figures as ratios of the naive cache's (`ops_per_s`, `read_p99`, `cpu_us_per_op`,
+/// `redis_us_per_op`, `redis_commands_per_op`).
+pub(crate) fn compare(reports: &mut [Report]) {
+    let find = |name: &str| reports.iter().position(|r| r.cache == name);
+    let (Some(s), Some(n)) = (find("strata"), find("naive")) else {
+        return;
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Value::from(a / b),
+        _ => Value::Null,
+    };
+    let (strata, naive) = (&reports[s], &reports[n]);
+    let commands = |r: &Report| r.cost.redis_commands_per_op.as_ref().map(|c| c.total);
+    let vs = serde_json::json!({
+        "ops_per_s": ratio(Some(strata.ops_per_s), Some(naive.ops_per_s)),
+        "read_p99": ratio(Some(strata.read_us.p99 as f64), Some(naive.read_us.p99 as f64)),
+        "cpu_us_per_op": ratio(Some(strata.cost.cpu.us_per_op), Some(naive.cost.cpu.us_per_op)),
+        "redis_us_per_op": ratio(strata.cost.cpu.redis_us_per_op, naive.cost.cpu.redis_us_per_op),
+        "redis_commands_per_op": ratio(commands(strata), commands(naive)),
+    });
+    reports[s].extra.insert("vs_naive".into(), vs);
+}
+
+/// The rows of the human table: label and how to read the figure from a report (`None`: not
+/// measured in this run).
+type Row = (&'static str, fn(&Report) -> Option<f64>, Better);
 
 #[derive(Clone, Copy, PartialEq)]
 enum Better {
@@ -130,21 +160,43 @@ enum Better {
 }
 
 const ROWS: &[Row] = &[
-    ("ops/s", |r| r.ops_per_s, Better::Higher),
-    ("read p50 µs", |r| r.read_us.p50 as f64, Better::Lower),
-    ("read p95 µs", |r| r.read_us.p95 as f64, Better::Lower),
-    ("read p99 µs", |r| r.read_us.p99 as f64, Better::Lower),
-    ("read max µs", |r| r.read_us.max as f64, Better::Lower),
-    ("write p99 µs", |r| r.write_us.p99 as f64, Better::Lower),
-    ("hit ratio", |r| r.hit_ratio.overall, Better::Higher),
-    ("L1 hit ratio", |r| r.hit_ratio.l1, Better::Higher),
-    ("L2 hit ratio", |r| r.hit_ratio.l2, Better::Higher),
-    ("loader calls", |r| r.loader_calls as f64, Better::Lower),
-    ("stale reads", |r| r.stale_reads as f64, Better::Lower),
-    ("errors", |r| r.errors as f64, Better::Lower),
+    ("ops/s", |r| Some(r.ops_per_s), Better::Higher),
+    ("read p50 µs", |r| Some(r.read_us.p50 as f64), Better::Lower),
+    ("read p95 µs", |r| Some(r.read_us.p95 as f64), Better::Lower),
+    ("read p99 µs", |r| Some(r.read_us.p99 as f64), Better::Lower),
+    ("read max µs", |r| Some(r.read_us.max as f64), Better::Lower),
+    (
+        "write p99 µs",
+        |r| Some(r.write_us.p99 as f64),
+        Better::Lower,
+    ),
+    ("hit ratio", |r| Some(r.hit_ratio.overall), Better::Higher),
+    ("L1 hit ratio", |r| Some(r.hit_ratio.l1), Better::Higher),
+    ("L2 hit ratio", |r| Some(r.hit_ratio.l2), Better::Higher),
+    (
+        "loader calls",
+        |r| Some(r.loader_calls as f64),
+        Better::Lower,
+    ),
+    ("stale reads", |r| Some(r.stale_reads as f64), Better::Lower),
+    ("errors", |r| Some(r.errors as f64), Better::Lower),
+    ("CPU µs/op", |r| Some(r.cost.cpu.us_per_op), Better::Lower),
+    (
+        "Redis CPU µs/op",
+        |r| r.cost.cpu.redis_us_per_op,
+        Better::Lower,
+    ),
+    (
+        "Redis cmds/op",
+        |r| r.cost.redis_commands_per_op.as_ref().map(|c| c.total),
+        Better::Lower,
+    ),
 ];
 
-fn cell(v: f64) -> String {
+fn cell(v: Option<f64>) -> String {
+    let Some(v) = v else {
+        return "-".into();
+    };
     if v.fract() == 0.0 || v.abs() >= 1000.0 {
         format!("{v:.0}")
     } else {
@@ -162,7 +214,7 @@ pub(crate) fn table(reports: &[Report]) -> String {
             first.workload, first.ops, first.l2, first.params
         ));
     }
-    out.push_str(&format!("{:<14}", ""));
+    out.push_str(&format!("{:<16}", ""));
     for r in reports {
         out.push_str(&format!("{:>14}", r.cache));
     }
@@ -174,22 +226,24 @@ pub(crate) fn table(reports: &[Report]) -> String {
     }
     out.push('\n');
     for (label, get, better) in ROWS {
-        out.push_str(&format!("{label:<14}"));
+        out.push_str(&format!("{label:<16}"));
         for r in reports {
             out.push_str(&format!("{:>14}", cell(get(r))));
         }
-        if let [a, b] = reports {
-            let (x, y) = (get(a), get(b));
-            if y != 0.0 && x != y {
-                let wins = (x > y) == (*better == Better::Higher);
-                let verdict = if wins { "better" } else { "worse" };
-                out.push_str(&format!("{:>22}", format!("{:.2}× {verdict}", x / y)));
-            }
+        if let [a, b] = reports
+            && let (Some(x), Some(y)) = (get(a), get(b))
+            && y != 0.0
+            && x != y
+        {
+            let wins = (x > y) == (*better == Better::Higher);
+            let verdict = if wins { "better" } else { "worse" };
+            out.push_str(&format!("{:>22}", format!("{:.2}× {verdict}", x / y)));
         }
         out.push('\n');
     }
     for r in reports {
-        for (k, v) in &r.extra {
+        // The ratios are the table's last column already.
+        for (k, v) in r.extra.iter().filter(|(k, _)| *k != "vs_naive") {
             out.push_str(&format!("{}: {k} = {v}\n", r.cache));
         }
     }

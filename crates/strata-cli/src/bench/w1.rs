@@ -8,6 +8,7 @@ use super::source::{Source, Staleness};
 use super::subject::{Choice, Subject};
 use super::workload::{Params, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
+use crate::bench::cost::Meter;
 use crate::bench::report::Report;
 
 /// W1's parameters, with `--ops` and `--warmup` applied.
@@ -27,6 +28,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
     let params = params(args);
     let (warmup, measured) = phases(&params)?;
     let keys = key_names(params.n);
+    let probe = target.cost_probe().await;
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
         let pass = prepare(choice, &params, target, keys).await?;
@@ -43,14 +45,18 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             .await;
         let b = bar.clone();
         let base = params.warmup_ops;
+        let meter = Meter::start(probe.as_ref()).await;
         let m = pass
             .pass(measured.clone(), pace, None, move |done| {
                 b.set_position(base + done)
             })
             .await;
+        let cost = meter.finish(params.ops, 0.0).await;
         bar.finish_and_clear();
+        let mut report = Report::new("W1", pass.subject.name(), target.l2.label(), &params, &m);
+        report.cost = cost;
         runs.push(Run {
-            report: Report::new("W1", pass.subject.name(), target.l2.label(), &params, &m),
+            report,
             latency: m.reads,
             timeline: m.timeline,
         });

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::cost::Meter;
 use super::report::Report;
 use super::runner::Measured;
 use super::subject::{Choice, Counts, Subject};
@@ -14,14 +15,17 @@ use super::workload::Workload;
 use super::{BenchArgs, BoxError, Run, Target, choices};
 
 pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
+    let probe = target.cost_probe().await;
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
         Subject::flush(&target.l2).await?;
         let per_instance = W2.reads / W2.instances;
         let started;
+        let meter;
         let outcomes = match &target.url {
             Some(url) => {
                 let mut workers = Workers::start(Workload::W2, choice, url, W2.instances).await?;
+                meter = Meter::start(probe.as_ref()).await;
                 started = Instant::now();
                 workers.send("go", |_| true).await?;
                 let mut outcomes = Vec::new();
@@ -36,6 +40,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
                 for i in 0..W2.instances {
                     instances.push(Instance::new(Workload::W2, choice, &target.l2, i).await?);
                 }
+                meter = Meter::start(probe.as_ref()).await;
                 started = Instant::now();
                 let tasks: Vec<_> = instances
                     .into_iter()
@@ -51,6 +56,9 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             }
         };
         let mut run = from_outcomes("W2", choice, target, &W2, &outcomes, started.elapsed());
+        run.report.cost = meter
+            .finish(run.report.ops, workers_cpu(target, &outcomes))
+            .await;
         run.report.extra.insert(
             "loader_calls_per_instance".into(),
             json!(outcomes.iter().map(|o| o.loader_calls).collect::<Vec<_>>()),
@@ -58,6 +66,16 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         runs.push(run);
     }
     Ok(runs)
+}
+
+/// CPU seconds the workers' own processes used (none when the instances ran in this one,
+/// whose CPU the meter counts already).
+pub(crate) fn workers_cpu(target: &Target, outcomes: &[Outcome]) -> f64 {
+    if target.url.is_some() {
+        outcomes.iter().map(|o| o.cpu_s).sum()
+    } else {
+        0.0
+    }
 }
 
 /// The standard figures of a multi-instance run, from its instances' outcomes.

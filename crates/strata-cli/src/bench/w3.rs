@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::cost::Meter;
 use super::report::Latency;
 use super::subject::{Choice, Subject};
 use super::worker::{Instance, Outcome, W3, Workers, histogram};
@@ -18,9 +19,11 @@ use super::{BenchArgs, BoxError, Run, Target, choices};
 const LIMIT_US: u64 = 1_000_000;
 
 pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
+    let probe = target.cost_probe().await;
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
         Subject::flush(&target.l2).await?;
+        let meter = Meter::start(probe.as_ref()).await;
         let started = Instant::now();
         let outcomes = match &target.url {
             Some(url) => {
@@ -38,7 +41,11 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             }
             None => in_process(choice, target).await?,
         };
-        runs.push(report(choice, target, &outcomes, started.elapsed()));
+        let mut run = report(choice, target, &outcomes, started.elapsed());
+        run.report.cost = meter
+            .finish(run.report.ops, super::w2::workers_cpu(target, &outcomes))
+            .await;
+        runs.push(run);
     }
     Ok(runs)
 }

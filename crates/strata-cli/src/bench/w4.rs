@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
+use super::cost::Meter;
 use super::report::{Latency, Report};
 use super::runner::Pace;
 use super::workload::{Params, phases};
@@ -77,6 +78,8 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
             per_second: RATE,
             concurrency: params.concurrency,
         };
+        // Redis is restarted mid-phase and its counters with it: only our CPU is comparable.
+        let meter = Meter::start(None).await;
         let m = pass
             .pass(
                 measured.clone(),
@@ -85,6 +88,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
                 move |done| b.set_position(done),
             )
             .await;
+        let cost = meter.finish(params.ops, 0.0).await;
         bar.finish_and_clear();
         chaos.await??;
 
@@ -99,6 +103,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
             .find(|s| s.t_s >= RESTART_AT.as_secs_f64() && s.l2_serving)
             .map(|s| s.t_s - RESTART_AT.as_secs_f64());
         let mut report = Report::new("W4", pass.subject.name(), target.l2.label(), &outage, &m);
+        report.cost = cost;
         report.extra.insert(
             "outage".into(),
             json!({

@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::BoxError;
+use super::cost::cpu_during;
 use super::source::Source;
 use super::subject::{Choice, L2Target, Subject};
 use super::workload::{Params, Workload};
@@ -51,6 +52,10 @@ pub(crate) struct Outcome {
     pub(crate) commits: Vec<(u64, u64)>,
     /// W3 reader: (version, wall-clock µs when first read).
     pub(crate) seen: Vec<(u64, u64)>,
+    /// CPU seconds the instance's process used while it ran (all of the process: meaningful
+    /// for an instance that has one of its own).
+    #[serde(default)]
+    pub(crate) cpu_s: f64,
 }
 
 /// W2's parameters.
@@ -139,11 +144,15 @@ impl Instance {
     pub(crate) async fn run(self, reads: usize, stop: Arc<AtomicBool>) -> Outcome {
         let loads_before = self.source.loads();
         let counts_before = self.subject.counts();
-        let mut outcome = match (self.workload, self.index) {
-            (Workload::W3, 0) => self.write().await,
-            (Workload::W3, _) => self.poll(stop).await,
-            _ => self.stampede(reads).await,
-        };
+        let (mut outcome, cpu_s) = cpu_during(async {
+            match (self.workload, self.index) {
+                (Workload::W3, 0) => self.write().await,
+                (Workload::W3, _) => self.poll(stop).await,
+                _ => self.stampede(reads).await,
+            }
+        })
+        .await;
+        outcome.cpu_s = cpu_s;
         let counts = self.subject.counts() - counts_before;
         outcome.instance = self.index;
         outcome.loader_calls = self.source.loads() - loads_before;

@@ -66,6 +66,9 @@ fn assert_consistent(r: &Value) {
     assert_eq!(hits + n(r, "/loader_calls"), reads, "{r}");
     assert!(n(r, "/ops_per_s") > 0.0);
     assert_eq!(n(r, "/errors"), 0.0);
+    // What the phase cost: the bench's CPU, and Redis' where there is one to ask.
+    assert!(n(r, "/cpu/bench_s") > 0.0, "{r}");
+    assert!(n(r, "/cpu/us_per_op") > 0.0, "{r}");
 }
 
 #[test]
@@ -99,6 +102,19 @@ fn w1_json_both_caches_with_plots() {
         assert_consistent(run);
     }
     assert_eq!(n(&runs[1], "/l1_hits"), 0.0, "the baseline has no L1");
+    for run in &runs {
+        assert!(n(run, "/cpu/redis_s") > 0.0, "{run}");
+        assert!(n(run, "/redis_commands_per_op/total") > 0.0, "{run}");
+    }
+    // The baseline asks Redis for every read: at least one GET per op but the writes.
+    assert!(
+        n(&runs[1], "/redis_commands_per_op/by_command/get") >= 0.95,
+        "{}",
+        runs[1]
+    );
+    for ratio in ["ops_per_s", "read_p99", "cpu_us_per_op", "redis_us_per_op"] {
+        assert!(n(&runs[0], &format!("/vs_naive/{ratio}")) > 0.0, "{}", runs[0]);
+    }
     assert_eq!(
         n(&runs[0], "/stale_reads"),
         0.0,
