@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot paths, each beside the raw operation it wraps, in the same run:
 //!
-//! - `l1_hit`: `get_or_load` on a key in L1 vs `moka::future::Cache::get` of the same `Arc`;
+//! - `l1_hit`: `get_or_load` on a key in L1 vs `quick_cache::sync::Cache::get` (the map L1 is)
+//!   of the same `Arc`;
 //! - `l2_hit`: `get_or_load` with L1 disabled vs a raw Redis `GET` + JSON decode of the value;
 //! - `single_flight`: 64 concurrent `get_or_load` of a cold key (one load, 63 waiters) vs 64
 //!   concurrent calls of the loader itself.
@@ -56,14 +57,20 @@ fn l1_hit(c: &mut Criterion) {
         let _: Arc<Product> = cache.get_or_load("hot", load).await.expect("load");
         cache
     });
-    let raw: moka::future::Cache<String, Arc<Product>> = moka::future::Cache::new(10_000);
-    rt.block_on(raw.insert("hot".to_owned(), Arc::new(product())));
-    // The same, with a per-entry expiry policy as Strata's L1 has.
-    let expiring: moka::future::Cache<String, Arc<Product>> = moka::future::Cache::builder()
-        .max_capacity(10_000)
-        .expire_after(Ttl)
-        .build();
-    rt.block_on(expiring.insert("hot".to_owned(), Arc::new(product())));
+    // The map Strata's L1 is, with the same hasher, holding the same `Arc`.
+    let raw: quick_cache::sync::Cache<
+        String,
+        Arc<Product>,
+        quick_cache::UnitWeighter,
+        foldhash::fast::RandomState,
+    > = quick_cache::sync::Cache::with(
+        10_000,
+        10_000,
+        quick_cache::UnitWeighter,
+        foldhash::fast::RandomState::default(),
+        quick_cache::sync::DefaultLifecycle::default(),
+    );
+    raw.insert("hot".to_owned(), Arc::new(product()));
 
     let mut g = c.benchmark_group("l1_hit");
     g.bench_function("strata get_or_load", |b| {
@@ -72,28 +79,11 @@ fn l1_hit(c: &mut Criterion) {
             p
         })
     });
-    g.bench_function("moka get", |b| {
+    g.bench_function("quick_cache get", |b| {
         b.to_async(&rt)
-            .iter(|| async { raw.get("hot").await.expect("hit") })
-    });
-    g.bench_function("moka get, per-entry expiry", |b| {
-        b.to_async(&rt)
-            .iter(|| async { expiring.get("hot").await.expect("hit") })
+            .iter(|| async { raw.get("hot").expect("hit") })
     });
     g.finish();
-}
-
-struct Ttl;
-
-impl moka::Expiry<String, Arc<Product>> for Ttl {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        _: &Arc<Product>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(3600))
-    }
 }
 
 fn l2_hit(c: &mut Criterion) {

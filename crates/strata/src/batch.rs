@@ -71,7 +71,7 @@ impl HybridCache {
         for (i, key) in keys.iter().enumerate() {
             let mut stale = None;
             if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
-                && let Some(e) = l1.get(*key).await
+                && let Some(e) = l1.get(*key)
             {
                 let fresh = now < e.l1_until && now < e.times.fresh_until && !e.fail_safe;
                 if fresh && inner.l1_trusted(now) {

@@ -209,7 +209,7 @@ impl HybridCache {
         let inner = &*self.inner;
         inner.check_key(key)?;
         if let Some(l1) = &inner.l1
-            && let Some(e) = l1.get(key).await
+            && let Some(e) = l1.get(key)
         {
             let now = inner.clock.now_ms();
             if now < e.l1_until && now < e.times.expires && !e.fail_safe {
@@ -228,9 +228,7 @@ impl HybridCache {
             Some(found) if now < found.times.expires => {
                 inner.counters.incr(Counter::l2_hits);
                 let entry = inner.l1_entry(&inner.defaults, &found, now);
-                inner
-                    .insert_l1_unless(key, entry, || inner.fence.read(key) != seen)
-                    .await;
+                inner.insert_l1_unless(key, entry, || inner.fence.read(key) != seen);
                 typed(key, found.value)
             }
             _ => Ok(None),
@@ -271,7 +269,7 @@ impl HybridCache {
             if let Err(e) = &written
                 && !e.is_retryable()
             {
-                inner.drop_l1(key).await;
+                inner.drop_l1(key);
                 return written;
             }
         }
@@ -283,9 +281,7 @@ impl HybridCache {
             size,
         };
         if !options.skip_l1 {
-            inner
-                .insert_l1(key, inner.l1_entry(options, &found, now))
-                .await;
+            inner.insert_l1(key, inner.l1_entry(options, &found, now));
         }
         if options.skip_l2 {
             return Ok(());
@@ -336,7 +332,7 @@ impl HybridCache {
         inner.check_key(key)?;
         // L2 first: an instance told to drop its copy must not find the old one in L2.
         let l2 = inner.l2.delete(&inner.namespace, key).await;
-        inner.drop_l1(key).await;
+        inner.drop_l1(key);
         self.finish_invalidation(Target::Key(key.to_owned()), l2)
             .await
     }
@@ -383,12 +379,12 @@ impl HybridCache {
         }
     }
 
-    /// Runs L1's pending maintenance now (evictions, expirations). The housekeeper does this
-    /// every second; call it when exact entry counts matter, as in tests.
+    /// Sweeps L1 of the entries that can no longer serve (expired past their fail-safe
+    /// window) and exports the counters. Nothing depends on it: reads skip such entries and
+    /// evictions reach them; call it to free their memory at once, or before reading exact
+    /// counts in a test.
     pub async fn run_pending_tasks(&self) {
-        if let Some(l1) = &self.inner.l1 {
-            l1.run_pending_tasks().await;
-        }
+        self.inner.sweep_l1();
         self.inner.counters.export();
     }
 
@@ -411,7 +407,7 @@ impl HybridCache {
         inner.check_key(key)?;
         let mut stale = None;
         if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
-            && let Some(e) = l1.get(key).await
+            && let Some(e) = l1.get(key)
         {
             let now = inner.clock.now_ms();
             if now < e.l1_until {

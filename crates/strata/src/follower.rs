@@ -32,7 +32,7 @@ impl Inner {
         match event {
             LogEvent::Apply(inv) if inv.origin == self.instance_id => return,
             LogEvent::Apply(inv) => match inv.target {
-                Target::Key(key) => self.drop_l1(&key).await,
+                Target::Key(key) => self.drop_l1(&key),
                 Target::Tag(tag) => self.drop_tag(&tag),
                 Target::Clear => self.drop_all(),
             },

@@ -1,4 +1,4 @@
-//! The housekeeper: L1 maintenance and metrics export on a timer, off the request path.
+//! The housekeeper: metrics export and an occasional L1 sweep on a timer, off the request path.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -12,10 +12,14 @@ use crate::inner::Inner;
 /// How often the housekeeper runs.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
 
+/// Every how many runs it sweeps L1 of entries past serving.
+const SWEEP_EVERY: u32 = 60;
+
 /// Runs until the cache is dropped.
 pub(crate) async fn run(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut swept = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -23,10 +27,12 @@ pub(crate) async fn run(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
         }
         let Some(inner) = inner.upgrade() else { return };
         SystemClock::resync();
-        if let Some(l1) = &inner.l1 {
-            // moka defers evictions and expirations to these calls; without them they would
-            // pile up until the next write.
-            l1.run_pending_tasks().await;
+        swept += 1;
+        if swept == SWEEP_EVERY {
+            // Expired entries only take room the bound allows anyway; freeing their memory
+            // now and then is enough, and a full pass over a large L1 is not free.
+            swept = 0;
+            inner.sweep_l1();
         }
         inner.counters.export();
     }

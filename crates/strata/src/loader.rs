@@ -85,7 +85,7 @@ impl Load {
                 return self.hit(&key, found, now).await;
             }
             if self.stale.as_ref().is_none_or(newer_than_ours) {
-                self.stale = Some(L1Entry::of(&found, 0, now));
+                self.stale = Some(L1Entry::of(&found, 0));
             }
         }
         self.stale = self.stale.take().filter(|s| now < s.times.stale_until);
@@ -282,8 +282,7 @@ impl Load {
         }
         let entry = self.inner.l1_entry(&self.options, found, now);
         self.inner
-            .insert_l1_unless(key, entry, || self.leader.poisoned())
-            .await;
+            .insert_l1_unless(key, entry, || self.leader.poisoned());
     }
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a
@@ -297,8 +296,7 @@ impl Load {
                 if !self.options.skip_l1 {
                     let entry = self.inner.fail_safe_entry(&self.options, stale);
                     self.inner
-                        .insert_l1_unless(key, entry, || self.leader.poisoned())
-                        .await;
+                        .insert_l1_unless(key, entry, || self.leader.poisoned());
                 }
                 if !self.leader.answered() {
                     self.leader.finish(Ok((value, Source::Stale)));

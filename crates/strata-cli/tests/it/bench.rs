@@ -113,7 +113,11 @@ fn w1_json_both_caches_with_plots() {
         runs[1]
     );
     for ratio in ["ops_per_s", "read_p99", "cpu_us_per_op", "redis_us_per_op"] {
-        assert!(n(&runs[0], &format!("/vs_naive/{ratio}")) > 0.0, "{}", runs[0]);
+        assert!(
+            n(&runs[0], &format!("/vs_naive/{ratio}")) > 0.0,
+            "{}",
+            runs[0]
+        );
     }
     assert_eq!(
         n(&runs[0], "/stale_reads"),
