@@ -128,6 +128,24 @@ impl RedisConfig {
         self.sentinel.is_some()
     }
 
+    /// Which server this names, as a store and a log compare it to learn that they share one
+    /// (a store then appends log entries in its own scripts): the address and database, or
+    /// Sentinel's master name and sentinels. `None` for a cluster, whose data and log live in
+    /// different slots. Credentials are not part of it.
+    pub(crate) fn identity(&self) -> Option<String> {
+        if self.cluster.is_some() {
+            return None;
+        }
+        let db = self.info.redis_settings().db();
+        Some(match &self.sentinel {
+            Some(s) => {
+                let nodes: Vec<String> = s.nodes.iter().map(|n| addr_text(n.addr())).collect();
+                format!("sentinel:{}@{}/{db}", s.master, nodes.join(","))
+            }
+            None => format!("{}/{db}", addr_text(self.info.addr())),
+        })
+    }
+
     /// Whether this is a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.cluster.is_some()

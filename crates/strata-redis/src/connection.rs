@@ -32,6 +32,21 @@ use crate::config::RedisConfig;
 use crate::error::{classify, into_log_error};
 use crate::layout::{Layout, slot_of};
 
+/// The server's major version (`INFO server`), 0 if it cannot be read.
+async fn server_major(conn: &mut impl ConnectionLike) -> u32 {
+    let info: Result<String, _> = redis::cmd("INFO").arg("server").query_async(conn).await;
+    info.as_deref().map_or(0, major_of)
+}
+
+/// The major version in `INFO server`'s text.
+fn major_of(info: &str) -> u32 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.split('.').next())
+        .and_then(|major| major.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The shortest time between two rebuilds.
 const REBUILD_GAP: Duration = Duration::from_millis(200);
 
@@ -50,6 +65,10 @@ pub(crate) struct Connection {
 
 struct Shared {
     config: RedisConfig,
+    /// The server as a log on it names it (see [`RedisConfig::identity`]).
+    identity: Option<String>,
+    /// The server takes `SET … NX GET` (Redis 7.0 on): a miss's lease in the plain read.
+    set_nx_get: bool,
     kind: Kind,
     rebuilding: AtomicBool,
     /// On a cluster, the slots whose master has a connected replica (by slot, the master's
@@ -132,9 +151,29 @@ impl Connection {
         } else {
             Kind::Single(RwLock::new(config.connect_manager().await?))
         };
+        let set_nx_get = match &kind {
+            Kind::Single(m) => {
+                let mut manager = m.read().unwrap_or_else(|e| e.into_inner()).clone();
+                server_major(&mut manager).await
+            }
+            Kind::Cluster(c) => {
+                let mut cluster = c.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let info = cluster
+                    .route_command(
+                        redis::cmd("INFO").arg("server").clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                    )
+                    .await
+                    .ok()
+                    .and_then(|v| redis::from_redis_value::<String>(v).ok());
+                info.as_deref().map_or(0, major_of)
+            }
+        } >= 7;
         Ok(Connection {
             shared: Arc::new(Shared {
                 config: config.clone(),
+                identity: config.identity(),
+                set_nx_get,
                 kind,
                 rebuilding: AtomicBool::new(false),
                 replicated: Mutex::default(),
@@ -153,6 +192,16 @@ impl Connection {
                 Link::Cluster(cluster.read().unwrap_or_else(|e| e.into_inner()).clone())
             }
         })
+    }
+
+    /// The server as a log on it names it; `None` on a cluster.
+    pub(crate) fn identity(&self) -> Option<&str> {
+        self.shared.identity.as_deref()
+    }
+
+    /// Whether the server takes `SET … NX GET` (Redis 7.0 on); older ones get a script.
+    pub(crate) fn set_nx_get(&self) -> bool {
+        self.shared.set_nx_get
     }
 
     /// Where keys live: a server's layout or a cluster's.

@@ -4,14 +4,14 @@
 //! slot, so:
 //! - data keys stay `<namespace>:<key>` (other stacks read them as on one server), and tag
 //!   indexes `<namespace>#tag:<tag>` (each in its own slot; changed one command at a time);
-//! - the keys a script changes together with a data key — its generation, its load lease,
-//!   its waiting mark — carry a hash tag that puts them in the data key's slot:
-//!   `<namespace>#gen:{<namespace>:<key>}`, or, when the key has braces of its own (which
-//!   would change what Redis hashes), `<namespace>#gen:{<t>}<key>` with a short `t` that
-//!   hashes to the data key's slot;
+//! - the keys a script changes together with a data key — its refresh lease, its waiting
+//!   mark — carry a hash tag that puts them in the data key's slot:
+//!   `<namespace>#lease:{<namespace>:<key>}`, or, when the key has braces of its own (which
+//!   would change what Redis hashes), `<namespace>#lease:{<t>}<key>` with a short `t` that
+//!   hashes to the data key's slot (the load lease lives in the data key itself);
 //! - the namespace-wide keys that change together — the invalidation log and its sequence,
-//!   the lease-release stream, the namespace generation, the write-behind queue and its dead
-//!   letters — share the slot of `{<namespace>}`: `<namespace>#log{<namespace>}`, ….
+//!   the lease-release stream, the write-behind queue and its dead letters — share the slot
+//!   of `{<namespace>}`: `<namespace>#log{<namespace>}`, ….
 //!
 //! Every name still starts with `<namespace>:` or `<namespace>#`, so ACL key patterns
 //! (`~NS:* ~NS#*`) and namespace scans are the same on both.
@@ -46,13 +46,6 @@ impl Layout {
         keys::tag_key(namespace, tag)
     }
 
-    pub(crate) fn generation(self, namespace: &str, key: &str) -> String {
-        match self {
-            Layout::Single => keys::generation_key(namespace, key),
-            Layout::Cluster => beside(namespace, "gen", key),
-        }
-    }
-
     pub(crate) fn lease(self, namespace: &str, key: &str) -> String {
         match self {
             Layout::Single => keys::lease_key(namespace, key),
@@ -65,10 +58,6 @@ impl Layout {
             Layout::Single => keys::waiting_key(namespace, key),
             Layout::Cluster => beside(namespace, "waiting", key),
         }
-    }
-
-    pub(crate) fn namespace_generation(self, namespace: &str) -> String {
-        self.namespace_wide(keys::namespace_generation_key(namespace), namespace)
     }
 
     pub(crate) fn filled(self, namespace: &str) -> String {
@@ -203,11 +192,7 @@ mod tests {
         let l = Layout::Cluster;
         for key in ["42", "a:b", "x{y}z", "}{", "{}", "odd}key", "ünï{cödé}"] {
             let slot = Slot::for_key(l.data("product", key));
-            for other in [
-                l.generation("product", key),
-                l.lease("product", key),
-                l.waiting("product", key),
-            ] {
+            for other in [l.lease("product", key), l.waiting("product", key)] {
                 assert_eq!(Slot::for_key(&other), slot, "{other} for key {key:?}");
                 assert!(other.starts_with("product#"), "{other}");
             }
@@ -216,18 +201,17 @@ mod tests {
         for other in [
             l.log_sequence("product"),
             l.filled("product"),
-            l.namespace_generation("product"),
             l.write_queue("product"),
             l.dead_letters("product"),
         ] {
             assert_eq!(Slot::for_key(&other), slot, "{other}");
         }
-        assert_eq!(l.generation("product", "42"), "product#gen:{product:42}");
+        assert_eq!(l.lease("product", "42"), "product#lease:{product:42}");
         assert_eq!(l.log("product"), "product#log{product}");
         // Distinct keys get distinct companions, braces or not.
-        assert_ne!(l.generation("p", "x{y}"), l.generation("p", "x{y}z"));
+        assert_ne!(l.lease("p", "x{y}"), l.lease("p", "x{y}z"));
         // One server: the documented layout, unchanged.
-        assert_eq!(Layout::Single.generation("product", "42"), "product#gen:42");
+        assert_eq!(Layout::Single.lease("product", "42"), "product#lease:42");
         assert_eq!(Layout::Single.log("product"), "product#log");
     }
 

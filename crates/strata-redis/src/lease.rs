@@ -1,4 +1,4 @@
-//! `RedisLease`: single-flight across instances on Redis.
+//! `RedisLease`: the refresh lease on Redis.
 
 use std::time::Duration;
 
@@ -7,18 +7,17 @@ use strata::{Error, Lease};
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
-use crate::layout::Layout;
-use crate::scripts::{ACQUIRE_LEASE, RELEASE, RELEASE_IN_SLOT};
-use crate::store::announce_filled;
+use crate::scripts::{ACQUIRE_LEASE, RELEASE_LEASE};
 
-/// Load leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` (in a script that
-/// also recognises the caller's own token) to take one, a
-/// compare-and-delete script to give it back (announcing the release on `<namespace>#filled`
-/// when another instance waits on it).
+/// Leases on Redis: `SET <namespace>#lease:<key> <token> NX PX <ttl>` (in a script that also
+/// recognises the caller's own token) to take one, a compare-and-delete script to give it
+/// back.
 ///
-/// A cache on a [`RedisStore`](crate::RedisStore) uses these leases by default, with no round
-/// trips of their own (taken with the generation read, released by the fill). Connect one
-/// yourself only to keep leases on another Redis than the data.
+/// A cache on a [`RedisStore`](crate::RedisStore) uses these to refresh a value L2 still
+/// holds (stale-while-revalidate, fail-safe, early refresh), released by the refresh's fill
+/// in the same step; a miss needs none (its lease is the record `SET … NX GET` leaves in the
+/// data key). Connect one yourself only to keep refresh leases on another Redis than the
+/// data.
 #[derive(Clone)]
 pub struct RedisLease {
     conn: Connection,
@@ -61,29 +60,11 @@ impl Lease for RedisLease {
     }
 
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
-        let l = self.conn.layout();
-        if l == Layout::Single {
-            return RELEASE
-                .key(l.lease(namespace, key))
-                .key(l.waiting(namespace, key))
-                .key(l.filled(namespace))
-                .arg(token)
-                .arg(key)
-                .invoke_async::<()>(&mut self.conn.get())
-                .await
-                .map_err(|e| self.conn.failed(e));
-        }
-        // A cluster: the filled stream lives in the namespace's slot, announced apart.
-        let (_, waited): (u8, u8) = RELEASE_IN_SLOT
-            .key(l.lease(namespace, key))
-            .key(l.waiting(namespace, key))
+        RELEASE_LEASE
+            .key(self.conn.layout().lease(namespace, key))
             .arg(token)
-            .invoke_async(&mut self.conn.get())
+            .invoke_async::<()>(&mut self.conn.get())
             .await
-            .map_err(|e| self.conn.failed(e))?;
-        if waited == 1 {
-            announce_filled(&self.conn, namespace, key).await?;
-        }
-        Ok(())
+            .map_err(|e| self.conn.failed(e))
     }
 }

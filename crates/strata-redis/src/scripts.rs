@@ -1,17 +1,13 @@
 //! The Lua scripts: multi-key changes that must be atomic.
 //!
-//! Generation counters (`<ns>#gen:<key>`, `<ns>#gen`) fence fills: every script that changes a
-//! key bumps its counter in the same step, and a fill is stored only if the counters still
-//! read what the load read before it began. Counters live a week (`GENERATION_TTL_MS`):
-//! forgetting one early could only refuse a fill, never admit a stale one, unless a load ran
-//! that long.
+//! A load is fenced by what it found in the data key when it began: its own lease record (a
+//! miss: `SET … NX GET` left it there) or the stamp of the entry it refreshes. A fill is
+//! stored only if that is still in place; an invalidation (`UNLINK`) or a write-through
+//! (`SET`) in between removed or replaced it. No counters to keep: the data key is the fence.
 
 use std::sync::LazyLock;
 
 use redis::Script;
-
-/// How long a generation counter outlives its last bump.
-pub(crate) const GENERATION_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Adds `KEYS[1]` to the tag indexes `KEYS[first..]`, extending each index's TTL to cover it.
 /// Shared by the write scripts; `ttl` in ms.
@@ -27,88 +23,121 @@ local function index_tags(first, ttl)
 end
 ";
 
-/// Releases a load lease if `token` still holds it (compare-and-delete: a holder whose lease
-/// expired and was taken over must not free the new holder's); if other instances marked it
-/// waited on, announces the release on the namespace's `#filled` stream (field `k`: the key),
-/// so they look at L2 at once instead of at their next poll. Shared by the scripts below.
-const RELEASE_LEASE: &str = r"
-local function release_lease(lease, waiting, filled, token, key)
-  if token == '' or redis.call('GET', lease) ~= token then
-    return 0
-  end
-  redis.call('UNLINK', lease)
-  if redis.call('UNLINK', waiting) == 1 then
-    redis.call('XADD', filled, 'MAXLEN', '~', 1000, '*', 'k', key)
-  end
-  return 1
+/// Appends an invalidation to a namespace's log, numbered by a gap-free sequence (so a
+/// follower can tell when entries it had not read were trimmed). Shared by the scripts that
+/// change data and log it in the same step, and by the log's own append.
+const APPEND: &str = r"
+local function append(stream, sequence, max_len, entry)
+  local seq = redis.call('INCR', sequence)
+  return redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 's', seq, 'd', entry)
 end
 ";
 
-/// A load's fill. KEYS: data, key generation, namespace generation, lease, waiting mark,
-/// filled stream, tag indexes…; ARGV: value, TTL ms, key generation read, namespace
-/// generation read, lease token (`""` for none), cache key. Releases the load's lease (see
-/// `RELEASE_LEASE`) whether the value is stored or not; returns 1 if stored, 0 if the key or
-/// namespace changed since the read.
-pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{INDEX_TAGS}{RELEASE_LEASE}
-release_lease(KEYS[4], KEYS[5], KEYS[6], ARGV[5], ARGV[6])
-local gens = redis.call('MGET', KEYS[2], KEYS[3])
-if tonumber(gens[1] or '0') ~= tonumber(ARGV[3]) or tonumber(gens[2] or '0') ~= tonumber(ARGV[4]) then
-  return 0
+/// Whether `cur` (the data key's bytes, or false) is what a fill's fence asks for: kind `N`
+/// (nothing to check), `S` (an envelope with this 8-byte stamp), `L` or `B` (exactly these
+/// bytes: a lease record, or an entry the cache could not read).
+const FENCE: &str = r"
+local function holds(cur, kind, arg)
+  if kind == 'N' then return true end
+  if not cur then return false end
+  if kind == 'S' then
+    return string.sub(cur, 1, 3) == '\255ST' and string.sub(cur, 39, 46) == arg
+  end
+  return cur == arg
 end
-local ttl = tonumber(ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-index_tags(7, ttl)
-return 1
-"
-    ))
-});
+";
 
-/// On a cluster, [`FILL`] without the keys of other slots: KEYS: data, key generation,
-/// lease, waiting mark; ARGV: value, TTL ms, key generation read, lease token (`""` for
-/// none). Releases the lease (compare-and-delete) whether it stores or not. Returns
-/// {1 if stored, 1 if another instance waited on the lease}: the caller announces the release
-/// on the namespace's filled stream and checks the namespace generation apart (its slot is
-/// not this one).
-pub(crate) static FILL_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
+/// A flight's read, when it must mark another's load waited on (or the server predates
+/// `SET … NX GET`). KEYS: data, waiting mark; ARGV: lease record (`""`: take none), lease
+/// TTL ms, `"1"` to mark. Returns the data key's bytes as `SET … NX GET` would: nil when it
+/// was empty (and the lease, if any, is now the caller's), else what is there; a lease
+/// record of another's is marked waited on, so the end of its load is announced.
+pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local waited = 0
-if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) == ARGV[4] then
-  redis.call('UNLINK', KEYS[3])
-  waited = redis.call('UNLINK', KEYS[4])
+local v = redis.call('GET', KEYS[1])
+if not v then
+  if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+  return false
 end
-if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then
-  return {0, waited}
+if ARGV[3] == '1' and v ~= ARGV[1] and string.sub(v, 1, 3) == '\255SL' then
+  redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {1, waited}
+return v
 ",
     )
 });
 
-/// On a cluster, [`BEGIN_LOAD`] without the namespace generation (another slot, read apart):
-/// KEYS: key generation, lease, waiting mark, data; ARGV as `BEGIN_LOAD`. Returns what
-/// `BEGIN_LOAD` does, with 0 for the namespace generation.
-pub(crate) static BEGIN_LOAD_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
+/// A load's fill. KEYS: data, waiting mark, filled stream, refresh lease, tag indexes…;
+/// ARGV: value, TTL ms, fence kind, fence argument (see `FENCE`), cache key, refresh lease
+/// token (`""` for none). Releases the refresh lease if the token holds it; stores the value
+/// if the fence holds; either way, if other instances wait on the key, announces the end of
+/// the load on the namespace's `#filled` stream (field `k`: the key). Returns 1 if stored.
+pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{INDEX_TAGS}{FENCE}
+local ok = holds(redis.call('GET', KEYS[1]), ARGV[3], ARGV[4])
+if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then
+  redis.call('UNLINK', KEYS[4])
+end
+if ok then
+  local ttl = tonumber(ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  index_tags(5, ttl)
+end
+if redis.call('UNLINK', KEYS[2]) == 1 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'k', ARGV[5])
+end
+if ok then return 1 end
+return 0
+"
+    ))
+});
+
+/// On a cluster, [`FILL`] without the keys of other slots (tags are indexed apart, before):
+/// KEYS: data, waiting mark, refresh lease; ARGV as `FILL`'s. Returns {1 if stored, 1 if
+/// another instance waited}: the caller announces on the filled stream (another slot).
+pub(crate) static FILL_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{FENCE}
+local ok = holds(redis.call('GET', KEYS[1]), ARGV[3], ARGV[4])
+if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) == ARGV[6] then
+  redis.call('UNLINK', KEYS[3])
+end
+if ok then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+local stored = 0
+if ok then stored = 1 end
+return {{stored, redis.call('UNLINK', KEYS[2])}}
+"
+    ))
+});
+
+/// Gives a load's lease record back (its load failed): removes it if it is still the one
+/// given, and announces that to waiters. KEYS: data, waiting mark, filled stream; ARGV: the
+/// lease record, cache key. Returns 1 if released.
+pub(crate) static RELEASE_RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local g = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[3] == '1' then
-  local value = redis.call('GET', KEYS[4])
-  if value then
-    return {g, 0, 0, value}
-  end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('UNLINK', KEYS[1])
+if redis.call('UNLINK', KEYS[2]) == 1 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'k', ARGV[2])
 end
-if ARGV[1] == '' then
-  return {g, 0, 0, false}
-end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[2]) == ARGV[1] then
-  return {g, 0, 1, false}
-end
-redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
-return {g, 0, 0, false}
+return 1
+",
+    )
+});
+
+/// On a cluster, [`RELEASE_RECORD`] without the filled stream: KEYS: data, waiting mark;
+/// ARGV: the lease record. Returns {1 if released, 1 if another instance waited}.
+pub(crate) static RELEASE_RECORD_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end
+redis.call('UNLINK', KEYS[1])
+return {1, redis.call('UNLINK', KEYS[2])}
 ",
     )
 });
@@ -129,53 +158,9 @@ return 1
     )
 });
 
-/// On a cluster, [`RELEASE`] without the filled stream: KEYS: lease, waiting mark; ARGV: the
-/// holder's token. Returns {1 if released, 1 if another instance waited on it}.
-pub(crate) static RELEASE_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if ARGV[1] == '' or redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return {0, 0}
-end
-redis.call('UNLINK', KEYS[1])
-return {1, redis.call('UNLINK', KEYS[2])}
-",
-    )
-});
-
-/// The start of a load: reads the key's generations; with `absent` set and a value present
-/// (a fill landed since the caller's read), returns it and takes no lease; otherwise, with a
-/// token, tries to take the key's load lease (`SET NX PX`), and if another holds it marks it
-/// waited on (for the lease's TTL), so its release is announced. KEYS: key generation,
-/// namespace generation, lease, waiting mark, data; ARGV: token (`""` for none), lease TTL
-/// ms, absent (`"1"` or `""`). Returns {key generation, namespace generation, 1 if the lease
-/// was taken, the value found or nil}.
-pub(crate) static BEGIN_LOAD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local gens = redis.call('MGET', KEYS[1], KEYS[2])
-local g1, g2 = tonumber(gens[1] or '0'), tonumber(gens[2] or '0')
-if ARGV[3] == '1' then
-  local value = redis.call('GET', KEYS[5])
-  if value then
-    return {g1, g2, 0, value}
-  end
-end
-if ARGV[1] == '' then
-  return {g1, g2, 0, false}
-end
--- Taken, or already ours: a retry whose first attempt took it but lost the reply.
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[3]) == ARGV[1] then
-  return {g1, g2, 1, false}
-end
-redis.call('SET', KEYS[4], 1, 'PX', ARGV[2])
-return {g1, g2, 0, false}
-",
-    )
-});
-
-/// Takes a load lease, or finds it already held under the same token (a retry whose first
-/// attempt took it but lost the reply). KEYS: lease; ARGV: token, TTL ms. Returns 1 if held.
+/// Takes a refresh lease, or finds it already held under the same token (a retry whose
+/// first attempt took it but lost the reply). KEYS: lease; ARGV: token, TTL ms. Returns 1 if
+/// held.
 pub(crate) static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -187,64 +172,62 @@ return 0
     )
 });
 
-/// A write-through: stores and bumps the key's generation. KEYS: data, key generation, tag
-/// indexes…; ARGV: value, TTL ms, generation TTL ms.
+/// Releases a refresh lease if `token` still holds it (compare-and-delete: a holder whose
+/// lease expired and was taken over must not free the new holder's). KEYS: lease; ARGV: the
+/// holder's token.
+pub(crate) static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('UNLINK', KEYS[1])
+end
+return 0
+",
+    )
+});
+
+/// A write-through with tags, or with its invalidation logged in the same step. KEYS: data,
+/// log stream, log sequence, tag indexes…; ARGV: value, TTL ms, the log's length bound (`""`:
+/// log nothing), the log entry.
 pub(crate) static REPLACE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{INDEX_TAGS}
+        r"{INDEX_TAGS}{APPEND}
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-index_tags(3, ttl)
+index_tags(4, ttl)
+if ARGV[3] ~= '' then append(KEYS[2], KEYS[3], ARGV[3], ARGV[4]) end
 return 1
 "
     ))
 });
 
-/// An invalidation: deletes and bumps the key's generation. KEYS: data, key generation;
-/// ARGV: generation TTL ms. Returns 1 if the data key existed.
+/// An invalidation logged in the same step: deletes the data key (a lease record too: the
+/// load in flight is refused) and appends to the log. KEYS: data, log stream, log sequence;
+/// ARGV: the log's length bound, the log entry. Returns 1 if the data key existed.
 pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{APPEND}
 local existed = redis.call('UNLINK', KEYS[1])
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+append(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 return existed
-",
-    )
+"
+    ))
 });
 
-/// Deletes every key in a tag's index (bumping each one's generation), then the index.
-/// KEYS[1] = tag index; ARGV: namespace, generation TTL ms. Returns how many data keys existed.
+/// Deletes every key in a tag's index, then the index. KEYS[1] = tag index. Returns how many
+/// data keys existed.
 pub(crate) static DELETE_TAG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local data_prefix = ARGV[1] .. ':'
 local members = redis.call('SMEMBERS', KEYS[1])
 local removed = 0
 for _, member in ipairs(members) do
   removed = removed + redis.call('UNLINK', member)
-  if string.sub(member, 1, #data_prefix) == data_prefix then
-    local gen = ARGV[1] .. '#gen:' .. string.sub(member, #data_prefix + 1)
-    redis.call('INCR', gen)
-    redis.call('PEXPIRE', gen, ARGV[2])
-  end
 end
 redis.call('UNLINK', KEYS[1])
 return removed
 ",
     )
-});
-
-/// Releases a load lease (see `RELEASE_LEASE`). KEYS: lease, waiting mark, filled stream;
-/// ARGV: the holder's token, the cache key.
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{RELEASE_LEASE}
-return release_lease(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
-"
-    ))
 });
 
 /// Appends an invalidation to a namespace's log, numbered by a gap-free sequence (so a

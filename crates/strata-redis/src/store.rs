@@ -6,16 +6,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
+use strata::envelope::{lease_holder, lease_record};
 use strata::keys::namespace_patterns;
-use strata::{Error, Generation, L2Store, Lease, LoadStart, WriteMode};
+use strata::{Error, Fence, L2Store, Lease, LogAppend, Read, WriteMode, Written};
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
 use crate::layout::Layout;
 use crate::lease::RedisLease;
 use crate::scripts::{
-    BEGIN_LOAD, BEGIN_LOAD_IN_SLOT, DELETE_TAG, FILL, FILL_IN_SLOT, GENERATION_TTL_MS, INDEX_TAG,
-    INVALIDATE, REPLACE,
+    DELETE_TAG, FILL, FILL_IN_SLOT, INDEX_TAG, INVALIDATE, READ, RELEASE_RECORD,
+    RELEASE_RECORD_IN_SLOT, REPLACE,
 };
 
 /// Members of a tag invalidated at once on a cluster (each a script on its key's master).
@@ -24,12 +25,19 @@ const TAG_CONCURRENCY: usize = 64;
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
 ///
+/// Round trips: an L1 miss is one command — `SET <key> <lease record> NX GET PX <ttl>`,
+/// which answers a hit with the value as `GET` would and, on a miss, leaves the reader's
+/// lease record in the key (Redis 7.0 on; a script on older servers); a fill is one script
+/// that stores only if that record is still there; an invalidation is one `UNLINK`, or one
+/// script that also appends it to the log when the [`RedisStreamLog`](crate::RedisStreamLog)
+/// lives on the same server.
+///
 /// On a Redis Cluster (`redis+cluster://`) the same guarantees hold: what a script changes
-/// together lives in one slot (see the crate documentation for the key layout); a tag's
-/// index, in its own slot, is written before the value, and its members are invalidated
-/// each in its own slot; the
-/// namespace generation, in the namespace's slot, is checked after a fill, which is undone
-/// if a clear ran meanwhile; multi-key reads (`MGET`) are split by slot by the client.
+/// together lives in one slot (see the crate documentation for the key layout), the lease
+/// record in the data key itself; a tag's index, in its own slot, is written before the
+/// value, and its members are invalidated each in its own slot; multi-key reads (`MGET`)
+/// are split by slot by the client. The log lives in another slot than the data there, so
+/// its entries are appended apart.
 ///
 /// Keys follow [`strata::keys`]: `<namespace>:<key>` for values, `<namespace>#tag:<tag>` for
 /// tag indexes (sets), so a namespace can be scanned, cleared and ACL-restricted by prefix.
@@ -85,6 +93,35 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// A fence as the fill scripts take it: kind and argument (see `scripts::FENCE`).
+fn fence_args(fence: &Fence) -> (&'static str, Vec<u8>) {
+    match fence {
+        Fence::Lease(token) => ("L", lease_record(*token).to_vec()),
+        Fence::Stamp(stamp) => ("S", stamp.to_le_bytes().to_vec()),
+        Fence::Bytes(bytes) => ("B", bytes.to_vec()),
+        Fence::None => ("N", Vec::new()),
+    }
+}
+
+/// What a flight's read found: the data key's bytes (or nothing) as `SET … NX GET` returns
+/// them, for the reader holding `lease`.
+fn read_of(value: Option<Vec<u8>>, lease: Option<u64>) -> Read {
+    match value {
+        None if lease.is_some() => Read::Leased,
+        None => Read::Absent,
+        Some(v) => match lease_holder(&v) {
+            Some(holder) if Some(holder) == lease => Read::Leased,
+            Some(_) => Read::Loading,
+            None => Read::Value(Bytes::from(v)),
+        },
+    }
+}
+
+/// A value as `get` returns it: a lease record reads as nothing.
+fn value_of(value: Option<Vec<u8>>) -> Option<Bytes> {
+    value.filter(|v| lease_holder(v).is_none()).map(Bytes::from)
+}
+
 #[async_trait]
 impl L2Store for RedisStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error> {
@@ -93,92 +130,7 @@ impl L2Store for RedisStore {
             .query_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
-        Ok(value.map(Bytes::from))
-    }
-
-    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error> {
-        Ok(self.generations(namespace, &[key]).await?.remove(0))
-    }
-
-    async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>, Error> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        // On a cluster the client splits this by slot and puts the answers back in order.
-        let mut cmd = redis::cmd("MGET");
-        for key in keys {
-            cmd.arg(self.conn.layout().generation(namespace, key));
-        }
-        cmd.arg(self.conn.layout().namespace_generation(namespace));
-        let mut counters: Vec<Option<u64>> = cmd
-            .query_async(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        let namespace_gen = counters.pop().flatten().unwrap_or(0);
-        Ok(counters
-            .into_iter()
-            .map(|key| Generation {
-                key: key.unwrap_or(0),
-                namespace: namespace_gen,
-            })
-            .collect())
-    }
-
-    fn lease(&self) -> Option<Arc<dyn Lease>> {
-        Some(Arc::new(RedisLease::on(self.conn.clone())))
-    }
-
-    async fn begin_load(
-        &self,
-        namespace: &str,
-        key: &str,
-        lease: Option<(u64, Duration)>,
-        absent: bool,
-    ) -> Result<LoadStart, Error> {
-        let (token, ttl) = match lease {
-            Some((token, ttl)) => (token.to_string(), ttl_ms(ttl)),
-            None => (String::new(), 0),
-        };
-        let l = self.conn.layout();
-        let (mut invocation, apart) = match l {
-            Layout::Single => {
-                let mut i = BEGIN_LOAD.key(l.generation(namespace, key));
-                i.key(l.namespace_generation(namespace));
-                (i, None)
-            }
-            // The namespace generation lives in another slot: read first, apart (a clear
-            // after this read refuses the fill all the same).
-            Layout::Cluster => {
-                let namespace_generation: Option<u64> = redis::cmd("GET")
-                    .arg(l.namespace_generation(namespace))
-                    .query_async(&mut self.conn.get())
-                    .await
-                    .map_err(|e| self.conn.failed(e))?;
-                (
-                    BEGIN_LOAD_IN_SLOT.key(l.generation(namespace, key)),
-                    Some(namespace_generation.unwrap_or(0)),
-                )
-            }
-        };
-        let (key_gen, ns_gen, taken, filled): (u64, u64, u8, Option<Vec<u8>>) = invocation
-            .key(l.lease(namespace, key))
-            .key(l.waiting(namespace, key))
-            .key(l.data(namespace, key))
-            .arg(token)
-            .arg(ttl)
-            .arg(if absent { "1" } else { "" })
-            .invoke_async(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        let ns_gen = apart.unwrap_or(ns_gen);
-        Ok(LoadStart {
-            generation: Generation {
-                key: key_gen,
-                namespace: ns_gen,
-            },
-            lease_taken: taken == 1,
-            filled: filled.map(Bytes::from),
-        })
+        Ok(value_of(value))
     }
 
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
@@ -195,7 +147,123 @@ impl L2Store for RedisStore {
             .query_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
-        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+        Ok(values.into_iter().map(value_of).collect())
+    }
+
+    async fn read(
+        &self,
+        namespace: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+        wait: bool,
+    ) -> Result<Read, Error> {
+        let l = self.conn.layout();
+        let data = l.data(namespace, key);
+        let Some((token, ttl)) = lease else {
+            return Ok(read_of(self.get_raw(&data).await?, None));
+        };
+        let value: Option<Vec<u8>> = if !wait && self.conn.set_nx_get() {
+            // The common case, a plain command: a hit costs what a `GET` does.
+            redis::cmd("SET")
+                .arg(&data)
+                .arg(&lease_record(token)[..])
+                .arg("NX")
+                .arg("GET")
+                .arg("PX")
+                .arg(ttl_ms(ttl))
+                .query_async(&mut self.conn.get())
+                .await
+        } else {
+            READ.key(&data)
+                .key(l.waiting(namespace, key))
+                .arg(&lease_record(token)[..])
+                .arg(ttl_ms(ttl))
+                .arg(if wait { "1" } else { "" })
+                .invoke_async(&mut self.conn.get())
+                .await
+        }
+        .map_err(|e| self.conn.failed(e))?;
+        Ok(read_of(value, Some(token)))
+    }
+
+    async fn read_many(
+        &self,
+        namespace: &str,
+        keys: &[&str],
+        lease: Option<(u64, Duration)>,
+    ) -> Result<Vec<Read>, Error> {
+        let (Some((token, ttl)), true) = (lease, self.conn.set_nx_get()) else {
+            let values = self.get_many(namespace, keys).await?;
+            return Ok(values
+                .into_iter()
+                .map(|v| v.map_or(Read::Absent, Read::Value))
+                .collect());
+        };
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let record = lease_record(token);
+        let read_one = |key: &str| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.conn.layout().data(namespace, key))
+                .arg(&record[..])
+                .arg("NX")
+                .arg("GET")
+                .arg("PX")
+                .arg(ttl_ms(ttl));
+            cmd
+        };
+        let values: Vec<Option<Vec<u8>>> = if self.conn.layout() == Layout::Cluster {
+            // A cluster pipeline must stay in one slot: each key on its own, all at once.
+            futures_util::future::try_join_all(keys.iter().map(|key| {
+                let (cmd, mut conn) = (read_one(key), self.conn.get());
+                async move { cmd.query_async::<Option<Vec<u8>>>(&mut conn).await }
+            }))
+            .await
+        } else {
+            // One pipeline: every key read, and each missing one leased.
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.add_command(read_one(key));
+            }
+            pipe.query_async(&mut self.conn.get()).await
+        }
+        .map_err(|e| self.conn.failed(e))?;
+        Ok(values
+            .into_iter()
+            .map(|v| read_of(v, Some(token)))
+            .collect())
+    }
+
+    async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
+        let l = self.conn.layout();
+        let record = lease_record(token);
+        if l == Layout::Single {
+            return RELEASE_RECORD
+                .key(l.data(namespace, key))
+                .key(l.waiting(namespace, key))
+                .key(l.filled(namespace))
+                .arg(&record[..])
+                .arg(key)
+                .invoke_async::<()>(&mut self.conn.get())
+                .await
+                .map_err(|e| self.conn.failed(e));
+        }
+        let (_, waited): (u8, u8) = RELEASE_RECORD_IN_SLOT
+            .key(l.data(namespace, key))
+            .key(l.waiting(namespace, key))
+            .arg(&record[..])
+            .invoke_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        if waited == 1 {
+            announce_filled(&self.conn, namespace, key).await?;
+        }
+        Ok(())
+    }
+
+    fn lease(&self) -> Option<Arc<dyn Lease>> {
+        Some(Arc::new(RedisLease::on(self.conn.clone())))
     }
 
     async fn set(
@@ -206,36 +274,59 @@ impl L2Store for RedisStore {
         ttl: Duration,
         tags: &[String],
         mode: WriteMode,
-    ) -> Result<bool, Error> {
+    ) -> Result<Written, Error> {
         let l = self.conn.layout();
         if l == Layout::Cluster {
             return self
                 .set_in_cluster(namespace, key, value, ttl, tags, mode)
                 .await;
         }
-        // One server: one script (value, generations, lease, tags).
+        let data = l.data(namespace, key);
+        let mut logged = false;
         let mut invocation = match mode {
-            WriteMode::Fill { read, lease } => {
-                let mut i = FILL.key(l.data(namespace, key));
-                i.key(l.generation(namespace, key))
-                    .key(l.namespace_generation(namespace))
-                    .key(l.lease(namespace, key))
-                    .key(l.waiting(namespace, key))
-                    .key(l.filled(namespace));
+            WriteMode::Fill { fence, lease } => {
+                let (kind, arg) = fence_args(&fence);
+                let mut i = FILL.key(&data);
+                i.key(l.waiting(namespace, key))
+                    .key(l.filled(namespace))
+                    .key(l.lease(namespace, key));
                 i.arg(value.as_ref())
                     .arg(ttl_ms(ttl))
-                    .arg(read.key)
-                    .arg(read.namespace)
-                    .arg(lease.map(|t| t.to_string()).unwrap_or_default())
-                    .arg(key);
+                    .arg(kind)
+                    .arg(arg)
+                    .arg(key)
+                    .arg(lease.map(|t| t.to_string()).unwrap_or_default());
                 i
             }
-            WriteMode::Replace => {
-                let mut i = REPLACE.key(l.data(namespace, key));
-                i.key(l.generation(namespace, key));
-                i.arg(value.as_ref())
-                    .arg(ttl_ms(ttl))
-                    .arg(GENERATION_TTL_MS);
+            WriteMode::Replace { log } => {
+                let log = log.filter(|log| self.beside(log));
+                if tags.is_empty() && log.is_none() {
+                    // Nothing else to do in the same step: a plain command.
+                    redis::cmd("SET")
+                        .arg(&data)
+                        .arg(value.as_ref())
+                        .arg("PX")
+                        .arg(ttl_ms(ttl))
+                        .exec_async(&mut self.conn.get())
+                        .await
+                        .map_err(|e| self.conn.failed(e))?;
+                    return Ok(Written {
+                        stored: true,
+                        logged: false,
+                    });
+                }
+                let mut i = REPLACE.key(&data);
+                match &log {
+                    Some(log) => i.key(&log.stream).key(&log.sequence),
+                    // Named but untouched: the data key stands in.
+                    None => i.key(&data).key(&data),
+                };
+                i.arg(value.as_ref()).arg(ttl_ms(ttl));
+                match &log {
+                    Some(log) => i.arg(log.max_len).arg(&log.entry[..]),
+                    None => i.arg("").arg(""),
+                };
+                logged = log.is_some();
                 i
             }
         };
@@ -246,11 +337,39 @@ impl L2Store for RedisStore {
             .invoke_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
-        Ok(stored == 1)
+        Ok(Written {
+            stored: stored == 1,
+            logged,
+        })
     }
 
-    async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
-        self.invalidate(namespace, key).await.map(drop)
+    async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        log: Option<&LogAppend>,
+    ) -> Result<bool, Error> {
+        let data = self.conn.layout().data(namespace, key);
+        match log.filter(|log| self.beside(log)) {
+            Some(log) => {
+                INVALIDATE
+                    .key(&data)
+                    .key(&log.stream)
+                    .key(&log.sequence)
+                    .arg(log.max_len)
+                    .arg(&log.entry[..])
+                    .invoke_async::<()>(&mut self.conn.get())
+                    .await
+                    .map_err(|e| self.conn.failed(e))?;
+                Ok(true)
+            }
+            None => {
+                self.unlink(&data).await?;
+                // On a cluster: acknowledged once a replica has it, so a failover keeps it.
+                self.conn.replicated(&data).await?;
+                Ok(false)
+            }
+        }
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
@@ -258,16 +377,14 @@ impl L2Store for RedisStore {
         if self.conn.layout() == Layout::Single {
             return DELETE_TAG
                 .key(index)
-                .arg(namespace)
-                .arg(GENERATION_TTL_MS)
                 .invoke_async(&mut self.conn.get())
                 .await
                 .map_err(|e| self.conn.failed(e));
         }
-        // A cluster: the members live in other slots. Each is invalidated in its own slot
-        // (deleted, generation bumped: a load that read it before is refused), many at once,
-        // then acknowledged once replicated — one `WAIT` per master — and removed from the
-        // index: only those, so members added meanwhile stay.
+        // A cluster: the members live in other slots. Each is deleted in its own slot (a
+        // lease record too: the load in flight is refused), many at once, then acknowledged
+        // once replicated — one `WAIT` per master — and removed from the index: only those,
+        // so members added meanwhile stay.
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&index)
             .query_async(&mut self.conn.get())
@@ -277,10 +394,11 @@ impl L2Store for RedisStore {
         // Owned keys: a stream of borrowing closures is not `Send` enough for `async_trait`.
         let keys: Vec<String> = members
             .iter()
-            .filter_map(|m| m.strip_prefix(&prefix).map(str::to_owned))
+            .filter(|m| m.starts_with(&prefix))
+            .cloned()
             .collect();
         let removed = futures_util::stream::iter(keys)
-            .map(|key| async move { self.invalidate_unacknowledged(namespace, &key).await })
+            .map(|data| async move { self.unlink(&data).await })
             .buffer_unordered(TAG_CONCURRENCY)
             .try_fold(0, |removed, existed| async move { Ok(removed + existed) })
             .await?;
@@ -297,14 +415,7 @@ impl L2Store for RedisStore {
     }
 
     async fn clear(&self, namespace: &str) -> Result<u64, Error> {
-        // First: loads that read the namespace before the clear are refused from here on.
-        let generation = self.conn.layout().namespace_generation(namespace);
-        redis::cmd("INCR")
-            .arg(&generation)
-            .exec_async(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        self.conn.replicated(&generation).await?;
+        // Lease records go with the values: every load in flight is refused.
         let mut removed = 0;
         for pattern in namespace_patterns(namespace) {
             removed += self.unlink_matching(&pattern).await?;
@@ -314,31 +425,33 @@ impl L2Store for RedisStore {
 }
 
 impl RedisStore {
-    /// Deletes `key` and bumps its generation (acknowledged once replicated, on a cluster);
-    /// 1 if it existed.
-    async fn invalidate(&self, namespace: &str, key: &str) -> Result<u64, Error> {
-        let existed = self.invalidate_unacknowledged(namespace, key).await?;
-        self.conn
-            .replicated(&self.conn.layout().data(namespace, key))
-            .await?;
-        Ok(existed)
+    /// Whether `log` lives on this store's server, so its entries can go in the store's own
+    /// scripts.
+    fn beside(&self, log: &LogAppend) -> bool {
+        self.conn.identity() == Some(log.server.as_str())
     }
 
-    /// [`invalidate`](Self::invalidate) before the replica's acknowledgement.
-    async fn invalidate_unacknowledged(&self, namespace: &str, key: &str) -> Result<u64, Error> {
-        INVALIDATE
-            .key(self.conn.layout().data(namespace, key))
-            .key(self.conn.layout().generation(namespace, key))
-            .arg(GENERATION_TTL_MS)
-            .invoke_async(&mut self.conn.get())
+    /// The data key's bytes, lease records included.
+    async fn get_raw(&self, data: &str) -> Result<Option<Vec<u8>>, Error> {
+        redis::cmd("GET")
+            .arg(data)
+            .query_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))
     }
 
-    /// A write on a cluster: the tag indexes first (each in its slot: a tag invalidated
-    /// between them and the value bumps the key's generation, which refuses a fill), then
-    /// the value in its slot; a fill then checks the namespace generation and undoes itself
-    /// if a clear ran since the load began.
+    /// `UNLINK`s one key; 1 if it existed.
+    async fn unlink(&self, key: &str) -> Result<u64, Error> {
+        redis::cmd("UNLINK")
+            .arg(key)
+            .query_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))
+    }
+
+    /// A write on a cluster: the tag indexes first (each in its slot, at once: a tag
+    /// invalidated between them and the value deletes the lease record, which refuses a
+    /// fill), then the value in its slot.
     async fn set_in_cluster(
         &self,
         namespace: &str,
@@ -347,10 +460,9 @@ impl RedisStore {
         ttl: Duration,
         tags: &[String],
         mode: WriteMode,
-    ) -> Result<bool, Error> {
+    ) -> Result<Written, Error> {
         let l = self.conn.layout();
         let data = l.data(namespace, key);
-        // The indexes at once (each in its own slot, on whichever master), all before the value.
         let index = |tag: &String| {
             let mut conn = self.conn.get();
             let (tag, data) = (l.tag(namespace, tag), data.clone());
@@ -366,28 +478,32 @@ impl RedisStore {
         futures_util::future::try_join_all(tags.iter().map(index))
             .await
             .map_err(|e| self.conn.failed(e))?;
-        let WriteMode::Fill { read, lease } = mode else {
-            let stored: u8 = REPLACE
-                .key(&data)
-                .key(l.generation(namespace, key))
+        let WriteMode::Fill { fence, lease } = mode else {
+            redis::cmd("SET")
+                .arg(&data)
                 .arg(value.as_ref())
+                .arg("PX")
                 .arg(ttl_ms(ttl))
-                .arg(GENERATION_TTL_MS)
-                .invoke_async(&mut self.conn.get())
+                .exec_async(&mut self.conn.get())
                 .await
                 .map_err(|e| self.conn.failed(e))?;
             // A write-through replaces what others may hold: it must outlive a failover.
             self.conn.replicated(&data).await?;
-            return Ok(stored == 1);
+            return Ok(Written {
+                stored: true,
+                logged: false,
+            });
         };
+        let (kind, arg) = fence_args(&fence);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT
             .key(&data)
-            .key(l.generation(namespace, key))
-            .key(l.lease(namespace, key))
             .key(l.waiting(namespace, key))
+            .key(l.lease(namespace, key))
             .arg(value.as_ref())
             .arg(ttl_ms(ttl))
-            .arg(read.key)
+            .arg(kind)
+            .arg(arg)
+            .arg(key)
             .arg(lease.map(|t| t.to_string()).unwrap_or_default())
             .invoke_async(&mut self.conn.get())
             .await
@@ -395,25 +511,15 @@ impl RedisStore {
         if waited == 1 {
             announce_filled(&self.conn, namespace, key).await?;
         }
-        if stored == 0 {
-            return Ok(false);
-        }
-        let ns_gen: Option<u64> = redis::cmd("GET")
-            .arg(l.namespace_generation(namespace))
-            .query_async(&mut self.conn.get())
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        if ns_gen.unwrap_or(0) != read.namespace {
-            // A clear ran while this load did: what it loaded may predate the clear.
-            self.delete(namespace, key).await?;
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(Written {
+            stored: stored == 1,
+            logged: false,
+        })
     }
 }
 
-/// Tells the instances waiting on `key`'s lease that it was released (the namespace's
-/// filled stream, as the scripts do on one server).
+/// Tells the instances waiting on `key`'s load that it ended (the namespace's filled stream,
+/// as the scripts do on one server).
 pub(crate) async fn announce_filled(
     conn: &Connection,
     namespace: &str,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{classify_log, into_log_error};
 use async_trait::async_trait;
 use strata::Error;
-use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
+use strata::invalidation::{Invalidation, InvalidationLog, LogAppend, LogEvent, Subscription};
 use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
@@ -204,6 +204,30 @@ impl InvalidationLog for RedisStreamLog {
 
     fn heartbeat(&self) -> Option<Duration> {
         Some(self.heartbeat)
+    }
+
+    async fn beside(
+        &self,
+        namespace: &str,
+        invalidation: &Invalidation,
+    ) -> Result<Option<LogAppend>, Error> {
+        // On a cluster the log's slot is not the data's: appended apart.
+        let Some(server) = self.publisher.identity() else {
+            return Ok(None);
+        };
+        let shards = self.shard_count(namespace).await?;
+        let (stream, sequence) = self.publisher.layout().log_shard(
+            namespace,
+            shard_of(&invalidation.target, shards),
+            shards,
+        );
+        Ok(Some(LogAppend {
+            server: server.to_owned(),
+            stream,
+            sequence,
+            max_len: self.max_len,
+            entry: invalidation.encode(),
+        }))
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {

@@ -12,6 +12,7 @@ use crate::loader::Load;
 use crate::options::EntryOptions;
 use crate::single_flight::{Join, Source, Waiter};
 use crate::stats::Counter;
+use crate::turn::Step;
 
 impl HybridCache {
     /// The values of `keys`, in order — `None` where the loader found nothing — from L1, then
@@ -24,8 +25,10 @@ impl HybridCache {
     /// gets the keys to load and returns the values it found; keys it leaves out are cached as
     /// "not found" for the options' [`negative_ttl`](EntryOptions::negative_ttl). Only fresh L1
     /// entries answer from L1; stale ones are reloaded with the batch (and serve as fail-safe
-    /// fallbacks if the loader fails). Loads of a batch are collapsed within this instance,
-    /// not across instances (no leases).
+    /// fallbacks if the loader fails). The L2 read takes the load lease of each key it misses,
+    /// so other instances wait for this batch's fills rather than load the same keys; a key
+    /// another instance is loading already is loaded here too, not waited for, and not
+    /// written to L2.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -133,34 +136,37 @@ impl HybridCache {
                 .zip(led.into_iter().map(|(_, l)| l))
                 .collect();
         } else {
-            let read = inner.l2.get_many(&inner.namespace, &names).await;
-            let read = inner
-                .note_l2(read)
-                .unwrap_or_else(|_| vec![None; names.len()]);
-            let now = inner.clock.now_ms();
-            for ((name, (_, load)), bytes) in names.iter().zip(led).zip(read) {
-                let found = bytes.and_then(|b| inner.decode_found::<T>(name, b, now));
-                match found {
-                    Some(found) if now < found.times.fresh_until => {
-                        load.hit(name, found, now).await;
+            // One round trip: the values there are, and the load lease of each key missing.
+            let token = fastrand::u64(..);
+            let lease = Some((token, inner.lease_ttl));
+            let read = inner.l2.read_many(&inner.namespace, &names, lease).await;
+            let read = match inner.note_l2(read) {
+                Ok(read) => read.into_iter().map(Some).collect(),
+                Err(_) => vec![None; names.len()],
+            };
+            for ((name, (_, mut load)), read) in names.iter().zip(led).zip(read) {
+                load.token = token;
+                let Some(read) = read else {
+                    // L2 could not be read: load, and leave L2 alone.
+                    missing.push((name, load));
+                    continue;
+                };
+                match load.judge(inner.interpret::<T>(name, read)) {
+                    Step::Hit(found, now) => load.hit(name, found, now),
+                    // Refreshed with the batch, fenced by the entry it replaces; a key another
+                    // instance is loading is loaded here too, and not written to L2.
+                    Step::Refresh(fence) => {
+                        load.fence = Some(fence);
+                        missing.push((name, load));
                     }
-                    _ => missing.push((name, load)),
+                    Step::Load | Step::Wait => missing.push((name, load)),
                 }
             }
         }
         if missing.is_empty() {
             return;
         }
-        // Before the loader reads the source: any change after this fences the fill.
         let to_load: Vec<&str> = missing.iter().map(|(k, _)| *k).collect();
-        if !options.skip_l2 {
-            let generations = inner.l2.generations(&inner.namespace, &to_load).await;
-            if let Ok(generations) = inner.note_l2(generations) {
-                for ((_, load), generation) in missing.iter_mut().zip(generations) {
-                    load.generation = generation;
-                }
-            }
-        }
         // One loader call, one bulkhead slot.
         let slot = match inner.loaders.enter().await {
             Ok(slot) => slot,

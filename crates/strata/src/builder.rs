@@ -103,18 +103,20 @@ impl HybridCacheBuilder {
         self
     }
 
-    /// The lease that makes single-flight span instances: on an L2 miss, one instance loads
-    /// and the others wait for its fill. Default: the L2 store's own leases
-    /// ([`L2Store::lease`]; Redis and [`MemoryStore`] keep them), which cost no round trips of
-    /// their own. Set another only to keep leases elsewhere than the data.
+    /// The lease taken to refresh a value L2 still holds (stale-while-revalidate, fail-safe,
+    /// early refresh), so that one instance reloads it while the others keep serving it.
+    /// Default: the L2 store's own ([`L2Store::lease`]; Redis and [`MemoryStore`] keep them).
+    /// A miss needs none of it: it takes its load lease in the data key, with the read
+    /// ([`L2Store::read`]).
     pub fn lease(mut self, lease: impl Lease) -> Self {
         self.lease = Some(Arc::new(lease));
         self
     }
 
     /// How long a lease holds (default 10 s): the longest other instances wait for a holder
-    /// before one of them loads too. Set it above the loader's usual worst case; a holder
-    /// that dies blocks its key's waiters for at most this long.
+    /// before one of them loads too. Set it above the loader's usual worst case: a fill that
+    /// comes after its lease expired is not stored (the lease is its fence), and a holder that
+    /// dies blocks its key's waiters for at most this long.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -240,15 +242,8 @@ impl HybridCacheBuilder {
             l2_guard.clone(),
             deferred.clone(),
         ));
-        let (lease, lease_in_store) = match self.lease {
-            Some(lease) => (Some(lease), false),
-            None => {
-                // The guarded store's: behind the same breaker as the data.
-                let own = l2.lease();
-                let in_store = own.is_some();
-                (own, in_store)
-            }
-        };
+        // The guarded store's by default: behind the same breaker as the data.
+        let lease = self.lease.or_else(|| l2.lease());
         let inner = Arc::new(Inner {
             counters,
             l2_guard,
@@ -272,7 +267,6 @@ impl HybridCacheBuilder {
             flights: Arc::new(Flights::default()),
             fence: Fence::default(),
             lease,
-            lease_in_store,
             filled: tokio::sync::broadcast::channel(64).0,
             lease_ttl: self.lease_ttl,
             max_staleness: self.max_staleness.map(crate::options::ms),

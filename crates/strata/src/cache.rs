@@ -259,18 +259,23 @@ impl HybridCache {
         // Loads in flight and plain reads read the key before this write: none may fill L1
         // after it.
         inner.overtake(key);
-        let mut written = Ok(());
+        let target = Target::Key(key.to_owned());
+        let mut written = Ok(false);
         let mut size = 0;
         if !options.skip_l2 {
-            let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0, 0)?;
+            let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0)?;
             size = crate::l2_entry::encoded_size(&bytes);
-            let result = inner.write_l2(key, bytes, &times, &options.tags, WriteMode::Replace);
-            written = result.await.map(drop);
+            // One round trip: the value, and its invalidation in the log beside it.
+            let mode = WriteMode::Replace {
+                log: inner.log_append(&target).await,
+            };
+            let result = inner.write_l2(key, bytes, &times, &options.tags, mode);
+            written = result.await.map(|w| w.logged);
             if let Err(e) = &written
                 && !e.is_retryable()
             {
                 inner.drop_l1(key);
-                return written;
+                return written.map(drop);
             }
         }
         let found = Found {
@@ -279,6 +284,7 @@ impl HybridCache {
             tags: options.tags.clone(),
             load_ms: 0,
             size,
+            stamp: None,
         };
         if !options.skip_l1 {
             inner.insert_l1(key, inner.l1_entry(options, &found, now));
@@ -286,10 +292,10 @@ impl HybridCache {
         if options.skip_l2 {
             return Ok(());
         }
-        let target = Target::Key(key.to_owned());
-        if written.is_ok() {
-            written = inner.publish(target.clone()).await;
-        }
+        let written = match written {
+            Ok(logged) => inner.announce(target.clone(), logged).await,
+            Err(e) => Err(e),
+        };
         inner.settle(target, written)
     }
 
@@ -330,11 +336,13 @@ impl HybridCache {
     pub async fn invalidate(&self, key: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.check_key(key)?;
-        // L2 first: an instance told to drop its copy must not find the old one in L2.
-        let l2 = inner.l2.delete(&inner.namespace, key).await;
+        // L2 first: an instance told to drop its copy must not find the old one in L2. The
+        // log entry goes in the same step when the log lives beside the data.
+        let target = Target::Key(key.to_owned());
+        let log = inner.log_append(&target).await;
+        let l2 = inner.l2.delete(&inner.namespace, key, log.as_ref()).await;
         inner.drop_l1(key);
-        self.finish_invalidation(Target::Key(key.to_owned()), l2)
-            .await
+        self.finish_invalidation(target, l2).await
     }
 
     /// Removes every entry tagged `tag`, everywhere. Deferred like
@@ -344,7 +352,7 @@ impl HybridCache {
         inner.check_key(tag)?;
         let l2 = inner.l2.delete_by_tag(&inner.namespace, tag).await;
         inner.drop_tag(tag);
-        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(drop))
+        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(|_| false))
             .await
     }
 
@@ -354,14 +362,17 @@ impl HybridCache {
         let inner = &*self.inner;
         let l2 = inner.l2.clear(&inner.namespace).await;
         inner.drop_all();
-        self.finish_invalidation(Target::Clear, l2.map(drop)).await
+        self.finish_invalidation(Target::Clear, l2.map(|_| false))
+            .await
     }
 
-    /// Publishes an invalidation whose L2 step gave `l2`, and settles the outcome.
-    async fn finish_invalidation(&self, target: Target, l2: Result<()>) -> Result<()> {
+    /// Publishes an invalidation whose L2 step gave `l2` (whether the store logged it too),
+    /// and settles the outcome.
+    async fn finish_invalidation(&self, target: Target, l2: Result<bool>) -> Result<()> {
         let inner = &*self.inner;
-        let published = inner.publish(target.clone()).await;
-        inner.settle(target, inner.note_l2(l2).and(published))
+        let logged = *l2.as_ref().unwrap_or(&false);
+        let published = inner.announce(target.clone(), logged).await;
+        inner.settle(target, inner.note_l2(l2).map(drop).and(published))
     }
 
     /// The state of the shared tier as this cache sees it: its circuit breakers and the

@@ -164,12 +164,15 @@ impl Inner {
         for (target, seq) in self.deferred.snapshot() {
             let ns = &self.namespace;
             let l2 = match &target {
-                Target::Key(key) => self.l2.delete(ns, key).await,
-                Target::Tag(tag) => self.l2.delete_by_tag(ns, tag).await.map(drop),
-                Target::Clear => self.l2.clear(ns).await.map(drop),
+                Target::Key(key) => {
+                    let log = self.log_append(&target).await;
+                    self.l2.delete(ns, key, log.as_ref()).await
+                }
+                Target::Tag(tag) => self.l2.delete_by_tag(ns, tag).await.map(|_| false),
+                Target::Clear => self.l2.clear(ns).await.map(|_| false),
             };
             let result = match l2 {
-                Ok(()) => self.publish(target.clone()).await,
+                Ok(logged) => self.announce(target.clone(), logged).await,
                 Err(e) => Err(e),
             };
             match result {

@@ -2,7 +2,7 @@
 //!
 //! The header carries what another instance needs to treat the entry exactly as the writer did:
 //! when it was created, when it turns stale (soft expiry), when it expires (hard expiry), how long
-//! it may still serve as a fail-safe fallback, its tags and its generation. Layout, all integers
+//! it may still serve as a fail-safe fallback, its tags and its stamp. Layout, all integers
 //! little-endian:
 //!
 //! | bytes | field |
@@ -12,18 +12,30 @@
 //! | 1 | codec id ([`Codec::id`]) |
 //! | 1 | flags: bit 0 = negative entry ("not found", empty payload) |
 //! | 8 × 4 | created, fresh until, expires, stale until (ms since the Unix epoch) |
-//! | 8 | generation |
+//! | 8 | stamp: a random number drawn by the write that stored the entry (see [`stamp`]) |
 //! | 4 | duration of the load that produced the value, ms |
 //! | 2 | tag count, then per tag: 2-byte length + UTF-8 bytes |
 //! | rest | the payload, encoded with the codec |
 //!
 //! [`decode`] checks every field and never panics; anything it cannot vouch for is an
 //! [`Error::Decode`], which readers count and treat as a miss.
+//!
+//! # Load leases
+//! While an instance loads a key that L2 lacks, the data key holds its **lease record**
+//! instead of a value ([`lease_record`]): 12 bytes, `FF 53 4C` (`\xFFSL`), the format version
+//! `1`, then the holder's token (8 bytes). Taking it is the read itself (`SET … NX GET`), so a
+//! miss costs one round trip; the fill stores its value only if the record is still there —
+//! an invalidation or a write in between removed or replaced it, and the stale value is
+//! refused. Stores hide lease records from plain reads; a reader in another stack sees bytes
+//! that are not JSON (`0xFF` starts no UTF-8 text) and treats them as a miss.
 
 use crate::codec::Codec;
 use crate::error::Error;
 
 const MAGIC: [u8; 3] = [0xFF, b'S', b'T'];
+const LEASE_MAGIC: [u8; 3] = [0xFF, b'S', b'L'];
+/// Where the stamp sits in an envelope.
+pub const STAMP_OFFSET: usize = 3 + 1 + 1 + 1 + 8 * 4;
 /// The format version this crate writes.
 pub const VERSION: u8 = 1;
 const FLAG_NEGATIVE: u8 = 1;
@@ -64,8 +76,9 @@ pub struct Header {
     pub negative: bool,
     /// The entry's timestamps.
     pub times: Times,
-    /// The key's generation when the value was loaded.
-    pub generation: u64,
+    /// Drawn at random by the write that stored the entry: a refresh of the entry is stored
+    /// only if L2 still holds the one with the stamp it read.
+    pub stamp: u64,
     /// How long the load that produced the value took, in milliseconds.
     pub load_ms: u32,
 }
@@ -102,7 +115,7 @@ pub fn write_header(out: &mut Vec<u8>, header: &Header, tags: &[String]) -> Resu
         t.fresh_until,
         t.expires,
         t.stale_until,
-        header.generation,
+        header.stamp,
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -150,7 +163,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, Error> {
     if !times.is_ordered() {
         return Err(Error::Decode("timestamps out of order".into()));
     }
-    let generation = r.u64()?;
+    let stamp = r.u64()?;
     let load_ms = u32::from_le_bytes(r.array()?);
     let tag_count = usize::from(u16::from_le_bytes(r.array()?));
     if tag_count > MAX_TAGS {
@@ -172,12 +185,38 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, Error> {
             codec,
             negative,
             times,
-            generation,
+            stamp,
             load_ms,
         },
         tags,
         payload: r.0,
     })
+}
+
+/// The stamp of an envelope, read without decoding the rest; `None` for anything else.
+pub fn stamp(bytes: &[u8]) -> Option<u64> {
+    if !is_envelope(bytes) {
+        return None;
+    }
+    let raw = bytes.get(STAMP_OFFSET..STAMP_OFFSET + 8)?;
+    Some(u64::from_le_bytes(raw.try_into().ok()?))
+}
+
+/// The lease record of the holder `token` (see [Load leases](self#load-leases)).
+pub fn lease_record(token: u64) -> [u8; 12] {
+    let mut out = [0; 12];
+    out[..3].copy_from_slice(&LEASE_MAGIC);
+    out[3] = VERSION;
+    out[4..].copy_from_slice(&token.to_le_bytes());
+    out
+}
+
+/// The holder's token if `bytes` are a lease record.
+pub fn lease_holder(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() != 12 || bytes[..3] != LEASE_MAGIC || bytes[3] != VERSION {
+        return None;
+    }
+    Some(u64::from_le_bytes(bytes[4..].try_into().ok()?))
 }
 
 /// A cursor that fails instead of panicking when the input runs out.
@@ -218,7 +257,7 @@ mod tests {
             codec,
             negative,
             times,
-            generation: 7,
+            stamp: 7,
             load_ms: 12,
         }
     }
@@ -275,6 +314,27 @@ mod tests {
             out.truncate(cut % (out.len() + 1));
             let _ = decode(&out);
         }
+    }
+
+    #[test]
+    fn stamps_and_lease_records_are_read_in_place() {
+        let t = Times {
+            created: 1,
+            fresh_until: 2,
+            expires: 3,
+            stale_until: 4,
+        };
+        let mut env = Vec::new();
+        write_header(&mut env, &header(t, false, Codec::Json), &["t".into()]).unwrap();
+        assert_eq!(stamp(&env), Some(7));
+        assert_eq!(stamp(b"{}"), None);
+        let record = lease_record(0xABCD);
+        assert_eq!(&record[..4], b"\xFFSL\x01");
+        assert_eq!(lease_holder(&record), Some(0xABCD));
+        assert!(!is_envelope(&record) && decode(&record).is_err());
+        assert_eq!(lease_holder(&env), None);
+        assert_eq!(lease_holder(&record[..11]), None);
+        assert_eq!(stamp(&record), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::deferred::Deferred;
 use crate::envelope::Times;
 use crate::error::{BoxError, Error, Result};
 use crate::fence::Fence;
-use crate::invalidation::{Invalidation, InvalidationLog, Target};
+use crate::invalidation::{Invalidation, InvalidationLog, LogAppend, Target};
 use crate::l1::{L1Map, Value};
 use crate::lease::Lease;
 use crate::options::EntryOptions;
@@ -37,10 +37,9 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) flights: Arc<Flights>,
     pub(crate) fence: Fence,
-    /// Cross-instance single-flight; `None` collapses loads within this instance only.
+    /// The lease taken to refresh a value L2 still holds (a miss takes its lease in the data
+    /// key); `None`: such refreshes are collapsed within this instance only.
     pub(crate) lease: Option<Arc<dyn Lease>>,
-    /// The lease is the L2 store's own: taken in `begin_load`, released by the fill.
-    pub(crate) lease_in_store: bool,
     pub(crate) lease_ttl: Duration,
     /// The longest L1 may go unvouched for by the log before its hits are bypassed (ms).
     pub(crate) max_staleness: Option<u64>,
@@ -72,6 +71,8 @@ pub(crate) struct Found {
     pub(crate) load_ms: u32,
     /// Its encoded size in bytes (0 when it was never encoded), for an L1 bounded by bytes.
     pub(crate) size: u32,
+    /// The envelope's stamp, when it came from one: what a refresh's fill must still find.
+    pub(crate) stamp: Option<u64>,
 }
 
 impl Inner {
@@ -91,6 +92,30 @@ impl Inner {
             });
         }
         Ok(())
+    }
+
+    /// `target`'s log entry for the L2 store to append with its change, when the log lives
+    /// beside the data; `None` otherwise (or if the log cannot say now: it is published apart).
+    pub(crate) async fn log_append(&self, target: &Target) -> Option<LogAppend> {
+        let invalidation = Invalidation {
+            origin: self.instance_id,
+            target: target.clone(),
+        };
+        self.log
+            .beside(&self.namespace, &invalidation)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Tells the other instances about `target`: counted if the store `logged` it already,
+    /// published otherwise.
+    pub(crate) async fn announce(&self, target: Target, logged: bool) -> Result<()> {
+        if logged {
+            self.counters.incr(Counter::invalidations_sent);
+            return Ok(());
+        }
+        self.publish(target).await
     }
 
     pub(crate) async fn publish(&self, target: Target) -> Result<()> {

@@ -2,12 +2,13 @@
 //! them lay data out the same way.
 //!
 //! - data: `<namespace>:<key>` (so a service in another language can `GET product-service:42`);
+//!   while a key is loaded it holds the loader's lease record (see
+//!   [`envelope`](crate::envelope#load-leases));
 //! - tag index: `<namespace>#tag:<tag>`, the set of data keys carrying the tag;
-//! - generations: `<namespace>#gen:<key>` per key and `<namespace>#gen` per namespace (see
-//!   [`Generation`](crate::Generation));
-//! - load lease: `<namespace>#lease:<key>` (see [`Lease`](crate::Lease)), the mark that other
-//!   instances wait on it `<namespace>#waiting:<key>`, and the stream that tells them it was
-//!   released `<namespace>#filled`;
+//! - refresh lease: `<namespace>#lease:<key>` (see [`Lease`](crate::Lease)), taken to reload a
+//!   value L2 still holds (stale, or refreshed early);
+//! - the mark that other instances wait on a key's load `<namespace>#waiting:<key>`, and the
+//!   stream that tells them it ended `<namespace>#filled`;
 //! - invalidation log: the stream `<namespace>#log` and its sequence counter
 //!   `<namespace>#log:seq`.
 //!
@@ -53,12 +54,7 @@ pub fn tag_key(namespace: &str, tag: &str) -> String {
     format!("{namespace}#tag:{tag}")
 }
 
-/// The L2 key of a key's generation counter.
-pub fn generation_key(namespace: &str, key: &str) -> String {
-    format!("{namespace}#gen:{key}")
-}
-
-/// The L2 key of a key's load lease.
+/// The L2 key of the lease taken to refresh a key's value.
 pub fn lease_key(namespace: &str, key: &str) -> String {
     format!("{namespace}#lease:{key}")
 }
@@ -74,13 +70,13 @@ pub fn log_sequence_key(namespace: &str) -> String {
     format!("{namespace}#log:seq")
 }
 
-/// The key that marks a lease as waited on: its release is then announced on
+/// The key that marks a key's load as waited on: its end is then announced on
 /// [`filled_key`]. (Not `<lease key>:w`, which would be the lease of the key `<key>:w`.)
 pub fn waiting_key(namespace: &str, key: &str) -> String {
     format!("{namespace}#waiting:{key}")
 }
 
-/// The stream on which releases of waited-on leases are announced, so waiters need not poll.
+/// The stream on which the ends of waited-on loads are announced, so waiters need not poll.
 pub fn filled_key(namespace: &str) -> String {
     format!("{namespace}#filled")
 }
@@ -95,13 +91,8 @@ pub fn dead_letter_key(namespace: &str) -> String {
     format!("{namespace}#wb:dead")
 }
 
-/// The L2 key of the namespace's generation counter.
-pub fn namespace_generation_key(namespace: &str) -> String {
-    format!("{namespace}#gen")
-}
-
-/// The `SCAN MATCH` patterns covering the values and tag indexes of a namespace (not its
-/// generation counters, which must outlive a clear).
+/// The `SCAN MATCH` patterns covering the values (lease records included) and tag indexes of
+/// a namespace.
 pub fn namespace_patterns(namespace: &str) -> [String; 2] {
     [format!("{namespace}:*"), format!("{namespace}#tag:*")]
 }
@@ -126,8 +117,6 @@ mod tests {
         assert_eq!(data_key("ns", "product:42"), "ns:product:42");
         assert_eq!(tag_key("ns", "category:7"), "ns#tag:category:7");
         assert_eq!(namespace_patterns("ns"), ["ns:*", "ns#tag:*"]);
-        assert_eq!(generation_key("ns", "a:b"), "ns#gen:a:b");
-        assert_eq!(namespace_generation_key("ns"), "ns#gen");
         assert_eq!(lease_key("ns", "k"), "ns#lease:k");
         assert_eq!(waiting_key("ns", "k"), "ns#waiting:k");
         assert_eq!(filled_key("ns"), "ns#filled");

@@ -12,10 +12,26 @@ use crate::error::{Error, Result};
 use crate::inner::{Found, Inner};
 use crate::l1::Value;
 use crate::stats::Counter;
-use crate::store::{Generation, WriteMode};
+use crate::store::{Read, WriteMode, Written};
+
+/// What a flight's read of L2 found.
+pub(crate) enum L2Read {
+    /// An entry of this cache, fresh or not (decoded at the given time).
+    Found(Found, u64),
+    /// Bytes this cache cannot read (corrupt, foreign; counted): to be replaced.
+    Unusable(Bytes),
+    /// Nothing: this flight holds the key's load lease.
+    Leased,
+    /// Nothing yet: another instance holds the key's load lease.
+    Loading,
+    /// Nothing, and the store keeps no leases.
+    Absent,
+    /// L2 could not be read (counted).
+    Failed,
+}
 
 impl Inner {
-    /// Encodes an entry for L2: an envelope, or the bare value in raw mode.
+    /// Encodes an entry for L2: an envelope (with a fresh stamp), or the bare value in raw mode.
     pub(crate) fn encode<T: CacheValue>(
         &self,
         key: &str,
@@ -23,7 +39,6 @@ impl Inner {
         times: &Times,
         tags: &[String],
         load_ms: u32,
-        generation: u64,
     ) -> Result<Bytes> {
         let typed: Option<&T> = value.as_ref().and_then(|v| v.downcast_ref::<T>());
         let mut out = Vec::new();
@@ -32,7 +47,7 @@ impl Inner {
                 codec: self.codec,
                 negative: value.is_none(),
                 times: *times,
-                generation,
+                stamp: fastrand::u64(..),
                 load_ms,
             };
             envelope::write_header(&mut out, &header, tags)?;
@@ -86,6 +101,7 @@ impl Inner {
                 tags: Vec::new(),
                 load_ms: 0,
                 size: encoded_size(bytes),
+                stamp: None,
             });
         }
         let env = envelope::decode(bytes)?;
@@ -105,40 +121,53 @@ impl Inner {
             tags: env.tags,
             load_ms: env.header.load_ms,
             size: encoded_size(bytes),
+            stamp: Some(env.header.stamp),
         })
     }
 
     /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
     pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
-        self.read_l2_checked::<T>(key, now).await.0
-    }
-
-    /// [`read_l2`](Self::read_l2), and whether L2 surely holds nothing under the key (as
-    /// opposed to something unusable, or a failed read).
-    pub(crate) async fn read_l2_checked<T: CacheValue>(
-        &self,
-        key: &str,
-        now: u64,
-    ) -> (Option<Found>, bool) {
         match self.l2.get(&self.namespace, key).await {
-            Ok(Some(bytes)) => (self.decode_found::<T>(key, bytes, now), false),
-            Ok(None) => (None, true),
+            Ok(Some(bytes)) => self.decode_found::<T>(key, bytes, now),
+            Ok(None) => None,
             Err(e) => {
                 self.l2_read_failed(key, &e);
-                (None, false)
+                None
             }
         }
     }
 
-    /// The key's generation, to fence a load's fill with; the default when L2 cannot say (a
-    /// fill then passes only if the key was never invalidated).
-    pub(crate) async fn generation(&self, key: &str) -> Generation {
-        match self.l2.generation(&self.namespace, key).await {
-            Ok(generation) => generation,
+    /// Reads `key` from L2 for a flight, taking the key's load lease under `token` if nothing
+    /// is there (one round trip); with `wait`, marks another's lease waited on.
+    pub(crate) async fn begin_read<T: CacheValue>(
+        &self,
+        key: &str,
+        token: u64,
+        wait: bool,
+    ) -> L2Read {
+        let lease = Some((token, self.lease_ttl));
+        match self.l2.read(&self.namespace, key, lease, wait).await {
+            Ok(read) => self.interpret::<T>(key, read),
             Err(e) => {
                 self.l2_read_failed(key, &e);
-                Generation::default()
+                L2Read::Failed
             }
+        }
+    }
+
+    /// What a store's [`Read`] of `key` is to this cache (its value decoded).
+    pub(crate) fn interpret<T: CacheValue>(&self, key: &str, read: Read) -> L2Read {
+        match read {
+            Read::Value(bytes) => {
+                let now = self.clock.now_ms();
+                match self.decode_found::<T>(key, bytes.clone(), now) {
+                    Some(found) => L2Read::Found(found, now),
+                    None => L2Read::Unusable(bytes),
+                }
+            }
+            Read::Leased => L2Read::Leased,
+            Read::Loading => L2Read::Loading,
+            Read::Absent => L2Read::Absent,
         }
     }
 
@@ -170,7 +199,7 @@ impl Inner {
         times: &Times,
         tags: &[String],
         mode: WriteMode,
-    ) -> Result<bool> {
+    ) -> Result<Written> {
         // Raw values carry no timestamps, so L2 keeps them only until they expire.
         let until = if self.raw {
             times.expires
@@ -178,14 +207,14 @@ impl Inner {
             times.stale_until
         };
         let ttl = std::time::Duration::from_millis(until.saturating_sub(times.created).max(1));
-        let stored = self
+        let written = self
             .l2
             .set(&self.namespace, key, bytes, ttl, tags, mode)
             .await;
-        if let Ok(false) = stored {
+        if let Ok(Written { stored: false, .. }) = written {
             self.counters.incr(Counter::fills_fenced);
         }
-        self.note_l2(stored)
+        self.note_l2(written)
     }
 
     /// Counts an L2 failure and passes the result on.

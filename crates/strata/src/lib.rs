@@ -106,7 +106,7 @@ pub use cache::{CacheValue, HybridCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
-pub use invalidation::{InvalidationLog, MemoryLog};
+pub use invalidation::{InvalidationLog, LogAppend, MemoryLog};
 pub use l1::L1;
 pub use lease::{Lease, MemoryLease};
 pub use options::{EntryOptions, Loaded};
@@ -115,5 +115,5 @@ pub use resilience::{
     RetryPolicy,
 };
 pub use stats::Stats;
-pub use store::{Generation, L2Store, LoadStart, MemoryStore, WriteMode};
+pub use store::{Fence, L2Store, MemoryStore, Read, WriteMode, Written};
 pub use write_behind::{Flusher, MemoryWriteQueue, QueuedWrite, WriteQueue};

@@ -12,12 +12,12 @@ use crate::cache::CacheValue;
 use crate::error::Error;
 use crate::inner::{Found, Inner, box_error};
 use crate::l1::{L1Entry, Value};
-use crate::lease::Held;
+use crate::lease::{Held, Kind};
 use crate::options::{EntryOptions, Loaded};
 use crate::single_flight::{Leader, Source};
 use crate::stats::Counter;
-use crate::store::{Generation, WriteMode};
-use crate::turn::Turn;
+use crate::store::{Fence, WriteMode};
+use crate::turn::{Step, Turn};
 
 /// A flight in progress for one key.
 pub(crate) struct Load {
@@ -26,13 +26,13 @@ pub(crate) struct Load {
     /// The best stale value known: the caller's expired L1 copy, or an expired L2 entry.
     pub(crate) stale: Option<L1Entry>,
     pub(crate) leader: Leader,
-    /// The key's generation, read from L2 before loading; the fill is fenced with it.
-    pub(crate) generation: Generation,
+    /// What the fill must find in L2 (taken before the loader reads the source, so any
+    /// change after it refuses the fill); `None`: the fill leaves L2 alone.
+    pub(crate) fence: Option<Fence>,
+    /// The flight's token: the key's lease is taken under it.
+    pub(crate) token: u64,
     /// The key's lease, while this flight holds it.
     pub(crate) lease: Option<Held>,
-    /// The flight's last L2 read found no value at all (not even a stale one): a value that
-    /// appears before it takes the lease can only be another instance's fill.
-    pub(crate) l2_absent: bool,
     /// An early refresh: the caller's copy is still fresh, so an L2 copy no newer than it
     /// is no answer.
     pub(crate) early: bool,
@@ -51,9 +51,9 @@ impl Load {
             options: options.clone(),
             stale,
             leader,
-            generation: Generation::default(),
+            fence: None,
+            token: fastrand::u64(..),
             lease: None,
-            l2_absent: false,
             early: false,
         }
     }
@@ -67,27 +67,17 @@ impl Load {
     {
         let inner = self.inner.clone();
         let key = self.leader.key().to_owned();
-        let now = inner.clock.now_ms();
-        // A plain GET: reading the generation here too (one MGET) would save a miss a round
-        // trip but cost every L2 hit ~25 % (measured); misses read it below.
-        let found = if self.options.skip_l2 {
-            None
+        // One round trip: a hit answers as a `GET` would; a miss takes the key's load lease.
+        let step = if self.options.skip_l2 {
+            Step::Load
         } else {
-            let found;
-            (found, self.l2_absent) = inner.read_l2_checked::<T>(&key, now).await;
-            found
+            let read = inner.begin_read::<T>(&key, self.token, false).await;
+            match self.judge(read) {
+                Step::Hit(found, now) => return self.hit(&key, found, now),
+                step => step,
+            }
         };
-        if let Some(found) = found {
-            let newer_than_ours = |s: &L1Entry| s.times.created < found.times.created;
-            if now < found.times.fresh_until
-                && (!self.early || self.stale.as_ref().is_none_or(newer_than_ours))
-            {
-                return self.hit(&key, found, now).await;
-            }
-            if self.stale.as_ref().is_none_or(newer_than_ours) {
-                self.stale = Some(L1Entry::of(&found, 0));
-            }
-        }
+        let now = inner.clock.now_ms();
         self.stale = self.stale.take().filter(|s| now < s.times.stale_until);
         let mut in_background = false;
         if let Some(s) = &self.stale {
@@ -97,32 +87,28 @@ impl Load {
                 in_background = true;
             }
             // With a soft timeout, the caller may get the stale value before the load ends;
-            // with a lease, while another instance loads.
-            in_background |= self.options.soft_timeout.is_some() || self.inner.lease.is_some();
+            // when another instance holds the lease, while it loads.
+            in_background |= self.options.soft_timeout.is_some() || !matches!(step, Step::Load);
         }
         if in_background {
             tokio::spawn(
-                self.load_and_store::<T, F, Fut, E>(key, loader)
+                self.load_and_store::<T, F, Fut, E>(key, step, loader)
                     .in_current_span(),
             );
         } else {
-            self.load_and_store::<T, F, Fut, E>(key, loader).await;
+            self.load_and_store::<T, F, Fut, E>(key, step, loader).await;
         }
     }
 
-    async fn load_and_store<T, F, Fut, E>(mut self, key: String, loader: F)
+    async fn load_and_store<T, F, Fut, E>(mut self, key: String, step: Step, loader: F)
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        if !self.options.skip_l2 {
-            match self.take_turn::<T>(&key).await {
-                // Held until the fill, so that the instances waiting on it find the value.
-                Turn::Load(lease) => self.lease = lease,
-                Turn::Filled(found, now) => return self.hit(&key, found, now).await,
-            }
+        if let Turn::Filled(found, now) = self.take_turn::<T>(&key, step).await {
+            return self.hit(&key, found, now);
         }
         let inner = self.inner.clone();
         let slot = match inner.loaders.enter().await {
@@ -151,9 +137,9 @@ impl Load {
     }
 
     /// A fresh value found in L2: fill L1 and answer.
-    pub(crate) async fn hit(self, key: &str, found: Found, now: u64) {
+    pub(crate) fn hit(self, key: &str, found: Found, now: u64) {
         if !self.options.skip_l1 {
-            self.fill_l1(key, &found, now, true).await;
+            self.fill_l1(key, &found, now, true);
         }
         self.leader.finish(Ok((found.value, Source::L2)));
     }
@@ -216,18 +202,11 @@ impl Load {
             tags: options.tags.clone(),
             load_ms,
             size: 0,
+            stamp: None,
         };
         let mut bytes = None;
         if !options.skip_l2 {
-            let generation = self.generation.key;
-            match inner.encode::<T>(
-                key,
-                &found.value,
-                &found.times,
-                &found.tags,
-                load_ms,
-                generation,
-            ) {
+            match inner.encode::<T>(key, &found.value, &found.times, &found.tags, load_ms) {
                 Ok(b) => {
                     found.size = crate::l2_entry::encoded_size(&b);
                     bytes = Some(b);
@@ -246,20 +225,24 @@ impl Load {
         // A fill L2 refuses (the key changed while it loaded) must not reach L1 either: the
         // invalidation may come from another instance and not have been applied here yet.
         let mut current = true;
-        if let Some(bytes) = bytes {
-            // A lease the store keeps is released by the fill itself.
-            let lease = self.lease.as_mut().filter(|held| held.in_store);
+        if let (Some(bytes), Some(fence)) = (bytes, self.fence.take()) {
+            // The fill replaces the lease record, or releases the refresh lease it names.
+            let refresh = self
+                .lease
+                .as_ref()
+                .filter(|held| matches!(held.kind, Kind::Refresh(_)))
+                .map(|held| held.token);
             let mode = WriteMode::Fill {
-                read: self.generation,
-                lease: lease.as_ref().map(|held| held.token),
+                fence,
+                lease: refresh,
             };
             match inner
                 .write_l2(key, bytes, &found.times, &found.tags, mode)
                 .await
             {
-                Ok(stored) => {
-                    current = stored;
-                    if let Some(held) = lease {
+                Ok(written) => {
+                    current = written.stored;
+                    if let Some(held) = &mut self.lease {
                         held.released = true;
                     }
                 }
@@ -269,14 +252,14 @@ impl Load {
             }
         }
         if !options.skip_l1 {
-            self.fill_l1(key, &found, now, current).await;
+            self.fill_l1(key, &found, now, current);
         }
         self.leader.finish(Ok((found.value, Source::Loaded)));
     }
 
     /// Fills L1 unless the value is known to be overtaken: by an invalidation applied here
     /// since the flight began, or (`current == false`) by L2's generation check.
-    async fn fill_l1(&self, key: &str, found: &Found, now: u64, current: bool) {
+    fn fill_l1(&self, key: &str, found: &Found, now: u64, current: bool) {
         if !current {
             return; // counted by the L2 write
         }

@@ -1,22 +1,26 @@
-//! Whose turn it is to load a key across instances: the flight takes the key's lease, or
-//! waits for the instance holding it to fill L2 (woken by the release's announcement, or at
-//! its next poll), bounded by the lease's TTL.
+//! Whose turn it is to load a key across instances. The flight's first read of L2 took the
+//! key's load lease if nothing was there; here it waits for the instance that holds it
+//! (woken by the announcement of its fill, or at its next poll), bounded by the lease's TTL,
+//! or takes the refresh lease of a value L2 still holds.
 
 use std::time::{Duration, Instant};
 
 use crate::cache::CacheValue;
-use crate::error::Error;
 use crate::inner::Found;
-use crate::lease::Held;
+use crate::l1::L1Entry;
+use crate::l2_entry::L2Read;
+use crate::lease::{Held, Kind};
 use crate::loader::Load;
 use crate::single_flight::Source;
 use crate::stats::Counter;
+use crate::store::Fence;
 
-/// First and longest pause between L2 reads while another instance holds the lease.
+/// First and longest pause between L2 reads while another instance holds the lease; the
+/// announcement of its fill usually ends the wait first.
 const LEASE_POLL_MIN: Duration = Duration::from_millis(1);
 const LEASE_POLL_MAX: Duration = Duration::from_millis(10);
 
-/// Returns when the release of `key`'s lease is announced (or announcements were lost).
+/// Returns when the end of `key`'s load is announced (or announcements were lost).
 async fn released(filled: &mut tokio::sync::broadcast::Receiver<String>, key: &str) {
     loop {
         match filled.recv().await {
@@ -31,60 +35,82 @@ async fn released(filled: &mut tokio::sync::broadcast::Receiver<String>, key: &s
     }
 }
 
-/// What one attempt at the lease found.
-enum Attempt {
-    /// Whether the lease was taken.
-    Lease(bool),
-    /// A fresh value another instance filled since our read (read at the given time).
-    Filled(Found, u64),
+/// What a read of L2 means for the flight.
+pub(crate) enum Step {
+    /// A fresh value: the answer (read at the given time).
+    Hit(Found, u64),
+    /// Load now (holding whatever lease the read took).
+    Load,
+    /// Another instance is loading: wait for its fill.
+    Wait,
+    /// L2 holds an entry to replace (stale, or unreadable): take its refresh lease first.
+    Refresh(Fence),
 }
 
 /// What [`Load::take_turn`] decided.
 pub(crate) enum Turn {
-    /// Load now, holding the lease (if there is one).
-    Load(Option<Held>),
+    /// Load now.
+    Load,
     /// Another instance filled L2 meanwhile (read at the given time).
     Filled(Found, u64),
 }
 
 impl Load {
-    /// Reads the generation the fill will be fenced with, then waits for this instance's turn
-    /// to load: it takes the key's lease, or waits for the instance holding it to fill L2 —
-    /// serving the stale value meanwhile, if there is one. Waiting is bounded by the lease's
+    /// What `read` means: a hit, or how the load goes on. Keeps the lease the read took and
+    /// the fence the fill will need.
+    pub(crate) fn judge(&mut self, read: L2Read) -> Step {
+        match read {
+            L2Read::Found(found, now) => {
+                let newer_than_ours = |s: &L1Entry| s.times.created < found.times.created;
+                if now < found.times.fresh_until
+                    && (!self.early || self.stale.as_ref().is_none_or(newer_than_ours))
+                {
+                    return Step::Hit(found, now);
+                }
+                let fence = found.stamp.map_or(Fence::None, Fence::Stamp);
+                if self.stale.as_ref().is_none_or(newer_than_ours) {
+                    self.stale = Some(L1Entry::of(&found, 0));
+                }
+                Step::Refresh(fence)
+            }
+            L2Read::Unusable(bytes) => Step::Refresh(Fence::Bytes(bytes)),
+            L2Read::Leased => {
+                self.fence = Some(Fence::Lease(self.token));
+                self.lease = Some(self.held(Kind::Record(self.inner.l2.clone())));
+                Step::Load
+            }
+            L2Read::Loading => Step::Wait,
+            L2Read::Absent => {
+                self.fence = Some(Fence::None);
+                Step::Load
+            }
+            // Nothing to fence with: the fill will leave L2 alone.
+            L2Read::Failed => Step::Load,
+        }
+    }
+
+    /// Waits, if `step` says so, until this flight may load — holding the lease that fences
+    /// its fill — or another instance's fill answers it. Waiting is bounded by the lease's
     /// TTL: by then the holder is done or its lease expired (a dead holder), and one waiter
     /// takes over.
-    pub(crate) async fn take_turn<T: CacheValue>(&mut self, key: &str) -> Turn {
+    pub(crate) async fn take_turn<T: CacheValue>(&mut self, key: &str, mut step: Step) -> Turn {
         let inner = self.inner.clone();
-        let token = fastrand::u64(..);
-        // Subscribed before the first attempt, so no release announced after it is missed.
+        // Subscribed before the next read, so no announcement after it is missed.
         let mut filled = inner.filled.subscribe();
-        let mut attempt = self.begin::<T>(key, token).await;
-        let Some(lease) = inner.lease.clone() else {
-            return Turn::Load(None);
-        };
         let deadline = Instant::now() + inner.lease_ttl;
         let mut pause = LEASE_POLL_MIN;
         let mut waited = false;
         loop {
-            match attempt {
-                Ok(Attempt::Filled(found, now)) => return Turn::Filled(found, now),
-                Ok(Attempt::Lease(true)) => {
-                    return Turn::Load(Some(Held {
-                        lease,
-                        namespace: inner.namespace.clone(),
-                        key: key.to_owned(),
-                        token,
-                        in_store: inner.lease_in_store,
-                        released: false,
-                    }));
+            match step {
+                Step::Hit(found, now) => return Turn::Filled(found, now),
+                Step::Load => return Turn::Load,
+                Step::Refresh(fence) => {
+                    if self.take_refresh_lease(key).await {
+                        self.fence = Some(fence);
+                        return Turn::Load;
+                    }
                 }
-                Ok(Attempt::Lease(false)) => {}
-                Err(e) => {
-                    // Waiting blind on an L2 we cannot reach helps no one: load.
-                    inner.counters.incr(Counter::l2_errors);
-                    tracing::debug!(namespace = %inner.namespace, key, error = %e, "lease unavailable; loading without it");
-                    return Turn::Load(None);
-                }
+                Step::Wait => {}
             }
             if !waited {
                 waited = true;
@@ -92,74 +118,58 @@ impl Load {
                 if let Some(stale) = self.stale.as_ref().filter(|_| !self.leader.answered()) {
                     self.leader.answer(Ok((stale.value.clone(), Source::Stale)));
                 }
+                // Read again at once, marking the lease waited on: its holder's fill then
+                // announces itself.
+                step = self.judge(inner.begin_read::<T>(key, self.token, true).await);
+                continue;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Turn::Load(None);
+                // Waited the lease's whole life: load, leaving L2 to whoever holds it now.
+                self.fence = None;
+                return Turn::Load;
             }
-            // The holder's release is announced when the log can (a Redis stream log); polling
-            // with backoff covers the rest, at a few reads per waiting instance and load.
             tokio::select! {
                 () = tokio::time::sleep(pause.min(left)) => {}
                 () = released(&mut filled, key) => {}
             }
             pause = (pause * 2).min(LEASE_POLL_MAX);
-            let now = inner.clock.now_ms();
-            let found;
-            (found, self.l2_absent) = inner.read_l2_checked::<T>(key, now).await;
-            if let Some(found) = found.filter(|f| now < f.times.fresh_until) {
-                return Turn::Filled(found, now);
-            }
-            // The holder's fill was overtaken or failed: try again, fenced by the generation
-            // as it stands now.
-            attempt = self.begin::<T>(key, token).await;
+            step = self.judge(inner.begin_read::<T>(key, self.token, true).await);
         }
     }
 
-    /// Reads the key's generation — before the loader reads the source, so any change after
-    /// this point fences the fill — and tries to take the key's lease: in one round trip when
-    /// the L2 store keeps the lease. If L2 had no value and one appeared meanwhile (a fill
-    /// landed just before its holder released the lease), that value is the answer: taking the
-    /// freed lease would load the key twice.
-    async fn begin<T: CacheValue>(&mut self, key: &str, token: u64) -> Result<Attempt, Error> {
+    /// Takes the refresh lease of an entry L2 holds; `false` when another instance holds it.
+    /// Without refresh leases, or when they cannot be reached, the load goes ahead: its fill
+    /// is fenced by the entry all the same.
+    async fn take_refresh_lease(&mut self, key: &str) -> bool {
         let inner = self.inner.clone();
-        let (namespace, ttl) = (&inner.namespace, inner.lease_ttl);
-        let fresh = |found: Option<Found>, now: u64| {
-            found
-                .filter(|f| now < f.times.fresh_until)
-                .map(|f| Attempt::Filled(f, now))
+        let Some(lease) = inner.lease.clone() else {
+            return true;
         };
-        if inner.lease_in_store {
-            let start = inner
-                .l2
-                .begin_load(namespace, key, Some((token, ttl)), self.l2_absent)
-                .await?;
-            self.generation = start.generation;
-            if let Some(bytes) = start.filled {
-                let now = inner.clock.now_ms();
-                let found = inner.decode_found::<T>(key, bytes, now);
-                if let Some(filled) = fresh(found, now) {
-                    return Ok(filled);
-                }
-                // Something stale or undecodable appeared: the next attempt may take the lease.
-                self.l2_absent = false;
+        match lease
+            .try_acquire(&inner.namespace, key, self.token, inner.lease_ttl)
+            .await
+        {
+            Ok(true) => {
+                self.lease = Some(self.held(Kind::Refresh(lease)));
+                true
             }
-            return Ok(Attempt::Lease(start.lease_taken));
-        }
-        self.generation = inner.generation(key).await;
-        let Some(lease) = &inner.lease else {
-            return Ok(Attempt::Lease(false));
-        };
-        let taken = lease.try_acquire(namespace, key, token, ttl).await?;
-        if taken && self.l2_absent {
-            let now = inner.clock.now_ms();
-            if let Some(filled) = fresh(inner.read_l2::<T>(key, now).await, now) {
-                if let Err(e) = lease.release(namespace, key, token).await {
-                    tracing::debug!(namespace = %namespace, key, error = %e, "lease release failed; it will expire");
-                }
-                return Ok(filled);
+            Ok(false) => false,
+            Err(e) => {
+                inner.counters.incr(Counter::l2_errors);
+                tracing::debug!(namespace = %inner.namespace, key, error = %e, "refresh lease unavailable; loading without it");
+                true
             }
         }
-        Ok(Attempt::Lease(taken))
+    }
+
+    fn held(&self, kind: Kind) -> Held {
+        Held {
+            kind,
+            namespace: self.inner.namespace.clone(),
+            key: self.leader.key().to_owned(),
+            token: self.token,
+            released: false,
+        }
     }
 }

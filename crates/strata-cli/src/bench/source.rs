@@ -127,7 +127,7 @@ impl Source {
                         next.to_string().into_bytes().into(),
                         ttl,
                         &[],
-                        WriteMode::Replace,
+                        WriteMode::REPLACE,
                     )
                     .await?;
                 Ok(next)

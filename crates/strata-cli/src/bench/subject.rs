@@ -253,7 +253,7 @@ impl Naive {
                         bytes.into(),
                         self.ttl,
                         &[],
-                        WriteMode::Replace,
+                        WriteMode::REPLACE,
                     )
                     .await?;
             }
@@ -270,7 +270,7 @@ impl Naive {
                     .exec_async(&mut conn.clone())
                     .await?;
             }
-            NaiveBackend::Memory(store) => store.delete(NAIVE_NS, name).await?,
+            NaiveBackend::Memory(store) => drop(store.delete(NAIVE_NS, name, None).await?),
         }
         Ok(())
     }

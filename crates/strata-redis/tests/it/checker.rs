@@ -195,7 +195,10 @@ async fn work(cache: &HybridCache, source: MultiplexedConnection, run: &Run) -> 
                 .await;
             match read {
                 Ok(version) => record.reads.push((key, *version, began)),
-                Err(_) => record.errors.reads += 1,
+                Err(e) => {
+                    eprintln!("checker: read of {name} failed: {e}");
+                    record.errors.reads += 1;
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

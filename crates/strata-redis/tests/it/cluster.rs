@@ -9,10 +9,7 @@ use strata::{EntryOptions, L2Store, WriteMode};
 use strata_redis::{RedisConfig, RedisStore};
 use strata_testkit::{RedisCluster, eventually};
 
-use crate::store::{
-    fills_are_fenced_by_generation, leases_are_taken_with_the_generation_and_released_by_the_fill,
-    put,
-};
+use crate::store::{fills_are_fenced_by_what_they_found, put};
 use crate::{TTL, WAIT, instance_with};
 
 /// Which master holds `key` now (its port), by asking every node (`CLUSTER KEYSLOT` +
@@ -55,14 +52,23 @@ async fn the_store_keeps_its_promises_across_slots_and_masters() {
     assert_eq!(got[5], None);
     assert!(got.iter().enumerate().all(|(i, v)| i == 5 || v.is_some()));
 
-    // A key's generation, lease and waiting mark share its slot; braces in a key too.
+    // A key's lease record, refresh lease and waiting mark share its slot; braces in a key
+    // too: a fill's script runs in that one slot.
     for key in ["k1", "a{b}c", "}{"] {
         put(&store, "svc", key, b"v", &[]).await;
-        let before = store.generation("svc", key).await.unwrap().key;
-        store.delete("svc", key).await.unwrap();
-        let after = store.generation("svc", key).await.unwrap().key;
-        assert_eq!(after, before + 1, "{key}: the delete bumps its generation");
+        store.delete("svc", key, None).await.unwrap();
         assert_eq!(store.get("svc", key).await.unwrap(), None, "{key}");
+        let lease = Some((1, TTL));
+        let read = store.read("svc", key, lease, true).await.unwrap();
+        assert_eq!(read, strata::Read::Leased, "{key}");
+        let mode = WriteMode::Fill {
+            fence: strata::Fence::Lease(1),
+            lease: Some(2),
+        };
+        let v = Bytes::from_static(b"v");
+        let written = store.set("svc", key, v, TTL, &[], mode).await.unwrap();
+        assert!(written.stored, "{key}");
+        store.delete("svc", key, None).await.unwrap();
     }
     assert_eq!(
         Slot::for_key("svc:a{b}c"),
@@ -90,18 +96,18 @@ async fn the_store_keeps_its_promises_across_slots_and_masters() {
         Some(Bytes::from_static(b"v"))
     );
 
-    // The fencing and lease contracts, as on one server.
-    fills_are_fenced_by_generation(&store).await;
-    leases_are_taken_with_the_generation_and_released_by_the_fill(&store).await;
+    // The fencing contract, as on one server.
+    fills_are_fenced_by_what_they_found(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fill_racing_a_clear_is_undone() {
+async fn a_fill_racing_a_clear_is_refused() {
     let cluster = RedisCluster::start();
     let store = RedisStore::connect(&cluster.url()).await.unwrap();
-    let start = store.begin_load("svc", "k", None, false).await.unwrap();
+    let read = store.read("svc", "k", Some((1, TTL)), false).await.unwrap();
+    assert_eq!(read, strata::Read::Leased);
     store.clear("svc").await.unwrap();
-    let stored = store
+    let written = store
         .set(
             "svc",
             "k",
@@ -109,13 +115,13 @@ async fn a_fill_racing_a_clear_is_undone() {
             TTL,
             &[],
             WriteMode::Fill {
-                read: start.generation,
+                fence: strata::Fence::Lease(1),
                 lease: None,
             },
         )
         .await
         .unwrap();
-    assert!(!stored);
+    assert!(!written.stored);
     assert_eq!(store.get("svc", "k").await.unwrap(), None);
 }
 
@@ -220,7 +226,7 @@ async fn a_cluster_of_one_node_serves_the_log_pubsub_and_clear() {
             Bytes::from_static(b"1"),
             TTL,
             &[],
-            WriteMode::Replace,
+            WriteMode::REPLACE,
         )
         .await
         .unwrap();

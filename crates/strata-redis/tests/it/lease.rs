@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{EntryOptions, HybridCache, Lease};
+use strata::{EntryOptions, HybridCache, L2Store, Lease};
 use strata_redis::{RedisConfig, RedisLease, RedisStore, RedisStreamLog};
 use strata_testkit::RedisServer;
 use strata_testkit::source::{Db, Product};
@@ -49,10 +49,8 @@ async fn a_stampede_over_four_instances_loads_once() {
     let waits: u64 = instances.iter().map(|c| c.stats().lease_waits).sum();
     assert_eq!(loads, 1);
     assert_eq!(waits, 3, "each other instance's flight waited on the lease");
-    strata_testkit::eventually("the lease's release", crate::WAIT, || async {
-        redis.cli(&["EXISTS", "svc#lease:cold"]) == "0"
-    })
-    .await;
+    // The fill replaced the lease record with the value (an envelope: `\xFFST…`).
+    assert_eq!(redis.cli(&["GETRANGE", "svc:cold", "1", "2"]), "ST");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,14 +66,24 @@ async fn a_dead_holder_lease_expires_and_a_waiter_takes_over() {
         let (a, db) = (a.clone(), db.clone());
         tokio::spawn(async move { a.get_or_load::<Product, _, _, _>("k", db.loader(1)).await })
     };
+    // A's lease is the record its read left in the data key.
     strata_testkit::eventually("A to hold the lease", crate::WAIT, || async {
-        redis.cli(&["EXISTS", "svc#lease:k"]) == "1"
+        redis.cli(&["GETRANGE", "svc:k", "1", "2"]) == "SL"
     })
     .await;
     stuck.abort();
     let _ = stuck.await;
     // Aborting ran A's release; make the lease a dead process's, which nobody releases.
-    redis.cli(&["SET", "svc#lease:k", "dead-holder", "PX", "300"]);
+    strata_testkit::eventually("A's release", crate::WAIT, || async {
+        redis.cli(&["EXISTS", "svc:k"]) == "0"
+    })
+    .await;
+    let dead = RedisStore::connect(&redis.url()).await.unwrap();
+    let held = dead
+        .read("svc", "k", Some((99, Duration::from_millis(300))), false)
+        .await
+        .unwrap();
+    assert_eq!(held, strata::Read::Leased);
     db.set_delay(Duration::ZERO);
     let p: Arc<Product> = b.get_or_load("k", db.loader(1)).await.unwrap();
     assert_eq!(p.id, 1);

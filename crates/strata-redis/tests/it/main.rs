@@ -8,6 +8,7 @@ mod hostile_bytes;
 mod lease;
 mod outage;
 mod resilience;
+mod round_trips;
 mod security;
 mod sentinel;
 mod stats;

@@ -51,9 +51,9 @@ async fn the_breaker_opens_on_a_frozen_redis_and_closes_after_it_thaws() {
     let s = cache.stats();
     assert_eq!(db.calls(), 40);
     assert!(s.breaker_opened >= 1, "{s:?}");
-    // Once open, calls are refused without reaching Redis: most of the 40 reads (each an L2
-    // read, a load start and a fill) never waited on it.
-    assert!(s.calls_rejected >= 60, "{s:?}");
+    // Once open, calls are refused without reaching Redis: most of the 40 reads (each one L2
+    // read; a load whose read failed leaves L2 alone) never waited on it.
+    assert!(s.calls_rejected >= 30, "{s:?}");
     assert_eq!(cache.health().l2, BreakerState::Open);
     // The log's follower, on a connection of its own, goes quiet too; health says so.
     let silent = |over: bool| {

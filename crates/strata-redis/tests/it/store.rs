@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata::{Generation, L2Store, LoadStart, MemoryStore, WriteMode};
+use strata::envelope::{Header, Times, write_header};
+use strata::{Codec, Fence, L2Store, MemoryStore, Read, WriteMode};
 use strata_redis::RedisStore;
 use strata_testkit::RedisServer;
 
@@ -24,11 +25,11 @@ pub(crate) async fn put(
             Bytes::from_static(value),
             TTL,
             tags,
-            WriteMode::Replace,
+            WriteMode::REPLACE,
         )
         .await
         .unwrap();
-    assert!(stored);
+    assert!(stored.stored && !stored.logged);
 }
 
 #[tokio::test]
@@ -44,7 +45,7 @@ async fn stores_values_under_the_namespace_layout() {
             value.clone(),
             Duration::from_secs(30),
             &[],
-            WriteMode::Replace,
+            WriteMode::REPLACE,
         )
         .await
         .unwrap();
@@ -65,7 +66,10 @@ async fn stores_values_under_the_namespace_layout() {
     );
     assert!(store.get_many("svc", &[]).await.unwrap().is_empty());
 
-    store.delete("svc", "b").await.unwrap();
+    assert!(
+        !store.delete("svc", "b", None).await.unwrap(),
+        "nothing logged"
+    );
     assert_eq!(redis.cli(&["EXISTS", "svc:b"]), "0");
 }
 
@@ -114,38 +118,78 @@ async fn clear_removes_one_namespace_only() {
     let left = redis.cli(&["KEYS", "svc2*"]);
     assert_eq!(
         left.lines().count(),
-        3,
-        "svc2's value, index and generation remain: {left}"
+        2,
+        "svc2's value and index remain: {left}"
     );
     assert_eq!(redis.cli(&["EXISTS", "svc:k0", "svc#tag:t"]), "0");
 }
 
-/// The fencing contract of `L2Store`: a fill is stored only if nothing changed the key or its
-/// namespace since the read it is fenced with.
-pub(crate) async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
+/// An envelope carrying `stamp`, as a cache writes it.
+fn envelope(stamp: u64) -> Bytes {
+    let times = Times {
+        created: 1,
+        fresh_until: 2,
+        expires: 3,
+        stale_until: u64::MAX / 2,
+    };
+    let header = Header {
+        codec: Codec::Json,
+        negative: false,
+        times,
+        stamp,
+        load_ms: 0,
+    };
+    let mut out = Vec::new();
+    write_header(&mut out, &header, &[]).unwrap();
+    out.extend_from_slice(b"1");
+    out.into()
+}
+
+/// The fencing contract of `L2Store`: a read that finds nothing leaves its lease there, and a
+/// fill is stored only if what it was fenced with is still in place — its lease, or the
+/// entry it refreshes — so nothing that changed the key in between (an invalidation, a
+/// write-through, a tag invalidation, a clear) is overwritten with an older value.
+pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
     let v = |s: &'static str| Bytes::from_static(s.as_bytes());
-    let fill = |read: Generation| WriteMode::Fill { read, lease: None };
-
-    let read = store.generation("ns", "k").await.unwrap();
-    assert_eq!(store.get("ns", "k").await.unwrap(), None);
-    assert!(
+    let lease = |token| Some((token, TTL));
+    let fill = |fence| WriteMode::Fill { fence, lease: None };
+    let set = |key: &'static str, value, mode| async move {
         store
-            .set("ns", "k", v("loaded"), TTL, &[], fill(read))
+            .set("ns", key, value, TTL, &[], mode)
             .await
             .unwrap()
-    );
-    let after_fill = store.generation("ns", "k").await.unwrap();
-    assert_eq!(after_fill, read, "a fill does not bump");
+            .stored
+    };
 
-    // An invalidation between the read and the fill: the fill is refused.
-    let before = store.generation("ns", "k").await.unwrap();
-    store.delete("ns", "k").await.unwrap();
-    assert!(
-        !store
-            .set("ns", "k", v("old"), TTL, &[], fill(before))
-            .await
-            .unwrap()
+    // A miss takes the lease; others find it loading; the holder's retry finds it its own.
+    let read = |key: &'static str, token| async move {
+        store.read("ns", key, lease(token), false).await.unwrap()
+    };
+    assert_eq!(read("k", 1).await, Read::Leased);
+    assert_eq!(read("k", 2).await, Read::Loading);
+    assert_eq!(read("k", 1).await, Read::Leased, "a retry of the holder's");
+    assert_eq!(
+        store.read("ns", "k", None, false).await.unwrap(),
+        Read::Loading
     );
+    assert_eq!(
+        store.get("ns", "k").await.unwrap(),
+        None,
+        "a lease is no value"
+    );
+    assert_eq!(store.get_many("ns", &["k"]).await.unwrap(), vec![None]);
+    assert!(
+        !set("k", v("x"), fill(Fence::Lease(2))).await,
+        "not 2's lease"
+    );
+    assert!(set("k", v("loaded"), fill(Fence::Lease(1))).await);
+    assert_eq!(read("k", 3).await, Read::Value(v("loaded")), "a hit");
+
+    // An invalidation between the read and the fill: refused.
+    store.delete("ns", "k", None).await.unwrap();
+    assert_eq!(read("k", 3).await, Read::Leased);
+    store.delete("ns", "k", None).await.unwrap();
+    assert!(!set("k", v("old"), fill(Fence::Lease(3))).await);
     assert_eq!(
         store.get("ns", "k").await.unwrap(),
         None,
@@ -153,135 +197,127 @@ pub(crate) async fn fills_are_fenced_by_generation(store: &dyn L2Store) {
     );
 
     // A write-through between them: last committed wins.
-    let before = store.generation("ns", "k").await.unwrap();
-    assert!(
-        store
-            .set("ns", "k", v("new"), TTL, &[], WriteMode::Replace)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .set("ns", "k", v("old"), TTL, &[], fill(before))
-            .await
-            .unwrap()
-    );
+    assert_eq!(read("k", 4).await, Read::Leased);
+    assert!(set("k", v("new"), WriteMode::REPLACE).await);
+    assert!(!set("k", v("old"), fill(Fence::Lease(4))).await);
     assert_eq!(store.get("ns", "k").await.unwrap(), Some(v("new")));
 
-    // A tag invalidation, and a namespace clear, fence the same way.
+    // A refresh is fenced by the stamp of the entry it replaces; an unreadable entry by its
+    // very bytes.
+    assert!(set("k", envelope(7), WriteMode::REPLACE).await);
+    assert!(set("k", envelope(8), fill(Fence::Stamp(7))).await);
+    assert!(
+        !set("k", envelope(9), fill(Fence::Stamp(7))).await,
+        "8 is there"
+    );
+    assert!(set("k", v("garbage"), WriteMode::REPLACE).await);
+    assert!(set("k", envelope(10), fill(Fence::Bytes(v("garbage")))).await);
+    assert!(!set("k", envelope(11), fill(Fence::Bytes(v("garbage")))).await);
+
+    // A tag invalidation takes a member's lease with it; a clear, every lease.
     let tags = ["t".to_owned()];
-    assert!(
+    let tagged = |value| async move {
         store
-            .set("ns", "k", v("tagged"), TTL, &tags, WriteMode::Replace)
+            .set("ns", "k", value, TTL, &tags, WriteMode::REPLACE)
             .await
             .unwrap()
-    );
-    let before = store.generation("ns", "k").await.unwrap();
+    };
+    tagged(v("tagged")).await;
+    store.delete("ns", "k", None).await.unwrap();
+    assert_eq!(read("k", 5).await, Read::Leased);
     store.delete_by_tag("ns", "t").await.unwrap();
-    assert!(
-        !store
-            .set("ns", "k", v("old"), TTL, &tags, fill(before))
-            .await
-            .unwrap()
-    );
-    let before = store.generation("ns", "cold").await.unwrap();
+    assert!(!set("k", v("old"), fill(Fence::Lease(5))).await);
+    assert_eq!(read("cold", 6).await, Read::Leased);
     store.clear("ns").await.unwrap();
-    assert!(
-        !store
-            .set("ns", "cold", v("old"), TTL, &[], fill(before))
-            .await
-            .unwrap()
-    );
+    assert!(!set("cold", v("old"), fill(Fence::Lease(6))).await);
     assert_eq!(store.get("ns", "cold").await.unwrap(), None);
 
-    // Other keys and namespaces are not disturbed.
-    let other = store.generation("ns2", "k").await.unwrap();
-    assert!(
-        store
-            .set("ns2", "k", v("x"), TTL, &[], fill(other))
-            .await
-            .unwrap()
+    // A failed load gives its lease back; a stranger's token frees nothing.
+    assert_eq!(read("r", 7).await, Read::Leased);
+    store.release("ns", "r", 8).await.unwrap();
+    assert_eq!(read("r", 9).await, Read::Loading);
+    store.release("ns", "r", 7).await.unwrap();
+    assert_eq!(read("r", 9).await, Read::Leased);
+
+    // Many at once: values read, misses leased, another's lease seen.
+    put(store, "ns", "a", b"A", &[]).await;
+    let many = store
+        .read_many("ns", &["a", "b", "r"], lease(10))
+        .await
+        .unwrap();
+    assert_eq!(many, vec![Read::Value(v("A")), Read::Leased, Read::Loading]);
+
+    // Other namespaces are not disturbed.
+    assert_eq!(
+        store.read("ns2", "k", lease(11), false).await.unwrap(),
+        Read::Leased
     );
 }
 
 #[tokio::test]
-async fn redis_fills_are_fenced_by_generation() {
+async fn redis_fills_are_fenced_by_what_they_found() {
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
-    fills_are_fenced_by_generation(&store).await;
-    let ttl: i64 = redis.cli(&["PTTL", "ns#gen:k"]).parse().unwrap();
-    assert!(ttl > 24 * 3600 * 1000, "generations outlive entries: {ttl}");
-}
-
-#[tokio::test]
-async fn memory_fills_are_fenced_by_generation() {
-    fills_are_fenced_by_generation(&MemoryStore::default()).await;
-}
-
-/// The lease contract of `L2Store`: `begin_load` reads the generation and takes the store's
-/// lease once; the fill that carries the token releases it, stored or refused; a stranger's
-/// token releases nothing; a value that appeared after the caller found none is handed back
-/// instead of a lease.
-pub(crate) async fn leases_are_taken_with_the_generation_and_released_by_the_fill(
-    store: &dyn L2Store,
-) {
-    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
-    let claim = |token| Some((token, TTL));
-    let taken = |start: LoadStart| start.lease_taken;
-    let start = store.begin_load("ns", "k", claim(1), true).await.unwrap();
-    assert_eq!(start.generation, store.generation("ns", "k").await.unwrap());
-    assert!(start.lease_taken && start.filled.is_none());
-    let read = start.generation;
-    let again = store.begin_load("ns", "k", claim(2), true).await.unwrap();
-    assert!(!taken(again), "held");
-    let none = store.begin_load("ns", "k", None, true).await.unwrap();
-    assert!(!taken(none), "none asked");
-    let stranger = WriteMode::Fill {
-        read,
-        lease: Some(2),
-    };
-    assert!(
-        store
-            .set("ns", "k", v("x"), TTL, &[], stranger)
-            .await
-            .unwrap()
-    );
-    // The caller found nothing, and now there is a value: it is handed back, no lease taken.
-    let raced = store.begin_load("ns", "k", claim(3), true).await.unwrap();
-    assert_eq!(raced.filled, Some(v("x")));
-    assert!(!raced.lease_taken);
-    // The caller found that (stale) value itself: the lease is what it asks for — still held.
-    let stale = store.begin_load("ns", "k", claim(3), false).await.unwrap();
-    assert!(!taken(stale), "still held");
-    // The holder's fill is refused (the key changed), and still releases the lease.
-    store.delete("ns", "k").await.unwrap();
-    let holder = WriteMode::Fill {
-        read,
-        lease: Some(1),
-    };
-    assert!(
-        !store
-            .set("ns", "k", v("old"), TTL, &[], holder)
-            .await
-            .unwrap()
-    );
-    let released = store.begin_load("ns", "k", claim(3), true).await.unwrap();
-    assert!(taken(released), "released");
-}
-
-#[tokio::test]
-async fn redis_leases_are_taken_with_the_generation_and_released_by_the_fill() {
-    let redis = RedisServer::start();
-    let store = RedisStore::connect(&redis.url()).await.unwrap();
-    leases_are_taken_with_the_generation_and_released_by_the_fill(&store).await;
-    let pttl: u64 = redis.cli(&["PTTL", "ns#lease:k"]).parse().unwrap();
+    fills_are_fenced_by_what_they_found(&store).await;
+    let pttl: u64 = redis.cli(&["PTTL", "ns2:k"]).parse().unwrap();
     assert!(
         pttl > 0 && pttl <= 100_000,
-        "the lease carries its TTL: {pttl}"
+        "the lease record carries the lease's TTL: {pttl}"
     );
+    // The lease record is what the envelope docs say, in the data key itself.
+    assert_eq!(redis.cli(&["STRLEN", "ns2:k"]), "12");
+    assert_eq!(redis.cli(&["GETRANGE", "ns2:k", "1", "2"]), "SL");
 }
 
 #[tokio::test]
-async fn memory_leases_are_taken_with_the_generation_and_released_by_the_fill() {
-    leases_are_taken_with_the_generation_and_released_by_the_fill(&MemoryStore::default()).await;
+async fn memory_fills_are_fenced_by_what_they_found() {
+    fills_are_fenced_by_what_they_found(&MemoryStore::default()).await;
+}
+
+#[tokio::test]
+async fn a_waiter_is_told_when_the_load_it_waits_on_ends() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let lease = |token| Some((token, TTL));
+    assert_eq!(
+        store.read("ns", "k", lease(1), false).await.unwrap(),
+        Read::Leased
+    );
+    // A plain read marks nothing; a waiting one marks the key waited on.
+    assert_eq!(
+        store.read("ns", "k", lease(2), false).await.unwrap(),
+        Read::Loading
+    );
+    assert_eq!(redis.cli(&["EXISTS", "ns#waiting:k"]), "0");
+    assert_eq!(
+        store.read("ns", "k", lease(2), true).await.unwrap(),
+        Read::Loading
+    );
+    assert_eq!(redis.cli(&["EXISTS", "ns#waiting:k"]), "1");
+    let mode = WriteMode::Fill {
+        fence: Fence::Lease(1),
+        lease: None,
+    };
+    let written = store
+        .set("ns", "k", Bytes::from_static(b"v"), TTL, &[], mode)
+        .await
+        .unwrap();
+    assert!(written.stored);
+    assert_eq!(redis.cli(&["XLEN", "ns#filled"]), "1", "announced");
+    assert_eq!(redis.cli(&["EXISTS", "ns#waiting:k"]), "0");
+    // A failed load's release is announced too.
+    assert_eq!(
+        store.read("ns", "j", lease(3), false).await.unwrap(),
+        Read::Leased
+    );
+    assert_eq!(
+        store.read("ns", "j", lease(4), true).await.unwrap(),
+        Read::Loading
+    );
+    store.release("ns", "j", 3).await.unwrap();
+    assert_eq!(redis.cli(&["XLEN", "ns#filled"]), "2");
+    assert_eq!(
+        store.read("ns", "j", lease(4), false).await.unwrap(),
+        Read::Leased
+    );
 }

@@ -139,9 +139,9 @@ async fn a_follower_whose_log_was_lost_with_a_restart_drops_its_l1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_release_of_a_waited_on_lease_is_announced_to_followers() {
+async fn the_end_of_a_waited_on_load_is_announced_to_followers() {
     use strata::invalidation::{Invalidation, LogEvent, Target};
-    use strata::{InvalidationLog, L2Store, WriteMode};
+    use strata::{Fence, InvalidationLog, L2Store, Read, WriteMode};
 
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
@@ -149,60 +149,46 @@ async fn the_release_of_a_waited_on_lease_is_announced_to_followers() {
     let mut events = log.follow("svc").await.unwrap();
     let claim = |token| Some((token, TTL));
     let bytes = bytes::Bytes::from_static(b"v");
-
-    // Waited on, released by the fill: announced.
-    let start = store.begin_load("svc", "k", claim(1), true).await.unwrap();
-    let read = start.generation;
-    assert!(start.lease_taken);
-    assert!(
-        !store
-            .begin_load("svc", "k", claim(2), true)
-            .await
-            .unwrap()
-            .lease_taken
-    );
-    let fill = WriteMode::Fill {
-        read,
-        lease: Some(1),
+    let fill = |token| WriteMode::Fill {
+        fence: Fence::Lease(token),
+        lease: None,
     };
-    assert!(
-        store
-            .set("svc", "k", bytes.clone(), TTL, &[], fill)
-            .await
-            .unwrap()
+
+    // Waited on, ended by the fill: announced.
+    assert_eq!(
+        store.read("svc", "k", claim(1), false).await.unwrap(),
+        Read::Leased
     );
+    assert_eq!(
+        store.read("svc", "k", claim(2), true).await.unwrap(),
+        Read::Loading
+    );
+    let written = store
+        .set("svc", "k", bytes.clone(), TTL, &[], fill(1))
+        .await
+        .unwrap();
+    assert!(written.stored);
     assert_eq!(next(&mut events).await, LogEvent::Filled("k".into()));
 
     // Waited on, released by a holder whose load failed: announced too.
-    assert!(
-        store
-            .begin_load("svc", "f", claim(3), true)
-            .await
-            .unwrap()
-            .lease_taken
+    assert_eq!(
+        store.read("svc", "f", claim(3), false).await.unwrap(),
+        Read::Leased
     );
-    assert!(
-        !store
-            .begin_load("svc", "f", claim(4), true)
-            .await
-            .unwrap()
-            .lease_taken
+    assert_eq!(
+        store.read("svc", "f", claim(4), true).await.unwrap(),
+        Read::Loading
     );
-    store.lease().unwrap().release("svc", "f", 3).await.unwrap();
+    store.release("svc", "f", 3).await.unwrap();
     assert_eq!(next(&mut events).await, LogEvent::Filled("f".into()));
 
     // Nobody waited: nothing announced (the next event is the marker invalidation).
-    let read = store
-        .begin_load("svc", "quiet", claim(5), true)
-        .await
-        .unwrap()
-        .generation;
-    let fill = WriteMode::Fill {
-        read,
-        lease: Some(5),
-    };
+    assert_eq!(
+        store.read("svc", "quiet", claim(5), false).await.unwrap(),
+        Read::Leased
+    );
     store
-        .set("svc", "quiet", bytes, TTL, &[], fill)
+        .set("svc", "quiet", bytes, TTL, &[], fill(5))
         .await
         .unwrap();
     let marker = Invalidation {

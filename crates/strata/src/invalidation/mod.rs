@@ -70,6 +70,26 @@ pub enum LogEvent {
     },
 }
 
+/// An invalidation as an L2 store appends it to the log in the same step as the change it
+/// announces — one round trip for a write and its log entry — when the log lives on the
+/// store's server ([`InvalidationLog::beside`]). The shape is a durable stream's: the entry
+/// goes to `stream`, numbered by the gap-free counter `sequence`, the stream kept to about
+/// `max_len` entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogAppend {
+    /// The server the log lives on, as its store names it: a store on another appends
+    /// nothing and the cache publishes apart.
+    pub server: String,
+    /// The stream the entry goes to.
+    pub stream: String,
+    /// The counter that numbers the stream's entries without gaps.
+    pub sequence: String,
+    /// About how many entries the stream keeps.
+    pub max_len: usize,
+    /// The entry ([`Invalidation::encode`]).
+    pub entry: Vec<u8>,
+}
+
 /// Where followers receive events; dropping it ends the subscription.
 pub type Subscription = mpsc::UnboundedReceiver<LogEvent>;
 
@@ -89,5 +109,17 @@ pub trait InvalidationLog: Send + Sync + Debug + 'static {
     /// [`max_staleness`](crate::HybridCacheBuilder::max_staleness) needs a log that reports.
     fn heartbeat(&self) -> Option<std::time::Duration> {
         None
+    }
+
+    /// `invalidation` as an entry an L2 store on the log's server can append in the same step
+    /// as the change it announces ([`LogAppend`]); `None` (the default) where the log cannot be
+    /// written that way: the cache then [`publish`](Self::publish)es it apart.
+    async fn beside(
+        &self,
+        namespace: &str,
+        invalidation: &Invalidation,
+    ) -> Result<Option<LogAppend>, Error> {
+        let _ = (namespace, invalidation);
+        Ok(None)
     }
 }

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use super::{Call, Guard};
 use crate::deferred::Deferred;
 use crate::error::{Error, Result};
+use crate::invalidation::LogAppend;
 use crate::lease::Lease;
-use crate::store::{Generation, L2Store, LoadStart, WriteMode};
+use crate::store::{L2Store, Read, WriteMode, Written};
 
 /// The user's store behind the cache's guard.
 #[derive(Clone)]
@@ -58,17 +59,42 @@ impl L2Store for GuardedStore {
             .await
     }
 
-    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation> {
-        self.check(&[key])?;
+    async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.check(keys)?;
         self.guard
-            .call(Call::Read, || self.store.generation(namespace, key))
+            .call(Call::Read, || self.store.get_many(namespace, keys))
             .await
     }
 
-    async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>> {
+    async fn read(
+        &self,
+        namespace: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+        wait: bool,
+    ) -> Result<Read> {
+        self.check(&[key])?;
+        // A retry after a lost reply finds its own lease: `Leased` again, never a wait.
+        self.guard
+            .call(Call::Read, || self.store.read(namespace, key, lease, wait))
+            .await
+    }
+
+    async fn read_many(
+        &self,
+        namespace: &str,
+        keys: &[&str],
+        lease: Option<(u64, Duration)>,
+    ) -> Result<Vec<Read>> {
         self.check(keys)?;
         self.guard
-            .call(Call::Read, || self.store.generations(namespace, keys))
+            .call(Call::Read, || self.store.read_many(namespace, keys, lease))
+            .await
+    }
+
+    async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<()> {
+        self.guard
+            .call(Call::Write, || self.store.release(namespace, key, token))
             .await
     }
 
@@ -80,28 +106,6 @@ impl L2Store for GuardedStore {
         }))
     }
 
-    async fn begin_load(
-        &self,
-        namespace: &str,
-        key: &str,
-        lease: Option<(u64, Duration)>,
-        absent: bool,
-    ) -> Result<LoadStart> {
-        self.check(&[key])?;
-        self.guard
-            .call(Call::Read, || {
-                self.store.begin_load(namespace, key, lease, absent)
-            })
-            .await
-    }
-
-    async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        self.check(keys)?;
-        self.guard
-            .call(Call::Read, || self.store.get_many(namespace, keys))
-            .await
-    }
-
     async fn set(
         &self,
         namespace: &str,
@@ -110,21 +114,21 @@ impl L2Store for GuardedStore {
         ttl: Duration,
         tags: &[String],
         mode: WriteMode,
-    ) -> Result<bool> {
+    ) -> Result<Written> {
         if matches!(mode, WriteMode::Fill { .. }) {
             self.check(&[key])?;
         }
         self.guard
             .call(Call::Write, || {
                 self.store
-                    .set(namespace, key, value.clone(), ttl, tags, mode)
+                    .set(namespace, key, value.clone(), ttl, tags, mode.clone())
             })
             .await
     }
 
-    async fn delete(&self, namespace: &str, key: &str) -> Result<()> {
+    async fn delete(&self, namespace: &str, key: &str, log: Option<&LogAppend>) -> Result<bool> {
         self.guard
-            .call(Call::Write, || self.store.delete(namespace, key))
+            .call(Call::Write, || self.store.delete(namespace, key, log))
             .await
     }
 

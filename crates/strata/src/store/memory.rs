@@ -7,16 +7,20 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Generation, L2Store, LoadStart, WriteMode};
+use super::{Fence, L2Store, Read, WriteMode, Written};
+use crate::envelope::{lease_holder, lease_record, stamp};
 use crate::error::Error;
-use crate::keys::{data_key, generation_key, namespace_generation_key, tag_key};
+use crate::invalidation::LogAppend;
+use crate::keys::{data_key, tag_key};
 use crate::lease::{Lease, MemoryLease};
 
 /// An in-process [`L2Store`]: the embedded default when no Redis is configured.
 ///
-/// Cloning shares the map (and the store's load leases), so several caches built on clones of
-/// one `MemoryStore` behave like instances sharing one Redis. Bounded by entry count: when full, expired entries are dropped
-/// first, then arbitrary ones (like Redis' `allkeys-random`).
+/// Cloning shares the map (and the store's leases), so several caches built on clones of one
+/// `MemoryStore` behave like instances sharing one Redis: a miss takes its load lease in the
+/// data key as on Redis, and a fill is stored only if it is still there. Bounded by entry
+/// count: when full, expired entries are dropped first, then arbitrary ones (like Redis'
+/// `allkeys-random`).
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<State>>,
@@ -26,11 +30,9 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct State {
     capacity: usize,
+    /// What each data key holds — a value or a lease record — and until when.
     entries: HashMap<String, (Bytes, Instant)>,
     tags: HashMap<String, HashSet<String>>,
-    /// Generation counters, by [`generation_key`] / [`namespace_generation_key`]. Never
-    /// dropped: forgetting one would let a fill that read it before a bump pass again.
-    generations: HashMap<String, u64>,
 }
 
 impl Default for MemoryStore {
@@ -47,23 +49,22 @@ impl MemoryStore {
                 capacity: capacity.max(1),
                 entries: HashMap::new(),
                 tags: HashMap::new(),
-                generations: HashMap::new(),
             })),
             lease: MemoryLease::new(),
         }
     }
 
-    /// Number of live entries.
+    /// Number of live values (lease records not counted).
     pub fn len(&self) -> usize {
         let now = Instant::now();
         self.lock()
             .entries
             .values()
-            .filter(|(_, e)| *e > now)
+            .filter(|(v, e)| *e > now && lease_holder(v).is_none())
             .count()
     }
 
-    /// Whether the store holds no live entry.
+    /// Whether the store holds no live value.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -76,23 +77,36 @@ impl MemoryStore {
 }
 
 impl State {
-    fn generation(&self, namespace: &str, key: &str) -> Generation {
-        let read = |k: String| self.generations.get(&k).copied().unwrap_or(0);
-        Generation {
-            key: read(generation_key(namespace, key)),
-            namespace: read(namespace_generation_key(namespace)),
-        }
-    }
-
-    fn bump(&mut self, counter: String) {
-        *self.generations.entry(counter).or_default() += 1;
-    }
-
-    fn get(&self, full: &str) -> Option<Bytes> {
+    /// What `full` holds, unexpired: a value or a lease record.
+    fn raw(&self, full: &str) -> Option<&Bytes> {
         match self.entries.get(full) {
-            Some((v, expires)) if *expires > Instant::now() => Some(v.clone()),
+            Some((v, expires)) if *expires > Instant::now() => Some(v),
             _ => None,
         }
+    }
+
+    /// The value under `full`; a lease record reads as nothing.
+    fn get(&self, full: &str) -> Option<Bytes> {
+        self.raw(full)
+            .filter(|v| lease_holder(v).is_none())
+            .cloned()
+    }
+
+    fn holds(&self, full: &str, fence: Fence) -> bool {
+        let now = self.raw(full);
+        match fence {
+            Fence::Lease(token) => now.is_some_and(|v| v[..] == lease_record(token)),
+            Fence::Stamp(s) => now.and_then(|v| stamp(v)) == Some(s),
+            Fence::Bytes(b) => now == Some(&b),
+            Fence::None => true,
+        }
+    }
+
+    fn put(&mut self, full: String, bytes: Bytes, ttl: Duration) {
+        if !self.entries.contains_key(&full) {
+            self.make_room();
+        }
+        self.entries.insert(full, (bytes, Instant::now() + ttl));
     }
 
     fn make_room(&mut self) {
@@ -115,52 +129,51 @@ impl L2Store for MemoryStore {
         Ok(self.lock().get(&data_key(namespace, key)))
     }
 
-    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error> {
-        Ok(self.lock().generation(namespace, key))
-    }
-
-    async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>, Error> {
-        let state = self.lock();
-        Ok(keys
-            .iter()
-            .map(|k| state.generation(namespace, k))
-            .collect())
-    }
-
-    fn lease(&self) -> Option<Arc<dyn Lease>> {
-        Some(Arc::new(self.lease.clone()))
-    }
-
-    async fn begin_load(
-        &self,
-        namespace: &str,
-        key: &str,
-        lease: Option<(u64, Duration)>,
-        absent: bool,
-    ) -> Result<LoadStart, Error> {
-        let state = self.lock();
-        let generation = state.generation(namespace, key);
-        let filled = if absent {
-            state.get(&data_key(namespace, key))
-        } else {
-            None
-        };
-        // Under the store's lock, so no fill lands between the check and the lease.
-        let lease_taken = filled.is_none()
-            && lease.is_some_and(|(token, ttl)| self.lease.take(namespace, key, token, ttl));
-        Ok(LoadStart {
-            generation,
-            lease_taken,
-            filled,
-        })
-    }
-
     async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error> {
         let state = self.lock();
         Ok(keys
             .iter()
             .map(|k| state.get(&data_key(namespace, k)))
             .collect())
+    }
+
+    async fn read(
+        &self,
+        namespace: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+        _wait: bool,
+    ) -> Result<Read, Error> {
+        // No announcements in memory: waiters poll, which is cheap here.
+        let full = data_key(namespace, key);
+        let mut state = self.lock();
+        Ok(match state.raw(&full) {
+            Some(v) => match lease_holder(v) {
+                Some(holder) if Some(holder) == lease.map(|l| l.0) => Read::Leased,
+                Some(_) => Read::Loading,
+                None => Read::Value(v.clone()),
+            },
+            None => match lease {
+                Some((token, ttl)) => {
+                    state.put(full, Bytes::copy_from_slice(&lease_record(token)), ttl);
+                    Read::Leased
+                }
+                None => Read::Absent,
+            },
+        })
+    }
+
+    async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
+        let full = data_key(namespace, key);
+        let mut state = self.lock();
+        if state.holds(&full, Fence::Lease(token)) {
+            state.entries.remove(&full);
+        }
+        Ok(())
+    }
+
+    fn lease(&self) -> Option<Arc<dyn Lease>> {
+        Some(Arc::new(self.lease.clone()))
     }
 
     async fn set(
@@ -171,22 +184,16 @@ impl L2Store for MemoryStore {
         ttl: Duration,
         tags: &[String],
         mode: WriteMode,
-    ) -> Result<bool, Error> {
+    ) -> Result<Written, Error> {
         let full = data_key(namespace, key);
         let mut state = self.lock();
-        match mode {
-            WriteMode::Fill { read, lease } => {
-                if let Some(token) = lease {
-                    self.lease.give_back(namespace, key, token);
-                }
-                if state.generation(namespace, key) != read {
-                    return Ok(false);
-                }
+        if let WriteMode::Fill { fence, lease } = mode {
+            if let Some(token) = lease {
+                self.lease.give_back(namespace, key, token);
             }
-            WriteMode::Replace => state.bump(generation_key(namespace, key)),
-        }
-        if !state.entries.contains_key(&full) {
-            state.make_room();
+            if !state.holds(&full, fence) {
+                return Ok(Written::default());
+            }
         }
         for tag in tags {
             state
@@ -195,15 +202,21 @@ impl L2Store for MemoryStore {
                 .or_default()
                 .insert(full.clone());
         }
-        state.entries.insert(full, (value, Instant::now() + ttl));
-        Ok(true)
+        state.put(full, value, ttl);
+        Ok(Written {
+            stored: true,
+            logged: false,
+        })
     }
 
-    async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error> {
-        let mut state = self.lock();
-        state.entries.remove(&data_key(namespace, key));
-        state.bump(generation_key(namespace, key));
-        Ok(())
+    async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        _log: Option<&LogAppend>,
+    ) -> Result<bool, Error> {
+        self.lock().entries.remove(&data_key(namespace, key));
+        Ok(false)
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {
@@ -212,13 +225,9 @@ impl L2Store for MemoryStore {
             .tags
             .remove(&tag_key(namespace, tag))
             .unwrap_or_default();
-        let data_prefix = format!("{namespace}:");
         let mut removed = 0;
         for full in members {
             removed += u64::from(state.entries.remove(&full).is_some());
-            if let Some(key) = full.strip_prefix(&data_prefix) {
-                state.bump(generation_key(namespace, key));
-            }
         }
         Ok(removed)
     }
@@ -227,7 +236,6 @@ impl L2Store for MemoryStore {
         let data_prefix = format!("{namespace}:");
         let index_prefix = format!("{namespace}#tag:");
         let mut state = self.lock();
-        state.bump(namespace_generation_key(namespace));
         let before = state.entries.len();
         state.entries.retain(|k, _| !k.starts_with(&data_prefix));
         state.tags.retain(|k, _| !k.starts_with(&index_prefix));

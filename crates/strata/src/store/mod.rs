@@ -2,6 +2,11 @@
 //!
 //! The cache hands the store opaque bytes (an [`envelope`](crate::envelope) or, in raw mode, the
 //! plain encoded value) and a TTL; the store keeps them under the layout of [`keys`](crate::keys).
+//!
+//! The round trips are the contract: an L2 hit is one ([`L2Store::read`] answers it as a `GET`
+//! would), a miss takes its load lease in that same one, a fill is one, and a write or
+//! invalidation is one — its log entry appended in the same step when the log lives on the
+//! store's server.
 
 mod memory;
 
@@ -13,125 +18,134 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Error;
+use crate::invalidation::LogAppend;
 use crate::lease::Lease;
 
 pub use memory::MemoryStore;
 
-/// Where a key stands in the order of changes, as L2 sees it.
-///
-/// Every invalidation of a key, and every write-through `set`, bumps the key's generation;
-/// clearing a namespace bumps the namespace's. A load reads the generation before it reads the
-/// source of truth, and its fill is stored only if neither moved meanwhile: a load that began
-/// before an invalidation can never write its old value back ("stale set").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Generation {
-    /// The key's generation.
-    pub key: u64,
-    /// The namespace's generation.
-    pub namespace: u64,
+/// What a read that may begin a load found ([`L2Store::read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// A value, fresh or not (the cache decides from its envelope).
+    Value(Bytes),
+    /// Nothing: the reader now holds the key's load lease under its token and loads. Its fill
+    /// is stored only if the lease is still in place — an invalidation or a write since
+    /// removed it ([`Fence::Lease`]).
+    Leased,
+    /// Nothing yet: another reader holds the key's load lease.
+    Loading,
+    /// Nothing, and no lease taken (none asked for, or the store keeps none).
+    Absent,
+}
+
+/// What a fill must find in L2 to be stored: proof that nothing changed the key since the
+/// load began, so a load overtaken by an invalidation cannot write its old value back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fence {
+    /// The load lease taken by [`L2Store::read`] under this token, still in place.
+    Lease(u64),
+    /// The entry the load set out to refresh, still in place: its envelope's
+    /// [`stamp`](crate::envelope::stamp).
+    Stamp(u64),
+    /// Exactly these bytes, still in place: an entry the cache could not read (corrupt,
+    /// foreign), which the fill replaces.
+    Bytes(Bytes),
+    /// Nothing to check: a store without leases cannot fence (see [`L2Store::read`]).
+    None,
 }
 
 /// How a write is ordered against invalidations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteMode {
-    /// A fill by a load: stored only if the generation is still `read`, the one the load read.
-    /// With `lease`, the store's lease on the key held under that token (taken by
-    /// [`L2Store::begin_load`]) is released in the same step, whether the value was stored or
-    /// not.
+    /// A fill by a load: stored only if `fence` holds. With `lease`, the refresh lease held
+    /// under that token (see [`L2Store::lease`]) is released in the same step, stored or not.
     Fill {
-        /// The generation the load read before it began.
-        read: Generation,
-        /// The token of the store-kept lease the load holds, if any.
+        /// What must still be in place.
+        fence: Fence,
+        /// The token of a refresh lease to release, if the load holds one.
         lease: Option<u64>,
     },
-    /// A write-through: always stored, and bumps the key's generation so that loads which
-    /// began before it cannot overwrite it.
-    Replace,
+    /// A write-through: always stored; it replaces any lease record, so loads in flight are
+    /// refused. With `log`, the store also appends that invalidation to the namespace's log
+    /// in the same step, when the log lives beside the data ([`Written::logged`]).
+    Replace {
+        /// The write's invalidation, as the log would append it.
+        log: Option<LogAppend>,
+    },
 }
 
-/// How a load begins: what [`L2Store::begin_load`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LoadStart {
-    /// The key's generation, to fence the fill with.
-    pub generation: Generation,
-    /// Whether the store's lease on the key was taken (the caller loads, and its fill releases
-    /// it).
-    pub lease_taken: bool,
-    /// A value that appeared since the caller found none: read it instead of loading.
-    pub filled: Option<Bytes>,
+impl WriteMode {
+    /// A write-through that leaves the log to the caller.
+    pub const REPLACE: WriteMode = WriteMode::Replace { log: None };
 }
 
 /// A shared L2 store. Implementations: [`MemoryStore`] (embedded default) and
 /// `strata_redis::RedisStore`.
 ///
 /// Every method takes the cache's namespace and the caller's key; implementations map them to
-/// their own keys with [`keys`](crate::keys). Errors are [`Error::Store`].
+/// their own keys with [`keys`](crate::keys) and keep the bytes of
+/// [`envelope`](crate::envelope), lease records included. Errors are [`Error::Store`].
 #[async_trait]
 pub trait L2Store: Send + Sync + Debug + 'static {
-    /// The bytes under `key`, or `None` when absent or expired.
+    /// The value under `key`, or `None` when absent, expired or being loaded (a lease record).
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, Error>;
 
-    /// The generation of `key`. A load reads it before it reads the source of truth and
-    /// fences its fill with it.
-    async fn generation(&self, namespace: &str, key: &str) -> Result<Generation, Error>;
+    /// The values under each of `keys`, in order, in one round trip where the store allows.
+    async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error>;
 
-    /// The generations of `keys`, in order, in one round trip where the store allows (a
-    /// batch load fences each fill with its key's).
-    async fn generations(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Generation>, Error> {
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            out.push(self.generation(namespace, key).await?);
-        }
-        Ok(out)
-    }
-
-    /// The load leases this store keeps beside its data, if any (default: none). A cache
-    /// uses them unless it is given another [`Lease`], and then takes and releases them with
-    /// no round trips of their own: in [`begin_load`](Self::begin_load) and in the fill.
-    fn lease(&self) -> Option<Arc<dyn Lease>> {
-        None
-    }
-
-    /// Begins a load of `key`, in one round trip where the store allows: reads its
-    /// [`generation`](Self::generation) and, with `lease = Some((token, ttl))`, tries to take
-    /// the store's lease on the key. With `absent` (the caller's read found no value), a value
-    /// that appeared since — another instance's fill, landed between that read and this call —
-    /// is returned in [`LoadStart::filled`] instead, and no lease is taken: without this check
-    /// that instance's release would let this one load the key a second time.
-    async fn begin_load(
+    /// Reads `key` and, with `lease = Some((token, ttl))`, takes its load lease if nothing is
+    /// there — in one step (Redis: `SET key <lease record> NX GET PX ttl`, one command, which
+    /// answers a hit with the value as `GET` does). Finding its own token there (a retry whose
+    /// first attempt took the lease but lost the reply) is [`Read::Leased`] too. With `wait`,
+    /// a lease held by another is marked waited on, so that the end of its load is announced
+    /// (see [`InvalidationLog`](crate::InvalidationLog)'s `Filled` events).
+    ///
+    /// The default reads with [`get`](Self::get) and takes no lease: a store without leases
+    /// gives no cross-instance single-flight and cannot fence fills ([`Fence::None`]).
+    async fn read(
         &self,
         namespace: &str,
         key: &str,
         lease: Option<(u64, Duration)>,
-        absent: bool,
-    ) -> Result<LoadStart, Error> {
-        let generation = self.generation(namespace, key).await?;
-        let mut start = LoadStart {
-            generation,
-            lease_taken: false,
-            filled: None,
-        };
-        let Some(((token, ttl), own)) = lease.zip(self.lease()) else {
-            return Ok(start);
-        };
-        if !own.try_acquire(namespace, key, token, ttl).await? {
-            return Ok(start);
-        }
-        if absent && let Some(bytes) = self.get(namespace, key).await? {
-            own.release(namespace, key, token).await?;
-            start.filled = Some(bytes);
-            return Ok(start);
-        }
-        start.lease_taken = true;
-        Ok(start)
+        wait: bool,
+    ) -> Result<Read, Error> {
+        let _ = (lease, wait);
+        Ok(match self.get(namespace, key).await? {
+            Some(bytes) => Read::Value(bytes),
+            None => Read::Absent,
+        })
     }
 
-    /// The bytes under each of `keys`, in order, in one round trip where the store allows.
-    async fn get_many(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Bytes>>, Error>;
+    /// [`read`](Self::read) for each of `keys`, in one round trip where the store allows.
+    async fn read_many(
+        &self,
+        namespace: &str,
+        keys: &[&str],
+        lease: Option<(u64, Duration)>,
+    ) -> Result<Vec<Read>, Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.read(namespace, key, lease, false).await?);
+        }
+        Ok(out)
+    }
+
+    /// Gives up the load lease `token` holds on `key` (its load failed or was dropped): removes
+    /// the lease record if it is still that one, and announces it to waiters.
+    async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<(), Error> {
+        let _ = (namespace, key, token);
+        Ok(())
+    }
+
+    /// The lease taken to refresh a value L2 still holds (stale-while-revalidate, fail-safe,
+    /// early refresh), kept beside the data; `None` (the default) if the store keeps none.
+    fn lease(&self) -> Option<Arc<dyn Lease>> {
+        None
+    }
 
     /// Stores `value` under `key` for `ttl` and records `key` in the index of each tag,
-    /// atomically, as `mode` orders it; `Ok(false)` when a fill was refused because the key
-    /// or namespace changed since its read.
+    /// atomically, as `mode` orders it: a fill whose [`Fence`] no longer holds is not stored
+    /// ([`Written::stored`]).
     async fn set(
         &self,
         namespace: &str,
@@ -140,16 +154,32 @@ pub trait L2Store: Send + Sync + Debug + 'static {
         ttl: Duration,
         tags: &[String],
         mode: WriteMode,
+    ) -> Result<Written, Error>;
+
+    /// Removes `key` (a lease record too, so the load in flight is refused), and with `log`
+    /// appends that invalidation in the same step when the log lives beside the data;
+    /// whether it did.
+    async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        log: Option<&LogAppend>,
     ) -> Result<bool, Error>;
 
-    /// Removes `key` and bumps its generation, atomically.
-    async fn delete(&self, namespace: &str, key: &str) -> Result<(), Error>;
-
-    /// Removes every key carrying `tag` (bumping each one's generation) and the tag's index;
-    /// returns how many keys it removed.
+    /// Removes every key carrying `tag` and the tag's index; returns how many keys it removed.
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error>;
 
-    /// Bumps the namespace's generation, then removes every value and tag index of the
-    /// namespace; returns how many keys it removed.
+    /// Removes every value, lease record and tag index of the namespace; returns how many
+    /// keys it removed.
     async fn clear(&self, namespace: &str) -> Result<u64, Error>;
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The value was stored (a fill whose fence no longer held was not).
+    pub stored: bool,
+    /// The invalidation given with the write was appended to the log by the store itself;
+    /// otherwise the cache publishes it.
+    pub logged: bool,
 }

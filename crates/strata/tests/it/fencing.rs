@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{EntryOptions, Generation, HybridCache, L2Store, MemoryStore, WriteMode};
+use strata::{EntryOptions, HybridCache, L2Store, LogAppend, MemoryStore, WriteMode, Written};
 use strata_testkit::eventually;
 use strata_testkit::source::{Db, Product};
 
@@ -116,20 +116,16 @@ async fn a_read_after_the_invalidation_does_not_join_the_old_load() {
     let read = HeldRead::start(&cache, &db).await;
     db.update();
     cache.invalidate("p").await.unwrap();
-    // The new read does not join the overtaken flight; it waits on that flight's lease (its
-    // fill will be refused), then loads again.
-    let after = tokio::spawn({
-        let (cache, load) = (cache.clone(), db.loader(1));
-        async move { cache.get_or_load::<Product, _, _, _>("p", load).await }
-    });
-    eventually("the new read to wait on the lease", WAIT, || async {
-        cache.stats().lease_waits >= 1
-    })
-    .await;
-    assert_eq!(read.finish().await.version, 0);
-    let after = after.await.unwrap().unwrap();
+    // The new read does not join the overtaken flight, nor wait for it: the invalidation
+    // took that flight's lease away with the key, so the new read takes a lease of its own
+    // and loads at once, while the old load is still held.
+    let after: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!(after.version, 1, "a new load, not the one in flight");
+    assert_eq!(cache.stats().lease_waits, 0);
+    assert_eq!(read.finish().await.version, 0);
     assert_eq!(db.calls(), 2);
+    // The old load's fill found another lease than its own: refused.
+    assert_eq!(cache.stats().fills_fenced, 1, "{:?}", cache.stats());
     assert_eq!(cache.get::<Product>("p").await.unwrap().unwrap().version, 1);
 }
 
@@ -150,9 +146,6 @@ impl L2Store for HeldReads {
         self.release.notified().await;
         bytes
     }
-    async fn generation(&self, ns: &str, key: &str) -> Result<Generation, strata::Error> {
-        self.store.generation(ns, key).await
-    }
     async fn get_many(
         &self,
         ns: &str,
@@ -168,11 +161,16 @@ impl L2Store for HeldReads {
         ttl: Duration,
         tags: &[String],
         mode: WriteMode,
-    ) -> Result<bool, strata::Error> {
+    ) -> Result<Written, strata::Error> {
         self.store.set(ns, key, value, ttl, tags, mode).await
     }
-    async fn delete(&self, ns: &str, key: &str) -> Result<(), strata::Error> {
-        self.store.delete(ns, key).await
+    async fn delete(
+        &self,
+        ns: &str,
+        key: &str,
+        log: Option<&LogAppend>,
+    ) -> Result<bool, strata::Error> {
+        self.store.delete(ns, key, log).await
     }
     async fn delete_by_tag(&self, ns: &str, tag: &str) -> Result<u64, strata::Error> {
         self.store.delete_by_tag(ns, tag).await

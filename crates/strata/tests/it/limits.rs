@@ -95,7 +95,7 @@ async fn corrupt_and_foreign_bytes_in_l2_are_a_counted_miss() {
             expires: u64::MAX,
             stale_until: u64::MAX,
         },
-        generation: 0,
+        stamp: 0,
         load_ms: 0,
     };
     strata::envelope::write_header(&mut envelope, &header, &[]).unwrap();
@@ -115,7 +115,7 @@ async fn corrupt_and_foreign_bytes_in_l2_are_a_counted_miss() {
                 Bytes::copy_from_slice(bytes),
                 std::time::Duration::from_secs(60),
                 &[],
-                WriteMode::Replace,
+                WriteMode::REPLACE,
             )
             .await
             .unwrap();

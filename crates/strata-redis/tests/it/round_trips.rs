@@ -1,0 +1,176 @@
+//! What each step of the read and write paths costs Redis, counted with `INFO commandstats`
+//! (commands a script runs are counted under their own names, beside its `evalsha`). Exact
+//! counts: a regression that adds a round trip, or a command inside one, fails here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata::{EntryOptions, HybridCache};
+use strata_testkit::RedisServer;
+use strata_testkit::source::{Db, Product};
+
+use crate::{TTL, instance};
+
+const N: u64 = 50;
+
+/// Calls per command so far, leaving out the followers' blocking reads and the test's own
+/// `INFO`.
+fn calls(redis: &RedisServer) -> BTreeMap<String, u64> {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .filter(|(name, _)| !matches!(name.as_str(), "xread" | "info"))
+        .collect()
+}
+
+/// The commands `step` sent.
+async fn counted<F: std::future::Future<Output = ()>>(
+    redis: &RedisServer,
+    step: F,
+) -> BTreeMap<String, u64> {
+    let before = calls(redis);
+    step.await;
+    calls(redis)
+        .into_iter()
+        .filter_map(|(name, n)| {
+            let d = n - before.get(&name).copied().unwrap_or(0);
+            (d > 0).then_some((name, d))
+        })
+        .collect()
+}
+
+fn expect(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+async fn read(cache: &HybridCache, db: &Db, key: &str, id: u64) {
+    let p: Arc<Product> = cache.get_or_load(key, db.loader(id)).await.unwrap();
+    assert_eq!(p.id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_step_is_one_round_trip() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        instance(&redis, EntryOptions::ttl(TTL)).await,
+        instance(&redis, EntryOptions::ttl(TTL)).await,
+    );
+    let db = Db::new();
+    // Every path once, so that each script is loaded (a first EVALSHA meets NOSCRIPT).
+    read(&a, &db, "warm", 0).await;
+    read(&b, &db, "warm", 0).await;
+    a.invalidate("warm").await.unwrap();
+    a.set("warm", db.fetch(0).await.unwrap(), &EntryOptions::ttl(TTL))
+        .await
+        .unwrap();
+
+    // A miss: one `SET … NX GET` (the read, leaving the lease record), then one fill script
+    // (compares the record: GET; stores: SET; clears a waiting mark: UNLINK).
+    let cold = counted(&redis, async {
+        for i in 1..=N {
+            read(&a, &db, &format!("k{i}"), i).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        cold,
+        expect(&[("set", 2 * N), ("evalsha", N), ("get", N), ("unlink", N)]),
+        "{N} cold reads"
+    );
+    assert_eq!(a.stats().loader_calls, N + 1);
+
+    // An L2 hit on another instance: the same single `SET … NX GET`, answered with the value
+    // as a `GET` would be.
+    let warm = counted(&redis, async {
+        for i in 1..=N {
+            read(&b, &db, &format!("k{i}"), i).await;
+        }
+    })
+    .await;
+    assert_eq!(warm, expect(&[("set", N)]), "{N} L2 hits");
+    assert_eq!(b.stats().l2_hits, N + 1);
+
+    // An L1 hit: nothing.
+    let hits = counted(&redis, async {
+        for i in 1..=N {
+            read(&a, &db, &format!("k{i}"), i).await;
+        }
+    })
+    .await;
+    assert_eq!(hits, expect(&[]), "{N} L1 hits");
+
+    // An invalidation: one script — the delete and the log entry (numbered: INCR; XADD).
+    let invalidations = counted(&redis, async {
+        for i in 1..=N {
+            a.invalidate(&format!("k{i}")).await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(
+        invalidations,
+        expect(&[("evalsha", N), ("unlink", N), ("incr", N), ("xadd", N)]),
+        "{N} invalidations"
+    );
+
+    // A write-through: one script — the value and its log entry.
+    let writes = counted(&redis, async {
+        for i in 1..=N {
+            let p = db.fetch(i).await.unwrap();
+            a.set(&format!("k{i}"), p, &EntryOptions::ttl(TTL))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert_eq!(
+        writes,
+        expect(&[("evalsha", N), ("set", N), ("incr", N), ("xadd", N)]),
+        "{N} write-throughs"
+    );
+    assert_eq!(a.stats().invalidations_sent, 2 * N + 2);
+    assert_eq!(a.stats().log_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_round_trip_of_reads_one_load_and_a_fill_per_key() {
+    let redis = RedisServer::start();
+    let cache = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let batch = |keys: &'static [&'static str]| {
+        let (cache, db, loads) = (cache.clone(), db.clone(), loads.clone());
+        async move {
+            let loader = move |keys: Vec<String>| async move {
+                loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut found = std::collections::HashMap::new();
+                for (id, key) in keys.into_iter().enumerate() {
+                    found.insert(key, db.fetch(id as u64).await?);
+                }
+                Ok::<_, std::io::Error>(found)
+            };
+            let got = cache
+                .get_many_or_load::<Product, _, _, _>(keys, &EntryOptions::ttl(TTL), loader)
+                .await
+                .unwrap();
+            assert!(got.iter().all(Option::is_some));
+        }
+    };
+    batch(&["warm"]).await;
+    // One pipeline of `SET … NX GET`s (each key read, and leased), one load, one fill each.
+    let counted = counted(&redis, batch(&["a", "b", "c"])).await;
+    assert_eq!(
+        counted,
+        expect(&[("set", 6), ("evalsha", 3), ("get", 3), ("unlink", 3)])
+    );
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        redis.cli(&["EXISTS", "svc:a", "svc:b", "svc:c"]),
+        "3",
+        "all filled"
+    );
+}
