@@ -4,8 +4,8 @@
 //! slot, so:
 //! - data keys stay `<namespace>:<key>` (other stacks read them as on one server), and tag
 //!   indexes `<namespace>#tag:<tag>` (each in its own slot; changed one command at a time);
-//! - the keys a script changes together with a data key — its refresh lease, its waiting
-//!   mark — carry a hash tag that puts them in the data key's slot:
+//! - the key a script changes together with a data key — its refresh lease — carries a
+//!   hash tag that puts it in the data key's slot:
 //!   `<namespace>#lease:{<namespace>:<key>}`, or, when the key has braces of its own (which
 //!   would change what Redis hashes), `<namespace>#lease:{<t>}<key>` with a short `t` that
 //!   hashes to the data key's slot (the load lease lives in the data key itself);
@@ -50,13 +50,6 @@ impl Layout {
         match self {
             Layout::Single => keys::lease_key(namespace, key),
             Layout::Cluster => beside(namespace, "lease", key),
-        }
-    }
-
-    pub(crate) fn waiting(self, namespace: &str, key: &str) -> String {
-        match self {
-            Layout::Single => keys::waiting_key(namespace, key),
-            Layout::Cluster => beside(namespace, "waiting", key),
         }
     }
 
@@ -192,10 +185,9 @@ mod tests {
         let l = Layout::Cluster;
         for key in ["42", "a:b", "x{y}z", "}{", "{}", "odd}key", "ünï{cödé}"] {
             let slot = Slot::for_key(l.data("product", key));
-            for other in [l.lease("product", key), l.waiting("product", key)] {
-                assert_eq!(Slot::for_key(&other), slot, "{other} for key {key:?}");
-                assert!(other.starts_with("product#"), "{other}");
-            }
+            let lease = l.lease("product", key);
+            assert_eq!(Slot::for_key(&lease), slot, "{lease} for key {key:?}");
+            assert!(lease.starts_with("product#"), "{lease}");
         }
         let slot = Slot::for_key(l.log("product"));
         for other in [

@@ -33,25 +33,25 @@ local function append(stream, sequence, max_len, entry)
 end
 ";
 
-/// Whether `cur` (the data key's bytes, or false) is what a fill's fence asks for: kind `N`
-/// (nothing to check), `S` (an envelope with this 8-byte stamp), `L` or `B` (exactly these
-/// bytes: a lease record, or an entry the cache could not read).
+/// Whether `cur` (what the data key held, or false) is what a fill's fence asks for: kind `S`
+/// (an envelope with this 8-byte stamp), `L` (this lease record, waited on or not) or `B`
+/// (exactly these bytes: an entry the cache could not read). Kind `N` asks for nothing.
 const FENCE: &str = r"
 local function holds(cur, kind, arg)
-  if kind == 'N' then return true end
   if not cur then return false end
   if kind == 'S' then
     return string.sub(cur, 1, 3) == '\255ST' and string.sub(cur, 39, 46) == arg
   end
+  if kind == 'L' then return cur == arg or cur == arg .. 'W' end
   return cur == arg
 end
 ";
 
 /// A flight's read, when it must mark another's load waited on (or the server predates
-/// `SET … NX GET`). KEYS: data, waiting mark; ARGV: lease record (`""`: take none), lease
-/// TTL ms, `"1"` to mark. Returns the data key's bytes as `SET … NX GET` would: nil when it
-/// was empty (and the lease, if any, is now the caller's), else what is there; a lease
-/// record of another's is marked waited on, so the end of its load is announced.
+/// `SET … NX GET`). KEYS: data; ARGV: lease record (`""`: take none), lease TTL ms, `"1"` to
+/// mark. Returns the data key's bytes as `SET … NX GET` would: nil when it was empty (and the
+/// lease, if any, is now the caller's), else what is there; another's lease record gets a
+/// `W` appended (waited on), so its fill announces the end of its load.
 pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -60,33 +60,41 @@ if not v then
   if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
   return false
 end
-if ARGV[3] == '1' and v ~= ARGV[1] and string.sub(v, 1, 3) == '\255SL' then
-  redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
+if ARGV[3] == '1' and v ~= ARGV[1] and #v == 12 and string.sub(v, 1, 3) == '\255SL' then
+  redis.call('APPEND', KEYS[1], 'W')
 end
 return v
 ",
     )
 });
 
-/// A load's fill. KEYS: data, waiting mark, filled stream, refresh lease, tag indexes…;
-/// ARGV: value, TTL ms, fence kind, fence argument (see `FENCE`), cache key, refresh lease
-/// token (`""` for none). Releases the refresh lease if the token holds it; stores the value
-/// if the fence holds; either way, if other instances wait on the key, announces the end of
-/// the load on the namespace's `#filled` stream (field `k`: the key). Returns 1 if stored.
+/// The body of a fill, shared by [`FILL`] and [`FILL_IN_SLOT`]: stores the value if the
+/// data key holds what the load was fenced with (two commands: `GET`, `SET`; a refused fill
+/// changes nothing); releases the refresh lease KEYS[refresh] if ARGV[6] holds it. Leaves
+/// `ok` (stored) and `waited` (the lease record it replaced was waited on).
+const FILL_BODY: &str = r"
+local old = redis.call('GET', KEYS[1])
+local ok = ARGV[3] == 'N' or holds(old, ARGV[3], ARGV[4])
+if ok then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[refresh]) == ARGV[6] then
+  redis.call('UNLINK', KEYS[refresh])
+end
+local waited = ok and old and #old == 13 and string.sub(old, 1, 3) == '\255SL'
+";
+
+/// A load's fill. KEYS: data, filled stream, refresh lease, tag indexes…; ARGV: value, TTL
+/// ms, fence kind and argument (see `FENCE`), cache key, refresh lease token (`""` for none).
+/// See `FILL_BODY`; indexes the tags if stored, and announces on the namespace's `#filled`
+/// stream (field `k`: the key) if another instance waited. Returns 1 if stored.
 pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{INDEX_TAGS}{FENCE}
-local ok = holds(redis.call('GET', KEYS[1]), ARGV[3], ARGV[4])
-if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then
-  redis.call('UNLINK', KEYS[4])
-end
-if ok then
-  local ttl = tonumber(ARGV[2])
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-  index_tags(5, ttl)
-end
-if redis.call('UNLINK', KEYS[2]) == 1 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'k', ARGV[5])
+        r"{INDEX_TAGS}{FENCE}local refresh = 3
+{FILL_BODY}
+if ok then index_tags(4, tonumber(ARGV[2])) end
+if waited then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'k', ARGV[5])
 end
 if ok then return 1 end
 return 0
@@ -95,49 +103,47 @@ return 0
 });
 
 /// On a cluster, [`FILL`] without the keys of other slots (tags are indexed apart, before):
-/// KEYS: data, waiting mark, refresh lease; ARGV as `FILL`'s. Returns {1 if stored, 1 if
-/// another instance waited}: the caller announces on the filled stream (another slot).
+/// KEYS: data, refresh lease; ARGV as `FILL`'s. Returns {1 if stored, 1 if another instance
+/// waited}: the caller announces on the filled stream (another slot).
 pub(crate) static FILL_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{FENCE}
-local ok = holds(redis.call('GET', KEYS[1]), ARGV[3], ARGV[4])
-if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) == ARGV[6] then
-  redis.call('UNLINK', KEYS[3])
-end
-if ok then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-local stored = 0
+        r"{FENCE}local refresh = 2
+{FILL_BODY}
+local stored, told = 0, 0
 if ok then stored = 1 end
-return {{stored, redis.call('UNLINK', KEYS[2])}}
+if waited then told = 1 end
+return {{stored, told}}
 "
     ))
 });
 
 /// Gives a load's lease record back (its load failed): removes it if it is still the one
-/// given, and announces that to waiters. KEYS: data, waiting mark, filled stream; ARGV: the
-/// lease record, cache key. Returns 1 if released.
+/// given, and announces that if it was waited on. KEYS: data, filled stream; ARGV: the lease
+/// record, cache key. Returns 1 if released.
 pub(crate) static RELEASE_RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] and v ~= ARGV[1] .. 'W' then return 0 end
 redis.call('UNLINK', KEYS[1])
-if redis.call('UNLINK', KEYS[2]) == 1 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'k', ARGV[2])
+if #v == 13 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'k', ARGV[2])
 end
 return 1
 ",
     )
 });
 
-/// On a cluster, [`RELEASE_RECORD`] without the filled stream: KEYS: data, waiting mark;
-/// ARGV: the lease record. Returns {1 if released, 1 if another instance waited}.
+/// On a cluster, [`RELEASE_RECORD`] without the filled stream: KEYS: data; ARGV: the lease
+/// record. Returns {1 if released, 1 if another instance waited}.
 pub(crate) static RELEASE_RECORD_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] and v ~= ARGV[1] .. 'W' then return {0, 0} end
 redis.call('UNLINK', KEYS[1])
-return {1, redis.call('UNLINK', KEYS[2])}
+if #v == 13 then return {1, 1} end
+return {1, 0}
 ",
     )
 });

@@ -175,7 +175,6 @@ impl L2Store for RedisStore {
                 .await
         } else {
             READ.key(&data)
-                .key(l.waiting(namespace, key))
                 .arg(&lease_record(token)[..])
                 .arg(ttl_ms(ttl))
                 .arg(if wait { "1" } else { "" })
@@ -241,7 +240,6 @@ impl L2Store for RedisStore {
         if l == Layout::Single {
             return RELEASE_RECORD
                 .key(l.data(namespace, key))
-                .key(l.waiting(namespace, key))
                 .key(l.filled(namespace))
                 .arg(&record[..])
                 .arg(key)
@@ -251,7 +249,6 @@ impl L2Store for RedisStore {
         }
         let (_, waited): (u8, u8) = RELEASE_RECORD_IN_SLOT
             .key(l.data(namespace, key))
-            .key(l.waiting(namespace, key))
             .arg(&record[..])
             .invoke_async(&mut self.conn.get())
             .await
@@ -287,9 +284,7 @@ impl L2Store for RedisStore {
             WriteMode::Fill { fence, lease } => {
                 let (kind, arg) = fence_args(&fence);
                 let mut i = FILL.key(&data);
-                i.key(l.waiting(namespace, key))
-                    .key(l.filled(namespace))
-                    .key(l.lease(namespace, key));
+                i.key(l.filled(namespace)).key(l.lease(namespace, key));
                 i.arg(value.as_ref())
                     .arg(ttl_ms(ttl))
                     .arg(kind)
@@ -497,7 +492,6 @@ impl RedisStore {
         let (kind, arg) = fence_args(&fence);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT
             .key(&data)
-            .key(l.waiting(namespace, key))
             .key(l.lease(namespace, key))
             .arg(value.as_ref())
             .arg(ttl_ms(ttl))

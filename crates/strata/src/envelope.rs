@@ -23,7 +23,8 @@
 //! # Load leases
 //! While an instance loads a key that L2 lacks, the data key holds its **lease record**
 //! instead of a value ([`lease_record`]): 12 bytes, `FF 53 4C` (`\xFFSL`), the format version
-//! `1`, then the holder's token (8 bytes). Taking it is the read itself (`SET … NX GET`), so a
+//! `1`, then the holder's token (8 bytes), and a 13th, `W`, once another reader waits on it
+//! (the fill then announces itself). Taking it is the read itself (`SET … NX GET`), so a
 //! miss costs one round trip; the fill stores its value only if the record is still there —
 //! an invalidation or a write in between removed or replaced it, and the stale value is
 //! refused. Stores hide lease records from plain reads; a reader in another stack sees bytes
@@ -34,6 +35,8 @@ use crate::error::Error;
 
 const MAGIC: [u8; 3] = [0xFF, b'S', b'T'];
 const LEASE_MAGIC: [u8; 3] = [0xFF, b'S', b'L'];
+/// Appended to a lease record by a reader that waits on it.
+const WAITED: u8 = b'W';
 /// Where the stamp sits in an envelope.
 pub const STAMP_OFFSET: usize = 3 + 1 + 1 + 1 + 8 * 4;
 /// The format version this crate writes.
@@ -211,12 +214,23 @@ pub fn lease_record(token: u64) -> [u8; 12] {
     out
 }
 
-/// The holder's token if `bytes` are a lease record.
+/// The holder's token if `bytes` are a lease record (waited on or not).
 pub fn lease_holder(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() != 12 || bytes[..3] != LEASE_MAGIC || bytes[3] != VERSION {
+    let record = match bytes.len() {
+        12 => bytes,
+        13 if bytes[12] == WAITED => &bytes[..12],
+        _ => return None,
+    };
+    if record[..3] != LEASE_MAGIC || record[3] != VERSION {
         return None;
     }
-    Some(u64::from_le_bytes(bytes[4..].try_into().ok()?))
+    Some(u64::from_le_bytes(record[4..].try_into().ok()?))
+}
+
+/// Whether `bytes` are a lease record another reader marked waited on: its load's end is
+/// then announced.
+pub fn lease_waited(bytes: &[u8]) -> bool {
+    bytes.len() == 13 && lease_holder(bytes).is_some()
 }
 
 /// A cursor that fails instead of panicking when the input runs out.
@@ -334,6 +348,12 @@ mod tests {
         assert!(!is_envelope(&record) && decode(&record).is_err());
         assert_eq!(lease_holder(&env), None);
         assert_eq!(lease_holder(&record[..11]), None);
+        let mut waited = record.to_vec();
+        waited.push(b'W');
+        assert_eq!(lease_holder(&waited), Some(0xABCD));
+        assert!(lease_waited(&waited) && !lease_waited(&record));
+        waited[12] = b'X';
+        assert_eq!(lease_holder(&waited), None);
         assert_eq!(stamp(&record), None);
     }
 

@@ -7,8 +7,8 @@
 //! - tag index: `<namespace>#tag:<tag>`, the set of data keys carrying the tag;
 //! - refresh lease: `<namespace>#lease:<key>` (see [`Lease`](crate::Lease)), taken to reload a
 //!   value L2 still holds (stale, or refreshed early);
-//! - the mark that other instances wait on a key's load `<namespace>#waiting:<key>`, and the
-//!   stream that tells them it ended `<namespace>#filled`;
+//! - the stream that tells the instances waiting on a key's load that it ended
+//!   `<namespace>#filled` (a waited-on lease record carries a `W`);
 //! - invalidation log: the stream `<namespace>#log` and its sequence counter
 //!   `<namespace>#log:seq`.
 //!
@@ -70,12 +70,6 @@ pub fn log_sequence_key(namespace: &str) -> String {
     format!("{namespace}#log:seq")
 }
 
-/// The key that marks a key's load as waited on: its end is then announced on
-/// [`filled_key`]. (Not `<lease key>:w`, which would be the lease of the key `<key>:w`.)
-pub fn waiting_key(namespace: &str, key: &str) -> String {
-    format!("{namespace}#waiting:{key}")
-}
-
 /// The stream on which the ends of waited-on loads are announced, so waiters need not poll.
 pub fn filled_key(namespace: &str) -> String {
     format!("{namespace}#filled")
@@ -118,7 +112,6 @@ mod tests {
         assert_eq!(tag_key("ns", "category:7"), "ns#tag:category:7");
         assert_eq!(namespace_patterns("ns"), ["ns:*", "ns#tag:*"]);
         assert_eq!(lease_key("ns", "k"), "ns#lease:k");
-        assert_eq!(waiting_key("ns", "k"), "ns#waiting:k");
         assert_eq!(filled_key("ns"), "ns#filled");
         assert_eq!(write_queue_key("ns"), "ns#wb");
         assert_eq!(dead_letter_key("ns"), "ns#wb:dead");

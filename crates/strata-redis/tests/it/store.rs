@@ -288,12 +288,25 @@ async fn a_waiter_is_told_when_the_load_it_waits_on_ends() {
         store.read("ns", "k", lease(2), false).await.unwrap(),
         Read::Loading
     );
-    assert_eq!(redis.cli(&["EXISTS", "ns#waiting:k"]), "0");
+    assert_eq!(
+        redis.cli(&["STRLEN", "ns:k"]),
+        "12",
+        "a plain read marks nothing"
+    );
     assert_eq!(
         store.read("ns", "k", lease(2), true).await.unwrap(),
         Read::Loading
     );
-    assert_eq!(redis.cli(&["EXISTS", "ns#waiting:k"]), "1");
+    assert_eq!(
+        redis.cli(&["STRLEN", "ns:k"]),
+        "13",
+        "waited on: a `W` more"
+    );
+    assert_eq!(
+        store.read("ns", "k", lease(1), false).await.unwrap(),
+        Read::Leased,
+        "still 1's"
+    );
     let mode = WriteMode::Fill {
         fence: Fence::Lease(1),
         lease: None,
@@ -304,7 +317,7 @@ async fn a_waiter_is_told_when_the_load_it_waits_on_ends() {
         .unwrap();
     assert!(written.stored);
     assert_eq!(redis.cli(&["XLEN", "ns#filled"]), "1", "announced");
-    assert_eq!(redis.cli(&["EXISTS", "ns#waiting:k"]), "0");
+    assert_eq!(redis.cli(&["GET", "ns:k"]), "v");
     // A failed load's release is announced too.
     assert_eq!(
         store.read("ns", "j", lease(3), false).await.unwrap(),

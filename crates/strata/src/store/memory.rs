@@ -95,7 +95,7 @@ impl State {
     fn holds(&self, full: &str, fence: Fence) -> bool {
         let now = self.raw(full);
         match fence {
-            Fence::Lease(token) => now.is_some_and(|v| v[..] == lease_record(token)),
+            Fence::Lease(token) => now.is_some_and(|v| lease_holder(v) == Some(token)),
             Fence::Stamp(s) => now.and_then(|v| stamp(v)) == Some(s),
             Fence::Bytes(b) => now == Some(&b),
             Fence::None => true,

@@ -145,7 +145,7 @@ pub trait L2Store: Send + Sync + Debug + 'static {
 
     /// Stores `value` under `key` for `ttl` and records `key` in the index of each tag,
     /// atomically, as `mode` orders it: a fill whose [`Fence`] no longer holds is not stored
-    /// ([`Written::stored`]).
+    /// ([`Written::stored`]) and changes nothing.
     async fn set(
         &self,
         namespace: &str,
