@@ -9,7 +9,9 @@
 //! - `strata bench <workload>`: runs the reference workloads of `WORKLOADS.md` against Strata
 //!   and a hand-written cache-aside baseline, prints figures, draws plots, and gates CI.
 #![warn(missing_docs, unreachable_pub)]
-#![forbid(unsafe_code)]
+// One module maps memory that the bench's processes share (`bench::shared`); nothing else
+// may use `unsafe`.
+#![deny(unsafe_code)]
 
 mod bench;
 mod demo;
@@ -46,7 +48,7 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Run the caching reverse proxy.
     Gateway(gateway::GatewayArgs),
-    /// Run a reference workload (W1–W4) and print its figures.
+    /// Run a reference workload (W1–W5) and print its figures.
     Bench(bench::BenchArgs),
     /// One instance of a multi-process workload (started by `strata bench`).
     #[command(hide = true)]

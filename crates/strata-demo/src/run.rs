@@ -153,7 +153,7 @@ pub fn stats(ctx: &Context) -> serde_json::Value {
         "l1_hits": s.l1_hits + r.l1_hits,
         "l2_hits": s.l2_hits + r.l2_hits,
         "misses": s.misses + r.misses,
-        "coalesced": s.coalesced + r.coalesced,
+        "waited": s.waited + r.waited,
         "stale_served": s.stale_served + r.stale_served,
         "loader_calls": s.loader_calls + r.loader_calls,
         "db_queries": ctx.queries(),

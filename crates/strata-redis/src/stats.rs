@@ -18,7 +18,7 @@ const FIELDS: [&str; 6] = [
     "l1_hits",
     "l2_hits",
     "misses",
-    "coalesced",
+    "waited",
     "stale_served",
     "loader_calls",
 ];
@@ -28,7 +28,7 @@ fn values(s: &Stats) -> [u64; 6] {
         s.l1_hits,
         s.l2_hits,
         s.misses,
-        s.coalesced,
+        s.waited,
         s.stale_served,
         s.loader_calls,
     ]
@@ -127,7 +127,7 @@ pub struct NamespaceStats {
     /// Misses (loads, or waits on another's load).
     pub misses: u64,
     /// Misses answered by another caller's load.
-    pub coalesced: u64,
+    pub waited: u64,
     /// Stale values served (stale-while-revalidate, fail-safe).
     pub stale_served: u64,
     /// Loader calls (reads of the source).
@@ -190,7 +190,7 @@ impl StatsReader {
                     "l1_hits" => s.l1_hits = value,
                     "l2_hits" => s.l2_hits = value,
                     "misses" => s.misses = value,
-                    "coalesced" => s.coalesced = value,
+                    "waited" => s.waited = value,
                     "stale_served" => s.stale_served = value,
                     "loader_calls" => s.loader_calls = value,
                     "updated_ms" => s.updated_ms = value,

@@ -100,7 +100,7 @@ impl HybridCache {
             let (value, source) = waiter.wait(keys[i]).await?;
             inner.counters.incr(match (source, leading) {
                 (Source::Stale, _) => Counter::stale_served,
-                (_, false) => Counter::coalesced,
+                (Source::Waited, _) | (_, false) => Counter::waited,
                 (Source::L2, true) => Counter::l2_hits,
                 (Source::Loaded, true) => Counter::misses,
             });
@@ -152,7 +152,7 @@ impl HybridCache {
                     continue;
                 };
                 match load.judge(inner.interpret::<T>(name, read)) {
-                    Step::Hit(found, now) => load.hit(name, found, now),
+                    Step::Hit(found, now) => load.hit(name, found, now, Source::L2),
                     // Refreshed with the batch, fenced by the entry it replaces; a key another
                     // instance is loading is loaded here too, and not written to L2.
                     Step::Refresh(fence) => {

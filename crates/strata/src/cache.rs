@@ -480,6 +480,7 @@ impl HybridCache {
                         Source::Stale => Counter::stale_served,
                         Source::L2 => Counter::l2_hits,
                         Source::Loaded => Counter::misses,
+                        Source::Waited => Counter::waited,
                     });
                     return Ok(value);
                 }
@@ -487,7 +488,7 @@ impl HybridCache {
                     Ok((value, source)) => {
                         counters.incr(match source {
                             Source::Stale => Counter::stale_served,
-                            _ => Counter::coalesced,
+                            _ => Counter::waited,
                         });
                         return Ok(value);
                     }

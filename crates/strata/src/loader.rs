@@ -73,7 +73,7 @@ impl Load {
         } else {
             let read = inner.begin_read::<T>(&key, self.token, false).await;
             match self.judge(read) {
-                Step::Hit(found, now) => return self.hit(&key, found, now),
+                Step::Hit(found, now) => return self.hit(&key, found, now, Source::L2),
                 step => step,
             }
         };
@@ -108,7 +108,7 @@ impl Load {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         if let Turn::Filled(found, now) = self.take_turn::<T>(&key, step).await {
-            return self.hit(&key, found, now);
+            return self.hit(&key, found, now, Source::Waited);
         }
         let inner = self.inner.clone();
         let slot = match inner.loaders.enter().await {
@@ -136,12 +136,12 @@ impl Load {
         }
     }
 
-    /// A fresh value found in L2: fill L1 and answer.
-    pub(crate) fn hit(self, key: &str, found: Found, now: u64) {
+    /// A fresh value found in L2 (`source` says how): fill L1 and answer.
+    pub(crate) fn hit(self, key: &str, found: Found, now: u64, source: Source) {
         if !self.options.skip_l1 {
             self.fill_l1(key, &found, now, true);
         }
-        self.leader.finish(Ok((found.value, Source::L2)));
+        self.leader.finish(Ok((found.value, source)));
     }
 
     /// Runs the loader under the hard timeout; at the soft timeout, answers with the stale value

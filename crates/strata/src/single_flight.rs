@@ -22,6 +22,8 @@ pub(crate) enum Source {
     L2,
     /// A value the loader produced.
     Loaded,
+    /// A value another instance loaded while this flight waited on its lease.
+    Waited,
     /// A stale value: stale-while-revalidate, soft timeout or fail-safe.
     Stale,
 }

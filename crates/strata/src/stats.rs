@@ -17,8 +17,9 @@ pub struct Stats {
     pub l2_hits: u64,
     /// Reads that found no usable value and went to the loader.
     pub misses: u64,
-    /// Reads that joined another caller's L2 read or load instead of starting their own.
-    pub coalesced: u64,
+    /// Reads that waited on a load another caller began — in this instance (single-flight) or
+    /// in another (its lease) — and got its value: neither L1 hits nor misses.
+    pub waited: u64,
     /// Reads answered with a stale value (stale-while-revalidate, soft timeout, fail-safe).
     pub stale_served: u64,
     /// Loader invocations.
@@ -93,7 +94,7 @@ counters! {
     l1_hits => "strata_hits_total", "l1";
     l2_hits => "strata_hits_total", "l2";
     misses => "strata_misses_total";
-    coalesced => "strata_coalesced_total";
+    waited => "strata_waited_total";
     stale_served => "strata_stale_served_total";
     loader_calls => "strata_loader_calls_total";
     loader_errors => "strata_loader_errors_total";

@@ -160,7 +160,7 @@ mod tests {
             write_us: Latency::default(),
             l1_hits: 80,
             l2_hits: 10,
-            coalesced: 0,
+            waited: 0,
             hit_ratio: HitRatio {
                 l1: 0.8,
                 l2: 0.1,

@@ -6,19 +6,21 @@ mod gate;
 mod plot;
 mod report;
 mod runner;
+mod shared;
 mod source;
 mod subject;
 mod w1;
 mod w2;
 mod w3;
 mod w4;
+mod w5;
 pub(crate) mod worker;
 mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use strata::MemoryStore;
+use strata::{MemoryLog, MemoryStore};
 use strata_redis::RedisConfig;
 use strata_testkit::RedisServer;
 
@@ -45,10 +47,10 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object per run instead of the table.
     #[arg(long)]
     json: bool,
-    /// Measured operations (W1; default 1,000,000). Warm-up defaults to a tenth of it.
+    /// Measured operations (W1, W5; default 1,000,000). Warm-up defaults to a tenth of it.
     #[arg(long)]
     ops: Option<u64>,
-    /// Warm-up operations before measuring (W1, W4; default 100,000).
+    /// Warm-up operations before measuring (W1, W4, W5; default 100,000).
     #[arg(long)]
     warmup: Option<u64>,
     /// How W4 takes Redis away: `kill` (SIGKILL, then a restart, empty) or `freeze`
@@ -97,7 +99,7 @@ impl Target {
                     "no Redis ({e}); running with the embedded in-memory L2 (reported as l2=\"embedded\")"
                 );
                 Ok(Target {
-                    l2: L2Target::Embedded(MemoryStore::default()),
+                    l2: L2Target::Embedded(MemoryStore::default(), MemoryLog::new()),
                     url: None,
                     server: None,
                 })
@@ -137,6 +139,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
         Workload::W2 => w2::run(&args, &target).await?,
         Workload::W3 => w3::run(&args, &target).await?,
         Workload::W4 => w4::run(&args, &mut target).await?,
+        Workload::W5 => w5::run(&args, &target).await?,
     };
     let mut reports: Vec<Report> = runs.iter().map(|r| r.report.clone()).collect();
     report::compare(&mut reports);

@@ -58,7 +58,7 @@ pub(crate) struct Report {
     pub(crate) l1_hits: u64,
     pub(crate) l2_hits: u64,
     /// Reads that waited on another's L2 fetch or load; counted as hits.
-    pub(crate) coalesced: u64,
+    pub(crate) waited: u64,
     pub(crate) hit_ratio: HitRatio,
     pub(crate) loader_calls: u64,
     pub(crate) stale_reads: u64,
@@ -106,11 +106,11 @@ impl Report {
             write_us: Latency::of(&m.writes),
             l1_hits: m.counts.l1_hits,
             l2_hits: m.counts.l2_hits,
-            coalesced: m.counts.coalesced,
+            waited: m.counts.waited,
             hit_ratio: HitRatio {
                 l1: ratio(m.counts.l1_hits),
                 l2: ratio(m.counts.l2_hits),
-                overall: ratio(m.counts.l1_hits + m.counts.l2_hits + m.counts.coalesced),
+                overall: ratio(m.counts.l1_hits + m.counts.l2_hits + m.counts.waited),
             },
             loader_calls: m.loads,
             stale_reads: m.stale_reads,

@@ -257,7 +257,7 @@ async fn sample(
         if r > 0 {
             timeline.push(Sample {
                 t_s: started.elapsed().as_secs_f64(),
-                hit_ratio: ((d.l1_hits + d.l2_hits + d.coalesced) as f64 / r as f64).min(1.0),
+                hit_ratio: ((d.l1_hits + d.l2_hits + d.waited) as f64 / r as f64).min(1.0),
                 l2_hits: d.l2_hits,
                 l2_serving: subject.l2_serving(&d),
             });

@@ -31,7 +31,10 @@ pub(crate) struct Source {
 
 #[derive(Debug)]
 enum Versions {
-    Local(Vec<AtomicU64>),
+    /// In memory: this process's, or shared by a fleet's processes ([`SharedWords`]).
+    ///
+    /// [`SharedWords`]: super::shared::SharedWords
+    Local(&'static [AtomicU64]),
     /// Shared by processes: versions under `<namespace>:<key index>` in an L2 store.
     Shared(Arc<dyn L2Store>),
 }
@@ -41,12 +44,17 @@ const SHARED_NS: &str = "bench-source";
 
 impl Source {
     pub(crate) fn new(keys: u64, load: Duration, value_bytes: usize) -> Self {
-        Self::with_versions(
-            Versions::Local((0..keys).map(|_| AtomicU64::new(0)).collect()),
-            keys,
-            load,
-            value_bytes,
-        )
+        Self::in_memory(counters(keys), load, value_bytes)
+    }
+
+    /// A source whose versions are `versions` (one per key): memory several processes map.
+    pub(crate) fn in_memory(
+        versions: &'static [AtomicU64],
+        load: Duration,
+        value_bytes: usize,
+    ) -> Self {
+        let keys = versions.len() as u64;
+        Self::with_versions(Versions::Local(versions), keys, load, value_bytes)
     }
 
     /// A source whose versions every process sees: in `store` (a Redis).
@@ -140,18 +148,31 @@ impl Source {
     }
 }
 
+/// `keys` zeroed counters for the life of the process (a run's source and staleness
+/// bookkeeping: leaked so that loaders borrow them for `'static`).
+fn counters(keys: u64) -> &'static [AtomicU64] {
+    (0..keys)
+        .map(|_| AtomicU64::new(0))
+        .collect::<Vec<_>>()
+        .leak()
+}
+
 /// The staleness check: a read is stale when it returns a version older than the newest
-/// version whose invalidation had already returned before the read started.
+/// version whose invalidation had already returned before the read started — on any
+/// instance, when the bookkeeping is memory the fleet's processes share.
 #[derive(Debug)]
 pub(crate) struct Staleness {
-    committed: Vec<AtomicU64>,
+    committed: &'static [AtomicU64],
 }
 
 impl Staleness {
     pub(crate) fn new(keys: u64) -> Self {
-        Staleness {
-            committed: (0..keys).map(|_| AtomicU64::new(0)).collect(),
-        }
+        Self::in_memory(counters(keys))
+    }
+
+    /// The check over `committed` (one per key): memory several processes map.
+    pub(crate) fn in_memory(committed: &'static [AtomicU64]) -> Self {
+        Staleness { committed }
     }
 
     /// Taken just before a read starts.

@@ -16,22 +16,23 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone)]
 pub(crate) enum L2Target {
     Redis(Box<RedisConfig>),
-    /// The embedded in-memory store (no Redis available): one map shared by the run's caches.
-    Embedded(MemoryStore),
+    /// The embedded in-memory store and log (no Redis available): shared by the run's caches,
+    /// as instances share one Redis.
+    Embedded(MemoryStore, MemoryLog),
 }
 
 impl L2Target {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             L2Target::Redis(_) => "redis",
-            L2Target::Embedded(_) => "embedded",
+            L2Target::Embedded(..) => "embedded",
         }
     }
 
     pub(crate) async fn store(&self) -> Result<Arc<dyn L2Store>, BoxError> {
         Ok(match self {
             L2Target::Redis(config) => Arc::new(RedisStore::connect_with(config).await?),
-            L2Target::Embedded(store) => Arc::new(store.clone()),
+            L2Target::Embedded(store, _) => Arc::new(store.clone()),
         })
     }
 }
@@ -50,7 +51,7 @@ pub(crate) struct Counts {
     pub(crate) l1_hits: u64,
     pub(crate) l2_hits: u64,
     /// Reads that waited on another read's L2 fetch or load: hits, by the workload's rules.
-    pub(crate) coalesced: u64,
+    pub(crate) waited: u64,
     /// Failed L2 operations (Strata; the naive cache's show as errors to callers).
     pub(crate) l2_errors: u64,
 }
@@ -61,7 +62,7 @@ impl std::ops::Sub for Counts {
         Counts {
             l1_hits: self.l1_hits - o.l1_hits,
             l2_hits: self.l2_hits - o.l2_hits,
-            coalesced: self.coalesced - o.coalesced,
+            waited: self.waited - o.waited,
             l2_errors: self.l2_errors - o.l2_errors,
         }
     }
@@ -95,10 +96,10 @@ impl Subject {
                     .build()
                     .await?
             }
-            L2Target::Embedded(store) => {
+            L2Target::Embedded(store, log) => {
                 builder
                     .l2(store.clone())
-                    .invalidation(MemoryLog::new())
+                    .invalidation(log.clone())
                     .build()
                     .await?
             }
@@ -109,7 +110,7 @@ impl Subject {
     pub(crate) async fn naive(target: &L2Target, params: &Params) -> Result<Subject, BoxError> {
         let backend = match target {
             L2Target::Redis(config) => NaiveBackend::Redis(config.connect().await?),
-            L2Target::Embedded(store) => NaiveBackend::Memory(store.clone()),
+            L2Target::Embedded(store, _) => NaiveBackend::Memory(store.clone()),
         };
         Ok(Subject::Naive(Naive {
             backend,
@@ -163,14 +164,14 @@ impl Subject {
                 Counts {
                     l1_hits: s.l1_hits + s.stale_served,
                     l2_hits: s.l2_hits,
-                    coalesced: s.coalesced,
+                    waited: s.waited,
                     l2_errors: s.l2_errors,
                 }
             }
             Subject::Naive(naive) => Counts {
                 l1_hits: 0,
                 l2_hits: naive.hits.load(Ordering::Relaxed),
-                coalesced: 0,
+                waited: 0,
                 l2_errors: 0,
             },
         }

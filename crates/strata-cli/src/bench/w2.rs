@@ -96,7 +96,7 @@ pub(crate) fn from_outcomes(
         counts: outcomes.iter().fold(Counts::default(), |c, o| Counts {
             l1_hits: c.l1_hits + o.l1_hits,
             l2_hits: c.l2_hits + o.l2_hits,
-            coalesced: c.coalesced + o.coalesced,
+            waited: c.waited + o.waited,
             ..c
         }),
         loads: outcomes.iter().map(|o| o.loader_calls).sum(),

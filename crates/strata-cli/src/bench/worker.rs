@@ -28,11 +28,20 @@ pub(crate) struct WorkerArgs {
     #[arg(value_enum)]
     workload: Workload,
     #[arg(long)]
-    redis: String,
+    pub(crate) redis: String,
     #[arg(long, value_enum)]
-    cache: Choice,
+    pub(crate) cache: Choice,
     #[arg(long)]
-    instance: usize,
+    pub(crate) instance: usize,
+    /// W5: the fleet's shared memory (versions, then commits), made by the coordinator.
+    #[arg(long)]
+    pub(crate) shared: Option<std::path::PathBuf>,
+    /// W5: measured operations of the whole fleet.
+    #[arg(long)]
+    pub(crate) ops: Option<u64>,
+    /// W5: warm-up operations of the whole fleet.
+    #[arg(long)]
+    pub(crate) warmup: Option<u64>,
 }
 
 /// What one instance measured.
@@ -43,7 +52,7 @@ pub(crate) struct Outcome {
     pub(crate) errors: u64,
     pub(crate) l1_hits: u64,
     pub(crate) l2_hits: u64,
-    pub(crate) coalesced: u64,
+    pub(crate) waited: u64,
     /// Read latencies as (µs, count) pairs.
     pub(crate) read_us: Vec<(u64, u64)>,
     /// Write (update + invalidate) latencies as (µs, count) pairs.
@@ -156,8 +165,8 @@ impl Instance {
         let counts = self.subject.counts() - counts_before;
         outcome.instance = self.index;
         outcome.loader_calls = self.source.loads() - loads_before;
-        (outcome.l1_hits, outcome.l2_hits, outcome.coalesced) =
-            (counts.l1_hits, counts.l2_hits, counts.coalesced);
+        (outcome.l1_hits, outcome.l2_hits, outcome.waited) =
+            (counts.l1_hits, counts.l2_hits, counts.waited);
         outcome
     }
 
@@ -272,6 +281,9 @@ pub(crate) fn wall_us() -> u64 {
 
 /// `strata bench-worker`: one instance in its own process.
 pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode, BoxError> {
+    if args.workload == Workload::W5 {
+        return super::w5::worker(&args).await;
+    }
     let target = L2Target::Redis(Box::new(RedisConfig::from_url(&args.redis)?));
     let instance = Instance::new(args.workload, args.cache, &target, args.instance).await?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();

@@ -19,6 +19,8 @@ pub(crate) enum Workload {
     W3,
     /// Redis outage under a steady load.
     W4,
+    /// W1 across a fleet of 4 processes.
+    W5,
 }
 
 impl Workload {
@@ -28,6 +30,7 @@ impl Workload {
             Workload::W2 => "W2",
             Workload::W3 => "W3",
             Workload::W4 => "W4",
+            Workload::W5 => "W5",
         }
     }
 }

@@ -84,7 +84,7 @@ impl Dashboard {
                     l1_hits: s.l1_hits,
                     l2_hits: s.l2_hits,
                     misses: s.misses,
-                    coalesced: s.coalesced,
+                    waited: s.waited,
                     stale_served: s.stale_served,
                     loader_calls: s.loader_calls,
                     updated_ms: now_ms(),

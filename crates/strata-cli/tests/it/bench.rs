@@ -58,7 +58,7 @@ fn assert_consistent(r: &Value) {
     for p in ["p50", "p95", "p99"] {
         assert!(n(r, &format!("/read_us/{p}")) <= n(r, "/read_us/max"));
     }
-    let hits = n(r, "/l1_hits") + n(r, "/l2_hits") + n(r, "/coalesced");
+    let hits = n(r, "/l1_hits") + n(r, "/l2_hits") + n(r, "/waited");
     assert!(hits <= reads);
     assert!((n(r, "/hit_ratio/overall") - hits / reads).abs() < 1e-9);
     assert!((n(r, "/hit_ratio/l1") - n(r, "/l1_hits") / reads).abs() < 1e-9);

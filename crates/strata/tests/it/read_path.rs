@@ -44,7 +44,7 @@ async fn a_thousand_concurrent_cold_reads_load_once() {
     );
     let s = cache.stats();
     assert_eq!(s.loader_calls, 1);
-    assert_eq!(s.misses + s.coalesced + s.l1_hits, 1000);
+    assert_eq!(s.misses + s.waited + s.l1_hits, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +332,7 @@ async fn a_batch_waits_for_keys_already_loading_instead_of_loading_them_again() 
     );
     assert_eq!(slow.await.unwrap().unwrap().id, 1);
     assert_eq!(
-        cache.stats().coalesced,
+        cache.stats().waited,
         2,
         "p:1 joined the flight, the second p:2 our own"
     );

@@ -1,0 +1,400 @@
+//! W5 — W1 across a fleet: four cache instances in four processes sharing one Redis, the
+//! operation stream dealt round them (operation i to instance i mod 4, 16 in flight each).
+//! The source of truth and the staleness bookkeeping are memory the processes share
+//! ([`SharedWords`]), so a read on any instance is stale when it returns a version older than
+//! the newest whose invalidation, on any instance, had returned before it started.
+//!
+//! Protocol with each worker (`strata bench-worker w5`), a line each: the worker prints
+//! `ready` once its cache is built; `warm` runs its share of the warm-up and answers `warm`;
+//! `go` runs its share of the measured operations and answers with its [`Share`] as JSON.
+
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use strata_redis::RedisConfig;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use super::cost::{Meter, cpu_during};
+use super::report::Report;
+use super::runner::{Measured, Pace, Run as Pass};
+use super::shared::SharedWords;
+use super::source::{Source, Staleness};
+use super::subject::{Choice, Counts, L2Target, Subject};
+use super::worker::{Outcome, WorkerArgs, histogram};
+use super::workload::{Op, Params, phases};
+use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
+
+/// Instances in the fleet.
+pub(crate) const INSTANCES: usize = 4;
+/// Operations in flight per instance (64 in all, as W1).
+const IN_FLIGHT: usize = 16;
+
+/// W5's parameters: W1's, and the fleet.
+#[derive(Serialize)]
+struct FleetParams<'a> {
+    #[serde(flatten)]
+    w1: &'a Params,
+    instances: usize,
+    in_flight_per_instance: usize,
+}
+
+/// What one instance measured of its share.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Share {
+    #[serde(flatten)]
+    outcome: Outcome,
+    stale_reads: u64,
+    reads: u64,
+}
+
+pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
+    let params = super::w1::params(args);
+    let fleet = FleetParams {
+        w1: &params,
+        instances: INSTANCES,
+        in_flight_per_instance: IN_FLIGHT,
+    };
+    let probe = target.cost_probe().await;
+    let mut runs = Vec::new();
+    for &choice in choices(args.cache) {
+        Subject::flush(&target.l2).await?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("fleet");
+        let words = SharedWords::create(&path, 2 * params.n as usize)?.leak();
+        let bar = progress_bar(
+            params.warmup_ops + params.ops,
+            args.json,
+            &format!("{} W5", name(choice)),
+        );
+        let (shares, elapsed, cost) = match &target.url {
+            Some(url) => {
+                let mut fleet = Fleet::start(choice, url, &path, &params).await?;
+                bar.set_position(0);
+                fleet.say("warm").await?;
+                fleet.expect_all("warm").await?;
+                bar.set_position(params.warmup_ops);
+                let meter = Meter::start(probe.as_ref()).await;
+                let started = Instant::now();
+                fleet.say("go").await?;
+                let shares = fleet.shares().await?;
+                let elapsed = started.elapsed();
+                let workers: f64 = shares.iter().map(|s| s.outcome.cpu_s).sum();
+                (shares, elapsed, meter.finish(params.ops, workers).await)
+            }
+            // No Redis: four caches in this process, sharing the embedded store and log.
+            None => {
+                let mut instances = Vec::new();
+                for i in 0..INSTANCES {
+                    let instance = Instance::new(choice, &target.l2, i, words, &params).await?;
+                    instances.push(Arc::new(instance));
+                }
+                let warming: Vec<_> = instances
+                    .iter()
+                    .map(|i| {
+                        let i = i.clone();
+                        tokio::spawn(async move { drop(i.pass(true).await) })
+                    })
+                    .collect();
+                for w in warming {
+                    w.await?;
+                }
+                bar.set_position(params.warmup_ops);
+                let meter = Meter::start(probe.as_ref()).await;
+                let started = Instant::now();
+                let tasks: Vec<_> = instances
+                    .into_iter()
+                    .map(|i| tokio::spawn(async move { i.share().await }))
+                    .collect();
+                let mut shares = Vec::new();
+                for t in tasks {
+                    shares.push(t.await?);
+                }
+                let elapsed = started.elapsed();
+                (shares, elapsed, meter.finish(params.ops, 0.0).await)
+            }
+        };
+        bar.finish_and_clear();
+        let mut run = report(choice, target, &fleet, &shares, elapsed);
+        run.report.cost = cost;
+        runs.push(run);
+        drop(dir);
+    }
+    Ok(runs)
+}
+
+fn name(choice: Choice) -> &'static str {
+    if choice == Choice::Naive {
+        "naive"
+    } else {
+        "strata"
+    }
+}
+
+/// The fleet's figures: W1's over every instance, and each instance's hit ratios.
+fn report(
+    choice: Choice,
+    target: &Target,
+    params: &FleetParams<'_>,
+    shares: &[Share],
+    elapsed: Duration,
+) -> Run {
+    let outcomes: Vec<&Outcome> = shares.iter().map(|s| &s.outcome).collect();
+    let pick = |f: fn(&Outcome) -> &[(u64, u64)]| {
+        let mut h = histogram();
+        for (value, count) in outcomes.iter().flat_map(|o| f(o)) {
+            h.saturating_record_n(*value, *count);
+        }
+        h
+    };
+    let reads = pick(|o| &o.read_us);
+    let measured = Measured {
+        writes: pick(|o| &o.write_us),
+        stale_reads: shares.iter().map(|s| s.stale_reads).sum(),
+        errors: outcomes.iter().map(|o| o.errors).sum(),
+        elapsed,
+        counts: outcomes.iter().fold(Counts::default(), |c, o| Counts {
+            l1_hits: c.l1_hits + o.l1_hits,
+            l2_hits: c.l2_hits + o.l2_hits,
+            waited: c.waited + o.waited,
+            ..c
+        }),
+        loads: outcomes.iter().map(|o| o.loader_calls).sum(),
+        timeline: Vec::new(),
+        reads: reads.clone(),
+        window_reads: histogram(),
+        window_errors: 0,
+    };
+    let mut report = Report::new("W5", name(choice), target.l2.label(), params, &measured);
+    let per_instance: Vec<_> = shares
+        .iter()
+        .map(|s| {
+            let o = &s.outcome;
+            let ratio = |n: u64| n as f64 / s.reads.max(1) as f64;
+            json!({
+                "instance": o.instance,
+                "reads": s.reads,
+                "hit_ratio": {
+                    "l1": ratio(o.l1_hits),
+                    "l2": ratio(o.l2_hits),
+                    "overall": ratio(o.l1_hits + o.l2_hits + o.waited),
+                },
+                "loader_calls": o.loader_calls,
+                "stale_reads": s.stale_reads,
+            })
+        })
+        .collect();
+    report.extra.insert("instances".into(), json!(per_instance));
+    report.extra.insert(
+        "processes".into(),
+        json!(if target.url.is_some() {
+            "one per instance"
+        } else {
+            "in-process"
+        }),
+    );
+    Run {
+        report,
+        latency: reads,
+        timeline: Vec::new(),
+    }
+}
+
+/// One instance: its cache, the shared source and bookkeeping, and its share of the stream.
+struct Instance {
+    index: usize,
+    pass: Pass,
+    warmup: Arc<[Op]>,
+    measured: Arc<[Op]>,
+}
+
+impl Instance {
+    async fn new(
+        choice: Choice,
+        target: &L2Target,
+        index: usize,
+        words: &'static [std::sync::atomic::AtomicU64],
+        params: &Params,
+    ) -> Result<Instance, BoxError> {
+        let subject = match choice {
+            Choice::Naive => Subject::naive(target, params).await?,
+            _ => Subject::strata(target, params).await?,
+        };
+        let (versions, committed) = words.split_at(params.n as usize);
+        let source = Source::in_memory(
+            versions,
+            Duration::from_millis(params.load_ms),
+            params.value_bytes,
+        )
+        .leak();
+        let (warmup, measured) = phases(params)?;
+        // Operation i of the stream (warm-up first) goes to instance i mod 4.
+        let deal = |ops: &[Op], offset: usize| -> Arc<[Op]> {
+            ops.iter()
+                .enumerate()
+                .filter(|(i, _)| (i + offset) % INSTANCES == index)
+                .map(|(_, op)| *op)
+                .collect()
+        };
+        Ok(Instance {
+            index,
+            pass: Pass {
+                subject: Arc::new(subject),
+                source,
+                keys: key_names(params.n),
+                staleness: Arc::new(Staleness::in_memory(committed)),
+            },
+            warmup: deal(&warmup, 0),
+            measured: deal(&measured, warmup.len()),
+        })
+    }
+
+    /// Runs the warm-up share (`true`) or the measured one.
+    async fn pass(&self, warmup: bool) -> Measured {
+        let ops = if warmup {
+            self.warmup.clone()
+        } else {
+            self.measured.clone()
+        };
+        let pace = Pace::Closed {
+            concurrency: IN_FLIGHT,
+        };
+        self.pass.pass(ops, pace, None, |_| {}).await
+    }
+
+    /// Runs the measured share and says what it measured, its process's CPU included.
+    async fn share(&self) -> Share {
+        let (m, cpu_s) = cpu_during(self.pass(false)).await;
+        let buckets = |h: &hdrhistogram::Histogram<u64>| -> Vec<(u64, u64)> {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        };
+        Share {
+            outcome: Outcome {
+                instance: self.index,
+                loader_calls: m.loads,
+                errors: m.errors,
+                l1_hits: m.counts.l1_hits,
+                l2_hits: m.counts.l2_hits,
+                waited: m.counts.waited,
+                read_us: buckets(&m.reads),
+                write_us: buckets(&m.writes),
+                cpu_s,
+                ..Outcome::default()
+            },
+            stale_reads: m.stale_reads,
+            reads: m.reads.len(),
+        }
+    }
+}
+
+/// The coordinator's handle on the fleet's processes.
+struct Fleet {
+    children: Vec<(Child, ChildStdin, Lines<BufReader<ChildStdout>>)>,
+}
+
+impl Fleet {
+    async fn start(
+        choice: Choice,
+        redis: &str,
+        shared: &std::path::Path,
+        params: &Params,
+    ) -> Result<Fleet, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::new();
+        for i in 0..INSTANCES {
+            let mut child = tokio::process::Command::new(&exe)
+                .args(["bench-worker", "w5", "--redis", redis])
+                .args(["--cache", name(choice), "--instance", &i.to_string()])
+                .arg("--shared")
+                .arg(shared)
+                .args(["--ops", &params.ops.to_string()])
+                .args(["--warmup", &params.warmup_ops.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err("worker pipes unavailable".into());
+            };
+            children.push((child, stdin, BufReader::new(stdout).lines()));
+        }
+        let mut fleet = Fleet { children };
+        fleet.expect_all("ready").await?;
+        Ok(fleet)
+    }
+
+    async fn say(&mut self, line: &str) -> Result<(), BoxError> {
+        for (_, stdin, _) in &mut self.children {
+            stdin.write_all(format!("{line}\n").as_bytes()).await?;
+            stdin.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn expect_all(&mut self, word: &str) -> Result<(), BoxError> {
+        for (i, (_, _, out)) in self.children.iter_mut().enumerate() {
+            match out.next_line().await? {
+                Some(line) if line.trim() == word => {}
+                other => {
+                    return Err(format!("W5 worker {i}: expected {word:?}, got {other:?}").into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every worker's measured share (waits for all).
+    async fn shares(&mut self) -> Result<Vec<Share>, BoxError> {
+        let mut shares = Vec::new();
+        for (i, (child, _, out)) in self.children.iter_mut().enumerate() {
+            let line = out
+                .next_line()
+                .await?
+                .ok_or_else(|| format!("W5 worker {i} exited without a result"))?;
+            shares.push(serde_json::from_str(&line)?);
+            child.wait().await?;
+        }
+        Ok(shares)
+    }
+}
+
+/// `strata bench-worker w5`: one instance of the fleet in its own process.
+pub(crate) async fn worker(args: &WorkerArgs) -> Result<ExitCode, BoxError> {
+    let target = L2Target::Redis(Box::new(RedisConfig::from_url(&args.redis)?));
+    let mut params = Params::w1();
+    (params.ops, params.warmup_ops) = (args.ops.unwrap_or(params.ops), args.warmup.unwrap_or(0));
+    let shared = args.shared.as_deref().ok_or("W5 workers need --shared")?;
+    let words = SharedWords::open(shared)?.leak();
+    if words.len() != 2 * params.n as usize {
+        return Err(format!("{}: not a W5 fleet's memory", shared.display()).into());
+    }
+    let instance = Instance::new(args.cache, &target, args.instance, words, &params).await?;
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut say = async |line: String| -> Result<(), BoxError> {
+        stdout.write_all(format!("{line}\n").as_bytes()).await?;
+        stdout.flush().await?;
+        Ok(())
+    };
+    say("ready".into()).await?;
+    while let Some(line) = stdin.next_line().await? {
+        match line.trim() {
+            "warm" => {
+                instance.pass(true).await;
+                say("warm".into()).await?;
+            }
+            "go" => {
+                let share = instance.share().await;
+                say(serde_json::to_string(&share)?).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => return Err(format!("unexpected {other:?} from the coordinator").into()),
+        }
+    }
+    Err("the coordinator went away".into())
+}
