@@ -6,7 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use strata::Error;
-use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription, Target};
+use strata::invalidation::{
+    Invalidation, InvalidationLog, LogEvent, Position, Subscription, Target,
+};
 use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
@@ -104,10 +106,14 @@ fn decode(namespace: &str, payload: &[u8]) -> Result<Option<LogEvent>, Error> {
 
 #[async_trait]
 impl<L: InvalidationLog> InvalidationLog for CompatChannel<L> {
-    async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
-        self.log.publish(namespace, invalidation).await?;
+    async fn publish(
+        &self,
+        namespace: &str,
+        invalidation: &Invalidation,
+    ) -> Result<Option<Position>, Error> {
+        let position = self.log.publish(namespace, invalidation).await?;
         let Target::Key(key) = &invalidation.target else {
-            return Ok(());
+            return Ok(position);
         };
         let message = Message {
             service: namespace.to_owned(),
@@ -122,7 +128,35 @@ impl<L: InvalidationLog> InvalidationLog for CompatChannel<L> {
             .arg(payload)
             .exec_async(&mut self.publisher.get())
             .await
-            .map_err(|e| self.publisher.failed_log(e))
+            .map_err(|e| self.publisher.failed_log(e))?;
+        Ok(position)
+    }
+
+    // Not `beside`: a store appending the entry itself would skip the plain channel.
+
+    fn acknowledges(&self) -> bool {
+        self.log.acknowledges()
+    }
+
+    async fn acknowledge(
+        &self,
+        namespace: &str,
+        instance: u64,
+        applied: &[u64],
+    ) -> Result<(), Error> {
+        self.log.acknowledge(namespace, instance, applied).await
+    }
+
+    async fn await_acknowledged(
+        &self,
+        namespace: &str,
+        origin: u64,
+        position: Position,
+        within: Duration,
+    ) -> Result<bool, Error> {
+        self.log
+            .await_acknowledged(namespace, origin, position, within)
+            .await
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {

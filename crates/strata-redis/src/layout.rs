@@ -57,6 +57,10 @@ impl Layout {
         self.namespace_wide(keys::filled_key(namespace), namespace)
     }
 
+    pub(crate) fn acks(self, namespace: &str) -> String {
+        self.namespace_wide(keys::acks_key(namespace), namespace)
+    }
+
     pub(crate) fn log(self, namespace: &str) -> String {
         self.namespace_wide(keys::log_key(namespace), namespace)
     }
@@ -193,6 +197,7 @@ mod tests {
         for other in [
             l.log_sequence("product"),
             l.filled("product"),
+            l.acks("product"),
             l.write_queue("product"),
             l.dead_letters("product"),
         ] {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use strata::Error;
-use strata::invalidation::{LogEvent, Target};
+use strata::invalidation::{LogEvent, Position, Target};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -92,7 +92,7 @@ pub(crate) async fn merge(
         };
         let Some((shard, event)) = next else { return };
         let event = match event {
-            LogEvent::CaughtUp { lag, .. } => {
+            LogEvent::CaughtUp { lag, position, .. } => {
                 if let Some(at) = reported.get_mut(shard) {
                     *at = Instant::now();
                 }
@@ -100,6 +100,7 @@ pub(crate) async fn merge(
                 LogEvent::CaughtUp {
                     lag,
                     age: oldest.elapsed(),
+                    position,
                 }
             }
             other => other,
@@ -110,11 +111,13 @@ pub(crate) async fn merge(
     }
 }
 
-/// A part's report that it is caught up, before [`merge`] dates it.
-pub(crate) fn caught_up(lag: Option<Duration>) -> LogEvent {
+/// A part's report that it is caught up (delivered as far as `position`), before [`merge`]
+/// dates it.
+pub(crate) fn caught_up(lag: Option<Duration>, position: Option<Position>) -> LogEvent {
     LogEvent::CaughtUp {
         lag,
         age: Duration::ZERO,
+        position,
     }
 }
 
@@ -172,13 +175,13 @@ mod tests {
         let (to, mut cache) = mpsc::unbounded_channel();
         tokio::spawn(merge(from, to, 2));
         tokio::time::sleep(Duration::from_millis(30)).await;
-        parts.send((0, caught_up(None))).unwrap();
+        parts.send((0, caught_up(None, None))).unwrap();
         // Part 1 has not reported since following began, 30 ms ago.
         let Some(LogEvent::CaughtUp { age, .. }) = cache.recv().await else {
             panic!("a report")
         };
         assert_eq!(age, Duration::from_millis(30));
-        parts.send((1, caught_up(None))).unwrap();
+        parts.send((1, caught_up(None, None))).unwrap();
         let Some(LogEvent::CaughtUp { age, .. }) = cache.recv().await else {
             panic!("a report")
         };

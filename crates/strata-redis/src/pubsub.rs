@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
 use strata::Error;
-use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Subscription};
+use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Position, Subscription};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RedisConfig;
@@ -65,7 +65,11 @@ impl RedisPubSub {
 
 #[async_trait]
 impl InvalidationLog for RedisPubSub {
-    async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
+    async fn publish(
+        &self,
+        namespace: &str,
+        invalidation: &Invalidation,
+    ) -> Result<Option<Position>, Error> {
         // On a cluster, sharded: only the nodes of the channel's slot carry the message, not
         // every node of the cluster.
         let verb = if self.config.is_cluster() {
@@ -78,7 +82,9 @@ impl InvalidationLog for RedisPubSub {
             .arg(invalidation.encode())
             .exec_async(&mut self.publisher.get())
             .await
-            .map_err(|e| self.publisher.failed_log(e))
+            .map_err(|e| self.publisher.failed_log(e))?;
+        // Pub/sub numbers nothing.
+        Ok(None)
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {

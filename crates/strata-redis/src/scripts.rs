@@ -29,7 +29,8 @@ end
 const APPEND: &str = r"
 local function append(stream, sequence, max_len, entry)
   local seq = redis.call('INCR', sequence)
-  return redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 's', seq, 'd', entry)
+  redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 's', seq, 'd', entry)
+  return seq
 end
 ";
 
@@ -194,28 +195,27 @@ return 0
 
 /// A write-through with tags, or with its invalidation logged in the same step. KEYS: data,
 /// log stream, log sequence, tag indexes…; ARGV: value, TTL ms, the log's length bound (`""`:
-/// log nothing), the log entry.
+/// log nothing), the log entry. Returns the entry's sequence number (0 if nothing logged).
 pub(crate) static REPLACE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{INDEX_TAGS}{APPEND}
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 index_tags(4, ttl)
-if ARGV[3] ~= '' then append(KEYS[2], KEYS[3], ARGV[3], ARGV[4]) end
-return 1
+if ARGV[3] ~= '' then return append(KEYS[2], KEYS[3], ARGV[3], ARGV[4]) end
+return 0
 "
     ))
 });
 
 /// An invalidation logged in the same step: deletes the data key (a lease record too: the
 /// load in flight is refused) and appends to the log. KEYS: data, log stream, log sequence;
-/// ARGV: the log's length bound, the log entry. Returns 1 if the data key existed.
+/// ARGV: the log's length bound, the log entry. Returns the entry's sequence number.
 pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{APPEND}
-local existed = redis.call('UNLINK', KEYS[1])
-append(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
-return existed
+redis.call('UNLINK', KEYS[1])
+return append(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 "
     ))
 });

@@ -280,6 +280,7 @@ impl L2Store for RedisStore {
         }
         let data = l.data(namespace, key);
         let mut logged = false;
+        let replacing = matches!(mode, WriteMode::Replace { .. });
         let mut invocation = match mode {
             WriteMode::Fill { fence, lease } => {
                 let (kind, arg) = fence_args(&fence);
@@ -307,7 +308,7 @@ impl L2Store for RedisStore {
                         .map_err(|e| self.conn.failed(e))?;
                     return Ok(Written {
                         stored: true,
-                        logged: false,
+                        logged: None,
                     });
                 }
                 let mut i = REPLACE.key(&data);
@@ -328,13 +329,24 @@ impl L2Store for RedisStore {
         for tag in tags {
             invocation.key(l.tag(namespace, tag));
         }
-        let stored: u8 = invocation
+        // A fill answers 1 if stored; a write-through, its log entry's number (0: none).
+        let answer: u64 = invocation
             .invoke_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
-        Ok(Written {
-            stored: stored == 1,
-            logged,
+        Ok(match logged {
+            true => Written {
+                stored: true,
+                logged: Some(answer),
+            },
+            false if replacing => Written {
+                stored: true,
+                logged: None,
+            },
+            false => Written {
+                stored: answer == 1,
+                logged: None,
+            },
         })
     }
 
@@ -343,26 +355,26 @@ impl L2Store for RedisStore {
         namespace: &str,
         key: &str,
         log: Option<&LogAppend>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<u64>, Error> {
         let data = self.conn.layout().data(namespace, key);
         match log.filter(|log| self.beside(log)) {
             Some(log) => {
-                INVALIDATE
+                let seq: u64 = INVALIDATE
                     .key(&data)
                     .key(&log.stream)
                     .key(&log.sequence)
                     .arg(log.max_len)
                     .arg(&log.entry[..])
-                    .invoke_async::<()>(&mut self.conn.get())
+                    .invoke_async(&mut self.conn.get())
                     .await
                     .map_err(|e| self.conn.failed(e))?;
-                Ok(true)
+                Ok(Some(seq))
             }
             None => {
                 self.unlink(&data).await?;
                 // On a cluster: acknowledged once a replica has it, so a failover keeps it.
                 self.conn.replicated(&data).await?;
-                Ok(false)
+                Ok(None)
             }
         }
     }
@@ -486,7 +498,7 @@ impl RedisStore {
             self.conn.replicated(&data).await?;
             return Ok(Written {
                 stored: true,
-                logged: false,
+                logged: None,
             });
         };
         let (kind, arg) = fence_args(&fence);
@@ -507,7 +519,7 @@ impl RedisStore {
         }
         Ok(Written {
             stored: stored == 1,
-            logged: false,
+            logged: None,
         })
     }
 }

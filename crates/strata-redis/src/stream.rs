@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::error::{classify_log, into_log_error};
 use async_trait::async_trait;
 use strata::Error;
-use strata::invalidation::{Invalidation, InvalidationLog, LogAppend, LogEvent, Subscription};
+use strata::invalidation::{
+    Invalidation, InvalidationLog, LogAppend, LogEvent, Position as Delivered, Subscription,
+};
 use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
@@ -51,6 +53,8 @@ pub struct RedisStreamLog {
     shards: Arc<HashMap<String, usize>>,
     /// Shard counts agreed with Redis, by namespace: looked up once per namespace.
     agreed: Arc<Mutex<HashMap<String, usize>>>,
+    /// By namespace: whether the last look at the acknowledgements found no other instance.
+    alone: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 impl std::fmt::Debug for RedisStreamLog {
@@ -80,6 +84,7 @@ impl RedisStreamLog {
             heartbeat: Duration::from_secs(1),
             shards: Arc::default(),
             agreed: Arc::default(),
+            alone: Arc::default(),
         })
     }
 
@@ -142,6 +147,25 @@ impl RedisStreamLog {
         Ok(agreed)
     }
 
+    /// Whether the namespace's last look at its acknowledgements found no other instance.
+    fn alone(&self, namespace: &str) -> bool {
+        let alone = self
+            .alone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        alone.get(namespace).copied().unwrap_or(true)
+    }
+
+    fn set_alone(&self, namespace: &str, alone: bool) {
+        let mut map = self
+            .alone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.get(namespace) != Some(&alone) {
+            map.insert(namespace.to_owned(), alone);
+        }
+    }
+
     fn agreed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         // A poisoned map of plain numbers is still right.
         self.agreed
@@ -180,30 +204,116 @@ impl RedisStreamLog {
 
 #[async_trait]
 impl InvalidationLog for RedisStreamLog {
-    async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error> {
+    async fn publish(
+        &self,
+        namespace: &str,
+        invalidation: &Invalidation,
+    ) -> Result<Option<Delivered>, Error> {
         let shards = self.shard_count(namespace).await?;
-        let (log, sequence) = self.publisher.layout().log_shard(
-            namespace,
-            shard_of(&invalidation.target, shards),
-            shards,
-        );
-        APPEND_LOG
+        let part = shard_of(&invalidation.target, shards);
+        let (log, sequence) = self.publisher.layout().log_shard(namespace, part, shards);
+        let seq: u64 = APPEND_LOG
             .key(&log)
             .key(sequence)
             .arg(self.max_len)
             .arg(invalidation.encode())
-            .invoke_async::<()>(&mut self.publisher.get())
+            .invoke_async(&mut self.publisher.get())
             .await
             .map_err(|e| self.publisher.failed_log(e))?;
         // On a cluster: acknowledged once a replica has it, so a failover keeps it.
         self.publisher
             .replicated(&log)
             .await
-            .map_err(into_log_error)
+            .map_err(into_log_error)?;
+        Ok(Some(Delivered { part, seq }))
     }
 
     fn heartbeat(&self) -> Option<Duration> {
         Some(self.heartbeat)
+    }
+
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
+    /// One `HSET` (or `HDEL`, leaving) on `<namespace>#acks`: the instance's field holds until
+    /// when it counts as alive (three heartbeats on, by its clock) and how far it applied
+    /// each part of the log.
+    async fn acknowledge(
+        &self,
+        namespace: &str,
+        instance: u64,
+        applied: &[u64],
+    ) -> Result<(), Error> {
+        let key = self.publisher.layout().acks(namespace);
+        let mut cmd = if applied.is_empty() {
+            redis::cmd("HDEL")
+        } else {
+            redis::cmd("HSET")
+        };
+        cmd.arg(&key).arg(instance);
+        if !applied.is_empty() {
+            let alive_until = now_ms() + 3 * u64::try_from(self.heartbeat.as_millis()).unwrap_or(0);
+            let seqs: Vec<String> = applied.iter().map(u64::to_string).collect();
+            cmd.arg(format!("{alive_until}:{}", seqs.join(",")));
+        }
+        cmd.exec_async(&mut self.publisher.get())
+            .await
+            .map_err(|e| self.publisher.failed_log(e))
+    }
+
+    /// Reads `<namespace>#acks` (one `HGETALL`) at once, then every millisecond, until every
+    /// other live instance's field covers `position`; fields past their life are removed.
+    async fn await_acknowledged(
+        &self,
+        namespace: &str,
+        origin: u64,
+        position: Delivered,
+        within: Duration,
+    ) -> Result<bool, Error> {
+        let key = self.publisher.layout().acks(namespace);
+        let origin = origin.to_string();
+        let deadline = tokio::time::Instant::now() + within;
+        // Alone last time: look at once (there may be nobody to wait for). With others, they
+        // need a moment to read and apply it: look after one poll.
+        let mut look = self.alone(namespace);
+        loop {
+            if !look {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(ACK_POLL.min(left)).await;
+            }
+            look = false;
+            let acks: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut self.publisher.get())
+                .await
+                .map_err(|e| self.publisher.failed_log(e))?;
+            let now = now_ms();
+            let others = acks.iter().filter(|(i, _)| *i != origin).count();
+            self.set_alone(namespace, others == 0);
+            let (mut all, mut gone) = (true, Vec::new());
+            for (instance, ack) in acks.iter().filter(|(i, _)| *i != origin) {
+                match parse_ack(ack, position.part) {
+                    Some((alive_until, _)) if alive_until < now => gone.push(instance),
+                    Some((_, seq)) if seq >= position.seq => {}
+                    _ => all = false,
+                }
+            }
+            if !gone.is_empty() {
+                // Instances that stopped saying they are alive: no longer waited for.
+                let _ = redis::cmd("HDEL")
+                    .arg(&key)
+                    .arg(&gone)
+                    .exec_async(&mut self.publisher.get())
+                    .await;
+            }
+            if all {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
     }
 
     async fn beside(
@@ -216,23 +326,31 @@ impl InvalidationLog for RedisStreamLog {
             return Ok(None);
         };
         let shards = self.shard_count(namespace).await?;
-        let (stream, sequence) = self.publisher.layout().log_shard(
-            namespace,
-            shard_of(&invalidation.target, shards),
-            shards,
-        );
+        let part = shard_of(&invalidation.target, shards);
+        let (stream, sequence) = self.publisher.layout().log_shard(namespace, part, shards);
         Ok(Some(LogAppend {
             server: server.to_owned(),
             stream,
             sequence,
             max_len: self.max_len,
             entry: invalidation.encode(),
+            part,
         }))
     }
 
     async fn follow(&self, namespace: &str) -> Result<Subscription, Error> {
         let shards = self.shard_count(namespace).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        // One part: its follower hands events to the cache itself. Several: through a merge,
+        // which dates the reports that they caught up.
         let (parts, from_parts) = mpsc::unbounded_channel();
+        let out = || {
+            if shards == 1 {
+                Out::Cache(tx.clone())
+            } else {
+                Out::Merge(parts.clone())
+            }
+        };
         let followers = (0..shards).map(|shard| {
             let (stream, sequence) = self.publisher.layout().log_shard(namespace, shard, shards);
             let follower = Follower {
@@ -243,7 +361,7 @@ impl InvalidationLog for RedisStreamLog {
                 sequence,
                 // Lease releases are announced once per namespace: part 0 reads them.
                 filled_stream: (shard == 0).then(|| self.publisher.layout().filled(namespace)),
-                events: parts.clone(),
+                events: out(),
             };
             follower.start()
         });
@@ -253,8 +371,9 @@ impl InvalidationLog for RedisStreamLog {
         for (follower, conn, position) in started {
             tokio::spawn(follower.run(conn, position));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(merge(from_parts, tx, shards));
+        if shards > 1 {
+            tokio::spawn(merge(from_parts, tx, shards));
+        }
         Ok(rx)
     }
 }
@@ -310,6 +429,26 @@ impl Position {
     }
 }
 
+/// How often a write waiting for acknowledgements looks at them.
+const ACK_POLL: Duration = Duration::from_millis(1);
+
+/// An acknowledgement's fields: until when its instance counts as alive, and how far it
+/// applied `part`; `None` if foreign.
+fn parse_ack(ack: &str, part: usize) -> Option<(u64, u64)> {
+    let (alive_until, seqs) = ack.split_once(':')?;
+    let seq = seqs
+        .split(',')
+        .nth(part)
+        .map_or(Some(0), |s| s.parse().ok())?;
+    Some((alive_until.parse().ok()?, seq))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// How long ago (by our wall clock) Redis appended the entry `id` (`<ms>-<seq>`, Redis' clock):
 /// clock skew between the hosts is included, and a negative difference reads as zero.
 fn lag_of(id: &str) -> Duration {
@@ -356,7 +495,31 @@ struct Follower {
     stream: String,
     sequence: String,
     filled_stream: Option<String>,
-    events: mpsc::UnboundedSender<(usize, LogEvent)>,
+    events: Out,
+}
+
+/// Where a part's follower sends its events.
+enum Out {
+    /// Straight to the cache (a log in one part).
+    Cache(mpsc::UnboundedSender<LogEvent>),
+    /// To the merge of the parts.
+    Merge(mpsc::UnboundedSender<(usize, LogEvent)>),
+}
+
+impl Out {
+    fn send(&self, shard: usize, event: LogEvent) -> bool {
+        match self {
+            Out::Cache(tx) => tx.send(event).is_ok(),
+            Out::Merge(tx) => tx.send((shard, event)).is_ok(),
+        }
+    }
+
+    async fn closed(&self) {
+        match self {
+            Out::Cache(tx) => tx.closed().await,
+            Out::Merge(tx) => tx.closed().await,
+        }
+    }
 }
 
 impl Follower {
@@ -369,10 +532,22 @@ impl Follower {
 
     /// Passes an event on; `false` when the cache is gone.
     fn send(&self, event: LogEvent) -> bool {
-        self.events.send((self.shard, event)).is_ok()
+        self.events.send(self.shard, event)
+    }
+
+    /// What has been delivered of this part: as far as `position`.
+    fn delivered(&self, position: &Position) -> Option<Delivered> {
+        Some(Delivered {
+            part: self.shard,
+            seq: position.seq,
+        })
     }
 
     async fn run(self, mut conn: RedisConnection, mut position: Position) {
+        // Where this part starts: everything before is (vacuously) applied.
+        if !self.send(caught_up(None, self.delivered(&position))) {
+            return;
+        }
         loop {
             let read = tokio::select! {
                 read = self.read(&mut conn, &position) => read,
@@ -401,7 +576,7 @@ impl Follower {
                     // the log (or times out empty, the idle heartbeat).
                     if read < BATCH {
                         let lag = (read > 0).then(|| lag_of(&position.id));
-                        if !self.send(caught_up(lag)) {
+                        if !self.send(caught_up(lag, self.delivered(&position))) {
                             return;
                         }
                     }

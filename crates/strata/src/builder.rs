@@ -25,6 +25,9 @@ use crate::store::{L2Store, MemoryStore};
 use crate::write_behind::WriteQueue;
 use crate::{follower, housekeeper};
 
+/// How long a write waits for the fleet's acknowledgements without a staleness bound.
+const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(1);
+
 /// Builds a [`HybridCache`]. Every setting has a default; see each method.
 #[must_use = "a builder does nothing until `build` is awaited"]
 pub struct HybridCacheBuilder {
@@ -35,6 +38,7 @@ pub struct HybridCacheBuilder {
     lease: Option<Arc<dyn Lease>>,
     lease_ttl: Duration,
     max_staleness: Option<Duration>,
+    acknowledged_writes: bool,
     codec: Codec,
     raw: bool,
     defaults: EntryOptions,
@@ -55,6 +59,7 @@ impl std::fmt::Debug for HybridCacheBuilder {
             .field("lease", &self.lease)
             .field("lease_ttl", &self.lease_ttl)
             .field("max_staleness", &self.max_staleness)
+            .field("acknowledged_writes", &self.acknowledged_writes)
             .field("codec", &self.codec)
             .field("raw", &self.raw)
             .field("defaults", &self.defaults)
@@ -73,6 +78,7 @@ impl HybridCacheBuilder {
             lease: None,
             lease_ttl: Duration::from_secs(10),
             max_staleness: None,
+            acknowledged_writes: false,
             codec: Codec::default(),
             raw: false,
             defaults: EntryOptions::default(),
@@ -130,6 +136,26 @@ impl HybridCacheBuilder {
     /// `strata_redis::RedisStreamLog`), with a heartbeat of at most half of `max`.
     pub fn max_staleness(mut self, max: Duration) -> Self {
         self.max_staleness = Some(max);
+        self
+    }
+
+    /// Writes return only once every other live instance of the namespace has applied them
+    /// (default: off — a write returns once it is in L2 and the log, and other instances drop
+    /// their copies as their followers read it, a millisecond or so later). With it, a read
+    /// that starts after `set`, `invalidate`, `invalidate_tag` or `clear` returned never sees
+    /// the old value, on any instance.
+    ///
+    /// Each instance acknowledges what its follower applied (one small write to the log's
+    /// store per batch, and one per heartbeat as a sign of life); a write waits for the
+    /// acknowledgements of the instances alive, polling every millisecond. An instance that
+    /// cannot acknowledge (cut off, frozen) holds writes up for at most
+    /// [`max_staleness`](Self::max_staleness) (one second without it) — after which, with a
+    /// staleness bound, it no longer trusts its L1 anyway; writes it held up are counted in
+    /// [`Stats::writes_unacknowledged`](crate::Stats::writes_unacknowledged). Every instance of
+    /// the namespace must enable it. Needs a log that takes acknowledgements
+    /// ([`InvalidationLog::acknowledges`]: `strata_redis::RedisStreamLog`, [`MemoryLog`]).
+    pub fn acknowledged_writes(mut self, on: bool) -> Self {
+        self.acknowledged_writes = on;
         self
     }
 
@@ -227,6 +253,11 @@ impl HybridCacheBuilder {
                 }
             }
         }
+        if self.acknowledged_writes && !log.acknowledges() {
+            return Err(Error::Config(
+                "acknowledged_writes needs an invalidation log that takes acknowledgements (e.g. RedisStreamLog)".into(),
+            ));
+        }
         let events = log.follow(&self.namespace).await?;
         let (shutdown, shutdown_rx) = watch::channel(());
         let counters = Arc::new(Counters::new(&self.namespace));
@@ -270,10 +301,21 @@ impl HybridCacheBuilder {
             filled: tokio::sync::broadcast::channel(64).0,
             lease_ttl: self.lease_ttl,
             max_staleness: self.max_staleness.map(crate::options::ms),
+            acknowledged: self.acknowledged_writes.then(|| {
+                crate::acker::Acknowledged::new(self.max_staleness.unwrap_or(DEFAULT_ACK_WAIT))
+            }),
             _shutdown: shutdown,
         });
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(follower::run(weak.clone(), events, shutdown_rx.clone()));
+        if let Some(acknowledged) = &inner.acknowledged {
+            let first = acknowledged.first();
+            tokio::spawn(crate::acker::run(weak.clone(), shutdown_rx.clone()));
+            tokio::spawn(follower::run(weak.clone(), events, shutdown_rx.clone()));
+            // Counted by the others before it serves a read: no write may miss it.
+            acknowledged.joined(first).await;
+        } else {
+            tokio::spawn(follower::run(weak.clone(), events, shutdown_rx.clone()));
+        }
         tokio::spawn(housekeeper::run(weak.clone(), shutdown_rx.clone()));
         tokio::spawn(deferred::run(weak, shutdown_rx));
         Ok(HybridCache::from_inner(inner))

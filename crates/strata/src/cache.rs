@@ -10,7 +10,7 @@ use tracing::Instrument;
 use crate::builder::HybridCacheBuilder;
 use crate::error::{Error, Result};
 use crate::inner::{Found, Inner};
-use crate::invalidation::Target;
+use crate::invalidation::{Position, Target};
 use crate::l1::{L1Entry, Value};
 use crate::loader;
 use crate::options::{EntryOptions, Loaded};
@@ -260,17 +260,19 @@ impl HybridCache {
         // after it.
         inner.overtake(key);
         let target = Target::Key(key.to_owned());
-        let mut written = Ok(false);
+        let mut written = Ok(None);
         let mut size = 0;
         if !options.skip_l2 {
             let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0)?;
             size = crate::l2_entry::encoded_size(&bytes);
             // One round trip: the value, and its invalidation in the log beside it.
-            let mode = WriteMode::Replace {
-                log: inner.log_append(&target).await,
-            };
+            let log = inner.log_append(&target).await;
+            let part = log.as_ref().map_or(0, |l| l.part);
+            let mode = WriteMode::Replace { log };
             let result = inner.write_l2(key, bytes, &times, &options.tags, mode);
-            written = result.await.map(|w| w.logged);
+            written = result
+                .await
+                .map(|w| w.logged.map(|seq| Position { part, seq }));
             if let Err(e) = &written
                 && !e.is_retryable()
             {
@@ -340,8 +342,10 @@ impl HybridCache {
         // log entry goes in the same step when the log lives beside the data.
         let target = Target::Key(key.to_owned());
         let log = inner.log_append(&target).await;
+        let part = log.as_ref().map_or(0, |l| l.part);
         let l2 = inner.l2.delete(&inner.namespace, key, log.as_ref()).await;
         inner.drop_l1(key);
+        let l2 = l2.map(|logged| logged.map(|seq| Position { part, seq }));
         self.finish_invalidation(target, l2).await
     }
 
@@ -352,7 +356,7 @@ impl HybridCache {
         inner.check_key(tag)?;
         let l2 = inner.l2.delete_by_tag(&inner.namespace, tag).await;
         inner.drop_tag(tag);
-        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(|_| false))
+        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(|_| None))
             .await
     }
 
@@ -362,15 +366,19 @@ impl HybridCache {
         let inner = &*self.inner;
         let l2 = inner.l2.clear(&inner.namespace).await;
         inner.drop_all();
-        self.finish_invalidation(Target::Clear, l2.map(|_| false))
+        self.finish_invalidation(Target::Clear, l2.map(|_| None))
             .await
     }
 
-    /// Publishes an invalidation whose L2 step gave `l2` (whether the store logged it too),
-    /// and settles the outcome.
-    async fn finish_invalidation(&self, target: Target, l2: Result<bool>) -> Result<()> {
+    /// Publishes an invalidation whose L2 step gave `l2` (where the store logged it, if it
+    /// did), and settles the outcome.
+    async fn finish_invalidation(
+        &self,
+        target: Target,
+        l2: Result<Option<Position>>,
+    ) -> Result<()> {
         let inner = &*self.inner;
-        let logged = *l2.as_ref().unwrap_or(&false);
+        let logged = l2.as_ref().ok().copied().flatten();
         let published = inner.announce(target.clone(), logged).await;
         inner.settle(target, inner.note_l2(l2).map(drop).and(published))
     }

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::error::Result;
 use crate::inner::Inner;
-use crate::invalidation::Target;
+use crate::invalidation::{Position, Target};
 use crate::stats::Counter;
 
 /// Beyond this many deferred keys, they collapse into one deferred clear of the namespace.
@@ -166,10 +166,12 @@ impl Inner {
             let l2 = match &target {
                 Target::Key(key) => {
                     let log = self.log_append(&target).await;
-                    self.l2.delete(ns, key, log.as_ref()).await
+                    let part = log.as_ref().map_or(0, |l| l.part);
+                    let deleted = self.l2.delete(ns, key, log.as_ref()).await;
+                    deleted.map(|logged| logged.map(|seq| Position { part, seq }))
                 }
-                Target::Tag(tag) => self.l2.delete_by_tag(ns, tag).await.map(|_| false),
-                Target::Clear => self.l2.clear(ns).await.map(|_| false),
+                Target::Tag(tag) => self.l2.delete_by_tag(ns, tag).await.map(|_| None),
+                Target::Clear => self.l2.clear(ns).await.map(|_| None),
             };
             let result = match l2 {
                 Ok(logged) => self.announce(target.clone(), logged).await,

@@ -8,27 +8,34 @@ use crate::inner::Inner;
 use crate::invalidation::{LogEvent, Subscription, Target};
 use crate::stats::Counter;
 
-/// Applies events until the subscription ends or the cache is dropped.
+/// Most events applied per wake-up before the task yields.
+const BATCH: usize = 256;
+
+/// Applies events until the subscription ends or the cache is dropped: every event waiting
+/// at each wake-up, so a burst of invalidations costs one wake-up, not one each.
 pub(crate) async fn run(
     inner: Weak<Inner>,
     mut events: Subscription,
     mut shutdown: watch::Receiver<()>,
 ) {
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = shutdown.changed() => None,
+        let received = tokio::select! {
+            n = events.recv_many(&mut batch, BATCH) => n,
+            _ = shutdown.changed() => 0,
         };
-        let (Some(event), Some(inner)) = (event, inner.upgrade()) else {
+        let Some(inner) = inner.upgrade().filter(|_| received > 0) else {
             return;
         };
-        inner.apply(event).await;
+        for event in batch.drain(..) {
+            inner.apply(event);
+        }
     }
 }
 
 impl Inner {
     /// Applies an event from the log to L1.
-    pub(crate) async fn apply(&self, event: LogEvent) {
+    pub(crate) fn apply(&self, event: LogEvent) {
         match event {
             LogEvent::Apply(inv) if inv.origin == self.instance_id => return,
             LogEvent::Apply(inv) => match inv.target {
@@ -40,7 +47,11 @@ impl Inner {
                 self.counters.incr(Counter::resyncs);
                 self.drop_all();
             }
-            LogEvent::CaughtUp { lag, age } => {
+            LogEvent::CaughtUp { lag, age, position } => {
+                // Everything before this report is applied: acknowledge that far.
+                if let (Some(ack), Some(position)) = (&self.acknowledged, position) {
+                    ack.record(position);
+                }
                 let as_of = self
                     .clock
                     .now_ms()

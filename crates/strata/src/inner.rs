@@ -12,7 +12,7 @@ use crate::deferred::Deferred;
 use crate::envelope::Times;
 use crate::error::{BoxError, Error, Result};
 use crate::fence::Fence;
-use crate::invalidation::{Invalidation, InvalidationLog, LogAppend, Target};
+use crate::invalidation::{Invalidation, InvalidationLog, LogAppend, Position, Target};
 use crate::l1::{L1Map, Value};
 use crate::lease::Lease;
 use crate::options::EntryOptions;
@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub(crate) max_staleness: Option<u64>,
     /// When (clock ms) the log last reported this instance caught up.
     pub(crate) caught_up: AtomicU64,
+    /// With acknowledged writes: what this instance applied, and how long writes wait.
+    pub(crate) acknowledged: Option<crate::acker::Acknowledged>,
     /// Keys whose lease another instance released, for the flights waiting on them.
     pub(crate) filled: tokio::sync::broadcast::Sender<String>,
     pub(crate) counters: Arc<Counters>,
@@ -108,17 +110,30 @@ impl Inner {
             .flatten()
     }
 
-    /// Tells the other instances about `target`: counted if the store `logged` it already,
-    /// published otherwise.
-    pub(crate) async fn announce(&self, target: Target, logged: bool) -> Result<()> {
-        if logged {
-            self.counters.incr(Counter::invalidations_sent);
-            return Ok(());
+    /// Tells the other instances about `target`: counted if the store logged it already (at
+    /// `logged`), published otherwise; with acknowledged writes, returns once they all
+    /// applied it (or the wait is over).
+    pub(crate) async fn announce(&self, target: Target, logged: Option<Position>) -> Result<()> {
+        let position = match logged {
+            Some(position) => {
+                self.counters.incr(Counter::invalidations_sent);
+                Some(position)
+            }
+            None => self.publish(target).await?,
+        };
+        if let (Some(ack), Some(position)) = (&self.acknowledged, position) {
+            let acknowledged = self
+                .log
+                .await_acknowledged(&self.namespace, self.instance_id, position, ack.within)
+                .await;
+            if !matches!(acknowledged, Ok(true)) {
+                self.counters.incr(Counter::writes_unacknowledged);
+            }
         }
-        self.publish(target).await
+        Ok(())
     }
 
-    pub(crate) async fn publish(&self, target: Target) -> Result<()> {
+    pub(crate) async fn publish(&self, target: Target) -> Result<Option<Position>> {
         let invalidation = Invalidation {
             origin: self.instance_id,
             target,
@@ -130,9 +145,9 @@ impl Inner {
             })
             .await;
         match published {
-            Ok(()) => {
+            Ok(position) => {
                 self.counters.incr(Counter::invalidations_sent);
-                Ok(())
+                Ok(position)
             }
             Err(e) => {
                 self.counters.incr(Counter::log_errors);

@@ -10,7 +10,7 @@
 //! - the stream that tells the instances waiting on a key's load that it ended
 //!   `<namespace>#filled` (a waited-on lease record carries a `W`);
 //! - invalidation log: the stream `<namespace>#log` and its sequence counter
-//!   `<namespace>#log:seq`.
+//!   `<namespace>#log:seq`; what each instance applied of it, `<namespace>#acks` (a hash).
 //!
 //! Namespaces are restricted to `[A-Za-z0-9_.-]`, which makes the layout unambiguous: no
 //! namespace can contain `:` or `#`, so no key of one namespace can name a key of another, and no
@@ -75,6 +75,12 @@ pub fn filled_key(namespace: &str) -> String {
     format!("{namespace}#filled")
 }
 
+/// The hash in which each instance acknowledges how far it applied the namespace's log (see
+/// [`acknowledged_writes`](crate::HybridCacheBuilder::acknowledged_writes)).
+pub fn acks_key(namespace: &str) -> String {
+    format!("{namespace}#acks")
+}
+
 /// The stream of the namespace's write-behind queue.
 pub fn write_queue_key(namespace: &str) -> String {
     format!("{namespace}#wb")
@@ -113,6 +119,7 @@ mod tests {
         assert_eq!(namespace_patterns("ns"), ["ns:*", "ns#tag:*"]);
         assert_eq!(lease_key("ns", "k"), "ns#lease:k");
         assert_eq!(filled_key("ns"), "ns#filled");
+        assert_eq!(acks_key("ns"), "ns#acks");
         assert_eq!(write_queue_key("ns"), "ns#wb");
         assert_eq!(dead_letter_key("ns"), "ns#wb:dead");
         assert_eq!(

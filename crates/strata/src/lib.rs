@@ -75,6 +75,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod acker;
 mod batch;
 mod builder;
 mod cache;

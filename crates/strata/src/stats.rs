@@ -67,6 +67,10 @@ pub struct Stats {
     pub writes_deferred: u64,
     /// Deferred writes replayed once the shared tier was back.
     pub writes_replayed: u64,
+    /// With [acknowledged writes](crate::HybridCacheBuilder::acknowledged_writes): writes that
+    /// returned before every other instance acknowledged them (one was cut off or slow past
+    /// the wait).
+    pub writes_unacknowledged: u64,
     /// Loads not started because the loader bulkhead was full (a stale value or
     /// [`Error::Overloaded`](crate::Error::Overloaded) answered).
     pub loader_rejected: u64,
@@ -116,6 +120,7 @@ counters! {
     retries => "strata_retries_total";
     writes_deferred => "strata_writes_deferred_total";
     writes_replayed => "strata_writes_replayed_total";
+    writes_unacknowledged => "strata_writes_unacknowledged_total";
     loader_rejected => "strata_loader_rejected_total";
 }
 

@@ -82,12 +82,20 @@ impl Subject {
     /// Strata configured as the workload says: L1 of `l1_entries` with the L1 TTL, L2 with the
     /// L2 TTL, invalidations on a Redis stream and load leases on Redis (or both in-process
     /// when embedded).
-    pub(crate) async fn strata(target: &L2Target, params: &Params) -> Result<Subject, BoxError> {
+    ///
+    /// In a `fleet` (W5), writes are acknowledged by every instance before they return, so
+    /// that no instance serves what another invalidated.
+    pub(crate) async fn strata(
+        target: &L2Target,
+        params: &Params,
+        fleet: bool,
+    ) -> Result<Subject, BoxError> {
         let options = EntryOptions::ttl(Duration::from_secs(params.l2_ttl_s))
             .l1_ttl(Duration::from_secs(params.l1_ttl_s));
         let builder = HybridCache::builder(STRATA_NS)
             .l1(L1::with_capacity(params.l1_entries))
-            .default_entry(options);
+            .default_entry(options)
+            .acknowledged_writes(fleet);
         let cache = match target {
             L2Target::Redis(config) => {
                 builder

@@ -74,7 +74,7 @@ pub(crate) async fn prepare(
     Subject::flush(&target.l2).await?;
     let subject = match choice {
         Choice::Naive => Subject::naive(&target.l2, params).await?,
-        _ => Subject::strata(&target.l2, params).await?,
+        _ => Subject::strata(&target.l2, params, false).await?,
     };
     Ok(Pass {
         subject: Arc::new(subject),

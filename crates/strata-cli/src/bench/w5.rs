@@ -221,7 +221,7 @@ impl Instance {
     ) -> Result<Instance, BoxError> {
         let subject = match choice {
             Choice::Naive => Subject::naive(target, params).await?,
-            _ => Subject::strata(target, params).await?,
+            _ => Subject::strata(target, params, true).await?,
         };
         let (versions, committed) = words.split_at(params.n as usize);
         let source = Source::in_memory(

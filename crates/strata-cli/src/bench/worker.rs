@@ -123,7 +123,7 @@ impl Instance {
         let params = Params::w1();
         let subject = match choice {
             Choice::Naive => Subject::naive(target, &params).await?,
-            _ => Subject::strata(target, &params).await?,
+            _ => Subject::strata(target, &params, false).await?,
         };
         let store = target.store().await?;
         let source = match workload {

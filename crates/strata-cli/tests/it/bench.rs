@@ -259,6 +259,35 @@ fn w2_stampede_over_four_processes() {
 }
 
 #[test]
+fn w5_a_fleet_of_four_processes_serves_no_stale_read() {
+    let redis = RedisServer::start();
+    let out = bench(
+        "w5",
+        &redis,
+        &["--ops", "20000", "--json", "--cache", "both"],
+    );
+    succeeded(&out);
+    let runs = json_lines(&out);
+    assert_eq!(runs.len(), 2);
+    for (run, cache) in runs.iter().zip(["strata", "naive"]) {
+        assert_eq!(run["workload"], "W5");
+        assert_eq!(run["cache"], cache);
+        assert_eq!(run["processes"], "one per instance");
+        assert_eq!(n(run, "/ops"), 20000.0);
+        assert_eq!(n(run, "/params/instances"), 4.0);
+        assert_consistent(run);
+        let instances = run["instances"].as_array().unwrap();
+        assert_eq!(instances.len(), 4);
+        let reads: f64 = instances.iter().map(|i| n(i, "/reads")).sum();
+        assert_eq!(reads, n(run, "/reads"), "the stream dealt round the four");
+        assert!(n(run, "/cpu/redis_s") > 0.0, "{run}");
+    }
+    // Writes acknowledged by the fleet: no instance serves what another invalidated.
+    assert_eq!(n(&runs[0], "/stale_reads"), 0.0, "{}", runs[0]);
+    assert!(n(&runs[0], "/hit_ratio/l1") > 0.4, "{}", runs[0]);
+}
+
+#[test]
 fn w3_invalidations_reach_every_instance() {
     let redis = RedisServer::start();
     let out = bench("w3", &redis, &["--json"]);

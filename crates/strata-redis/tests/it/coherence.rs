@@ -129,3 +129,63 @@ async fn a_pubsub_follower_that_lost_its_connection_drops_its_l1() {
     .await;
     assert!(cache.stats().invalidations_received >= 1);
 }
+
+/// An instance on `redis` whose writes wait for the others' acknowledgements.
+async fn acknowledging(redis: &RedisServer) -> strata::HybridCache {
+    let config = strata_redis::RedisConfig::from_url(&redis.url()).unwrap();
+    crate::builder(&config, EntryOptions::ttl(TTL))
+        .await
+        .acknowledged_writes(true)
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_leave_no_old_copy_on_any_instance() {
+    let redis = RedisServer::start();
+    let (a, b) = (acknowledging(&redis).await, acknowledging(&redis).await);
+    assert_eq!(
+        redis.cli(&["HLEN", "svc#acks"]),
+        "2",
+        "each instance acknowledged where it started before build returned"
+    );
+    let db = Db::new();
+    for round in 0..100 {
+        let seen: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+        assert_eq!(seen.version, round);
+        db.update();
+        a.invalidate("p").await.unwrap();
+        // b applied it before the invalidation returned: no L1 copy of the old version.
+        let after: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+        assert_eq!(after.version, round + 1, "round {round}");
+    }
+    assert_eq!(a.stats().writes_unacknowledged, 0);
+
+    // An instance that stopped answering but still counts as alive holds a write up for the
+    // wait (a second without a staleness bound), then no longer once its life ran out.
+    let alive_until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 1_500;
+    redis.cli(&["HSET", "svc#acks", "42", &format!("{alive_until}:0")]);
+    a.invalidate("p").await.unwrap();
+    assert_eq!(a.stats().writes_unacknowledged, 1);
+    strata_testkit::eventually(
+        "the silent instance to be forgotten",
+        crate::WAIT,
+        || async {
+            a.invalidate("p").await.unwrap();
+            redis.cli(&["HEXISTS", "svc#acks", "42"]) == "0"
+        },
+    )
+    .await;
+
+    // An instance that leaves says so: nobody waits for it.
+    drop(b);
+    strata_testkit::eventually("b to leave", crate::WAIT, || async {
+        redis.cli(&["HLEN", "svc#acks"]) == "1"
+    })
+    .await;
+}

@@ -29,7 +29,7 @@ pub(crate) async fn put(
         )
         .await
         .unwrap();
-    assert!(stored.stored && !stored.logged);
+    assert!(stored.stored && stored.logged.is_none());
 }
 
 #[tokio::test]
@@ -67,7 +67,7 @@ async fn stores_values_under_the_namespace_layout() {
     assert!(store.get_many("svc", &[]).await.unwrap().is_empty());
 
     assert!(
-        !store.delete("svc", "b", None).await.unwrap(),
+        store.delete("svc", "b", None).await.unwrap().is_none(),
         "nothing logged"
     );
     assert_eq!(redis.cli(&["EXISTS", "svc:b"]), "0");

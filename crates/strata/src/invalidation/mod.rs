@@ -44,6 +44,16 @@ impl Invalidation {
     }
 }
 
+/// Where an invalidation stands in a log: the part of the log it went to (0 for a log in one
+/// part) and its sequence number there (gap-free, from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// The part of the log.
+    pub part: usize,
+    /// The entry's number in that part.
+    pub seq: u64,
+}
+
 /// What a follower receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEvent {
@@ -67,6 +77,10 @@ pub enum LogEvent {
         /// news; more when the log is read in parts (shards) and another part last reported
         /// earlier — a cache must not trust its L1 past what every part vouches for.
         age: std::time::Duration,
+        /// How far the reporting part has been delivered, for logs that number their entries:
+        /// once the cache has applied what came before this report, it can
+        /// [`acknowledge`](InvalidationLog::acknowledge) that far.
+        position: Option<Position>,
     },
 }
 
@@ -88,6 +102,8 @@ pub struct LogAppend {
     pub max_len: usize,
     /// The entry ([`Invalidation::encode`]).
     pub entry: Vec<u8>,
+    /// The part of the log `stream` is (see [`Position`]).
+    pub part: usize,
 }
 
 /// Where followers receive events; dropping it ends the subscription.
@@ -97,8 +113,13 @@ pub type Subscription = mpsc::UnboundedReceiver<LogEvent>;
 /// `strata_redis::RedisStreamLog` (durable) and `strata_redis::RedisPubSub`.
 #[async_trait]
 pub trait InvalidationLog: Send + Sync + Debug + 'static {
-    /// Sends `invalidation` to every follower of `namespace`, the sender's included.
-    async fn publish(&self, namespace: &str, invalidation: &Invalidation) -> Result<(), Error>;
+    /// Sends `invalidation` to every follower of `namespace`, the sender's included; where it
+    /// went, for a log that numbers its entries.
+    async fn publish(
+        &self,
+        namespace: &str,
+        invalidation: &Invalidation,
+    ) -> Result<Option<Position>, Error>;
 
     /// Starts following `namespace`. When this returns, every later `publish` reaches the
     /// subscription (or, if the implementation loses messages, a [`LogEvent::Resync`] does).
@@ -121,5 +142,38 @@ pub trait InvalidationLog: Send + Sync + Debug + 'static {
     ) -> Result<Option<LogAppend>, Error> {
         let _ = (namespace, invalidation);
         Ok(None)
+    }
+
+    /// Whether this log takes acknowledgements ([`acknowledge`](Self::acknowledge),
+    /// [`await_acknowledged`](Self::await_acknowledged)); default: no.
+    fn acknowledges(&self) -> bool {
+        false
+    }
+
+    /// Tells the log that `instance` has applied everything of `namespace`'s log up to
+    /// `applied` (one sequence number per part): what it announced since is out of its L1.
+    /// Also says the instance is alive; sent at least every
+    /// [`heartbeat`](Self::heartbeat).
+    async fn acknowledge(
+        &self,
+        namespace: &str,
+        instance: u64,
+        applied: &[u64],
+    ) -> Result<(), Error> {
+        let _ = (namespace, instance, applied);
+        Ok(())
+    }
+
+    /// Waits until every live instance of `namespace` but `origin` has acknowledged
+    /// `position`, for at most `within`; `Ok(true)` if they all did.
+    async fn await_acknowledged(
+        &self,
+        namespace: &str,
+        origin: u64,
+        position: Position,
+        within: std::time::Duration,
+    ) -> Result<bool, Error> {
+        let _ = (namespace, origin, position, within);
+        Ok(false)
     }
 }

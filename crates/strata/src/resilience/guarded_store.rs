@@ -126,7 +126,12 @@ impl L2Store for GuardedStore {
             .await
     }
 
-    async fn delete(&self, namespace: &str, key: &str, log: Option<&LogAppend>) -> Result<bool> {
+    async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        log: Option<&LogAppend>,
+    ) -> Result<Option<u64>> {
         self.guard
             .call(Call::Write, || self.store.delete(namespace, key, log))
             .await

@@ -205,7 +205,7 @@ impl L2Store for MemoryStore {
         state.put(full, value, ttl);
         Ok(Written {
             stored: true,
-            logged: false,
+            logged: None,
         })
     }
 
@@ -214,9 +214,9 @@ impl L2Store for MemoryStore {
         namespace: &str,
         key: &str,
         _log: Option<&LogAppend>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<u64>, Error> {
         self.lock().entries.remove(&data_key(namespace, key));
-        Ok(false)
+        Ok(None)
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error> {

@@ -157,14 +157,14 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     ) -> Result<Written, Error>;
 
     /// Removes `key` (a lease record too, so the load in flight is refused), and with `log`
-    /// appends that invalidation in the same step when the log lives beside the data;
-    /// whether it did.
+    /// appends that invalidation in the same step when the log lives beside the data: the
+    /// entry's sequence number if it did.
     async fn delete(
         &self,
         namespace: &str,
         key: &str,
         log: Option<&LogAppend>,
-    ) -> Result<bool, Error>;
+    ) -> Result<Option<u64>, Error>;
 
     /// Removes every key carrying `tag` and the tag's index; returns how many keys it removed.
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error>;
@@ -179,7 +179,7 @@ pub trait L2Store: Send + Sync + Debug + 'static {
 pub struct Written {
     /// The value was stored (a fill whose fence no longer held was not).
     pub stored: bool,
-    /// The invalidation given with the write was appended to the log by the store itself;
-    /// otherwise the cache publishes it.
-    pub logged: bool,
+    /// The sequence number of the log entry the store appended with the write (the
+    /// invalidation it was given); `None`: the cache publishes it.
+    pub logged: Option<u64>,
 }

@@ -169,7 +169,7 @@ impl L2Store for HeldReads {
         ns: &str,
         key: &str,
         log: Option<&LogAppend>,
-    ) -> Result<bool, strata::Error> {
+    ) -> Result<Option<u64>, strata::Error> {
         self.store.delete(ns, key, log).await
     }
     async fn delete_by_tag(&self, ns: &str, tag: &str) -> Result<u64, strata::Error> {

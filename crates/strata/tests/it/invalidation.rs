@@ -131,3 +131,93 @@ async fn clear_empties_the_namespace_everywhere_and_nothing_else() {
     assert_eq!(store.len(), 1, "only the other namespace's entry is left");
     assert!(other.get::<Product>("x").await.unwrap().is_some());
 }
+
+/// Instances on one store and log whose writes wait for the others' acknowledgements.
+async fn acknowledged(store: &MemoryStore, log: &MemoryLog, on: bool) -> HybridCache {
+    HybridCache::builder("test")
+        .l2(store.clone())
+        .invalidation(log.clone())
+        .default_entry(EntryOptions::ttl(TTL))
+        .acknowledged_writes(on)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// How many of `rounds` reads on `b`, each started right after `a`'s invalidation returned,
+/// still saw the old version.
+async fn old_reads_after_writes(a: &HybridCache, b: &HybridCache, rounds: u64) -> u64 {
+    let db = Db::new();
+    let mut old = 0;
+    for round in 0..rounds {
+        // b holds the current version in L1 (without acknowledgements, once it caught up).
+        eventually("b to hold the current version", WAIT, || async {
+            let seen: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+            seen.version == round
+        })
+        .await;
+        db.update();
+        a.invalidate("p").await.unwrap();
+        let after: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+        old += u64::from(after.version == round);
+    }
+    old
+}
+
+// One thread: b's follower runs only when the test's task waits, so without acknowledgements
+// b is sure to read before it applied the invalidation.
+#[tokio::test]
+async fn with_acknowledged_writes_no_instance_serves_a_value_invalidated_before_its_read() {
+    let (store, log) = (MemoryStore::default(), MemoryLog::new());
+    let (a, b) = (
+        acknowledged(&store, &log, true).await,
+        acknowledged(&store, &log, true).await,
+    );
+    assert_eq!(old_reads_after_writes(&a, &b, 200).await, 0);
+    assert_eq!(a.stats().writes_unacknowledged, 0);
+    assert_eq!(b.stats().invalidations_received, 200);
+}
+
+#[tokio::test]
+async fn without_them_another_instance_may_still_serve_it_for_a_moment() {
+    // What the option is for: the same run, writes returning before b applied them.
+    let (store, log) = (MemoryStore::default(), MemoryLog::new());
+    let (a, b) = (
+        acknowledged(&store, &log, false).await,
+        acknowledged(&store, &log, false).await,
+    );
+    assert_eq!(old_reads_after_writes(&a, &b, 200).await, 200);
+}
+
+#[tokio::test]
+async fn acknowledged_writes_need_a_log_that_acknowledges() {
+    struct Silent;
+    impl std::fmt::Debug for Silent {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Silent")
+        }
+    }
+    #[async_trait::async_trait]
+    impl strata::InvalidationLog for Silent {
+        async fn publish(
+            &self,
+            _: &str,
+            _: &strata::invalidation::Invalidation,
+        ) -> Result<Option<strata::invalidation::Position>, strata::Error> {
+            Ok(None)
+        }
+        async fn follow(
+            &self,
+            _: &str,
+        ) -> Result<strata::invalidation::Subscription, strata::Error> {
+            Ok(tokio::sync::mpsc::unbounded_channel().1)
+        }
+    }
+    let err = HybridCache::builder("test")
+        .invalidation(Silent)
+        .acknowledged_writes(true)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, strata::Error::Config(_)), "{err}");
+}
