@@ -14,15 +14,21 @@
 //! ```
 //!
 //! - [`RedisStore`]: values under `<namespace>:<key>`, tag indexes under `<namespace>#tag:<tag>`,
-//!   one multiplexed auto-reconnecting connection, Lua for multi-key atomicity.
-//! - [`RedisLease`]: single-flight across instances, `<namespace>#lease:<key>` taken with
-//!   `SET NX PX` and an owner token, released by compare-and-delete. A `RedisStore` keeps
-//!   these leases itself: a cache takes one in the script that reads the key's generation and
-//!   releases it in the fill script, so cross-instance single-flight costs no round trip.
+//!   one multiplexed auto-reconnecting connection, Lua for multi-key atomicity. One round trip
+//!   per step: an L1 miss is one `SET <key> <lease record> NX GET PX <ttl>` — a hit answered as
+//!   `GET` would, a miss leaving the reader's load lease in the key (single-flight across
+//!   instances, and the fence of its fill); a fill is one script storing only if that lease is
+//!   still there; an invalidation is one `UNLINK`, or one script that also appends its log
+//!   entry when the log lives on the same server.
+//! - [`RedisLease`]: the lease taken to refresh a value L2 still holds (stale-while-revalidate,
+//!   fail-safe), `<namespace>#lease:<key>` taken with `SET NX PX` and an owner token, released
+//!   by compare-and-delete (by the refresh's fill itself).
 //! - [`RedisStreamLog`]: the durable invalidation log, a stream per namespace
 //!   (`<namespace>#log`); a follower resumes where it left off after a disconnect, and drops its
 //!   L1 only if entries it had not read were trimmed away. It also wakes the flights that wait on
-//!   another instance's lease as soon as that lease is released.
+//!   another instance's lease as soon as that load ends, and keeps the acknowledgements of
+//!   [acknowledged writes](strata::HybridCacheBuilder::acknowledged_writes) in
+//!   `<namespace>#acks`.
 //! - [`RedisPubSub`]: the lighter alternative, invalidations on
 //!   `strata:invalidate:<namespace>` (sharded on a cluster); a follower that lost its
 //!   connection drops its L1 when it comes back, since it may have missed messages.
@@ -40,15 +46,14 @@
 //! # Redis Cluster
 //! Everything above runs on a cluster (`redis+cluster://host:port,host:port`). A script may
 //! touch one slot only, so the keys that change together share one through hash tags: data
-//! keys stay `<namespace>:<key>`; a key's generation, lease and waiting mark go to its slot
-//! (`<namespace>#gen:{<namespace>:<key>}`); a namespace's log, its sequence, the
-//! lease-release stream, the namespace generation and the write-behind streams share the
-//! slot of `{<namespace>}` (`<namespace>#log{<namespace>}`, …). What cannot share a slot is
-//! ordered so the guarantees hold: a tag's index is written before the value (a tag
-//! invalidated in between bumps the key's generation, which refuses the fill) and emptied
-//! member by member; a fill checks the namespace generation afterwards and undoes itself if
-//! a clear ran meanwhile; `MGET`s are split by slot by the client; a clear scans every
-//! master. The client follows `MOVED`/`ASK` and refreshes its slot map. A namespace whose
+//! keys stay `<namespace>:<key>` (a load's lease record lives in the data key itself); a
+//! key's refresh lease goes to its slot (`<namespace>#lease:{<namespace>:<key>}`); a
+//! namespace's log, its sequence, the lease-release stream, the acknowledgements and the
+//! write-behind streams share the slot of `{<namespace>}` (`<namespace>#log{<namespace>}`,
+//! …). What cannot share a slot is ordered so the guarantees hold: a tag's index is written
+//! before the value (a tag invalidated in between deletes the key's lease record, which
+//! refuses the fill) and emptied member by member; the log entry of a write is appended after
+//! it, apart; `MGET`s are split by slot by the client; a clear scans every master. The client follows `MOVED`/`ASK` and refreshes its slot map. A namespace whose
 //! invalidations outgrow one master splits its log into parts on several
 //! ([`RedisStreamLog::shards`]). [`RedisConfig::connect`] gives a connection for commands of
 //! your own to a server or a cluster alike ([`RedisConnection`]).

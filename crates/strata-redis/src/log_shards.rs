@@ -16,7 +16,7 @@ pub const MAX_LOG_SHARDS: usize = 64;
 /// The part an invalidation goes to. A key's by the key's hash, so that one key's
 /// invalidations stay in order; a tag's by the tag's; a clear to part 0. (Order between
 /// parts does not matter: every invalidation only drops entries, and the L2 is fenced by
-/// generations, not by the log.)
+/// the loads' leases, not by the log.)
 pub(crate) fn shard_of(target: &Target, shards: usize) -> usize {
     let name = match target {
         _ if shards <= 1 => return 0,

@@ -238,14 +238,13 @@ return removed
 
 /// Appends an invalidation to a namespace's log, numbered by a gap-free sequence (so a
 /// follower can tell when entries it had not read were trimmed). KEYS: stream, sequence;
-/// ARGV: approximate length bound, payload. Returns the entry's id.
+/// ARGV: approximate length bound, payload. Returns the entry's sequence number.
 pub(crate) static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local seq = redis.call('INCR', KEYS[2])
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', seq, 'd', ARGV[2])
-",
-    )
+    Script::new(&format!(
+        r"{APPEND}
+return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"
+    ))
 });
 
 /// Where one part of a log stands, read atomically: its newest entry (if any) and its

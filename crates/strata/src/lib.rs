@@ -31,14 +31,16 @@
 //! # The read path
 //! 1. **L1**: a hit is a lookup and a reference-count increment: no decoding, no allocation.
 //! 2. **Single-flight**: concurrent misses of one key share one L2 read and one load.
-//! 3. **L2**: entries are stored in a versioned [`envelope`] carrying their timestamps and tags,
-//!    so every instance treats them alike. Corrupt or foreign bytes are a miss, never an error.
-//! 4. **Lease**: on an L2 miss, one instance of the service takes the key's [`Lease`] and
-//!    loads; the others wait for its fill (or serve their stale copy meanwhile).
-//! 5. **The loader**, under soft and hard [timeouts](EntryOptions::soft_timeout); on failure,
+//! 3. **L2**, one round trip: entries are stored in a versioned [`envelope`] carrying their
+//!    timestamps and tags, so every instance treats them alike. Corrupt or foreign bytes are a
+//!    miss, never an error. The same read takes the key's **load lease** if L2 has nothing:
+//!    one instance of the service loads, the others wait for its fill (or serve their stale
+//!    copy meanwhile).
+//! 4. **The loader**, under soft and hard [timeouts](EntryOptions::soft_timeout); on failure,
 //!    [fail-safe](EntryOptions::fail_safe) serves the last good value instead of an error.
-//! 6. **Fill** L2, fenced by the key's [`Generation`] so a load that an invalidation overtook
-//!    cannot write its old value back; then L1, unless an invalidation arrived meanwhile.
+//! 5. **Fill** L2, one round trip, [fenced](Fence): stored only if the lease the read took is
+//!    still there, so a load that an invalidation overtook cannot write its old value back;
+//!    then L1, unless an invalidation arrived meanwhile.
 //!
 //! Values past their [soft TTL](EntryOptions::soft_ttl) are served at once while one background
 //! load refreshes them (stale-while-revalidate).
@@ -63,6 +65,8 @@
 //! follower applies the invalidation — and with
 //! [`max_staleness`](HybridCacheBuilder::max_staleness), no longer than that bound even when
 //! the follower is cut off or behind: L1 is then bypassed until the log vouches for it again.
+//! With [`acknowledged_writes`](HybridCacheBuilder::acknowledged_writes), not at all: a write
+//! returns once every other live instance has applied it.
 //!
 //! # Seams
 //! [`L2Store`], [`InvalidationLog`], [`Lease`], [`WriteQueue`] and [`Clock`] are traits; the embedded implementations

@@ -258,7 +258,7 @@ impl Load {
     }
 
     /// Fills L1 unless the value is known to be overtaken: by an invalidation applied here
-    /// since the flight began, or (`current == false`) by L2's generation check.
+    /// since the flight began, or (`current == false`) by L2's fence.
     fn fill_l1(&self, key: &str, found: &Found, now: u64, current: bool) {
         if !current {
             return; // counted by the L2 write

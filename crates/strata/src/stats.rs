@@ -39,8 +39,8 @@ pub struct Stats {
     pub decode_errors: u64,
     /// Loaded values over the size limit, returned but not cached.
     pub oversized: u64,
-    /// Fills refused because the key was invalidated or replaced while it loaded (in L2 by
-    /// generation, or in this L1), so that no old value is written back.
+    /// Fills refused because the key was invalidated or replaced while it loaded (in L2: the
+    /// load's lease was gone; or in this L1), so that no old value is written back.
     pub fills_fenced: u64,
     /// Flights that found another instance holding the key's lease and waited for its fill.
     pub lease_waits: u64,

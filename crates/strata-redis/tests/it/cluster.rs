@@ -695,3 +695,30 @@ async fn hit_rates_are_kept_and_read_across_masters() {
         "{stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_leave_no_old_copy_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let acknowledging = || async {
+        crate::builder(&config, EntryOptions::ttl(TTL))
+            .await
+            .acknowledged_writes(true)
+            .build()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (acknowledging().await, acknowledging().await);
+    let db = strata_testkit::source::Db::new();
+    for round in 0..30 {
+        let seen: std::sync::Arc<strata_testkit::source::Product> =
+            b.get_or_load("p", db.loader(1)).await.unwrap();
+        assert_eq!(seen.version, round);
+        db.update();
+        a.invalidate("p").await.unwrap();
+        let after: std::sync::Arc<strata_testkit::source::Product> =
+            b.get_or_load("p", db.loader(1)).await.unwrap();
+        assert_eq!(after.version, round + 1, "round {round}");
+    }
+    assert_eq!(a.stats().writes_unacknowledged, 0);
+}

@@ -195,7 +195,12 @@ async fn the_end_of_a_waited_on_load_is_announced_to_followers() {
         origin: 7,
         target: Target::Key("marker".into()),
     };
-    log.publish("svc", &marker).await.unwrap();
+    let position = log.publish("svc", &marker).await.unwrap();
+    assert_eq!(
+        position,
+        Some(strata::invalidation::Position { part: 0, seq: 1 }),
+        "the log's first entry"
+    );
     assert_eq!(next(&mut events).await, LogEvent::Apply(marker));
 }
 
