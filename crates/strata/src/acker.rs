@@ -86,14 +86,16 @@ pub(crate) async fn run(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
         return;
     };
     loop {
-        tokio::select! {
-            changed = applied.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(beat) => {}
-            _ = shutdown.changed() => {
-                // Gone: the others stop waiting for this instance at once.
-                let _ = log.acknowledge(&namespace, instance, &[]).await;
-                return;
-            }
+        // Either closing means the cache is gone.
+        let gone = tokio::select! {
+            changed = applied.changed() => changed.is_err(),
+            () = tokio::time::sleep(beat) => false,
+            _ = shutdown.changed() => true,
+        };
+        if gone {
+            // The others stop waiting for this instance at once.
+            let _ = log.acknowledge(&namespace, instance, &[]).await;
+            return;
         }
         let now = applied.borrow_and_update().clone();
         if now.is_empty() {

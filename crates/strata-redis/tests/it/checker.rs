@@ -133,6 +133,24 @@ async fn checker_worker() {
     println!("CHECKER:{}", serde_json::to_string(&record).unwrap());
 }
 
+/// A call to the source of truth (on the Redis under test), retried until it answers: the
+/// checker tests the cache, not the database's client, which would retry as well.
+async fn source_retried<T, F, Fut>(call: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(e) => {
+                eprintln!("checker: the source failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 /// Reads and writes `run.keys` keys at random for `run.run_ms` (or until `run.stop_file`
 /// appears), a few hundred operations a second; the versions live in `source`. Nothing is
 /// unwrapped: errors are counted.
@@ -146,12 +164,15 @@ async fn work(cache: &HybridCache, source: MultiplexedConnection, run: &Run) -> 
         let key = fastrand::u64(0..run.keys);
         let name = format!("k{key}");
         if fastrand::f64() < WRITE_RATIO {
-            // The source of truth: a version counter in Redis, bumped atomically.
-            let version: u64 = redis::cmd("INCR")
-                .arg(format!("source:{key}"))
-                .query_async(&mut source.clone())
-                .await
-                .unwrap();
+            // The source of truth: a version counter in Redis, bumped atomically — retried, as
+            // a database client does, while the cluster it lives on fails over.
+            let source_key = format!("source:{key}");
+            let version: u64 = source_retried(|| {
+                let mut conn = source.clone();
+                let cmd = redis::cmd("INCR").arg(&source_key).clone();
+                async move { cmd.query_async::<u64>(&mut conn).await }
+            })
+            .await;
             // Committed once the invalidation is acknowledged; while refused it is not (the
             // write is not done until everyone can be told), and it is retried beside the
             // reads, as a service's other requests go on meanwhile.
@@ -183,14 +204,17 @@ async fn work(cache: &HybridCache, source: MultiplexedConnection, run: &Run) -> 
             }));
         } else {
             let began = wall_us();
-            let mut conn = source.clone();
+            let conn = source.clone();
             let read = cache
                 .get_or_load(&name, move || async move {
-                    redis::cmd("GET")
-                        .arg(format!("source:{key}"))
-                        .query_async::<Option<u64>>(&mut conn)
-                        .await
-                        .map(Option::unwrap_or_default)
+                    let source_key = format!("source:{key}");
+                    let version = source_retried(|| {
+                        let mut conn = conn.clone();
+                        let cmd = redis::cmd("GET").arg(&source_key).clone();
+                        async move { cmd.query_async::<Option<u64>>(&mut conn).await }
+                    })
+                    .await;
+                    Ok::<_, std::io::Error>(version.unwrap_or_default())
                 })
                 .await;
             match read {
