@@ -88,7 +88,7 @@ fn main() -> ExitCode {
             Command::Gateway(args) => gateway::run(args).await,
             Command::Stats(args) => stats::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::BenchWorker(args) => bench::worker::run(args).await,
+            Command::BenchWorker(args) => bench::worker(args).await,
         }
     });
     match result {

@@ -5,14 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::{CacheValue, HybridCache, typed};
-use crate::error::{Error, Result};
-use crate::inner::box_error;
-use crate::loader::Load;
+use crate::cache::HybridCache;
+use crate::engine::load::{Load, Step};
+use crate::error::{Error, Result, box_error};
 use crate::options::EntryOptions;
 use crate::single_flight::{Join, Source, Waiter};
 use crate::stats::Counter;
-use crate::turn::Step;
+use crate::value::{CacheValue, typed};
 
 impl HybridCache {
     /// The values of `keys`, in order — `None` where the loader found nothing — from L1, then
@@ -68,7 +67,7 @@ impl HybridCache {
             inner.check_key(key)?;
         }
         let now = inner.clock.now_ms();
-        let mut answers: Vec<Option<crate::l1::Value>> = vec![None; keys.len()];
+        let mut answers: Vec<Option<crate::value::Value>> = vec![None; keys.len()];
         let mut waiters: Vec<(usize, Waiter, bool)> = Vec::new();
         let mut led: Vec<(usize, Load)> = Vec::new();
         for (i, key) in keys.iter().enumerate() {

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::acks::Acknowledged;
 use crate::cache::HybridCache;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
-use crate::deferred::{self, Deferred};
+use crate::deferred::Deferred;
+use crate::engine::{Engine, acker, follower, housekeeper, replay};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
-use crate::inner::Inner;
 use crate::invalidation::{InvalidationLog, MemoryLog};
 use crate::keys::validate_namespace;
 use crate::l1::L1;
@@ -23,7 +24,14 @@ use crate::single_flight::Flights;
 use crate::stats::Counters;
 use crate::store::{L2Store, MemoryStore};
 use crate::write_behind::WriteQueue;
-use crate::{follower, housekeeper};
+
+impl HybridCache {
+    /// Starts building a cache for `namespace` (the service's name: keys become
+    /// `<namespace>:<key>` in L2).
+    pub fn builder(namespace: impl Into<String>) -> HybridCacheBuilder {
+        HybridCacheBuilder::new(namespace.into())
+    }
+}
 
 /// How long a write waits for the fleet's acknowledgements without a staleness bound.
 const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(1);
@@ -275,7 +283,7 @@ impl HybridCacheBuilder {
         ));
         // The guarded store's by default: behind the same breaker as the data.
         let lease = self.lease.or_else(|| l2.lease());
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Engine {
             counters,
             l2_guard,
             log_guard,
@@ -301,15 +309,15 @@ impl HybridCacheBuilder {
             filled: tokio::sync::broadcast::channel(64).0,
             lease_ttl: self.lease_ttl,
             max_staleness: self.max_staleness.map(crate::options::ms),
-            acknowledged: self.acknowledged_writes.then(|| {
-                crate::acker::Acknowledged::new(self.max_staleness.unwrap_or(DEFAULT_ACK_WAIT))
-            }),
+            acknowledged: self
+                .acknowledged_writes
+                .then(|| Acknowledged::new(self.max_staleness.unwrap_or(DEFAULT_ACK_WAIT))),
             _shutdown: shutdown,
         });
         let weak = Arc::downgrade(&inner);
         if let Some(acknowledged) = &inner.acknowledged {
             let first = acknowledged.first();
-            tokio::spawn(crate::acker::run(weak.clone(), shutdown_rx.clone()));
+            tokio::spawn(acker::run(weak.clone(), shutdown_rx.clone()));
             tokio::spawn(follower::run(weak.clone(), events, shutdown_rx.clone()));
             // Counted by the others before it serves a read: no write may miss it.
             acknowledged.joined(first).await;
@@ -317,7 +325,7 @@ impl HybridCacheBuilder {
             tokio::spawn(follower::run(weak.clone(), events, shutdown_rx.clone()));
         }
         tokio::spawn(housekeeper::run(weak.clone(), shutdown_rx.clone()));
-        tokio::spawn(deferred::run(weak, shutdown_rx));
+        tokio::spawn(replay::run(weak, shutdown_rx));
         Ok(HybridCache::from_inner(inner))
     }
 }

@@ -3,32 +3,26 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::builder::HybridCacheBuilder;
+use crate::engine::Engine;
+use crate::engine::load::Load;
 use crate::error::{Error, Result};
-use crate::inner::{Found, Inner};
 use crate::invalidation::{Position, Target};
-use crate::l1::{L1Entry, Value};
-use crate::loader;
+use crate::l1::L1Entry;
 use crate::options::{EntryOptions, Loaded};
 use crate::resilience::Health;
 use crate::single_flight::{Join, Source};
 use crate::stats::{Counter, Stats};
 use crate::store::WriteMode;
-/// What can be cached: any owned, thread-safe, serde type.
-pub trait CacheValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
-impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheValue for T {}
-
+use crate::value::{CacheValue, Found, Value, typed};
 /// A typed, async hybrid cache: L1 in memory, L2 shared, kept coherent by an invalidation log.
 ///
 /// Cheap to clone (an `Arc`); clones share everything. Build one per service namespace with
 /// [`HybridCache::builder`]. See the [crate documentation](crate) for a tour.
 #[derive(Clone)]
 pub struct HybridCache {
-    inner: Arc<Inner>,
+    inner: Arc<Engine>,
 }
 
 impl std::fmt::Debug for HybridCache {
@@ -44,17 +38,11 @@ impl std::fmt::Debug for HybridCache {
 }
 
 impl HybridCache {
-    /// Starts building a cache for `namespace` (the service's name: keys become
-    /// `<namespace>:<key>` in L2).
-    pub fn builder(namespace: impl Into<String>) -> HybridCacheBuilder {
-        HybridCacheBuilder::new(namespace.into())
-    }
-
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+    pub(crate) fn from_inner(inner: Arc<Engine>) -> Self {
         HybridCache { inner }
     }
 
-    pub(crate) fn inner(&self) -> &Arc<Inner> {
+    pub(crate) fn inner(&self) -> &Arc<Engine> {
         &self.inner
     }
 
@@ -242,7 +230,7 @@ impl HybridCache {
     /// L2 or the log cannot be reached, this instance's L1 takes the value and the shared half
     /// is deferred: replayed as an invalidation of the key once they are back (see
     /// [`health`](Self::health)), and the call succeeds — or, with
-    /// [`max_staleness`](HybridCacheBuilder::max_staleness), returns [`Error::Unavailable`].
+    /// [`max_staleness`](crate::HybridCacheBuilder::max_staleness), returns [`Error::Unavailable`].
     /// Any other L2 failure drops this instance's L1 copy too (so
     /// it does not diverge from the others) and is returned.
     pub async fn set<T: CacheValue>(
@@ -264,7 +252,7 @@ impl HybridCache {
         let mut size = 0;
         if !options.skip_l2 {
             let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0)?;
-            size = crate::l2_entry::encoded_size(&bytes);
+            size = crate::engine::l2::encoded_size(&bytes);
             // One round trip: the value, and its invalidation in the log beside it.
             let log = inner.log_append(&target).await;
             let part = log.as_ref().map_or(0, |l| l.part);
@@ -302,7 +290,7 @@ impl HybridCache {
     }
 
     /// Write-behind: queues `value` for the source of truth in the durable
-    /// [`write_queue`](HybridCacheBuilder::write_queue), then stores it like [`set`](Self::set).
+    /// [`write_queue`](crate::HybridCacheBuilder::write_queue), then stores it like [`set`](Self::set).
     /// Returns once the queue holds it: a [`Flusher`](crate::Flusher) applies it to the source
     /// later, and nothing acknowledged here is lost if a process dies (see
     /// [`write_behind`](crate::write_behind)).
@@ -319,7 +307,7 @@ impl HybridCache {
         inner.check_key(key)?;
         let Some(queue) = &inner.write_queue else {
             return Err(Error::Config(
-                "write_behind needs a write queue (HybridCacheBuilder::write_queue)".into(),
+                "write_behind needs a write queue (crate::HybridCacheBuilder::write_queue)".into(),
             ));
         };
         let bytes = inner.encode_for_queue(key, &value)?;
@@ -333,7 +321,7 @@ impl HybridCache {
     ///
     /// Every step is attempted. If L2 or the log cannot be reached, the shared half is
     /// deferred and replayed once they are back (see [`health`](Self::health)), and the call
-    /// succeeds — or, with [`max_staleness`](HybridCacheBuilder::max_staleness), returns
+    /// succeeds — or, with [`max_staleness`](crate::HybridCacheBuilder::max_staleness), returns
     /// [`Error::Unavailable`]. Any other failure is returned.
     pub async fn invalidate(&self, key: &str) -> Result<()> {
         let inner = &*self.inner;
@@ -548,7 +536,7 @@ impl HybridCache {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let span = tracing::debug_span!("strata.load", namespace = %self.inner.namespace, key = %leader.key());
-        let mut load = loader::Load::new(&self.inner, options, stale, leader);
+        let mut load = Load::new(&self.inner, options, stale, leader);
         load.early = early;
         load.run::<T, F, Fut, E>(loader).instrument(span)
     }
@@ -561,16 +549,4 @@ enum Refresh {
     Early,
     /// The value is past its soft TTL (stale-while-revalidate).
     Stale,
-}
-
-/// Downcasts an L1 value to the caller's type.
-pub(crate) fn typed<T: CacheValue>(key: &str, value: Value) -> Result<Option<Arc<T>>> {
-    value
-        .map(|v| {
-            v.downcast::<T>().map_err(|_| Error::TypeMismatch {
-                key: key.to_owned(),
-                expected: std::any::type_name::<T>(),
-            })
-        })
-        .transpose()
 }

@@ -15,21 +15,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
-use crate::error::Result;
-use crate::inner::Inner;
-use crate::invalidation::{Position, Target};
-use crate::stats::Counter;
+use crate::invalidation::Target;
 
 /// Beyond this many deferred keys, they collapse into one deferred clear of the namespace.
 const MAX_KEYS: usize = 100_000;
-
-/// How often a replay is tried while there is something to replay (with jitter).
-const REPLAY_EVERY: Duration = Duration::from_millis(250);
 
 /// Writes whose shared half is pending.
 #[derive(Default)]
@@ -37,7 +30,7 @@ pub(crate) struct Deferred {
     /// Whether anything is pending: the one check on the L2 path while nothing is.
     any: AtomicBool,
     pending: Mutex<Pending>,
-    wake: Notify,
+    pub(crate) wake: Notify,
 }
 
 /// Each target with the sequence number of its latest deferral: a replay that raced a newer
@@ -102,7 +95,7 @@ impl Deferred {
     }
 
     /// What to replay, clear first (it makes the rest moot).
-    fn snapshot(&self) -> Vec<(Target, u64)> {
+    pub(crate) fn snapshot(&self) -> Vec<(Target, u64)> {
         let p = self.lock();
         if let Some(seq) = p.clear {
             return vec![(Target::Clear, seq)];
@@ -113,7 +106,7 @@ impl Deferred {
     }
 
     /// `target`, deferred as `seq`, has been replayed.
-    fn done(&self, target: &Target, seq: u64) {
+    pub(crate) fn done(&self, target: &Target, seq: u64) {
         let mut p = self.lock();
         let current = match target {
             Target::Clear => p.clear,
@@ -133,83 +126,6 @@ impl Deferred {
     fn lock(&self) -> MutexGuard<'_, Pending> {
         // Only sets behind this lock, each step complete: a panic elsewhere leaves them valid.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Inner {
-    /// The end of a write: an unreachable shared tier defers its shared half; any other
-    /// failure is the caller's.
-    ///
-    /// A deferred write succeeds (its local half is done, as FusionCache's auto-recovery
-    /// does) — unless the cache promises bounded staleness: then a write is acknowledged only
-    /// once every instance can be told, so the caller gets [`Error::Unavailable`] (and the
-    /// replay still happens).
-    pub(crate) fn settle(&self, target: Target, result: Result<()>) -> Result<()> {
-        match result {
-            Err(e) if e.is_retryable() => {
-                tracing::debug!(namespace = %self.namespace, ?target, error = %e, "shared tier unreachable; write deferred");
-                self.counters.incr(Counter::writes_deferred);
-                self.deferred.defer(target);
-                match self.max_staleness {
-                    Some(_) => Err(e),
-                    None => Ok(()),
-                }
-            }
-            other => other,
-        }
-    }
-
-    /// Replays what is pending, in order, until done or the shared tier fails again.
-    async fn replay(&self) {
-        for (target, seq) in self.deferred.snapshot() {
-            let ns = &self.namespace;
-            let l2 = match &target {
-                Target::Key(key) => {
-                    let log = self.log_append(&target).await;
-                    let part = log.as_ref().map_or(0, |l| l.part);
-                    let deleted = self.l2.delete(ns, key, log.as_ref()).await;
-                    deleted.map(|logged| logged.map(|seq| Position { part, seq }))
-                }
-                Target::Tag(tag) => self.l2.delete_by_tag(ns, tag).await.map(|_| None),
-                Target::Clear => self.l2.clear(ns).await.map(|_| None),
-            };
-            let result = match l2 {
-                Ok(logged) => self.announce(target.clone(), logged).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => self.counters.incr(Counter::writes_replayed),
-                Err(e) if e.is_retryable() => return,
-                Err(e) => {
-                    // Trying again will not help (e.g. a permission was revoked): say so once
-                    // and let the entry's TTL end it.
-                    tracing::error!(namespace = %ns, ?target, error = %e, "deferred write dropped");
-                }
-            }
-            self.deferred.done(&target, seq);
-        }
-    }
-}
-
-/// Replays deferred writes while there are any, until the cache is dropped.
-pub(crate) async fn run(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
-    let Some(deferred) = inner.upgrade().map(|i| i.deferred.clone()) else {
-        return;
-    };
-    loop {
-        if deferred.len() == 0 {
-            tokio::select! {
-                () = deferred.wake.notified() => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-        let pause = REPLAY_EVERY.mul_f64(0.5 + fastrand::f64());
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = shutdown.changed() => return,
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        inner.replay().await;
     }
 }
 

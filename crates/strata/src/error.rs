@@ -150,3 +150,8 @@ impl Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Converts a loader's error into a shareable source.
+pub(crate) fn box_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> BoxError {
+    Arc::from(e.into())
+}

@@ -79,35 +79,31 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-mod acker;
+mod acks;
 mod batch;
 mod builder;
 mod cache;
 mod clock;
 mod codec;
 mod deferred;
+mod engine;
 pub mod envelope;
 mod error;
 mod fence;
-mod follower;
-mod housekeeper;
-mod inner;
 pub mod invalidation;
 pub mod keys;
 mod l1;
-mod l2_entry;
 mod lease;
-mod loader;
 mod options;
 mod resilience;
 mod single_flight;
 mod stats;
 mod store;
-mod turn;
+mod value;
 pub mod write_behind;
 
 pub use builder::HybridCacheBuilder;
-pub use cache::{CacheValue, HybridCache};
+pub use cache::HybridCache;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
@@ -121,4 +117,5 @@ pub use resilience::{
 };
 pub use stats::Stats;
 pub use store::{Fence, L2Store, MemoryStore, Read, WriteMode, Written};
+pub use value::CacheValue;
 pub use write_behind::{Flusher, MemoryWriteQueue, QueuedWrite, WriteQueue};

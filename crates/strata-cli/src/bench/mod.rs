@@ -185,6 +185,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
     })
 }
 
+/// `strata bench-worker`: one instance of a multi-process workload, in its own process.
+pub(crate) async fn worker(args: worker::WorkerArgs) -> Result<ExitCode, BoxError> {
+    match args.workload {
+        Workload::W5 => w5::worker(&args).await,
+        _ => worker::run(args).await,
+    }
+}
+
 /// The subjects `--cache` asks for, in the order they run.
 fn choices(choice: Choice) -> &'static [Choice] {
     match choice {

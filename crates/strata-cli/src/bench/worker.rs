@@ -26,7 +26,7 @@ use super::workload::{Params, Workload};
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct WorkerArgs {
     #[arg(value_enum)]
-    workload: Workload,
+    pub(crate) workload: Workload,
     #[arg(long)]
     pub(crate) redis: String,
     #[arg(long, value_enum)]
@@ -281,9 +281,6 @@ pub(crate) fn wall_us() -> u64 {
 
 /// `strata bench-worker`: one instance in its own process.
 pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode, BoxError> {
-    if args.workload == Workload::W5 {
-        return super::w5::worker(&args).await;
-    }
     let target = L2Target::Redis(Box::new(RedisConfig::from_url(&args.redis)?));
     let instance = Instance::new(args.workload, args.cache, &target, args.instance).await?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();

@@ -4,7 +4,7 @@ use std::sync::Weak;
 
 use tokio::sync::watch;
 
-use crate::inner::Inner;
+use super::Engine;
 use crate::invalidation::{LogEvent, Subscription, Target};
 use crate::stats::Counter;
 
@@ -14,7 +14,7 @@ const BATCH: usize = 256;
 /// Applies events until the subscription ends or the cache is dropped: every event waiting
 /// at each wake-up, so a burst of invalidations costs one wake-up, not one each.
 pub(crate) async fn run(
-    inner: Weak<Inner>,
+    inner: Weak<Engine>,
     mut events: Subscription,
     mut shutdown: watch::Receiver<()>,
 ) {
@@ -33,7 +33,7 @@ pub(crate) async fn run(
     }
 }
 
-impl Inner {
+impl Engine {
     /// Applies an event from the log to L1.
     pub(crate) fn apply(&self, event: LogEvent) {
         match event {

@@ -11,14 +11,10 @@
 //! fill, or evicted like any entry nobody reads. [`HybridCache::run_pending_tasks`]
 //! (crate::HybridCache::run_pending_tasks) sweeps them out at once.
 
-use std::any::Any;
 use std::sync::Arc;
 
-use crate::inner::{Found, Inner};
-use crate::options::{EntryOptions, ms};
-use crate::stats::Counter;
-
 use crate::envelope::Times;
+use crate::value::{Found, Value};
 
 /// The L1 map.
 pub(crate) type L1Map = quick_cache::sync::Cache<
@@ -28,10 +24,6 @@ pub(crate) type L1Map = quick_cache::sync::Cache<
     foldhash::fast::RandomState,
     quick_cache::sync::DefaultLifecycle<String, L1Entry>,
 >;
-
-/// A value as L1 keeps it: the decoded `Arc<T>`, type-erased so one cache can hold many types.
-/// `None` is a negative entry ("not found").
-pub(crate) type Value = Option<Arc<dyn Any + Send + Sync>>;
 
 /// L1 settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,91 +166,5 @@ impl L1Entry {
     /// `l1_until`, and as a fail-safe fallback until `stale_until`.
     pub(crate) fn alive(&self, now: u64) -> bool {
         now < self.l1_until.max(self.times.stale_until)
-    }
-}
-
-/// L1 operations of a cache.
-impl Inner {
-    /// The L1 entry for a value found or loaded now.
-    pub(crate) fn l1_entry(&self, options: &EntryOptions, found: &Found, now: u64) -> L1Entry {
-        L1Entry::of(found, options.l1_until(now, &found.times))
-    }
-
-    /// `stale`, to be served for one throttle period after the loader failed (fail-safe).
-    pub(crate) fn fail_safe_entry(&self, options: &EntryOptions, mut stale: L1Entry) -> L1Entry {
-        let now = self.clock.now_ms();
-        stale.fail_safe = true;
-        stale.l1_until = now.saturating_add(ms(options.fail_safe_throttle));
-        stale
-    }
-
-    /// Puts `entry` in L1 (write-through: nothing can overtake it).
-    pub(crate) fn insert_l1(&self, key: &str, entry: L1Entry) {
-        if let Some(l1) = &self.l1 {
-            l1.insert(key.to_owned(), entry);
-        }
-    }
-
-    /// Puts `entry` in L1 unless `overtaken()` says an invalidation of the key was applied
-    /// since its value was read. Checked again after the insert: an invalidation marks the key
-    /// *before* it clears L1, so either its clear comes after our insert, or we see the mark
-    /// and take the entry out again. A fill given up is counted in `fills_fenced`.
-    pub(crate) fn insert_l1_unless(&self, key: &str, entry: L1Entry, overtaken: impl Fn() -> bool) {
-        let Some(l1) = &self.l1 else { return };
-        if !overtaken() {
-            l1.insert(key.to_owned(), entry);
-            if !overtaken() {
-                return;
-            }
-            l1.remove(key);
-        }
-        self.counters.incr(Counter::fills_fenced);
-    }
-
-    // Each `drop_*` applies an invalidation here. It first marks what it overtakes — the loads
-    // in flight (poisoned: they neither fill L1 nor take in new callers) and the fence that
-    // plain reads check — then clears L1.
-
-    /// Marks `key` overtaken by a change: an invalidation, or a write-through.
-    pub(crate) fn overtake(&self, key: &str) {
-        self.flights.poison(key);
-        self.fence.bump(key);
-    }
-
-    pub(crate) fn drop_l1(&self, key: &str) {
-        self.overtake(key);
-        if let Some(l1) = &self.l1 {
-            l1.remove(key);
-        }
-    }
-
-    pub(crate) fn drop_tag(&self, tag: &str) {
-        // A flight's tags are unknown until it ends: poison them all (they are few).
-        self.overtake_all();
-        if let Some(l1) = &self.l1 {
-            // One pass over every shard, each under its write lock in turn: tag
-            // invalidations are rare next to reads, and this keeps reads free of checks.
-            l1.retain(|_, e| !e.has_tag(tag));
-        }
-    }
-
-    pub(crate) fn drop_all(&self) {
-        self.overtake_all();
-        if let Some(l1) = &self.l1 {
-            l1.clear();
-        }
-    }
-
-    /// Sweeps out entries that can no longer serve (the read path skips them anyway).
-    pub(crate) fn sweep_l1(&self) {
-        if let Some(l1) = &self.l1 {
-            let now = self.clock.now_ms();
-            l1.retain(|_, e| e.alive(now));
-        }
-    }
-
-    fn overtake_all(&self) {
-        self.flights.poison_all();
-        self.fence.bump_all();
     }
 }

@@ -5,15 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cache::CacheValue;
-use crate::inner::Found;
+use super::{Load, Step, Turn};
+use crate::engine::l2::L2Read;
 use crate::l1::L1Entry;
-use crate::l2_entry::L2Read;
 use crate::lease::{Held, Kind};
-use crate::loader::Load;
 use crate::single_flight::Source;
 use crate::stats::Counter;
 use crate::store::Fence;
+use crate::value::CacheValue;
 
 /// First and longest pause between L2 reads while another instance holds the lease; the
 /// announcement of its fill usually ends the wait first.
@@ -33,26 +32,6 @@ async fn released(filled: &mut tokio::sync::broadcast::Receiver<String>, key: &s
             }
         }
     }
-}
-
-/// What a read of L2 means for the flight.
-pub(crate) enum Step {
-    /// A fresh value: the answer (read at the given time).
-    Hit(Found, u64),
-    /// Load now (holding whatever lease the read took).
-    Load,
-    /// Another instance is loading: wait for its fill.
-    Wait,
-    /// L2 holds an entry to replace (stale, or unreadable): take its refresh lease first.
-    Refresh(Fence),
-}
-
-/// What [`Load::take_turn`] decided.
-pub(crate) enum Turn {
-    /// Load now.
-    Load,
-    /// Another instance filled L2 meanwhile (read at the given time).
-    Filled(Found, u64),
 }
 
 impl Load {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use super::Engine;
 use crate::clock::SystemClock;
-use crate::inner::Inner;
 
 /// How often the housekeeper runs.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
@@ -16,7 +16,7 @@ pub(crate) const PERIOD: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: u32 = 60;
 
 /// Runs until the cache is dropped.
-pub(crate) async fn run(inner: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
+pub(crate) async fn run(inner: Weak<Engine>, mut shutdown: watch::Receiver<()>) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut swept = 0;

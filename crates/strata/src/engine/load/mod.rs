@@ -8,20 +8,41 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
-use crate::cache::CacheValue;
-use crate::error::Error;
-use crate::inner::{Found, Inner, box_error};
-use crate::l1::{L1Entry, Value};
+use crate::engine::Engine;
+use crate::error::{Error, box_error};
+use crate::l1::L1Entry;
 use crate::lease::{Held, Kind};
 use crate::options::{EntryOptions, Loaded};
 use crate::single_flight::{Leader, Source};
 use crate::stats::Counter;
 use crate::store::{Fence, WriteMode};
-use crate::turn::{Step, Turn};
+use crate::value::{CacheValue, Found, Value};
+
+pub(crate) mod turn;
+
+/// What a read of L2 means for the flight.
+pub(crate) enum Step {
+    /// A fresh value: the answer (read at the given time).
+    Hit(Found, u64),
+    /// Load now (holding whatever lease the read took).
+    Load,
+    /// Another instance is loading: wait for its fill.
+    Wait,
+    /// L2 holds an entry to replace (stale, or unreadable): take its refresh lease first.
+    Refresh(Fence),
+}
+
+/// What [`Load::take_turn`] decided.
+pub(crate) enum Turn {
+    /// Load now.
+    Load,
+    /// Another instance filled L2 meanwhile (read at the given time).
+    Filled(Found, u64),
+}
 
 /// A flight in progress for one key.
 pub(crate) struct Load {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<Engine>,
     pub(crate) options: EntryOptions,
     /// The best stale value known: the caller's expired L1 copy, or an expired L2 entry.
     pub(crate) stale: Option<L1Entry>,
@@ -41,7 +62,7 @@ pub(crate) struct Load {
 impl Load {
     /// A flight for `leader`'s key, with `stale` as the fallback if there is one.
     pub(crate) fn new(
-        inner: &Arc<Inner>,
+        inner: &Arc<Engine>,
         options: &EntryOptions,
         stale: Option<L1Entry>,
         leader: Leader,
@@ -208,7 +229,7 @@ impl Load {
         if !options.skip_l2 {
             match inner.encode::<T>(key, &found.value, &found.times, &found.tags, load_ms) {
                 Ok(b) => {
-                    found.size = crate::l2_entry::encoded_size(&b);
+                    found.size = crate::engine::l2::encoded_size(&b);
                     bytes = Some(b);
                 }
                 Err(e) => {

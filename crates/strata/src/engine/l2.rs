@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cache::CacheValue;
+use super::Engine;
 use crate::codec::Codec;
 use crate::envelope::{self, Header, Times};
 use crate::error::{Error, Result};
-use crate::inner::{Found, Inner};
-use crate::l1::Value;
 use crate::stats::Counter;
 use crate::store::{Read, WriteMode, Written};
+use crate::value::{CacheValue, Found, Value};
 
 /// What a flight's read of L2 found.
 pub(crate) enum L2Read {
@@ -30,7 +29,7 @@ pub(crate) enum L2Read {
     Failed,
 }
 
-impl Inner {
+impl Engine {
     /// Encodes an entry for L2: an envelope (with a fresh stamp), or the bare value in raw mode.
     pub(crate) fn encode<T: CacheValue>(
         &self,

@@ -1,0 +1,93 @@
+//! The engine's L1 operations: filling it (fenced against invalidations applied meanwhile)
+//! and applying invalidations to it.
+
+use super::Engine;
+use crate::l1::L1Entry;
+use crate::options::{EntryOptions, ms};
+use crate::stats::Counter;
+use crate::value::Found;
+
+impl Engine {
+    /// The L1 entry for a value found or loaded now.
+    pub(crate) fn l1_entry(&self, options: &EntryOptions, found: &Found, now: u64) -> L1Entry {
+        L1Entry::of(found, options.l1_until(now, &found.times))
+    }
+
+    /// `stale`, to be served for one throttle period after the loader failed (fail-safe).
+    pub(crate) fn fail_safe_entry(&self, options: &EntryOptions, mut stale: L1Entry) -> L1Entry {
+        let now = self.clock.now_ms();
+        stale.fail_safe = true;
+        stale.l1_until = now.saturating_add(ms(options.fail_safe_throttle));
+        stale
+    }
+
+    /// Puts `entry` in L1 (write-through: nothing can overtake it).
+    pub(crate) fn insert_l1(&self, key: &str, entry: L1Entry) {
+        if let Some(l1) = &self.l1 {
+            l1.insert(key.to_owned(), entry);
+        }
+    }
+
+    /// Puts `entry` in L1 unless `overtaken()` says an invalidation of the key was applied
+    /// since its value was read. Checked again after the insert: an invalidation marks the key
+    /// *before* it clears L1, so either its clear comes after our insert, or we see the mark
+    /// and take the entry out again. A fill given up is counted in `fills_fenced`.
+    pub(crate) fn insert_l1_unless(&self, key: &str, entry: L1Entry, overtaken: impl Fn() -> bool) {
+        let Some(l1) = &self.l1 else { return };
+        if !overtaken() {
+            l1.insert(key.to_owned(), entry);
+            if !overtaken() {
+                return;
+            }
+            l1.remove(key);
+        }
+        self.counters.incr(Counter::fills_fenced);
+    }
+
+    // Each `drop_*` applies an invalidation here. It first marks what it overtakes — the loads
+    // in flight (poisoned: they neither fill L1 nor take in new callers) and the fence that
+    // plain reads check — then clears L1.
+
+    /// Marks `key` overtaken by a change: an invalidation, or a write-through.
+    pub(crate) fn overtake(&self, key: &str) {
+        self.flights.poison(key);
+        self.fence.bump(key);
+    }
+
+    pub(crate) fn drop_l1(&self, key: &str) {
+        self.overtake(key);
+        if let Some(l1) = &self.l1 {
+            l1.remove(key);
+        }
+    }
+
+    pub(crate) fn drop_tag(&self, tag: &str) {
+        // A flight's tags are unknown until it ends: poison them all (they are few).
+        self.overtake_all();
+        if let Some(l1) = &self.l1 {
+            // One pass over every shard, each under its write lock in turn: tag
+            // invalidations are rare next to reads, and this keeps reads free of checks.
+            l1.retain(|_, e| !e.has_tag(tag));
+        }
+    }
+
+    pub(crate) fn drop_all(&self) {
+        self.overtake_all();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+    }
+
+    /// Sweeps out entries that can no longer serve (the read path skips them anyway).
+    pub(crate) fn sweep_l1(&self) {
+        if let Some(l1) = &self.l1 {
+            let now = self.clock.now_ms();
+            l1.retain(|_, e| e.alive(now));
+        }
+    }
+
+    fn overtake_all(&self) {
+        self.flights.poison_all();
+        self.fence.bump_all();
+    }
+}
