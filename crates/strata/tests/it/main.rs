@@ -1,6 +1,7 @@
 //! Integration tests of the library on its embedded defaults (no Redis needed).
 //! The same behaviour against a real Redis is tested in `strata-redis`.
 
+mod allocations;
 mod expiry;
 mod fencing;
 mod invalidation;
@@ -15,6 +16,9 @@ use std::time::Duration;
 use strata::{EntryOptions, HybridCache, ManualClock, MemoryLog, MemoryStore};
 
 pub(crate) const TTL: Duration = Duration::from_secs(60);
+
+#[global_allocator]
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 /// A cache on a manual clock; its store and log can be shared with other caches.
 pub(crate) async fn cache_on(
