@@ -138,6 +138,10 @@ impl<L: InvalidationLog> InvalidationLog for CompatChannel<L> {
         self.log.acknowledges()
     }
 
+    fn announces_load_ends(&self) -> bool {
+        self.log.announces_load_ends()
+    }
+
     async fn acknowledge(
         &self,
         namespace: &str,

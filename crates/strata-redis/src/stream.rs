@@ -236,6 +236,11 @@ impl InvalidationLog for RedisStreamLog {
         true
     }
 
+    /// It reads `<namespace>#filled`, where a `RedisStore` on the same server announces them.
+    fn announces_load_ends(&self) -> bool {
+        true
+    }
+
     /// One `HSET` (or `HDEL`, leaving) on `<namespace>#acks`: the instance's field holds until
     /// when it counts as alive (three heartbeats on, by its clock) and how far it applied
     /// each part of the log.

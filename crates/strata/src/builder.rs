@@ -306,7 +306,7 @@ impl HybridCacheBuilder {
             flights: Arc::new(Flights::default()),
             fence: Fence::default(),
             lease,
-            filled: tokio::sync::broadcast::channel(64).0,
+            filled: crate::ends::LoadEnds::default(),
             lease_ttl: self.lease_ttl,
             max_staleness: self.max_staleness.map(crate::options::ms),
             acknowledged: self

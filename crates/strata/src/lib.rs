@@ -86,6 +86,7 @@ mod cache;
 mod clock;
 mod codec;
 mod deferred;
+mod ends;
 mod engine;
 pub mod envelope;
 mod error;

@@ -67,7 +67,7 @@ pub(crate) struct Engine {
     /// With acknowledged writes: what this instance applied, and how long writes wait.
     pub(crate) acknowledged: Option<Acknowledged>,
     /// Keys whose lease another instance released, for the flights waiting on them.
-    pub(crate) filled: tokio::sync::broadcast::Sender<String>,
+    pub(crate) filled: crate::ends::LoadEnds,
     pub(crate) counters: Arc<Counters>,
     /// The guard around L2 calls (inside `l2`, a `GuardedStore`), for its state.
     pub(crate) l2_guard: Arc<Guard>,

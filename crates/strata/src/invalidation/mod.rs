@@ -144,6 +144,13 @@ pub trait InvalidationLog: Send + Sync + Debug + 'static {
         Ok(None)
     }
 
+    /// Whether this log announces the ends of loads other instances wait on
+    /// ([`LogEvent::Filled`]); default: no — waiters then look at L2 every few milliseconds
+    /// instead of every few hundred.
+    fn announces_load_ends(&self) -> bool {
+        false
+    }
+
     /// Whether this log takes acknowledgements ([`acknowledge`](Self::acknowledge),
     /// [`await_acknowledged`](Self::await_acknowledged)); default: no.
     fn acknowledges(&self) -> bool {

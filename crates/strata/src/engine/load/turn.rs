@@ -14,25 +14,12 @@ use crate::stats::Counter;
 use crate::store::Fence;
 use crate::value::CacheValue;
 
-/// First and longest pause between L2 reads while another instance holds the lease; the
-/// announcement of its fill usually ends the wait first.
-const LEASE_POLL_MIN: Duration = Duration::from_millis(1);
-const LEASE_POLL_MAX: Duration = Duration::from_millis(10);
-
-/// Returns when the end of `key`'s load is announced (or announcements were lost).
-async fn released(filled: &mut tokio::sync::broadcast::Receiver<String>, key: &str) {
-    loop {
-        match filled.recv().await {
-            Ok(k) if k == key => return,
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-            // The cache is going away; the poll ends the wait.
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
+/// First and longest pause between L2 reads while another instance holds the lease, when the
+/// log announces the ends of loads: a fallback, the announcement wakes the waiter first.
+const ANNOUNCED_POLL: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_millis(200));
+/// The same when nothing announces them (the in-process log): polling is how waiters learn.
+const POLL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(10));
 
 impl Load {
     /// What `read` means: a hit, or how the load goes on. Keeps the lease the read took and
@@ -72,12 +59,30 @@ impl Load {
     /// its fill — or another instance's fill answers it. Waiting is bounded by the lease's
     /// TTL: by then the holder is done or its lease expired (a dead holder), and one waiter
     /// takes over.
-    pub(crate) async fn take_turn<T: CacheValue>(&mut self, key: &str, mut step: Step) -> Turn {
+    pub(crate) async fn take_turn<T: CacheValue>(&mut self, key: &str, step: Step) -> Turn {
         let inner = self.inner.clone();
-        // Subscribed before the next read, so no announcement after it is missed.
-        let mut filled = inner.filled.subscribe();
+        let end = inner.filled.waiter(key);
+        let turn = self.wait_turn::<T>(key, step, &end).await;
+        inner.filled.leave(key, end);
+        turn
+    }
+
+    async fn wait_turn<T: CacheValue>(
+        &mut self,
+        key: &str,
+        mut step: Step,
+        end: &tokio::sync::Notify,
+    ) -> Turn {
+        let inner = self.inner.clone();
         let deadline = Instant::now() + inner.lease_ttl;
-        let mut pause = LEASE_POLL_MIN;
+        let (mut pause, longest) = if inner.log.announces_load_ends() {
+            ANNOUNCED_POLL
+        } else {
+            POLL
+        };
+        // Registered before each read of L2, so an announcement after it is not missed.
+        let mut ended = std::pin::pin!(end.notified());
+        ended.as_mut().enable();
         let mut waited = false;
         loop {
             match step {
@@ -110,9 +115,11 @@ impl Load {
             }
             tokio::select! {
                 () = tokio::time::sleep(pause.min(left)) => {}
-                () = released(&mut filled, key) => {}
+                () = ended.as_mut() => {}
             }
-            pause = (pause * 2).min(LEASE_POLL_MAX);
+            ended.set(end.notified());
+            ended.as_mut().enable();
+            pause = (pause * 2).min(longest);
             step = self.judge(inner.begin_read::<T>(key, self.token, true).await);
         }
     }
