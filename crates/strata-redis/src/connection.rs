@@ -199,7 +199,8 @@ impl Connection {
         self.shared.identity.as_deref()
     }
 
-    /// Whether the server takes `SET … NX GET` (Redis 7.0 on); older ones get a script.
+    /// Whether the server takes `SET … NX GET` and `SET … XX GET` (Redis 7.0 on); older ones
+    /// get a script that reads first.
     pub(crate) fn set_nx_get(&self) -> bool {
         self.shared.set_nx_get
     }

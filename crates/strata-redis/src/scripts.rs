@@ -70,14 +70,35 @@ return v
 });
 
 /// The body of a fill, shared by [`FILL`] and [`FILL_IN_SLOT`]: stores the value if the
-/// data key holds what the load was fenced with (two commands: `GET`, `SET`; a refused fill
-/// changes nothing); releases the refresh lease KEYS[refresh] if ARGV[6] holds it. Leaves
-/// `ok` (stored) and `waited` (the lease record it replaced was waited on).
+/// data key holds what the load was fenced with; releases the refresh lease KEYS[refresh] if
+/// ARGV[6] holds it. Leaves `ok` (stored) and `waited` (the lease record it replaced was
+/// waited on).
+///
+/// With ARGV[7] = `1` (Redis 7: `SET … XX GET`) the common case is one command: the value is
+/// set over whatever is there and the old bytes are checked after. A fill that finds it was
+/// overtaken undoes that in the same step, so no reader sees it: what it displaced goes back
+/// byte for byte, with the fill's TTL (an entry's envelope carries its own expiry) or, for
+/// another load's lease record, the lease TTL (ARGV[8]). Older servers read first (`GET`, then
+/// `SET` if the fence holds).
 const FILL_BODY: &str = r"
-local old = redis.call('GET', KEYS[1])
-local ok = ARGV[3] == 'N' or holds(old, ARGV[3], ARGV[4])
-if ok then
+local old, ok = false, false
+if ARGV[3] == 'N' then
+  ok = true
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif ARGV[7] == '1' then
+  old = redis.call('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PX', ARGV[2])
+  ok = holds(old, ARGV[3], ARGV[4])
+  if old and not ok then
+    local ttl = ARGV[2]
+    if string.sub(old, 1, 3) == '\255SL' and (#old == 12 or #old == 13) then ttl = ARGV[8] end
+    redis.call('SET', KEYS[1], old, 'PX', ttl)
+  end
+else
+  old = redis.call('GET', KEYS[1])
+  ok = holds(old, ARGV[3], ARGV[4])
+  if ok then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  end
 end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[refresh]) == ARGV[6] then
   redis.call('UNLINK', KEYS[refresh])
@@ -86,7 +107,8 @@ local waited = ok and old and #old == 13 and string.sub(old, 1, 3) == '\255SL'
 ";
 
 /// A load's fill. KEYS: data, filled stream, refresh lease, tag indexes…; ARGV: value, TTL
-/// ms, fence kind and argument (see `FENCE`), cache key, refresh lease token (`""` for none).
+/// ms, fence kind and argument (see `FENCE`), cache key, refresh lease token (`""` for none),
+/// `1` if the server has `SET … XX GET`, lease TTL ms.
 /// See `FILL_BODY`; indexes the tags if stored, and announces on the namespace's `#filled`
 /// stream (field `k`: the key) if another instance waited. Returns 1 if stored.
 pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {

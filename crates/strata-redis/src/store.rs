@@ -282,7 +282,11 @@ impl L2Store for RedisStore {
         let mut logged = false;
         let replacing = matches!(mode, WriteMode::Replace { .. });
         let mut invocation = match mode {
-            WriteMode::Fill { fence, lease } => {
+            WriteMode::Fill {
+                fence,
+                lease,
+                lease_ttl,
+            } => {
                 let (kind, arg) = fence_args(&fence);
                 let mut i = FILL.key(&data);
                 i.key(l.filled(namespace)).key(l.lease(namespace, key));
@@ -291,7 +295,9 @@ impl L2Store for RedisStore {
                     .arg(kind)
                     .arg(arg)
                     .arg(key)
-                    .arg(lease.map(|t| t.to_string()).unwrap_or_default());
+                    .arg(lease.map(|t| t.to_string()).unwrap_or_default())
+                    .arg(if self.conn.set_nx_get() { "1" } else { "" })
+                    .arg(ttl_ms(lease_ttl));
                 i
             }
             WriteMode::Replace { log } => {
@@ -485,7 +491,12 @@ impl RedisStore {
         futures_util::future::try_join_all(tags.iter().map(index))
             .await
             .map_err(|e| self.conn.failed(e))?;
-        let WriteMode::Fill { fence, lease } = mode else {
+        let WriteMode::Fill {
+            fence,
+            lease,
+            lease_ttl,
+        } = mode
+        else {
             redis::cmd("SET")
                 .arg(&data)
                 .arg(value.as_ref())
@@ -511,6 +522,8 @@ impl RedisStore {
             .arg(arg)
             .arg(key)
             .arg(lease.map(|t| t.to_string()).unwrap_or_default())
+            .arg(if self.conn.set_nx_get() { "1" } else { "" })
+            .arg(ttl_ms(lease_ttl))
             .invoke_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;

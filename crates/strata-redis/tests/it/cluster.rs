@@ -64,6 +64,7 @@ async fn the_store_keeps_its_promises_across_slots_and_masters() {
         let mode = WriteMode::Fill {
             fence: strata::Fence::Lease(1),
             lease: Some(2),
+            lease_ttl: TTL,
         };
         let v = Bytes::from_static(b"v");
         let written = store.set("svc", key, v, TTL, &[], mode).await.unwrap();
@@ -117,6 +118,7 @@ async fn a_fill_racing_a_clear_is_refused() {
             WriteMode::Fill {
                 fence: strata::Fence::Lease(1),
                 lease: None,
+                lease_ttl: TTL,
             },
         )
         .await

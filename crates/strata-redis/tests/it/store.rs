@@ -152,7 +152,11 @@ fn envelope(stamp: u64) -> Bytes {
 pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
     let v = |s: &'static str| Bytes::from_static(s.as_bytes());
     let lease = |token| Some((token, TTL));
-    let fill = |fence| WriteMode::Fill { fence, lease: None };
+    let fill = |fence| WriteMode::Fill {
+        fence,
+        lease: None,
+        lease_ttl: TTL,
+    };
     let set = |key: &'static str, value, mode| async move {
         store
             .set("ns", key, value, TTL, &[], mode)
@@ -182,6 +186,7 @@ pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
         !set("k", v("x"), fill(Fence::Lease(2))).await,
         "not 2's lease"
     );
+    assert_eq!(read("k", 2).await, Read::Loading, "1's lease left in place");
     assert!(set("k", v("loaded"), fill(Fence::Lease(1))).await);
     assert_eq!(read("k", 3).await, Read::Value(v("loaded")), "a hit");
 
@@ -307,9 +312,31 @@ async fn a_waiter_is_told_when_the_load_it_waits_on_ends() {
         Read::Leased,
         "still 1's"
     );
+    // A fill that is not 1's puts 1's record back as it was, for a lease's life.
+    let stray = WriteMode::Fill {
+        fence: Fence::Lease(2),
+        lease: None,
+        lease_ttl: Duration::from_secs(5),
+    };
+    let v = Bytes::from_static(b"stray");
+    assert!(
+        !store
+            .set("ns", "k", v, TTL, &[], stray)
+            .await
+            .unwrap()
+            .stored
+    );
+    assert_eq!(
+        redis.cli(&["STRLEN", "ns:k"]),
+        "13",
+        "1's record, waited on"
+    );
+    let left: u64 = redis.cli(&["PTTL", "ns:k"]).parse().unwrap();
+    assert!((1..=5_000).contains(&left), "a lease's life: {left} ms");
     let mode = WriteMode::Fill {
         fence: Fence::Lease(1),
         lease: None,
+        lease_ttl: TTL,
     };
     let written = store
         .set("ns", "k", Bytes::from_static(b"v"), TTL, &[], mode)

@@ -152,6 +152,7 @@ async fn the_end_of_a_waited_on_load_is_announced_to_followers() {
     let fill = |token| WriteMode::Fill {
         fence: Fence::Lease(token),
         lease: None,
+        lease_ttl: TTL,
     };
 
     // Waited on, ended by the fill: announced.

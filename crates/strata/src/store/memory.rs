@@ -187,7 +187,7 @@ impl L2Store for MemoryStore {
     ) -> Result<Written, Error> {
         let full = data_key(namespace, key);
         let mut state = self.lock();
-        if let WriteMode::Fill { fence, lease } = mode {
+        if let WriteMode::Fill { fence, lease, .. } = mode {
             if let Some(token) = lease {
                 self.lease.give_back(namespace, key, token);
             }

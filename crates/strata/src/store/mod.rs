@@ -64,6 +64,9 @@ pub enum WriteMode {
         fence: Fence,
         /// The token of a refresh lease to release, if the load holds one.
         lease: Option<u64>,
+        /// How long a load lease lives: a store that checks the fence after writing puts a
+        /// lease record it displaced back for this long.
+        lease_ttl: Duration,
     },
     /// A write-through: always stored; it replaces any lease record, so loads in flight are
     /// refused. With `log`, the store also appends that invalidation to the namespace's log

@@ -256,6 +256,7 @@ impl Load {
             let mode = WriteMode::Fill {
                 fence,
                 lease: refresh,
+                lease_ttl: inner.lease_ttl,
             };
             match inner
                 .write_l2(key, bytes, &found.times, &found.tags, mode)
