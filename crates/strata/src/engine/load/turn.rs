@@ -60,6 +60,9 @@ impl Load {
     /// TTL: by then the holder is done or its lease expired (a dead holder), and one waiter
     /// takes over.
     pub(crate) async fn take_turn<T: CacheValue>(&mut self, key: &str, step: Step) -> Turn {
+        if let Step::Load = step {
+            return Turn::Load; // the common miss: the read took the lease
+        }
         let inner = self.inner.clone();
         let end = inner.filled.waiter(key);
         let turn = self.wait_turn::<T>(key, step, &end).await;
