@@ -56,6 +56,41 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
+    /// `SET key value PX ttl`: a write with nothing else to do in the same step.
+    async fn plain_set(&self, data: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+        redis::cmd("SET")
+            .arg(data)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .exec_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))
+    }
+
+    /// The arguments of [`FILL`] and [`FILL_IN_SLOT`] (see `FILL_BODY`).
+    #[allow(clippy::too_many_arguments)]
+    fn fill_args(
+        &self,
+        i: &mut redis::ScriptInvocation<'_>,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        fence: &Fence,
+        lease: Option<u64>,
+        lease_ttl: Duration,
+    ) {
+        let (kind, arg) = fence_args(fence);
+        i.arg(value)
+            .arg(ttl_ms(ttl))
+            .arg(kind)
+            .arg(arg)
+            .arg(key)
+            .arg(lease.map(|t| t.to_string()).unwrap_or_default())
+            .arg(if self.conn.set_nx_get() { "1" } else { "" })
+            .arg(ttl_ms(lease_ttl));
+    }
+
     /// Connects to the Redis at `url` with default timeouts.
     pub async fn connect(url: &str) -> Result<Self, Error> {
         Self::connect_with(&RedisConfig::from_url(url)?).await
@@ -287,31 +322,16 @@ impl L2Store for RedisStore {
                 lease,
                 lease_ttl,
             } => {
-                let (kind, arg) = fence_args(&fence);
                 let mut i = FILL.key(&data);
                 i.key(l.filled(namespace)).key(l.lease(namespace, key));
-                i.arg(value.as_ref())
-                    .arg(ttl_ms(ttl))
-                    .arg(kind)
-                    .arg(arg)
-                    .arg(key)
-                    .arg(lease.map(|t| t.to_string()).unwrap_or_default())
-                    .arg(if self.conn.set_nx_get() { "1" } else { "" })
-                    .arg(ttl_ms(lease_ttl));
+                self.fill_args(&mut i, key, &value, ttl, &fence, lease, lease_ttl);
                 i
             }
             WriteMode::Replace { log } => {
                 let log = log.filter(|log| self.beside(log));
                 if tags.is_empty() && log.is_none() {
                     // Nothing else to do in the same step: a plain command.
-                    redis::cmd("SET")
-                        .arg(&data)
-                        .arg(value.as_ref())
-                        .arg("PX")
-                        .arg(ttl_ms(ttl))
-                        .exec_async(&mut self.conn.get())
-                        .await
-                        .map_err(|e| self.conn.failed(e))?;
+                    self.plain_set(&data, &value, ttl).await?;
                     return Ok(Written {
                         stored: true,
                         logged: None,
@@ -497,14 +517,7 @@ impl RedisStore {
             lease_ttl,
         } = mode
         else {
-            redis::cmd("SET")
-                .arg(&data)
-                .arg(value.as_ref())
-                .arg("PX")
-                .arg(ttl_ms(ttl))
-                .exec_async(&mut self.conn.get())
-                .await
-                .map_err(|e| self.conn.failed(e))?;
+            self.plain_set(&data, &value, ttl).await?;
             // A write-through replaces what others may hold: it must outlive a failover.
             self.conn.replicated(&data).await?;
             return Ok(Written {
@@ -512,18 +525,10 @@ impl RedisStore {
                 logged: None,
             });
         };
-        let (kind, arg) = fence_args(&fence);
-        let (stored, waited): (u8, u8) = FILL_IN_SLOT
-            .key(&data)
-            .key(l.lease(namespace, key))
-            .arg(value.as_ref())
-            .arg(ttl_ms(ttl))
-            .arg(kind)
-            .arg(arg)
-            .arg(key)
-            .arg(lease.map(|t| t.to_string()).unwrap_or_default())
-            .arg(if self.conn.set_nx_get() { "1" } else { "" })
-            .arg(ttl_ms(lease_ttl))
+        let mut i = FILL_IN_SLOT.key(&data);
+        i.key(l.lease(namespace, key));
+        self.fill_args(&mut i, key, &value, ttl, &fence, lease, lease_ttl);
+        let (stored, waited): (u8, u8) = i
             .invoke_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;

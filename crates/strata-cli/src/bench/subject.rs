@@ -45,6 +45,17 @@ pub(crate) enum Choice {
     Both,
 }
 
+impl Choice {
+    /// The cache a run of this choice measures, as reports and worker flags name it.
+    pub(crate) fn name(self) -> &'static str {
+        if self == Choice::Naive {
+            "naive"
+        } else {
+            "strata"
+        }
+    }
+}
+
 /// Per-level read counts, comparable between the two caches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counts {

@@ -8,9 +8,8 @@ use serde_json::json;
 
 use super::cost::Meter;
 use super::report::Report;
-use super::runner::Measured;
-use super::subject::{Choice, Counts, Subject};
-use super::worker::{Instance, Outcome, W2, Workers, histogram, merge};
+use super::subject::{Choice, Subject};
+use super::worker::{Instance, Outcome, W2, Workers, measured};
 use super::workload::Workload;
 use super::{BenchArgs, BoxError, Run, Target, choices};
 
@@ -87,30 +86,14 @@ pub(crate) fn from_outcomes(
     outcomes: &[Outcome],
     elapsed: Duration,
 ) -> Run {
-    let reads = merge(outcomes, |o| &o.read_us);
-    let measured = Measured {
-        writes: merge(outcomes, |o| &o.write_us),
-        stale_reads: 0,
-        errors: outcomes.iter().map(|o| o.errors).sum(),
-        elapsed,
-        counts: outcomes.iter().fold(Counts::default(), |c, o| Counts {
-            l1_hits: c.l1_hits + o.l1_hits,
-            l2_hits: c.l2_hits + o.l2_hits,
-            waited: c.waited + o.waited,
-            ..c
-        }),
-        loads: outcomes.iter().map(|o| o.loader_calls).sum(),
-        timeline: Vec::new(),
-        reads: reads.clone(),
-        window_reads: histogram(),
-        window_errors: 0,
-    };
-    let name = if choice == Choice::Naive {
-        "naive"
-    } else {
-        "strata"
-    };
-    let mut report = Report::new(workload, name, target.l2.label(), params, &measured);
+    let measured = measured(outcomes.iter(), 0, elapsed);
+    let mut report = Report::new(
+        workload,
+        choice.name(),
+        target.l2.label(),
+        params,
+        &measured,
+    );
     report.extra.insert(
         "instances".into(),
         json!(if target.url.is_some() {
@@ -121,7 +104,7 @@ pub(crate) fn from_outcomes(
     );
     Run {
         report,
-        latency: reads,
+        latency: measured.reads.clone(),
         timeline: Vec::new(),
     }
 }

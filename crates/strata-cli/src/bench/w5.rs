@@ -23,8 +23,8 @@ use super::report::Report;
 use super::runner::{Measured, Pace, Run as Pass};
 use super::shared::SharedWords;
 use super::source::{Source, Staleness};
-use super::subject::{Choice, Counts, L2Target, Subject};
-use super::worker::{Outcome, WorkerArgs, histogram};
+use super::subject::{Choice, L2Target, Subject};
+use super::worker::{Outcome, WorkerArgs, measured};
 use super::workload::{Op, Params, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
 
@@ -68,7 +68,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         let bar = progress_bar(
             params.warmup_ops + params.ops,
             args.json,
-            &format!("{} W5", name(choice)),
+            &format!("{} W5", choice.name()),
         );
         let (shares, elapsed, cost) = match &target.url {
             Some(url) => {
@@ -126,14 +126,6 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
     Ok(runs)
 }
 
-fn name(choice: Choice) -> &'static str {
-    if choice == Choice::Naive {
-        "naive"
-    } else {
-        "strata"
-    }
-}
-
 /// The fleet's figures: W1's over every instance, and each instance's hit ratios.
 fn report(
     choice: Choice,
@@ -142,33 +134,9 @@ fn report(
     shares: &[Share],
     elapsed: Duration,
 ) -> Run {
-    let outcomes: Vec<&Outcome> = shares.iter().map(|s| &s.outcome).collect();
-    let pick = |f: fn(&Outcome) -> &[(u64, u64)]| {
-        let mut h = histogram();
-        for (value, count) in outcomes.iter().flat_map(|o| f(o)) {
-            h.saturating_record_n(*value, *count);
-        }
-        h
-    };
-    let reads = pick(|o| &o.read_us);
-    let measured = Measured {
-        writes: pick(|o| &o.write_us),
-        stale_reads: shares.iter().map(|s| s.stale_reads).sum(),
-        errors: outcomes.iter().map(|o| o.errors).sum(),
-        elapsed,
-        counts: outcomes.iter().fold(Counts::default(), |c, o| Counts {
-            l1_hits: c.l1_hits + o.l1_hits,
-            l2_hits: c.l2_hits + o.l2_hits,
-            waited: c.waited + o.waited,
-            ..c
-        }),
-        loads: outcomes.iter().map(|o| o.loader_calls).sum(),
-        timeline: Vec::new(),
-        reads: reads.clone(),
-        window_reads: histogram(),
-        window_errors: 0,
-    };
-    let mut report = Report::new("W5", name(choice), target.l2.label(), params, &measured);
+    let stale_reads = shares.iter().map(|s| s.stale_reads).sum();
+    let measured = measured(shares.iter().map(|s| &s.outcome), stale_reads, elapsed);
+    let mut report = Report::new("W5", choice.name(), target.l2.label(), params, &measured);
     let per_instance: Vec<_> = shares
         .iter()
         .map(|s| {
@@ -198,7 +166,7 @@ fn report(
     );
     Run {
         report,
-        latency: reads,
+        latency: measured.reads.clone(),
         timeline: Vec::new(),
     }
 }
@@ -309,7 +277,7 @@ impl Fleet {
         for i in 0..INSTANCES {
             let mut child = tokio::process::Command::new(&exe)
                 .args(["bench-worker", "w5", "--redis", redis])
-                .args(["--cache", name(choice), "--instance", &i.to_string()])
+                .args(["--cache", choice.name(), "--instance", &i.to_string()])
                 .arg("--shared")
                 .arg(shared)
                 .args(["--ops", &params.ops.to_string()])

@@ -18,8 +18,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::BoxError;
 use super::cost::cpu_during;
+use super::runner::Measured;
 use super::source::Source;
-use super::subject::{Choice, L2Target, Subject};
+use super::subject::{Choice, Counts, L2Target, Subject};
 use super::workload::{Params, Workload};
 
 /// `strata bench-worker` arguments.
@@ -265,12 +266,42 @@ fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
 }
 
 /// Rebuilds a histogram from the (µs, count) pairs that `pick` takes from each outcome.
-pub(crate) fn merge(outcomes: &[Outcome], pick: fn(&Outcome) -> &[(u64, u64)]) -> Histogram<u64> {
+fn merge<'a>(
+    outcomes: impl Iterator<Item = &'a Outcome>,
+    pick: fn(&Outcome) -> &[(u64, u64)],
+) -> Histogram<u64> {
     let mut h = histogram();
-    for (value, count) in outcomes.iter().flat_map(pick) {
+    for (value, count) in outcomes.flat_map(pick) {
         h.saturating_record_n(*value, *count);
     }
     h
+}
+
+/// The figures of a run whose operations ran in worker processes: their latencies merged,
+/// their counts added.
+pub(crate) fn measured<'a>(
+    outcomes: impl Iterator<Item = &'a Outcome> + Clone,
+    stale_reads: u64,
+    elapsed: Duration,
+) -> Measured {
+    let reads = merge(outcomes.clone(), |o| &o.read_us);
+    Measured {
+        writes: merge(outcomes.clone(), |o| &o.write_us),
+        stale_reads,
+        errors: outcomes.clone().map(|o| o.errors).sum(),
+        elapsed,
+        counts: outcomes.clone().fold(Counts::default(), |c, o| Counts {
+            l1_hits: c.l1_hits + o.l1_hits,
+            l2_hits: c.l2_hits + o.l2_hits,
+            waited: c.waited + o.waited,
+            ..c
+        }),
+        loads: outcomes.map(|o| o.loader_calls).sum(),
+        timeline: Vec::new(),
+        window_reads: histogram(),
+        window_errors: 0,
+        reads,
+    }
 }
 
 pub(crate) fn wall_us() -> u64 {
@@ -341,14 +372,7 @@ impl Workers {
                     _ => "w3",
                 })
                 .args(["--redis", redis, "--instance", &i.to_string()])
-                .args([
-                    "--cache",
-                    if choice == Choice::Naive {
-                        "naive"
-                    } else {
-                        "strata"
-                    },
-                ])
+                .args(["--cache", choice.name()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .kill_on_drop(true)
