@@ -294,3 +294,86 @@ return before
 ",
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use strata::envelope::lease_record;
+    use strata_testkit::RedisServer;
+
+    use super::FILL;
+
+    /// Both bodies of the fill — set-then-check on Redis 7, read-then-set before it — store in
+    /// the same cases and leave the same bytes behind when they do not.
+    #[tokio::test]
+    async fn both_fill_bodies_agree_on_every_fence_case() {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let ours = lease_record(1).to_vec();
+        let waited_on = [&ours[..], b"W"].concat();
+        let theirs = lease_record(2).to_vec();
+        // What the data key holds before the fill, and whether the fill stores.
+        let cases: [(Option<&[u8]>, bool); 5] = [
+            (Some(&ours), true),
+            (Some(&waited_on), true),
+            (Some(&theirs), false),
+            (Some(b"a newer entry"), false),
+            (None, false),
+        ];
+        for one_command in ["1", ""] {
+            for (before, stores) in cases {
+                redis.cli(&["DEL", "k"]);
+                if let Some(bytes) = before {
+                    let () = redis::cmd("SET")
+                        .arg("k")
+                        .arg(bytes)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                }
+                let stored: u8 = FILL
+                    .key("k")
+                    .key("k#filled")
+                    .key("k#lease")
+                    .arg("loaded")
+                    .arg(60_000)
+                    .arg("L")
+                    .arg(&ours[..])
+                    .arg("k")
+                    .arg("")
+                    .arg(one_command)
+                    .arg(5_000)
+                    .invoke_async(&mut conn)
+                    .await
+                    .unwrap();
+                let after: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg("k")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let case = format!("one command: {one_command:?}, before: {before:?}");
+                assert_eq!(stored == 1, stores, "{case}");
+                let expected = if stores {
+                    Some(b"loaded".to_vec())
+                } else {
+                    before.map(<[u8]>::to_vec)
+                };
+                assert_eq!(after, expected, "{case}");
+                let pttl: i64 = redis.cli(&["PTTL", "k"]).parse().unwrap();
+                match (stores, before) {
+                    (true, _) => assert!(pttl > 5_000, "the fill's TTL: {case}"),
+                    // Another's lease record keeps a lease's life at most.
+                    (false, Some(b)) if b == &theirs[..] && one_command == "1" => {
+                        assert!((1..=5_000).contains(&pttl), "{case}: {pttl}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(
+            redis.cli(&["XLEN", "k#filled"]),
+            "2",
+            "the waited-on fills told"
+        );
+    }
+}
