@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use strata::envelope::{lease_holder, lease_record};
 use strata::keys::namespace_patterns;
-use strata::{Error, Fence, L2Store, Lease, LogAppend, Read, WriteMode, Written};
+use strata::{Error, Fence, L2Store, Lease, LogAppend, Position, Read, WriteMode, Written};
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
@@ -314,7 +314,8 @@ impl L2Store for RedisStore {
                 .await;
         }
         let data = l.data(namespace, key);
-        let mut logged = false;
+        // The invalidation appended in the same step, if any.
+        let mut appended = None;
         let replacing = matches!(mode, WriteMode::Replace { .. });
         let mut invocation = match mode {
             WriteMode::Fill {
@@ -348,7 +349,7 @@ impl L2Store for RedisStore {
                     Some(log) => i.arg(log.max_len).arg(&log.entry[..]),
                     None => i.arg("").arg(""),
                 };
-                logged = log.is_some();
+                appended = log;
                 i
             }
         };
@@ -360,19 +361,9 @@ impl L2Store for RedisStore {
             .invoke_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
-        Ok(match logged {
-            true => Written {
-                stored: true,
-                logged: Some(answer),
-            },
-            false if replacing => Written {
-                stored: true,
-                logged: None,
-            },
-            false => Written {
-                stored: answer == 1,
-                logged: None,
-            },
+        Ok(Written {
+            stored: replacing || answer == 1,
+            logged: appended.map(|log| log.at(answer)),
         })
     }
 
@@ -381,7 +372,7 @@ impl L2Store for RedisStore {
         namespace: &str,
         key: &str,
         log: Option<&LogAppend>,
-    ) -> Result<Option<u64>, Error> {
+    ) -> Result<Option<Position>, Error> {
         let data = self.conn.layout().data(namespace, key);
         match log.filter(|log| self.beside(log)) {
             Some(log) => {
@@ -394,7 +385,7 @@ impl L2Store for RedisStore {
                     .invoke_async(&mut self.conn.get())
                     .await
                     .map_err(|e| self.conn.failed(e))?;
-                Ok(Some(seq))
+                Ok(Some(log.at(seq)))
             }
             None => {
                 self.unlink(&data).await?;

@@ -87,19 +87,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     std::hint::black_box(r);
                 }
             }
-            "l2-hit" => {
-                for i in 1..=n {
-                    let r: Arc<Record> = reader
-                        .get_or_load(
-                            key(i),
-                            move || async move { Ok::<_, std::io::Error>(record(i)) },
-                        )
-                        .await?;
-                    std::hint::black_box(r);
-                }
-            }
-            "miss" => {
-                for i in setup..setup + n {
+            "l2-hit" | "miss" => {
+                // The setup stored keys 0..setup in L2 (only key 0 is in this L1); later keys miss.
+                let keys = if kind == "miss" {
+                    setup..setup + n
+                } else {
+                    1..n + 1
+                };
+                for i in keys {
                     let r: Arc<Record> = reader
                         .get_or_load(
                             key(i),

@@ -11,6 +11,7 @@ use crate::cache::HybridCache;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Codec;
 use crate::deferred::Deferred;
+use crate::ends::LoadEnds;
 use crate::engine::{Engine, acker, follower, housekeeper, replay};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
@@ -266,6 +267,7 @@ impl HybridCacheBuilder {
                 "acknowledged_writes needs an invalidation log that takes acknowledgements (e.g. RedisStreamLog)".into(),
             ));
         }
+        let l1 = self.l1.build()?;
         let events = log.follow(&self.namespace).await?;
         let (shutdown, shutdown_rx) = watch::channel(());
         let counters = Arc::new(Counters::new(&self.namespace));
@@ -292,7 +294,7 @@ impl HybridCacheBuilder {
             write_queue: self.write_queue,
             namespace: self.namespace,
             instance_id: fastrand::u64(..),
-            l1: self.l1.build(),
+            l1,
             l2,
             log,
             codec: self.codec,
@@ -306,7 +308,7 @@ impl HybridCacheBuilder {
             flights: Arc::new(Flights::default()),
             fence: Fence::default(),
             lease,
-            filled: crate::ends::LoadEnds::default(),
+            load_ends: LoadEnds::default(),
             lease_ttl: self.lease_ttl,
             max_staleness: self.max_staleness.map(crate::options::ms),
             acknowledged: self

@@ -254,13 +254,11 @@ impl HybridCache {
             let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0)?;
             size = crate::engine::l2::encoded_size(&bytes);
             // One round trip: the value, and its invalidation in the log beside it.
-            let log = inner.log_append(&target).await;
-            let part = log.as_ref().map_or(0, |l| l.part);
-            let mode = WriteMode::Replace { log };
+            let mode = WriteMode::Replace {
+                log: inner.log_append(&target).await,
+            };
             let result = inner.write_l2(key, bytes, &times, &options.tags, mode);
-            written = result
-                .await
-                .map(|w| w.logged.map(|seq| Position { part, seq }));
+            written = result.await.map(|w| w.logged);
             if let Err(e) = &written
                 && !e.is_retryable()
             {
@@ -307,7 +305,7 @@ impl HybridCache {
         inner.check_key(key)?;
         let Some(queue) = &inner.write_queue else {
             return Err(Error::Config(
-                "write_behind needs a write queue (crate::HybridCacheBuilder::write_queue)".into(),
+                "write_behind needs a write queue (HybridCacheBuilder::write_queue)".into(),
             ));
         };
         let bytes = inner.encode_for_queue(key, &value)?;
@@ -330,10 +328,8 @@ impl HybridCache {
         // log entry goes in the same step when the log lives beside the data.
         let target = Target::Key(key.to_owned());
         let log = inner.log_append(&target).await;
-        let part = log.as_ref().map_or(0, |l| l.part);
         let l2 = inner.l2.delete(&inner.namespace, key, log.as_ref()).await;
         inner.drop_l1(key);
-        let l2 = l2.map(|logged| logged.map(|seq| Position { part, seq }));
         self.finish_invalidation(target, l2).await
     }
 

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use crate::envelope::Times;
+use crate::error::{Error, Result};
 use crate::value::{Found, Value};
 
 /// The L1 map.
@@ -67,9 +68,10 @@ impl L1 {
         L1::with_capacity(0)
     }
 
-    pub(crate) fn build(&self) -> Option<L1Map> {
+    /// The map, or `None` for a disabled L1.
+    pub(crate) fn build(&self) -> Result<Option<L1Map>> {
         if self.capacity == 0 {
-            return None;
+            return Ok(None);
         }
         let entries = if self.by_bytes {
             (self.capacity / TYPICAL_ENTRY_BYTES).max(1)
@@ -86,8 +88,8 @@ impl L1 {
             .weight_capacity(self.capacity)
             .shards(shards)
             .build()
-            .ok()?;
-        Some(quick_cache::sync::Cache::with_options(
+            .map_err(|e| Error::Config(format!("L1: {e}")))?;
+        Ok(Some(quick_cache::sync::Cache::with_options(
             options,
             Weigher {
                 by_bytes: self.by_bytes,
@@ -97,7 +99,7 @@ impl L1 {
             // one bucket chain.
             foldhash::fast::RandomState::default(),
             quick_cache::sync::DefaultLifecycle::default(),
-        ))
+        )))
     }
 }
 

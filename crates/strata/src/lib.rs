@@ -122,7 +122,7 @@ pub use cache::HybridCache;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
-pub use invalidation::{InvalidationLog, LogAppend, MemoryLog};
+pub use invalidation::{InvalidationLog, LogAppend, MemoryLog, Position};
 pub use l1::L1;
 pub use lease::{Lease, MemoryLease};
 pub use options::{EntryOptions, Loaded};

@@ -65,7 +65,7 @@ impl Engine {
             }
             LogEvent::Filled(key) => {
                 // No one waiting is the common case; a send with no receivers is a no-op.
-                self.filled.announce(&key);
+                self.load_ends.announce(&key);
                 return;
             }
         }

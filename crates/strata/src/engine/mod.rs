@@ -29,6 +29,7 @@ use crate::acks::Acknowledged;
 use crate::clock::Clock;
 use crate::codec::Codec;
 use crate::deferred::Deferred;
+use crate::ends::LoadEnds;
 use crate::error::{Error, Result};
 use crate::fence::Fence;
 use crate::invalidation::InvalidationLog;
@@ -66,8 +67,8 @@ pub(crate) struct Engine {
     pub(crate) caught_up: AtomicU64,
     /// With acknowledged writes: what this instance applied, and how long writes wait.
     pub(crate) acknowledged: Option<Acknowledged>,
-    /// Keys whose lease another instance released, for the flights waiting on them.
-    pub(crate) filled: crate::ends::LoadEnds,
+    /// The flights waiting on another instance's load, by key: woken when it ends.
+    pub(crate) load_ends: LoadEnds,
     pub(crate) counters: Arc<Counters>,
     /// The guard around L2 calls (inside `l2`, a `GuardedStore`), for its state.
     pub(crate) l2_guard: Arc<Guard>,

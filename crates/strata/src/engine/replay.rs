@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::Engine;
 use crate::error::Result;
-use crate::invalidation::{Position, Target};
+use crate::invalidation::Target;
 use crate::stats::Counter;
 
 /// How often a replay is tried while there is something to replay (with jitter).
@@ -44,9 +44,7 @@ impl Engine {
             let l2 = match &target {
                 Target::Key(key) => {
                     let log = self.log_append(&target).await;
-                    let part = log.as_ref().map_or(0, |l| l.part);
-                    let deleted = self.l2.delete(ns, key, log.as_ref()).await;
-                    deleted.map(|logged| logged.map(|seq| Position { part, seq }))
+                    self.l2.delete(ns, key, log.as_ref()).await
                 }
                 Target::Tag(tag) => self.l2.delete_by_tag(ns, tag).await.map(|_| None),
                 Target::Clear => self.l2.clear(ns).await.map(|_| None),

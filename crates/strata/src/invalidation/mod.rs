@@ -106,6 +106,16 @@ pub struct LogAppend {
     pub part: usize,
 }
 
+impl LogAppend {
+    /// Where the entry stands once appended as number `seq` of its stream.
+    pub fn at(&self, seq: u64) -> Position {
+        Position {
+            part: self.part,
+            seq,
+        }
+    }
+}
+
 /// Where followers receive events; dropping it ends the subscription.
 pub type Subscription = mpsc::UnboundedReceiver<LogEvent>;
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::{Call, Guard};
 use crate::deferred::Deferred;
 use crate::error::{Error, Result};
-use crate::invalidation::LogAppend;
+use crate::invalidation::{LogAppend, Position};
 use crate::lease::Lease;
 use crate::store::{L2Store, Read, WriteMode, Written};
 
@@ -131,7 +131,7 @@ impl L2Store for GuardedStore {
         namespace: &str,
         key: &str,
         log: Option<&LogAppend>,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<Position>> {
         self.guard
             .call(Call::Write, || self.store.delete(namespace, key, log))
             .await

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::{Fence, L2Store, Read, WriteMode, Written};
 use crate::envelope::{lease_holder, lease_record, stamp};
 use crate::error::Error;
-use crate::invalidation::LogAppend;
+use crate::invalidation::{LogAppend, Position};
 use crate::keys::{data_key, tag_key};
 use crate::lease::{Lease, MemoryLease};
 
@@ -214,7 +214,7 @@ impl L2Store for MemoryStore {
         namespace: &str,
         key: &str,
         _log: Option<&LogAppend>,
-    ) -> Result<Option<u64>, Error> {
+    ) -> Result<Option<Position>, Error> {
         self.lock().entries.remove(&data_key(namespace, key));
         Ok(None)
     }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::invalidation::LogAppend;
+use crate::invalidation::{LogAppend, Position};
 use crate::lease::Lease;
 
 pub use memory::MemoryStore;
@@ -160,14 +160,14 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     ) -> Result<Written, Error>;
 
     /// Removes `key` (a lease record too, so the load in flight is refused), and with `log`
-    /// appends that invalidation in the same step when the log lives beside the data: the
-    /// entry's sequence number if it did.
+    /// appends that invalidation in the same step when the log lives beside the data: where
+    /// the entry went if it did ([`LogAppend::at`]).
     async fn delete(
         &self,
         namespace: &str,
         key: &str,
         log: Option<&LogAppend>,
-    ) -> Result<Option<u64>, Error>;
+    ) -> Result<Option<Position>, Error>;
 
     /// Removes every key carrying `tag` and the tag's index; returns how many keys it removed.
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error>;
@@ -182,7 +182,7 @@ pub trait L2Store: Send + Sync + Debug + 'static {
 pub struct Written {
     /// The value was stored (a fill whose fence no longer held was not).
     pub stored: bool,
-    /// The sequence number of the log entry the store appended with the write (the
-    /// invalidation it was given); `None`: the cache publishes it.
-    pub logged: Option<u64>,
+    /// Where the log entry the store appended with the write (the invalidation it was
+    /// given) went ([`LogAppend::at`]); `None`: the cache publishes it.
+    pub logged: Option<Position>,
 }

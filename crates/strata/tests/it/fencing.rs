@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{EntryOptions, HybridCache, L2Store, LogAppend, MemoryStore, WriteMode, Written};
+use strata::{
+    EntryOptions, HybridCache, L2Store, LogAppend, MemoryStore, Position, WriteMode, Written,
+};
 use strata_testkit::eventually;
 use strata_testkit::source::{Db, Product};
 
@@ -169,7 +171,7 @@ impl L2Store for HeldReads {
         ns: &str,
         key: &str,
         log: Option<&LogAppend>,
-    ) -> Result<Option<u64>, strata::Error> {
+    ) -> Result<Option<Position>, strata::Error> {
         self.store.delete(ns, key, log).await
     }
     async fn delete_by_tag(&self, ns: &str, tag: &str) -> Result<u64, strata::Error> {

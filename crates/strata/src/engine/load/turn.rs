@@ -64,9 +64,9 @@ impl Load {
             return Turn::Load; // the common miss: the read took the lease
         }
         let inner = self.inner.clone();
-        let end = inner.filled.waiter(key);
+        let end = inner.load_ends.waiter(key);
         let turn = self.wait_turn::<T>(key, step, &end).await;
-        inner.filled.leave(key, end);
+        inner.load_ends.leave(key, end);
         turn
     }
 
