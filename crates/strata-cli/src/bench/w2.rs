@@ -29,7 +29,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
                 workers.send("go", |_| true).await?;
                 let mut outcomes = Vec::new();
                 for i in 0..W2.instances {
-                    outcomes.push(workers.outcome(i).await?);
+                    outcomes.push(workers.result::<Outcome>(i).await?);
                 }
                 outcomes
             }

@@ -29,13 +29,13 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             Some(url) => {
                 let mut workers = Workers::start(Workload::W3, choice, url, W3.instances).await?;
                 workers.send("go", |_| true).await?;
-                let writer = workers.outcome(0).await?;
+                let writer = workers.result::<Outcome>(0).await?;
                 // Give readers a moment past the last write to see it, then stop them.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 workers.send("stop", |i| i > 0).await?;
                 let mut outcomes = vec![writer];
                 for i in 1..W3.instances {
-                    outcomes.push(workers.outcome(i).await?);
+                    outcomes.push(workers.result::<Outcome>(i).await?);
                 }
                 outcomes
             }

@@ -8,15 +8,14 @@
 //! `ready` once its cache is built; `warm` runs its share of the warm-up and answers `warm`;
 //! `go` runs its share of the measured operations and answers with its [`Share`] as JSON.
 
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_redis::RedisConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::cost::{Meter, cpu_during};
 use super::report::Report;
@@ -24,7 +23,7 @@ use super::runner::{Measured, Pace, Run as Pass};
 use super::shared::SharedWords;
 use super::source::{Source, Staleness};
 use super::subject::{Choice, L2Target, Subject};
-use super::worker::{Outcome, WorkerArgs, measured};
+use super::worker::{Outcome, WorkerArgs, Workers, measured};
 use super::workload::{Op, Params, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
 
@@ -72,15 +71,18 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         );
         let (shares, elapsed, cost) = match &target.url {
             Some(url) => {
-                let mut fleet = Fleet::start(choice, url, &path, &params).await?;
+                let mut fleet = start_fleet(choice, url, &path, &params).await?;
                 bar.set_position(0);
-                fleet.say("warm").await?;
+                fleet.send("warm", |_| true).await?;
                 fleet.expect_all("warm").await?;
                 bar.set_position(params.warmup_ops);
                 let meter = Meter::start(probe.as_ref()).await;
                 let started = Instant::now();
-                fleet.say("go").await?;
-                let shares = fleet.shares().await?;
+                fleet.send("go", |_| true).await?;
+                let mut shares = Vec::new();
+                for i in 0..fleet.len() {
+                    shares.push(fleet.result::<Share>(i).await?);
+                }
                 let elapsed = started.elapsed();
                 let workers: f64 = shares.iter().map(|s| s.outcome.cpu_s).sum();
                 (shares, elapsed, meter.finish(params.ops, workers).await)
@@ -260,75 +262,23 @@ impl Instance {
     }
 }
 
-/// The coordinator's handle on the fleet's processes.
-struct Fleet {
-    children: Vec<(Child, ChildStdin, Lines<BufReader<ChildStdout>>)>,
-}
-
-impl Fleet {
-    async fn start(
-        choice: Choice,
-        redis: &str,
-        shared: &std::path::Path,
-        params: &Params,
-    ) -> Result<Fleet, BoxError> {
-        let exe = std::env::current_exe()?;
-        let mut children = Vec::new();
-        for i in 0..INSTANCES {
-            let mut child = tokio::process::Command::new(&exe)
-                .args(["bench-worker", "w5", "--redis", redis])
-                .args(["--cache", choice.name(), "--instance", &i.to_string()])
-                .arg("--shared")
-                .arg(shared)
-                .args(["--ops", &params.ops.to_string()])
-                .args(["--warmup", &params.warmup_ops.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()?;
-            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-                return Err("worker pipes unavailable".into());
-            };
-            children.push((child, stdin, BufReader::new(stdout).lines()));
-        }
-        let mut fleet = Fleet { children };
-        fleet.expect_all("ready").await?;
-        Ok(fleet)
-    }
-
-    async fn say(&mut self, line: &str) -> Result<(), BoxError> {
-        for (_, stdin, _) in &mut self.children {
-            stdin.write_all(format!("{line}\n").as_bytes()).await?;
-            stdin.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn expect_all(&mut self, word: &str) -> Result<(), BoxError> {
-        for (i, (_, _, out)) in self.children.iter_mut().enumerate() {
-            match out.next_line().await? {
-                Some(line) if line.trim() == word => {}
-                other => {
-                    return Err(format!("W5 worker {i}: expected {word:?}, got {other:?}").into());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Every worker's measured share (waits for all).
-    async fn shares(&mut self) -> Result<Vec<Share>, BoxError> {
-        let mut shares = Vec::new();
-        for (i, (child, _, out)) in self.children.iter_mut().enumerate() {
-            let line = out
-                .next_line()
-                .await?
-                .ok_or_else(|| format!("W5 worker {i} exited without a result"))?;
-            shares.push(serde_json::from_str(&line)?);
-            child.wait().await?;
-        }
-        Ok(shares)
-    }
+/// Starts the fleet's processes, each mapping the shared memory at `shared`.
+async fn start_fleet(
+    choice: Choice,
+    redis: &str,
+    shared: &std::path::Path,
+    params: &Params,
+) -> Result<Workers, BoxError> {
+    Workers::spawn(INSTANCES, |command, i| {
+        command
+            .args(["w5", "--redis", redis])
+            .args(["--cache", choice.name(), "--instance", &i.to_string()])
+            .arg("--shared")
+            .arg(shared)
+            .args(["--ops", &params.ops.to_string()])
+            .args(["--warmup", &params.warmup_ops.to_string()]);
+    })
+    .await
 }
 
 /// `strata bench-worker w5`: one instance of the fleet in its own process.

@@ -355,24 +355,40 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` workers of `workload` against `redis` and waits until all are ready.
+    /// Starts `n` workers of `workload` (W2, W3) against `redis` and waits until all are ready.
     pub(crate) async fn start(
         workload: Workload,
         choice: Choice,
         redis: &str,
         n: usize,
     ) -> Result<Workers, BoxError> {
+        let workload = match workload {
+            Workload::W2 => "w2",
+            _ => "w3",
+        };
+        Workers::spawn(n, |command, i| {
+            command
+                .args([workload, "--redis", redis, "--instance", &i.to_string()])
+                .args(["--cache", choice.name()]);
+        })
+        .await
+    }
+
+    /// Starts `n` `strata bench-worker` processes, worker `i` with the arguments `args` adds,
+    /// and waits until all are ready.
+    pub(crate) async fn spawn(
+        n: usize,
+        args: impl Fn(&mut tokio::process::Command, usize),
+    ) -> Result<Workers, BoxError> {
         let exe = std::env::current_exe()?;
-        let mut children = Vec::new();
+        let mut workers = Workers {
+            children: Vec::new(),
+        };
         for i in 0..n {
-            let mut child = tokio::process::Command::new(&exe)
-                .arg("bench-worker")
-                .arg(match workload {
-                    Workload::W2 => "w2",
-                    _ => "w3",
-                })
-                .args(["--redis", redis, "--instance", &i.to_string()])
-                .args(["--cache", choice.name()])
+            let mut command = tokio::process::Command::new(&exe);
+            command.arg("bench-worker");
+            args(&mut command, i);
+            let mut child = command
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .kill_on_drop(true)
@@ -380,12 +396,23 @@ impl Workers {
             let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
                 return Err("worker pipes unavailable".into());
             };
-            children.push((child, stdin, BufReader::new(stdout).lines()));
+            workers
+                .children
+                .push((child, stdin, BufReader::new(stdout).lines()));
         }
-        for (_, _, out) in &mut children {
-            expect(out, "ready").await?;
+        workers.expect_all("ready").await?;
+        Ok(workers)
+    }
+
+    /// Waits until every worker has said `word`.
+    pub(crate) async fn expect_all(&mut self, word: &str) -> Result<(), BoxError> {
+        for (i, (_, _, out)) in self.children.iter_mut().enumerate() {
+            match out.next_line().await? {
+                Some(line) if line.trim() == word => {}
+                other => return Err(format!("worker {i}: expected {word:?}, got {other:?}").into()),
+            }
         }
-        Ok(Workers { children })
+        Ok(())
     }
 
     /// Sends `line` to the workers `which` selects.
@@ -403,15 +430,23 @@ impl Workers {
         Ok(())
     }
 
-    /// The outcome of worker `i` (waits for it).
-    pub(crate) async fn outcome(&mut self, i: usize) -> Result<Outcome, BoxError> {
+    /// The result worker `i` prints last, a JSON line (waits for the worker to end).
+    pub(crate) async fn result<T: serde::de::DeserializeOwned>(
+        &mut self,
+        i: usize,
+    ) -> Result<T, BoxError> {
         let (child, _, out) = &mut self.children[i];
         let line = out
             .next_line()
             .await?
             .ok_or_else(|| format!("worker {i} exited without a result"))?;
-        let outcome = serde_json::from_str(&line)?;
+        let result = serde_json::from_str(&line)?;
         child.wait().await?;
-        Ok(outcome)
+        Ok(result)
+    }
+
+    /// The number of workers.
+    pub(crate) fn len(&self) -> usize {
+        self.children.len()
     }
 }

@@ -140,7 +140,8 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = redis::RedisResult<T>>,
 {
-    loop {
+    // Bounded: a failover takes seconds; a source still down after 30 s fails the run.
+    for _ in 0..1_500 {
         match call().await {
             Ok(value) => return value,
             Err(e) => {
@@ -149,6 +150,7 @@ where
             }
         }
     }
+    panic!("checker: the source of truth did not come back within 30 s");
 }
 
 /// Reads and writes `run.keys` keys at random for `run.run_ms` (or until `run.stop_file`
