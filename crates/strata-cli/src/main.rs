@@ -8,10 +8,8 @@
 //!   over the same hybrid cache, shared by every gateway instance through Redis.
 //! - `strata bench <workload>`: runs the reference workloads of `WORKLOADS.md` against Strata
 //!   and a hand-written cache-aside baseline, prints figures, draws plots, and gates CI.
-#![warn(missing_docs, unreachable_pub)]
-// One module maps memory that the bench's processes share (`bench::shared`); nothing else
-// may use `unsafe`.
-#![deny(unsafe_code)]
+// Lints: the workspace's (`unsafe_code` denied; one module, `bench::shared`, maps memory
+// that the bench's processes share and allows it there alone).
 
 mod bench;
 mod demo;

@@ -36,6 +36,15 @@ pub struct Consumer {
     backlog: bool,
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group", &self.group)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How long one read blocks.
 const BLOCK: Duration = Duration::from_millis(500);
 

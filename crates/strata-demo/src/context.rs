@@ -50,6 +50,14 @@ pub struct Context {
     reporters: Arc<Vec<StatsReporter>>,
 }
 
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Context {
     /// Opens the database, builds the caches, starts the relay.
     pub async fn start(config: &ServiceConfig) -> Result<Context> {

@@ -96,6 +96,12 @@ pub struct FeedConsumer {
     sources: Vec<(Topic, Remote, i64)>,
 }
 
+impl std::fmt::Debug for FeedConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedConsumer").finish_non_exhaustive()
+    }
+}
+
 impl FeedConsumer {
     /// Reads `topic` from each `(topic, service)`; `db` keeps what was handled. Starts at
     /// the present (less the overlap): a service that starts has nothing cached to evict.

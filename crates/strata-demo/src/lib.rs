@@ -14,8 +14,6 @@
 //!   [`FeedConsumer`] polls the producers' outboxes over HTTP instead.
 //! - [`trace`]: each request a span continuing the caller's trace (`traceparent`), each call
 //!   to another service carrying it on — exported over OTLP when configured.
-#![warn(missing_docs, unreachable_pub)]
-#![forbid(unsafe_code)]
 
 mod consumer;
 mod context;

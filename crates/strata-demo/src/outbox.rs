@@ -47,6 +47,12 @@ pub struct Relay {
     wake: Arc<Notify>,
 }
 
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").finish_non_exhaustive()
+    }
+}
+
 impl Relay {
     /// A relay from `db`'s outbox to `redis`.
     pub fn new(db: Db, redis: RedisConnection) -> Relay {

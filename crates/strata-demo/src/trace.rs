@@ -6,39 +6,9 @@
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::global;
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-use tracing::{Instrument, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::Instrument;
 
-/// A server span for a request `name`d like `GET /products/{id}`, child of the trace the
-/// request's headers carry (if any).
-pub fn server_span(name: &str, method: &http::Method, headers: &http::HeaderMap) -> Span {
-    let span = tracing::info_span!(
-        "request",
-        otel.name = name,
-        otel.kind = "server",
-        http.request.method = %method,
-        http.response.status_code = tracing::field::Empty,
-        cache = tracing::field::Empty,
-    );
-    if !span.is_disabled() {
-        let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-        let _ = span.set_parent(parent);
-    }
-    span
-}
-
-/// Puts the current span's context into `headers` (`traceparent`, `tracestate`), so the
-/// service called continues this trace.
-pub fn inject(headers: &mut http::HeaderMap) {
-    let span = Span::current();
-    if span.is_disabled() {
-        return;
-    }
-    let cx = span.context();
-    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
-}
+pub use strata_http::trace_context::{inject, server_span};
 
 /// Axum middleware: every request in a [`server_span`] named for its route.
 pub async fn traced(request: Request, next: Next) -> Response {

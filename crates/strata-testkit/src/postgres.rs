@@ -17,6 +17,14 @@ pub struct PostgresServer {
     _dir: tempfile::TempDir,
 }
 
+impl std::fmt::Debug for PostgresServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresServer")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Debian's layout: `/usr/lib/postgresql/<major>/bin`, newest first.
 fn binaries() -> io::Result<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")

@@ -77,11 +77,11 @@ fn l1_hit(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let p: Arc<Product> = cache.get_or_load("hot", load).await.expect("hit");
             p
-        })
+        });
     });
     g.bench_function("quick_cache get", |b| {
         b.to_async(&rt)
-            .iter(|| async { raw.get("hot").expect("hit") })
+            .iter(|| async { raw.get("hot").expect("hit") });
     });
     g.finish();
 }
@@ -121,7 +121,7 @@ fn l2_hit(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let p: Arc<Product> = cache.get_or_load("warm", load).await.expect("hit");
             p
-        })
+        });
     });
     g.bench_function("redis GET + JSON decode", |b| {
         b.to_async(&rt).iter(|| {
@@ -134,7 +134,7 @@ fn l2_hit(c: &mut Criterion) {
                     .expect("get");
                 serde_json::from_slice::<Product>(&bytes).expect("decode")
             }
-        })
+        });
     });
     g.finish();
     eprintln!("l2_hit stats: {:?}", cache.stats());
@@ -170,7 +170,7 @@ fn single_flight(c: &mut Criterion) {
                         c.await.expect("join").expect("value");
                     }
                 }
-            })
+            });
         },
     );
     g.bench_function(BenchmarkId::new("loader called directly", CALLERS), |b| {
@@ -179,7 +179,7 @@ fn single_flight(c: &mut Criterion) {
             for c in callers {
                 c.await.expect("join").expect("value");
             }
-        })
+        });
     });
     g.finish();
 }

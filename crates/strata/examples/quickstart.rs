@@ -109,10 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         took, p.name, p.price_cents
     );
     let (_, took) = read(&cache, &db).await?;
-    println!(
-        "5. still down    {:>10.1?}  served stale again without retrying the database",
-        took
-    );
+    println!("5. still down    {took:>10.1?}  served stale again without retrying the database");
 
     let s = cache.stats();
     println!();

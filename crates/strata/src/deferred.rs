@@ -125,7 +125,9 @@ impl Deferred {
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
         // Only sets behind this lock, each step complete: a panic elsewhere leaves them valid.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

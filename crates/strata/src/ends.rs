@@ -40,7 +40,9 @@ impl LoadEnds {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
         // One insert or removal at a time: a panic elsewhere leaves the map valid.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -78,7 +78,7 @@ impl L1 {
         } else {
             self.capacity
         };
-        let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parallelism = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let shards = usize::try_from(entries / MIN_SHARD_ENTRIES)
             .unwrap_or(usize::MAX)
             .clamp(1, parallelism * 4)

@@ -90,8 +90,6 @@
 //! #[global_allocator]
 //! static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 //! ```
-#![warn(missing_docs, unreachable_pub)]
-#![forbid(unsafe_code)]
 
 mod acks;
 mod batch;

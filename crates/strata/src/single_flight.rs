@@ -93,7 +93,9 @@ impl Flights {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -193,7 +193,10 @@ impl Counters {
     /// Pushes what changed since the last call to the `metrics` recorder.
     pub(crate) fn export(&self) {
         let now = self.values();
-        let mut ex = self.exporter.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ex = self
+            .exporter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Exporter { handles, exported } = &mut *ex;
         for ((handle, last), value) in handles.iter().zip(exported.iter_mut()).zip(now) {
             if value > *last {

@@ -263,7 +263,7 @@ impl Naive {
                     .arg("EX")
                     .arg(self.ttl.as_secs())
                     .exec_async(&mut conn.clone())
-                    .await?
+                    .await?;
             }
             NaiveBackend::Memory(store) => {
                 store

@@ -48,7 +48,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         let meter = Meter::start(probe.as_ref()).await;
         let m = pass
             .pass(measured.clone(), pace, None, move |done| {
-                b.set_position(base + done)
+                b.set_position(base + done);
             })
             .await;
         let cost = meter.finish(params.ops, 0.0).await;

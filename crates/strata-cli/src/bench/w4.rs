@@ -135,7 +135,9 @@ async fn chaos(
         tokio::time::sleep_until((start + at).into()).await;
         let server = server.clone();
         tokio::task::spawn_blocking(move || {
-            let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = server
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match (fault, away) {
                 (Fault::Kill, true) => s.kill(),
                 (Fault::Kill, false) => s.restart(),

@@ -478,7 +478,11 @@ fn print_report(r: &serde_json::Value) {
             }
         }
     }
-    if !r.get("redis").and_then(|v| v.as_bool()).unwrap_or(false) {
+    if !r
+        .get("redis")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+    {
         println!(
             "  (no Redis: the order service learnt it from the product service's outbox feed; \
              the gateway dropped it as the update passed through it)"
@@ -502,7 +506,7 @@ fn print_report(r: &serde_json::Value) {
         );
         match o
             .pointer("/breaker_closed_after_restart_ms")
-            .and_then(|v| v.as_f64())
+            .and_then(serde_json::Value::as_f64)
         {
             Some(ms) => println!("restarted: breaker closed again after {ms:.0} ms"),
             None => println!("restarted: breaker still not closed after 15 s"),
@@ -519,7 +523,7 @@ fn print_report(r: &serde_json::Value) {
         println!(
             "  metrics   {}",
             urls.get("metrics")
-                .map(|m| m.to_string())
+                .map(std::string::ToString::to_string)
                 .unwrap_or_default()
         );
     }

@@ -107,7 +107,7 @@ pub(crate) async fn upstream() -> (Arc<Upstream>, SocketAddr, tokio::sync::onesh
                 let _ = stopped.await;
             })
             .await
-            .unwrap()
+            .unwrap();
     });
     (state, addr, stop)
 }

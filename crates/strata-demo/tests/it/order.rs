@@ -27,7 +27,7 @@ async fn serve(router: Router) -> (SocketAddr, oneshot::Sender<()>) {
                 let _ = stopped.await;
             })
             .await
-            .unwrap()
+            .unwrap();
     });
     (addr, stop)
 }

@@ -20,7 +20,7 @@ fn holder(cluster: &RedisCluster, key: &str) -> Option<u16> {
         .into_iter()
         .map(|i| cluster.node(i))
         .find(|n| n.cli(&["EXISTS", key]) == "1")
-        .map(|n| n.port())
+        .map(strata_testkit::RedisServer::port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,10 @@ impl MemoryLog {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Each change below is one insert or removal: a panic elsewhere leaves it valid.
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

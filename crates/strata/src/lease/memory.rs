@@ -29,7 +29,10 @@ impl MemoryLease {
     /// Takes the lease on `key` of `namespace` if it is free or expired.
     pub(crate) fn take(&self, namespace: &str, key: &str, token: u64, ttl: Duration) -> bool {
         let now = Instant::now();
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Expired leases are swept as they are met, so the map stays as small as the set of
         // keys loading right now.
         held.retain(|_, (_, until)| *until > now);
@@ -44,7 +47,10 @@ impl MemoryLease {
 
     /// Frees the lease on `key` of `namespace` if `token` holds it.
     pub(crate) fn give_back(&self, namespace: &str, key: &str, token: u64) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let full = lease_key(namespace, key);
         if held.get(&full).is_some_and(|(owner, _)| *owner == token) {
             held.remove(&full);

@@ -291,7 +291,9 @@ impl Breaker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
         // A panic while holding this lock leaves only counts behind: keep going.
-        self.window.lock().unwrap_or_else(|e| e.into_inner())
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

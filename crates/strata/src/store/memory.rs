@@ -72,7 +72,9 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code path panics while holding the lock, but if one ever did, the map is still
         // consistent (every mutation is a single insert/remove), so keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

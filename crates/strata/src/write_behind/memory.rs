@@ -61,7 +61,10 @@ impl MemoryWriteQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Queue>> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -100,7 +103,7 @@ impl WriteQueue for MemoryWriteQueue {
                 let q = state.entry(namespace.to_owned()).or_default();
                 let now = Instant::now();
                 let mut out = Vec::new();
-                for (id, (key, value, taken)) in q.pending.iter_mut() {
+                for (id, (key, value, taken)) in &mut q.pending {
                     if out.len() < max && now.duration_since(*taken) >= idle {
                         *taken = now;
                         out.push(QueuedWrite {

@@ -269,7 +269,7 @@ impl Load {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed")
+                    tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed");
                 }
             }
         }

@@ -210,7 +210,7 @@ fn hits(s: &NamespaceStats) -> u64 {
 
 /// A poisoned lock holds only counters and notes: keep going.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The page's static parts, by path.

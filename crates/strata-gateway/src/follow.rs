@@ -8,7 +8,7 @@ use strata::HybridCache;
 use strata::InvalidationLog;
 use strata::invalidation::{LogEvent, Target};
 
-use super::dashboard::Dashboard;
+use crate::dashboard::Dashboard;
 
 /// Follows each of `namespaces` on `log`, purging the tags they invalidate from `cache`, and
 /// `cache`'s own namespace (its cache applies those itself), noting all in `dashboard`.
@@ -36,7 +36,7 @@ pub(crate) async fn follow(
                     metrics::counter!("strata_gateway_followed_purges_total", "namespace" => namespace.clone())
                         .increment(1);
                     if let Err(error) = cache.invalidate_tag(&tag).await {
-                        eprintln!("gateway: purging tag {tag:?} from {namespace}: {error}");
+                        tracing::warn!(%error, tag, namespace, "gateway: purging a followed tag");
                     }
                 }
             }

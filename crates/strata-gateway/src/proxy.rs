@@ -17,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use strata_http::{SharedRequest, strip_hop_by_hop};
 use tower_service::Service;
 
-use super::config::{Upstream, UpstreamSettings};
+use crate::config::{Upstream, UpstreamSettings};
 
 /// A request body: the client's, with the client's address (for `X-Forwarded-For` when the
 /// request is passed on as it came) — or none, on requests the cache makes for everyone.
@@ -170,7 +170,7 @@ impl Service<Request<RequestBody>> for Proxy {
             }
             // The upstream's span is a child of this gateway's (the client's `traceparent`
             // is this span's parent).
-            strata_demo::trace::inject(request.headers_mut());
+            strata_http::trace_context::inject(request.headers_mut());
             *request.uri_mut() = target;
             *request.version_mut() = http::Version::HTTP_11;
             let response = tokio::time::timeout(inner.timeout, inner.client.request(request))

@@ -11,10 +11,12 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use strata_http::{KeyPolicy, Policy, QueryKey, StoreOptIns};
 
-/// The whole file.
+/// A gateway's configuration: what `gateway.toml` holds (every field is documented in the
+/// repository's `examples/gateway.toml`). Read with [`Config::load`] or [`Config::parse`], or
+/// made for one upstream with [`Config::quick`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Config {
+pub struct Config {
     /// Where clients connect (default `127.0.0.1:8080`).
     #[serde(default = "default_listen")]
     pub(crate) listen: SocketAddr,
@@ -357,7 +359,7 @@ impl<'de> Deserialize<'de> for HeaderNameValue {
 
 /// A config error: where, and what.
 #[derive(Debug)]
-pub(crate) struct ConfigError(pub(crate) String);
+pub struct ConfigError(pub(crate) String);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -369,14 +371,14 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Reads and checks `path`.
-    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses `text` (from `origin`, for messages) and checks what serde cannot.
-    pub(crate) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let at = e
                 .span()
@@ -425,8 +427,27 @@ impl Config {
         Ok(config)
     }
 
+    /// What the environment sets where the configuration is silent, as `strata gateway`
+    /// does: `REDIS_URL` (else the embedded in-memory cache) and `STRATA_ADMIN_TOKEN` (else
+    /// the admin API stays locked).
+    #[must_use]
+    pub fn with_env(mut self) -> Self {
+        if self.redis.is_none() {
+            self.redis = std::env::var("REDIS_URL").ok();
+        }
+        if self.admin_token.is_none() {
+            self.admin_token = std::env::var("STRATA_ADMIN_TOKEN").ok();
+        }
+        self
+    }
+
+    /// Where the gateway listens.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
     /// The configuration of the quick form: one route, `/` → `upstream`.
-    pub(crate) fn quick(listen: SocketAddr, upstream: &str) -> Result<Config, ConfigError> {
+    pub fn quick(listen: SocketAddr, upstream: &str) -> Result<Config, ConfigError> {
         let upstream =
             Upstream::parse(upstream).map_err(|e| ConfigError(format!("--upstream {e}")))?;
         Ok(Config {
@@ -594,7 +615,7 @@ upstream = "http://127.0.0.1:3000/base/"
 
     #[test]
     fn the_example_config_is_valid() {
-        let text = include_str!("../../../../examples/gateway.toml");
+        let text = include_str!("../../../examples/gateway.toml");
         let c = Config::parse(text, "examples/gateway.toml").unwrap();
         assert_eq!(c.routes.len(), 3);
         assert!(!c.routes[1].cached());

@@ -2,16 +2,19 @@
 //! `GET /_strata/api/dashboard` (bearer token), the dashboard page `GET /_strata/` (public:
 //! it holds no data), and Prometheus `GET /metrics`.
 
-use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, Method, Response, StatusCode};
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
-use strata_http::{CacheBody, Purge};
+use strata::HybridCache;
+use strata_http::Purge;
 
-use super::dashboard;
-use super::server::{Gateway, Reply};
+use crate::dashboard::{self, Dashboard};
+use crate::reply::{Reply, json, plain, text};
+use crate::routes::Routes;
 
 /// The largest purge body accepted.
 const MAX_PURGE_BODY: usize = 1 << 20;
@@ -48,38 +51,44 @@ impl Token {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Reply {
-    let mut r = Response::new(CacheBody::full(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
-    r
-}
-
-fn json(status: StatusCode, value: serde_json::Value) -> Reply {
-    text(status, value.to_string(), "application/json")
-}
-
 /// Whether `path` is the admin API's.
 pub(crate) fn is_admin(path: &str) -> bool {
     path == "/metrics" || path.starts_with("/_strata/")
 }
 
-impl Gateway {
-    pub(crate) async fn admin(
+/// What the admin API answers from: the token, the metrics, the dashboard and the cache.
+pub(crate) struct Admin {
+    pub(crate) token: Token,
+    /// `None` when the program embedding the gateway installed its own metrics recorder.
+    pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) dashboard: Arc<Dashboard>,
+    pub(crate) cache: HybridCache,
+    /// `redis` or `embedded`, for the health answer.
+    pub(crate) backend: &'static str,
+}
+
+impl Admin {
+    /// Answers an admin request; purges go through `routes`.
+    pub(crate) async fn handle(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
         body: Incoming,
-        metrics: &PrometheusHandle,
+        routes: &Routes,
     ) -> Reply {
         if path == "/metrics" {
-            return text(
-                StatusCode::OK,
-                metrics.render(),
-                "text/plain; version=0.0.4",
-            );
+            return match &self.metrics {
+                Some(metrics) => text(
+                    StatusCode::OK,
+                    metrics.render(),
+                    "text/plain; version=0.0.4",
+                ),
+                None => plain(
+                    StatusCode::NOT_FOUND,
+                    "metrics are exported by the program embedding this gateway\n",
+                ),
+            };
         }
         if (method == Method::GET || method == Method::HEAD)
             && let Some((body, content_type)) = dashboard::asset(path)
@@ -118,8 +127,8 @@ impl Gateway {
             return r;
         }
         match (method, path) {
-            (&Method::POST, "/_strata/purge") => self.purge_request(body).await,
-            (&Method::GET, "/_strata/health") => self.health(),
+            (&Method::POST, "/_strata/purge") => self.purge_request(body, routes).await,
+            (&Method::GET, "/_strata/health") => self.health(routes),
             (&Method::GET, "/_strata/api/dashboard") => {
                 let mut r = json(StatusCode::OK, self.dashboard.snapshot(self.backend));
                 r.headers_mut().insert(
@@ -139,7 +148,7 @@ impl Gateway {
         }
     }
 
-    async fn purge_request(&self, body: Incoming) -> Reply {
+    async fn purge_request(&self, body: Incoming, routes: &Routes) -> Reply {
         let bytes = match Limited::new(body, MAX_PURGE_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
@@ -158,7 +167,7 @@ impl Gateway {
                 );
             }
         };
-        match self.purge(&purge).await {
+        match routes.purge(&purge).await {
             Ok(n) => {
                 if self.backend == "embedded" {
                     self.dashboard.saw_purge(self.cache.namespace(), &purge);
@@ -178,7 +187,7 @@ impl Gateway {
         }
     }
 
-    fn health(&self) -> Reply {
+    fn health(&self, routes: &Routes) -> Reply {
         let h = self.cache.health();
         let state = |s: strata::BreakerState| format!("{s:?}").to_lowercase();
         let ok = h.l2 == strata::BreakerState::Closed && h.log == strata::BreakerState::Closed;
@@ -195,7 +204,7 @@ impl Gateway {
                 "log": state(h.log),
                 "deferred_writes": h.deferred_writes,
                 "log_silent_for_ms": h.log_silent_for.map(|d| d.as_millis() as u64),
-                "routes": self.routes.len(),
+                "routes": routes.len(),
             }),
         )
     }
