@@ -485,7 +485,7 @@ impl Connection {
                         .map(|manager| {
                             *slot
                                 .write()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) = manager
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = manager;
                         }),
                     Kind::Cluster(slot) => config
                         .connect_cluster(config.command_timeout)
@@ -493,7 +493,7 @@ impl Connection {
                         .map(|cluster| {
                             *slot
                                 .write()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) = cluster
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = cluster;
                         }),
                 };
             match rebuilt {
