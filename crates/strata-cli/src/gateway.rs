@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use strata_gateway::{Config, Gateway, shutdown_signal};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// `strata gateway`.
 #[derive(Args, Debug)]

@@ -12,6 +12,7 @@
 // that the bench's processes share and allows it there alone).
 
 mod bench;
+#[cfg(feature = "demo")]
 mod demo;
 mod gateway;
 mod stats;
@@ -20,6 +21,9 @@ mod telemetry;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Any error a command ends with: printed for the user, with exit code 2.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // The library leaves the allocator to the program. This one allocates per request in the
 // gateway and per miss in the bench, across threads; mimalloc's thread-local free lists cost
@@ -38,8 +42,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the reference e-commerce landscape, drive it, and report.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// One service of the demo landscape (started by `strata demo`).
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     DemoService(demo::ServiceArgs),
     /// Hit rates per service over all instances, as kept in Redis (`--watch` to follow).
@@ -57,8 +63,10 @@ impl Command {
     /// The process's name in traces.
     fn service_name(&self) -> String {
         match self {
+            #[cfg(feature = "demo")]
             Command::DemoService(args) => args.service_name().to_owned(),
             Command::Gateway(_) => "strata-gateway".into(),
+            #[cfg(feature = "demo")]
             Command::Demo(_) => "strata-demo".into(),
             Command::Stats(_) => "strata-stats".into(),
             Command::Bench(_) | Command::BenchWorker(_) => "strata-bench".into(),
@@ -81,7 +89,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let _telemetry = telemetry::init(&cli.command.service_name());
         match cli.command {
+            #[cfg(feature = "demo")]
             Command::Demo(args) => demo::run(args).await,
+            #[cfg(feature = "demo")]
             Command::DemoService(args) => demo::service(args).await,
             Command::Gateway(args) => gateway::run(args).await,
             Command::Stats(args) => stats::run(args).await,

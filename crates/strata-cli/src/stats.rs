@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use strata_redis::{NamespaceStats, RedisConfig, StatsReader};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// `strata stats`.
 #[derive(Args, Debug)]

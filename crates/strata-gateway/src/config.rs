@@ -622,6 +622,11 @@ upstream = "http://127.0.0.1:3000/base/"
         for route in &c.routes {
             route.policy().unwrap();
         }
+        // The container's default: reachable from outside it.
+        let text = include_str!("../../../deploy/docker/gateway.toml");
+        let c = Config::parse(text, "deploy/docker/gateway.toml").unwrap();
+        assert!(c.listen.ip().is_unspecified(), "{}", c.listen);
+        assert_eq!(c.routes.len(), 1);
     }
 
     #[test]

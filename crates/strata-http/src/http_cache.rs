@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use metrics::Counter;
 use strata::HybridCache;
 
 use crate::policy::Policy;
 use crate::service::HttpCacheLayer;
+use crate::shared::{Counters, Shared};
 
 /// An HTTP response cache for one route: its [`Policy`] over a [`HybridCache`] (whose L1,
 /// L2, invalidation log and leases it uses as they are configured — so with Redis, responses
@@ -18,39 +18,6 @@ use crate::service::HttpCacheLayer;
 #[derive(Clone, Debug)]
 pub struct HttpCache {
     pub(crate) shared: Arc<Shared>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) cache: HybridCache,
-    pub(crate) policy: Policy,
-    pub(crate) counters: Counters,
-}
-
-/// `strata_http_responses_total{route, cache}`, registered once so the hit path does not
-/// build label sets.
-#[derive(Debug)]
-pub(crate) struct Counters {
-    pub(crate) hit: Counter,
-    pub(crate) stale: Counter,
-    pub(crate) miss: Counter,
-    pub(crate) revalidated: Counter,
-    pub(crate) pass: Counter,
-    pub(crate) error: Counter,
-}
-
-impl Counters {
-    fn new(route: &str) -> Self {
-        let c = |outcome: &'static str| metrics::counter!("strata_http_responses_total", "route" => route.to_owned(), "cache" => outcome);
-        Counters {
-            hit: c("hit"),
-            stale: c("stale"),
-            miss: c("miss"),
-            revalidated: c("revalidated"),
-            pass: c("pass"),
-            error: c("error"),
-        }
-    }
 }
 
 impl HttpCache {
@@ -80,5 +47,14 @@ impl HttpCache {
     /// The underlying hybrid cache.
     pub fn hybrid(&self) -> &HybridCache {
         &self.shared.cache
+    }
+}
+
+impl HttpCacheLayer {
+    /// The layer of `cache` (what [`HttpCache::layer`] returns).
+    pub fn new(cache: HttpCache) -> Self {
+        HttpCacheLayer {
+            shared: cache.shared,
+        }
     }
 }

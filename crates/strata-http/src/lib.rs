@@ -67,6 +67,7 @@ mod origin;
 mod policy;
 mod purge;
 mod service;
+mod shared;
 mod soft;
 mod storable;
 mod stored;

@@ -12,10 +12,12 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::CacheBody;
-use crate::http_cache::HttpCache;
+use std::sync::Arc;
 
-/// A tower [`Layer`] that answers requests from an [`HttpCache`].
+use crate::body::CacheBody;
+use crate::shared::Shared;
+
+/// A tower [`Layer`] that answers requests from an [`HttpCache`](crate::HttpCache).
 ///
 /// ```no_run
 /// # async fn demo(cache: strata::HybridCache) {
@@ -30,14 +32,7 @@ use crate::http_cache::HttpCache;
 /// ```
 #[derive(Clone, Debug)]
 pub struct HttpCacheLayer {
-    cache: HttpCache,
-}
-
-impl HttpCacheLayer {
-    /// The layer of `cache`.
-    pub fn new(cache: HttpCache) -> Self {
-        HttpCacheLayer { cache }
-    }
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl<S> Layer<S> for HttpCacheLayer {
@@ -46,7 +41,7 @@ impl<S> Layer<S> for HttpCacheLayer {
     fn layer(&self, inner: S) -> Self::Service {
         HttpCacheService {
             inner,
-            cache: self.cache.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -57,7 +52,7 @@ impl<S> Layer<S> for HttpCacheLayer {
 #[derive(Clone, Debug)]
 pub struct HttpCacheService<S> {
     inner: S,
-    cache: HttpCache,
+    shared: Arc<Shared>,
 }
 
 impl<S, B, RB> Service<Request<B>> for HttpCacheService<S>
@@ -81,7 +76,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let exchange = crate::exchange::Exchange {
-            shared: self.cache.shared.clone(),
+            shared: self.shared.clone(),
             origin: crate::origin::Origin::new(self.inner.clone()),
             types: std::marker::PhantomData,
         };

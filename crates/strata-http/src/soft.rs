@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use strata::EntryOptions;
 
-use crate::http_cache::Shared;
 use crate::policy::MAX_TTL;
+use crate::shared::Shared;
 use crate::stored::StoredResponse;
 
 const EPOCH: &str = "http:~soft";

@@ -1,10 +1,10 @@
 //! Connection settings shared by the store and the backplane: URL, timeouts, TLS.
 
 use std::fmt;
+#[cfg(feature = "tls")]
 use std::sync::Once;
 use std::time::Duration;
 
-use crate::connection::{Link, RedisConnection};
 use crate::error::classify;
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
@@ -166,10 +166,7 @@ impl RedisConfig {
             .connection_timeout(self.connect_timeout)
             .response_timeout(response);
         if self.is_tls() {
-            install_crypto_provider();
-            if self.ca_pem.is_some() || self.client_pem.is_some() {
-                builder = builder.certs(self.certificates());
-            }
+            builder = self.cluster_tls(builder)?;
         } else if self.ca_pem.is_some() || self.client_pem.is_some() {
             return Err(Error::Config(
                 "TLS certificates given for a non-TLS URL (use rediss+cluster://)".into(),
@@ -224,16 +221,49 @@ impl RedisConfig {
             }
             return redis::Client::open(info.clone()).map_err(classify);
         }
+        self.tls_client(info)
+    }
+
+    /// A TLS client for `info`, with the CA and client certificate given.
+    #[cfg(feature = "tls")]
+    fn tls_client(&self, info: &ConnectionInfo) -> Result<redis::Client, Error> {
         install_crypto_provider();
         if self.ca_pem.is_none() && self.client_pem.is_none() {
             return redis::Client::open(info.clone()).map_err(classify);
         }
-        let certs = self.certificates();
-        redis::Client::build_with_tls(info.clone(), certs)
+        redis::Client::build_with_tls(info.clone(), self.certificates())
             .map_err(|e| Error::Config(format!("TLS settings: {e}")))
     }
 
+    #[cfg(not(feature = "tls"))]
+    fn tls_client(&self, _info: &ConnectionInfo) -> Result<redis::Client, Error> {
+        Err(no_tls())
+    }
+
+    /// A cluster client builder with the TLS settings given.
+    #[cfg(feature = "tls")]
+    fn cluster_tls(
+        &self,
+        builder: redis::cluster::ClusterClientBuilder,
+    ) -> Result<redis::cluster::ClusterClientBuilder, Error> {
+        install_crypto_provider();
+        Ok(if self.ca_pem.is_some() || self.client_pem.is_some() {
+            builder.certs(self.certificates())
+        } else {
+            builder
+        })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn cluster_tls(
+        &self,
+        _builder: redis::cluster::ClusterClientBuilder,
+    ) -> Result<redis::cluster::ClusterClientBuilder, Error> {
+        Err(no_tls())
+    }
+
     /// The CA and client certificate given, for the `redis` crate.
+    #[cfg(feature = "tls")]
     fn certificates(&self) -> redis::TlsCertificates {
         redis::TlsCertificates {
             client_tls: self
@@ -247,30 +277,6 @@ impl RedisConfig {
         }
     }
 
-    /// A multiplexed connection with these settings (TLS, credentials, timeouts), for
-    /// commands of your own, whatever the deployment: to one server (reconnecting by itself;
-    /// with Sentinel, to the master of the moment, where it stays — Strata's own stores
-    /// follow a failover), or to a cluster (following `MOVED`/`ASK`, each command to the
-    /// node of its keys).
-    pub async fn connect(&self) -> Result<RedisConnection, Error> {
-        Ok(RedisConnection(if self.is_cluster() {
-            Link::Cluster(self.connect_cluster(self.command_timeout).await?)
-        } else {
-            Link::Single(self.connect_manager().await?)
-        }))
-    }
-
-    /// A connection of its own for blocking reads (`XREAD … BLOCK`), which would hold up
-    /// every other command on a shared one: its replies may take `block` plus the command
-    /// timeout. To the server (with Sentinel, the master of the moment), or to a cluster.
-    pub async fn dedicated(&self, block: Duration) -> Result<RedisConnection, Error> {
-        Ok(RedisConnection(if self.is_cluster() {
-            Link::Cluster(self.connect_cluster(block + self.command_timeout).await?)
-        } else {
-            Link::Own(self.own_connection(&self.resolve().await?, block).await?)
-        }))
-    }
-
     /// The server's auto-reconnecting connection manager.
     pub(crate) async fn connect_manager(&self) -> Result<redis::aio::ConnectionManager, Error> {
         redis::aio::ConnectionManager::new_with_config(self.resolve().await?, self.manager_config())
@@ -280,7 +286,7 @@ impl RedisConfig {
 
     /// A connection of its own on `client`, with our timeouts (`block` added to the command
     /// timeout).
-    async fn own_connection(
+    pub(crate) async fn own_connection(
         &self,
         client: &redis::Client,
         block: Duration,
@@ -341,9 +347,18 @@ impl RedisConfig {
     }
 }
 
+/// A `rediss://` URL given to a build without TLS.
+#[cfg(not(feature = "tls"))]
+fn no_tls() -> Error {
+    Error::Config(
+        "rediss:// needs strata-redis built with its `tls` feature (on by default)".into(),
+    )
+}
+
 /// rustls needs one process-wide crypto provider before the first TLS connection; we bring
 /// `ring` (no C toolchain beyond `cc`, unlike aws-lc). If the application installed one
 /// already, that one stays.
+#[cfg(feature = "tls")]
 fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {

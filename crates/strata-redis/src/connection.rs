@@ -99,6 +99,33 @@ pub(crate) enum Link {
     Cluster(ClusterConnection),
 }
 
+// Connecting lives beside the connection: the settings (`config.rs`) know nothing of it.
+impl RedisConfig {
+    /// A multiplexed connection with these settings (TLS, credentials, timeouts), for
+    /// commands of your own, whatever the deployment: to one server (reconnecting by itself;
+    /// with Sentinel, to the master of the moment, where it stays — Strata's own stores
+    /// follow a failover), or to a cluster (following `MOVED`/`ASK`, each command to the
+    /// node of its keys).
+    pub async fn connect(&self) -> Result<RedisConnection, Error> {
+        Ok(RedisConnection(if self.is_cluster() {
+            Link::Cluster(self.connect_cluster(self.command_timeout).await?)
+        } else {
+            Link::Single(self.connect_manager().await?)
+        }))
+    }
+
+    /// A connection of its own for blocking reads (`XREAD … BLOCK`), which would hold up
+    /// every other command on a shared one: its replies may take `block` plus the command
+    /// timeout. To the server (with Sentinel, the master of the moment), or to a cluster.
+    pub async fn dedicated(&self, block: Duration) -> Result<RedisConnection, Error> {
+        Ok(RedisConnection(if self.is_cluster() {
+            Link::Cluster(self.connect_cluster(block + self.command_timeout).await?)
+        } else {
+            Link::Own(self.own_connection(&self.resolve().await?, block).await?)
+        }))
+    }
+}
+
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.0 {

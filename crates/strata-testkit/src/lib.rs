@@ -1,5 +1,6 @@
 //! Test helpers for Strata: a real `redis-server` per test, on a free loopback port, in a
-//! temporary directory, with persistence off, killed on drop.
+//! temporary directory, with persistence off, killed on drop — [`strata_local::LocalRedis`]
+//! (what the tools run in production) with the settings tests need.
 //!
 //! ```no_run
 //! let redis = strata_testkit::RedisServer::start();
@@ -18,14 +19,13 @@ pub use cluster::{ClusterNode, RedisCluster};
 pub use postgres::PostgresServer;
 pub use proxy::Proxy;
 
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long to wait for a server to come up before failing the test.
-const STARTUP: Duration = Duration::from_secs(10);
+pub use strata_local::LocalRedis;
 
 /// Settings for a [`RedisServer`].
 #[derive(Debug, Clone, Default)]
@@ -104,16 +104,13 @@ pub struct TlsFiles {
     pub client_key: PathBuf,
 }
 
-/// A running `redis-server`, killed when dropped.
+/// A running `redis-server`, killed when dropped: a [`LocalRedis`] (the process, its port,
+/// directory and log) with the test settings of [`RedisOptions`].
 #[derive(Debug)]
 pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    /// A cluster node's bus port (its own free port: `port + 10000` may be past 65535).
-    bus_port: Option<u16>,
-    dir: tempfile::TempDir,
-    options: RedisOptions,
-    tls: Option<TlsFiles>,
+    server: LocalRedis,
+    /// The TLS files (in a directory of their own, made before the server starts).
+    tls: Option<(TlsFiles, tempfile::TempDir)>,
 }
 
 impl RedisServer {
@@ -128,162 +125,63 @@ impl RedisServer {
     }
 
     fn start_with(options: RedisOptions) -> io::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let tls = match options.tls {
-            true => Some(make_certificates(dir.path())?),
-            false => None,
+        let mut builder = LocalRedis::builder();
+        let tls = if options.tls {
+            let dir = tempfile::tempdir()?;
+            let files = make_certificates(dir.path())?;
+            builder = builder.tls(
+                &files.server_cert,
+                &files.server_key,
+                &files.ca,
+                options.tls_client_auth,
+            );
+            Some((files, dir))
+        } else {
+            None
         };
-        let mut server = RedisServer {
-            child: None,
-            port: 0,
-            bus_port: None,
-            dir,
-            options,
-            tls,
-        };
-        // A port found free can be taken before redis binds it; try a few.
-        for _ in 0..5 {
-            server.port = free_port()?;
-            if server.options.cluster {
-                server.bus_port = Some(free_port()?);
-            }
-            if server.spawn()? {
-                return Ok(server);
-            }
+        if let Some((name, master)) = &options.sentinel {
+            builder = builder.sentinel().config(format!(
+                "sentinel monitor {name} 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n"
+            ));
         }
-        Err(io::Error::other(
-            "redis-server did not start on any of 5 free ports",
-        ))
-    }
-
-    /// Starts the process on `self.port`; `false` if it exited at once (port taken).
-    fn spawn(&mut self) -> io::Result<bool> {
-        let mut cmd = Command::new("redis-server");
-        let port = self.port.to_string();
-        if let Some((name, master)) = &self.options.sentinel {
-            // A sentinel rewrites its configuration file, so it gets one of its own.
-            let conf = self.dir.path().join("sentinel.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                     sentinel monitor {name} 127.0.0.1 {master} 2\n\
-                     sentinel down-after-milliseconds {name} 1000\n\
-                     sentinel failover-timeout {name} 5000\n\
-                     sentinel parallel-syncs {name} 1\n",
-                    dir = self.dir.path().display()
-                ),
-            )?;
-            cmd.current_dir(self.dir.path())
-                .arg(&conf)
-                .arg("--sentinel")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            self.child = Some(cmd.spawn()?);
-            return self.wait_ready();
+        if let Some(master) = options.replica_of {
+            builder = builder.args(["--replicaof", "127.0.0.1", &master.to_string()]);
         }
-        cmd.current_dir(self.dir.path())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &self.dir.path().display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(master) = self.options.replica_of {
-            cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        if options.cluster {
+            // The bus on a free port of its own: `port + 10000` may be past 65535.
+            builder = builder
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--cluster-node-timeout", "1000"])
+                .args(["--cluster-port", &free_port()?.to_string()])
+                // A replica takes over whatever its master's last contact.
+                .args(["--cluster-replica-validity-factor", "0"])
+                // A replica's first sync starts at once, not after the default 5 s spent
+                // waiting for more replicas to share the transfer.
+                .args(["--repl-diskless-sync-delay", "0"]);
         }
-        if let Some(bus) = self.bus_port {
-            cmd.args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-            .args(["--cluster-node-timeout", "1000"])
-            .args(["--cluster-port", &bus.to_string()])
-            // A replica takes over whatever its master's last contact.
-            .args(["--cluster-replica-validity-factor", "0"])
-            // A replica's first sync starts at once, not after the default 5 s spent
-            // waiting for more replicas to share the transfer.
-            .args(["--repl-diskless-sync-delay", "0"]);
+        for rule in &options.acl {
+            builder = builder.arg("--user").args(rule.split_whitespace());
         }
-        match &self.tls {
-            Some(tls) => {
-                cmd.args(["--port", "0", "--tls-port", &port])
-                    .arg("--tls-cert-file")
-                    .arg(&tls.server_cert)
-                    .arg("--tls-key-file")
-                    .arg(&tls.server_key)
-                    .arg("--tls-ca-cert-file")
-                    .arg(&tls.ca)
-                    .args([
-                        "--tls-auth-clients",
-                        if self.options.tls_client_auth {
-                            "yes"
-                        } else {
-                            "no"
-                        },
-                    ]);
-            }
-            None => {
-                cmd.args(["--port", &port]);
-            }
-        }
-        for rule in &self.options.acl {
-            cmd.arg("--user").args(rule.split_whitespace());
-        }
-        let child = cmd.spawn().map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot run redis-server (apt-get install redis-server): {e}"),
-            )
-        })?;
-        self.child = Some(child);
-        self.wait_ready()
-    }
-
-    fn wait_ready(&mut self) -> io::Result<bool> {
-        let deadline = Instant::now() + STARTUP;
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                return Ok(false);
-            }
-            if self.answers() {
-                return Ok(true);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        Err(io::Error::other(format!(
-            "redis-server on port {} did not come up in {STARTUP:?}",
-            self.port
-        )))
-    }
-
-    /// Whether the server accepts connections (and, without TLS, answers `PING`).
-    fn answers(&self) -> bool {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-            return false;
-        };
-        if self.tls.is_some() {
-            return true;
-        }
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut buf = [0u8; 64];
-        // An ACL-protected default user answers PING with -NOAUTH: still up.
-        stream.write_all(b"PING\r\n").is_ok() && stream.read(&mut buf).is_ok_and(|n| n > 0)
+        let server = builder.start().map_err(io::Error::other)?;
+        Ok(RedisServer { server, tls })
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// `redis://127.0.0.1:<port>` (or `rediss://localhost:<port>` with TLS).
     pub fn url(&self) -> String {
-        match self.tls {
-            Some(_) => format!("rediss://localhost:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
-        }
+        self.server.url()
     }
 
     /// The URL with credentials.
@@ -295,50 +193,35 @@ impl RedisServer {
 
     /// The TLS files, for a server started with TLS.
     pub fn tls_files(&self) -> Option<&TlsFiles> {
-        self.tls.as_ref()
+        self.tls.as_ref().map(|(files, _)| files)
     }
 
     /// Kills the server (SIGKILL): a crash, not a shutdown.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill();
     }
 
     /// Freezes the server (SIGSTOP): connections stay open and nothing answers — a hung
     /// server, worse for clients than a dead one.
     pub fn freeze(&self) {
-        self.signal("STOP");
+        self.server.freeze().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Thaws a frozen server (SIGCONT): it answers what was sent meanwhile, in order.
     pub fn thaw(&self) {
-        self.signal("CONT");
-    }
-
-    fn signal(&self, name: &str) {
-        let child = self.child.as_ref().expect("the server is running");
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill(1) must be on PATH");
-        assert!(status.success(), "kill -{name} failed");
+        self.server.thaw().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts the server again on the same port (empty: persistence is off).
     pub fn restart(&mut self) {
-        self.kill();
-        let up = self.spawn().unwrap_or_else(|e| panic!("{e}"));
-        assert!(up, "redis-server did not restart on port {}", self.port);
+        self.server.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Runs `redis-cli` against the server with `args` and returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("redis-cli");
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
-        if let Some(tls) = &self.tls {
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port().to_string()]);
+        if let Some(tls) = self.tls_files() {
             cmd.arg("--tls").arg("--cacert").arg(&tls.ca);
             cmd.arg("--cert")
                 .arg(&tls.client_cert)
@@ -347,12 +230,6 @@ impl RedisServer {
         }
         let out = cmd.args(args).output().expect("redis-cli must be on PATH");
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -6,7 +6,7 @@
 //! - `single_flight`: 64 concurrent `get_or_load` of a cold key (one load, 63 waiters) vs 64
 //!   concurrent calls of the loader itself.
 //!
-//! `cargo bench -p strata` (the L2 group starts a `redis-server` from PATH; skipped without).
+//! `cargo bench -p strata-cache` (the L2 group starts a `redis-server` from PATH; skipped without).
 
 use std::sync::Arc;
 use std::time::Duration;

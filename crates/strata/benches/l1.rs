@@ -9,7 +9,7 @@
 //! over two threads taking alternate operations; ns per `get` of a present key; ns per
 //! `insert` of a new key into a full map (its eviction included).
 //!
-//! `cargo bench -p strata --bench l1` prints a Markdown table (kept in BENCHMARKS.md).
+//! `cargo bench -p strata-cache --bench l1` prints a Markdown table (kept in BENCHMARKS.md).
 
 use std::any::Any;
 use std::hash::BuildHasher;

@@ -3,6 +3,7 @@
 
 mod cost;
 mod gate;
+#[cfg(feature = "plots")]
 mod plot;
 mod report;
 mod runner;
@@ -21,15 +22,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use strata::{MemoryLog, MemoryStore};
+use strata_local::LocalRedis;
 use strata_redis::RedisConfig;
-use strata_testkit::RedisServer;
 
 use gate::Gate;
 use report::Report;
 use subject::{Choice, L2Target};
 use workload::Workload;
 
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use crate::BoxError;
 
 /// `strata bench` arguments.
 #[derive(Debug, clap::Args)]
@@ -70,7 +71,7 @@ pub(crate) struct BenchArgs {
 pub(crate) struct Target {
     pub(crate) l2: L2Target,
     pub(crate) url: Option<String>,
-    pub(crate) server: Option<RedisServer>,
+    pub(crate) server: Option<LocalRedis>,
 }
 
 impl Target {
@@ -82,7 +83,7 @@ impl Target {
                 server: None,
             });
         }
-        match RedisServer::options().try_start() {
+        match LocalRedis::start() {
             Ok(server) => {
                 let url = server.url();
                 if !quiet {
@@ -123,6 +124,8 @@ impl Target {
 pub(crate) struct Run {
     pub(crate) report: Report,
     pub(crate) latency: hdrhistogram::Histogram<u64>,
+    // Sampled whatever the build; only the plots draw it.
+    #[cfg_attr(not(feature = "plots"), allow(dead_code))]
     pub(crate) timeline: Vec<runner::Sample>,
 }
 
@@ -151,22 +154,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
         print!("{}", report::table(&reports));
     }
     if let Some(dir) = &args.out {
-        let series: Vec<plot::Series<'_>> = runs
-            .iter()
-            .map(|r| plot::Series {
-                label: r.report.cache,
-                latency: &r.latency,
-                timeline: &r.timeline,
-            })
-            .collect();
-        match plot::draw(dir, args.workload.name(), &series) {
-            Ok(files) => {
-                for f in files {
-                    eprintln!("wrote {}", f.display());
-                }
-            }
-            Err(e) => eprintln!("plots: {e}"),
-        }
+        draw(dir, args.workload.name(), &runs);
     }
     let gated: Vec<&Report> = reports.iter().filter(|r| r.cache == "strata").collect();
     let mut failed = false;
@@ -224,4 +212,31 @@ fn progress_bar(len: u64, quiet: bool, what: &str) -> indicatif::ProgressBar {
     }
     bar.set_message(what.to_owned());
     bar
+}
+
+/// Writes the plots of `runs` into `dir`.
+#[cfg(feature = "plots")]
+fn draw(dir: &std::path::Path, workload: &str, runs: &[Run]) {
+    let series: Vec<plot::Series<'_>> = runs
+        .iter()
+        .map(|r| plot::Series {
+            label: r.report.cache,
+            latency: &r.latency,
+            timeline: &r.timeline,
+        })
+        .collect();
+    match plot::draw(dir, workload, &series) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+        }
+        Err(e) => eprintln!("plots: {e}"),
+    }
+}
+
+/// Without the `plots` feature, says so instead of drawing.
+#[cfg(not(feature = "plots"))]
+fn draw(_dir: &std::path::Path, _workload: &str, _runs: &[Run]) {
+    eprintln!("plots: this `strata` was built without them (cargo feature `plots`)");
 }

@@ -30,6 +30,7 @@ pub(crate) struct Measured {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
     pub(crate) t_s: f64,
+    #[cfg_attr(not(feature = "plots"), allow(dead_code))]
     pub(crate) hit_ratio: f64,
     /// L2 hits in the interval.
     pub(crate) l2_hits: u64,

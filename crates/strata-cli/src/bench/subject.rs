@@ -10,7 +10,7 @@ use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 use super::source::{Record, Source};
 use super::workload::Params;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// Where L2 lives for a run.
 #[derive(Debug, Clone)]

@@ -127,7 +127,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
 
 /// Takes Redis away at `KILL_AT` after `start` and brings it back at `RESTART_AT`.
 async fn chaos(
-    server: Arc<Mutex<strata_testkit::RedisServer>>,
+    server: Arc<Mutex<strata_local::LocalRedis>>,
     fault: Fault,
     start: Instant,
 ) -> Result<(), BoxError> {
@@ -139,13 +139,16 @@ async fn chaos(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match (fault, away) {
-                (Fault::Kill, true) => s.kill(),
+                (Fault::Kill, true) => {
+                    s.kill();
+                    Ok(())
+                }
                 (Fault::Kill, false) => s.restart(),
                 (Fault::Freeze, true) => s.freeze(),
                 (Fault::Freeze, false) => s.thaw(),
             }
         })
-        .await?;
+        .await??;
     }
     Ok(())
 }

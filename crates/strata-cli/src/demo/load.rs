@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Zipf};
 use tokio::sync::Mutex;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// A small HTTP client for the demo.
 #[derive(Clone)]

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use clap::Args;
 use strata_demo::{SEED_PRODUCTS, SERVICES};
-use strata_testkit::RedisServer;
+use strata_local::LocalRedis;
 
 use load::{Http, Watch};
 use processes::Process;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// `strata demo`.
 #[derive(Args, Debug)]
@@ -105,10 +105,10 @@ pub(crate) async fn service(args: ServiceArgs) -> Result<ExitCode, BoxError> {
 
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
     // Redis: given, else started from PATH, else none — said clearly.
-    let mut _started: Option<RedisServer> = None;
+    let mut _started: Option<LocalRedis> = None;
     let redis = match args.redis.clone() {
         Some(url) => Some(url),
-        None => match RedisServer::options().try_start() {
+        None => match LocalRedis::start() {
             Ok(server) => {
                 let url = server.url();
                 eprintln!("started redis-server on {url}");

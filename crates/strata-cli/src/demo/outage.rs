@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::load::Http;
 use super::processes::Process;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// The products quoted before, during and after the outage.
 const QUOTED: i64 = 20;

@@ -1,7 +1,9 @@
 //! End-to-end tests of the `strata` binary, as a user runs it, against a real `redis-server`.
 
 mod bench;
+#[cfg(feature = "demo")]
 mod dashboard;
+#[cfg(feature = "demo")]
 mod demo;
 mod gateway;
 mod telemetry;

@@ -25,9 +25,9 @@ use crate::answer;
 use crate::body::CacheBody;
 use crate::cache_control::CacheControl;
 use crate::cache_status::{CacheStatus, Forward};
-use crate::http_cache::Shared;
 use crate::key::RequestKey;
 use crate::origin::{Head, Origin};
+use crate::shared::Shared;
 use crate::stored::{Entry, StoredResponse, unix_us, vary_of};
 
 pub(super) type Answer<RB> = Response<CacheBody<RB>>;
