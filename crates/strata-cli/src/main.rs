@@ -90,12 +90,12 @@ fn main() -> ExitCode {
         let _telemetry = telemetry::init(&cli.command.service_name());
         match cli.command {
             #[cfg(feature = "demo")]
-            Command::Demo(args) => demo::run(args).await,
+            Command::Demo(args) => until_interrupted(demo::run(args)).await,
             #[cfg(feature = "demo")]
             Command::DemoService(args) => demo::service(args).await,
             Command::Gateway(args) => gateway::run(args).await,
             Command::Stats(args) => stats::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => until_interrupted(bench::run(args)).await,
             Command::BenchWorker(args) => bench::worker(args).await,
         }
     });
@@ -106,4 +106,27 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs `work` until it ends or the process is asked to stop (SIGINT, SIGTERM). Then `work` is
+/// dropped with everything it holds — the `redis-server` it started, the processes it runs —
+/// so nothing outlives the command, and it exits 130 as an interrupted command does.
+async fn until_interrupted(
+    work: impl std::future::Future<Output = Result<ExitCode, BoxError>>,
+) -> Result<ExitCode, BoxError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Listening from now, before `work` runs: a signal that came before the first poll
+    // would otherwise end the process the default way, leaving its servers behind.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        done = work => done,
+        _ = interrupt.recv() => interrupted(),
+        _ = terminate.recv() => interrupted(),
+    }
+}
+
+fn interrupted() -> Result<ExitCode, BoxError> {
+    eprintln!("interrupted: stopping what was started");
+    Ok(ExitCode::from(130))
 }

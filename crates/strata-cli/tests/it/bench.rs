@@ -1,4 +1,7 @@
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strata_testkit::RedisServer;
@@ -456,4 +459,55 @@ fn free_run(n: u16) -> u16 {
         .map(|i| 20_000 + (seed.wrapping_add(i * 7_919) % 20_000) as u16)
         .find(|base| (*base..base + n).all(|p| free(p) && free(p + 10_000)))
         .expect("free loopback ports")
+}
+
+/// Interrupted (SIGINT to the bench alone, not to its process group, as a supervisor sends
+/// it), the bench stops the `redis-server` it started before it exits.
+#[test]
+fn an_interrupted_bench_stops_the_redis_server_it_started() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "w1", "--ops", "3000000"])
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run strata");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("started redis-server on ")
+                .map(str::to_owned)
+        })
+        .expect("the bench says where it started redis-server");
+    // Whatever else it says is read, so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "{url} answers"
+    );
+
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bench did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(130), "{exit}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "redis-server on {port} outlived the bench"
+    );
 }
