@@ -42,18 +42,29 @@ pub struct RedisConfig {
     info: ConnectionInfo,
     sentinel: Option<Sentinel>,
     /// The seed nodes of a cluster.
-    cluster: Option<Vec<ConnectionInfo>>,
+    pub(crate) cluster: Option<Vec<ConnectionInfo>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
-    ca_pem: Option<Vec<u8>>,
-    client_pem: Option<(Vec<u8>, Vec<u8>)>,
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    pub(crate) client_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl RedisConfig {
     /// Parses `url`. Fails with [`Error::Config`] on a malformed URL or unknown scheme.
     pub fn from_url(url: &str) -> Result<Self, Error> {
+        #[cfg(not(feature = "tls"))]
+        if url.starts_with("rediss") {
+            return Err(no_tls());
+        }
         let (info, sentinel, cluster) = match (Sentinel::parse(url)?, parse_cluster(url)?) {
             (Some((info, sentinel)), _) => (info, Some(sentinel), None),
+            (None, Some(_)) if !cfg!(feature = "cluster") => {
+                return Err(Error::Config(
+                    "redis+cluster:// needs strata-redis built with its `cluster` feature (on by \
+                     default)"
+                        .into(),
+                ));
+            }
             (None, Some(seeds)) => (seeds[0].clone(), None, Some(seeds)),
             (None, None) => (parse_info(url)?, None, None),
         };
@@ -111,7 +122,7 @@ impl RedisConfig {
         self
     }
 
-    fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 
@@ -149,35 +160,6 @@ impl RedisConfig {
     /// Whether this is a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.cluster.is_some()
-    }
-
-    /// A connection to the cluster (every node it needs, multiplexed; `MOVED`/`ASK`
-    /// followed), with these settings; `response` bounds a reply (a blocking read's block
-    /// included). [`Error::Config`] if this is not a cluster.
-    pub async fn connect_cluster(
-        &self,
-        response: Duration,
-    ) -> Result<redis::cluster_async::ClusterConnection, Error> {
-        let seeds = self
-            .cluster
-            .as_ref()
-            .ok_or_else(|| Error::Config(format!("{self} is not a redis+cluster:// URL")))?;
-        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
-            .connection_timeout(self.connect_timeout)
-            .response_timeout(response);
-        if self.is_tls() {
-            builder = self.cluster_tls(builder)?;
-        } else if self.ca_pem.is_some() || self.client_pem.is_some() {
-            return Err(Error::Config(
-                "TLS certificates given for a non-TLS URL (use rediss+cluster://)".into(),
-            ));
-        }
-        builder
-            .build()
-            .map_err(|e| Error::Config(format!("Redis Cluster settings: {e}")))?
-            .get_async_connection()
-            .await
-            .map_err(classify)
     }
 
     /// A `redis::Client` for the server — with Sentinel, for the master as the sentinels
@@ -242,7 +224,7 @@ impl RedisConfig {
 
     /// A cluster client builder with the TLS settings given.
     #[cfg(feature = "tls")]
-    fn cluster_tls(
+    pub(crate) fn cluster_tls(
         &self,
         builder: redis::cluster::ClusterClientBuilder,
     ) -> Result<redis::cluster::ClusterClientBuilder, Error> {
@@ -255,7 +237,7 @@ impl RedisConfig {
     }
 
     #[cfg(not(feature = "tls"))]
-    fn cluster_tls(
+    pub(crate) fn cluster_tls(
         &self,
         _builder: redis::cluster::ClusterClientBuilder,
     ) -> Result<redis::cluster::ClusterClientBuilder, Error> {
@@ -569,5 +551,35 @@ impl Sentinel {
             .query_async::<Option<(String, u16)>>(&mut conn)
             .await
             .map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_as_this_build_supports_them() {
+        let cluster = RedisConfig::from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001");
+        if cfg!(feature = "cluster") {
+            assert!(cluster.unwrap().is_cluster());
+        } else {
+            let e = cluster.unwrap_err();
+            assert!(e.to_string().contains("`cluster` feature"), "{e}");
+        }
+        assert!(
+            !RedisConfig::from_url("redis://127.0.0.1:6379")
+                .unwrap()
+                .is_cluster()
+        );
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn a_tls_url_says_which_feature_it_needs() {
+        for url in ["rediss://127.0.0.1:6380", "rediss+cluster://127.0.0.1:7000"] {
+            let e = RedisConfig::from_url(url).unwrap_err();
+            assert!(e.to_string().contains("`tls` feature"), "{url}: {e}");
+        }
     }
 }

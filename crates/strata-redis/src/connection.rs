@@ -22,8 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+#[cfg(not(feature = "cluster"))]
+pub(crate) use crate::no_cluster::ClusterConnection;
 use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::cluster_async::ClusterConnection;
+#[cfg(feature = "cluster")]
+pub(crate) use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use strata::Error;
@@ -108,7 +111,7 @@ impl RedisConfig {
     /// node of its keys).
     pub async fn connect(&self) -> Result<RedisConnection, Error> {
         Ok(RedisConnection(if self.is_cluster() {
-            Link::Cluster(self.connect_cluster(self.command_timeout).await?)
+            Link::Cluster(self.open_cluster(self.command_timeout).await?)
         } else {
             Link::Single(self.connect_manager().await?)
         }))
@@ -119,10 +122,60 @@ impl RedisConfig {
     /// timeout. To the server (with Sentinel, the master of the moment), or to a cluster.
     pub async fn dedicated(&self, block: Duration) -> Result<RedisConnection, Error> {
         Ok(RedisConnection(if self.is_cluster() {
-            Link::Cluster(self.connect_cluster(block + self.command_timeout).await?)
+            Link::Cluster(self.open_cluster(block + self.command_timeout).await?)
         } else {
             Link::Own(self.own_connection(&self.resolve().await?, block).await?)
         }))
+    }
+
+    /// A connection to the cluster (every node it needs, multiplexed; `MOVED`/`ASK`
+    /// followed), with these settings; `response` bounds a reply (a blocking read's block
+    /// included). [`Error::Config`] if this is not a cluster.
+    #[cfg(feature = "cluster")]
+    pub async fn connect_cluster(
+        &self,
+        response: Duration,
+    ) -> Result<redis::cluster_async::ClusterConnection, Error> {
+        let seeds = self
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Error::Config(format!("{self} is not a redis+cluster:// URL")))?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(response);
+        if self.is_tls() {
+            builder = self.cluster_tls(builder)?;
+        } else if self.ca_pem.is_some() || self.client_pem.is_some() {
+            return Err(Error::Config(
+                "TLS certificates given for a non-TLS URL (use rediss+cluster://)".into(),
+            ));
+        }
+        builder
+            .build()
+            .map_err(|e| Error::Config(format!("Redis Cluster settings: {e}")))?
+            .get_async_connection()
+            .await
+            .map_err(classify)
+    }
+
+    /// The cluster connection, for the engine (see [`connect_cluster`](Self::connect_cluster)).
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn open_cluster(
+        &self,
+        response: Duration,
+    ) -> Result<ClusterConnection, Error> {
+        self.connect_cluster(response).await
+    }
+
+    /// Without the `cluster` feature no cluster URL parses, so this is never reached.
+    #[cfg(not(feature = "cluster"))]
+    pub(crate) async fn open_cluster(
+        &self,
+        _response: Duration,
+    ) -> Result<ClusterConnection, Error> {
+        Err(Error::Config(format!(
+            "{self}: built without the `cluster` feature"
+        )))
     }
 }
 
@@ -173,7 +226,7 @@ impl Connection {
     pub(crate) async fn open(config: &RedisConfig) -> Result<Self, Error> {
         let kind = if config.is_cluster() {
             Kind::Cluster(RwLock::new(
-                config.connect_cluster(config.command_timeout).await?,
+                config.open_cluster(config.command_timeout).await?,
             ))
         } else {
             Kind::Single(RwLock::new(config.connect_manager().await?))
@@ -500,29 +553,30 @@ impl Connection {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let config = &shared.config;
-            let rebuilt =
-                match &shared.kind {
-                    Kind::Single(slot) => config
-                        .resolve()
-                        .await
-                        .and_then(|client| {
-                            ConnectionManager::new_lazy_with_config(client, config.manager_config())
-                                .map_err(classify)
-                        })
-                        .map(|manager| {
-                            *slot
-                                .write()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) = manager;
-                        }),
-                    Kind::Cluster(slot) => config
-                        .connect_cluster(config.command_timeout)
+            let rebuilt = match &shared.kind {
+                Kind::Single(slot) => config
+                    .resolve()
+                    .await
+                    .and_then(|client| {
+                        ConnectionManager::new_lazy_with_config(client, config.manager_config())
+                            .map_err(classify)
+                    })
+                    .map(|manager| {
+                        *slot
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = manager;
+                    }),
+                Kind::Cluster(slot) => {
+                    config
+                        .open_cluster(config.command_timeout)
                         .await
                         .map(|cluster| {
                             *slot
                                 .write()
                                 .unwrap_or_else(std::sync::PoisonError::into_inner) = cluster;
-                        }),
-                };
+                        })
+                }
+            };
             match rebuilt {
                 Ok(()) => tracing::info!(target = %config, "Redis connection rebuilt"),
                 Err(e) => {

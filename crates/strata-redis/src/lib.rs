@@ -41,7 +41,9 @@
 //! - [`RedisConfig`]: `redis://`, `rediss://` (TLS via rustls, custom CA, mutual TLS),
 //!   `redis+sentinel://` (the master found through Sentinel, followed across failovers) and
 //!   `redis+cluster://` (a Redis Cluster through its seed nodes), ACL user and password,
-//!   database, connect and command timeouts; never prints secrets.
+//!   database, connect and command timeouts; never prints secrets. TLS and Cluster are cargo
+//!   features (`tls`, `cluster`), both on by default; a URL that needs one that is off is a
+//!   clear [`Error::Config`](strata::Error::Config).
 //!
 //! # Redis Cluster
 //! Everything above runs on a cluster (`redis+cluster://host:port,host:port`). A script may
@@ -66,6 +68,13 @@
 //! and, for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
 //! on a cluster, also `+cluster|slots +cluster|nodes +srem +wait +spublish +ssubscribe +exists`.
 
+// Without the `cluster` feature the code for clusters stays, made unreachable by its type (a
+// cluster connection with no values, `no_cluster.rs`): these lints would only say that.
+#![cfg_attr(
+    not(feature = "cluster"),
+    allow(unreachable_code, unused_variables, unused_mut, dead_code)
+)]
+
 mod compat;
 mod config;
 mod connection;
@@ -73,6 +82,8 @@ mod error;
 mod layout;
 mod lease;
 mod log_shards;
+#[cfg(not(feature = "cluster"))]
+mod no_cluster;
 mod pubsub;
 mod reconnect;
 mod scripts;

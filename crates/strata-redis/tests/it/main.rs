@@ -1,6 +1,7 @@
 //! Integration tests against real `redis-server` processes started by the test harness.
 
 mod checker;
+#[cfg(feature = "cluster")]
 mod cluster;
 mod coherence;
 mod compat;
