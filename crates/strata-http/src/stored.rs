@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, ETAG, LAST_MODIFIED};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
+use strata::{Codec, EntryOptions};
 
 /// One cache entry.
 // Entries live behind an `Arc` in L1; boxing the response would add an allocation and a
@@ -136,4 +137,11 @@ pub(crate) fn vary_of(fields: &[String]) -> crate::Vary {
             .filter_map(|f| HeaderName::from_bytes(f.as_bytes()).ok())
             .collect(),
     )
+}
+
+/// Options for storing an [`Entry`] with a lifetime of `ttl`: MessagePack, so a body and its
+/// header values stay bytes (JSON would write them as arrays of numbers, ~4 × their size, and
+/// a body well under the route's `max_body` could outgrow the cache's value limit).
+pub(crate) fn entry_options(ttl: Duration) -> EntryOptions {
+    EntryOptions::ttl(ttl).codec(Codec::MessagePack)
 }

@@ -251,7 +251,7 @@ impl HybridCache {
         let mut written = Ok(None);
         let mut size = 0;
         if !options.skip_l2 {
-            let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0)?;
+            let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0, options.codec)?;
             size = crate::engine::l2::encoded_size(&bytes);
             // One round trip: the value, and its invalidation in the log beside it.
             let mode = WriteMode::Replace {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::codec::Codec;
 use crate::envelope::Times;
 
 /// How one entry is cached. Set defaults on the builder; pass a modified copy per call
@@ -35,6 +36,7 @@ pub struct EntryOptions {
     pub(crate) skip_l1: bool,
     pub(crate) skip_l2: bool,
     pub(crate) early_refresh: Option<f64>,
+    pub(crate) codec: Option<Codec>,
 }
 
 impl Default for EntryOptions {
@@ -61,6 +63,7 @@ impl EntryOptions {
             skip_l1: false,
             skip_l2: false,
             early_refresh: None,
+            codec: None,
         }
     }
 
@@ -162,6 +165,16 @@ impl EntryOptions {
     /// Neither read nor write L2 for this call (and do not tell other instances).
     pub fn skip_l2(mut self) -> Self {
         self.skip_l2 = true;
+        self
+    }
+
+    /// Encodes this entry's value in L2 with `codec` instead of the cache's (the envelope
+    /// names the codec, so every instance reads it whatever its own default). For values
+    /// that are mostly bytes — JSON writes bytes as arrays of numbers, ~4 × their size —
+    /// [`Codec::MessagePack`] keeps them at their size. Ignored by a cache in raw mode
+    /// (always JSON).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(codec);
         self
     }
 

@@ -2,3 +2,4 @@
 //! and two instances sharing a real Redis.
 
 mod embedded;
+mod footprint;

@@ -14,7 +14,7 @@ use super::trip::Trip;
 use super::{Answer, Exchange, Flight, Inner, OriginFailed, RequestBody, ResponseBody, Slot};
 use crate::BoxError;
 use crate::origin::{Head, is_failure, keep};
-use crate::stored::{Entry, StoredResponse};
+use crate::stored::{Entry, StoredResponse, entry_options};
 
 /// What a revalidation did, told to everyone who waited on it (stored nowhere).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -79,11 +79,8 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
                     .await
                     .map(|outcome| {
                         // Told to the waiters, stored nowhere.
-                        Loaded::value(outcome).with_options(
-                            EntryOptions::ttl(Duration::from_secs(1))
-                                .skip_l1()
-                                .skip_l2(),
-                        )
+                        Loaded::value(outcome)
+                            .with_options(entry_options(Duration::from_secs(1)).skip_l1().skip_l2())
                     })
             }
         };
@@ -166,7 +163,7 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
                     previous.vary,
                     previous.tags.clone(),
                 );
-                let options = EntryOptions::ttl(kept.hold).tags(previous.tags);
+                let options = entry_options(kept.hold).tags(previous.tags);
                 cache.set(key, Entry::Response(stored), &options).await?;
                 Ok(Revalidated::Stored(304))
             }
@@ -175,7 +172,7 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
                 let pass = Entry::Pass {
                     reason: reason.into(),
                 };
-                let options = EntryOptions::ttl(self.shared.policy.hit_for_pass).tags(url_tags);
+                let options = entry_options(self.shared.policy.hit_for_pass).tags(url_tags);
                 cache.set(key, pass, &options).await?;
                 Ok(Revalidated::NotStored)
             }

@@ -13,7 +13,7 @@ use crate::BoxError;
 use crate::body::CacheBody;
 use crate::origin::{Head, Keep, Read, is_failure, keep, read_capped};
 use crate::storable::NotStored;
-use crate::stored::{Entry, StoredResponse};
+use crate::stored::{Entry, StoredResponse, entry_options};
 use crate::tags::response_tags;
 use crate::vary::Vary;
 
@@ -113,13 +113,9 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
         });
         Ok(if reason == NotStored::Authorization.as_str() {
             // About this request, not the URL: later ones should still collapse.
-            pass.with_options(
-                EntryOptions::ttl(Duration::from_secs(1))
-                    .skip_l1()
-                    .skip_l2(),
-            )
+            pass.with_options(entry_options(Duration::from_secs(1)).skip_l1().skip_l2())
         } else {
-            pass.with_options(EntryOptions::ttl(self.shared.policy.hit_for_pass).tags(url_tags))
+            pass.with_options(entry_options(self.shared.policy.hit_for_pass).tags(url_tags))
         })
     }
 }
@@ -152,5 +148,5 @@ pub(super) fn stored(
         vary,
         tags.clone(),
     );
-    (stored, EntryOptions::ttl(kept.hold).tags(tags))
+    (stored, entry_options(kept.hold).tags(tags))
 }

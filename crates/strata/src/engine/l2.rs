@@ -38,12 +38,19 @@ impl Engine {
         times: &Times,
         tags: &[String],
         load_ms: u32,
+        codec: Option<Codec>,
     ) -> Result<Bytes> {
+        // Raw mode stores bare JSON, readable by code that knows nothing of envelopes.
+        let codec = if self.raw {
+            Codec::Json
+        } else {
+            codec.unwrap_or(self.codec)
+        };
         let typed: Option<&T> = value.as_ref().and_then(|v| v.downcast_ref::<T>());
         let mut out = Vec::new();
         if !self.raw {
             let header = Header {
-                codec: self.codec,
+                codec,
                 negative: value.is_none(),
                 times: *times,
                 stamp: fastrand::u64(..),
@@ -53,8 +60,8 @@ impl Engine {
         }
         // In raw mode a negative entry is JSON `null`; in an envelope, the flag says it all.
         let encoded = match typed {
-            Some(v) => self.codec.encode(v, &mut out),
-            None if self.raw => self.codec.encode(&(), &mut out),
+            Some(v) => codec.encode(v, &mut out),
+            None if self.raw => codec.encode(&(), &mut out),
             None => Ok(()),
         };
         encoded.map_err(|message| Error::Encode {

@@ -151,6 +151,29 @@ async fn raw_values_are_plain_json_in_l2() {
 }
 
 #[tokio::test]
+async fn an_entry_may_choose_its_codec_and_any_instance_reads_it() {
+    let store = MemoryStore::default();
+    let build = || HybridCache::builder("svc").l2(store.clone()).build();
+    let (a, b) = (build().await.unwrap(), build().await.unwrap());
+    let blob = Bytes::from(vec![200u8; 10_000]);
+    let options = EntryOptions::default().codec(Codec::MessagePack);
+    a.set("blob", blob.clone(), &options).await.unwrap();
+    let bytes = store.get("svc", "blob").await.unwrap().unwrap();
+    let envelope = strata::envelope::decode(&bytes).unwrap();
+    assert_eq!(envelope.header.codec, Codec::MessagePack);
+    // Bytes as bytes: the payload is the blob plus a few bytes of framing (JSON: ~4 ×).
+    assert!(bytes.len() < 10_100, "{} bytes", bytes.len());
+    let read: Arc<Bytes> = b
+        .get_or_load("blob", || async {
+            Ok::<Bytes, std::io::Error>(Bytes::new())
+        })
+        .await
+        .unwrap();
+    assert_eq!((*read).clone(), blob, "a JSON-by-default instance reads it");
+    assert_eq!(b.stats().l2_hits, 1);
+}
+
+#[tokio::test]
 async fn bad_configuration_is_a_clear_error() {
     let cases = [
         HybridCache::builder("has:colon").build().await,

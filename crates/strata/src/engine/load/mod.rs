@@ -227,7 +227,14 @@ impl Load {
         };
         let mut bytes = None;
         if !options.skip_l2 {
-            match inner.encode::<T>(key, &found.value, &found.times, &found.tags, load_ms) {
+            match inner.encode::<T>(
+                key,
+                &found.value,
+                &found.times,
+                &found.tags,
+                load_ms,
+                options.codec,
+            ) {
                 Ok(b) => {
                     found.size = crate::engine::l2::encoded_size(&b);
                     bytes = Some(b);
