@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use strata::HybridCache;
 use strata_http::Purge;
+use subtle::ConstantTimeEq;
 
 use crate::dashboard::{self, Dashboard};
 use crate::reply::{Reply, json, plain, text};
@@ -37,18 +38,32 @@ impl Token {
             &self.0,
             headers
                 .get(AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")),
+                .and_then(|v| bearer(v.as_bytes())),
         ) else {
             return false;
         };
-        // Every byte compared whatever the mismatch, so timing says nothing of the token.
-        expected.len() == given.len()
-            && expected
-                .iter()
-                .zip(given)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        // Compared over the expected token's length whatever was given, so the time taken
+        // says nothing of the token, its length included (a shorter guess is padded, a
+        // longer one cut, and the lengths compared apart).
+        let padded: Vec<u8> = (0..expected.len())
+            .map(|i| given.get(i).copied().unwrap_or(0))
+            .collect();
+        let same_len = u64::try_from(expected.len())
+            .unwrap_or(u64::MAX)
+            .ct_eq(&u64::try_from(given.len()).unwrap_or(u64::MAX));
+        (expected.as_slice().ct_eq(padded.as_slice()) & same_len).into()
     }
+}
+
+/// The credentials of an `Authorization: Bearer …` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1), one or more spaces follow it.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"Bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty()).then_some(token)
 }
 
 /// Whether `path` is the admin API's.
@@ -207,5 +222,44 @@ impl Admin {
                 "routes": routes.len(),
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, http::HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn the_token_is_checked_whole_and_the_scheme_in_any_case() {
+        let token = Token::new(Some("s3cret-token".into()));
+        for ok in [
+            "Bearer s3cret-token",
+            "bearer s3cret-token",
+            "BEARER   s3cret-token",
+        ] {
+            assert!(token.allows(&with(ok)), "{ok}");
+        }
+        for refused in [
+            "Bearer s3cret-tokeN",
+            "Bearer s3cret-toke",
+            "Bearer s3cret-token2",
+            "Bearer s3cret-token\t",
+            "Bearer",
+            "Bearer ",
+            "Bearers3cret-token",
+            "Basic s3cret-token",
+            "s3cret-token",
+        ] {
+            assert!(!token.allows(&with(refused)), "{refused}");
+        }
+        assert!(!token.allows(&HeaderMap::new()), "no header");
+        assert!(!Token::new(None).allows(&with("Bearer ")), "no token set");
+        assert!(!Token::new(Some(String::new())).allows(&with("Bearer ")));
     }
 }
