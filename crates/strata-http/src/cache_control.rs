@@ -103,7 +103,7 @@ fn set_seconds(slot: &mut Option<u64>, arg: Option<&str>) {
 }
 
 /// `delta-seconds = 1*DIGIT`, saturating at [`MAX_DELTA_SECONDS`].
-fn seconds(text: &str) -> Option<u64> {
+pub(crate) fn seconds(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

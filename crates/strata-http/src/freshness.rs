@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use http::header::{AGE, DATE, EXPIRES};
 
-use crate::cache_control::{CacheControl, MAX_DELTA_SECONDS};
+use crate::cache_control::{CacheControl, seconds};
 
 /// The freshness lifetime of a response for a **shared** cache (§4.2.1): `s-maxage`, else
 /// `max-age`, else `Expires` − `Date`. `None` when the response gives none: heuristic
@@ -34,13 +34,13 @@ pub fn current_age(
     response_time: SystemTime,
     now: SystemTime,
 ) -> Duration {
+    // §5.1: of a list, the first member; anything but digits (`+5`, `-1`, `1.5`, `ten`)
+    // makes the field ignored.
     let age_value = headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, |s| {
-            Duration::from_secs(s.min(MAX_DELTA_SECONDS))
-        });
+        .and_then(|v| seconds(v.split(',').next().unwrap_or("").trim()))
+        .map_or(Duration::ZERO, Duration::from_secs);
     let date = headers
         .get(DATE)
         .and_then(http_date)
@@ -122,10 +122,24 @@ mod tests {
             current_age(&h, sent, received, now),
             Duration::from_secs(42)
         );
-        let bad_age = headers(&[(AGE, "ten")]);
+        for bad in ["ten", "+10", "-10", "1.5", "10s", "", ", 10"] {
+            let bad_age = headers(&[(AGE, bad)]);
+            assert_eq!(
+                current_age(&bad_age, received, received, now),
+                Duration::from_secs(30),
+                "Age: {bad:?} is ignored"
+            );
+        }
+        // A list: its first member; an overflow: the largest delta-seconds.
+        let list = headers(&[(AGE, "10, 20")]);
         assert_eq!(
-            current_age(&bad_age, received, received, now),
-            Duration::from_secs(30)
+            current_age(&list, received, received, now),
+            Duration::from_secs(40)
+        );
+        let huge = headers(&[(AGE, "99999999999999999999999")]);
+        assert_eq!(
+            current_age(&huge, received, received, received),
+            Duration::from_secs(2_147_483_648)
         );
     }
 }
