@@ -3,3 +3,4 @@
 
 mod embedded;
 mod footprint;
+mod origin_failure;
