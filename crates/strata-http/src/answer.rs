@@ -65,17 +65,25 @@ pub(crate) fn stored<RB>(
 /// (RFC 9110 §13.1.2, §13.1.3, weak comparison).
 pub(crate) fn not_modified(request: &HeaderMap, response: &HeaderMap) -> bool {
     if request.contains_key(IF_NONE_MATCH) {
-        let Some(etag) = response.get(ETAG).and_then(|e| e.to_str().ok()) else {
+        let Some(ours) = response
+            .get(ETAG)
+            .and_then(|e| e.to_str().ok())
+            .and_then(|e| match EntityTags::new(e).next() {
+                Some(Tag::Opaque(tag)) => Some(tag),
+                _ => None,
+            })
+        else {
             return false;
         };
-        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
-        let ours = opaque(etag);
         return request
             .get_all(IF_NONE_MATCH)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|tag| tag.trim() == "*" || opaque(tag) == ours);
+            .flat_map(EntityTags::new)
+            .any(|tag| match tag {
+                Tag::Any => true,
+                Tag::Opaque(theirs) => theirs == ours,
+            });
     }
     match (
         request.get(IF_MODIFIED_SINCE).and_then(http_date),
@@ -83,6 +91,49 @@ pub(crate) fn not_modified(request: &HeaderMap, response: &HeaderMap) -> bool {
     ) {
         (Some(since), Some(modified)) => modified <= since,
         _ => false,
+    }
+}
+
+/// One member of an `If-None-Match` list (RFC 9110 §8.8.3, §13.1.2).
+#[derive(Debug, PartialEq, Eq)]
+enum Tag<'a> {
+    /// `*`.
+    Any,
+    /// An entity-tag's opaque part, quotes included, weakness dropped (weak comparison).
+    Opaque(&'a str),
+}
+
+/// The entity-tags of a list, read as the grammar says: a comma inside the quotes belongs to
+/// the tag (`"a,b"` is one). Reading stops at the first member that is not an entity-tag.
+struct EntityTags<'a>(&'a str);
+
+impl<'a> EntityTags<'a> {
+    fn new(list: &'a str) -> Self {
+        EntityTags(list)
+    }
+}
+
+impl<'a> Iterator for EntityTags<'a> {
+    type Item = Tag<'a>;
+
+    fn next(&mut self) -> Option<Tag<'a>> {
+        let rest = self.0.trim_start_matches([' ', '\t', ',']);
+        if let Some(after) = rest.strip_prefix('*') {
+            self.0 = after;
+            return Some(Tag::Any);
+        }
+        let quoted = rest.strip_prefix("W/").unwrap_or(rest);
+        if !quoted.starts_with('"') {
+            self.0 = "";
+            return None;
+        }
+        let Some(end) = quoted[1..].find('"') else {
+            self.0 = "";
+            return None;
+        };
+        let (tag, after) = quoted.split_at(end + 2);
+        self.0 = after;
+        Some(Tag::Opaque(tag))
     }
 }
 
@@ -96,6 +147,31 @@ pub(crate) fn mark<B>(response: &mut Response<B>, status: &CacheStatus, cache_na
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entity_tag_lists_keep_commas_inside_quotes() {
+        let tags: Vec<Tag<'_>> = EntityTags::new(r#""a,b", W/"c" ,"d",*"#).collect();
+        assert_eq!(
+            tags,
+            [
+                Tag::Opaque(r#""a,b""#),
+                Tag::Opaque(r#""c""#),
+                Tag::Opaque(r#""d""#),
+                Tag::Any
+            ]
+        );
+        // Not an entity-tag: reading stops there.
+        let tags: Vec<Tag<'_>> = EntityTags::new(r#""a", b, "c""#).collect();
+        assert_eq!(tags, [Tag::Opaque(r#""a""#)]);
+        assert_eq!(EntityTags::new(r#""unterminated"#).count(), 0);
+        let stored = map(&[(ETAG, r#""a,b""#)]);
+        assert!(not_modified(
+            &map(&[(IF_NONE_MATCH, r#""x", "a,b""#)]),
+            &stored
+        ));
+        assert!(!not_modified(&map(&[(IF_NONE_MATCH, r#""a""#)]), &stored));
+        assert!(!not_modified(&map(&[(IF_NONE_MATCH, r#"b""#)]), &stored));
+    }
 
     fn map(pairs: &[(HeaderName, &str)]) -> HeaderMap {
         pairs
