@@ -15,9 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use strata_gateway::{Config, Gateway};
+
+use crate::start;
 use strata_testkit::RedisServer;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const TOKEN: &str = "library-token";
 
@@ -55,24 +55,6 @@ fn config(upstream: SocketAddr, redis: Option<&str>) -> Config {
         "test",
     )
     .unwrap()
-}
-
-/// A gateway serving in the background: its address, the sender that shuts it down, and
-/// what `serve` returned.
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    served: JoinHandle<std::io::Result<()>>,
-}
-
-async fn start(gateway: Gateway) -> Running {
-    let listeners = gateway.bind().unwrap();
-    let addr = listeners.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(gateway.serve(listeners, async {
-        let _ = stopped.await;
-    }));
-    Running { addr, stop, served }
 }
 
 async fn fetch(client: &Client<HttpConnector, Empty<Bytes>>, url: String) -> (u16, String, String) {

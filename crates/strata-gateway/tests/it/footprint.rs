@@ -8,7 +8,6 @@ use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use strata_gateway::{Config, Gateway};
 use strata_testkit::RedisServer;
 
 /// The length of the largest string value in the database.
@@ -35,23 +34,14 @@ async fn a_stored_response_weighs_its_body_plus_a_small_header() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let config = Config::parse(
-        &format!(
-            "listen = \"127.0.0.1:0\"\nworkers = 1\nredis = \"{}\"\n\
+    // Kept: dropping it would shut the gateway down.
+    let gateway = crate::serve(&format!(
+        "listen = \"127.0.0.1:0\"\nworkers = 1\nredis = \"{}\"\n\
              [[route]]\nprefix = \"/\"\nupstream = \"http://{upstream}\"\n",
-            redis.url()
-        ),
-        "test",
-    )
-    .unwrap();
-    let gateway = Gateway::builder(config)
-        .without_metrics_endpoint()
-        .build()
-        .await
-        .unwrap();
-    let listeners = gateway.bind().unwrap();
-    let addr = listeners.local_addr().unwrap();
-    tokio::spawn(gateway.serve(listeners, std::future::pending()));
+        redis.url()
+    ))
+    .await;
+    let addr = gateway.addr;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
 
     // 100 KB, and 1 MiB: the route's default `max_body`, which must fit as it is.

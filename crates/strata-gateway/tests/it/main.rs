@@ -4,3 +4,38 @@
 mod embedded;
 mod footprint;
 mod origin_failure;
+
+use std::net::SocketAddr;
+
+use strata_gateway::{Config, Gateway};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A gateway serving in the background: its address, the sender that shuts it down, and
+/// what `serve` returned.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) stop: oneshot::Sender<()>,
+    pub(crate) served: JoinHandle<std::io::Result<()>>,
+}
+
+pub(crate) async fn start(gateway: Gateway) -> Running {
+    let listeners = gateway.bind().unwrap();
+    let addr = listeners.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(gateway.serve(listeners, async {
+        let _ = stopped.await;
+    }));
+    Running { addr, stop, served }
+}
+
+/// A gateway of `config` without a `/metrics` endpoint (tests share one process), serving.
+pub(crate) async fn serve(config: &str) -> Running {
+    let config = Config::parse(config, "test").unwrap();
+    let gateway = Gateway::builder(config)
+        .without_metrics_endpoint()
+        .build()
+        .await
+        .unwrap();
+    start(gateway).await
+}

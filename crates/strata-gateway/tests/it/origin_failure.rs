@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use strata_gateway::{Config, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An origin on raw TCP: the first connection gets a stale-but-usable response; every later
@@ -53,22 +52,13 @@ async fn a_connection_closed_by_the_origin_is_a_failure_stale_if_error_covers() 
 
 async fn answers_stale_when_the_origin_sends(later: &'static str) {
     let (served, upstream) = origin(later).await;
-    let config = Config::parse(
-        &format!(
-            "listen = \"127.0.0.1:0\"\nworkers = 1\n\
+    // Kept: dropping it would shut the gateway down.
+    let gateway = crate::serve(&format!(
+        "listen = \"127.0.0.1:0\"\nworkers = 1\n\
              [[route]]\nprefix = \"/\"\nupstream = \"http://{upstream}\"\n"
-        ),
-        "test",
-    )
-    .unwrap();
-    let gateway = Gateway::builder(config)
-        .without_metrics_endpoint()
-        .build()
-        .await
-        .unwrap();
-    let listeners = gateway.bind().unwrap();
-    let addr = listeners.local_addr().unwrap();
-    tokio::spawn(gateway.serve(listeners, std::future::pending()));
+    ))
+    .await;
+    let addr = gateway.addr;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let get = || async {
         let r = client
