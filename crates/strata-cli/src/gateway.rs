@@ -22,23 +22,47 @@ pub(crate) struct GatewayArgs {
     /// Quick form: one upstream for every path, policy from its headers.
     #[arg(long, required_unless_present = "config")]
     upstream: Option<String>,
+    /// Quick form: where the admin API, `/metrics` and the dashboard listen, or `off`
+    /// (default: loopback, the port after `--listen`'s).
+    #[arg(long, conflicts_with = "config", value_parser = admin_listen)]
+    admin_listen: Option<AdminAt>,
+}
+
+/// `--admin-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct AdminAt(Option<SocketAddr>);
+
+fn admin_listen(text: &str) -> Result<AdminAt, String> {
+    if text == "off" {
+        return Ok(AdminAt(None));
+    }
+    text.parse()
+        .map(|a| AdminAt(Some(a)))
+        .map_err(|_| format!("{text:?} is not an address (expected e.g. 127.0.0.1:8081, or off)"))
 }
 
 pub(crate) async fn run(args: GatewayArgs) -> Result<ExitCode, BoxError> {
     let config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load(path)?,
-        (None, Some(upstream)) => Config::quick(args.listen, upstream)?,
+        (None, Some(upstream)) => {
+            let config = Config::quick(args.listen, upstream)?;
+            match args.admin_listen {
+                Some(AdminAt(at)) => config.with_admin_listen(at),
+                None => config,
+            }
+        }
         (None, None) => return Err("give --config FILE, or --upstream URL".into()),
     };
     // The file's settings win; else the environment's.
     let config = config.with_env();
-    let listen = config.listen();
     let gateway = Gateway::from_config(config).await?;
-    let listeners = gateway
-        .bind()
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listeners = gateway.bind()?;
+    let admin = listeners
+        .admin_addr()
+        .map(|a| format!(" (admin on http://{a})"))
+        .unwrap_or_default();
     eprintln!(
-        "strata gateway on http://{} — {}",
+        "strata gateway on http://{}{admin} — {}",
         listeners.local_addr()?,
         gateway.summary()
     );

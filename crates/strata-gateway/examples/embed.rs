@@ -14,6 +14,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gateway = Gateway::from_config(config).await?;
     let listeners = gateway.bind()?;
     println!("caching {upstream} on http://{}", listeners.local_addr()?);
+    if let Some(admin) = listeners.admin_addr() {
+        println!("purges, /metrics and the dashboard on http://{admin}");
+    }
     println!("{}", gateway.summary());
     gateway.serve(listeners, shutdown_signal()).await?;
     Ok(())

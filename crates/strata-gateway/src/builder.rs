@@ -176,6 +176,7 @@ impl GatewayBuilder {
             cache,
             reporter,
             listen: config.listen,
+            admin_listen: config.admin_listen(),
             workers,
             drain,
             summary,
@@ -208,7 +209,9 @@ fn install_recorder() -> Result<Option<PrometheusHandle>, Error> {
 /// The routes, the cache behind them and the admin API's state, one route per line.
 fn summary(config: &Config, backend: &str, token_set: bool) -> String {
     let mut s = format!("{} route(s), cache: {backend}", config.routes.len());
-    if !token_set {
+    if config.admin_listen().is_none() {
+        s.push_str(" — no admin listener (admin_listen = \"off\")");
+    } else if !token_set {
         s.push_str(" — admin API locked (no admin token: set admin_token or STRATA_ADMIN_TOKEN)");
     }
     for route in &config.routes {

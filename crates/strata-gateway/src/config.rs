@@ -17,9 +17,13 @@ use strata_http::{KeyPolicy, Policy, QueryKey, StoreOptIns};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where clients connect (default `127.0.0.1:8080`).
+    /// Where clients connect (default `127.0.0.1:8080`). Every path is forwarded.
     #[serde(default = "default_listen")]
     pub(crate) listen: SocketAddr,
+    /// Where the admin API, `/metrics` and the dashboard are served: an address, or `"off"`.
+    /// Default: loopback on the port after `listen`'s (`127.0.0.1:8081` for the default
+    /// listener; port 0 when `listen`'s is 0), so it is reachable from the host only.
+    pub(crate) admin_listen: Option<AdminListen>,
     /// Redis for L2, leases and the invalidation log (`redis://`, `rediss://`,
     /// `redis+sentinel://`, `redis+cluster://`); else `REDIS_URL`; else the embedded
     /// in-memory cache.
@@ -115,13 +119,16 @@ pub(crate) struct CacheConfig {
     /// Query parameters in the key: `"all"` (default), `"none"`, or `{ only = [...] }` /
     /// `{ except = [...] }`.
     pub(crate) query: Option<QueryConfig>,
-    /// Request headers in the key (the only ones, with the pass-through ones, the upstream
-    /// sees on cacheable requests).
+    /// Request headers in the key (besides the variants the upstream's `Vary` selects).
     #[serde(default)]
     pub(crate) headers: Vec<HeaderNameValue>,
-    /// Forward every request header on cacheable requests (only `Vary` then protects).
-    #[serde(default)]
-    pub(crate) forward_unkeyed: bool,
+    /// Hardening: a cacheable request reaches the upstream with only its keyed headers (and
+    /// `traceparent`, `tracestate`, `x-request-id`), for upstreams that read headers they do
+    /// not list in `Vary` (cache poisoning). Default false: every header is forwarded.
+    pub(crate) strip_unkeyed: Option<bool>,
+    /// The former name of `strip_unkeyed = false` (forwarding is now the default): `true`
+    /// is accepted and changes nothing, `false` strips.
+    pub(crate) forward_unkeyed: Option<bool>,
     /// Store `private` responses.
     #[serde(default)]
     pub(crate) private: bool,
@@ -180,6 +187,29 @@ fn default_namespace() -> String {
 }
 fn default_l1_size() -> ByteSize {
     ByteSize(256 << 20)
+}
+
+/// `admin_listen`: an address, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdminListen {
+    /// No admin listener: no purge API, no `/metrics`, no dashboard.
+    Off,
+    /// Listen here.
+    At(SocketAddr),
+}
+
+impl<'de> Deserialize<'de> for AdminListen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "off" {
+            return Ok(AdminListen::Off);
+        }
+        text.parse().map(AdminListen::At).map_err(|_| {
+            de::Error::custom(format!(
+                "{text:?} is not an address (expected e.g. \"127.0.0.1:8081\", or \"off\")"
+            ))
+        })
+    }
 }
 
 /// A size: a number of bytes, or a string with a unit (`512KiB`, `256MiB`, `1GiB`).
@@ -446,12 +476,42 @@ impl Config {
         self.listen
     }
 
+    /// Where the admin API, `/metrics` and the dashboard listen (`None`: nowhere). Unless
+    /// set, loopback on the port after [`listen`](Self::listen)'s (port 0 stays 0).
+    pub fn admin_listen(&self) -> Option<SocketAddr> {
+        match self.admin_listen {
+            Some(AdminListen::Off) => None,
+            Some(AdminListen::At(addr)) => Some(addr),
+            None => {
+                let ip = if self.listen.is_ipv6() {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                };
+                let port = match self.listen.port() {
+                    0 => 0,
+                    p => p.checked_add(1)?,
+                };
+                Some(SocketAddr::new(ip, port))
+            }
+        }
+    }
+
+    /// Sets where the admin API listens ([`admin_listen`](Self::admin_listen); `None`:
+    /// nowhere).
+    #[must_use]
+    pub fn with_admin_listen(mut self, at: Option<SocketAddr>) -> Self {
+        self.admin_listen = Some(at.map_or(AdminListen::Off, AdminListen::At));
+        self
+    }
+
     /// The configuration of the quick form: one route, `/` → `upstream`.
     pub fn quick(listen: SocketAddr, upstream: &str) -> Result<Config, ConfigError> {
         let upstream =
             Upstream::parse(upstream).map_err(|e| ConfigError(format!("--upstream {e}")))?;
         Ok(Config {
             listen,
+            admin_listen: None,
             redis: None,
             namespace: default_namespace(),
             log_shards: None,
@@ -492,7 +552,7 @@ impl RouteConfig {
         let c = &self.cache;
         let mut key = KeyPolicy::default()
             .headers(c.headers.iter().map(|h| h.0.clone()))
-            .strip_unkeyed(!c.forward_unkeyed);
+            .strip_unkeyed(c.strip_unkeyed.unwrap_or(c.forward_unkeyed == Some(false)));
         if let Some(template) = &c.key {
             key = key.template(template)?;
         }
@@ -627,6 +687,25 @@ upstream = "http://127.0.0.1:3000/base/"
         let c = Config::parse(text, "deploy/docker/gateway.toml").unwrap();
         assert!(c.listen.ip().is_unspecified(), "{}", c.listen);
         assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn the_admin_listener_defaults_to_loopback_beside_the_public_one() {
+        let at = |text: &str| Config::parse(&format!("{text}\n{GOOD}"), "g.toml");
+        let c = at("").unwrap();
+        assert_eq!(c.admin_listen(), Some("127.0.0.1:9001".parse().unwrap()));
+        let c = Config::parse(&GOOD.replace("127.0.0.1:9000", "0.0.0.0:0"), "g").unwrap();
+        assert_eq!(c.admin_listen(), Some("127.0.0.1:0".parse().unwrap()));
+        let c = Config::parse(&GOOD.replace("127.0.0.1:9000", "[::]:80"), "g").unwrap();
+        assert_eq!(c.admin_listen(), Some("[::1]:81".parse().unwrap()));
+        assert_eq!(at("admin_listen = \"off\"").unwrap().admin_listen(), None);
+        let c = at("admin_listen = \"10.0.0.1:9100\"").unwrap();
+        assert_eq!(c.admin_listen(), Some("10.0.0.1:9100".parse().unwrap()));
+        let e = at("admin_listen = \"localhost\"").unwrap_err().0;
+        assert!(
+            e.contains("admin_listen") && e.contains("not an address"),
+            "{e}"
+        );
     }
 
     #[test]

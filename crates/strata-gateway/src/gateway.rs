@@ -20,6 +20,7 @@ pub struct Gateway {
     /// Publishes this instance's hit counters (with Redis), flushed once more at the end.
     pub(crate) reporter: Option<StatsReporter>,
     pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) workers: usize,
     pub(crate) drain: Duration,
     pub(crate) summary: String,
@@ -30,6 +31,7 @@ impl fmt::Debug for Gateway {
         f.debug_struct("Gateway")
             .field("namespace", &self.cache.namespace())
             .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
             .field("workers", &self.workers)
             .field("routes", &self.handler.routes.len())
             .finish_non_exhaustive()
@@ -38,10 +40,10 @@ impl fmt::Debug for Gateway {
 
 impl Gateway {
     /// Binds the configured address, one socket per worker thread (`SO_REUSEPORT`: the kernel
-    /// spreads connections over them). With port 0, [`Listeners::local_addr`] tells the
-    /// port chosen.
+    /// spreads connections over them), and the admin listener's. With port 0,
+    /// [`Listeners::local_addr`] and [`Listeners::admin_addr`] tell the ports chosen.
     pub fn bind(&self) -> std::io::Result<Listeners> {
-        server::bind(self.listen, self.workers)
+        server::bind(self.listen, self.workers, self.admin_listen)
     }
 
     /// Serves on `listeners` until `shutdown` resolves ([`shutdown_signal`](crate::shutdown_signal)

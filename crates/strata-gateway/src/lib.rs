@@ -43,6 +43,7 @@ mod config;
 mod dashboard;
 mod error;
 mod follow;
+mod forwarding;
 mod gateway;
 mod handler;
 mod proxy;

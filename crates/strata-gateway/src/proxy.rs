@@ -1,7 +1,6 @@
 //! The upstream side: a pooled hyper client, one [`Proxy`] service per route.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,31 +8,24 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
-use http::{HeaderName, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use strata_http::{SharedRequest, strip_hop_by_hop};
+use strata_http::strip_hop_by_hop;
 use tower_service::Service;
 
 use crate::config::{Upstream, UpstreamSettings};
+use crate::forwarding;
 
-/// A request body: the client's, with the client's address (for `X-Forwarded-For` when the
-/// request is passed on as it came) — or none, on requests the cache makes for everyone.
-/// The address rides on the body rather than in extensions: no map allocated per request.
+/// A request body: the client's, or none on requests the cache makes for everyone.
 #[derive(Debug, Default)]
-pub(crate) struct RequestBody {
-    body: Option<Incoming>,
-    peer: Option<SocketAddr>,
-}
+pub(crate) struct RequestBody(Option<Incoming>);
 
 impl RequestBody {
-    pub(crate) fn new(body: Incoming, peer: SocketAddr) -> Self {
-        RequestBody {
-            body: Some(body),
-            peer: Some(peer),
-        }
+    pub(crate) fn new(body: Incoming) -> Self {
+        RequestBody(Some(body))
     }
 }
 
@@ -45,18 +37,18 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.body.as_mut() {
+        match self.0.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(Body::is_end_stream)
+        self.0.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body
+        self.0
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
@@ -122,10 +114,6 @@ impl Proxy {
     }
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Service<Request<RequestBody>> for Proxy {
@@ -141,29 +129,12 @@ impl Service<Request<RequestBody>> for Proxy {
         let this = self.clone();
         Box::pin(async move {
             let target = this.target(request.uri())?;
-            let shared = request.extensions().get::<SharedRequest>().is_some();
-            let peer = request.body().peer;
+            // `X-Forwarded-*` were set as the request came in (`forwarding::from_client`):
+            // what of them a request the cache shares carries is its key policy's call.
+            let received = request.version();
             let headers = request.headers_mut();
             strip_hop_by_hop(headers);
-            let original_host = headers.remove(HOST);
-            // Requests the cache may share carry only keyed input: nothing about this client.
-            if !shared {
-                if let Some(addr) = peer {
-                    let ip = addr.ip().to_string();
-                    let forwarded =
-                        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                            Some(earlier) => format!("{earlier}, {ip}"),
-                            None => ip,
-                        };
-                    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-                        headers.insert(X_FORWARDED_FOR, v);
-                    }
-                }
-                if let Some(host) = original_host {
-                    headers.insert(X_FORWARDED_HOST, host);
-                }
-                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-            }
+            forwarding::via(headers, received);
             let inner = &this.0;
             if let Ok(host) = HeaderValue::from_str(inner.upstream.authority.as_str()) {
                 headers.insert(HOST, host);
@@ -183,6 +154,9 @@ impl Service<Request<RequestBody>> for Proxy {
                 })??;
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            forwarding::via(&mut parts.headers, parts.version);
+            // The client is answered in its own protocol, whatever the upstream spoke.
+            parts.version = http::Version::HTTP_11;
             Ok(Response::from_parts(parts, body))
         })
     }

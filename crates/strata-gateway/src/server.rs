@@ -18,16 +18,33 @@ use crate::handler::Handler;
 /// The listening sockets of a gateway (see [`Gateway::bind`](crate::Gateway::bind)): bound,
 /// not yet accepting.
 #[derive(Debug)]
-pub struct Listeners(pub(crate) Vec<std::net::TcpListener>);
+pub struct Listeners {
+    pub(crate) public: Vec<std::net::TcpListener>,
+    pub(crate) admin: Option<std::net::TcpListener>,
+}
 
 impl Listeners {
-    /// The address they listen on (the port the system chose, for port 0).
+    /// The address clients connect to (the port the system chose, for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0
+        self.public
             .first()
             .ok_or_else(|| std::io::Error::other("no listener"))?
             .local_addr()
     }
+
+    /// The admin listener's address (`/metrics`, `/_strata/…`), if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// What a listener serves.
+#[derive(Clone, Copy)]
+enum Side {
+    /// The routes: every path.
+    Public,
+    /// The admin API, `/metrics` and the dashboard.
+    Admin,
 }
 
 /// Serves on `listeners`, one thread with its own single-threaded runtime each (as
@@ -42,11 +59,17 @@ pub(crate) async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sides = listeners
+        .public
+        .into_iter()
+        .map(|l| (l, Side::Public))
+        .chain(listeners.admin.map(|l| (l, Side::Admin)))
+        .collect::<Vec<_>>();
     // Pooled upstream connections live on whichever thread opened them, and serve every
     // thread: no runtime may end while another still has requests in flight.
-    let drained = Arc::new(tokio::sync::Barrier::new(listeners.0.len()));
+    let drained = Arc::new(tokio::sync::Barrier::new(sides.len()));
     let mut threads = Vec::new();
-    for (i, listener) in listeners.0.into_iter().enumerate() {
+    for (i, (listener, side)) in sides.into_iter().enumerate() {
         let handler = handler.clone();
         let stopped = stopped.clone();
         let drained = drained.clone();
@@ -55,10 +78,13 @@ pub(crate) async fn serve(
             .build()?;
         threads.push(
             std::thread::Builder::new()
-                .name(format!("gateway-{i}"))
+                .name(match side {
+                    Side::Public => format!("gateway-{i}"),
+                    Side::Admin => "gateway-admin".into(),
+                })
                 .spawn(move || {
                     runtime.block_on(async {
-                        accept(handler, listener, stopped, drain).await;
+                        accept(handler, listener, side, stopped, drain).await;
                         drained.wait().await;
                     });
                 })?,
@@ -80,6 +106,7 @@ pub(crate) async fn serve(
 async fn accept(
     handler: Arc<Handler>,
     listener: std::net::TcpListener,
+    side: Side,
     mut stopped: tokio::sync::watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -107,7 +134,12 @@ async fn accept(
                 let handler = handler.clone();
                 let service = service_fn(move |request| {
                     let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
+                    async move {
+                        Ok::<_, Infallible>(match side {
+                            Side::Public => handler.public(request, peer).await,
+                            Side::Admin => handler.admin(request).await,
+                        })
+                    }
                 });
                 // Small answers go out in one write (the body copied behind the head)
                 // rather than a writev of two buffers: measured faster for cached hits.
@@ -138,8 +170,33 @@ async fn accept(
 }
 
 /// `workers` listening sockets on `addr` (the first decides the port when it is 0), with
-/// `SO_REUSEPORT` so the kernel spreads connections over them.
-pub(crate) fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Listeners> {
+/// `SO_REUSEPORT` so the kernel spreads connections over them; and the admin one.
+pub(crate) fn bind(
+    addr: SocketAddr,
+    workers: usize,
+    admin: Option<SocketAddr>,
+) -> std::io::Result<Listeners> {
+    let public = bind_public(addr, workers)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let admin = admin
+        .map(|at| {
+            std::net::TcpListener::bind(at)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot listen on {at} for the admin API: {e} (set `admin_listen` \
+                             to another address, or \"off\")"
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
+    Ok(Listeners { public, admin })
+}
+
+fn bind_public(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Socket, Type};
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
     let mut at = addr;
@@ -154,7 +211,7 @@ pub(crate) fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Listener
         at = listener.local_addr()?;
         out.push(listener);
     }
-    Ok(Listeners(out))
+    Ok(out)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: what `strata gateway` passes to

@@ -2,8 +2,8 @@
 //! every field line, never failing — what cannot be understood is ignored or, for freshness,
 //! treated as stale, as §4.2.1 asks.
 
-use http::HeaderMap;
 use http::header::CACHE_CONTROL;
+use http::{HeaderMap, HeaderName};
 
 /// The largest delta-seconds a cache must represent (RFC 9111 §1.2.2): larger values, and
 /// overflows, count as this.
@@ -67,6 +67,63 @@ impl CacheControl {
             }
         }
         cc
+    }
+
+    /// Targeted cache control (RFC 9213): the directives of the first of `targets` that
+    /// `headers` holds with a valid, non-empty value, or `None` (then `Cache-Control` and
+    /// `Expires` decide). A targeted field is a Structured Fields Dictionary (RFC 8941), its
+    /// field lines joined; one that does not parse is ignored as if absent.
+    ///
+    /// ```
+    /// use http::{HeaderMap, HeaderName, HeaderValue};
+    /// use strata_http::CacheControl;
+    /// let cdn = HeaderName::from_static("cdn-cache-control");
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    /// headers.insert(cdn.clone(), HeaderValue::from_static("max-age=600, stale-if-error=60"));
+    /// let cc = CacheControl::targeted(&headers, &[cdn]).unwrap();
+    /// assert_eq!((cc.max_age, cc.no_store), (Some(600), false));
+    /// ```
+    pub fn targeted(headers: &HeaderMap, targets: &[HeaderName]) -> Option<Self> {
+        targets.iter().find_map(|name| {
+            let mut lines = headers.get_all(name).iter();
+            let mut joined = lines.next()?.as_bytes().to_vec();
+            for line in lines {
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(line.as_bytes());
+            }
+            let dictionary: sfv::Dictionary = sfv::Parser::new(&joined).parse().ok()?;
+            if dictionary.is_empty() {
+                return None;
+            }
+            let mut cc = CacheControl::default();
+            for (key, entry) in &dictionary {
+                cc.apply_member(key.as_str(), entry);
+            }
+            Some(cc)
+        })
+    }
+
+    /// One member of a targeted field. A directive is on unless its value is `?0`; a
+    /// delta-seconds one takes a non-negative Integer, and anything else makes it 0 (stale),
+    /// as an invalid `Cache-Control` value does.
+    fn apply_member(&mut self, name: &str, entry: &sfv::ListEntry) {
+        let item = match entry {
+            sfv::ListEntry::Item(item) => Some(&item.bare_item),
+            sfv::ListEntry::InnerList(_) => None,
+        };
+        if item.and_then(sfv::BareItem::as_boolean) == Some(false) {
+            return;
+        }
+        let integer = item
+            .and_then(sfv::BareItem::as_integer)
+            .and_then(|i| u64::try_from(i64::from(i)).ok())
+            .map(|n| n.min(MAX_DELTA_SECONDS).to_string());
+        let arg = match item {
+            Some(i) if i.as_boolean().is_some() => None,
+            _ => Some(integer.as_deref().unwrap_or("invalid")),
+        };
+        self.apply(name, arg);
     }
 
     fn apply(&mut self, name: &str, arg: Option<&str>) {
@@ -232,7 +289,82 @@ mod tests {
         );
     }
 
+    fn targeted(lines: &[(&str, &str)]) -> Option<CacheControl> {
+        let mut headers = HeaderMap::new();
+        for (name, line) in lines {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(line).unwrap(),
+            );
+        }
+        let targets = ["strata-cache-control", "cdn-cache-control"].map(HeaderName::from_static);
+        CacheControl::targeted(&headers, &targets)
+    }
+
+    #[test]
+    fn the_first_valid_target_field_wins() {
+        let cc = targeted(&[
+            ("cache-control", "max-age=5"),
+            ("cdn-cache-control", "max-age=600"),
+            ("strata-cache-control", "s-maxage=60, must-revalidate"),
+        ])
+        .unwrap();
+        assert_eq!((cc.s_maxage, cc.max_age), (Some(60), None));
+        assert!(cc.must_revalidate);
+        // Field lines are one dictionary.
+        let cc = targeted(&[
+            ("cdn-cache-control", "max-age=600"),
+            ("cdn-cache-control", "no-cache, private"),
+        ])
+        .unwrap();
+        assert!(cc.no_cache && cc.private && cc.max_age == Some(600));
+        assert_eq!(targeted(&[("cache-control", "max-age=5")]), None);
+    }
+
+    #[test]
+    fn invalid_or_empty_target_fields_are_ignored() {
+        // Not a dictionary (uppercase key, a stray quote, a trailing comma): the next target,
+        // else none.
+        for bad in ["Max-Age=60", "max-age=\"60", "max-age=60,", "max-age=60;;"] {
+            assert_eq!(
+                targeted(&[
+                    ("strata-cache-control", bad),
+                    ("cdn-cache-control", "max-age=7")
+                ])
+                .unwrap()
+                .max_age,
+                Some(7),
+                "{bad}"
+            );
+            assert_eq!(targeted(&[("cdn-cache-control", bad)]), None, "{bad}");
+        }
+        assert_eq!(targeted(&[("cdn-cache-control", " ")]), None);
+    }
+
+    #[test]
+    fn target_field_values_are_typed() {
+        let cc = targeted(&[(
+            "cdn-cache-control",
+            "max-age=\"60\", stale-if-error=-1, no-store=?0, private=?1, no-cache=(a b)",
+        )])
+        .unwrap();
+        // A string or a negative number is no delta-seconds: stale, the safe reading.
+        assert_eq!((cc.max_age, cc.stale_if_error), (Some(0), Some(0)));
+        assert!(!cc.no_store && cc.private && cc.no_cache);
+        let cc = targeted(&[("cdn-cache-control", "max-age=1.5")]).unwrap();
+        assert_eq!(cc.max_age, Some(0));
+    }
+
     proptest! {
+        #[test]
+        fn any_target_field_parses_without_panic(text in "[ -~]{0,120}") {
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                let mut headers = HeaderMap::new();
+                headers.insert("cdn-cache-control", value);
+                let _ = CacheControl::targeted(&headers, &[HeaderName::from_static("cdn-cache-control")]);
+            }
+        }
+
         #[test]
         fn any_visible_ascii_parses_without_panic(text in "[ -~]{0,200}") {
             if let Ok(value) = HeaderValue::from_str(&text) {

@@ -1,10 +1,13 @@
 //! The cache key of a request, and the request the origin is sent for it.
 //!
-//! The key decides which requests share a stored response, so it also decides what the
-//! origin may see: with [`KeyPolicy::strip_unkeyed`] (the default) a request that may be
-//! answered from the cache reaches the origin with only what is in its key — the keyed query
-//! parameters and the keyed headers, nothing else — so no unkeyed input (`X-Forwarded-Host`,
-//! a tracking parameter, a cookie) can change a response that others will be served.
+//! The key decides which requests share a stored response. By default a request reaches the
+//! origin as nginx and Varnish forward it: every end-to-end header (the query reduced to its
+//! keyed parameters), and the response's `Vary` keys the variants. With
+//! [`KeyPolicy::strip_unkeyed`] a request that may be answered from the cache reaches the
+//! origin with only what is in its key — the keyed query parameters and the keyed headers,
+//! nothing else — so no unkeyed input (`X-Forwarded-Host`, a custom header the origin reflects
+//! into its page) can change a response that others will be served: the hardening for origins
+//! that read headers they do not list in `Vary` (cache poisoning).
 
 use std::fmt::Write;
 
@@ -75,14 +78,15 @@ pub struct KeyPolicy {
 }
 
 impl Default for KeyPolicy {
-    /// `{path}{query}`, all query parameters, no headers, unkeyed headers stripped except
-    /// `traceparent`, `tracestate` and `x-request-id`.
+    /// `{path}{query}`, all query parameters, no headers; every header forwarded (with
+    /// [`strip_unkeyed`](KeyPolicy::strip_unkeyed), all but `traceparent`, `tracestate` and
+    /// `x-request-id` stripped).
     fn default() -> Self {
         KeyPolicy {
             template: vec![Part::Path, Part::Query],
             query: QueryKey::All,
             headers: Vec::new(),
-            strip_unkeyed: true,
+            strip_unkeyed: false,
             pass_headers: ["traceparent", "tracestate", "x-request-id"]
                 .map(HeaderName::from_static)
                 .to_vec(),
@@ -203,7 +207,14 @@ impl KeyPolicy {
     }
 
     /// Whether a cacheable request reaches the origin with only its keyed headers (default
-    /// `true`). Off, the origin sees every header and only `Vary` protects the cache.
+    /// `false`: the origin sees every end-to-end header, and its `Vary` must list those its
+    /// answer depends on).
+    ///
+    /// Turn it on for an origin that reads headers it does not list in `Vary`: an attacker
+    /// who sends `X-Forwarded-Host: evil.example` to an origin that builds absolute links
+    /// from it would otherwise get a page with their links stored and served to everyone
+    /// (web cache poisoning). Stripped, such a header never reaches the origin on a request
+    /// whose answer may be shared; requests passed on as they came still carry everything.
     pub fn strip_unkeyed(mut self, strip: bool) -> Self {
         self.strip_unkeyed = strip;
         self
@@ -427,8 +438,26 @@ mod tests {
     }
 
     #[test]
-    fn only_keyed_and_pass_headers_reach_the_origin() {
+    fn every_header_reaches_the_origin_unless_stripped() {
+        let p = parts(
+            "/a",
+            &[
+                ("accept", "text/html"),
+                ("x-api-key", "k"),
+                ("if-none-match", "\"v1\""),
+            ],
+        );
+        let out = KeyPolicy::default().origin_headers(&p.headers);
+        // The client's conditionals are the cache's to answer: its own go instead.
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out["accept"], "text/html");
+        assert_eq!(out["x-api-key"], "k");
+    }
+
+    #[test]
+    fn stripped_only_keyed_and_pass_headers_reach_the_origin() {
         let policy = KeyPolicy::default()
+            .strip_unkeyed(true)
             .template("{host}{path}{query}|{header:accept-language}")
             .unwrap();
         let p = parts(

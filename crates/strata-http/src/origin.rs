@@ -11,10 +11,9 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
-use crate::cache_control::CacheControl;
 use crate::freshness::{current_age, freshness_lifetime};
-use crate::policy::Policy;
-use crate::storable::{NotStored, storable};
+use crate::policy::{Policy, ResponseDirectives};
+use crate::storable::{NotStored, storable_with};
 use crate::stored::{StoredResponse, unix_us};
 
 /// Marks a request the cache sent to the origin on behalf of everyone it may store the
@@ -124,31 +123,44 @@ pub(crate) fn keep(
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Result<Keep, NotStored> {
-    match storable(&Method::GET, request, status, response, policy.opt_ins) {
+    let ResponseDirectives { cc, targeted } = policy.directives(response);
+    match storable_with(
+        &Method::GET,
+        request,
+        status,
+        response,
+        &cc,
+        targeted,
+        policy.opt_ins,
+    ) {
         Err(NotStored::NoFreshness) if policy.ttl.or(policy.default_ttl).is_some() => {}
         other => other?,
     }
-    let cc = CacheControl::from_headers(response);
     let lifetime = policy
         .ttl
-        .or_else(|| freshness_lifetime(&cc, response))
+        .or_else(|| {
+            if targeted {
+                cc.s_maxage.or(cc.max_age).map(Duration::from_secs)
+            } else {
+                freshness_lifetime(&cc, response)
+            }
+        })
         .or(policy.default_ttl)
         .unwrap_or(Duration::ZERO);
     let initial_age = current_age(response, request_time, response_time, response_time);
     let secs = |s: Option<u64>| s.map(Duration::from_secs);
     let must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
-    // `must-revalidate` rules out serving stale while revalidating, and the route's default
-    // stale-if-error; an explicit `stale-if-error` from the origin is its own, more specific
-    // permission (RFC 5861 §4) and is kept.
-    let swr = if must_revalidate {
-        Duration::ZERO
-    } else {
-        secs(cc.stale_while_revalidate)
-            .or(policy.swr)
-            .unwrap_or_default()
-    };
+    // Never served stale past `must-revalidate`, `proxy-revalidate`, `s-maxage` or
+    // `no-cache` (RFC 9111 §4.2.4: an explicit directive forbids it), not even where a
+    // `stale-if-error` of the origin's, the request's or the route's would allow it.
+    let no_stale = must_revalidate || cc.no_cache;
+    let swr = secs(cc.stale_while_revalidate)
+        .or(policy.swr)
+        .filter(|_| !no_stale)
+        .unwrap_or_default();
     let sie = secs(cc.stale_if_error)
-        .or(policy.sie.filter(|_| !must_revalidate))
+        .or(policy.sie)
+        .filter(|_| !no_stale)
         .unwrap_or_default();
     let validator = response.contains_key(ETAG) || response.contains_key(LAST_MODIFIED);
     let revalidation = if validator {

@@ -2,11 +2,15 @@
 
 use std::time::Duration;
 
+use http::{HeaderMap, HeaderName};
+
+use crate::cache_control::CacheControl;
 use crate::key::KeyPolicy;
 use crate::storable::StoreOptIns;
 
 /// How one route caches. The defaults are a strict shared cache: freshness only from the
-/// origin's headers, nothing private or personal stored, unkeyed input stripped.
+/// origin's headers (targeted fields first, RFC 9213), nothing private or personal stored,
+/// every request header forwarded and variants keyed by the response's `Vary`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -35,7 +39,19 @@ pub struct Policy {
     pub(crate) request_directives: bool,
     pub(crate) debug: bool,
     pub(crate) cache_name: String,
+    pub(crate) targets: Vec<HeaderName>,
 }
+
+/// A response's cache directives as this cache reads them.
+pub(crate) struct ResponseDirectives {
+    pub(crate) cc: CacheControl,
+    /// From a targeted field (RFC 9213): `Cache-Control` and `Expires` are ignored.
+    pub(crate) targeted: bool,
+}
+
+/// The targeted fields honoured by default, first match wins: this cache's own, then the
+/// one every CDN-class cache reads.
+pub const DEFAULT_TARGETS: [&str; 2] = ["strata-cache-control", "cdn-cache-control"];
 
 /// The longest any response is kept (a [`Policy::max_ttl`] may not exceed it): soft purges
 /// are remembered this long.
@@ -61,6 +77,19 @@ impl Policy {
             request_directives: true,
             debug: false,
             cache_name: "strata".into(),
+            targets: DEFAULT_TARGETS.map(HeaderName::from_static).to_vec(),
+        }
+    }
+
+    /// The response's directives: from the first targeted field with a valid value, else
+    /// from `Cache-Control`.
+    pub(crate) fn directives(&self, response: &HeaderMap) -> ResponseDirectives {
+        match CacheControl::targeted(response, &self.targets) {
+            Some(cc) => ResponseDirectives { cc, targeted: true },
+            None => ResponseDirectives {
+                cc: CacheControl::from_headers(response),
+                targeted: false,
+            },
         }
     }
 
@@ -160,6 +189,16 @@ impl Policy {
     /// Show the cache key in `Cache-Status` (it may reveal request details; default off).
     pub fn debug(mut self, yes: bool) -> Self {
         self.debug = yes;
+        self
+    }
+
+    /// The targeted cache-control fields (RFC 9213) this cache obeys, in order of precedence
+    /// (default [`DEFAULT_TARGETS`]: `Strata-Cache-Control`, then `CDN-Cache-Control`). The
+    /// first one a response carries with a valid value replaces its `Cache-Control` and
+    /// `Expires` for this cache's storage and freshness decisions; downstream caches and
+    /// clients still get every field. Empty: `Cache-Control` alone decides.
+    pub fn targets(mut self, targets: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.targets = targets.into_iter().collect();
         self
     }
 

@@ -97,6 +97,21 @@ pub fn storable(
     response: &HeaderMap,
     opt_ins: StoreOptIns,
 ) -> Result<(), NotStored> {
+    let res = CacheControl::from_headers(response);
+    storable_with(method, request, status, response, &res, false, opt_ins)
+}
+
+/// [`storable`] with the response's directives read already: from a targeted field
+/// (`targeted`: `Expires` is then no freshness of its own, RFC 9213 §2.2) or `Cache-Control`.
+pub(crate) fn storable_with(
+    method: &Method,
+    request: &HeaderMap,
+    status: StatusCode,
+    response: &HeaderMap,
+    res: &CacheControl,
+    targeted: bool,
+    opt_ins: StoreOptIns,
+) -> Result<(), NotStored> {
     if method != Method::GET {
         return Err(NotStored::Method);
     }
@@ -105,7 +120,6 @@ pub fn storable(
         return Err(NotStored::Status);
     }
     let req = CacheControl::from_headers(request);
-    let res = CacheControl::from_headers(response);
     if req.no_store || res.no_store {
         return Err(NotStored::NoStore);
     }
@@ -125,7 +139,7 @@ pub fn storable(
     }
     let explicit = res.s_maxage.is_some()
         || res.max_age.is_some()
-        || response.contains_key(http::header::EXPIRES);
+        || (!targeted && response.contains_key(http::header::EXPIRES));
     if explicit {
         return Ok(());
     }

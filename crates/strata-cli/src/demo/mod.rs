@@ -215,6 +215,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
         ],
         "strata gateway on",
     )?;
+    let admin = gateway
+        .url_after("admin on")
+        .ok_or("the gateway announced no admin listener")?;
     let http = Http::new();
     let measured = load::drive(
         &http,
@@ -234,9 +237,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
         let (_, body) = http.send("GET", &format!("{}/_stats", p.url()), "").await?;
         stats.push(serde_json::from_str::<serde_json::Value>(&body)?);
     }
-    let (_, gateway_metrics) = http
-        .send("GET", &format!("{}/metrics", gateway.url()), "")
-        .await?;
+    let (_, gateway_metrics) = http.send("GET", &format!("{admin}/metrics"), "").await?;
     let outage = if args.no_outage {
         serde_json::Value::Null
     } else {
@@ -252,10 +253,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
         &measured,
         &stats,
         &gateway_hits(&gateway_metrics),
-        &gateway,
-        &services,
         redis.is_some(),
-        &token,
+        urls(&gateway, &admin, &services, &token),
     );
     report["database"] = if postgres.is_some() {
         "postgres"
@@ -368,10 +367,8 @@ fn report(
     m: &load::Measured,
     stats: &[serde_json::Value],
     gateway_cache: &serde_json::Value,
-    gateway: &Process,
-    services: &[Process],
     coherent: bool,
-    token: &str,
+    urls: serde_json::Value,
 ) -> serde_json::Value {
     let n = |v: &serde_json::Value, k: &str| {
         v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
@@ -409,14 +406,20 @@ fn report(
                 (layer.clone(), t.map(|t| t.as_secs_f64() * 1000.0).into())
             }).collect::<serde_json::Map<String, serde_json::Value>>(),
         },
-        "urls": {
-            "gateway": gateway.url(),
-            "dashboard": format!("{}/_strata/#token={token}", gateway.url()),
-            "product": format!("{}/products/1", gateway.url()),
-            "quote": format!("{}/quotes/1", gateway.url()),
-            "metrics": services.iter().map(|p| format!("{}/metrics", p.url())).chain([format!("{}/metrics", gateway.url())]).collect::<Vec<_>>(),
-            "purge": format!("curl -X POST {}/_strata/purge -H 'authorization: Bearer {token}' -d '{{\"tags\":[\"product:1\"]}}'", gateway.url()),
-        },
+        "urls": urls,
+    })
+}
+
+/// Where to look: the gateway, its admin listener, the services' metrics, a purge to try.
+fn urls(gateway: &Process, admin: &str, services: &[Process], token: &str) -> serde_json::Value {
+    serde_json::json!({
+        "gateway": gateway.url(),
+        "admin": admin,
+        "dashboard": format!("{admin}/_strata/#token={token}"),
+        "product": format!("{}/products/1", gateway.url()),
+        "quote": format!("{}/quotes/1", gateway.url()),
+        "metrics": services.iter().map(|p| format!("{}/metrics", p.url())).chain([format!("{admin}/metrics")]).collect::<Vec<_>>(),
+        "purge": format!("curl -X POST {admin}/_strata/purge -H 'authorization: Bearer {token}' -d '{{\"tags\":[\"product:1\"]}}'"),
     })
 }
 

@@ -11,6 +11,8 @@ use crate::BoxError;
 pub(crate) struct Process {
     pub(crate) name: String,
     pub(crate) addr: SocketAddr,
+    /// The line that announced it (the gateway's also names its admin listener).
+    announced: String,
     child: Child,
     args: Vec<String>,
     marker: String,
@@ -20,10 +22,11 @@ impl Process {
     /// Runs this binary with `args` and waits for the line `<marker> http://<addr>` on its
     /// stderr.
     pub(crate) fn start(name: &str, args: &[String], marker: &str) -> Result<Process, BoxError> {
-        let (child, addr) = spawn(name, args, marker)?;
+        let (child, addr, announced) = spawn(name, args, marker)?;
         Ok(Process {
             name: name.to_owned(),
             addr,
+            announced,
             child,
             args: args.to_vec(),
             marker: marker.to_owned(),
@@ -32,6 +35,13 @@ impl Process {
 
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The URL its announcement gave after `label` (`admin on`, say), if any.
+    pub(crate) fn url_after(&self, label: &str) -> Option<String> {
+        let rest = self.announced.split(&format!("{label} http://")).nth(1)?;
+        let addr = rest.split([' ', ')']).next()?;
+        Some(format!("http://{addr}"))
     }
 
     /// Kills it outright (SIGKILL: a crash, no draining).
@@ -44,14 +54,19 @@ impl Process {
     pub(crate) fn restart(&mut self) -> Result<(), BoxError> {
         let mut args = self.args.clone();
         args.extend(["--listen".to_owned(), self.addr.to_string()]);
-        let (child, _) = spawn(&self.name, &args, &self.marker)?;
+        let (child, ..) = spawn(&self.name, &args, &self.marker)?;
         self.child = child;
         Ok(())
     }
 }
 
-/// Runs this binary with `args` and waits for the line `<marker> http://<addr>` on its stderr.
-fn spawn(name: &str, args: &[String], marker: &str) -> Result<(Child, SocketAddr), BoxError> {
+/// Runs this binary with `args` and waits for the line `<marker> http://<addr>` on its stderr;
+/// the child, the address and the line.
+fn spawn(
+    name: &str,
+    args: &[String],
+    marker: &str,
+) -> Result<(Child, SocketAddr, String), BoxError> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(args)
@@ -67,7 +82,7 @@ fn spawn(name: &str, args: &[String], marker: &str) -> Result<(Child, SocketAddr
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent && let Some(rest) = line.split(&marker).nth(1) {
                 let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                sent = tx.send(Ok(addr)).is_ok();
+                sent = tx.send(Ok((addr, line.clone()))).is_ok();
             } else if !sent && line.starts_with("error") {
                 let _ = tx.send(Err(line.clone()));
             }
@@ -77,15 +92,15 @@ fn spawn(name: &str, args: &[String], marker: &str) -> Result<(Child, SocketAddr
             }
         }
     });
-    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(addr)) => addr.parse()?,
+    let (addr, announced) = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok((addr, line))) => (addr.parse()?, line),
         Ok(Err(line)) => return Err(format!("{name} failed to start: {line}").into()),
         Err(_) => {
             let _ = child.kill();
             return Err(format!("{name} did not start within 60 s").into());
         }
     };
-    Ok((child, addr))
+    Ok((child, addr, announced))
 }
 
 impl Drop for Process {

@@ -50,7 +50,7 @@ async fn the_dashboard_shows_live_hit_ratios_and_recent_invalidations_in_chromiu
 
     // The data, behind the token; the counters reach Redis within the 2 s report interval.
     let auth = format!("Bearer {TOKEN}");
-    let api = gw.url("/_strata/api/dashboard");
+    let api = gw.admin_url("/_strata/api/dashboard");
     assert_eq!(http.get(&api).await.status, 401, "the data needs the token");
     let dashboard = || async {
         let reply = http
@@ -91,7 +91,7 @@ async fn the_dashboard_shows_live_hit_ratios_and_recent_invalidations_in_chromiu
     let shown_reads = format!("<td>{}</td>", gateway["reads"]);
 
     // The page: public, locked down, and rendered by a browser from the JSON above.
-    let page = http.get(&gw.url("/_strata/")).await;
+    let page = http.get(&gw.admin_url("/_strata/")).await;
     assert_eq!(page.status, 200);
     assert!(
         page.header("content-security-policy")
@@ -99,7 +99,10 @@ async fn the_dashboard_shows_live_hit_ratios_and_recent_invalidations_in_chromiu
         "{:?}",
         page.headers
     );
-    let dom = chromium(&["--dump-dom", &gw.url(&format!("/_strata/#token={TOKEN}"))]);
+    let dom = chromium(&[
+        "--dump-dom",
+        &gw.admin_url(&format!("/_strata/#token={TOKEN}")),
+    ]);
     assert!(
         dom.contains(r#"data-ready="1""#),
         "the page never rendered data:\n{dom}"
@@ -117,7 +120,7 @@ async fn the_dashboard_shows_live_hit_ratios_and_recent_invalidations_in_chromiu
     );
 
     // Without the token the page asks for it and shows nothing.
-    let locked = chromium(&["--dump-dom", &gw.url("/_strata/")]);
+    let locked = chromium(&["--dump-dom", &gw.admin_url("/_strata/")]);
     assert!(locked.contains("the admin token is needed"), "{locked}");
     assert!(!locked.contains("data-namespace"), "{locked}");
 
@@ -126,7 +129,7 @@ async fn the_dashboard_shows_live_hit_ratios_and_recent_invalidations_in_chromiu
     let _ = std::fs::remove_file(&shot);
     chromium(&[
         &format!("--screenshot={}", shot.display()),
-        &gw.url(&format!("/_strata/#token={TOKEN}")),
+        &gw.admin_url(&format!("/_strata/#token={TOKEN}")),
     ]);
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");

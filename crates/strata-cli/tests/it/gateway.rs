@@ -116,6 +116,7 @@ pub(crate) async fn upstream() -> (Arc<Upstream>, SocketAddr, tokio::sync::onesh
 pub(crate) struct Gateway {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -141,13 +142,21 @@ impl Gateway {
         let mut child = command.spawn().expect("run strata gateway");
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
+        let (addr, admin) = loop {
             let line = lines
                 .next()
                 .expect("the gateway exited before listening")
                 .unwrap();
             if let Some(rest) = line.strip_prefix("strata gateway on http://") {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                let admin = rest
+                    .split("(admin on http://")
+                    .nth(1)
+                    .and_then(|a| a.split(')').next())
+                    .expect("an admin listener")
+                    .parse()
+                    .unwrap();
+                break (addr, admin);
             }
         };
         // Keep reading so the gateway never blocks on a full pipe.
@@ -155,12 +164,18 @@ impl Gateway {
         Gateway {
             child,
             addr,
+            admin,
             _dir: dir,
         }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the admin listener.
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
@@ -269,7 +284,7 @@ impl Http {
         let auth = format!("Bearer {token}");
         self.send(
             "POST",
-            &gateway.url("/_strata/purge"),
+            &gateway.admin_url("/_strata/purge"),
             &[("authorization", &auth)],
             body,
         )
@@ -303,7 +318,7 @@ async fn two_gateways_share_responses_and_purges() {
     let denied = http.purge(&a, r#"{"tags":["product:1"]}"#, "wrong").await;
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        http.get(&b.url("/_strata/health")).await.status,
+        http.get(&b.admin_url("/_strata/health")).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
@@ -344,7 +359,7 @@ async fn two_gateways_share_responses_and_purges() {
     let health = http
         .send(
             "GET",
-            &a.url("/_strata/health"),
+            &a.admin_url("/_strata/health"),
             &[("authorization", &format!("Bearer {TOKEN}"))],
             "",
         )
@@ -355,7 +370,7 @@ async fn two_gateways_share_responses_and_purges() {
         "{}",
         health.body
     );
-    let metrics = http.get(&a.url("/metrics")).await.body;
+    let metrics = http.get(&a.admin_url("/metrics")).await.body;
     assert!(
         metrics.contains("strata_http_responses_total{route=\"shop\",cache=\"miss\"}"),
         "{metrics}"
@@ -421,7 +436,7 @@ async fn a_services_invalidate_tag_purges_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_keyed_input_reaches_the_upstream_and_hop_by_hop_headers_stop() {
+async fn requests_are_forwarded_as_nginx_does_and_hop_by_hop_headers_stop() {
     let (up, addr, _stop) = upstream().await;
     let gw = Gateway::start(&config(addr, None, ""), &[]);
     let http = Http::new();
@@ -429,43 +444,75 @@ async fn only_keyed_input_reaches_the_upstream_and_hop_by_hop_headers_stop() {
         .send(
             "GET",
             &gw.url("/echo"),
-            &[("x-forwarded-host", "evil.example"), ("x-custom", "1")],
+            &[
+                ("x-forwarded-host", "evil.example"),
+                ("x-custom", "1"),
+                ("connection", "keep-alive, x-secret"),
+                ("x-secret", "1"),
+            ],
             "",
         )
         .await;
     assert_eq!(cached.status, StatusCode::OK);
+    assert_eq!(cached.header("via"), "1.1 strata");
     let passed = http
-        .send(
-            "POST",
-            &gw.url("/echo"),
-            &[
-                ("connection", "keep-alive, x-secret"),
-                ("x-secret", "1"),
-                ("x-custom", "2"),
-            ],
-            "body",
-        )
+        .send("POST", &gw.url("/echo"), &[("x-custom", "2")], "body")
         .await;
     assert_eq!(passed.status, StatusCode::OK);
     let seen = up.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
+    // Both: every end-to-end header, none the client's connection named, the client's
+    // address, host and scheme, and this hop in Via; Host is the upstream's.
+    for (h, custom) in seen.iter().zip(["1", "2"]) {
+        assert_eq!(h["x-custom"], custom, "{h:?}");
+        assert!(!h.contains_key("x-secret"), "{h:?}");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], gw.addr.to_string());
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["via"], "1.1 strata");
+        assert_eq!(h["host"], addr.to_string());
+    }
+    // The unsafe method invalidated /echo.
+    assert_eq!(http.get(&gw.url("/echo")).await.header("x-cache"), "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_unkeyed_sends_only_keyed_input_on_cacheable_requests() {
+    let (up, addr, _stop) = upstream().await;
+    let text = config(addr, None, "").replace(
+        "upstream = ",
+        "cache = { strip_unkeyed = true, headers = [\"accept-language\"] }\nupstream = ",
+    );
+    let gw = Gateway::start(&text, &[]);
+    let http = Http::new();
+    let headers = [
+        ("x-forwarded-host", "evil.example"),
+        ("accept-language", "de"),
+        ("x-custom", "1"),
+    ];
+    assert_eq!(
+        http.send("GET", &gw.url("/echo"), &headers, "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    http.send("POST", &gw.url("/echo"), &headers, "body").await;
+    let seen = up.seen.lock().unwrap().clone();
     let names = |h: &HeaderMap| {
         let mut n: Vec<String> = h.keys().map(|k| k.as_str().to_owned()).collect();
         n.sort();
         n
     };
-    // The cacheable GET: nothing unkeyed, nothing about the client; Host is the upstream's.
-    assert_eq!(names(&seen[0]), ["host"], "{:?}", seen[0]);
-    assert_eq!(seen[0]["host"], addr.to_string());
-    // The POST: everything but hop-by-hop, with X-Forwarded-*.
-    assert!(
-        !seen[1].contains_key("x-secret") && seen[1]["x-custom"] == "2",
+    // The cacheable GET: the keyed header, Host and Via; nothing about the client.
+    assert_eq!(
+        names(&seen[0]),
+        ["accept-language", "host", "via"],
         "{:?}",
-        seen[1]
+        seen[0]
     );
+    // The POST is passed on as it came.
+    assert_eq!(seen[1]["x-custom"], "1");
     assert_eq!(seen[1]["x-forwarded-for"], "127.0.0.1");
-    // The unsafe method invalidated /echo.
-    assert_eq!(http.get(&gw.url("/echo")).await.header("x-cache"), "MISS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

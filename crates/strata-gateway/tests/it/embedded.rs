@@ -106,7 +106,7 @@ async fn an_embedded_gateway_caches_and_shuts_down_gracefully() {
         "the second request was served from the cache"
     );
     // No recorder installed by this gateway: /metrics says whose job it is.
-    let (status, _, _) = fetch(&client, format!("http://{}/metrics", running.addr)).await;
+    let (status, _, _) = fetch(&client, format!("http://{}/metrics", running.admin)).await;
     assert_eq!(status, 404);
 
     running.stop.send(()).unwrap();
@@ -151,7 +151,7 @@ async fn two_embedded_gateways_share_entries_and_purges_through_redis() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // A tag purged through the second gateway's admin API: the first asks upstream again.
-    let purge = hyper::Request::post(format!("http://{}/_strata/purge", running[1].addr))
+    let purge = hyper::Request::post(format!("http://{}/_strata/purge", running[1].admin))
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(http_body_util::Full::new(Bytes::from_static(
             br#"{"tags":["product:1"]}"#,

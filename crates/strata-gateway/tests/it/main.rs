@@ -11,10 +11,11 @@ use strata_gateway::{Config, Gateway};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A gateway serving in the background: its address, the sender that shuts it down, and
-/// what `serve` returned.
+/// A gateway serving in the background: its addresses (public and admin), the sender that
+/// shuts it down, and what `serve` returned.
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
     pub(crate) stop: oneshot::Sender<()>,
     pub(crate) served: JoinHandle<std::io::Result<()>>,
 }
@@ -22,11 +23,17 @@ pub(crate) struct Running {
 pub(crate) async fn start(gateway: Gateway) -> Running {
     let listeners = gateway.bind().unwrap();
     let addr = listeners.local_addr().unwrap();
+    let admin = listeners.admin_addr().expect("an admin listener");
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(gateway.serve(listeners, async {
         let _ = stopped.await;
     }));
-    Running { addr, stop, served }
+    Running {
+        addr,
+        admin,
+        stop,
+        served,
+    }
 }
 
 /// A gateway of `config` without a `/metrics` endpoint (tests share one process), serving.

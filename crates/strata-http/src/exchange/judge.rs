@@ -169,8 +169,11 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
             Reval::Done(Err(error), _) => origin_failure(&error),
             Reval::Failed(answer) => Some(answer.status().as_u16()),
         };
-        // The origin failed (an error status, or no answer at all).
-        if stale_for < r.sie {
+        // The origin failed (an error status, or no answer at all). Stale if the response, the
+        // route or the request (`stale-if-error=N`, RFC 5861 §3) allows, and nothing forbids.
+        let requested = ctx.cc.stale_if_error.map_or(0, |s| s.saturating_mul(1000));
+        let may_be_stale = !r.must_revalidate && !r.no_cache;
+        if stale_for < r.sie || (may_be_stale && stale_for < requested) {
             self.shared.counters.stale.increment(1);
             let now = now_us();
             let status = CacheStatus {

@@ -102,11 +102,7 @@ async fn route_opt_ins_and_ttl_overrides() {
 #[tokio::test]
 async fn vary_keys_variants_by_the_listed_request_headers() {
     let o = origin();
-    let app = memory(
-        &o,
-        policy().key(KeyPolicy::default().headers([]).strip_unkeyed(false)),
-    )
-    .await;
+    let app = memory(&o, policy().key(KeyPolicy::default().headers([]))).await;
     let de = app.get_with("/vary", &[("accept-language", "de")]).await;
     let en = app.get_with("/vary", &[("accept-language", "en")]).await;
     assert_eq!((de.body.as_str(), en.body.as_str()), ("de", "en"));
@@ -124,12 +120,13 @@ async fn vary_keys_variants_by_the_listed_request_headers() {
 }
 
 #[tokio::test]
-async fn only_keyed_input_reaches_the_origin() {
+async fn stripped_only_keyed_input_reaches_the_origin() {
     let o = origin();
     let app = memory(
         &o,
         policy().key(
             KeyPolicy::default()
+                .strip_unkeyed(true)
                 .headers([http::HeaderName::from_static("accept-language")])
                 .query(QueryKey::Except(vec!["utm_source".into()])),
         ),
@@ -325,16 +322,51 @@ async fn must_revalidate_is_never_served_stale_while_revalidating() {
         "{}",
         r.cache_status()
     );
-    // Its explicit stale-if-error still holds when the origin fails.
-    app.get_with("/must-revalidate", &[("cache-control", "no-cache")])
-        .await;
+    // Nor when the origin fails, whatever `stale-if-error` says (its own, the request's):
+    // s-maxage forbids stale (RFC 9111 §4.2.4). The origin's failure is passed on.
     o.failing.store(true, Ordering::SeqCst);
-    let stale = app
-        .get_with("/must-revalidate", &[("cache-control", "no-cache")])
+    let failed = app
+        .get_with(
+            "/must-revalidate",
+            &[("cache-control", "no-cache, stale-if-error=600")],
+        )
         .await;
     assert_eq!(
-        (stale.x_cache(), stale.body.as_str()),
-        ("STALE", "must"),
+        failed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        failed.cache_status()
+    );
+    assert!(
+        failed
+            .cache_status()
+            .contains("fwd-status=503; detail=origin-error"),
+        "{}",
+        failed.cache_status()
+    );
+}
+
+#[tokio::test]
+async fn a_request_may_allow_stale_if_error() {
+    let o = origin();
+    let app = memory(&o, policy()).await;
+    app.get("/revalidate").await;
+    o.failing.store(true, Ordering::SeqCst);
+    // Stale on arrival, no stale-if-error of its own: the failure is passed on…
+    let failed = app.get("/revalidate").await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    // …unless the client accepts a stale answer when the origin fails (RFC 5861 §3).
+    let stale = app
+        .get_with("/revalidate", &[("cache-control", "stale-if-error=600")])
+        .await;
+    assert_eq!(
+        (stale.status, stale.x_cache(), stale.body.as_str()),
+        (StatusCode::OK, "STALE", "revalidated"),
+        "{}",
+        stale.cache_status()
+    );
+    assert!(
+        stale.cache_status().contains("fwd-status=503"),
         "{}",
         stale.cache_status()
     );
