@@ -141,6 +141,10 @@ pub(crate) struct CacheConfig {
     /// Serve requests with `Cookie` from the cache (the cookie is not forwarded).
     #[serde(default)]
     pub(crate) cookies: bool,
+    /// Targeted cache-control fields (RFC 9213) this route obeys, first present and valid
+    /// wins over `Cache-Control` and `Expires` (default `["Strata-Cache-Control",
+    /// "CDN-Cache-Control"]`; `[]` for `Cache-Control` alone).
+    pub(crate) targets: Option<Vec<HeaderNameValue>>,
     /// Largest body stored, in bytes or with a unit (default `1MiB`).
     pub(crate) max_body: Option<ByteSize>,
     /// Longest wait on another request's trip to the upstream.
@@ -576,6 +580,9 @@ impl RouteConfig {
             .max_body_bytes(self.max_body())
             .honour_request_directives(!c.ignore_request_cache_control)
             .debug(c.debug);
+        if let Some(targets) = &c.targets {
+            policy = policy.targets(targets.iter().map(|t| t.0.clone()));
+        }
         let set = |p: Policy, d: &Option<DurationValue>, f: fn(Policy, Duration) -> Policy| match d
         {
             Some(d) => f(p, d.0),
@@ -615,6 +622,7 @@ upstream = "http://127.0.0.1:3001"
 ttl = "60s"
 query = { except = ["utm_source"] }
 headers = ["accept-language"]
+targets = ["Akamai-Cache-Control", "CDN-Cache-Control"]
 
 [[route]]
 prefix = "/"

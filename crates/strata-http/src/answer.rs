@@ -2,14 +2,15 @@
 //! validators match), and the `Cache-Status`/`X-Cache` headers on every answer.
 
 use http::header::{
-    AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, LAST_MODIFIED, VARY,
+    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, EXPIRES,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::CacheBody;
 use crate::cache_status::CacheStatus;
 use crate::freshness::http_date;
+use crate::range;
 use crate::stored::StoredResponse;
 
 /// `Cache-Status`.
@@ -45,18 +46,30 @@ pub(crate) fn stored<RB>(
         headers.insert(AGE, age);
         return response;
     }
+    let mut headers = r.header_map().clone();
+    headers.insert(AGE, age);
+    if r.status == 200 {
+        // A stored complete response serves ranges of itself (RFC 9110 §14).
+        if !headers.contains_key(ACCEPT_RANGES) {
+            headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+        if !head_only && request.contains_key(RANGE) {
+            let ranges = range::select(request, r.header_map(), r.body.len() as u64);
+            if let Some(partial) = range::answer(ranges, &headers, &r.body) {
+                return partial;
+            }
+        }
+    }
     let body = if head_only {
         CacheBody::empty()
     } else {
         CacheBody::full(r.body.clone())
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = r.status();
-    let mut headers = r.header_map().clone();
     if head_only {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(r.body.len()));
     }
-    headers.insert(AGE, age);
+    let mut response = Response::new(body);
+    *response.status_mut() = r.status();
     *response.headers_mut() = headers;
     response
 }

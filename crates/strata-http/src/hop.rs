@@ -4,7 +4,8 @@
 use http::HeaderMap;
 use http::header::{
     CONNECTION, HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+    IF_UNMODIFIED_SINCE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, RANGE, TE, TRAILER,
+    TRANSFER_ENCODING,
     UPGRADE,
 };
 
@@ -35,8 +36,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(UPGRADE);
 }
 
-/// Removes the client's conditional headers: the cache answers them from what it stores and
-/// sends the origin its own validators.
+/// Removes the client's conditional and range headers: the cache answers them from the
+/// complete response it stores, and sends the origin its own validators.
 pub(crate) fn strip_conditionals(headers: &mut HeaderMap) {
     for name in [
         IF_NONE_MATCH,
@@ -44,6 +45,7 @@ pub(crate) fn strip_conditionals(headers: &mut HeaderMap) {
         IF_MATCH,
         IF_UNMODIFIED_SINCE,
         IF_RANGE,
+        RANGE,
     ] {
         headers.remove(name);
     }

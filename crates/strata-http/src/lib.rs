@@ -66,6 +66,7 @@ mod key;
 mod origin;
 mod policy;
 mod purge;
+mod range;
 mod service;
 mod shared;
 mod soft;

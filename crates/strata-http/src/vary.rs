@@ -14,12 +14,15 @@ pub enum Vary {
 }
 
 impl Vary {
-    /// The `Vary` of a response (all its field lines). Names that are not valid header names
-    /// are ignored.
+    /// The `Vary` of a response (all its field lines; `*` anywhere in any of them is
+    /// [`Vary::Any`]). Names that are not valid header names are ignored; a line that is not
+    /// visible ASCII cannot be read, so nothing can be known to match: [`Vary::Any`].
     pub fn of(response: &HeaderMap) -> Vary {
         let mut fields = Vec::new();
         for value in response.get_all(VARY) {
-            let Ok(text) = value.to_str() else { continue };
+            let Ok(text) = value.to_str() else {
+                return Vary::Any;
+            };
             for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
                 if item == "*" {
                     return Vary::Any;
@@ -103,6 +106,13 @@ mod tests {
             Vary::Any
         );
         assert_eq!(Vary::of(&HeaderMap::new()), Vary::Fields(Vec::new()));
+        assert_eq!(
+            Vary::of(&map(&[("vary", "accept, *, accept-language")])),
+            Vary::Any
+        );
+        let mut unreadable = map(&[("vary", "accept")]);
+        unreadable.append(VARY, HeaderValue::from_bytes(b"x-caf\xe9").unwrap());
+        assert_eq!(Vary::of(&unreadable), Vary::Any);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::header::{CONTENT_LOCATION, LOCATION};
+use http::header::{CONTENT_LOCATION, IF_RANGE, LOCATION, RANGE};
 use http::{Response, StatusCode, request};
 
 use super::trip::Trip;
@@ -74,9 +74,19 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
     ) -> Answer<RB> {
         self.shared.counters.pass.increment(1);
         let slot = Slot::new();
+        let mut head = ctx.origin_head();
+        if detail == "hit-for-pass" {
+            // Not cacheable just now (too large, say): the origin answers the ranges itself,
+            // rather than send the whole body for the cache to cut.
+            for name in [RANGE, IF_RANGE] {
+                if let Some(value) = ctx.headers().get(&name) {
+                    head.headers.insert(name, value.clone());
+                }
+            }
+        }
         let trip = self
             .trip(
-                ctx.origin_head(),
+                head,
                 ctx.headers(),
                 url_tags(&ctx.key()),
                 &slot,
