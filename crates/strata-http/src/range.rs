@@ -125,7 +125,10 @@ fn if_range_matches(request: &HeaderMap, response: &HeaderMap) -> bool {
         return false;
     }
     match (
-        HeaderValue::from_str(condition).ok().as_ref().and_then(http_date),
+        HeaderValue::from_str(condition)
+            .ok()
+            .as_ref()
+            .and_then(http_date),
         response.get(LAST_MODIFIED).and_then(http_date),
     ) {
         (Some(since), Some(modified)) => since == modified,
@@ -213,10 +216,8 @@ fn multipart(
     out.put_slice(b"\r\n--");
     out.put_slice(boundary.as_bytes());
     out.put_slice(b"--\r\n");
-    let content_type = HeaderValue::from_str(&format!(
-        "multipart/byteranges; boundary={boundary}"
-    ))
-    .unwrap_or(HeaderValue::from_static("multipart/byteranges"));
+    let content_type = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+        .unwrap_or(HeaderValue::from_static("multipart/byteranges"));
     (content_type, out.freeze())
 }
 
@@ -303,13 +304,11 @@ mod tests {
         let body = Bytes::from_static(b"0123456789");
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        let one: Response<CacheBody<()>> =
-            answer(parts(&[(2, 4)]), &headers, &body).unwrap();
+        let one: Response<CacheBody<()>> = answer(parts(&[(2, 4)]), &headers, &body).unwrap();
         assert_eq!(one.status(), 206);
         assert_eq!(one.headers()[CONTENT_RANGE], "bytes 2-4/10");
         assert_eq!(one.headers()[CONTENT_LENGTH], "3");
-        let none: Response<CacheBody<()>> =
-            answer(Ranges::Unsatisfiable, &headers, &body).unwrap();
+        let none: Response<CacheBody<()>> = answer(Ranges::Unsatisfiable, &headers, &body).unwrap();
         assert_eq!(none.status(), 416);
         assert_eq!(none.headers()[CONTENT_RANGE], "bytes */10");
         let (ct, multi) = multipart(&[(0, 1), (8, 9)], headers.get(CONTENT_TYPE), &body);

@@ -194,6 +194,27 @@ impl Drop for Gateway {
     }
 }
 
+/// Runs `strata` with `args` until it says where it listens: that line.
+pub(crate) fn first_line(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("STRATA_ADMIN_TOKEN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run strata");
+    let stderr = child.stderr.take().unwrap();
+    let line = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("strata gateway on") || l.starts_with("error"))
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
 /// A service's cache in `namespace` on `redis` (what a service behind the gateway runs).
 pub(crate) async fn service_cache(redis: &RedisServer, namespace: &str) -> strata::HybridCache {
     let config = strata_redis::RedisConfig::from_url(&redis.url()).unwrap();

@@ -5,5 +5,6 @@ mod bench;
 mod dashboard;
 #[cfg(feature = "demo")]
 mod demo;
+mod dropin;
 mod gateway;
 mod telemetry;

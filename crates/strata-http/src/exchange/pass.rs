@@ -85,12 +85,7 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
             }
         }
         let trip = self
-            .trip(
-                head,
-                ctx.headers(),
-                url_tags(&ctx.key()),
-                &slot,
-            )
+            .trip(head, ctx.headers(), url_tags(&ctx.key()), &slot)
             .await;
         let status = |origin: u16| CacheStatus {
             forward: Some(fwd),
