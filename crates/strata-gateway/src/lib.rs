@@ -6,10 +6,13 @@
 //! and every route shares one [`HybridCache`](strata::HybridCache). With Redis, every gateway
 //! instance of a namespace shares stored responses, collapses misses across instances and
 //! honours purges made on any of them; without, an embedded in-memory cache serves alone.
-//! Beside the routes: an admin API under `/_strata/` (purge, health, a live dashboard; bearer
-//! token), Prometheus `/metrics`, and tasks that follow other services' invalidation logs so a
-//! service's `invalidate_tag("product:42")` purges the gateway's responses tagged
-//! `product:42`.
+//! Requests reach upstreams as nginx and Varnish forward them: every end-to-end header,
+//! `X-Forwarded-For`/`-Host`/`-Proto` and `Via` added (a route's `strip_unkeyed` sends a
+//! cacheable request with only its keyed input, against cache poisoning).
+//! Beside the routes, on a listener of their own (`admin_listen`, loopback by default): an
+//! admin API under `/_strata/` (purge, health, a live dashboard; bearer token) and Prometheus
+//! `/metrics`; and tasks that follow other services' invalidation logs so a service's
+//! `invalidate_tag("product:42")` purges the gateway's responses tagged `product:42`.
 //!
 //! ```no_run
 //! use strata_gateway::{Config, Gateway, shutdown_signal};
@@ -27,6 +30,9 @@
 //! let gateway = Gateway::from_config(config).await?;
 //! let listeners = gateway.bind()?;
 //! println!("on http://{}", listeners.local_addr()?);
+//! if let Some(admin) = listeners.admin_addr() {
+//!     println!("purges and /metrics on http://{admin}");
+//! }
 //! gateway.serve(listeners, shutdown_signal()).await?;
 //! # Ok(()) }
 //! ```
