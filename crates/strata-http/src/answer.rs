@@ -2,8 +2,8 @@
 //! validators match), and the `Cache-Status`/`X-Cache` headers on every answer.
 
 use http::header::{
-    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, EXPIRES,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE, VARY,
+    AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
@@ -48,16 +48,12 @@ pub(crate) fn stored<RB>(
     }
     let mut headers = r.header_map().clone();
     headers.insert(AGE, age);
-    if r.status == 200 {
-        // A stored complete response serves ranges of itself (RFC 9110 §14).
-        if !headers.contains_key(ACCEPT_RANGES) {
-            headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        }
-        if !head_only && request.contains_key(RANGE) {
-            let ranges = range::select(request, r.header_map(), r.body.len() as u64);
-            if let Some(partial) = range::answer(ranges, &headers, &r.body) {
-                return partial;
-            }
+    // A stored complete response serves ranges of itself (RFC 9110 §14; it says so with the
+    // `Accept-Ranges` it was stored with).
+    if r.status == 200 && !head_only && request.contains_key(RANGE) {
+        let ranges = range::select(request, r.header_map(), r.body.len() as u64);
+        if let Some(partial) = range::answer(ranges, &headers, &r.body) {
+            return partial;
         }
     }
     let body = if head_only {

@@ -197,9 +197,14 @@ impl Keep {
         tags: Vec<String>,
     ) -> StoredResponse {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut headers = StoredResponse::header_list(headers);
+        if status == StatusCode::OK && !headers.iter().any(|(n, _)| n == "accept-ranges") {
+            // Ranges of it are answered from the cache (`range.rs`).
+            headers.push(("accept-ranges".into(), Bytes::from_static(b"bytes")));
+        }
         StoredResponse {
             status: status.as_u16(),
-            headers: StoredResponse::header_list(headers),
+            headers,
             body,
             response_time: unix_us(response_time),
             initial_age: ms(self.initial_age),

@@ -69,6 +69,7 @@ async fn a_stored_response_weighs_its_body_plus_a_small_header() {
         })
         .await;
         let largest = largest();
+        eprintln!("{n} bytes of body weigh {largest} bytes in Redis");
         assert!(
             largest >= n && largest <= n + 1024,
             "{n} bytes of body weigh {largest} bytes in Redis"

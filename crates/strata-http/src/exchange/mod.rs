@@ -149,11 +149,14 @@ impl Ctx {
         policy.key.key(&policy.route, &self.parts)
     }
 
-    /// The request the origin gets: `GET`, the keyed query and headers only (and
-    /// `Authorization`: the origin decides whether its answer may be shared, §3.5).
+    /// The request the origin gets: `GET`, the keyed query, the headers the key policy
+    /// forwards, never a `Cookie` (a route that serves requests with cookies from the cache
+    /// must not let one client's cookie shape what everyone gets), and `Authorization` (the
+    /// origin decides whether its answer may be shared, §3.5).
     fn origin_head(&self) -> Head {
         let policy = &self.shared.policy;
         let mut headers = policy.key.origin_headers(&self.parts.headers);
+        headers.remove(COOKIE);
         if let Some(auth) = self.parts.headers.get(AUTHORIZATION) {
             headers.insert(AUTHORIZATION, auth.clone());
         }

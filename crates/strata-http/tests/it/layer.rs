@@ -189,6 +189,23 @@ async fn requests_with_cookies_or_authorization() {
 }
 
 #[tokio::test]
+async fn a_route_that_caches_requests_with_cookies_never_forwards_them() {
+    let o = origin();
+    let app = memory(&o, policy().cache_requests_with_cookies(true)).await;
+    let first = app
+        .get_with("/headers", &[("cookie", "session=alice"), ("x-kept", "1")])
+        .await;
+    assert!(!first.body.contains("cookie"), "{}", first.body);
+    assert!(first.body.contains("x-kept: 1"), "{}", first.body);
+    let other = app.get_with("/headers", &[("cookie", "session=bob")]).await;
+    assert_eq!(
+        (other.x_cache(), other.body.as_str()),
+        ("HIT", first.body.as_str())
+    );
+    assert_eq!(o.hits("/headers"), 1);
+}
+
+#[tokio::test]
 async fn stale_responses_revalidate_with_a_conditional_request() {
     let o = origin();
     let app = memory(&o, policy()).await;
