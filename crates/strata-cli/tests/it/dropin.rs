@@ -637,6 +637,24 @@ async fn the_admin_listener_can_be_turned_off() {
         !line.contains("admin on") && line.contains("no admin listener"),
         "{line}"
     );
+    // Its port taken: a clear error, not a gateway without its admin API.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", origin.addr);
+    let line = crate::gateway::first_line(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--admin-listen",
+        &taken.local_addr().unwrap().to_string(),
+    ]);
+    assert!(
+        line.starts_with("error")
+            && line.contains("for the admin API")
+            && line.contains("admin_listen"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
