@@ -29,19 +29,25 @@
 //!   `Cache-Group-Invalidation` groups (§4.4, RFC 9875); requests with `Cookie` (unless the
 //!   [`Policy`] opts in) or `no-store` pass through untouched.
 //! - **The key** ([`KeyPolicy`]): route, path, the kept query parameters and the keyed
-//!   headers. By default only what is in the key reaches the origin: unkeyed input cannot
-//!   change what others are served (cache poisoning).
+//!   headers; the response's `Vary` selects variants. Every end-to-end header reaches the
+//!   origin (as nginx and Varnish forward), except the client's conditionals and `Range`,
+//!   which the cache answers itself; [`KeyPolicy::strip_unkeyed`] sends only keyed input on
+//!   requests whose answer may be shared (cache poisoning through unkeyed headers).
 //! - **Lookup and collapsing**: one trip to the origin per key, however many requests (and
 //!   instances, with a Redis lease) ask at once; a follower waits at most the policy's
 //!   `collapse_wait`. An answer that may not be stored is remembered ("hit-for-pass") so
 //!   later requests go straight to the origin instead of queueing.
-//! - **Freshness** (§4.2): `s-maxage` > `max-age` > `Expires`, heuristic freshness off,
+//! - **Freshness** (§4.2): a targeted field first (`Strata-Cache-Control`,
+//!   `CDN-Cache-Control`, RFC 9213; [`Policy::targets`]), then `s-maxage` > `max-age` >
+//!   `Expires`, heuristic freshness off,
 //!   `Age` kept; `Vary` selects variants (`Vary: *` is never stored); `no-cache` and
 //!   `must-revalidate` honoured; the client's `max-age`, `min-fresh`, `max-stale`,
 //!   `no-cache` and `only-if-cached` too.
 //! - **Stale**: revalidated with `If-None-Match`/`If-Modified-Since` (a `304` freshens the
 //!   stored response); `stale-while-revalidate` answers at once and revalidates behind;
-//!   `stale-if-error` answers when the origin fails. Clients' own validators get `304`s.
+//!   `stale-if-error` (the response's, the request's or the policy's) answers when the origin
+//!   fails, never past `must-revalidate`, `s-maxage` or `no-cache`. Clients' own validators
+//!   get `304`s; `Range` requests get `206`/`416` cut from the stored response.
 //! - **Storing**: [`storable`] decides (`private`, `Authorization`, `Set-Cookie` per route),
 //!   bodies over the cap are streamed, not stored; tags from `Surrogate-Key`, `Cache-Tag`
 //!   and `Cache-Groups`.

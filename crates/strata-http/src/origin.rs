@@ -17,8 +17,9 @@ use crate::storable::{NotStored, storable_with};
 use crate::stored::{StoredResponse, unix_us};
 
 /// Marks a request the cache sent to the origin on behalf of everyone it may store the
-/// answer for: it carries only keyed input. A proxy behind the layer reads it to add nothing
-/// unkeyed (no `X-Forwarded-For`).
+/// answer for (a fill or a revalidation), as opposed to a client's request passed on as it
+/// came. A proxy behind the layer can read it, e.g. to add nothing about one client to a
+/// request whose answer everyone gets.
 #[derive(Debug, Clone, Copy)]
 pub struct SharedRequest;
 
