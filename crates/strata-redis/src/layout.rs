@@ -249,6 +249,52 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_layout_is_what_is_used() {
+        const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
+        let start = PROTOCOL
+            .find("<!-- checked: keys -->")
+            .expect("the keys table");
+        let table = &PROTOCOL[start..];
+        let table = &table[..table.find("<!-- end -->").expect("its end")];
+        let ns = "catalog";
+        let mut rows = 0;
+        for line in table
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains("---"))
+        {
+            let cells: Vec<&str> = line
+                .split('|')
+                .map(|c| c.trim().trim_matches('`'))
+                .collect();
+            let [_, what, arg, single, cluster, _] = cells[..] else {
+                panic!("a row of four cells: {line}");
+            };
+            if what == "what" {
+                continue;
+            }
+            let name = |l: Layout| match what {
+                "data" => l.data(ns, arg),
+                "tag" => l.tag(ns, arg),
+                "lease" => l.lease(ns, arg),
+                "log" => l.log(ns),
+                "log sequence" => l.log_sequence(ns),
+                "log part 1 of 3" => l.log_shard(ns, 1, 3).0,
+                "log part 1 of 3, sequence" => l.log_shard(ns, 1, 3).1,
+                "log parts" => l.log_shards(ns),
+                "filled" => l.filled(ns),
+                "acks" => l.acks(ns),
+                "write-behind queue" => l.write_queue(ns),
+                "dead letters" => l.dead_letters(ns),
+                other => panic!("no such row: {other}"),
+            };
+            assert_eq!(name(Layout::Single), single, "{what} {arg}, one server");
+            assert_eq!(name(Layout::Cluster), cluster, "{what} {arg}, cluster");
+            rows += 1;
+        }
+        assert_eq!(rows, 13);
+    }
+
+    #[test]
     fn slots_are_numbered_as_redis_does() {
         for key in [
             "",

@@ -330,6 +330,67 @@ mod tests {
         }
     }
 
+    /// `docs/protocol.md`, whose `<!-- checked: … -->` examples these tests hold to the code.
+    const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
+
+    /// The hex lines of the document's block `name`, each as bytes.
+    fn documented(name: &str) -> Vec<Vec<u8>> {
+        let marker = format!("<!-- checked: {name} -->");
+        let start = PROTOCOL
+            .find(&marker)
+            .expect("the block is in docs/protocol.md");
+        let block = &PROTOCOL[start + marker.len()..];
+        let block = &block[..block.find("<!-- end -->").expect("the block ends")];
+        block
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("```"))
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_envelope_is_what_is_written() {
+        let created = 1_700_000_000_000;
+        let h = Header {
+            codec: Codec::Json,
+            negative: false,
+            times: Times {
+                created,
+                fresh_until: created + 60_000,
+                expires: created + 120_000,
+                stale_until: created + 300_000,
+            },
+            stamp: 0x0123_4567_89ab_cdef,
+            load_ms: 12,
+        };
+        let mut written = Vec::new();
+        write_header(&mut written, &h, &["product:42".to_owned()]).unwrap();
+        Codec::Json
+            .encode(
+                &serde_json::json!({"id": 42, "name": "teapot"}),
+                &mut written,
+            )
+            .unwrap();
+        assert_eq!(documented("envelope").concat(), written);
+        let read = decode(&written).unwrap();
+        assert_eq!((read.header, read.tags), (h, vec!["product:42".to_owned()]));
+        assert_eq!(read.payload, br#"{"id":42,"name":"teapot"}"#);
+    }
+
+    #[test]
+    fn the_documented_lease_records_are_what_is_written() {
+        let token = 0x1122_3344_5566_7788;
+        let records = documented("lease");
+        assert_eq!(records[0], lease_record(token));
+        assert_eq!(records[1][..12], lease_record(token));
+        assert_eq!(lease_holder(&records[1]), Some(token));
+        assert!(lease_waited(&records[1]) && !lease_waited(&records[0]));
+    }
+
     #[test]
     fn stamps_and_lease_records_are_read_in_place() {
         let t = Times {
