@@ -75,6 +75,31 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_entries_are_what_is_written() {
+        const PROTOCOL: &str = include_str!("../../../../docs/protocol.md");
+        let start = PROTOCOL
+            .find("<!-- checked: invalidations -->")
+            .expect("the block");
+        let block = &PROTOCOL[start..];
+        let block = &block[..block.find("<!-- end -->").expect("its end")];
+        let documented: Vec<&str> = block.lines().filter(|l| l.starts_with('{')).collect();
+        let origin = 0xdead_beef;
+        let written: Vec<Vec<u8>> = [
+            Target::Key("product:42".into()),
+            Target::Tag("category:7".into()),
+            Target::Clear,
+        ]
+        .into_iter()
+        .map(|target| encode(&Invalidation { origin, target }))
+        .collect();
+        assert_eq!(documented.len(), 3);
+        for (doc, ours) in documented.iter().zip(&written) {
+            assert_eq!(doc.as_bytes(), ours.as_slice());
+            decode(doc.as_bytes()).unwrap();
+        }
+    }
+
+    #[test]
     fn rejects_foreign_messages() {
         for bad in [
             &b"{\"service\":\"x\",\"key\":\"k\",\"timestamp\":1}"[..],
