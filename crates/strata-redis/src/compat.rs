@@ -205,6 +205,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_messages_are_what_is_sent_and_read() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let start = doc.find("<!-- checked: compat -->").expect("the block");
+        let block = &doc[start..];
+        let block = &block[..block.find("<!-- end -->").expect("its end")];
+        let lines: Vec<&str> = block.lines().filter(|l| l.starts_with('{')).collect();
+        let sent = Message {
+            service: "svc".into(),
+            key: "user:1".into(),
+            timestamp: Some(1_700_000_000_000_u64.into()),
+            source: Some(SOURCE.into()),
+        };
+        assert_eq!(lines[0].as_bytes(), serde_json::to_vec(&sent).unwrap());
+        let applied = Some(LogEvent::Apply(Invalidation {
+            origin: 0,
+            target: Target::Key("user:1".into()),
+        }));
+        assert_eq!(
+            decode("svc", lines[0].as_bytes()).unwrap(),
+            None,
+            "our own copy"
+        );
+        for received in &lines[1..] {
+            assert_eq!(decode("svc", received.as_bytes()).unwrap(), applied);
+        }
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
     fn messages_for_this_service_apply_others_do_not() {
         let apply = |k: &str| {
             Some(LogEvent::Apply(Invalidation {
