@@ -91,7 +91,6 @@ pub use body::CacheBody;
 pub use hop::strip_hop_by_hop;
 pub use http_cache::HttpCache;
 pub use key::{KeyPolicy, MAX_PREFIX_DEPTH, QueryKey, RequestKey};
-pub use origin::SharedRequest;
 pub use policy::{DEFAULT_TARGETS, MAX_TTL, Policy};
 pub use purge::{MAX_PURGE_TARGETS, Purge};
 pub use service::{HttpCacheLayer, HttpCacheService};

@@ -16,13 +16,6 @@ use crate::policy::{Policy, ResponseDirectives};
 use crate::storable::{NotStored, storable_with};
 use crate::stored::{StoredResponse, unix_us};
 
-/// Marks a request the cache sent to the origin on behalf of everyone it may store the
-/// answer for (a fill or a revalidation), as opposed to a client's request passed on as it
-/// came. A proxy behind the layer can read it, e.g. to add nothing about one client to a
-/// request whose answer everyone gets.
-#[derive(Debug, Clone, Copy)]
-pub struct SharedRequest;
-
 /// The inner service, called once per trip.
 #[derive(Clone)]
 pub(crate) struct Origin<S> {
@@ -47,12 +40,7 @@ impl<S> Origin<S> {
     }
 
     /// Sends `head` with `body`; an inner error is a failed trip.
-    pub(crate) async fn send<B, RB>(
-        mut self,
-        head: Head,
-        body: B,
-        shared: bool,
-    ) -> Result<Response<RB>, BoxError>
+    pub(crate) async fn send<B, RB>(mut self, head: Head, body: B) -> Result<Response<RB>, BoxError>
     where
         S: Service<Request<B>, Response = Response<RB>>,
         S::Error: Into<BoxError>,
@@ -63,9 +51,6 @@ impl<S> Origin<S> {
         *request.version_mut() = head.version;
         *request.headers_mut() = head.headers;
         *request.extensions_mut() = head.extensions;
-        if shared {
-            request.extensions_mut().insert(SharedRequest);
-        }
         std::future::poll_fn(|cx| self.service.poll_ready(cx))
             .await
             .map_err(Into::into)?;

@@ -143,30 +143,37 @@ pub(crate) fn answer<RB>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Option<Response<CacheBody<RB>>> {
-    if ranges == Ranges::Whole {
-        return None;
-    }
-    let mut headers = headers.clone();
     let len = body.len() as u64;
-    let (status, body) = match ranges {
+    // The status, the body, and the header that says what the body is.
+    let (status, body, (name, value)) = match ranges {
         Ranges::Whole => return None,
-        Ranges::Unsatisfiable => {
-            headers.remove(CONTENT_TYPE);
-            headers.insert(CONTENT_RANGE, content_range(None, len));
-            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
-        }
+        Ranges::Unsatisfiable => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            Bytes::new(),
+            (CONTENT_RANGE, content_range(None, len)),
+        ),
         Ranges::Parts(parts) => match parts.as_slice() {
-            [(first, last)] => {
-                headers.insert(CONTENT_RANGE, content_range(Some((*first, *last)), len));
-                (StatusCode::PARTIAL_CONTENT, slice(body, *first, *last))
-            }
+            [(first, last)] => (
+                StatusCode::PARTIAL_CONTENT,
+                slice(body, *first, *last),
+                (CONTENT_RANGE, content_range(Some((*first, *last)), len)),
+            ),
             _ => {
-                let multipart = multipart(&parts, headers.get(CONTENT_TYPE), body);
-                headers.insert(CONTENT_TYPE, multipart.0);
-                (StatusCode::PARTIAL_CONTENT, multipart.1)
+                let (content_type, body) = multipart(&parts, headers.get(CONTENT_TYPE), body);
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    body,
+                    (CONTENT_TYPE, content_type),
+                )
             }
         },
     };
+    let mut headers = headers.clone();
+    if status == StatusCode::RANGE_NOT_SATISFIABLE {
+        // No body: nothing has the representation's type.
+        headers.remove(CONTENT_TYPE);
+    }
+    headers.insert(name, value);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     let mut response = Response::new(CacheBody::full(body));
     *response.status_mut() = status;

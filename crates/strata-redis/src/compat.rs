@@ -206,11 +206,7 @@ mod tests {
 
     #[test]
     fn the_documented_messages_are_what_is_sent_and_read() {
-        let doc = include_str!("../../../docs/protocol.md");
-        let start = doc.find("<!-- checked: compat -->").expect("the block");
-        let block = &doc[start..];
-        let block = &block[..block.find("<!-- end -->").expect("its end")];
-        let lines: Vec<&str> = block.lines().filter(|l| l.starts_with('{')).collect();
+        let lines = strata_testkit::protocol::example("compat");
         let sent = Message {
             service: "svc".into(),
             key: "user:1".into(),

@@ -250,18 +250,10 @@ mod tests {
 
     #[test]
     fn the_documented_layout_is_what_is_used() {
-        const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
-        let start = PROTOCOL
-            .find("<!-- checked: keys -->")
-            .expect("the keys table");
-        let table = &PROTOCOL[start..];
-        let table = &table[..table.find("<!-- end -->").expect("its end")];
         let ns = "catalog";
         let mut rows = 0;
-        for line in table
-            .lines()
-            .filter(|l| l.starts_with("| ") && !l.contains("---"))
-        {
+        let table = strata_testkit::protocol::example("keys");
+        for line in table.iter().filter(|l| !l.contains("---")) {
             let cells: Vec<&str> = line
                 .split('|')
                 .map(|c| c.trim().trim_matches('`'))

@@ -12,6 +12,7 @@
 
 mod cluster;
 mod postgres;
+pub mod protocol;
 mod proxy;
 pub mod source;
 

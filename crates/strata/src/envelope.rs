@@ -330,20 +330,10 @@ mod tests {
         }
     }
 
-    /// `docs/protocol.md`, whose `<!-- checked: … -->` examples these tests hold to the code.
-    const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
-
-    /// The hex lines of the document's block `name`, each as bytes.
+    /// The hex lines of the protocol document's example `name`, each as bytes.
     fn documented(name: &str) -> Vec<Vec<u8>> {
-        let marker = format!("<!-- checked: {name} -->");
-        let start = PROTOCOL
-            .find(&marker)
-            .expect("the block is in docs/protocol.md");
-        let block = &PROTOCOL[start + marker.len()..];
-        let block = &block[..block.find("<!-- end -->").expect("the block ends")];
-        block
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with("```"))
+        strata_testkit::protocol::example(name)
+            .into_iter()
             .map(|l| {
                 l.split_whitespace()
                     .map(|b| u8::from_str_radix(b, 16).expect("hex"))

@@ -129,13 +129,7 @@ impl Gateway {
     }
 
     pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
-        command
-            .args(args)
-            .env_remove("REDIS_URL")
-            .env_remove("STRATA_ADMIN_TOKEN")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
+        let mut command = strata(args);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -194,16 +188,22 @@ impl Drop for Gateway {
     }
 }
 
-/// Runs `strata` with `args` until it says where it listens: that line.
-pub(crate) fn first_line(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+/// `strata <args>` as these tests run it: nothing from the environment's `REDIS_URL` or
+/// `STRATA_ADMIN_TOKEN`, its stderr to read.
+fn strata(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
         .args(args)
         .env_remove("REDIS_URL")
         .env_remove("STRATA_ADMIN_TOKEN")
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run strata");
+        .stdout(Stdio::null());
+    command
+}
+
+/// Runs `strata` with `args` until it says where it listens (or fails): that line.
+pub(crate) fn first_line(args: &[&str]) -> String {
+    let mut child = strata(args).spawn().expect("run strata");
     let stderr = child.stderr.take().unwrap();
     let line = BufReader::new(stderr)
         .lines()

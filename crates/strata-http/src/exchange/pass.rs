@@ -45,7 +45,7 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
             detail,
             ..CacheStatus::default()
         };
-        match self.origin.clone().send(head, body, false).await {
+        match self.origin.clone().send(head, body).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 let mut answer = Response::from_parts(parts, CacheBody::streaming(body));

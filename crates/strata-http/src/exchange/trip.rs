@@ -45,7 +45,7 @@ impl<S: Inner<B, RB>, B: RequestBody, RB: ResponseBody> Exchange<S, B, RB> {
     ) -> Result<Trip<RB>, BoxError> {
         let policy = &self.shared.policy;
         let request_time = SystemTime::now();
-        let response = self.origin.clone().send(head, B::default(), true).await?;
+        let response = self.origin.clone().send(head, B::default()).await?;
         let response_time = SystemTime::now();
         let (parts, body) = response.into_parts();
         if parts.status == StatusCode::NOT_MODIFIED {

@@ -76,13 +76,7 @@ mod tests {
 
     #[test]
     fn the_documented_entries_are_what_is_written() {
-        const PROTOCOL: &str = include_str!("../../../../docs/protocol.md");
-        let start = PROTOCOL
-            .find("<!-- checked: invalidations -->")
-            .expect("the block");
-        let block = &PROTOCOL[start..];
-        let block = &block[..block.find("<!-- end -->").expect("its end")];
-        let documented: Vec<&str> = block.lines().filter(|l| l.starts_with('{')).collect();
+        let documented = strata_testkit::protocol::example("invalidations");
         let origin = 0xdead_beef;
         let written: Vec<Vec<u8>> = [
             Target::Key("product:42".into()),
