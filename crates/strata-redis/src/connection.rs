@@ -31,6 +31,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, Sl
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use strata::Error;
 
+use crate::autopipeline::AutoPipeline;
 use crate::config::RedisConfig;
 use crate::error::{classify, into_log_error};
 use crate::layout::{Layout, slot_of};
@@ -80,8 +81,9 @@ struct Shared {
 }
 
 enum Kind {
-    /// One server (or Sentinel's master): replaced when it cannot recover by itself.
-    Single(RwLock<ConnectionManager>),
+    /// One server (or Sentinel's master), its commands auto-pipelined: replaced when it
+    /// cannot recover by itself.
+    Single(RwLock<Arc<AutoPipeline>>),
     /// A cluster: follows `MOVED`/`ASK` by itself; replaced after connection failures (see
     /// [`Connection::needs_rebuild`]).
     Cluster(RwLock<ClusterConnection>),
@@ -98,6 +100,8 @@ pub struct RedisConnection(pub(crate) Link);
 #[derive(Clone)]
 pub(crate) enum Link {
     Single(ConnectionManager),
+    /// The engine's own connection to one server: single commands gathered into pipelines.
+    Batched(Arc<AutoPipeline>),
     Own(redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -182,7 +186,7 @@ impl RedisConfig {
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.0 {
-            Link::Single(_) => "server",
+            Link::Single(_) | Link::Batched(_) => "server",
             Link::Own(_) => "server, own",
             Link::Cluster(_) => "cluster",
         };
@@ -194,6 +198,7 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
             Link::Single(c) => c.req_packed_command(cmd),
+            Link::Batched(c) => Box::pin(c.send(cmd)),
             Link::Own(c) => c.req_packed_command(cmd),
             Link::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -207,6 +212,10 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
             Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Batched(c) => {
+                let mut manager = c.manager().clone();
+                Box::pin(async move { manager.req_packed_commands(pipeline, offset, count).await })
+            }
             Link::Own(c) => c.req_packed_commands(pipeline, offset, count),
             Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
@@ -215,6 +224,7 @@ impl ConnectionLike for RedisConnection {
     fn get_db(&self) -> i64 {
         match &self.0 {
             Link::Single(c) => c.get_db(),
+            Link::Batched(c) => c.manager().get_db(),
             Link::Own(c) => c.get_db(),
             Link::Cluster(c) => c.get_db(),
         }
@@ -229,13 +239,16 @@ impl Connection {
                 config.open_cluster(config.command_timeout).await?,
             ))
         } else {
-            Kind::Single(RwLock::new(config.connect_manager().await?))
+            Kind::Single(RwLock::new(AutoPipeline::new(
+                config.connect_manager().await?,
+            )))
         };
         let set_nx_get = match &kind {
             Kind::Single(m) => {
                 let mut manager = m
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .manager()
                     .clone();
                 server_major(&mut manager).await
             }
@@ -271,7 +284,7 @@ impl Connection {
     pub(crate) fn get(&self) -> RedisConnection {
         RedisConnection(match &self.shared.kind {
             // Held for a clone (an `Arc` increment); a writer holds it for an assignment.
-            Kind::Single(manager) => Link::Single(
+            Kind::Single(manager) => Link::Batched(
                 manager
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -564,7 +577,8 @@ impl Connection {
                     .map(|manager| {
                         *slot
                             .write()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = manager;
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            AutoPipeline::new(manager);
                     }),
                 Kind::Cluster(slot) => {
                     config
