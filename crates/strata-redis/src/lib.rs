@@ -101,6 +101,7 @@ pub use connection::RedisConnection;
 pub use lease::RedisLease;
 pub use log_shards::MAX_LOG_SHARDS;
 pub use pubsub::{RedisPubSub, channel};
+pub use scripts::protocol_scripts;
 pub use stats::{NamespaceStats, StatsReader, StatsReporter, stats_key};
 pub use store::RedisStore;
 pub use stream::RedisStreamLog;

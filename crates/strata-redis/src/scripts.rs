@@ -5,9 +5,37 @@
 //! stored only if that is still in place; an invalidation (`UNLINK`) or a write-through
 //! (`SET`) in between removed or replaced it. No counters to keep: the data key is the fence.
 
+use std::ops::Deref;
 use std::sync::LazyLock;
 
 use redis::Script;
+
+/// A script with its name and source text: the text is part of the protocol (other
+/// languages' clients run the same bytes, `clients/*/scripts.json`, checked by a test here).
+pub(crate) struct Lua {
+    name: &'static str,
+    source: String,
+    script: Script,
+}
+
+impl Lua {
+    fn new(name: &'static str, source: impl Into<String>) -> Self {
+        let source = source.into();
+        Lua {
+            name,
+            script: Script::new(&source),
+            source,
+        }
+    }
+}
+
+impl Deref for Lua {
+    type Target = Script;
+
+    fn deref(&self) -> &Script {
+        &self.script
+    }
+}
 
 /// Adds `KEYS[1]` to the tag indexes `KEYS[first..]`, extending each index's TTL to cover it.
 /// Shared by the write scripts; `ttl` in ms.
@@ -53,8 +81,9 @@ end
 /// mark. Returns the data key's bytes as `SET … NX GET` would: nil when it was empty (and the
 /// lease, if any, is now the caller's), else what is there; another's lease record gets a
 /// `W` appended (waited on), so its fill announces the end of its load.
-pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static READ: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "READ",
         r"
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -111,9 +140,11 @@ local waited = ok and old and #old == 13 and string.sub(old, 1, 3) == '\255SL'
 /// `1` if the server has `SET … XX GET`, lease TTL ms.
 /// See `FILL_BODY`; indexes the tags if stored, and announces on the namespace's `#filled`
 /// stream (field `k`: the key) if another instance waited. Returns 1 if stored.
-pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{INDEX_TAGS}{FENCE}local refresh = 3
+pub(crate) static FILL: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "FILL",
+        &format!(
+            r"{INDEX_TAGS}{FENCE}local refresh = 3
 {FILL_BODY}
 if ok then index_tags(4, tonumber(ARGV[2])) end
 if waited then
@@ -122,29 +153,34 @@ end
 if ok then return 1 end
 return 0
 "
-    ))
+        ),
+    )
 });
 
 /// On a cluster, [`FILL`] without the keys of other slots (tags are indexed apart, before):
 /// KEYS: data, refresh lease; ARGV as `FILL`'s. Returns {1 if stored, 1 if another instance
 /// waited}: the caller announces on the filled stream (another slot).
-pub(crate) static FILL_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{FENCE}local refresh = 2
+pub(crate) static FILL_IN_SLOT: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "FILL_IN_SLOT",
+        &format!(
+            r"{FENCE}local refresh = 2
 {FILL_BODY}
 local stored, told = 0, 0
 if ok then stored = 1 end
 if waited then told = 1 end
 return {{stored, told}}
 "
-    ))
+        ),
+    )
 });
 
 /// Gives a load's lease record back (its load failed): removes it if it is still the one
 /// given, and announces that if it was waited on. KEYS: data, filled stream; ARGV: the lease
 /// record, cache key. Returns 1 if released.
-pub(crate) static RELEASE_RECORD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static RELEASE_RECORD: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "RELEASE_RECORD",
         r"
 local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] and v ~= ARGV[1] .. 'W' then return 0 end
@@ -159,8 +195,9 @@ return 1
 
 /// On a cluster, [`RELEASE_RECORD`] without the filled stream: KEYS: data; ARGV: the lease
 /// record. Returns {1 if released, 1 if another instance waited}.
-pub(crate) static RELEASE_RECORD_IN_SLOT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static RELEASE_RECORD_IN_SLOT: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "RELEASE_RECORD_IN_SLOT",
         r"
 local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] and v ~= ARGV[1] .. 'W' then return {0, 0} end
@@ -173,8 +210,9 @@ return {1, 0}
 
 /// On a cluster, a tag index changed apart from its data key: adds ARGV[1] (a data key) to
 /// the index KEYS[1], extending the index's TTL to ARGV[2] ms.
-pub(crate) static INDEX_TAG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static INDEX_TAG: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "INDEX_TAG",
         r"
 redis.call('SADD', KEYS[1], ARGV[1])
 local left = redis.call('PTTL', KEYS[1])
@@ -190,8 +228,9 @@ return 1
 /// Takes a refresh lease, or finds it already held under the same token (a retry whose
 /// first attempt took it but lost the reply). KEYS: lease; ARGV: token, TTL ms. Returns 1 if
 /// held.
-pub(crate) static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static ACQUIRE_LEASE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "ACQUIRE_LEASE",
         r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
@@ -204,8 +243,9 @@ return 0
 /// Releases a refresh lease if `token` still holds it (compare-and-delete: a holder whose
 /// lease expired and was taken over must not free the new holder's). KEYS: lease; ARGV: the
 /// holder's token.
-pub(crate) static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static RELEASE_LEASE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "RELEASE_LEASE",
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('UNLINK', KEYS[1])
@@ -218,34 +258,41 @@ return 0
 /// A write-through with tags, or with its invalidation logged in the same step. KEYS: data,
 /// log stream, log sequence, tag indexes…; ARGV: value, TTL ms, the log's length bound (`""`:
 /// log nothing), the log entry. Returns the entry's sequence number (0 if nothing logged).
-pub(crate) static REPLACE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{INDEX_TAGS}{APPEND}
+pub(crate) static REPLACE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "REPLACE",
+        &format!(
+            r"{INDEX_TAGS}{APPEND}
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 index_tags(4, ttl)
 if ARGV[3] ~= '' then return append(KEYS[2], KEYS[3], ARGV[3], ARGV[4]) end
 return 0
 "
-    ))
+        ),
+    )
 });
 
 /// An invalidation logged in the same step: deletes the data key (a lease record too: the
 /// load in flight is refused) and appends to the log. KEYS: data, log stream, log sequence;
 /// ARGV: the log's length bound, the log entry. Returns the entry's sequence number.
-pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{APPEND}
+pub(crate) static INVALIDATE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "INVALIDATE",
+        &format!(
+            r"{APPEND}
 redis.call('UNLINK', KEYS[1])
 return append(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 "
-    ))
+        ),
+    )
 });
 
 /// Deletes every key in a tag's index, then the index. KEYS[1] = tag index. Returns how many
 /// data keys existed.
-pub(crate) static DELETE_TAG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static DELETE_TAG: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "DELETE_TAG",
         r"
 local members = redis.call('SMEMBERS', KEYS[1])
 local removed = 0
@@ -261,18 +308,22 @@ return removed
 /// Appends an invalidation to a namespace's log, numbered by a gap-free sequence (so a
 /// follower can tell when entries it had not read were trimmed). KEYS: stream, sequence;
 /// ARGV: approximate length bound, payload. Returns the entry's sequence number.
-pub(crate) static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{APPEND}
+pub(crate) static APPEND_LOG: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "APPEND_LOG",
+        &format!(
+            r"{APPEND}
 return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 "
-    ))
+        ),
+    )
 });
 
 /// Where one part of a log stands, read atomically: its newest entry (if any) and its
 /// sequence counter. KEYS: stream, sequence.
-pub(crate) static LOG_TAIL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static LOG_TAIL: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "LOG_TAIL",
         r"
 return {
   redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1),
@@ -285,8 +336,9 @@ return {
 /// The number of parts a namespace's log is split into: set to ARGV[1] if no instance has
 /// set it yet; returns what was there before (nil if nothing). KEYS: the count.
 /// (`SET … NX GET` does this from Redis 7.0 on; the script works on 6.2 too.)
-pub(crate) static AGREE_SHARDS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(crate) static AGREE_SHARDS: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "AGREE_SHARDS",
         r"
 local before = redis.call('GET', KEYS[1])
 if not before then redis.call('SET', KEYS[1], ARGV[1]) end
@@ -294,6 +346,31 @@ return before
 ",
     )
 });
+
+/// The Lua scripts of the Strata protocol (`docs/protocol.md`, §10), by name, as other
+/// implementations of it run them (the Python and Node clients ship these same texts).
+pub fn protocol_scripts() -> impl Iterator<Item = (&'static str, &'static str)> {
+    all().into_iter().map(|lua| (lua.name, lua.source.as_str()))
+}
+
+fn all() -> [&'static Lua; 14] {
+    [
+        &READ,
+        &FILL,
+        &FILL_IN_SLOT,
+        &RELEASE_RECORD,
+        &RELEASE_RECORD_IN_SLOT,
+        &INDEX_TAG,
+        &ACQUIRE_LEASE,
+        &RELEASE_LEASE,
+        &REPLACE,
+        &INVALIDATE,
+        &DELETE_TAG,
+        &APPEND_LOG,
+        &LOG_TAIL,
+        &AGREE_SHARDS,
+    ]
+}
 
 #[cfg(test)]
 mod tests {
@@ -375,5 +452,34 @@ mod tests {
             "2",
             "the waited-on fills told"
         );
+    }
+}
+
+#[cfg(test)]
+mod copies {
+    use std::path::PathBuf;
+
+    /// The clients' copies of the scripts, as JSON: `{"NAME": "source", …}` in name order.
+    const COPIES: [&str; 1] = ["clients/python/src/strata_cache/scripts.json"];
+
+    /// The Python client runs the very texts this crate runs. After changing a
+    /// script, `STRATA_BLESS=1 cargo test -p strata-redis --lib copies` rewrites the copies.
+    #[test]
+    fn the_clients_carry_the_same_scripts() {
+        let scripts: std::collections::BTreeMap<_, _> = super::protocol_scripts().collect();
+        let json = serde_json::to_string_pretty(&scripts).unwrap() + "\n";
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for copy in COPIES {
+            let path = root.join(copy);
+            if std::env::var_os("STRATA_BLESS").is_some() {
+                std::fs::write(&path, &json).unwrap();
+            }
+            let theirs = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                theirs == json,
+                "{copy} differs from the scripts of strata-redis: run \
+                 STRATA_BLESS=1 cargo test -p strata-redis --lib copies"
+            );
+        }
     }
 }

@@ -23,7 +23,7 @@ use strata_testkit::{Proxy, RedisServer};
 /// The log's bound (`XADD MAXLEN ~`).
 const LOG_LEN: usize = 1_000;
 
-const PROCESSES: usize = 4;
+pub(crate) const PROCESSES: usize = 4;
 /// The process that is cut off.
 const VICTIM: usize = 3;
 const KEYS: u64 = 20;
@@ -241,24 +241,37 @@ async fn work(cache: &HybridCache, source: MultiplexedConnection, run: &Run) -> 
 /// Starts one worker process per run: this test binary itself, re-run with `--ignored
 /// --exact`.
 pub(crate) fn spawn(runs: &[Run]) -> Vec<tokio::process::Child> {
-    let exe = std::env::current_exe().unwrap();
-    runs.iter()
-        .map(|run| {
-            tokio::process::Command::new(&exe)
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "checker::checker_worker",
-                    "--nocapture",
-                ])
-                .env(RUN_VAR, serde_json::to_string(run).unwrap())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap()
-        })
-        .collect()
+    runs.iter().map(|run| spawn_one(run, None)).collect()
+}
+
+/// One worker: this test binary, or with `python` the Python client's checker worker
+/// (`clients/python/interop/worker.py checker`), which takes the same [`Run`] and prints the
+/// same [`Record`].
+pub(crate) fn spawn_one(run: &Run, python: Option<&std::path::Path>) -> tokio::process::Child {
+    let mut command = match python {
+        None => {
+            let mut c = tokio::process::Command::new(std::env::current_exe().unwrap());
+            c.args([
+                "--ignored",
+                "--exact",
+                "checker::checker_worker",
+                "--nocapture",
+            ]);
+            c
+        }
+        Some(python) => {
+            let mut c = tokio::process::Command::new(python);
+            c.arg(crate::polyglot::python_worker()).arg("checker");
+            c
+        }
+    };
+    command
+        .env(RUN_VAR, serde_json::to_string(run).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
 
 /// The workers' records, once they are done.
@@ -331,6 +344,12 @@ pub(crate) fn violations(records: &[Record], bound: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_never_serve_past_the_staleness_bound() {
+    staleness_run(&[None, None, None, None]).await;
+}
+
+/// The checker over [`PROCESSES`] workers, the `i`-th in Python when `pythons[i]` names an
+/// interpreter (else this binary); worker [`VICTIM`] is cut off for [`CUT_FOR`].
+pub(crate) async fn staleness_run(pythons: &[Option<std::path::PathBuf>; PROCESSES]) {
     let redis = RedisServer::start();
     let proxy = Proxy::start(redis.port()).await.unwrap();
     let runs: Vec<Run> = (0..PROCESSES)
@@ -347,7 +366,11 @@ async fn four_processes_never_serve_past_the_staleness_bound() {
             log_shards: 1,
         })
         .collect();
-    let children = spawn(&runs);
+    let children = runs
+        .iter()
+        .zip(pythons)
+        .map(|(run, python)| spawn_one(run, python.as_deref()))
+        .collect();
     // The run's schedule, not a synchronisation.
     tokio::time::sleep(CUT_AT).await;
     proxy.cut();
@@ -375,8 +398,12 @@ async fn four_processes_never_serve_past_the_staleness_bound() {
     let over_bound = violations(&records, MAX_STALENESS);
     let strictly_stale = violations(&records, Duration::ZERO);
     let victim_record = &records[VICTIM];
+    let languages: Vec<&str> = pythons
+        .iter()
+        .map(|p| if p.is_some() { "python" } else { "rust" })
+        .collect();
     println!(
-        "checker: {reads} reads, {writes} writes, one process cut off for {CUT_FOR:?}; reads older than \
+        "checker {languages:?}: {reads} reads, {writes} writes, one process cut off for {CUT_FOR:?}; reads older than \
          the {MAX_STALENESS:?} bound: {over_bound}; reads older than any returned \
          invalidation: {strictly_stale}; cut process: {} L1 hits bypassed, {} L1 resyncs \
          (log trimmed past it); L1 hits (all): {}",

@@ -8,6 +8,7 @@ mod compat;
 mod hostile_bytes;
 mod lease;
 mod outage;
+mod polyglot;
 mod resilience;
 mod round_trips;
 mod security;

@@ -1,0 +1,790 @@
+"""``HybridCache``: an in-process L1 in front of Redis, sharing a namespace with Strata
+instances in any language (protocol v1, ``docs/protocol.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar, overload
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from . import envelope
+from .envelope import DecodeError, Times
+from .errors import (
+    ConfigError,
+    KeyTooLongError,
+    LoaderError,
+    LoaderTimeoutError,
+    NotFoundError,
+    UnavailableError,
+    ValueTooLargeError,
+)
+from .follower import Follower, Handlers, Invalidation, now_ms
+from .l1 import L1, Fence, L1Entry
+from .layout import MAX_LOG_SHARDS, Layout
+from .options import EntryOptions, ms
+from .stats import Stats
+
+T = TypeVar("T")
+
+log = logging.getLogger("strata_cache")
+
+_SCRIPTS: dict[str, str] = json.loads(
+    importlib.resources.files("strata_cache").joinpath("scripts.json").read_text()
+)
+
+# While another instance holds a key's load lease: first and longest pause between reads of
+# Redis (the end of its load is announced on `#filled`, which wakes the waiter first).
+_POLL = (0.05, 0.2)
+
+_Found = tuple[L1Entry, bytes]  # an entry read from Redis, and its raw bytes
+
+
+class _Missing:
+    """A read found nothing usable."""
+
+
+class HybridCache:
+    """A namespace's cache: an in-process L1 in front of Redis, coherent with every other
+    instance of the namespace — Rust, Python or Node — through its invalidation log.
+
+    Build it with :meth:`connect` and close it with :meth:`close` (or ``async with``)::
+
+        cache = await HybridCache.connect("redis://localhost:6379", "catalog")
+        product = await cache.get_or_load("product:42", lambda: db.product(42))
+    """
+
+    #: The namespace this cache shares with its other instances.
+    namespace: str
+    #: The entry options of calls that give none.
+    defaults: EntryOptions
+    #: This instance's id in the log (it skips its own entries).
+    instance_id: int
+    _layout: Layout
+    _codec: int
+    _raw: bool
+    _max_staleness: int | None
+    _lease_ttl: float
+    _log_max_len: int
+    _parts: int
+    _max_key_bytes: int
+    _max_value_bytes: int
+    _l1: L1
+    _fence: Fence
+    _flights: dict[str, asyncio.Future[tuple[L1Entry, str]]]
+    _ends: dict[str, asyncio.Event]
+    _background: set[asyncio.Task[Any]]
+    _stats: Stats
+    _redis: aioredis.Redis
+    _scripts: dict[str, AsyncScript]
+    _set_nx_get: bool
+    _caught_up: list[int]
+    _followers: list[Follower]
+
+    def __init__(self) -> None:
+        raise TypeError("use `await HybridCache.connect(url, namespace)`")
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        namespace: str,
+        *,
+        defaults: EntryOptions | None = None,
+        l1_capacity: int = 10_000,
+        codec: Literal["json", "msgpack"] = "json",
+        raw_values: bool = False,
+        max_staleness: float | None = None,
+        lease_ttl: float = 10.0,
+        log_max_len: int = 10_000,
+        log_shards: int = 1,
+        heartbeat: float = 1.0,
+        max_key_bytes: int = 1024,
+        max_value_bytes: int = 16 * 1024 * 1024,
+        **redis_kwargs: Any,
+    ) -> HybridCache:
+        """Connects to Redis at ``url`` (``redis://``, ``rediss://`` with TLS, credentials in
+        the URL) and starts following the namespace's log.
+
+        - ``l1_capacity``: entries kept in process (0: no L1);
+        - ``codec``: how values are written (every instance reads either);
+        - ``raw_values``: write bare JSON without the envelope (a namespace's instances must
+          agree; such entries have no soft TTL, fail-safe or stamp);
+        - ``max_staleness``: serve L1 only while the log vouched for it within this many
+          seconds (at least two heartbeats); otherwise read Redis;
+        - ``log_shards``: parts the namespace's log is split into (all instances agree);
+        - ``redis_kwargs``: passed to ``redis.asyncio.Redis.from_url``.
+        """
+        self = object.__new__(cls)
+        self._layout = Layout(namespace)
+        if not 1 <= log_shards <= MAX_LOG_SHARDS:
+            raise ConfigError(f"log_shards {log_shards}: 1 to {MAX_LOG_SHARDS}")
+        if max_staleness is not None and max_staleness < 2 * heartbeat:
+            raise ConfigError(
+                f"max_staleness {max_staleness}s must leave room for two heartbeats ({heartbeat}s)"
+            )
+        self.namespace = namespace
+        self.defaults = defaults or EntryOptions()
+        self._codec = envelope.CODECS[codec]
+        self._raw = raw_values
+        self._max_staleness = ms(max_staleness) if max_staleness is not None else None
+        self._lease_ttl = lease_ttl
+        self._log_max_len = log_max_len
+        self._parts = log_shards
+        self._max_key_bytes = max_key_bytes
+        self._max_value_bytes = max_value_bytes
+        self.instance_id = secrets.randbits(64)
+        self._l1 = L1(l1_capacity)
+        self._fence = Fence()
+        self._flights = {}
+        self._ends = {}
+        self._background = set()
+        self._stats = Stats()
+        self._redis = aioredis.Redis.from_url(url, **redis_kwargs)
+        self._scripts = {
+            name: self._redis.register_script(source) for name, source in _SCRIPTS.items()
+        }
+        try:
+            info = await self._redis.info("server")
+            major = int(str(info.get("redis_version", "0")).split(".")[0])
+            self._set_nx_get = major >= 7
+            before = await self._scripts["AGREE_SHARDS"](
+                keys=[self._layout.log_shards()], args=[log_shards]
+            )
+            if before is not None and int(before) != log_shards:
+                raise ConfigError(
+                    f"namespace {namespace!r}: its log is in {int(before)} parts, "
+                    f"this instance is configured with {log_shards}"
+                )
+            self._caught_up = [now_ms()] * log_shards
+            handlers = Handlers(
+                apply=self._apply,
+                resync=self._resync,
+                filled=self._filled,
+                caught_up=self._mark_caught_up,
+            )
+            self._followers = [
+                Follower(
+                    url, self._layout, part, heartbeat, _SCRIPTS["LOG_TAIL"], handlers, redis_kwargs
+                )
+                for part in range(log_shards)
+            ]
+            for follower in self._followers:
+                await follower.start()
+        except BaseException:
+            await self._redis.aclose()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Stops following the log and closes the connections."""
+        for task in list(self._background):
+            task.cancel()
+        for follower in self._followers:
+            await follower.stop()
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> HybridCache:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters (the Rust crate's names)."""
+        return self._stats.copy()
+
+    # ---------------------------------------------------------------- reads
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        *,
+        options: EntryOptions | None = None,
+        decode: Callable[[Any], T] | None = None,
+    ) -> T:
+        """The value of ``key``: from L1, else Redis, else ``loader`` — called once across
+        every instance of the namespace for concurrent misses (the key's load lease), and
+        stored only if no write or invalidation overtook it (the fenced fill).
+
+        ``decode`` turns the data read from Redis (JSON/MessagePack values) into ``T`` — for
+        example ``Product.model_validate``; values the loader returns are cached as they are.
+        Raises :class:`NotFoundError` for a cached "not found"
+        (see :meth:`get_or_load_optional`).
+        """
+        entry = await self._fetch(key, loader, options or self.defaults)
+        if entry.negative:
+            raise NotFoundError(key)
+        return self._typed(key, entry, decode)
+
+    async def get_or_load_optional(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T | None]],
+        *,
+        options: EntryOptions | None = None,
+        decode: Callable[[Any], T] | None = None,
+    ) -> T | None:
+        """Like :meth:`get_or_load` for a loader that may find nothing: ``None`` is cached too,
+        for ``negative_ttl``."""
+        entry = await self._fetch(key, loader, options or self.defaults)
+        return None if entry.negative else self._typed(key, entry, decode)
+
+    @overload
+    async def get(self, key: str) -> Any: ...
+
+    @overload
+    async def get(self, key: str, *, decode: Callable[[Any], T]) -> T | None: ...
+
+    async def get(self, key: str, *, decode: Callable[[Any], T] | None = None) -> Any:
+        """The value of ``key`` if L1 or Redis holds a fresh one (``None`` if not); never
+        loads."""
+        self._check_key(key)
+        now = now_ms()
+        e = self._l1.get(key)
+        if e is not None and now < min(e.l1_until, e.times.fresh_until) and not e.fail_safe:
+            if self._trusted(now):
+                self._stats.l1_hits += 1
+                return None if e.negative else self._typed(key, e, decode)
+            self._stats.l1_bypassed += 1
+        seen = self._fence.read(key)
+        try:
+            raw = await self._redis.get(self._layout.data(key))
+        except RedisError as err:
+            self._stats.l2_errors += 1
+            log.debug("L2 read of %s failed: %s", key, err)
+            return None
+        if not isinstance(raw, bytes) or envelope.lease_holder(raw) is not None:
+            return None  # nothing, or a load in progress
+        found = self._decode(key, raw, now)
+        if isinstance(found, _Missing) or now >= found[0].times.fresh_until:
+            return None
+        self._stats.l2_hits += 1
+        self._insert_unless(key, found[0], seen)
+        return None if found[0].negative else self._typed(key, found[0], decode)
+
+    def _typed(self, key: str, entry: L1Entry, decode: Callable[[Any], T] | None) -> T:
+        """The entry's value as ``T``: data read from Redis goes through ``decode`` once, and
+        L1 keeps the decoded value."""
+        if decode is None or not entry.from_l2:
+            value: T = entry.value
+            return value
+        typed = decode(entry.value)
+        if self._l1.get(key) is entry:
+            self._l1.insert(key, entry.decoded(typed))
+        return typed
+
+    async def _fetch(
+        self, key: str, loader: Callable[[], Awaitable[Any]], options: EntryOptions
+    ) -> L1Entry:
+        self._check_key(key)
+        now = now_ms()
+        stale: L1Entry | None = None
+        e = self._l1.get(key)
+        if e is not None:
+            if now < e.l1_until:
+                if not self._trusted(now):
+                    self._stats.l1_bypassed += 1
+                elif e.fail_safe:
+                    self._stats.stale_served += 1
+                    return e
+                elif now < e.times.fresh_until:
+                    self._stats.l1_hits += 1
+                    return e
+                else:
+                    self._stats.stale_served += 1
+                    self._refresh_behind(key, loader, options, e)
+                    return e
+            if e.alive(now):
+                stale = e
+        while (flight := self._flights.get(key)) is not None:
+            try:
+                entry, source = await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                if flight.cancelled():
+                    continue  # its leader was cancelled: lead a new flight
+                raise
+            if source == "stale":
+                self._stats.stale_served += 1
+            else:
+                self._stats.waited += 1
+            return entry
+        fut: asyncio.Future[tuple[L1Entry, str]] = asyncio.get_running_loop().create_future()
+        self._flights[key] = fut
+        try:
+            entry, source = await self._load_through(key, loader, options, stale)
+        except BaseException as err:
+            if isinstance(err, asyncio.CancelledError):
+                fut.cancel()
+            elif not fut.done():
+                fut.set_exception(err)
+                fut.exception()  # retrieved: there may be no one waiting
+            raise
+        finally:
+            if self._flights.get(key) is fut:
+                del self._flights[key]
+        if source == "soft":
+            # Served from a soft-expired entry in Redis: refresh it behind, once.
+            self._refresh_behind(key, loader, options, entry)
+            source = "stale"
+        if not fut.done():
+            fut.set_result((entry, source))
+        if source == "l2":
+            self._stats.l2_hits += 1
+        elif source == "loaded":
+            self._stats.misses += 1
+        elif source == "stale":
+            self._stats.stale_served += 1
+        else:
+            self._stats.waited += 1
+        return entry
+
+    async def _load_through(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        options: EntryOptions,
+        stale: L1Entry | None,
+    ) -> tuple[L1Entry, str]:
+        """The leader of this instance's flight: Redis, then (in turn across instances) the
+        loader. Returns the entry and where it came from."""
+        seen = self._fence.read(key)
+        token = secrets.randbits(64)
+        record = envelope.lease_record(token)
+        data_key = self._layout.data(key)
+        fence: tuple[str, bytes] | None
+        refresh_token = ""
+        deadline = time.monotonic() + self._lease_ttl
+        pause = _POLL[0]
+        waited = False
+        end: asyncio.Event | None = None
+        try:
+            while True:
+                if end is not None:
+                    end.clear()  # before the read: an announcement after it is not missed
+                try:
+                    raw = await self._read(data_key, record, mark=waited)
+                except RedisError as err:
+                    self._stats.l2_errors += 1
+                    log.debug("L2 read of %s failed: %s", key, err)
+                    fence = None  # nothing to fence with: the fill leaves Redis alone
+                    break
+                if raw is None:
+                    fence = ("L", record)  # the key was empty: our lease is in it now
+                    break
+                holder = envelope.lease_holder(raw)
+                if holder == token:
+                    fence = ("L", record)
+                    break
+                if holder is None:
+                    found = self._decode(key, raw, now_ms())
+                    if isinstance(found, _Missing):
+                        fence = ("B", raw)  # unreadable: replaced only if still these bytes
+                        break
+                    entry = found[0]
+                    now = now_ms()
+                    if now < entry.times.fresh_until:
+                        self._insert_unless(key, entry, seen)
+                        return entry, ("waited" if waited else "l2")
+                    if stale is None or stale.times.created < entry.times.created:
+                        stale = entry
+                    if now < entry.times.expires and stale is entry:
+                        # Soft-expired in Redis: serve it, refresh behind (one instance).
+                        self._insert_unless(key, entry, seen)
+                        return entry, "soft"
+                    fence = ("S", envelope.stamp_of(raw))
+                    if await self._take_refresh_lease(key, token):
+                        refresh_token = str(token)
+                        break
+                # Another instance loads the key: wait for its fill, bounded by the lease TTL.
+                if end is None:
+                    end = self._ends[key] = asyncio.Event()
+                    waited = True
+                    self._stats.lease_waits += 1
+                    continue  # read again at once, marking the lease waited on
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    fence = None  # waited the lease's whole life: load, leave Redis alone
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(end.wait(), min(pause, left))
+                pause = min(pause * 2, _POLL[1])
+        finally:
+            if end is not None and self._ends.get(key) is end:
+                del self._ends[key]
+        return await self._load(key, loader, options, stale, fence, refresh_token, seen)
+
+    async def _read(self, data_key: str, record: bytes, mark: bool) -> bytes | None:
+        """The data key's bytes, taking the load lease if it was empty (one round trip)."""
+        ttl = max(1, ms(self._lease_ttl))
+        if not mark and self._set_nx_get:
+            raw = await self._redis.set(data_key, record, nx=True, get=True, px=ttl)
+        else:
+            raw = await self._scripts["READ"](
+                keys=[data_key], args=[record, ttl, "1" if mark else ""]
+            )
+        return raw if isinstance(raw, bytes) else None
+
+    async def _take_refresh_lease(self, key: str, token: int) -> bool:
+        try:
+            held = await self._scripts["ACQUIRE_LEASE"](
+                keys=[self._layout.lease(key)], args=[str(token), max(1, ms(self._lease_ttl))]
+            )
+        except RedisError:
+            self._stats.l2_errors += 1
+            return True  # the fill is fenced by the entry all the same
+        return bool(held == 1)
+
+    async def _load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        options: EntryOptions,
+        stale: L1Entry | None,
+        fence: tuple[str, bytes] | None,
+        refresh_token: str,
+        seen: tuple[int, int],
+    ) -> tuple[L1Entry, str]:
+        """Calls the loader and fills Redis (fenced) and L1 (unless overtaken)."""
+        self._stats.loader_calls += 1
+        started = time.monotonic()
+        try:
+            if options.hard_timeout is not None:
+                value = await asyncio.wait_for(loader(), options.hard_timeout)
+            else:
+                value = await loader()
+        except Exception as err:
+            timed_out = isinstance(err, TimeoutError)
+            if timed_out:
+                self._stats.loader_timeouts += 1
+            else:
+                self._stats.loader_errors += 1
+            await self._release(key, fence, refresh_token)
+            now = now_ms()
+            if stale is not None and now < stale.times.stale_until:
+                # Fail-safe: the stale value, and no new attempt for a throttle period.
+                entry = stale.as_fail_safe(now + ms(options.fail_safe_throttle))
+                self._insert_unless(key, entry, seen)
+                return entry, "stale"
+            if timed_out:
+                raise LoaderTimeoutError(f"loader of {key!r} timed out") from err
+            raise LoaderError(f"loader of {key!r} failed: {err}") from err
+        load_ms = round((time.monotonic() - started) * 1000)
+        now = now_ms()
+        negative = value is None
+        times = options.times(now, negative)
+        tags = tuple(options.tags)
+        stamp = secrets.randbits(64)
+        entry = L1Entry(value, negative, times, options.l1_until(now, times), tags, stamp)
+        payload = self._encode(key, value, negative, times, stamp, load_ms, tags, options)
+        if payload is None:
+            await self._release(key, fence, refresh_token)
+            return entry, "loaded"
+        if fence is not None:
+            stored = await self._fill(key, payload, times, tags, fence, refresh_token)
+            if not stored:
+                self._stats.fills_fenced += 1
+                return entry, "loaded"
+        self._insert_unless(key, entry, seen)
+        return entry, "loaded"
+
+    async def _fill(
+        self,
+        key: str,
+        payload: bytes,
+        times: Times,
+        tags: tuple[str, ...],
+        fence: tuple[str, bytes],
+        refresh_token: str,
+    ) -> bool:
+        px = max(1, (times.expires if self._raw else times.stale_until) - times.created)
+        kind, arg = fence
+        try:
+            stored = await self._scripts["FILL"](
+                keys=[
+                    self._layout.data(key),
+                    self._layout.filled(),
+                    self._layout.lease(key),
+                    *(self._layout.tag(t) for t in tags),
+                ],
+                args=[
+                    payload,
+                    px,
+                    kind,
+                    arg,
+                    key,
+                    refresh_token,
+                    "1" if self._set_nx_get else "",
+                    max(1, ms(self._lease_ttl)),
+                ],
+            )
+        except RedisError as err:
+            self._stats.l2_errors += 1
+            log.debug("fill of %s failed: %s", key, err)
+            return True  # nothing stored, nothing overtaken: L1 may keep the value
+        return bool(stored == 1)
+
+    async def _release(self, key: str, fence: tuple[str, bytes] | None, refresh_token: str) -> None:
+        """Gives back what a failed load held, so others load instead of waiting it out."""
+        try:
+            if fence is not None and fence[0] == "L":
+                await self._scripts["RELEASE_RECORD"](
+                    keys=[self._layout.data(key), self._layout.filled()], args=[fence[1], key]
+                )
+            if refresh_token:
+                await self._scripts["RELEASE_LEASE"](
+                    keys=[self._layout.lease(key)], args=[refresh_token]
+                )
+        except RedisError:
+            self._stats.l2_errors += 1  # the lease expires by itself
+
+    def _refresh_behind(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        options: EntryOptions,
+        stale: L1Entry,
+    ) -> None:
+        """One background refresh of a soft-expired entry (stale-while-revalidate)."""
+        if key in self._flights:
+            return
+        fut: asyncio.Future[tuple[L1Entry, str]] = asyncio.get_running_loop().create_future()
+        self._flights[key] = fut
+        self._stats.background_refreshes += 1
+
+        async def refresh() -> None:
+            try:
+                seen = self._fence.read(key)
+                token = secrets.randbits(64)
+                if not await self._take_refresh_lease(key, token):
+                    fut.set_result((stale, "stale"))
+                    return
+                fence = ("S", stale.stamp.to_bytes(8, "little")) if stale.stamp else ("N", b"")
+                result = await self._load(key, loader, options, stale, fence, str(token), seen)
+                fut.set_result(result)
+            except Exception as err:
+                log.warning("background refresh of %s failed: %s", key, err)
+                fut.set_result((stale, "stale"))
+            finally:
+                if self._flights.get(key) is fut:
+                    del self._flights[key]
+
+        task = asyncio.create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---------------------------------------------------------------- writes
+
+    async def set(self, key: str, value: Any, *, options: EntryOptions | None = None) -> None:
+        """Stores ``value`` in Redis and L1 (write-through) and tells every other instance to
+        drop its copy, in one round trip. Raises :class:`UnavailableError` if Redis cannot be
+        reached (nothing is written then)."""
+        self._check_key(key)
+        options = options or self.defaults
+        now = now_ms()
+        times = options.times(now, False)
+        tags = tuple(options.tags)
+        stamp = secrets.randbits(64)
+        payload = self._encode(key, value, False, times, stamp, 0, tags, options)
+        if payload is None:
+            raise ValueTooLargeError(f"the value of {key!r} is over {self._max_value_bytes} bytes")
+        part = self._layout.part_of(key, self._parts)
+        px = max(1, (times.expires if self._raw else times.stale_until) - now)
+        self._overtake(key)
+        try:
+            await self._scripts["REPLACE"](
+                keys=[
+                    self._layout.data(key),
+                    self._layout.log(part),
+                    self._layout.log_seq(part),
+                    *(self._layout.tag(t) for t in tags),
+                ],
+                args=[payload, px, self._log_max_len, self._entry("key", key)],
+            )
+        except RedisError as err:
+            self._l1.remove(key)
+            raise UnavailableError(f"set {key!r}: {err}") from err
+        self._stats.invalidations_sent += 1
+        entry = L1Entry(value, False, times, options.l1_until(now, times), tags, stamp)
+        self._l1.insert(key, entry)
+
+    async def invalidate(self, key: str) -> None:
+        """Drops ``key`` from Redis and from every instance's L1; a load in flight for it (here
+        or anywhere) will not store its value. Returns once Redis has the change."""
+        self._check_key(key)
+        self._drop(key)
+        part = self._layout.part_of(key, self._parts)
+        try:
+            await self._scripts["INVALIDATE"](
+                keys=[self._layout.data(key), self._layout.log(part), self._layout.log_seq(part)],
+                args=[self._log_max_len, self._entry("key", key)],
+            )
+        except RedisError as err:
+            raise UnavailableError(f"invalidate {key!r}: {err}") from err
+        self._stats.invalidations_sent += 1
+
+    async def invalidate_tag(self, tag: str) -> None:
+        """Drops every entry tagged ``tag``, in Redis and in every instance's L1."""
+        self._drop_tag(tag)
+        part = self._layout.part_of(tag, self._parts)
+        try:
+            await self._scripts["DELETE_TAG"](keys=[self._layout.tag(tag)])
+            await self._append(part, "tag", tag)
+        except RedisError as err:
+            raise UnavailableError(f"invalidate tag {tag!r}: {err}") from err
+        self._stats.invalidations_sent += 1
+
+    async def clear(self) -> None:
+        """Drops every entry of the namespace, in Redis and in every instance's L1."""
+        self._drop_all()
+        try:
+            for pattern in (f"{self.namespace}:*", f"{self.namespace}#tag:*"):
+                batch: list[bytes] = []
+                async for k in self._redis.scan_iter(match=pattern, count=1000):
+                    batch.append(k)
+                    if len(batch) >= 500:
+                        await self._redis.unlink(*batch)
+                        batch = []
+                if batch:
+                    await self._redis.unlink(*batch)
+            await self._append(0, "clear", None)
+        except RedisError as err:
+            raise UnavailableError(f"clear {self.namespace!r}: {err}") from err
+        self._stats.invalidations_sent += 1
+
+    async def _append(self, part: int, op: str, arg: str | None) -> None:
+        await self._scripts["APPEND_LOG"](
+            keys=[self._layout.log(part), self._layout.log_seq(part)],
+            args=[self._log_max_len, self._entry(op, arg)],
+        )
+
+    def _entry(self, op: str, arg: str | None) -> bytes:
+        return Invalidation(self.instance_id, op, arg).wire()
+
+    # ---------------------------------------------------------------- L1 and the log
+
+    def _trusted(self, now: int) -> bool:
+        return self._max_staleness is None or now - min(self._caught_up) <= self._max_staleness
+
+    def _insert_unless(self, key: str, entry: L1Entry, seen: tuple[int, int]) -> None:
+        """Puts ``entry`` in L1 unless an invalidation of the key was applied since ``seen``."""
+        if self._fence.read(key) != seen:
+            self._stats.fills_fenced += 1
+            return
+        self._l1.insert(key, entry)
+
+    def _overtake(self, key: str) -> None:
+        """Loads in flight for ``key`` neither fill L1 nor take in new callers."""
+        self._fence.bump(key)
+        self._flights.pop(key, None)
+
+    def _drop(self, key: str) -> None:
+        self._overtake(key)
+        self._l1.remove(key)
+
+    def _drop_tag(self, tag: str) -> None:
+        self._fence.bump_all()
+        self._flights.clear()
+        self._l1.remove_tag(tag)
+
+    def _drop_all(self) -> None:
+        self._fence.bump_all()
+        self._flights.clear()
+        self._l1.clear()
+
+    def _apply(self, inv: Invalidation) -> None:
+        if inv.origin == self.instance_id:
+            return
+        self._stats.invalidations_received += 1
+        if inv.op == "key" and inv.arg is not None:
+            self._drop(inv.arg)
+        elif inv.op == "tag" and inv.arg is not None:
+            self._drop_tag(inv.arg)
+        else:
+            self._drop_all()
+
+    def _resync(self) -> None:
+        self._stats.resyncs += 1
+        self._stats.invalidations_received += 1
+        self._drop_all()
+
+    def _filled(self, key: str) -> None:
+        end = self._ends.get(key)
+        if end is not None:
+            end.set()
+
+    def _mark_caught_up(self, part: int) -> None:
+        self._caught_up[part] = now_ms()
+
+    # ---------------------------------------------------------------- bytes
+
+    def _check_key(self, key: str) -> None:
+        if len(key.encode()) > self._max_key_bytes:
+            raise KeyTooLongError(f"key of {len(key.encode())} bytes, over {self._max_key_bytes}")
+
+    def _encode(
+        self,
+        key: str,
+        value: Any,
+        negative: bool,
+        times: Times,
+        stamp: int,
+        load_ms: int,
+        tags: tuple[str, ...],
+        options: EntryOptions,
+    ) -> bytes | None:
+        """The bytes to store, or ``None`` when over the size limit (counted, not cached)."""
+        if self._raw:
+            payload = envelope.encode_value(value, envelope.JSON)
+        else:
+            codec = envelope.CODECS[options.codec] if options.codec else self._codec
+            payload = envelope.encode(
+                value,
+                negative=negative,
+                times=times,
+                stamp=stamp,
+                load_ms=load_ms,
+                tags=tags,
+                codec=codec,
+            )
+        if len(payload) > self._max_value_bytes:
+            self._stats.oversized += 1
+            log.warning("value of %s is %d bytes: not cached", key, len(payload))
+            return None
+        return payload
+
+    def _decode(self, key: str, raw: bytes, now: int) -> _Found | _Missing:
+        """The entry in ``raw``; unreadable bytes are counted and read as a miss."""
+        try:
+            if self._raw and not envelope.is_envelope(raw):
+                value = envelope.decode_value(raw, envelope.JSON)
+                times = self.defaults.times(now, False)
+                entry = L1Entry(
+                    value, value is None, times, self.defaults.l1_until(now, times), (), None, True
+                )
+                return entry, raw
+            env = envelope.decode(raw)
+        except DecodeError as err:
+            self._stats.decode_errors += 1
+            log.warning("undecodable L2 entry %s treated as a miss: %s", key, err)
+            return _Missing()
+        entry = L1Entry(
+            env.value,
+            env.negative,
+            env.times,
+            self.defaults.l1_until(now, env.times),
+            env.tags,
+            env.stamp,
+            True,
+        )
+        return entry, raw

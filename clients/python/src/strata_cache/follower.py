@@ -1,0 +1,211 @@
+"""The log follower (``docs/protocol.md`` §4): applies other instances' invalidations to L1.
+
+One task per part of the namespace's log, each on a connection of its own (its reads block
+for a heartbeat). It starts at the log's tail, applies entries in stream order, and drops the
+whole L1 (a *resync*) when it cannot know what it missed: a gap in the sequence (entries
+trimmed while it lagged) or, after a reconnect, a sequence behind its own (a Redis that lost
+its data). Part 0 also carries the ends of waited-on loads (``#filled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from .layout import Layout
+
+log = logging.getLogger("strata_cache")
+
+BATCH = 512
+
+
+@dataclass(frozen=True)
+class Invalidation:
+    """A log entry's ``d``: who wrote it, and what it drops."""
+
+    origin: int
+    op: str
+    arg: str | None
+
+    def wire(self) -> bytes:
+        """As the log carries it: ``{"origin":"<16 hex>","op":…,"arg":…}``."""
+        entry = {"origin": f"{self.origin:016x}", "op": self.op, "arg": self.arg}
+        return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @staticmethod
+    def parse(data: bytes) -> Invalidation | None:
+        """The entry in ``data``; ``None`` if it is not one (counted, never applied)."""
+        try:
+            d = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(d, dict) or not set(d) <= {"origin", "op", "arg"}:
+            return None
+        origin, op, arg = d.get("origin"), d.get("op"), d.get("arg")
+        if not isinstance(origin, str) or len(origin) != 16:
+            return None
+        try:
+            origin_id = int(origin, 16)
+        except ValueError:
+            return None
+        if op in ("key", "tag") and isinstance(arg, str):
+            return Invalidation(origin_id, op, arg)
+        if op == "clear" and arg is None:
+            return Invalidation(origin_id, op, None)
+        return None
+
+
+@dataclass
+class Handlers:
+    """What the follower does to the cache."""
+
+    apply: Callable[[Invalidation], None]
+    resync: Callable[[], None]
+    filled: Callable[[str], None]
+    caught_up: Callable[[int], None]
+
+
+class Follower:
+    """Follows one part of a namespace's log until :meth:`stop`."""
+
+    def __init__(
+        self,
+        url: str,
+        layout: Layout,
+        part: int,
+        heartbeat: float,
+        log_tail: str,
+        handlers: Handlers,
+        connect_kwargs: dict[str, Any],
+    ) -> None:
+        self._url = url
+        self._layout = layout
+        self._part = part
+        self._heartbeat = heartbeat
+        self._log_tail_source = log_tail
+        self._on = handlers
+        self._connect_kwargs = connect_kwargs
+        self._stream = layout.log(part)
+        self._seq_key = layout.log_seq(part)
+        self._filled = layout.filled() if part == 0 else None
+        self._id = b"0-0"
+        self._seq = 0
+        self._filled_id = b"0-0"
+        self._task: asyncio.Task[None] | None = None
+        self._conn: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        """Connects and reads where the log stands now; follows from there in a task."""
+        self._conn = self._connect()
+        await self._tail(self._conn)
+        self._on.caught_up(self._part)
+        self._task = asyncio.create_task(self._run(), name=f"strata follower {self._stream}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._conn is not None:
+            await self._conn.aclose()
+
+    def _connect(self) -> aioredis.Redis:
+        # Its reads block for a heartbeat: a reply may take that plus the command's own time.
+        given = self._connect_kwargs.get("socket_timeout") or 5.0
+        kwargs = {**self._connect_kwargs, "socket_timeout": self._heartbeat + given}
+        return aioredis.Redis.from_url(self._url, **kwargs)
+
+    async def _tail(self, conn: aioredis.Redis) -> None:
+        script: AsyncScript = conn.register_script(self._log_tail_source)
+        reply: Any = await script(keys=[self._stream, self._seq_key])
+        newest, seq = reply
+        self._id = newest[0][0] if newest else b"0-0"
+        self._seq = int(seq) if seq is not None else 0
+        if self._filled is not None:
+            last: Any = await conn.xrevrange(self._filled, count=1)
+            self._filled_id = last[0][0] if last else b"0-0"
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            assert self._conn is not None
+            try:
+                streams: dict[Any, Any] = {self._stream: self._id}
+                if self._filled is not None:
+                    streams[self._filled] = self._filled_id
+                reply: Any = await self._conn.xread(
+                    streams, count=BATCH, block=max(1, round(self._heartbeat * 1000))
+                )
+                backoff = 0.05
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
+                log.warning("invalidation log %s: read failed (%s); reconnecting", self._stream, e)
+                await self._reconnect(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            read = 0
+            for name, entries in reply or []:
+                is_log = name == self._stream.encode()
+                for entry_id, fields in entries:
+                    if is_log:
+                        read += 1
+                        self._apply(entry_id, fields)
+                    else:
+                        self._filled_id = entry_id
+                        key = fields.get(b"k")
+                        if key is not None:
+                            self._on.filled(key.decode(errors="replace"))
+            if read < BATCH:
+                self._on.caught_up(self._part)
+
+    def _apply(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        self._id = entry_id
+        seq_raw, data = fields.get(b"s"), fields.get(b"d")
+        if seq_raw is None or data is None:
+            return  # foreign: skipped
+        try:
+            seq = int(seq_raw)
+        except ValueError:
+            return
+        if seq != self._seq + 1:
+            # Entries we never read were trimmed away: whatever they dropped may be in L1.
+            self._on.resync()
+        self._seq = seq
+        invalidation = Invalidation.parse(data)
+        if invalidation is not None:
+            self._on.apply(invalidation)
+
+    async def _reconnect(self, pause: float) -> None:
+        """A new connection; resumes after our position unless the log lost entries."""
+        while True:
+            await asyncio.sleep(pause)
+            if self._conn is not None:
+                await self._conn.aclose()
+            self._conn = self._connect()
+            try:
+                raw = await self._conn.get(self._seq_key)
+                exists = await self._conn.exists(self._stream)
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                pause = min(pause * 2, 2.0)
+                continue
+            seq = int(raw) if raw is not None else 0
+            if seq < self._seq or (self._seq > 0 and not exists):
+                # Redis lost the log (a restart without persistence, a failover to a replica
+                # that lagged): what we had not read is gone with it.
+                log.warning("invalidation log %s was lost: dropping L1", self._stream)
+                self._on.resync()
+                await self._tail(self._conn)
+            return
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

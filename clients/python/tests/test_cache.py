@@ -1,0 +1,253 @@
+"""The cache against a real redis-server: counts of loads, hits, stale reads and errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from strata_cache import (
+    EntryOptions,
+    HybridCache,
+    KeyTooLongError,
+    LoaderError,
+    LoaderTimeoutError,
+    NotFoundError,
+)
+
+from .conftest import Server
+
+
+class Source:
+    """A source of truth that counts its loads."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.version = 1
+        self.calls = 0
+        self.delay = delay
+        self.fail = False
+
+    def loader(self) -> Callable[[], Awaitable[dict[str, int]]]:
+        async def load() -> dict[str, int]:
+            self.calls += 1
+            version = self.version  # read first; the rest of the load is slow
+            await asyncio.sleep(self.delay)
+            if self.fail:
+                raise RuntimeError("the source is down")
+            return {"version": version}
+
+        return load
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Waits (bounded) until ``check()`` holds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def pair(
+    server: Server, redis: aioredis.Redis
+) -> AsyncIterator[tuple[HybridCache, HybridCache]]:
+    a = await HybridCache.connect(server.url, "t", heartbeat=0.1)
+    b = await HybridCache.connect(server.url, "t", heartbeat=0.1)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_concurrent_misses_in_two_instances_load_once(
+    pair: tuple[HybridCache, HybridCache],
+) -> None:
+    a, b = pair
+    source = Source(delay=0.05)
+    reads = [c.get_or_load("k", source.loader()) for c in (a, b) for _ in range(100)]
+    values = await asyncio.gather(*reads)
+    assert source.calls == 1
+    assert all(v == {"version": 1} for v in values)
+    assert await a.get_or_load("k", source.loader()) == {"version": 1}
+    assert a.stats().l1_hits + b.stats().l1_hits >= 1
+
+
+async def test_an_invalidation_reaches_the_other_instance_s_l1(
+    pair: tuple[HybridCache, HybridCache],
+) -> None:
+    a, b = pair
+    source = Source()
+    assert await b.get_or_load("k", source.loader()) == {"version": 1}
+    source.version = 2
+    await a.invalidate("k")
+    await eventually(lambda: b.stats().invalidations_received == 1)
+    assert await b.get_or_load("k", source.loader()) == {"version": 2}
+    assert source.calls == 2
+
+
+async def test_tags_and_clear_drop_entries_everywhere(
+    pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
+) -> None:
+    a, b = pair
+    source = Source()
+    tagged = EntryOptions(tags=("cat:1",))
+    await b.get_or_load("p1", source.loader(), options=tagged)
+    await b.get_or_load("p2", source.loader())
+    await a.invalidate_tag("cat:1")
+    await eventually(lambda: b.stats().invalidations_received == 1)
+    assert await redis.exists("t:p1") == 0 and await redis.exists("t:p2") == 1
+    await b.get_or_load("p1", source.loader(), options=tagged)
+    await b.get_or_load("p2", source.loader())
+    assert source.calls == 3  # p1 again; p2 from L1
+    await a.clear()
+    await eventually(lambda: b.stats().invalidations_received == 2)
+    assert await redis.exists("t:p2") == 0
+    await b.get_or_load("p2", source.loader())
+    assert source.calls == 4
+
+
+async def test_a_fill_overtaken_by_an_invalidation_does_not_land(
+    pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
+) -> None:
+    a, b = pair
+    source = Source(delay=0.3)
+    load = asyncio.create_task(a.get_or_load("k", source.loader()))
+    await eventually(lambda: source.calls == 1)
+    source.version = 2  # written while the old value is being loaded
+    await b.invalidate("k")
+    assert await load == {"version": 1}  # the caller gets what it loaded...
+    assert a.stats().fills_fenced == 1  # ...but neither Redis nor L1 keeps it
+    assert await redis.get("t:k") is None
+    assert await a.get_or_load("k", source.loader()) == {"version": 2}
+    assert source.calls == 2
+
+
+async def test_set_is_write_through_and_visible_to_the_other(
+    pair: tuple[HybridCache, HybridCache],
+) -> None:
+    a, b = pair
+    source = Source()
+    assert await b.get_or_load("k", source.loader()) == {"version": 1}
+    await a.set("k", {"version": 5})
+    await eventually(lambda: b.stats().invalidations_received == 1)
+    assert await b.get_or_load("k", source.loader()) == {"version": 5}
+    assert await a.get("k") == {"version": 5}
+    assert source.calls == 1
+
+
+async def test_soft_ttl_serves_stale_and_refreshes_once(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    cache = await HybridCache.connect(
+        server.url, "t", defaults=EntryOptions(ttl=60, soft_ttl=0.05), heartbeat=0.1
+    )
+    source = Source()
+    try:
+        assert await cache.get_or_load("k", source.loader()) == {"version": 1}
+        source.version = 2
+        await asyncio.sleep(0.1)  # past the soft TTL: the schedule under test, not a wait
+        stale = await asyncio.gather(*(cache.get_or_load("k", source.loader()) for _ in range(20)))
+        assert all(v == {"version": 1} for v in stale)
+        await eventually(lambda: source.calls == 2)
+        await eventually(lambda: cache.stats().background_refreshes == 1)
+        for _ in range(1000):  # bounded: until the refresh stored its value
+            if await cache.get("k") == {"version": 2}:
+                break
+            await asyncio.sleep(0.005)
+        assert await cache.get_or_load("k", source.loader()) == {"version": 2}
+        assert source.calls == 2
+    finally:
+        await cache.close()
+
+
+async def test_fail_safe_serves_the_expired_value_when_the_loader_fails(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    options = EntryOptions(ttl=0.05, fail_safe=60, fail_safe_throttle=60)
+    cache = await HybridCache.connect(server.url, "t", defaults=options, heartbeat=0.1)
+    source = Source()
+    try:
+        await cache.get_or_load("k", source.loader())
+        await asyncio.sleep(0.1)  # past the TTL: the schedule under test
+        source.fail = True
+        assert await cache.get_or_load("k", source.loader()) == {"version": 1}
+        assert await cache.get_or_load("k", source.loader()) == {"version": 1}
+        assert source.calls == 2  # throttled: not retried at once
+        assert cache.stats().loader_errors == 1
+        with pytest.raises(LoaderError):
+            await cache.get_or_load("other", source.loader())
+    finally:
+        await cache.close()
+
+
+async def test_hard_timeout_and_negative_entries(server: Server, redis: aioredis.Redis) -> None:
+    cache = await HybridCache.connect(server.url, "t", heartbeat=0.1)
+    try:
+        slow = Source(delay=5)
+        with pytest.raises(LoaderTimeoutError):
+            await cache.get_or_load("slow", slow.loader(), options=EntryOptions(hard_timeout=0.05))
+        assert cache.stats().loader_timeouts == 1
+        assert await redis.get("t:slow") is None  # the lease was given back
+
+        calls = 0
+
+        async def missing() -> dict[str, int] | None:
+            nonlocal calls
+            calls += 1
+            return None
+
+        assert await cache.get_or_load_optional("gone", missing) is None
+        assert await cache.get_or_load_optional("gone", missing) is None
+        assert calls == 1
+        with pytest.raises(NotFoundError):
+            await cache.get_or_load("gone", Source().loader())
+        with pytest.raises(KeyTooLongError):
+            await cache.get_or_load("x" * 2000, Source().loader())
+    finally:
+        await cache.close()
+
+
+async def test_foreign_or_corrupt_bytes_are_a_counted_miss(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    cache = await HybridCache.connect(server.url, "t", heartbeat=0.1)
+    try:
+        for i, junk in enumerate([b"not json", b"\xffST\x09garbage", b"\xffST\x01" + bytes(60)]):
+            await redis.set(f"t:j{i}", junk)
+            source = Source()
+            assert await cache.get_or_load(f"j{i}", source.loader()) == {"version": 1}
+            assert source.calls == 1
+        assert cache.stats().decode_errors == 3
+        assert cache.stats().fills_fenced == 0  # the junk was replaced (fence B)
+    finally:
+        await cache.close()
+
+
+async def test_a_follower_whose_position_was_trimmed_drops_its_l1(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    a = await HybridCache.connect(server.url, "t", heartbeat=0.1, log_max_len=10)
+    try:
+        source = Source()
+        await a.get_or_load("k", source.loader())
+        # Another writer's entries, then a trim past them while `a` is not reading: simulate
+        # the gap with entries whose sequence jumps.
+        await redis.incrby("t#log:seq", 100)
+        await redis.xadd(
+            "t#log", {"s": "101", "d": '{"origin":"0000000000000001","op":"key","arg":"x"}'}
+        )
+        await eventually(lambda: a.stats().resyncs == 1)
+        await a.get_or_load("k", source.loader())
+        assert (a.stats().l1_hits, a.stats().l2_hits) == (0, 1)  # L1 was dropped
+        assert source.calls == 1
+    finally:
+        await a.close()
+
+
+def test_stats_export_under_the_rust_names() -> None:
+    from strata_cache import Stats
+
+    text = Stats(l1_hits=3, misses=1).prometheus("catalog")
+    assert 'strata_hits_total{namespace="catalog",level="l1"} 3' in text
+    assert 'strata_misses_total{namespace="catalog"} 1' in text
