@@ -143,7 +143,7 @@ local waited = ok and old and #old == 13 and string.sub(old, 1, 3) == '\255SL'
 pub(crate) static FILL: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         "FILL",
-        &format!(
+        format!(
             r"{INDEX_TAGS}{FENCE}local refresh = 3
 {FILL_BODY}
 if ok then index_tags(4, tonumber(ARGV[2])) end
@@ -163,7 +163,7 @@ return 0
 pub(crate) static FILL_IN_SLOT: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         "FILL_IN_SLOT",
-        &format!(
+        format!(
             r"{FENCE}local refresh = 2
 {FILL_BODY}
 local stored, told = 0, 0
@@ -261,7 +261,7 @@ return 0
 pub(crate) static REPLACE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         "REPLACE",
-        &format!(
+        format!(
             r"{INDEX_TAGS}{APPEND}
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
@@ -279,7 +279,7 @@ return 0
 pub(crate) static INVALIDATE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         "INVALIDATE",
-        &format!(
+        format!(
             r"{APPEND}
 redis.call('UNLINK', KEYS[1])
 return append(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
@@ -311,7 +311,7 @@ return removed
 pub(crate) static APPEND_LOG: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         "APPEND_LOG",
-        &format!(
+        format!(
             r"{APPEND}
 return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 "
