@@ -460,9 +460,12 @@ mod copies {
     use std::path::PathBuf;
 
     /// The clients' copies of the scripts, as JSON: `{"NAME": "source", …}` in name order.
-    const COPIES: [&str; 1] = ["clients/python/src/strata_cache/scripts.json"];
+    const COPIES: [&str; 2] = [
+        "clients/python/src/strata_cache/scripts.json",
+        "clients/node/src/scripts.json",
+    ];
 
-    /// The Python client runs the very texts this crate runs. After changing a
+    /// The Python and Node clients run the very texts this crate runs. After changing a
     /// script, `STRATA_BLESS=1 cargo test -p strata-redis --lib copies` rewrites the copies.
     #[test]
     fn the_clients_carry_the_same_scripts() {

@@ -20,6 +20,8 @@ use strata::{EntryOptions, HybridCache};
 use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 use strata_testkit::{Proxy, RedisServer};
 
+use crate::polyglot::Worker;
+
 /// The log's bound (`XADD MAXLEN ~`).
 const LOG_LEN: usize = 1_000;
 
@@ -241,15 +243,17 @@ async fn work(cache: &HybridCache, source: MultiplexedConnection, run: &Run) -> 
 /// Starts one worker process per run: this test binary itself, re-run with `--ignored
 /// --exact`.
 pub(crate) fn spawn(runs: &[Run]) -> Vec<tokio::process::Child> {
-    runs.iter().map(|run| spawn_one(run, None)).collect()
+    runs.iter()
+        .map(|run| spawn_one(run, &Worker::Rust))
+        .collect()
 }
 
-/// One worker: this test binary, or with `python` the Python client's checker worker
-/// (`clients/python/interop/worker.py checker`), which takes the same [`Run`] and prints the
-/// same [`Record`].
-pub(crate) fn spawn_one(run: &Run, python: Option<&std::path::Path>) -> tokio::process::Child {
-    let mut command = match python {
-        None => {
+/// One worker: this test binary, or another language's client's checker worker
+/// (`clients/python/interop/worker.py checker`, `clients/node/dist/interop/worker.js checker`),
+/// which takes the same [`Run`] and prints the same [`Record`].
+pub(crate) fn spawn_one(run: &Run, worker: &Worker) -> tokio::process::Child {
+    let mut command = match worker {
+        Worker::Rust => {
             let mut c = tokio::process::Command::new(std::env::current_exe().unwrap());
             c.args([
                 "--ignored",
@@ -259,11 +263,7 @@ pub(crate) fn spawn_one(run: &Run, python: Option<&std::path::Path>) -> tokio::p
             ]);
             c
         }
-        Some(python) => {
-            let mut c = tokio::process::Command::new(python);
-            c.arg(crate::polyglot::python_worker()).arg("checker");
-            c
-        }
+        other => other.command("checker"),
     };
     command
         .env(RUN_VAR, serde_json::to_string(run).unwrap())
@@ -344,12 +344,12 @@ pub(crate) fn violations(records: &[Record], bound: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_never_serve_past_the_staleness_bound() {
-    staleness_run(&[None, None, None, None]).await;
+    staleness_run(&[Worker::Rust, Worker::Rust, Worker::Rust, Worker::Rust]).await;
 }
 
-/// The checker over [`PROCESSES`] workers, the `i`-th in Python when `pythons[i]` names an
-/// interpreter (else this binary); worker [`VICTIM`] is cut off for [`CUT_FOR`].
-pub(crate) async fn staleness_run(pythons: &[Option<std::path::PathBuf>; PROCESSES]) {
+/// The checker over [`PROCESSES`] workers, each in its language; worker [`VICTIM`] is cut off
+/// for [`CUT_FOR`].
+pub(crate) async fn staleness_run(workers: &[Worker; PROCESSES]) {
     let redis = RedisServer::start();
     let proxy = Proxy::start(redis.port()).await.unwrap();
     let runs: Vec<Run> = (0..PROCESSES)
@@ -368,8 +368,8 @@ pub(crate) async fn staleness_run(pythons: &[Option<std::path::PathBuf>; PROCESS
         .collect();
     let children = runs
         .iter()
-        .zip(pythons)
-        .map(|(run, python)| spawn_one(run, python.as_deref()))
+        .zip(workers)
+        .map(|(run, worker)| spawn_one(run, worker))
         .collect();
     // The run's schedule, not a synchronisation.
     tokio::time::sleep(CUT_AT).await;
@@ -398,10 +398,7 @@ pub(crate) async fn staleness_run(pythons: &[Option<std::path::PathBuf>; PROCESS
     let over_bound = violations(&records, MAX_STALENESS);
     let strictly_stale = violations(&records, Duration::ZERO);
     let victim_record = &records[VICTIM];
-    let languages: Vec<&str> = pythons
-        .iter()
-        .map(|p| if p.is_some() { "python" } else { "rust" })
-        .collect();
+    let languages: Vec<&str> = workers.iter().map(Worker::name).collect();
     println!(
         "checker {languages:?}: {reads} reads, {writes} writes, one process cut off for {CUT_FOR:?}; reads older than \
          the {MAX_STALENESS:?} bound: {over_bound}; reads older than any returned \

@@ -21,69 +21,133 @@ use strata_testkit::RedisServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::checker::{PROCESSES, staleness_run};
+use crate::checker::staleness_run;
 use crate::{TTL, WAIT, instance};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The Python client's test worker.
-pub(crate) fn python_worker() -> PathBuf {
-    root().join("clients/python/interop/worker.py")
+/// How a worker process of another language is started.
+#[derive(Debug, Clone)]
+pub(crate) enum Worker {
+    /// This test binary (the Rust checker worker).
+    Rust,
+    /// `clients/python/interop/worker.py` under this interpreter.
+    Python(PathBuf),
+    /// `clients/node/dist/interop/worker.js` under this `node`.
+    Node(PathBuf),
 }
 
-/// The interpreter with the Python client installed, if there is one.
-fn python() -> Option<PathBuf> {
-    let found = std::env::var_os("STRATA_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| Some(root().join("clients/python/.venv/bin/python")))
-        .filter(|p| p.exists());
-    if found.is_none() {
+impl Worker {
+    /// The Python client's virtualenv interpreter (`STRATA_PYTHON`, else
+    /// `clients/python/.venv/bin/python`), if installed.
+    fn python() -> Option<Worker> {
+        let found = std::env::var_os("STRATA_PYTHON")
+            .map(PathBuf::from)
+            .or_else(|| Some(root().join("clients/python/.venv/bin/python")))
+            .filter(|p| p.exists());
+        required(found.map(Worker::Python), "Python")
+    }
+
+    /// `node`, if the Node client is built (`clients/node/dist`).
+    fn node() -> Option<Worker> {
+        let built = root().join("clients/node/dist/interop/worker.js").exists();
+        let node =
+            std::env::var_os("STRATA_NODE").map_or_else(|| PathBuf::from("node"), PathBuf::from);
+        let runs = std::process::Command::new(&node)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        required((built && runs).then_some(Worker::Node(node)), "Node")
+    }
+
+    /// The command running this worker in `mode` (`serve` or `checker`).
+    pub(crate) fn command(&self, mode: &str) -> tokio::process::Command {
+        let (program, script) = match self {
+            Worker::Rust => unreachable!("the Rust worker is this test binary"),
+            Worker::Python(python) => (
+                python.clone(),
+                root().join("clients/python/interop/worker.py"),
+            ),
+            Worker::Node(node) => (
+                node.clone(),
+                root().join("clients/node/dist/interop/worker.js"),
+            ),
+        };
+        let mut command = tokio::process::Command::new(program);
+        command.arg(script).arg(mode);
+        command
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Worker::Rust => "rust",
+            Worker::Python(_) => "python",
+            Worker::Node(_) => "node",
+        }
+    }
+}
+
+/// `worker`, or a skip (said on stderr) — a failure when `STRATA_REQUIRE_CLIENTS` is set.
+fn required(worker: Option<Worker>, language: &str) -> Option<Worker> {
+    if worker.is_none() {
         assert!(
             std::env::var_os("STRATA_REQUIRE_CLIENTS").is_none(),
-            "STRATA_REQUIRE_CLIENTS is set but the Python client is not installed: run ./scripts/test"
+            "STRATA_REQUIRE_CLIENTS is set but the {language} client is not installed: run ./scripts/test"
         );
-        eprintln!("polyglot: skipped, no Python client (./scripts/test installs it)");
+        eprintln!("polyglot: skipped, no {language} client (./scripts/test installs it)");
     }
-    found
+    worker
 }
 
-/// A Python cache instance in its own process, driven by JSON lines.
-struct Python {
+/// The Python and the Node worker, or `None` (skip) when either is missing.
+fn others() -> Option<(Worker, Worker)> {
+    Some((Worker::python()?, Worker::node()?))
+}
+
+/// A cache instance in another language, in its own process, driven by JSON lines.
+struct Peer {
+    name: &'static str,
     _child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
-impl Python {
-    async fn start(python: &PathBuf, redis: &RedisServer, namespace: &str) -> Python {
-        let mut child = tokio::process::Command::new(python)
-            .arg(python_worker())
-            .args(["serve", &redis.url(), namespace])
+impl Peer {
+    async fn start(worker: &Worker, redis: &RedisServer, namespace: &str) -> Peer {
+        let mut child = worker
+            .command("serve")
+            .args([&redis.url(), namespace])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .expect("the Python worker starts");
+            .expect("the worker starts");
         let stdin = child.stdin.take().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut python = Python {
+        let mut peer = Peer {
+            name: worker.name(),
             _child: child,
             stdin,
             lines,
         };
-        assert_eq!(python.reply().await["ready"], true);
-        python
+        assert_eq!(
+            peer.reply().await["ready"],
+            true,
+            "{} worker ready",
+            peer.name
+        );
+        peer
     }
 
     async fn reply(&mut self) -> Value {
         let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
             .await
-            .expect("the Python worker answers")
+            .expect("the worker answers")
             .unwrap()
-            .expect("the Python worker is alive");
+            .expect("the worker is alive");
         serde_json::from_str(&line).unwrap()
     }
 
@@ -92,7 +156,11 @@ impl Python {
         line.push('\n');
         self.stdin.write_all(line.as_bytes()).await.unwrap();
         let reply = self.reply().await;
-        assert!(reply.get("error").is_none(), "{command} → {reply}");
+        assert!(
+            reply.get("error").is_none(),
+            "{}: {command} → {reply}",
+            self.name
+        );
         reply
     }
 }
@@ -124,15 +192,20 @@ async fn received(cache: &HybridCache, n: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn values_written_in_each_language_are_read_by_the_other() {
-    let Some(python) = python() else { return };
+async fn values_written_in_each_language_are_read_by_the_others() {
+    let Some((python, node)) = others() else {
+        return;
+    };
     let redis = RedisServer::start();
     let rust = rust_instance(&redis).await;
-    let mut py = Python::start(&python, &redis, "svc").await;
+    let mut peers = [
+        Peer::start(&python, &redis, "svc").await,
+        Peer::start(&node, &redis, "svc").await,
+    ];
     let calls = Arc::new(AtomicU64::new(0));
     let product = json!({"id": 42, "name": "teapot ☕", "tags": ["a", "b"], "price": 19.99});
 
-    // Rust writes (JSON and MessagePack), Python reads without loading.
+    // Rust writes (JSON and MessagePack); the others read without loading.
     let options = rust.default_entry_options().clone();
     rust.set("from-rust", product.clone(), &options)
         .await
@@ -141,80 +214,123 @@ async fn values_written_in_each_language_are_read_by_the_other() {
     rust.set("from-rust-mp", product.clone(), &msgpack)
         .await
         .unwrap();
-    for key in ["from-rust", "from-rust-mp"] {
-        let got = py
-            .call(json!({"op": "get_or_load", "key": key, "value": "loaded in Python"}))
+    // Each other language writes (JSON, MessagePack) and loads a key of its own.
+    for peer in &mut peers {
+        let n = peer.name;
+        peer.call(json!({"op": "set", "key": format!("from-{n}"), "value": product}))
             .await;
-        assert_eq!(got["value"], product, "{key}");
-        assert_eq!(got["loaded"], 0, "{key}: read from Redis, not loaded");
+        peer.call(json!({"op": "set", "key": format!("from-{n}-mp"), "value": product, "codec": "msgpack"}))
+            .await;
+        peer.call(json!({"op": "get_or_load", "key": format!("loaded-by-{n}"), "value": product}))
+            .await;
     }
-
-    // Python writes (JSON and MessagePack) and loads; Rust reads without loading.
-    py.call(json!({"op": "set", "key": "from-python", "value": product}))
-        .await;
-    py.call(json!({"op": "set", "key": "from-python-mp", "value": product, "codec": "msgpack"}))
-        .await;
-    py.call(json!({"op": "get_or_load", "key": "loaded-by-python", "value": product}))
-        .await;
-    for key in ["from-python", "from-python-mp", "loaded-by-python"] {
+    let written: Vec<String> = ["rust", "python", "node"]
+        .iter()
+        .flat_map(|n| [format!("from-{n}"), format!("from-{n}-mp")])
+        .chain(["python", "node"].iter().map(|n| format!("loaded-by-{n}")))
+        .collect();
+    for key in &written {
         let got: Arc<Value> = rust
             .get_or_load(key, rust_loader(json!("loaded in Rust"), &calls))
             .await
             .unwrap();
-        assert_eq!(*got, product, "{key}");
+        assert_eq!(*got, product, "Rust reads {key}");
+        for peer in &mut peers {
+            let got = peer
+                .call(json!({"op": "get_or_load", "key": key, "value": "loaded here"}))
+                .await;
+            assert_eq!(got["value"], product, "{} reads {key}", peer.name);
+            assert_eq!(got["loaded"], 0, "{} read {key} from Redis", peer.name);
+        }
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0, "Rust loaded nothing");
     assert_eq!(rust.stats().decode_errors, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalidation_in_either_language_drops_the_other_s_l1() {
-    let Some(python) = python() else { return };
+async fn an_invalidation_in_any_language_drops_the_others_l1() {
+    let Some((python, node)) = others() else {
+        return;
+    };
     let redis = RedisServer::start();
     let rust = rust_instance(&redis).await;
-    let mut py = Python::start(&python, &redis, "svc").await;
+    let mut py = Peer::start(&python, &redis, "svc").await;
+    let mut js = Peer::start(&node, &redis, "svc").await;
     let calls = Arc::new(AtomicU64::new(0));
 
-    // A tag invalidated in Python drops Rust's L1 copy (and the Redis entry).
+    // A tag invalidated in Python drops Rust's and Node's L1 copies.
     let v1: Arc<Value> = rust
         .get_or_load("tagged", rust_loader(json!(1), &calls))
         .await
         .unwrap();
     assert_eq!(*v1, json!(1));
+    let got = js
+        .call(json!({"op": "get_or_load", "key": "js-tagged", "value": 1, "tags": ["t"]}))
+        .await;
+    assert_eq!(got["loaded"], 1);
     py.call(json!({"op": "invalidate_tag", "tag": "t"})).await;
     received(&rust, 1).await;
+    js.call(json!({"op": "wait_received", "n": 1})).await;
     let v2: Arc<Value> = rust
         .get_or_load("tagged", rust_loader(json!(2), &calls))
         .await
         .unwrap();
     assert_eq!(*v2, json!(2), "Rust's L1 copy was dropped");
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let got = js
+        .call(json!({"op": "get_or_load", "key": "js-tagged", "value": 2, "tags": ["t"]}))
+        .await;
+    assert_eq!(
+        (&got["value"], &got["loaded"]),
+        (&json!(2), &json!(1)),
+        "Node's copy was dropped"
+    );
 
-    // A key invalidated in Rust drops Python's L1 copy; so does a clear.
-    let got = py
-        .call(json!({"op": "get_or_load", "key": "k", "value": "old"}))
-        .await;
-    assert_eq!(got["value"], "old");
-    rust.invalidate("k").await.unwrap();
-    py.call(json!({"op": "wait_received", "n": 1})).await;
-    let got = py
-        .call(json!({"op": "get_or_load", "key": "k", "value": "new"}))
-        .await;
-    assert_eq!((&got["value"], &got["loaded"]), (&json!("new"), &json!(1)));
+    // A key invalidated in Rust drops Python's and Node's copies; so does a clear.
+    for peer in [&mut py, &mut js] {
+        let key = format!("k-{}", peer.name);
+        let got = peer
+            .call(json!({"op": "get_or_load", "key": key, "value": "old"}))
+            .await;
+        assert_eq!(got["value"], "old");
+        rust.invalidate(&key).await.unwrap();
+    }
+    // Python heard two keys (the tag was its own: not counted); Node the tag and two keys.
+    for (peer, n) in [(&mut py, 2), (&mut js, 3)] {
+        peer.call(json!({"op": "wait_received", "n": n})).await;
+        let key = format!("k-{}", peer.name);
+        let got = peer
+            .call(json!({"op": "get_or_load", "key": key, "value": "new"}))
+            .await;
+        assert_eq!(
+            (&got["value"], &got["loaded"]),
+            (&json!("new"), &json!(1)),
+            "{}",
+            peer.name
+        );
+    }
     rust.clear().await.unwrap();
-    let got = py.call(json!({"op": "wait_received", "n": 2})).await;
-    assert_eq!(got["received"], 2);
-    let got = py
-        .call(json!({"op": "get_or_load", "key": "k", "value": "newer"}))
-        .await;
-    assert_eq!(got["value"], "newer", "the clear dropped Python's L1");
+    for (peer, n) in [(&mut py, 3), (&mut js, 4)] {
+        let got = peer.call(json!({"op": "wait_received", "n": n})).await;
+        assert_eq!(got["received"], n, "{}", peer.name);
+        let key = format!("k-{}", peer.name);
+        let got = peer
+            .call(json!({"op": "get_or_load", "key": key, "value": "newer"}))
+            .await;
+        assert_eq!(
+            got["value"], "newer",
+            "the clear dropped {}'s L1",
+            peer.name
+        );
+    }
 
-    // A write-through in Python replaces what Rust holds in L1.
+    // A write-through in Node replaces what Rust and Python hold in L1.
     let _: Arc<Value> = rust
         .get_or_load("w", rust_loader(json!("before"), &calls))
         .await
         .unwrap();
-    py.call(json!({"op": "set", "key": "w", "value": "after"}))
+    py.call(json!({"op": "get_or_load", "key": "w", "value": "before"}))
+        .await;
+    js.call(json!({"op": "set", "key": "w", "value": "after"}))
         .await;
     received(&rust, 2).await;
     let got: Arc<Value> = rust
@@ -222,22 +338,33 @@ async fn an_invalidation_in_either_language_drops_the_other_s_l1() {
         .await
         .unwrap();
     assert_eq!(*got, json!("after"));
+    py.call(json!({"op": "wait_received", "n": 4})).await;
+    let got = py
+        .call(json!({"op": "get_or_load", "key": "w", "value": "loaded"}))
+        .await;
+    assert_eq!(
+        (&got["value"], &got["loaded"]),
+        (&json!("after"), &json!(0))
+    );
 }
 
-/// W2 over two languages: 1,000 concurrent reads of a cold key, half in a Python process and
-/// half in two Rust instances, a 50 ms load: one load in all.
+/// W2 over three languages: 1,000 concurrent reads of a cold key — 334 in two Rust instances,
+/// 333 in a Python process, 333 in a Node process — with a 50 ms load: one load in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stampede_over_rust_and_python_loads_once() {
-    let Some(python) = python() else { return };
+async fn a_stampede_over_rust_python_and_node_loads_once() {
+    let Some((python, node)) = others() else {
+        return;
+    };
     let redis = RedisServer::start();
     let (a, b) = (rust_instance(&redis).await, rust_instance(&redis).await);
-    let mut py = Python::start(&python, &redis, "svc").await;
+    let mut py = Peer::start(&python, &redis, "svc").await;
+    let mut js = Peer::start(&node, &redis, "svc").await;
     let calls = Arc::new(AtomicU64::new(0));
     let value = json!({"id": 7});
     let rust_reads = {
         let (calls, value) = (calls.clone(), value.clone());
         async move {
-            let reads = (0..500).map(|i| {
+            let reads = (0..334).map(|i| {
                 let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
                 let (calls, value) = (calls.clone(), value.clone());
                 async move {
@@ -253,31 +380,49 @@ async fn a_stampede_over_rust_and_python_loads_once() {
             futures_util::future::join_all(reads).await
         }
     };
-    let python_reads = py.call(json!({
-        "op": "stampede", "key": "cold", "reads": 500, "load_ms": 50, "value": value
-    }));
-    let (rust_results, python_result) = tokio::join!(rust_reads, python_reads);
-    let python_loads = python_result["loader_calls"].as_u64().unwrap();
+    let stampede =
+        json!({"op": "stampede", "key": "cold", "reads": 333, "load_ms": 50, "value": value});
+    let (rust_results, python_result, node_result) = tokio::join!(
+        rust_reads,
+        py.call(stampede.clone()),
+        js.call(stampede.clone())
+    );
     let rust_loads = calls.load(Ordering::SeqCst);
-    println!("W2 over Rust and Python: loads Rust {rust_loads}, Python {python_loads}");
+    let python_loads = python_result["loader_calls"].as_u64().unwrap();
+    let node_loads = node_result["loader_calls"].as_u64().unwrap();
+    println!(
+        "W2 over three languages: loads Rust {rust_loads}, Python {python_loads}, Node {node_loads}"
+    );
     assert_eq!(
-        rust_loads + python_loads,
+        rust_loads + python_loads + node_loads,
         1,
-        "one load across both languages"
+        "one load across the languages"
     );
     assert!(
         rust_results
             .iter()
             .all(|r| r.as_ref().is_ok_and(|v| **v == value))
     );
-    assert_eq!(python_result["errors"], json!([]));
-    assert_eq!(python_result["distinct"], json!([value.to_string()]));
+    for result in [&python_result, &node_result] {
+        assert_eq!(result["errors"], json!([]));
+        assert_eq!(result["distinct"], json!([value.to_string()]));
+    }
 }
 
-/// The staleness checker with two Rust and two Python processes, a Python one cut off.
+/// The staleness checker over Rust, Python and Node processes, a Python one cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rust_and_python_processes_never_serve_past_the_staleness_bound() {
-    let Some(python) = python() else { return };
-    let pythons: [Option<PathBuf>; PROCESSES] = [None, Some(python.clone()), None, Some(python)];
-    staleness_run(&pythons).await;
+async fn three_languages_never_serve_past_the_staleness_bound_python_cut_off() {
+    let Some((python, node)) = others() else {
+        return;
+    };
+    staleness_run(&[Worker::Rust, python.clone(), node, python]).await;
+}
+
+/// The same with a Node process cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_languages_never_serve_past_the_staleness_bound_node_cut_off() {
+    let Some((python, node)) = others() else {
+        return;
+    };
+    staleness_run(&[python, Worker::Rust, node.clone(), node]).await;
 }

@@ -1,0 +1,772 @@
+/**
+ * `HybridCache`: an in-process L1 in front of Redis, sharing a namespace with Strata instances in
+ * any language (protocol v1, `docs/protocol.md`).
+ */
+
+import { createHash, randomBytes } from "node:crypto";
+
+import Redis, { type RedisOptions } from "ioredis";
+
+import * as envelope from "./envelope";
+import { type CodecName, DecodeError, type Times } from "./envelope";
+import {
+  ConfigError,
+  KeyTooLongError,
+  LoaderError,
+  LoaderTimeoutError,
+  NotFoundError,
+  UnavailableError,
+  ValueTooLargeError,
+} from "./errors";
+import { Follower, type Invalidation, wire } from "./follower";
+import { alive, Fence, L1, type L1Entry } from "./l1";
+import { Layout, MAX_LOG_SHARDS } from "./layout";
+import { type EntryOptions, l1Until, type Resolved, resolve, timesOf } from "./options";
+import scripts from "./scripts.json";
+import { newStats, type Stats } from "./stats";
+
+/** How a cache connects and behaves (durations in milliseconds). */
+export interface CacheOptions {
+  /** Entry options of calls that give none. */
+  defaults?: EntryOptions;
+  /** Entries kept in process (default 10,000; 0: no L1). */
+  l1Capacity?: number;
+  /** How values are written (every instance reads either; default JSON). */
+  codec?: CodecName;
+  /** Write bare JSON without the envelope (all instances of the namespace must agree). */
+  rawValues?: boolean;
+  /** Serve L1 only while the log vouched for it within this long (at least two heartbeats). */
+  maxStaleness?: number;
+  /** How long a load lease lives (default 10,000). */
+  leaseTtl?: number;
+  /** The log's approximate length bound (default 10,000 entries). */
+  logMaxLen?: number;
+  /** Parts the namespace's log is split into (all instances agree; default 1). */
+  logShards?: number;
+  /** How long a log read blocks: the heartbeat (default 1,000). */
+  heartbeat?: number;
+  /** Longest key in bytes (default 1,024). */
+  maxKeyBytes?: number;
+  /** Longest encoded value in bytes (default 16 MiB). */
+  maxValueBytes?: number;
+  /** Passed to ioredis. */
+  redis?: RedisOptions;
+}
+
+type Source = "l2" | "loaded" | "stale" | "waited" | "soft";
+type Fenced = ["L" | "S" | "B" | "N", Buffer] | null;
+type Loader<T> = () => Promise<T>;
+type Scripts = Record<keyof typeof scripts, string>;
+const SCRIPTS: Scripts = scripts;
+const SHAS = Object.fromEntries(
+  Object.entries(SCRIPTS).map(([name, body]) => [name, createHash("sha1").update(body).digest("hex")]),
+) as Scripts;
+type Arg = string | number | Buffer;
+
+// While another instance holds a key's load lease: first and longest pause between reads of
+// Redis (the end of its load is announced on `#filled`, which wakes the waiter first).
+const POLL: [number, number] = [50, 200];
+
+const nowMs = (): number => Date.now();
+const random64 = (): bigint => randomBytes(8).readBigUInt64LE();
+
+class Missing {}
+
+/**
+ * A namespace's cache: an in-process L1 in front of Redis, coherent with every other instance of
+ * the namespace — Rust, Python or Node — through its invalidation log.
+ *
+ * ```ts
+ * const cache = await HybridCache.connect("redis://localhost:6379", "catalog");
+ * const product = await cache.getOrLoad("product:42", () => db.product(42));
+ * ```
+ */
+export class HybridCache {
+  /** This instance's id in the log (it skips its own entries). */
+  readonly instanceId = random64();
+  /** The entry options of calls that give none. */
+  readonly defaults: Resolved;
+  private readonly layout: Layout;
+  private readonly codec: number;
+  private readonly raw: boolean;
+  private readonly maxStaleness: number | null;
+  private readonly leaseTtl: number;
+  private readonly logMaxLen: number;
+  private readonly parts: number;
+  private readonly maxKeyBytes: number;
+  private readonly maxValueBytes: number;
+  private readonly l1: L1;
+  private readonly fence = new Fence();
+  private readonly flights = new Map<string, Promise<[L1Entry, Source]>>();
+  private readonly ends = new Map<string, () => void>();
+  private readonly counters: Stats = newStats();
+  private readonly caughtUp: number[];
+  private followers: Follower[] = [];
+  private setNxGet = true;
+
+  private constructor(
+    private readonly redis: Redis,
+    readonly namespace: string,
+    o: CacheOptions,
+  ) {
+    this.layout = new Layout(namespace);
+    this.defaults = resolve(o.defaults);
+    this.codec = envelope.CODECS[o.codec ?? "json"];
+    this.raw = o.rawValues ?? false;
+    this.maxStaleness = o.maxStaleness ?? null;
+    this.leaseTtl = o.leaseTtl ?? 10_000;
+    this.logMaxLen = o.logMaxLen ?? 10_000;
+    this.parts = o.logShards ?? 1;
+    this.maxKeyBytes = o.maxKeyBytes ?? 1024;
+    this.maxValueBytes = o.maxValueBytes ?? 16 * 1024 * 1024;
+    this.l1 = new L1(o.l1Capacity ?? 10_000);
+    this.caughtUp = new Array<number>(this.parts).fill(nowMs());
+  }
+
+  /**
+   * Connects to Redis at `url` (`redis://`, `rediss://` with TLS, credentials in the URL) and
+   * starts following the namespace's log.
+   */
+  static async connect(url: string, namespace: string, options: CacheOptions = {}): Promise<HybridCache> {
+    const parts = options.logShards ?? 1;
+    const heartbeat = options.heartbeat ?? 1000;
+    if (!Number.isInteger(parts) || parts < 1 || parts > MAX_LOG_SHARDS) {
+      throw new ConfigError(`logShards ${parts}: 1 to ${MAX_LOG_SHARDS}`);
+    }
+    if (options.maxStaleness !== undefined && options.maxStaleness < 2 * heartbeat) {
+      throw new ConfigError(
+        `maxStaleness ${options.maxStaleness} ms must leave room for two heartbeats (${heartbeat} ms)`,
+      );
+    }
+    const redis = new Redis(url, { maxRetriesPerRequest: 1, ...options.redis });
+    redis.on("error", () => {}); // failures reach the calls that meet them
+    const cache = new HybridCache(redis, namespace, options);
+    try {
+      const info = await redis.info("server");
+      const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
+      cache.setNxGet = major >= 7;
+      const before = (await cache.script("AGREE_SHARDS", [cache.layout.logShards()], [parts])) as string | null;
+      if (before !== null && Number(before) !== parts) {
+        throw new ConfigError(
+          `namespace "${namespace}": its log is in ${before} parts, this instance is configured with ${parts}`,
+        );
+      }
+      const handlers = {
+        apply: (inv: Invalidation) => cache.applyLog(inv),
+        resync: () => cache.resync(),
+        filled: (key: string) => cache.ends.get(key)?.(),
+        caughtUp: (part: number) => {
+          cache.caughtUp[part] = nowMs();
+        },
+      };
+      for (let part = 0; part < parts; part++) {
+        const f = new Follower(url, cache.layout, part, heartbeat, SCRIPTS.LOG_TAIL, handlers, options.redis ?? {});
+        await f.start();
+        cache.followers.push(f);
+      }
+    } catch (e) {
+      await cache.close();
+      throw e;
+    }
+    return cache;
+  }
+
+  /** Stops following the log and closes the connections. */
+  async close(): Promise<void> {
+    await Promise.all(this.followers.map((f) => f.stop()));
+    this.redis.disconnect();
+  }
+
+  /** A snapshot of the counters (the Rust crate's names, camelCase). */
+  stats(): Stats {
+    return { ...this.counters };
+  }
+
+  // ------------------------------------------------------------------ reads
+
+  /**
+   * The value of `key`: from L1, else Redis, else `loader` — called once across every instance
+   * of the namespace for concurrent misses (the key's load lease), and stored only if no write
+   * or invalidation overtook it (the fenced fill). Throws {@link NotFoundError} for a cached
+   * "not found" (see {@link getOrLoadOptional}).
+   */
+  async getOrLoad<T>(key: string, loader: Loader<T>, options?: EntryOptions): Promise<T> {
+    const entry = await this.fetch(key, loader, options);
+    if (entry.negative) throw new NotFoundError(key);
+    return entry.value as T;
+  }
+
+  /** Like {@link getOrLoad} for a loader that may find nothing: `null` is cached too, for `negativeTtl`. */
+  async getOrLoadOptional<T>(key: string, loader: Loader<T | null>, options?: EntryOptions): Promise<T | null> {
+    const entry = await this.fetch(key, loader, options);
+    return entry.negative ? null : (entry.value as T);
+  }
+
+  /** The value of `key` if L1 or Redis holds a fresh one (`null` if not); never loads. */
+  async get<T = unknown>(key: string): Promise<T | null> {
+    this.checkKey(key);
+    const now = nowMs();
+    const e = this.l1.get(key);
+    if (e !== undefined && now < Math.min(e.l1Until, e.times.freshUntil) && !e.failSafe) {
+      if (this.trusted(now)) {
+        this.counters.l1Hits += 1;
+        return e.negative ? null : (e.value as T);
+      }
+      this.counters.l1Bypassed += 1;
+    }
+    const seen = this.fence.read(key);
+    let raw: Buffer | null;
+    try {
+      raw = await this.redis.getBuffer(this.layout.data(key));
+    } catch {
+      this.counters.l2Errors += 1;
+      return null;
+    }
+    if (raw === null || envelope.leaseHolder(raw) !== null) return null;
+    const found = this.decodeEntry(key, raw, now);
+    if (found instanceof Missing || now >= found.times.freshUntil) return null;
+    this.counters.l2Hits += 1;
+    this.insertUnless(key, found, seen);
+    return found.negative ? null : (found.value as T);
+  }
+
+  private async fetch(key: string, loader: Loader<unknown>, given?: EntryOptions): Promise<L1Entry> {
+    this.checkKey(key);
+    const options = given === undefined ? this.defaults : resolve(given, this.defaults);
+    const now = nowMs();
+    let stale: L1Entry | null = null;
+    const e = this.l1.get(key);
+    if (e !== undefined) {
+      if (now < e.l1Until) {
+        if (!this.trusted(now)) {
+          this.counters.l1Bypassed += 1;
+        } else if (e.failSafe) {
+          this.counters.staleServed += 1;
+          return e;
+        } else if (now < e.times.freshUntil) {
+          this.counters.l1Hits += 1;
+          return e;
+        } else {
+          this.counters.staleServed += 1;
+          this.refreshBehind(key, loader, options, e);
+          return e;
+        }
+      }
+      if (alive(e, now)) stale = e;
+    }
+    const flight = this.flights.get(key);
+    if (flight !== undefined) {
+      const [entry, source] = await flight;
+      if (source === "stale") this.counters.staleServed += 1;
+      else this.counters.waited += 1;
+      return entry;
+    }
+    const lead = this.loadThrough(key, loader, options, stale);
+    this.flights.set(key, lead);
+    let entry: L1Entry;
+    let source: Source;
+    try {
+      [entry, source] = await lead;
+    } finally {
+      if (this.flights.get(key) === lead) this.flights.delete(key);
+    }
+    if (source === "soft") {
+      // Served from a soft-expired entry in Redis: refresh it behind, once.
+      this.refreshBehind(key, loader, options, entry);
+      source = "stale";
+    }
+    if (source === "l2") this.counters.l2Hits += 1;
+    else if (source === "loaded") this.counters.misses += 1;
+    else if (source === "stale") this.counters.staleServed += 1;
+    else this.counters.waited += 1;
+    return entry;
+  }
+
+  /** The leader of this instance's flight: Redis, then (in turn across instances) the loader. */
+  private async loadThrough(
+    key: string,
+    loader: Loader<unknown>,
+    options: Resolved,
+    stale: L1Entry | null,
+  ): Promise<[L1Entry, Source]> {
+    const seen = this.fence.read(key);
+    const token = random64();
+    const record = envelope.leaseRecord(token);
+    const dataKey = this.layout.data(key);
+    let fence: Fenced = null;
+    let refreshToken = "";
+    const deadline = Date.now() + this.leaseTtl;
+    let pause = POLL[0];
+    let waiting: { wake: Promise<void> } | null = null;
+    try {
+      for (;;) {
+        if (waiting !== null) waiting = this.waitFor(key); // before the read: no announcement missed
+        let raw: Buffer | null;
+        try {
+          raw = await this.read(dataKey, record, waiting !== null);
+        } catch {
+          this.counters.l2Errors += 1;
+          fence = null; // nothing to fence with: the fill leaves Redis alone
+          break;
+        }
+        if (raw === null) {
+          fence = ["L", record]; // the key was empty: our lease is in it now
+          break;
+        }
+        const holder = envelope.leaseHolder(raw);
+        if (holder === token) {
+          fence = ["L", record];
+          break;
+        }
+        if (holder === null) {
+          const found = this.decodeEntry(key, raw, nowMs());
+          if (found instanceof Missing) {
+            fence = ["B", raw]; // unreadable: replaced only if still these bytes
+            break;
+          }
+          const now = nowMs();
+          if (now < found.times.freshUntil) {
+            this.insertUnless(key, found, seen);
+            return [found, waiting !== null ? "waited" : "l2"];
+          }
+          if (stale === null || stale.times.created < found.times.created) stale = found;
+          if (now < found.times.expires && stale === found) {
+            this.insertUnless(key, found, seen);
+            return [found, "soft"];
+          }
+          fence = ["S", envelope.stampOf(raw)];
+          if (await this.takeRefreshLease(key, token)) {
+            refreshToken = token.toString();
+            break;
+          }
+        }
+        // Another instance loads the key: wait for its fill, bounded by the lease TTL.
+        if (waiting === null) {
+          waiting = this.waitFor(key);
+          this.counters.leaseWaits += 1;
+          continue; // read again at once, marking the lease waited on
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          fence = null; // waited the lease's whole life: load, leave Redis alone
+          break;
+        }
+        await Promise.race([waiting.wake, new Promise((r) => setTimeout(r, Math.min(pause, left)))]);
+        pause = Math.min(pause * 2, POLL[1]);
+      }
+    } finally {
+      if (waiting !== null) this.ends.delete(key);
+    }
+    return this.load(key, loader, options, stale, fence, refreshToken, seen);
+  }
+
+  private waitFor(key: string): { wake: Promise<void> } {
+    let wake!: () => void;
+    const promise = new Promise<void>((r) => (wake = r));
+    this.ends.set(key, wake);
+    return { wake: promise };
+  }
+
+  /** The data key's bytes, taking the load lease if it was empty (one round trip). */
+  private async read(dataKey: string, record: Buffer, mark: boolean): Promise<Buffer | null> {
+    const ttl = Math.max(1, Math.round(this.leaseTtl));
+    const raw =
+      !mark && this.setNxGet
+        ? await this.redis.callBuffer("SET", dataKey, record, "NX", "GET", "PX", ttl)
+        : await this.script("READ", [dataKey], [record, ttl, mark ? "1" : ""], true);
+    return Buffer.isBuffer(raw) ? raw : null;
+  }
+
+  private async takeRefreshLease(key: string, token: bigint): Promise<boolean> {
+    try {
+      const held = await this.script(
+        "ACQUIRE_LEASE",
+        [this.layout.lease(key)],
+        [token.toString(), Math.max(1, this.leaseTtl)],
+      );
+      return held === 1;
+    } catch {
+      this.counters.l2Errors += 1;
+      return true; // the fill is fenced by the entry all the same
+    }
+  }
+
+  /** Calls the loader and fills Redis (fenced) and L1 (unless overtaken). */
+  private async load(
+    key: string,
+    loader: Loader<unknown>,
+    options: Resolved,
+    stale: L1Entry | null,
+    fence: Fenced,
+    refreshToken: string,
+    seen: string,
+  ): Promise<[L1Entry, Source]> {
+    this.counters.loaderCalls += 1;
+    const started = Date.now();
+    let value: unknown;
+    try {
+      value = await withTimeout(loader(), options.hardTimeout);
+    } catch (err) {
+      const timedOut = err instanceof TimeoutSignal;
+      if (timedOut) this.counters.loaderTimeouts += 1;
+      else this.counters.loaderErrors += 1;
+      await this.release(key, fence, refreshToken);
+      const now = nowMs();
+      if (stale !== null && now < stale.times.staleUntil) {
+        // Fail-safe: the stale value, and no new attempt for a throttle period.
+        const entry = { ...stale, failSafe: true, l1Until: now + options.failSafeThrottle };
+        this.insertUnless(key, entry, seen);
+        return [entry, "stale"];
+      }
+      if (timedOut) throw new LoaderTimeoutError(`loader of ${JSON.stringify(key)} timed out`);
+      throw new LoaderError(`loader of ${JSON.stringify(key)} failed: ${(err as Error)?.message ?? err}`, {
+        cause: err,
+      });
+    }
+    const loadMs = Date.now() - started;
+    const now = nowMs();
+    const negative = value === null || value === undefined;
+    const times = timesOf(options, now, negative);
+    const tags = [...options.tags];
+    const stamp = random64();
+    const entry: L1Entry = {
+      value: negative ? null : value,
+      negative,
+      times,
+      l1Until: l1Until(options, now, times),
+      tags,
+      stamp,
+      failSafe: false,
+    };
+    const payload = this.encodeEntry(key, entry.value, negative, times, stamp, loadMs, tags, options);
+    if (payload === null) {
+      await this.release(key, fence, refreshToken);
+      return [entry, "loaded"];
+    }
+    if (fence !== null && !(await this.fill(key, payload, times, tags, fence, refreshToken))) {
+      this.counters.fillsFenced += 1;
+      return [entry, "loaded"];
+    }
+    this.insertUnless(key, entry, seen);
+    return [entry, "loaded"];
+  }
+
+  private async fill(
+    key: string,
+    payload: Buffer,
+    times: Times,
+    tags: string[],
+    fence: NonNullable<Fenced>,
+    refreshToken: string,
+  ): Promise<boolean> {
+    const px = Math.max(1, (this.raw ? times.expires : times.staleUntil) - times.created);
+    const keys = [
+      this.layout.data(key),
+      this.layout.filled(),
+      this.layout.lease(key),
+      ...tags.map((t) => this.layout.tag(t)),
+    ];
+    try {
+      const stored = await this.script("FILL", keys, [
+        payload,
+        px,
+        fence[0],
+        fence[1],
+        key,
+        refreshToken,
+        this.setNxGet ? "1" : "",
+        Math.max(1, this.leaseTtl),
+      ]);
+      return stored === 1;
+    } catch {
+      this.counters.l2Errors += 1;
+      return true; // nothing stored, nothing overtaken: L1 may keep the value
+    }
+  }
+
+  /** Gives back what a failed load held, so others load instead of waiting it out. */
+  private async release(key: string, fence: Fenced, refreshToken: string): Promise<void> {
+    try {
+      if (fence !== null && fence[0] === "L") {
+        await this.script("RELEASE_RECORD", [this.layout.data(key), this.layout.filled()], [fence[1], key]);
+      }
+      if (refreshToken) await this.script("RELEASE_LEASE", [this.layout.lease(key)], [refreshToken]);
+    } catch {
+      this.counters.l2Errors += 1; // the lease expires by itself
+    }
+  }
+
+  /** One background refresh of a soft-expired entry (stale-while-revalidate). */
+  private refreshBehind(key: string, loader: Loader<unknown>, options: Resolved, stale: L1Entry): void {
+    if (this.flights.has(key)) return;
+    this.counters.backgroundRefreshes += 1;
+    const refresh = (async (): Promise<[L1Entry, Source]> => {
+      try {
+        const seen = this.fence.read(key);
+        const token = random64();
+        if (!(await this.takeRefreshLease(key, token))) return [stale, "stale"];
+        const fence: Fenced = stale.stamp !== null ? ["S", envelope.stampBytes(stale.stamp)] : ["N", Buffer.alloc(0)];
+        return await this.load(key, loader, options, stale, fence, token.toString(), seen);
+      } catch {
+        return [stale, "stale"];
+      }
+    })();
+    this.flights.set(key, refresh);
+    void refresh.finally(() => {
+      if (this.flights.get(key) === refresh) this.flights.delete(key);
+    });
+  }
+
+  // ------------------------------------------------------------------ writes
+
+  /**
+   * Stores `value` in Redis and L1 (write-through) and tells every other instance to drop its
+   * copy, in one round trip. Throws {@link UnavailableError} if Redis cannot be reached.
+   */
+  async set(key: string, value: unknown, options?: EntryOptions): Promise<void> {
+    this.checkKey(key);
+    const o = options === undefined ? this.defaults : resolve(options, this.defaults);
+    const now = nowMs();
+    const times = timesOf(o, now, false);
+    const tags = [...o.tags];
+    const stamp = random64();
+    const payload = this.encodeEntry(key, value, false, times, stamp, 0, tags, o);
+    if (payload === null)
+      throw new ValueTooLargeError(`the value of ${JSON.stringify(key)} is over ${this.maxValueBytes} bytes`);
+    const part = this.layout.partOf(key, this.parts);
+    const px = Math.max(1, (this.raw ? times.expires : times.staleUntil) - now);
+    this.overtake(key);
+    const keys = [
+      this.layout.data(key),
+      this.layout.log(part),
+      this.layout.logSeq(part),
+      ...tags.map((t) => this.layout.tag(t)),
+    ];
+    try {
+      await this.script("REPLACE", keys, [payload, px, this.logMaxLen, this.entry("key", key)]);
+    } catch (err) {
+      this.l1.remove(key);
+      throw new UnavailableError(`set ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
+    }
+    this.counters.invalidationsSent += 1;
+    this.l1.insert(key, {
+      value,
+      negative: false,
+      times,
+      l1Until: l1Until(o, now, times),
+      tags,
+      stamp,
+      failSafe: false,
+    });
+  }
+
+  /**
+   * Drops `key` from Redis and from every instance's L1; a load in flight for it (here or
+   * anywhere) will not store its value. Resolves once Redis has the change.
+   */
+  async invalidate(key: string): Promise<void> {
+    this.checkKey(key);
+    this.drop(key);
+    const part = this.layout.partOf(key, this.parts);
+    try {
+      await this.script(
+        "INVALIDATE",
+        [this.layout.data(key), this.layout.log(part), this.layout.logSeq(part)],
+        [this.logMaxLen, this.entry("key", key)],
+      );
+    } catch (err) {
+      throw new UnavailableError(`invalidate ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
+    }
+    this.counters.invalidationsSent += 1;
+  }
+
+  /** Drops every entry tagged `tag`, in Redis and in every instance's L1. */
+  async invalidateTag(tag: string): Promise<void> {
+    this.dropTag(tag);
+    try {
+      await this.script("DELETE_TAG", [this.layout.tag(tag)], []);
+      await this.append(this.layout.partOf(tag, this.parts), "tag", tag);
+    } catch (err) {
+      throw new UnavailableError(`invalidate tag ${JSON.stringify(tag)}: ${(err as Error).message}`, { cause: err });
+    }
+    this.counters.invalidationsSent += 1;
+  }
+
+  /** Drops every entry of the namespace, in Redis and in every instance's L1. */
+  async clear(): Promise<void> {
+    this.dropAll();
+    try {
+      for (const pattern of [`${this.namespace}:*`, `${this.namespace}#tag:*`]) {
+        let cursor = "0";
+        do {
+          const [next, keys] = await this.redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+          if (keys.length > 0) await this.redis.unlink(...keys);
+          cursor = next;
+        } while (cursor !== "0");
+      }
+      await this.append(0, "clear", null);
+    } catch (err) {
+      throw new UnavailableError(`clear ${this.namespace}: ${(err as Error).message}`, { cause: err });
+    }
+    this.counters.invalidationsSent += 1;
+  }
+
+  private async append(part: number, op: Invalidation["op"], arg: string | null): Promise<void> {
+    await this.script(
+      "APPEND_LOG",
+      [this.layout.log(part), this.layout.logSeq(part)],
+      [this.logMaxLen, this.entry(op, arg)],
+    );
+  }
+
+  /** Runs a protocol script by its SHA1, sending its text only when the server lacks it. */
+  private async script(name: keyof Scripts, keys: string[], args: Arg[], buffer = false): Promise<unknown> {
+    const call = (command: string, body: string) =>
+      buffer
+        ? this.redis.callBuffer(command, body, keys.length, ...keys, ...args)
+        : this.redis.call(command, body, keys.length, ...keys, ...args);
+    try {
+      return await call("EVALSHA", SHAS[name]);
+    } catch (err) {
+      if (!String((err as Error).message).startsWith("NOSCRIPT")) throw err;
+      return await call("EVAL", SCRIPTS[name]);
+    }
+  }
+
+  private entry(op: Invalidation["op"], arg: string | null): string {
+    return wire({ origin: this.instanceId, op, arg });
+  }
+
+  // ------------------------------------------------------------------ L1 and the log
+
+  private trusted(now: number): boolean {
+    return this.maxStaleness === null || now - Math.min(...this.caughtUp) <= this.maxStaleness;
+  }
+
+  /** Puts `entry` in L1 unless an invalidation of the key was applied since `seen`. */
+  private insertUnless(key: string, entry: L1Entry, seen: string): void {
+    if (this.fence.read(key) !== seen) {
+      this.counters.fillsFenced += 1;
+      return;
+    }
+    this.l1.insert(key, entry);
+  }
+
+  /** Loads in flight for `key` neither fill L1 nor take in new callers. */
+  private overtake(key: string): void {
+    this.fence.bump(key);
+    this.flights.delete(key);
+  }
+
+  private drop(key: string): void {
+    this.overtake(key);
+    this.l1.remove(key);
+  }
+
+  private dropTag(tag: string): void {
+    this.fence.bumpAll();
+    this.flights.clear();
+    this.l1.removeTag(tag);
+  }
+
+  private dropAll(): void {
+    this.fence.bumpAll();
+    this.flights.clear();
+    this.l1.clear();
+  }
+
+  private applyLog(inv: Invalidation): void {
+    if (inv.origin === this.instanceId) return;
+    this.counters.invalidationsReceived += 1;
+    if (inv.op === "key" && inv.arg !== null) this.drop(inv.arg);
+    else if (inv.op === "tag" && inv.arg !== null) this.dropTag(inv.arg);
+    else this.dropAll();
+  }
+
+  private resync(): void {
+    this.counters.resyncs += 1;
+    this.counters.invalidationsReceived += 1;
+    this.dropAll();
+  }
+
+  // ------------------------------------------------------------------ bytes
+
+  private checkKey(key: string): void {
+    const n = Buffer.byteLength(key);
+    if (n > this.maxKeyBytes) throw new KeyTooLongError(`key of ${n} bytes, over ${this.maxKeyBytes}`);
+  }
+
+  /** The bytes to store, or `null` when over the size limit (counted, not cached). */
+  private encodeEntry(
+    key: string,
+    value: unknown,
+    negative: boolean,
+    times: Times,
+    stamp: bigint,
+    loadMs: number,
+    tags: string[],
+    o: Resolved,
+  ): Buffer | null {
+    const payload = this.raw
+      ? envelope.encodeValue(negative ? null : value, envelope.JSON_CODEC)
+      : envelope.encode(value, {
+          negative,
+          times,
+          stamp,
+          loadMs,
+          tags,
+          codec: o.codec ? envelope.CODECS[o.codec] : this.codec,
+        });
+    if (payload.length > this.maxValueBytes) {
+      this.counters.oversized += 1;
+      console.warn(`strata: value of ${key} is ${payload.length} bytes: not cached`);
+      return null;
+    }
+    return payload;
+  }
+
+  /** The entry in `raw`; unreadable bytes are counted and read as a miss. */
+  private decodeEntry(key: string, raw: Buffer, now: number): L1Entry | Missing {
+    try {
+      if (this.raw && !envelope.isEnvelope(raw)) {
+        const value = envelope.decodeValue(raw, envelope.JSON_CODEC);
+        const times = timesOf(this.defaults, now, false);
+        return {
+          value,
+          negative: value === null,
+          times,
+          l1Until: l1Until(this.defaults, now, times),
+          tags: [],
+          stamp: null,
+          failSafe: false,
+        };
+      }
+      const env = envelope.decode(raw);
+      return {
+        value: env.value,
+        negative: env.negative,
+        times: env.times,
+        l1Until: l1Until(this.defaults, now, env.times),
+        tags: env.tags,
+        stamp: env.stamp,
+        failSafe: false,
+      };
+    } catch (err) {
+      if (!(err instanceof DecodeError)) throw err;
+      this.counters.decodeErrors += 1;
+      console.warn(`strata: undecodable L2 entry ${key} treated as a miss: ${err.message}`);
+      return new Missing();
+    }
+  }
+}
+
+class TimeoutSignal extends Error {}
+
+function withTimeout<T>(work: Promise<T>, ms: number | undefined): Promise<T> {
+  if (ms === undefined) return work;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutSignal()), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,83 @@
+/**
+ * L1: the in-process copies, bounded, and the fence that keeps an invalidated value out.
+ *
+ * A fill of L1 notes the key's fence before it reads Redis and goes in only if no invalidation
+ * of the key was applied since: a load that raced an invalidation never puts the old value back.
+ */
+
+import type { Times } from "./envelope";
+
+const STRIPES = 4096;
+
+/** An in-process copy; `negative` for "known not to exist". */
+export interface L1Entry {
+  value: unknown;
+  negative: boolean;
+  times: Times;
+  l1Until: number;
+  tags: readonly string[];
+  stamp: bigint | null;
+  failSafe: boolean;
+}
+
+/** Whether it can still serve: until `l1Until`, or as a fail-safe fallback until `staleUntil`. */
+export function alive(e: L1Entry, now: number): boolean {
+  return now < Math.max(e.l1Until, e.times.staleUntil);
+}
+
+function stripe(key: string): number {
+  let h = 0;
+  for (let i = 0; i < key.length; i++) h = (Math.imul(h, 31) + key.charCodeAt(i)) | 0;
+  return (h >>> 0) % STRIPES;
+}
+
+/** Counters bumped by invalidations: a key's stripe, and one for the whole namespace. */
+export class Fence {
+  private stripes = new Uint32Array(STRIPES);
+  private all = 0;
+  read(key: string): string {
+    return `${this.stripes[stripe(key)]}:${this.all}`;
+  }
+  bump(key: string): void {
+    this.stripes[stripe(key)]! += 1;
+  }
+  bumpAll(): void {
+    this.all += 1;
+  }
+}
+
+/** At most `capacity` entries, least recently used out first (0: no L1). */
+export class L1 {
+  private entries = new Map<string, L1Entry>();
+  constructor(readonly capacity: number) {}
+  get size(): number {
+    return this.entries.size;
+  }
+  get(key: string): L1Entry | undefined {
+    const e = this.entries.get(key);
+    if (e !== undefined) {
+      this.entries.delete(key);
+      this.entries.set(key, e);
+    }
+    return e;
+  }
+  insert(key: string, entry: L1Entry): void {
+    if (this.capacity <= 0) return;
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    while (this.entries.size > this.capacity) {
+      const oldest = this.entries.keys().next().value;
+      if (oldest === undefined) break;
+      this.entries.delete(oldest);
+    }
+  }
+  remove(key: string): void {
+    this.entries.delete(key);
+  }
+  removeTag(tag: string): void {
+    for (const [k, e] of this.entries) if (e.tags.includes(tag)) this.entries.delete(k);
+  }
+  clear(): void {
+    this.entries.clear();
+  }
+}

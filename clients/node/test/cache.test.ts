@@ -1,0 +1,231 @@
+/** The cache against a real redis-server: counts of loads, hits, stale reads and errors. */
+
+import assert from "node:assert/strict";
+import { after, before, beforeEach, test } from "node:test";
+
+import Redis from "ioredis";
+
+import { HybridCache, KeyTooLongError, LoaderError, LoaderTimeoutError, NotFoundError, prometheus } from "../src";
+import { newStats } from "../src/stats";
+import { Server } from "./server";
+
+let server: Server;
+let redis: Redis;
+
+before(async () => {
+  server = await Server.start();
+  redis = new Redis(server.url);
+});
+after(() => {
+  redis.disconnect();
+  server.stop();
+});
+beforeEach(async () => {
+  await redis.flushall();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits (bounded) until `check()` holds. */
+async function eventually(check: () => boolean, within = 10_000): Promise<void> {
+  const deadline = Date.now() + within;
+  while (!check()) {
+    assert.ok(Date.now() < deadline, "condition not reached in time");
+    await sleep(5);
+  }
+}
+
+/** A source of truth that counts its loads; a load reads first, then is slow. */
+class Source {
+  version = 1;
+  calls = 0;
+  fail = false;
+  constructor(private readonly delay = 0) {}
+  loader = () => async (): Promise<{ version: number }> => {
+    this.calls += 1;
+    const version = this.version;
+    await sleep(this.delay);
+    if (this.fail) throw new Error("the source is down");
+    return { version };
+  };
+}
+
+async function pair(): Promise<[HybridCache, HybridCache]> {
+  return [
+    await HybridCache.connect(server.url, "t", { heartbeat: 100 }),
+    await HybridCache.connect(server.url, "t", { heartbeat: 100 }),
+  ];
+}
+
+async function closing<T>(caches: HybridCache[], body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } finally {
+    await Promise.all(caches.map((c) => c.close()));
+  }
+}
+
+test("concurrent misses in two instances load once", async () => {
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const source = new Source(50);
+    const values = await Promise.all(
+      [a, b].flatMap((c) => Array.from({ length: 100 }, () => c.getOrLoad("k", source.loader()))),
+    );
+    assert.equal(source.calls, 1);
+    assert.ok(values.every((v) => v.version === 1));
+  });
+});
+
+test("an invalidation reaches the other instance's L1", async () => {
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const source = new Source();
+    assert.deepEqual(await b.getOrLoad("k", source.loader()), { version: 1 });
+    source.version = 2;
+    await a.invalidate("k");
+    await eventually(() => b.stats().invalidationsReceived === 1);
+    assert.deepEqual(await b.getOrLoad("k", source.loader()), { version: 2 });
+    assert.equal(source.calls, 2);
+  });
+});
+
+test("tags and clear drop entries everywhere", async () => {
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const source = new Source();
+    await b.getOrLoad("p1", source.loader(), { tags: ["cat:1"] });
+    await b.getOrLoad("p2", source.loader());
+    await a.invalidateTag("cat:1");
+    await eventually(() => b.stats().invalidationsReceived === 1);
+    assert.deepEqual([await redis.exists("t:p1"), await redis.exists("t:p2")], [0, 1]);
+    await b.getOrLoad("p1", source.loader(), { tags: ["cat:1"] });
+    await b.getOrLoad("p2", source.loader());
+    assert.equal(source.calls, 3);
+    await a.clear();
+    await eventually(() => b.stats().invalidationsReceived === 2);
+    assert.equal(await redis.exists("t:p2"), 0);
+    await b.getOrLoad("p2", source.loader());
+    assert.equal(source.calls, 4);
+  });
+});
+
+test("a fill overtaken by an invalidation does not land", async () => {
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const source = new Source(300);
+    const load = a.getOrLoad("k", source.loader());
+    await eventually(() => source.calls === 1);
+    source.version = 2;
+    await b.invalidate("k");
+    assert.deepEqual(await load, { version: 1 });
+    assert.equal(a.stats().fillsFenced, 1);
+    assert.equal(await redis.get("t:k"), null);
+    assert.deepEqual(await a.getOrLoad("k", source.loader()), { version: 2 });
+  });
+});
+
+test("set is write-through and visible to the other", async () => {
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const source = new Source();
+    await b.getOrLoad("k", source.loader());
+    await a.set("k", { version: 5 });
+    await eventually(() => b.stats().invalidationsReceived === 1);
+    assert.deepEqual(await b.getOrLoad("k", source.loader()), { version: 5 });
+    assert.deepEqual(await a.get("k"), { version: 5 });
+    assert.equal(source.calls, 1);
+  });
+});
+
+test("soft TTL serves stale and refreshes once", async () => {
+  const cache = await HybridCache.connect(server.url, "t", { defaults: { ttl: 60_000, softTtl: 50 }, heartbeat: 100 });
+  await closing([cache], async () => {
+    const source = new Source();
+    await cache.getOrLoad("k", source.loader());
+    source.version = 2;
+    await sleep(100); // past the soft TTL: the schedule under test, not a wait
+    const stale = await Promise.all(Array.from({ length: 20 }, () => cache.getOrLoad("k", source.loader())));
+    assert.ok(stale.every((v) => v.version === 1));
+    await eventually(() => source.calls === 2);
+    for (let i = 0; i < 1000 && (await cache.get<{ version: number }>("k"))?.version !== 2; i++) await sleep(5);
+    assert.deepEqual(await cache.getOrLoad("k", source.loader()), { version: 2 });
+    assert.equal(source.calls, 2);
+    assert.equal(cache.stats().backgroundRefreshes, 1);
+  });
+});
+
+test("fail-safe serves the expired value when the loader fails", async () => {
+  const cache = await HybridCache.connect(server.url, "t", {
+    defaults: { ttl: 50, failSafe: 60_000, failSafeThrottle: 60_000 },
+    heartbeat: 100,
+  });
+  await closing([cache], async () => {
+    const source = new Source();
+    await cache.getOrLoad("k", source.loader());
+    await sleep(100); // past the TTL: the schedule under test
+    source.fail = true;
+    assert.deepEqual(await cache.getOrLoad("k", source.loader()), { version: 1 });
+    assert.deepEqual(await cache.getOrLoad("k", source.loader()), { version: 1 });
+    assert.equal(source.calls, 2);
+    assert.equal(cache.stats().loaderErrors, 1);
+    await assert.rejects(cache.getOrLoad("other", source.loader()), LoaderError);
+  });
+});
+
+test("hard timeout, negative entries, long keys", async () => {
+  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  await closing([cache], async () => {
+    await assert.rejects(cache.getOrLoad("slow", new Source(5000).loader(), { hardTimeout: 50 }), LoaderTimeoutError);
+    assert.equal(cache.stats().loaderTimeouts, 1);
+    assert.equal(await redis.get("t:slow"), null); // the lease was given back
+    let calls = 0;
+    const missing = async () => {
+      calls += 1;
+      return null;
+    };
+    assert.equal(await cache.getOrLoadOptional("gone", missing), null);
+    assert.equal(await cache.getOrLoadOptional("gone", missing), null);
+    assert.equal(calls, 1);
+    await assert.rejects(cache.getOrLoad("gone", new Source().loader()), NotFoundError);
+    await assert.rejects(cache.getOrLoad("x".repeat(2000), new Source().loader()), KeyTooLongError);
+  });
+});
+
+test("foreign or corrupt bytes are a counted miss", async () => {
+  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  await closing([cache], async () => {
+    const junk = [
+      Buffer.from("not json"),
+      Buffer.from("\xffST\x09garbage", "latin1"),
+      Buffer.concat([Buffer.from("\xffST\x01", "latin1"), Buffer.alloc(60)]),
+    ];
+    for (const [i, bytes] of junk.entries()) {
+      await redis.set(`t:j${i}`, bytes);
+      const source = new Source();
+      assert.deepEqual(await cache.getOrLoad(`j${i}`, source.loader()), { version: 1 });
+      assert.equal(source.calls, 1);
+    }
+    assert.equal(cache.stats().decodeErrors, 3);
+    assert.equal(cache.stats().fillsFenced, 0);
+  });
+});
+
+test("a follower whose position was trimmed drops its L1", async () => {
+  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  await closing([cache], async () => {
+    const source = new Source();
+    await cache.getOrLoad("k", source.loader());
+    await redis.incrby("t#log:seq", 100);
+    await redis.xadd("t#log", "*", "s", "101", "d", '{"origin":"0000000000000001","op":"key","arg":"x"}');
+    await eventually(() => cache.stats().resyncs === 1);
+    await cache.getOrLoad("k", source.loader());
+    assert.deepEqual([cache.stats().l1Hits, cache.stats().l2Hits], [0, 1]);
+  });
+});
+
+test("stats export under the Rust names", () => {
+  const text = prometheus({ ...newStats(), l1Hits: 3, misses: 1 }, "catalog");
+  assert.match(text, /strata_hits_total\{namespace="catalog",level="l1"\} 3/);
+  assert.match(text, /strata_misses_total\{namespace="catalog"\} 1/);
+});

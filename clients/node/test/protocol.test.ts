@@ -1,0 +1,147 @@
+/**
+ * The bytes and names of protocol v1, checked against the examples of docs/protocol.md (the
+ * same examples the Rust crates and the Python client check), and the decoder against hostile input.
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+
+import * as envelope from "../src/envelope";
+import { parseInvalidation, wire } from "../src/follower";
+import { checkNamespace, Layout } from "../src/layout";
+
+const DOC = readFileSync(join(__dirname, "..", "..", "..", "..", "docs", "protocol.md"), "utf8");
+
+function example(name: string): string[] {
+  const m = new RegExp(`<!-- checked: ${name} -->\\n([\\s\\S]*?)<!-- end -->`).exec(DOC);
+  assert.ok(m, `no example ${name} in docs/protocol.md`);
+  return m[1]!.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("```"));
+}
+
+const hex = (lines: string[]) => lines.map((l) => Buffer.from(l.replace(/ /g, ""), "hex"));
+
+test("the envelope is the document's, byte for byte", () => {
+  const created = 1_700_000_000_000;
+  const times = { created, freshUntil: created + 60_000, expires: created + 120_000, staleUntil: created + 300_000 };
+  const ours = envelope.encode(
+    { id: 42, name: "teapot" },
+    {
+      negative: false,
+      times,
+      stamp: 0x0123456789abcdefn,
+      loadMs: 12,
+      tags: ["product:42"],
+      codec: envelope.JSON_CODEC,
+    },
+  );
+  assert.deepEqual(ours, Buffer.concat(hex(example("envelope"))));
+  const back = envelope.decode(ours);
+  assert.deepEqual(
+    [back.value, back.times, back.tags, back.loadMs],
+    [{ id: 42, name: "teapot" }, times, ["product:42"], 12],
+  );
+});
+
+test("lease records are the document's", () => {
+  const [plain, waited] = hex(example("lease"));
+  assert.deepEqual(envelope.leaseRecord(0x1122334455667788n), plain);
+  assert.equal(envelope.leaseHolder(plain!), 0x1122334455667788n);
+  assert.equal(envelope.leaseHolder(waited!), 0x1122334455667788n);
+  assert.equal(envelope.leaseHolder(Buffer.concat([plain!, Buffer.from("X")])), null);
+});
+
+test("log entries are the document's", () => {
+  const [key, tag, clear] = example("invalidations");
+  assert.equal(wire({ origin: 0xdeadbeefn, op: "key", arg: "product:42" }), key);
+  assert.equal(wire({ origin: 0xdeadbeefn, op: "tag", arg: "category:7" }), tag);
+  assert.equal(wire({ origin: 0xdeadbeefn, op: "clear", arg: null }), clear);
+  assert.deepEqual(parseInvalidation(Buffer.from('{"origin":"00000000deadbeef","op":"clear"}')), {
+    origin: 0xdeadbeefn,
+    op: "clear",
+    arg: null,
+  });
+  for (const foreign of [
+    "",
+    "[]",
+    '{"origin":"x","op":"key","arg":"k"}',
+    '{"origin":"00000000deadbeef","op":"key","arg":"k","extra":1}',
+  ]) {
+    assert.equal(parseInvalidation(Buffer.from(foreign)), null, foreign);
+  }
+});
+
+test("keys and log parts are the document's", () => {
+  const layout = new Layout("catalog");
+  const names: Record<string, string> = {
+    "data|product:42": layout.data("product:42"),
+    "tag|category:7": layout.tag("category:7"),
+    "lease|product:42": layout.lease("product:42"),
+    "lease|x{y}": layout.lease("x{y}"),
+    "log|": layout.log(0),
+    "log sequence|": layout.logSeq(0),
+    "log part 1 of 3|": layout.log(1),
+    "log part 1 of 3, sequence|": layout.logSeq(1),
+    "log parts|": layout.logShards(),
+    "filled|": layout.filled(),
+    "acks|": layout.acks(),
+  };
+  let checked = 0;
+  for (const row of example("keys").filter((r) => r.startsWith("| ") && r.includes("`"))) {
+    const [what, arg, single] = row
+      .replace(/^\||\|$/g, "")
+      .split("|")
+      .map((c) => c.trim().replace(/`/g, ""));
+    const ours = names[`${what}|${arg}`];
+    if (ours !== undefined) {
+      assert.equal(ours, single, what);
+      checked += 1;
+    }
+  }
+  assert.equal(checked, Object.keys(names).length);
+  assert.deepEqual(
+    ["product:42", "product:43", "product:47"].map((k) => layout.partOf(k, 3)),
+    [0, 1, 2],
+  );
+});
+
+test("namespaces cannot name each other", () => {
+  for (const bad of ["", "a:b", "a#b", "a b", "x".repeat(129), "é"]) assert.throws(() => checkNamespace(bad));
+  checkNamespace("catalog-v2.eu_1");
+});
+
+test("a newer format, an unknown codec or flag is refused", () => {
+  const good = Buffer.concat(hex(example("envelope")));
+  for (const [offset, byte] of [
+    [3, 2],
+    [4, 9],
+    [5, 0x80],
+  ] as const) {
+    const bad = Buffer.from(good);
+    bad[offset] = byte;
+    assert.throws(() => envelope.decode(bad), envelope.DecodeError);
+  }
+  assert.throws(() => envelope.decode(good.subarray(0, 60)), envelope.DecodeError);
+});
+
+test("random and mutated bytes never throw anything but DecodeError", () => {
+  let seed = 42;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
+  const good = Buffer.concat(hex(example("envelope")));
+  for (let i = 0; i < 20_000; i++) {
+    let data: Buffer;
+    if (i % 2) {
+      data = Buffer.from(Array.from({ length: rand(80) }, () => rand(256)));
+    } else {
+      const m = Buffer.from(good);
+      for (let j = 0, n = 1 + rand(3); j < n; j++) m[rand(m.length)] = rand(256);
+      data = m.subarray(0, rand(m.length + 1));
+    }
+    try {
+      envelope.decode(data);
+    } catch (e) {
+      assert.ok(e instanceof envelope.DecodeError, `${(e as Error).name}: ${(e as Error).message}`);
+    }
+  }
+});
