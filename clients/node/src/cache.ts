@@ -67,6 +67,9 @@ type Arg = string | number | Buffer;
 // Redis (the end of its load is announced on `#filled`, which wakes the waiter first).
 const POLL: [number, number] = [50, 200];
 
+/** The version of the protocol (`docs/protocol.md`) this client speaks. */
+export const PROTOCOL_VERSION = 1;
+
 const nowMs = (): number => Date.now();
 const random64 = (): bigint => randomBytes(8).readBigUInt64LE();
 
@@ -145,10 +148,19 @@ export class HybridCache {
       const info = await redis.info("server");
       const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
       cache.setNxGet = major >= 7;
-      const before = (await cache.script("AGREE_SHARDS", [cache.layout.logShards()], [parts])) as string | null;
-      if (before !== null && Number(before) !== parts) {
+      const [stored, protocol] = (await cache.script(
+        "AGREE",
+        [cache.layout.logShards(), cache.layout.protocol()],
+        [parts, PROTOCOL_VERSION],
+      )) as [string | null, string | null];
+      if (protocol !== null && Number(protocol) !== PROTOCOL_VERSION) {
         throw new ConfigError(
-          `namespace "${namespace}": its log is in ${before} parts, this instance is configured with ${parts}`,
+          `namespace "${namespace}" is written with protocol version ${protocol}; this client speaks version ${PROTOCOL_VERSION}: upgrade it to join`,
+        );
+      }
+      if (stored !== null && Number(stored) !== parts) {
+        throw new ConfigError(
+          `namespace "${namespace}": its log is in ${stored} parts, this instance is configured with ${parts}`,
         );
       }
       const handlers = {

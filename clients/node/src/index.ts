@@ -16,7 +16,7 @@
  * ```
  */
 
-export { type CacheOptions, HybridCache } from "./cache";
+export { type CacheOptions, HybridCache, PROTOCOL_VERSION } from "./cache";
 export type { CodecName } from "./envelope";
 export {
   ConfigError,
@@ -30,6 +30,3 @@ export {
 } from "./errors";
 export type { EntryOptions } from "./options";
 export { prometheus, type Stats } from "./stats";
-
-/** The protocol version this client speaks. */
-export const PROTOCOL_VERSION = 1;

@@ -47,6 +47,9 @@ export class Layout {
   logShards(): string {
     return `${this.namespace}#log:shards`;
   }
+  protocol(): string {
+    return `${this.namespace}#protocol`;
+  }
   filled(): string {
     return `${this.namespace}#filled`;
   }

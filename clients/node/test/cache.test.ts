@@ -229,3 +229,11 @@ test("stats export under the Rust names", () => {
   assert.match(text, /strata_hits_total\{namespace="catalog",level="l1"\} 3/);
   assert.match(text, /strata_misses_total\{namespace="catalog"\} 1/);
 });
+
+test("a namespace of a newer protocol is refused", async () => {
+  await redis.set("t#protocol", "2");
+  await assert.rejects(HybridCache.connect(server.url, "t"), /protocol version 2/);
+  await redis.set("t#protocol", "1");
+  await redis.set("t#log:shards", "3");
+  await assert.rejects(HybridCache.connect(server.url, "t"), /3 parts/);
+});

@@ -84,6 +84,7 @@ test("keys and log parts are the document's", () => {
     "log part 1 of 3|": layout.log(1),
     "log part 1 of 3, sequence|": layout.logSeq(1),
     "log parts|": layout.logShards(),
+    "protocol version|": layout.protocol(),
     "filled|": layout.filled(),
     "acks|": layout.acks(),
   };

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from strata_cache import (
+    ConfigError,
     EntryOptions,
     HybridCache,
     KeyTooLongError,
@@ -251,3 +252,15 @@ def test_stats_export_under_the_rust_names() -> None:
     text = Stats(l1_hits=3, misses=1).prometheus("catalog")
     assert 'strata_hits_total{namespace="catalog",level="l1"} 3' in text
     assert 'strata_misses_total{namespace="catalog"} 1' in text
+
+
+async def test_a_namespace_of_a_newer_protocol_is_refused(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    await redis.set("t#protocol", "2")
+    with pytest.raises(ConfigError, match="protocol version 2"):
+        await HybridCache.connect(server.url, "t")
+    await redis.set("t#protocol", "1")
+    await redis.set("t#log:shards", "3")
+    with pytest.raises(ConfigError, match="3 parts"):
+        await HybridCache.connect(server.url, "t")

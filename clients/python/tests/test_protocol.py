@@ -89,6 +89,7 @@ def test_keys_and_log_parts_are_the_document_s() -> None:
         ("log part 1 of 3", ""): layout.log(1),
         ("log part 1 of 3, sequence", ""): layout.log_seq(1),
         ("log parts", ""): layout.log_shards(),
+        ("protocol version", ""): layout.protocol(),
         ("filled", ""): layout.filled(),
         ("acks", ""): layout.acks(),
     }

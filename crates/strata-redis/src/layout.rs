@@ -105,6 +105,11 @@ impl Layout {
         self.namespace_wide(format!("{namespace}#log:shards"), namespace)
     }
 
+    /// The protocol version the namespace is written with (set by its first instance).
+    pub(crate) fn protocol(self, namespace: &str) -> String {
+        self.namespace_wide(format!("{namespace}#protocol"), namespace)
+    }
+
     pub(crate) fn write_queue(self, namespace: &str) -> String {
         self.namespace_wide(keys::write_queue_key(namespace), namespace)
     }
@@ -273,6 +278,7 @@ mod tests {
                 "log part 1 of 3" => l.log_shard(ns, 1, 3).0,
                 "log part 1 of 3, sequence" => l.log_shard(ns, 1, 3).1,
                 "log parts" => l.log_shards(ns),
+                "protocol version" => l.protocol(ns),
                 "filled" => l.filled(ns),
                 "acks" => l.acks(ns),
                 "write-behind queue" => l.write_queue(ns),
@@ -283,7 +289,7 @@ mod tests {
             assert_eq!(name(Layout::Cluster), cluster, "{what} {arg}, cluster");
             rows += 1;
         }
-        assert_eq!(rows, 13);
+        assert_eq!(rows, 14);
     }
 
     #[test]

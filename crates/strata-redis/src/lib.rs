@@ -104,5 +104,5 @@ pub use pubsub::{RedisPubSub, channel};
 pub use scripts::protocol_scripts;
 pub use stats::{NamespaceStats, StatsReader, StatsReporter, stats_key};
 pub use store::RedisStore;
-pub use stream::RedisStreamLog;
+pub use stream::{PROTOCOL_VERSION, RedisStreamLog};
 pub use write_queue::RedisWriteQueue;

@@ -333,16 +333,19 @@ return {
     )
 });
 
-/// The number of parts a namespace's log is split into: set to ARGV[1] if no instance has
-/// set it yet; returns what was there before (nil if nothing). KEYS: the count.
-/// (`SET … NX GET` does this from Redis 7.0 on; the script works on 6.2 too.)
-pub(crate) static AGREE_SHARDS: LazyLock<Lua> = LazyLock::new(|| {
+/// The settings every instance of a namespace shares, set by the first one that follows or
+/// publishes its log: the number of parts its log is split into (KEYS[1] ← ARGV[1]) and the
+/// protocol version it is written with (KEYS[2] ← ARGV[2]). Returns what was there before,
+/// `{parts, protocol}` (nil where nothing was).
+pub(crate) static AGREE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
-        "AGREE_SHARDS",
+        "AGREE",
         r"
-local before = redis.call('GET', KEYS[1])
-if not before then redis.call('SET', KEYS[1], ARGV[1]) end
-return before
+local parts = redis.call('GET', KEYS[1])
+if not parts then redis.call('SET', KEYS[1], ARGV[1]) end
+local protocol = redis.call('GET', KEYS[2])
+if not protocol then redis.call('SET', KEYS[2], ARGV[2]) end
+return {parts, protocol}
 ",
     )
 });
@@ -368,7 +371,7 @@ fn all() -> [&'static Lua; 14] {
         &DELETE_TAG,
         &APPEND_LOG,
         &LOG_TAIL,
-        &AGREE_SHARDS,
+        &AGREE,
     ]
 }
 

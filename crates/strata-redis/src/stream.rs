@@ -16,7 +16,24 @@ use crate::config::RedisConfig;
 use crate::connection::{Connection, RedisConnection};
 use crate::log_shards::{self, caught_up, merge, shard_of};
 use crate::reconnect::reconnect_backoff;
-use crate::scripts::{AGREE_SHARDS, APPEND_LOG, LOG_TAIL};
+use crate::scripts::{AGREE, APPEND_LOG, LOG_TAIL};
+
+/// The version of the protocol (`docs/protocol.md`) this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Refuses a namespace written with a protocol this crate does not speak: reading it could
+/// misread entries, and writing it could mislead newer instances.
+fn check_protocol(namespace: &str, stored: Option<&str>) -> Result<(), Error> {
+    match stored.map(str::parse::<u32>) {
+        None | Some(Ok(PROTOCOL_VERSION)) => Ok(()),
+        Some(Ok(v)) => Err(Error::Config(format!(
+            "namespace `{namespace}` is written with protocol version {v}; this instance speaks              version {PROTOCOL_VERSION}: upgrade it to join the namespace"
+        ))),
+        Some(Err(_)) => Err(Error::Config(format!(
+            "namespace `{namespace}`: its protocol version in Redis is {stored:?}, not a number"
+        ))),
+    }
+}
 
 /// Entries taken per read: enough to catch up quickly after a disconnect.
 const BATCH: usize = 512;
@@ -129,13 +146,17 @@ impl RedisStreamLog {
             return Ok(*n);
         }
         let configured = self.shards.get(namespace).copied();
-        let key = self.publisher.layout().log_shards(namespace);
-        let stored: Option<String> = AGREE_SHARDS
+        let layout = self.publisher.layout();
+        let key = layout.log_shards(namespace);
+        let (stored, protocol): (Option<String>, Option<String>) = AGREE
             .key(&key)
+            .key(layout.protocol(namespace))
             .arg(configured.unwrap_or(1))
+            .arg(PROTOCOL_VERSION)
             .invoke_async(&mut self.publisher.get())
             .await
             .map_err(|e| self.publisher.failed_log(e))?;
+        check_protocol(namespace, protocol.as_deref())?;
         let agreed = log_shards::agree(namespace, configured, stored.as_deref())?;
         if stored.is_none() {
             self.publisher

@@ -12,7 +12,7 @@ tags and the invalidation log — with Strata instances in Rust and Node (protoc
     await cache.invalidate("product:42")       # every instance, any language, drops it
 """
 
-from .cache import HybridCache
+from .cache import PROTOCOL_VERSION, HybridCache
 from .errors import (
     ConfigError,
     KeyTooLongError,
@@ -25,8 +25,6 @@ from .errors import (
 )
 from .options import EntryOptions
 from .stats import Stats
-
-PROTOCOL_VERSION = 1
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -46,6 +46,9 @@ _SCRIPTS: dict[str, str] = json.loads(
 # Redis (the end of its load is announced on `#filled`, which wakes the waiter first).
 _POLL = (0.05, 0.2)
 
+#: The version of the protocol (``docs/protocol.md``) this client speaks.
+PROTOCOL_VERSION = 1
+
 _Found = tuple[L1Entry, bytes]  # an entry read from Redis, and its raw bytes
 
 
@@ -157,12 +160,18 @@ class HybridCache:
             info = await self._redis.info("server")
             major = int(str(info.get("redis_version", "0")).split(".")[0])
             self._set_nx_get = major >= 7
-            before = await self._scripts["AGREE_SHARDS"](
-                keys=[self._layout.log_shards()], args=[log_shards]
+            parts, protocol = await self._scripts["AGREE"](
+                keys=[self._layout.log_shards(), self._layout.protocol()],
+                args=[log_shards, PROTOCOL_VERSION],
             )
-            if before is not None and int(before) != log_shards:
+            if protocol is not None and int(protocol) != PROTOCOL_VERSION:
                 raise ConfigError(
-                    f"namespace {namespace!r}: its log is in {int(before)} parts, "
+                    f"namespace {namespace!r} is written with protocol version {int(protocol)}; "
+                    f"this client speaks version {PROTOCOL_VERSION}: upgrade it to join"
+                )
+            if parts is not None and int(parts) != log_shards:
+                raise ConfigError(
+                    f"namespace {namespace!r}: its log is in {int(parts)} parts, "
                     f"this instance is configured with {log_shards}"
                 )
             self._caught_up = [now_ms()] * log_shards

@@ -53,6 +53,9 @@ class Layout:
     def log_shards(self) -> str:
         return f"{self.namespace}#log:shards"
 
+    def protocol(self) -> str:
+        return f"{self.namespace}#protocol"
+
     def filled(self) -> str:
         return f"{self.namespace}#filled"
 

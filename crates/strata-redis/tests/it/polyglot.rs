@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::checker::staleness_run;
-use crate::{TTL, WAIT, instance};
+use crate::{TTL, WAIT, instance, raw_connection};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -245,6 +245,46 @@ async fn values_written_in_each_language_are_read_by_the_others() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0, "Rust loaded nothing");
     assert_eq!(rust.stats().decode_errors, 0);
+
+    // An entry of a newer envelope format is a miss in every language, counted, never misread.
+    let mut conn = raw_connection(&redis).await;
+    let mut future: Vec<u8> = redis::cmd("GET")
+        .arg("svc:from-rust")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    future[3] = 2;
+    for name in ["rust", "python", "node"] {
+        let () = redis::cmd("SET")
+            .arg(format!("svc:future-{name}"))
+            .arg(&future)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let got: Arc<Value> = rust
+        .get_or_load("future-rust", rust_loader(json!("reloaded"), &calls))
+        .await
+        .unwrap();
+    assert_eq!(*got, json!("reloaded"));
+    assert_eq!(rust.stats().decode_errors, 1);
+    for peer in &mut peers {
+        let key = format!("future-{}", peer.name);
+        let got = peer
+            .call(json!({"op": "get_or_load", "key": key, "value": "reloaded"}))
+            .await;
+        assert_eq!(
+            (&got["value"], &got["loaded"]),
+            (&json!("reloaded"), &json!(1)),
+            "{}",
+            peer.name
+        );
+        let stats = &peer.call(json!({"op": "stats"})).await["stats"];
+        let decode_errors = stats
+            .get("decode_errors")
+            .or_else(|| stats.get("decodeErrors"));
+        assert_eq!(decode_errors, Some(&json!(1)), "{}: {stats}", peer.name);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -382,3 +382,34 @@ async fn one_stalled_part_of_a_split_log_is_enough_to_stop_trusting_l1() {
     cut.restore().await;
     eventually("L1 to be trusted again", WAIT, || in_l1(&cache, &db, "p")).await;
 }
+
+/// A namespace written with a newer protocol is refused, following and publishing, with the
+/// versions in the message; the first instance records the version it speaks.
+#[tokio::test]
+async fn a_namespace_of_a_newer_protocol_is_refused() {
+    use strata::InvalidationLog;
+    let redis = RedisServer::start();
+    let first = log(&redis, 10_000).await;
+    first.publish("svc", &key_invalidation("k")).await.unwrap();
+    assert_eq!(
+        redis.cli(&["GET", "svc#protocol"]).trim(),
+        strata_redis::PROTOCOL_VERSION.to_string()
+    );
+    redis.cli(&["SET", "newer#protocol", "2"]);
+    let later = log(&redis, 10_000).await;
+    let e = later.follow("newer").await.unwrap_err();
+    assert!(
+        matches!(&e, strata::Error::Config(m) if m.contains("protocol version 2")),
+        "{e}"
+    );
+    let e = later
+        .publish("newer", &key_invalidation("k"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, strata::Error::Config(_)), "{e}");
+    assert_eq!(
+        redis.cli(&["XLEN", "newer#log"]).trim(),
+        "0",
+        "nothing published"
+    );
+}
