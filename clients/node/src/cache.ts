@@ -5,8 +5,9 @@
 
 import { createHash, randomBytes } from "node:crypto";
 
-import Redis, { type RedisOptions } from "ioredis";
+import { Cluster, type RedisOptions } from "ioredis";
 
+import { type Client, connect, isCluster } from "./connection";
 import * as envelope from "./envelope";
 import { type CodecName, DecodeError, type Times } from "./envelope";
 import {
@@ -108,11 +109,12 @@ export class HybridCache {
   private setNxGet = true;
 
   private constructor(
-    private readonly redis: Redis,
+    private readonly redis: Client,
     readonly namespace: string,
     o: CacheOptions,
+    cluster: boolean,
   ) {
-    this.layout = new Layout(namespace);
+    this.layout = new Layout(namespace, cluster);
     this.defaults = resolve(o.defaults);
     this.codec = envelope.CODECS[o.codec ?? "json"];
     this.raw = o.rawValues ?? false;
@@ -127,7 +129,8 @@ export class HybridCache {
   }
 
   /**
-   * Connects to Redis at `url` (`redis://`, `rediss://` with TLS, credentials in the URL) and
+   * Connects to Redis at `url` (`redis://`, `rediss://` with TLS, a cluster as
+   * `redis+cluster://h1:p1,h2:p2`; credentials in the URL) and
    * starts following the namespace's log.
    */
   static async connect(url: string, namespace: string, options: CacheOptions = {}): Promise<HybridCache> {
@@ -141,9 +144,9 @@ export class HybridCache {
         `maxStaleness ${options.maxStaleness} ms must leave room for two heartbeats (${heartbeat} ms)`,
       );
     }
-    const redis = new Redis(url, { maxRetriesPerRequest: 1, ...options.redis });
+    const redis = connect(url, { maxRetriesPerRequest: 1, ...options.redis });
     redis.on("error", () => {}); // failures reach the calls that meet them
-    const cache = new HybridCache(redis, namespace, options);
+    const cache = new HybridCache(redis, namespace, options, isCluster(url));
     try {
       const info = await redis.info("server");
       const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
@@ -172,7 +175,16 @@ export class HybridCache {
         },
       };
       for (let part = 0; part < parts; part++) {
-        const f = new Follower(url, cache.layout, part, heartbeat, SCRIPTS.LOG_TAIL, handlers, options.redis ?? {});
+        const f = new Follower(
+          url,
+          cache.layout,
+          part,
+          parts,
+          heartbeat,
+          SCRIPTS.LOG_TAIL,
+          handlers,
+          options.redis ?? {},
+        );
         await f.start();
         cache.followers.push(f);
       }
@@ -472,23 +484,27 @@ export class HybridCache {
     refreshToken: string,
   ): Promise<boolean> {
     const px = Math.max(1, (this.raw ? times.expires : times.staleUntil) - times.created);
-    const keys = [
-      this.layout.data(key),
-      this.layout.filled(),
-      this.layout.lease(key),
-      ...tags.map((t) => this.layout.tag(t)),
+    const args: Arg[] = [
+      payload,
+      px,
+      fence[0],
+      fence[1],
+      key,
+      refreshToken,
+      this.setNxGet ? "1" : "",
+      Math.max(1, this.leaseTtl),
     ];
+    const [data, lease] = [this.layout.data(key), this.layout.lease(key)];
     try {
-      const stored = await this.script("FILL", keys, [
-        payload,
-        px,
-        fence[0],
-        fence[1],
-        key,
-        refreshToken,
-        this.setNxGet ? "1" : "",
-        Math.max(1, this.leaseTtl),
-      ]);
+      if (!this.layout.cluster) {
+        const keys = [data, this.layout.filled(), lease, ...tags.map((t) => this.layout.tag(t))];
+        return (await this.script("FILL", keys, args)) === 1;
+      }
+      // On a cluster the script stays in the value's slot: tags first, each in its own slot;
+      // the end of a waited-on load is announced after.
+      await this.indexTags(data, tags, px);
+      const [stored, waited] = (await this.script("FILL_IN_SLOT", [data, lease], args)) as [number, number];
+      if (waited === 1) await this.announceFilled(key);
       return stored === 1;
     } catch {
       this.counters.l2Errors += 1;
@@ -496,11 +512,26 @@ export class HybridCache {
     }
   }
 
+  /** On a cluster: adds `data` to each tag's index, apart from the value's slot. */
+  private async indexTags(data: string, tags: readonly string[], px: number): Promise<void> {
+    for (const tag of tags) await this.script("INDEX_TAG", [this.layout.tag(tag)], [data, px]);
+  }
+
+  private async announceFilled(key: string): Promise<void> {
+    await this.redis.xadd(this.layout.filled(), "MAXLEN", "~", 1000, "*", "k", key);
+  }
+
   /** Gives back what a failed load held, so others load instead of waiting it out. */
   private async release(key: string, fence: Fenced, refreshToken: string): Promise<void> {
     try {
-      if (fence !== null && fence[0] === "L") {
+      if (fence !== null && fence[0] === "L" && !this.layout.cluster) {
         await this.script("RELEASE_RECORD", [this.layout.data(key), this.layout.filled()], [fence[1], key]);
+      } else if (fence !== null && fence[0] === "L") {
+        const released = (await this.script("RELEASE_RECORD_IN_SLOT", [this.layout.data(key)], [fence[1]])) as [
+          number,
+          number,
+        ];
+        if (released[1] === 1) await this.announceFilled(key);
       }
       if (refreshToken) await this.script("RELEASE_LEASE", [this.layout.lease(key)], [refreshToken]);
     } catch {
@@ -548,14 +579,22 @@ export class HybridCache {
     const part = this.layout.partOf(key, this.parts);
     const px = Math.max(1, (this.raw ? times.expires : times.staleUntil) - now);
     this.overtake(key);
-    const keys = [
-      this.layout.data(key),
-      this.layout.log(part),
-      this.layout.logSeq(part),
-      ...tags.map((t) => this.layout.tag(t)),
-    ];
+    const data = this.layout.data(key);
     try {
-      await this.script("REPLACE", keys, [payload, px, this.logMaxLen, this.entry("key", key)]);
+      if (!this.layout.cluster) {
+        const keys = [
+          data,
+          this.layout.log(part, this.parts),
+          this.layout.logSeq(part, this.parts),
+          ...tags.map((t) => this.layout.tag(t)),
+        ];
+        await this.script("REPLACE", keys, [payload, px, this.logMaxLen, this.entry("key", key)]);
+      } else {
+        // The log lives in another slot: the value first, then its entry.
+        await this.indexTags(data, tags, px);
+        await this.redis.set(data, payload, "PX", px);
+        await this.append(part, "key", key);
+      }
     } catch (err) {
       this.l1.remove(key);
       throw new UnavailableError(`set ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
@@ -580,12 +619,18 @@ export class HybridCache {
     this.checkKey(key);
     this.drop(key);
     const part = this.layout.partOf(key, this.parts);
+    const data = this.layout.data(key);
     try {
-      await this.script(
-        "INVALIDATE",
-        [this.layout.data(key), this.layout.log(part), this.layout.logSeq(part)],
-        [this.logMaxLen, this.entry("key", key)],
-      );
+      if (!this.layout.cluster) {
+        await this.script(
+          "INVALIDATE",
+          [data, this.layout.log(part, this.parts), this.layout.logSeq(part, this.parts)],
+          [this.logMaxLen, this.entry("key", key)],
+        );
+      } else {
+        await this.redis.unlink(data);
+        await this.append(part, "key", key);
+      }
     } catch (err) {
       throw new UnavailableError(`invalidate ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
     }
@@ -596,7 +641,16 @@ export class HybridCache {
   async invalidateTag(tag: string): Promise<void> {
     this.dropTag(tag);
     try {
-      await this.script("DELETE_TAG", [this.layout.tag(tag)], []);
+      const index = this.layout.tag(tag);
+      if (!this.layout.cluster) {
+        await this.script("DELETE_TAG", [index], []);
+      } else {
+        // Each member in its own slot; then only those leave the index (members added
+        // meanwhile stay).
+        const members = await this.redis.smembers(index);
+        for (const member of members) await this.redis.unlink(member);
+        if (members.length > 0) await this.redis.srem(index, ...members);
+      }
       await this.append(this.layout.partOf(tag, this.parts), "tag", tag);
     } catch (err) {
       throw new UnavailableError(`invalidate tag ${JSON.stringify(tag)}: ${(err as Error).message}`, { cause: err });
@@ -608,13 +662,21 @@ export class HybridCache {
   async clear(): Promise<void> {
     this.dropAll();
     try {
-      for (const pattern of [`${this.namespace}:*`, `${this.namespace}#tag:*`]) {
-        let cursor = "0";
-        do {
-          const [next, keys] = await this.redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-          if (keys.length > 0) await this.redis.unlink(...keys);
-          cursor = next;
-        } while (cursor !== "0");
+      const nodes = this.redis instanceof Cluster ? this.redis.nodes("master") : [this.redis];
+      for (const node of nodes) {
+        for (const pattern of [`${this.namespace}:*`, `${this.namespace}#tag:*`]) {
+          let cursor = "0";
+          do {
+            const [next, keys] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+            if (this.layout.cluster) {
+              // One key at a time: a node's keys span many slots.
+              for (const k of keys) await node.unlink(k);
+            } else if (keys.length > 0) {
+              await node.unlink(...keys);
+            }
+            cursor = next;
+          } while (cursor !== "0");
+        }
       }
       await this.append(0, "clear", null);
     } catch (err) {
@@ -626,7 +688,7 @@ export class HybridCache {
   private async append(part: number, op: Invalidation["op"], arg: string | null): Promise<void> {
     await this.script(
       "APPEND_LOG",
-      [this.layout.log(part), this.layout.logSeq(part)],
+      [this.layout.log(part, this.parts), this.layout.logSeq(part, this.parts)],
       [this.logMaxLen, this.entry(op, arg)],
     );
   }

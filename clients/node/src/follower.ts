@@ -8,8 +8,9 @@
  * its data). Part 0 also carries the ends of waited-on loads (`#filled`).
  */
 
-import Redis, { type RedisOptions } from "ioredis";
+import type { RedisOptions } from "ioredis";
 
+import { type Client, connect } from "./connection";
 import type { Layout } from "./layout";
 
 const BATCH = 512;
@@ -62,7 +63,7 @@ export class Follower {
   private id = "0-0";
   private seq = 0n;
   private filledId = "0-0";
-  private conn: Redis | null = null;
+  private conn: Client | null = null;
   private stopped = false;
   private loop: Promise<void> | null = null;
 
@@ -70,13 +71,14 @@ export class Follower {
     private readonly url: string,
     layout: Layout,
     private readonly part: number,
+    parts: number,
     private readonly heartbeat: number,
     private readonly logTail: string,
     private readonly on: Handlers,
     private readonly options: RedisOptions,
   ) {
-    this.stream = layout.log(part);
-    this.seqKey = layout.logSeq(part);
+    this.stream = layout.log(part, parts);
+    this.seqKey = layout.logSeq(part, parts);
     this.filledStream = part === 0 ? layout.filled() : null;
   }
 
@@ -94,14 +96,14 @@ export class Follower {
     await this.loop;
   }
 
-  private connect(): Redis {
+  private connect(): Client {
     // Its reads block for a heartbeat; it reconnects itself (below), so the client must not.
-    const conn = new Redis(this.url, { ...this.options, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const conn = connect(this.url, { ...this.options, maxRetriesPerRequest: 0, retryStrategy: () => null });
     conn.on("error", () => {}); // a failed read says it, and the loop reconnects
     return conn;
   }
 
-  private async tail(conn: Redis): Promise<void> {
+  private async tail(conn: Client): Promise<void> {
     const [newest, seq] = (await conn.eval(this.logTail, 2, this.stream, this.seqKey)) as [
       [string, string[]][],
       string | null,

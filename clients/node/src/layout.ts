@@ -1,4 +1,11 @@
-/** Where a namespace's keys live on one server (protocol v1, `docs/protocol.md` §1). */
+/**
+ * Where a namespace's keys live, on one server and on a Redis Cluster (protocol v1,
+ * `docs/protocol.md` §1).
+ *
+ * On a cluster a script may only touch keys of one slot: a value's refresh lease carries a hash
+ * tag that puts it in the value's slot, and the namespace-wide keys that change together share
+ * the slot of `{<namespace>}`; data keys and tag indexes keep their one-server names.
+ */
 
 const NAMESPACE = /^[A-Za-z0-9_.-]{1,128}$/;
 
@@ -24,10 +31,69 @@ export function fnv1a64(text: string): bigint {
   return h;
 }
 
-/** The names of one namespace's keys. */
+const SLOTS = 16384;
+
+const CRC16 = (() => {
+  const table = new Uint16Array(256);
+  for (let byte = 0; byte < 256; byte++) {
+    let crc = byte << 8;
+    for (let i = 0; i < 8; i++) crc = (crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1) & 0xffff;
+    table[byte] = crc;
+  }
+  return table;
+})();
+
+/**
+ * The slot Redis hashes `key` to: CRC16 (XMODEM) of its hash tag — what lies between the first
+ * `{` and the next `}`, if not empty — or of the whole key, modulo 16,384.
+ */
+export function slotOf(key: string): number {
+  let raw = Buffer.from(key);
+  const start = raw.indexOf(0x7b);
+  if (start >= 0) {
+    const end = raw.indexOf(0x7d, start + 1);
+    if (end > start + 1) raw = raw.subarray(start + 1, end);
+  }
+  let crc = 0;
+  for (const byte of raw) crc = ((crc << 8) & 0xffff) ^ CRC16[((crc >> 8) ^ byte) & 0xff]!;
+  return crc % SLOTS;
+}
+
+let TAGS: Map<number, string> | null = null;
+
+/**
+ * For `slot`, the first of `0`, `1`, …, `z`, `01`, … (`n` = 0, 1, … in base 36, least
+ * significant digit first) that hashes to it — as the Rust crate picks them.
+ */
+export function tagFor(slot: number): string {
+  if (TAGS === null) {
+    const digits = "0123456789abcdefghijklmnopqrstuvwxyz";
+    const tags = new Map<number, string>();
+    for (let n = 0; tags.size < SLOTS; n++) {
+      let m = n;
+      let tag = "";
+      do {
+        tag += digits[m % 36];
+        m = Math.floor(m / 36);
+      } while (m !== 0);
+      const s = slotOf(tag);
+      if (!tags.has(s)) tags.set(s, tag);
+    }
+    TAGS = tags;
+  }
+  return TAGS.get(slot) ?? "0";
+}
+
+/** The names of one namespace's keys, on one server or (`cluster`) on a Redis Cluster. */
 export class Layout {
-  constructor(readonly namespace: string) {
+  constructor(
+    readonly namespace: string,
+    readonly cluster = false,
+  ) {
     checkNamespace(namespace);
+  }
+  private wide(name: string): string {
+    return this.cluster ? `${name}{${this.namespace}}` : name;
   }
   data(key: string): string {
     return `${this.namespace}:${key}`;
@@ -36,25 +102,36 @@ export class Layout {
     return `${this.namespace}#tag:${tag}`;
   }
   lease(key: string): string {
-    return `${this.namespace}#lease:${key}`;
+    if (!this.cluster) return `${this.namespace}#lease:${key}`;
+    if (key.includes("{") || key.includes("}")) {
+      return `${this.namespace}#lease:{${tagFor(slotOf(this.data(key)))}}${key}`;
+    }
+    return `${this.namespace}#lease:{${this.namespace}:${key}}`;
   }
-  log(part: number): string {
-    return part === 0 ? `${this.namespace}#log` : `${this.namespace}#log.${part}`;
+  log(part: number, parts = 1): string {
+    return part === 0 ? this.wide(`${this.namespace}#log`) : this.part(`${this.namespace}#log.${part}`, part, parts);
   }
-  logSeq(part: number): string {
-    return `${this.log(part)}:seq`;
+  logSeq(part: number, parts = 1): string {
+    return part === 0
+      ? this.wide(`${this.namespace}#log:seq`)
+      : this.part(`${this.namespace}#log.${part}:seq`, part, parts);
+  }
+  private part(name: string, part: number, parts: number): string {
+    if (!this.cluster) return name;
+    const home = slotOf(`{${this.namespace}}`);
+    return `${name}{${tagFor((home + Math.floor((part * SLOTS) / parts)) % SLOTS)}}`;
   }
   logShards(): string {
-    return `${this.namespace}#log:shards`;
+    return this.wide(`${this.namespace}#log:shards`);
   }
   protocol(): string {
-    return `${this.namespace}#protocol`;
+    return this.wide(`${this.namespace}#protocol`);
   }
   filled(): string {
-    return `${this.namespace}#filled`;
+    return this.wide(`${this.namespace}#filled`);
   }
   acks(): string {
-    return `${this.namespace}#acks`;
+    return this.wide(`${this.namespace}#acks`);
   }
   partOf(keyOrTag: string, parts: number): number {
     return Number(fnv1a64(keyOrTag) % BigInt(parts));

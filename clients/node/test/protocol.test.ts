@@ -72,35 +72,41 @@ test("log entries are the document's", () => {
   }
 });
 
-test("keys and log parts are the document's", () => {
-  const layout = new Layout("catalog");
-  const names: Record<string, string> = {
-    "data|product:42": layout.data("product:42"),
-    "tag|category:7": layout.tag("category:7"),
-    "lease|product:42": layout.lease("product:42"),
-    "lease|x{y}": layout.lease("x{y}"),
-    "log|": layout.log(0),
-    "log sequence|": layout.logSeq(0),
-    "log part 1 of 3|": layout.log(1),
-    "log part 1 of 3, sequence|": layout.logSeq(1),
-    "log parts|": layout.logShards(),
-    "protocol version|": layout.protocol(),
-    "filled|": layout.filled(),
-    "acks|": layout.acks(),
-  };
-  let checked = 0;
-  for (const row of example("keys").filter((r) => r.startsWith("| ") && r.includes("`"))) {
-    const [what, arg, single] = row
-      .replace(/^\||\|$/g, "")
-      .split("|")
-      .map((c) => c.trim().replace(/`/g, ""));
-    const ours = names[`${what}|${arg}`];
-    if (ours !== undefined) {
-      assert.equal(ours, single, what);
-      checked += 1;
+test("keys and log parts are the document's, on one server and on a cluster", () => {
+  const rows = example("keys").filter((r) => r.startsWith("| ") && r.includes("`"));
+  for (const [column, layout] of [
+    [2, new Layout("catalog")],
+    [3, new Layout("catalog", true)],
+  ] as const) {
+    const names: Record<string, string> = {
+      "data|product:42": layout.data("product:42"),
+      "tag|category:7": layout.tag("category:7"),
+      "lease|product:42": layout.lease("product:42"),
+      "lease|x{y}": layout.lease("x{y}"),
+      "log|": layout.log(0),
+      "log sequence|": layout.logSeq(0),
+      "log part 1 of 3|": layout.log(1, 3),
+      "log part 1 of 3, sequence|": layout.logSeq(1, 3),
+      "log parts|": layout.logShards(),
+      "protocol version|": layout.protocol(),
+      "filled|": layout.filled(),
+      "acks|": layout.acks(),
+    };
+    let checked = 0;
+    for (const row of rows) {
+      const cells = row
+        .replace(/^\||\|$/g, "")
+        .split("|")
+        .map((c) => c.trim().replace(/`/g, ""));
+      const ours = names[`${cells[0]}|${cells[1]}`];
+      if (ours !== undefined) {
+        assert.equal(ours, cells[column], `${cells[0]} (${column})`);
+        checked += 1;
+      }
     }
+    assert.equal(checked, Object.keys(names).length);
   }
-  assert.equal(checked, Object.keys(names).length);
+  const layout = new Layout("catalog");
   assert.deepEqual(
     ["product:42", "product:43", "product:47"].map((k) => layout.partOf(k, 3)),
     [0, 1, 2],

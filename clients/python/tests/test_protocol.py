@@ -78,29 +78,30 @@ def test_log_entries_are_the_document_s() -> None:
 
 def test_keys_and_log_parts_are_the_document_s() -> None:
     rows = [r for r in example("keys").splitlines() if r.startswith("| ") and "`" in r]
-    layout = Layout("catalog")
-    names = {
-        ("data", "product:42"): layout.data("product:42"),
-        ("tag", "category:7"): layout.tag("category:7"),
-        ("lease", "product:42"): layout.lease("product:42"),
-        ("lease", "x{y}"): layout.lease("x{y}"),
-        ("log", ""): layout.log(0),
-        ("log sequence", ""): layout.log_seq(0),
-        ("log part 1 of 3", ""): layout.log(1),
-        ("log part 1 of 3, sequence", ""): layout.log_seq(1),
-        ("log parts", ""): layout.log_shards(),
-        ("protocol version", ""): layout.protocol(),
-        ("filled", ""): layout.filled(),
-        ("acks", ""): layout.acks(),
-    }
-    checked = 0
-    for row in rows:
-        what, arg, single = (c.strip().strip("`") for c in row.strip("|").split("|")[:3])
-        if (what, arg) in names:
-            assert names[(what, arg)] == single, what
-            checked += 1
-    assert checked == len(names)
-    assert [layout.part_of(k, 3) for k in ("product:42", "product:43", "product:47")] == [0, 1, 2]
+    for column, layout in [(2, Layout("catalog")), (3, Layout("catalog", cluster=True))]:
+        names = {
+            ("data", "product:42"): layout.data("product:42"),
+            ("tag", "category:7"): layout.tag("category:7"),
+            ("lease", "product:42"): layout.lease("product:42"),
+            ("lease", "x{y}"): layout.lease("x{y}"),
+            ("log", ""): layout.log(0),
+            ("log sequence", ""): layout.log_seq(0),
+            ("log part 1 of 3", ""): layout.log(1, 3),
+            ("log part 1 of 3, sequence", ""): layout.log_seq(1, 3),
+            ("log parts", ""): layout.log_shards(),
+            ("protocol version", ""): layout.protocol(),
+            ("filled", ""): layout.filled(),
+            ("acks", ""): layout.acks(),
+        }
+        checked = 0
+        for row in rows:
+            cells = [c.strip().strip("`") for c in row.strip("|").split("|")]
+            if (cells[0], cells[1]) in names:
+                assert names[(cells[0], cells[1])] == cells[column], (cells[0], column)
+                checked += 1
+        assert checked == len(names)
+    parts = [Layout("catalog").part_of(k, 3) for k in ("product:42", "product:43", "product:47")]
+    assert parts == [0, 1, 2]
 
 
 def test_namespaces_cannot_name_each_other() -> None:

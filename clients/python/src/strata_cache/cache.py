@@ -13,11 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, overload
 
-import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from . import envelope
+from . import connection, envelope
 from .envelope import DecodeError, Times
 from .errors import (
     ConfigError,
@@ -87,7 +86,7 @@ class HybridCache:
     _ends: dict[str, asyncio.Event]
     _background: set[asyncio.Task[Any]]
     _stats: Stats
-    _redis: aioredis.Redis
+    _redis: connection.Client
     _scripts: dict[str, AsyncScript]
     _set_nx_get: bool
     _caught_up: list[int]
@@ -115,8 +114,9 @@ class HybridCache:
         max_value_bytes: int = 16 * 1024 * 1024,
         **redis_kwargs: Any,
     ) -> HybridCache:
-        """Connects to Redis at ``url`` (``redis://``, ``rediss://`` with TLS, credentials in
-        the URL) and starts following the namespace's log.
+        """Connects to Redis at ``url`` — ``redis://``, ``rediss://`` (TLS), or a cluster as
+        ``redis+cluster://h1:p1,h2:p2``; credentials in the URL — and starts following the
+        namespace's log.
 
         - ``l1_capacity``: entries kept in process (0: no L1);
         - ``codec``: how values are written (every instance reads either);
@@ -128,7 +128,7 @@ class HybridCache:
         - ``redis_kwargs``: passed to ``redis.asyncio.Redis.from_url``.
         """
         self = object.__new__(cls)
-        self._layout = Layout(namespace)
+        self._layout = Layout(namespace, connection.is_cluster(url))
         if not 1 <= log_shards <= MAX_LOG_SHARDS:
             raise ConfigError(f"log_shards {log_shards}: 1 to {MAX_LOG_SHARDS}")
         if max_staleness is not None and max_staleness < 2 * heartbeat:
@@ -152,12 +152,14 @@ class HybridCache:
         self._ends = {}
         self._background = set()
         self._stats = Stats()
-        self._redis = aioredis.Redis.from_url(url, **redis_kwargs)
+        self._redis = connection.connect(url, **redis_kwargs)
         self._scripts = {
             name: self._redis.register_script(source) for name, source in _SCRIPTS.items()
         }
         try:
-            info = await self._redis.info("server")
+            info: Any = await self._redis.info("server")
+            if "redis_version" not in info:  # a cluster: one answer per node
+                info = next(iter(info.values()), {})
             major = int(str(info.get("redis_version", "0")).split(".")[0])
             self._set_nx_get = major >= 7
             parts, protocol = await self._scripts["AGREE"](
@@ -183,7 +185,14 @@ class HybridCache:
             )
             self._followers = [
                 Follower(
-                    url, self._layout, part, heartbeat, _SCRIPTS["LOG_TAIL"], handlers, redis_kwargs
+                    url,
+                    self._layout,
+                    part,
+                    log_shards,
+                    heartbeat,
+                    _SCRIPTS["LOG_TAIL"],
+                    handlers,
+                    redis_kwargs,
                 )
                 for part in range(log_shards)
             ]
@@ -518,38 +527,55 @@ class HybridCache:
     ) -> bool:
         px = max(1, (times.expires if self._raw else times.stale_until) - times.created)
         kind, arg = fence
+        args: list[bytes | str | int] = [
+            payload,
+            px,
+            kind,
+            arg,
+            key,
+            refresh_token,
+            "1" if self._set_nx_get else "",
+            max(1, ms(self._lease_ttl)),
+        ]
+        data, lease = self._layout.data(key), self._layout.lease(key)
         try:
-            stored = await self._scripts["FILL"](
-                keys=[
-                    self._layout.data(key),
-                    self._layout.filled(),
-                    self._layout.lease(key),
-                    *(self._layout.tag(t) for t in tags),
-                ],
-                args=[
-                    payload,
-                    px,
-                    kind,
-                    arg,
-                    key,
-                    refresh_token,
-                    "1" if self._set_nx_get else "",
-                    max(1, ms(self._lease_ttl)),
-                ],
-            )
+            if not self._layout.cluster:
+                tag_keys = [self._layout.tag(t) for t in tags]
+                keys = [data, self._layout.filled(), lease, *tag_keys]
+                return bool(await self._scripts["FILL"](keys=keys, args=args) == 1)
+            # On a cluster the script stays in the value's slot: tags first, each in its own
+            # slot; the end of a waited-on load is announced after.
+            await self._index_tags(data, tags, px)
+            stored, waited = await self._scripts["FILL_IN_SLOT"](keys=[data, lease], args=args)
+            if waited == 1:
+                await self._announce_filled(key)
+            return bool(stored == 1)
         except RedisError as err:
             self._stats.l2_errors += 1
             log.debug("fill of %s failed: %s", key, err)
             return True  # nothing stored, nothing overtaken: L1 may keep the value
-        return bool(stored == 1)
+
+    async def _index_tags(self, data: str, tags: tuple[str, ...], px: int) -> None:
+        """On a cluster: adds ``data`` to each tag's index, apart from the value's slot."""
+        for tag in tags:
+            await self._scripts["INDEX_TAG"](keys=[self._layout.tag(tag)], args=[data, px])
+
+    async def _announce_filled(self, key: str) -> None:
+        await self._redis.xadd(self._layout.filled(), {"k": key}, maxlen=1000, approximate=True)
 
     async def _release(self, key: str, fence: tuple[str, bytes] | None, refresh_token: str) -> None:
         """Gives back what a failed load held, so others load instead of waiting it out."""
         try:
-            if fence is not None and fence[0] == "L":
+            if fence is not None and fence[0] == "L" and not self._layout.cluster:
                 await self._scripts["RELEASE_RECORD"](
                     keys=[self._layout.data(key), self._layout.filled()], args=[fence[1], key]
                 )
+            elif fence is not None and fence[0] == "L":
+                _, waited = await self._scripts["RELEASE_RECORD_IN_SLOT"](
+                    keys=[self._layout.data(key)], args=[fence[1]]
+                )
+                if waited == 1:
+                    await self._announce_filled(key)
             if refresh_token:
                 await self._scripts["RELEASE_LEASE"](
                     keys=[self._layout.lease(key)], args=[refresh_token]
@@ -610,16 +636,23 @@ class HybridCache:
         part = self._layout.part_of(key, self._parts)
         px = max(1, (times.expires if self._raw else times.stale_until) - now)
         self._overtake(key)
+        data = self._layout.data(key)
         try:
-            await self._scripts["REPLACE"](
-                keys=[
-                    self._layout.data(key),
-                    self._layout.log(part),
-                    self._layout.log_seq(part),
-                    *(self._layout.tag(t) for t in tags),
-                ],
-                args=[payload, px, self._log_max_len, self._entry("key", key)],
-            )
+            if not self._layout.cluster:
+                await self._scripts["REPLACE"](
+                    keys=[
+                        data,
+                        self._layout.log(part, self._parts),
+                        self._layout.log_seq(part, self._parts),
+                        *(self._layout.tag(t) for t in tags),
+                    ],
+                    args=[payload, px, self._log_max_len, self._entry("key", key)],
+                )
+            else:
+                # The log lives in another slot: the value first, then its entry.
+                await self._index_tags(data, tags, px)
+                await self._redis.set(data, payload, px=px)
+                await self._append(part, "key", key)
         except RedisError as err:
             self._l1.remove(key)
             raise UnavailableError(f"set {key!r}: {err}") from err
@@ -633,11 +666,20 @@ class HybridCache:
         self._check_key(key)
         self._drop(key)
         part = self._layout.part_of(key, self._parts)
+        data = self._layout.data(key)
         try:
-            await self._scripts["INVALIDATE"](
-                keys=[self._layout.data(key), self._layout.log(part), self._layout.log_seq(part)],
-                args=[self._log_max_len, self._entry("key", key)],
-            )
+            if not self._layout.cluster:
+                await self._scripts["INVALIDATE"](
+                    keys=[
+                        data,
+                        self._layout.log(part, self._parts),
+                        self._layout.log_seq(part, self._parts),
+                    ],
+                    args=[self._log_max_len, self._entry("key", key)],
+                )
+            else:
+                await self._redis.unlink(data)
+                await self._append(part, "key", key)
         except RedisError as err:
             raise UnavailableError(f"invalidate {key!r}: {err}") from err
         self._stats.invalidations_sent += 1
@@ -647,7 +689,17 @@ class HybridCache:
         self._drop_tag(tag)
         part = self._layout.part_of(tag, self._parts)
         try:
-            await self._scripts["DELETE_TAG"](keys=[self._layout.tag(tag)])
+            index = self._layout.tag(tag)
+            if not self._layout.cluster:
+                await self._scripts["DELETE_TAG"](keys=[index])
+            else:
+                # Each member in its own slot; then only those leave the index (members added
+                # meanwhile stay).
+                members = list(await self._redis.smembers(index))
+                for member in members:
+                    await self._redis.unlink(member)
+                if members:
+                    await self._redis.srem(index, *members)
             await self._append(part, "tag", tag)
         except RedisError as err:
             raise UnavailableError(f"invalidate tag {tag!r}: {err}") from err
@@ -673,7 +725,7 @@ class HybridCache:
 
     async def _append(self, part: int, op: str, arg: str | None) -> None:
         await self._scripts["APPEND_LOG"](
-            keys=[self._layout.log(part), self._layout.log_seq(part)],
+            keys=[self._layout.log(part, self._parts), self._layout.log_seq(part, self._parts)],
             args=[self._log_max_len, self._entry(op, arg)],
         )
 

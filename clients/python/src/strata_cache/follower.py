@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from . import connection
 from .layout import Layout
 
 log = logging.getLogger("strata_cache")
@@ -81,6 +82,7 @@ class Follower:
         url: str,
         layout: Layout,
         part: int,
+        parts: int,
         heartbeat: float,
         log_tail: str,
         handlers: Handlers,
@@ -93,14 +95,14 @@ class Follower:
         self._log_tail_source = log_tail
         self._on = handlers
         self._connect_kwargs = connect_kwargs
-        self._stream = layout.log(part)
-        self._seq_key = layout.log_seq(part)
+        self._stream = layout.log(part, parts)
+        self._seq_key = layout.log_seq(part, parts)
         self._filled = layout.filled() if part == 0 else None
         self._id = b"0-0"
         self._seq = 0
         self._filled_id = b"0-0"
         self._task: asyncio.Task[None] | None = None
-        self._conn: aioredis.Redis | None = None
+        self._conn: connection.Client | None = None
 
     async def start(self) -> None:
         """Connects and reads where the log stands now; follows from there in a task."""
@@ -119,13 +121,13 @@ class Follower:
         if self._conn is not None:
             await self._conn.aclose()
 
-    def _connect(self) -> aioredis.Redis:
+    def _connect(self) -> connection.Client:
         # Its reads block for a heartbeat: a reply may take that plus the command's own time.
         given = self._connect_kwargs.get("socket_timeout") or 5.0
         kwargs = {**self._connect_kwargs, "socket_timeout": self._heartbeat + given}
-        return aioredis.Redis.from_url(self._url, **kwargs)
+        return connection.connect(self._url, **kwargs)
 
-    async def _tail(self, conn: aioredis.Redis) -> None:
+    async def _tail(self, conn: connection.Client) -> None:
         script: AsyncScript = conn.register_script(self._log_tail_source)
         reply: Any = await script(keys=[self._stream, self._seq_key])
         newest, seq = reply

@@ -14,7 +14,7 @@ use crate::{TTL, WAIT, instance_with};
 
 /// One cluster test at a time: each runs six servers and often three checker processes, and
 /// two at once on a two-core machine stretch failovers past the bounds the tests assert.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Which master holds `key` now (its port), by asking every node (`CLUSTER KEYSLOT` +
 /// `CLUSTER NODES` would do too; `EXISTS` on each master is what an operator would type).

@@ -116,9 +116,14 @@ struct Peer {
 
 impl Peer {
     async fn start(worker: &Worker, redis: &RedisServer, namespace: &str) -> Peer {
+        Self::start_at(worker, &redis.url(), namespace).await
+    }
+
+    /// A peer on the Redis (or cluster) at `url`.
+    async fn start_at(worker: &Worker, url: &str, namespace: &str) -> Peer {
         let mut child = worker
             .command("serve")
-            .args([&redis.url(), namespace])
+            .args([url, namespace])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -465,4 +470,91 @@ async fn three_languages_never_serve_past_the_staleness_bound_node_cut_off() {
         return;
     };
     staleness_run(&[python, Worker::Rust, node.clone(), node]).await;
+}
+
+/// One case on a real Redis Cluster (3 masters, 3 replicas): the three languages read what each
+/// other wrote, a stampede over them loads once, and a tag invalidated in Python drops the Rust
+/// and Node copies — the cluster's layout (hash tags, per-slot scripts, the log's slot) spoken
+/// alike by all three.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_three_languages_share_a_namespace() {
+    let Some((python, node)) = others() else {
+        return;
+    };
+    let _one = crate::cluster::ONE_AT_A_TIME.lock().await;
+    let cluster = strata_testkit::RedisCluster::start();
+    let config = strata_redis::RedisConfig::from_url(&cluster.url()).unwrap();
+    let rust = crate::instance_with(&config, EntryOptions::ttl(TTL).tags(["t"])).await;
+    let mut py = Peer::start_at(&python, &cluster.url(), "svc").await;
+    let mut js = Peer::start_at(&node, &cluster.url(), "svc").await;
+    let calls = Arc::new(AtomicU64::new(0));
+
+    // A stampede over the three languages: one load.
+    let rust_reads = {
+        let (rust, calls) = (rust.clone(), calls.clone());
+        async move {
+            futures_util::future::join_all((0..100).map(|_| {
+                let (rust, calls) = (rust.clone(), calls.clone());
+                async move {
+                    rust.get_or_load("cold", move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, std::io::Error>(json!({"id": 7}))
+                    })
+                    .await
+                }
+            }))
+            .await
+        }
+    };
+    let stampede = json!({"op": "stampede", "key": "cold", "reads": 100, "load_ms": 50, "value": {"id": 7}, "tags": ["t"]});
+    let (rust_results, p, n) = tokio::join!(
+        rust_reads,
+        py.call(stampede.clone()),
+        js.call(stampede.clone())
+    );
+    let loads = calls.load(Ordering::SeqCst)
+        + p["loader_calls"].as_u64().unwrap()
+        + n["loader_calls"].as_u64().unwrap();
+    println!("W2 on a cluster over three languages: {loads} load(s)");
+    assert_eq!(loads, 1, "one load across the languages on a cluster");
+    assert!(rust_results.iter().all(Result::is_ok));
+
+    // Each reads what another wrote.
+    py.call(json!({"op": "set", "key": "from-python", "value": "py", "tags": ["t"]}))
+        .await;
+    js.call(json!({"op": "set", "key": "from-node", "value": "js", "tags": ["t"]}))
+        .await;
+    let got: Arc<Value> = rust
+        .get_or_load("from-python", rust_loader(json!("x"), &calls))
+        .await
+        .unwrap();
+    assert_eq!(*got, json!("py"));
+    let got: Arc<Value> = rust
+        .get_or_load("from-node", rust_loader(json!("x"), &calls))
+        .await
+        .unwrap();
+    assert_eq!(*got, json!("js"));
+    let got = js
+        .call(json!({"op": "get_or_load", "key": "from-python", "value": "x"}))
+        .await;
+    assert_eq!((&got["value"], &got["loaded"]), (&json!("py"), &json!(0)));
+
+    // A tag invalidated in Python drops the Rust and Node copies (L1 and Redis).
+    let received = rust.stats().invalidations_received;
+    py.call(json!({"op": "invalidate_tag", "tag": "t"})).await;
+    crate::polyglot::received(&rust, received + 1).await;
+    let got: Arc<Value> = rust
+        .get_or_load("from-node", rust_loader(json!("reloaded"), &calls))
+        .await
+        .unwrap();
+    assert_eq!(*got, json!("reloaded"), "Rust's copy was dropped");
+    // Node heard Python's write and its tag (its own write is not counted).
+    let got = js.call(json!({"op": "wait_received", "n": 2})).await;
+    assert_eq!(got["received"], 2, "{got}");
+    let got = js
+        .call(json!({"op": "get_or_load", "key": "from-python", "value": "reloaded"}))
+        .await;
+    assert_eq!(got["value"], json!("reloaded"), "Node's copy was dropped");
 }
