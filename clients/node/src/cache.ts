@@ -57,6 +57,8 @@ export interface CacheOptions {
 type Source = "l2" | "loaded" | "stale" | "waited" | "soft";
 type Fenced = ["L" | "S" | "B" | "N", Buffer] | null;
 type Loader<T> = () => Promise<T>;
+/** Turns data read from Redis (JSON or MessagePack values) into `T`. */
+export type Decode<T> = (data: unknown) => T;
 type Scripts = Record<keyof typeof scripts, string>;
 const SCRIPTS: Scripts = scripts;
 const SHAS = Object.fromEntries(
@@ -214,27 +216,44 @@ export class HybridCache {
    * or invalidation overtook it (the fenced fill). Throws {@link NotFoundError} for a cached
    * "not found" (see {@link getOrLoadOptional}).
    */
-  async getOrLoad<T>(key: string, loader: Loader<T>, options?: EntryOptions): Promise<T> {
+  async getOrLoad<T>(key: string, loader: Loader<T>, options?: EntryOptions, decode?: Decode<T>): Promise<T> {
     const entry = await this.fetch(key, loader, options);
     if (entry.negative) throw new NotFoundError(key);
-    return entry.value as T;
+    return this.typed(key, entry, decode);
   }
 
   /** Like {@link getOrLoad} for a loader that may find nothing: `null` is cached too, for `negativeTtl`. */
-  async getOrLoadOptional<T>(key: string, loader: Loader<T | null>, options?: EntryOptions): Promise<T | null> {
+  async getOrLoadOptional<T>(
+    key: string,
+    loader: Loader<T | null>,
+    options?: EntryOptions,
+    decode?: Decode<T>,
+  ): Promise<T | null> {
     const entry = await this.fetch(key, loader, options);
-    return entry.negative ? null : (entry.value as T);
+    return entry.negative ? null : this.typed(key, entry, decode);
+  }
+
+  /**
+   * The entry's value as `T`: data read from Redis (written by any language) goes through
+   * `decode` once — a schema's parse, a class's constructor — and L1 keeps the decoded value;
+   * values this process loaded are returned as they are.
+   */
+  private typed<T>(key: string, entry: L1Entry, decode: Decode<T> | undefined): T {
+    if (decode === undefined || entry.fromL2 !== true) return entry.value as T;
+    const value = decode(entry.value);
+    if (this.l1.peek(key) === entry) this.l1.insert(key, { ...entry, value, fromL2: false });
+    return value;
   }
 
   /** The value of `key` if L1 or Redis holds a fresh one (`null` if not); never loads. */
-  async get<T = unknown>(key: string): Promise<T | null> {
+  async get<T = unknown>(key: string, decode?: Decode<T>): Promise<T | null> {
     this.checkKey(key);
     const now = nowMs();
     const e = this.l1.get(key);
     if (e !== undefined && now < Math.min(e.l1Until, e.times.freshUntil) && !e.failSafe) {
       if (this.trusted(now)) {
         this.counters.l1Hits += 1;
-        return e.negative ? null : (e.value as T);
+        return e.negative ? null : this.typed(key, e, decode);
       }
       this.counters.l1Bypassed += 1;
     }
@@ -251,7 +270,7 @@ export class HybridCache {
     if (found instanceof Missing || now >= found.times.freshUntil) return null;
     this.counters.l2Hits += 1;
     this.insertUnless(key, found, seen);
-    return found.negative ? null : (found.value as T);
+    return found.negative ? null : this.typed(key, found, decode);
   }
 
   private async fetch(key: string, loader: Loader<unknown>, given?: EntryOptions): Promise<L1Entry> {
@@ -813,6 +832,7 @@ export class HybridCache {
           tags: [],
           stamp: null,
           failSafe: false,
+          fromL2: true,
         };
       }
       const env = envelope.decode(raw);
@@ -824,6 +844,7 @@ export class HybridCache {
         tags: env.tags,
         stamp: env.stamp,
         failSafe: false,
+        fromL2: true,
       };
     } catch (err) {
       if (!(err instanceof DecodeError)) throw err;

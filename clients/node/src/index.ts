@@ -16,7 +16,7 @@
  * ```
  */
 
-export { type CacheOptions, HybridCache, PROTOCOL_VERSION } from "./cache";
+export { type CacheOptions, type Decode, HybridCache, PROTOCOL_VERSION } from "./cache";
 export type { CodecName } from "./envelope";
 export {
   ConfigError,

@@ -18,6 +18,8 @@ export interface L1Entry {
   tags: readonly string[];
   stamp: bigint | null;
   failSafe: boolean;
+  /** The value is data read from Redis, not yet through the caller's `decode`. */
+  fromL2?: boolean;
 }
 
 /** Whether it can still serve: until `l1Until`, or as a fail-safe fallback until `staleUntil`. */
@@ -70,6 +72,10 @@ export class L1 {
       if (oldest === undefined) break;
       this.entries.delete(oldest);
     }
+  }
+  /** The entry, without counting it as used. */
+  peek(key: string): L1Entry | undefined {
+    return this.entries.get(key);
   }
   remove(key: string): void {
     this.entries.delete(key);

@@ -237,3 +237,22 @@ test("a namespace of a newer protocol is refused", async () => {
   await redis.set("t#log:shards", "3");
   await assert.rejects(HybridCache.connect(server.url, "t"), /3 parts/);
 });
+
+test("decode turns data another instance stored into the caller's type, once", async () => {
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    class Product {
+      constructor(readonly version: number) {}
+    }
+    let decoded = 0;
+    const decode = (data: unknown) => {
+      decoded += 1;
+      return new Product((data as { version: number }).version);
+    };
+    await a.getOrLoad("k", new Source().loader());
+    const first = await b.getOrLoad("k", new Source().loader(), undefined, decode);
+    const again = await b.getOrLoad("k", new Source().loader(), undefined, decode);
+    assert.ok(first instanceof Product && again === first);
+    assert.equal(decoded, 1);
+  });
+});

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -264,3 +265,27 @@ async def test_a_namespace_of_a_newer_protocol_is_refused(
     await redis.set("t#log:shards", "3")
     with pytest.raises(ConfigError, match="3 parts"):
         await HybridCache.connect(server.url, "t")
+
+
+async def test_decode_turns_what_another_instance_stored_into_the_caller_s_type_once(
+    pair: tuple[HybridCache, HybridCache],
+) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Product:
+        version: int
+
+    a, b = pair
+    decoded = 0
+
+    def decode(data: Any) -> Product:
+        nonlocal decoded
+        decoded += 1
+        return Product(**data)
+
+    await a.get_or_load("k", Source().loader())
+    first = await b.get_or_load("k", Source().loader(), decode=decode)
+    again = await b.get_or_load("k", Source().loader(), decode=decode)
+    assert isinstance(first, Product) and again is first
+    assert decoded == 1

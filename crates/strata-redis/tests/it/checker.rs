@@ -344,12 +344,16 @@ pub(crate) fn violations(records: &[Record], bound: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_never_serve_past_the_staleness_bound() {
-    staleness_run(&[Worker::Rust, Worker::Rust, Worker::Rust, Worker::Rust]).await;
+    staleness_run(
+        &[Worker::Rust, Worker::Rust, Worker::Rust, Worker::Rust],
+        KEYS,
+    )
+    .await;
 }
 
-/// The checker over [`PROCESSES`] workers, each in its language; worker [`VICTIM`] is cut off
-/// for [`CUT_FOR`].
-pub(crate) async fn staleness_run(workers: &[Worker; PROCESSES]) {
+/// The checker over [`PROCESSES`] workers, each in its language, reading and writing `keys`
+/// keys; worker [`VICTIM`] is cut off for [`CUT_FOR`].
+pub(crate) async fn staleness_run(workers: &[Worker; PROCESSES], keys: u64) {
     let redis = RedisServer::start();
     let proxy = Proxy::start(redis.port()).await.unwrap();
     let runs: Vec<Run> = (0..PROCESSES)
@@ -359,7 +363,7 @@ pub(crate) async fn staleness_run(workers: &[Worker; PROCESSES]) {
                 _ => redis.url(),
             },
             source: redis.url(),
-            keys: KEYS,
+            keys,
             run_ms: RUN.as_millis() as u64,
             stop_file: None,
             max_staleness_ms: MAX_STALENESS.as_millis() as u64,
