@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -113,7 +114,14 @@ async def serve(url: str, namespace: str) -> None:
     await cache.close()
 
 
+def dump_tasks() -> None:
+    """On SIGUSR1: every task's stack on stderr (what a hung worker waits on)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
 async def checker() -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     run = json.loads(os.environ["STRATA_CHECKER_RUN"])
     cache = await HybridCache.connect(
         run["url"],
@@ -171,11 +179,12 @@ async def checker() -> None:
                 print(f"checker: read of k{key} failed: {e}", file=sys.stderr)
                 errors["reads"] += 1
         await asyncio.sleep(0.002)
-    await asyncio.gather(*pending)
+    # Bounded: a write retries for GIVE_UP at most; a hang here is a bug to see, not to wait out.
+    await asyncio.wait_for(asyncio.gather(*pending), GIVE_UP + 10)
     s = cache.stats()
     record.update(l1_hits=s.l1_hits, l1_bypassed=s.l1_bypassed, resyncs=s.resyncs)
     print("CHECKER:" + json.dumps(record), flush=True)
-    await cache.close()
+    await asyncio.wait_for(cache.close(), 10)
     await source.aclose()
 
 

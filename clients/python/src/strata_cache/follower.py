@@ -102,6 +102,7 @@ class Follower:
         self._seq = 0
         self._filled_id = b"0-0"
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._conn: connection.Client | None = None
 
     async def start(self) -> None:
@@ -112,12 +113,14 @@ class Follower:
         self._task = asyncio.create_task(self._run(), name=f"strata follower {self._stream}")
 
     async def stop(self) -> None:
+        # The flag as well as the cancellation: a cancellation that lands as a read times out
+        # can come back as the client's TimeoutError (Python < 3.12), which the loop retries.
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            _, pending = await asyncio.wait({self._task}, timeout=5)
+            if pending:
+                log.warning("invalidation log %s: follower did not stop in 5 s", self._stream)
         if self._conn is not None:
             await self._conn.aclose()
 
@@ -139,7 +142,7 @@ class Follower:
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopped:
             assert self._conn is not None
             try:
                 streams: dict[Any, Any] = {self._stream: self._id}
@@ -150,6 +153,8 @@ class Follower:
                 )
                 backoff = 0.05
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
+                if self._stopped:
+                    return
                 log.warning("invalidation log %s: read failed (%s); reconnecting", self._stream, e)
                 await self._reconnect(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -188,7 +193,7 @@ class Follower:
 
     async def _reconnect(self, pause: float) -> None:
         """A new connection; resumes after our position unless the log lost entries."""
-        while True:
+        while not self._stopped:
             await asyncio.sleep(pause)
             if self._conn is not None:
                 await self._conn.aclose()

@@ -274,20 +274,28 @@ pub(crate) fn spawn_one(run: &Run, worker: &Worker) -> tokio::process::Child {
         .unwrap()
 }
 
-/// The workers' records, once they are done.
+/// The workers' records, once they are done: read from all at once (a record is long, and a
+/// worker whose output nobody reads cannot finish), bounded (a hung worker fails the run).
 pub(crate) async fn records(children: Vec<tokio::process::Child>) -> Vec<Record> {
-    let mut records = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().await.unwrap();
-        assert!(out.status.success(), "a worker failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("CHECKER:"))
-            .expect("the worker's record");
-        records.push(serde_json::from_str::<Record>(line).unwrap());
-    }
-    records
+    let outputs = tokio::time::timeout(
+        RUN + GIVE_UP + Duration::from_secs(60),
+        futures_util::future::join_all(children.into_iter().map(|c| c.wait_with_output())),
+    )
+    .await
+    .expect("every worker finished in time");
+    outputs
+        .into_iter()
+        .map(|out| {
+            let out = out.unwrap();
+            assert!(out.status.success(), "a worker failed");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let line = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("CHECKER:"))
+                .expect("the worker's record");
+            serde_json::from_str::<Record>(line).unwrap()
+        })
+        .collect()
 }
 
 /// All errors the workers' callers saw.
