@@ -279,7 +279,11 @@ pub(crate) fn spawn_one(run: &Run, worker: &Worker) -> tokio::process::Child {
 pub(crate) async fn records(children: Vec<tokio::process::Child>) -> Vec<Record> {
     let outputs = tokio::time::timeout(
         RUN + GIVE_UP + Duration::from_secs(60),
-        futures_util::future::join_all(children.into_iter().map(|c| c.wait_with_output())),
+        futures_util::future::join_all(
+            children
+                .into_iter()
+                .map(tokio::process::Child::wait_with_output),
+        ),
     )
     .await
     .expect("every worker finished in time");
