@@ -94,6 +94,7 @@ export class Follower {
     this.stopped = true;
     this.conn?.disconnect();
     await this.loop;
+    this.conn?.disconnect(); // one a reconnect made meanwhile
   }
 
   private connect(): Client {
@@ -181,6 +182,7 @@ export class Follower {
   private async reconnect(pause: number): Promise<void> {
     while (!this.stopped) {
       await new Promise((r) => setTimeout(r, pause));
+      if (this.stopped) return;
       this.conn?.disconnect();
       this.conn = this.connect();
       try {
