@@ -384,14 +384,15 @@ class HybridCache:
         refresh_token = ""
         deadline = time.monotonic() + self._lease_ttl
         pause = _POLL[0]
-        waited = False
+        # Set once another instance's load is waited on (the lease record marked): its fill
+        # announces itself on `#filled`, which sets this.
         end: asyncio.Event | None = None
         try:
             while True:
                 if end is not None:
                     end.clear()  # before the read: an announcement after it is not missed
                 try:
-                    raw = await self._read(data_key, record, mark=waited)
+                    raw = await self._read(data_key, record, mark=end is not None)
                 except RedisError as err:
                     self._stats.l2_errors += 1
                     log.debug("L2 read of %s failed: %s", key, err)
@@ -413,7 +414,7 @@ class HybridCache:
                     now = now_ms()
                     if now < entry.times.fresh_until:
                         self._insert_unless(key, entry, seen)
-                        return entry, ("waited" if waited else "l2")
+                        return entry, ("waited" if end is not None else "l2")
                     if stale is None or stale.times.created < entry.times.created:
                         stale = entry
                     if now < entry.times.expires and stale is entry:
@@ -427,7 +428,6 @@ class HybridCache:
                 # Another instance loads the key: wait for its fill, bounded by the lease TTL.
                 if end is None:
                     end = self._ends[key] = asyncio.Event()
-                    waited = True
                     self._stats.lease_waits += 1
                     continue  # read again at once, marking the lease waited on
                 left = deadline - time.monotonic()

@@ -3,7 +3,7 @@ one dashboard and one set of alerts serve every language."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 
 # field → (metric, level label)
 _METRICS: dict[str, tuple[str, str | None]] = {
@@ -54,7 +54,7 @@ class Stats:
     log_errors: int = 0
 
     def copy(self) -> Stats:
-        return Stats(**{f.name: getattr(self, f.name) for f in fields(self)})
+        return replace(self)
 
     def prometheus(self, namespace: str) -> str:
         """The counters in Prometheus' text format, labelled with ``namespace``."""

@@ -187,13 +187,12 @@ async fn rust_instance(redis: &RedisServer) -> HybridCache {
 
 /// Waits until `cache` applied `n` invalidations from others.
 async fn received(cache: &HybridCache, n: u64) {
-    tokio::time::timeout(WAIT, async {
-        while cache.stats().invalidations_received < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the invalidation arrived");
+    strata_testkit::eventually(
+        "the invalidations from the other languages",
+        WAIT,
+        || async { cache.stats().invalidations_received >= n },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
