@@ -1,5 +1,7 @@
-//! Auto-pipelining: the commands that the engine's tasks send at about the same moment leave
-//! in one write, as one pipeline, and come back in one read.
+//! Auto-pipelining over the `redis` crate's connection manager, for servers reached over TLS
+//! or a Unix socket (over TCP the engine has its own connection, [`crate::wire`], which
+//! gathers the same way at less cost): the commands that the engine's tasks send at about
+//! the same moment leave in one write, as one pipeline, and come back in one read.
 //!
 //! Why: on a loopback or LAN Redis, the server's CPU goes to system calls and wake-ups far
 //! more than to commands (a `perf` profile of redis-server under W1: ~60 % in `write`,

@@ -35,6 +35,7 @@ use crate::autopipeline::AutoPipeline;
 use crate::config::RedisConfig;
 use crate::error::{classify, into_log_error};
 use crate::layout::{Layout, slot_of};
+use crate::wire::Wire;
 
 /// The server's major version (`INFO server`), 0 if it cannot be read.
 async fn server_major(conn: &mut impl ConnectionLike) -> u32 {
@@ -81,9 +82,10 @@ struct Shared {
 }
 
 enum Kind {
-    /// One server (or Sentinel's master), its commands auto-pipelined: replaced when it
+    /// One server (or Sentinel's master), its commands gathered into writes
+    /// ([`Link::Wire`], or [`Link::Batched`] over TLS or a Unix socket): replaced when it
     /// cannot recover by itself.
-    Single(RwLock<Arc<AutoPipeline>>),
+    Single(RwLock<Link>),
     /// A cluster: follows `MOVED`/`ASK` by itself; replaced after connection failures (see
     /// [`Connection::needs_rebuild`]).
     Cluster(RwLock<ClusterConnection>),
@@ -100,7 +102,10 @@ pub struct RedisConnection(pub(crate) Link);
 #[derive(Clone)]
 pub(crate) enum Link {
     Single(ConnectionManager),
-    /// The engine's own connection to one server: single commands gathered into pipelines.
+    /// The engine's own connection to one server over TCP (see [`crate::wire`]).
+    Wire(Arc<Wire>),
+    /// The engine's connection to one server over TLS or a Unix socket: single commands
+    /// gathered into pipelines.
     Batched(Arc<AutoPipeline>),
     Own(redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
@@ -130,6 +135,25 @@ impl RedisConfig {
         } else {
             Link::Own(self.own_connection(&self.resolve().await?, block).await?)
         }))
+    }
+
+    /// The engine's connection to the server (with Sentinel, the master of the moment): our
+    /// own over TCP, the `redis` crate's connection manager, gathered, over TLS or a Unix
+    /// socket. `now`: connected (and authenticated) before this returns, else on first use.
+    async fn engine_link(&self, now: bool) -> Result<Link, Error> {
+        let client = self.resolve().await?;
+        if let Some(wire) = Wire::new(&client, self.connect_timeout, self.command_timeout) {
+            if now {
+                wire.connect().await.map_err(classify)?;
+            }
+            return Ok(Link::Wire(wire));
+        }
+        let manager = if now {
+            ConnectionManager::new_with_config(client, self.manager_config()).await
+        } else {
+            ConnectionManager::new_lazy_with_config(client, self.manager_config())
+        };
+        Ok(Link::Batched(AutoPipeline::new(manager.map_err(classify)?)))
     }
 
     /// A connection to the cluster (every node it needs, multiplexed; `MOVED`/`ASK`
@@ -186,7 +210,7 @@ impl RedisConfig {
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.0 {
-            Link::Single(_) | Link::Batched(_) => "server",
+            Link::Single(_) | Link::Wire(_) | Link::Batched(_) => "server",
             Link::Own(_) => "server, own",
             Link::Cluster(_) => "cluster",
         };
@@ -198,6 +222,7 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
             Link::Single(c) => c.req_packed_command(cmd),
+            Link::Wire(c) => Box::pin(c.send(cmd)),
             Link::Batched(c) => Box::pin(c.send(cmd)),
             Link::Own(c) => c.req_packed_command(cmd),
             Link::Cluster(c) => c.req_packed_command(cmd),
@@ -212,6 +237,7 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
             Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Wire(c) => Box::pin(c.send_pipeline(pipeline, offset, count)),
             Link::Batched(c) => {
                 let mut manager = c.manager().clone();
                 Box::pin(async move { manager.req_packed_commands(pipeline, offset, count).await })
@@ -224,6 +250,7 @@ impl ConnectionLike for RedisConnection {
     fn get_db(&self) -> i64 {
         match &self.0 {
             Link::Single(c) => c.get_db(),
+            Link::Wire(c) => c.db(),
             Link::Batched(c) => c.manager().get_db(),
             Link::Own(c) => c.get_db(),
             Link::Cluster(c) => c.get_db(),
@@ -239,18 +266,15 @@ impl Connection {
                 config.open_cluster(config.command_timeout).await?,
             ))
         } else {
-            Kind::Single(RwLock::new(AutoPipeline::new(
-                config.connect_manager().await?,
-            )))
+            Kind::Single(RwLock::new(config.engine_link(true).await?))
         };
         let set_nx_get = match &kind {
-            Kind::Single(m) => {
-                let mut manager = m
+            Kind::Single(link) => {
+                let link = link
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .manager()
                     .clone();
-                server_major(&mut manager).await
+                server_major(&mut RedisConnection(link)).await
             }
             Kind::Cluster(c) => {
                 let mut cluster = c
@@ -284,12 +308,10 @@ impl Connection {
     pub(crate) fn get(&self) -> RedisConnection {
         RedisConnection(match &self.shared.kind {
             // Held for a clone (an `Arc` increment); a writer holds it for an assignment.
-            Kind::Single(manager) => Link::Batched(
-                manager
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone(),
-            ),
+            Kind::Single(link) => link
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             Kind::Cluster(cluster) => Link::Cluster(
                 cluster
                     .read()
@@ -567,19 +589,11 @@ impl Connection {
         tokio::spawn(async move {
             let config = &shared.config;
             let rebuilt = match &shared.kind {
-                Kind::Single(slot) => config
-                    .resolve()
-                    .await
-                    .and_then(|client| {
-                        ConnectionManager::new_lazy_with_config(client, config.manager_config())
-                            .map_err(classify)
-                    })
-                    .map(|manager| {
-                        *slot
-                            .write()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            AutoPipeline::new(manager);
-                    }),
+                Kind::Single(slot) => config.engine_link(false).await.map(|link| {
+                    *slot
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = link;
+                }),
                 Kind::Cluster(slot) => {
                     config
                         .open_cluster(config.command_timeout)

@@ -89,10 +89,12 @@ mod log_shards;
 mod no_cluster;
 mod pubsub;
 mod reconnect;
+mod resp;
 mod scripts;
 mod stats;
 mod store;
 mod stream;
+mod wire;
 mod write_queue;
 
 pub use compat::{CompatChannel, DEFAULT_COMPAT_CHANNEL};

@@ -1,0 +1,445 @@
+//! `Wire`: the engine's own connection to one server over TCP — commands written straight
+//! into a shared buffer, gathered into one write, their replies read by one task.
+//!
+//! Why our own (and not the `redis` crate's multiplexed connection, which every other
+//! connection of this crate still is): an L2 hit is one command, and the client's share of
+//! it was mostly the transport — the command copied into a pipeline, sent over a channel to
+//! the connection's driver, written, the reply parsed by parser combinators, handed back
+//! through two channels (BENCHMARKS.md, "Our own connection"). Here a command is encoded
+//! once, into the bytes that go out; replies are read in one pass ([`crate::resp`]) and
+//! handed to their senders in order.
+//!
+//! **Gathering.** The first command of a batch wakes the writer task, which first lets the
+//! tasks already runnable on its worker run (`yield_now`): what they send joins the same
+//! write. Redis spends about as much on an event-loop turn that carries one command as on
+//! one that carries ten (BENCHMARKS.md, "Auto-pipelining").
+//!
+//! **Failures.** A command waits at most the command timeout for its reply (a late reply
+//! still arrives in order and is dropped). A broken connection fails every command in
+//! flight with the I/O error and is replaced by the next command, one connection attempt
+//! at a time, as the `redis` crate's connection manager does with its retries off: the
+//! cache's guard does the retrying and the breaking.
+//!
+//! TLS and Unix-socket servers keep the `redis` crate's connection
+//! ([`crate::autopipeline`]).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use redis::{Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisResult, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::resp;
+
+/// What a read asks of the socket at least: most reads carry several replies.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A write buffer that grew past this for a burst is let go once written.
+const KEEP_BUFFER: usize = 1024 * 1024;
+
+/// Where and how to connect.
+struct Target {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+/// The engine's connection to one server: reconnects on the next command after a failure.
+pub(crate) struct Wire {
+    target: Target,
+    /// The socket of the moment (`None` before the first command).
+    current: Mutex<Option<Arc<Socket>>>,
+    /// Held while connecting: one attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Wire {
+    /// A connection to `client`'s server with these timeouts, connecting on first use; `None`
+    /// if the server is reached over TLS or a Unix socket.
+    pub(crate) fn new(
+        client: &redis::Client,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Option<Arc<Self>> {
+        let info = client.get_connection_info();
+        let ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return None;
+        };
+        let settings = info.redis_settings();
+        Some(Arc::new(Wire {
+            target: Target {
+                host: host.clone(),
+                port: *port,
+                username: settings.username().map(str::to_owned),
+                password: settings.password().map(str::to_owned),
+                db: settings.db(),
+                connect_timeout,
+                response_timeout,
+            },
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The database selected.
+    pub(crate) fn db(&self) -> i64 {
+        self.target.db
+    }
+
+    /// Connects now if not connected: to fail early on an unreachable server or bad
+    /// credentials.
+    pub(crate) async fn connect(&self) -> RedisResult<()> {
+        self.socket().await.map(drop)
+    }
+
+    /// Sends `cmd` with whatever else is sent meanwhile; its reply (a server error as
+    /// [`Value::ServerError`], as the `redis` crate's connections give it).
+    pub(crate) async fn send(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let socket = self.socket().await?;
+        let (tx, rx) = oneshot::channel();
+        socket.enqueue(|out| cmd.write_packed_command(out), Waiter::One(tx))?;
+        self.reply(rx).await?
+    }
+
+    /// Sends a pipeline (in one write); of its `offset + count` replies, the last `count`
+    /// (a transaction's `EXEC` after its `MULTI` and `QUEUED`s).
+    pub(crate) async fn send_pipeline(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let socket = self.socket().await?;
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter::Many {
+            skip: offset,
+            values: Vec::with_capacity(count),
+            take: count,
+            tx,
+        };
+        socket.enqueue(
+            |out| out.extend_from_slice(&pipeline.get_packed_pipeline()),
+            waiter,
+        )?;
+        self.reply(rx).await?
+    }
+
+    async fn reply<T>(&self, rx: oneshot::Receiver<RedisResult<T>>) -> RedisResult<RedisResult<T>> {
+        match tokio::time::timeout(self.target.response_timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection was closed before the reply",
+            )
+            .into()),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no reply in time").into()),
+        }
+    }
+
+    /// The connected socket, connecting if there is none or it failed.
+    async fn socket(&self) -> RedisResult<Arc<Socket>> {
+        if let Some(socket) = self.live() {
+            return Ok(socket);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(socket) = self.live() {
+            return Ok(socket);
+        }
+        let socket = self.open().await?;
+        if let Some(old) = lock(&self.current).replace(socket.clone()) {
+            old.close();
+        }
+        Ok(socket)
+    }
+
+    fn live(&self) -> Option<Arc<Socket>> {
+        lock(&self.current)
+            .as_ref()
+            .filter(|s| !s.failed.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// A new socket, authenticated and on its database.
+    async fn open(&self) -> RedisResult<Arc<Socket>> {
+        let t = &self.target;
+        let stream = tokio::time::timeout(
+            t.connect_timeout,
+            TcpStream::connect((t.host.as_str(), t.port)),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
+        stream.set_nodelay(true)?;
+        let socket = Socket::start(stream);
+        let mut handshake = Vec::new();
+        if let Some(password) = &t.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = &t.username {
+                auth.arg(user);
+            }
+            handshake.push((auth.arg(password).clone(), true));
+        }
+        if t.db != 0 {
+            handshake.push((redis::cmd("SELECT").arg(t.db).clone(), false));
+        }
+        for (cmd, auth) in handshake {
+            let (tx, rx) = oneshot::channel();
+            socket.enqueue(|out| cmd.write_packed_command(out), Waiter::One(tx))?;
+            let reply = self.reply(rx).await.and_then(|r| r?.extract_error());
+            if let Err(e) = reply {
+                socket.close();
+                return Err(if auth && e.kind() != ErrorKind::Io {
+                    RedisError::from((
+                        ErrorKind::AuthenticationFailed,
+                        "Password authentication failed",
+                        e.to_string(),
+                    ))
+                } else {
+                    e
+                });
+            }
+        }
+        Ok(socket)
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        if let Some(socket) = lock(&self.current).take() {
+            socket.close();
+        }
+    }
+}
+
+/// Who waits for which replies, in the order their commands went into the stream.
+enum Waiter {
+    One(oneshot::Sender<RedisResult<Value>>),
+    /// A pipeline: `skip` replies dropped, then `take` gathered.
+    Many {
+        skip: usize,
+        values: Vec<Value>,
+        take: usize,
+        tx: oneshot::Sender<RedisResult<Vec<Value>>>,
+    },
+}
+
+impl Waiter {
+    /// Hands over `reply`; the waiter back if it wants more.
+    fn give(self, reply: Value) -> Option<Self> {
+        match self {
+            Waiter::One(tx) => {
+                // The caller may have given up (timed out, dropped): nothing to do then.
+                let _ = tx.send(Ok(reply));
+                None
+            }
+            Waiter::Many {
+                skip,
+                values,
+                take,
+                tx,
+            } if skip > 0 => Some(Waiter::Many {
+                skip: skip - 1,
+                values,
+                take,
+                tx,
+            }),
+            Waiter::Many {
+                skip,
+                mut values,
+                take,
+                tx,
+            } => {
+                values.push(reply);
+                if values.len() < take {
+                    return Some(Waiter::Many {
+                        skip,
+                        values,
+                        take,
+                        tx,
+                    });
+                }
+                let _ = tx.send(Ok(values));
+                None
+            }
+        }
+    }
+
+    fn fail(self, e: RedisError) {
+        match self {
+            Waiter::One(tx) => drop(tx.send(Err(e))),
+            Waiter::Many { tx, .. } => drop(tx.send(Err(e))),
+        }
+    }
+}
+
+/// One TCP connection and its two tasks.
+struct Socket {
+    pending: Mutex<Pending>,
+    /// Wakes the writer: a batch has begun.
+    wake: Notify,
+    /// Set once it failed or was closed: new commands go to a new socket.
+    failed: AtomicBool,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Encoded commands not yet written.
+    out: Vec<u8>,
+    waiting: VecDeque<Waiter>,
+    /// The writer was woken for what is in `out`.
+    scheduled: bool,
+    /// Why the socket failed: later commands fail with it at once.
+    failed: Option<RedisError>,
+}
+
+impl Socket {
+    fn start(stream: TcpStream) -> Arc<Self> {
+        let (read, write) = stream.into_split();
+        let socket = Arc::new(Socket {
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            failed: AtomicBool::new(false),
+            tasks: Mutex::default(),
+        });
+        let reader = tokio::spawn(socket.clone().read(read)).abort_handle();
+        let writer = tokio::spawn(socket.clone().write(write)).abort_handle();
+        lock(&socket.tasks).extend([reader, writer]);
+        if socket.failed.load(Ordering::Acquire) {
+            // It failed before its tasks were registered: they are stopped here instead.
+            for task in lock(&socket.tasks).drain(..) {
+                task.abort();
+            }
+        }
+        socket
+    }
+
+    /// Adds a command (`encode` writes its bytes) and its waiter to the next write.
+    fn enqueue(&self, encode: impl FnOnce(&mut Vec<u8>), waiter: Waiter) -> RedisResult<()> {
+        let wake = {
+            let mut pending = lock(&self.pending);
+            if let Some(e) = &pending.failed {
+                return Err(e.clone());
+            }
+            encode(&mut pending.out);
+            pending.waiting.push_back(waiter);
+            !std::mem::replace(&mut pending.scheduled, true)
+        };
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn write(self: Arc<Self>, mut stream: OwnedWriteHalf) {
+        let mut batch = Vec::new();
+        loop {
+            self.wake.notified().await;
+            // The tasks runnable now run first; what they send joins this write.
+            tokio::task::yield_now().await;
+            {
+                let mut pending = lock(&self.pending);
+                pending.scheduled = false;
+                std::mem::swap(&mut pending.out, &mut batch);
+            }
+            if let Err(e) = stream.write_all(&batch).await {
+                return self.fail(e.into());
+            }
+            batch.clear();
+            if batch.capacity() > KEEP_BUFFER {
+                batch = Vec::new();
+            }
+        }
+    }
+
+    async fn read(self: Arc<Self>, mut stream: OwnedReadHalf) {
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let mut replies = Vec::new();
+        loop {
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) => {
+                    let closed = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    );
+                    return self.fail(closed.into());
+                }
+                Ok(_) => {}
+                Err(e) => return self.fail(e.into()),
+            }
+            let mut used = 0;
+            loop {
+                match resp::parse(&buf[used..]) {
+                    Ok(Some((reply, len))) => {
+                        replies.push(reply);
+                        used += len;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return self.fail(e),
+                }
+            }
+            buf.drain(..used);
+            if !replies.is_empty() && !self.deliver(&mut replies) {
+                let stray = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the server sent a reply no command waits for",
+                );
+                return self.fail(stray.into());
+            }
+        }
+    }
+
+    /// Hands `replies` to their waiters, in order; false if there were more replies than
+    /// waiters (the stream is out of step).
+    fn deliver(&self, replies: &mut Vec<Value>) -> bool {
+        let mut pending = lock(&self.pending);
+        for reply in replies.drain(..) {
+            let Some(waiter) = pending.waiting.pop_front() else {
+                return false;
+            };
+            if let Some(more) = waiter.give(reply) {
+                pending.waiting.push_front(more);
+            }
+        }
+        true
+    }
+
+    /// Fails every command in flight and later ones with `e`, and stops the tasks.
+    fn fail(&self, e: RedisError) {
+        self.failed.store(true, Ordering::Release);
+        let waiting = {
+            let mut pending = lock(&self.pending);
+            pending.failed.get_or_insert(e.clone());
+            std::mem::take(&mut pending.waiting)
+        };
+        for waiter in waiting {
+            waiter.fail(e.clone());
+        }
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+
+    fn close(&self) {
+        self.fail(
+            io::Error::new(io::ErrorKind::NotConnected, "the connection was replaced").into(),
+        );
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
