@@ -8,7 +8,8 @@
 use std::ops::Deref;
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
 
 /// A script with its name and source text: the text is part of the protocol (other
 /// languages' clients run the same bytes, `clients/*/scripts.json`, checked by a test here).
@@ -25,6 +26,33 @@ impl Lua {
             name,
             script: Script::new(&source),
             source,
+        }
+    }
+}
+
+impl Lua {
+    /// An `EVALSHA` of this script with `keys`; the caller adds the arguments. Each argument is
+    /// written once, into the command: `redis::ScriptInvocation` copies each twice more
+    /// before it is sent, and a fill's argument is the value. Sent by [`run`](Self::run).
+    pub(crate) fn evalsha(&self, keys: &[String]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.get_hash()).arg(keys.len()).arg(keys);
+        cmd
+    }
+
+    /// Sends `cmd` (from [`evalsha`](Self::evalsha)), loading the script first if the server
+    /// does not have it (a restarted or flushed server).
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        conn: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
+        match cmd.query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.prepare_invoke().load_async(conn).await?;
+                cmd.query_async(conn).await
+            }
+            reply => reply,
         }
     }
 }

@@ -72,7 +72,7 @@ impl RedisStore {
     #[allow(clippy::too_many_arguments)]
     fn fill_args(
         &self,
-        i: &mut redis::ScriptInvocation<'_>,
+        i: &mut redis::Cmd,
         key: &str,
         value: &[u8],
         ttl: Duration,
@@ -314,56 +314,59 @@ impl L2Store for RedisStore {
                 .await;
         }
         let data = l.data(namespace, key);
-        // The invalidation appended in the same step, if any.
-        let mut appended = None;
-        let replacing = matches!(mode, WriteMode::Replace { .. });
-        let mut invocation = match mode {
+        let log = match mode {
             WriteMode::Fill {
                 fence,
                 lease,
                 lease_ttl,
             } => {
-                let mut i = FILL.key(&data);
-                i.key(l.filled(namespace)).key(l.lease(namespace, key));
-                self.fill_args(&mut i, key, &value, ttl, &fence, lease, lease_ttl);
-                i
+                // A miss's fill, the hot one: its command built directly (see `Lua::evalsha`).
+                let mut keys = vec![data, l.filled(namespace), l.lease(namespace, key)];
+                keys.extend(tags.iter().map(|tag| l.tag(namespace, tag)));
+                let mut fill = FILL.evalsha(&keys);
+                self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
+                let stored: u64 = FILL
+                    .run(&fill, &mut self.conn.get())
+                    .await
+                    .map_err(|e| self.conn.failed(e))?;
+                return Ok(Written {
+                    stored: stored == 1,
+                    logged: None,
+                });
             }
-            WriteMode::Replace { log } => {
-                let log = log.filter(|log| self.beside(log));
-                if tags.is_empty() && log.is_none() {
-                    // Nothing else to do in the same step: a plain command.
-                    self.plain_set(&data, &value, ttl).await?;
-                    return Ok(Written {
-                        stored: true,
-                        logged: None,
-                    });
-                }
-                let mut i = REPLACE.key(&data);
-                match &log {
-                    Some(log) => i.key(&log.stream).key(&log.sequence),
-                    // Named but untouched: the data key stands in.
-                    None => i.key(&data).key(&data),
-                };
-                i.arg(value.as_ref()).arg(ttl_ms(ttl));
-                match &log {
-                    Some(log) => i.arg(log.max_len).arg(&log.entry[..]),
-                    None => i.arg("").arg(""),
-                };
-                appended = log;
-                i
-            }
+            // The invalidation appended in the same step, if any.
+            WriteMode::Replace { log } => log.filter(|log| self.beside(log)),
+        };
+        if tags.is_empty() && log.is_none() {
+            // Nothing else to do in the same step: a plain command.
+            self.plain_set(&data, &value, ttl).await?;
+            return Ok(Written {
+                stored: true,
+                logged: None,
+            });
+        }
+        let mut replace = REPLACE.key(&data);
+        match &log {
+            Some(log) => replace.key(&log.stream).key(&log.sequence),
+            // Named but untouched: the data key stands in.
+            None => replace.key(&data).key(&data),
+        };
+        replace.arg(value.as_ref()).arg(ttl_ms(ttl));
+        match &log {
+            Some(log) => replace.arg(log.max_len).arg(&log.entry[..]),
+            None => replace.arg("").arg(""),
         };
         for tag in tags {
-            invocation.key(l.tag(namespace, tag));
+            replace.key(l.tag(namespace, tag));
         }
-        // A fill answers 1 if stored; a write-through, its log entry's number (0: none).
-        let answer: u64 = invocation
+        // A write-through answers its log entry's number (0: none).
+        let answer: u64 = replace
             .invoke_async(&mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
         Ok(Written {
-            stored: replacing || answer == 1,
-            logged: appended.map(|log| log.at(answer)),
+            stored: true,
+            logged: log.map(|log| log.at(answer)),
         })
     }
 
@@ -376,13 +379,11 @@ impl L2Store for RedisStore {
         let data = self.conn.layout().data(namespace, key);
         match log.filter(|log| self.beside(log)) {
             Some(log) => {
+                let mut invalidate =
+                    INVALIDATE.evalsha(&[data, log.stream.clone(), log.sequence.clone()]);
+                invalidate.arg(log.max_len).arg(&log.entry[..]);
                 let seq: u64 = INVALIDATE
-                    .key(&data)
-                    .key(&log.stream)
-                    .key(&log.sequence)
-                    .arg(log.max_len)
-                    .arg(&log.entry[..])
-                    .invoke_async(&mut self.conn.get())
+                    .run(&invalidate, &mut self.conn.get())
                     .await
                     .map_err(|e| self.conn.failed(e))?;
                 Ok(Some(log.at(seq)))
@@ -516,11 +517,10 @@ impl RedisStore {
                 logged: None,
             });
         };
-        let mut i = FILL_IN_SLOT.key(&data);
-        i.key(l.lease(namespace, key));
-        self.fill_args(&mut i, key, &value, ttl, &fence, lease, lease_ttl);
-        let (stored, waited): (u8, u8) = i
-            .invoke_async(&mut self.conn.get())
+        let mut fill = FILL_IN_SLOT.evalsha(&[data, l.lease(namespace, key)]);
+        self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
+        let (stored, waited): (u8, u8) = FILL_IN_SLOT
+            .run(&fill, &mut self.conn.get())
             .await
             .map_err(|e| self.conn.failed(e))?;
         if waited == 1 {

@@ -1,7 +1,7 @@
 //! `HybridCacheBuilder`: typed configuration, validated once.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -298,6 +298,7 @@ impl HybridCacheBuilder {
             l2,
             log,
             codec: self.codec,
+            encoded_len: AtomicUsize::new(0),
             raw: self.raw,
             defaults: self.defaults,
             max_key_bytes: self.max_key_bytes,

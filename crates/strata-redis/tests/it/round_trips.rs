@@ -171,3 +171,30 @@ async fn a_batch_is_one_round_trip_of_reads_one_load_and_a_fill_per_key() {
         "all filled"
     );
 }
+
+/// A server that lost its scripts (restarted, `SCRIPT FLUSH`) answers a fill's and an
+/// invalidation's `EVALSHA` with `NOSCRIPT`: the script is loaded and the call sent again,
+/// once, and nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_lost_by_the_server_are_loaded_again() {
+    let redis = RedisServer::start();
+    let cache = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    read(&cache, &db, "warm", 0).await;
+    cache.invalidate("warm").await.unwrap();
+    redis.cli(&["SCRIPT", "FLUSH"]);
+    let steps = counted(&redis, async {
+        read(&cache, &db, "k", 1).await;
+        cache.invalidate("k").await.unwrap();
+    })
+    .await;
+    // Each script: a refused `EVALSHA`, `SCRIPT LOAD`, the `EVALSHA` again.
+    assert_eq!(
+        steps.get("evalsha").copied(),
+        Some(4),
+        "fill and invalidation, each sent twice: {steps:?}"
+    );
+    assert_eq!(steps.get("script|load").copied(), Some(2), "{steps:?}");
+    assert_eq!(cache.stats().l2_errors, 0);
+    assert_eq!(db.calls(), 2, "one load each for `warm` and `k`");
+}

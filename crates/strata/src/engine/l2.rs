@@ -2,6 +2,7 @@
 //! Failures on the read side are counted and read as misses, never surfaced.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -29,6 +30,10 @@ pub(crate) enum L2Read {
     Failed,
 }
 
+/// The largest buffer a value's encoding starts with, whatever the last one was: a rare
+/// large value does not make every later buffer large.
+const MAX_SIZE_HINT: usize = 64 * 1024;
+
 impl Engine {
     /// Encodes an entry for L2: an envelope (with a fresh stamp), or the bare value in raw mode.
     pub(crate) fn encode<T: CacheValue>(
@@ -47,7 +52,10 @@ impl Engine {
             codec.unwrap_or(self.codec)
         };
         let typed: Option<&T> = value.as_ref().and_then(|v| v.downcast_ref::<T>());
-        let mut out = Vec::new();
+        // Sized as the last value was (values of a cache are often alike): a 1 KiB value
+        // grown from empty is copied five times on its way (and mostly into fresh pages).
+        let hint = self.encoded_len.load(Ordering::Relaxed).min(MAX_SIZE_HINT);
+        let mut out = Vec::with_capacity(hint);
         if !self.raw {
             let header = Header {
                 codec,
@@ -68,6 +76,7 @@ impl Engine {
             key: key.to_owned(),
             message,
         })?;
+        self.encoded_len.store(out.len(), Ordering::Relaxed);
         self.within_limit(key, out)
     }
 

@@ -20,7 +20,7 @@ pub(crate) mod replay;
 pub(crate) mod write;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -54,6 +54,9 @@ pub(crate) struct Engine {
     pub(crate) defaults: EntryOptions,
     pub(crate) max_key_bytes: usize,
     pub(crate) max_value_bytes: usize,
+    /// The length of the last value encoded: the next one's buffer starts that big rather
+    /// than growing by doubling (see `encode`).
+    pub(crate) encoded_len: AtomicUsize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) flights: Arc<Flights>,
     pub(crate) fence: Fence,
