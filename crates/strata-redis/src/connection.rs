@@ -1,10 +1,12 @@
-//! `Connection`: the connection every command of a store or publisher goes through — a
-//! multiplexed, auto-reconnecting `ConnectionManager` (on a cluster, the `redis` crate's
-//! cluster connection), replaced by a new one in the cases it cannot get out of by itself.
+//! `Connection`: the connection every command of a store or publisher goes through — on one
+//! server our own auto-reconnecting connection ([`crate::wire`]; over TLS or a Unix socket
+//! the `redis` crate's `ConnectionManager`), on a cluster the `redis` crate's cluster
+//! connection — replaced by a new one in the cases it cannot get out of by itself.
 //!
 //! 1. **A failed re-authentication.** The manager reconnects only after I/O errors; if a
 //!    reconnect's `AUTH` fails (an ACL user disabled for a while, a password rotated), every
-//!    later request fails with that error and no reconnect is tried again, for good.
+//!    later request fails with that error and no reconnect is tried again, for good. (Our
+//!    own connection tries again on the next command; the rebuild costs it nothing.)
 //! 2. **A Sentinel failover.** The manager reconnects to the address it was built with; after a
 //!    failover that is a dead server or a demoted replica (`READONLY`). The master's new
 //!    address must be asked of the sentinels.

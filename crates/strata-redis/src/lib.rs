@@ -14,9 +14,9 @@
 //! ```
 //!
 //! - [`RedisStore`]: values under `<namespace>:<key>`, tag indexes under `<namespace>#tag:<tag>`,
-//!   one multiplexed auto-reconnecting connection (on one server, the commands sent at the same
-//!   moment leave together as one pipeline: fewer turns of Redis's event loop, each carrying
-//!   more), Lua for multi-key atomicity. One round trip
+//!   one auto-reconnecting connection (on one server our own, lean one: the commands sent at
+//!   the same moment leave together in one write, fewer turns of Redis's event loop, each
+//!   carrying more), Lua for multi-key atomicity. One round trip
 //!   per step: an L1 miss is one `SET <key> <lease record> NX GET PX <ttl>` — a hit answered as
 //!   `GET` would, a miss leaving the reader's load lease in the key (single-flight across
 //!   instances, and the fence of its fill); a fill is one script storing only if that lease is
