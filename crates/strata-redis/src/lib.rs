@@ -108,3 +108,11 @@ pub use stats::{NamespaceStats, StatsReader, StatsReporter, stats_key};
 pub use store::RedisStore;
 pub use stream::{PROTOCOL_VERSION, RedisStreamLog};
 pub use write_queue::RedisWriteQueue;
+
+/// The reply parser of the engine's connection, for the fuzz target only (feature
+/// `fuzzing`): the first whole reply in `bytes` and its length.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn parse_reply(bytes: &[u8]) -> redis::RedisResult<Option<(redis::Value, usize)>> {
+    resp::parse(bytes)
+}
