@@ -28,9 +28,7 @@ impl Lua {
             source,
         }
     }
-}
 
-impl Lua {
     /// An `EVALSHA` of this script with `keys`; the caller adds the arguments. Each argument is
     /// written once, into the command: `redis::ScriptInvocation` copies each twice more
     /// before it is sent, and a fill's argument is the value. Sent by [`run`](Self::run).

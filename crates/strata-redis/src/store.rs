@@ -72,7 +72,7 @@ impl RedisStore {
     #[allow(clippy::too_many_arguments)]
     fn fill_args(
         &self,
-        i: &mut redis::Cmd,
+        cmd: &mut redis::Cmd,
         key: &str,
         value: &[u8],
         ttl: Duration,
@@ -81,7 +81,7 @@ impl RedisStore {
         lease_ttl: Duration,
     ) {
         let (kind, arg) = fence_args(fence);
-        i.arg(value)
+        cmd.arg(value)
             .arg(ttl_ms(ttl))
             .arg(kind)
             .arg(arg)

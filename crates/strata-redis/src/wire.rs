@@ -120,6 +120,9 @@ impl Wire {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
+        if offset + count == 0 {
+            return Ok(Vec::new());
+        }
         let socket = self.socket().await?;
         let (tx, rx) = oneshot::channel();
         let waiter = Waiter::Many {
@@ -243,24 +246,17 @@ impl Waiter {
                 None
             }
             Waiter::Many {
-                skip,
-                values,
-                take,
-                tx,
-            } if skip > 0 => Some(Waiter::Many {
-                skip: skip - 1,
-                values,
-                take,
-                tx,
-            }),
-            Waiter::Many {
-                skip,
+                mut skip,
                 mut values,
                 take,
                 tx,
             } => {
-                values.push(reply);
-                if values.len() < take {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    values.push(reply);
+                }
+                if skip > 0 || values.len() < take {
                     return Some(Waiter::Many {
                         skip,
                         values,
@@ -442,4 +438,103 @@ impl Socket {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use redis::Value;
+    use strata_testkit::RedisServer;
+
+    use super::Wire;
+    use crate::connection::{Link, RedisConnection};
+
+    fn wire(redis: &RedisServer, response: Duration) -> Arc<Wire> {
+        let client = redis::Client::open(redis.url()).unwrap();
+        Wire::new(&client, Duration::from_secs(2), response).expect("a TCP server")
+    }
+
+    /// Many tasks at once: each gets its own reply, in whatever writes they were gathered
+    /// into, and a server error stays the one command's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commands_keep_their_replies() {
+        const N: usize = 1_200;
+        let redis = RedisServer::start();
+        redis.cli(&["SET", "text", "not a number"]);
+        let wire = wire(&redis, Duration::from_secs(5));
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let wire = wire.clone();
+                tokio::spawn(async move {
+                    let key = if i == N / 2 {
+                        "text".into()
+                    } else {
+                        format!("n{i}")
+                    };
+                    (i, wire.send(redis::cmd("INCRBY").arg(&key).arg(i)).await)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, reply) = task.await.unwrap();
+            let reply = reply.and_then(Value::extract_error);
+            if i == N / 2 {
+                assert!(reply.is_err(), "INCRBY of a string fails alone: {reply:?}");
+            } else {
+                assert_eq!(reply.unwrap(), Value::Int(i as i64), "reply of command {i}");
+            }
+        }
+    }
+
+    /// Pipelines and transactions (whose `MULTI` and `QUEUED` replies are skipped) answer as
+    /// on the `redis` crate's connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelines_and_transactions_answer_their_own_values() {
+        let redis = RedisServer::start();
+        let mut conn = RedisConnection(Link::Wire(wire(&redis, Duration::from_secs(5))));
+        let (set, got): (String, String) = redis::pipe()
+            .set("k", "v")
+            .get("k")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!((set.as_str(), got.as_str()), ("OK", "v"));
+        let (a, b): (u64, u64) = redis::pipe()
+            .atomic()
+            .incr("n", 1)
+            .incr("n", 2)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!((a, b), (1, 3));
+        let empty: Vec<u64> = redis::pipe().query_async(&mut conn).await.unwrap();
+        assert!(empty.is_empty());
+    }
+
+    /// A killed connection fails what was in flight, and the next command goes out on a new
+    /// one; a frozen server times commands out, and they answer again once it thaws.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn it_reconnects_after_a_kill_and_times_out_on_a_frozen_server() {
+        let redis = RedisServer::start();
+        let wire = wire(&redis, Duration::from_millis(300));
+        let ping = || async { wire.send(&redis::cmd("PING")).await };
+        assert_eq!(ping().await.unwrap(), Value::SimpleString("PONG".into()));
+        redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+        strata_testkit::eventually(
+            "a PONG on a new connection",
+            Duration::from_secs(5),
+            || async { matches!(ping().await, Ok(Value::SimpleString(_))) },
+        )
+        .await;
+        redis.freeze();
+        let frozen = ping().await.unwrap_err();
+        redis.thaw();
+        assert!(frozen.is_timeout(), "{frozen:?}");
+        strata_testkit::eventually("a reply once thawed", Duration::from_secs(5), || async {
+            ping().await.is_ok()
+        })
+        .await;
+    }
 }
