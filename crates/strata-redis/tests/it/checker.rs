@@ -366,6 +366,7 @@ async fn four_processes_never_serve_past_the_staleness_bound() {
 /// The checker over [`PROCESSES`] workers, each in its language, reading and writing `keys`
 /// keys; worker [`VICTIM`] is cut off for [`CUT_FOR`].
 pub(crate) async fn staleness_run(workers: &[Worker; PROCESSES], keys: u64) {
+    let _one = crate::HEAVY.lock().await;
     let redis = RedisServer::start();
     let proxy = Proxy::start(redis.port()).await.unwrap();
     let runs: Vec<Run> = (0..PROCESSES)

@@ -12,10 +12,6 @@ use strata_testkit::{RedisCluster, eventually};
 use crate::store::{fills_are_fenced_by_what_they_found, put};
 use crate::{TTL, WAIT, instance_with};
 
-/// One cluster test at a time: each runs six servers and often three checker processes, and
-/// two at once on a two-core machine stretch failovers past the bounds the tests assert.
-pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Which master holds `key` now (its port), by asking every node (`CLUSTER KEYSLOT` +
 /// `CLUSTER NODES` would do too; `EXISTS` on each master is what an operator would type).
 fn holder(cluster: &RedisCluster, key: &str) -> Option<u16> {
@@ -29,7 +25,7 @@ fn holder(cluster: &RedisCluster, key: &str) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_its_promises_across_slots_and_masters() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
     assert!(config.is_cluster());
@@ -108,7 +104,7 @@ async fn the_store_keeps_its_promises_across_slots_and_masters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_racing_a_clear_is_refused() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start();
     let store = RedisStore::connect(&cluster.url()).await.unwrap();
     let read = store.read("svc", "k", Some((1, TTL)), false).await.unwrap();
@@ -135,7 +131,7 @@ async fn a_fill_racing_a_clear_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_stay_coherent_through_the_log_on_a_cluster() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
     let options = EntryOptions::ttl(TTL);
@@ -195,7 +191,7 @@ async fn two_instances_stay_coherent_through_the_log_on_a_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_of_one_node_serves_the_log_pubsub_and_clear() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start_alone();
     assert!(
         cluster.node(0).cli(&["CLUSTER", "NODES"]).contains(" :"),
@@ -253,7 +249,7 @@ async fn served_from_l1(cache: &strata::HybridCache, key: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_log_lives_on_every_master_and_one_stalled_part_stops_l1_trust() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
     let a = crate::bounded_instance(&config, Duration::from_secs(60), 3).await;
@@ -343,7 +339,7 @@ fn shard_channel_master(cluster: &RedisCluster, channel: &str, subscribers: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_is_sharded_on_a_cluster_and_follows_its_channel_through_a_failover() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let mut cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
     let instance = || async {
@@ -436,7 +432,7 @@ async fn pubsub_is_sharded_on_a_cluster_and_follows_its_channel_through_a_failov
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_behind_flushes_and_dead_letters_on_a_cluster() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use strata::{Flusher, HybridCache, QueuedWrite};
@@ -572,7 +568,7 @@ fn checked(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_slot_migration_serves_no_stale_read_and_no_error() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start();
     let source = strata_testkit::RedisServer::start();
     let bound = Duration::from_millis(500);
@@ -607,7 +603,7 @@ async fn a_live_slot_migration_serves_no_stale_read_and_no_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_and_a_fail_back_serve_no_stale_read_and_fail_no_read() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let mut cluster = RedisCluster::start();
     let source = strata_testkit::RedisServer::start();
     let bound = Duration::from_millis(500);
@@ -670,7 +666,7 @@ fn wait_calls(info: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hit_rates_are_kept_and_read_across_masters() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     use strata_redis::{StatsReader, StatsReporter};
     let cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
@@ -714,7 +710,7 @@ async fn hit_rates_are_kept_and_read_across_masters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_leave_no_old_copy_on_a_cluster() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
     let acknowledging = || async {

@@ -482,7 +482,7 @@ async fn on_a_cluster_three_languages_share_a_namespace() {
     let Some((python, node)) = others() else {
         return;
     };
-    let _one = crate::cluster::ONE_AT_A_TIME.lock().await;
+    let _one = crate::HEAVY.lock().await;
     let cluster = strata_testkit::RedisCluster::start();
     let config = strata_redis::RedisConfig::from_url(&cluster.url()).unwrap();
     let rust = crate::instance_with(&config, EntryOptions::ttl(TTL).tags(["t"])).await;
