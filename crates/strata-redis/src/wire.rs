@@ -107,6 +107,10 @@ impl Wire {
     /// [`Value::ServerError`], as the `redis` crate's connections give it).
     pub(crate) async fn send(&self, cmd: &Cmd) -> RedisResult<Value> {
         let socket = self.socket().await?;
+        self.send_on(&socket, cmd).await
+    }
+
+    async fn send_on(&self, socket: &Socket, cmd: &Cmd) -> RedisResult<Value> {
         let (tx, rx) = oneshot::channel();
         socket.enqueue(|out| cmd.write_packed_command(out), Waiter::One(tx))?;
         self.reply(rx).await?
@@ -184,35 +188,40 @@ impl Wire {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
         stream.set_nodelay(true)?;
         let socket = Socket::start(stream);
-        let mut handshake = Vec::new();
+        if let Err(e) = self.handshake(&socket).await {
+            socket.close();
+            return Err(e);
+        }
+        Ok(socket)
+    }
+
+    /// `AUTH` (a refusal is an authentication failure, as the `redis` crate reports it) and
+    /// `SELECT`, as the URL asks.
+    async fn handshake(&self, socket: &Socket) -> RedisResult<()> {
+        let t = &self.target;
         if let Some(password) = &t.password {
             let mut auth = redis::cmd("AUTH");
             if let Some(user) = &t.username {
                 auth.arg(user);
             }
-            handshake.push((auth.arg(password).clone(), true));
-        }
-        if t.db != 0 {
-            handshake.push((redis::cmd("SELECT").arg(t.db).clone(), false));
-        }
-        for (cmd, auth) in handshake {
-            let (tx, rx) = oneshot::channel();
-            socket.enqueue(|out| cmd.write_packed_command(out), Waiter::One(tx))?;
-            let reply = self.reply(rx).await.and_then(|r| r?.extract_error());
-            if let Err(e) = reply {
-                socket.close();
-                return Err(if auth && e.kind() != ErrorKind::Io {
+            auth.arg(password);
+            self.send_on(socket, &auth)
+                .await?
+                .extract_error()
+                .map_err(|e| {
                     RedisError::from((
                         ErrorKind::AuthenticationFailed,
                         "Password authentication failed",
                         e.to_string(),
                     ))
-                } else {
-                    e
-                });
-            }
+                })?;
         }
-        Ok(socket)
+        if t.db != 0 {
+            self.send_on(socket, redis::cmd("SELECT").arg(t.db))
+                .await?
+                .extract_error()?;
+        }
+        Ok(())
     }
 }
 
@@ -511,6 +520,20 @@ mod tests {
         assert_eq!((a, b), (1, 3));
         let empty: Vec<u64> = redis::pipe().query_async(&mut conn).await.unwrap();
         assert!(empty.is_empty());
+    }
+
+    /// The database the URL names is the one written to.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn it_selects_the_database_of_the_url() {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(format!("{}/3", redis.url())).unwrap();
+        let wire = Wire::new(&client, Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+        assert_eq!(wire.db(), 3);
+        wire.send(redis::cmd("SET").arg("k").arg("in 3"))
+            .await
+            .unwrap();
+        assert_eq!(redis.cli(&["-n", "3", "GET", "k"]).trim(), "in 3");
+        assert_eq!(redis.cli(&["GET", "k"]).trim(), "");
     }
 
     /// A killed connection fails what was in flight, and the next command goes out on a new

@@ -640,12 +640,7 @@ class HybridCache:
         try:
             if not self._layout.cluster:
                 await self._scripts["REPLACE"](
-                    keys=[
-                        data,
-                        self._layout.log(part, self._parts),
-                        self._layout.log_seq(part, self._parts),
-                        *(self._layout.tag(t) for t in tags),
-                    ],
+                    keys=[data, *self._log_keys(part), *(self._layout.tag(t) for t in tags)],
                     args=[payload, px, self._log_max_len, self._entry("key", key)],
                 )
             else:
@@ -670,11 +665,7 @@ class HybridCache:
         try:
             if not self._layout.cluster:
                 await self._scripts["INVALIDATE"](
-                    keys=[
-                        data,
-                        self._layout.log(part, self._parts),
-                        self._layout.log_seq(part, self._parts),
-                    ],
+                    keys=[data, *self._log_keys(part)],
                     args=[self._log_max_len, self._entry("key", key)],
                 )
             else:
@@ -725,9 +716,13 @@ class HybridCache:
 
     async def _append(self, part: int, op: str, arg: str | None) -> None:
         await self._scripts["APPEND_LOG"](
-            keys=[self._layout.log(part, self._parts), self._layout.log_seq(part, self._parts)],
+            keys=self._log_keys(part),
             args=[self._log_max_len, self._entry(op, arg)],
         )
+
+    def _log_keys(self, part: int) -> list[str]:
+        """A part of the log: its stream and its sequence counter."""
+        return [self._layout.log(part, self._parts), self._layout.log_seq(part, self._parts)]
 
     def _entry(self, op: str, arg: str | None) -> bytes:
         return Invalidation(self.instance_id, op, arg).wire()
