@@ -39,19 +39,38 @@ use crate::error::{classify, into_log_error};
 use crate::layout::{Layout, slot_of};
 use crate::wire::Wire;
 
-/// The server's major version (`INFO server`), 0 if it cannot be read.
-async fn server_major(conn: &mut impl ConnectionLike) -> u32 {
+/// `INFO server`'s text, empty if it cannot be read (the oldest behaviour is then assumed).
+async fn server_info(conn: &mut impl ConnectionLike) -> String {
     let info: Result<String, _> = redis::cmd("INFO").arg("server").query_async(conn).await;
-    info.as_deref().map_or(0, major_of)
+    info.unwrap_or_default()
 }
 
-/// The major version in `INFO server`'s text.
-fn major_of(info: &str) -> u32 {
-    info.lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .and_then(|v| v.split('.').next())
-        .and_then(|major| major.trim().parse().ok())
-        .unwrap_or(0)
+/// What the server's `SET` can do, from `INFO server`'s text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SetFeatures {
+    /// `SET … NX GET` and `SET … XX GET` (Redis 7.0 on; Valkey reports itself as 7.2).
+    nx_get: bool,
+    /// `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): a compare-and-set without a script.
+    ifeq: bool,
+}
+
+impl SetFeatures {
+    fn of(info: &str) -> Self {
+        let version = |field: &str| -> Option<(u32, u32)> {
+            let v = info.lines().find_map(|l| l.strip_prefix(field))?.trim();
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
+        };
+        let redis = version("redis_version:").unwrap_or((0, 0));
+        let ifeq = match version("valkey_version:") {
+            Some(valkey) => valkey >= (8, 1),
+            None => redis >= (8, 4),
+        };
+        SetFeatures {
+            nx_get: redis >= (7, 0),
+            ifeq,
+        }
+    }
 }
 
 /// The shortest time between two rebuilds.
@@ -74,8 +93,9 @@ struct Shared {
     config: RedisConfig,
     /// The server as a log on it names it (see [`RedisConfig::identity`]).
     identity: Option<String>,
-    /// The server takes `SET … NX GET` (Redis 7.0 on): a miss's lease in the plain read.
-    set_nx_get: bool,
+    /// What the server's `SET` takes: `NX GET` (a miss's lease in the plain read), `IFEQ`
+    /// (a miss's fill without a script).
+    set: SetFeatures,
     kind: Kind,
     rebuilding: AtomicBool,
     /// On a cluster, the slots whose master has a connected replica (by slot, the master's
@@ -279,35 +299,36 @@ impl Connection {
         } else {
             Kind::Single(RwLock::new(config.engine_link(true).await?))
         };
-        let set_nx_get = match &kind {
+        let info = match &kind {
             Kind::Single(link) => {
                 let link = link
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone();
-                server_major(&mut RedisConnection(link)).await
+                server_info(&mut RedisConnection(link)).await
             }
             Kind::Cluster(c) => {
                 let mut cluster = c
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone();
-                let info = cluster
+                cluster
                     .route_command(
                         redis::cmd("INFO").arg("server").clone(),
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
                     )
                     .await
                     .ok()
-                    .and_then(|v| redis::from_redis_value::<String>(v).ok());
-                info.as_deref().map_or(0, major_of)
+                    .and_then(|v| redis::from_redis_value::<String>(v).ok())
+                    .unwrap_or_default()
             }
-        } >= 7;
+        };
+        let set = SetFeatures::of(&info);
         Ok(Connection {
             shared: Arc::new(Shared {
                 config: config.clone(),
                 identity: config.identity(),
-                set_nx_get,
+                set,
                 kind,
                 rebuilding: AtomicBool::new(false),
                 replicated: Mutex::default(),
@@ -340,7 +361,13 @@ impl Connection {
     /// Whether the server takes `SET … NX GET` and `SET … XX GET` (Redis 7.0 on); older ones
     /// get a script that reads first.
     pub(crate) fn set_nx_get(&self) -> bool {
-        self.shared.set_nx_get
+        self.shared.set.nx_get
+    }
+
+    /// Whether the server takes `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): a miss's fill is then
+    /// a plain command.
+    pub(crate) fn set_ifeq(&self) -> bool {
+        self.shared.set.ifeq
     }
 
     /// Where keys live: a server's layout or a cluster's.
@@ -744,6 +771,35 @@ fn replica_slots(text: &str) -> ReplicatedSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_features_follow_the_server_and_its_version() {
+        let f = |info: &str| {
+            let s = SetFeatures::of(info);
+            (s.nx_get, s.ifeq)
+        };
+        assert_eq!(f("redis_version:6.2.14\r\n"), (false, false));
+        assert_eq!(f("# Server\r\nredis_version:7.0.15\r\n"), (true, false));
+        assert_eq!(f("redis_version:8.2.1\r\n"), (true, false));
+        assert_eq!(f("redis_version:8.4.0\r\n"), (true, true));
+        assert_eq!(f("redis_version:10.0.0\r\n"), (true, true));
+        // Valkey reports a Redis version of 7.2 beside its own.
+        assert_eq!(
+            f("redis_version:7.2.4\r\nvalkey_version:8.0.1\r\n"),
+            (true, false)
+        );
+        assert_eq!(
+            f("redis_version:7.2.4\r\nvalkey_version:8.1.1\r\n"),
+            (true, true)
+        );
+        assert_eq!(
+            f("redis_version:7.2.4\r\nvalkey_version:9.0.0\r\n"),
+            (true, true)
+        );
+        // Unreadable: the oldest behaviour.
+        assert_eq!(f(""), (false, false));
+        assert_eq!(f("redis_version:x.y\r\n"), (false, false));
+    }
 
     #[test]
     fn only_masters_with_a_live_replica_are_waited_on() {

@@ -68,6 +68,45 @@ impl RedisStore {
             .map_err(|e| self.conn.failed(e))
     }
 
+    /// A miss's fill as one plain command, where the server compares for us (`SET … IFEQ`:
+    /// Valkey 8.1, Redis 8.4): stored if the data key still holds this load's lease record,
+    /// left alone otherwise — nothing to undo, unlike `SET … XX GET` in the script. `None`
+    /// when the script must do it: the server lacks `IFEQ`, the fill releases a refresh lease,
+    /// or the record was waited on (its end is announced; the script compares it again).
+    async fn fill_in_place(
+        &self,
+        data: &str,
+        value: &[u8],
+        ttl: Duration,
+        fence: &Fence,
+        refresh_lease: Option<u64>,
+    ) -> Result<Option<bool>, Error> {
+        let Fence::Lease(token) = fence else {
+            return Ok(None);
+        };
+        if !self.conn.set_ifeq() || refresh_lease.is_some() {
+            return Ok(None);
+        }
+        let record = lease_record(*token);
+        let old: Option<Vec<u8>> = redis::cmd("SET")
+            .arg(data)
+            .arg(value)
+            .arg("IFEQ")
+            .arg(&record[..])
+            .arg("GET")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async(&mut self.conn.get())
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        Ok(match old {
+            Some(old) if old[..] == record[..] => Some(true),
+            Some(old) if old.strip_suffix(b"W") == Some(&record[..]) => None,
+            // Overtaken (an invalidation, a write, another load's lease) or expired.
+            _ => Some(false),
+        })
+    }
+
     /// The arguments of [`FILL`] and [`FILL_IN_SLOT`] (see `FILL_BODY`).
     #[allow(clippy::too_many_arguments)]
     fn fill_args(
@@ -320,7 +359,18 @@ impl L2Store for RedisStore {
                 lease,
                 lease_ttl,
             } => {
-                // A miss's fill, the hot one: its command built directly (see `Lua::evalsha`).
+                // A miss's fill, the hot one: a plain command where the server can compare,
+                // else the script, its command built directly (see `Lua::evalsha`).
+                if tags.is_empty()
+                    && let Some(stored) = self
+                        .fill_in_place(&data, &value, ttl, &fence, lease)
+                        .await?
+                {
+                    return Ok(Written {
+                        stored,
+                        logged: None,
+                    });
+                }
                 let mut keys = vec![data, l.filled(namespace), l.lease(namespace, key)];
                 keys.extend(tags.iter().map(|tag| l.tag(namespace, tag)));
                 let mut fill = FILL.evalsha(&keys);
@@ -517,6 +567,16 @@ impl RedisStore {
                 logged: None,
             });
         };
+        // The tags are indexed: the fill itself touches only the data key here.
+        if let Some(stored) = self
+            .fill_in_place(&data, &value, ttl, &fence, lease)
+            .await?
+        {
+            return Ok(Written {
+                stored,
+                logged: None,
+            });
+        }
         let mut fill = FILL_IN_SLOT.evalsha(&[data, l.lease(namespace, key)]);
         self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT

@@ -37,9 +37,17 @@ pub struct RedisOptions {
     replica_of: Option<u16>,
     sentinel: Option<(String, u16)>,
     cluster: bool,
+    program: Option<PathBuf>,
 }
 
 impl RedisOptions {
+    /// The server program to run instead of `redis-server` from `PATH` (another version, or
+    /// Valkey: see [`conditional_set_server`]).
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
     /// Serve TLS only (no plain port), with a fresh CA and server certificate for `localhost`
     /// and `127.0.0.1`.
     pub fn tls(mut self) -> Self {
@@ -90,6 +98,23 @@ impl RedisOptions {
     }
 }
 
+/// A server program that takes `SET … IFEQ` (Valkey 8.1 or Redis 8.4 on), from the
+/// `STRATA_IFEQ_SERVER` environment variable (`./scripts/test` provides one); `None` without
+/// it, unless `STRATA_REQUIRE_IFEQ` is set (as `./scripts/test` does): then a missing one
+/// fails the test instead of skipping it.
+pub fn conditional_set_server() -> Option<PathBuf> {
+    match std::env::var_os("STRATA_IFEQ_SERVER") {
+        Some(path) => Some(PathBuf::from(path)),
+        None if std::env::var_os("STRATA_REQUIRE_IFEQ").is_some() => {
+            panic!("STRATA_IFEQ_SERVER is not set (./scripts/test sets it)")
+        }
+        None => {
+            eprintln!("skipped: no server with SET … IFEQ (set STRATA_IFEQ_SERVER)");
+            None
+        }
+    }
+}
+
 /// PEM files of a test CA and the certificates it signed.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -127,6 +152,9 @@ impl RedisServer {
 
     fn start_with(options: RedisOptions) -> io::Result<Self> {
         let mut builder = LocalRedis::builder();
+        if let Some(program) = &options.program {
+            builder = builder.program(program);
+        }
         let tls = if options.tls {
             let dir = tempfile::tempdir()?;
             let files = make_certificates(dir.path())?;

@@ -132,7 +132,7 @@ impl HybridCache {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let loader = move || async move { loader().await.map(Loaded::value) };
-        self.fetch::<T, _, _, E, _>(key, options, loader, |key, value| {
+        self.fetch::<T, _, _, E, _>(key, options, loader, |key: &str, value| {
             typed(key, value)?.ok_or_else(|| Error::NotFound(key.to_owned()))
         })
     }
@@ -398,7 +398,8 @@ impl HybridCache {
         key: &str,
         options: &EntryOptions,
         loader: F,
-        finish: fn(&str, Value) -> Result<R>,
+        // Generic, not a `fn` pointer: the hit's last step is then inlined, not an indirect call.
+        finish: impl Fn(&str, Value) -> Result<R> + Send,
     ) -> Result<R>
     where
         T: CacheValue,

@@ -32,6 +32,7 @@ pub(crate) struct Found {
 }
 
 /// Downcasts an L1 value to the caller's type.
+#[inline]
 pub(crate) fn typed<T: CacheValue>(key: &str, value: Value) -> Result<Option<Arc<T>>> {
     value
         .map(|v| {

@@ -55,10 +55,31 @@ async fn read(cache: &HybridCache, db: &Db, key: &str, id: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_step_is_one_round_trip() {
-    let redis = RedisServer::start();
+    each_step(&RedisServer::start(), Fill::Script).await;
+}
+
+/// On a server with `SET … IFEQ` the fill is that one command: no script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_step_is_one_round_trip_and_a_fill_one_command_with_ifeq() {
+    let Some(program) = strata_testkit::conditional_set_server() else {
+        return;
+    };
+    each_step(&RedisServer::options().program(program).start(), Fill::IfEq).await;
+}
+
+/// How the server compares a fill's lease record.
+#[derive(PartialEq)]
+enum Fill {
+    /// In the fill script (Redis 7: `SET … XX GET`, compared after).
+    Script,
+    /// `SET … IFEQ <record> GET`.
+    IfEq,
+}
+
+async fn each_step(redis: &RedisServer, fill: Fill) {
     let (a, b) = (
-        instance(&redis, EntryOptions::ttl(TTL)).await,
-        instance(&redis, EntryOptions::ttl(TTL)).await,
+        instance(redis, EntryOptions::ttl(TTL)).await,
+        instance(redis, EntryOptions::ttl(TTL)).await,
     );
     let db = Db::new();
     // Every path once, so that each script is loaded (a first EVALSHA meets NOSCRIPT).
@@ -69,24 +90,25 @@ async fn each_step_is_one_round_trip() {
         .await
         .unwrap();
 
-    // A miss: one `SET … NX GET` (the read, leaving the lease record), then one fill script
-    // (stores with `SET … XX GET` and compares the record it replaced).
-    let cold = counted(&redis, async {
+    // A miss: one `SET … NX GET` (the read, leaving the lease record), then one fill: the
+    // script (stores with `SET … XX GET` and compares the record it replaced), or where the
+    // server compares, `SET … IFEQ`.
+    let cold = counted(redis, async {
         for i in 1..=N {
             read(&a, &db, &format!("k{i}"), i).await;
         }
     })
     .await;
-    assert_eq!(
-        cold,
-        expect(&[("set", 2 * N), ("evalsha", N)]),
-        "{N} cold reads"
-    );
+    let fills: &[(&str, u64)] = match fill {
+        Fill::Script => &[("set", 2 * N), ("evalsha", N)],
+        Fill::IfEq => &[("set", 2 * N)],
+    };
+    assert_eq!(cold, expect(fills), "{N} cold reads");
     assert_eq!(a.stats().loader_calls, N + 1);
 
     // An L2 hit on another instance: the same single `SET … NX GET`, answered with the value
     // as a `GET` would be.
-    let warm = counted(&redis, async {
+    let warm = counted(redis, async {
         for i in 1..=N {
             read(&b, &db, &format!("k{i}"), i).await;
         }
@@ -96,7 +118,7 @@ async fn each_step_is_one_round_trip() {
     assert_eq!(b.stats().l2_hits, N + 1);
 
     // An L1 hit: nothing.
-    let hits = counted(&redis, async {
+    let hits = counted(redis, async {
         for i in 1..=N {
             read(&a, &db, &format!("k{i}"), i).await;
         }
@@ -105,7 +127,7 @@ async fn each_step_is_one_round_trip() {
     assert_eq!(hits, expect(&[]), "{N} L1 hits");
 
     // An invalidation: one script — the delete and the log entry (numbered: INCR; XADD).
-    let invalidations = counted(&redis, async {
+    let invalidations = counted(redis, async {
         for i in 1..=N {
             a.invalidate(&format!("k{i}")).await.unwrap();
         }
@@ -118,7 +140,7 @@ async fn each_step_is_one_round_trip() {
     );
 
     // A write-through: one script — the value and its log entry.
-    let writes = counted(&redis, async {
+    let writes = counted(redis, async {
         for i in 1..=N {
             let p = db.fetch(i).await.unwrap();
             a.set(&format!("k{i}"), p, &EntryOptions::ttl(TTL))

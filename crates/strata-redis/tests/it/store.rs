@@ -261,7 +261,18 @@ pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
 
 #[tokio::test]
 async fn redis_fills_are_fenced_by_what_they_found() {
-    let redis = RedisServer::start();
+    redis_fills_fenced(&RedisServer::start()).await;
+}
+
+/// The same where the server compares (`SET … IFEQ`): the fill of a miss is a plain command.
+#[tokio::test]
+async fn redis_fills_are_fenced_by_what_they_found_with_ifeq() {
+    if let Some(program) = strata_testkit::conditional_set_server() {
+        redis_fills_fenced(&RedisServer::options().program(program).start()).await;
+    }
+}
+
+async fn redis_fills_fenced(redis: &RedisServer) {
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     fills_are_fenced_by_what_they_found(&store).await;
     let pttl: u64 = redis.cli(&["PTTL", "ns2:k"]).parse().unwrap();
@@ -281,7 +292,21 @@ async fn memory_fills_are_fenced_by_what_they_found() {
 
 #[tokio::test]
 async fn a_waiter_is_told_when_the_load_it_waits_on_ends() {
-    let redis = RedisServer::start();
+    waiter_told(&RedisServer::start(), true).await;
+}
+
+/// The same where the server compares: a waited-on record is filled by the script, which
+/// announces it; a stray fill leaves the record untouched.
+#[tokio::test]
+async fn a_waiter_is_told_when_the_load_it_waits_on_ends_with_ifeq() {
+    if let Some(program) = strata_testkit::conditional_set_server() {
+        waiter_told(&RedisServer::options().program(program).start(), false).await;
+    }
+}
+
+/// `puts_back`: a stray fill overwrites the record and puts it back (Redis 7's `SET … XX
+/// GET` in the script), with a lease's TTL; else it never touches it.
+async fn waiter_told(redis: &RedisServer, puts_back: bool) {
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     let lease = |token| Some((token, TTL));
     assert_eq!(
@@ -332,7 +357,11 @@ async fn a_waiter_is_told_when_the_load_it_waits_on_ends() {
         "1's record, waited on"
     );
     let left: u64 = redis.cli(&["PTTL", "ns:k"]).parse().unwrap();
-    assert!((1..=5_000).contains(&left), "a lease's life: {left} ms");
+    if puts_back {
+        assert!((1..=5_000).contains(&left), "a lease's life: {left} ms");
+    } else {
+        assert!(left > 5_000, "untouched, the reader's lease TTL: {left} ms");
+    }
     let mode = WriteMode::Fill {
         fence: Fence::Lease(1),
         lease: None,
