@@ -323,6 +323,14 @@ impl Connection {
                     .unwrap_or_default()
             }
         };
+        if info.is_empty() {
+            // An ACL user without `+info` cannot tell us: every read then goes through a
+            // script, as on servers before 7.0. Worth a word, once per connection.
+            tracing::warn!(
+                "cannot read `INFO server` (does the ACL user lack `+info`?): assuming a \
+                 server before Redis 7.0, every L2 read goes through a script"
+            );
+        }
         let set = SetFeatures::of(&info);
         Ok(Connection {
             shared: Arc::new(Shared {

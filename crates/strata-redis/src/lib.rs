@@ -65,8 +65,10 @@
 //! # Permissions
 //! With Redis ACLs, Strata needs, for a namespace `NS`:
 //! ```text
-//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname
+//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname +info
 //! ```
+//! (`+info`: which `SET` options the server has, read once per connection — without it every
+//! L2 read goes through a script, as on servers before 7.0, with a warning in the log)
 //! and, for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
 //! on a cluster, also `+cluster|slots +cluster|nodes +srem +wait +spublish +ssubscribe +exists`.
 

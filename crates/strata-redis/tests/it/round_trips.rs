@@ -9,7 +9,9 @@ use strata::{EntryOptions, HybridCache};
 use strata_testkit::RedisServer;
 use strata_testkit::source::{Db, Product};
 
-use crate::{TTL, instance};
+use strata_redis::RedisConfig;
+
+use crate::{TTL, instance, instance_with};
 
 const N: u64 = 50;
 
@@ -56,6 +58,30 @@ async fn read(cache: &HybridCache, db: &Db, key: &str, id: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_step_is_one_round_trip() {
     each_step(&RedisServer::start(), Fill::Script).await;
+}
+
+/// With the documented ACL (a user confined to its namespace), the same: the features of the
+/// server are read (`+info`), so a miss is not sent through a script as on Redis 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_gets_the_same_round_trips() {
+    let redis = RedisServer::options()
+        .acl_user(crate::security::ACL)
+        .start();
+    let config = RedisConfig::from_url(&redis.url_with_user("app", "app-secret")).unwrap();
+    let cache = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let db = Db::new();
+    read(&cache, &db, "warm", 0).await;
+    let cold = counted(&redis, async {
+        for i in 1..=N {
+            read(&cache, &db, &format!("k{i}"), i).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        cold,
+        expect(&[("set", 2 * N), ("evalsha", N)]),
+        "{N} cold reads"
+    );
 }
 
 /// On a server with `SET … IFEQ` the fill is that one command: no script.

@@ -10,7 +10,7 @@ use strata_testkit::{RedisServer, eventually};
 use crate::{TTL, WAIT, instance_with};
 
 /// The ACL line documented in the crate docs, for namespace `svc`.
-const ACL: &str = "app on >app-secret ~svc:* ~svc#* &strata:invalidate:svc -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname";
+pub(crate) const ACL: &str = "app on >app-secret ~svc:* ~svc#* &strata:invalidate:svc -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname +info";
 
 fn pem(path: &std::path::Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
