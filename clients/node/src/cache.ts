@@ -109,6 +109,8 @@ export class HybridCache {
   private readonly caughtUp: number[];
   private followers: Follower[] = [];
   private setNxGet = true;
+  /** `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): a miss's fill without the script. */
+  private setIfEq = false;
 
   private constructor(
     private readonly redis: Client,
@@ -151,8 +153,12 @@ export class HybridCache {
     const cache = new HybridCache(redis, namespace, options, isCluster(url));
     try {
       const info = await redis.info("server");
-      const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
-      cache.setNxGet = major >= 7;
+      const redisVersion = version(/redis_version:([\d.]+)/.exec(info)?.[1]);
+      const valkeyVersion = /valkey_version:([\d.]+)/.exec(info)?.[1];
+      cache.setNxGet = atLeast(redisVersion, [7, 0]);
+      // Valkey reports itself as Redis 7.2 beside its own version.
+      cache.setIfEq =
+        valkeyVersion !== undefined ? atLeast(version(valkeyVersion), [8, 1]) : atLeast(redisVersion, [8, 4]);
       const [stored, protocol] = (await cache.script(
         "AGREE",
         [cache.layout.logShards(), cache.layout.protocol()],
@@ -515,6 +521,14 @@ export class HybridCache {
     ];
     const [data, lease] = [this.layout.data(key), this.layout.lease(key)];
     try {
+      if (fence[0] === "L" && refreshToken === "" && this.setIfEq && (this.layout.cluster || tags.length === 0)) {
+        // The server compares (docs/protocol.md, "Without a script"): the record → stored; the
+        // record waited on → the script stores and announces it; else overtaken, nothing changed.
+        const record = fence[1];
+        const old = await this.redis.callBuffer("SET", data, payload, "IFEQ", record, "GET", "PX", px);
+        if (Buffer.isBuffer(old) && old.equals(record)) return true;
+        if (!(Buffer.isBuffer(old) && old.equals(Buffer.concat([record, Buffer.from("W")])))) return false;
+      }
       if (!this.layout.cluster) {
         const keys = [data, this.layout.filled(), lease, ...tags.map((t) => this.layout.tag(t))];
         return (await this.script("FILL", keys, args)) === 1;
@@ -864,4 +878,14 @@ function withTimeout<T>(work: Promise<T>, ms: number | undefined): Promise<T> {
     timer = setTimeout(() => reject(new TimeoutSignal()), ms);
   });
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** `major.minor` of a version in `INFO server`; `[0, 0]` if unreadable. */
+function version(text: string | undefined): [number, number] {
+  const [major = NaN, minor = 0] = (text ?? "").split(".").map(Number);
+  return Number.isInteger(major) ? [major, Number.isInteger(minor) ? minor : 0] : [0, 0];
+}
+
+function atLeast([major, minor]: [number, number], [wantMajor, wantMinor]: [number, number]): boolean {
+  return major > wantMajor || (major === wantMajor && minor >= wantMinor);
 }

@@ -125,6 +125,55 @@ test("a fill overtaken by an invalidation does not land", async () => {
   });
 });
 
+/** Calls per command so far (`INFO commandstats`), the followers' reads left out. */
+async function calls(client: Redis): Promise<Map<string, number>> {
+  const text = await client.info("commandstats");
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    const [, name = "", n = "0"] = m;
+    if (name !== "xread" && name !== "info") out.set(name, Number(n));
+  }
+  return out;
+}
+
+// A server with SET … IFEQ (Valkey 8.1: STRATA_IFEQ_SERVER, set by ./scripts/test).
+const ifeqServer = process.env.STRATA_IFEQ_SERVER;
+if (!ifeqServer && process.env.STRATA_REQUIRE_IFEQ)
+  throw new Error("STRATA_IFEQ_SERVER is not set (./scripts/test sets it)");
+
+test("where the server compares, a fill is one SET and still fenced", { skip: !ifeqServer }, async () => {
+  const valkey = await Server.start(ifeqServer);
+  const client = new Redis(valkey.url);
+  const a = await HybridCache.connect(valkey.url, "t", { heartbeat: 100 });
+  const b = await HybridCache.connect(valkey.url, "t", { heartbeat: 100 });
+  try {
+    const source = new Source();
+    await a.getOrLoad("warm", source.loader());
+    const before = await calls(client);
+    for (let i = 0; i < 20; i++) await a.getOrLoad(`k${i}`, source.loader());
+    const sent = new Map<string, number>();
+    for (const [name, n] of await calls(client)) {
+      const d = n - (before.get(name) ?? 0);
+      if (d > 0) sent.set(name, d);
+    }
+    // Each miss: SET … NX GET, then SET … IFEQ … GET; no script.
+    assert.deepEqual([...sent], [["set", 40]]);
+    // Overtaken while loading: refused, as by the script.
+    const slow = new Source(300);
+    const load = a.getOrLoad("k", slow.loader());
+    await eventually(() => slow.calls === 1);
+    slow.version = 2;
+    await b.invalidate("k");
+    assert.deepEqual(await load, { version: 1 });
+    assert.equal(a.stats().fillsFenced, 1);
+    assert.equal(await client.get("t:k"), null);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+    client.disconnect();
+    valkey.stop();
+  }
+});
+
 test("set is write-through and visible to the other", async () => {
   const [a, b] = await pair();
   await closing([a, b], async () => {

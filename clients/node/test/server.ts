@@ -9,13 +9,12 @@ export class Server {
     private readonly process: ChildProcess,
   ) {}
 
-  static async start(): Promise<Server> {
+  /** `program`: another server binary than `redis-server` from PATH (Valkey, for `IFEQ`). */
+  static async start(program = "redis-server"): Promise<Server> {
     const port = await freePort();
-    const child = spawn(
-      "redis-server",
-      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-      { stdio: "ignore" },
-    );
+    const child = spawn(program, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+      stdio: "ignore",
+    });
     const deadline = Date.now() + 10_000;
     while (!(await reachable(port))) {
       if (Date.now() > deadline) throw new Error("redis-server did not start (./scripts/test installs it)");

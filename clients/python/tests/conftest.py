@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -23,8 +24,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
+    def __init__(self, binary: str | None = None) -> None:
+        binary = binary or shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not on PATH (./scripts/test installs it)")
         self.port = free_port()
@@ -64,6 +65,20 @@ class Server:
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
     s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def ifeq_server() -> Iterator[Server]:
+    """A server with ``SET … IFEQ`` (Valkey 8.1: ``STRATA_IFEQ_SERVER``, which ./scripts/test
+    sets); skipped without one unless ``STRATA_REQUIRE_IFEQ`` is set."""
+    binary = os.environ.get("STRATA_IFEQ_SERVER")
+    if not binary:
+        if os.environ.get("STRATA_REQUIRE_IFEQ"):
+            raise RuntimeError("STRATA_IFEQ_SERVER is not set (./scripts/test sets it)")
+        pytest.skip("no server with SET … IFEQ (set STRATA_IFEQ_SERVER)")
+    s = Server(binary)
     yield s
     s.stop()
 

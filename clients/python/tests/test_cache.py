@@ -125,6 +125,48 @@ async def test_a_fill_overtaken_by_an_invalidation_does_not_land(
     assert source.calls == 2
 
 
+async def calls(redis: aioredis.Redis) -> dict[str, int]:
+    """Calls per command so far (``INFO commandstats``), the followers' reads left out."""
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(v["calls"])
+        for name, v in stats.items()
+        if name not in ("cmdstat_xread", "cmdstat_info")
+    }
+
+
+async def test_where_the_server_compares_a_fill_is_one_set_and_still_fenced(
+    ifeq_server: Server,
+) -> None:
+    redis = aioredis.Redis.from_url(ifeq_server.url)
+    await redis.flushall()
+    a = await HybridCache.connect(ifeq_server.url, "t", heartbeat=0.1)
+    b = await HybridCache.connect(ifeq_server.url, "t", heartbeat=0.1)
+    try:
+        source = Source()
+        await a.get_or_load("warm", source.loader())
+        before = await calls(redis)
+        for i in range(20):
+            await a.get_or_load(f"k{i}", source.loader())
+        after = await calls(redis)
+        sent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+        # Each miss: SET … NX GET, then SET … IFEQ … GET; no script.
+        assert sent == {"set": 40}
+        # Overtaken while loading: refused, as by the script.
+        slow = Source(delay=0.3)
+        load = asyncio.create_task(a.get_or_load("k", slow.loader()))
+        await eventually(lambda: slow.calls == 1)
+        slow.version = 2
+        await b.invalidate("k")
+        assert await load == {"version": 1}
+        assert a.stats().fills_fenced == 1
+        assert await redis.get("t:k") is None
+    finally:
+        await a.close()
+        await b.close()
+        await redis.aclose()
+
+
 async def test_set_is_write_through_and_visible_to_the_other(
     pair: tuple[HybridCache, HybridCache],
 ) -> None:

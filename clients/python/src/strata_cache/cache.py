@@ -55,6 +55,15 @@ class _Missing:
     """A read found nothing usable."""
 
 
+def _version(text: Any) -> tuple[int, int]:
+    """``major.minor`` of a version string from ``INFO server``; ``(0, 0)`` if unreadable."""
+    parts = str(text or "").split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return 0, 0
+
+
 class HybridCache:
     """A namespace's cache: an in-process L1 in front of Redis, coherent with every other
     instance of the namespace — Rust, Python or Node — through its invalidation log.
@@ -89,6 +98,7 @@ class HybridCache:
     _redis: connection.Client
     _scripts: dict[str, AsyncScript]
     _set_nx_get: bool
+    _set_ifeq: bool
     _caught_up: list[int]
     _followers: list[Follower]
 
@@ -160,8 +170,15 @@ class HybridCache:
             info: Any = await self._redis.info("server")
             if "redis_version" not in info:  # a cluster: one answer per node
                 info = next(iter(info.values()), {})
-            major = int(str(info.get("redis_version", "0")).split(".")[0])
-            self._set_nx_get = major >= 7
+            redis_version = _version(info.get("redis_version"))
+            valkey_version = info.get("valkey_version")
+            self._set_nx_get = redis_version >= (7, 0)
+            # SET … IFEQ: Valkey 8.1, Redis 8.4 on (Valkey reports itself as Redis 7.2).
+            self._set_ifeq = (
+                _version(valkey_version) >= (8, 1)
+                if valkey_version is not None
+                else redis_version >= (8, 4)
+            )
             parts, protocol = await self._scripts["AGREE"](
                 keys=[self._layout.log_shards(), self._layout.protocol()],
                 args=[log_shards, PROTOCOL_VERSION],
@@ -539,6 +556,23 @@ class HybridCache:
         ]
         data, lease = self._layout.data(key), self._layout.lease(key)
         try:
+            if (
+                kind == "L"
+                and not refresh_token
+                and self._set_ifeq
+                and (self._layout.cluster or not tags)
+            ):
+                # The server compares (docs/protocol.md, "Without a script"): the record →
+                # stored; the record waited on → the script stores and announces it; else
+                # overtaken, nothing changed.
+                # `get=True` tells redis-py's reply parser the reply is the old value.
+                old = await self._redis.execute_command(
+                    "SET", data, payload, "IFEQ", arg, "GET", "PX", px, get=True
+                )
+                if old == arg:
+                    return True
+                if old != arg + b"W":
+                    return False
             if not self._layout.cluster:
                 tag_keys = [self._layout.tag(t) for t in tags]
                 keys = [data, self._layout.filled(), lease, *tag_keys]
