@@ -521,9 +521,10 @@ export class HybridCache {
     ];
     const [data, lease] = [this.layout.data(key), this.layout.lease(key)];
     try {
-      if (fence[0] === "L" && refreshToken === "" && this.setIfEq && (this.layout.cluster || tags.length === 0)) {
+      if (fence[0] === "L" && refreshToken === "" && tags.length === 0 && this.setIfEq) {
         // The server compares (docs/protocol.md, "Without a script"): the record → stored; the
         // record waited on → the script stores and announces it; else overtaken, nothing changed.
+        // (Tags go through the script, or on a cluster through their indexes first.)
         const record = fence[1];
         const old = await this.redis.callBuffer("SET", data, payload, "IFEQ", record, "GET", "PX", px);
         if (Buffer.isBuffer(old) && old.equals(record)) return true;

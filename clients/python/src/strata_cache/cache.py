@@ -556,15 +556,11 @@ class HybridCache:
         ]
         data, lease = self._layout.data(key), self._layout.lease(key)
         try:
-            if (
-                kind == "L"
-                and not refresh_token
-                and self._set_ifeq
-                and (self._layout.cluster or not tags)
-            ):
+            if kind == "L" and not refresh_token and not tags and self._set_ifeq:
                 # The server compares (docs/protocol.md, "Without a script"): the record →
                 # stored; the record waited on → the script stores and announces it; else
-                # overtaken, nothing changed.
+                # overtaken, nothing changed. (Tags go through the script, or on a cluster
+                # through their indexes first.)
                 # `get=True` tells redis-py's reply parser the reply is the old value.
                 old = await self._redis.execute_command(
                     "SET", data, payload, "IFEQ", arg, "GET", "PX", px, get=True
