@@ -110,17 +110,23 @@ test("tags and clear drop entries everywhere", async () => {
   });
 });
 
+/** `b` invalidates `k` while `a` loads it: `a`'s caller gets what it loaded, nothing keeps it. */
+async function overtakenFillDoesNotLand(a: HybridCache, b: HybridCache, client: Redis): Promise<Source> {
+  const source = new Source(300);
+  const load = a.getOrLoad("k", source.loader());
+  await eventually(() => source.calls === 1);
+  source.version = 2;
+  await b.invalidate("k");
+  assert.deepEqual(await load, { version: 1 });
+  assert.equal(a.stats().fillsFenced, 1);
+  assert.equal(await client.get("t:k"), null);
+  return source;
+}
+
 test("a fill overtaken by an invalidation does not land", async () => {
   const [a, b] = await pair();
   await closing([a, b], async () => {
-    const source = new Source(300);
-    const load = a.getOrLoad("k", source.loader());
-    await eventually(() => source.calls === 1);
-    source.version = 2;
-    await b.invalidate("k");
-    assert.deepEqual(await load, { version: 1 });
-    assert.equal(a.stats().fillsFenced, 1);
-    assert.equal(await redis.get("t:k"), null);
+    const source = await overtakenFillDoesNotLand(a, b, redis);
     assert.deepEqual(await a.getOrLoad("k", source.loader()), { version: 2 });
   });
 });
@@ -159,14 +165,7 @@ test("where the server compares, a fill is one SET and still fenced", { skip: !i
     // Each miss: SET … NX GET, then SET … IFEQ … GET; no script.
     assert.deepEqual([...sent], [["set", 40]]);
     // Overtaken while loading: refused, as by the script.
-    const slow = new Source(300);
-    const load = a.getOrLoad("k", slow.loader());
-    await eventually(() => slow.calls === 1);
-    slow.version = 2;
-    await b.invalidate("k");
-    assert.deepEqual(await load, { version: 1 });
-    assert.equal(a.stats().fillsFenced, 1);
-    assert.equal(await client.get("t:k"), null);
+    await overtakenFillDoesNotLand(a, b, client);
   } finally {
     await Promise.all([a.close(), b.close()]);
     client.disconnect();

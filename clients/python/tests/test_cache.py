@@ -109,10 +109,10 @@ async def test_tags_and_clear_drop_entries_everywhere(
     assert source.calls == 4
 
 
-async def test_a_fill_overtaken_by_an_invalidation_does_not_land(
-    pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
-) -> None:
-    a, b = pair
+async def overtaken_fill_does_not_land(
+    a: HybridCache, b: HybridCache, redis: aioredis.Redis
+) -> Source:
+    """``b`` invalidates ``k`` while ``a`` loads it."""
     source = Source(delay=0.3)
     load = asyncio.create_task(a.get_or_load("k", source.loader()))
     await eventually(lambda: source.calls == 1)
@@ -121,6 +121,14 @@ async def test_a_fill_overtaken_by_an_invalidation_does_not_land(
     assert await load == {"version": 1}  # the caller gets what it loaded...
     assert a.stats().fills_fenced == 1  # ...but neither Redis nor L1 keeps it
     assert await redis.get("t:k") is None
+    return source
+
+
+async def test_a_fill_overtaken_by_an_invalidation_does_not_land(
+    pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
+) -> None:
+    a, b = pair
+    source = await overtaken_fill_does_not_land(a, b, redis)
     assert await a.get_or_load("k", source.loader()) == {"version": 2}
     assert source.calls == 2
 
@@ -153,14 +161,7 @@ async def test_where_the_server_compares_a_fill_is_one_set_and_still_fenced(
         # Each miss: SET … NX GET, then SET … IFEQ … GET; no script.
         assert sent == {"set": 40}
         # Overtaken while loading: refused, as by the script.
-        slow = Source(delay=0.3)
-        load = asyncio.create_task(a.get_or_load("k", slow.loader()))
-        await eventually(lambda: slow.calls == 1)
-        slow.version = 2
-        await b.invalidate("k")
-        assert await load == {"version": 1}
-        assert a.stats().fills_fenced == 1
-        assert await redis.get("t:k") is None
+        await overtaken_fill_does_not_land(a, b, redis)
     finally:
         await a.close()
         await b.close()
