@@ -46,7 +46,7 @@ async fn server_info(conn: &mut impl ConnectionLike) -> String {
 }
 
 /// What the server's `SET` can do, from `INFO server`'s text.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct SetFeatures {
     /// `SET … NX GET` and `SET … XX GET` (Redis 7.0 on; Valkey reports itself as 7.2).
     nx_get: bool,
