@@ -67,12 +67,15 @@
 //! # Permissions
 //! With Redis ACLs, Strata needs, for a namespace `NS`:
 //! ```text
-//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname +info
+//! user app on >PASSWORD ~NS:* ~NS#* &strata:invalidate:NS &NS#* -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrange +xrevrange +spublish +ssubscribe +client|setname +info
 //! ```
 //! (`+info`: which `SET` options the server has, read once per connection — without it every
-//! L2 read goes through a script, as on servers before 7.0, with a warning in the log)
-//! and, for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
-//! on a cluster, also `+cluster|slots +cluster|nodes +srem +wait +spublish +ssubscribe +exists`.
+//! L2 read goes through a script, as on servers before 7.0, with a warning in the log;
+//! `&NS#*`, `+spublish` and `+ssubscribe`: invalidations pushed to the followers — without
+//! them followers read the log with a blocking `XREAD`, which costs the server more, with a
+//! warning in the log)
+//! and, for acknowledged writes, `+hset +hgetall +hdel`; for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
+//! on a cluster, also `+cluster|slots +cluster|nodes +srem +wait +exists`.
 
 // Without the `cluster` feature the code for clusters stays, made unreachable by its type (a
 // cluster connection with no values, `no_cluster.rs`): these lints would only say that.

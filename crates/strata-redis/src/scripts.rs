@@ -78,12 +78,16 @@ end
 ";
 
 /// Appends an invalidation to a namespace's log, numbered by a gap-free sequence (so a
-/// follower can tell when entries it had not read were trimmed). Shared by the scripts that
-/// change data and log it in the same step, and by the log's own append.
+/// follower can tell when entries it had not read were trimmed), and pushes it to the
+/// followers subscribed to the stream's channel (`SPUBLISH`, `<seq>:<id>:<entry>`): they
+/// apply it without reading the stream. `pcall`: a server without sharded pub/sub, or a user
+/// not allowed the channel, still appends (its followers read the stream). Shared by the
+/// scripts that change data and log it in the same step, and by the log's own append.
 const APPEND: &str = r"
 local function append(stream, sequence, max_len, entry)
   local seq = redis.call('INCR', sequence)
-  redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 's', seq, 'd', entry)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 's', seq, 'd', entry)
+  redis.pcall('SPUBLISH', stream, seq .. ':' .. id .. ':' .. entry)
   return seq
 end
 ";
@@ -165,7 +169,8 @@ local waited = ok and old and #old == 13 and string.sub(old, 1, 3) == '\255SL'
 /// ms, fence kind and argument (see `FENCE`), cache key, refresh lease token (`""` for none),
 /// `1` if the server has `SET … XX GET`, lease TTL ms.
 /// See `FILL_BODY`; indexes the tags if stored, and announces on the namespace's `#filled`
-/// stream (field `k`: the key) if another instance waited. Returns 1 if stored.
+/// stream (field `k`: the key) and channel (the key) if another instance waited. Returns 1
+/// if stored.
 pub(crate) static FILL: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         "FILL",
@@ -175,6 +180,7 @@ pub(crate) static FILL: LazyLock<Lua> = LazyLock::new(|| {
 if ok then index_tags(4, tonumber(ARGV[2])) end
 if waited then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'k', ARGV[5])
+  redis.pcall('SPUBLISH', KEYS[2], ARGV[5])
 end
 if ok then return 1 end
 return 0
@@ -213,6 +219,7 @@ if v ~= ARGV[1] and v ~= ARGV[1] .. 'W' then return 0 end
 redis.call('UNLINK', KEYS[1])
 if #v == 13 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'k', ARGV[2])
+  redis.pcall('SPUBLISH', KEYS[2], ARGV[2])
 end
 return 1
 ",

@@ -593,21 +593,29 @@ impl RedisStore {
     }
 }
 
-/// Tells the instances waiting on `key`'s load that it ended (the namespace's filled stream,
-/// as the scripts do on one server).
+/// Tells the instances waiting on `key`'s load that it ended (the namespace's filled stream
+/// and channel, as the scripts do on one server). Used on a cluster only, which has sharded
+/// pub/sub.
 pub(crate) async fn announce_filled(
     conn: &Connection,
     namespace: &str,
     key: &str,
 ) -> Result<(), Error> {
-    redis::cmd("XADD")
-        .arg(conn.layout().filled(namespace))
+    let filled = conn.layout().filled(namespace);
+    redis::pipe()
+        .cmd("XADD")
+        .arg(&filled)
         .arg("MAXLEN")
         .arg("~")
         .arg(1000)
         .arg("*")
         .arg("k")
         .arg(key)
+        .ignore()
+        .cmd("SPUBLISH")
+        .arg(&filled)
+        .arg(key)
+        .ignore()
         .exec_async(&mut conn.get())
         .await
         .map_err(|e| conn.failed(e))

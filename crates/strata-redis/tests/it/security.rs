@@ -10,7 +10,7 @@ use strata_testkit::{RedisServer, eventually};
 use crate::{TTL, WAIT, instance_with};
 
 /// The ACL line documented in the crate docs, for namespace `svc`.
-pub(crate) const ACL: &str = "app on >app-secret ~svc:* ~svc#* &strata:invalidate:svc -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrevrange +client|setname +info";
+pub(crate) const ACL: &str = "app on >app-secret ~svc:* ~svc#* &strata:invalidate:svc &svc#* -@all +get +mget +set +unlink +sadd +smembers +pttl +pexpire +incr +scan +publish +subscribe +evalsha +eval +script|load +ping +xadd +xread +xrange +xrevrange +spublish +ssubscribe +client|setname +info";
 
 fn pem(path: &std::path::Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
@@ -45,6 +45,49 @@ async fn exercise(a: &HybridCache, b: &HybridCache) {
     a.invalidate("p").await.unwrap();
     a.clear().await.unwrap();
     assert_eq!(a.stats().l2_errors + b.stats().l2_errors, 0);
+}
+
+/// A user not allowed the log's channels (the documented line before invalidations were
+/// pushed): its followers are refused `SSUBSCRIBE`, so they read the log instead — every path
+/// still works, and the writes still append (their push is refused inside the script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_the_channels_follows_by_reading_the_log() {
+    let without = ACL
+        .replace(" &svc#*", "")
+        .replace(" +spublish +ssubscribe", "");
+    let redis = RedisServer::options().acl_user(without).start();
+    let config = RedisConfig::from_url(&redis.url_with_user("app", "app-secret")).unwrap();
+    let a = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let b = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    exercise(&a, &b).await;
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_xread:"), "{stats}");
+}
+
+/// Acknowledged writes under the documented line and the hash commands it names for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_under_the_documented_acl() {
+    let redis = RedisServer::options()
+        .acl_user(format!("{ACL} +hset +hgetall +hdel"))
+        .start();
+    let config = RedisConfig::from_url(&redis.url_with_user("app", "app-secret")).unwrap();
+    let acknowledging = || async {
+        crate::builder(&config, EntryOptions::ttl(TTL))
+            .await
+            .acknowledged_writes(true)
+            .build()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (acknowledging().await, acknowledging().await);
+    exercise(&a, &b).await;
+    assert_eq!(a.stats().writes_unacknowledged, 0);
+    assert_eq!(a.stats().log_errors + b.stats().log_errors, 0);
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(
+        !stats.contains("cmdstat_xread:"),
+        "pushed, not read: {stats}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,8 +322,7 @@ async fn the_documented_acl_with_write_behind_runs_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_acl_serves_a_service_on_a_cluster() {
-    let acl =
-        format!("{ACL} +cluster|nodes +cluster|slots +srem +wait +spublish +ssubscribe +exists");
+    let acl = format!("{ACL} +cluster|nodes +cluster|slots +srem +wait +exists");
     let cluster = strata_testkit::RedisCluster::start_with(&[&acl]);
     let url = cluster
         .url()

@@ -413,3 +413,77 @@ async fn a_namespace_of_a_newer_protocol_is_refused() {
         "nothing published"
     );
 }
+
+/// A follower is pushed every entry as it is appended — in order, none lost, however fast
+/// they come (here ten times the log's length, so a follower that fell back on reading the
+/// stream would find its place trimmed away) — and reads the stream only for what it was
+/// not pushed: entries appended by a writer that pushes nothing are applied by the next
+/// heartbeat, and one pushed after them makes it read them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_are_pushed_every_entry_and_read_the_stream_only_for_a_gap() {
+    use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Target};
+    let redis = RedisServer::start();
+    let log = log(&redis, 100).await;
+    let mut events = log.follow("svc").await.unwrap();
+    let key = |i: usize| Invalidation {
+        origin: 1,
+        target: Target::Key(format!("k{i}")),
+    };
+    for i in 0..1_000 {
+        log.publish("svc", &key(i)).await.unwrap();
+    }
+    for i in 0..1_000 {
+        assert_eq!(
+            next(&mut events).await,
+            LogEvent::Apply(key(i)),
+            "entry {i}"
+        );
+    }
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_xread:"), "{stats}");
+
+    // Two entries appended as a writer of protocol 1 without pub/sub would: not pushed.
+    let mut raw = raw_connection(&redis).await;
+    for i in [1_000, 1_001] {
+        let seq: u64 = redis::cmd("INCR")
+            .arg("svc#log:seq")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg("svc#log")
+            .arg("*")
+            .arg("s")
+            .arg(seq)
+            .arg("d")
+            .arg(key(i).encode())
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    // The heartbeat (1 s) finds them.
+    assert_eq!(next(&mut events).await, LogEvent::Apply(key(1_000)));
+    assert_eq!(next(&mut events).await, LogEvent::Apply(key(1_001)));
+    // One more unpushed, then a pushed one: the gap is read from the stream at once, in order.
+    let seq: u64 = redis::cmd("INCR")
+        .arg("svc#log:seq")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("svc#log")
+        .arg("*")
+        .arg("s")
+        .arg(seq)
+        .arg("d")
+        .arg(key(1_002).encode())
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    log.publish("svc", &key(1_003)).await.unwrap();
+    assert_eq!(next(&mut events).await, LogEvent::Apply(key(1_002)));
+    assert_eq!(next(&mut events).await, LogEvent::Apply(key(1_003)));
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_xread:"), "{stats}");
+    assert!(stats.contains("cmdstat_xrange:"), "{stats}");
+}

@@ -18,6 +18,8 @@ use crate::log_shards::{self, caught_up, merge, shard_of};
 use crate::reconnect::reconnect_backoff;
 use crate::scripts::{AGREE, APPEND_LOG, LOG_TAIL};
 
+mod pushed;
+
 /// The version of the protocol (`docs/protocol.md`) this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -202,24 +204,35 @@ impl RedisStreamLog {
             .dedicated(self.heartbeat)
             .await
             .map_err(into_log_error)?;
-        // Named, so operators can tell followers apart in `CLIENT LIST`: by namespace (and
-        // part), and by process. (A cluster connection reaches several nodes: left unnamed.)
-        if !self.config.is_cluster() {
-            let part = match shard {
-                0 => String::new(),
-                n => format!("#{n}"),
-            };
-            redis::cmd("CLIENT")
-                .arg("SETNAME")
-                .arg(format!(
-                    "strata-log:{namespace}{part}:{}",
-                    std::process::id()
-                ))
-                .exec_async(&mut conn)
-                .await
-                .map_err(classify_log)?;
-        }
+        self.name(&mut conn, namespace, shard).await?;
         Ok(conn)
+    }
+
+    /// Names a follower's connection, so operators can tell followers apart in `CLIENT LIST`:
+    /// by namespace (and part), and by process. (A cluster connection reaches several nodes:
+    /// left unnamed.)
+    async fn name(
+        &self,
+        conn: &mut (impl redis::aio::ConnectionLike + Send),
+        namespace: &str,
+        shard: usize,
+    ) -> Result<(), Error> {
+        if self.config.is_cluster() {
+            return Ok(());
+        }
+        let part = match shard {
+            0 => String::new(),
+            n => format!("#{n}"),
+        };
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!(
+                "strata-log:{namespace}{part}:{}",
+                std::process::id()
+            ))
+            .exec_async(conn)
+            .await
+            .map_err(classify_log)
     }
 }
 
@@ -394,8 +407,8 @@ impl InvalidationLog for RedisStreamLog {
         // Every part's position is read before this returns: whatever is appended from now
         // on is ours to apply.
         let started = futures_util::future::try_join_all(followers).await?;
-        for (follower, conn, position) in started {
-            tokio::spawn(follower.run(conn, position));
+        for (follower, feed, position) in started {
+            tokio::spawn(follower.run(feed, position));
         }
         if shards > 1 {
             tokio::spawn(merge(from_parts, tx, shards));
@@ -422,7 +435,10 @@ impl Position {
     /// starts here applies every entry appended later, and can tell if any is trimmed away
     /// before it reads it. Then the newest announcement, if this follower reads them (apart:
     /// another slot on a cluster; one missed is only a later wake-up).
-    async fn tail(conn: &mut RedisConnection, follower: &Follower) -> Result<Position, Error> {
+    async fn tail(
+        conn: &mut (impl redis::aio::ConnectionLike + Send),
+        follower: &Follower,
+    ) -> Result<Position, Error> {
         let (newest, seq): (Vec<RawEntry>, Option<u64>) = LOG_TAIL
             .key(&follower.stream)
             .key(&follower.sequence)
@@ -548,12 +564,39 @@ impl Out {
     }
 }
 
+/// How a part's follower hears of new entries.
+enum Feed {
+    /// Pushed by the server as they are appended ([`pushed`]); the stream is read to catch up.
+    Pushed(pushed::Subscribed),
+    /// Read with a blocking `XREAD` (a server without sharded pub/sub, or a user not allowed
+    /// the channel).
+    Polled(RedisConnection),
+}
+
+/// Why a follower left its connection.
+enum Stopped {
+    /// The connection failed, or the server unsubscribed it: reconnect.
+    Lost,
+    /// The cache is gone.
+    Gone,
+}
+
 impl Follower {
-    /// Its connection and where it starts: after the newest entry.
-    async fn start(self) -> Result<(Follower, RedisConnection, Position), Error> {
+    /// Its feed and where it starts: after the newest entry.
+    async fn start(self) -> Result<(Follower, Feed, Position), Error> {
+        let (feed, position) = self.connect(0).await?;
+        Ok((self, feed, position))
+    }
+
+    /// A feed — pushed where the server can, else read — and the log's tail, read on it.
+    async fn connect(&self, attempt: usize) -> Result<(Feed, Position), Error> {
+        if let Some(mut sub) = self.subscribe(attempt).await? {
+            let tail = Position::tail(&mut sub.conn, self).await?;
+            return Ok((Feed::Pushed(sub), tail));
+        }
         let mut conn = self.log.reader(&self.namespace, self.shard).await?;
-        let position = Position::tail(&mut conn, &self).await?;
-        Ok((self, conn, position))
+        let tail = Position::tail(&mut conn, self).await?;
+        Ok((Feed::Polled(conn), tail))
     }
 
     /// Passes an event on; `false` when the cache is gone.
@@ -569,50 +612,63 @@ impl Follower {
         })
     }
 
-    async fn run(self, mut conn: RedisConnection, mut position: Position) {
+    async fn run(self, mut feed: Feed, mut position: Position) {
         // Where this part starts: everything before is (vacuously) applied.
         if !self.send(caught_up(None, self.delivered(&position))) {
             return;
         }
         loop {
-            let read = tokio::select! {
-                read = self.read(&mut conn, &position) => read,
-                () = self.events.closed() => return,
+            let stopped = match &mut feed {
+                Feed::Pushed(sub) => self.follow_pushed(sub, &mut position).await,
+                Feed::Polled(conn) => self.follow_polled(conn, &mut position).await,
             };
-            match read {
-                Ok(streams) => {
-                    let mut read = 0;
-                    for (stream, entries) in streams {
-                        let is_log = stream == self.stream;
-                        read += if is_log { entries.len() } else { 0 };
-                        for (id, fields) in entries {
-                            let applied = if is_log {
-                                let send = |event| self.send(event);
-                                apply(&send, &self.stream, &mut position, id, &fields)
-                            } else {
-                                position.filled = id;
-                                self.announce(&fields)
-                            };
-                            if !applied {
-                                return;
-                            }
-                        }
-                    }
-                    // A full batch means more is waiting: caught up only once a read drains
-                    // the log (or times out empty, the idle heartbeat).
-                    if read < BATCH {
-                        let lag = (read > 0).then(|| lag_of(&position.id));
-                        if !self.send(caught_up(lag, self.delivered(&position))) {
-                            return;
-                        }
-                    }
-                }
+            if matches!(stopped, Stopped::Gone) {
+                return;
+            }
+            match self.reconnect(&mut position).await {
+                Some(f) => feed = f,
+                None => return,
+            }
+        }
+    }
+
+    /// Reads the log with blocking `XREAD`s until the connection fails or the cache is gone.
+    async fn follow_polled(&self, conn: &mut RedisConnection, position: &mut Position) -> Stopped {
+        loop {
+            let read = tokio::select! {
+                read = self.read(conn, position) => read,
+                () = self.events.closed() => return Stopped::Gone,
+            };
+            let streams = match read {
+                Ok(streams) => streams,
                 Err(e) => {
                     tracing::warn!(stream = %self.stream, error = %e, "invalidation log read failed; reconnecting");
-                    match self.reconnect(&mut position).await {
-                        Some(c) => conn = c,
-                        None => return,
+                    return Stopped::Lost;
+                }
+            };
+            let mut read = 0;
+            for (stream, entries) in streams {
+                let is_log = stream == self.stream;
+                read += if is_log { entries.len() } else { 0 };
+                for (id, fields) in entries {
+                    let applied = if is_log {
+                        let send = |event| self.send(event);
+                        apply(&send, &self.stream, position, id, Entry::parse(&fields))
+                    } else {
+                        position.filled = id;
+                        self.announce(&fields)
+                    };
+                    if !applied {
+                        return Stopped::Gone;
                     }
+                }
+            }
+            // A full batch means more is waiting: caught up only once a read drains the log
+            // (or times out empty, the idle heartbeat).
+            if read < BATCH {
+                let lag = (read > 0).then(|| lag_of(&position.id));
+                if !self.send(caught_up(lag, self.delivered(position))) {
+                    return Stopped::Gone;
                 }
             }
         }
@@ -653,29 +709,22 @@ impl Follower {
         Ok(reply.unwrap_or_default())
     }
 
-    /// A new reader connection, retried with backoff; `None` when the cache is gone.
+    /// A new feed, retried with backoff; `None` when the cache is gone.
     ///
     /// Normally the follower resumes after `position`. If the stream lost entries instead —
     /// it is gone, or its sequence is behind ours (a Redis restarted without persistence, a
     /// failover to a replica that lagged) — what we had not read is lost with it: resync,
     /// and follow the new stream from its tail.
-    async fn reconnect(&self, position: &mut Position) -> Option<RedisConnection> {
+    async fn reconnect(&self, position: &mut Position) -> Option<Feed> {
         let mut backoff = reconnect_backoff();
-        loop {
+        for attempt in 1.. {
             let delay = backoff.next().unwrap_or(Duration::from_secs(5));
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.events.closed() => return None,
             }
-            let mut conn = match self.log.reader(&self.namespace, self.shard).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::debug!(stream = %self.stream, error = %e, "invalidation log reconnect failed");
-                    continue;
-                }
-            };
-            let tail = match Position::tail(&mut conn, self).await {
-                Ok(tail) => tail,
+            let (feed, tail) = match self.connect(attempt).await {
+                Ok(connected) => connected,
                 Err(e) => {
                     tracing::debug!(stream = %self.stream, error = %e, "invalidation log reconnect failed");
                     continue;
@@ -690,20 +739,22 @@ impl Follower {
             } else {
                 tracing::info!(stream = %self.stream, after = %position.id, "invalidation log reconnected; resuming");
             }
-            return Some(conn);
+            return Some(feed);
         }
+        None
     }
 }
 
-/// Applies one entry, passing events to `send`; `false` when the cache is gone.
+/// Applies one entry (`None`: a foreign one, skipped), passing events to `send`; `false`
+/// when the cache is gone.
 fn apply(
     send: &dyn Fn(LogEvent) -> bool,
     stream: &str,
     position: &mut Position,
     id: String,
-    fields: &[Vec<u8>],
+    entry: Option<Entry<'_>>,
 ) -> bool {
-    let Some(entry) = Entry::parse(fields) else {
+    let Some(entry) = entry else {
         tracing::warn!(stream = %stream, id, "ignoring a foreign log entry");
         position.id = id;
         return true;
@@ -790,7 +841,7 @@ mod tests {
             "ns#log",
             &mut position,
             "2-0".into(),
-            &entry("5")
+            Entry::parse(&entry("5"))
         ));
         assert_eq!(rx.try_recv().unwrap(), LogEvent::Apply(inv.clone()));
         assert!(apply(
@@ -798,7 +849,7 @@ mod tests {
             "ns#log",
             &mut position,
             "9-0".into(),
-            &entry("9")
+            Entry::parse(&entry("9"))
         ));
         assert_eq!(rx.try_recv().unwrap(), LogEvent::Resync);
         assert_eq!(rx.try_recv().unwrap(), LogEvent::Apply(inv));
