@@ -43,10 +43,15 @@ const BATCH: usize = 512;
 /// Invalidations on a Redis stream per namespace, `<namespace>#log`: durable and ordered.
 ///
 /// Each entry carries a gap-free sequence number (`<namespace>#log:seq`, bumped in the same
-/// script that appends). A follower reads with a blocking `XREAD` on a connection of its own
-/// (named `strata-log:<namespace>:<pid>` in `CLIENT LIST`, `strata-log:<namespace>#<part>:<pid>`
-/// for the parts of a split log but the first)
-/// and remembers the last entry it applied; after a disconnect it resumes from there, so
+/// script that appends), and the same script pushes it to the followers (`SPUBLISH` on the
+/// stream's sharded channel). A follower subscribes on a connection of its own (named
+/// `strata-log:<namespace>:<pid>` in `CLIENT LIST`, `strata-log:<namespace>#<part>:<pid>` for
+/// the parts of a split log but the first) and reads the stream only to catch up: after a
+/// (re)connect, on a gap in the pushed numbers, and at each heartbeat if the stream is ahead.
+/// Where the server refuses sharded pub/sub (before Redis 7.0, or an ACL without the
+/// channel), it reads the stream with a blocking `XREAD` instead, which costs the server more
+/// per entry and follower. Either way it remembers the last entry it applied; after a
+/// disconnect it resumes from there, so
 /// invalidations sent meanwhile are applied, not lost as with pub/sub. If the stream was
 /// trimmed past that point (the sequence jumps), the follower emits [`LogEvent::Resync`] and
 /// the cache drops its L1. Order comes from stream ids, assigned by Redis, never from clocks.
@@ -54,9 +59,10 @@ const BATCH: usize = 512;
 /// The stream is trimmed to about [`max_len`](Self::max_len) entries (default 10,000), so a
 /// follower survives a disconnect during which up to that many invalidations were sent.
 ///
-/// The same blocking read follows `<namespace>#filled`, where a [`RedisStore`](crate::RedisStore)
-/// announces the release of a load lease that other instances wait on: their waiting flights
-/// then look at L2 at once ([`LogEvent::Filled`]) instead of at their next poll.
+/// The same subscription (or blocking read) follows `<namespace>#filled`, where a
+/// [`RedisStore`](crate::RedisStore) announces the release of a load lease that other
+/// instances wait on: their waiting flights then look at L2 at once ([`LogEvent::Filled`])
+/// instead of at their next poll.
 ///
 /// A namespace whose invalidations are too many for one stream on one master can be split
 /// into [`shards`](Self::shards): a key's invalidations go to the part its hash picks, and
@@ -131,8 +137,9 @@ impl RedisStreamLog {
         self
     }
 
-    /// How long one blocking read waits for new entries before it returns empty (default
-    /// 1 s, at least 10 ms). Each return reports the follower caught up
+    /// How often an idle follower looks at the log (default 1 s, at least 10 ms): a pushed
+    /// follower reads the newest entry on its subscription's connection, a reading one's
+    /// blocking read returns empty. Each reports the follower caught up
     /// ([`LogEvent::CaughtUp`]), so this is how often an idle follower vouches for its L1: a
     /// cache's `max_staleness` must be at least twice it.
     #[must_use]

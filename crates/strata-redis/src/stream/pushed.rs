@@ -111,9 +111,10 @@ impl Follower {
     }
 
     /// Applies what was appended after `position`, then each pushed entry, until the
-    /// subscription is lost or the cache gone. Every heartbeat it reads the part's sequence
-    /// (on the same connection, so every push sent before is in hand): an entry appended by a
-    /// writer that pushes nothing is applied then, and the follower reports itself caught up.
+    /// subscription is lost or the cache gone. Every heartbeat it reads the stream's newest
+    /// entry (on the same connection, so every push sent before is in hand): an entry appended
+    /// by a writer that pushes nothing is applied then, and the follower reports itself caught
+    /// up.
     pub(super) async fn follow_pushed(
         &self,
         sub: &mut Subscribed,
@@ -121,6 +122,10 @@ impl Follower {
     ) -> Stopped {
         if let Err(stopped) = self.catch_up(&mut sub.conn, position).await {
             return stopped;
+        }
+        // Caught up as of the read: after a reconnect, L1 is trusted again from here.
+        if !self.send(caught_up(None, self.delivered(position))) {
+            return Stopped::Gone;
         }
         let mut heartbeat = tokio::time::interval(self.log.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,6 +293,31 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What the append script pushes reads back as itself, whatever the entry holds
+        /// (colons included).
+        #[test]
+        fn pushed_entries_read_back(
+            seq in any::<u64>(),
+            ms in any::<u64>(),
+            n in any::<u64>(),
+            entry in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let id = format!("{ms}-{n}");
+            let mut payload = format!("{seq}:{id}:").into_bytes();
+            payload.extend_from_slice(&entry);
+            let pushed = Pushed::parse(&payload).unwrap();
+            prop_assert_eq!((pushed.seq, pushed.id, pushed.entry), (seq, id.as_str(), &entry[..]));
+        }
+
+        /// Foreign bytes on the channel are refused or read, never a panic.
+        #[test]
+        fn foreign_messages_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let _ = Pushed::parse(&bytes);
+        }
+    }
 
     #[test]
     fn ids_compare_as_numbers() {

@@ -713,15 +713,10 @@ async fn acknowledged_writes_leave_no_old_copy_on_a_cluster() {
     let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start();
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
-    let acknowledging = || async {
-        crate::builder(&config, EntryOptions::ttl(TTL))
-            .await
-            .acknowledged_writes(true)
-            .build()
-            .await
-            .unwrap()
-    };
-    let (a, b) = (acknowledging().await, acknowledging().await);
+    let (a, b) = (
+        crate::acknowledging(&config).await,
+        crate::acknowledging(&config).await,
+    );
     let db = strata_testkit::source::Db::new();
     for round in 0..30 {
         let seen: std::sync::Arc<strata_testkit::source::Product> =

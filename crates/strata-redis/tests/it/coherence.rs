@@ -133,12 +133,7 @@ async fn a_pubsub_follower_that_lost_its_connection_drops_its_l1() {
 /// An instance on `redis` whose writes wait for the others' acknowledgements.
 async fn acknowledging(redis: &RedisServer) -> strata::HybridCache {
     let config = strata_redis::RedisConfig::from_url(&redis.url()).unwrap();
-    crate::builder(&config, EntryOptions::ttl(TTL))
-        .await
-        .acknowledged_writes(true)
-        .build()
-        .await
-        .unwrap()
+    crate::acknowledging(&config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

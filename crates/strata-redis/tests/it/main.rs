@@ -43,6 +43,16 @@ pub(crate) async fn instance_with(config: &RedisConfig, options: EntryOptions) -
     builder(config, options).await.build().await.unwrap()
 }
 
+/// An instance whose writes wait for the other instances' acknowledgements.
+pub(crate) async fn acknowledging(config: &RedisConfig) -> HybridCache {
+    builder(config, EntryOptions::ttl(TTL))
+        .await
+        .acknowledged_writes(true)
+        .build()
+        .await
+        .unwrap()
+}
+
 /// The builder of [`instance_with`], for tests that set more.
 pub(crate) async fn builder(config: &RedisConfig, options: EntryOptions) -> HybridCacheBuilder {
     let log = RedisStreamLog::connect_with(config).await.unwrap();

@@ -71,15 +71,10 @@ async fn acknowledged_writes_under_the_documented_acl() {
         .acl_user(format!("{ACL} +hset +hgetall +hdel"))
         .start();
     let config = RedisConfig::from_url(&redis.url_with_user("app", "app-secret")).unwrap();
-    let acknowledging = || async {
-        crate::builder(&config, EntryOptions::ttl(TTL))
-            .await
-            .acknowledged_writes(true)
-            .build()
-            .await
-            .unwrap()
-    };
-    let (a, b) = (acknowledging().await, acknowledging().await);
+    let (a, b) = (
+        crate::acknowledging(&config).await,
+        crate::acknowledging(&config).await,
+    );
     exercise(&a, &b).await;
     assert_eq!(a.stats().writes_unacknowledged, 0);
     assert_eq!(a.stats().log_errors + b.stats().log_errors, 0);

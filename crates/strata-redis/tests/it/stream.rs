@@ -442,9 +442,10 @@ async fn followers_are_pushed_every_entry_and_read_the_stream_only_for_a_gap() {
     let stats = redis.cli(&["INFO", "commandstats"]);
     assert!(!stats.contains("cmdstat_xread:"), "{stats}");
 
-    // Two entries appended as a writer of protocol 1 without pub/sub would: not pushed.
+    // Two entries appended as a writer without pub/sub would: not pushed.
     let mut raw = raw_connection(&redis).await;
-    for i in [1_000, 1_001] {
+    // The log's numbering and entry, as `docs/protocol.md` §4 has them, without the push.
+    let mut append_unpushed = async |invalidation: &Invalidation| {
         let seq: u64 = redis::cmd("INCR")
             .arg("svc#log:seq")
             .query_async(&mut raw)
@@ -456,30 +457,18 @@ async fn followers_are_pushed_every_entry_and_read_the_stream_only_for_a_gap() {
             .arg("s")
             .arg(seq)
             .arg("d")
-            .arg(key(i).encode())
+            .arg(invalidation.encode())
             .query_async(&mut raw)
             .await
             .unwrap();
-    }
+    };
+    append_unpushed(&key(1_000)).await;
+    append_unpushed(&key(1_001)).await;
     // The heartbeat (1 s) finds them.
     assert_eq!(next(&mut events).await, LogEvent::Apply(key(1_000)));
     assert_eq!(next(&mut events).await, LogEvent::Apply(key(1_001)));
     // One more unpushed, then a pushed one: the gap is read from the stream at once, in order.
-    let seq: u64 = redis::cmd("INCR")
-        .arg("svc#log:seq")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg("svc#log")
-        .arg("*")
-        .arg("s")
-        .arg(seq)
-        .arg("d")
-        .arg(key(1_002).encode())
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    append_unpushed(&key(1_002)).await;
     log.publish("svc", &key(1_003)).await.unwrap();
     assert_eq!(next(&mut events).await, LogEvent::Apply(key(1_002)));
     assert_eq!(next(&mut events).await, LogEvent::Apply(key(1_003)));
