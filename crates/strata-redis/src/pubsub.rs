@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::classify_log;
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
-use redis::{PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, RedisError, Value};
 use strata::Error;
 use strata::invalidation::{Invalidation, InvalidationLog, LogEvent, Position, Subscription};
 use tokio::sync::{mpsc, oneshot};
@@ -161,10 +161,47 @@ struct Follower {
     decode: Decode,
 }
 
-/// A live subscription: the connection (for probes) and the messages it pushes.
-struct Subscribed {
-    conn: MultiplexedConnection,
-    pushes: mpsc::UnboundedReceiver<PushInfo>,
+/// A live subscription: its connection (RESP3: it still answers commands, such as probes)
+/// and what the server pushes on it.
+pub(crate) struct Subscribed {
+    pub(crate) conn: MultiplexedConnection,
+    pub(crate) pushes: mpsc::UnboundedReceiver<PushInfo>,
+}
+
+impl Subscribed {
+    /// Sends `subscribe` (a `SUBSCRIBE` or `SSUBSCRIBE` of some channels) on a connection of
+    /// its own to the node of the moment for `channel` — resolved each time: with Sentinel the
+    /// master may have moved; on a cluster, the slot of a `sharded` channel — all within the
+    /// connect timeout. `Ok(Err(_))`: the server refused the subscription itself.
+    pub(crate) async fn open(
+        config: &RedisConfig,
+        topology: &Connection,
+        channel: &str,
+        sharded: bool,
+        attempt: usize,
+        subscribe: &redis::Cmd,
+    ) -> Result<Result<Subscribed, RedisError>, Error> {
+        let connect = async {
+            let node = topology
+                .subscription_node(channel, sharded, attempt)
+                .await?;
+            let (tx, pushes) = mpsc::unbounded_channel();
+            let mut conn = config
+                .push_connection(node.as_ref().map(|(h, p)| (h.as_str(), *p)), tx)
+                .await?;
+            Ok(subscribe
+                .exec_async(&mut conn)
+                .await
+                .map(|()| Subscribed { conn, pushes }))
+        };
+        match tokio::time::timeout(config.connect_timeout, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::unavailable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "subscribing timed out",
+            ))),
+        }
+    }
 }
 
 impl Follower {
@@ -208,37 +245,22 @@ impl Follower {
         }
     }
 
-    /// A connection to the node of the moment (resolved each time: with Sentinel the master
-    /// may have moved; on a cluster, the slot), subscribed.
+    /// A connection of its own, subscribed (see [`Subscribed::open`]).
     async fn subscribe(&self, attempt: usize) -> Result<Subscribed, Error> {
-        let connect = async {
-            let node = self
-                .topology
-                .subscription_node(&self.channel.name, self.channel.sharded.is_some(), attempt)
-                .await?;
-            let (tx, pushes) = mpsc::unbounded_channel();
-            let mut conn = self
-                .config
-                .push_connection(node.as_ref().map(|(h, p)| (h.as_str(), *p)), tx)
-                .await?;
-            let verb = match self.channel.sharded {
-                Some(_) => "SSUBSCRIBE",
-                None => "SUBSCRIBE",
-            };
-            redis::cmd(verb)
-                .arg(&self.channel.name)
-                .exec_async(&mut conn)
-                .await
-                .map_err(classify_log)?;
-            Ok::<_, Error>(Subscribed { conn, pushes })
+        let verb = match self.channel.sharded {
+            Some(_) => "SSUBSCRIBE",
+            None => "SUBSCRIBE",
         };
-        match tokio::time::timeout(self.config.connect_timeout, connect).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::unavailable(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "subscribing timed out",
-            ))),
-        }
+        Subscribed::open(
+            &self.config,
+            &self.topology,
+            &self.channel.name,
+            self.channel.sharded.is_some(),
+            attempt,
+            redis::cmd(verb).arg(&self.channel.name),
+        )
+        .await?
+        .map_err(classify_log)
     }
 
     /// Forwards messages until the subscription is lost (`true`) or the cache is gone

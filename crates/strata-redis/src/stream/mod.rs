@@ -29,7 +29,8 @@ fn check_protocol(namespace: &str, stored: Option<&str>) -> Result<(), Error> {
     match stored.map(str::parse::<u32>) {
         None | Some(Ok(PROTOCOL_VERSION)) => Ok(()),
         Some(Ok(v)) => Err(Error::Config(format!(
-            "namespace `{namespace}` is written with protocol version {v}; this instance speaks              version {PROTOCOL_VERSION}: upgrade it to join the namespace"
+            "namespace `{namespace}` is written with protocol version {v}; this instance speaks \
+             version {PROTOCOL_VERSION}: upgrade it to join the namespace"
         ))),
         Some(Err(_)) => Err(Error::Config(format!(
             "namespace `{namespace}`: its protocol version in Redis is {stored:?}, not a number"
@@ -440,11 +441,13 @@ type RawEntry = (String, Vec<Vec<u8>>);
 impl Position {
     /// The newest entry and the sequence number it carries, read together: a follower that
     /// starts here applies every entry appended later, and can tell if any is trimmed away
-    /// before it reads it. Then the newest announcement, if this follower reads them (apart:
-    /// another slot on a cluster; one missed is only a later wake-up).
+    /// before it reads it. Then the newest announcement of `filled`, for a follower that reads
+    /// them from that stream (apart: another slot on a cluster; one missed is only a later
+    /// wake-up; a pushed follower is pushed them and reads none).
     async fn tail(
         conn: &mut (impl redis::aio::ConnectionLike + Send),
         follower: &Follower,
+        filled: Option<&str>,
     ) -> Result<Position, Error> {
         let (newest, seq): (Vec<RawEntry>, Option<u64>) = LOG_TAIL
             .key(&follower.stream)
@@ -452,7 +455,7 @@ impl Position {
             .invoke_async(conn)
             .await
             .map_err(classify_log)?;
-        let filled = match &follower.filled_stream {
+        let filled = match filled {
             Some(filled) => redis::cmd("XREVRANGE")
                 .arg(filled)
                 .arg("+")
@@ -574,7 +577,7 @@ impl Out {
 /// How a part's follower hears of new entries.
 enum Feed {
     /// Pushed by the server as they are appended ([`pushed`]); the stream is read to catch up.
-    Pushed(pushed::Subscribed),
+    Pushed(crate::pubsub::Subscribed),
     /// Read with a blocking `XREAD` (a server without sharded pub/sub, or a user not allowed
     /// the channel).
     Polled(RedisConnection),
@@ -598,11 +601,11 @@ impl Follower {
     /// A feed — pushed where the server can, else read — and the log's tail, read on it.
     async fn connect(&self, attempt: usize) -> Result<(Feed, Position), Error> {
         if let Some(mut sub) = self.subscribe(attempt).await? {
-            let tail = Position::tail(&mut sub.conn, self).await?;
+            let tail = Position::tail(&mut sub.conn, self, None).await?;
             return Ok((Feed::Pushed(sub), tail));
         }
         let mut conn = self.log.reader(&self.namespace, self.shard).await?;
-        let tail = Position::tail(&mut conn, self).await?;
+        let tail = Position::tail(&mut conn, self, self.filled_stream.as_deref()).await?;
         Ok((Feed::Polled(conn), tail))
     }
 

@@ -13,17 +13,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, PushInfo, PushKind, RedisError, ServerErrorKind, Value};
 use strata::Error;
 use strata::invalidation::LogEvent;
-use tokio::sync::mpsc;
 
 use super::{BATCH, Entry, Follower, Position, RawEntry, Stopped, apply, caught_up, lag_of};
 use crate::error::classify_log;
-
-/// A part's subscription: its connection (which also answers commands: RESP3) and what the
-/// server pushes on it.
-pub(super) struct Subscribed {
-    pub(super) conn: MultiplexedConnection,
-    pushes: mpsc::UnboundedReceiver<PushInfo>,
-}
+use crate::pubsub::Subscribed;
 
 /// A pushed entry, `<seq>:<id>:<entry>`.
 struct Pushed<'a> {
@@ -72,42 +65,34 @@ impl Follower {
     /// and for part 0 the lease-release announcements'). `Ok(None)` when the server refuses
     /// sharded pub/sub: the follower then reads the stream with a blocking `XREAD`.
     pub(super) async fn subscribe(&self, attempt: usize) -> Result<Option<Subscribed>, Error> {
-        let config = &self.log.config;
-        let connect = async {
-            let node = self
-                .log
-                .publisher
-                .subscription_node(&self.stream, true, attempt)
-                .await?;
-            let (tx, pushes) = mpsc::unbounded_channel();
-            let mut conn = config
-                .push_connection(node.as_ref().map(|(h, p)| (h.as_str(), *p)), tx)
-                .await?;
-            let mut ssubscribe = redis::cmd("SSUBSCRIBE");
-            ssubscribe.arg(&self.stream);
-            if let Some(filled) = &self.filled_stream {
-                ssubscribe.arg(filled);
-            }
-            match ssubscribe.exec_async(&mut conn).await {
-                Ok(()) => {}
-                Err(e) if refused(&e) => {
-                    tracing::warn!(stream = %self.stream, error = %e, "the server pushes no invalidations (it needs sharded pub/sub, Redis 7.0, and the channel in the user's ACL); reading the stream instead");
-                    return Ok(None);
-                }
-                Err(e) => return Err(classify_log(e)),
-            }
-            self.log
-                .name(&mut conn, &self.namespace, self.shard)
-                .await?;
-            Ok::<_, Error>(Some(Subscribed { conn, pushes }))
-        };
-        match tokio::time::timeout(config.connect_timeout, connect).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::unavailable(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "subscribing to the invalidation log timed out",
-            ))),
+        let mut ssubscribe = redis::cmd("SSUBSCRIBE");
+        ssubscribe.arg(&self.stream);
+        if let Some(filled) = &self.filled_stream {
+            ssubscribe.arg(filled);
         }
+        let config = &self.log.config;
+        let publisher = &self.log.publisher;
+        let mut sub = match Subscribed::open(
+            config,
+            publisher,
+            &self.stream,
+            true,
+            attempt,
+            &ssubscribe,
+        )
+        .await?
+        {
+            Ok(sub) => sub,
+            Err(e) if refused(&e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "the server pushes no invalidations (it needs sharded pub/sub, Redis 7.0, and the channel in the user's ACL); reading the stream instead");
+                return Ok(None);
+            }
+            Err(e) => return Err(classify_log(e)),
+        };
+        self.log
+            .name(&mut sub.conn, &self.namespace, self.shard)
+            .await?;
+        Ok(Some(sub))
     }
 
     /// Applies what was appended after `position`, then each pushed entry, until the
@@ -127,9 +112,9 @@ impl Follower {
         if !self.send(caught_up(None, self.delivered(position))) {
             return Stopped::Gone;
         }
-        let mut heartbeat = tokio::time::interval(self.log.heartbeat);
+        let every = self.log.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        heartbeat.reset();
         loop {
             tokio::select! {
                 push = sub.pushes.recv() => {
