@@ -249,13 +249,18 @@ mod gathering {
 
     /// The point of the module: the same traffic reaches the server in fewer reads (measured
     /// here 0.46–0.51 of the direct path's; without the flush's `yield_now` the two are alike).
+    /// Three alternated rounds, summed, and a bound of 0.85: one round on a busy machine (the
+    /// other unit tests run beside this one) once came out at 0.70.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn gathered_commands_take_fewer_server_reads_than_direct_ones() {
         let redis = RedisServer::start();
-        let direct = traffic(&redis, false).await;
-        let gathered = traffic(&redis, true).await;
+        let (mut direct, mut gathered) = (0, 0);
+        for _ in 0..3 {
+            direct += traffic(&redis, false).await;
+            gathered += traffic(&redis, true).await;
+        }
         assert!(
-            gathered * 10 <= direct * 7,
+            gathered * 100 <= direct * 85,
             "gathered {gathered} server reads, direct {direct}: not gathered"
         );
     }
