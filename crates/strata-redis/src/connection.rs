@@ -37,7 +37,7 @@ use crate::autopipeline::AutoPipeline;
 use crate::config::RedisConfig;
 use crate::error::{classify, into_log_error};
 use crate::layout::{Layout, slot_of};
-use crate::wire::Wire;
+use crate::wire::{Tracking, TrackingSpec, Wire};
 
 /// `INFO server`'s text, empty if it cannot be read (the oldest behaviour is then assumed).
 async fn server_info(conn: &mut impl ConnectionLike) -> String {
@@ -101,6 +101,8 @@ struct Shared {
     /// On a cluster, the slots whose master has a connected replica (by slot, the master's
     /// ordinal in `CLUSTER NODES`), and when that was read.
     replicated: Mutex<Option<(Instant, Arc<ReplicatedSlots>)>>,
+    /// Server-assisted invalidation, kept by every connection that replaces the first.
+    tracking: Arc<Tracking>,
 }
 
 enum Kind {
@@ -159,7 +161,12 @@ impl RedisConfig {
         }
         let client = self.resolve().await?;
         // Over TCP our own connection: a follower's `XREAD` replies cost a fraction to read.
-        if let Some(wire) = Wire::new(&client, self.connect_timeout, block + self.command_timeout) {
+        if let Some(wire) = Wire::new(
+            &client,
+            self.connect_timeout,
+            block + self.command_timeout,
+            None,
+        ) {
             wire.connect().await.map_err(classify)?;
             return Ok(RedisConnection(Link::Wire(wire)));
         }
@@ -171,9 +178,15 @@ impl RedisConfig {
     /// The engine's connection to the server (with Sentinel, the master of the moment): our
     /// own over TCP, the `redis` crate's connection manager, gathered, over TLS or a Unix
     /// socket. `now`: connected (and authenticated) before this returns, else on first use.
-    async fn engine_link(&self, now: bool) -> Result<Link, Error> {
+    /// `tracking`: what every socket of ours turns on (see [`crate::tracking`]).
+    async fn engine_link(&self, now: bool, tracking: &Arc<Tracking>) -> Result<Link, Error> {
         let client = self.resolve().await?;
-        if let Some(wire) = Wire::new(&client, self.connect_timeout, self.command_timeout) {
+        if let Some(wire) = Wire::new(
+            &client,
+            self.connect_timeout,
+            self.command_timeout,
+            Some(tracking.clone()),
+        ) {
             if now {
                 wire.connect().await.map_err(classify)?;
             }
@@ -292,12 +305,13 @@ impl ConnectionLike for RedisConnection {
 impl Connection {
     /// Connects now; fails if the server cannot be reached or refuses the credentials.
     pub(crate) async fn open(config: &RedisConfig) -> Result<Self, Error> {
+        let tracking = Tracking::new();
         let kind = if config.is_cluster() {
             Kind::Cluster(RwLock::new(
                 config.open_cluster(config.command_timeout).await?,
             ))
         } else {
-            Kind::Single(RwLock::new(config.engine_link(true).await?))
+            Kind::Single(RwLock::new(config.engine_link(true, &tracking).await?))
         };
         let info = match &kind {
             Kind::Single(link) => {
@@ -340,6 +354,7 @@ impl Connection {
                 kind,
                 rebuilding: AtomicBool::new(false),
                 replicated: Mutex::default(),
+                tracking,
             }),
         })
     }
@@ -359,6 +374,27 @@ impl Connection {
                     .clone(),
             ),
         })
+    }
+
+    /// Server-assisted invalidation on this connection's sockets, if it can track: one
+    /// server (or Sentinel's master) over plain TCP, where the sockets are our own.
+    pub(crate) fn tracking(&self) -> Option<&Arc<Tracking>> {
+        match &self.shared.kind {
+            Kind::Single(_) if matches!(self.get().0, Link::Wire(_)) => Some(&self.shared.tracking),
+            _ => None,
+        }
+    }
+
+    /// Turns tracking on as `spec` says, on the socket of the moment and every later one.
+    pub(crate) async fn track(&self, spec: TrackingSpec) -> Result<(), RedisError> {
+        match self.get().0 {
+            Link::Wire(wire) => wire.track(spec).await,
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "this connection does not track",
+            )
+            .into()),
+        }
     }
 
     /// The server as a log on it names it; `None` on a cluster.
@@ -635,11 +671,16 @@ impl Connection {
         tokio::spawn(async move {
             let config = &shared.config;
             let rebuilt = match &shared.kind {
-                Kind::Single(slot) => config.engine_link(false).await.map(|link| {
-                    *slot
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = link;
-                }),
+                Kind::Single(slot) => {
+                    config
+                        .engine_link(false, &shared.tracking)
+                        .await
+                        .map(|link| {
+                            *slot
+                                .write()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = link;
+                        })
+                }
                 Kind::Cluster(slot) => {
                     config
                         .open_cluster(config.command_timeout)

@@ -74,7 +74,8 @@
 //! `&NS#*`, `+spublish` and `+ssubscribe`: invalidations pushed to the followers — without
 //! them followers read the log with a blocking `XREAD`, which costs the server more, with a
 //! warning in the log)
-//! and, for acknowledged writes, `+hset +hgetall +hdel`; for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
+//! and, for acknowledged writes, `+hset +hgetall +hdel`; for tracking foreign writes
+//! (`track_foreign_writes`, see `docs/protocol.md` §6), `+client|tracking +client|id`; for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
 //! on a cluster, also `+cluster|slots +cluster|nodes +srem +wait +exists`.
 
 // Without the `cluster` feature the code for clusters stays, made unreachable by its type (a
@@ -101,6 +102,7 @@ mod scripts;
 mod stats;
 mod store;
 mod stream;
+mod tracking;
 mod wire;
 mod write_queue;
 

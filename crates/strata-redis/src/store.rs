@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use strata::envelope::{lease_holder, lease_record};
+use strata::invalidation::Subscription;
 use strata::keys::namespace_patterns;
 use strata::{Error, Fence, L2Store, Lease, LogAppend, Position, Read, WriteMode, Written};
 
@@ -18,6 +19,7 @@ use crate::scripts::{
     DELETE_TAG, FILL, FILL_IN_SLOT, INDEX_TAG, INVALIDATE, READ, RELEASE_RECORD,
     RELEASE_RECORD_IN_SLOT, REPLACE,
 };
+use crate::tracking::Tracker;
 
 /// Members of a tag invalidated at once on a cluster (each a script on its key's master).
 const TAG_CONCURRENCY: usize = 64;
@@ -45,6 +47,8 @@ const TAG_CONCURRENCY: usize = 64;
 pub struct RedisStore {
     conn: Connection,
     config: RedisConfig,
+    /// Server-assisted invalidation, started by the first cache that asks for it.
+    tracker: Arc<tokio::sync::Mutex<Option<Arc<Tracker>>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -142,6 +146,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             config: config.clone(),
+            tracker: Arc::default(),
         })
     }
 
@@ -496,6 +501,26 @@ impl L2Store for RedisStore {
             removed += self.unlink_matching(&pattern).await?;
         }
         Ok(removed)
+    }
+
+    /// Server-assisted invalidation (`docs/protocol.md` §6): one receiver for every
+    /// namespace of this store. One server or Sentinel's master, over plain TCP.
+    async fn track_writes(&self, namespace: &str) -> Result<Option<Subscription>, Error> {
+        let Some(tracking) = self.conn.tracking() else {
+            return Err(Error::Config(
+                "track_foreign_writes needs one Redis server or a Sentinel master reached over \
+                 plain TCP; TLS, Unix sockets and clusters do not track yet"
+                    .into(),
+            ));
+        };
+        let mut slot = self.tracker.lock().await;
+        if let Some(tracker) = slot.as_ref().filter(|t| t.running()) {
+            return tracker.add(namespace).await.map(Some);
+        }
+        let (tracker, feed) =
+            Tracker::start(&self.config, self.conn.clone(), tracking.clone(), namespace).await?;
+        *slot = Some(tracker);
+        Ok(Some(feed))
     }
 }
 

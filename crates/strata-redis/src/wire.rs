@@ -20,6 +20,12 @@
 //! at a time, as the `redis` crate's connection manager does with its retries off: the
 //! cache's guard does the retrying and the breaking.
 //!
+//! **Tracking.** With [`Tracking`] set, every socket turns on server-assisted invalidation
+//! for the namespaces' data keys as soon as it is authenticated (`CLIENT TRACKING ON
+//! REDIRECT <receiver> BCAST PREFIX … NOLOOP`, see [`crate::tracking`]): it must be this
+//! connection, the one the engine writes on, so that `NOLOOP` keeps our own writes from
+//! coming back as invalidations.
+//!
 //! TLS and Unix-socket servers keep the `redis` crate's connection
 //! ([`crate::autopipeline`]).
 
@@ -33,7 +39,7 @@ use redis::{Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisResult, V
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::resp;
@@ -55,9 +61,58 @@ struct Target {
     response_timeout: Duration,
 }
 
+/// Server-assisted invalidation on the connections that share it: what to ask of each
+/// socket, and a count of the sockets opened, so that the receiver of the invalidations
+/// knows when a new socket began to track (writes before that were not reported).
+pub(crate) struct Tracking {
+    spec: Mutex<Option<TrackingSpec>>,
+    opened: watch::Sender<u64>,
+}
+
+/// `CLIENT TRACKING ON REDIRECT <redirect> BCAST PREFIX <prefixes…> NOLOOP`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TrackingSpec {
+    /// The client id of the connection the server sends the invalidations to.
+    pub(crate) redirect: i64,
+    pub(crate) prefixes: Vec<String>,
+}
+
+impl TrackingSpec {
+    fn command(&self) -> Cmd {
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("TRACKING")
+            .arg("ON")
+            .arg("REDIRECT")
+            .arg(self.redirect)
+            .arg("BCAST");
+        for prefix in &self.prefixes {
+            cmd.arg("PREFIX").arg(prefix);
+        }
+        cmd.arg("NOLOOP");
+        cmd
+    }
+}
+
+impl Tracking {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Tracking {
+            spec: Mutex::new(None),
+            opened: watch::Sender::new(0),
+        })
+    }
+
+    /// Told of every socket opened from now on.
+    pub(crate) fn opened(&self) -> watch::Receiver<u64> {
+        self.opened.subscribe()
+    }
+}
+
 /// The engine's connection to one server: reconnects on the next command after a failure.
 pub(crate) struct Wire {
     target: Target,
+    /// Server-assisted invalidation, when a cache asked for it (shared by the connections
+    /// that replace this one).
+    tracking: Option<Arc<Tracking>>,
     /// The socket of the moment (`None` before the first command).
     current: Mutex<Option<Arc<Socket>>>,
     /// Held while connecting: one attempt at a time.
@@ -71,6 +126,7 @@ impl Wire {
         client: &redis::Client,
         connect_timeout: Duration,
         response_timeout: Duration,
+        tracking: Option<Arc<Tracking>>,
     ) -> Option<Arc<Self>> {
         let info = client.get_connection_info();
         let ConnectionAddr::Tcp(host, port) = info.addr() else {
@@ -87,6 +143,7 @@ impl Wire {
                 connect_timeout,
                 response_timeout,
             },
+            tracking,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         }))
@@ -101,6 +158,39 @@ impl Wire {
     /// credentials.
     pub(crate) async fn connect(&self) -> RedisResult<()> {
         self.socket().await.map(drop)
+    }
+
+    /// Turns tracking on as `spec` says on the socket of the moment (connecting if there is
+    /// none), and on every socket opened after it: `OFF`, then `ON` (the server refuses a
+    /// prefix given twice). Writes of others in between are not reported: the caller
+    /// drops what they may have changed.
+    pub(crate) async fn track(&self, spec: TrackingSpec) -> RedisResult<()> {
+        let Some(tracking) = &self.tracking else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this connection does not track",
+            )
+            .into());
+        };
+        // Under the connect lock: a socket opening now applies either the old spec and then
+        // this one, or this one alone.
+        let _one = self.connecting.lock().await;
+        *lock(&tracking.spec) = Some(spec.clone());
+        let Some(socket) = self.live() else {
+            // A new socket applies the spec as it opens.
+            let socket = self.open().await?;
+            if let Some(old) = lock(&self.current).replace(socket.clone()) {
+                old.close();
+            }
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT").arg("TRACKING").arg("OFF");
+        pipe.add_command(spec.command());
+        for reply in self.pipeline_on(&socket, &pipe, 0, 2).await? {
+            reply.extract_error()?;
+        }
+        Ok(())
     }
 
     /// Sends `cmd` with whatever else is sent meanwhile; its reply (a server error as
@@ -128,6 +218,16 @@ impl Wire {
             return Ok(Vec::new());
         }
         let socket = self.socket().await?;
+        self.pipeline_on(&socket, pipeline, offset, count).await
+    }
+
+    async fn pipeline_on(
+        &self,
+        socket: &Socket,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
         let (tx, rx) = oneshot::channel();
         let waiter = Waiter::Many {
             skip: offset,
@@ -192,6 +292,9 @@ impl Wire {
             socket.close();
             return Err(e);
         }
+        if let Some(tracking) = &self.tracking {
+            tracking.opened.send_modify(|n| *n += 1);
+        }
         Ok(socket)
     }
 
@@ -220,6 +323,14 @@ impl Wire {
             self.send_on(socket, redis::cmd("SELECT").arg(t.db))
                 .await?
                 .extract_error()?;
+        }
+        let spec = self.tracking.as_ref().and_then(|t| lock(&t.spec).clone());
+        if let Some(spec) = spec {
+            // Refused (the receiver is gone, the ACL lacks `+client|tracking`): the socket
+            // still serves; the receiver, told of the new socket, starts over.
+            if let Err(e) = self.send_on(socket, &spec.command()).await?.extract_error() {
+                tracing::warn!(error = %e, "CLIENT TRACKING refused on a new connection");
+            }
         }
         Ok(())
     }
@@ -462,7 +573,7 @@ mod tests {
 
     fn wire(redis: &RedisServer, response: Duration) -> Arc<Wire> {
         let client = redis::Client::open(redis.url()).unwrap();
-        Wire::new(&client, Duration::from_secs(2), response).expect("a TCP server")
+        Wire::new(&client, Duration::from_secs(2), response, None).expect("a TCP server")
     }
 
     /// Many tasks at once: each gets its own reply, in whatever writes they were gathered
@@ -527,7 +638,13 @@ mod tests {
     async fn it_selects_the_database_of_the_url() {
         let redis = RedisServer::start();
         let client = redis::Client::open(format!("{}/3", redis.url())).unwrap();
-        let wire = Wire::new(&client, Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+        let wire = Wire::new(
+            &client,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            None,
+        )
+        .unwrap();
         assert_eq!(wire.db(), 3);
         wire.send(redis::cmd("SET").arg("k").arg("in 3"))
             .await

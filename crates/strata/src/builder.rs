@@ -15,7 +15,7 @@ use crate::ends::LoadEnds;
 use crate::engine::{Engine, acker, follower, housekeeper, replay};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
-use crate::invalidation::{InvalidationLog, MemoryLog};
+use crate::invalidation::{Invalidation, InvalidationLog, MemoryLog};
 use crate::keys::validate_namespace;
 use crate::l1::L1;
 use crate::lease::Lease;
@@ -48,6 +48,7 @@ pub struct HybridCacheBuilder {
     lease_ttl: Duration,
     max_staleness: Option<Duration>,
     acknowledged_writes: bool,
+    track_foreign_writes: bool,
     codec: Codec,
     raw: bool,
     defaults: EntryOptions,
@@ -69,6 +70,7 @@ impl std::fmt::Debug for HybridCacheBuilder {
             .field("lease_ttl", &self.lease_ttl)
             .field("max_staleness", &self.max_staleness)
             .field("acknowledged_writes", &self.acknowledged_writes)
+            .field("track_foreign_writes", &self.track_foreign_writes)
             .field("codec", &self.codec)
             .field("raw", &self.raw)
             .field("defaults", &self.defaults)
@@ -88,6 +90,7 @@ impl HybridCacheBuilder {
             lease_ttl: Duration::from_secs(10),
             max_staleness: None,
             acknowledged_writes: false,
+            track_foreign_writes: false,
             codec: Codec::default(),
             raw: false,
             defaults: EntryOptions::default(),
@@ -165,6 +168,33 @@ impl HybridCacheBuilder {
     /// ([`InvalidationLog::acknowledges`]: `strata_redis::RedisStreamLog`, [`MemoryLog`]).
     pub fn acknowledged_writes(mut self, on: bool) -> Self {
         self.acknowledged_writes = on;
+        self
+    }
+
+    /// Drops L1 copies that writers outside Strata's protocol changed (default: off) — a
+    /// legacy service's `SET` or `DEL` on the same keys, a migration script, an operator with
+    /// `redis-cli`, a plain cache-aside in another stack.
+    ///
+    /// The L2 store reports every write to this namespace's data keys that it did not make
+    /// itself ([`L2Store::track_writes`]; Redis: server-assisted client-side caching,
+    /// `CLIENT TRACKING … BCAST … NOLOOP`), and each such key leaves L1 as an invalidation
+    /// from the log would, loads of it in flight included. Without it, an L1 copy outlives a
+    /// foreign write until its L1 TTL.
+    ///
+    /// It costs: the server cannot tell other instances' writes (and, on Redis 7.0 and Valkey
+    /// 8.1, what this instance's own scripts write: fills on Redis 7, invalidations,
+    /// write-throughs) from foreign ones, so each also costs the key an L2 read. On W1 that
+    /// was 7–14 % of the throughput and 18–30 % of the server's CPU (BENCHMARKS.md): off by
+    /// default.
+    ///
+    /// What it does not give: a foreign write is seen once its report arrives (about a
+    /// round trip), not before the writer's `DEL` returns as an acknowledged write would; a
+    /// lost report stream drops all of L1 ([`LogEvent::Resync`](crate::invalidation::LogEvent::Resync)).
+    /// A fill never overwrites a foreign write either way: fills are fenced by what their
+    /// read found ([`Fence`](crate::Fence)). Fails at [`build`](Self::build) if the L2
+    /// store cannot tell (the embedded store: nothing outside the process writes to it).
+    pub fn track_foreign_writes(mut self, on: bool) -> Self {
+        self.track_foreign_writes = on;
         self
     }
 
@@ -278,6 +308,15 @@ impl HybridCacheBuilder {
         let log_guard = Guard::new(ns, "log", r, false, counters.clone());
         let loaders = Compartment::new(r.bulkhead.loaders, r.bulkhead.max_wait, "loader calls");
         let user_l2 = self.l2.unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let foreign = if self.track_foreign_writes {
+            Some(user_l2.track_writes(&self.namespace).await?.ok_or_else(|| {
+                Error::Config(format!(
+                    "track_foreign_writes needs an L2 store that reports writes (e.g. strata_redis::RedisStore); {user_l2:?} does not"
+                ))
+            })?)
+        } else {
+            None
+        };
         let l2 = Arc::new(GuardedStore::new(
             user_l2,
             l2_guard.clone(),
@@ -293,7 +332,8 @@ impl HybridCacheBuilder {
             deferred,
             write_queue: self.write_queue,
             namespace: self.namespace,
-            instance_id: fastrand::u64(..),
+            // Never `Invalidation::FOREIGN`: what the server reports must not be skipped.
+            instance_id: fastrand::u64(Invalidation::FOREIGN + 1..),
             l1,
             l2,
             log,
@@ -326,6 +366,10 @@ impl HybridCacheBuilder {
             acknowledged.joined(first).await;
         } else {
             tokio::spawn(follower::run(weak.clone(), events, shutdown_rx.clone()));
+        }
+        if let Some(foreign) = foreign {
+            // The same follower as the log's: a reported write is an invalidation like any.
+            tokio::spawn(follower::run(weak.clone(), foreign, shutdown_rx.clone()));
         }
         tokio::spawn(housekeeper::run(weak.clone(), shutdown_rx.clone()));
         tokio::spawn(replay::run(weak, shutdown_rx));

@@ -58,6 +58,14 @@ pub(crate) struct BenchArgs {
     /// (SIGSTOP, then SIGCONT: connections stay open and nothing answers — a hung server).
     #[arg(long, value_enum, default_value = "kill")]
     fault: w4::Fault,
+    /// W1: Strata tracks writes made outside it (`track_foreign_writes`: Redis reports every
+    /// write to the namespace's keys), to measure what that costs.
+    #[arg(long)]
+    track_foreign_writes: bool,
+    /// W3: the writer deletes the key with a plain `DEL` (a writer outside Strata), and
+    /// Strata's readers track foreign writes: how long until none serves the old version.
+    #[arg(long)]
+    foreign: bool,
     /// Write plots (SVG and PNG) into this directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,

@@ -106,7 +106,8 @@ impl Subject {
         let builder = HybridCache::builder(STRATA_NS)
             .l1(L1::with_capacity(params.l1_entries))
             .default_entry(options)
-            .acknowledged_writes(fleet);
+            .acknowledged_writes(fleet)
+            .track_foreign_writes(params.track_foreign_writes);
         let cache = match target {
             L2Target::Redis(config) => {
                 builder

@@ -21,6 +21,7 @@ pub(crate) fn params(args: &BenchArgs) -> Params {
     if let Some(w) = args.warmup {
         p.warmup_ops = w;
     }
+    p.track_foreign_writes = args.track_foreign_writes;
     p
 }
 

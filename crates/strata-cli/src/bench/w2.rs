@@ -23,7 +23,8 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         let meter;
         let outcomes = match &target.url {
             Some(url) => {
-                let mut workers = Workers::start(Workload::W2, choice, url, W2.instances).await?;
+                let mut workers =
+                    Workers::start(Workload::W2, choice, url, W2.instances, false).await?;
                 meter = Meter::start(probe.as_ref()).await;
                 started = Instant::now();
                 workers.send("go", |_| true).await?;
@@ -37,7 +38,8 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             None => {
                 let mut instances = Vec::new();
                 for i in 0..W2.instances {
-                    instances.push(Instance::new(Workload::W2, choice, &target.l2, i).await?);
+                    instances
+                        .push(Instance::new(Workload::W2, choice, &target.l2, i, false).await?);
                 }
                 meter = Meter::start(probe.as_ref()).await;
                 started = Instant::now();

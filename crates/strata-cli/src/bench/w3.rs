@@ -27,7 +27,8 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         let started = Instant::now();
         let outcomes = match &target.url {
             Some(url) => {
-                let mut workers = Workers::start(Workload::W3, choice, url, W3.instances).await?;
+                let mut workers =
+                    Workers::start(Workload::W3, choice, url, W3.instances, args.foreign).await?;
                 workers.send("go", |_| true).await?;
                 let writer = workers.result::<Outcome>(0).await?;
                 // Give readers a moment past the last write to see it, then stop them.
@@ -39,9 +40,13 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
                 }
                 outcomes
             }
-            None => in_process(choice, target).await?,
+            None => in_process(choice, target, args.foreign).await?,
         };
         let mut run = report(choice, target, &outcomes, started.elapsed());
+        if args.foreign {
+            // Written outside Strata (a plain `DEL`), seen through tracking.
+            run.report.extra.insert("foreign".into(), json!(true));
+        }
         run.report.cost = meter
             .finish(run.report.ops, super::w2::workers_cpu(target, &outcomes))
             .await;
@@ -51,11 +56,15 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
 }
 
 /// Without Redis: four caches sharing the embedded store and the in-process log.
-async fn in_process(choice: Choice, target: &Target) -> Result<Vec<Outcome>, BoxError> {
+async fn in_process(
+    choice: Choice,
+    target: &Target,
+    foreign: bool,
+) -> Result<Vec<Outcome>, BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..W3.instances {
-        let instance = Instance::new(Workload::W3, choice, &target.l2, i).await?;
+        let instance = Instance::new(Workload::W3, choice, &target.l2, i, foreign).await?;
         tasks.push(tokio::spawn(instance.run(0, stop.clone())));
     }
     let mut tasks = tasks.into_iter();

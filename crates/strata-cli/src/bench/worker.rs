@@ -43,6 +43,10 @@ pub(crate) struct WorkerArgs {
     /// W5: warm-up operations of the whole fleet.
     #[arg(long)]
     pub(crate) warmup: Option<u64>,
+    /// W3: the writer deletes the key with a plain `DEL`, as a writer outside Strata would;
+    /// Strata's readers track foreign writes.
+    #[arg(long)]
+    pub(crate) foreign: bool,
 }
 
 /// What one instance measured.
@@ -112,6 +116,8 @@ pub(crate) struct Instance {
     subject: Arc<Subject>,
     source: &'static Source,
     keys: &'static [String],
+    /// W3's writer outside Strata: a plain connection and the key's name in Redis.
+    foreign: Option<(strata_redis::RedisConnection, String)>,
 }
 
 impl Instance {
@@ -120,8 +126,11 @@ impl Instance {
         choice: Choice,
         target: &L2Target,
         index: usize,
+        foreign: bool,
     ) -> Result<Instance, BoxError> {
-        let params = Params::w1();
+        let mut params = Params::w1();
+        // The readers track what the writer does outside Strata.
+        params.track_foreign_writes = foreign && index > 0;
         let subject = match choice {
             Choice::Naive => Subject::naive(target, &params).await?,
             _ => Subject::strata(target, &params, false).await?,
@@ -137,13 +146,26 @@ impl Instance {
             _ => Source::shared(store, 1, Duration::ZERO, params.value_bytes),
         }
         .leak();
-        let instance = Instance {
+        let mut instance = Instance {
             workload,
             index,
             subject: Arc::new(subject),
             source,
             keys: the_key(),
+            foreign: None,
         };
+        if foreign && index == 0 {
+            let L2Target::Redis(config) = target else {
+                return Err("W3 --foreign needs Redis (--redis, or redis-server on PATH)".into());
+            };
+            let ns = if choice == Choice::Naive {
+                super::subject::NAIVE_NS
+            } else {
+                super::subject::STRATA_NS
+            };
+            let key = strata::keys::data_key(ns, &instance.keys[0]);
+            instance.foreign = Some((config.connect().await?, key));
+        }
         if workload == Workload::W3 {
             instance.subject.read(source, instance.keys, 0).await?;
         }
@@ -208,7 +230,15 @@ impl Instance {
         for _ in 0..W3.writes {
             let started = Instant::now();
             let written = match self.source.write(0).await {
-                Ok(v) => self.subject.invalidate(self.keys, 0).await.map(|()| v),
+                Ok(v) => match &self.foreign {
+                    Some((conn, key)) => redis::cmd("DEL")
+                        .arg(key)
+                        .exec_async(&mut conn.clone())
+                        .await
+                        .map(|()| v)
+                        .map_err(BoxError::from),
+                    None => self.subject.invalidate(self.keys, 0).await.map(|()| v),
+                },
                 Err(e) => Err(e.into()),
             };
             match written {
@@ -313,7 +343,14 @@ pub(crate) fn wall_us() -> u64 {
 /// `strata bench-worker`: one instance in its own process.
 pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode, BoxError> {
     let target = L2Target::Redis(Box::new(RedisConfig::from_url(&args.redis)?));
-    let instance = Instance::new(args.workload, args.cache, &target, args.instance).await?;
+    let instance = Instance::new(
+        args.workload,
+        args.cache,
+        &target,
+        args.instance,
+        args.foreign,
+    )
+    .await?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     stdout.write_all(b"ready\n").await?;
@@ -356,11 +393,13 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Starts `n` workers of `workload` (W2, W3) against `redis` and waits until all are ready.
+    /// `foreign`: W3's writer deletes as a writer outside Strata ([`WorkerArgs::foreign`]).
     pub(crate) async fn start(
         workload: Workload,
         choice: Choice,
         redis: &str,
         n: usize,
+        foreign: bool,
     ) -> Result<Workers, BoxError> {
         let workload = match workload {
             Workload::W2 => "w2",
@@ -370,6 +409,9 @@ impl Workers {
             command
                 .args([workload, "--redis", redis, "--instance", &i.to_string()])
                 .args(["--cache", choice.name()]);
+            if foreign {
+                command.arg("--foreign");
+            }
         })
         .await
     }

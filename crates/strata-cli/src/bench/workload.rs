@@ -50,6 +50,9 @@ pub(crate) struct Params {
     pub(crate) l1_ttl_s: u64,
     pub(crate) l2_ttl_s: u64,
     pub(crate) seed: u64,
+    /// Strata drops L1 copies of keys others write (`--track-foreign-writes`, W1).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) track_foreign_writes: bool,
 }
 
 impl Params {
@@ -68,6 +71,7 @@ impl Params {
             l1_ttl_s: 60,
             l2_ttl_s: 3600,
             seed: 42,
+            track_foreign_writes: false,
         }
     }
 }

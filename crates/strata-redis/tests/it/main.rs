@@ -16,6 +16,7 @@ mod sentinel;
 mod stats;
 mod store;
 mod stream;
+mod tracking;
 mod write_behind;
 
 use std::time::Duration;

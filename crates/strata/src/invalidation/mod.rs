@@ -33,6 +33,11 @@ pub struct Invalidation {
 }
 
 impl Invalidation {
+    /// The origin of a write made outside the cache's own instances and reported by the
+    /// server ([`L2Store::track_writes`](crate::L2Store::track_writes)): no instance has this
+    /// id.
+    pub const FOREIGN: u64 = 0;
+
     /// The wire form: a small JSON object, `{"origin":"<hex>","op":"key|tag|clear","arg":…}`.
     pub fn encode(&self) -> Vec<u8> {
         wire::encode(self)

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::invalidation::{LogAppend, Position};
+use crate::invalidation::{LogAppend, Position, Subscription};
 use crate::lease::Lease;
 
 pub use memory::MemoryStore;
@@ -175,6 +175,23 @@ pub trait L2Store: Send + Sync + Debug + 'static {
     /// Removes every value, lease record and tag index of the namespace; returns how many
     /// keys it removed.
     async fn clear(&self, namespace: &str) -> Result<u64, Error>;
+
+    /// Server-assisted invalidation: a feed of the keys of `namespace` that *others* write —
+    /// other instances, and writers that do not speak Strata's protocol at all (a legacy
+    /// service's `DEL`, an operator's `redis-cli`) — as [`LogEvent::Apply`] of
+    /// [`Invalidation::FOREIGN`] origin, and [`LogEvent::Resync`] whenever the store cannot
+    /// vouch that it reported every such write (its connection was lost, or the server
+    /// flushed the database). This store's own writes are not reported.
+    ///
+    /// `None` (the default): the store cannot tell.
+    ///
+    /// [`LogEvent::Apply`]: crate::invalidation::LogEvent::Apply
+    /// [`LogEvent::Resync`]: crate::invalidation::LogEvent::Resync
+    /// [`Invalidation::FOREIGN`]: crate::invalidation::Invalidation::FOREIGN
+    async fn track_writes(&self, namespace: &str) -> Result<Option<Subscription>, Error> {
+        let _ = namespace;
+        Ok(None)
+    }
 }
 
 /// What a write did.
