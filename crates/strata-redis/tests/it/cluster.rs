@@ -730,3 +730,38 @@ async fn acknowledged_writes_leave_no_old_copy_on_a_cluster() {
     }
     assert_eq!(a.stats().writes_unacknowledged, 0);
 }
+
+/// A writer outside Strata deletes a key on its master while a load of it is held open: the
+/// fill does not land there. Tracking foreign writes is refused on a cluster, with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_overtaken_by_a_foreign_delete_does_not_land_on_a_cluster() {
+    let _one = crate::HEAVY.lock().await;
+    let cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let cache = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let held = crate::tracking::Held::start(&cache, "k").await;
+    let master = cluster
+        .masters()
+        .into_iter()
+        .map(|i| cluster.node(i))
+        .find(|n| n.cli(&["EXISTS", "svc:k"]) == "1")
+        .expect("the lease record is in the data key");
+    master.cli(&["DEL", "svc:k"]);
+    assert_eq!(
+        held.finish().await.version,
+        0,
+        "the caller gets what it loaded"
+    );
+    assert_eq!(master.cli(&["EXISTS", "svc:k"]), "0", "the fill landed");
+
+    let refused = crate::builder(&config, EntryOptions::ttl(TTL))
+        .await
+        .track_foreign_writes(true)
+        .build()
+        .await;
+    assert!(
+        matches!(&refused, Err(strata::Error::Config(m)) if m.contains("clusters")),
+        "{:?}",
+        refused.err()
+    );
+}

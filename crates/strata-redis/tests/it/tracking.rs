@@ -141,31 +141,13 @@ async fn a_fill_overtaken_by_a_foreign_write_does_not_land() {
     for on in [false, true] {
         let a = tracking(&redis, on).await;
         for (key, foreign) in [("deleted", None), ("overwritten", Some("theirs"))] {
-            let (started_tx, started) = oneshot::channel();
-            let (release, released) = oneshot::channel::<()>();
-            let read = {
-                let a = a.clone();
-                tokio::spawn(async move {
-                    a.get_or_load(key, move || async move {
-                        let _ = started_tx.send(());
-                        let _ = released.await;
-                        Ok::<_, io::Error>(Product {
-                            id: 1,
-                            version: 0,
-                            name: "read before the write".into(),
-                        })
-                    })
-                    .await
-                })
-            };
-            started.await.unwrap();
+            let held = Held::start(&a, key).await;
             let data = format!("svc:{key}");
             match foreign {
                 None => drop(redis.cli(&["DEL", &data])),
                 Some(value) => drop(redis.cli(&["SET", &data, value])),
             }
-            release.send(()).unwrap();
-            let answered: Arc<Product> = read.await.unwrap().unwrap();
+            let answered = held.finish().await;
             assert_eq!(answered.version, 0, "the caller still gets what it loaded");
             assert_eq!(
                 redis.cli(&["GET", &data]),
@@ -180,6 +162,42 @@ async fn a_fill_overtaken_by_a_foreign_write_does_not_land() {
             assert_eq!(db.calls(), 1, "the next read loads again");
         }
         redis.cli(&["FLUSHALL"]);
+    }
+}
+
+/// A read of `key` whose load is held open until [`finish`](Self::finish).
+pub(crate) struct Held {
+    release: oneshot::Sender<()>,
+    read: tokio::task::JoinHandle<strata::Result<Arc<Product>>>,
+}
+
+impl Held {
+    /// Starts the read; returns once its loader runs (its lease taken).
+    pub(crate) async fn start(cache: &HybridCache, key: &'static str) -> Self {
+        let (started_tx, started) = oneshot::channel();
+        let (release, released) = oneshot::channel::<()>();
+        let cache = cache.clone();
+        let read = tokio::spawn(async move {
+            cache
+                .get_or_load(key, move || async move {
+                    let _ = started_tx.send(());
+                    let _ = released.await;
+                    Ok::<_, io::Error>(Product {
+                        id: 1,
+                        version: 0,
+                        name: "read before the write".into(),
+                    })
+                })
+                .await
+        });
+        started.await.unwrap();
+        Held { release, read }
+    }
+
+    /// Lets the load end; what the read answered.
+    pub(crate) async fn finish(self) -> Arc<Product> {
+        self.release.send(()).unwrap();
+        self.read.await.unwrap().unwrap()
     }
 }
 
