@@ -4,6 +4,8 @@
 //!   seeded, driven with a Zipf load, a product repriced mid-run, and reported on.
 //! - `strata stats`: hit rates per service over all instances, kept in Redis by each
 //!   instance (batched), refreshed live with `--watch`.
+//! - `strata top`: the keys each service reads most, over all its instances (sampled by each,
+//!   published with its stats): what a stampede hits.
 //! - `strata gateway`: a caching reverse proxy (RFC 9111 shared cache, collapsing, purges)
 //!   over the same hybrid cache, shared by every gateway instance through Redis.
 //! - `strata bench <workload>`: runs the reference workloads of `WORKLOADS.md` against Strata
@@ -17,6 +19,7 @@ mod demo;
 mod gateway;
 mod stats;
 mod telemetry;
+mod top;
 
 use std::process::ExitCode;
 
@@ -50,6 +53,8 @@ enum Command {
     DemoService(demo::ServiceArgs),
     /// Hit rates per service over all instances, as kept in Redis (`--watch` to follow).
     Stats(stats::StatsArgs),
+    /// The keys each service reads most, over all its instances, as kept in Redis.
+    Top(top::TopArgs),
     /// Run the caching reverse proxy.
     Gateway(gateway::GatewayArgs),
     /// Run a reference workload (W1–W5) and print its figures.
@@ -69,6 +74,7 @@ impl Command {
             #[cfg(feature = "demo")]
             Command::Demo(_) => "strata-demo".into(),
             Command::Stats(_) => "strata-stats".into(),
+            Command::Top(_) => "strata-top".into(),
             Command::Bench(_) | Command::BenchWorker(_) => "strata-bench".into(),
         }
     }
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
             Command::DemoService(args) => demo::service(args).await,
             Command::Gateway(args) => gateway::run(args).await,
             Command::Stats(args) => stats::run(args).await,
+            Command::Top(args) => top::run(args).await,
             Command::Bench(args) => until_interrupted(bench::run(args)).await,
             Command::BenchWorker(args) => bench::worker(args).await,
         }

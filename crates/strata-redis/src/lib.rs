@@ -75,7 +75,9 @@
 //! them followers read the log with a blocking `XREAD`, which costs the server more, with a
 //! warning in the log)
 //! and, for acknowledged writes, `+hset +hgetall +hdel`; for tracking foreign writes
-//! (`track_foreign_writes`, see `docs/protocol.md` §6), `+client|tracking +client|id`; for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
+//! (`track_foreign_writes`, see `docs/protocol.md` §6), `+client|tracking +client|id`; for
+//! [`StatsReporter`], `+hincrby +hset +zincrby +zremrangebyrank`, and for `strata stats` and
+//! `strata top`, `+hgetall +zrevrange`; for write-behind, `+xgroup|create +xreadgroup +xautoclaim +xack +xdel +multi +exec`;
 //! on a cluster, also `+cluster|slots +cluster|nodes +srem +wait +exists`.
 
 // Without the `cluster` feature the code for clusters stays, made unreachable by its type (a
@@ -113,7 +115,9 @@ pub use lease::RedisLease;
 pub use log_shards::MAX_LOG_SHARDS;
 pub use pubsub::{RedisPubSub, channel};
 pub use scripts::protocol_scripts;
-pub use stats::{NamespaceStats, StatsReader, StatsReporter, stats_key};
+pub use stats::{
+    HOT_KEPT, NamespaceHotKeys, NamespaceStats, StatsReader, StatsReporter, hot_key, stats_key,
+};
 pub use store::RedisStore;
 pub use stream::{PROTOCOL_VERSION, RedisStreamLog};
 pub use write_queue::RedisWriteQueue;

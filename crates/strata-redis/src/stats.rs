@@ -1,6 +1,9 @@
 //! Hit rates across instances: each instance adds its counters' increments to one Redis hash
 //! per namespace (`<namespace>#stats`), in one round trip every few seconds — never per
-//! request — so `strata stats` can show a service's hit ratio over all its instances.
+//! request — so `strata stats` can show a service's hit ratio over all its instances. The
+//! same round trip adds the instance's hot keys (sampled reads,
+//! [`HybridCache::take_hot_keys`]) to a sorted set (`<namespace>#hot`, the most read
+//! [`HOT_KEPT`] kept), which `strata top` reads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +42,18 @@ pub fn stats_key(namespace: &str) -> String {
     format!("{namespace}#stats")
 }
 
+/// The sorted set of `namespace`'s hot keys: each key scored by its reads (estimated) over
+/// every instance since the set was made.
+pub fn hot_key(namespace: &str) -> String {
+    format!("{namespace}#hot")
+}
+
+/// How many of a namespace's hottest keys the sorted set keeps (its memory bound).
+pub const HOT_KEPT: usize = 1024;
+
+/// A namespace's hot-key set goes after this long without a report (its services stopped).
+const HOT_FOR: Duration = Duration::from_secs(600);
+
 /// Adds a cache's counter increments to its namespace's hash: every `every` in the
 /// background (a pipeline of `HINCRBY`s and the time, only when something changed), and on
 /// [`flush`](Self::flush) — call it at shutdown so the last interval is not lost. Dropping
@@ -60,6 +75,7 @@ struct Reporter {
     cache: HybridCache,
     redis: RedisConnection,
     key: String,
+    hot: String,
     sent: Mutex<[u64; 6]>,
 }
 
@@ -82,6 +98,16 @@ impl Reporter {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         pipe.hset(&self.key, "updated_ms", millis).ignore();
+        let hot = self.cache.take_hot_keys();
+        if !hot.is_empty() {
+            for h in &hot {
+                pipe.zincr(&self.hot, &h.key, h.reads).ignore();
+            }
+            // The coldest go: the set stays bounded however many keys the fleet reads.
+            pipe.zremrangebyrank(&self.hot, 0, -(HOT_KEPT as isize) - 1)
+                .ignore();
+            pipe.pexpire(&self.hot, HOT_FOR.as_millis() as i64).ignore();
+        }
         let mut conn = self.redis.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(classify)?;
         *sent = now;
@@ -93,8 +119,11 @@ impl StatsReporter {
     /// Reports `cache`'s counters to `redis` (from [`RedisConfig::connect`]: a server or a
     /// cluster, where the hash is one key in one slot) every `every`.
     pub fn start(cache: HybridCache, redis: RedisConnection, every: Duration) -> StatsReporter {
+        // Hot keys are sampled from the first take on: from now.
+        cache.take_hot_keys();
         let inner = Arc::new(Reporter {
             key: stats_key(cache.namespace()),
+            hot: hot_key(cache.namespace()),
             cache,
             redis,
             sent: Mutex::new([0; 6]),
@@ -153,6 +182,15 @@ impl NamespaceStats {
     }
 }
 
+/// A namespace's hottest keys, over every instance that reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceHotKeys {
+    /// The namespace (a service).
+    pub namespace: String,
+    /// Keys and their reads (estimated, since the set was made), most read first.
+    pub keys: Vec<(String, u64)>,
+}
+
 /// Reads every namespace's counters: `SCAN`s the server, or every master of a cluster, for
 /// `*#stats` hashes.
 pub struct StatsReader {
@@ -173,15 +211,52 @@ impl StatsReader {
         })
     }
 
-    /// Every namespace's counters kept in Redis, by name.
-    pub async fn read(&self) -> Result<Vec<NamespaceStats>, strata::Error> {
+    /// The keys matching `pattern` on the server or every master, sorted.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, strata::Error> {
         let mut keys: Vec<String> = Vec::new();
-        let mut scan = self.conn.scan("*#stats").await?;
+        let mut scan = self.conn.scan(pattern).await?;
         while let Some(batch) = scan.next_page().await? {
             keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
         }
         keys.sort();
         keys.dedup();
+        Ok(keys)
+    }
+
+    /// The `count` hottest keys of `namespace`, or of every namespace that reports them.
+    pub async fn hot_keys(
+        &self,
+        namespace: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<NamespaceHotKeys>, strata::Error> {
+        let sets = match namespace {
+            Some(ns) => vec![hot_key(ns)],
+            None => self.scan("*#hot").await?,
+        };
+        let mut out = Vec::with_capacity(sets.len());
+        for set in sets {
+            if count == 0 {
+                break;
+            }
+            let keys: Vec<(String, u64)> = redis::cmd("ZREVRANGE")
+                .arg(&set)
+                .arg(0)
+                .arg(count - 1)
+                .arg("WITHSCORES")
+                .query_async(&mut self.conn.get())
+                .await
+                .map_err(classify)?;
+            out.push(NamespaceHotKeys {
+                namespace: set.trim_end_matches("#hot").to_owned(),
+                keys,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every namespace's counters kept in Redis, by name.
+    pub async fn read(&self) -> Result<Vec<NamespaceStats>, strata::Error> {
+        let keys = self.scan("*#stats").await?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let fields: Vec<(String, u64)> = redis::cmd("HGETALL")

@@ -326,6 +326,7 @@ impl HybridCacheBuilder {
         let lease = self.lease.or_else(|| l2.lease());
         let inner = Arc::new(Engine {
             counters,
+            hot_keys: Default::default(),
             l2_guard,
             log_guard,
             loaders,

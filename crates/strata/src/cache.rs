@@ -8,6 +8,7 @@ use tracing::Instrument;
 use crate::engine::Engine;
 use crate::engine::load::Load;
 use crate::error::{Error, Result};
+use crate::hot_keys::HotKey;
 use crate::invalidation::{Position, Target};
 use crate::l1::L1Entry;
 use crate::options::{EntryOptions, Loaded};
@@ -196,6 +197,7 @@ impl HybridCache {
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         let inner = &*self.inner;
         inner.check_key(key)?;
+        inner.hot_keys.record(key);
         if let Some(l1) = &inner.l1
             && let Some(e) = l1.get(key)
         {
@@ -382,6 +384,16 @@ impl HybridCache {
         }
     }
 
+    /// The keys read since the last call, most read first: an estimate (reads are sampled,
+    /// one in 16, into a list of the 256 most read — see [`HotKey`]), for an operator to see
+    /// what a stampede hits. Sampling starts with the first call, so a cache nobody asks
+    /// pays nothing for it. `strata_redis::StatsReporter` takes them with the counters and
+    /// publishes them, so `strata top` shows every instance's; a second taker would split the
+    /// counts with it.
+    pub fn take_hot_keys(&self) -> Vec<HotKey> {
+        self.inner.hot_keys.take()
+    }
+
     /// Sweeps L1 of the entries that can no longer serve (expired past their fail-safe
     /// window) and exports the counters. Nothing depends on it: reads skip such entries and
     /// evictions reach them; call it to free their memory at once, or before reading exact
@@ -409,6 +421,7 @@ impl HybridCache {
     {
         let inner = &self.inner;
         inner.check_key(key)?;
+        inner.hot_keys.record(key);
         let mut stale = None;
         if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
             && let Some(e) = l1.get(key)

@@ -8,3 +8,4 @@ mod demo;
 mod dropin;
 mod gateway;
 mod telemetry;
+mod top;

@@ -32,6 +32,7 @@ use crate::deferred::Deferred;
 use crate::ends::LoadEnds;
 use crate::error::{Error, Result};
 use crate::fence::Fence;
+use crate::hot_keys::HotKeys;
 use crate::invalidation::InvalidationLog;
 use crate::l1::L1Map;
 use crate::lease::Lease;
@@ -73,6 +74,8 @@ pub(crate) struct Engine {
     /// The flights waiting on another instance's load, by key: woken when it ends.
     pub(crate) load_ends: LoadEnds,
     pub(crate) counters: Arc<Counters>,
+    /// The keys read most, sampled, for operators (`strata top`).
+    pub(crate) hot_keys: HotKeys,
     /// The guard around L2 calls (inside `l2`, a `GuardedStore`), for its state.
     pub(crate) l2_guard: Arc<Guard>,
     /// The guard around log publishes.
