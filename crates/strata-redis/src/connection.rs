@@ -376,25 +376,96 @@ impl Connection {
         })
     }
 
-    /// Server-assisted invalidation on this connection's sockets, if it can track: one
-    /// server (or Sentinel's master) over plain TCP, where the sockets are our own.
-    pub(crate) fn tracking(&self) -> Option<&Arc<Tracking>> {
+    /// Whether writes through this connection can be tracked with `NOLOOP`: one server (or
+    /// Sentinel's master) over plain TCP, where the sockets are our own and each turns
+    /// tracking on as it opens ([`Tracking`]); or a cluster, whose connection to each master
+    /// is reached by address. `None` over TLS or a Unix socket to one server (the `redis`
+    /// crate's connection manager reconnects without telling).
+    pub(crate) fn tracking(&self) -> Option<Option<&Arc<Tracking>>> {
         match &self.shared.kind {
-            Kind::Single(_) if matches!(self.get().0, Link::Wire(_)) => Some(&self.shared.tracking),
-            _ => None,
+            Kind::Single(_) if matches!(self.get().0, Link::Wire(_)) => {
+                Some(Some(&self.shared.tracking))
+            }
+            Kind::Single(_) => None,
+            Kind::Cluster(_) => Some(None),
         }
     }
 
-    /// Turns tracking on as `spec` says, on the socket of the moment and every later one.
-    pub(crate) async fn track(&self, spec: TrackingSpec) -> Result<(), RedisError> {
-        match self.get().0 {
-            Link::Wire(wire) => wire.track(spec).await,
+    /// Where tracking must be turned on: the server (`None`), or each master of a cluster.
+    pub(crate) async fn tracked_nodes(&self) -> Result<Vec<Option<(String, u16)>>, Error> {
+        self.scan_nodes().await
+    }
+
+    /// Turns tracking on as `spec` says: on one server, on the socket of the moment and every
+    /// later one; on a cluster, on the connection to `node` (off first: the server refuses a
+    /// prefix given twice).
+    pub(crate) async fn track(
+        &self,
+        node: Option<&(String, u16)>,
+        spec: TrackingSpec,
+    ) -> Result<(), RedisError> {
+        match (self.get().0, node) {
+            (Link::Wire(wire), None) => wire.track(spec).await,
+            (Link::Cluster(mut cluster), Some((host, port))) => {
+                let routing = || {
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    })
+                };
+                let off = redis::cmd("CLIENT").arg("TRACKING").arg("OFF").clone();
+                cluster
+                    .route_command(off, routing())
+                    .await?
+                    .extract_error()?;
+                cluster
+                    .route_command(spec.command(), routing())
+                    .await?
+                    .extract_error()
+                    .map(drop)
+            }
             _ => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "this connection does not track",
             )
             .into()),
         }
+    }
+
+    /// On a cluster, whether the connection to `node` still tracks towards `redirect` (the
+    /// cluster connection may have replaced it without telling: a new one tracks nothing).
+    pub(crate) async fn still_tracks(
+        &self,
+        node: &(String, u16),
+        redirect: i64,
+    ) -> Result<bool, RedisError> {
+        let Some(mut cluster) = self.cluster() else {
+            return Ok(true);
+        };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: node.0.clone(),
+            port: node.1,
+        });
+        let info = cluster
+            .route_command(redis::cmd("CLIENT").arg("TRACKINGINFO").clone(), routing)
+            .await?;
+        // RESP2: flags, [flags…], redirect, id, prefixes, [prefixes…].
+        let fields: Vec<Value> = redis::from_redis_value(info.extract_error()?)?;
+        let mut on = false;
+        let mut to = None;
+        for pair in fields.chunks(2) {
+            match (pair.first(), pair.get(1)) {
+                (Some(Value::BulkString(name)), Some(value)) if name == b"flags" => {
+                    let flags: Vec<String> = redis::from_redis_value(value.clone())?;
+                    on = flags.iter().any(|f| f == "on");
+                }
+                (Some(Value::BulkString(name)), Some(Value::Int(id))) if name == b"redirect" => {
+                    to = Some(*id);
+                }
+                _ => {}
+            }
+        }
+        Ok(on && to == Some(redirect))
     }
 
     /// The server as a log on it names it; `None` on a cluster.

@@ -98,8 +98,13 @@ impl Reporter {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         pipe.hset(&self.key, "updated_ms", millis).ignore();
+        let mut conn = self.redis.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(classify)?;
+        *sent = now;
+        // A pipeline of its own: on a cluster the set is in another slot than the hash.
         let hot = self.cache.take_hot_keys();
         if !hot.is_empty() {
+            let mut pipe = redis::pipe();
             for h in &hot {
                 pipe.zincr(&self.hot, &h.key, h.reads).ignore();
             }
@@ -107,10 +112,8 @@ impl Reporter {
             pipe.zremrangebyrank(&self.hot, 0, -(HOT_KEPT as isize) - 1)
                 .ignore();
             pipe.pexpire(&self.hot, HOT_FOR.as_millis() as i64).ignore();
+            pipe.query_async::<()>(&mut conn).await.map_err(classify)?;
         }
-        let mut conn = self.redis.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(classify)?;
-        *sent = now;
         Ok(())
     }
 }

@@ -508,8 +508,8 @@ impl L2Store for RedisStore {
     async fn track_writes(&self, namespace: &str) -> Result<Option<Subscription>, Error> {
         let Some(tracking) = self.conn.tracking() else {
             return Err(Error::Config(
-                "track_foreign_writes needs one Redis server or a Sentinel master reached over \
-                 plain TCP; TLS, Unix sockets and clusters do not track yet"
+                "track_foreign_writes needs a cluster, or one Redis server or Sentinel master \
+                 reached over plain TCP; TLS and Unix sockets to one server do not track yet"
                     .into(),
             ));
         };
@@ -517,8 +517,13 @@ impl L2Store for RedisStore {
         if let Some(tracker) = slot.as_ref().filter(|t| t.running()) {
             return tracker.add(namespace).await.map(Some);
         }
-        let (tracker, feed) =
-            Tracker::start(&self.config, self.conn.clone(), tracking.clone(), namespace).await?;
+        let (tracker, feed) = Tracker::start(
+            &self.config,
+            self.conn.clone(),
+            tracking.cloned(),
+            namespace,
+        )
+        .await?;
         *slot = Some(tracker);
         Ok(Some(feed))
     }

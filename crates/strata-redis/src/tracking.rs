@@ -2,20 +2,23 @@
 //! that this store did not make — another instance's, or one made outside Strata's protocol
 //! (a legacy service's `DEL`, `redis-cli`) — and the cache drops those keys from L1.
 //!
-//! How (Redis 6 on, `docs/protocol.md` §8):
+//! How (Redis 6 on, `docs/protocol.md` §6):
 //!
-//! - a **receiver**, a RESP3 connection of its own, is told the invalidations as pushes;
-//! - the engine's **own connection** (every socket of it, see [`crate::wire`]) turns tracking
-//!   on with `CLIENT TRACKING ON REDIRECT <receiver> BCAST PREFIX <namespace>: … NOLOOP`.
+//! - a **receiver**, a RESP3 connection of its own, is told the invalidations as pushes —
+//!   one per master on a cluster, each for the writes on its master;
+//! - the engine's **own connection** (on one server every socket of it, see [`crate::wire`];
+//!   on a cluster, the cluster connection's connection to each master) turns tracking on
+//!   with `CLIENT TRACKING ON REDIRECT <receiver> BCAST PREFIX <namespace>: … NOLOOP`.
 //!   `BCAST`: every write under the prefixes is reported, not only keys this client read
 //!   (our reads are `SET … NX GET`, which tracking does not count as reads). `NOLOOP`: not
 //!   the writes of the connection that turned it on — ours. That is why it is the engine's
 //!   connection that tracks, and not the receiver.
 //!
-//! Whenever it cannot vouch that every write was reported — the receiver reconnected (its
-//! id changed), the engine's connection opened a new socket, the tracking was turned off and
-//! on again to add a namespace, the server flushed the database — each namespace gets a
-//! [`LogEvent::Resync`] and drops its L1, as after a gap in the log.
+//! Whenever it cannot vouch that every write was reported — a receiver reconnected (its id
+//! changed), the engine's connection opened a new socket (on a cluster: a probe every second
+//! finds a master's connection no longer tracking, or the masters changed), the tracking was
+//! turned off and on again to add a namespace, the server flushed the database — each
+//! namespace gets a [`LogEvent::Resync`] and drops its L1, as after a gap in the log.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -39,18 +42,22 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// The name the receiver gives itself (`CLIENT LIST`).
 const RECEIVER_NAME: &str = "strata:tracking";
 
-/// The namespaces tracked through one store's connection, and its receiver.
+/// The namespaces tracked through one store's connection, and its receivers.
 pub(crate) struct Tracker {
     config: RedisConfig,
     conn: Connection,
-    tracking: Arc<Tracking>,
+    /// One server's: the sockets of the engine's connection (`None` on a cluster).
+    tracking: Option<Arc<Tracking>>,
     state: Mutex<State>,
 }
 
+/// A server (`None`) or a cluster's master (its address).
+type Node = Option<(String, u16)>;
+
 #[derive(Default)]
 struct State {
-    /// The receiver's client id, while it is connected.
-    receiver: Option<i64>,
+    /// Each node's receiver's client id, while they are connected.
+    receivers: Vec<(Node, i64)>,
     feeds: Vec<Feed>,
 }
 
@@ -61,12 +68,12 @@ struct Feed {
 }
 
 impl Tracker {
-    /// Starts tracking through `conn` (whose sockets share `tracking`) with a first feed for
-    /// `namespace`; returns once the server reports to the receiver.
+    /// Starts tracking through `conn` (on one server, its sockets share `tracking`) with a
+    /// first feed for `namespace`; returns once the server reports to the receivers.
     pub(crate) async fn start(
         config: &RedisConfig,
         conn: Connection,
-        tracking: Arc<Tracking>,
+        tracking: Option<Arc<Tracking>>,
         namespace: &str,
     ) -> Result<(Arc<Self>, Subscription), Error> {
         let (events, feed) = mpsc::unbounded_channel();
@@ -75,7 +82,7 @@ impl Tracker {
             conn,
             tracking,
             state: Mutex::new(State {
-                receiver: None,
+                receivers: Vec::new(),
                 feeds: vec![Feed {
                     prefix: prefix(namespace),
                     events,
@@ -102,17 +109,17 @@ impl Tracker {
     /// added: the other feeds resync (the writes in between went unreported).
     pub(crate) async fn add(&self, namespace: &str) -> Result<Subscription, Error> {
         let (events, feed) = mpsc::unbounded_channel();
-        let receiver = {
+        let connected = {
             let mut state = self.lock();
             state.feeds.push(Feed {
                 prefix: prefix(namespace),
                 events,
             });
-            state.receiver
+            !state.receivers.is_empty()
         };
-        // No receiver now: it applies every prefix when it is back, and resyncs all.
-        if let Some(receiver) = receiver {
-            self.apply(receiver).await?;
+        // No receivers now: they apply every prefix when they are back, and resync all.
+        if connected {
+            self.apply().await?;
             self.resync_all(Some(namespace));
         }
         Ok(feed)
@@ -122,19 +129,26 @@ impl Tracker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Turns tracking on for every prefix, reported to `receiver`.
-    async fn apply(&self, receiver: i64) -> Result<(), Error> {
-        let spec = {
+    /// Turns tracking on for every prefix on every node, reported to its receiver.
+    async fn apply(&self) -> Result<(), Error> {
+        let (receivers, prefixes) = {
             let state = self.lock();
             let mut prefixes: Vec<String> = state.feeds.iter().map(|f| f.prefix.clone()).collect();
             prefixes.sort();
             prefixes.dedup();
-            TrackingSpec {
-                redirect: receiver,
-                prefixes,
-            }
+            (state.receivers.clone(), prefixes)
         };
-        self.conn.track(spec).await.map_err(classify)
+        for (node, redirect) in receivers {
+            let spec = TrackingSpec {
+                redirect,
+                prefixes: prefixes.clone(),
+            };
+            self.conn
+                .track(node.as_ref(), spec)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
     }
 
     /// Every feed (but `except`'s) drops its L1.
@@ -147,15 +161,15 @@ impl Tracker {
         }
     }
 
-    /// Keeps a receiver connected and tracking applied until every feed is gone.
+    /// Keeps the receivers connected and tracking applied until every feed is gone.
     async fn run(self: Arc<Self>, ready: oneshot::Sender<Result<(), Error>>) {
         let mut ready = Some(ready);
         let mut backoff = reconnect_backoff();
-        // Told of every socket the engine's connection opens from now on.
-        let mut opened = self.tracking.opened();
+        // Told of every socket the engine's connection opens from now on (one server).
+        let mut opened = self.tracking.as_ref().map(|t| t.opened());
         loop {
             match self.connect(&mut opened).await {
-                Ok((conn, pushes)) => {
+                Ok((conns, pushes)) => {
                     match ready.take() {
                         Some(ready) => drop(ready.send(Ok(()))),
                         None => {
@@ -164,8 +178,8 @@ impl Tracker {
                         }
                     }
                     backoff = reconnect_backoff();
-                    let lost = self.forward(conn, pushes, &mut opened).await;
-                    self.lock().receiver = None;
+                    let lost = self.forward(conns, pushes, &mut opened).await;
+                    self.lock().receivers.clear();
                     if !lost {
                         return;
                     }
@@ -189,30 +203,46 @@ impl Tracker {
         }
     }
 
-    /// A receiver (to the server of the moment: with Sentinel, the master), and tracking
-    /// turned on towards it, within the connect timeout.
+    /// A receiver on each node (one server — with Sentinel, the master of the moment — or
+    /// each master of a cluster), and tracking turned on towards them, within the connect
+    /// timeout.
     async fn connect(
         &self,
-        opened: &mut watch::Receiver<u64>,
-    ) -> Result<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>), Error> {
+        opened: &mut Option<watch::Receiver<u64>>,
+    ) -> Result<
+        (
+            Vec<MultiplexedConnection>,
+            mpsc::UnboundedReceiver<PushInfo>,
+        ),
+        Error,
+    > {
         let connect = async {
             let (tx, pushes) = mpsc::unbounded_channel();
-            let mut conn = self.config.push_connection(None, tx).await?;
-            let (_, id): ((), i64) = redis::pipe()
-                .cmd("CLIENT")
-                .arg("SETNAME")
-                .arg(RECEIVER_NAME)
-                .cmd("CLIENT")
-                .arg("ID")
-                .query_async(&mut conn)
-                .await
-                .map_err(classify)?;
-            self.lock().receiver = Some(id);
-            self.apply(id).await?;
+            let mut conns = Vec::new();
+            let mut receivers = Vec::new();
+            for node in self.conn.tracked_nodes().await? {
+                let at = node.as_ref().map(|(h, p)| (h.as_str(), *p));
+                let mut conn = self.config.push_connection(at, tx.clone()).await?;
+                let (_, id): ((), i64) = redis::pipe()
+                    .cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(RECEIVER_NAME)
+                    .cmd("CLIENT")
+                    .arg("ID")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(classify)?;
+                conns.push(conn);
+                receivers.push((node, id));
+            }
+            self.lock().receivers = receivers;
+            self.apply().await?;
             // Sockets opened before this applied the old receiver (or none): this one is what
             // counts from now on.
-            opened.borrow_and_update();
-            Ok((conn, pushes))
+            if let Some(opened) = opened {
+                opened.borrow_and_update();
+            }
+            Ok((conns, pushes))
         };
         match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(result) => result,
@@ -223,17 +253,23 @@ impl Tracker {
         }
     }
 
-    /// Hands reported writes to the feeds until the receiver is lost (`true`) or every feed
-    /// is gone (`false`).
+    /// Hands reported writes to the feeds until tracking is lost (`true`) or every feed is
+    /// gone (`false`).
     async fn forward(
         &self,
-        mut conn: MultiplexedConnection,
+        mut conns: Vec<MultiplexedConnection>,
         mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-        opened: &mut watch::Receiver<u64>,
+        opened: &mut Option<watch::Receiver<u64>>,
     ) -> bool {
         let mut probe = tokio::time::interval(PROBE_EVERY);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let reopened = async {
+                match opened {
+                    Some(opened) => opened.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 push = pushes.recv() => {
                     let Some(push) = push else { return true };
@@ -243,8 +279,8 @@ impl Tracker {
                         _ => {}
                     }
                 }
-                changed = opened.changed() => {
-                    if changed.is_err() {
+                still = reopened => {
+                    if !still {
                         return false;
                     }
                     // A new socket of the engine's: writes between the old one's end and
@@ -256,14 +292,53 @@ impl Tracker {
                     if !self.running() {
                         return false;
                     }
-                    let ping: Result<(), _> = redis::cmd("PING").query_async(&mut conn).await;
-                    if let Err(e) = ping {
+                    if let Err(e) = self.probe(&mut conns).await {
                         tracing::debug!(error = %e, "write tracker probe failed");
                         return true;
                     }
                 }
             }
         }
+    }
+
+    /// Every receiver answers; on a cluster, every master's connection still tracks towards
+    /// its receiver and the masters are the same.
+    async fn probe(&self, conns: &mut [MultiplexedConnection]) -> Result<(), Error> {
+        for conn in conns.iter_mut() {
+            redis::cmd("PING")
+                .query_async::<()>(conn)
+                .await
+                .map_err(classify)?;
+        }
+        let receivers = self.lock().receivers.clone();
+        if self.tracking.is_some() {
+            return Ok(());
+        }
+        let lost = || {
+            Error::unavailable(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "a master no longer tracks, or the masters changed",
+            ))
+        };
+        let mut nodes = self.conn.tracked_nodes().await?;
+        let mut tracked: Vec<Node> = receivers.iter().map(|(n, _)| n.clone()).collect();
+        nodes.sort();
+        tracked.sort();
+        if nodes != tracked {
+            return Err(lost());
+        }
+        for (node, redirect) in &receivers {
+            if let Some(node) = node
+                && !self
+                    .conn
+                    .still_tracks(node, *redirect)
+                    .await
+                    .map_err(classify)?
+            {
+                return Err(lost());
+            }
+        }
+        Ok(())
     }
 
     /// One `invalidate` push: the keys written (each to the feeds whose prefix it has), or

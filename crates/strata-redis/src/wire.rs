@@ -78,7 +78,7 @@ pub(crate) struct TrackingSpec {
 }
 
 impl TrackingSpec {
-    fn command(&self) -> Cmd {
+    pub(crate) fn command(&self) -> Cmd {
         let mut cmd = redis::cmd("CLIENT");
         cmd.arg("TRACKING")
             .arg("ON")

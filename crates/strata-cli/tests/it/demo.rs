@@ -151,4 +151,19 @@ fn on_a_redis_cluster_the_landscape_runs_and_stays_within_the_bound() {
             "{namespace} missing from:\n{table}"
         );
     }
+    // The services' hot keys, published with their stats, across the masters.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["top", "--redis", &url, "--json", "--every", "1"])
+        .output()
+        .unwrap();
+    let top: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let names: Vec<&str> = top["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["namespace"].as_str())
+        .collect();
+    assert!(names.contains(&"gateway"), "{top}");
 }
