@@ -133,6 +133,7 @@ impl GatewayBuilder {
                 let cache = builder
                     .l2(RedisStore::connect_with(&redis).await?)
                     .invalidation(log.clone())
+                    .track_foreign_writes(config.track_foreign_writes)
                     .build()
                     .await?;
                 let log: Arc<dyn InvalidationLog> = Arc::new(log);
@@ -145,7 +146,15 @@ impl GatewayBuilder {
                 counters_at = Some(StatsReader::connect(&redis).await?);
                 (cache, Some(log), "redis")
             }
-            None => (builder.build().await?, None, "embedded"),
+            // The embedded cache refuses it with why (nothing outside writes to it).
+            None => (
+                builder
+                    .track_foreign_writes(config.track_foreign_writes)
+                    .build()
+                    .await?,
+                None,
+                "embedded",
+            ),
         };
         let dashboard = Dashboard::start(cache.clone(), counters_at);
         match log {

@@ -35,6 +35,12 @@ pub struct Config {
     /// purge rates one stream cannot carry; every gateway of the namespace must say the same.
     /// Followed namespaces keep the count their services chose.
     pub(crate) log_shards: Option<usize>,
+    /// Drops responses from L1 when something outside Strata changes their L2 entries
+    /// (`redis-cli DEL`, another stack's cache-aside): Redis server-assisted invalidation
+    /// (`strata::HybridCacheBuilder::track_foreign_writes`). Off by default: it costs every
+    /// gateway a report per write to the namespace (BENCHMARKS.md). Needs `redis`.
+    #[serde(default)]
+    pub(crate) track_foreign_writes: bool,
     /// Namespaces of services whose `invalidate_tag` also purges the gateway's responses.
     #[serde(default)]
     pub(crate) follow: Vec<String>,
@@ -519,6 +525,7 @@ impl Config {
             redis: None,
             namespace: default_namespace(),
             log_shards: None,
+            track_foreign_writes: false,
             follow: Vec::new(),
             admin_token: None,
             workers: None,
@@ -679,6 +686,13 @@ upstream = "http://127.0.0.1:3000/base/"
             Config::parse(&shards, "g.toml").unwrap().log_shards,
             Some(3)
         );
+        let tracked = format!("track_foreign_writes = true\n{GOOD}");
+        assert!(
+            Config::parse(&tracked, "g.toml")
+                .unwrap()
+                .track_foreign_writes
+        );
+        assert!(!Config::parse(GOOD, "g.toml").unwrap().track_foreign_writes);
     }
 
     #[test]

@@ -118,3 +118,70 @@ async fn the_cache_follows_a_failover_without_a_restart() {
     )
     .await;
 }
+
+/// Tracking foreign writes follows a failover: the receiver and the engine's connection move
+/// to the promoted replica, L1 is dropped once (writes in between went unreported), and a
+/// foreign delete on the new master reaches L1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_follows_a_failover() {
+    let (mut master, replica, sentinels) = group().await;
+    let hosts: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port()))
+        .collect();
+    let url = format!("redis+sentinel://{}/{MASTER}", hosts.join(","));
+    let config = RedisConfig::from_url(&url).unwrap();
+    let cache = crate::builder(&config, EntryOptions::ttl(TTL))
+        .await
+        .track_foreign_writes(true)
+        .build()
+        .await
+        .unwrap();
+    let db = Db::new();
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    master.kill();
+    // Reads (misses) go on until one is written to the promoted replica.
+    let n = AtomicU64::new(0);
+    eventually(
+        "a write to reach the promoted replica",
+        Duration::from_secs(30),
+        || async {
+            let n = n.fetch_add(1, Ordering::Relaxed) + 1;
+            let key = format!("during{n}");
+            let _: Arc<Product> = cache.get_or_load(&key, db.loader(n)).await.unwrap();
+            replica
+                .cli(&["EXISTS", &format!("svc:{key}")])
+                .ends_with('1')
+        },
+    )
+    .await;
+    eventually("L1 dropped for the failover", crate::WAIT, || async {
+        cache.stats().resyncs >= 1
+    })
+    .await;
+    // Each try holds q in L1 and deletes it on the new master as a foreign writer; a try a
+    // late resync interfered with does not count.
+    eventually(
+        "reports from the new master",
+        Duration::from_secs(30),
+        || async {
+            let _: Arc<Product> = cache.get_or_load("q", db.loader(7)).await.unwrap();
+            let resyncs = cache.stats().resyncs;
+            let hits = cache.stats().l1_hits;
+            let _: Arc<Product> = cache.get_or_load("q", db.loader(7)).await.unwrap();
+            if cache.stats().l1_hits != hits + 1 {
+                return false;
+            }
+            replica.cli(&["DEL", "svc:q"]);
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < deadline {
+                if cache.get::<Product>("q").await.unwrap().is_none() {
+                    return cache.stats().resyncs == resyncs;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            false
+        },
+    )
+    .await;
+}
