@@ -12,6 +12,16 @@ use strata_testkit::{RedisCluster, eventually};
 use crate::store::{fills_are_fenced_by_what_they_found, put};
 use crate::{TTL, WAIT, instance_with};
 
+/// The master listening on `port`.
+fn master_at(cluster: &RedisCluster, port: u16) -> &strata_testkit::RedisServer {
+    cluster
+        .masters()
+        .into_iter()
+        .map(|i| cluster.node(i))
+        .find(|n| n.port() == port)
+        .expect("a master on that port")
+}
+
 /// Which master holds `key` now (its port), by asking every node (`CLUSTER KEYSLOT` +
 /// `CLUSTER NODES` would do too; `EXISTS` on each master is what an operator would type).
 fn holder(cluster: &RedisCluster, key: &str) -> Option<u16> {
@@ -790,13 +800,7 @@ async fn foreign_writes_leave_tracking_instances_l1_on_a_cluster() {
         let data = format!("svc:{key}");
         let port = holder(&cluster, &data).expect("each key is in L2");
         masters.insert(port);
-        let master = cluster
-            .masters()
-            .into_iter()
-            .map(|i| cluster.node(i))
-            .find(|n| n.port() == port)
-            .unwrap();
-        master.cli(&["DEL", &data]);
+        master_at(&cluster, port).cli(&["DEL", &data]);
     }
     assert!(masters.len() >= 2, "the keys span masters: {masters:?}");
     db.update();
@@ -817,34 +821,13 @@ async fn foreign_writes_leave_tracking_instances_l1_on_a_cluster() {
     // Every connection to one master killed (the cluster connection's and the receiver):
     // the probe finds it, L1 goes, and reports resume on that master.
     let port = holder(&cluster, "svc:k0").expect("k0 was loaded again");
-    let master = cluster
-        .masters()
-        .into_iter()
-        .map(|i| cluster.node(i))
-        .find(|n| n.port() == port)
-        .unwrap();
+    let master = master_at(&cluster, port);
     let resyncs = caches[0].stats().resyncs;
     master.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
     eventually("the lost tracking found", WAIT, || async {
         caches[0].stats().resyncs > resyncs
     })
     .await;
-    // Each try holds k0 in L1, deletes it as a foreign writer and waits for the report; a
-    // try a resync interfered with does not count.
-    eventually("reports to resume on that master", WAIT, || async {
-        let _: Arc<Product> = caches[0].get_or_load("k0", db.loader(1)).await.unwrap();
-        let resyncs = caches[0].stats().resyncs;
-        let version = db.update();
-        master.cli(&["DEL", "svc:k0"]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while std::time::Instant::now() < deadline {
-            let now: Arc<Product> = caches[0].get_or_load("k0", db.loader(1)).await.unwrap();
-            if now.version == version {
-                return caches[0].stats().resyncs == resyncs;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        false
-    })
-    .await;
+    crate::tracking::reports_resume(&caches[0], "k0", || drop(master.cli(&["DEL", "svc:k0"])))
+        .await;
 }

@@ -51,15 +51,19 @@ async fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
     (master, replica, sentinels)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cache_follows_a_failover_without_a_restart() {
-    let (mut master, replica, sentinels) = group().await;
+/// The settings a client of `sentinels` uses.
+fn config_of(sentinels: &[RedisServer]) -> RedisConfig {
     let hosts: Vec<String> = sentinels
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port()))
         .collect();
-    let url = format!("redis+sentinel://{}/{MASTER}", hosts.join(","));
-    let config = RedisConfig::from_url(&url).unwrap();
+    RedisConfig::from_url(&format!("redis+sentinel://{}/{MASTER}", hosts.join(","))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_follows_a_failover_without_a_restart() {
+    let (mut master, replica, sentinels) = group().await;
+    let config = config_of(&sentinels);
     let cache = instance_with(&config, EntryOptions::ttl(TTL)).await;
     let db = Db::new();
     let _: Arc<Product> = cache.get_or_load("before", db.loader(1)).await.unwrap();
@@ -125,12 +129,7 @@ async fn the_cache_follows_a_failover_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_follows_a_failover() {
     let (mut master, replica, sentinels) = group().await;
-    let hosts: Vec<String> = sentinels
-        .iter()
-        .map(|s| format!("127.0.0.1:{}", s.port()))
-        .collect();
-    let url = format!("redis+sentinel://{}/{MASTER}", hosts.join(","));
-    let config = RedisConfig::from_url(&url).unwrap();
+    let config = config_of(&sentinels);
     let cache = crate::builder(&config, EntryOptions::ttl(TTL))
         .await
         .track_foreign_writes(true)
@@ -159,29 +158,5 @@ async fn tracking_follows_a_failover() {
         cache.stats().resyncs >= 1
     })
     .await;
-    // Each try holds q in L1 and deletes it on the new master as a foreign writer; a try a
-    // late resync interfered with does not count.
-    eventually(
-        "reports from the new master",
-        Duration::from_secs(30),
-        || async {
-            let _: Arc<Product> = cache.get_or_load("q", db.loader(7)).await.unwrap();
-            let resyncs = cache.stats().resyncs;
-            let hits = cache.stats().l1_hits;
-            let _: Arc<Product> = cache.get_or_load("q", db.loader(7)).await.unwrap();
-            if cache.stats().l1_hits != hits + 1 {
-                return false;
-            }
-            replica.cli(&["DEL", "svc:q"]);
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < deadline {
-                if cache.get::<Product>("q").await.unwrap().is_none() {
-                    return cache.stats().resyncs == resyncs;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            false
-        },
-    )
-    .await;
+    crate::tracking::reports_resume(&cache, "q", || drop(replica.cli(&["DEL", "svc:q"]))).await;
 }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use strata::{EntryOptions, Error, HybridCache, MemoryStore};
 use strata_redis::RedisConfig;
@@ -228,19 +229,28 @@ async fn lost_tracking_drops_l1_and_comes_back() {
     // try holds q in L1, deletes it as a foreign writer, and waits for the report — a try
     // that a late resync interfered with does not count.
     redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
-    eventually("reports to resume", WAIT, || async {
-        let _: Arc<Product> = a.get_or_load("q", db.loader(2)).await.unwrap();
-        let resyncs = a.stats().resyncs;
-        if !in_l1(&a, "q", &db).await {
+    reports_resume(&a, "q", || drop(redis.cli(&["DEL", "svc:q"]))).await;
+}
+
+/// Waits until a foreign write is reported to `cache` again (after tracking was lost). Each
+/// try holds `key` in L1, has `delete` delete it as a foreign writer, and waits up to a second
+/// for the key to leave L1 — a try that a late resync (not the report) emptied L1 in does not
+/// count.
+pub(crate) async fn reports_resume(cache: &HybridCache, key: &str, delete: impl Fn()) {
+    let db = Db::new();
+    eventually("reports to resume", Duration::from_secs(30), || async {
+        let _: Arc<Product> = cache.get_or_load(key, db.loader(2)).await.unwrap();
+        let resyncs = cache.stats().resyncs;
+        if !in_l1(cache, key, &db).await {
             return false;
         }
-        redis.cli(&["DEL", "svc:q"]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        while std::time::Instant::now() < deadline {
-            if a.get::<Product>("q").await.unwrap().is_none() {
-                return a.stats().resyncs == resyncs;
+        delete();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if cache.get::<Product>(key).await.unwrap().is_none() {
+                return cache.stats().resyncs == resyncs;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         false
     })
