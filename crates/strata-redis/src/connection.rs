@@ -37,7 +37,8 @@ use crate::autopipeline::AutoPipeline;
 use crate::config::RedisConfig;
 use crate::error::{classify, into_log_error};
 use crate::layout::{Layout, slot_of};
-use crate::wire::{Tracking, TrackingSpec, Wire};
+use crate::tracking::{Tracking, TrackingSpec};
+use crate::wire::Wire;
 
 /// `INFO server`'s text, empty if it cannot be read (the oldest behaviour is then assumed).
 async fn server_info(conn: &mut impl ConnectionLike) -> String {

@@ -39,10 +39,11 @@ use redis::{Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisResult, V
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::resp;
+use crate::tracking::{Tracking, TrackingSpec};
 
 /// What a read asks of the socket at least: most reads carry several replies.
 const READ_CHUNK: usize = 64 * 1024;
@@ -59,52 +60,6 @@ struct Target {
     db: i64,
     connect_timeout: Duration,
     response_timeout: Duration,
-}
-
-/// Server-assisted invalidation on the connections that share it: what to ask of each
-/// socket, and a count of the sockets opened, so that the receiver of the invalidations
-/// knows when a new socket began to track (writes before that were not reported).
-pub(crate) struct Tracking {
-    spec: Mutex<Option<TrackingSpec>>,
-    opened: watch::Sender<u64>,
-}
-
-/// `CLIENT TRACKING ON REDIRECT <redirect> BCAST PREFIX <prefixes…> NOLOOP`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TrackingSpec {
-    /// The client id of the connection the server sends the invalidations to.
-    pub(crate) redirect: i64,
-    pub(crate) prefixes: Vec<String>,
-}
-
-impl TrackingSpec {
-    pub(crate) fn command(&self) -> Cmd {
-        let mut cmd = redis::cmd("CLIENT");
-        cmd.arg("TRACKING")
-            .arg("ON")
-            .arg("REDIRECT")
-            .arg(self.redirect)
-            .arg("BCAST");
-        for prefix in &self.prefixes {
-            cmd.arg("PREFIX").arg(prefix);
-        }
-        cmd.arg("NOLOOP");
-        cmd
-    }
-}
-
-impl Tracking {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Tracking {
-            spec: Mutex::new(None),
-            opened: watch::Sender::new(0),
-        })
-    }
-
-    /// Told of every socket opened from now on.
-    pub(crate) fn opened(&self) -> watch::Receiver<u64> {
-        self.opened.subscribe()
-    }
 }
 
 /// The engine's connection to one server: reconnects on the next command after a failure.
@@ -175,7 +130,7 @@ impl Wire {
         // Under the connect lock: a socket opening now applies either the old spec and then
         // this one, or this one alone.
         let _one = self.connecting.lock().await;
-        *lock(&tracking.spec) = Some(spec.clone());
+        tracking.set(spec.clone());
         let Some(socket) = self.live() else {
             // A new socket applies the spec as it opens.
             let socket = self.open().await?;
@@ -293,7 +248,7 @@ impl Wire {
             return Err(e);
         }
         if let Some(tracking) = &self.tracking {
-            tracking.opened.send_modify(|n| *n += 1);
+            tracking.opened_one();
         }
         Ok(socket)
     }
@@ -324,7 +279,7 @@ impl Wire {
                 .await?
                 .extract_error()?;
         }
-        let spec = self.tracking.as_ref().and_then(|t| lock(&t.spec).clone());
+        let spec = self.tracking.as_ref().and_then(|t| t.spec());
         if let Some(spec) = spec {
             // Refused (the receiver is gone, the ACL lacks `+client|tracking`): the socket
             // still serves; the receiver, told of the new socket, starts over.
