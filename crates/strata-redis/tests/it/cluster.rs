@@ -780,13 +780,7 @@ async fn foreign_writes_leave_tracking_instances_l1_on_a_cluster() {
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
     let mut caches = Vec::new();
     for on in [true, true, false] {
-        let cache = crate::builder(&config, EntryOptions::ttl(TTL))
-            .await
-            .track_foreign_writes(on)
-            .build()
-            .await
-            .unwrap();
-        caches.push(cache);
+        caches.push(crate::tracking::tracking_with(&config, on).await);
     }
     let db = Db::new();
     let keys: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
@@ -830,4 +824,37 @@ async fn foreign_writes_leave_tracking_instances_l1_on_a_cluster() {
     .await;
     crate::tracking::reports_resume(&caches[0], "k0", || drop(master.cli(&["DEL", "svc:k0"])))
         .await;
+}
+
+/// Tracking follows a cluster failover: the master holding a key is killed and its replica
+/// promoted; the tracking instance finds the masters changed, drops L1, tracks the new master
+/// and is told of a foreign delete there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_follows_a_cluster_failover() {
+    use std::sync::Arc;
+    use strata_testkit::source::{Db, Product};
+
+    let _one = crate::HEAVY.lock().await;
+    let mut cluster = RedisCluster::start();
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let cache = crate::tracking::tracking_with(&config, true).await;
+    let db = Db::new();
+    let _: Arc<Product> = cache.get_or_load("k", db.loader(1)).await.unwrap();
+    let port = holder(&cluster, "svc:k").expect("k in L2");
+    let index = cluster
+        .masters()
+        .into_iter()
+        .find(|i| cluster.node(*i).port() == port)
+        .unwrap();
+    let resyncs = cache.stats().resyncs;
+    tokio::task::block_in_place(|| cluster.fail_over(index));
+    eventually(
+        "the changed masters found",
+        Duration::from_secs(30),
+        || async { cache.stats().resyncs > resyncs },
+    )
+    .await;
+    let port = holder(&cluster, "svc:k").expect("k on the promoted replica");
+    let master = master_at(&cluster, port);
+    crate::tracking::reports_resume(&cache, "k", || drop(master.cli(&["DEL", "svc:k"]))).await;
 }

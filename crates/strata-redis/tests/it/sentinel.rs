@@ -130,12 +130,7 @@ async fn the_cache_follows_a_failover_without_a_restart() {
 async fn tracking_follows_a_failover() {
     let (mut master, replica, sentinels) = group().await;
     let config = config_of(&sentinels);
-    let cache = crate::builder(&config, EntryOptions::ttl(TTL))
-        .await
-        .track_foreign_writes(true)
-        .build()
-        .await
-        .unwrap();
+    let cache = crate::tracking::tracking_with(&config, true).await;
     let db = Db::new();
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     master.kill();

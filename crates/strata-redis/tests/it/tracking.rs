@@ -13,10 +13,15 @@ use tokio::sync::oneshot;
 
 use crate::{TTL, WAIT, builder};
 
-/// An instance in `svc` that tracks foreign writes (or not).
+/// An instance in `svc` on `redis` that tracks foreign writes (or not).
 async fn tracking(redis: &RedisServer, on: bool) -> HybridCache {
-    let config = RedisConfig::from_url(&redis.url()).unwrap();
-    builder(&config, EntryOptions::ttl(TTL))
+    tracking_with(&RedisConfig::from_url(&redis.url()).unwrap(), on).await
+}
+
+/// An instance in `svc` on `config` (a server, Sentinel, a cluster) that tracks foreign
+/// writes (or not).
+pub(crate) async fn tracking_with(config: &RedisConfig, on: bool) -> HybridCache {
+    builder(config, EntryOptions::ttl(TTL))
         .await
         .track_foreign_writes(on)
         .build()
