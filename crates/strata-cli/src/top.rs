@@ -132,10 +132,17 @@ fn view(now: &Sample, previous: Option<&Sample>, count: usize) -> Vec<Namespace>
     let rate = |delta: u64| if secs > 0.0 { delta as f64 / secs } else { 0.0 };
     let mut out = Vec::new();
     for ns in &now.hot {
-        let before: HashMap<&str, u64> = previous
-            .and_then(|p| p.hot.iter().find(|h| h.namespace == ns.namespace))
+        let last = previous.and_then(|p| p.hot.iter().find(|h| h.namespace == ns.namespace));
+        let before: HashMap<&str, u64> = last
             .map(|h| h.keys.iter().map(|(k, n)| (k.as_str(), *n)).collect())
             .unwrap_or_default();
+        // A key outside the last sample's window had at most its smallest count then (or
+        // nothing, if the window held every key): counting all its reads as new would rank a
+        // key that merely climbed into the window above the ones read now.
+        let floor = last
+            .filter(|h| h.keys.len() >= WINDOW)
+            .and_then(|h| h.keys.last())
+            .map_or(0, |(_, n)| *n);
         let total = now.stats.get(&ns.namespace).map_or(0, reads);
         let total_before = previous
             .and_then(|p| p.stats.get(&ns.namespace))
@@ -145,8 +152,8 @@ fn view(now: &Sample, previous: Option<&Sample>, count: usize) -> Vec<Namespace>
             .keys
             .iter()
             .map(|(key, reads)| {
-                // A key not in the last sample's window: all its reads are new.
-                let delta = reads.saturating_sub(before.get(key.as_str()).copied().unwrap_or(0));
+                let then = before.get(key.as_str()).copied().unwrap_or(floor);
+                let delta = reads.saturating_sub(then);
                 let r = rate(delta);
                 Key {
                     key: key.clone(),
@@ -242,7 +249,42 @@ fn shorten(key: &str, width: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shorten;
+    use std::time::{Duration, Instant};
+
+    use strata_redis::NamespaceHotKeys;
+
+    use super::{Sample, WINDOW, shorten, view};
+
+    fn sample(at: Instant, keys: Vec<(String, u64)>) -> Sample {
+        Sample {
+            at,
+            hot: vec![NamespaceHotKeys {
+                namespace: "svc".into(),
+                keys,
+            }],
+            stats: Default::default(),
+        }
+    }
+
+    /// A full window of 1,000 reads each; then `climber` (not in the first window: it had
+    /// at most 1,000) shows 1,100, and `k0` gained 500. `k0` is read most now.
+    #[test]
+    fn a_key_climbing_into_the_window_is_not_counted_from_zero() {
+        let t = Instant::now();
+        let keys = |k0: u64| -> Vec<(String, u64)> {
+            let mut v: Vec<(String, u64)> = (0..WINDOW).map(|i| (format!("k{i}"), 1_000)).collect();
+            v[0].1 = k0;
+            v
+        };
+        let before = sample(t, keys(1_000));
+        let mut now_keys = keys(1_500);
+        now_keys.insert(1, ("climber".into(), 1_100));
+        let now = sample(t + Duration::from_secs(1), now_keys);
+        let ranked = view(&now, Some(&before), 2);
+        let names: Vec<&str> = ranked[0].keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(names, ["k0", "climber"]);
+        assert!((ranked[0].keys[1].reads_per_s - 100.0).abs() < 1.0);
+    }
 
     #[test]
     fn keys_show_on_one_line_and_fit() {

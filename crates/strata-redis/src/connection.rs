@@ -433,23 +433,25 @@ impl Connection {
         }
     }
 
-    /// On a cluster, whether the connection to `node` still tracks towards `redirect` (the
-    /// cluster connection may have replaced it without telling: a new one tracks nothing).
+    /// Whether the engine's connection to `node` (the server: `None`) still tracks towards
+    /// `redirect`: a socket that opened while the receiver was away was refused, and on a
+    /// cluster the client may have replaced its connection to a master without telling.
     pub(crate) async fn still_tracks(
         &self,
-        node: &(String, u16),
+        node: Option<&(String, u16)>,
         redirect: i64,
     ) -> Result<bool, RedisError> {
-        let Some(mut cluster) = self.cluster() else {
-            return Ok(true);
+        let info = redis::cmd("CLIENT").arg("TRACKINGINFO").clone();
+        let info = match (self.cluster(), node) {
+            (Some(mut cluster), Some((host, port))) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                cluster.route_command(info, routing).await?
+            }
+            _ => info.query_async(&mut self.get()).await?,
         };
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-            host: node.0.clone(),
-            port: node.1,
-        });
-        let info = cluster
-            .route_command(redis::cmd("CLIENT").arg("TRACKINGINFO").clone(), routing)
-            .await?;
         // RESP2: flags, [flags…], redirect, id, prefixes, [prefixes…].
         let fields: Vec<Value> = redis::from_redis_value(info.extract_error()?)?;
         let mut on = false;

@@ -15,8 +15,8 @@
 //!   connection that tracks, and not the receiver.
 //!
 //! Whenever it cannot vouch that every write was reported — a receiver reconnected (its id
-//! changed), the engine's connection opened a new socket (on a cluster: a probe every second
-//! finds a master's connection no longer tracking, or the masters changed), the tracking was
+//! changed), the engine's connection opened a new socket, a probe every second finds a
+//! connection no longer tracking (on a cluster: or the masters changed), the tracking was
 //! turned off and on again to add a namespace, the server flushed the database — each
 //! namespace gets a [`LogEvent::Resync`] and drops its L1, as after a gap in the log.
 
@@ -364,8 +364,8 @@ impl Tracker {
         }
     }
 
-    /// Every receiver answers; on a cluster, every master's connection still tracks towards
-    /// its receiver and the masters are the same.
+    /// Every receiver answers, the nodes are the same (on a cluster: the masters), and the
+    /// engine's connection to each still tracks towards its receiver.
     async fn probe(&self, conns: &mut [MultiplexedConnection]) -> Result<(), Error> {
         for conn in conns.iter_mut() {
             redis::cmd("PING")
@@ -373,16 +373,13 @@ impl Tracker {
                 .await
                 .map_err(classify)?;
         }
-        let receivers = self.lock().receivers.clone();
-        if self.tracking.is_some() {
-            return Ok(());
-        }
         let lost = || {
             Error::unavailable(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
-                "a master no longer tracks, or the masters changed",
+                "a connection no longer tracks, or the masters changed",
             ))
         };
+        let receivers = self.lock().receivers.clone();
         let mut nodes = self.conn.tracked_nodes().await?;
         let mut tracked: Vec<Node> = receivers.iter().map(|(n, _)| n.clone()).collect();
         nodes.sort();
@@ -391,12 +388,11 @@ impl Tracker {
             return Err(lost());
         }
         for (node, redirect) in &receivers {
-            if let Some(node) = node
-                && !self
-                    .conn
-                    .still_tracks(node, *redirect)
-                    .await
-                    .map_err(classify)?
+            if !self
+                .conn
+                .still_tracks(node.as_ref(), *redirect)
+                .await
+                .map_err(classify)?
             {
                 return Err(lost());
             }
@@ -407,20 +403,14 @@ impl Tracker {
     /// One `invalidate` push: the keys written (each to the feeds whose prefix it has), or
     /// nil when the server flushed the database.
     fn dispatch(&self, data: &[Value]) {
-        let state = self.lock();
-        let mut keys = Vec::new();
-        for value in data {
-            match value {
-                Value::Array(items) | Value::Set(items) => keys.extend(items.iter()),
-                Value::Nil => {
-                    for feed in &state.feeds {
-                        let _ = feed.events.send(LogEvent::Resync);
-                    }
-                    return;
-                }
-                other => keys.push(other),
-            }
+        if data.iter().any(|v| matches!(v, Value::Nil)) {
+            return self.resync_all(None);
         }
+        let keys = data.iter().flat_map(|value| match value {
+            Value::Array(items) | Value::Set(items) => items.as_slice(),
+            other => std::slice::from_ref(other),
+        });
+        let state = self.lock();
         for key in keys {
             let Value::BulkString(key) = key else {
                 continue;
