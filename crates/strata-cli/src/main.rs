@@ -8,6 +8,11 @@
 //!   published with its stats): what a stampede hits.
 //! - `strata gateway`: a caching reverse proxy (RFC 9111 shared cache, collapsing, purges)
 //!   over the same hybrid cache, shared by every gateway instance through Redis.
+//! - `strata load`: drives any HTTP service (a staging URL) with a Zipf load and forced
+//!   invalidations; hit ratio from the responses and the services' counters, latency without
+//!   coordinated omission, staleness; CI gates.
+//! - `strata doctor`: checks a Redis before a deploy (memory policy, persistence, replicas,
+//!   cluster state, ACL permissions per namespace, latency, features), a verdict and a fix each.
 //! - `strata bench <workload>`: runs the reference workloads of `WORKLOADS.md` against Strata
 //!   and a hand-written cache-aside baseline, prints figures, draws plots, and gates CI.
 // Lints: the workspace's (`unsafe_code` denied; one module, `bench::shared`, maps memory
@@ -16,7 +21,12 @@
 mod bench;
 #[cfg(feature = "demo")]
 mod demo;
+mod doctor;
+mod gate;
 mod gateway;
+mod load;
+#[cfg(feature = "plots")]
+mod plot;
 mod stats;
 mod telemetry;
 mod top;
@@ -57,6 +67,12 @@ enum Command {
     Top(top::TopArgs),
     /// Run the caching reverse proxy.
     Gateway(gateway::GatewayArgs),
+    /// Drive any HTTP service with a Zipf load and invalidations; hit ratio, latency,
+    /// staleness, CI gates.
+    Load(Box<load::LoadArgs>),
+    /// Check a Redis before Strata runs on it: memory policy, persistence, replicas, cluster,
+    /// ACL permissions per namespace, latency, features.
+    Doctor(doctor::DoctorArgs),
     /// Run a reference workload (W1–W5) and print its figures.
     Bench(bench::BenchArgs),
     /// One instance of a multi-process workload (started by `strata bench`).
@@ -76,6 +92,8 @@ impl Command {
             Command::Stats(_) => "strata-stats".into(),
             Command::Top(_) => "strata-top".into(),
             Command::Bench(_) | Command::BenchWorker(_) => "strata-bench".into(),
+            Command::Load(_) => "strata-load".into(),
+            Command::Doctor(_) => "strata-doctor".into(),
         }
     }
 }
@@ -103,6 +121,9 @@ fn main() -> ExitCode {
             Command::Stats(args) => stats::run(args).await,
             Command::Top(args) => top::run(args).await,
             Command::Bench(args) => until_interrupted(bench::run(args)).await,
+            // Ctrl-C ends the load early with a report, not without one.
+            Command::Load(args) => load::run(*args).await,
+            Command::Doctor(args) => doctor::run(args).await,
             Command::BenchWorker(args) => bench::worker(args).await,
         }
     });

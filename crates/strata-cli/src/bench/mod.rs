@@ -2,9 +2,6 @@
 //! hand-written cache-aside baseline, with figures, plots and CI gates.
 
 mod cost;
-mod gate;
-#[cfg(feature = "plots")]
-mod plot;
 mod report;
 mod runner;
 mod shared;
@@ -25,12 +22,14 @@ use strata::{MemoryLog, MemoryStore};
 use strata_local::LocalRedis;
 use strata_redis::RedisConfig;
 
-use gate::Gate;
+use crate::gate::Gate;
+
 use report::Report;
 use subject::{Choice, L2Target};
 use workload::Workload;
 
 pub(crate) use crate::BoxError;
+pub(crate) use report::Latency;
 
 /// `strata bench` arguments.
 #[derive(Debug, clap::Args)]
@@ -168,7 +167,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
     let mut failed = false;
     for gate in &gates {
         for r in &gated {
-            if let Err(line) = gate.check(r) {
+            if let Err(line) = gate.check(*r) {
                 eprintln!("{line}");
                 failed = true;
             }
@@ -222,25 +221,33 @@ fn progress_bar(len: u64, quiet: bool, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Writes the plots of `runs` into `dir`.
+/// Writes the plots of `runs` into `dir`: read latency by percentile, hit ratio over time.
 #[cfg(feature = "plots")]
 fn draw(dir: &std::path::Path, workload: &str, runs: &[Run]) {
-    let series: Vec<plot::Series<'_>> = runs
-        .iter()
-        .map(|r| plot::Series {
-            label: r.report.cache,
-            latency: &r.latency,
-            timeline: &r.timeline,
-        })
-        .collect();
-    match plot::draw(dir, workload, &series) {
-        Ok(files) => {
-            for f in files {
-                eprintln!("wrote {}", f.display());
-            }
-        }
-        Err(e) => eprintln!("plots: {e}"),
-    }
+    use crate::plot::{Chart, Kind};
+    let charts = [
+        Chart {
+            file: "latency",
+            title: format!("{workload}: read latency by percentile"),
+            kind: Kind::Latency(runs.iter().map(|r| (r.report.cache, &r.latency)).collect()),
+        },
+        Chart {
+            file: "hit_ratio",
+            title: format!("{workload}: hit ratio over time"),
+            kind: Kind::OverTime {
+                y_desc: "hit ratio",
+                unit: true,
+                series: runs
+                    .iter()
+                    .map(|r| {
+                        let points = r.timeline.iter().map(|p| (p.t_s, p.hit_ratio));
+                        (r.report.cache, points.collect())
+                    })
+                    .collect(),
+            },
+        },
+    ];
+    crate::plot::report(crate::plot::draw(dir, workload, &charts));
 }
 
 /// Without the `plots` feature, says so instead of drawing.

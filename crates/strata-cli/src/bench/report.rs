@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::cost::Cost;
 use super::runner::Measured;
+use crate::gate::Gated;
 
 /// Latency percentiles, microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -122,6 +123,38 @@ impl Report {
 
     pub(crate) fn json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+impl Gated for Report {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    const DERIVED: &'static [(&'static str, &'static str, f64)] = &[
+        ("hit_ratio", "/hit_ratio/overall", 1.0),
+        ("l1_hit_ratio", "/hit_ratio/l1", 1.0),
+        ("l2_hit_ratio", "/hit_ratio/l2", 1.0),
+        ("p50_ms", "/read_us/p50", 1e-3),
+        ("p95_ms", "/read_us/p95", 1e-3),
+        ("p99_ms", "/read_us/p99", 1e-3),
+        ("max_ms", "/read_us/max", 1e-3),
+        ("p50_us", "/read_us/p50", 1.0),
+        ("p95_us", "/read_us/p95", 1.0),
+        ("p99_us", "/read_us/p99", 1.0),
+        ("max_us", "/read_us/max", 1.0),
+        ("cpu_us_per_op", "/cpu/us_per_op", 1.0),
+        ("redis_us_per_op", "/cpu/redis_us_per_op", 1.0),
+        ("redis_commands_per_op", "/redis_commands_per_op/total", 1.0),
+        // Strata against the naive cache of the same run (`--cache both`): ratios.
+        ("ops_vs_naive", "/vs_naive/ops_per_s", 1.0),
+        ("p99_vs_naive", "/vs_naive/read_p99", 1.0),
+        ("cpu_vs_naive", "/vs_naive/cpu_us_per_op", 1.0),
+        ("redis_cpu_vs_naive", "/vs_naive/redis_us_per_op", 1.0),
+    ];
+
+    fn subject(&self) -> String {
+        format!("{} {}", self.cache, self.workload)
     }
 }
 
@@ -248,4 +281,101 @@ pub(crate) fn table(reports: &[Report]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::cost::{Cost, Cpu};
+    use crate::gate::Gate;
+
+    fn report() -> Report {
+        Report {
+            workload: "W1",
+            cache: "strata",
+            l2: "redis",
+            params: Value::Null,
+            ops: 100,
+            reads: 98,
+            writes: 2,
+            elapsed_s: 1.0,
+            ops_per_s: 100.0,
+            read_us: Latency {
+                p50: 10,
+                p95: 120_000,
+                p99: 200_000,
+                max: 300_000,
+                count: 98,
+            },
+            write_us: Latency::default(),
+            l1_hits: 80,
+            l2_hits: 10,
+            waited: 0,
+            hit_ratio: HitRatio {
+                l1: 0.8,
+                l2: 0.1,
+                overall: 0.9,
+            },
+            loader_calls: 8,
+            stale_reads: 3,
+            errors: 0,
+            cost: Cost {
+                cpu: Cpu {
+                    bench_s: 2.0,
+                    redis_s: Some(1.0),
+                    us_per_op: 30_000.0,
+                    redis_us_per_op: Some(10_000.0),
+                },
+                redis_commands_per_op: None,
+            },
+            extra: Map::default(),
+        }
+    }
+
+    #[test]
+    fn gates_name_the_reports_fields() {
+        let r = report();
+        for ok in [
+            "hit_ratio>=0.85",
+            "p95_ms<=150",
+            "l1_hit_ratio!=0",
+            "p99_us==200000",
+        ] {
+            assert_eq!(Gate::parse(ok).unwrap().check(&r), Ok(()), "{ok}");
+        }
+        let failed = Gate::parse("stale_reads==0")
+            .unwrap()
+            .check(&r)
+            .unwrap_err();
+        assert_eq!(
+            failed,
+            "gate failed: stale_reads==0 (measured 3 on strata W1)"
+        );
+    }
+
+    #[test]
+    fn cost_and_ratio_gates_read_their_fields() {
+        let strata = report();
+        let mut naive = report();
+        naive.cache = "naive";
+        naive.ops_per_s = 50.0;
+        naive.cost.cpu.us_per_op = 60_000.0;
+        let mut reports = [strata, naive];
+        compare(&mut reports);
+        let r = &reports[0];
+        for ok in [
+            "cpu_us_per_op<=30000",
+            "redis_us_per_op==10000",
+            "ops_vs_naive>=2",
+            "cpu_vs_naive<=0.5",
+        ] {
+            assert_eq!(Gate::parse(ok).unwrap().check(r), Ok(()), "{ok}");
+        }
+        assert!(
+            Gate::parse("ops_vs_naive>=1.5")
+                .unwrap()
+                .check(&reports[1])
+                .is_err()
+        );
+    }
 }

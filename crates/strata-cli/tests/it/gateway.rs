@@ -31,7 +31,7 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    fn hits(&self, path: &str) -> usize {
+    pub(crate) fn hits(&self, path: &str) -> usize {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
     fn count(&self, path: &str) {

@@ -5,7 +5,9 @@ mod bench;
 mod dashboard;
 #[cfg(feature = "demo")]
 mod demo;
+mod doctor;
 mod dropin;
 mod gateway;
+mod load;
 mod telemetry;
 mod top;

@@ -1,5 +1,5 @@
-//! Plots of a run (`--out DIR`): read-latency percentile curve and hit ratio over time, one
-//! line per cache, as SVG and PNG.
+//! Plots of a run (`--out DIR` of `strata bench` and `strata load`): latency by percentile and
+//! figures over time, one line per series, as SVG and PNG.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -8,13 +8,26 @@ use hdrhistogram::Histogram;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::runner::Sample;
+/// One chart of a run, drawn as `<name>_<file>.svg` and `.png`.
+pub(crate) struct Chart<'a> {
+    /// The file name's part after the run's name (`latency`, `hit_ratio`).
+    pub(crate) file: &'static str,
+    /// The caption.
+    pub(crate) title: String,
+    /// What it shows.
+    pub(crate) kind: Kind<'a>,
+}
 
-/// One cache's data.
-pub(crate) struct Series<'a> {
-    pub(crate) label: &'a str,
-    pub(crate) latency: &'a Histogram<u64>,
-    pub(crate) timeline: &'a [Sample],
+/// What a chart shows, one line per labelled series.
+pub(crate) enum Kind<'a> {
+    /// Latency (µs) by percentile, up to 99.999 %.
+    Latency(Vec<(&'a str, &'a Histogram<u64>)>),
+    /// A figure over the run's seconds; `unit` draws it from 0 to 1 (a ratio).
+    OverTime {
+        y_desc: &'static str,
+        unit: bool,
+        series: Vec<(&'a str, Vec<(f64, f64)>)>,
+    },
 }
 
 const SIZE: (u32, u32) = (960, 540);
@@ -27,43 +40,37 @@ const COLORS: [RGBColor; 4] = [
 /// The percentile axis runs from 0 to this many nines (99.999 %).
 const NINES: f64 = 5.0;
 
-/// Draws both charts in SVG and PNG into `dir`; returns the files written.
-pub(crate) fn draw(
-    dir: &Path,
-    workload: &str,
-    series: &[Series<'_>],
-) -> Result<Vec<PathBuf>, String> {
+/// Draws every chart in SVG and PNG into `dir`, named `<name>_<chart>.<ext>`; returns the
+/// files written.
+pub(crate) fn draw(dir: &Path, name: &str, charts: &[Chart<'_>]) -> Result<Vec<PathBuf>, String> {
     register_font()?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let name = workload.to_lowercase();
-    let file = |chart: &str, ext: &str| dir.join(format!("{name}_{chart}.{ext}"));
-    let written = vec![
-        file("latency", "svg"),
-        file("hit_ratio", "svg"),
-        file("latency", "png"),
-        file("hit_ratio", "png"),
-    ];
-    latency(
-        &SVGBackend::new(&written[0], SIZE).into_drawing_area(),
-        workload,
-        series,
-    )?;
-    hit_ratio(
-        &SVGBackend::new(&written[1], SIZE).into_drawing_area(),
-        workload,
-        series,
-    )?;
-    {
-        let png = BitMapBackend::new(&written[2], SIZE).into_drawing_area();
-        latency(&png, workload, series)?;
-        png.present().map_err(|e| e.to_string())?;
-    }
-    {
-        let png = BitMapBackend::new(&written[3], SIZE).into_drawing_area();
-        hit_ratio(&png, workload, series)?;
-        png.present().map_err(|e| e.to_string())?;
+    let name = name.to_lowercase();
+    let mut written = Vec::new();
+    for chart in charts {
+        let svg = dir.join(format!("{name}_{}.svg", chart.file));
+        chart.render(&SVGBackend::new(&svg, SIZE).into_drawing_area())?;
+        let png = dir.join(format!("{name}_{}.png", chart.file));
+        {
+            let area = BitMapBackend::new(&png, SIZE).into_drawing_area();
+            chart.render(&area)?;
+            area.present().map_err(|e| e.to_string())?;
+        }
+        written.extend([svg, png]);
     }
     Ok(written)
+}
+
+/// Says on stderr what [`draw`] wrote, or why it drew nothing.
+pub(crate) fn report(drawn: Result<Vec<PathBuf>, String>) {
+    match drawn {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+        }
+        Err(e) => eprintln!("plots: {e}"),
+    }
 }
 
 /// Text needs a TrueType font; plotters' `ab_glyph` backend takes it from us.
@@ -90,24 +97,29 @@ fn register_font() -> Result<(), String> {
     .clone()
 }
 
+impl Chart<'_> {
+    fn render<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        match &self.kind {
+            Kind::Latency(series) => latency(area, &self.title, series),
+            Kind::OverTime {
+                y_desc,
+                unit,
+                series,
+            } => over_time(area, &self.title, y_desc, *unit, series),
+        }
+    }
+}
+
 fn latency<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    workload: &str,
-    series: &[Series<'_>],
+    title: &str,
+    series: &[(&str, &Histogram<u64>)],
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     area.fill(&WHITE).map_err(err)?;
-    let top = series
-        .iter()
-        .map(|s| s.latency.max())
-        .max()
-        .unwrap_or(1)
-        .max(10);
+    let top = series.iter().map(|s| s.1.max()).max().unwrap_or(1).max(10);
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{workload}: read latency by percentile"),
-            ("sans-serif", 24),
-        )
+        .caption(title, ("sans-serif", 24))
         .margin(16)
         .margin_right(48)
         .x_label_area_size(40)
@@ -122,17 +134,17 @@ fn latency<DB: DrawingBackend>(
         .x_label_formatter(&|nines| percentile_label(*nines))
         .draw()
         .map_err(err)?;
-    for (i, s) in series.iter().enumerate() {
+    for (i, (label, histogram)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points = (0..=100).map(|k| {
             let nines = NINES * f64::from(k) / 100.0;
             let q = 1.0 - 10f64.powf(-nines);
-            (nines, s.latency.value_at_quantile(q).max(1))
+            (nines, histogram.value_at_quantile(q).max(1))
         });
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(err)?
-            .label(s.label)
+            .label(*label)
             .legend(legend_mark(color));
     }
     chart
@@ -143,42 +155,44 @@ fn latency<DB: DrawingBackend>(
         .map_err(err)
 }
 
-fn hit_ratio<DB: DrawingBackend>(
+fn over_time<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    workload: &str,
-    series: &[Series<'_>],
+    title: &str,
+    y_desc: &str,
+    unit: bool,
+    series: &[(&str, Vec<(f64, f64)>)],
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     area.fill(&WHITE).map_err(err)?;
-    let end = series
-        .iter()
-        .filter_map(|s| s.timeline.last().map(|p| p.t_s))
-        .fold(1.0, f64::max);
+    let points = || series.iter().flat_map(|s| s.1.iter());
+    let end = points().map(|p| p.0).fold(1.0, f64::max);
+    let top = if unit {
+        1.0
+    } else {
+        points().map(|p| p.1).fold(1.0, f64::max) * 1.1
+    };
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{workload}: hit ratio over time"),
-            ("sans-serif", 24),
-        )
+        .caption(title, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..end, 0f64..1f64)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end, 0f64..top)
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("seconds")
-        .y_desc("hit ratio")
+        .y_desc(y_desc)
         .draw()
         .map_err(err)?;
-    for (i, s) in series.iter().enumerate() {
+    for (i, (label, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(
-                s.timeline.iter().map(|p| (p.t_s, p.hit_ratio)),
+                points.iter().copied(),
                 color.stroke_width(2),
             ))
             .map_err(err)?
-            .label(s.label)
+            .label(*label)
             .legend(legend_mark(color));
     }
     chart
