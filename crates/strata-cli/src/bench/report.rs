@@ -121,6 +121,21 @@ impl Report {
         }
     }
 
+    /// Adds the stream's fewest possible loads (`loader_calls_min`), the run's loads as a
+    /// multiple of it (`loader_calls_vs_min`, the gate for "loads near the minimum"), and the
+    /// highest hit ratio the stream allows (`hit_ratio_max`: every read but those loads hits).
+    pub(crate) fn with_minimum_loads(&mut self, minimum: u64) {
+        let ceiling = 1.0 - minimum as f64 / self.reads.max(1) as f64;
+        self.extra
+            .insert("hit_ratio_max".into(), Value::from(ceiling.max(0.0)));
+        self.extra
+            .insert("loader_calls_min".into(), Value::from(minimum));
+        self.extra.insert(
+            "loader_calls_vs_min".into(),
+            Value::from(self.loader_calls as f64 / minimum.max(1) as f64),
+        );
+    }
+
     pub(crate) fn json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }

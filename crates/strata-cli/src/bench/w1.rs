@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::runner::{Pace, Run as Pass};
 use super::source::{Source, Staleness};
 use super::subject::{Choice, Subject};
-use super::workload::{Params, phases};
+use super::workload::{Params, minimum_loads, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
 use crate::bench::cost::Meter;
 use crate::bench::report::Report;
@@ -28,6 +28,7 @@ pub(crate) fn params(args: &BenchArgs) -> Params {
 pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
     let params = params(args);
     let (warmup, measured) = phases(&params)?;
+    let minimum = minimum_loads(&params, &warmup, &measured);
     let keys = key_names(params.n);
     let probe = target.cost_probe().await;
     let mut runs = Vec::new();
@@ -56,6 +57,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         bar.finish_and_clear();
         let mut report = Report::new("W1", pass.subject.name(), target.l2.label(), &params, &m);
         report.cost = cost;
+        report.with_minimum_loads(minimum);
         runs.push(Run {
             report,
             latency: m.reads,

@@ -24,7 +24,7 @@ use super::shared::SharedWords;
 use super::source::{Source, Staleness};
 use super::subject::{Choice, L2Target, Subject};
 use super::worker::{Outcome, WorkerArgs, Workers, measured};
-use super::workload::{Op, Params, phases};
+use super::workload::{Op, Params, minimum_loads, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
 
 /// Instances in the fleet.
@@ -58,6 +58,10 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         in_flight_per_instance: IN_FLIGHT,
     };
     let probe = target.cost_probe().await;
+    let minimum = {
+        let (warmup, measured) = phases(&params)?;
+        minimum_loads(&params, &warmup, &measured)
+    };
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
         Subject::flush(&target.l2).await?;
@@ -122,6 +126,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         bar.finish_and_clear();
         let mut run = report(choice, target, &fleet, &shares, elapsed);
         run.report.cost = cost;
+        run.report.with_minimum_loads(minimum);
         runs.push(run);
         drop(dir);
     }

@@ -256,6 +256,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
         redis.is_some(),
         urls(&gateway, &admin, &services, &token),
     );
+    report["metrics_exported"] = exported(&http, &services, &admin).await.into();
     report["database"] = if postgres.is_some() {
         "postgres"
     } else {
@@ -286,6 +287,29 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, BoxError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The metric families every process exports now (`# TYPE` lines of each `/metrics`),
+/// sorted: what dashboards and alert rules may name.
+async fn exported(http: &Http, services: &[Process], admin: &str) -> Vec<String> {
+    let urls = services
+        .iter()
+        .map(|p| format!("{}/metrics", p.url()))
+        .chain([format!("{admin}/metrics")]);
+    let mut names = std::collections::BTreeSet::new();
+    for url in urls {
+        if let Ok((200, text)) = http.send("GET", &url, "").await {
+            names.extend(text.lines().filter_map(|l| {
+                Some(
+                    l.strip_prefix("# TYPE ")?
+                        .split_whitespace()
+                        .next()?
+                        .to_owned(),
+                )
+            }));
+        }
+    }
+    names.into_iter().collect()
 }
 
 /// A fresh admin token for this run's gateway: 16 bytes from the kernel's generator, in hex.

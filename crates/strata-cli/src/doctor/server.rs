@@ -384,7 +384,7 @@ async fn latency(conn: &RedisConnection) -> Check {
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let finding = format!(
-        "round trip p50 {:.2} ms, max {:.2} ms of 50{said}",
+        "round trip p50 {:.2} ms, max {:.2} ms of 50; {said}",
         ms(p50),
         ms(max)
     );

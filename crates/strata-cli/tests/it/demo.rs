@@ -43,6 +43,66 @@ fn new_price_served_within_the_bound(r: &Value) {
     }
 }
 
+/// The metric names in `text` (`strata_…`), a histogram's series named by their family.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("strata_"))
+        .map(|w| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w)
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Every metric the Grafana dashboard and the Prometheus alerts query is one the landscape's
+/// processes exported in this run (a renamed metric fails here, not on a silent panel).
+fn dashboards_and_alerts_name_exported_metrics(r: &Value) {
+    let exported: Vec<&str> = r["metrics_exported"]
+        .as_array()
+        .unwrap_or_else(|| panic!("metrics_exported in {r}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}grafana/strata-landscape.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries = String::new();
+    let mut stack = vec![&dashboard];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(e)) = m.get("expr") {
+                    queries.push_str(e);
+                    queries.push('\n');
+                }
+                stack.extend(m.values());
+            }
+            Value::Array(a) => stack.extend(a),
+            _ => {}
+        }
+    }
+    let alerts = std::fs::read_to_string(format!("{root}prometheus/alerts.yml")).unwrap();
+    for (file, text) in [("the dashboard", queries), ("the alerts", alerts)] {
+        let named = metric_names(&text);
+        assert!(named.len() >= 5, "{file} names {named:?}");
+        for name in named {
+            assert!(
+                exported.contains(&name.as_str()),
+                "{file} queries {name}, which no process exports: {exported:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn on_postgres_a_repriced_product_is_served_everywhere_within_the_bound_and_a_dead_inventory_degrades_orders_to_stale()
  {
@@ -69,6 +129,7 @@ fn on_postgres_a_repriced_product_is_served_everywhere_within_the_bound_and_a_de
     // nothing would show 0.
     assert!(f(&r, "/gateway_cache/hit_ratio") > 0.3, "{r}");
     new_price_served_within_the_bound(&r);
+    dashboards_and_alerts_name_exported_metrics(&r);
     let services = r.pointer("/services").and_then(Value::as_array).unwrap();
     assert_eq!(services.len(), 5);
     // The inventory service was killed after the load: every quote the order service gave

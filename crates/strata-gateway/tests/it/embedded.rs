@@ -99,7 +99,7 @@ async fn an_embedded_gateway_caches_and_shuts_down_gracefully() {
     assert!(first.contains("fwd=uri-miss"), "{first}");
     let (_, body, second) = fetch(&client, url.clone()).await;
     assert_eq!(body, "product 1, answer 1");
-    assert!(second.contains("hit"), "{second}");
+    assert!(second.contains("; hit"), "{second}");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
@@ -147,7 +147,7 @@ async fn two_embedded_gateways_share_entries_and_purges_through_redis() {
         body, "product 1, answer 1",
         "the second gateway read the first's entry"
     );
-    assert!(cache_status.contains("hit"), "{cache_status}");
+    assert!(cache_status.contains("; hit"), "{cache_status}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // A tag purged through the second gateway's admin API: the first asks upstream again.
