@@ -133,6 +133,25 @@ fn lookup(json: &Value, derived: &[(&str, &str, f64)], name: &str) -> Option<Mea
     }
 }
 
+/// Parses every `--gate`: a bad one is an error before minutes of work, not after.
+pub(crate) fn parse_all(texts: &[String]) -> Result<Vec<Gate>, String> {
+    texts.iter().map(|g| Gate::parse(g)).collect()
+}
+
+/// Checks every gate on every report, with a line on stderr per failure; whether one failed.
+pub(crate) fn any_failed<R: Gated>(gates: &[Gate], reports: &[&R]) -> bool {
+    let mut failed = false;
+    for gate in gates {
+        for report in reports {
+            if let Err(line) = gate.check(*report) {
+                eprintln!("{line}");
+                failed = true;
+            }
+        }
+    }
+    failed
+}
+
 fn trim(v: f64) -> String {
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_owned()

@@ -77,7 +77,7 @@ impl HybridCache {
             {
                 let fresh = now < e.l1_until && now < e.times.fresh_until && !e.fail_safe;
                 if fresh && inner.l1_trusted(now) {
-                    inner.counters.incr(Counter::l1_hits);
+                    inner.count(options, Counter::l1_hits);
                     answers[i] = Some(e.value);
                     continue;
                 }
@@ -97,12 +97,15 @@ impl HybridCache {
         }
         for (i, waiter, leading) in waiters {
             let (value, source) = waiter.wait(keys[i]).await?;
-            inner.counters.incr(match (source, leading) {
-                (Source::Stale, _) => Counter::stale_served,
-                (Source::Waited, _) | (_, false) => Counter::waited,
-                (Source::L2, true) => Counter::l2_hits,
-                (Source::Loaded, true) => Counter::misses,
-            });
+            inner.count(
+                options,
+                match (source, leading) {
+                    (Source::Stale, _) => Counter::stale_served,
+                    (Source::Waited, _) | (_, false) => Counter::waited,
+                    (Source::L2, true) => Counter::l2_hits,
+                    (Source::Loaded, true) => Counter::misses,
+                },
+            );
             answers[i] = Some(value);
         }
         answers
@@ -174,7 +177,7 @@ impl HybridCache {
                 return fail_all(missing, &e).await;
             }
         };
-        inner.counters.incr(Counter::loader_calls);
+        inner.count(options, Counter::loader_calls);
         let started = Instant::now();
         let call = loader(to_load.iter().map(|k| (*k).to_owned()).collect());
         let batch = to_load.join(",");

@@ -421,7 +421,9 @@ impl HybridCache {
     {
         let inner = &self.inner;
         inner.check_key(key)?;
-        inner.hot_keys.record(key);
+        if options.counted {
+            inner.hot_keys.record(key);
+        }
         let mut stale = None;
         if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
             && let Some(e) = l1.get(key)
@@ -433,17 +435,17 @@ impl HybridCache {
                     // fail-safe fallback.
                     inner.counters.incr(Counter::l1_bypassed);
                 } else if e.fail_safe {
-                    inner.counters.incr(Counter::stale_served);
+                    inner.count(options, Counter::stale_served);
                     return finish(key, e.value);
                 } else if now < e.times.fresh_until {
-                    inner.counters.incr(Counter::l1_hits);
+                    inner.count(options, Counter::l1_hits);
                     if options.refreshes_early(e.load_ms, e.times.fresh_until, now) {
                         self.refresh(key, options, &e, loader, Refresh::Early);
                     }
                     return finish(key, e.value);
                 } else {
                     // Soft-expired: serve it now, refresh once in the background.
-                    inner.counters.incr(Counter::stale_served);
+                    inner.count(options, Counter::stale_served);
                     self.refresh(key, options, &e, loader, Refresh::Stale);
                     return finish(key, e.value);
                 }
@@ -471,7 +473,7 @@ impl HybridCache {
         Fut: Future<Output = std::result::Result<Loaded<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let counters = &self.inner.counters;
+        let inner = &self.inner;
         let mut takeovers = 0;
         loop {
             match self.inner.flights.join(key) {
@@ -482,20 +484,26 @@ impl HybridCache {
                     // answer (stale-while-revalidate, soft timeout).
                     self.load(leader, options, stale, loader, false).await;
                     let (value, source) = waiter.wait(key).await?;
-                    counters.incr(match source {
-                        Source::Stale => Counter::stale_served,
-                        Source::L2 => Counter::l2_hits,
-                        Source::Loaded => Counter::misses,
-                        Source::Waited => Counter::waited,
-                    });
+                    inner.count(
+                        options,
+                        match source {
+                            Source::Stale => Counter::stale_served,
+                            Source::L2 => Counter::l2_hits,
+                            Source::Loaded => Counter::misses,
+                            Source::Waited => Counter::waited,
+                        },
+                    );
                     return Ok(value);
                 }
                 Join::Follow(waiter) => match waiter.wait(key).await {
                     Ok((value, source)) => {
-                        counters.incr(match source {
-                            Source::Stale => Counter::stale_served,
-                            _ => Counter::waited,
-                        });
+                        inner.count(
+                            options,
+                            match source {
+                                Source::Stale => Counter::stale_served,
+                                _ => Counter::waited,
+                            },
+                        );
                         return Ok(value);
                     }
                     // The leading caller was cancelled mid-load: take over its flight.

@@ -37,6 +37,8 @@ pub struct EntryOptions {
     pub(crate) skip_l2: bool,
     pub(crate) early_refresh: Option<f64>,
     pub(crate) codec: Option<Codec>,
+    /// Whether reads count in the statistics and among the hot keys ([`Self::uncounted`]).
+    pub(crate) counted: bool,
 }
 
 impl Default for EntryOptions {
@@ -62,6 +64,7 @@ impl EntryOptions {
             tags: Vec::new(),
             skip_l1: false,
             skip_l2: false,
+            counted: true,
             early_refresh: None,
             codec: None,
         }
@@ -153,6 +156,16 @@ impl EntryOptions {
         S: Into<String>,
     {
         self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Reads with these options count nowhere: not in the hit, miss and load counters
+    /// ([`HybridCache::stats`](crate::HybridCache::stats), the metrics, what a stats reporter
+    /// publishes) nor among the hot keys. For bookkeeping read beside every real read — a
+    /// marker, a flag — which would otherwise outnumber the data's reads, inflate the hit
+    /// ratio and top the hot keys (the HTTP layer's soft-purge marker is one).
+    pub fn uncounted(mut self) -> Self {
+        self.counted = false;
         self
     }
 

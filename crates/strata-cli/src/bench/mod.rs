@@ -22,7 +22,7 @@ use strata::{MemoryLog, MemoryStore};
 use strata_local::LocalRedis;
 use strata_redis::RedisConfig;
 
-use crate::gate::Gate;
+use crate::gate;
 
 use report::Report;
 use subject::{Choice, L2Target};
@@ -138,11 +138,7 @@ pub(crate) struct Run {
 
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
     // Bad gates are reported before minutes of benchmarking, not after.
-    let gates = args
-        .gates
-        .iter()
-        .map(|g| Gate::parse(g))
-        .collect::<Result<Vec<_>, _>>()?;
+    let gates = gate::parse_all(&args.gates)?;
     let mut target = Target::resolve(args.redis.as_deref(), args.json).await?;
     let runs = match args.workload {
         Workload::W1 => w1::run(&args, &target).await?,
@@ -164,16 +160,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
         draw(dir, args.workload.name(), &runs);
     }
     let gated: Vec<&Report> = reports.iter().filter(|r| r.cache == "strata").collect();
-    let mut failed = false;
-    for gate in &gates {
-        for r in &gated {
-            if let Err(line) = gate.check(*r) {
-                eprintln!("{line}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
+    Ok(if gate::any_failed(&gates, &gated) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

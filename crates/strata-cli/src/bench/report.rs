@@ -358,13 +358,10 @@ mod tests {
         ] {
             assert_eq!(Gate::parse(ok).unwrap().check(&r), Ok(()), "{ok}");
         }
-        let failed = Gate::parse("stale_reads==0")
-            .unwrap()
-            .check(&r)
-            .unwrap_err();
+        let failed = Gate::parse("p99_ms<150").unwrap().check(&r).unwrap_err();
         assert_eq!(
             failed,
-            "gate failed: stale_reads==0 (measured 3 on strata W1)"
+            "gate failed: p99_ms<150 (measured 200 on strata W1)"
         );
     }
 

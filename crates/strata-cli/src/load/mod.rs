@@ -22,7 +22,7 @@ use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderValue};
 
 use crate::BoxError;
-use crate::gate::Gate;
+use crate::gate;
 use client::Client;
 use counted::{Counted, Counter};
 use drive::{Load, Mode, Until, Write};
@@ -153,11 +153,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub(crate) async fn run(args: LoadArgs) -> Result<ExitCode, BoxError> {
     // Everything that can be wrong with the arguments is said before any request is sent.
-    let gates = args
-        .gates
-        .iter()
-        .map(|g| Gate::parse(g))
-        .collect::<Result<Vec<_>, _>>()?;
+    let gates = gate::parse_all(&args.gates)?;
     let load = Arc::new(plan(&args)?);
     reachable(&load.reads[0]).await?;
     let counter = match &args.redis {
@@ -250,17 +246,11 @@ pub(crate) async fn run(args: LoadArgs) -> Result<ExitCode, BoxError> {
     } else {
         print!("{}", report.table());
     }
-    let mut failed = report.stopped_early.is_some();
     if let Some(why) = &report.stopped_early {
         eprintln!("the load stopped early: {why}");
     }
-    for gate in &gates {
-        if let Err(line) = gate.check(&report) {
-            eprintln!("{line}");
-            failed = true;
-        }
-    }
-    Ok(if failed {
+    let failed = gate::any_failed(&gates, &[&report]);
+    Ok(if failed || report.stopped_early.is_some() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -13,6 +13,23 @@ fn policy() -> Policy {
     Policy::new("api")
 }
 
+/// One request, one read counted: the soft-purge marker every hit checks counts nowhere, so
+/// the stats' hit ratio is the responses' and the marker never tops the hot keys.
+#[tokio::test]
+async fn each_request_counts_one_read() {
+    let o = origin();
+    let cache = strata::HybridCache::builder("shop").build().await.unwrap();
+    assert!(cache.take_hot_keys().is_empty(), "sampling starts");
+    let app = crate::harness::Instance::new(cache.clone(), &o, policy());
+    for _ in 0..200 {
+        assert_eq!(app.get("/products/1").await.status, StatusCode::OK);
+    }
+    let s = cache.stats();
+    assert_eq!((s.misses, s.l1_hits, s.loader_calls), (1, 199, 1), "{s:?}");
+    let hot = cache.take_hot_keys();
+    assert!(hot.iter().all(|h| !h.key.contains("~soft")), "{hot:?}");
+}
+
 #[tokio::test]
 async fn fresh_responses_are_hits_with_age_and_cache_status() {
     let o = origin();

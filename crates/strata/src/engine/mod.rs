@@ -39,7 +39,7 @@ use crate::lease::Lease;
 use crate::options::EntryOptions;
 use crate::resilience::{Compartment, Guard};
 use crate::single_flight::Flights;
-use crate::stats::Counters;
+use crate::stats::{Counter, Counters};
 use crate::store::L2Store;
 use crate::write_behind::WriteQueue;
 
@@ -91,6 +91,15 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
+    /// Counts a read's outcome, unless its options say it counts nowhere
+    /// ([`EntryOptions::uncounted`]).
+    #[inline]
+    pub(crate) fn count(&self, options: &EntryOptions, counter: Counter) {
+        if options.counted {
+            self.counters.incr(counter);
+        }
+    }
+
     /// Whether L1 may answer: the log vouched for it within `max_staleness` (always, without
     /// one). One relaxed load on the hit path, and only when a bound is set.
     #[inline]

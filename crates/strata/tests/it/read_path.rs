@@ -19,6 +19,46 @@ async fn miss_then_hit_returns_the_same_arc_without_loading() {
     assert_eq!((s.misses, s.l1_hits, s.loader_calls), (1, 1, 1));
 }
 
+#[tokio::test]
+async fn uncounted_reads_count_nowhere() {
+    let db = Db::new();
+    let cache = HybridCache::builder("svc").build().await.unwrap();
+    // Sampling starts with the first take; reads of both kinds, many more of the marker.
+    assert!(cache.take_hot_keys().is_empty());
+    let marker = EntryOptions::ttl(TTL).uncounted();
+    for _ in 0..2_000 {
+        let _: Arc<Product> = cache
+            .get_or_load_with("marker", &marker, db.loader(1))
+            .await
+            .unwrap();
+    }
+    for _ in 0..200 {
+        let _: Arc<Product> = cache.get_or_load("p:2", db.loader(2)).await.unwrap();
+    }
+    let batch = cache
+        .get_many_or_load::<Product, _, _, std::io::Error>(
+            &["marker", "p:3"],
+            &marker,
+            |keys| async {
+                let p = |id| Product {
+                    id,
+                    version: 0,
+                    name: format!("product {id}"),
+                };
+                Ok(keys.into_iter().map(|k| (k, p(3))).collect())
+            },
+        )
+        .await
+        .unwrap();
+    assert!(batch.iter().all(Option::is_some), "{batch:?}");
+    assert_eq!(db.calls(), 2, "the marker and p:2 loaded once each");
+    let s = cache.stats();
+    assert_eq!((s.misses, s.l1_hits, s.loader_calls), (1, 199, 1), "{s:?}");
+    let hot: Vec<String> = cache.take_hot_keys().into_iter().map(|h| h.key).collect();
+    assert!(hot.contains(&"p:2".to_owned()), "{hot:?}");
+    assert!(!hot.contains(&"marker".to_owned()), "{hot:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_cold_reads_load_once() {
     let db = Db::new();

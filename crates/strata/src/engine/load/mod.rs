@@ -139,7 +139,7 @@ impl Load {
                 return self.fail(&key, e).await;
             }
         };
-        inner.counters.incr(Counter::loader_calls);
+        inner.count(&self.options, Counter::loader_calls);
         let started = Instant::now();
         let result = self.call(&key, loader).await;
         drop(slot);
