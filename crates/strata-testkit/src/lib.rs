@@ -268,8 +268,9 @@ fn free_port() -> io::Result<u16> {
         .port())
 }
 
-/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, by `openssl`.
-fn make_certificates(dir: &Path) -> io::Result<TlsFiles> {
+/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, by `openssl`,
+/// written into `dir`: for TLS servers of a test's own.
+pub fn make_certificates(dir: &Path) -> io::Result<TlsFiles> {
     let p = |name: &str| dir.join(name);
     let run = |args: &[&str]| -> io::Result<()> {
         let status = Command::new("openssl")

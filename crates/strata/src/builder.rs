@@ -349,6 +349,7 @@ impl HybridCacheBuilder {
             clock: self.clock,
             flights: Arc::new(Flights::default()),
             fence: Fence::default(),
+            tag_drops: crate::tag_drops::TagDrops::default(),
             lease,
             load_ends: LoadEnds::default(),
             lease_ttl: self.lease_ttl,

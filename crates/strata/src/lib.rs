@@ -113,6 +113,7 @@ mod resilience;
 mod single_flight;
 mod stats;
 mod store;
+mod tag_drops;
 mod value;
 pub mod write_behind;
 

@@ -85,7 +85,14 @@ impl Flights {
         }
     }
 
-    /// [`poison`](Self::poison) for every flight (a tag or namespace invalidation).
+    /// Ends every flight's taking in of callers, leaving the fill to each flight's own check
+    /// (a tag invalidation: only the flights of its entries are overtaken, which their values
+    /// will tell; see `TagDrops`).
+    pub(crate) fn detach_all(&self) {
+        self.lock().clear();
+    }
+
+    /// [`poison`](Self::poison) for every flight (a namespace invalidation, a resync).
     pub(crate) fn poison_all(&self) {
         for (_, flight) in self.lock().drain() {
             flight.poisoned.store(true, Ordering::SeqCst);

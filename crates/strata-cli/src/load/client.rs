@@ -1,12 +1,16 @@
-//! Sends the load's requests: one pooled HTTP/1.1 client, the headers and credentials given,
-//! a timeout per request, the whole body read (a response is done when its last byte is).
+//! Sends the load's requests: one pooled HTTP/1.1 client over TCP or TLS (rustls: the
+//! system's CA certificates and `--cacert`), the headers and credentials given, a timeout per
+//! request, the whole body read (a response is done when its last byte is).
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as Hyper;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -28,20 +32,34 @@ pub(crate) struct Failure {
 /// The load's HTTP client.
 #[derive(Clone)]
 pub(crate) struct Client {
-    hyper: Hyper<HttpConnector, Full<Bytes>>,
+    hyper: Hyper<HttpsConnector<HttpConnector>, Full<Bytes>>,
     headers: HeaderMap,
     timeout: Duration,
 }
 
+/// How the client is set up.
+pub(crate) struct Settings<'a> {
+    /// `Name: value` lines, sent with every request.
+    pub(crate) headers: &'a [String],
+    /// `Authorization: Bearer …`.
+    pub(crate) bearer: Option<&'a str>,
+    /// `Authorization: Basic …`, from `user:password`.
+    pub(crate) basic: Option<&'a str>,
+    /// Per request, to its response's last byte.
+    pub(crate) timeout: Duration,
+    /// More CA certificates (PEM) to trust for `https://`, beside the system's.
+    pub(crate) cacert: Option<&'a Path>,
+}
+
 impl Client {
-    /// `headers` as `Name: value` lines; `bearer` and `basic` (`user:password`) add an
-    /// `Authorization` header.
-    pub(crate) fn new(
-        headers: &[String],
-        bearer: Option<&str>,
-        basic: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Client, String> {
+    pub(crate) fn new(settings: &Settings<'_>) -> Result<Client, String> {
+        let Settings {
+            headers,
+            bearer,
+            basic,
+            timeout,
+            cacert,
+        } = *settings;
         let mut map = HeaderMap::new();
         for line in headers {
             let (name, value) = line
@@ -75,9 +93,16 @@ impl Client {
             value.set_sensitive(true);
             map.insert(AUTHORIZATION, value);
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(timeout));
+        // The TLS connector hands `http://` to `tcp` as it is.
+        tcp.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls(cacert)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
         let hyper = Hyper::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -137,6 +162,37 @@ impl Client {
     }
 }
 
+/// TLS with ring: the system's CA certificates and those of `cacert`.
+fn tls(cacert: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    // Certificates the system has but rustls cannot read are left out, as browsers do.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = cacert {
+        let mut given = 0;
+        for cert in CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("--cacert {}: {e}", path.display()))?
+        {
+            let cert = cert.map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+            given += 1;
+        }
+        if given == 0 {
+            return Err(format!(
+                "--cacert {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
 /// An error and its sources: hyper's own message alone says little (`client error (Connect)`).
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -172,7 +228,14 @@ mod tests {
             (vec![], Some("t"), Some("u:p"), "not both"),
             (vec![], None, Some("user"), "USER:PASSWORD"),
         ] {
-            let err = Client::new(&headers, bearer, basic, t).err().unwrap();
+            let settings = Settings {
+                headers: &headers,
+                bearer,
+                basic,
+                timeout: t,
+                cacert: None,
+            };
+            let err = Client::new(&settings).err().unwrap();
             assert!(err.contains(says), "{err}");
         }
     }

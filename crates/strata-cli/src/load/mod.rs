@@ -100,6 +100,10 @@ pub(crate) struct LoadArgs {
     /// A warm-up before measuring, not counted: `5s`.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     warmup: Duration,
+    /// More CA certificates (a PEM file) to trust for https:// targets, beside the system's:
+    /// a staging environment's own CA.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
     /// Time allowed per request.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     timeout: Duration,
@@ -316,12 +320,13 @@ fn plan(args: &LoadArgs) -> Result<Load, BoxError> {
             clients: c.unwrap_or(16).max(1),
         },
     };
-    let client = Client::new(
-        &args.headers,
-        args.bearer.as_deref(),
-        args.user.as_deref(),
-        args.timeout,
-    )?;
+    let client = Client::new(&client::Settings {
+        headers: &args.headers,
+        bearer: args.bearer.as_deref(),
+        basic: args.user.as_deref(),
+        timeout: args.timeout,
+        cacert: args.cacert.as_deref(),
+    })?;
     Ok(Load::new(
         client,
         reads,
@@ -383,7 +388,13 @@ async fn reachable(first: &Template) -> Result<(), BoxError> {
         rand: 1,
     })?;
     let host = sample.host().unwrap_or_default();
-    let port = sample.port_u16().unwrap_or(80);
+    let port = sample
+        .port_u16()
+        .unwrap_or(if sample.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     let address = format!(
         "{}:{port}",
         host.trim_start_matches('[').trim_end_matches(']')

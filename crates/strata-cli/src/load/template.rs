@@ -132,18 +132,10 @@ impl Template {
         let uri: Uri = sample
             .parse()
             .map_err(|e| format!("{what} {url:?}: not a URL ({e})"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "{what} {url:?}: https is not supported yet; run strata load where it reaches the service (or its TLS-terminating proxy) over http"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "{what} {url:?}: give an absolute http:// URL, e.g. http://127.0.0.1:8080/products/{{key}}"
-                ));
-            }
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!(
+                "{what} {url:?}: give an absolute http:// or https:// URL, e.g. http://127.0.0.1:8080/products/{{key}}"
+            ));
         }
         if uri.host().is_none() {
             return Err(format!("{what} {url:?}: the URL names no host"));
@@ -237,8 +229,8 @@ mod tests {
     fn bad_templates_are_clear_errors() {
         for (bad, says) in [
             ("http://h/products/{id}", "unknown placeholder {id}"),
-            ("/products/{key}", "absolute http:// URL"),
-            ("https://h/products/{key}", "https is not supported"),
+            ("/products/{key}", "absolute http:// or https:// URL"),
+            ("ftp://h/products/{key}", "absolute http:// or https:// URL"),
             ("http://h/a b", "not a URL"),
             ("0=http://h/", "at least 1"),
             ("99999999999=http://h/", "too large"),

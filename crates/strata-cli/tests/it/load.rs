@@ -404,3 +404,92 @@ async fn bad_runs_end_with_a_clear_reason() {
         "{stderr}"
     );
 }
+
+/// An https service on 127.0.0.1 with a certificate of the test CA: every request answered
+/// `200` with `Cache-Status: shop; hit`, connections kept alive. Written by hand over the TLS
+/// stream: the test needs a TLS peer, not a web framework.
+async fn https_service(tls: &strata_testkit::TlsFiles) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.server_cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&tls.server_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let body = r#"{"version":1}"#;
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncache-status: shop; hit\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if tls.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets_are_checked_against_the_given_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = strata_testkit::make_certificates(dir.path()).unwrap();
+    let addr = https_service(&tls).await;
+    let url = format!("https://localhost:{}/products/{{key}}", addr.port());
+    let ca = tls.ca.to_str().unwrap();
+    let (code, report, stderr) = load(&[
+        "--get",
+        &url,
+        "--cacert",
+        ca,
+        "--requests",
+        "300",
+        "--json",
+        "--gate",
+        "errors==0",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}\n{report}");
+    assert_eq!(n(&report, "/hits"), 300);
+    // Without the CA the certificate is refused, and said so.
+    let (code, report, stderr) = load(&["--get", &url, "--requests", "300", "--json"]).await;
+    assert_eq!(code, 1, "{stderr}\n{report}");
+    let why = report["stopped_early"].as_str().unwrap_or_default();
+    assert!(why.contains("certificate"), "{report}");
+    // A --cacert that holds no certificate is an error before any request.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let (code, _, stderr) = load(&["--get", &url, "--cacert", empty.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no PEM certificate"), "{stderr}");
+}

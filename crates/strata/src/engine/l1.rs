@@ -62,8 +62,12 @@ impl Engine {
     }
 
     pub(crate) fn drop_tag(&self, tag: &str) {
-        // A flight's tags are unknown until it ends: poison them all (they are few).
-        self.overtake_all();
+        // A flight's tags are unknown until it ends: each checks its value's against this
+        // record before it fills. None takes in callers from now on: they would get what it
+        // read before the drop.
+        self.tag_drops.record(Some(tag));
+        self.flights.detach_all();
+        self.fence.bump_all();
         if let Some(l1) = &self.l1 {
             // One pass over every shard, each under its write lock in turn: tag
             // invalidations are rare next to reads, and this keeps reads free of checks.
@@ -72,6 +76,7 @@ impl Engine {
     }
 
     pub(crate) fn drop_all(&self) {
+        self.tag_drops.record(None);
         self.overtake_all();
         if let Some(l1) = &self.l1 {
             l1.clear();

@@ -41,6 +41,7 @@ use crate::resilience::{Compartment, Guard};
 use crate::single_flight::Flights;
 use crate::stats::{Counter, Counters};
 use crate::store::L2Store;
+use crate::tag_drops::TagDrops;
 use crate::write_behind::WriteQueue;
 
 /// Everything a cache and its background tasks share.
@@ -61,6 +62,8 @@ pub(crate) struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) flights: Arc<Flights>,
     pub(crate) fence: Fence,
+    /// The tags invalidated lately, for the loads that began before ([`TagDrops`]).
+    pub(crate) tag_drops: TagDrops,
     /// The lease taken to refresh a value L2 still holds (a miss takes its lease in the data
     /// key); `None`: such refreshes are collapsed within this instance only.
     pub(crate) lease: Option<Arc<dyn Lease>>,

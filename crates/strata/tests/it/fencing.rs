@@ -79,6 +79,40 @@ async fn an_invalidated_load_fills_neither_level() {
     assert_eq!((fresh.version, db.calls()), (1, 2));
 }
 
+/// A tag invalidated while a load of a key with that tag is out: the key was not in the tag's
+/// index yet (its fill writes it there), so only the flight's poison can refuse the fill — in
+/// L2 too, or every later read there would get the old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidated_during_a_load_fills_neither_level() {
+    let (store, db) = (MemoryStore::default(), Db::new());
+    let cache = HybridCache::builder("svc")
+        .l2(store.clone())
+        .default_entry(EntryOptions::ttl(Duration::from_secs(60)).tags(["product:1"]))
+        .build()
+        .await
+        .unwrap();
+    let read = HeldRead::start(&cache, &db).await;
+    db.update();
+    cache.invalidate_tag("product:1").await.unwrap();
+    assert_eq!(read.finish().await.version, 0);
+    assert_eq!(
+        store.get("svc", "p").await.unwrap(),
+        None,
+        "L2 fill refused"
+    );
+    let fresh: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!((fresh.version, db.calls()), (1, 2));
+    // Another tag's invalidation overtakes nothing of this key's: its load fills as usual.
+    cache.invalidate("p").await.unwrap();
+    let read = HeldRead::start(&cache, &db).await;
+    cache.invalidate_tag("product:2").await.unwrap();
+    assert_eq!(read.finish().await.version, 1);
+    assert!(store.get("svc", "p").await.unwrap().is_some(), "L2 filled");
+    let calls = db.calls();
+    let again: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!((again.version, db.calls()), (1, calls), "an L1 hit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_through_wins_over_a_load_that_began_before_it() {
     let (store, db) = (MemoryStore::default(), Db::new());

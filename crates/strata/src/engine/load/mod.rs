@@ -57,6 +57,8 @@ pub(crate) struct Load {
     /// An early refresh: the caller's copy is still fresh, so an L2 copy no newer than it
     /// is no answer.
     pub(crate) early: bool,
+    /// Where the record of tag invalidations stood when the flight began.
+    pub(crate) since: u64,
 }
 
 impl Load {
@@ -76,7 +78,14 @@ impl Load {
             token: fastrand::u64(..),
             lease: None,
             early: false,
+            since: inner.tag_drops.now(),
         }
+    }
+
+    /// Whether an invalidation applied here since the flight began overtook a value tagged
+    /// `tags`: of its key (the flight is poisoned), of one of the tags, or of everything.
+    fn overtaken(&self, tags: &[String]) -> bool {
+        self.leader.poisoned() || self.inner.tag_drops.overtakes(self.since, tags)
     }
 
     pub(crate) async fn run<T, F, Fut, E>(mut self, loader: F)
@@ -250,6 +259,15 @@ impl Load {
                 }
             }
         }
+        // An invalidation applied here while it loaded overtook the value: it goes nowhere.
+        // L2's own fence cannot see every such one — a tag invalidated meanwhile found the key
+        // in none of its indexes (the fill is what writes it there). The lease left in the key
+        // is released when `self` drops, so readers elsewhere load instead of waiting.
+        if self.overtaken(&found.tags) {
+            inner.counters.incr(Counter::fills_fenced);
+            self.leader.finish(Ok((found.value, Source::Loaded)));
+            return;
+        }
         // A fill L2 refuses (the key changed while it loaded) must not reach L1 either: the
         // invalidation may come from another instance and not have been applied here yet.
         let mut current = true;
@@ -294,21 +312,22 @@ impl Load {
         }
         let entry = self.inner.l1_entry(&self.options, found, now);
         self.inner
-            .insert_l1_unless(key, entry, || self.leader.poisoned());
+            .insert_l1_unless(key, entry, || self.overtaken(&found.tags));
     }
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a
     /// throttle period), else hand the error to the waiters.
-    pub(crate) async fn fail(self, key: &str, error: Error) {
-        match self.stale {
+    pub(crate) async fn fail(mut self, key: &str, error: Error) {
+        match self.stale.take() {
             Some(stale) => {
                 tracing::debug!(key, %error, "loader failed; serving stale value");
                 let value = stale.value.clone();
                 // An invalidation applied meanwhile withdrew the stale value too.
                 if !self.options.skip_l1 {
+                    let tags = stale.tags.as_deref().unwrap_or_default().to_vec();
                     let entry = self.inner.fail_safe_entry(&self.options, stale);
                     self.inner
-                        .insert_l1_unless(key, entry, || self.leader.poisoned());
+                        .insert_l1_unless(key, entry, || self.overtaken(&tags));
                 }
                 if !self.leader.answered() {
                     self.leader.finish(Ok((value, Source::Stale)));
