@@ -492,6 +492,12 @@ export class HybridCache {
       await this.release(key, fence, refreshToken);
       return [entry, "loaded"];
     }
+    if (fence !== null && this.fence.overtakes(seen, tags)) {
+      // A tag of the value (or everything) was dropped here while it loaded.
+      this.counters.fillsFenced += 1;
+      await this.release(key, fence, refreshToken);
+      return [entry, "loaded"];
+    }
     if (fence !== null && !(await this.fill(key, payload, times, tags, fence, refreshToken))) {
       this.counters.fillsFenced += 1;
       return [entry, "loaded"];
@@ -673,6 +679,8 @@ export class HybridCache {
 
   /** Drops every entry tagged `tag`, in Redis and in every instance's L1. */
   async invalidateTag(tag: string): Promise<void> {
+    // Before the indexes are deleted, so a load of this instance that began earlier stores
+    // nothing (docs/protocol.md §6), and after, for what reads put in L1 meanwhile.
     this.dropTag(tag);
     try {
       const index = this.layout.tag(tag);
@@ -685,6 +693,7 @@ export class HybridCache {
         for (const member of members) await this.redis.unlink(member);
         if (members.length > 0) await this.redis.srem(index, ...members);
       }
+      this.dropTag(tag);
       await this.append(this.layout.partOf(tag, this.parts), "tag", tag);
     } catch (err) {
       throw new UnavailableError(`invalidate tag ${JSON.stringify(tag)}: ${(err as Error).message}`, { cause: err });
@@ -772,7 +781,7 @@ export class HybridCache {
   }
 
   private dropTag(tag: string): void {
-    this.fence.bumpAll();
+    this.fence.bumpAll(tag);
     this.flights.clear();
     this.l1.removeTag(tag);
   }

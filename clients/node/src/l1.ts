@@ -33,18 +33,41 @@ function stripe(key: string): number {
   return (h >>> 0) % STRIPES;
 }
 
-/** Counters bumped by invalidations: a key's stripe, and one for the whole namespace. */
+/** Tag drops remembered: far more than happen during one load. */
+const DROPS_KEPT = 1024;
+
+/**
+ * Counters bumped by invalidations: a key's stripe, and one for the whole namespace (every
+ * tag drop and clear), with what each of those dropped.
+ */
 export class Fence {
   private stripes = new Uint32Array(STRIPES);
   private all = 0;
+  /** [the namespace counter after the drop, the tag; null: everything], newest last. */
+  private drops: [number, string | null][] = [];
   read(key: string): string {
     return `${this.stripes[stripe(key)]}:${this.all}`;
   }
   bump(key: string): void {
     this.stripes[stripe(key)]! += 1;
   }
-  bumpAll(): void {
+  /** A drop of `tag`'s entries, or (`null`) of everything. */
+  bumpAll(tag: string | null = null): void {
     this.all += 1;
+    this.drops.push([this.all, tag]);
+    if (this.drops.length > DROPS_KEPT) this.drops.shift();
+  }
+  /**
+   * Whether a tag drop or clear since `seen` concerns a value tagged `tags`: a load of it must
+   * not fill Redis (its key was in no index when the tag's were deleted). A record too short
+   * to tell says yes.
+   */
+  overtakes(seen: string, tags: readonly string[]): boolean {
+    const since = Number(seen.slice(seen.indexOf(":") + 1));
+    if (this.all === since) return false;
+    const first = this.drops[0];
+    if (first === undefined || first[0] > since + 1) return true;
+    return this.drops.some(([n, tag]) => n > since && (tag === null || tags.includes(tag)));
   }
 }
 

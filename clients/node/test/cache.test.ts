@@ -131,6 +131,31 @@ test("a fill overtaken by an invalidation does not land", async () => {
   });
 });
 
+test("a tag dropped while a load is out refuses its fill", async () => {
+  // The key is in no index until its fill: only the loading instance's own record of the
+  // drop can refuse it (docs/protocol.md §6).
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const tagged = { tags: ["cat:1"] };
+    const source = new Source(300);
+    let load = a.getOrLoad("k", source.loader(), tagged);
+    await eventually(() => source.calls === 1);
+    source.version = 2;
+    await a.invalidateTag("cat:1");
+    assert.deepEqual(await load, { version: 1 });
+    assert.equal(a.stats().fillsFenced, 1);
+    assert.equal(await redis.get("t:k"), null);
+    assert.deepEqual(await a.getOrLoad("k", source.loader(), tagged), { version: 2 });
+    // Another tag's drop overtakes nothing of this key's: its load fills.
+    await a.invalidate("k");
+    load = a.getOrLoad("k", source.loader(), tagged);
+    await eventually(() => source.calls === 3);
+    await a.invalidateTag("cat:2");
+    assert.deepEqual(await load, { version: 2 });
+    assert.notEqual(await redis.get("t:k"), null);
+  });
+});
+
 /** Calls per command so far (`INFO commandstats`), the followers' reads left out. */
 async function calls(client: Redis): Promise<Map<string, number>> {
   const text = await client.info("commandstats");

@@ -133,6 +133,31 @@ async def test_a_fill_overtaken_by_an_invalidation_does_not_land(
     assert source.calls == 2
 
 
+async def test_a_tag_dropped_while_a_load_is_out_refuses_its_fill(
+    pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
+) -> None:
+    """The key is in no index until its fill: only the loading instance's own record of the
+    drop can refuse it (docs/protocol.md §6)."""
+    a, _ = pair
+    tagged = EntryOptions(tags=("cat:1",))
+    source = Source(delay=0.3)
+    load = asyncio.create_task(a.get_or_load("k", source.loader(), options=tagged))
+    await eventually(lambda: source.calls == 1)
+    source.version = 2
+    await a.invalidate_tag("cat:1")
+    assert await load == {"version": 1}
+    assert a.stats().fills_fenced == 1
+    assert await redis.get("t:k") is None
+    assert await a.get_or_load("k", source.loader(), options=tagged) == {"version": 2}
+    # Another tag's drop overtakes nothing of this key's: its load fills.
+    await a.invalidate("k")
+    load = asyncio.create_task(a.get_or_load("k", source.loader(), options=tagged))
+    await eventually(lambda: source.calls == 3)
+    await a.invalidate_tag("cat:2")
+    assert await load == {"version": 2}
+    assert await redis.get("t:k") is not None
+
+
 async def calls(redis: aioredis.Redis) -> dict[str, int]:
     """Calls per command so far (``INFO commandstats``), the followers' reads left out."""
     stats: dict[str, Any] = await redis.info("commandstats")

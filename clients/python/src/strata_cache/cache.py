@@ -525,6 +525,11 @@ class HybridCache:
         if payload is None:
             await self._release(key, fence, refresh_token)
             return entry, "loaded"
+        if fence is not None and self._fence.overtakes(seen, tags):
+            # A tag of the value (or everything) was dropped here while it loaded.
+            self._stats.fills_fenced += 1
+            await self._release(key, fence, refresh_token)
+            return entry, "loaded"
         if fence is not None:
             stored = await self._fill(key, payload, times, tags, fence, refresh_token)
             if not stored:
@@ -707,6 +712,8 @@ class HybridCache:
 
     async def invalidate_tag(self, tag: str) -> None:
         """Drops every entry tagged ``tag``, in Redis and in every instance's L1."""
+        # Before the indexes are deleted, so a load of this instance that began earlier stores
+        # nothing (docs/protocol.md §6), and after, for what reads put in L1 meanwhile.
         self._drop_tag(tag)
         part = self._layout.part_of(tag, self._parts)
         try:
@@ -721,6 +728,7 @@ class HybridCache:
                     await self._redis.unlink(member)
                 if members:
                     await self._redis.srem(index, *members)
+            self._drop_tag(tag)
             await self._append(part, "tag", tag)
         except RedisError as err:
             raise UnavailableError(f"invalidate tag {tag!r}: {err}") from err
@@ -779,7 +787,7 @@ class HybridCache:
         self._l1.remove(key)
 
     def _drop_tag(self, tag: str) -> None:
-        self._fence.bump_all()
+        self._fence.bump_all(tag)
         self._flights.clear()
         self._l1.remove_tag(tag)
 

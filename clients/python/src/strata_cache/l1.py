@@ -7,12 +7,14 @@ load that raced an invalidation never puts the old value back.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .envelope import Times
 
+# Tag drops remembered: far more than happen during one load.
+_DROPS_KEPT = 1024
 _STRIPES = 4096
 
 
@@ -43,11 +45,14 @@ class L1Entry:
 
 
 class Fence:
-    """Counters bumped by invalidations: a key's stripe, and one for the whole namespace."""
+    """Counters bumped by invalidations: a key's stripe, and one for the whole namespace
+    (every tag drop and clear), with what each of those dropped."""
 
     def __init__(self) -> None:
         self._stripes = [0] * _STRIPES
         self._all = 0
+        # (the namespace counter after the drop, the tag; None: everything), newest last.
+        self._drops: deque[tuple[int, str | None]] = deque(maxlen=_DROPS_KEPT)
 
     def read(self, key: str) -> tuple[int, int]:
         return self._stripes[hash(key) % _STRIPES], self._all
@@ -55,8 +60,21 @@ class Fence:
     def bump(self, key: str) -> None:
         self._stripes[hash(key) % _STRIPES] += 1
 
-    def bump_all(self) -> None:
+    def bump_all(self, tag: str | None = None) -> None:
+        """A drop of ``tag``'s entries, or (``None``) of everything."""
         self._all += 1
+        self._drops.append((self._all, tag))
+
+    def overtakes(self, seen: tuple[int, int], tags: tuple[str, ...]) -> bool:
+        """Whether a tag drop or clear since ``seen`` concerns a value tagged ``tags``: a load
+        of it must not fill Redis (its key was in no index when the tag's were deleted). A
+        record too short to tell says yes."""
+        since = seen[1]
+        if self._all == since:
+            return False
+        if not self._drops or self._drops[0][0] > since + 1:
+            return True
+        return any(tag is None or tag in tags for n, tag in self._drops if n > since)
 
 
 class L1:
