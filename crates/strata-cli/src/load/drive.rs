@@ -84,16 +84,30 @@ enum Op {
     Write(usize),
 }
 
+/// What to send: reads, writes, and the share of writes.
+pub(crate) struct Requests {
+    pub(crate) reads: Vec<Template>,
+    pub(crate) writes: Vec<Write>,
+    pub(crate) write_ratio: f64,
+}
+
+/// The keys' popularity: `{key}` from 1 to `keys`, Zipf with exponent `zipf`, seeded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keys {
+    pub(crate) keys: u64,
+    pub(crate) zipf: f64,
+    pub(crate) seed: u64,
+}
+
 impl Load {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         client: Client,
-        reads: Vec<Template>,
-        writes: Vec<Write>,
-        write_ratio: f64,
-        keys: u64,
-        zipf: f64,
-        seed: u64,
+        Requests {
+            reads,
+            writes,
+            write_ratio,
+        }: Requests,
+        Keys { keys, zipf, seed }: Keys,
         version_field: Option<String>,
         mode: Mode,
     ) -> Result<Load, String> {

@@ -25,7 +25,7 @@ use crate::BoxError;
 use crate::gate;
 use client::Client;
 use counted::{Counted, Counter};
-use drive::{Load, Mode, Until, Write};
+use drive::{Keys, Load, Mode, Requests, Until, Write};
 use report::Report;
 use tally::Tally;
 use template::{Template, Text};
@@ -223,14 +223,8 @@ pub(crate) async fn run(args: LoadArgs) -> Result<ExitCode, BoxError> {
         stop.load(Ordering::Relaxed)
             .then(|| "interrupted (Ctrl-C)".to_owned())
     });
-    let (mode, rate, concurrency) = match load.mode {
-        Mode::Open { rate, .. } => ("open", Some(rate), None),
-        Mode::Closed { clients } => ("closed", None, Some(clients)),
-    };
     let report = Report::new(
-        mode,
-        rate,
-        concurrency,
+        load.mode,
         params(&args),
         &tally,
         elapsed,
@@ -327,14 +321,19 @@ fn plan(args: &LoadArgs) -> Result<Load, BoxError> {
         timeout: args.timeout,
         cacert: args.cacert.as_deref(),
     })?;
+    let keys = Keys {
+        keys: args.keys,
+        zipf: args.zipf,
+        seed: args.seed,
+    };
     Ok(Load::new(
         client,
-        reads,
-        writes,
-        args.write_ratio,
-        args.keys,
-        args.zipf,
-        args.seed,
+        Requests {
+            reads,
+            writes,
+            write_ratio: args.write_ratio,
+        },
+        keys,
         args.version_field.clone(),
         mode,
     )?)

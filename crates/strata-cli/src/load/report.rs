@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::counted::Counted;
+use super::drive::Mode;
 use super::tally::{Second, Tally};
 use crate::bench::Latency;
 use crate::gate::Gated;
@@ -68,11 +69,8 @@ pub(crate) struct TimelinePoint {
 
 impl Report {
     /// The report of a finished phase.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        mode: &'static str,
-        rate: Option<f64>,
-        concurrency: Option<usize>,
+        mode: Mode,
         params: Value,
         tally: &Tally,
         elapsed_s: f64,
@@ -81,6 +79,10 @@ impl Report {
         stopped_early: Option<String>,
     ) -> Report {
         let requests = tally.requests();
+        let (mode, rate, concurrency) = match mode {
+            Mode::Open { rate, .. } => ("open", Some(rate), None),
+            Mode::Closed { clients } => ("closed", None, Some(clients)),
+        };
         Report {
             schema: SCHEMA,
             mode,
