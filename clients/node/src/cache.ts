@@ -679,9 +679,10 @@ export class HybridCache {
 
   /** Drops every entry tagged `tag`, in Redis and in every instance's L1. */
   async invalidateTag(tag: string): Promise<void> {
-    // Before the indexes are deleted, so a load of this instance that began earlier stores
-    // nothing (docs/protocol.md §6), and after, for what reads put in L1 meanwhile.
-    this.dropTag(tag);
+    // Marked before the indexes are deleted, so a load of this instance that began earlier
+    // stores nothing (docs/protocol.md §6); L1 cleared after, of what reads put there
+    // meanwhile too.
+    this.overtakeTag(tag);
     try {
       const index = this.layout.tag(tag);
       if (!this.layout.cluster) {
@@ -780,9 +781,14 @@ export class HybridCache {
     this.l1.remove(key);
   }
 
-  private dropTag(tag: string): void {
+  /** Loads in flight check their tags against the drop and take in no new callers. */
+  private overtakeTag(tag: string): void {
     this.fence.bumpAll(tag);
     this.flights.clear();
+  }
+
+  private dropTag(tag: string): void {
+    this.overtakeTag(tag);
     this.l1.removeTag(tag);
   }
 

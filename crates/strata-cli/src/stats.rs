@@ -69,7 +69,7 @@ pub(crate) fn render(
     }
     out.push('\n');
     for s in now {
-        let reads = s.l1_hits + s.l2_hits + s.misses;
+        let reads = s.reads();
         let share = |n: u64| {
             if reads == 0 {
                 0.0
@@ -88,14 +88,8 @@ pub(crate) fn render(
             s.stale_served
         ));
         if let Some((prev, every)) = previous {
-            let before = prev.get(&s.namespace).cloned().unwrap_or_default();
-            let delta = NamespaceStats {
-                l1_hits: s.l1_hits.saturating_sub(before.l1_hits),
-                l2_hits: s.l2_hits.saturating_sub(before.l2_hits),
-                misses: s.misses.saturating_sub(before.misses),
-                ..NamespaceStats::default()
-            };
-            let reads_now = delta.l1_hits + delta.l2_hits + delta.misses;
+            let delta = s.since(&prev.get(&s.namespace).cloned().unwrap_or_default());
+            let reads_now = delta.reads();
             out.push_str(&format!(
                 " {:>9.1} {:>9.1}%",
                 reads_now as f64 / every.max(1) as f64,

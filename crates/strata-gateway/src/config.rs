@@ -270,8 +270,9 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DurationValue(pub(crate) Duration);
 
-/// Parses `250ms`, `30s`, `5m`, `2h`, `1d`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses `250ms`, `30s`, `5m`, `2h`, `1d`: durations as `gateway.toml` and the `strata`
+/// commands take them.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

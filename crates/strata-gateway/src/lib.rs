@@ -58,7 +58,7 @@ mod routes;
 mod server;
 
 pub use builder::GatewayBuilder;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, parse_duration};
 pub use error::Error;
 pub use gateway::Gateway;
 pub use server::{Listeners, shutdown_signal};

@@ -46,17 +46,24 @@ async fn server_info(conn: &mut impl ConnectionLike) -> String {
     info.unwrap_or_default()
 }
 
-/// What the server's `SET` can do, from `INFO server`'s text.
-#[derive(Debug, Clone, Copy)]
-struct SetFeatures {
-    /// `SET … NX GET` and `SET … XX GET` (Redis 7.0 on; Valkey reports itself as 7.2).
-    nx_get: bool,
+/// What a server offers that Strata chooses its commands by, from `INFO server`'s text: what
+/// its connections use, and what `strata doctor` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerFeatures {
+    /// `redis_version`, major and minor (`(0, 0)` when unreadable; Valkey reports 7.2).
+    pub redis_version: (u32, u32),
+    /// `valkey_version`, on Valkey.
+    pub valkey_version: Option<(u32, u32)>,
+    /// `SET … NX GET` and `SET … XX GET` (Redis 7.0 on, with sharded pub/sub).
+    pub nx_get: bool,
     /// `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): a compare-and-set without a script.
-    ifeq: bool,
+    pub ifeq: bool,
 }
 
-impl SetFeatures {
-    fn of(info: &str) -> Self {
+impl ServerFeatures {
+    /// Reads `INFO server`'s text; an empty or unreadable one gives the oldest behaviour.
+    pub fn of(info: &str) -> Self {
         let version = |field: &str| -> Option<(u32, u32)> {
             let v = info.lines().find_map(|l| l.strip_prefix(field))?.trim();
             let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
@@ -67,7 +74,9 @@ impl SetFeatures {
             Some(valkey) => valkey >= (8, 1),
             None => redis >= (8, 4),
         };
-        SetFeatures {
+        ServerFeatures {
+            redis_version: redis,
+            valkey_version: version("valkey_version:"),
             nx_get: redis >= (7, 0),
             ifeq,
         }
@@ -96,7 +105,7 @@ struct Shared {
     identity: Option<String>,
     /// What the server's `SET` takes: `NX GET` (a miss's lease in the plain read), `IFEQ`
     /// (a miss's fill without a script).
-    set: SetFeatures,
+    set: ServerFeatures,
     kind: Kind,
     rebuilding: AtomicBool,
     /// On a cluster, the slots whose master has a connected replica (by slot, the master's
@@ -346,7 +355,7 @@ impl Connection {
                  server before Redis 7.0, every L2 read goes through a script"
             );
         }
-        let set = SetFeatures::of(&info);
+        let set = ServerFeatures::of(&info);
         Ok(Connection {
             shared: Arc::new(Shared {
                 config: config.clone(),
@@ -898,7 +907,7 @@ mod tests {
     #[test]
     fn set_features_follow_the_server_and_its_version() {
         let f = |info: &str| {
-            let s = SetFeatures::of(info);
+            let s = ServerFeatures::of(info);
             (s.nx_get, s.ifeq)
         };
         assert_eq!(f("redis_version:6.2.14\r\n"), (false, false));

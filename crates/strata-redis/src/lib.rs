@@ -110,7 +110,7 @@ mod write_queue;
 
 pub use compat::{CompatChannel, DEFAULT_COMPAT_CHANNEL};
 pub use config::RedisConfig;
-pub use connection::RedisConnection;
+pub use connection::{RedisConnection, ServerFeatures};
 pub use lease::RedisLease;
 pub use log_shards::MAX_LOG_SHARDS;
 pub use pubsub::{RedisPubSub, channel};

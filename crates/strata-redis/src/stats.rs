@@ -177,6 +177,26 @@ pub struct NamespaceStats {
 }
 
 impl NamespaceStats {
+    /// What was counted after `before` (an earlier reading of the same namespace): each
+    /// counter's growth; `updated_ms` is this reading's.
+    pub fn since(&self, before: &NamespaceStats) -> NamespaceStats {
+        NamespaceStats {
+            namespace: self.namespace.clone(),
+            l1_hits: self.l1_hits.saturating_sub(before.l1_hits),
+            l2_hits: self.l2_hits.saturating_sub(before.l2_hits),
+            misses: self.misses.saturating_sub(before.misses),
+            waited: self.waited.saturating_sub(before.waited),
+            stale_served: self.stale_served.saturating_sub(before.stale_served),
+            loader_calls: self.loader_calls.saturating_sub(before.loader_calls),
+            updated_ms: self.updated_ms,
+        }
+    }
+
+    /// Reads counted: hits in either level and misses.
+    pub fn reads(&self) -> u64 {
+        self.l1_hits + self.l2_hits + self.misses
+    }
+
     /// Hits over reads (0 without reads).
     pub fn hit_ratio(&self) -> f64 {
         let hits = (self.l1_hits + self.l2_hits) as f64;

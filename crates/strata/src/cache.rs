@@ -340,10 +340,10 @@ impl HybridCache {
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.check_key(tag)?;
-        // Recorded before L2 too: a load of this instance whose fill would land after the
-        // tag's entries are deleted there sees the drop and stores nothing. Dropped again
-        // after, for what a read put in L1 from L2 meanwhile.
-        inner.drop_tag(tag);
+        // Marked before L2 too: a load of this instance whose fill would land after the tag's
+        // entries are deleted there sees the drop and stores nothing. L1 is cleared once,
+        // after: of what a read put there from L2 meanwhile too.
+        inner.overtake_tag(tag);
         let l2 = inner.l2.delete_by_tag(&inner.namespace, tag).await;
         inner.drop_tag(tag);
         self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(|_| None))

@@ -712,9 +712,10 @@ class HybridCache:
 
     async def invalidate_tag(self, tag: str) -> None:
         """Drops every entry tagged ``tag``, in Redis and in every instance's L1."""
-        # Before the indexes are deleted, so a load of this instance that began earlier stores
-        # nothing (docs/protocol.md §6), and after, for what reads put in L1 meanwhile.
-        self._drop_tag(tag)
+        # Marked before the indexes are deleted, so a load of this instance that began earlier
+        # stores nothing (docs/protocol.md §6); L1 cleared after, of what reads put there
+        # meanwhile too.
+        self._overtake_tag(tag)
         part = self._layout.part_of(tag, self._parts)
         try:
             index = self._layout.tag(tag)
@@ -786,9 +787,13 @@ class HybridCache:
         self._overtake(key)
         self._l1.remove(key)
 
-    def _drop_tag(self, tag: str) -> None:
+    def _overtake_tag(self, tag: str) -> None:
+        """Loads in flight check their tags against the drop and take in no new callers."""
         self._fence.bump_all(tag)
         self._flights.clear()
+
+    def _drop_tag(self, tag: str) -> None:
+        self._overtake_tag(tag)
         self._l1.remove_tag(tag)
 
     def _drop_all(self) -> None:

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use redis::Value;
-use strata_redis::RedisConnection;
+use strata_redis::{RedisConnection, ServerFeatures};
 
 use super::{Check, Verdict};
 
@@ -14,6 +14,8 @@ struct Node {
     /// `host:port` on a cluster; `server` alone.
     name: String,
     info: HashMap<String, String>,
+    /// The text the fields came from.
+    text: String,
 }
 
 impl Node {
@@ -64,13 +66,14 @@ async fn info(conn: &RedisConnection) -> Result<Vec<Node>, String> {
             _ => None,
         }
     };
-    let parse = |name: String, body: String| Node {
+    let parse = |name: String, text: String| Node {
         name,
-        info: body
+        info: text
             .lines()
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
             .collect(),
+        text,
     };
     match &reply {
         Value::Map(nodes) => Ok(nodes
@@ -83,16 +86,6 @@ async fn info(conn: &RedisConnection) -> Result<Vec<Node>, String> {
     }
 }
 
-/// `7.0.15` → (7, 0, 15).
-fn version(v: &str) -> (u64, u64, u64) {
-    let mut parts = v.split('.').map(|p| p.parse().unwrap_or(0));
-    (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    )
-}
-
 /// The server's version and what Strata does with what it has.
 fn features(nodes: &[Node], cluster: bool) -> Check {
     let n = &nodes[0];
@@ -101,7 +94,9 @@ fn features(nodes: &[Node], cluster: bool) -> Check {
         "" => ("Redis", n.get("redis_version")),
         v => ("Valkey", v),
     };
-    let (major, minor, _) = version(v);
+    // What Strata's connections will use: the same reading of `INFO` as theirs.
+    let f = ServerFeatures::of(&n.text);
+    let major = f.redis_version.0;
     let mode = if cluster {
         format!("cluster, {} masters", nodes.len())
     } else {
@@ -113,12 +108,9 @@ fn features(nodes: &[Node], cluster: bool) -> Check {
         if ok { has.push(what) } else { lacks.push(what) }
     };
     feature(major >= 6, "client tracking (track_foreign_writes)");
-    feature(major >= 7, "SET NX GET (an L2 read without a script)");
-    feature(major >= 7, "sharded pub/sub (pushed invalidations)");
-    feature(
-        product == "Valkey" && (major, minor) >= (8, 1),
-        "SET IFEQ (a fill without a script)",
-    );
+    feature(f.nx_get, "SET NX GET (an L2 read without a script)");
+    feature(f.nx_get, "sharded pub/sub (pushed invalidations)");
+    feature(f.ifeq, "SET IFEQ (a fill without a script)");
     let finding = format!(
         "{product} {v} ({mode}); has: {}{}",
         has.join(", "),
@@ -454,6 +446,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            text: fields.iter().map(|(k, v)| format!("{k}:{v}\r\n")).collect(),
         }
     }
 
@@ -492,6 +485,9 @@ mod tests {
             features(&[node(&[("redis_version", "5.0.7")])], false).verdict,
             Verdict::Fail
         );
+        // Redis compares in SET from 8.4, as the connections know.
+        let redis84 = features(&[node(&[("redis_version", "8.4.0")])], false);
+        assert!(!redis84.finding.contains("lacks"), "{redis84:?}");
     }
 
     #[test]

@@ -100,21 +100,17 @@ impl Counted {
     pub(crate) fn between(before: &Reading, after: &Reading) -> Counted {
         let mut namespaces: Vec<CountedNamespace> = after
             .values()
-            .map(|a| {
-                let b = before.get(&a.namespace).cloned().unwrap_or_default();
-                let l1_hits = a.l1_hits.saturating_sub(b.l1_hits);
-                let l2_hits = a.l2_hits.saturating_sub(b.l2_hits);
-                let misses = a.misses.saturating_sub(b.misses);
-                let reads = l1_hits + l2_hits + misses;
+            .map(|after| {
+                let d = after.since(&before.get(&after.namespace).cloned().unwrap_or_default());
                 CountedNamespace {
-                    namespace: a.namespace.clone(),
-                    reads,
-                    l1_hits,
-                    l2_hits,
-                    misses,
-                    hit_ratio: (reads > 0).then(|| (l1_hits + l2_hits) as f64 / reads as f64),
-                    loader_calls: a.loader_calls.saturating_sub(b.loader_calls),
-                    stale_served: a.stale_served.saturating_sub(b.stale_served),
+                    reads: d.reads(),
+                    hit_ratio: (d.reads() > 0).then(|| d.hit_ratio()),
+                    namespace: d.namespace,
+                    l1_hits: d.l1_hits,
+                    l2_hits: d.l2_hits,
+                    misses: d.misses,
+                    loader_calls: d.loader_calls,
+                    stale_served: d.stale_served,
                 }
             })
             .collect();

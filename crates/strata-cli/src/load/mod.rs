@@ -92,20 +92,20 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     concurrency: Option<usize>,
     /// How long to measure: `30s`, `2m`, `500ms` (default 30s unless --requests).
-    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+    #[arg(long, value_parser = strata_gateway::parse_duration, conflicts_with = "requests")]
     duration: Option<Duration>,
     /// How many requests to measure.
     #[arg(long)]
     requests: Option<u64>,
     /// A warm-up before measuring, not counted: `5s`.
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = strata_gateway::parse_duration, default_value = "0s")]
     warmup: Duration,
     /// More CA certificates (a PEM file) to trust for https:// targets, beside the system's:
     /// a staging environment's own CA.
     #[arg(long, value_name = "FILE")]
     cacert: Option<PathBuf>,
     /// Time allowed per request.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = strata_gateway::parse_duration, default_value = "10s")]
     timeout: Duration,
     /// Redis the services keep their counters in: the hit ratio as they counted it, per
     /// namespace (`strata stats`), over the measured phase.
@@ -115,7 +115,7 @@ pub(crate) struct LoadArgs {
     #[arg(long = "namespace", value_name = "NS", requires = "redis")]
     namespaces: Vec<String>,
     /// How often the services publish their counters (their `StatsReporter`'s period).
-    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, value_parser = strata_gateway::parse_duration, default_value = "2s")]
     stats_every: Duration,
     /// Check staleness: the JSON field (dotted path) holding an entity's version. A read
     /// returning a version older than a write of its key acknowledged before the read was
@@ -133,26 +133,6 @@ pub(crate) struct LoadArgs {
     /// repeatable; exit code 1 if any fails.
     #[arg(long = "gate", value_name = "EXPR")]
     gates: Vec<String>,
-}
-
-/// `30s`, `2m`, `500ms`, `1.5s`, or seconds alone.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a duration such as 30s, 2m or 500ms"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<ExitCode, BoxError> {
@@ -525,30 +505,4 @@ fn draw(dir: &std::path::Path, report: &Report, latency: &hdrhistogram::Histogra
 #[cfg(not(feature = "plots"))]
 fn draw(_dir: &std::path::Path, _report: &Report, _latency: &hdrhistogram::Histogram<u64>) {
     eprintln!("plots: this `strata` was built without them (cargo feature `plots`)");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        for (text, ms) in [
-            ("30s", 30_000),
-            ("2m", 120_000),
-            ("500ms", 500),
-            ("1.5s", 1_500),
-            ("10", 10_000),
-            ("1h", 3_600_000),
-        ] {
-            assert_eq!(
-                parse_duration(text).unwrap(),
-                Duration::from_millis(ms),
-                "{text}"
-            );
-        }
-        for bad in ["", "s", "3 days", "-1s", "1e999s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 }

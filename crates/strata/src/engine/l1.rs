@@ -61,13 +61,18 @@ impl Engine {
         }
     }
 
-    pub(crate) fn drop_tag(&self, tag: &str) {
-        // A flight's tags are unknown until it ends: each checks its value's against this
-        // record before it fills. None takes in callers from now on: they would get what it
-        // read before the drop.
+    /// Marks what a drop of `tag` overtakes: the loads in flight (a flight's tags are unknown
+    /// until it ends, so each checks its value's against this record before it fills, and
+    /// none takes in callers from now on: they would get what it read before the drop) and
+    /// the fence that plain reads check.
+    pub(crate) fn overtake_tag(&self, tag: &str) {
         self.tag_drops.record(Some(tag));
         self.flights.detach_all();
         self.fence.bump_all();
+    }
+
+    pub(crate) fn drop_tag(&self, tag: &str) {
+        self.overtake_tag(tag);
         if let Some(l1) = &self.l1 {
             // One pass over every shard, each under its write lock in turn: tag
             // invalidations are rare next to reads, and this keeps reads free of checks.
