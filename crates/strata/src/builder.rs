@@ -352,6 +352,7 @@ impl HybridCacheBuilder {
             tag_drops: crate::tag_drops::TagDrops::default(),
             lease,
             load_ends: LoadEnds::default(),
+            fills: Arc::default(),
             lease_ttl: self.lease_ttl,
             max_staleness: self.max_staleness.map(crate::options::ms),
             acknowledged: self

@@ -398,11 +398,14 @@ impl HybridCache {
         self.inner.hot_keys.take()
     }
 
-    /// Sweeps L1 of the entries that can no longer serve (expired past their fail-safe
-    /// window) and exports the counters. Nothing depends on it: reads skip such entries and
-    /// evictions reach them; call it to free their memory at once, or before reading exact
-    /// counts in a test.
+    /// Waits for the fills of L2 still in flight (a miss answers once its value is in L1; its
+    /// fill follows), sweeps L1 of the entries that can no longer serve (expired past their
+    /// fail-safe window) and exports the counters. Nothing depends on it: another instance
+    /// reading a key whose fill is in flight waits for it, reads skip expired entries and
+    /// evictions reach them. Call it before a shutdown, to free memory at once, or before
+    /// reading L2 or exact counts in a test.
     pub async fn run_pending_tasks(&self) {
+        self.inner.fills.idle().await;
         self.inner.sweep_l1();
         self.inner.counters.export();
     }

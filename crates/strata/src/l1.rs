@@ -158,6 +158,16 @@ impl L1Entry {
         }
     }
 
+    /// Whether this entry is the L1 copy of `found` (the same value, made at the same time).
+    pub(crate) fn is_copy_of(&self, found: &Found) -> bool {
+        let same = match (&self.value, &found.value) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same && self.times == found.times
+    }
+
     pub(crate) fn has_tag(&self, tag: &str) -> bool {
         self.tags
             .as_deref()

@@ -138,8 +138,8 @@ impl Leader {
 
     /// Ends the flight with `outcome`. The flight leaves the map first, so a caller arriving
     /// after this starts afresh rather than taking an answer that an invalidation may already
-    /// have made stale.
-    pub(crate) fn finish(self, outcome: Outcome) {
+    /// have made stale. The leader may still carry on with work nobody waits for (a fill).
+    pub(crate) fn finish(&self, outcome: Outcome) {
         self.unregister();
         self.tx.send_replace(Some(outcome));
     }

@@ -840,6 +840,7 @@ async fn tracking_follows_a_cluster_failover() {
     let cache = crate::tracking::tracking_with(&config, true).await;
     let db = Db::new();
     let _: Arc<Product> = cache.get_or_load("k", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await;
     let port = holder(&cluster, "svc:k").expect("k in L2");
     let index = cluster
         .masters()

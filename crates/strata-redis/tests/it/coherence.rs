@@ -15,6 +15,7 @@ async fn invalidate_on_one_instance_reaches_the_others_l1() {
     let b = instance(&redis, EntryOptions::ttl(TTL)).await;
     let db = Db::new();
     let _: Arc<Product> = a.get_or_load("p", db.loader(1)).await.unwrap();
+    a.run_pending_tasks().await; // a's fill has landed in L2
     let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!(
         (db.calls(), b.stats().l2_hits),
@@ -46,6 +47,7 @@ async fn set_tags_and_clear_reach_every_instance() {
         .unwrap();
     let _: Arc<Product> = b.get_or_load("plain", db.loader(2)).await.unwrap();
     let _: Arc<Product> = b.get_or_load("p", db.loader(3)).await.unwrap();
+    b.run_pending_tasks().await;
 
     let renamed = Product {
         id: 3,
@@ -120,6 +122,7 @@ async fn a_pubsub_follower_that_lost_its_connection_drops_its_l1() {
         .unwrap();
     let db = Db::new();
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await; // the fill has landed: only the resync can drop L1
     // Invalidations published while the follower is away are lost with pub/sub; the follower
     // must assume the worst when it is back.
     redis.restart();

@@ -91,6 +91,7 @@ async fn raw_values_are_readable_by_a_plain_get() {
         .get_or_load("product:42", db.loader(42))
         .await
         .unwrap();
+    cache.run_pending_tasks().await; // the fill has landed in L2
     assert_eq!(
         redis.cli(&["GET", "svc:product:42"]),
         r#"{"id":42,"version":0,"name":"product 42"}"#

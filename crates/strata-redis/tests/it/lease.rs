@@ -137,3 +137,134 @@ async fn only_the_holder_releases_a_lease() {
     lease.release("svc", "k", 1).await.unwrap();
     assert_eq!(redis.cli(&["EXISTS", "svc#lease:k"]), "0");
 }
+
+/// Runs `redis-cli` against the server on `port` (from inside a loader, which must be
+/// `'static`).
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A loader that runs `before` against the server (its lease is taken by then), then stops
+/// the server taking writes — the fill included — and returns version 0 of product 1.
+fn pausing_loader(
+    port: u16,
+    before: &'static [&'static str],
+    calls: &Arc<std::sync::atomic::AtomicU64>,
+) -> impl FnOnce() -> std::future::Ready<Result<Product, std::io::Error>> + Send + 'static {
+    let calls = calls.clone();
+    move || {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !before.is_empty() {
+            cli(port, before);
+        }
+        cli(port, &["CLIENT", "PAUSE", "20000", "WRITE"]);
+        std::future::ready(Ok(Product {
+            id: 1,
+            version: 0,
+            name: "loaded".into(),
+        }))
+    }
+}
+
+/// An instance whose writes wait out a long pause of the server instead of timing out.
+async fn patient(redis: &RedisServer) -> HybridCache {
+    let long = Duration::from_secs(60);
+    let config = RedisConfig::from_url(&redis.url())
+        .unwrap()
+        .command_timeout(long);
+    crate::builder(&config, EntryOptions::ttl(TTL))
+        .await
+        .resilience(strata::Resilience::default().write_timeout(long))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A miss answers once its value is in L1; its fill follows. With the server taking no
+/// writes, the caller still gets its answer, this instance serves the key from L1, and L2
+/// holds the load's lease record — so another instance waits for the fill instead of
+/// loading. Once writes resume, the fill lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_answers_before_its_fill_and_another_instance_waits_for_the_fill() {
+    let redis = RedisServer::start();
+    let (a, b) = (patient(&redis).await, patient(&redis).await);
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let loader = pausing_loader(redis.port(), &[], &calls);
+    let answered =
+        tokio::time::timeout(crate::WAIT, a.get_or_load::<Product, _, _, _>("k", loader))
+            .await
+            .expect("answered while the fill cannot land")
+            .unwrap();
+    assert_eq!(answered.name, "loaded");
+    assert_eq!(
+        redis.cli(&["GETRANGE", "svc:k", "1", "2"]),
+        "SL",
+        "L2 still holds the lease record"
+    );
+    let again: Arc<Product> = a
+        .get_or_load("k", pausing_loader(redis.port(), &[], &calls))
+        .await
+        .unwrap();
+    assert_eq!((again.name.as_str(), a.stats().l1_hits), ("loaded", 1));
+
+    let from_b = {
+        let (b, calls) = (b.clone(), calls.clone());
+        tokio::spawn(async move {
+            b.get_or_load::<Product, _, _, _>("k", pausing_loader(0, &[], &calls))
+                .await
+        })
+    };
+    redis.cli(&["CLIENT", "UNPAUSE"]);
+    assert_eq!(from_b.await.unwrap().unwrap().name, "loaded");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one load"
+    );
+    a.run_pending_tasks().await;
+    assert!(
+        redis.cli(&["GET", "svc:k"]).contains("loaded"),
+        "the fill landed"
+    );
+    assert_eq!((a.stats().fills_fenced, a.stats().l2_errors), (0, 0));
+}
+
+/// A fill refused after the answer (something else changed the key while it loaded — here a
+/// writer outside the protocol, whose change this instance does not hear of) takes the value
+/// back out of L1: until the refusal, this instance serves the loaded value, as a caller
+/// joining the load would have got it; after it, the next read loads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_refused_after_the_answer_takes_the_value_out_of_l1() {
+    let redis = RedisServer::start();
+    let a = patient(&redis).await;
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let loader = pausing_loader(redis.port(), &["DEL", "svc:k"], &calls);
+    let answered: Arc<Product> = a.get_or_load("k", loader).await.unwrap();
+    assert_eq!(answered.name, "loaded");
+    let before: Arc<Product> = a
+        .get_or_load("k", pausing_loader(0, &[], &calls))
+        .await
+        .unwrap();
+    assert_eq!((before.name.as_str(), a.stats().l1_hits), ("loaded", 1));
+
+    redis.cli(&["CLIENT", "UNPAUSE"]);
+    a.run_pending_tasks().await;
+    assert_eq!(a.stats().fills_fenced, 1, "{:?}", a.stats());
+    assert_eq!(
+        redis.cli(&["EXISTS", "svc:k"]),
+        "0",
+        "the fill did not land"
+    );
+    let db = Db::new();
+    let after: Arc<Product> = a.get_or_load("k", db.loader(1)).await.unwrap();
+    assert_eq!(
+        (after.name.as_str(), db.calls()),
+        ("product 1", 1),
+        "loaded again"
+    );
+}

@@ -79,6 +79,7 @@ async fn the_breaker_opens_on_a_frozen_redis_and_closes_after_it_thaws() {
     })
     .await;
     let fresh: Arc<Product> = cache.get_or_load("after", db.loader(7)).await.unwrap();
+    cache.run_pending_tasks().await;
     let other = instance(&redis, EntryOptions::ttl(TTL)).await;
     let from_l2: Arc<Product> = other.get_or_load("after", db.loader(7)).await.unwrap();
     assert_eq!(from_l2.version, fresh.version);

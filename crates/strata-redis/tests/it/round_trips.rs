@@ -109,6 +109,7 @@ async fn each_step(redis: &RedisServer, url: &str, fill: Fill) {
     let db = Db::new();
     // Every path once, so that each script is loaded (a first EVALSHA meets NOSCRIPT).
     read(&a, &db, "warm", 0).await;
+    a.run_pending_tasks().await;
     read(&b, &db, "warm", 0).await;
     a.invalidate("warm").await.unwrap();
     a.set("warm", db.fetch(0).await.unwrap(), &EntryOptions::ttl(TTL))
@@ -122,6 +123,7 @@ async fn each_step(redis: &RedisServer, url: &str, fill: Fill) {
         for i in 1..=N {
             read(&a, &db, &format!("k{i}"), i).await;
         }
+        a.run_pending_tasks().await; // the fills answered before have landed
     })
     .await;
     let fills: &[(&str, u64)] = match fill {
@@ -221,6 +223,7 @@ async fn a_batch_is_one_round_trip_of_reads_one_load_and_a_fill_per_key() {
                 .await
                 .unwrap();
             assert!(got.iter().all(Option::is_some));
+            cache.run_pending_tasks().await; // the fills answered before have landed
         }
     };
     batch(&["warm"]).await;
@@ -248,6 +251,7 @@ async fn scripts_lost_by_the_server_are_loaded_again() {
     redis.cli(&["SCRIPT", "FLUSH"]);
     let steps = counted(&redis, async {
         read(&cache, &db, "k", 1).await;
+        cache.run_pending_tasks().await;
         cache.invalidate("k").await.unwrap();
     })
     .await;

@@ -24,6 +24,7 @@ async fn exercise(a: &HybridCache, b: &HybridCache) {
         .get_or_load_with("p", &tagged, db.loader(1))
         .await
         .unwrap();
+    a.run_pending_tasks().await; // a's fill has landed in L2
     let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!((db.calls(), b.stats().l2_hits), (1, 1));
     a.set(

@@ -67,6 +67,7 @@ async fn the_cache_follows_a_failover_without_a_restart() {
     let cache = instance_with(&config, EntryOptions::ttl(TTL)).await;
     let db = Db::new();
     let _: Arc<Product> = cache.get_or_load("before", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await;
     assert!(
         master.cli(&["EXISTS", "svc:before"]).ends_with('1'),
         "written to the master"
@@ -87,6 +88,7 @@ async fn the_cache_follows_a_failover_without_a_restart() {
         let key = format!("during{n}");
         let p: Arc<Product> = cache.get_or_load(&key, db.loader(n)).await.unwrap();
         assert_eq!(p.id, n, "reads are answered all along");
+        cache.run_pending_tasks().await; // its fill has landed, or failed
         replica
             .cli(&["EXISTS", &format!("svc:{key}")])
             .ends_with('1')
@@ -143,6 +145,7 @@ async fn tracking_follows_a_failover() {
             let n = n.fetch_add(1, Ordering::Relaxed) + 1;
             let key = format!("during{n}");
             let _: Arc<Product> = cache.get_or_load(&key, db.loader(n)).await.unwrap();
+            cache.run_pending_tasks().await; // its fill has landed, or failed
             replica
                 .cli(&["EXISTS", &format!("svc:{key}")])
                 .ends_with('1')

@@ -27,6 +27,7 @@ async fn two_instances_add_up_in_one_hash() {
             .await
             .unwrap();
     }
+    a.run_pending_tasks().await; // a's fill has landed in L2
     for _ in 0..2 {
         let _: std::sync::Arc<u32> = b
             .get_or_load("k", || async { Ok::<_, std::io::Error>(7) })

@@ -86,6 +86,7 @@ async fn invalidations_sent_while_a_follower_was_cut_off_are_applied_when_it_is_
     for key in ["p", "q"] {
         let _: Arc<Product> = b.get_or_load(key, db.loader(1)).await.unwrap();
     }
+    b.run_pending_tasks().await;
     let cut = Cut::new(&redis).await;
     a.invalidate("p").await.unwrap();
     assert_eq!(b.stats().invalidations_received, 0, "b is cut off");
@@ -110,6 +111,7 @@ async fn a_follower_whose_position_was_trimmed_away_drops_its_l1() {
     let b = instance_with_log(&config(&redis), log(&redis, 10).await).await;
     let db = Db::new();
     let _: Arc<Product> = b.get_or_load("q", db.loader(1)).await.unwrap();
+    b.run_pending_tasks().await;
     let cut = Cut::new(&redis).await;
     // Trimming is approximate (whole stream nodes of 100 entries): send enough to trim.
     for i in 0..500 {
@@ -133,6 +135,7 @@ async fn a_follower_whose_log_was_lost_with_a_restart_drops_its_l1() {
     })
     .await;
     let _: Arc<Product> = b.get_or_load("q", db.loader(1)).await.unwrap();
+    b.run_pending_tasks().await; // the fill has landed: only the resync can drop L1
     // No persistence: the stream is gone, and with it whatever b had not read yet.
     redis.restart();
     eventually("b to resync", WAIT, || async { !in_l1(&b, &db, "q").await }).await;
@@ -226,6 +229,7 @@ async fn a_cut_off_follower_stops_trusting_l1_after_max_staleness_and_resumes_on
     let b = bounded_instance(&config(&redis), max, 1).await;
     let db = Db::new();
     let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
+    b.run_pending_tasks().await;
     assert!(in_l1(&b, &db, "p").await, "trusted while connected");
 
     let cut = Cut::new(&redis).await;
@@ -368,6 +372,7 @@ async fn one_stalled_part_of_a_split_log_is_enough_to_stop_trusting_l1() {
     let cache = bounded_instance(&config(&redis), Duration::from_millis(400), 3).await;
     let db = Db::new();
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await;
     assert!(
         in_l1(&cache, &db, "p").await,
         "trusted while every part reports"

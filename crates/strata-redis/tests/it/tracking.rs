@@ -40,6 +40,7 @@ async fn in_l1(cache: &HybridCache, key: &str, db: &Db) -> bool {
 /// delete of a key it holds, seen to leave its L1 (reports come in order).
 async fn settled(redis: &RedisServer, cache: &HybridCache, db: &Db) {
     let _: Arc<Product> = cache.get_or_load("barrier", db.loader(0)).await.unwrap();
+    cache.run_pending_tasks().await; // its fill has landed: only a report can drop it now
     redis.cli(&["DEL", "svc:barrier"]);
     eventually("the barrier's report", WAIT, || async {
         cache.get::<Product>("barrier").await.unwrap().is_none()
@@ -108,6 +109,7 @@ async fn own_writes(redis: &RedisServer, plain_fills: bool) {
     for key in &keys {
         let _: Arc<Product> = a.get_or_load(key, db.loader(1)).await.unwrap();
     }
+    a.run_pending_tasks().await;
     let written = Product {
         id: 2,
         version: 0,
@@ -173,6 +175,7 @@ async fn a_fill_overtaken_by_a_foreign_write_does_not_land() {
 
 /// A read of `key` whose load is held open until [`finish`](Self::finish).
 pub(crate) struct Held {
+    cache: HybridCache,
     release: oneshot::Sender<()>,
     read: tokio::task::JoinHandle<strata::Result<Arc<Product>>>,
 }
@@ -182,9 +185,9 @@ impl Held {
     pub(crate) async fn start(cache: &HybridCache, key: &'static str) -> Self {
         let (started_tx, started) = oneshot::channel();
         let (release, released) = oneshot::channel::<()>();
-        let cache = cache.clone();
+        let reader = cache.clone();
         let read = tokio::spawn(async move {
-            cache
+            reader
                 .get_or_load(key, move || async move {
                     let _ = started_tx.send(());
                     let _ = released.await;
@@ -197,13 +200,19 @@ impl Held {
                 .await
         });
         started.await.unwrap();
-        Held { release, read }
+        Held {
+            cache: cache.clone(),
+            release,
+            read,
+        }
     }
 
-    /// Lets the load end; what the read answered.
+    /// Lets the load end; what the read answered, once its fill has landed or been refused.
     pub(crate) async fn finish(self) -> Arc<Product> {
         self.release.send(()).unwrap();
-        self.read.await.unwrap().unwrap()
+        let answered = self.read.await.unwrap().unwrap();
+        self.cache.run_pending_tasks().await;
+        answered
     }
 }
 

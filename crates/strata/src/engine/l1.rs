@@ -32,16 +32,31 @@ impl Engine {
     /// since its value was read. Checked again after the insert: an invalidation marks the key
     /// *before* it clears L1, so either its clear comes after our insert, or we see the mark
     /// and take the entry out again. A fill given up is counted in `fills_fenced`.
-    pub(crate) fn insert_l1_unless(&self, key: &str, entry: L1Entry, overtaken: impl Fn() -> bool) {
-        let Some(l1) = &self.l1 else { return };
+    /// Whether the entry went in.
+    pub(crate) fn insert_l1_unless(
+        &self,
+        key: &str,
+        entry: L1Entry,
+        overtaken: impl Fn() -> bool,
+    ) -> bool {
+        let Some(l1) = &self.l1 else { return false };
         if !overtaken() {
             l1.insert(key.to_owned(), entry);
             if !overtaken() {
-                return;
+                return true;
             }
             l1.remove(key);
         }
         self.counters.incr(Counter::fills_fenced);
+        false
+    }
+
+    /// Takes the copy of `found` back out of L1 (L2 refused its fill), unless something
+    /// newer replaced it there meanwhile (a write-through).
+    pub(crate) fn unfill_l1(&self, key: &str, found: &Found) {
+        if let Some(l1) = &self.l1 {
+            l1.remove_if(key, |entry| entry.is_copy_of(found));
+        }
     }
 
     // Each `drop_*` applies an invalidation here. It first marks what it overtakes — the loads

@@ -33,6 +33,7 @@ use crate::ends::LoadEnds;
 use crate::error::{Error, Result};
 use crate::fence::Fence;
 use crate::hot_keys::HotKeys;
+use crate::in_flight::InFlight;
 use crate::invalidation::InvalidationLog;
 use crate::l1::L1Map;
 use crate::lease::Lease;
@@ -76,6 +77,8 @@ pub(crate) struct Engine {
     pub(crate) acknowledged: Option<Acknowledged>,
     /// The flights waiting on another instance's load, by key: woken when it ends.
     pub(crate) load_ends: LoadEnds,
+    /// The fills of L2 still in flight after their misses were answered.
+    pub(crate) fills: Arc<InFlight>,
     pub(crate) counters: Arc<Counters>,
     /// The keys read most, sampled, for operators (`strata top`).
     pub(crate) hot_keys: HotKeys,

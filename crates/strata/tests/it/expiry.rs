@@ -29,6 +29,7 @@ async fn a_short_l1_ttl_sends_reads_back_to_l2_not_to_the_loader() {
     let options = EntryOptions::ttl(TTL).l1_ttl(10 * SEC);
     let cache = cache_on(&store, &log, &clock, options).await;
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await; // the fill has landed in L2
     clock.advance(11 * SEC);
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     let s = cache.stats();
@@ -110,6 +111,7 @@ async fn fail_safe_ends_after_its_max_duration() {
     let options = EntryOptions::ttl(TTL).fail_safe(120 * SEC);
     let cache = cache_on(&store, &log, &clock, options).await;
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await; // the fill has landed, before the clock moves
     db.set_failing(true);
     clock.advance(TTL + 121 * SEC);
     let err = cache
@@ -123,6 +125,7 @@ async fn without_fail_safe_an_expired_entry_is_not_served() {
     let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
     let cache = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await; // the fill has landed, before the clock moves
     db.set_failing(true);
     clock.advance(TTL + SEC);
     let err = cache

@@ -20,6 +20,16 @@ async fn cache(store: &MemoryStore) -> HybridCache {
         .unwrap()
 }
 
+/// A cache whose entries carry the tag `product:1`.
+async fn tagged_cache(store: &MemoryStore) -> HybridCache {
+    HybridCache::builder("svc")
+        .l2(store.clone())
+        .default_entry(EntryOptions::ttl(Duration::from_secs(60)).tags(["product:1"]))
+        .build()
+        .await
+        .unwrap()
+}
+
 /// A read of `p` whose load has read the source and is held there — the stale-set window —
 /// until [`finish`](Self::finish) lets it return.
 struct HeldRead {
@@ -85,12 +95,7 @@ async fn an_invalidated_load_fills_neither_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_invalidated_during_a_load_fills_neither_level() {
     let (store, db) = (MemoryStore::default(), Db::new());
-    let cache = HybridCache::builder("svc")
-        .l2(store.clone())
-        .default_entry(EntryOptions::ttl(Duration::from_secs(60)).tags(["product:1"]))
-        .build()
-        .await
-        .unwrap();
+    let cache = tagged_cache(&store).await;
     let read = HeldRead::start(&cache, &db).await;
     db.update();
     cache.invalidate_tag("product:1").await.unwrap();
@@ -111,6 +116,29 @@ async fn a_tag_invalidated_during_a_load_fills_neither_level() {
     let calls = db.calls();
     let again: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!((again.version, db.calls()), (1, calls), "an L1 hit");
+}
+
+/// A miss answers before its fill lands. A tag invalidated in between finds the key in none
+/// of its indexes (the fill puts it there), so the fill itself must see the drop: it takes
+/// the value back out of L2 and L1, and the next read loads the new version. (On one thread,
+/// the fill cannot run before the invalidation: the order is certain.)
+#[tokio::test]
+async fn a_tag_invalidated_between_the_answer_and_the_fill_leaves_nothing() {
+    let (store, db) = (MemoryStore::default(), Db::new());
+    let cache = tagged_cache(&store).await;
+    let old: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!(old.version, 0);
+    db.update();
+    cache.invalidate_tag("product:1").await.unwrap();
+    cache.run_pending_tasks().await;
+    assert_eq!(
+        store.get("svc", "p").await.unwrap(),
+        None,
+        "the fill was taken back"
+    );
+    assert!(cache.stats().fills_fenced >= 1, "{:?}", cache.stats());
+    let fresh: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    assert_eq!((fresh.version, db.calls()), (1, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

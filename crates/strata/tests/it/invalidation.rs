@@ -23,6 +23,7 @@ async fn invalidate_on_one_instance_drops_the_key_from_the_others_l1() {
     let (a, b, _) = pair().await;
     let db = Db::new();
     let _: Arc<Product> = a.get_or_load("p", db.loader(1)).await.unwrap();
+    a.run_pending_tasks().await; // a's fill has landed in L2
     let _: Arc<Product> = b.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!(b.stats().l2_hits, 1);
     db.update();
@@ -80,6 +81,7 @@ async fn invalidate_tag_drops_tagged_entries_everywhere() {
             .unwrap();
     }
     let _: Arc<Product> = a.get_or_load("p:3", db.loader(3)).await.unwrap();
+    a.run_pending_tasks().await; // a's fills have landed in L2
     for key in ["p:1", "p:2", "p:3"] {
         assert!(
             b.get::<Product>(key).await.unwrap().is_some(),

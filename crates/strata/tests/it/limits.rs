@@ -143,6 +143,7 @@ async fn raw_values_are_plain_json_in_l2() {
     let (a, b) = (build().await.unwrap(), build().await.unwrap());
     let db = Db::new();
     let p: Arc<Product> = a.get_or_load("p", db.loader(4)).await.unwrap();
+    a.run_pending_tasks().await; // the fill has landed in L2
     let bytes = store.get("svc", "p").await.unwrap().unwrap();
     let plain: Product = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(plain, *p);

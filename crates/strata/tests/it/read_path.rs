@@ -129,6 +129,7 @@ async fn a_second_instance_reads_l2_instead_of_loading() {
     let b = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
     let db = Db::new();
     let _: Arc<Product> = a.get_or_load("p:1", db.loader(1)).await.unwrap();
+    a.run_pending_tasks().await; // a's fill has landed in L2
     let from_b: Arc<Product> = b.get_or_load("p:1", db.loader(1)).await.unwrap();
     assert_eq!(from_b.id, 1);
     assert_eq!(db.calls(), 1);
@@ -304,6 +305,7 @@ async fn a_batch_reads_l1_then_l2_once_then_loads_the_rest_in_one_call() {
     let other = cache_on(&store, &log, &clock, EntryOptions::ttl(TTL)).await;
     let _: Arc<Product> = cache.get_or_load("p:1", db.loader(1)).await.unwrap(); // L1
     let _: Arc<Product> = other.get_or_load("p:2", db.loader(2)).await.unwrap(); // L2 only
+    other.run_pending_tasks().await; // its fill has landed in L2
     let calls = Arc::default();
     let options = EntryOptions::ttl(TTL);
     let got = cache

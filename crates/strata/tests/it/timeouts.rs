@@ -17,6 +17,7 @@ async fn soft_timeout_returns_stale_and_the_load_fills_the_cache_later() {
         .soft_timeout(Duration::from_millis(100));
     let cache = cache_on(&store, &log, &clock, options).await;
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await; // the fill has landed, before the clock moves
 
     clock.advance(TTL + Duration::from_secs(1));
     db.update();
@@ -73,6 +74,7 @@ async fn hard_timeout_with_fail_safe_serves_stale() {
         .hard_timeout(Duration::from_millis(250));
     let cache = cache_on(&store, &log, &clock, options).await;
     let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await; // the fill has landed, before the clock moves
     clock.advance(TTL + Duration::from_secs(1));
     db.set_delay(Duration::from_secs(5));
     let stale: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();

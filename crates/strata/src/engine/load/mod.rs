@@ -1,11 +1,13 @@
 //! One flight's work: L2, then the loader under its timeouts, then the fill — or a stale value
 //! when the loader cannot deliver. It runs in the leading caller's task, and moves the load
-//! to a task of its own when the load must outlive the answer.
+//! to a task of its own when the load must outlive the answer — as a miss's fill always
+//! does: the answer does not wait on it (see [`Load::store`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tracing::Instrument;
 
 use crate::engine::Engine;
@@ -168,9 +170,7 @@ impl Load {
 
     /// A fresh value found in L2 (`source` says how): fill L1 and answer.
     pub(crate) fn hit(self, key: &str, found: Found, now: u64, source: Source) {
-        if !self.options.skip_l1 {
-            self.fill_l1(key, &found, now, true);
-        }
+        self.fill_l1(key, &found, now);
         self.leader.finish(Ok((found.value, source)));
     }
 
@@ -219,9 +219,16 @@ impl Load {
         load.await
     }
 
-    /// Writes L2, fills L1, then answers: once a caller has its value, every instance can read
-    /// it from L2 (read-your-writes across instances), at the cost of one L2 round trip on a
-    /// miss that already paid for a load.
+    /// Stores a loaded value in L2 and L1 and answers with it.
+    ///
+    /// A miss (the flight holds the key's lease record) answers as soon as its value is in
+    /// L1: the fill of L2 follows in a task of its own, so the callers do not wait on its round
+    /// trip. Nobody reads around it: another instance reading the key meanwhile finds the
+    /// lease record and waits for the fill, as it waits for the load; an invalidation
+    /// meanwhile (here or anywhere) refuses the fill, and a refused fill takes the value back
+    /// out of L1 — where a caller of this instance arriving before the refusal would have
+    /// joined the flight and got the same value. Other fills (a refresh of an entry L2
+    /// still holds) land before the answer: until then L2 serves the old entry.
     pub(crate) async fn store<T: CacheValue>(mut self, key: &str, value: Value, load_ms: u32) {
         let inner = &self.inner;
         let options = &self.options;
@@ -268,51 +275,102 @@ impl Load {
             self.leader.finish(Ok((found.value, Source::Loaded)));
             return;
         }
-        // A fill L2 refuses (the key changed while it loaded) must not reach L1 either: the
-        // invalidation may come from another instance and not have been applied here yet.
-        let mut current = true;
-        if let (Some(bytes), Some(fence)) = (bytes, self.fence.take()) {
-            // The fill replaces the lease record, or releases the refresh lease it names.
-            let refresh = self
-                .lease
-                .as_ref()
-                .filter(|held| matches!(held.kind, Kind::Refresh(_)))
-                .map(|held| held.token);
-            let mode = WriteMode::Fill {
-                fence,
-                lease: refresh,
-                lease_ttl: inner.lease_ttl,
-            };
-            match inner
-                .write_l2(key, bytes, &found.times, &found.tags, mode)
-                .await
-            {
-                Ok(written) => {
-                    current = written.stored;
-                    if let Some(held) = &mut self.lease {
-                        held.released = true;
+        let Some(fill) = bytes.zip(self.fence.take()) else {
+            self.fill_l1(key, &found, now);
+            self.leader.finish(Ok((found.value, Source::Loaded)));
+            return;
+        };
+        // Only where L1 takes the value: without it, this instance's next read would find the
+        // lease record too and wait on the fill rather than hit.
+        let early = matches!(fill.1, Fence::Lease(_))
+            && !self.leader.answered()
+            && !options.skip_l1
+            && inner.l1.is_some();
+        if early {
+            let in_l1 = self.fill_l1(key, &found, now);
+            self.leader
+                .finish(Ok((found.value.clone(), Source::Loaded)));
+            let key = key.to_owned();
+            let ticket = self.inner.fills.start();
+            tokio::spawn(
+                async move {
+                    let _ticket = ticket;
+                    if !self.fill_l2(&key, fill, &found).await && in_l1 {
+                        self.inner.unfill_l1(&key, &found);
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 write failed");
-                }
-            }
+                .in_current_span(),
+            );
+            return;
         }
-        if !options.skip_l1 {
-            self.fill_l1(key, &found, now, current);
+        // A fill L2 refuses (the key changed while it loaded) must not reach L1 either: the
+        // invalidation may come from another instance and not have been applied here yet.
+        if self.fill_l2(key, fill, &found).await {
+            self.fill_l1(key, &found, now);
         }
         self.leader.finish(Ok((found.value, Source::Loaded)));
     }
 
-    /// Fills L1 unless the value is known to be overtaken: by an invalidation applied here
-    /// since the flight began, or (`current == false`) by L2's fence.
-    fn fill_l1(&self, key: &str, found: &Found, now: u64, current: bool) {
-        if !current {
-            return; // counted by the L2 write
+    /// Writes `bytes` to L2 if `fence` still holds there. Whether the value may stay in L1:
+    /// false when it was overtaken or L2 refused it (an L2 error leaves L1 to its TTL, as a
+    /// read would).
+    async fn fill_l2(&mut self, key: &str, (bytes, fence): (Bytes, Fence), found: &Found) -> bool {
+        if self.overtaken(&found.tags) {
+            self.inner.counters.incr(Counter::fills_fenced);
+            return false;
+        }
+        // The fill replaces the lease record, or releases the refresh lease it names.
+        let refresh = self
+            .lease
+            .as_ref()
+            .filter(|held| matches!(held.kind, Kind::Refresh(_)))
+            .map(|held| held.token);
+        let mode = WriteMode::Fill {
+            fence,
+            lease: refresh,
+            lease_ttl: self.inner.lease_ttl,
+        };
+        let written = self
+            .inner
+            .write_l2(key, bytes, &found.times, &found.tags, mode)
+            .await;
+        match written {
+            Ok(written) => {
+                if let Some(held) = &mut self.lease {
+                    held.released = true;
+                }
+                let inner = &self.inner;
+                if written.stored && self.overtaken(&found.tags) {
+                    // A tag invalidated here while the fill was on its way: its L2 step may
+                    // have run before the fill landed, and missed the key (the fill is what
+                    // puts it in the tag's index). The drop was recorded before that step,
+                    // so it shows now: take the value back out.
+                    inner.counters.incr(Counter::fills_fenced);
+                    if let Err(e) =
+                        inner.note_l2(inner.l2.delete(&inner.namespace, key, None).await)
+                    {
+                        tracing::debug!(namespace = %inner.namespace, key, error = %e, "L2 delete failed");
+                    }
+                    return false;
+                }
+                written.stored
+            }
+            Err(e) => {
+                tracing::debug!(namespace = %self.inner.namespace, key, error = %e, "L2 write failed");
+                true
+            }
+        }
+    }
+
+    /// Fills L1 unless the value is known to be overtaken by an invalidation applied here
+    /// since the flight began. Whether it went in.
+    fn fill_l1(&self, key: &str, found: &Found, now: u64) -> bool {
+        if self.options.skip_l1 {
+            return false;
         }
         let entry = self.inner.l1_entry(&self.options, found, now);
         self.inner
-            .insert_l1_unless(key, entry, || self.overtaken(&found.tags));
+            .insert_l1_unless(key, entry, || self.overtaken(&found.tags))
     }
 
     /// The loader failed: serve the stale value if there is one (and keep serving it for a
