@@ -502,8 +502,25 @@ export class HybridCache {
       this.counters.fillsFenced += 1;
       return [entry, "loaded"];
     }
+    if (fence !== null && this.fence.overtakes(seen, tags)) {
+      // A tag dropped here while the fill was on its way: that drop may have read the tag's
+      // index before the fill put the key there (docs/protocol.md, "When a client may
+      // answer"). It was recorded first, so it shows now: undo the fill.
+      this.counters.fillsFenced += 1;
+      await this.unfill(key);
+      return [entry, "loaded"];
+    }
     this.insertUnless(key, entry, seen);
     return [entry, "loaded"];
+  }
+
+  /** Deletes a fill that a tag drop may have missed. */
+  private async unfill(key: string): Promise<void> {
+    try {
+      await this.redis.unlink(this.layout.data(key));
+    } catch {
+      this.counters.l2Errors += 1;
+    }
   }
 
   private async fill(

@@ -18,10 +18,23 @@ pub(crate) struct InFlight {
 pub(crate) struct Ticket(Arc<InFlight>);
 
 impl InFlight {
-    /// Counts a piece of work in until the ticket drops.
-    pub(crate) fn start(self: &Arc<Self>) -> Ticket {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        Ticket(self.clone())
+    /// Counts a piece of work in until the ticket drops, unless `max` are in flight already.
+    pub(crate) fn try_start(self: &Arc<Self>, max: usize) -> Option<Ticket> {
+        let mut count = self.count.load(Ordering::SeqCst);
+        loop {
+            if count >= max {
+                return None;
+            }
+            match self.count.compare_exchange_weak(
+                count,
+                count + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Some(Ticket(self.clone())),
+                Err(now) => count = now,
+            }
+        }
     }
 
     /// Waits until nothing is in flight.
@@ -56,8 +69,9 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let w = work.clone();
         let task = tokio::spawn(async move {
-            let _a = w.start();
-            let _b = w.start();
+            let _a = w.try_start(2).unwrap();
+            let _b = w.try_start(2).unwrap();
+            assert!(w.try_start(2).is_none(), "two at most");
             let _ = rx.await;
         });
         tokio::task::yield_now().await;

@@ -8,8 +8,9 @@
 //!
 //! Entries expire lazily: each carries until when it may serve (fresh, then stale-while-
 //! revalidate or fail-safe) and the read path checks it; one past it is replaced by the next
-//! fill, or evicted like any entry nobody reads. [`HybridCache::run_pending_tasks`]
-//! (crate::HybridCache::run_pending_tasks) sweeps them out at once.
+//! fill, or evicted like any entry nobody reads.
+//! [`HybridCache::run_pending_tasks`](crate::HybridCache::run_pending_tasks) sweeps them out
+//! at once.
 
 use std::sync::Arc;
 

@@ -535,8 +535,23 @@ class HybridCache:
             if not stored:
                 self._stats.fills_fenced += 1
                 return entry, "loaded"
+            if self._fence.overtakes(seen, tags):
+                # A tag dropped here while the fill was on its way: that drop may have read the
+                # tag's index before the fill put the key there (docs/protocol.md, "When a
+                # client may answer"). It was recorded first, so it shows now: undo the fill.
+                self._stats.fills_fenced += 1
+                await self._unfill(key)
+                return entry, "loaded"
         self._insert_unless(key, entry, seen)
         return entry, "loaded"
+
+    async def _unfill(self, key: str) -> None:
+        """Deletes a fill that a tag drop may have missed."""
+        try:
+            await self._redis.unlink(self._layout.data(key))
+        except RedisError as err:
+            self._stats.l2_errors += 1
+            log.debug("undoing the fill of %s failed: %s", key, err)
 
     async def _fill(
         self,

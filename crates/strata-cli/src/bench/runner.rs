@@ -111,6 +111,7 @@ impl Run {
             }
         }
         let elapsed = started.elapsed();
+        self.subject.settle().await;
         finished.store(true, Ordering::SeqCst);
         let timeline = sampler.await.unwrap_or_default();
         Measured {

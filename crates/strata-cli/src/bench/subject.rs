@@ -177,6 +177,14 @@ impl Subject {
         }
     }
 
+    /// Waits for what the cache still has in flight (a miss's fill follows its answer), so a
+    /// process does not leave a lease record behind when it exits.
+    pub(crate) async fn settle(&self) {
+        if let Subject::Strata(cache) = self {
+            cache.run_pending_tasks().await;
+        }
+    }
+
     pub(crate) fn counts(&self) -> Counts {
         match self {
             Subject::Strata(cache) => {

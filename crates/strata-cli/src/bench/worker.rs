@@ -185,6 +185,7 @@ impl Instance {
         })
         .await;
         outcome.cpu_s = cpu_s;
+        self.subject.settle().await;
         let counts = self.subject.counts() - counts_before;
         outcome.instance = self.index;
         outcome.loader_calls = self.source.loads() - loads_before;

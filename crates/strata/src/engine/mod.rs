@@ -5,7 +5,7 @@
 //! - [`l2`]: encoding and decoding entries, reading and writing L2;
 //! - [`load`]: a flight — L2, the lease, the loader, the fill — and [`load::turn`], whose
 //!   turn it is to load across instances;
-//! - [`write`]: the shared half of a write (the log) and the wait for acknowledgements;
+//! - [`write`](mod@write): the shared half of a write (the log) and the wait for acknowledgements;
 //! - [`replay`]: settling writes, replaying the deferred ones;
 //! - the background tasks: [`follower`] (the log), [`acker`] (acknowledgements),
 //!   [`housekeeper`] (metrics, sweeps).

@@ -20,7 +20,7 @@ impl Engine {
     ///
     /// A deferred write succeeds (its local half is done, as FusionCache's auto-recovery
     /// does) — unless the cache promises bounded staleness: then a write is acknowledged only
-    /// once every instance can be told, so the caller gets [`Error::Unavailable`] (and the
+    /// once every instance can be told, so the caller gets [`crate::Error::Unavailable`] (and the
     /// replay still happens).
     pub(crate) fn settle(&self, target: Target, result: Result<()>) -> Result<()> {
         match result {

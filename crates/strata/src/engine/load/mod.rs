@@ -22,6 +22,9 @@ use crate::value::{CacheValue, Found, Value};
 
 pub(crate) mod turn;
 
+/// The most fills a cache has out after answering their misses (see [`Load::store`]).
+const MAX_FILLS_IN_FLIGHT: usize = 64;
+
 /// What a read of L2 means for the flight.
 pub(crate) enum Step {
     /// A fresh value: the answer (read at the given time).
@@ -281,17 +284,20 @@ impl Load {
             return;
         };
         // Only where L1 takes the value: without it, this instance's next read would find the
-        // lease record too and wait on the fill rather than hit.
-        let early = matches!(fill.1, Fence::Lease(_))
+        // lease record too and wait on the fill rather than hit. And only while few fills are
+        // out: when L2 is slower than the misses come, the callers wait on their fills again
+        // (back-pressure) instead of piling up fills that would time out.
+        let early = (matches!(fill.1, Fence::Lease(_))
             && !self.leader.answered()
             && !options.skip_l1
-            && inner.l1.is_some();
-        if early {
+            && inner.l1.is_some())
+        .then(|| inner.fills.try_start(MAX_FILLS_IN_FLIGHT))
+        .flatten();
+        if let Some(ticket) = early {
             let in_l1 = self.fill_l1(key, &found, now);
             self.leader
                 .finish(Ok((found.value.clone(), Source::Loaded)));
             let key = key.to_owned();
-            let ticket = self.inner.fills.start();
             tokio::spawn(
                 async move {
                     let _ticket = ticket;
