@@ -398,8 +398,8 @@ impl HybridCache {
         self.inner.hot_keys.take()
     }
 
-    /// Waits for the fills of L2 still in flight (a miss answers once its value is in L1; its
-    /// fill follows), sweeps L1 of the entries that can no longer serve (expired past their
+    /// Waits for the fills of L2 still in flight (a caller alone on a missed key is answered
+    /// once its fill is sent, not when it lands), sweeps L1 of the entries that can no longer serve (expired past their
     /// fail-safe window) and exports the counters. Nothing depends on it: another instance
     /// reading a key whose fill is in flight waits for it, reads skip expired entries and
     /// evictions reach them. Call it before a shutdown, to free memory at once, or before

@@ -38,13 +38,12 @@
 //!    copy meanwhile).
 //! 4. **The loader**, under soft and hard [timeouts](EntryOptions::soft_timeout); on failure,
 //!    [fail-safe](EntryOptions::fail_safe) serves the last good value instead of an error.
-//! 5. **Fill** L1, unless an invalidation arrived meanwhile, and answer; then L2, one round
-//!    trip that nobody waits on, [fenced](Fence): stored only if the lease the read took is
-//!    still there, so a load that an invalidation overtook cannot write its old value back
-//!    (and a refused fill takes the value back out of L1). Until it lands, other instances
-//!    find the lease and wait for it, as for the load. A refresh of an entry L2 still holds
-//!    fills L2 before it answers. [`run_pending_tasks`](HybridCache::run_pending_tasks) waits
-//!    for the fills in flight.
+//! 5. **Fill** L2, one round trip, [fenced](Fence): stored only if the lease the read took is
+//!    still there, so a load that an invalidation overtook cannot write its old value back;
+//!    and L1, unless an invalidation arrived meanwhile. A caller alone on a missed key is
+//!    answered once the fill is sent, not when it lands (a refused fill then takes the value
+//!    back out of L1; other instances find the lease until it lands, and wait for it);
+//!    [`run_pending_tasks`](HybridCache::run_pending_tasks) waits for such fills.
 //!
 //! Values past their [soft TTL](EntryOptions::soft_ttl) are served at once while one background
 //! load refreshes them (stale-while-revalidate).

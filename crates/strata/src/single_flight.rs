@@ -125,6 +125,13 @@ impl Leader {
         Waiter(self.tx.subscribe())
     }
 
+    /// Whether callers other than the leader's own wait on this flight.
+    pub(crate) fn followed(&self) -> bool {
+        // The leader's caller holds one receiver; the flight in the map holds another
+        // until the flight leaves it.
+        self.tx.receiver_count() > 2
+    }
+
     /// Whether an answer was given already.
     pub(crate) fn answered(&self) -> bool {
         self.tx.borrow().is_some()

@@ -268,3 +268,60 @@ async fn a_fill_refused_after_the_answer_takes_the_value_out_of_l1() {
         "loaded again"
     );
 }
+
+/// A crowd on one key is a stampede, where other instances likely wait on the lease too: its
+/// load fills L2 before it answers, so the fill is not held back behind the crowd's wake-ups.
+/// (Writes resume after a pause; whenever the crowd is answered, L2 holds the value.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_is_answered_after_its_fill() {
+    let redis = RedisServer::start();
+    let a = patient(&redis).await;
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (started, loading) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let loader = {
+        let (calls, port) = (calls.clone(), redis.port());
+        move || async move {
+            let _ = started.send(());
+            let _ = released.await; // until the crowd has gathered
+            pausing_loader(port, &[], &calls)().await
+        }
+    };
+    let leader = tokio::spawn({
+        let a = a.clone();
+        async move { a.get_or_load::<Product, _, _, _>("k", loader).await }
+    });
+    loading.await.unwrap();
+    let (joined, gathered) = tokio::sync::oneshot::channel::<()>();
+    let follower = tokio::spawn({
+        let (a, calls) = (a.clone(), calls.clone());
+        async move {
+            let read = a.get_or_load::<Product, _, _, _>("k", pausing_loader(0, &[], &calls));
+            tokio::pin!(read);
+            // Polled once: the read has joined the flight.
+            tokio::select! {
+                biased;
+                answer = &mut read => return answer,
+                () = std::future::ready(()) => {}
+            }
+            let _ = joined.send(());
+            read.await
+        }
+    });
+    gathered.await.unwrap();
+    let _ = release.send(());
+    let port = redis.port();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        cli(port, &["CLIENT", "UNPAUSE"]);
+    });
+    for read in [leader, follower] {
+        assert_eq!(read.await.unwrap().unwrap().name, "loaded");
+        assert!(
+            redis.cli(&["GET", "svc:k"]).contains("loaded"),
+            "answered before the fill landed"
+        );
+    }
+    resume.join().unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -5,19 +5,20 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::Instrument;
 
 use crate::engine::Engine;
-use crate::error::{Error, box_error};
+use crate::error::{Error, Result, box_error};
 use crate::l1::L1Entry;
 use crate::lease::{Held, Kind};
 use crate::options::{EntryOptions, Loaded};
 use crate::single_flight::{Leader, Source};
 use crate::stats::Counter;
-use crate::store::{Fence, WriteMode};
+use crate::store::{Fence, WriteMode, Written};
 use crate::value::{CacheValue, Found, Value};
 
 pub(crate) mod turn;
@@ -224,14 +225,14 @@ impl Load {
 
     /// Stores a loaded value in L2 and L1 and answers with it.
     ///
-    /// A miss (the flight holds the key's lease record) answers as soon as its value is in
-    /// L1: the fill of L2 follows in a task of its own, so the callers do not wait on its round
-    /// trip. Nobody reads around it: another instance reading the key meanwhile finds the
-    /// lease record and waits for the fill, as it waits for the load; an invalidation
-    /// meanwhile (here or anywhere) refuses the fill, and a refused fill takes the value back
-    /// out of L1 — where a caller of this instance arriving before the refusal would have
-    /// joined the flight and got the same value. Other fills (a refresh of an entry L2
-    /// still holds) land before the answer: until then L2 serves the old entry.
+    /// A miss by a caller alone (the flight holds the key's lease record) answers once its
+    /// value is in L1 and its fill is sent: the reply is awaited in a task of its own, so the
+    /// caller does not wait on the fill's round trip. Nobody reads around it: another
+    /// instance reading the key meanwhile finds the lease record and waits for the fill, as
+    /// it waits for the load; an invalidation meanwhile (here or anywhere) refuses the fill,
+    /// and a refused fill takes the value back out of L1 — where a caller of this instance
+    /// arriving before the refusal would have joined the flight and got the same value.
+    /// Other fills (a crowd's, a refresh of an entry L2 still holds) land before the answer.
     pub(crate) async fn store<T: CacheValue>(mut self, key: &str, value: Value, load_ms: u32) {
         let inner = &self.inner;
         let options = &self.options;
@@ -284,24 +285,49 @@ impl Load {
             return;
         };
         // Only where L1 takes the value: without it, this instance's next read would find the
-        // lease record too and wait on the fill rather than hit. And only while few fills are
-        // out: when L2 is slower than the misses come, the callers wait on their fills again
-        // (back-pressure) instead of piling up fills that would time out.
+        // lease record too and wait on the fill rather than hit. Only for a caller alone: a
+        // crowd on one key is a stampede, where other instances likely wait on the lease too,
+        // and waking the crowd first would hold the fill (and their answer) back. And only
+        // while few fills are out: when L2 is slower than the misses come, the callers wait
+        // on their fills again (back-pressure) instead of piling up fills that time out.
         let early = (matches!(fill.1, Fence::Lease(_))
             && !self.leader.answered()
+            && !self.leader.followed()
             && !options.skip_l1
             && inner.l1.is_some())
         .then(|| inner.fills.try_start(MAX_FILLS_IN_FLIGHT))
         .flatten();
         if let Some(ticket) = early {
             let in_l1 = self.fill_l1(key, &found, now);
+            let (bytes, fence) = fill;
+            let Some(mode) = self.fill_mode(fence, &found) else {
+                self.leader.finish(Ok((found.value, Source::Loaded)));
+                return;
+            };
+            // The fill is sent before the callers are woken, as when they waited for it: other
+            // instances waiting on the lease hear of the value no later. Only its reply is
+            // left to a task of its own. (Polled once here: that puts the command in the
+            // connection's next write; the yield lets the connection's writer, woken by it,
+            // send it before a crowd of callers woken here gets the cores.)
+            let inner = self.inner.clone();
+            let (k, times, tags) = (key.to_owned(), found.times, found.tags.clone());
+            let mut write =
+                Box::pin(async move { inner.write_l2(&k, bytes, &times, &tags, mode).await });
+            let sent = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            if sent.is_pending() {
+                tokio::task::yield_now().await;
+            }
             self.leader
                 .finish(Ok((found.value.clone(), Source::Loaded)));
             let key = key.to_owned();
             tokio::spawn(
                 async move {
                     let _ticket = ticket;
-                    if !self.fill_l2(&key, fill, &found).await && in_l1 {
+                    let written = match sent {
+                        Poll::Ready(written) => written,
+                        Poll::Pending => write.await,
+                    };
+                    if !self.filled(&key, written, &found).await && in_l1 {
                         self.inner.unfill_l1(&key, &found);
                     }
                 }
@@ -321,9 +347,22 @@ impl Load {
     /// false when it was overtaken or L2 refused it (an L2 error leaves L1 to its TTL, as a
     /// read would).
     async fn fill_l2(&mut self, key: &str, (bytes, fence): (Bytes, Fence), found: &Found) -> bool {
+        let Some(mode) = self.fill_mode(fence, found) else {
+            return false;
+        };
+        let written = self
+            .inner
+            .write_l2(key, bytes, &found.times, &found.tags, mode)
+            .await;
+        self.filled(key, written, found).await
+    }
+
+    /// How a fill fenced by `fence` writes; `None` (counted) when an invalidation applied
+    /// here overtook the value.
+    fn fill_mode(&self, fence: Fence, found: &Found) -> Option<WriteMode> {
         if self.overtaken(&found.tags) {
             self.inner.counters.incr(Counter::fills_fenced);
-            return false;
+            return None;
         }
         // The fill replaces the lease record, or releases the refresh lease it names.
         let refresh = self
@@ -331,15 +370,15 @@ impl Load {
             .as_ref()
             .filter(|held| matches!(held.kind, Kind::Refresh(_)))
             .map(|held| held.token);
-        let mode = WriteMode::Fill {
+        Some(WriteMode::Fill {
             fence,
             lease: refresh,
             lease_ttl: self.inner.lease_ttl,
-        };
-        let written = self
-            .inner
-            .write_l2(key, bytes, &found.times, &found.tags, mode)
-            .await;
+        })
+    }
+
+    /// What a fill's reply means for the value: whether it may stay in L1.
+    async fn filled(&mut self, key: &str, written: Result<Written>, found: &Found) -> bool {
         match written {
             Ok(written) => {
                 if let Some(held) = &mut self.lease {
