@@ -103,8 +103,11 @@ impl Context {
             .increment(1);
     }
 
-    /// Sends the last counters to Redis (at shutdown).
+    /// At shutdown: lands the caches' fills still in flight (no lease record left for the
+    /// other instances to wait out) and sends the last counters to Redis.
     pub async fn flush_stats(&self) {
+        self.cache.run_pending_tasks().await;
+        self.reference.run_pending_tasks().await;
         for r in self.reporters.iter() {
             let _ = r.flush().await;
         }

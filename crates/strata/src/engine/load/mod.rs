@@ -385,7 +385,9 @@ impl Load {
                     held.released = true;
                 }
                 let inner = &self.inner;
-                if written.stored && self.overtaken(&found.tags) {
+                // Tags only: an invalidation of the key itself is L2's fence's to refuse (and
+                // a report of this very fill, with tracking, poisons the flight too).
+                if written.stored && inner.tag_drops.overtakes(self.since, &found.tags) {
                     // A tag invalidated here while the fill was on its way: its L2 step may
                     // have run before the fill landed, and missed the key (the fill is what
                     // puts it in the tag's index). The drop was recorded before that step,
