@@ -304,11 +304,11 @@ impl Load {
                 self.leader.finish(Ok((found.value, Source::Loaded)));
                 return;
             };
-            // The fill is sent before the callers are woken, as when they waited for it: other
+            // The fill is sent before the caller is answered, as when it waited for it: other
             // instances waiting on the lease hear of the value no later. Only its reply is
             // left to a task of its own. (Polled once here: that puts the command in the
             // connection's next write; the yield lets the connection's writer, woken by it,
-            // send it before a crowd of callers woken here gets the cores.)
+            // send it before this task's caller goes on to its next reads.)
             let inner = self.inner.clone();
             let (k, times, tags) = (key.to_owned(), found.times, found.tags.clone());
             let mut write =
