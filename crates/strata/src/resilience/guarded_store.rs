@@ -98,6 +98,10 @@ impl L2Store for GuardedStore {
             .await
     }
 
+    fn answers_before_fill(&self) -> bool {
+        self.store.answers_before_fill()
+    }
+
     fn lease(&self) -> Option<Arc<dyn Lease>> {
         let lease = self.store.lease()?;
         Some(Arc::new(GuardedLease {
