@@ -504,8 +504,8 @@ export class HybridCache {
     }
     if (fence !== null && this.fence.overtakes(seen, tags)) {
       // A tag dropped here while the fill was on its way: that drop may have read the tag's
-      // index before the fill put the key there (docs/protocol.md, "When a client may
-      // answer"). It was recorded first, so it shows now: undo the fill.
+      // index before the fill put the key there (docs/protocol.md, "After the
+      // fill"). It was recorded first, so it shows now: undo the fill.
       this.counters.fillsFenced += 1;
       await this.unfill(key);
       return [entry, "loaded"];

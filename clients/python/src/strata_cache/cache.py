@@ -537,8 +537,8 @@ class HybridCache:
                 return entry, "loaded"
             if self._fence.overtakes(seen, tags):
                 # A tag dropped here while the fill was on its way: that drop may have read the
-                # tag's index before the fill put the key there (docs/protocol.md, "When a
-                # client may answer"). It was recorded first, so it shows now: undo the fill.
+                # tag's index before the fill put the key there (docs/protocol.md, "After
+                # the fill"). It was recorded first, so it shows now: undo the fill.
                 self._stats.fills_fenced += 1
                 await self._unfill(key)
                 return entry, "loaded"

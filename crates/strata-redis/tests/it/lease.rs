@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::{EntryOptions, HybridCache, L2Store, Lease};
-use strata_redis::{RedisConfig, RedisLease, RedisStore, RedisStreamLog};
+use strata_redis::{RedisConfig, RedisLease, RedisStore};
 use strata_testkit::RedisServer;
 use strata_testkit::source::{Db, Product};
 
@@ -13,11 +13,9 @@ use crate::{TTL, instance};
 
 async fn instance_with_lease_ttl(redis: &RedisServer, lease_ttl: Duration) -> HybridCache {
     let config = RedisConfig::from_url(&redis.url()).unwrap();
-    HybridCache::builder("svc")
+    crate::builder(&config, EntryOptions::ttl(TTL))
+        .await
         .lease_ttl(lease_ttl)
-        .l2(RedisStore::connect_with(&config).await.unwrap())
-        .invalidation(RedisStreamLog::connect_with(&config).await.unwrap())
-        .default_entry(EntryOptions::ttl(TTL))
         .build()
         .await
         .unwrap()
@@ -271,7 +269,7 @@ async fn a_fill_refused_after_the_answer_takes_the_value_out_of_l1() {
 
 /// A crowd on one key is a stampede, where other instances likely wait on the lease too: its
 /// load fills L2 before it answers, so the fill is not held back behind the crowd's wake-ups.
-/// (Writes resume after a pause; whenever the crowd is answered, L2 holds the value.)
+/// (While the fill waits out a pause of the server's writes, nobody of the crowd is answered.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_is_answered_after_its_fill() {
     let redis = RedisServer::start();
@@ -310,11 +308,17 @@ async fn a_crowd_is_answered_after_its_fill() {
     });
     gathered.await.unwrap();
     let _ = release.send(());
-    let port = redis.port();
-    let resume = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        cli(port, &["CLIENT", "UNPAUSE"]);
-    });
+    // The fill waits in the server (a client blocked by the pause): the crowd must still be
+    // waiting with it.
+    strata_testkit::eventually("the fill to wait out the pause", crate::WAIT, || async {
+        redis.cli(&["CLIENT", "LIST"]).contains("flags=b")
+    })
+    .await;
+    assert!(
+        !leader.is_finished() && !follower.is_finished(),
+        "answered before the fill landed"
+    );
+    redis.cli(&["CLIENT", "UNPAUSE"]);
     for read in [leader, follower] {
         assert_eq!(read.await.unwrap().unwrap().name, "loaded");
         assert!(
@@ -322,6 +326,5 @@ async fn a_crowd_is_answered_after_its_fill() {
             "answered before the fill landed"
         );
     }
-    resume.join().unwrap();
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
