@@ -342,13 +342,6 @@ impl L2Store for RedisStore {
         Some(Arc::new(RedisLease::on(self.conn.clone())))
     }
 
-    /// Not on a cluster: its connection does not gather concurrent commands into one write,
-    /// and with the fills that answering first lets run beside the reads, a W1 run on a
-    /// loaded machine left almost no values in L2 there (twice in CI; not reproduced alone).
-    fn answers_before_fill(&self) -> bool {
-        self.conn.layout() != Layout::Cluster
-    }
-
     async fn set(
         &self,
         namespace: &str,

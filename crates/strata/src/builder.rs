@@ -164,7 +164,10 @@ impl HybridCacheBuilder {
     /// [`max_staleness`](Self::max_staleness) (one second without it) — after which, with a
     /// staleness bound, it no longer trusts its L1 anyway; writes it held up are counted in
     /// [`Stats::writes_unacknowledged`](crate::Stats::writes_unacknowledged). Every instance of
-    /// the namespace must enable it. Needs a log that takes acknowledgements
+    /// the namespace must enable it. A write whose shared half cannot be done now (L2 or the
+    /// log unreachable from here) is deferred and replayed as usual, but returns
+    /// [`Error::Unavailable`](crate::Error::Unavailable): the others were not told. Needs a log
+    /// that takes acknowledgements
     /// ([`InvalidationLog::acknowledges`]: `strata_redis::RedisStreamLog`, [`MemoryLog`]).
     pub fn acknowledged_writes(mut self, on: bool) -> Self {
         self.acknowledged_writes = on;

@@ -232,7 +232,9 @@ impl HybridCache {
     /// L2 or the log cannot be reached, this instance's L1 takes the value and the shared half
     /// is deferred: replayed as an invalidation of the key once they are back (see
     /// [`health`](Self::health)), and the call succeeds — or, with
-    /// [`max_staleness`](crate::HybridCacheBuilder::max_staleness), returns [`Error::Unavailable`].
+    /// [`max_staleness`](crate::HybridCacheBuilder::max_staleness) or
+    /// [acknowledged writes](crate::HybridCacheBuilder::acknowledged_writes), returns
+    /// [`Error::Unavailable`].
     /// Any other L2 failure drops this instance's L1 copy too (so
     /// it does not diverge from the others) and is returned.
     pub async fn set<T: CacheValue>(
@@ -321,7 +323,8 @@ impl HybridCache {
     ///
     /// Every step is attempted. If L2 or the log cannot be reached, the shared half is
     /// deferred and replayed once they are back (see [`health`](Self::health)), and the call
-    /// succeeds — or, with [`max_staleness`](crate::HybridCacheBuilder::max_staleness), returns
+    /// succeeds — or, with [`max_staleness`](crate::HybridCacheBuilder::max_staleness) or
+    /// [acknowledged writes](crate::HybridCacheBuilder::acknowledged_writes), returns
     /// [`Error::Unavailable`]. Any other failure is returned.
     pub async fn invalidate(&self, key: &str) -> Result<()> {
         let inner = &*self.inner;

@@ -41,7 +41,7 @@
 //! 5. **Fill** L2, one round trip, [fenced](Fence): stored only if the lease the read took is
 //!    still there, so a load that an invalidation overtook cannot write its old value back;
 //!    and L1, unless an invalidation arrived meanwhile. A caller alone on a missed key is
-//!    answered once the fill is sent, not when it lands (not on a Redis Cluster) (a refused fill then takes the value
+//!    answered once the fill is sent, not when it lands (a refused fill then takes the value
 //!    back out of L1; other instances find the lease until it lands, and wait for it);
 //!    [`run_pending_tasks`](HybridCache::run_pending_tasks) waits for such fills.
 //!

@@ -1,8 +1,8 @@
 //! Drives an operation stream through a cache with a fixed number of operations in flight,
 //! measuring latency, staleness and hits.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -44,6 +44,11 @@ pub(crate) struct Run {
     pub(crate) source: &'static Source,
     pub(crate) keys: &'static [String],
     pub(crate) staleness: Arc<Staleness>,
+    /// The workers' tallies, allocated with the run and reused by each pass. Each holds three
+    /// histograms of ~190 KB: allocated at the start of a phase, 16 to 64 of them cost a
+    /// burst of page faults — in W5, four processes at once on two cores starved Redis past
+    /// the L2 read timeout (hundreds of ms of page zeroing, seen with `perf`).
+    spare: Mutex<Vec<Tally>>,
 }
 
 /// How operations are released.
@@ -56,6 +61,39 @@ pub(crate) enum Pace {
 }
 
 impl Run {
+    /// A run of up to `workers` operations in flight (its tallies allocated now).
+    pub(crate) fn new(
+        subject: Subject,
+        source: &'static Source,
+        keys: &'static [String],
+        staleness: Staleness,
+        workers: usize,
+    ) -> Self {
+        Run {
+            subject: Arc::new(subject),
+            source,
+            keys,
+            staleness: Arc::new(staleness),
+            // One more: the first pass keeps one tally as its total.
+            spare: Mutex::new((0..=workers).map(|_| Tally::new()).collect()),
+        }
+    }
+
+    /// `n` tallies for a pass: the spare ones, and new ones if there are too few.
+    fn tallies(&self, n: usize) -> Vec<Tally> {
+        let mut spare = self.spare();
+        let kept = spare.len().saturating_sub(n);
+        let mut tallies = spare.split_off(kept);
+        tallies.resize_with(n, Tally::new);
+        tallies
+    }
+
+    fn spare(&self) -> std::sync::MutexGuard<'_, Vec<Tally>> {
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs `ops` through the cache; `on_progress` is told how many ops are done, 4×/s.
     /// Reads starting within `window` (offsets from the start) are also measured apart.
     pub(crate) async fn pass(
@@ -86,9 +124,12 @@ impl Run {
                 concurrency,
             } => (concurrency, Some(per_second)),
         };
-        let workers: Vec<_> = (0..concurrency)
-            .map(|_| {
+        let workers: Vec<_> = self
+            .tallies(concurrency)
+            .into_iter()
+            .map(|tally| {
                 let worker = Worker {
+                    tally,
                     subject: self.subject.clone(),
                     source: self.source,
                     keys: self.keys,
@@ -104,12 +145,18 @@ impl Run {
                 tokio::spawn(worker.run())
             })
             .collect();
-        let mut total = Tally::new();
+        let mut total: Option<Tally> = None;
         for w in workers {
-            if let Ok(t) = w.await {
-                total.merge(t);
+            let Ok(t) = w.await else { continue };
+            match &mut total {
+                None => total = Some(t),
+                Some(total) => {
+                    total.merge(&t);
+                    self.spare().push(t.reset());
+                }
             }
         }
+        let total = total.unwrap_or_else(Tally::new);
         let elapsed = started.elapsed();
         self.subject.settle().await;
         finished.store(true, Ordering::SeqCst);
@@ -130,6 +177,7 @@ impl Run {
 }
 
 struct Worker {
+    tally: Tally,
     subject: Arc<Subject>,
     source: &'static Source,
     keys: &'static [String],
@@ -169,7 +217,16 @@ impl Tally {
         }
     }
 
-    fn merge(&mut self, other: Tally) {
+    /// Zeroed for another pass (its memory kept).
+    fn reset(mut self) -> Self {
+        self.reads.reset();
+        self.writes.reset();
+        self.window_reads.reset();
+        (self.stale, self.errors, self.window_errors) = (0, 0, 0);
+        self
+    }
+
+    fn merge(&mut self, other: &Tally) {
         // Adding auto-resizing histograms cannot fail.
         let _ = self.reads.add(&other.reads);
         let _ = self.writes.add(&other.writes);
@@ -182,7 +239,7 @@ impl Tally {
 
 impl Worker {
     async fn run(self) -> Tally {
-        let mut tally = Tally::new();
+        let mut tally = self.tally;
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let Some(op) = self.ops.get(i).copied() else {

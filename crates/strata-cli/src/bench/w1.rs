@@ -1,6 +1,5 @@
 //! W1 — read-heavy, hot set fits in L1.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::runner::{Pace, Run as Pass};
@@ -79,15 +78,17 @@ pub(crate) async fn prepare(
         Choice::Naive => Subject::naive(&target.l2, params).await?,
         _ => Subject::strata(&target.l2, params, false).await?,
     };
-    Ok(Pass {
-        subject: Arc::new(subject),
-        source: Source::new(
-            params.n,
-            Duration::from_millis(params.load_ms),
-            params.value_bytes,
-        )
-        .leak(),
+    let source = Source::new(
+        params.n,
+        Duration::from_millis(params.load_ms),
+        params.value_bytes,
+    )
+    .leak();
+    Ok(Pass::new(
+        subject,
+        source,
         keys,
-        staleness: Arc::new(Staleness::new(params.n)),
-    })
+        Staleness::new(params.n),
+        params.concurrency,
+    ))
 }

@@ -216,12 +216,13 @@ impl Instance {
         };
         Ok(Instance {
             index,
-            pass: Pass {
-                subject: Arc::new(subject),
+            pass: Pass::new(
+                subject,
                 source,
-                keys: key_names(params.n),
-                staleness: Arc::new(Staleness::in_memory(committed)),
-            },
+                key_names(params.n),
+                Staleness::in_memory(committed),
+                IN_FLIGHT,
+            ),
             warmup: deal(&warmup, 0),
             measured: deal(&measured, warmup.len()),
         })

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{BreakerConfig, BreakerState, Bulkhead, EntryOptions, Resilience};
-use strata_redis::RedisConfig;
-use strata_testkit::RedisServer;
-use strata_testkit::source::{Db, Product};
+use tokio::sync::oneshot;
 
-use crate::{TTL, WAIT, builder, instance};
+use strata::{BreakerConfig, BreakerState, Bulkhead, EntryOptions, Resilience};
+use strata_redis::{RedisConfig, RedisStreamLog};
+use strata_testkit::source::{Db, Product};
+use strata_testkit::{Proxy, RedisServer};
+
+use crate::{TTL, WAIT, builder, builder_with_log, instance};
 
 fn config(redis: &RedisServer) -> RedisConfig {
     RedisConfig::from_url(&redis.url()).unwrap()
@@ -120,27 +122,111 @@ async fn a_write_during_a_freeze_is_replayed_after_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_staleness_bound_a_deferred_write_is_not_acknowledged() {
+async fn with_a_staleness_bound_or_acknowledged_writes_a_deferred_write_is_not_acknowledged() {
     let redis = RedisServer::start();
-    let cache = quick_builder(&redis)
+    let bounded = quick_builder(&redis)
         .await
         .max_staleness(Duration::from_secs(3))
         .build()
         .await
         .unwrap();
+    let acknowledged = quick_builder(&redis)
+        .await
+        .acknowledged_writes(true)
+        .build()
+        .await
+        .unwrap();
     redis.freeze();
-    let err = cache.invalidate("p").await.unwrap_err();
-    assert!(err.is_retryable(), "{err}");
-    assert_eq!(
-        cache.health().deferred_writes,
-        1,
-        "and replayed all the same"
-    );
+    for cache in [&bounded, &acknowledged] {
+        let err = cache.invalidate("p").await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(
+            cache.health().deferred_writes,
+            1,
+            "and replayed all the same"
+        );
+    }
     redis.thaw();
-    strata_testkit::eventually("the replay", WAIT, || async {
-        cache.health().deferred_writes == 0
+    for cache in [&bounded, &acknowledged] {
+        strata_testkit::eventually("the replay", WAIT, || async {
+            cache.health().deferred_writes == 0
+        })
+        .await;
+    }
+}
+
+/// A stall of this instance alone (its connection cut here; a starved process does the same)
+/// opens its breaker while it holds a key's load lease: its fill is refused, but the lease
+/// still goes back, so other instances load instead of waiting out the lease's TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_here_still_gives_back_the_lease_others_wait_on() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port()).await.unwrap();
+    let through = RedisConfig::from_url(&format!("redis://127.0.0.1:{}", proxy.port())).unwrap();
+    let log = RedisStreamLog::connect_with(&config(&redis)).await.unwrap();
+    let a = builder_with_log(&through, log)
+        .await
+        .lease_ttl(Duration::from_secs(60))
+        .resilience(
+            quick().breaker(
+                BreakerConfig::default()
+                    .consecutive_failures(1)
+                    .open_for(Duration::from_secs(60)),
+            ),
+        )
+        .build()
+        .await
+        .unwrap();
+    let (started, has_started) = oneshot::channel();
+    let (finish, may_finish) = oneshot::channel::<()>();
+    let load = tokio::spawn({
+        let a = a.clone();
+        async move {
+            let loader = move || async move {
+                let _ = started.send(());
+                let _ = may_finish.await;
+                Ok::<_, std::io::Error>(Product {
+                    id: 1,
+                    version: 7,
+                    name: "k".into(),
+                })
+            };
+            a.get_or_load::<Product, _, _, _>("k", loader).await
+        }
+    });
+    has_started.await.unwrap(); // the read that missed took the key's lease
+    let key = strata::keys::data_key("svc", "k");
+    assert_ne!(redis.cli(&["EXISTS", &key]), "0", "the lease record");
+
+    proxy.cut();
+    // Reads go on, loading (a command already on its way when the cut came may still be
+    // answered), until one fails and the breaker opens for a minute.
+    let db = Db::new();
+    let next = std::sync::atomic::AtomicU64::new(100);
+    strata_testkit::eventually("a's breaker to open", WAIT, || async {
+        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p: Arc<Product> = a
+            .get_or_load(&format!("p{id}"), db.loader(id))
+            .await
+            .unwrap();
+        assert_eq!(p.id, id);
+        a.health().l2 == BreakerState::Open
     })
     .await;
+    proxy.restore();
+    finish.send(()).unwrap();
+    assert_eq!(load.await.unwrap().unwrap().version, 7);
+
+    // The fill was refused (the breaker is open for a minute); the lease went back anyway.
+    strata_testkit::eventually("the lease record to go", WAIT, || async {
+        redis.cli(&["EXISTS", &key]) == "0"
+    })
+    .await;
+    let b = instance(&redis, EntryOptions::ttl(TTL)).await;
+    let loads = db.calls();
+    let p: Arc<Product> = b.get_or_load("k", db.loader(1)).await.unwrap();
+    assert_eq!((p.id, db.calls()), (1, loads + 1), "b loaded k itself");
+    assert_eq!(b.stats().lease_waits, 0, "without waiting on a's lease");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

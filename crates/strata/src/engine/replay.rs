@@ -19,18 +19,20 @@ impl Engine {
     /// failure is the caller's.
     ///
     /// A deferred write succeeds (its local half is done, as FusionCache's auto-recovery
-    /// does) — unless the cache promises bounded staleness: then a write is acknowledged only
-    /// once every instance can be told, so the caller gets [`crate::Error::Unavailable`] (and the
-    /// replay still happens).
+    /// does) — unless the cache promises more: bounded staleness, or writes acknowledged by
+    /// every instance. Such a write returns only once every instance can be told, so the
+    /// caller gets [`crate::Error::Unavailable`] (and the replay still happens): until then
+    /// the others may serve the old value, for as long as this instance cannot reach them.
     pub(crate) fn settle(&self, target: Target, result: Result<()>) -> Result<()> {
         match result {
             Err(e) if e.is_retryable() => {
                 tracing::debug!(namespace = %self.namespace, ?target, error = %e, "shared tier unreachable; write deferred");
                 self.counters.incr(Counter::writes_deferred);
                 self.deferred.defer(target);
-                match self.max_staleness {
-                    Some(_) => Err(e),
-                    None => Ok(()),
+                if self.max_staleness.is_some() || self.acknowledged.is_some() {
+                    Err(e)
+                } else {
+                    Ok(())
                 }
             }
             other => other,

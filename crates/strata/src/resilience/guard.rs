@@ -145,6 +145,26 @@ impl Guard {
         result
     }
 
+    /// Runs `op` once under the call's timeout, whatever the breaker says: for a call that
+    /// gives back what this instance holds in the shared tier (a load's lease), which other
+    /// instances wait on. A breaker opened by a stall here (this process starved of CPU, say)
+    /// would otherwise leave them waiting out the lease's TTL; if the server is really down,
+    /// this one command fails fast or times out, in the background. Its outcome is not the
+    /// breaker's to count.
+    pub(crate) async fn hand_back<T>(
+        &self,
+        kind: Call,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let after = self.timeouts[kind as usize];
+        tokio::time::timeout(after, op).await.unwrap_or_else(|_| {
+            Err(Error::unavailable(TimedOut {
+                target: self.target,
+                after,
+            }))
+        })
+    }
+
     fn rejected(&self) {
         self.counters.incr(Counter::calls_rejected);
     }

@@ -94,12 +94,8 @@ impl L2Store for GuardedStore {
 
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<()> {
         self.guard
-            .call(Call::Write, || self.store.release(namespace, key, token))
+            .hand_back(Call::Write, self.store.release(namespace, key, token))
             .await
-    }
-
-    fn answers_before_fill(&self) -> bool {
-        self.store.answers_before_fill()
     }
 
     fn lease(&self) -> Option<Arc<dyn Lease>> {
@@ -179,7 +175,7 @@ impl Lease for GuardedLease {
 
     async fn release(&self, namespace: &str, key: &str, token: u64) -> Result<()> {
         self.guard
-            .call(Call::Write, || self.lease.release(namespace, key, token))
+            .hand_back(Call::Write, self.lease.release(namespace, key, token))
             .await
     }
 }

@@ -146,13 +146,6 @@ pub trait L2Store: Send + Sync + Debug + 'static {
         None
     }
 
-    /// Whether a caller alone on a missed key may be answered once its fill is sent, before
-    /// the fill's reply (true, the default). A store where more concurrent writes cost more
-    /// than the reply saves says `false`.
-    fn answers_before_fill(&self) -> bool {
-        true
-    }
-
     /// Stores `value` under `key` for `ttl` and records `key` in the index of each tag,
     /// atomically, as `mode` orders it: a fill whose [`Fence`] no longer holds is not stored
     /// ([`Written::stored`]) and changes nothing.

@@ -294,8 +294,7 @@ impl Load {
             && !self.leader.answered()
             && !self.leader.followed()
             && !options.skip_l1
-            && inner.l1.is_some()
-            && inner.l2.answers_before_fill())
+            && inner.l1.is_some())
         .then(|| inner.fills.try_start(MAX_FILLS_IN_FLIGHT))
         .flatten();
         if let Some(ticket) = early {
