@@ -64,6 +64,9 @@ pub(crate) struct Report {
     pub(crate) loader_calls: u64,
     pub(crate) stale_reads: u64,
     pub(crate) errors: u64,
+    /// The cache's failed L2 calls (timeouts, calls its open breaker refused): a run that
+    /// degraded — a starved machine, say — says so, though its reads answered.
+    pub(crate) l2_errors: u64,
     /// What the measured phase cost: `cpu` and `redis_commands_per_op`.
     #[serde(flatten)]
     pub(crate) cost: Cost,
@@ -116,6 +119,7 @@ impl Report {
             loader_calls: m.loads,
             stale_reads: m.stale_reads,
             errors: m.errors,
+            l2_errors: m.counts.l2_errors,
             cost: Cost::default(),
             extra: Map::new(),
         }
@@ -334,6 +338,7 @@ mod tests {
             loader_calls: 8,
             stale_reads: 3,
             errors: 0,
+            l2_errors: 0,
             cost: Cost {
                 cpu: Cpu {
                     bench_s: 2.0,
@@ -355,6 +360,7 @@ mod tests {
             "p95_ms<=150",
             "l1_hit_ratio!=0",
             "p99_us==200000",
+            "l2_errors<=0",
         ] {
             assert_eq!(Gate::parse(ok).unwrap().check(&r), Ok(()), "{ok}");
         }

@@ -257,6 +257,7 @@ impl Instance {
                 l1_hits: m.counts.l1_hits,
                 l2_hits: m.counts.l2_hits,
                 waited: m.counts.waited,
+                l2_errors: m.counts.l2_errors,
                 read_us: buckets(&m.reads),
                 write_us: buckets(&m.writes),
                 cpu_s,

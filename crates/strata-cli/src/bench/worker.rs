@@ -58,6 +58,7 @@ pub(crate) struct Outcome {
     pub(crate) l1_hits: u64,
     pub(crate) l2_hits: u64,
     pub(crate) waited: u64,
+    pub(crate) l2_errors: u64,
     /// Read latencies as (µs, count) pairs.
     pub(crate) read_us: Vec<(u64, u64)>,
     /// Write (update + invalidate) latencies as (µs, count) pairs.
@@ -191,6 +192,7 @@ impl Instance {
         outcome.loader_calls = self.source.loads() - loads_before;
         (outcome.l1_hits, outcome.l2_hits, outcome.waited) =
             (counts.l1_hits, counts.l2_hits, counts.waited);
+        outcome.l2_errors = counts.l2_errors;
         outcome
     }
 
@@ -325,7 +327,7 @@ pub(crate) fn measured<'a>(
             l1_hits: c.l1_hits + o.l1_hits,
             l2_hits: c.l2_hits + o.l2_hits,
             waited: c.waited + o.waited,
-            ..c
+            l2_errors: c.l2_errors + o.l2_errors,
         }),
         loads: outcomes.map(|o| o.loader_calls).sum(),
         timeline: Vec::new(),
