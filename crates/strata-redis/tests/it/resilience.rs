@@ -168,7 +168,8 @@ async fn a_breaker_opened_here_still_gives_back_the_lease_others_wait_on() {
         .await
         .lease_ttl(Duration::from_secs(60))
         .resilience(
-            quick().breaker(
+            // The release's own timeout is the write timeout: ample, on a loaded machine.
+            quick().write_timeout(WAIT).breaker(
                 BreakerConfig::default()
                     .consecutive_failures(1)
                     .open_for(Duration::from_secs(60)),
