@@ -166,9 +166,9 @@ impl HybridCacheBuilder {
     /// [`Stats::writes_unacknowledged`](crate::Stats::writes_unacknowledged). Every instance of
     /// the namespace must enable it. A write whose shared half cannot be done now (L2 or the
     /// log unreachable from here) is deferred and replayed as usual, but returns
-    /// [`Error::Unavailable`](crate::Error::Unavailable): the others were not told. Needs a log
-    /// that takes acknowledgements
-    /// ([`InvalidationLog::acknowledges`]: `strata_redis::RedisStreamLog`, [`MemoryLog`]).
+    /// [`Error::Unavailable`]: the others were not told. Needs a log that takes
+    /// acknowledgements ([`InvalidationLog::acknowledges`]: `strata_redis::RedisStreamLog`,
+    /// [`MemoryLog`]).
     pub fn acknowledged_writes(mut self, on: bool) -> Self {
         self.acknowledged_writes = on;
         self
