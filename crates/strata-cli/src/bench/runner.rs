@@ -1,13 +1,14 @@
 //! Drives an operation stream through a cache with a fixed number of operations in flight,
 //! measuring latency, staleness and hits.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::source::{Source, Staleness};
+use super::source::{LOADED, Source, Staleness};
 use super::subject::{Counts, Subject};
 use super::workload::Op;
 
@@ -24,6 +25,8 @@ pub(crate) struct Measured {
     /// Reads that started inside the window given to [`Run::pass`], and their errors.
     pub(crate) window_reads: Histogram<u64>,
     pub(crate) window_errors: u64,
+    /// The reads that ran a load themselves (a miss's leader), apart.
+    pub(crate) loaded_reads: Histogram<u64>,
 }
 
 /// Hit ratio over one sampling interval.
@@ -171,6 +174,7 @@ impl Run {
             loads: self.source.loads() - loads_before,
             timeline,
             window_reads: total.window_reads,
+            loaded_reads: total.loaded_reads,
             window_errors: total.window_errors,
         }
     }
@@ -198,6 +202,7 @@ struct Tally {
     errors: u64,
     window_reads: Histogram<u64>,
     window_errors: u64,
+    loaded_reads: Histogram<u64>,
 }
 
 impl Tally {
@@ -214,6 +219,7 @@ impl Tally {
             errors: 0,
             window_reads: hist(),
             window_errors: 0,
+            loaded_reads: hist(),
         }
     }
 
@@ -222,6 +228,7 @@ impl Tally {
         self.reads.reset();
         self.writes.reset();
         self.window_reads.reset();
+        self.loaded_reads.reset();
         (self.stale, self.errors, self.window_errors) = (0, 0, 0);
         self
     }
@@ -231,6 +238,7 @@ impl Tally {
         let _ = self.reads.add(&other.reads);
         let _ = self.writes.add(&other.writes);
         let _ = self.window_reads.add(&other.window_reads);
+        let _ = self.loaded_reads.add(&other.loaded_reads);
         self.stale += other.stale;
         self.errors += other.errors;
         self.window_errors += other.window_errors;
@@ -272,7 +280,13 @@ impl Worker {
                 let in_window = self
                     .window
                     .is_some_and(|(from, to)| (from..to).contains(&(t0 - self.started)));
-                let failed = match self.subject.read(self.source, self.keys, op.key).await {
+                let read = self.subject.read(self.source, self.keys, op.key);
+                let (read, loaded) = LOADED
+                    .scope(Cell::new(false), async {
+                        (read.await, LOADED.with(Cell::get))
+                    })
+                    .await;
+                let failed = match read {
                     Ok(version) => {
                         tally.stale += u64::from(Staleness::is_stale(floor, version));
                         false
@@ -281,6 +295,9 @@ impl Worker {
                 };
                 let us = t0.elapsed().as_micros() as u64;
                 tally.reads.saturating_record(us);
+                if loaded {
+                    tally.loaded_reads.saturating_record(us);
+                }
                 tally.errors += u64::from(failed);
                 if in_window {
                     tally.window_reads.saturating_record(us);

@@ -101,6 +101,8 @@ impl Source {
     /// A load: sleeps `LOAD_MS`, then returns the current record.
     pub(crate) async fn load(&self, key: u32) -> Result<Record, strata::Error> {
         self.loads.fetch_add(1, Ordering::Relaxed);
+        // The read that called it waited on this load (when it runs in the reader's task).
+        let _ = LOADED.try_with(|loaded| loaded.set(true));
         if !self.load.is_zero() {
             tokio::time::sleep(self.load).await;
         }
@@ -146,6 +148,12 @@ impl Source {
     pub(crate) fn loads(&self) -> u64 {
         self.loads.load(Ordering::Relaxed)
     }
+}
+
+tokio::task_local! {
+    /// Set while a read runs: whether it ran a load itself (see [`Source::load`]), so its
+    /// latency is also measured with the loads' (`read_us_loaded`).
+    pub(crate) static LOADED: std::cell::Cell<bool>;
 }
 
 /// `keys` zeroed counters for the life of the process (a run's source and staleness

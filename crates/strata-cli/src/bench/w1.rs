@@ -8,7 +8,7 @@ use super::subject::{Choice, Subject};
 use super::workload::{Params, minimum_loads, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
 use crate::bench::cost::Meter;
-use crate::bench::report::Report;
+use crate::bench::report::{Latency, Report};
 
 /// W1's parameters, with `--ops` and `--warmup` applied.
 pub(crate) fn params(args: &BenchArgs) -> Params {
@@ -57,6 +57,11 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         let mut report = Report::new("W1", pass.subject.name(), target.l2.label(), &params, &m);
         report.cost = cost;
         report.with_minimum_loads(minimum);
+        // The misses' leaders apart: where the tail comes from.
+        report.extra.insert(
+            "read_us_loaded".into(),
+            serde_json::json!(Latency::of(&m.loaded_reads)),
+        );
         runs.push(Run {
             report,
             latency: m.reads,

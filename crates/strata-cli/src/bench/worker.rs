@@ -332,6 +332,7 @@ pub(crate) fn measured<'a>(
         loads: outcomes.map(|o| o.loader_calls).sum(),
         timeline: Vec::new(),
         window_reads: histogram(),
+        loaded_reads: histogram(),
         window_errors: 0,
         reads,
     }

@@ -103,6 +103,16 @@ fn w1_json_both_caches_with_plots() {
         assert_eq!(n(run, "/params/seed"), 42.0);
         assert_eq!(n(run, "/ops"), 20000.0);
         assert_consistent(run);
+        // Every load ran in the task of the read that missed: its latency is also theirs.
+        assert_eq!(
+            n(run, "/read_us_loaded/count"),
+            n(run, "/loader_calls"),
+            "{run}"
+        );
+        assert!(
+            n(run, "/read_us_loaded/p50") >= 1000.0,
+            "a load sleeps 1 ms: {run}"
+        );
     }
     assert_eq!(n(&runs[1], "/l1_hits"), 0.0, "the baseline has no L1");
     for run in &runs {
