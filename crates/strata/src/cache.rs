@@ -403,10 +403,10 @@ impl HybridCache {
 
     /// Waits for the fills of L2 still in flight (a caller alone on a missed key is answered
     /// once its fill is sent, not when it lands), sweeps L1 of the entries that can no longer
-    /// serve (expired past their fail-safe window) and exports the counters. Nothing depends on it: another instance
-    /// reading a key whose fill is in flight waits for it, reads skip expired entries and
-    /// evictions reach them. Call it before a shutdown, to free memory at once, or before
-    /// reading L2 or exact counts in a test. (A process that exits with a fill still out
+    /// serve (expired past their fail-safe window) and exports the counters. Nothing depends
+    /// on it: another instance reading a key whose fill is in flight waits for it, reads skip
+    /// expired entries and evictions reach them. Call it before a shutdown, to free memory at
+    /// once, or before reading L2 or exact counts in a test. (A process that exits with a fill still out
     /// leaves the key's lease record to expire: other instances wait for it until then.)
     pub async fn run_pending_tasks(&self) {
         self.inner.fills.idle().await;

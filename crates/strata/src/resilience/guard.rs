@@ -111,10 +111,7 @@ impl Guard {
                 biased;
                 result = attempt => match result {
                     Ok(result) => result,
-                    Err(_) => break Err(Error::unavailable(TimedOut {
-                        target: self.target,
-                        after,
-                    })),
+                    Err(_) => break Err(self.timed_out(after)),
                 },
                 () = &mut opened => break Err(Error::unavailable(CircuitOpen {
                     target: self.target,
@@ -157,11 +154,15 @@ impl Guard {
         op: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let after = self.timeouts[kind as usize];
-        tokio::time::timeout(after, op).await.unwrap_or_else(|_| {
-            Err(Error::unavailable(TimedOut {
-                target: self.target,
-                after,
-            }))
+        tokio::time::timeout(after, op)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(after)))
+    }
+
+    fn timed_out(&self, after: Duration) -> Error {
+        Error::unavailable(TimedOut {
+            target: self.target,
+            after,
         })
     }
 

@@ -298,12 +298,13 @@ impl Load {
         .then(|| inner.fills.try_start(MAX_FILLS_IN_FLIGHT))
         .flatten();
         if let Some(ticket) = early {
-            let in_l1 = self.fill_l1(key, &found, now);
+            // As `fill_l2` does: a value known overtaken goes to neither level.
             let (bytes, fence) = fill;
             let Some(mode) = self.fill_mode(fence, &found) else {
                 self.leader.finish(Ok((found.value, Source::Loaded)));
                 return;
             };
+            let in_l1 = self.fill_l1(key, &found, now);
             // The fill is sent before the caller is answered, as when it waited for it: other
             // instances waiting on the lease hear of the value no later. Only its reply is
             // left to a task of its own. (Polled once here: that puts the command in the
