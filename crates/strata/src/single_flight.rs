@@ -2,15 +2,21 @@
 //!
 //! The first caller becomes the leader and gets a [`Leader`]; the work runs in its own task, so a
 //! caller that gives up (is cancelled, or returns a stale value at its soft timeout) does not
-//! cancel the load others wait on. Followers wait on a `watch` channel for the leader's answer.
+//! cancel the load others wait on. Followers wait on the flight's slot for the leader's answer.
 //! The leader may answer more than once (first a stale value, then the loaded one); a follower
 //! takes whichever answer is there when it looks.
+//!
+//! The slot is our own (the answer under a mutex, one `Notify`, a waiter count and two flags,
+//! in one allocation) rather than a `watch` channel: every L1 miss starts a flight and most
+//! have nobody but their own caller waiting, and a `watch` channel's eight notifiers were
+//! woken on each answer and again on each drop (BENCHMARKS.md, "A flight's slot, one timer
+//! per connection, a smaller miss future").
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::error::Error;
 use crate::value::Value;
@@ -31,19 +37,44 @@ pub(crate) enum Source {
 /// What a flight hands its waiters.
 pub(crate) type Outcome = Result<(Value, Source), Error>;
 
-type Slot = watch::Receiver<Option<Outcome>>;
-
-/// A flight in the map: its id, where its answers go, and whether an invalidation overtook it.
-struct Flight {
-    id: u64,
-    slot: Slot,
-    poisoned: Arc<AtomicBool>,
+/// What a flight's leader and waiters share.
+#[derive(Default)]
+struct Slot {
+    /// The latest answer.
+    answer: Mutex<Option<Outcome>>,
+    /// Woken at each answer, and when the leader goes.
+    changed: Notify,
+    /// The leader is gone: no answer comes after the one there is (if any).
+    closed: AtomicBool,
+    /// Live [`Waiter`]s.
+    waiters: AtomicUsize,
+    /// An invalidation overtook the flight.
+    poisoned: AtomicBool,
 }
 
-/// The flights in progress, by key.
+impl Slot {
+    fn answer(&self) -> MutexGuard<'_, Option<Outcome>> {
+        // A poisoned lock still holds a whole answer (it is only ever replaced whole).
+        self.answer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn waiter(self: &Arc<Self>) -> Waiter {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        Waiter(self.clone())
+    }
+}
+
+/// A flight in the map: its id and its slot.
+struct Flight {
+    id: u64,
+    slot: Arc<Slot>,
+}
+
+/// The flights in progress, by key (hashed as L1's keys are: seeded foldhash, where SipHash
+/// was a visible share of a miss).
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, Flight>>,
+    map: Mutex<HashMap<String, Flight, foldhash::fast::RandomState>>,
     ids: AtomicU64,
 }
 
@@ -57,23 +88,22 @@ impl Flights {
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
         let mut map = self.lock();
         if let Some(flight) = map.get(key) {
-            return Join::Follow(Waiter(flight.slot.clone()));
+            return Join::Follow(flight.slot.waiter());
         }
-        let (tx, slot) = watch::channel(None);
+        let slot = Arc::new(Slot::default());
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let poisoned = Arc::new(AtomicBool::new(false));
-        let flight = Flight {
-            id,
-            slot,
-            poisoned: poisoned.clone(),
-        };
-        map.insert(key.to_owned(), flight);
+        map.insert(
+            key.to_owned(),
+            Flight {
+                id,
+                slot: slot.clone(),
+            },
+        );
         Join::Lead(Leader {
             flights: self.clone(),
             key: key.to_owned(),
             id,
-            tx,
-            poisoned,
+            slot,
         })
     }
 
@@ -81,7 +111,7 @@ impl Flights {
     /// before it. It must not fill L1, and no later caller may join it.
     pub(crate) fn poison(&self, key: &str) {
         if let Some(flight) = self.lock().remove(key) {
-            flight.poisoned.store(true, Ordering::SeqCst);
+            flight.slot.poisoned.store(true, Ordering::SeqCst);
         }
     }
 
@@ -95,14 +125,12 @@ impl Flights {
     /// [`poison`](Self::poison) for every flight (a namespace invalidation, a resync).
     pub(crate) fn poison_all(&self) {
         for (_, flight) in self.lock().drain() {
-            flight.poisoned.store(true, Ordering::SeqCst);
+            flight.slot.poisoned.store(true, Ordering::SeqCst);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Flight, foldhash::fast::RandomState>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -111,8 +139,7 @@ pub(crate) struct Leader {
     flights: Arc<Flights>,
     key: String,
     id: u64,
-    tx: watch::Sender<Option<Outcome>>,
-    poisoned: Arc<AtomicBool>,
+    slot: Arc<Slot>,
 }
 
 impl Leader {
@@ -122,25 +149,24 @@ impl Leader {
 
     /// A waiter for this flight's answers.
     pub(crate) fn waiter(&self) -> Waiter {
-        Waiter(self.tx.subscribe())
+        self.slot.waiter()
     }
 
     /// Whether callers other than the leader's own wait on this flight.
     pub(crate) fn followed(&self) -> bool {
-        // The leader's caller holds one receiver; the flight in the map holds another
-        // until the flight leaves it.
-        self.tx.receiver_count() > 2
+        self.slot.waiters.load(Ordering::Relaxed) > 1
     }
 
     /// Whether an answer was given already.
     pub(crate) fn answered(&self) -> bool {
-        self.tx.borrow().is_some()
+        self.slot.answer().is_some()
     }
 
     /// Hands an early `outcome` (a stale value) to every waiter, present and future, while the
     /// flight goes on.
     pub(crate) fn answer(&self, outcome: Outcome) {
-        self.tx.send_replace(Some(outcome));
+        *self.slot.answer() = Some(outcome);
+        self.slot.changed.notify_waiters();
     }
 
     /// Ends the flight with `outcome`. The flight leaves the map first, so a caller arriving
@@ -148,12 +174,12 @@ impl Leader {
     /// have made stale. The leader may still carry on with work nobody waits for (a fill).
     pub(crate) fn finish(&self, outcome: Outcome) {
         self.unregister();
-        self.tx.send_replace(Some(outcome));
+        self.answer(outcome);
     }
 
     /// Whether an invalidation of the key was applied since this flight began.
     pub(crate) fn poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::SeqCst)
+        self.slot.poisoned.load(Ordering::SeqCst)
     }
 
     fn unregister(&self) {
@@ -167,21 +193,38 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         self.unregister();
+        self.slot.closed.store(true, Ordering::SeqCst);
+        self.slot.changed.notify_waiters();
     }
 }
 
 /// Waits for a flight's answer.
-pub(crate) struct Waiter(Slot);
+pub(crate) struct Waiter(Arc<Slot>);
 
 impl Waiter {
-    pub(crate) async fn wait(mut self, key: &str) -> Outcome {
-        match self.0.wait_for(Option::is_some).await {
-            Ok(answer) => answer
-                .clone()
-                .unwrap_or_else(|| Err(Error::Abandoned(key.to_owned()))),
-            // The leader's task ended without answering (it panicked or the runtime shut down).
-            Err(_) => Err(Error::Abandoned(key.to_owned())),
+    pub(crate) async fn wait(self, key: &str) -> Outcome {
+        let slot = &self.0;
+        loop {
+            // Registered before looking, so an answer given after the look wakes it.
+            let changed = slot.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(answer) = slot.answer().as_ref() {
+                return answer.clone();
+            }
+            // The leader's task ended without answering (it panicked, was cancelled, or the
+            // runtime shut down).
+            if slot.closed.load(Ordering::SeqCst) {
+                return Err(Error::Abandoned(key.to_owned()));
+            }
+            changed.await;
         }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -236,6 +279,60 @@ mod tests {
         );
         flights.poison_all();
         assert!(new.poisoned() && other.poisoned());
+    }
+
+    #[tokio::test]
+    async fn followed_counts_the_waiters_beside_the_leaders_own_caller() {
+        let flights = Arc::new(Flights::default());
+        let Join::Lead(leader) = flights.join("k") else {
+            panic!()
+        };
+        let own = leader.waiter();
+        assert!(!leader.followed(), "the leader's own caller alone");
+        let Join::Follow(other) = flights.join("k") else {
+            panic!()
+        };
+        assert!(leader.followed());
+        drop(other);
+        assert!(
+            !leader.followed(),
+            "a follower that gave up no longer counts"
+        );
+        // A stale answer first, then the loaded one: a waiter takes what is there.
+        leader.answer(Ok((Some(Arc::new(1u32)), Source::Stale)));
+        assert!(leader.answered());
+        leader.finish(Ok((Some(Arc::new(2u32)), Source::Loaded)));
+        let (v, src) = own.wait("k").await.unwrap();
+        assert_eq!(src, Source::Loaded);
+        assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 2);
+    }
+
+    /// A waiter that is already waiting when the answer comes is woken by it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_follower_is_woken_by_the_answer() {
+        let flights = Arc::new(Flights::default());
+        let Join::Lead(leader) = flights.join("k") else {
+            panic!()
+        };
+        let followers: Vec<_> = (0..50)
+            .map(|_| {
+                let Join::Follow(w) = flights.join("k") else {
+                    panic!()
+                };
+                tokio::spawn(w.wait("k"))
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        leader.finish(Ok((Some(Arc::new(7u32)), Source::Loaded)));
+        drop(leader);
+        for f in followers {
+            let (v, _) = tokio::time::timeout(std::time::Duration::from_secs(5), f)
+                .await
+                .expect("woken")
+                .unwrap()
+                .unwrap();
+            assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 7);
+        }
     }
 
     #[tokio::test]
