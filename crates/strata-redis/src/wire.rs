@@ -15,7 +15,11 @@
 //! one that carries ten (BENCHMARKS.md, "Auto-pipelining").
 //!
 //! **Failures.** A command waits at most the command timeout for its reply (a late reply
-//! still arrives in order and is dropped). A broken connection fails every command in
+//! still arrives in order and is dropped). The reader task keeps that time for every command
+//! with one timer, set to the oldest command's deadline (replies come in order, so no later
+//! command is due before it), instead of a timer per command: a timer costs a registration
+//! in Tokio's wheel and its removal, ~2 % of the bench process under W1 (BENCHMARKS.md, "A
+//! flight's slot, one timer per connection, a smaller miss future"). A broken connection fails every command in
 //! flight with the I/O error and is replaced by the next command, one connection attempt
 //! at a time, as the `redis` crate's connection manager does with its retries off: the
 //! cache's guard does the retrying and the breaking.
@@ -33,7 +37,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,16 +201,16 @@ impl Wire {
         self.reply(rx).await?
     }
 
+    /// The reply `rx` brings: the socket's reader hands it over, or a timeout (see
+    /// [`Socket::expire`]) or the connection's failure.
     async fn reply<T>(&self, rx: oneshot::Receiver<RedisResult<T>>) -> RedisResult<RedisResult<T>> {
-        match tokio::time::timeout(self.target.response_timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(io::Error::new(
+        rx.await.map_err(|_| {
+            io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "the connection was closed before the reply",
             )
-            .into()),
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no reply in time").into()),
-        }
+            .into()
+        })
     }
 
     /// The connected socket, connecting if there is none or it failed.
@@ -242,7 +246,7 @@ impl Wire {
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
         stream.set_nodelay(true)?;
-        let socket = Socket::start(stream);
+        let socket = Socket::start(stream, t.response_timeout);
         if let Err(e) = self.handshake(&socket).await {
             socket.close();
             return Err(e);
@@ -309,6 +313,8 @@ enum Waiter {
         take: usize,
         tx: oneshot::Sender<RedisResult<Vec<Value>>>,
     },
+    /// Given up on (timed out): this many replies still to come are dropped.
+    Expired(usize),
 }
 
 impl Waiter {
@@ -342,6 +348,18 @@ impl Waiter {
                 let _ = tx.send(Ok(values));
                 None
             }
+            Waiter::Expired(left) => (left > 1).then(|| Waiter::Expired(left - 1)),
+        }
+    }
+
+    /// Replies still to come for this waiter.
+    fn left(&self) -> usize {
+        match self {
+            Waiter::One(_) => 1,
+            Waiter::Many {
+                skip, values, take, ..
+            } => skip + take - values.len(),
+            Waiter::Expired(left) => *left,
         }
     }
 
@@ -349,6 +367,7 @@ impl Waiter {
         match self {
             Waiter::One(tx) => drop(tx.send(Err(e))),
             Waiter::Many { tx, .. } => drop(tx.send(Err(e))),
+            Waiter::Expired(_) => {}
         }
     }
 }
@@ -361,13 +380,16 @@ struct Socket {
     /// Set once it failed or was closed: new commands go to a new socket.
     failed: AtomicBool,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// How long a command waits for its reply.
+    timeout: Duration,
 }
 
 #[derive(Default)]
 struct Pending {
     /// Encoded commands not yet written.
     out: Vec<u8>,
-    waiting: VecDeque<Waiter>,
+    /// In the order of their commands, each with its deadline.
+    waiting: VecDeque<(Instant, Waiter)>,
     /// The writer was woken for what is in `out`.
     scheduled: bool,
     /// Why the socket failed: later commands fail with it at once.
@@ -375,13 +397,14 @@ struct Pending {
 }
 
 impl Socket {
-    fn start(stream: TcpStream) -> Arc<Self> {
+    fn start(stream: TcpStream, timeout: Duration) -> Arc<Self> {
         let (read, write) = stream.into_split();
         let socket = Arc::new(Socket {
             pending: Mutex::default(),
             wake: Notify::new(),
             failed: AtomicBool::new(false),
             tasks: Mutex::default(),
+            timeout,
         });
         let reader = tokio::spawn(socket.clone().read(read)).abort_handle();
         let writer = tokio::spawn(socket.clone().write(write)).abort_handle();
@@ -403,7 +426,8 @@ impl Socket {
                 return Err(e.clone());
             }
             encode(&mut pending.out);
-            pending.waiting.push_back(waiter);
+            let deadline = Instant::now() + self.timeout;
+            pending.waiting.push_back((deadline, waiter));
             !std::mem::replace(&mut pending.scheduled, true)
         };
         if wake {
@@ -436,11 +460,24 @@ impl Socket {
     async fn read(self: Arc<Self>, mut stream: OwnedReadHalf) {
         let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut replies = Vec::new();
+        // Set to the oldest command's deadline when it fires; it never needs to be earlier
+        // (a command sent later is due later).
+        let timer = tokio::time::sleep(self.timeout);
+        let mut timer = std::pin::pin!(timer);
         loop {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            match stream.read_buf(&mut buf).await {
+            let read = tokio::select! {
+                biased;
+                read = stream.read_buf(&mut buf) => read,
+                () = &mut timer => {
+                    let next = self.expire();
+                    timer.as_mut().reset(next.into());
+                    continue;
+                }
+            };
+            match read {
                 Ok(0) => {
                     let closed = io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -478,14 +515,41 @@ impl Socket {
     fn deliver(&self, replies: &mut Vec<Value>) -> bool {
         let mut pending = lock(&self.pending);
         for reply in replies.drain(..) {
-            let Some(waiter) = pending.waiting.pop_front() else {
+            let Some((deadline, waiter)) = pending.waiting.pop_front() else {
                 return false;
             };
             if let Some(more) = waiter.give(reply) {
-                pending.waiting.push_front(more);
+                pending.waiting.push_front((deadline, more));
             }
         }
         true
+    }
+
+    /// Times out the commands past their deadline (their replies, when they come, are
+    /// dropped); when to look again: the next command's deadline, or a timeout from now.
+    fn expire(&self) -> Instant {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let next = {
+            let mut pending = lock(&self.pending);
+            let mut next = None;
+            for (deadline, waiter) in &mut pending.waiting {
+                if matches!(waiter, Waiter::Expired(_)) {
+                    continue;
+                }
+                if *deadline > now {
+                    next = Some(*deadline);
+                    break;
+                }
+                let left = waiter.left();
+                expired.push(std::mem::replace(waiter, Waiter::Expired(left)));
+            }
+            next
+        };
+        for waiter in expired {
+            waiter.fail(io::Error::new(io::ErrorKind::TimedOut, "no reply in time").into());
+        }
+        next.unwrap_or(now + self.timeout)
     }
 
     /// Fails every command in flight and later ones with `e`, and stops the tasks.
@@ -496,7 +560,7 @@ impl Socket {
             pending.failed.get_or_insert(e.clone());
             std::mem::take(&mut pending.waiting)
         };
-        for waiter in waiting {
+        for (_, waiter) in waiting {
             waiter.fail(e.clone());
         }
         for task in lock(&self.tasks).drain(..) {
@@ -631,5 +695,41 @@ mod tests {
             ping().await.is_ok()
         })
         .await;
+    }
+    /// Commands timed out on a frozen server (one alone, a pipeline, several in one write)
+    /// get their errors; their replies, arriving once it thaws, go to nobody: each later
+    /// command gets its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_to_timed_out_commands_are_dropped_in_order() {
+        let redis = RedisServer::start();
+        let wire = wire(&redis, Duration::from_millis(300));
+        let echo = |text: &'static str| {
+            let wire = wire.clone();
+            async move { wire.send(redis::cmd("ECHO").arg(text)).await }
+        };
+        let pair = |a: &'static str, b: &'static str| {
+            let wire = wire.clone();
+            async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ECHO").arg(a).cmd("ECHO").arg(b);
+                wire.send_pipeline(&pipe, 0, 2).await
+            }
+        };
+        assert_eq!(echo("up").await.unwrap(), Value::BulkString(b"up".to_vec()));
+        redis.freeze();
+        let (one, two, both) =
+            tokio::join!(echo("late 1"), echo("late 2"), pair("late 3", "late 4"));
+        redis.thaw();
+        for e in [one.unwrap_err(), two.unwrap_err(), both.unwrap_err()] {
+            assert!(e.is_timeout(), "{e:?}");
+        }
+        assert_eq!(echo("b").await.unwrap(), Value::BulkString(b"b".to_vec()));
+        assert_eq!(
+            pair("c", "d").await.unwrap(),
+            vec![
+                Value::BulkString(b"c".to_vec()),
+                Value::BulkString(b"d".to_vec())
+            ]
+        );
     }
 }
