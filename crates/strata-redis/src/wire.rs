@@ -19,10 +19,10 @@
 //! with one timer, set to the oldest command's deadline (replies come in order, so no later
 //! command is due before it), instead of a timer per command: a timer costs a registration
 //! in Tokio's wheel and its removal, ~2 % of the bench process under W1 (BENCHMARKS.md, "A
-//! flight's slot, one timer per connection, a smaller miss future"). A broken connection fails every command in
-//! flight with the I/O error and is replaced by the next command, one connection attempt
-//! at a time, as the `redis` crate's connection manager does with its retries off: the
-//! cache's guard does the retrying and the breaking.
+//! flight's slot, one timer per connection, a smaller miss future"). A broken connection
+//! fails every command in flight with the I/O error and is replaced by the next command, one
+//! connection attempt at a time, as the `redis` crate's connection manager does with its
+//! retries off: the cache's guard does the retrying and the breaking.
 //!
 //! **Tracking.** With [`Tracking`] set, every socket turns on server-assisted invalidation
 //! for the namespaces' data keys as soon as it is authenticated (`CLIENT TRACKING ON
@@ -696,6 +696,7 @@ mod tests {
         })
         .await;
     }
+
     /// Commands timed out on a frozen server (one alone, a pipeline, several in one write)
     /// get their errors; their replies, arriving once it thaws, go to nobody: each later
     /// command gets its own.
