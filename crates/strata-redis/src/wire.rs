@@ -162,7 +162,7 @@ impl Wire {
     async fn send_on(&self, socket: &Socket, cmd: &Cmd) -> RedisResult<Value> {
         let (tx, rx) = oneshot::channel();
         socket.enqueue(|out| cmd.write_packed_command(out), Waiter::One(tx))?;
-        self.reply(rx).await?
+        reply(rx).await?
     }
 
     /// Sends a pipeline (in one write); of its `offset + count` replies, the last `count`
@@ -198,19 +198,7 @@ impl Wire {
             |out| out.extend_from_slice(&pipeline.get_packed_pipeline()),
             waiter,
         )?;
-        self.reply(rx).await?
-    }
-
-    /// The reply `rx` brings: the socket's reader hands it over, or a timeout (see
-    /// [`Socket::expire`]) or the connection's failure.
-    async fn reply<T>(&self, rx: oneshot::Receiver<RedisResult<T>>) -> RedisResult<RedisResult<T>> {
-        rx.await.map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the connection was closed before the reply",
-            )
-            .into()
-        })
+        reply(rx).await?
     }
 
     /// The connected socket, connecting if there is none or it failed.
@@ -573,6 +561,18 @@ impl Socket {
             io::Error::new(io::ErrorKind::NotConnected, "the connection was replaced").into(),
         );
     }
+}
+
+/// The reply `rx` brings: the socket's reader hands it over, or its timeout (see
+/// [`Socket::expire`]) or the connection's failure.
+async fn reply<T>(rx: oneshot::Receiver<RedisResult<T>>) -> RedisResult<RedisResult<T>> {
+    rx.await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the connection was closed before the reply",
+        )
+        .into()
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

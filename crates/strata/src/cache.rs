@@ -406,8 +406,9 @@ impl HybridCache {
     /// serve (expired past their fail-safe window) and exports the counters. Nothing depends
     /// on it: another instance reading a key whose fill is in flight waits for it, reads skip
     /// expired entries and evictions reach them. Call it before a shutdown, to free memory at
-    /// once, or before reading L2 or exact counts in a test. (A process that exits with a fill still out
-    /// leaves the key's lease record to expire: other instances wait for it until then.)
+    /// once, or before reading L2 or exact counts in a test. (A process that exits with a fill
+    /// still out leaves the key's lease record to expire: other instances wait for it until
+    /// then.)
     pub async fn run_pending_tasks(&self) {
         self.inner.fills.idle().await;
         self.inner.sweep_l1();

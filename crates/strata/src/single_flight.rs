@@ -307,8 +307,9 @@ mod tests {
         assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 2);
     }
 
-    /// A waiter that is already waiting when the answer comes is woken by it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// Waiters already waiting when the answer comes are woken by it. (One thread: the
+    /// yield lets every follower run until it waits, before the leader answers.)
+    #[tokio::test]
     async fn a_waiting_follower_is_woken_by_the_answer() {
         let flights = Arc::new(Flights::default());
         let Join::Lead(leader) = flights.join("k") else {
@@ -323,8 +324,12 @@ mod tests {
             })
             .collect();
         tokio::task::yield_now().await;
+        assert!(
+            followers.iter().all(|f| !f.is_finished()),
+            "every follower waits before the answer"
+        );
+        // The leader stays: the answer alone must wake them (not its drop).
         leader.finish(Ok((Some(Arc::new(7u32)), Source::Loaded)));
-        drop(leader);
         for f in followers {
             let (v, _) = tokio::time::timeout(std::time::Duration::from_secs(5), f)
                 .await
