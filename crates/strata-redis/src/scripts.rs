@@ -8,8 +8,9 @@
 use std::ops::Deref;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
+
+use crate::RedisConnection;
 
 /// A script with its name and source text: the text is part of the protocol (other
 /// languages' clients run the same bytes, `clients/*/scripts.json`, checked by a test here).
@@ -29,11 +30,13 @@ impl Lua {
         }
     }
 
-    /// An `EVALSHA` of this script with `keys`; the caller adds the arguments. Each argument is
-    /// written once, into the command: `redis::ScriptInvocation` copies each twice more
-    /// before it is sent, and a fill's argument is the value. Sent by [`run`](Self::run).
-    pub(crate) fn evalsha(&self, keys: &[String]) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
+    /// An `EVALSHA` of this script with `keys`; the caller adds `args` arguments of about
+    /// `bytes` bytes in all. Each argument is written once, into a command sized for them:
+    /// `redis::ScriptInvocation` copies each twice more before it is sent, and a fill's
+    /// argument is the value. Sent by [`run`](Self::run).
+    pub(crate) fn evalsha(&self, keys: &[String], args: usize, bytes: usize) -> Cmd {
+        let keys_len: usize = keys.iter().map(String::len).sum();
+        let mut cmd = crate::resp::command("EVALSHA", 2 + keys.len() + args, 48 + keys_len + bytes);
         cmd.arg(self.get_hash()).arg(keys.len()).arg(keys);
         cmd
     }
@@ -43,12 +46,12 @@ impl Lua {
     pub(crate) async fn run<T: FromRedisValue>(
         &self,
         cmd: &Cmd,
-        conn: &mut impl ConnectionLike,
+        conn: &mut RedisConnection,
     ) -> RedisResult<T> {
-        match cmd.query_async(conn).await {
+        match conn.query(cmd).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.prepare_invoke().load_async(conn).await?;
-                cmd.query_async(conn).await
+                conn.query(cmd).await
             }
             reply => reply,
         }

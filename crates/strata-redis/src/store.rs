@@ -15,6 +15,7 @@ use crate::config::RedisConfig;
 use crate::connection::Connection;
 use crate::layout::Layout;
 use crate::lease::RedisLease;
+use crate::resp::command;
 use crate::scripts::{
     DELETE_TAG, FILL, FILL_IN_SLOT, INDEX_TAG, INVALIDATE, READ, RELEASE_RECORD,
     RELEASE_RECORD_IN_SLOT, REPLACE,
@@ -23,6 +24,9 @@ use crate::tracking::Tracker;
 
 /// Members of a tag invalidated at once on a cluster (each a script on its key's master).
 const TAG_CONCURRENCY: usize = 64;
+
+/// How many arguments a fill's script takes ([`RedisStore::fill_args`]).
+const FILL_ARGS: usize = 8;
 
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
@@ -62,12 +66,11 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// `SET key value PX ttl`: a write with nothing else to do in the same step.
     async fn plain_set(&self, data: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        redis::cmd("SET")
-            .arg(data)
-            .arg(value)
-            .arg("PX")
-            .arg(ttl_ms(ttl))
-            .exec_async(&mut self.conn.get())
+        let mut set = command("SET", 4, data.len() + value.len() + 24);
+        set.arg(data).arg(value).arg("PX").arg(ttl_ms(ttl));
+        self.conn
+            .get()
+            .query(&set)
             .await
             .map_err(|e| self.conn.failed(e))
     }
@@ -92,15 +95,18 @@ impl RedisStore {
             return Ok(None);
         }
         let record = lease_record(*token);
-        let old: Option<Vec<u8>> = redis::cmd("SET")
-            .arg(data)
+        let mut fill = command("SET", 7, data.len() + value.len() + 48);
+        fill.arg(data)
             .arg(value)
             .arg("IFEQ")
             .arg(&record[..])
             .arg("GET")
             .arg("PX")
-            .arg(ttl_ms(ttl))
-            .query_async(&mut self.conn.get())
+            .arg(ttl_ms(ttl));
+        let old: Option<Vec<u8>> = self
+            .conn
+            .get()
+            .query(&fill)
             .await
             .map_err(|e| self.conn.failed(e))?;
         Ok(match old {
@@ -111,7 +117,7 @@ impl RedisStore {
         })
     }
 
-    /// The arguments of [`FILL`] and [`FILL_IN_SLOT`] (see `FILL_BODY`).
+    /// The arguments of [`FILL`] and [`FILL_IN_SLOT`] (see `FILL_BODY`), [`FILL_ARGS`] of them.
     #[allow(clippy::too_many_arguments)]
     fn fill_args(
         &self,
@@ -123,12 +129,9 @@ impl RedisStore {
         lease: Option<u64>,
         lease_ttl: Duration,
     ) {
-        let (kind, arg) = fence_args(fence);
-        cmd.arg(value)
-            .arg(ttl_ms(ttl))
-            .arg(kind)
-            .arg(arg)
-            .arg(key)
+        cmd.arg(value).arg(ttl_ms(ttl));
+        fence_args(cmd, fence);
+        cmd.arg(key)
             .arg(lease.map(|t| t.to_string()).unwrap_or_default())
             .arg(if self.conn.set_nx_get() { "1" } else { "" })
             .arg(ttl_ms(lease_ttl));
@@ -172,14 +175,15 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// A fence as the fill scripts take it: kind and argument (see `scripts::FENCE`).
-fn fence_args(fence: &Fence) -> (&'static str, Vec<u8>) {
+/// A fence as the fill scripts take it, two arguments: kind and what it compares with (see
+/// `scripts::FENCE`).
+fn fence_args(cmd: &mut redis::Cmd, fence: &Fence) {
     match fence {
-        Fence::Lease(token) => ("L", lease_record(*token).to_vec()),
-        Fence::Stamp(stamp) => ("S", stamp.to_le_bytes().to_vec()),
-        Fence::Bytes(bytes) => ("B", bytes.to_vec()),
-        Fence::None => ("N", Vec::new()),
-    }
+        Fence::Lease(token) => cmd.arg("L").arg(&lease_record(*token)[..]),
+        Fence::Stamp(stamp) => cmd.arg("S").arg(&stamp.to_le_bytes()[..]),
+        Fence::Bytes(bytes) => cmd.arg("B").arg(&bytes[..]),
+        Fence::None => cmd.arg("N").arg(""),
+    };
 }
 
 /// What a flight's read found: the data key's bytes (or nothing) as `SET … NX GET` returns
@@ -243,15 +247,14 @@ impl L2Store for RedisStore {
         };
         let value: Option<Vec<u8>> = if !wait && self.conn.set_nx_get() {
             // The common case, a plain command: a hit costs what a `GET` does.
-            redis::cmd("SET")
-                .arg(&data)
+            let mut read = command("SET", 6, data.len() + 48);
+            read.arg(&data)
                 .arg(&lease_record(token)[..])
                 .arg("NX")
                 .arg("GET")
                 .arg("PX")
-                .arg(ttl_ms(ttl))
-                .query_async(&mut self.conn.get())
-                .await
+                .arg(ttl_ms(ttl));
+            self.conn.get().query(&read).await
         } else {
             READ.key(&data)
                 .arg(&lease_record(token)[..])
@@ -378,7 +381,7 @@ impl L2Store for RedisStore {
                 }
                 let mut keys = vec![data, l.filled(namespace), l.lease(namespace, key)];
                 keys.extend(tags.iter().map(|tag| l.tag(namespace, tag)));
-                let mut fill = FILL.evalsha(&keys);
+                let mut fill = FILL.evalsha(&keys, FILL_ARGS, value.len() + key.len() + 64);
                 self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
                 let stored: u64 = FILL
                     .run(&fill, &mut self.conn.get())
@@ -434,8 +437,11 @@ impl L2Store for RedisStore {
         let data = self.conn.layout().data(namespace, key);
         match log.filter(|log| self.beside(log)) {
             Some(log) => {
-                let mut invalidate =
-                    INVALIDATE.evalsha(&[data, log.stream.clone(), log.sequence.clone()]);
+                let mut invalidate = INVALIDATE.evalsha(
+                    &[data, log.stream.clone(), log.sequence.clone()],
+                    2,
+                    log.entry.len() + 8,
+                );
                 invalidate.arg(log.max_len).arg(&log.entry[..]);
                 let seq: u64 = INVALIDATE
                     .run(&invalidate, &mut self.conn.get())
@@ -607,7 +613,11 @@ impl RedisStore {
                 logged: None,
             });
         }
-        let mut fill = FILL_IN_SLOT.evalsha(&[data, l.lease(namespace, key)]);
+        let mut fill = FILL_IN_SLOT.evalsha(
+            &[data, l.lease(namespace, key)],
+            FILL_ARGS,
+            value.len() + key.len() + 64,
+        );
         self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT
             .run(&fill, &mut self.conn.get())

@@ -335,7 +335,7 @@ impl HybridCacheBuilder {
             loaders,
             deferred,
             write_queue: self.write_queue,
-            namespace: self.namespace,
+            namespace: self.namespace.into(),
             // Never `Invalidation::FOREIGN`: what the server reports must not be skipped.
             instance_id: fastrand::u64(Invalidation::FOREIGN + 1..),
             l1,

@@ -74,7 +74,8 @@ struct Flight {
 /// was a visible share of a miss).
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, Flight, foldhash::fast::RandomState>>,
+    /// Keyed by the leader's own copy of the key (one allocation for both).
+    map: Mutex<HashMap<Arc<str>, Flight, foldhash::fast::RandomState>>,
     ids: AtomicU64,
 }
 
@@ -92,8 +93,9 @@ impl Flights {
         }
         let slot = Arc::new(Slot::default());
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let key: Arc<str> = Arc::from(key);
         map.insert(
-            key.to_owned(),
+            key.clone(),
             Flight {
                 id,
                 slot: slot.clone(),
@@ -101,7 +103,7 @@ impl Flights {
         );
         Join::Lead(Leader {
             flights: self.clone(),
-            key: key.to_owned(),
+            key,
             id,
             slot,
         })
@@ -129,7 +131,7 @@ impl Flights {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Flight, foldhash::fast::RandomState>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Flight, foldhash::fast::RandomState>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -137,7 +139,7 @@ impl Flights {
 /// The right and duty to answer a key's flight; dropping it ends the flight.
 pub(crate) struct Leader {
     flights: Arc<Flights>,
-    key: String,
+    key: Arc<str>,
     id: u64,
     slot: Arc<Slot>,
 }
@@ -145,6 +147,11 @@ pub(crate) struct Leader {
 impl Leader {
     pub(crate) fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The key, shared rather than copied (a lease held for the flight names it too).
+    pub(crate) fn shared_key(&self) -> Arc<str> {
+        self.key.clone()
     }
 
     /// A waiter for this flight's answers.
@@ -184,8 +191,8 @@ impl Leader {
 
     fn unregister(&self) {
         let mut map = self.flights.lock();
-        if map.get(&self.key).is_some_and(|f| f.id == self.id) {
-            map.remove(&self.key);
+        if map.get(&*self.key).is_some_and(|f| f.id == self.id) {
+            map.remove(&*self.key);
         }
     }
 }

@@ -57,7 +57,7 @@ pub(crate) async fn run(inner: Weak<Engine>, mut shutdown: watch::Receiver<()>) 
                 if let Some(i) = inner.upgrade() {
                     i.counters.incr(Counter::log_errors);
                 }
-                tracing::debug!(namespace, error = %e, "acknowledgement failed");
+                tracing::debug!(namespace = &*namespace, error = %e, "acknowledgement failed");
             }
         }
     }

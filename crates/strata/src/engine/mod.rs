@@ -47,7 +47,7 @@ use crate::write_behind::WriteQueue;
 
 /// Everything a cache and its background tasks share.
 pub(crate) struct Engine {
-    pub(crate) namespace: String,
+    pub(crate) namespace: Arc<str>,
     pub(crate) instance_id: u64,
     pub(crate) l1: Option<L1Map>,
     pub(crate) l2: Arc<dyn L2Store>,

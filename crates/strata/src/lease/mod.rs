@@ -50,8 +50,8 @@ pub trait Lease: Send + Sync + Debug + 'static {
 /// dropping it releases the lease in the background, so a caller never waits on the release.
 pub(crate) struct Held {
     pub(crate) kind: Kind,
-    pub(crate) namespace: String,
-    pub(crate) key: String,
+    pub(crate) namespace: std::sync::Arc<str>,
+    pub(crate) key: std::sync::Arc<str>,
     pub(crate) token: u64,
     /// Released already (by a fill).
     pub(crate) released: bool,

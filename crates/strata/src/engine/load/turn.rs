@@ -156,7 +156,7 @@ impl Load {
         Held {
             kind,
             namespace: self.inner.namespace.clone(),
-            key: self.leader.key().to_owned(),
+            key: self.leader.shared_key(),
             token: self.token,
             released: false,
         }
