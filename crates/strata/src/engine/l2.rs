@@ -143,7 +143,7 @@ impl Engine {
     /// Reads and decodes `key` from L2. Failures are counted and read as a miss.
     pub(crate) async fn read_l2<T: CacheValue>(&self, key: &str, now: u64) -> Option<Found> {
         match self.l2.get(&self.namespace, key).await {
-            Ok(Some(bytes)) => self.decode_found::<T>(key, bytes, now),
+            Ok(Some(bytes)) => self.decode_found::<T>(key, &bytes, now),
             Ok(None) => None,
             Err(e) => {
                 self.l2_read_failed(key, &e);
@@ -175,7 +175,7 @@ impl Engine {
         match read {
             Read::Value(bytes) => {
                 let now = self.clock.now_ms();
-                match self.decode_found::<T>(key, bytes.clone(), now) {
+                match self.decode_found::<T>(key, &bytes, now) {
                     Some(found) => L2Read::Found(found, now),
                     None => L2Read::Unusable(bytes),
                 }
@@ -189,10 +189,10 @@ impl Engine {
     pub(crate) fn decode_found<T: CacheValue>(
         &self,
         key: &str,
-        bytes: Bytes,
+        bytes: &[u8],
         now: u64,
     ) -> Option<Found> {
-        match self.decode::<T>(&bytes, now) {
+        match self.decode::<T>(bytes, now) {
             Ok(found) => Some(found),
             Err(e) => {
                 self.counters.incr(Counter::decode_errors);
