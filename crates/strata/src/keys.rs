@@ -42,59 +42,51 @@ pub fn validate_namespace(namespace: &str) -> Result<(), Error> {
 
 /// The L2 key of a cache key.
 pub fn data_key(namespace: &str, key: &str) -> String {
-    concat(&[namespace, ":", key])
-}
-
-/// `parts` joined, in a string sized for them: names are made on every L2 call (a fill
-/// names three keys), and `format!` grows its string from empty.
-fn concat(parts: &[&str]) -> String {
-    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
-        s.push_str(part);
-    }
-    s
+    // `concat` sizes the string once; `format!` grows it from empty, and names are made on
+    // every L2 call (a fill names three keys).
+    [namespace, ":", key].concat()
 }
 
 /// The L2 key of a tag's index.
 pub fn tag_key(namespace: &str, tag: &str) -> String {
-    concat(&[namespace, "#tag:", tag])
+    [namespace, "#tag:", tag].concat()
 }
 
 /// The L2 key of the lease taken to refresh a key's value.
 pub fn lease_key(namespace: &str, key: &str) -> String {
-    concat(&[namespace, "#lease:", key])
+    [namespace, "#lease:", key].concat()
 }
 
 /// The key of a namespace's durable invalidation log (a Redis stream).
 pub fn log_key(namespace: &str) -> String {
-    concat(&[namespace, "#log"])
+    [namespace, "#log"].concat()
 }
 
 /// The key of the sequence counter that numbers the log's entries without gaps, so that a
 /// follower can tell when entries it had not read were trimmed away.
 pub fn log_sequence_key(namespace: &str) -> String {
-    concat(&[namespace, "#log:seq"])
+    [namespace, "#log:seq"].concat()
 }
 
 /// The stream on which the ends of waited-on loads are announced, so waiters need not poll.
 pub fn filled_key(namespace: &str) -> String {
-    concat(&[namespace, "#filled"])
+    [namespace, "#filled"].concat()
 }
 
 /// The hash in which each instance acknowledges how far it applied the namespace's log (see
 /// [`acknowledged_writes`](crate::HybridCacheBuilder::acknowledged_writes)).
 pub fn acks_key(namespace: &str) -> String {
-    concat(&[namespace, "#acks"])
+    [namespace, "#acks"].concat()
 }
 
 /// The stream of the namespace's write-behind queue.
 pub fn write_queue_key(namespace: &str) -> String {
-    concat(&[namespace, "#wb"])
+    [namespace, "#wb"].concat()
 }
 
 /// The stream of write-behind entries that failed every attempt (dead letters).
 pub fn dead_letter_key(namespace: &str) -> String {
-    concat(&[namespace, "#wb:dead"])
+    [namespace, "#wb:dead"].concat()
 }
 
 /// The `SCAN MATCH` patterns covering the values (lease records included) and tag indexes of
