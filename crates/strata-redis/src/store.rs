@@ -28,6 +28,10 @@ const TAG_CONCURRENCY: usize = 64;
 /// How many arguments a fill's script takes ([`RedisStore::fill_args`]).
 const FILL_ARGS: usize = 8;
 
+/// The bytes of a fill's arguments besides its value and key: up to three numbers of 20
+/// digits, a lease token, the fence (a 12-byte lease record) and two flags.
+const FILL_ROOM: usize = 96;
+
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
 ///
@@ -381,7 +385,7 @@ impl L2Store for RedisStore {
                 }
                 let mut keys = vec![data, l.filled(namespace), l.lease(namespace, key)];
                 keys.extend(tags.iter().map(|tag| l.tag(namespace, tag)));
-                let mut fill = FILL.evalsha(&keys, FILL_ARGS, value.len() + key.len() + 64);
+                let mut fill = FILL.evalsha(&keys, FILL_ARGS, value.len() + key.len() + FILL_ROOM);
                 self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
                 let stored: u64 = FILL
                     .run(&fill, &mut self.conn.get())
@@ -440,7 +444,7 @@ impl L2Store for RedisStore {
                 let mut invalidate = INVALIDATE.evalsha(
                     &[data, log.stream.clone(), log.sequence.clone()],
                     2,
-                    log.entry.len() + 8,
+                    log.entry.len() + 24,
                 );
                 invalidate.arg(log.max_len).arg(&log.entry[..]);
                 let seq: u64 = INVALIDATE
@@ -616,7 +620,7 @@ impl RedisStore {
         let mut fill = FILL_IN_SLOT.evalsha(
             &[data, l.lease(namespace, key)],
             FILL_ARGS,
-            value.len() + key.len() + 64,
+            value.len() + key.len() + FILL_ROOM,
         );
         self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT
