@@ -11,11 +11,16 @@
 
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
 
-/// A command named `name`, with room for `args` more arguments of about `bytes` bytes in
-/// all. A `redis::Cmd` grown from empty reallocates its buffers on the way: a fill carrying a
-/// kilobyte did so about a dozen times (half of a miss's reallocations, callgrind).
-pub(crate) fn command(name: &str, args: usize, bytes: usize) -> Cmd {
-    let mut cmd = Cmd::with_capacity(1 + args, name.len() + bytes);
+/// Room kept for each argument of a command beyond the long ones its caller counts: a
+/// number (20 digits at most), a lease record (12 bytes), a flag or an option's name.
+const SHORT_ARG: usize = 20;
+
+/// A command named `name`, with room for `args` more arguments: `long` bytes for its keys and
+/// values, [`SHORT_ARG`] for each of them besides. A `redis::Cmd` grown from empty
+/// reallocates its buffers on the way: a fill carrying a kilobyte did so about a dozen times
+/// (half of a miss's reallocations, callgrind).
+pub(crate) fn command(name: &str, args: usize, long: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(1 + args, name.len() + long + args * SHORT_ARG);
     cmd.arg(name);
     cmd
 }

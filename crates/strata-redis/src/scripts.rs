@@ -30,14 +30,19 @@ impl Lua {
         }
     }
 
-    /// An `EVALSHA` of this script with `keys`; the caller adds `args` arguments of about
-    /// `bytes` bytes in all. Each argument is written once, into a command sized for them:
-    /// `redis::ScriptInvocation` copies each twice more before it is sent, and a fill's
-    /// argument is the value. Sent by [`run`](Self::run).
-    pub(crate) fn evalsha(&self, keys: &[String], args: usize, bytes: usize) -> Cmd {
+    /// An `EVALSHA` of this script with `keys`; the caller adds `args` arguments, `long` bytes
+    /// of them in long ones (see [`crate::resp::command`]). Each argument is written once,
+    /// into a command sized for them: `redis::ScriptInvocation` copies each twice more before
+    /// it is sent, and a fill's argument is the value. Sent by [`run`](Self::run).
+    pub(crate) fn evalsha(&self, keys: &[String], args: usize, long: usize) -> Cmd {
         let keys_len: usize = keys.iter().map(String::len).sum();
-        let mut cmd = crate::resp::command("EVALSHA", 2 + keys.len() + args, 48 + keys_len + bytes);
-        cmd.arg(self.get_hash()).arg(keys.len()).arg(keys);
+        let hash = self.get_hash();
+        let mut cmd = crate::resp::command(
+            "EVALSHA",
+            2 + keys.len() + args,
+            hash.len() + keys_len + long,
+        );
+        cmd.arg(hash).arg(keys.len()).arg(keys);
         cmd
     }
 

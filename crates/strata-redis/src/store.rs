@@ -28,10 +28,6 @@ const TAG_CONCURRENCY: usize = 64;
 /// How many arguments a fill's script takes ([`RedisStore::fill_args`]).
 const FILL_ARGS: usize = 8;
 
-/// The bytes of a fill's arguments besides its value and key: up to three numbers of 20
-/// digits, a lease token, the fence (a 12-byte lease record) and two flags.
-const FILL_ROOM: usize = 96;
-
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
 ///
@@ -70,7 +66,7 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// `SET key value PX ttl`: a write with nothing else to do in the same step.
     async fn plain_set(&self, data: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        let mut set = command("SET", 4, data.len() + value.len() + 24);
+        let mut set = command("SET", 4, data.len() + value.len());
         set.arg(data).arg(value).arg("PX").arg(ttl_ms(ttl));
         self.conn
             .get()
@@ -99,7 +95,7 @@ impl RedisStore {
             return Ok(None);
         }
         let record = lease_record(*token);
-        let mut fill = command("SET", 7, data.len() + value.len() + 48);
+        let mut fill = command("SET", 7, data.len() + value.len());
         fill.arg(data)
             .arg(value)
             .arg("IFEQ")
@@ -251,7 +247,7 @@ impl L2Store for RedisStore {
         };
         let value: Option<Vec<u8>> = if !wait && self.conn.set_nx_get() {
             // The common case, a plain command: a hit costs what a `GET` does.
-            let mut read = command("SET", 6, data.len() + 48);
+            let mut read = command("SET", 6, data.len());
             read.arg(&data)
                 .arg(&lease_record(token)[..])
                 .arg("NX")
@@ -385,7 +381,7 @@ impl L2Store for RedisStore {
                 }
                 let mut keys = vec![data, l.filled(namespace), l.lease(namespace, key)];
                 keys.extend(tags.iter().map(|tag| l.tag(namespace, tag)));
-                let mut fill = FILL.evalsha(&keys, FILL_ARGS, value.len() + key.len() + FILL_ROOM);
+                let mut fill = FILL.evalsha(&keys, FILL_ARGS, value.len() + key.len());
                 self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
                 let stored: u64 = FILL
                     .run(&fill, &mut self.conn.get())
@@ -444,7 +440,7 @@ impl L2Store for RedisStore {
                 let mut invalidate = INVALIDATE.evalsha(
                     &[data, log.stream.clone(), log.sequence.clone()],
                     2,
-                    log.entry.len() + 24,
+                    log.entry.len(),
                 );
                 invalidate.arg(log.max_len).arg(&log.entry[..]);
                 let seq: u64 = INVALIDATE
@@ -620,7 +616,7 @@ impl RedisStore {
         let mut fill = FILL_IN_SLOT.evalsha(
             &[data, l.lease(namespace, key)],
             FILL_ARGS,
-            value.len() + key.len() + FILL_ROOM,
+            value.len() + key.len(),
         );
         self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT
