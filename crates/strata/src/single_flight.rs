@@ -239,18 +239,33 @@ impl Drop for Waiter {
 mod tests {
     use super::*;
 
+    /// Joins `key`'s flight, which must be new: this caller leads it.
+    fn lead(flights: &Arc<Flights>, key: &str) -> Leader {
+        match flights.join(key) {
+            Join::Lead(leader) => leader,
+            Join::Follow(_) => panic!("{key}: expected to lead a new flight"),
+        }
+    }
+
+    /// Joins `key`'s flight, which must be under way: this caller follows it.
+    fn follow(flights: &Arc<Flights>, key: &str) -> Waiter {
+        match flights.join(key) {
+            Join::Follow(waiter) => waiter,
+            Join::Lead(_) => panic!("{key}: expected to follow a flight under way"),
+        }
+    }
+
+    /// The `u32` a waiter of `k`'s flight is answered with, and where it came from.
+    async fn answer(waiter: Waiter) -> (u32, Source) {
+        let (value, source) = waiter.wait("k").await.unwrap();
+        (*value.unwrap().downcast::<u32>().unwrap(), source)
+    }
+
     #[tokio::test]
     async fn one_leader_many_followers_then_a_new_flight() {
         let flights = Arc::new(Flights::default());
-        let Join::Lead(leader) = flights.join("k") else {
-            panic!("first caller leads")
-        };
-        let followers: Vec<_> = (0..10)
-            .map(|_| match flights.join("k") {
-                Join::Follow(w) => w,
-                Join::Lead(_) => panic!("second caller must follow"),
-            })
-            .collect();
+        let leader = lead(&flights, "k");
+        let followers: Vec<_> = (0..10).map(|_| follow(&flights, "k")).collect();
         assert!(matches!(flights.join("other"), Join::Lead(_)));
         let value: Value = Some(Arc::new(5u32));
         leader.finish(Ok((value, Source::Loaded)));
@@ -259,26 +274,19 @@ mod tests {
             "a finished flight takes no one"
         );
         for w in followers {
-            let (v, src) = w.wait("k").await.unwrap();
-            assert_eq!(src, Source::Loaded);
-            assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 5);
+            assert_eq!(answer(w).await, (5, Source::Loaded));
         }
     }
 
     #[tokio::test]
     async fn poisoning_marks_the_flight_and_lets_the_next_caller_lead() {
         let flights = Arc::new(Flights::default());
-        let Join::Lead(old) = flights.join("k") else {
-            panic!()
-        };
-        let Join::Lead(other) = flights.join("other") else {
-            panic!()
-        };
+        let old = lead(&flights, "k");
+        let other = lead(&flights, "other");
         flights.poison("k");
         assert!(old.poisoned() && !other.poisoned());
-        let Join::Lead(new) = flights.join("k") else {
-            panic!("a poisoned flight takes no one")
-        };
+        // A poisoned flight takes no one: the next caller leads a new one.
+        let new = lead(&flights, "k");
         drop(old);
         assert!(
             matches!(flights.join("k"), Join::Follow(_)),
@@ -291,14 +299,10 @@ mod tests {
     #[tokio::test]
     async fn followed_counts_the_waiters_beside_the_leaders_own_caller() {
         let flights = Arc::new(Flights::default());
-        let Join::Lead(leader) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights, "k");
         let own = leader.waiter();
         assert!(!leader.followed(), "the leader's own caller alone");
-        let Join::Follow(other) = flights.join("k") else {
-            panic!()
-        };
+        let other = follow(&flights, "k");
         assert!(leader.followed());
         drop(other);
         assert!(
@@ -309,9 +313,7 @@ mod tests {
         leader.answer(Ok((Some(Arc::new(1u32)), Source::Stale)));
         assert!(leader.answered());
         leader.finish(Ok((Some(Arc::new(2u32)), Source::Loaded)));
-        let (v, src) = own.wait("k").await.unwrap();
-        assert_eq!(src, Source::Loaded);
-        assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 2);
+        assert_eq!(answer(own).await, (2, Source::Loaded));
     }
 
     /// Waiters already waiting when the answer comes are woken by it. (One thread: the
@@ -319,16 +321,9 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_follower_is_woken_by_the_answer() {
         let flights = Arc::new(Flights::default());
-        let Join::Lead(leader) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights, "k");
         let followers: Vec<_> = (0..50)
-            .map(|_| {
-                let Join::Follow(w) = flights.join("k") else {
-                    panic!()
-                };
-                tokio::spawn(w.wait("k"))
-            })
+            .map(|_| tokio::spawn(answer(follow(&flights, "k"))))
             .collect();
         tokio::task::yield_now().await;
         assert!(
@@ -341,21 +336,16 @@ mod tests {
             let (v, _) = tokio::time::timeout(std::time::Duration::from_secs(5), f)
                 .await
                 .expect("woken")
-                .unwrap()
                 .unwrap();
-            assert_eq!(*v.unwrap().downcast::<u32>().unwrap(), 7);
+            assert_eq!(v, 7);
         }
     }
 
     #[tokio::test]
     async fn a_leader_dropped_without_answer_abandons_its_followers() {
         let flights = Arc::new(Flights::default());
-        let Join::Lead(leader) = flights.join("k") else {
-            panic!()
-        };
-        let Join::Follow(w) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights, "k");
+        let w = follow(&flights, "k");
         drop(leader);
         assert!(matches!(w.wait("k").await, Err(Error::Abandoned(_))));
     }
