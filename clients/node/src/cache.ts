@@ -7,7 +7,7 @@ import { createHash, randomBytes } from "node:crypto";
 
 import { Cluster, type RedisOptions } from "ioredis";
 
-import { type Client, connect, isCluster } from "./connection";
+import { type Client, connect, isCluster, ready } from "./connection";
 import * as envelope from "./envelope";
 import { type CodecName, DecodeError, type Times } from "./envelope";
 import {
@@ -148,10 +148,16 @@ export class HybridCache {
         `maxStaleness ${options.maxStaleness} ms must leave room for two heartbeats (${heartbeat} ms)`,
       );
     }
-    const redis = connect(url, { maxRetriesPerRequest: 1, ...options.redis });
+    // While a server is unreachable its calls fail at once and go to the loader, as the Rust
+    // crate's open breaker sends them: queued until a reconnect, each would wait out ioredis's
+    // growing back-off (up to seconds) and serve nothing meanwhile. A cluster keeps its queue,
+    // which carries its calls across a slot refresh; its node connections never queue.
+    const cluster = isCluster(url);
+    const redis = connect(url, { maxRetriesPerRequest: 1, enableOfflineQueue: cluster, ...options.redis });
     redis.on("error", () => {}); // failures reach the calls that meet them
-    const cache = new HybridCache(redis, namespace, options, isCluster(url));
+    const cache = new HybridCache(redis, namespace, options, cluster);
     try {
+      await ready(redis);
       const info = await redis.info("server");
       const redisVersion = version(/redis_version:([\d.]+)/.exec(info)?.[1]);
       const valkeyVersion = /valkey_version:([\d.]+)/.exec(info)?.[1];

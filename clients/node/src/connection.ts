@@ -42,3 +42,28 @@ export function connect(url: string, options: RedisOptions): Client {
     clusterRetryStrategy: options.retryStrategy ?? undefined,
   });
 }
+
+/**
+ * Resolves once `client` is ready for commands; rejects with the first connection error. A
+ * client that fails calls at once while disconnected (no offline queue) must wait for this
+ * before its first call.
+ */
+export async function ready(client: Client): Promise<void> {
+  if (client.status === "ready") return;
+  if (client.status === "wait") return client.connect(); // `lazyConnect`: connect now
+  await new Promise<void>((resolve, reject) => {
+    const settle = (error?: Error) => {
+      client.off("ready", onReady);
+      client.off("error", onError);
+      client.off("end", onEnd);
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+    const onReady = () => settle();
+    const onError = (e: Error) => settle(e);
+    const onEnd = () => settle(new Error("connection closed before it was ready"));
+    client.once("ready", onReady);
+    client.once("error", onError);
+    client.once("end", onEnd);
+  });
+}

@@ -99,7 +99,13 @@ export class Follower {
 
   private connect(): Client {
     // Its reads block for a heartbeat; it reconnects itself (below), so the client must not.
-    const conn = connect(this.url, { ...this.options, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    // Its first call waits for the connection (queued), whatever the cache's own client does.
+    const conn = connect(this.url, {
+      ...this.options,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      enableOfflineQueue: true,
+    });
     conn.on("error", () => {}); // a failed read says it, and the loop reconnects
     return conn;
   }

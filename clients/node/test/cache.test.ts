@@ -5,7 +5,15 @@ import { after, before, beforeEach, test } from "node:test";
 
 import Redis from "ioredis";
 
-import { HybridCache, KeyTooLongError, LoaderError, LoaderTimeoutError, NotFoundError, prometheus } from "../src";
+import {
+  HybridCache,
+  KeyTooLongError,
+  LoaderError,
+  LoaderTimeoutError,
+  NotFoundError,
+  prometheus,
+  UnavailableError,
+} from "../src";
 import { newStats } from "../src/stats";
 import { Server } from "./server";
 
@@ -295,6 +303,45 @@ test("a follower whose position was trimmed drops its L1", async () => {
     await cache.getOrLoad("k", source.loader());
     assert.deepEqual([cache.stats().l1Hits, cache.stats().l2Hits], [0, 1]);
   });
+});
+
+test("while Redis is down reads go to the loader and writes throw; the cache heals when it is back", async () => {
+  let own = await Server.start();
+  const cache = await HybridCache.connect(own.url, "t", { heartbeat: 100 });
+  try {
+    own.stop();
+    const source = new Source();
+    // Read after read fails over to the loader, never queued for a reconnect.
+    for (let i = 0; i < 20; i++) {
+      assert.deepEqual(await cache.getOrLoad(`down${i}`, source.loader()), { version: 1 });
+    }
+    assert.equal(source.calls, 20);
+    assert.ok(cache.stats().l2Errors >= 20);
+    await assert.rejects(cache.set("k", 1), UnavailableError);
+    await assert.rejects(HybridCache.connect(own.url, "t"), /ECONNREFUSED/);
+
+    own = await Server.start("redis-server", own.port);
+    // Bounded: ioredis reconnects on its back-off.
+    const deadline = Date.now() + 10_000;
+    while (
+      !(await cache.set("k", { version: 7 }).then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      assert.ok(Date.now() < deadline, "the cache did not reconnect");
+      await sleep(20);
+    }
+    const other = await HybridCache.connect(own.url, "t", { heartbeat: 100 });
+    const again = new Source();
+    await closing([other], async () => {
+      assert.deepEqual(await other.getOrLoad("k", again.loader()), { version: 7 });
+    });
+    assert.equal(again.calls, 0, "read from the restarted Redis");
+  } finally {
+    await cache.close();
+    own.stop();
+  }
 });
 
 test("stats export under the Rust names", () => {

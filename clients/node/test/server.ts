@@ -9,9 +9,12 @@ export class Server {
     private readonly process: ChildProcess,
   ) {}
 
-  /** `program`: another server binary than `redis-server` from PATH (Valkey, for `IFEQ`). */
-  static async start(program = "redis-server"): Promise<Server> {
-    const port = await freePort();
+  /**
+   * `program`: another server binary than `redis-server` from PATH (Valkey, for `IFEQ`);
+   * `port`: a given one (a restart where a killed server was) rather than a free one.
+   */
+  static async start(program = "redis-server", port?: number): Promise<Server> {
+    port ??= await freePort();
     const child = spawn(program, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
       stdio: "ignore",
     });
