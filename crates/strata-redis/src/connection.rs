@@ -149,13 +149,17 @@ pub(crate) enum Link {
 }
 
 impl RedisConnection {
-    /// `cmd`'s reply as `T`, as `cmd.query_async(self)` gives it, without boxing the
-    /// request's future on the engine's own connection: one allocation less per command on
-    /// the hot paths.
-    pub(crate) async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
+    /// The reply to the command `args` (its name first) as `T`, as `query_async` would give
+    /// it. On the engine's own connection the arguments are written straight into its buffer
+    /// (see [`resp::encode`](crate::resp::encode)) and the request's future is not boxed, as
+    /// the `redis` crate's `ConnectionLike` boxes it; other connections get a `redis::Cmd`.
+    pub(crate) async fn call<T: FromRedisValue>(
+        &mut self,
+        args: &[crate::resp::Arg<'_>],
+    ) -> RedisResult<T> {
         let reply = match &self.0 {
-            Link::Wire(wire) => wire.send(cmd).await?,
-            _ => self.req_packed_command(cmd).await?,
+            Link::Wire(wire) => wire.send_args(args).await?,
+            _ => self.req_packed_command(&crate::resp::cmd(args)).await?,
         };
         Ok(redis::from_redis_value(reply.extract_error()?)?)
     }

@@ -11,17 +11,79 @@
 
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
 
-/// Room kept for each argument of a command beyond the long ones its caller counts: a
-/// number (20 digits at most), a lease record (12 bytes), a flag or an option's name.
-const SHORT_ARG: usize = 20;
+/// One argument of a command: bytes as they are, or a number written in decimal.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg<'a> {
+    Bytes(&'a [u8]),
+    Int(u64),
+}
 
-/// A command named `name`, with room for `args` more arguments: `long` bytes for its keys and
-/// values, [`SHORT_ARG`] for each of them besides. A `redis::Cmd` grown from empty
-/// reallocates its buffers on the way: a fill carrying a kilobyte did so about a dozen times
-/// (half of a miss's reallocations, callgrind).
-pub(crate) fn command(name: &str, args: usize, long: usize) -> Cmd {
-    let mut cmd = Cmd::with_capacity(1 + args, name.len() + long + args * SHORT_ARG);
-    cmd.arg(name);
+impl<'a> From<&'a [u8]> for Arg<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Arg::Bytes(bytes)
+    }
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(s: &'a str) -> Self {
+        Arg::Bytes(s.as_bytes())
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(s: &'a String) -> Self {
+        Arg::Bytes(s.as_bytes())
+    }
+}
+
+impl From<u64> for Arg<'_> {
+    fn from(n: u64) -> Self {
+        Arg::Int(n)
+    }
+}
+
+/// Writes the command `args` (its name first) as clients send commands: an array of bulk
+/// strings. The engine's connection calls this on its write buffer, so an argument is copied
+/// once, from the caller's bytes to the buffer: a `redis::Cmd` is built first (two
+/// allocations) and then copied over (about 1.5k instructions for an L2 read and 5k for a
+/// fill, of 29k and 55k, callgrind).
+pub(crate) fn encode(args: &[Arg<'_>], out: &mut Vec<u8>) {
+    // Room for the bytes and, for each argument, its header and a number: one reservation.
+    let long: usize = args
+        .iter()
+        .map(|a| match a {
+            Arg::Bytes(b) => b.len(),
+            Arg::Int(_) => 20,
+        })
+        .sum();
+    out.reserve(long + 16 * (args.len() + 1));
+    let mut digits = itoa::Buffer::new();
+    out.push(b'*');
+    out.extend_from_slice(digits.format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for arg in args {
+        let mut number = itoa::Buffer::new();
+        let bytes = match *arg {
+            Arg::Bytes(b) => b,
+            Arg::Int(n) => number.format(n).as_bytes(),
+        };
+        out.push(b'$');
+        out.extend_from_slice(digits.format(bytes.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The command `args` as a `redis::Cmd`, for the connections of the `redis` crate.
+pub(crate) fn cmd(args: &[Arg<'_>]) -> Cmd {
+    let mut cmd = Cmd::new();
+    for arg in args {
+        match *arg {
+            Arg::Bytes(b) => cmd.arg(b),
+            Arg::Int(n) => cmd.arg(n),
+        };
+    }
     cmd
 }
 
@@ -131,7 +193,7 @@ mod tests {
     use proptest::prelude::*;
     use redis::Value;
 
-    use super::parse;
+    use super::{Arg, cmd, encode as encode_command, parse};
 
     /// RESP2 bytes of `v` (the kinds a RESP2 server sends).
     fn encode(v: &Value, out: &mut Vec<u8>) {
@@ -170,7 +232,30 @@ mod tests {
         })
     }
 
+    fn arg() -> impl Strategy<Value = (Vec<u8>, Option<u64>)> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| (b, None)),
+            any::<u64>().prop_map(|n| (Vec::new(), Some(n))),
+        ]
+    }
+
     proptest! {
+        /// A command is written byte for byte as the `redis` crate writes it.
+        #[test]
+        fn commands_are_written_as_the_redis_crate_writes_them(
+            args in proptest::collection::vec(arg(), 1..12),
+        ) {
+            let args: Vec<Arg<'_>> = args
+                .iter()
+                .map(|(bytes, n)| n.map_or(Arg::Bytes(bytes), Arg::Int))
+                .collect();
+            let mut out = b"before".to_vec();
+            encode_command(&args, &mut out);
+            let mut expected = b"before".to_vec();
+            expected.extend_from_slice(&cmd(&args).get_packed_command());
+            prop_assert_eq!(out, expected);
+        }
+
         /// Every reply reads back as itself, as the `redis` crate reads it, and from no
         /// prefix of its bytes: a partial reply waits for more.
         #[test]

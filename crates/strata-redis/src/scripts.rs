@@ -8,9 +8,10 @@
 use std::ops::Deref;
 use std::sync::LazyLock;
 
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
+use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
 
 use crate::RedisConnection;
+use crate::resp::Arg;
 
 /// A script with its name and source text: the text is part of the protocol (other
 /// languages' clients run the same bytes, `clients/*/scripts.json`, checked by a test here).
@@ -30,33 +31,29 @@ impl Lua {
         }
     }
 
-    /// An `EVALSHA` of this script with `keys`; the caller adds `args` arguments, `long` bytes
-    /// of them in long ones (see [`crate::resp::command`]). Each argument is written once,
-    /// into a command sized for them: `redis::ScriptInvocation` copies each twice more before
-    /// it is sent, and a fill's argument is the value. Sent by [`run`](Self::run).
-    pub(crate) fn evalsha(&self, keys: &[String], args: usize, long: usize) -> Cmd {
-        let keys_len: usize = keys.iter().map(String::len).sum();
-        let hash = self.get_hash();
-        let mut cmd = crate::resp::command(
-            "EVALSHA",
-            2 + keys.len() + args,
-            hash.len() + keys_len + long,
-        );
-        cmd.arg(hash).arg(keys.len()).arg(keys);
-        cmd
-    }
-
-    /// Sends `cmd` (from [`evalsha`](Self::evalsha)), loading the script first if the server
-    /// does not have it (a restarted or flushed server).
-    pub(crate) async fn run<T: FromRedisValue>(
+    /// Runs this script (`EVALSHA`) with `keys` and `args`, loading it first if the server
+    /// does not have it (a restarted or flushed server). The command is written straight
+    /// into the connection's buffer ([`RedisConnection::call`]): `redis::ScriptInvocation`
+    /// copies each argument twice before it is sent, and a fill's argument is the value.
+    pub(crate) async fn call<T: FromRedisValue>(
         &self,
-        cmd: &Cmd,
         conn: &mut RedisConnection,
+        keys: &[Arg<'_>],
+        args: &[Arg<'_>],
     ) -> RedisResult<T> {
-        match conn.query(cmd).await {
+        let hash = self.get_hash();
+        let mut command = Vec::with_capacity(3 + keys.len() + args.len());
+        command.extend([
+            Arg::from("EVALSHA"),
+            Arg::from(hash),
+            Arg::Int(keys.len() as u64),
+        ]);
+        command.extend_from_slice(keys);
+        command.extend_from_slice(args);
+        match conn.call(&command).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.prepare_invoke().load_async(conn).await?;
-                conn.query(cmd).await
+                conn.call(&command).await
             }
             reply => reply,
         }

@@ -15,7 +15,7 @@ use crate::config::RedisConfig;
 use crate::connection::Connection;
 use crate::layout::Layout;
 use crate::lease::RedisLease;
-use crate::resp::command;
+use crate::resp::Arg;
 use crate::scripts::{
     DELETE_TAG, FILL, FILL_IN_SLOT, INDEX_TAG, INVALIDATE, READ, RELEASE_RECORD,
     RELEASE_RECORD_IN_SLOT, REPLACE,
@@ -24,9 +24,6 @@ use crate::tracking::Tracker;
 
 /// Members of a tag invalidated at once on a cluster (each a script on its key's master).
 const TAG_CONCURRENCY: usize = 64;
-
-/// How many arguments a fill's script takes ([`RedisStore::fill_args`]).
-const FILL_ARGS: usize = 8;
 
 /// Strata's L2 on a Redis server: one multiplexed, auto-reconnecting connection, pipelined by
 /// the client, with connect and command timeouts.
@@ -66,11 +63,16 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// `SET key value PX ttl`: a write with nothing else to do in the same step.
     async fn plain_set(&self, data: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        let mut set = command("SET", 4, data.len() + value.len());
-        set.arg(data).arg(value).arg("PX").arg(ttl_ms(ttl));
+        let set = [
+            "SET".into(),
+            data.into(),
+            value.into(),
+            "PX".into(),
+            ttl_ms(ttl).into(),
+        ];
         self.conn
             .get()
-            .query(&set)
+            .call(&set)
             .await
             .map_err(|e| self.conn.failed(e))
     }
@@ -95,18 +97,20 @@ impl RedisStore {
             return Ok(None);
         }
         let record = lease_record(*token);
-        let mut fill = command("SET", 7, data.len() + value.len());
-        fill.arg(data)
-            .arg(value)
-            .arg("IFEQ")
-            .arg(&record[..])
-            .arg("GET")
-            .arg("PX")
-            .arg(ttl_ms(ttl));
+        let fill = [
+            "SET".into(),
+            data.into(),
+            value.into(),
+            "IFEQ".into(),
+            record[..].into(),
+            "GET".into(),
+            "PX".into(),
+            ttl_ms(ttl).into(),
+        ];
         let old: Option<Vec<u8>> = self
             .conn
             .get()
-            .query(&fill)
+            .call(&fill)
             .await
             .map_err(|e| self.conn.failed(e))?;
         Ok(match old {
@@ -117,24 +121,30 @@ impl RedisStore {
         })
     }
 
-    /// The arguments of [`FILL`] and [`FILL_IN_SLOT`] (see `FILL_BODY`), [`FILL_ARGS`] of them.
+    /// The arguments of [`FILL`] and [`FILL_IN_SLOT`] (see `FILL_BODY`); `scratch` keeps
+    /// the fence's bytes when they are made here.
     #[allow(clippy::too_many_arguments)]
-    fn fill_args(
+    fn fill_args<'a>(
         &self,
-        cmd: &mut redis::Cmd,
-        key: &str,
-        value: &[u8],
+        key: &'a str,
+        value: &'a [u8],
         ttl: Duration,
-        fence: &Fence,
+        fence: &'a Fence,
+        scratch: &'a mut [u8; 12],
         lease: Option<u64>,
         lease_ttl: Duration,
-    ) {
-        cmd.arg(value).arg(ttl_ms(ttl));
-        fence_args(cmd, fence);
-        cmd.arg(key)
-            .arg(lease.map(|t| t.to_string()).unwrap_or_default())
-            .arg(if self.conn.set_nx_get() { "1" } else { "" })
-            .arg(ttl_ms(lease_ttl));
+    ) -> [Arg<'a>; 8] {
+        let [kind, compared] = fence_args(fence, scratch);
+        [
+            value.into(),
+            ttl_ms(ttl).into(),
+            kind,
+            compared,
+            key.into(),
+            lease.map_or(Arg::Bytes(b""), Arg::Int),
+            (if self.conn.set_nx_get() { "1" } else { "" }).into(),
+            ttl_ms(lease_ttl).into(),
+        ]
     }
 
     /// Connects to the Redis at `url` with default timeouts.
@@ -176,14 +186,21 @@ fn ttl_ms(ttl: Duration) -> u64 {
 }
 
 /// A fence as the fill scripts take it, two arguments: kind and what it compares with (see
-/// `scripts::FENCE`).
-fn fence_args(cmd: &mut redis::Cmd, fence: &Fence) {
-    match fence {
-        Fence::Lease(token) => cmd.arg("L").arg(&lease_record(*token)[..]),
-        Fence::Stamp(stamp) => cmd.arg("S").arg(&stamp.to_le_bytes()[..]),
-        Fence::Bytes(bytes) => cmd.arg("B").arg(&bytes[..]),
-        Fence::None => cmd.arg("N").arg(""),
+/// `scripts::FENCE`), made in `scratch` when it is not in the fence.
+fn fence_args<'a>(fence: &'a Fence, scratch: &'a mut [u8; 12]) -> [Arg<'a>; 2] {
+    let (kind, compared): (&str, &[u8]) = match fence {
+        Fence::Lease(token) => {
+            *scratch = lease_record(*token);
+            ("L", &scratch[..])
+        }
+        Fence::Stamp(stamp) => {
+            scratch[..8].copy_from_slice(&stamp.to_le_bytes());
+            ("S", &scratch[..8])
+        }
+        Fence::Bytes(bytes) => ("B", &bytes[..]),
+        Fence::None => ("N", b""),
     };
+    [kind.into(), compared.into()]
 }
 
 /// What a flight's read found: the data key's bytes (or nothing) as `SET … NX GET` returns
@@ -247,14 +264,17 @@ impl L2Store for RedisStore {
         };
         let value: Option<Vec<u8>> = if !wait && self.conn.set_nx_get() {
             // The common case, a plain command: a hit costs what a `GET` does.
-            let mut read = command("SET", 6, data.len());
-            read.arg(&data)
-                .arg(&lease_record(token)[..])
-                .arg("NX")
-                .arg("GET")
-                .arg("PX")
-                .arg(ttl_ms(ttl));
-            self.conn.get().query(&read).await
+            let record = lease_record(token);
+            let read = [
+                "SET".into(),
+                (&data).into(),
+                record[..].into(),
+                "NX".into(),
+                "GET".into(),
+                "PX".into(),
+                ttl_ms(ttl).into(),
+            ];
+            self.conn.get().call(&read).await
         } else {
             READ.key(&data)
                 .arg(&lease_record(token)[..])
@@ -368,7 +388,7 @@ impl L2Store for RedisStore {
                 lease_ttl,
             } => {
                 // A miss's fill, the hot one: a plain command where the server can compare,
-                // else the script, its command built directly (see `Lua::evalsha`).
+                // else the script, its command written directly (see `Lua::call`).
                 if tags.is_empty()
                     && let Some(stored) = self
                         .fill_in_place(&data, &value, ttl, &fence, lease)
@@ -379,12 +399,13 @@ impl L2Store for RedisStore {
                         logged: None,
                     });
                 }
-                let mut keys = vec![data, l.filled(namespace), l.lease(namespace, key)];
-                keys.extend(tags.iter().map(|tag| l.tag(namespace, tag)));
-                let mut fill = FILL.evalsha(&keys, FILL_ARGS, value.len() + key.len());
-                self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
+                let mut names = vec![data, l.filled(namespace), l.lease(namespace, key)];
+                names.extend(tags.iter().map(|tag| l.tag(namespace, tag)));
+                let keys: Vec<Arg<'_>> = names.iter().map(Arg::from).collect();
+                let mut scratch = [0; 12];
+                let args = self.fill_args(key, &value, ttl, &fence, &mut scratch, lease, lease_ttl);
                 let stored: u64 = FILL
-                    .run(&fill, &mut self.conn.get())
+                    .call(&mut self.conn.get(), &keys, &args)
                     .await
                     .map_err(|e| self.conn.failed(e))?;
                 return Ok(Written {
@@ -437,14 +458,10 @@ impl L2Store for RedisStore {
         let data = self.conn.layout().data(namespace, key);
         match log.filter(|log| self.beside(log)) {
             Some(log) => {
-                let mut invalidate = INVALIDATE.evalsha(
-                    &[data, log.stream.clone(), log.sequence.clone()],
-                    2,
-                    log.entry.len(),
-                );
-                invalidate.arg(log.max_len).arg(&log.entry[..]);
+                let keys = [(&data).into(), (&log.stream).into(), (&log.sequence).into()];
+                let args = [(log.max_len as u64).into(), log.entry[..].into()];
                 let seq: u64 = INVALIDATE
-                    .run(&invalidate, &mut self.conn.get())
+                    .call(&mut self.conn.get(), &keys, &args)
                     .await
                     .map_err(|e| self.conn.failed(e))?;
                 Ok(Some(log.at(seq)))
@@ -613,14 +630,12 @@ impl RedisStore {
                 logged: None,
             });
         }
-        let mut fill = FILL_IN_SLOT.evalsha(
-            &[data, l.lease(namespace, key)],
-            FILL_ARGS,
-            value.len() + key.len(),
-        );
-        self.fill_args(&mut fill, key, &value, ttl, &fence, lease, lease_ttl);
+        let lease_key = l.lease(namespace, key);
+        let keys = [(&data).into(), (&lease_key).into()];
+        let mut scratch = [0; 12];
+        let args = self.fill_args(key, &value, ttl, &fence, &mut scratch, lease, lease_ttl);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT
-            .run(&fill, &mut self.conn.get())
+            .call(&mut self.conn.get(), &keys, &args)
             .await
             .map_err(|e| self.conn.failed(e))?;
         if waited == 1 {

@@ -159,10 +159,15 @@ impl Wire {
         self.send_on(&socket, cmd).await
     }
 
+    /// [`send`](Self::send) for a command of [`resp::Arg`]s, written straight into the
+    /// socket's buffer.
+    pub(crate) async fn send_args(&self, args: &[resp::Arg<'_>]) -> RedisResult<Value> {
+        let socket = self.socket().await?;
+        exchange(&socket, |out| resp::encode(args, out)).await
+    }
+
     async fn send_on(&self, socket: &Socket, cmd: &Cmd) -> RedisResult<Value> {
-        let (tx, rx) = oneshot::channel();
-        socket.enqueue(|out| cmd.write_packed_command(out), Waiter::One(tx))?;
-        reply(rx).await?
+        exchange(socket, |out| cmd.write_packed_command(out)).await
     }
 
     /// Sends a pipeline (in one write); of its `offset + count` replies, the last `count`
@@ -565,6 +570,13 @@ impl Socket {
 
 /// The reply `rx` brings: the socket's reader hands it over, or its timeout (see
 /// [`Socket::expire`]) or the connection's failure.
+/// Sends one command (`encode` writes it) on `socket`; its reply.
+async fn exchange(socket: &Socket, encode: impl FnOnce(&mut Vec<u8>)) -> RedisResult<Value> {
+    let (tx, rx) = oneshot::channel();
+    socket.enqueue(encode, Waiter::One(tx))?;
+    reply(rx).await?
+}
+
 async fn reply<T>(rx: oneshot::Receiver<RedisResult<T>>) -> RedisResult<RedisResult<T>> {
     rx.await.map_err(|_| {
         io::Error::new(
