@@ -134,15 +134,15 @@ return v
 });
 
 /// The body of a fill, shared by [`FILL`] and [`FILL_IN_SLOT`]: stores the value if the
-/// data key holds what the load was fenced with; releases the refresh lease KEYS[refresh] if
-/// ARGV[6] holds it. Leaves `ok` (stored) and `waited` (the lease record it replaced was
+/// data key holds what the load was fenced with; releases the refresh lease `KEYS[refresh]` if
+/// `ARGV[6]` holds it. Leaves `ok` (stored) and `waited` (the lease record it replaced was
 /// waited on).
 ///
-/// With ARGV[7] = `1` (Redis 7: `SET … XX GET`) the common case is one command: the value is
+/// With `ARGV[7]` = `1` (Redis 7: `SET … XX GET`) the common case is one command: the value is
 /// set over whatever is there and the old bytes are checked after. A fill that finds it was
 /// overtaken undoes that in the same step, so no reader sees it: what it displaced goes back
 /// byte for byte, with the fill's TTL (an entry's envelope carries its own expiry) or, for
-/// another load's lease record, the lease TTL (ARGV[8]). Older servers read first (`GET`, then
+/// another load's lease record, the lease TTL (`ARGV[8]`). Older servers read first (`GET`, then
 /// `SET` if the fence holds).
 const FILL_BODY: &str = r"
 local old, ok = false, false
@@ -246,8 +246,8 @@ return {1, 0}
     )
 });
 
-/// On a cluster, a tag index changed apart from its data key: adds ARGV[1] (a data key) to
-/// the index KEYS[1], extending the index's TTL to ARGV[2] ms.
+/// On a cluster, a tag index changed apart from its data key: adds `ARGV[1]` (a data key) to
+/// the index `KEYS[1]`, extending the index's TTL to `ARGV[2]` ms.
 pub(crate) static INDEX_TAG: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         "INDEX_TAG",
@@ -326,7 +326,7 @@ return append(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
     )
 });
 
-/// Deletes every key in a tag's index, then the index. KEYS[1] = tag index. Returns how many
+/// Deletes every key in a tag's index, then the index. `KEYS[1]` = tag index. Returns how many
 /// data keys existed.
 pub(crate) static DELETE_TAG: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
@@ -372,8 +372,8 @@ return {
 });
 
 /// The settings every instance of a namespace shares, set by the first one that follows or
-/// publishes its log: the number of parts its log is split into (KEYS[1] ← ARGV[1]) and the
-/// protocol version it is written with (KEYS[2] ← ARGV[2]). Returns what was there before,
+/// publishes its log: the number of parts its log is split into (`KEYS[1]` ← `ARGV[1]`) and the
+/// protocol version it is written with (`KEYS[2]` ← `ARGV[2]`). Returns what was there before,
 /// `{parts, protocol}` (nil where nothing was).
 pub(crate) static AGREE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
