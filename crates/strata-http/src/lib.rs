@@ -48,7 +48,7 @@
 //!   `stale-if-error` (the response's, the request's or the policy's) answers when the origin
 //!   fails, never past `must-revalidate`, `s-maxage` or `no-cache`. Clients' own validators
 //!   get `304`s; `Range` requests get `206`/`416` cut from the stored response.
-//! - **Storing**: [`storable`] decides (`private`, `Authorization`, `Set-Cookie` per route),
+//! - **Storing**: [`storable()`] decides (`private`, `Authorization`, `Set-Cookie` per route),
 //!   bodies over the cap are streamed, not stored; tags from `Surrogate-Key`, `Cache-Tag`
 //!   and `Cache-Groups`.
 //! - **Answering**: `Age`, `Cache-Status` (RFC 9211) and `X-Cache: HIT|MISS|STALE`.
@@ -58,7 +58,7 @@
 //! drops them.
 //!
 //! The rules themselves are small pure functions, usable on their own: [`CacheControl`],
-//! [`storable`], [`freshness_lifetime`], [`current_age`], [`Vary`], [`CacheStatus`].
+//! [`storable()`], [`freshness_lifetime`], [`current_age`], [`Vary`], [`CacheStatus`].
 
 mod answer;
 mod body;
