@@ -210,8 +210,7 @@ impl HybridCache {
         for (key, load) in missing {
             let value = values.remove(key).map(|v| Arc::new(v) as _);
             // Each fill is its own fenced write; they run side by side.
-            let key = key.to_owned();
-            tokio::spawn(async move { load.store::<T>(&key, value, load_ms).await });
+            tokio::spawn(async move { load.store::<T>(value, load_ms).await });
         }
     }
 }

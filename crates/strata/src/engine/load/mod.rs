@@ -102,7 +102,8 @@ impl Load {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let inner = self.inner.clone();
-        let key = self.leader.key().to_owned();
+        // The flight's own copy, shared: `self` moves into the load below.
+        let key = self.leader.shared_key();
         // One round trip: a hit answers as a `GET` would; a miss takes the key's load lease.
         let step = if self.options.skip_l2 {
             Step::Load
@@ -140,7 +141,7 @@ impl Load {
         }
     }
 
-    async fn load_and_store<T, F, Fut, E>(mut self, key: String, step: Step, loader: F)
+    async fn load_and_store<T, F, Fut, E>(mut self, key: Arc<str>, step: Step, loader: F)
     where
         T: CacheValue,
         F: FnOnce() -> Fut + Send + 'static,
@@ -169,7 +170,7 @@ impl Load {
                 if let Some(options) = loaded.options {
                     self.options = options;
                 }
-                self.store::<T>(&key, loaded.value.map(|v| Arc::new(v) as _), load_ms)
+                self.store::<T>(loaded.value.map(|v| Arc::new(v) as _), load_ms)
                     .await;
             }
             Err(error) => self.fail(&key, error).await,
@@ -237,7 +238,8 @@ impl Load {
     /// and a refused fill takes the value back out of L1 — where a caller of this instance
     /// arriving before the refusal would have joined the flight and got the same value.
     /// Other fills (a crowd's, a refresh of an entry L2 still holds) land before the answer.
-    pub(crate) async fn store<T: CacheValue>(mut self, key: &str, value: Value, load_ms: u32) {
+    pub(crate) async fn store<T: CacheValue>(mut self, value: Value, load_ms: u32) {
+        let key = &self.leader.shared_key();
         let inner = &self.inner;
         let options = &self.options;
         let now = inner.clock.now_ms();
@@ -268,7 +270,7 @@ impl Load {
                     if matches!(e, Error::ValueTooLarge { .. }) {
                         inner.counters.incr(Counter::oversized);
                     }
-                    tracing::warn!(namespace = %inner.namespace, key, error = %e, "loaded value not cached");
+                    tracing::warn!(namespace = %inner.namespace, key = &**key, error = %e, "loaded value not cached");
                     self.leader.finish(Ok((found.value, Source::Loaded)));
                     return;
                 }
@@ -315,7 +317,7 @@ impl Load {
             // connection's next write; the yield lets the connection's writer, woken by it,
             // send it before this task's caller goes on to its next reads.)
             let inner = self.inner.clone();
-            let (k, times, tags) = (key.to_owned(), found.times, found.tags.clone());
+            let (k, times, tags) = (key.clone(), found.times, found.tags.clone());
             let mut write =
                 Box::pin(async move { inner.write_l2(&k, bytes, &times, &tags, mode).await });
             let sent = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
@@ -324,7 +326,7 @@ impl Load {
             }
             self.leader
                 .finish(Ok((found.value.clone(), Source::Loaded)));
-            let key = key.to_owned();
+            let key = key.clone();
             tokio::spawn(
                 async move {
                     let _ticket = ticket;
