@@ -170,7 +170,8 @@ end
 local waited = ok and old and #old == 13 and string.sub(old, 1, 3) == '\255SL'
 ";
 
-/// A load's fill. KEYS: data, filled stream, refresh lease, tag indexes…; ARGV: value, TTL
+/// A load's fill. KEYS: data, filled stream, refresh lease (untouched, and any key of the
+/// slot, when there is no token), tag indexes…; ARGV: value, TTL
 /// ms, fence kind and argument (see `FENCE`), cache key, refresh lease token (`""` for none),
 /// `1` if the server has `SET … XX GET`, lease TTL ms.
 /// See `FILL_BODY`; indexes the tags if stored, and announces on the namespace's `#filled`

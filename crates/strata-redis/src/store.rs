@@ -399,9 +399,14 @@ impl L2Store for RedisStore {
                         logged: None,
                     });
                 }
-                let mut names = vec![data, l.filled(namespace), l.lease(namespace, key)];
-                names.extend(tags.iter().map(|tag| l.tag(namespace, tag)));
-                let keys: Vec<Arg<'_>> = names.iter().map(Arg::from).collect();
+                let filled = l.filled(namespace);
+                let refresh = lease.map(|_| l.lease(namespace, key));
+                let tag_keys: Vec<String> = tags.iter().map(|tag| l.tag(namespace, tag)).collect();
+                let mut keys: Vec<Arg<'_>> = Vec::with_capacity(3 + tag_keys.len());
+                // With no refresh lease to release, its key is named but untouched: the data
+                // key stands in (one key name less to build per miss).
+                keys.extend([&data, &filled, refresh.as_ref().unwrap_or(&data)].map(Arg::from));
+                keys.extend(tag_keys.iter().map(Arg::from));
                 let mut scratch = [0; 12];
                 let args = self.fill_args(key, &value, ttl, &fence, &mut scratch, lease, lease_ttl);
                 let stored: u64 = FILL
@@ -630,8 +635,9 @@ impl RedisStore {
                 logged: None,
             });
         }
-        let lease_key = l.lease(namespace, key);
-        let keys = [(&data).into(), (&lease_key).into()];
+        // Named but untouched without a refresh lease to release: the data key stands in.
+        let refresh = lease.map(|_| l.lease(namespace, key));
+        let keys = [(&data).into(), refresh.as_ref().unwrap_or(&data).into()];
         let mut scratch = [0; 12];
         let args = self.fill_args(key, &value, ttl, &fence, &mut scratch, lease, lease_ttl);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT

@@ -219,6 +219,27 @@ pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
     assert!(set("k", envelope(10), fill(Fence::Bytes(v("garbage")))).await);
     assert!(!set("k", envelope(11), fill(Fence::Bytes(v("garbage")))).await);
 
+    // A refresh's fill gives back the refresh lease its token holds, in the same step; a fill
+    // without a token leaves the lease to its holder.
+    let refresh = store.lease().expect("a store with leases");
+    assert!(refresh.try_acquire("ns", "k", 12, TTL).await.unwrap());
+    assert!(set("k", envelope(13), fill(Fence::Stamp(10))).await);
+    assert!(
+        !refresh.try_acquire("ns", "k", 14, TTL).await.unwrap(),
+        "still 12's"
+    );
+    let refreshed = WriteMode::Fill {
+        fence: Fence::Stamp(13),
+        lease: Some(12),
+        lease_ttl: TTL,
+    };
+    assert!(set("k", envelope(15), refreshed).await);
+    assert!(
+        refresh.try_acquire("ns", "k", 14, TTL).await.unwrap(),
+        "given back by the fill"
+    );
+    refresh.release("ns", "k", 14).await.unwrap();
+
     // A tag invalidation takes a member's lease with it; a clear, every lease.
     let tags = ["t".to_owned()];
     let tagged = |value| async move {
