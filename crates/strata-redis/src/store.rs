@@ -130,7 +130,7 @@ impl RedisStore {
         value: &'a [u8],
         ttl: Duration,
         fence: &'a Fence,
-        scratch: &'a mut [u8; 12],
+        scratch: &'a mut FenceScratch,
         lease: Option<u64>,
         lease_ttl: Duration,
     ) -> [Arg<'a>; 8] {
@@ -185,9 +185,12 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// Room for a fence's bytes made on the spot: a lease record (12 bytes) or a stamp (8).
+type FenceScratch = [u8; 12];
+
 /// A fence as the fill scripts take it, two arguments: kind and what it compares with (see
 /// `scripts::FENCE`), made in `scratch` when it is not in the fence.
-fn fence_args<'a>(fence: &'a Fence, scratch: &'a mut [u8; 12]) -> [Arg<'a>; 2] {
+fn fence_args<'a>(fence: &'a Fence, scratch: &'a mut FenceScratch) -> [Arg<'a>; 2] {
     let (kind, compared): (&str, &[u8]) = match fence {
         Fence::Lease(token) => {
             *scratch = lease_record(*token);
@@ -407,7 +410,7 @@ impl L2Store for RedisStore {
                 // key stands in (one key name less to build per miss).
                 keys.extend([&data, &filled, refresh.as_ref().unwrap_or(&data)].map(Arg::from));
                 keys.extend(tag_keys.iter().map(Arg::from));
-                let mut scratch = [0; 12];
+                let mut scratch = FenceScratch::default();
                 let args = self.fill_args(key, &value, ttl, &fence, &mut scratch, lease, lease_ttl);
                 let stored: u64 = FILL
                     .call(&mut self.conn.get(), &keys, &args)
@@ -638,7 +641,7 @@ impl RedisStore {
         // Named but untouched without a refresh lease to release: the data key stands in.
         let refresh = lease.map(|_| l.lease(namespace, key));
         let keys = [(&data).into(), refresh.as_ref().unwrap_or(&data).into()];
-        let mut scratch = [0; 12];
+        let mut scratch = FenceScratch::default();
         let args = self.fill_args(key, &value, ttl, &fence, &mut scratch, lease, lease_ttl);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT
             .call(&mut self.conn.get(), &keys, &args)
