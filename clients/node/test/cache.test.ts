@@ -309,13 +309,19 @@ test("while Redis is down reads go to the loader and writes throw; the cache hea
   let own = await Server.start();
   const cache = await HybridCache.connect(own.url, "t", { heartbeat: 100 });
   try {
+    // The cache's own client, to count its reconnect attempts.
+    const client = (cache as unknown as { redis: Redis }).redis;
+    let attempts = 0;
+    client.on("reconnecting", () => (attempts += 1));
     own.stop();
     const source = new Source();
-    // Read after read fails over to the loader, never queued for a reconnect.
+    // Read after read fails over to the loader, never queued for a reconnect: a queued call
+    // is failed only by a failed reconnect attempt, so 20 reads would take 20 attempts.
     for (let i = 0; i < 20; i++) {
       assert.deepEqual(await cache.getOrLoad(`down${i}`, source.loader()), { version: 1 });
     }
     assert.equal(source.calls, 20);
+    assert.ok(attempts < 10, `the reads waited on ${attempts} reconnect attempts`);
     assert.ok(cache.stats().l2Errors >= 20);
     await assert.rejects(cache.set("k", 1), UnavailableError);
     await assert.rejects(HybridCache.connect(own.url, "t"), /ECONNREFUSED/);

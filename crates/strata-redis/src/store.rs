@@ -1,5 +1,6 @@
 //! `RedisStore`: the L2 on Redis.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,6 +184,22 @@ impl RedisStore {
 
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The refresh lease's key as a fill names it: only a fill that releases the lease (it has
+/// the token) touches it; otherwise the data key stands in, named but untouched — one key
+/// name less to build per miss.
+fn refresh_key<'a>(
+    l: Layout,
+    namespace: &str,
+    key: &str,
+    data: &'a str,
+    lease: Option<u64>,
+) -> Cow<'a, str> {
+    match lease {
+        Some(_) => Cow::Owned(l.lease(namespace, key)),
+        None => Cow::Borrowed(data),
+    }
 }
 
 /// Room for a fence's bytes made on the spot: a lease record (12 bytes) or a stamp (8).
@@ -403,12 +420,10 @@ impl L2Store for RedisStore {
                     });
                 }
                 let filled = l.filled(namespace);
-                let refresh = lease.map(|_| l.lease(namespace, key));
+                let refresh = refresh_key(l, namespace, key, &data, lease);
                 let tag_keys: Vec<String> = tags.iter().map(|tag| l.tag(namespace, tag)).collect();
                 let mut keys: Vec<Arg<'_>> = Vec::with_capacity(3 + tag_keys.len());
-                // With no refresh lease to release, its key is named but untouched: the data
-                // key stands in (one key name less to build per miss).
-                keys.extend([&data, &filled, refresh.as_ref().unwrap_or(&data)].map(Arg::from));
+                keys.extend([&*data, &*filled, &*refresh].map(Arg::from));
                 keys.extend(tag_keys.iter().map(Arg::from));
                 let mut scratch = FenceScratch::default();
                 let args = self.fill_args(key, &value, ttl, &fence, &mut scratch, lease, lease_ttl);
@@ -638,9 +653,8 @@ impl RedisStore {
                 logged: None,
             });
         }
-        // Named but untouched without a refresh lease to release: the data key stands in.
-        let refresh = lease.map(|_| l.lease(namespace, key));
-        let keys = [(&data).into(), refresh.as_ref().unwrap_or(&data).into()];
+        let refresh = refresh_key(l, namespace, key, &data, lease);
+        let keys = [(&data).into(), (&*refresh).into()];
         let mut scratch = FenceScratch::default();
         let args = self.fill_args(key, &value, ttl, &fence, &mut scratch, lease, lease_ttl);
         let (stored, waited): (u8, u8) = FILL_IN_SLOT

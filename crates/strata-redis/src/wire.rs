@@ -568,8 +568,6 @@ impl Socket {
     }
 }
 
-/// The reply `rx` brings: the socket's reader hands it over, or its timeout (see
-/// [`Socket::expire`]) or the connection's failure.
 /// Sends one command (`encode` writes it) on `socket`; its reply.
 async fn exchange(socket: &Socket, encode: impl FnOnce(&mut Vec<u8>)) -> RedisResult<Value> {
     let (tx, rx) = oneshot::channel();
@@ -577,6 +575,8 @@ async fn exchange(socket: &Socket, encode: impl FnOnce(&mut Vec<u8>)) -> RedisRe
     reply(rx).await?
 }
 
+/// The reply `rx` brings: the socket's reader hands it over, or its timeout (see
+/// [`Socket::expire`]) or the connection's failure.
 async fn reply<T>(rx: oneshot::Receiver<RedisResult<T>>) -> RedisResult<RedisResult<T>> {
     rx.await.map_err(|_| {
         io::Error::new(

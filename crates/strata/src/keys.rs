@@ -43,7 +43,7 @@ pub fn validate_namespace(namespace: &str) -> Result<(), Error> {
 /// The L2 key of a cache key.
 pub fn data_key(namespace: &str, key: &str) -> String {
     // `concat` sizes the string once; `format!` grows it from empty, and names are made on
-    // every L2 call (a fill names three keys).
+    // every L2 call.
     [namespace, ":", key].concat()
 }
 
