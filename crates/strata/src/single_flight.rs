@@ -13,6 +13,7 @@
 //! per connection, a smaller miss future").
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -70,13 +71,32 @@ struct Flight {
     slot: Arc<Slot>,
 }
 
+/// One part of the flights map: keyed by the leader's own copy of the key (one allocation for
+/// both).
+type Shard = Mutex<HashMap<Arc<str>, Flight, foldhash::fast::RandomState>>;
+
+/// Parts the map is split into. Every L1 miss takes a part's lock twice (join, end), from
+/// every worker thread at once: one lock for all showed as contended waits in a profile of
+/// W1 (BENCHMARKS.md, "Fewer locks per flight").
+const SHARDS: usize = 16;
+
 /// The flights in progress, by key (hashed as L1's keys are: seeded foldhash, where SipHash
 /// was a visible share of a miss).
-#[derive(Default)]
 pub(crate) struct Flights {
-    /// Keyed by the leader's own copy of the key (one allocation for both).
-    map: Mutex<HashMap<Arc<str>, Flight, foldhash::fast::RandomState>>,
+    shards: [Shard; SHARDS],
+    /// Picks a key's part (its own seed: independent of the buckets inside the part).
+    spread: foldhash::fast::RandomState,
     ids: AtomicU64,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights {
+            shards: std::array::from_fn(|_| Shard::default()),
+            spread: foldhash::fast::RandomState::default(),
+            ids: AtomicU64::new(0),
+        }
+    }
 }
 
 pub(crate) enum Join {
@@ -87,7 +107,7 @@ pub(crate) enum Join {
 impl Flights {
     /// Joins the flight for `key`, or starts one.
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
-        let mut map = self.lock();
+        let mut map = self.lock(key);
         if let Some(flight) = map.get(key) {
             return Join::Follow(flight.slot.waiter());
         }
@@ -106,13 +126,14 @@ impl Flights {
             key,
             id,
             slot,
+            finished: AtomicBool::new(false),
         })
     }
 
     /// An invalidation of `key` was applied: the flight in progress may carry a value read
     /// before it. It must not fill L1, and no later caller may join it.
     pub(crate) fn poison(&self, key: &str) {
-        if let Some(flight) = self.lock().remove(key) {
+        if let Some(flight) = self.lock(key).remove(key) {
             flight.slot.poisoned.store(true, Ordering::SeqCst);
         }
     }
@@ -121,18 +142,34 @@ impl Flights {
     /// (a tag invalidation: only the flights of its entries are overtaken, which their values
     /// will tell; see `TagDrops`).
     pub(crate) fn detach_all(&self) {
-        self.lock().clear();
+        for shard in &self.shards {
+            Self::locked(shard).clear();
+        }
     }
 
     /// [`poison`](Self::poison) for every flight (a namespace invalidation, a resync).
     pub(crate) fn poison_all(&self) {
-        for (_, flight) in self.lock().drain() {
-            flight.slot.poisoned.store(true, Ordering::SeqCst);
+        for shard in &self.shards {
+            for (_, flight) in Self::locked(shard).drain() {
+                flight.slot.poisoned.store(true, Ordering::SeqCst);
+            }
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Flight, foldhash::fast::RandomState>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The part holding `key`'s flight, locked.
+    fn lock(
+        &self,
+        key: &str,
+    ) -> MutexGuard<'_, HashMap<Arc<str>, Flight, foldhash::fast::RandomState>> {
+        let hash = self.spread.hash_one(key);
+        // The top bits: the part's own table indexes by the low bits of its own hash.
+        Self::locked(&self.shards[(hash >> (64 - SHARDS.trailing_zeros())) as usize])
+    }
+
+    fn locked(
+        shard: &Shard,
+    ) -> MutexGuard<'_, HashMap<Arc<str>, Flight, foldhash::fast::RandomState>> {
+        shard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -142,6 +179,8 @@ pub(crate) struct Leader {
     key: Arc<str>,
     id: u64,
     slot: Arc<Slot>,
+    /// Out of the map already (it answered for good): its drop has nothing to take out.
+    finished: AtomicBool,
 }
 
 impl Leader {
@@ -190,7 +229,10 @@ impl Leader {
     }
 
     fn unregister(&self) {
-        let mut map = self.flights.lock();
+        if self.finished.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut map = self.flights.lock(&self.key);
         if map.get(&*self.key).is_some_and(|f| f.id == self.id) {
             map.remove(&*self.key);
         }
@@ -199,6 +241,10 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
+        if *self.finished.get_mut() {
+            // Answered for good: every waiter finds the answer before it looks at `closed`.
+            return;
+        }
         self.unregister();
         self.slot.closed.store(true, Ordering::SeqCst);
         self.slot.changed.notify_waiters();
@@ -211,6 +257,11 @@ pub(crate) struct Waiter(Arc<Slot>);
 impl Waiter {
     pub(crate) async fn wait(self, key: &str) -> Outcome {
         let slot = &self.0;
+        // Most waits are a leader's own caller's, after its flight answered: taken without
+        // registering with the `Notify` (two locks of its list).
+        if let Some(answer) = slot.answer().as_ref() {
+            return answer.clone();
+        }
         loop {
             // Registered before looking, so an answer given after the look wakes it.
             let changed = slot.changed.notified();
@@ -294,6 +345,33 @@ mod tests {
         );
         flights.poison_all();
         assert!(new.poisoned() && other.poisoned());
+    }
+
+    /// The map is split in parts: what concerns every flight reaches the flights of every part.
+    #[tokio::test]
+    async fn every_part_of_the_map_is_poisoned_and_detached() {
+        let flights = Arc::new(Flights::default());
+        let keys: Vec<String> = (0..200).map(|i| format!("key:{i}")).collect();
+        let leaders: Vec<Leader> = keys.iter().map(|k| lead(&flights, k)).collect();
+        for k in &keys {
+            drop(follow(&flights, k));
+        }
+        flights.poison_all();
+        assert!(leaders.iter().all(Leader::poisoned));
+        let again: Vec<Leader> = keys.iter().map(|k| lead(&flights, k)).collect();
+        flights.detach_all();
+        assert!(
+            again.iter().all(|l| !l.poisoned()),
+            "detached, not poisoned"
+        );
+        let third: Vec<Leader> = keys.iter().map(|k| lead(&flights, k)).collect();
+        // A finished leader's drop leaves the flight that followed it alone.
+        let first = lead(&flights, "finished");
+        first.finish(Ok((None, Source::Loaded)));
+        let next = lead(&flights, "finished");
+        drop(first);
+        drop(follow(&flights, "finished"));
+        drop((leaders, again, third, next));
     }
 
     #[tokio::test]

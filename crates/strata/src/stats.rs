@@ -6,6 +6,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use thread_local::ThreadLocal;
 
 /// A snapshot of a cache's counters since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -124,13 +125,26 @@ counters! {
     loader_rejected => "strata_loader_rejected_total";
 }
 
-#[repr(align(64))]
-#[derive(Default)]
-struct Padded(AtomicU64);
+/// One thread's counts, on cache lines of their own (the map behind `ThreadLocal` lays
+/// threads' rows side by side; 128: the pair of lines x86 prefetches together).
+#[repr(align(128))]
+struct Row([AtomicU64; NAMES.len()]);
 
-/// The live counters of one cache.
+impl Default for Row {
+    fn default() -> Self {
+        Row(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// The live counters of one cache: a row per thread that counted, summed when read.
+///
+/// Every read counts something, on every worker thread at once. One shared atomic per counter
+/// cost a locked add (~9 ns here, a tenth of an L1 hit) and, under load, the cache line's trip
+/// between cores at each count. A thread only ever writes its own row, so its adds are plain
+/// loads and stores, and no count is lost: a reader sums whole values, and the row of a thread
+/// that ended stays (`ThreadLocal` hands it to the next thread, which counts on from it).
 pub(crate) struct Counters {
-    values: Box<[Padded]>,
+    rows: ThreadLocal<Row>,
     exporter: Mutex<Exporter>,
     /// `strata_log_lag_seconds`: how long invalidations took from the log to this instance.
     lag: metrics::Histogram,
@@ -155,7 +169,7 @@ impl Counters {
             .collect();
         Counters {
             lag: metrics::histogram!("strata_log_lag_seconds", "namespace" => namespace.to_owned()),
-            values: NAMES.iter().map(|_| Padded::default()).collect(),
+            rows: ThreadLocal::new(),
             exporter: Mutex::new(Exporter {
                 handles,
                 exported: vec![0; NAMES.len()],
@@ -170,14 +184,22 @@ impl Counters {
 
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
-        self.values[c as usize].0.fetch_add(n, Ordering::Relaxed);
+        let value = &self.rows.get_or_default().0[c as usize];
+        // This thread is the row's only writer: no locked instruction needed.
+        value.store(
+            value.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     fn values(&self) -> Vec<u64> {
-        self.values
-            .iter()
-            .map(|v| v.0.load(Ordering::Relaxed))
-            .collect()
+        let mut sums = vec![0u64; NAMES.len()];
+        for row in &self.rows {
+            for (sum, value) in sums.iter_mut().zip(&row.0) {
+                *sum = sum.wrapping_add(value.load(Ordering::Relaxed));
+            }
+        }
+        sums
     }
 
     /// Records one observation of the invalidation log's delivery lag (rare: at most once per
@@ -216,6 +238,34 @@ mod tests {
     use metrics::{
         Counter as MCounter, CounterFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     };
+
+    /// Each thread counts in its own row: counts from many threads, some of them ended before
+    /// the sum is read and their rows taken over by new threads, add up exactly.
+    #[test]
+    fn counts_from_many_threads_add_up_exactly() {
+        let counters = Arc::new(Counters::new("threads"));
+        for round in 0..3u64 {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let counters = counters.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..10_000 {
+                            counters.incr(Counter::l1_hits);
+                        }
+                        counters.add(Counter::misses, round + 1);
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+        counters.incr(Counter::l1_hits);
+        let stats = counters.snapshot();
+        assert_eq!(stats.l1_hits, 3 * 8 * 10_000 + 1);
+        assert_eq!(stats.misses, 8 * (1 + 2 + 3));
+        assert_eq!(stats.l2_hits, 0);
+    }
 
     #[derive(Default)]
     struct Sink(Mutex<HashMap<String, u64>>, Mutex<Vec<(String, f64)>>);
