@@ -254,6 +254,14 @@ fn w2_stampede_over_four_processes() {
         "one load across the four processes (the lease): {per_instance:?}"
     );
     assert_eq!(n(ours, "/loader_calls"), 1.0);
+    // The instances were warmed by a stampede on another key: the measured one loads no
+    // script (a cold process's first script call answers NOSCRIPT and is sent again).
+    assert!(
+        ours["redis_commands_per_op"]["by_command"]
+            .get("script|load")
+            .is_none(),
+        "{ours}"
+    );
     // No single-flight at all: every read that missed loaded. (How many missed depends on how
     // many started before the first load's SET landed, which a loaded machine stretches.)
     assert_eq!(
