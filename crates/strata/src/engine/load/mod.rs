@@ -311,19 +311,17 @@ impl Load {
                 return;
             };
             let in_l1 = self.fill_l1(key, &found, now);
-            // The fill is sent before the caller is answered, as when it waited for it: other
-            // instances waiting on the lease hear of the value no later. Only its reply is
-            // left to a task of its own. (Polled once here: that puts the command in the
-            // connection's next write; the yield lets the connection's writer, woken by it,
-            // send it before this task's caller goes on to its next reads.)
+            // The fill is queued before the caller is answered: polled once here, it is in the
+            // connection's next write, ahead of anything this caller sends next, and the
+            // connection's writer is woken to send it. Only its reply is left to a task of its
+            // own. (This used to yield here too, so that the writer ran before the caller went
+            // on: a whole pass of the run queue added to every such miss — W1's read p99 was
+            // 100–230 µs longer with it, BENCHMARKS.md, fourteenth session.)
             let inner = self.inner.clone();
             let (k, times, tags) = (key.clone(), found.times, found.tags.clone());
             let mut write =
                 Box::pin(async move { inner.write_l2(&k, bytes, &times, &tags, mode).await });
             let sent = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-            if sent.is_pending() {
-                tokio::task::yield_now().await;
-            }
             self.leader
                 .finish(Ok((found.value.clone(), Source::Loaded)));
             let key = key.clone();
