@@ -73,7 +73,8 @@ struct Flight {
 
 /// One part of the flights map: keyed by the leader's own copy of the key (one allocation for
 /// both).
-type Shard = Mutex<HashMap<Arc<str>, Flight, foldhash::fast::RandomState>>;
+type Part = HashMap<Arc<str>, Flight, foldhash::fast::RandomState>;
+type Shard = Mutex<Part>;
 
 /// Parts the map is split into. Every L1 miss takes a part's lock twice (join, end), from
 /// every worker thread at once: one lock for all showed as contended waits in a profile of
@@ -126,7 +127,7 @@ impl Flights {
             key,
             id,
             slot,
-            finished: AtomicBool::new(false),
+            finished: false,
         })
     }
 
@@ -157,18 +158,13 @@ impl Flights {
     }
 
     /// The part holding `key`'s flight, locked.
-    fn lock(
-        &self,
-        key: &str,
-    ) -> MutexGuard<'_, HashMap<Arc<str>, Flight, foldhash::fast::RandomState>> {
+    fn lock(&self, key: &str) -> MutexGuard<'_, Part> {
         let hash = self.spread.hash_one(key);
         // The top bits: the part's own table indexes by the low bits of its own hash.
         Self::locked(&self.shards[(hash >> (64 - SHARDS.trailing_zeros())) as usize])
     }
 
-    fn locked(
-        shard: &Shard,
-    ) -> MutexGuard<'_, HashMap<Arc<str>, Flight, foldhash::fast::RandomState>> {
+    fn locked(shard: &Shard) -> MutexGuard<'_, Part> {
         shard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -180,7 +176,7 @@ pub(crate) struct Leader {
     id: u64,
     slot: Arc<Slot>,
     /// Out of the map already (it answered for good): its drop has nothing to take out.
-    finished: AtomicBool,
+    finished: bool,
 }
 
 impl Leader {
@@ -218,7 +214,7 @@ impl Leader {
     /// Ends the flight with `outcome`. The flight leaves the map first, so a caller arriving
     /// after this starts afresh rather than taking an answer that an invalidation may already
     /// have made stale. The leader may still carry on with work nobody waits for (a fill).
-    pub(crate) fn finish(&self, outcome: Outcome) {
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
         self.unregister();
         self.answer(outcome);
     }
@@ -228,8 +224,8 @@ impl Leader {
         self.slot.poisoned.load(Ordering::SeqCst)
     }
 
-    fn unregister(&self) {
-        if self.finished.swap(true, Ordering::Relaxed) {
+    fn unregister(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
             return;
         }
         let mut map = self.flights.lock(&self.key);
@@ -241,7 +237,7 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        if *self.finished.get_mut() {
+        if self.finished {
             // Answered for good: every waiter finds the answer before it looks at `closed`.
             return;
         }
@@ -315,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn one_leader_many_followers_then_a_new_flight() {
         let flights = Arc::new(Flights::default());
-        let leader = lead(&flights, "k");
+        let mut leader = lead(&flights, "k");
         let followers: Vec<_> = (0..10).map(|_| follow(&flights, "k")).collect();
         assert!(matches!(flights.join("other"), Join::Lead(_)));
         let value: Value = Some(Arc::new(5u32));
@@ -366,7 +362,7 @@ mod tests {
         );
         let third: Vec<Leader> = keys.iter().map(|k| lead(&flights, k)).collect();
         // A finished leader's drop leaves the flight that followed it alone.
-        let first = lead(&flights, "finished");
+        let mut first = lead(&flights, "finished");
         first.finish(Ok((None, Source::Loaded)));
         let next = lead(&flights, "finished");
         drop(first);
@@ -377,7 +373,7 @@ mod tests {
     #[tokio::test]
     async fn followed_counts_the_waiters_beside_the_leaders_own_caller() {
         let flights = Arc::new(Flights::default());
-        let leader = lead(&flights, "k");
+        let mut leader = lead(&flights, "k");
         let own = leader.waiter();
         assert!(!leader.followed(), "the leader's own caller alone");
         let other = follow(&flights, "k");
@@ -399,7 +395,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_follower_is_woken_by_the_answer() {
         let flights = Arc::new(Flights::default());
-        let leader = lead(&flights, "k");
+        let mut leader = lead(&flights, "k");
         let followers: Vec<_> = (0..50)
             .map(|_| tokio::spawn(answer(follow(&flights, "k"))))
             .collect();

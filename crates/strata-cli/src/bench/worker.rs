@@ -106,8 +106,8 @@ pub(crate) const W3: FanOutParams = FanOutParams {
 
 /// The keys W2 and W3 use: both measure key 0; W2 warms up on key 1.
 pub(crate) fn the_keys() -> &'static [String] {
-    static KEY: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| ["product:0".to_owned(), "product:1".to_owned()])
+    static KEYS: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| ["product:0".to_owned(), "product:1".to_owned()])
 }
 
 /// The key of W2's warm-up stampede (the measured one reads key 0).

@@ -178,7 +178,7 @@ impl Load {
     }
 
     /// A fresh value found in L2 (`source` says how): fill L1 and answer.
-    pub(crate) fn hit(self, key: &str, found: Found, now: u64, source: Source) {
+    pub(crate) fn hit(mut self, key: &str, found: Found, now: u64, source: Source) {
         self.fill_l1(key, &found, now);
         self.leader.finish(Ok((found.value, source)));
     }
