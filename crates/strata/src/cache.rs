@@ -585,6 +585,30 @@ enum Refresh {
 mod tests {
     use super::*;
 
+    fn ready<F: Future>(f: std::pin::Pin<&mut F>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx).is_ready()
+    }
+
+    /// An invalidation applied here ends the waits on the key's lease: it deleted the lease
+    /// record with the key (in L2, first), so whoever waits on that record reads again at
+    /// once rather than at its next poll. A clear ends every wait.
+    #[tokio::test]
+    async fn an_invalidation_wakes_the_waiters_on_the_key_s_lease() {
+        let cache = HybridCache::builder("wake").build().await.unwrap();
+        let ends = &cache.inner.load_ends;
+        let (k, other) = (ends.waiter("k"), ends.waiter("other"));
+        let mut on_k = std::pin::pin!(k.notified());
+        let mut on_other = std::pin::pin!(other.notified());
+        on_k.as_mut().enable();
+        on_other.as_mut().enable();
+        cache.invalidate("k").await.unwrap();
+        assert!(ready(on_k.as_mut()), "k's waiter woken");
+        assert!(!ready(on_other.as_mut()), "another key's waiter left alone");
+        cache.clear().await.unwrap();
+        assert!(ready(on_other.as_mut()), "a clear wakes every waiter");
+    }
+
     /// Every call moves its future, and a miss copies its flight's into a box: a state that
     /// grows (a large future awaited inline on the miss path, say) costs every read. A hit's
     /// future was 152 bytes and a flight's 1,408 (4,520 before the load's state was boxed)

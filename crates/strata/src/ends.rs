@@ -38,6 +38,13 @@ impl LoadEnds {
         }
     }
 
+    /// Every key's waiters: a change may have ended every load (a clear, a resync).
+    pub(crate) fn announce_all(&self) {
+        for notify in self.lock().values() {
+            notify.notify_waiters();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
         // One insert or removal at a time: a panic elsewhere leaves the map valid.
         self.waiting

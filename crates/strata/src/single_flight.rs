@@ -6,7 +6,7 @@
 //! The leader may answer more than once (first a stale value, then the loaded one); a follower
 //! takes whichever answer is there when it looks.
 //!
-//! The slot is our own (the answer under a mutex, one `Notify`, a waiter count and two flags,
+//! The slot is our own (the answer under a mutex, one `Notify` and two flags,
 //! in one allocation) rather than a `watch` channel: every L1 miss starts a flight and most
 //! have nobody but their own caller waiting, and a `watch` channel's eight notifiers were
 //! woken on each answer and again on each drop (BENCHMARKS.md, "A flight's slot, one timer
@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
@@ -47,8 +47,6 @@ struct Slot {
     changed: Notify,
     /// The leader is gone: no answer comes after the one there is (if any).
     closed: AtomicBool,
-    /// Live [`Waiter`]s.
-    waiters: AtomicUsize,
     /// An invalidation overtook the flight.
     poisoned: AtomicBool,
 }
@@ -60,7 +58,6 @@ impl Slot {
     }
 
     fn waiter(self: &Arc<Self>) -> Waiter {
-        self.waiters.fetch_add(1, Ordering::Relaxed);
         Waiter(self.clone())
     }
 }
@@ -194,11 +191,6 @@ impl Leader {
         self.slot.waiter()
     }
 
-    /// Whether callers other than the leader's own wait on this flight.
-    pub(crate) fn followed(&self) -> bool {
-        self.slot.waiters.load(Ordering::Relaxed) > 1
-    }
-
     /// Whether an answer was given already.
     pub(crate) fn answered(&self) -> bool {
         self.slot.answer().is_some()
@@ -273,12 +265,6 @@ impl Waiter {
             }
             changed.await;
         }
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        self.0.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -371,18 +357,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn followed_counts_the_waiters_beside_the_leaders_own_caller() {
+    async fn a_waiter_takes_the_latest_answer() {
         let flights = Arc::new(Flights::default());
         let mut leader = lead(&flights, "k");
         let own = leader.waiter();
-        assert!(!leader.followed(), "the leader's own caller alone");
-        let other = follow(&flights, "k");
-        assert!(leader.followed());
-        drop(other);
-        assert!(
-            !leader.followed(),
-            "a follower that gave up no longer counts"
-        );
         // A stale answer first, then the loaded one: a waiter takes what is there.
         leader.answer(Ok((Some(Arc::new(1u32)), Source::Stale)));
         assert!(leader.answered());

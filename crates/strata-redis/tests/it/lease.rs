@@ -267,13 +267,15 @@ async fn a_fill_refused_after_the_answer_takes_the_value_out_of_l1() {
     );
 }
 
-/// A crowd on one key is a stampede, where other instances likely wait on the lease too: its
-/// load fills L2 before it answers, so the fill is not held back behind the crowd's wake-ups.
-/// (While the fill waits out a pause of the server's writes, nobody of the crowd is answered.)
+/// A crowd on one key is answered as a caller alone is: once the value is in L1 and the fill
+/// is sent, not when the fill lands — the fill is queued before anyone of the crowd wakes, so
+/// waking them does not hold it back. While the fill waits out a pause of the server's
+/// writes, the leader's caller and its follower have their answer and L2 holds the lease
+/// record; another instance reading then gets the fill once writes resume, not a load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crowd_is_answered_after_its_fill() {
+async fn a_crowd_is_answered_before_its_fill_lands() {
     let redis = RedisServer::start();
-    let a = patient(&redis).await;
+    let (a, b) = (patient(&redis).await, patient(&redis).await);
     let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (started, loading) = tokio::sync::oneshot::channel::<()>();
     let (release, released) = tokio::sync::oneshot::channel::<()>();
@@ -308,23 +310,36 @@ async fn a_crowd_is_answered_after_its_fill() {
     });
     gathered.await.unwrap();
     let _ = release.send(());
-    // The fill waits in the server (a client blocked by the pause): the crowd must still be
-    // waiting with it.
+    for read in [leader, follower] {
+        let answer = tokio::time::timeout(crate::WAIT, read).await;
+        assert_eq!(answer.unwrap().unwrap().unwrap().name, "loaded");
+    }
+    // Answered while the fill still waits in the server (a client blocked by the pause).
     strata_testkit::eventually("the fill to wait out the pause", crate::WAIT, || async {
         redis.cli(&["CLIENT", "LIST"]).contains("flags=b")
     })
     .await;
-    assert!(
-        !leader.is_finished() && !follower.is_finished(),
-        "answered before the fill landed"
+    assert_eq!(
+        redis.cli(&["GETRANGE", "svc:k", "1", "2"]),
+        "SL",
+        "L2 still holds the lease record"
     );
+    let from_b = {
+        let (b, calls) = (b.clone(), calls.clone());
+        tokio::spawn(async move {
+            b.get_or_load::<Product, _, _, _>("k", pausing_loader(0, &[], &calls))
+                .await
+        })
+    };
     redis.cli(&["CLIENT", "UNPAUSE"]);
-    for read in [leader, follower] {
-        assert_eq!(read.await.unwrap().unwrap().name, "loaded");
-        assert!(
-            redis.cli(&["GET", "svc:k"]).contains("loaded"),
-            "answered before the fill landed"
-        );
-    }
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(from_b.await.unwrap().unwrap().name, "loaded");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one load"
+    );
+    assert!(
+        redis.cli(&["GET", "svc:k"]).contains("loaded"),
+        "the fill landed"
+    );
 }

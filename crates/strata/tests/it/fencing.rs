@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::{
-    EntryOptions, HybridCache, L2Store, LogAppend, MemoryStore, Position, WriteMode, Written,
+    EntryOptions, HybridCache, L2Store, LogAppend, MemoryStore, Position, Read, WriteMode, Written,
 };
 use strata_testkit::eventually;
 use strata_testkit::source::{Db, Product};
@@ -84,6 +84,7 @@ async fn an_invalidated_load_fills_neither_level() {
         cache.get::<Product>("p").await.unwrap().is_none(),
         "L1 fill skipped"
     );
+    cache.run_pending_tasks().await;
     assert!(cache.stats().fills_fenced >= 1, "{:?}", cache.stats());
     let fresh: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
     assert_eq!((fresh.version, db.calls()), (1, 2));
@@ -189,6 +190,7 @@ async fn a_read_after_the_invalidation_does_not_join_the_old_load() {
     assert_eq!(read.finish().await.version, 0);
     assert_eq!(db.calls(), 2);
     // The old load's fill found another lease than its own: refused.
+    cache.run_pending_tasks().await;
     assert_eq!(cache.stats().fills_fenced, 1, "{:?}", cache.stats());
     assert_eq!(cache.get::<Product>("p").await.unwrap().unwrap().version, 1);
 }
@@ -281,4 +283,131 @@ async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
     held.fetched.notified().await;
     held.release.notify_one();
     assert!(next.await.unwrap().unwrap().is_none());
+}
+
+/// A real `MemoryStore` whose first lease-taking read waits before it runs there, so that an
+/// invalidation's delete can run in L2 ahead of it.
+#[derive(Debug, Clone)]
+struct LateFirstRead {
+    store: MemoryStore,
+    arrived: Arc<tokio::sync::Notify>,
+    go: Arc<tokio::sync::Notify>,
+    first: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl L2Store for LateFirstRead {
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<bytes::Bytes>, strata::Error> {
+        self.store.get(ns, key).await
+    }
+    async fn get_many(
+        &self,
+        ns: &str,
+        keys: &[&str],
+    ) -> Result<Vec<Option<bytes::Bytes>>, strata::Error> {
+        self.store.get_many(ns, keys).await
+    }
+    async fn read(
+        &self,
+        ns: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+        wait: bool,
+    ) -> Result<Read, strata::Error> {
+        if lease.is_some() && self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.arrived.notify_one();
+            self.go.notified().await;
+        }
+        self.store.read(ns, key, lease, wait).await
+    }
+    async fn release(&self, ns: &str, key: &str, token: u64) -> Result<(), strata::Error> {
+        self.store.release(ns, key, token).await
+    }
+    async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Duration,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> Result<Written, strata::Error> {
+        self.store.set(ns, key, value, ttl, tags, mode).await
+    }
+    async fn delete(
+        &self,
+        ns: &str,
+        key: &str,
+        log: Option<&LogAppend>,
+    ) -> Result<Option<Position>, strata::Error> {
+        self.store.delete(ns, key, log).await
+    }
+    async fn delete_by_tag(&self, ns: &str, tag: &str) -> Result<u64, strata::Error> {
+        self.store.delete_by_tag(ns, tag).await
+    }
+    async fn clear(&self, ns: &str) -> Result<u64, strata::Error> {
+        self.store.clear(ns).await
+    }
+}
+
+/// An invalidation applied here after a flight began, whose delete ran in L2 before the
+/// flight's read took the lease there: the load began after the change and read the new
+/// version, and the lease record fences its fill — which lands in L2 (not in this instance's
+/// L1, where the flight counts as overtaken). Another instance that found the record waits
+/// for that fill and loads nothing; it used to find the record released, unfilled, and load
+/// again (W1's hot keys, written while read, paid two loads where one does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_overtaken_here_but_fenced_in_l2_still_fills_l2() {
+    let (store, db) = (MemoryStore::default(), Db::new());
+    let late = LateFirstRead {
+        store: store.clone(),
+        arrived: Arc::default(),
+        go: Arc::default(),
+        first: Arc::new(true.into()),
+    };
+    let a = HybridCache::builder("svc")
+        .l2(late.clone())
+        .default_entry(EntryOptions::ttl(Duration::from_secs(60)))
+        .build()
+        .await
+        .unwrap();
+    let b = cache(&store).await;
+    let (let_load_return, load_held) = tokio::sync::oneshot::channel::<()>();
+    let read = {
+        let (a, d) = (a.clone(), db.clone());
+        tokio::spawn(async move {
+            let load = move || async move {
+                let record = d.fetch(1).await;
+                let _ = load_held.await;
+                record
+            };
+            a.get_or_load::<Product, _, _, _>("p", load).await.unwrap()
+        })
+    };
+    late.arrived.notified().await; // a's flight began; its read has not run in L2 yet
+    db.update();
+    a.invalidate("p").await.unwrap(); // deleted in L2, applied here: the flight is overtaken
+    late.go.notify_one(); // the read runs now, after the delete: it takes the lease
+    eventually("a's load to read the source", WAIT, || async {
+        db.calls() == 1
+    })
+    .await;
+    let from_b = {
+        let (b, loader) = (b.clone(), db.loader(1));
+        tokio::spawn(async move { b.get_or_load::<Product, _, _, _>("p", loader).await })
+    };
+    eventually("b to wait on a's lease", WAIT, || async {
+        b.stats().lease_waits == 1
+    })
+    .await;
+    let _ = let_load_return.send(());
+    assert_eq!(read.await.unwrap().version, 1, "loaded after the change");
+    assert_eq!(from_b.await.unwrap().unwrap().version, 1);
+    assert_eq!(db.calls(), 1, "b got a's fill instead of loading again");
+    assert!(
+        store.get("svc", "p").await.unwrap().is_some(),
+        "the fill landed"
+    );
+    a.run_pending_tasks().await;
+    assert_eq!(a.stats().fills_fenced, 1, "not in a's L1: {:?}", a.stats());
 }

@@ -230,14 +230,15 @@ impl Load {
 
     /// Stores a loaded value in L2 and L1 and answers with it.
     ///
-    /// A miss by a caller alone (the flight holds the key's lease record) answers once its
-    /// value is in L1 and its fill is sent: the reply is awaited in a task of its own, so the
+    /// A miss whose flight holds the key's lease record answers once its value is in L1 and
+    /// its fill is sent: the reply is awaited in a task of its own, so the
     /// caller does not wait on the fill's round trip. Nobody reads around it: another
     /// instance reading the key meanwhile finds the lease record and waits for the fill, as
     /// it waits for the load; an invalidation meanwhile (here or anywhere) refuses the fill,
     /// and a refused fill takes the value back out of L1 — where a caller of this instance
     /// arriving before the refusal would have joined the flight and got the same value.
-    /// Other fills (a crowd's, a refresh of an entry L2 still holds) land before the answer.
+    /// Other fills (a refresh of an entry L2 still holds, and any while many are out) land
+    /// before the answer.
     pub(crate) async fn store<T: CacheValue>(mut self, value: Value, load_ms: u32) {
         let key = &self.leader.shared_key();
         let inner = &self.inner;
@@ -281,8 +282,9 @@ impl Load {
         // in none of its indexes (the fill is what writes it there). The lease left in the key
         // is released when `self` drops, so readers elsewhere load instead of waiting.
         if self.overtaken(&found.tags) {
-            inner.counters.incr(Counter::fills_fenced);
-            self.leader.finish(Ok((found.value, Source::Loaded)));
+            self.leader
+                .finish(Ok((found.value.clone(), Source::Loaded)));
+            self.fill_l2_only(key, bytes, found);
             return;
         }
         let Some(fill) = bytes.zip(self.fence.take()) else {
@@ -291,14 +293,15 @@ impl Load {
             return;
         };
         // Only where L1 takes the value: without it, this instance's next read would find the
-        // lease record too and wait on the fill rather than hit. Only for a caller alone: a
-        // crowd on one key is a stampede, where other instances likely wait on the lease too,
-        // and waking the crowd first would hold the fill (and their answer) back. And only
-        // while few fills are out: when L2 is slower than the misses come, the callers wait
-        // on their fills again (back-pressure) instead of piling up fills that time out.
+        // lease record too and wait on the fill rather than hit. A crowd on one key is
+        // answered early too: the fill is queued before anyone of it wakes, so it is not held
+        // back behind their wake-ups (it used to wait for the fill's reply — a round trip
+        // added to every waiter of a hot key after each of its writes: W1's waiters averaged
+        // longer than the loads they waited on). And only while few fills are out: when L2 is
+        // slower than the misses come, the callers wait on their fills again (back-pressure)
+        // instead of piling up fills that time out.
         let early = (matches!(fill.1, Fence::Lease(_))
             && !self.leader.answered()
-            && !self.leader.followed()
             && !options.skip_l1
             && inner.l1.is_some())
         .then(|| inner.fills.try_start(MAX_FILLS_IN_FLIGHT))
@@ -348,6 +351,45 @@ impl Load {
         self.leader.finish(Ok((found.value, Source::Loaded)));
     }
 
+    /// A value a key invalidation applied here overtook still fills L2 — in the background,
+    /// L1 left alone — when the lease record its read took fences it: that invalidation
+    /// deleted the key in L2 before it was applied here, so if it came after the read, the
+    /// record is gone and L2 refuses the fill; if before, the load began after it and read
+    /// what it left. Without this, the instance's next flight on the key, which found the
+    /// record (an invalidation here races with the reads it overtakes), waited for a fill
+    /// that never came and then loaded again: W1's hot keys, written often, paid two loads
+    /// where one does. Other overtaken values (a tag's drop, no record to fence with) go
+    /// nowhere, and the dropped lease is released. Counted once in `fills_fenced` either way
+    /// (kept out of L1, or out of both levels).
+    fn fill_l2_only(mut self, key: &Arc<str>, bytes: Option<Bytes>, found: Found) {
+        let fenced_by_record = matches!(self.fence, Some(Fence::Lease(_)))
+            && !self.inner.tag_drops.overtakes(self.since, &found.tags);
+        let ticket = fenced_by_record
+            .then(|| self.inner.fills.try_start(MAX_FILLS_IN_FLIGHT))
+            .flatten();
+        let (Some(ticket), Some(bytes), Some(fence)) = (ticket, bytes, self.fence.take()) else {
+            self.inner.counters.incr(Counter::fills_fenced);
+            return;
+        };
+        let key = key.clone();
+        tokio::spawn(
+            async move {
+                let _ticket = ticket;
+                let mode = self.write_mode(fence);
+                let written = self
+                    .inner
+                    .write_l2(&key, bytes, &found.times, &found.tags, mode)
+                    .await;
+                // An L2 refusal is counted there; otherwise the value was kept out of L1.
+                if !matches!(written, Ok(Written { stored: false, .. })) {
+                    self.inner.counters.incr(Counter::fills_fenced);
+                }
+                self.filled(&key, written, &found).await;
+            }
+            .in_current_span(),
+        );
+    }
+
     /// Writes `bytes` to L2 if `fence` still holds there. Whether the value may stay in L1:
     /// false when it was overtaken or L2 refused it (an L2 error leaves L1 to its TTL, as a
     /// read would).
@@ -369,17 +411,22 @@ impl Load {
             self.inner.counters.incr(Counter::fills_fenced);
             return None;
         }
-        // The fill replaces the lease record, or releases the refresh lease it names.
+        Some(self.write_mode(fence))
+    }
+
+    /// How a fill fenced by `fence` writes: it replaces the lease record, or releases the
+    /// refresh lease it names.
+    fn write_mode(&self, fence: Fence) -> WriteMode {
         let refresh = self
             .lease
             .as_ref()
             .filter(|held| matches!(held.kind, Kind::Refresh(_)))
             .map(|held| held.token);
-        Some(WriteMode::Fill {
+        WriteMode::Fill {
             fence,
             lease: refresh,
             lease_ttl: self.inner.lease_ttl,
-        })
+        }
     }
 
     /// What a fill's reply means for the value: whether it may stay in L1.
