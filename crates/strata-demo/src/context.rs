@@ -104,10 +104,11 @@ impl Context {
     }
 
     /// At shutdown: lands the caches' fills still in flight (no lease record left for the
-    /// other instances to wait out) and sends the last counters to Redis.
+    /// other instances to wait out), withdraws from the acknowledgements (no other instance's
+    /// write waits for this one) and sends the last counters to Redis.
     pub async fn flush_stats(&self) {
-        self.cache.run_pending_tasks().await;
-        self.reference.run_pending_tasks().await;
+        self.cache.shutdown().await;
+        self.reference.shutdown().await;
         for r in self.reporters.iter() {
             let _ = r.flush().await;
         }

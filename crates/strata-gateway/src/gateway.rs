@@ -49,15 +49,16 @@ impl Gateway {
     /// Serves on `listeners` until `shutdown` resolves ([`shutdown_signal`](crate::shutdown_signal)
     /// for SIGINT and SIGTERM); then stops accepting, lets requests in flight finish (at
     /// most the drain time, 10 s by default), lands the cache's fills still in flight (so no
-    /// lease record is left for other instances to wait out) and flushes this instance's
-    /// counters.
+    /// lease record is left for other instances to wait out), withdraws from the
+    /// acknowledgements (no other instance's write waits for this one) and flushes this
+    /// instance's counters.
     pub async fn serve(
         self,
         listeners: Listeners,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let served = server::serve(self.handler, listeners, shutdown, self.drain).await;
-        self.cache.run_pending_tasks().await;
+        self.cache.shutdown().await;
         if let Some(reporter) = self.reporter {
             let _ = reporter.flush().await;
         }

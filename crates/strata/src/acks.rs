@@ -8,8 +8,14 @@ use tokio::sync::watch;
 
 use crate::invalidation::Position;
 
-/// The longest `build` waits for this instance's first acknowledgement.
+/// The longest `build` waits for this instance's first acknowledgement, and `shutdown` for
+/// its goodbye.
 const JOIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Leaving states.
+pub(crate) const STAYING: u8 = 0;
+pub(crate) const LEAVING: u8 = 1;
+pub(crate) const LEFT: u8 = 2;
 
 /// The acknowledgement state of a cache.
 pub(crate) struct Acknowledged {
@@ -17,6 +23,8 @@ pub(crate) struct Acknowledged {
     applied: watch::Sender<Vec<u64>>,
     /// Whether the first acknowledgement went out.
     joined: watch::Sender<bool>,
+    /// Where leaving stands: [`STAYING`], [`LEAVING`] (asked), [`LEFT`] (the goodbye went out).
+    leaving: watch::Sender<u8>,
     /// How long a write waits for the others.
     pub(crate) within: Duration,
 }
@@ -26,6 +34,7 @@ impl Acknowledged {
         Acknowledged {
             applied: watch::channel(Vec::new()).0,
             joined: watch::channel(false).0,
+            leaving: watch::channel(STAYING).0,
             within,
         }
     }
@@ -57,6 +66,35 @@ impl Acknowledged {
     /// A receiver for [`joined`](Self::joined), taken before the acker starts.
     pub(crate) fn first(&self) -> watch::Receiver<bool> {
         self.joined.subscribe()
+    }
+
+    /// What the acker watches to leave.
+    pub(crate) fn leaving(&self) -> watch::Receiver<u8> {
+        self.leaving.subscribe()
+    }
+
+    /// The acker said goodbye.
+    pub(crate) fn mark_left(&self) {
+        self.leaving.send_replace(LEFT);
+    }
+
+    /// Asks the acker to say goodbye and waits (bounded) until it has: from then on the
+    /// others' writes no longer wait for this instance.
+    pub(crate) async fn leave(&self) {
+        let mut left = self.leaving.subscribe();
+        self.leaving.send_if_modified(|state| {
+            let staying = *state == STAYING;
+            if staying {
+                *state = LEAVING;
+            }
+            staying
+        });
+        let gone = tokio::time::timeout(JOIN_WAIT, left.wait_for(|s| *s == LEFT)).await;
+        if !matches!(gone, Ok(Ok(_))) {
+            tracing::warn!(
+                "the goodbye did not go out; other instances' writes wait for this one until its last sign of life expires"
+            );
+        }
     }
 
     /// Waits (bounded) until the first acknowledgement went out: from then on the others'

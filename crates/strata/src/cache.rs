@@ -415,6 +415,23 @@ impl HybridCache {
         self.inner.counters.export();
     }
 
+    /// Leaves the fleet in order, before the process exits: waits for the fills still in
+    /// flight and, with [acknowledged writes](crate::HybridCacheBuilder::acknowledged_writes),
+    /// withdraws this instance from the acknowledgements, waiting (bounded) until that is
+    /// done. Without it, a process that exits leaves its last sign of life behind, and every
+    /// write of the other instances waits for it (up to the write's bound each) until that
+    /// expires — three heartbeats. Dropping the cache withdraws it too, but in the background,
+    /// which an exiting process does not wait for.
+    ///
+    /// The cache still serves afterwards, but the others' writes no longer wait for it: call
+    /// this once the instance has stopped taking requests.
+    pub async fn shutdown(&self) {
+        self.run_pending_tasks().await;
+        if let Some(ack) = &self.inner.acknowledged {
+            ack.leave().await;
+        }
+    }
+
     /// The read path shared by the `get_or_load*` methods.
     /// `finish` turns the cached value into what the public method returns.
     async fn fetch<T, F, Fut, E, R>(

@@ -40,8 +40,8 @@
 //!    [fail-safe](EntryOptions::fail_safe) serves the last good value instead of an error.
 //! 5. **Fill** L2, one round trip, [fenced](Fence): stored only if the lease the read took is
 //!    still there, so a load that an invalidation overtook cannot write its old value back;
-//!    and L1, unless an invalidation arrived meanwhile. A caller alone on a missed key is
-//!    answered once the fill is sent, not when it lands (a refused fill then takes the value
+//!    and L1, unless an invalidation arrived meanwhile. A missed key's callers are answered
+//!    once the fill is sent, not when it lands (a refused fill then takes the value
 //!    back out of L1; other instances find the lease until it lands, and wait for it);
 //!    [`run_pending_tasks`](HybridCache::run_pending_tasks) waits for such fills.
 //!
@@ -69,7 +69,8 @@
 //! [`max_staleness`](HybridCacheBuilder::max_staleness), no longer than that bound even when
 //! the follower is cut off or behind: L1 is then bypassed until the log vouches for it again.
 //! With [`acknowledged_writes`](HybridCacheBuilder::acknowledged_writes), not at all: a write
-//! returns once every other live instance has applied it.
+//! returns once every other live instance has applied it. An instance about to exit calls
+//! [`shutdown`](HybridCache::shutdown), so that the others' writes stop waiting for it at once.
 //!
 //! # Seams
 //! [`L2Store`], [`InvalidationLog`], [`Lease`], [`WriteQueue`] and [`Clock`] are traits; the embedded implementations

@@ -315,6 +315,7 @@ pub(crate) async fn worker(args: &WorkerArgs) -> Result<ExitCode, BoxError> {
             }
             "go" => {
                 let share = instance.share().await;
+                instance.pass.subject.leave().await;
                 say(serde_json::to_string(&share)?).await?;
                 return Ok(ExitCode::SUCCESS);
             }

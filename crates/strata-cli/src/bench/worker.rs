@@ -390,10 +390,12 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode, BoxError> {
             stop.store(true, Ordering::SeqCst);
         })
     });
+    let subject = instance.subject.clone();
     let outcome = instance.run(W2.reads / W2.instances, stop).await;
     if let Some(r) = reader {
         let _ = r.await;
     }
+    subject.leave().await;
     stdout
         .write_all(format!("{}\n", serde_json::to_string(&outcome)?).as_bytes())
         .await?;

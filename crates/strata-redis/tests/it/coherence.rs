@@ -139,6 +139,31 @@ async fn acknowledging(redis: &RedisServer) -> strata::HybridCache {
     crate::acknowledging(&config).await
 }
 
+/// An instance that shuts down has withdrawn from the acknowledgements when `shutdown`
+/// returns — a process exiting right after it would otherwise leave its last sign of life
+/// behind, and every write of the others would wait for it until that expired (W5's fleet
+/// lost up to 3 s so, when one process finished before the others) — and it does not come
+/// back when it applies the next invalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_shut_down_is_no_longer_waited_for() {
+    let redis = RedisServer::start();
+    let (a, b) = (acknowledging(&redis).await, acknowledging(&redis).await);
+    assert_eq!(redis.cli(&["HLEN", "svc#acks"]), "2");
+    b.shutdown().await;
+    assert_eq!(
+        redis.cli(&["HLEN", "svc#acks"]),
+        "1",
+        "withdrawn before shutdown returned"
+    );
+    a.invalidate("p").await.unwrap();
+    strata_testkit::eventually("b to apply the invalidation", crate::WAIT, || async {
+        b.stats().invalidations_received == 1
+    })
+    .await;
+    assert_eq!(redis.cli(&["HLEN", "svc#acks"]), "1", "b did not come back");
+    assert_eq!(a.stats().writes_unacknowledged, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_leave_no_old_copy_on_any_instance() {
     let redis = RedisServer::start();
