@@ -195,21 +195,50 @@ async fn a_read_after_the_invalidation_does_not_join_the_old_load() {
     assert_eq!(cache.get::<Product>("p").await.unwrap().unwrap().version, 1);
 }
 
-/// A real `MemoryStore` whose reads can be held between fetching the bytes and returning them,
-/// to force the interleaving a plain `get` races: value read, invalidation applied, L1 fill.
+/// Where a [`Held`] store holds a call until released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldAt {
+    /// Every plain read, between fetching the bytes and returning them (it takes no lease).
+    AfterGet,
+    /// The first lease-taking read, before it runs in the store.
+    BeforeLeaseRead,
+}
+
+/// A real `MemoryStore` whose calls wait at one point until released, to force the
+/// interleavings these tests need.
 #[derive(Debug, Clone)]
-struct HeldReads {
+struct Held {
     store: MemoryStore,
-    fetched: Arc<tokio::sync::Notify>,
+    at: HoldAt,
+    reached: Arc<tokio::sync::Notify>,
     release: Arc<tokio::sync::Notify>,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Held {
+    fn new(store: &MemoryStore, at: HoldAt) -> Self {
+        Held {
+            store: store.clone(),
+            at,
+            reached: Arc::default(),
+            release: Arc::default(),
+            armed: Arc::new(true.into()),
+        }
+    }
+
+    async fn hold(&self) {
+        self.reached.notify_one();
+        self.release.notified().await;
+    }
 }
 
 #[async_trait::async_trait]
-impl L2Store for HeldReads {
+impl L2Store for Held {
     async fn get(&self, ns: &str, key: &str) -> Result<Option<bytes::Bytes>, strata::Error> {
         let bytes = self.store.get(ns, key).await;
-        self.fetched.notify_one();
-        self.release.notified().await;
+        if self.at == HoldAt::AfterGet {
+            self.hold().await;
+        }
         bytes
     }
     async fn get_many(
@@ -218,6 +247,28 @@ impl L2Store for HeldReads {
         keys: &[&str],
     ) -> Result<Vec<Option<bytes::Bytes>>, strata::Error> {
         self.store.get_many(ns, keys).await
+    }
+    async fn read(
+        &self,
+        ns: &str,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+        wait: bool,
+    ) -> Result<Read, strata::Error> {
+        if self.at == HoldAt::AfterGet {
+            // A store without leases, as `L2Store::read`'s default is.
+            return Ok(match self.get(ns, key).await? {
+                Some(bytes) => Read::Value(bytes),
+                None => Read::Absent,
+            });
+        }
+        if lease.is_some() && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.hold().await;
+        }
+        self.store.read(ns, key, lease, wait).await
+    }
+    async fn release(&self, ns: &str, key: &str, token: u64) -> Result<(), strata::Error> {
+        self.store.release(ns, key, token).await
     }
     async fn set(
         &self,
@@ -254,11 +305,7 @@ async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
         .get_or_load("p", db.loader(1))
         .await
         .unwrap();
-    let held = HeldReads {
-        store: store.clone(),
-        fetched: Arc::default(),
-        release: Arc::default(),
-    };
+    let held = Held::new(&store, HoldAt::AfterGet);
     let reader = HybridCache::builder("svc")
         .l2(held.clone())
         .default_entry(EntryOptions::ttl(Duration::from_secs(60)))
@@ -269,7 +316,7 @@ async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
         let reader = reader.clone();
         tokio::spawn(async move { reader.get::<Product>("p").await })
     };
-    held.fetched.notified().await; // the old value is read…
+    held.reached.notified().await; // the old value is read…
     reader.invalidate("p").await.unwrap(); // …then invalidated…
     held.release.notify_one(); // …then it reaches the L1 fill.
     let old = get.await.unwrap().unwrap().unwrap();
@@ -280,74 +327,9 @@ async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
         let reader = reader.clone();
         async move { reader.get::<Product>("p").await }
     });
-    held.fetched.notified().await;
+    held.reached.notified().await;
     held.release.notify_one();
     assert!(next.await.unwrap().unwrap().is_none());
-}
-
-/// A real `MemoryStore` whose first lease-taking read waits before it runs there, so that an
-/// invalidation's delete can run in L2 ahead of it.
-#[derive(Debug, Clone)]
-struct LateFirstRead {
-    store: MemoryStore,
-    arrived: Arc<tokio::sync::Notify>,
-    go: Arc<tokio::sync::Notify>,
-    first: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[async_trait::async_trait]
-impl L2Store for LateFirstRead {
-    async fn get(&self, ns: &str, key: &str) -> Result<Option<bytes::Bytes>, strata::Error> {
-        self.store.get(ns, key).await
-    }
-    async fn get_many(
-        &self,
-        ns: &str,
-        keys: &[&str],
-    ) -> Result<Vec<Option<bytes::Bytes>>, strata::Error> {
-        self.store.get_many(ns, keys).await
-    }
-    async fn read(
-        &self,
-        ns: &str,
-        key: &str,
-        lease: Option<(u64, Duration)>,
-        wait: bool,
-    ) -> Result<Read, strata::Error> {
-        if lease.is_some() && self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.arrived.notify_one();
-            self.go.notified().await;
-        }
-        self.store.read(ns, key, lease, wait).await
-    }
-    async fn release(&self, ns: &str, key: &str, token: u64) -> Result<(), strata::Error> {
-        self.store.release(ns, key, token).await
-    }
-    async fn set(
-        &self,
-        ns: &str,
-        key: &str,
-        value: bytes::Bytes,
-        ttl: Duration,
-        tags: &[String],
-        mode: WriteMode,
-    ) -> Result<Written, strata::Error> {
-        self.store.set(ns, key, value, ttl, tags, mode).await
-    }
-    async fn delete(
-        &self,
-        ns: &str,
-        key: &str,
-        log: Option<&LogAppend>,
-    ) -> Result<Option<Position>, strata::Error> {
-        self.store.delete(ns, key, log).await
-    }
-    async fn delete_by_tag(&self, ns: &str, tag: &str) -> Result<u64, strata::Error> {
-        self.store.delete_by_tag(ns, tag).await
-    }
-    async fn clear(&self, ns: &str) -> Result<u64, strata::Error> {
-        self.store.clear(ns).await
-    }
 }
 
 /// An invalidation applied here after a flight began, whose delete ran in L2 before the
@@ -359,12 +341,7 @@ impl L2Store for LateFirstRead {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_overtaken_here_but_fenced_in_l2_still_fills_l2() {
     let (store, db) = (MemoryStore::default(), Db::new());
-    let late = LateFirstRead {
-        store: store.clone(),
-        arrived: Arc::default(),
-        go: Arc::default(),
-        first: Arc::new(true.into()),
-    };
+    let late = Held::new(&store, HoldAt::BeforeLeaseRead);
     let a = HybridCache::builder("svc")
         .l2(late.clone())
         .default_entry(EntryOptions::ttl(Duration::from_secs(60)))
@@ -384,10 +361,10 @@ async fn a_load_overtaken_here_but_fenced_in_l2_still_fills_l2() {
             a.get_or_load::<Product, _, _, _>("p", load).await.unwrap()
         })
     };
-    late.arrived.notified().await; // a's flight began; its read has not run in L2 yet
+    late.reached.notified().await; // a's flight began; its read has not run in L2 yet
     db.update();
     a.invalidate("p").await.unwrap(); // deleted in L2, applied here: the flight is overtaken
-    late.go.notify_one(); // the read runs now, after the delete: it takes the lease
+    late.release.notify_one(); // the read runs now, after the delete: it takes the lease
     eventually("a's load to read the source", WAIT, || async {
         db.calls() == 1
     })
