@@ -13,9 +13,9 @@ use crate::invalidation::Position;
 const JOIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Leaving states.
-pub(crate) const STAYING: u8 = 0;
-pub(crate) const LEAVING: u8 = 1;
-pub(crate) const LEFT: u8 = 2;
+const STAYING: u8 = 0;
+const LEAVING: u8 = 1;
+const LEFT: u8 = 2;
 
 /// The acknowledgement state of a cache.
 pub(crate) struct Acknowledged {

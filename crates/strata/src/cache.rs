@@ -602,16 +602,12 @@ enum Refresh {
 mod tests {
     use super::*;
 
-    fn ready<F: Future>(f: std::pin::Pin<&mut F>) -> bool {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        f.poll(&mut cx).is_ready()
-    }
-
     /// An invalidation applied here ends the waits on the key's lease: it deleted the lease
     /// record with the key (in L2, first), so whoever waits on that record reads again at
     /// once rather than at its next poll. A clear ends every wait.
     #[tokio::test]
     async fn an_invalidation_wakes_the_waiters_on_the_key_s_lease() {
+        use crate::ends::tests::futures_poll_once as poll_once;
         let cache = HybridCache::builder("wake").build().await.unwrap();
         let ends = &cache.inner.load_ends;
         let (k, other) = (ends.waiter("k"), ends.waiter("other"));
@@ -620,10 +616,16 @@ mod tests {
         on_k.as_mut().enable();
         on_other.as_mut().enable();
         cache.invalidate("k").await.unwrap();
-        assert!(ready(on_k.as_mut()), "k's waiter woken");
-        assert!(!ready(on_other.as_mut()), "another key's waiter left alone");
+        assert!(poll_once(on_k.as_mut()).is_ready(), "k's waiter woken");
+        assert!(
+            !poll_once(on_other.as_mut()).is_ready(),
+            "another key's waiter left alone"
+        );
         cache.clear().await.unwrap();
-        assert!(ready(on_other.as_mut()), "a clear wakes every waiter");
+        assert!(
+            poll_once(on_other.as_mut()).is_ready(),
+            "a clear wakes every waiter"
+        );
     }
 
     /// Every call moves its future, and a miss copies its flight's into a box: a state that

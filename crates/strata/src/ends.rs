@@ -54,7 +54,7 @@ impl LoadEnds {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[tokio::test]
@@ -80,7 +80,8 @@ mod tests {
         assert!(ends.lock().is_empty());
     }
 
-    fn futures_poll_once<F: std::future::Future>(
+    /// Polls `f` once, with a waker that does nothing.
+    pub(crate) fn futures_poll_once<F: std::future::Future>(
         f: std::pin::Pin<&mut F>,
     ) -> std::task::Poll<F::Output> {
         let waker = std::task::Waker::noop();
