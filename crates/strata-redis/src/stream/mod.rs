@@ -79,8 +79,6 @@ pub struct RedisStreamLog {
     shards: Arc<HashMap<String, usize>>,
     /// Shard counts agreed with Redis, by namespace: looked up once per namespace.
     agreed: Arc<Mutex<HashMap<String, usize>>>,
-    /// By namespace: whether the last look at the acknowledgements found no other instance.
-    alone: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 impl std::fmt::Debug for RedisStreamLog {
@@ -110,7 +108,6 @@ impl RedisStreamLog {
             heartbeat: Duration::from_secs(1),
             shards: Arc::default(),
             agreed: Arc::default(),
-            alone: Arc::default(),
         })
     }
 
@@ -176,25 +173,6 @@ impl RedisStreamLog {
         }
         self.agreed().insert(namespace.to_owned(), agreed);
         Ok(agreed)
-    }
-
-    /// Whether the namespace's last look at its acknowledgements found no other instance.
-    fn alone(&self, namespace: &str) -> bool {
-        let alone = self
-            .alone
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        alone.get(namespace).copied().unwrap_or(true)
-    }
-
-    fn set_alone(&self, namespace: &str, alone: bool) {
-        let mut map = self
-            .alone
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.get(namespace) != Some(&alone) {
-            map.insert(namespace.to_owned(), alone);
-        }
     }
 
     fn agreed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -309,8 +287,9 @@ impl InvalidationLog for RedisStreamLog {
             .map_err(|e| self.publisher.failed_log(e))
     }
 
-    /// Reads `<namespace>#acks` (one `HGETALL`) at once, then every millisecond, until every
-    /// other live instance's field covers `position`; fields past their life are removed.
+    /// Reads `<namespace>#acks` (one `HGETALL`) until every other live instance's field covers
+    /// `position`: at once, again as soon as each reply is in for the first [`QUICK_LOOKS`],
+    /// then every millisecond; fields past their life are removed.
     async fn await_acknowledged(
         &self,
         namespace: &str,
@@ -321,23 +300,19 @@ impl InvalidationLog for RedisStreamLog {
         let key = self.publisher.layout().acks(namespace);
         let origin = origin.to_string();
         let deadline = tokio::time::Instant::now() + within;
-        // Alone last time: look at once (there may be nobody to wait for). With others, they
-        // need a moment to read and apply it: look after one poll.
-        let mut look = self.alone(namespace);
+        let mut looks = 0;
         loop {
-            if !look {
+            if looks >= QUICK_LOOKS {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 tokio::time::sleep(ACK_POLL.min(left)).await;
             }
-            look = false;
+            looks += 1;
             let acks: Vec<(String, String)> = redis::cmd("HGETALL")
                 .arg(&key)
                 .query_async(&mut self.publisher.get())
                 .await
                 .map_err(|e| self.publisher.failed_log(e))?;
             let now = now_ms();
-            let others = acks.iter().filter(|(i, _)| *i != origin).count();
-            self.set_alone(namespace, others == 0);
             let (mut all, mut gone) = (true, Vec::new());
             for (instance, ack) in acks.iter().filter(|(i, _)| *i != origin) {
                 match parse_ack(ack, position.part) {
@@ -481,7 +456,15 @@ impl Position {
     }
 }
 
-/// How often a write waiting for acknowledgements looks at them.
+/// How many times a write waiting for acknowledgements looks at them again as soon as the
+/// last look's reply is in, before it looks every [`ACK_POLL`]. The others' acknowledgements
+/// come a round trip or two after the append (the push, their follower applying it, their
+/// `HSET`), and Tokio's timer cannot wait less than a millisecond: it rounds a deadline up to
+/// its next tick, so a 1 ms poll waited 1–2 ms, and W5's writes 2.2 ms at the median. Looking
+/// back to back, they wait ~0.7 ms for ~2.2 `HGETALL`s instead of ~1 (BENCHMARKS.md, W5).
+const QUICK_LOOKS: u32 = 8;
+
+/// How often a write still waiting for acknowledgements after its quick looks looks at them.
 const ACK_POLL: Duration = Duration::from_millis(1);
 
 /// An acknowledgement's fields: until when its instance counts as alive, and how far it
