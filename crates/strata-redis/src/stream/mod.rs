@@ -288,8 +288,8 @@ impl InvalidationLog for RedisStreamLog {
     }
 
     /// Reads `<namespace>#acks` (one `HGETALL`) until every other live instance's field covers
-    /// `position`: at once, again as soon as each reply is in for the first [`QUICK_LOOKS`],
-    /// then every millisecond; fields past their life are removed.
+    /// `position`: at once, again as soon as each reply is in for the first few looks, then
+    /// every millisecond; fields past their life are removed.
     async fn await_acknowledged(
         &self,
         namespace: &str,
