@@ -27,6 +27,9 @@ pub(crate) struct Source {
     /// Length of each record's `body`, so that its JSON is about `VALUE_BYTES`.
     body_len: Vec<u16>,
     loads: AtomicU64,
+    /// How long the loads' sleeps took, in µs, since the last [`take_sleeps`](Self::take_sleeps).
+    slept_us: AtomicU64,
+    sleeps: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -79,6 +82,8 @@ impl Source {
             load,
             body_len,
             loads: AtomicU64::new(0),
+            slept_us: AtomicU64::new(0),
+            sleeps: AtomicU64::new(0),
         }
     }
 
@@ -104,7 +109,14 @@ impl Source {
         // The read that called it waited on this load (when it runs in the reader's task).
         let _ = LOADED.try_with(|loaded| loaded.set(true));
         if !self.load.is_zero() {
+            // Timed: Tokio's timer fires later in an idler runtime (it rounds up to its next
+            // millisecond tick, and parks for whole milliseconds), so the same `LOAD_MS` costs
+            // the two caches differently; the report says by how much (`load_sleep_us`).
+            let start = std::time::Instant::now();
             tokio::time::sleep(self.load).await;
+            let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.slept_us.fetch_add(us, Ordering::Relaxed);
+            self.sleeps.fetch_add(1, Ordering::Relaxed);
         }
         let mut record = Self::bare(u64::from(key), self.version(key).await?);
         record.body = "x".repeat(usize::from(self.body_len[key as usize]));
@@ -147,6 +159,13 @@ impl Source {
 
     pub(crate) fn loads(&self) -> u64 {
         self.loads.load(Ordering::Relaxed)
+    }
+
+    /// The loads' sleeps since the last call: how many, and their mean in µs.
+    pub(crate) fn take_sleeps(&self) -> (u64, u64) {
+        let slept = self.slept_us.swap(0, Ordering::Relaxed);
+        let sleeps = self.sleeps.swap(0, Ordering::Relaxed);
+        (sleeps, slept.checked_div(sleeps).unwrap_or(0))
     }
 }
 
