@@ -161,10 +161,10 @@ impl HybridCacheBuilder {
     /// store per batch, and one per heartbeat as a sign of life); a write waits for the
     /// acknowledgements of the instances alive, looking at them again as soon as each look
     /// returns for the first few looks (they come a round trip or two after the write), then
-    /// every millisecond. An instance that
-    /// cannot acknowledge (cut off, frozen) holds writes up for at most
-    /// [`max_staleness`](Self::max_staleness) (one second without it) — after which, with a
-    /// staleness bound, it no longer trusts its L1 anyway; writes it held up are counted in
+    /// every millisecond. An instance that cannot acknowledge (cut off, frozen) holds writes
+    /// up for at most [`max_staleness`](Self::max_staleness) (one second without it) — after
+    /// which, with a staleness bound, it no longer trusts its L1 anyway; writes it held up are
+    /// counted in
     /// [`Stats::writes_unacknowledged`](crate::Stats::writes_unacknowledged). Every instance of
     /// the namespace must enable it. A write whose shared half cannot be done now (L2 or the
     /// log unreachable from here) is deferred and replayed as usual, but returns
