@@ -161,11 +161,37 @@ impl Source {
         self.loads.load(Ordering::Relaxed)
     }
 
-    /// The loads' sleeps since the last call: how many, and their mean in µs.
-    pub(crate) fn take_sleeps(&self) -> (u64, u64) {
-        let slept = self.slept_us.swap(0, Ordering::Relaxed);
-        let sleeps = self.sleeps.swap(0, Ordering::Relaxed);
-        (sleeps, slept.checked_div(sleeps).unwrap_or(0))
+    /// The loads' sleeps since the last call.
+    pub(crate) fn take_sleeps(&self) -> Sleeps {
+        Sleeps {
+            count: self.sleeps.swap(0, Ordering::Relaxed),
+            total_us: self.slept_us.swap(0, Ordering::Relaxed),
+        }
+    }
+}
+
+/// How long the loads' sleeps took (see [`Source::load`]).
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Sleeps {
+    pub(crate) count: u64,
+    pub(crate) total_us: u64,
+}
+
+impl Sleeps {
+    /// The sum of several processes' sleeps.
+    pub(crate) fn add(self, other: Sleeps) -> Sleeps {
+        Sleeps {
+            count: self.count + other.count,
+            total_us: self.total_us + other.total_us,
+        }
+    }
+
+    /// As a report shows it: the mean in µs, and how many.
+    pub(crate) fn json(self) -> serde_json::Value {
+        serde_json::json!({
+            "mean": self.total_us.checked_div(self.count).unwrap_or(0),
+            "count": self.count,
+        })
     }
 }
 

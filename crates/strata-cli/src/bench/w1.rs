@@ -54,7 +54,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             })
             .await;
         let cost = meter.finish(params.ops, 0.0).await;
-        let (sleeps, sleep_mean) = pass.source.take_sleeps();
+        let sleeps = pass.source.take_sleeps();
         bar.finish_and_clear();
         let mut report = Report::new("W1", pass.subject.name(), target.l2.label(), &params, &m);
         report.cost = cost;
@@ -65,10 +65,7 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             serde_json::json!(Latency::of(&m.loaded_reads)),
         );
         // What the workload's 1 ms load sleep really took under this cache (see `Source::load`).
-        report.extra.insert(
-            "load_sleep_us".into(),
-            serde_json::json!({ "mean": sleep_mean, "count": sleeps }),
-        );
+        report.extra.insert("load_sleep_us".into(), sleeps.json());
         runs.push(Run {
             report,
             latency: m.reads,

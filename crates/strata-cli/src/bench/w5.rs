@@ -21,7 +21,7 @@ use super::cost::{Meter, cpu_during};
 use super::report::Report;
 use super::runner::{Measured, Pace, Run as Pass};
 use super::shared::SharedWords;
-use super::source::{Source, Staleness};
+use super::source::{Sleeps, Source, Staleness};
 use super::subject::{Choice, L2Target, Subject};
 use super::worker::{Outcome, WorkerArgs, Workers, measured};
 use super::workload::{Op, Params, minimum_loads, phases};
@@ -48,6 +48,8 @@ pub(crate) struct Share {
     outcome: Outcome,
     stale_reads: u64,
     reads: u64,
+    /// The loads' sleeps over the share (`load_sleep_us`).
+    sleeps: Sleeps,
 }
 
 pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
@@ -163,6 +165,10 @@ fn report(
         })
         .collect();
     report.extra.insert("instances".into(), json!(per_instance));
+    let sleeps = shares
+        .iter()
+        .fold(Sleeps::default(), |a, s| a.add(s.sleeps));
+    report.extra.insert("load_sleep_us".into(), sleeps.json());
     report.extra.insert(
         "processes".into(),
         json!(if target.url.is_some() {
@@ -243,7 +249,9 @@ impl Instance {
 
     /// Runs the measured share and says what it measured, its process's CPU included.
     async fn share(&self) -> Share {
+        self.pass.source.take_sleeps();
         let (m, cpu_s) = cpu_during(self.pass(false)).await;
+        let sleeps = self.pass.source.take_sleeps();
         let buckets = |h: &hdrhistogram::Histogram<u64>| -> Vec<(u64, u64)> {
             h.iter_recorded()
                 .map(|v| (v.value_iterated_to(), v.count_at_value()))
@@ -265,6 +273,7 @@ impl Instance {
             },
             stale_reads: m.stale_reads,
             reads: m.reads.len(),
+            sleeps,
         }
     }
 }
