@@ -1,6 +1,7 @@
 //! `RedisStreamLog`: the durable invalidation log on Redis Streams.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +80,23 @@ pub struct RedisStreamLog {
     shards: Arc<HashMap<String, usize>>,
     /// Shard counts agreed with Redis, by namespace: looked up once per namespace.
     agreed: Arc<Mutex<HashMap<String, usize>>>,
+    /// By namespace: the last look at its acknowledgements, shared by the writes waiting.
+    looks: Arc<Mutex<HashMap<String, Arc<Looks>>>>,
+}
+
+/// The looks at a namespace's acknowledgements (`HGETALL <namespace>#acks`): one at a time,
+/// its answer shared by every write that waits meanwhile. Without it each waiting write sent
+/// its own, back to back: a burst of writes, or an instance slow to acknowledge, multiplied
+/// them.
+/// `<namespace>#acks` as a look found it: instance id → its acknowledgement.
+type Acks = Arc<Vec<(String, String)>>;
+
+#[derive(Default)]
+struct Looks {
+    /// How many looks have begun.
+    begun: std::sync::atomic::AtomicU64,
+    /// Held while a look is in flight: the last look's number (from 1) and what it found.
+    last: tokio::sync::Mutex<(u64, Acks)>,
 }
 
 impl std::fmt::Debug for RedisStreamLog {
@@ -108,6 +126,7 @@ impl RedisStreamLog {
             heartbeat: Duration::from_secs(1),
             shards: Arc::default(),
             agreed: Arc::default(),
+            looks: Arc::default(),
         })
     }
 
@@ -173,6 +192,40 @@ impl RedisStreamLog {
         }
         self.agreed().insert(namespace.to_owned(), agreed);
         Ok(agreed)
+    }
+
+    /// The acknowledgements, as a look begun after this call found them: one that another
+    /// waiting write began meanwhile, or this call's own. (Not an older one: a field it shows
+    /// past its life may have been refreshed since, and is removed on its word.) `None` if
+    /// `deadline` passed first.
+    async fn look(
+        &self,
+        namespace: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Acks>, Error> {
+        let looks = self
+            .looks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(namespace.to_owned())
+            .or_default()
+            .clone();
+        // A look in flight now began before this call: the one after it will do.
+        let after = looks.begun.load(Ordering::Acquire);
+        let Ok(mut last) = tokio::time::timeout_at(deadline, looks.last.lock()).await else {
+            return Ok(None);
+        };
+        if last.0 > after {
+            return Ok(Some(last.1.clone()));
+        }
+        let number = looks.begun.fetch_add(1, Ordering::AcqRel) + 1;
+        let acks: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.publisher.layout().acks(namespace))
+            .query_async(&mut self.publisher.get())
+            .await
+            .map_err(|e| self.publisher.failed_log(e))?;
+        *last = (number, Arc::new(acks));
+        Ok(Some(last.1.clone()))
     }
 
     fn agreed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -287,9 +340,10 @@ impl InvalidationLog for RedisStreamLog {
             .map_err(|e| self.publisher.failed_log(e))
     }
 
-    /// Reads `<namespace>#acks` (one `HGETALL`) until every other live instance's field covers
-    /// `position`: at once, again as soon as each reply is in for the first few looks, then
-    /// every millisecond; fields past their life are removed.
+    /// Reads `<namespace>#acks` (one `HGETALL`, shared with the writes waiting meanwhile) until
+    /// every other live instance's field covers `position`: at once, again as soon as each
+    /// reply is in for the first few looks, then every millisecond; fields past their life are
+    /// removed.
     async fn await_acknowledged(
         &self,
         namespace: &str,
@@ -307,11 +361,9 @@ impl InvalidationLog for RedisStreamLog {
                 tokio::time::sleep(ACK_POLL.min(left)).await;
             }
             looks += 1;
-            let acks: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(&mut self.publisher.get())
-                .await
-                .map_err(|e| self.publisher.failed_log(e))?;
+            let Some(acks) = self.look(namespace, deadline).await? else {
+                return Ok(false);
+            };
             let now = now_ms();
             let (mut all, mut gone) = (true, Vec::new());
             for (instance, ack) in acks.iter().filter(|(i, _)| *i != origin) {

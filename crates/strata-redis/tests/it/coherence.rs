@@ -164,6 +164,41 @@ async fn an_instance_that_shut_down_is_no_longer_waited_for() {
     assert_eq!(a.stats().writes_unacknowledged, 0);
 }
 
+/// Writes waiting at the same time share their looks at the acknowledgements: one `HGETALL`
+/// in flight per namespace, its answer read by every write waiting meanwhile. Each write
+/// sending its own, back to back, multiplied them under a burst of writes (or an instance
+/// slow to acknowledge): 32 concurrent writes made at least 32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_acknowledged_writes_share_their_looks() {
+    let redis = RedisServer::start();
+    let (a, b) = (acknowledging(&redis).await, acknowledging(&redis).await);
+    let looks = || -> u64 {
+        redis
+            .cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_hgetall:"))
+            .and_then(|rest| rest.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let before = looks();
+    let writes = (0..32).map(|i| {
+        let a = &a;
+        async move { a.invalidate(&format!("p{i}")).await.unwrap() }
+    });
+    futures_util::future::join_all(writes).await;
+    let looked = looks() - before;
+    assert_eq!(
+        a.stats().writes_unacknowledged,
+        0,
+        "every write acknowledged"
+    );
+    assert!(b.stats().invalidations_received >= 1);
+    assert!(
+        (1..32).contains(&looked),
+        "32 concurrent writes looked {looked} times"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_leave_no_old_copy_on_any_instance() {
     let redis = RedisServer::start();
