@@ -2,11 +2,12 @@
 //! measuring latency, staleness and hits.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use tokio::sync::Notify;
 
 use super::source::{LOADED, Source, Staleness};
 use super::subject::{Counts, Subject};
@@ -110,7 +111,7 @@ impl Run {
         let loads_before = self.source.loads();
         let done = Arc::new(AtomicU64::new(0));
         let reads = Arc::new(AtomicU64::new(0));
-        let finished = Arc::new(AtomicBool::new(false));
+        let finished = Arc::new(Notify::new());
         let sampler = tokio::spawn(sample(
             self.subject.clone(),
             done.clone(),
@@ -162,7 +163,7 @@ impl Run {
         let total = total.unwrap_or_else(Tally::new);
         let elapsed = started.elapsed();
         self.subject.settle().await;
-        finished.store(true, Ordering::SeqCst);
+        finished.notify_one();
         let timeline = sampler.await.unwrap_or_default();
         Measured {
             reads: total.reads,
@@ -310,12 +311,14 @@ impl Worker {
     }
 }
 
-/// Samples the hit ratio every 250 ms until the pass is over.
+/// Samples the hit ratio every 250 ms until the pass is over — told at once, not at the next
+/// tick: a W5 process reports its share when its pass returns, and the fleet's wall time
+/// (its ops/s) ended at the last report, up to 250 ms late.
 async fn sample(
     subject: Arc<Subject>,
     done: Arc<AtomicU64>,
     reads: Arc<AtomicU64>,
-    finished: Arc<AtomicBool>,
+    finished: Arc<Notify>,
     on_progress: impl Fn(u64),
 ) -> Vec<Sample> {
     const EVERY: Duration = Duration::from_millis(250);
@@ -324,8 +327,12 @@ async fn sample(
     let (mut last_counts, mut last_reads) = (subject.counts(), 0);
     let mut tick = tokio::time::interval(EVERY);
     tick.tick().await; // the first tick is immediate: nothing to sample yet
-    while !finished.load(Ordering::SeqCst) {
-        tick.tick().await;
+    loop {
+        // The last, partial interval is sampled too.
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            () = finished.notified() => true,
+        };
         on_progress(done.load(Ordering::Relaxed));
         let (counts, reads) = (subject.counts(), reads.load(Ordering::Relaxed));
         let d = counts - last_counts;
@@ -338,7 +345,9 @@ async fn sample(
                 l2_serving: subject.l2_serving(&d),
             });
         }
+        if last {
+            return timeline;
+        }
         (last_counts, last_reads) = (counts, reads);
     }
-    timeline
 }

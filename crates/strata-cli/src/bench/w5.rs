@@ -87,9 +87,11 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
                 fleet.send("go", |_| true).await?;
                 let mut shares = Vec::new();
                 for i in 0..fleet.len() {
-                    shares.push(fleet.result::<Share>(i).await?);
+                    shares.push(fleet.report::<Share>(i).await?);
                 }
                 let elapsed = started.elapsed();
+                // Their leaving and exiting are not the fleet's work: after the clock stops.
+                fleet.end().await?;
                 let workers: f64 = shares.iter().map(|s| s.outcome.cpu_s).sum();
                 (shares, elapsed, meter.finish(params.ops, workers).await)
             }
@@ -324,8 +326,10 @@ pub(crate) async fn worker(args: &WorkerArgs) -> Result<ExitCode, BoxError> {
             }
             "go" => {
                 let share = instance.share().await;
-                instance.pass.subject.leave().await;
+                // Reported first: the fleet's wall time ends with its last share, and leaving
+                // is not part of the work measured.
                 say(serde_json::to_string(&share)?).await?;
+                instance.pass.subject.leave().await;
                 return Ok(ExitCode::SUCCESS);
             }
             other => return Err(format!("unexpected {other:?} from the coordinator").into()),

@@ -504,14 +504,31 @@ impl Workers {
         &mut self,
         i: usize,
     ) -> Result<T, BoxError> {
-        let (child, _, out) = &mut self.children[i];
-        let line = out
+        let result = self.report(i).await?;
+        self.children[i].0.wait().await?;
+        Ok(result)
+    }
+
+    /// The result worker `i` prints last, a JSON line, as soon as it is printed (the worker
+    /// may still be ending: [`end`](Self::end) waits for it).
+    pub(crate) async fn report<T: serde::de::DeserializeOwned>(
+        &mut self,
+        i: usize,
+    ) -> Result<T, BoxError> {
+        let line = self.children[i]
+            .2
             .next_line()
             .await?
             .ok_or_else(|| format!("worker {i} exited without a result"))?;
-        let result = serde_json::from_str(&line)?;
-        child.wait().await?;
-        Ok(result)
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Waits for every worker to end.
+    pub(crate) async fn end(&mut self) -> Result<(), BoxError> {
+        for (child, _, _) in &mut self.children {
+            child.wait().await?;
+        }
+        Ok(())
     }
 
     /// The number of workers.
