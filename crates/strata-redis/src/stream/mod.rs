@@ -1,9 +1,8 @@
 //! `RedisStreamLog`: the durable invalidation log on Redis Streams.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{classify_log, into_log_error};
 use async_trait::async_trait;
@@ -84,19 +83,17 @@ pub struct RedisStreamLog {
     looks: Arc<Mutex<HashMap<String, Arc<Looks>>>>,
 }
 
+/// `<namespace>#acks` as a look found it: instance id → its acknowledgement.
+type Acks = Arc<Vec<(String, String)>>;
+
 /// The looks at a namespace's acknowledgements (`HGETALL <namespace>#acks`): one at a time,
 /// its answer shared by every write that waits meanwhile. Without it each waiting write sent
 /// its own, back to back: a burst of writes, or an instance slow to acknowledge, multiplied
 /// them.
-/// `<namespace>#acks` as a look found it: instance id → its acknowledgement.
-type Acks = Arc<Vec<(String, String)>>;
-
 #[derive(Default)]
 struct Looks {
-    /// How many looks have begun.
-    begun: std::sync::atomic::AtomicU64,
-    /// Held while a look is in flight: the last look's number (from 1) and what it found.
-    last: tokio::sync::Mutex<(u64, Acks)>,
+    /// Held while a look is in flight: when the last look began, and what it found.
+    last: tokio::sync::Mutex<Option<(Instant, Acks)>>,
 }
 
 impl std::fmt::Debug for RedisStreamLog {
@@ -211,21 +208,25 @@ impl RedisStreamLog {
             .or_default()
             .clone();
         // A look in flight now began before this call: the one after it will do.
-        let after = looks.begun.load(Ordering::Acquire);
+        let asked = Instant::now();
         let Ok(mut last) = tokio::time::timeout_at(deadline, looks.last.lock()).await else {
             return Ok(None);
         };
-        if last.0 > after {
-            return Ok(Some(last.1.clone()));
+        if let Some((began, acks)) = last.as_ref()
+            && *began >= asked
+        {
+            return Ok(Some(acks.clone()));
         }
-        let number = looks.begun.fetch_add(1, Ordering::AcqRel) + 1;
-        let acks: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.publisher.layout().acks(namespace))
-            .query_async(&mut self.publisher.get())
-            .await
-            .map_err(|e| self.publisher.failed_log(e))?;
-        *last = (number, Arc::new(acks));
-        Ok(Some(last.1.clone()))
+        let began = Instant::now();
+        let acks: Acks = Arc::new(
+            redis::cmd("HGETALL")
+                .arg(self.publisher.layout().acks(namespace))
+                .query_async(&mut self.publisher.get())
+                .await
+                .map_err(|e| self.publisher.failed_log(e))?,
+        );
+        *last = Some((began, acks.clone()));
+        Ok(Some(acks))
     }
 
     fn agreed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {

@@ -11,23 +11,27 @@ use strata_testkit::source::{Db, Product};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn cache(store: &MemoryStore) -> HybridCache {
+/// A cache over `l2`, its entries stored with `options`.
+async fn cache_over(l2: impl L2Store, options: EntryOptions) -> HybridCache {
     HybridCache::builder("svc")
-        .l2(store.clone())
-        .default_entry(EntryOptions::ttl(Duration::from_secs(60)))
+        .l2(l2)
+        .default_entry(options)
         .build()
         .await
         .unwrap()
 }
 
+fn a_minute() -> EntryOptions {
+    EntryOptions::ttl(Duration::from_secs(60))
+}
+
+async fn cache(store: &MemoryStore) -> HybridCache {
+    cache_over(store.clone(), a_minute()).await
+}
+
 /// A cache whose entries carry the tag `product:1`.
 async fn tagged_cache(store: &MemoryStore) -> HybridCache {
-    HybridCache::builder("svc")
-        .l2(store.clone())
-        .default_entry(EntryOptions::ttl(Duration::from_secs(60)).tags(["product:1"]))
-        .build()
-        .await
-        .unwrap()
+    cache_over(store.clone(), a_minute().tags(["product:1"])).await
 }
 
 /// A read of `p` whose load has read the source and is held there — the stale-set window —
@@ -306,12 +310,7 @@ async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
         .await
         .unwrap();
     let held = Held::new(&store, HoldAt::AfterGet);
-    let reader = HybridCache::builder("svc")
-        .l2(held.clone())
-        .default_entry(EntryOptions::ttl(Duration::from_secs(60)))
-        .build()
-        .await
-        .unwrap();
+    let reader = cache_over(held.clone(), a_minute()).await;
     let get = {
         let reader = reader.clone();
         tokio::spawn(async move { reader.get::<Product>("p").await })
@@ -342,12 +341,7 @@ async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
 async fn a_load_overtaken_here_but_fenced_in_l2_still_fills_l2() {
     let (store, db) = (MemoryStore::default(), Db::new());
     let late = Held::new(&store, HoldAt::BeforeLeaseRead);
-    let a = HybridCache::builder("svc")
-        .l2(late.clone())
-        .default_entry(EntryOptions::ttl(Duration::from_secs(60)))
-        .build()
-        .await
-        .unwrap();
+    let a = cache_over(late.clone(), a_minute()).await;
     let b = cache(&store).await;
     let (let_load_return, load_held) = tokio::sync::oneshot::channel::<()>();
     let read = {

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result, box_error};
+use crate::in_flight::Ticket;
 use crate::l1::L1Entry;
 use crate::lease::{Held, Kind};
 use crate::options::{EntryOptions, Loaded};
@@ -25,6 +26,15 @@ pub(crate) mod turn;
 
 /// The most fills a cache has out after answering their misses (see [`Load::store`]).
 const MAX_FILLS_IN_FLIGHT: usize = 64;
+
+/// A fill on its way to L2.
+type Sending = std::pin::Pin<Box<dyn Future<Output = Result<Written>> + Send>>;
+
+/// A fill sent behind the answer ([`Load::send_fill`]): its reply already in, or to come.
+enum Sent {
+    Landed(Result<Written>),
+    Sending(Sending),
+}
 
 /// What a read of L2 means for the flight.
 pub(crate) enum Step {
@@ -314,33 +324,15 @@ impl Load {
                 return;
             };
             let in_l1 = self.fill_l1(key, &found, now);
-            // The fill is queued before the caller is answered: polled once here, it is in the
-            // connection's next write, ahead of anything this caller sends next, and the
-            // connection's writer is woken to send it. Only its reply is left to a task of its
-            // own. (This used to yield here too, so that the writer ran before the caller went
-            // on: a whole pass of the run queue added to every such miss — W1's read p99 was
-            // 100–230 µs longer with it, BENCHMARKS.md, fourteenth session.)
-            let inner = self.inner.clone();
-            let (k, times, tags) = (key.clone(), found.times, found.tags.clone());
-            let mut write =
-                Box::pin(async move { inner.write_l2(&k, bytes, &times, &tags, mode).await });
-            let sent = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            // The fill is queued before the caller is answered (see `send_fill`).
+            let fill = self.send_fill(key, bytes, &found, mode);
             self.leader
                 .finish(Ok((found.value.clone(), Source::Loaded)));
-            let key = key.clone();
-            tokio::spawn(
-                async move {
-                    let _ticket = ticket;
-                    let written = match sent {
-                        Poll::Ready(written) => written,
-                        Poll::Pending => write.await,
-                    };
-                    if !self.filled(&key, written, &found).await && in_l1 {
-                        self.inner.unfill_l1(&key, &found);
-                    }
+            self.land_fill(key, fill, ticket, found, move |inner, key, found, kept| {
+                if !kept && in_l1 {
+                    inner.unfill_l1(key, found);
                 }
-                .in_current_span(),
-            );
+            });
             return;
         }
         // A fill L2 refuses (the key changed while it loaded) must not reach L1 either: the
@@ -371,20 +363,53 @@ impl Load {
             self.inner.counters.incr(Counter::fills_fenced);
             return;
         };
+        let fill = self.send_fill(key, bytes, &found, self.write_mode(fence));
+        self.land_fill(key, fill, ticket, found, |inner, _, _, kept| {
+            // Not kept: counted where it was refused (L2, or a tag's drop); kept: it was kept
+            // out of L1.
+            if kept {
+                inner.counters.incr(Counter::fills_fenced);
+            }
+        });
+    }
+
+    /// Sends a fill that lands behind the answer. Polled once here, it is in the connection's
+    /// next write, ahead of anything the caller sends next, and the connection's writer is
+    /// woken to send it; only its reply is left (to [`land_fill`](Self::land_fill)). (This
+    /// used to yield here too, so that the writer ran before the caller went on: a whole pass
+    /// of the run queue added to every such miss — W1's read p99 was 100–230 µs longer with
+    /// it, BENCHMARKS.md, fourteenth session.)
+    fn send_fill(&self, key: &Arc<str>, bytes: Bytes, found: &Found, mode: WriteMode) -> Sent {
+        let inner = self.inner.clone();
+        let (key, times, tags) = (key.clone(), found.times, found.tags.clone());
+        let mut write: Sending =
+            Box::pin(async move { inner.write_l2(&key, bytes, &times, &tags, mode).await });
+        match write.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(written) => Sent::Landed(written),
+            Poll::Pending => Sent::Sending(write),
+        }
+    }
+
+    /// Awaits a fill's reply in a task of its own, holding `ticket` (one of the fills out),
+    /// then tells `then` whether the value may stay where it went ([`filled`](Self::filled)).
+    fn land_fill(
+        mut self,
+        key: &Arc<str>,
+        fill: Sent,
+        ticket: Ticket,
+        found: Found,
+        then: impl FnOnce(&Engine, &str, &Found, bool) + Send + 'static,
+    ) {
         let key = key.clone();
         tokio::spawn(
             async move {
                 let _ticket = ticket;
-                let mode = self.write_mode(fence);
-                let written = self
-                    .inner
-                    .write_l2(&key, bytes, &found.times, &found.tags, mode)
-                    .await;
-                // An L2 refusal is counted there; otherwise the value was kept out of L1.
-                if !matches!(written, Ok(Written { stored: false, .. })) {
-                    self.inner.counters.incr(Counter::fills_fenced);
-                }
-                self.filled(&key, written, &found).await;
+                let written = match fill {
+                    Sent::Landed(written) => written,
+                    Sent::Sending(write) => write.await,
+                };
+                let kept = self.filled(&key, written, &found).await;
+                then(&self.inner, &key, &found, kept);
             }
             .in_current_span(),
         );
