@@ -133,10 +133,13 @@ async fn cache_in(namespace: &str, redis: Option<&RedisConfig>) -> Result<Hybrid
     let builder = match redis {
         // With Redis, an instance that cannot vouch for its L1 (cut off from the log) reads
         // L2 instead: no value older than the bound is served from L1.
-        Some(r) => builder
-            .l2(RedisStore::connect_with(r).await?)
-            .invalidation(RedisStreamLog::connect_with(r).await?)
-            .max_staleness(STALENESS_BOUND),
+        Some(r) => {
+            let store = RedisStore::connect_with(r).await?;
+            builder
+                .invalidation(RedisStreamLog::sharing(&store))
+                .l2(store)
+                .max_staleness(STALENESS_BOUND)
+        }
         None => builder,
     };
     Ok(builder.build().await?)

@@ -126,12 +126,13 @@ impl GatewayBuilder {
         let (cache, log, backend) = match &config.redis {
             Some(url) => {
                 let redis = RedisConfig::from_url(url)?;
-                let mut log = RedisStreamLog::connect_with(&redis).await?;
+                let store = RedisStore::connect_with(&redis).await?;
+                let mut log = RedisStreamLog::sharing(&store);
                 if let Some(shards) = config.log_shards {
                     log = log.shards(config.namespace.clone(), shards);
                 }
                 let cache = builder
-                    .l2(RedisStore::connect_with(&redis).await?)
+                    .l2(store)
                     .invalidation(log.clone())
                     .track_foreign_writes(config.track_foreign_writes)
                     .build()

@@ -114,9 +114,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "8001".into());
     let config = RedisConfig::from_url(&url)?;
+    let store = RedisStore::connect_with(&config).await?;
     let cache = HybridCache::builder("catalog")
-        .l2(RedisStore::connect_with(&config).await?)
-        .invalidation(RedisStreamLog::connect_with(&config).await?)
+        .invalidation(RedisStreamLog::sharing(&store))
+        .l2(store)
         .default_entry(EntryOptions::ttl(Duration::from_secs(300)))
         .build()
         .await?;

@@ -5,9 +5,10 @@
 //! use strata_redis::{RedisConfig, RedisStore, RedisStreamLog};
 //!
 //! let config = RedisConfig::from_url("redis://127.0.0.1:6379")?;
+//! let store = RedisStore::connect_with(&config).await?;
 //! let cache = strata::HybridCache::builder("product-service")
-//!     .l2(RedisStore::connect_with(&config).await?)
-//!     .invalidation(RedisStreamLog::connect_with(&config).await?)
+//!     .invalidation(RedisStreamLog::sharing(&store)) // on the store's connection
+//!     .l2(store)
 //!     .build()
 //!     .await?;
 //! # Ok(()) }

@@ -164,6 +164,11 @@ impl RedisStore {
         })
     }
 
+    /// The connection and its settings, for a log sharing them.
+    pub(crate) fn connection(&self) -> (&Connection, &RedisConfig) {
+        (&self.conn, &self.config)
+    }
+
     /// Unlinks every key matching `pattern`: on one server, or on each master of a cluster.
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
         let mut removed = 0;

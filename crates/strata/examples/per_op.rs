@@ -38,10 +38,11 @@ fn record(id: u64) -> Record {
 }
 
 async fn cache(config: &RedisConfig, namespace: &str, l1: L1) -> strata::Result<HybridCache> {
+    let store = RedisStore::connect_with(config).await?;
     HybridCache::builder(namespace)
         .l1(l1)
-        .l2(RedisStore::connect_with(config).await?)
-        .invalidation(RedisStreamLog::connect_with(config).await?)
+        .invalidation(RedisStreamLog::sharing(&store))
+        .l2(store)
         .default_entry(EntryOptions::ttl(Duration::from_secs(3600)).l1_ttl(Duration::from_secs(60)))
         .build()
         .await

@@ -66,9 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(url) => {
             let config = RedisConfig::from_url(&url)?;
             println!("L2: Redis at {config}");
+            let store = RedisStore::connect_with(&config).await?;
             builder
-                .l2(RedisStore::connect_with(&config).await?)
-                .invalidation(RedisStreamLog::connect_with(&config).await?)
+                .invalidation(RedisStreamLog::sharing(&store))
+                .l2(store)
         }
         Err(_) => {
             println!(

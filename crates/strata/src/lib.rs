@@ -14,8 +14,9 @@
 //!
 //! let cache = HybridCache::builder("product-service")
 //!     .l1(L1::with_capacity(100_000))
-//!     // .l2(strata_redis::RedisStore::connect("redis://127.0.0.1:6379").await?)
-//!     // .invalidation(strata_redis::RedisStreamLog::connect("redis://127.0.0.1:6379").await?)
+//!     // With Redis (`store` from `strata_redis::RedisStore::connect(url).await?`):
+//!     // .invalidation(strata_redis::RedisStreamLog::sharing(&store))
+//!     // .l2(store)
 //!     .default_entry(EntryOptions::ttl(Duration::from_secs(3600)).jitter(0.1))
 //!     .build()
 //!     .await?;

@@ -110,9 +110,10 @@ impl Subject {
             .track_foreign_writes(params.track_foreign_writes);
         let cache = match target {
             L2Target::Redis(config) => {
+                let store = RedisStore::connect_with(config).await?;
                 builder
-                    .l2(RedisStore::connect_with(config).await?)
-                    .invalidation(RedisStreamLog::connect_with(config).await?)
+                    .invalidation(RedisStreamLog::sharing(&store))
+                    .l2(store)
                     .build()
                     .await?
             }

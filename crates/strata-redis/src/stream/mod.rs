@@ -114,9 +114,38 @@ impl RedisStreamLog {
     }
 
     /// Connects with explicit settings.
+    ///
+    /// An instance with a [`RedisStore`](crate::RedisStore) on the same server should use
+    /// [`sharing`](Self::sharing) instead.
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
-        let publisher = Connection::open_log(config).await?;
-        Ok(RedisStreamLog {
+        Ok(Self::on(Connection::open_log(config).await?, config))
+    }
+
+    /// The log on `store`'s connection: its appends, acknowledgements and looks at them go
+    /// out in the same writes as the store's reads and fills. What an instance should use:
+    /// on a second connection, the server reads and answers two sockets where one would do
+    /// (with several instances acknowledging writes, ~a fifth of the server's system calls;
+    /// BENCHMARKS.md, W5). The log's subscription (or blocking read) keeps a connection of
+    /// its own either way.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), strata::Error> {
+    /// use strata_redis::{RedisStore, RedisStreamLog};
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// let cache = strata::HybridCache::builder("catalog")
+    ///     .invalidation(RedisStreamLog::sharing(&store))
+    ///     .l2(store)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sharing(store: &crate::RedisStore) -> Self {
+        let (publisher, config) = store.connection();
+        Self::on(publisher.clone(), config)
+    }
+
+    fn on(publisher: Connection, config: &RedisConfig) -> Self {
+        RedisStreamLog {
             publisher,
             config: config.clone(),
             max_len: 10_000,
@@ -124,7 +153,7 @@ impl RedisStreamLog {
             shards: Arc::default(),
             agreed: Arc::default(),
             looks: Arc::default(),
-        })
+        }
     }
 
     /// Splits `namespace`'s log into `shards` parts (1 to

@@ -164,6 +164,24 @@ async fn an_instance_that_shut_down_is_no_longer_waited_for() {
     assert_eq!(a.stats().writes_unacknowledged, 0);
 }
 
+/// An instance's log on its store's connection ([`strata_redis::RedisStreamLog::sharing`]):
+/// its acknowledgements and its looks at the others' go out there, so the server serves each
+/// instance's commands on one socket; the follower keeps its own. On two, the server read and
+/// answered both every turn of its loop (W5: ~a fifth of its system calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_sharing_the_store_adds_no_connection_for_its_commands() {
+    let redis = RedisServer::start();
+    let (a, b) = (acknowledging(&redis).await, acknowledging(&redis).await);
+    a.invalidate("p").await.unwrap();
+    assert_eq!(a.stats().writes_unacknowledged, 0, "b acknowledged");
+    assert_eq!(b.stats().invalidations_received, 1);
+    let clients = redis.cli(&["CLIENT", "LIST"]);
+    let of = |kind: fn(&str) -> bool| clients.lines().filter(|l| kind(l)).count();
+    let followers = of(|l| l.contains(" name=strata-log:"));
+    let commands = of(|l| !l.contains(" name=strata-log:") && !l.contains(" cmd=client|list"));
+    assert_eq!((commands, followers), (2, 2), "{clients}");
+}
+
 /// Writes waiting at the same time share their looks at the acknowledgements: one `HGETALL`
 /// in flight per namespace, its answer read by every write waiting meanwhile. Each write
 /// sending its own, back to back, multiplied them under a burst of writes (or an instance

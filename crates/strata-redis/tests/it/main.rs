@@ -54,10 +54,14 @@ pub(crate) async fn acknowledging(config: &RedisConfig) -> HybridCache {
         .unwrap()
 }
 
-/// The builder of [`instance_with`], for tests that set more.
+/// The builder of [`instance_with`], for tests that set more: the log on the store's
+/// connection, as an instance should have it.
 pub(crate) async fn builder(config: &RedisConfig, options: EntryOptions) -> HybridCacheBuilder {
-    let log = RedisStreamLog::connect_with(config).await.unwrap();
-    builder_with_log(config, log).await.default_entry(options)
+    let store = RedisStore::connect_with(config).await.unwrap();
+    HybridCache::builder("svc")
+        .invalidation(RedisStreamLog::sharing(&store))
+        .l2(store)
+        .default_entry(options)
 }
 
 /// A cache instance's builder in `svc` on `config`: its own store, the backplane `log`,
@@ -87,13 +91,14 @@ pub(crate) async fn bounded_instance(
     max_staleness: Duration,
     shards: usize,
 ) -> HybridCache {
-    let log = RedisStreamLog::connect_with(config)
-        .await
-        .unwrap()
+    let store = RedisStore::connect_with(config).await.unwrap();
+    let log = RedisStreamLog::sharing(&store)
         .shards("svc", shards)
         .heartbeat_every(Duration::from_millis(100));
-    builder_with_log(config, log)
-        .await
+    HybridCache::builder("svc")
+        .l2(store)
+        .invalidation(log)
+        .default_entry(EntryOptions::ttl(TTL))
         .max_staleness(max_staleness)
         .build()
         .await
