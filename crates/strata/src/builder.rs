@@ -281,6 +281,7 @@ impl HybridCacheBuilder {
             );
         }
 
+        crate::clock::calibrate().await;
         let log = self.log.unwrap_or_else(|| Arc::new(MemoryLog::new()));
         if let Some(max) = self.max_staleness {
             match log.heartbeat() {

@@ -40,8 +40,9 @@ impl Anchor {
     }
 }
 
+static ANCHOR: OnceLock<Anchor> = OnceLock::new();
+
 fn anchor() -> &'static Anchor {
-    static ANCHOR: OnceLock<Anchor> = OnceLock::new();
     ANCHOR.get_or_init(|| {
         let clock = quanta::Clock::new();
         let anchor = Anchor {
@@ -52,6 +53,17 @@ fn anchor() -> &'static Anchor {
         anchor.wall_ms_at_start.store(wall_ms(), Ordering::Relaxed);
         anchor
     })
+}
+
+/// Sets the anchor up on a blocking thread, not on the async worker that builds a cache:
+/// `quanta` calibrates the CPU's counter against the OS clock on first use, spinning until
+/// the two agree — 0.6 ms on a quiet machine, up to its limit of 200 ms on a loaded one —
+/// and every task queued on that worker would wait as long.
+pub(crate) async fn calibrate() {
+    if ANCHOR.get().is_none() {
+        // Fails only with a runtime shutting down: the first read calibrates then.
+        let _ = tokio::task::spawn_blocking(anchor).await;
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -113,6 +125,12 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn calibration_is_done_once_calibrate_returns() {
+        calibrate().await;
+        assert!(ANCHOR.get().is_some());
+    }
 
     #[test]
     fn the_system_clock_follows_the_wall_clock() {
