@@ -124,9 +124,9 @@ impl RedisStreamLog {
     /// The log on `store`'s connection: its appends, acknowledgements and looks at them go
     /// out in the same writes as the store's reads and fills. What an instance should use:
     /// on a second connection, the server reads and answers two sockets where one would do
-    /// (with several instances acknowledging writes, ~a fifth of the server's system calls;
-    /// BENCHMARKS.md, W5). The log's subscription (or blocking read) keeps a connection of
-    /// its own either way.
+    /// (four instances acknowledging writes, W5: 10 % of the server's CPU; BENCHMARKS.md,
+    /// "One socket per instance"). The log's subscription (or blocking read) keeps a
+    /// connection of its own either way.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), strata::Error> {

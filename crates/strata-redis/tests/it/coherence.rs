@@ -167,7 +167,7 @@ async fn an_instance_that_shut_down_is_no_longer_waited_for() {
 /// An instance's log on its store's connection ([`strata_redis::RedisStreamLog::sharing`]):
 /// its acknowledgements and its looks at the others' go out there, so the server serves each
 /// instance's commands on one socket; the follower keeps its own. On two, the server read and
-/// answered both every turn of its loop (W5: ~a fifth of its system calls).
+/// answered both on nearly every turn of its loop (W5: 10 % of its CPU).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_sharing_the_store_adds_no_connection_for_its_commands() {
     let redis = RedisServer::start();

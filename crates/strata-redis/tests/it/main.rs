@@ -57,11 +57,20 @@ pub(crate) async fn acknowledging(config: &RedisConfig) -> HybridCache {
 /// The builder of [`instance_with`], for tests that set more: the log on the store's
 /// connection, as an instance should have it.
 pub(crate) async fn builder(config: &RedisConfig, options: EntryOptions) -> HybridCacheBuilder {
+    sharing(config, |log| log).await.default_entry(options)
+}
+
+/// A cache instance's builder in `svc` on `config` whose log, set up by `log`, shares its
+/// store's connection; entries kept for [`TTL`].
+async fn sharing(
+    config: &RedisConfig,
+    log: impl FnOnce(RedisStreamLog) -> RedisStreamLog,
+) -> HybridCacheBuilder {
     let store = RedisStore::connect_with(config).await.unwrap();
     HybridCache::builder("svc")
-        .invalidation(RedisStreamLog::sharing(&store))
+        .invalidation(log(RedisStreamLog::sharing(&store)))
         .l2(store)
-        .default_entry(options)
+        .default_entry(EntryOptions::ttl(TTL))
 }
 
 /// A cache instance's builder in `svc` on `config`: its own store, the backplane `log`,
@@ -91,18 +100,15 @@ pub(crate) async fn bounded_instance(
     max_staleness: Duration,
     shards: usize,
 ) -> HybridCache {
-    let store = RedisStore::connect_with(config).await.unwrap();
-    let log = RedisStreamLog::sharing(&store)
-        .shards("svc", shards)
-        .heartbeat_every(Duration::from_millis(100));
-    HybridCache::builder("svc")
-        .l2(store)
-        .invalidation(log)
-        .default_entry(EntryOptions::ttl(TTL))
-        .max_staleness(max_staleness)
-        .build()
-        .await
-        .unwrap()
+    sharing(config, |log| {
+        log.shards("svc", shards)
+            .heartbeat_every(Duration::from_millis(100))
+    })
+    .await
+    .max_staleness(max_staleness)
+    .build()
+    .await
+    .unwrap()
 }
 
 /// A plain connection for planting and inspecting bytes, as another service would.
