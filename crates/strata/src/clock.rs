@@ -43,16 +43,18 @@ impl Anchor {
 static ANCHOR: OnceLock<Anchor> = OnceLock::new();
 
 fn anchor() -> &'static Anchor {
-    ANCHOR.get_or_init(|| {
-        let clock = quanta::Clock::new();
-        let anchor = Anchor {
-            start: clock.raw(),
-            clock,
-            wall_ms_at_start: AtomicU64::new(0),
-        };
-        anchor.wall_ms_at_start.store(wall_ms(), Ordering::Relaxed);
-        anchor
-    })
+    ANCHOR.get_or_init(new_anchor)
+}
+
+fn new_anchor() -> Anchor {
+    let clock = quanta::Clock::new();
+    let anchor = Anchor {
+        start: clock.raw(),
+        clock,
+        wall_ms_at_start: AtomicU64::new(0),
+    };
+    anchor.wall_ms_at_start.store(wall_ms(), Ordering::Relaxed);
+    anchor
 }
 
 /// Sets the anchor up on a blocking thread, not on the async worker that builds a cache:
@@ -60,9 +62,14 @@ fn anchor() -> &'static Anchor {
 /// the two agree — 0.6 ms on a quiet machine, up to its limit of 200 ms on a loaded one —
 /// and every task queued on that worker would wait as long.
 pub(crate) async fn calibrate() {
-    if ANCHOR.get().is_none() {
-        // Fails only with a runtime shutting down: the first read calibrates then.
-        let _ = tokio::task::spawn_blocking(anchor).await;
+    init_blocking(&ANCHOR, new_anchor).await;
+}
+
+/// Fills `cell` with `init()` on a blocking thread, unless it is filled already.
+async fn init_blocking<T: Send + Sync>(cell: &'static OnceLock<T>, init: fn() -> T) {
+    if cell.get().is_none() {
+        // Fails only with a runtime shutting down: the first use fills it then.
+        let _ = tokio::task::spawn_blocking(move || cell.get_or_init(init)).await;
     }
 }
 
@@ -126,8 +133,15 @@ impl Clock for ManualClock {
 mod tests {
     use super::*;
 
+    /// The calibration runs off the async worker (here, the test's own thread), and is done
+    /// when `calibrate` returns. Shown on a cell of its own: the clock's is shared with the
+    /// other tests, which may have filled it first.
     #[tokio::test(flavor = "current_thread")]
-    async fn calibration_is_done_once_calibrate_returns() {
+    async fn calibration_runs_on_a_blocking_thread() {
+        static CELL: OnceLock<std::thread::ThreadId> = OnceLock::new();
+        init_blocking(&CELL, || std::thread::current().id()).await;
+        assert_ne!(CELL.get(), None, "filled when it returns");
+        assert_ne!(CELL.get(), Some(&std::thread::current().id()));
         calibrate().await;
         assert!(ANCHOR.get().is_some());
     }

@@ -96,6 +96,40 @@ struct Looks {
     last: tokio::sync::Mutex<Option<(Instant, Acks)>>,
 }
 
+impl Looks {
+    /// The acknowledgements under `key`, as a look begun after this call found them: one
+    /// that another waiting write began meanwhile, or this call's own. (Not an older one: a
+    /// field it shows past its life may have been refreshed since, and is removed on its
+    /// word.) `None` if `deadline` passed first.
+    async fn look(
+        &self,
+        publisher: &Connection,
+        key: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Acks>, Error> {
+        // A look in flight now began before this call: the one after it will do.
+        let asked = Instant::now();
+        let Ok(mut last) = tokio::time::timeout_at(deadline, self.last.lock()).await else {
+            return Ok(None);
+        };
+        if let Some((began, acks)) = last.as_ref()
+            && *began >= asked
+        {
+            return Ok(Some(acks.clone()));
+        }
+        let began = Instant::now();
+        let acks: Acks = Arc::new(
+            redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut publisher.get())
+                .await
+                .map_err(|e| publisher.failed_log(e))?,
+        );
+        *last = Some((began, acks.clone()));
+        Ok(Some(acks))
+    }
+}
+
 impl std::fmt::Debug for RedisStreamLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStreamLog")
@@ -220,42 +254,16 @@ impl RedisStreamLog {
         Ok(agreed)
     }
 
-    /// The acknowledgements, as a look begun after this call found them: one that another
-    /// waiting write began meanwhile, or this call's own. (Not an older one: a field it shows
-    /// past its life may have been refreshed since, and is removed on its word.) `None` if
-    /// `deadline` passed first.
-    async fn look(
-        &self,
-        namespace: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<Acks>, Error> {
-        let looks = self
+    /// The looks at `namespace`'s acknowledgements, shared by its waiting writes.
+    fn looks(&self, namespace: &str) -> Arc<Looks> {
+        let mut looks = self
             .looks
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(namespace.to_owned())
-            .or_default()
-            .clone();
-        // A look in flight now began before this call: the one after it will do.
-        let asked = Instant::now();
-        let Ok(mut last) = tokio::time::timeout_at(deadline, looks.last.lock()).await else {
-            return Ok(None);
-        };
-        if let Some((began, acks)) = last.as_ref()
-            && *began >= asked
-        {
-            return Ok(Some(acks.clone()));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(l) = looks.get(namespace) {
+            return l.clone();
         }
-        let began = Instant::now();
-        let acks: Acks = Arc::new(
-            redis::cmd("HGETALL")
-                .arg(self.publisher.layout().acks(namespace))
-                .query_async(&mut self.publisher.get())
-                .await
-                .map_err(|e| self.publisher.failed_log(e))?,
-        );
-        *last = Some((began, acks.clone()));
-        Ok(Some(acks))
+        looks.entry(namespace.to_owned()).or_default().clone()
     }
 
     fn agreed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -384,6 +392,7 @@ impl InvalidationLog for RedisStreamLog {
         let key = self.publisher.layout().acks(namespace);
         let origin = origin.to_string();
         let deadline = tokio::time::Instant::now() + within;
+        let shared = self.looks(namespace);
         let mut looks = 0;
         loop {
             if looks >= QUICK_LOOKS {
@@ -391,7 +400,7 @@ impl InvalidationLog for RedisStreamLog {
                 tokio::time::sleep(ACK_POLL.min(left)).await;
             }
             looks += 1;
-            let Some(acks) = self.look(namespace, deadline).await? else {
+            let Some(acks) = shared.look(&self.publisher, &key, deadline).await? else {
                 return Ok(false);
             };
             let now = now_ms();
