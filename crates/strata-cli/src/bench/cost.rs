@@ -32,16 +32,52 @@ pub(crate) fn process_cpu_s() -> Option<f64> {
     Some((utime + stime) / TICKS_PER_S)
 }
 
+/// The server a run measured against, from `INFO server`: the server's figures depend on
+/// it — above all whether a miss's fill is a plain command or a Lua script there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Server {
+    /// `redis` or `valkey`.
+    pub(crate) name: &'static str,
+    /// Its version, as `INFO server` gives it.
+    pub(crate) version: String,
+    /// Whether it has `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): Strata's fills are then plain
+    /// `SET`s; without it each is a Lua script, which costs the server ~3.7 µs more
+    /// (BENCHMARKS.md, "What a fill's script costs").
+    pub(crate) set_ifeq: bool,
+}
+
+impl Server {
+    /// Reads `INFO server`'s text; `None` when it names no version.
+    fn of(info: &str) -> Option<Server> {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let (name, version) = match field("valkey_version:") {
+            Some(v) => ("valkey", v),
+            None => ("redis", field("redis_version:")?),
+        };
+        Some(Server {
+            name,
+            version,
+            set_ifeq: strata_redis::ServerFeatures::of(info).ifeq,
+        })
+    }
+}
+
 /// The Redis server's CPU seconds and per-command call counts at one moment.
 #[derive(Debug, Clone, Default)]
 struct RedisSnapshot {
     cpu_s: f64,
     calls: BTreeMap<String, u64>,
+    server: Option<Server>,
 }
 
 impl RedisSnapshot {
     async fn read(conn: &RedisConnection) -> Result<RedisSnapshot, BoxError> {
         let info: String = redis::cmd("INFO")
+            .arg("server")
             .arg("cpu")
             .arg("commandstats")
             .query_async(&mut conn.clone())
@@ -49,9 +85,13 @@ impl RedisSnapshot {
         Ok(Self::parse(&info))
     }
 
-    /// Parses `INFO cpu commandstats`: `used_cpu_sys:1.5`, `cmdstat_get:calls=3,usec=…`.
+    /// Parses `INFO server cpu commandstats`: `redis_version:7.0.15`, `used_cpu_sys:1.5`,
+    /// `cmdstat_get:calls=3,usec=…`.
     fn parse(info: &str) -> RedisSnapshot {
-        let mut snapshot = RedisSnapshot::default();
+        let mut snapshot = RedisSnapshot {
+            server: Server::of(info),
+            ..RedisSnapshot::default()
+        };
         for line in info.lines() {
             let Some((name, value)) = line.trim().split_once(':') else {
                 continue;
@@ -99,6 +139,8 @@ pub(crate) struct Cost {
     pub(crate) cpu: Cpu,
     /// `null` without a Redis it can ask.
     pub(crate) redis_commands_per_op: Option<Commands>,
+    /// The server asked (`null` without one).
+    pub(crate) l2_server: Option<Server>,
 }
 
 /// Measures one phase: started before it, finished after.
@@ -137,6 +179,7 @@ impl Meter {
         let bench_s = own + other_cpu_s;
         let mut redis_s = None;
         let mut commands = None;
+        let server = self.redis.as_ref().and_then(|(_, s)| s.server.clone());
         if let Some((conn, before)) = self.redis {
             match RedisSnapshot::read(&conn).await {
                 Ok(after) => {
@@ -155,6 +198,7 @@ impl Meter {
                 redis_us_per_op: redis_s.map(per),
             },
             redis_commands_per_op: commands,
+            l2_server: server,
         }
     }
 }
@@ -208,6 +252,29 @@ mod tests {
         assert_eq!(c.by_command.get("evalsha"), Some(&1.0));
         assert!(!c.by_command.contains_key("info"));
         assert!((c.total - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_server_is_named_with_its_version_and_whether_a_fill_needs_a_script() {
+        let redis = Server::of("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n")
+            .expect("redis");
+        assert_eq!(
+            (redis.name, redis.version.as_str(), redis.set_ifeq),
+            ("redis", "7.0.15", false)
+        );
+        let valkey = Server::of("redis_version:7.2.4\r\nvalkey_version:8.1.1\r\n").expect("valkey");
+        assert_eq!(
+            (valkey.name, valkey.version.as_str(), valkey.set_ifeq),
+            ("valkey", "8.1.1", true)
+        );
+        assert!(Server::of("redis_version:8.4.0\r\n").expect("8.4").set_ifeq);
+        assert_eq!(Server::of("# CPU\r\nused_cpu_sys:1.5\r\n"), None);
+        // Read with the cost figures, in the same `INFO`.
+        let snapshot = RedisSnapshot::parse("redis_version:7.0.15\r\nused_cpu_sys:1.5\r\n");
+        assert_eq!(
+            snapshot.server.map(|s| s.version),
+            Some("7.0.15".to_owned())
+        );
     }
 
     #[test]

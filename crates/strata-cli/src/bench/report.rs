@@ -261,8 +261,13 @@ fn cell(v: Option<f64>) -> String {
 pub(crate) fn table(reports: &[Report]) -> String {
     let mut out = String::new();
     if let Some(first) = reports.first() {
+        // Which server, and whether a fill is a script there: its figures depend on it.
+        let server = first.cost.l2_server.as_ref().map_or(String::new(), |s| {
+            let fill = if s.set_ifeq { "SET IFEQ" } else { "a script" };
+            format!(" ({} {}, a fill is {fill})", s.name, s.version)
+        });
         out.push_str(&format!(
-            "{} ({} ops measured, L2: {}, params: {})\n",
+            "{} ({} ops measured, L2: {}{server}, params: {})\n",
             first.workload, first.ops, first.l2, first.params
         ));
     }
@@ -305,7 +310,7 @@ pub(crate) fn table(reports: &[Report]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::cost::{Cost, Cpu};
+    use crate::bench::cost::{Cost, Cpu, Server};
     use crate::gate::Gate;
 
     fn report() -> Report {
@@ -347,6 +352,7 @@ mod tests {
                     redis_us_per_op: Some(10_000.0),
                 },
                 redis_commands_per_op: None,
+                l2_server: None,
             },
             extra: Map::default(),
         }
@@ -394,6 +400,27 @@ mod tests {
                 .unwrap()
                 .check(&reports[1])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn the_table_and_the_json_name_the_server_and_how_a_fill_runs_there() {
+        let mut r = report();
+        assert!(
+            table(std::slice::from_ref(&r)).starts_with("W1 (100 ops measured, L2: redis, params")
+        );
+        r.cost.l2_server = Some(Server {
+            name: "valkey",
+            version: "8.1.1".into(),
+            set_ifeq: true,
+        });
+        assert!(table(std::slice::from_ref(&r)).starts_with(
+            "W1 (100 ops measured, L2: redis (valkey 8.1.1, a fill is SET IFEQ), params"
+        ));
+        let json: Value = serde_json::from_str(&r.json()).expect("json");
+        assert_eq!(
+            json["l2_server"],
+            serde_json::json!({"name": "valkey", "version": "8.1.1", "set_ifeq": true})
         );
     }
 }

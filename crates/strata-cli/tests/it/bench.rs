@@ -118,6 +118,10 @@ fn w1_json_both_caches_with_plots() {
     for run in &runs {
         assert!(n(run, "/cpu/redis_s") > 0.0, "{run}");
         assert!(n(run, "/redis_commands_per_op/total") > 0.0, "{run}");
+        // The server it asked, named: the harness's redis-server from PATH.
+        assert_eq!(run["l2_server"]["name"], "redis", "{run}");
+        assert!(run["l2_server"]["version"].is_string(), "{run}");
+        assert!(run["l2_server"]["set_ifeq"].is_boolean(), "{run}");
     }
     // The baseline asks Redis for every read: at least one GET per op but the writes.
     assert!(
