@@ -142,8 +142,6 @@ mod tests {
         init_blocking(&CELL, || std::thread::current().id()).await;
         assert_ne!(CELL.get(), None, "filled when it returns");
         assert_ne!(CELL.get(), Some(&std::thread::current().id()));
-        calibrate().await;
-        assert!(ANCHOR.get().is_some());
     }
 
     #[test]

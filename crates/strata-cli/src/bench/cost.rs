@@ -75,9 +75,13 @@ struct RedisSnapshot {
 }
 
 impl RedisSnapshot {
-    async fn read(conn: &RedisConnection) -> Result<RedisSnapshot, BoxError> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
+    /// Reads the figures, and the server's identity when `identify` (once, before a phase).
+    async fn read(conn: &RedisConnection, identify: bool) -> Result<RedisSnapshot, BoxError> {
+        let mut info = redis::cmd("INFO");
+        if identify {
+            info.arg("server");
+        }
+        let info: String = info
             .arg("cpu")
             .arg("commandstats")
             .query_async(&mut conn.clone())
@@ -154,7 +158,7 @@ impl Meter {
     /// whose nodes it would have to ask one by one).
     pub(crate) async fn start(redis: Option<&RedisConnection>) -> Meter {
         let redis = match redis {
-            Some(conn) => match RedisSnapshot::read(conn).await {
+            Some(conn) => match RedisSnapshot::read(conn, true).await {
                 Ok(s) => Some((conn.clone(), s)),
                 Err(e) => {
                     eprintln!("cost: cannot read Redis' INFO ({e}); Redis figures left out");
@@ -181,7 +185,7 @@ impl Meter {
         let mut commands = None;
         let server = self.redis.as_ref().and_then(|(_, s)| s.server.clone());
         if let Some((conn, before)) = self.redis {
-            match RedisSnapshot::read(&conn).await {
+            match RedisSnapshot::read(&conn, false).await {
                 Ok(after) => {
                     redis_s = Some((after.cpu_s - before.cpu_s).max(0.0));
                     commands = Some(per_op(&before, &after, ops));

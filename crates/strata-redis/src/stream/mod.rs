@@ -260,6 +260,7 @@ impl RedisStreamLog {
             .looks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Looked up by `&str` first: the key is allocated once per namespace, not per write.
         if let Some(l) = looks.get(namespace) {
             return l.clone();
         }
