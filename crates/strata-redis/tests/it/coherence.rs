@@ -1,6 +1,7 @@
 //! Several instances sharing one Redis, each with its own connections and L1.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata::EntryOptions;
 use strata_testkit::source::{Db, Product};
@@ -84,7 +85,7 @@ async fn a_thousand_concurrent_cold_reads_load_once() {
     let redis = RedisServer::start();
     let cache = instance(&redis, EntryOptions::ttl(TTL)).await;
     let db = Db::new();
-    db.set_delay(std::time::Duration::from_millis(50));
+    db.set_delay(Duration::from_millis(50));
     let reads: Vec<_> = (0..1000)
         .map(|_| {
             let (cache, db) = (cache.clone(), db.clone());
@@ -194,12 +195,7 @@ async fn a_log_sharing_the_store_adds_no_connection_for_its_commands() {
 async fn concurrent_acknowledged_writes_share_their_looks() {
     let redis = RedisServer::start();
     let a = acknowledging(&redis).await;
-    let hour_on = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 3_600_000;
-    redis.cli(&["HSET", "svc#acks", "1", &format!("{hour_on}:0")]);
+    silent_instance(&redis, "1", Duration::from_secs(3600));
     let looks = || -> u64 {
         redis
             .cli(&["INFO", "commandstats"])
@@ -253,12 +249,7 @@ async fn acknowledged_writes_leave_no_old_copy_on_any_instance() {
 
     // An instance that stopped answering but still counts as alive holds a write up for the
     // wait (a second without a staleness bound), then no longer once its life ran out.
-    let alive_until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 1_500;
-    redis.cli(&["HSET", "svc#acks", "42", &format!("{alive_until}:0")]);
+    silent_instance(&redis, "42", Duration::from_millis(1_500));
     a.invalidate("p").await.unwrap();
     assert_eq!(a.stats().writes_unacknowledged, 1);
     strata_testkit::eventually(
@@ -277,4 +268,15 @@ async fn acknowledged_writes_leave_no_old_copy_on_any_instance() {
         redis.cli(&["HLEN", "svc#acks"]) == "1"
     })
     .await;
+}
+
+/// Plants instance `id` in `svc`'s acknowledgements: alive for `alive_for`, having applied
+/// nothing — an instance that stopped answering but still counts as alive.
+fn silent_instance(redis: &RedisServer, id: &str, alive_for: Duration) {
+    let alive_until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + alive_for;
+    let ack = format!("{}:0", alive_until.as_millis());
+    redis.cli(&["HSET", "svc#acks", id, &ack]);
 }
