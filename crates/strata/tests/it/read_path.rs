@@ -19,6 +19,28 @@ async fn miss_then_hit_returns_the_same_arc_without_loading() {
     assert_eq!((s.misses, s.l1_hits, s.loader_calls), (1, 1, 1));
 }
 
+/// A read looks at L1 when it is first polled, not when it is called: a value stored in
+/// between is what it answers.
+#[tokio::test]
+async fn a_read_looks_when_polled_not_when_called() {
+    let db = Db::new();
+    let cache = HybridCache::builder("svc").build().await.unwrap();
+    let read = cache.get_or_load::<Product, _, _, _>("p:1", db.loader(1));
+    let stored = Product {
+        name: "stored meanwhile".into(),
+        ..db.fetch(1).await.unwrap()
+    };
+    cache
+        .set("p:1", stored, cache.default_entry_options())
+        .await
+        .unwrap();
+    let calls = db.calls();
+    let got = read.await.unwrap();
+    assert_eq!(got.name, "stored meanwhile");
+    assert_eq!(db.calls(), calls, "the loader was not called");
+    assert_eq!(cache.stats().l1_hits, 1);
+}
+
 #[tokio::test]
 async fn uncounted_reads_count_nowhere() {
     let db = Db::new();
