@@ -37,10 +37,10 @@ use redis::{
 use strata::Error;
 
 use crate::autopipeline::AutoPipeline;
+use crate::client_tracking::{Tracking, TrackingSpec};
 use crate::config::RedisConfig;
 use crate::error::{classify, into_log_error};
 use crate::layout::{Layout, slot_of};
-use crate::tracking::{Tracking, TrackingSpec};
 use crate::wire::Wire;
 
 /// `INFO server`'s text, empty if it cannot be read (the oldest behaviour is then assumed).

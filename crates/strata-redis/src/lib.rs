@@ -89,6 +89,7 @@
 )]
 
 mod autopipeline;
+mod client_tracking;
 mod compat;
 mod config;
 mod connection;

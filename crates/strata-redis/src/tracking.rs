@@ -24,11 +24,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{Cmd, PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use strata::Error;
 use strata::invalidation::{Invalidation, LogEvent, Subscription, Target};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::client_tracking::{Tracking, TrackingSpec};
 use crate::config::RedisConfig;
 use crate::connection::Connection;
 use crate::error::classify;
@@ -40,70 +41,6 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The name the receiver gives itself (`CLIENT LIST`).
 const RECEIVER_NAME: &str = "strata:tracking";
-
-/// Server-assisted invalidation on the connections that share it: what to ask of each
-/// socket, and a count of the sockets opened, so that the receiver of the invalidations
-/// knows when a new socket began to track (writes before that were not reported).
-pub(crate) struct Tracking {
-    spec: Mutex<Option<TrackingSpec>>,
-    opened: watch::Sender<u64>,
-}
-
-/// `CLIENT TRACKING ON REDIRECT <redirect> BCAST PREFIX <prefixes…> NOLOOP`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TrackingSpec {
-    /// The client id of the connection the server sends the invalidations to.
-    pub(crate) redirect: i64,
-    pub(crate) prefixes: Vec<String>,
-}
-
-impl TrackingSpec {
-    pub(crate) fn command(&self) -> Cmd {
-        let mut cmd = redis::cmd("CLIENT");
-        cmd.arg("TRACKING")
-            .arg("ON")
-            .arg("REDIRECT")
-            .arg(self.redirect)
-            .arg("BCAST");
-        for prefix in &self.prefixes {
-            cmd.arg("PREFIX").arg(prefix);
-        }
-        cmd.arg("NOLOOP");
-        cmd
-    }
-}
-
-impl Tracking {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Tracking {
-            spec: Mutex::new(None),
-            opened: watch::Sender::new(0),
-        })
-    }
-
-    /// Told of every socket opened from now on.
-    pub(crate) fn opened(&self) -> watch::Receiver<u64> {
-        self.opened.subscribe()
-    }
-
-    /// A socket opened (and turned tracking on, if it could).
-    pub(crate) fn opened_one(&self) {
-        self.opened.send_modify(|n| *n += 1);
-    }
-
-    /// What sockets ask for from now on.
-    pub(crate) fn set(&self, spec: TrackingSpec) {
-        *self.spec.lock().unwrap_or_else(PoisonError::into_inner) = Some(spec);
-    }
-
-    /// What a socket opening now asks for.
-    pub(crate) fn spec(&self) -> Option<TrackingSpec> {
-        self.spec
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
 
 /// The namespaces tracked through one store's connection, and its receivers.
 pub(crate) struct Tracker {

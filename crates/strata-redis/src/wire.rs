@@ -46,8 +46,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::client_tracking::{Tracking, TrackingSpec};
 use crate::resp;
-use crate::tracking::{Tracking, TrackingSpec};
 
 /// What a read asks of the socket at least: most reads carry several replies.
 const READ_CHUNK: usize = 64 * 1024;
