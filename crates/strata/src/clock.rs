@@ -30,14 +30,36 @@ struct Anchor {
     clock: quanta::Clock,
     /// The counter's reading at the anchor.
     start: u64,
+    /// Milliseconds per tick of the counter, as a fraction of 2^64: a tick count becomes
+    /// milliseconds with one widening multiply, inlined into the hit, where `quanta`'s own
+    /// scaling (`delta_as_nanos`, a call into another crate, then a division) cost ~1 ns more
+    /// of a ~35 ns L1 hit (BENCHMARKS.md).
+    ms_per_tick: u64,
     /// Wall-clock milliseconds at `start`, corrected by every resync.
     wall_ms_at_start: AtomicU64,
 }
 
+/// Ticks over which `ms_per_tick` is measured from `quanta`'s calibration: 2^40 (about six
+/// minutes of a 3 GHz counter), enough for its nanoseconds to carry 39 significant bits.
+const SCALE_TICKS_LOG2: u32 = 40;
+
 impl Anchor {
+    #[inline]
     fn elapsed_ms(&self) -> u64 {
-        self.clock.delta_as_nanos(self.start, self.clock.raw()) / 1_000_000
+        let ticks = self.clock.raw().saturating_sub(self.start);
+        ((u128::from(ticks) * u128::from(self.ms_per_tick)) >> 64) as u64
     }
+}
+
+/// `quanta`'s scale as milliseconds per tick, in 64.64 fixed point (see `Anchor::ms_per_tick`).
+/// A counter of at least one tick per millisecond (every clock `quanta` uses) fits in 64 bits.
+/// Rounded up, so that a whole number of milliseconds reads as itself, not one less; what that
+/// adds to a reading is below `ticks / 2^64` ms — under a millisecond for any reading, and far
+/// below the calibration's own error.
+fn ms_per_tick(clock: &quanta::Clock) -> u64 {
+    let ns = clock.delta_as_nanos(0, 1 << SCALE_TICKS_LOG2);
+    let scaled = (u128::from(ns) << (64 - SCALE_TICKS_LOG2)).div_ceil(1_000_000);
+    u64::try_from(scaled).unwrap_or(u64::MAX)
 }
 
 static ANCHOR: OnceLock<Anchor> = OnceLock::new();
@@ -50,6 +72,7 @@ fn new_anchor() -> Anchor {
     let clock = quanta::Clock::new();
     let anchor = Anchor {
         start: clock.raw(),
+        ms_per_tick: ms_per_tick(&clock),
         clock,
         wall_ms_at_start: AtomicU64::new(0),
     };
@@ -152,5 +175,30 @@ mod tests {
         assert!(ours.abs_diff(wall) <= 5, "{ours} vs {wall}");
         std::thread::sleep(Duration::from_millis(20));
         assert!(SystemClock.now_ms() >= ours + 20);
+    }
+
+    /// The inlined scaling counts milliseconds as `quanta` scales ticks: exactly over hours,
+    /// within a millisecond over ten years. Shown on `quanta`'s mock clock, whose ticks are
+    /// nanoseconds.
+    #[test]
+    fn ticks_become_milliseconds_as_quanta_scales_them() {
+        let (clock, mock) = quanta::Clock::mock();
+        let anchor = Anchor {
+            start: clock.raw(),
+            ms_per_tick: ms_per_tick(&clock),
+            clock,
+            wall_ms_at_start: AtomicU64::new(0),
+        };
+        assert_eq!(anchor.elapsed_ms(), 0);
+        for ns in [
+            999_999,
+            1_000_000,
+            1_234_567_890,
+            3_600_000_000_000,
+            315_360_000_000_000_000,
+        ] {
+            mock.increment(ns - (anchor.clock.raw() - anchor.start));
+            assert_eq!(anchor.elapsed_ms(), ns / 1_000_000, "after {ns} ns");
+        }
     }
 }
