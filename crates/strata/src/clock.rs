@@ -190,15 +190,23 @@ mod tests {
             wall_ms_at_start: AtomicU64::new(0),
         };
         assert_eq!(anchor.elapsed_ms(), 0);
+        let at = |ns: u64| {
+            mock.increment(ns - (anchor.clock.raw() - anchor.start));
+            anchor.elapsed_ms()
+        };
+        // Either side of whole milliseconds, up to an hour: exact.
         for ns in [
             999_999,
             1_000_000,
             1_234_567_890,
+            3_599_999_999_999,
             3_600_000_000_000,
-            315_360_000_000_000_000,
         ] {
-            mock.increment(ns - (anchor.clock.raw() - anchor.start));
-            assert_eq!(anchor.elapsed_ms(), ns / 1_000_000, "after {ns} ns");
+            assert_eq!(at(ns), ns / 1_000_000, "after {ns} ns");
         }
+        // Ten years: the rounding up may show through, by at most a millisecond.
+        let ten_years: u64 = 315_360_000_000_000_000;
+        assert!(at(ten_years - 1).abs_diff((ten_years - 1) / 1_000_000) <= 1);
+        assert_eq!(at(ten_years), ten_years / 1_000_000);
     }
 }
