@@ -101,7 +101,9 @@ async fn a_thousand_concurrent_cold_reads_load_once() {
     }
     assert_eq!(db.calls(), 1);
     assert_eq!(cache.stats().loader_calls, 1);
-    // The fill replaced the lease record with the value before anyone was answered.
+    // The crowd is answered once the fill is sent, not once it landed: wait for it, then the
+    // value has replaced the lease record (`\xFFSL…` → `\xFFST…`).
+    cache.run_pending_tasks().await;
     assert_eq!(redis.cli(&["GETRANGE", "svc:cold", "1", "2"]), "ST");
 }
 
