@@ -193,25 +193,27 @@ impl HybridCache {
         self.fetch::<T, F, Fut, E, _>(key, options, loader, typed)
     }
 
-    /// The value of `key` if L1 or L2 holds a live one; never loads. Stale values count as
-    /// absent; so do negative entries.
+    /// The value of `key` if L1 or L2 holds a live one; never loads. Values past their hard
+    /// expiry (kept only as fail-safe fallbacks) count as absent; so do negative entries. A
+    /// value past its soft expiry is returned as it is: nothing refreshes it here.
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         let inner = &*self.inner;
         inner.check_key(key)?;
         inner.hot_keys.record(key);
+        // One clock read serves both levels: L2 is asked only a moment later.
+        let now = inner.clock.now_ms();
         if let Some(l1) = &inner.l1
             && let Some(e) = l1.get(key)
+            && now < e.l1_until
+            && now < e.times.expires
+            && !e.fail_safe
         {
-            let now = inner.clock.now_ms();
-            if now < e.l1_until && now < e.times.expires && !e.fail_safe {
-                if inner.l1_trusted(now) {
-                    inner.counters.incr(Counter::l1_hits);
-                    return typed(key, e.value);
-                }
-                inner.counters.incr(Counter::l1_bypassed);
+            if inner.l1_trusted(now) {
+                inner.counters.incr(Counter::l1_hits);
+                return typed(key, e.value);
             }
+            inner.counters.incr(Counter::l1_bypassed);
         }
-        let now = inner.clock.now_ms();
         // Noted before L2 is read: an invalidation applied after this must keep the value we
         // read out of L1.
         let seen = inner.fence.read(key);
