@@ -22,9 +22,10 @@ impl HybridCache {
     /// call is already loading is waited for, not loaded again, and this call's loads are
     /// shared with concurrent callers of either method. Fills are fenced per key. The loader
     /// gets the keys to load and returns the values it found; keys it leaves out are cached as
-    /// "not found" for the options' [`negative_ttl`](EntryOptions::negative_ttl). Only fresh L1
-    /// entries answer from L1; stale ones are reloaded with the batch (and serve as fail-safe
-    /// fallbacks if the loader fails). The L2 read takes the load lease of each key it misses,
+    /// "not found" for the options' [`negative_ttl`](EntryOptions::negative_ttl). Fresh L1
+    /// entries answer from L1, and so do fail-safe copies within their
+    /// [throttle](EntryOptions::fail_safe_throttle), as with `get_or_load`; soft-expired ones
+    /// are reloaded with the batch (and serve as fail-safe fallbacks if the loader fails). The L2 read takes the load lease of each key it misses,
     /// so other instances wait for this batch's fills rather than load the same keys; a key
     /// another instance is loading already is loaded here too, not waited for, and not
     /// written to L2.
@@ -75,9 +76,17 @@ impl HybridCache {
             if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
                 && let Some(e) = l1.get(*key)
             {
-                let fresh = now < e.l1_until && now < e.times.fresh_until && !e.fail_safe;
-                if fresh && inner.l1_trusted(now) {
-                    inner.count(options, Counter::l1_hits);
+                // `get_or_load`'s rule, less the refresh: a fresh entry answers, and so does a
+                // fail-safe copy within its throttle (a failing source is not asked again on
+                // every call); a soft-expired one is reloaded with the batch.
+                let serves = now < e.l1_until && (e.fail_safe || now < e.times.fresh_until);
+                if serves && inner.l1_trusted(now) {
+                    let counter = if e.fail_safe {
+                        Counter::stale_served
+                    } else {
+                        Counter::l1_hits
+                    };
+                    inner.count(options, counter);
                     answers[i] = Some(e.value);
                     continue;
                 }

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata::{
     Codec, EntryOptions, Error, HybridCache, L1, L2Store, MemoryLease, MemoryLog, MemoryStore,
@@ -358,6 +359,54 @@ async fn a_batch_reads_l1_then_l2_once_then_loads_the_rest_in_one_call() {
     assert_eq!(again[0].as_ref().map(|p| p.id), Some(3));
     assert!(again[1].is_none(), "cached as not found");
     assert_eq!(calls.lock().unwrap().len(), 1);
+}
+
+/// A batch keeps `get_or_load`'s fail-safe: when the source fails, the stale value is served
+/// and the source is not asked again for that key until the throttle has passed.
+#[tokio::test]
+async fn a_batch_serves_fail_safe_copies_and_throttles_the_failing_loader() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let throttle = Duration::from_secs(30);
+    let options = EntryOptions::ttl(TTL)
+        .fail_safe(Duration::from_secs(3600))
+        .fail_safe_throttle(throttle);
+    let cache = cache_on(&store, &log, &clock, options.clone()).await;
+    let calls: Calls = Arc::default();
+    let batch =
+        || cache.get_many_or_load(&["p:1", "p:2"], &options, batch_loader(&db, &calls, &[]));
+    let versions = |got: Vec<Option<Arc<Product>>>| -> Vec<Option<u64>> {
+        got.iter().map(|p| p.as_ref().map(|p| p.version)).collect()
+    };
+    assert_eq!(versions(batch().await.unwrap()), [Some(0), Some(0)]);
+    clock.advance(TTL + Duration::from_secs(1));
+    db.set_failing(true);
+    db.update();
+
+    assert_eq!(
+        versions(batch().await.unwrap()),
+        [Some(0), Some(0)],
+        "the loader failed: stale served"
+    );
+    assert_eq!(calls.lock().unwrap().len(), 2);
+    for _ in 0..3 {
+        assert_eq!(versions(batch().await.unwrap()), [Some(0), Some(0)]);
+    }
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "no retry within the throttle"
+    );
+    let s = cache.stats();
+    assert_eq!((s.stale_served, s.loader_errors, s.l1_hits), (8, 1, 0));
+
+    clock.advance(throttle + Duration::from_secs(1));
+    db.set_failing(false);
+    assert_eq!(
+        versions(batch().await.unwrap()),
+        [Some(1), Some(1)],
+        "asked again after the throttle"
+    );
+    assert_eq!(calls.lock().unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
