@@ -195,7 +195,9 @@ impl HybridCache {
 
     /// The value of `key` if L1 or L2 holds a live one; never loads. Values past their hard
     /// expiry (kept only as fail-safe fallbacks) count as absent; so do negative entries. A
-    /// value past its soft expiry is returned as it is: nothing refreshes it here.
+    /// value past its soft expiry is returned as it is (counted in
+    /// [`stale_served`](crate::Stats::stale_served), as `get_or_load` counts it): nothing
+    /// refreshes it here.
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         let inner = &*self.inner;
         inner.check_key(key)?;
@@ -209,7 +211,9 @@ impl HybridCache {
             && !e.fail_safe
         {
             if inner.l1_trusted(now) {
-                inner.counters.incr(Counter::l1_hits);
+                inner
+                    .counters
+                    .incr(fresh_or_stale(now, &e.times, Counter::l1_hits));
                 return typed(key, e.value);
             }
             inner.counters.incr(Counter::l1_bypassed);
@@ -219,7 +223,9 @@ impl HybridCache {
         let seen = inner.fence.read(key);
         match inner.read_l2::<T>(key, now).await {
             Some(found) if now < found.times.expires => {
-                inner.counters.incr(Counter::l2_hits);
+                inner
+                    .counters
+                    .incr(fresh_or_stale(now, &found.times, Counter::l2_hits));
                 let entry = inner.l1_entry(&inner.defaults, &found, now);
                 inner.insert_l1_unless(key, entry, || inner.fence.read(key) != seen);
                 typed(key, found.value)
@@ -649,6 +655,17 @@ enum Lookup<F> {
     Hit(Value),
     /// L2 or the loader must: the loader back, with the L1 copy kept as a fallback.
     Miss(F, Option<L1Entry>),
+}
+
+/// `hit` for a value still fresh at `now`, [`Counter::stale_served`] for one past its soft
+/// expiry: how `get` counts what it answers with, by the rule `look_in_l1` and the flights
+/// apply (they branch on it anyway, to refresh).
+fn fresh_or_stale(now: u64, times: &crate::envelope::Times, hit: Counter) -> Counter {
+    if now < times.fresh_until {
+        hit
+    } else {
+        Counter::stale_served
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,36 @@ async fn soft_expired_values_are_served_at_once_and_refreshed_once() {
     assert!(s.stale_served >= 10, "{s:?}");
 }
 
+/// `get` answers a soft-expired value as it is — from L1, and from L2 on an instance whose L1
+/// lacks it — refreshes nothing, and counts it as stale, as `get_or_load` does.
+#[tokio::test]
+async fn get_returns_soft_expired_values_unrefreshed_and_counts_them_stale() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL).soft_ttl(10 * SEC);
+    let cache = cache_on(&store, &log, &clock, options.clone()).await;
+    let other = cache_on(&store, &log, &clock, options).await;
+    let _: Arc<Product> = cache.get_or_load("p", db.loader(1)).await.unwrap();
+    cache.run_pending_tasks().await; // the fill has landed in L2
+    let fresh = cache.get::<Product>("p").await.unwrap().unwrap();
+    assert_eq!(fresh.version, 0);
+    assert_eq!((cache.stats().l1_hits, cache.stats().stale_served), (1, 0));
+
+    db.update();
+    clock.advance(11 * SEC);
+    let from_l1 = cache.get::<Product>("p").await.unwrap().unwrap();
+    let from_l2 = other.get::<Product>("p").await.unwrap().unwrap();
+    assert_eq!((from_l1.version, from_l2.version), (0, 0));
+    let (a, b) = (cache.stats(), other.stats());
+    assert_eq!((a.l1_hits, a.stale_served), (1, 1), "{a:?}");
+    assert_eq!((b.l2_hits, b.stale_served), (0, 1), "{b:?}");
+    cache.run_pending_tasks().await;
+    assert_eq!(
+        (db.calls(), a.background_refreshes),
+        (1, 0),
+        "nothing refreshed"
+    );
+}
+
 #[tokio::test]
 async fn fail_safe_serves_stale_and_throttles_the_failing_loader() {
     let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
