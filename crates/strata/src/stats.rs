@@ -21,7 +21,8 @@ pub struct Stats {
     /// Reads that waited on a load another caller began — in this instance (single-flight) or
     /// in another (its lease) — and got its value: neither L1 hits nor misses.
     pub waited: u64,
-    /// Reads answered with a stale value (stale-while-revalidate, soft timeout, fail-safe).
+    /// Reads answered with a stale value (stale-while-revalidate, soft timeout, fail-safe; a
+    /// [`get`](crate::HybridCache::get) past the soft expiry): neither L1 nor L2 hits.
     pub stale_served: u64,
     /// Loader invocations.
     pub loader_calls: u64,
