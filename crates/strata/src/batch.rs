@@ -25,10 +25,10 @@ impl HybridCache {
     /// "not found" for the options' [`negative_ttl`](EntryOptions::negative_ttl). Fresh L1
     /// entries answer from L1, and so do fail-safe copies within their
     /// [throttle](EntryOptions::fail_safe_throttle), as with `get_or_load`; soft-expired ones
-    /// are reloaded with the batch (and serve as fail-safe fallbacks if the loader fails). The L2 read takes the load lease of each key it misses,
-    /// so other instances wait for this batch's fills rather than load the same keys; a key
-    /// another instance is loading already is loaded here too, not waited for, and not
-    /// written to L2.
+    /// are reloaded with the batch (and serve as fail-safe fallbacks if the loader fails).
+    /// The L2 read takes the load lease of each key it misses, so other instances wait for
+    /// this batch's fills rather than load the same keys; a key another instance is loading
+    /// already is loaded here too, not waited for, and not written to L2.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
