@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::HybridCache;
+use crate::engine::l1::Serve;
 use crate::engine::load::{Load, Step};
 use crate::error::{Error, Result, box_error};
 use crate::options::EntryOptions;
@@ -76,16 +77,14 @@ impl HybridCache {
             if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
                 && let Some(e) = l1.get(*key)
             {
-                // `get_or_load`'s rule, less the refresh: a fresh entry answers, and so does a
-                // fail-safe copy within its throttle (a failing source is not asked again on
-                // every call); a soft-expired one is reloaded with the batch.
-                let serves = now < e.l1_until && (e.fail_safe || now < e.times.fresh_until);
-                if serves && inner.l1_trusted(now) {
-                    let counter = if e.fail_safe {
-                        Counter::stale_served
-                    } else {
-                        Counter::l1_hits
-                    };
+                // A fail-safe copy answers within its throttle (a failing source is not asked
+                // again on every call); a soft-expired one is reloaded with the batch.
+                let counter = match inner.l1_serves(&e, now) {
+                    Serve::Fresh => Some(Counter::l1_hits),
+                    Serve::FailSafe => Some(Counter::stale_served),
+                    Serve::Stale | Serve::Untrusted | Serve::Expired => None,
+                };
+                if let Some(counter) = counter {
                     inner.count(options, counter);
                     answers[i] = Some(e.value);
                     continue;

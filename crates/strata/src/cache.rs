@@ -7,6 +7,7 @@ use std::task::Poll;
 use tracing::Instrument;
 
 use crate::engine::Engine;
+use crate::engine::l1::Serve;
 use crate::engine::load::Load;
 use crate::error::{Error, Result};
 use crate::hot_keys::HotKey;
@@ -206,26 +207,30 @@ impl HybridCache {
         let now = inner.clock.now_ms();
         if let Some(l1) = &inner.l1
             && let Some(e) = l1.get(key)
-            && now < e.l1_until
-            && now < e.times.expires
-            && !e.fail_safe
         {
-            if inner.l1_trusted(now) {
-                inner
-                    .counters
-                    .incr(fresh_or_stale(now, &e.times, Counter::l1_hits));
-                return typed(key, e.value);
+            // A fail-safe copy is not a live value: L2 may hold one.
+            match inner.l1_serves(&e, now) {
+                Serve::Fresh => {
+                    inner.counters.incr(Counter::l1_hits);
+                    return typed(key, e.value);
+                }
+                Serve::Stale => {
+                    inner.counters.incr(Counter::stale_served);
+                    return typed(key, e.value);
+                }
+                Serve::FailSafe | Serve::Untrusted | Serve::Expired => {}
             }
-            inner.counters.incr(Counter::l1_bypassed);
         }
         // Noted before L2 is read: an invalidation applied after this must keep the value we
         // read out of L1.
         let seen = inner.fence.read(key);
         match inner.read_l2::<T>(key, now).await {
             Some(found) if now < found.times.expires => {
-                inner
-                    .counters
-                    .incr(fresh_or_stale(now, &found.times, Counter::l2_hits));
+                inner.counters.incr(if now < found.times.fresh_until {
+                    Counter::l2_hits
+                } else {
+                    Counter::stale_served
+                });
                 let entry = inner.l1_entry(&inner.defaults, &found, now);
                 inner.insert_l1_unless(key, entry, || inner.fence.read(key) != seen);
                 typed(key, found.value)
@@ -515,26 +520,21 @@ impl HybridCache {
             return Ok(Lookup::Miss(loader, None));
         };
         let now = inner.clock.now_ms();
-        if now >= e.l1_until {
-            return Ok(Lookup::Miss(loader, Some(e)));
-        }
-        if !inner.l1_trusted(now) {
-            // The log cannot vouch for L1 just now: ask L2, keeping this copy as the
-            // fail-safe fallback.
-            inner.counters.incr(Counter::l1_bypassed);
-            return Ok(Lookup::Miss(loader, Some(e)));
-        }
-        if e.fail_safe {
-            inner.count(options, Counter::stale_served);
-        } else if now < e.times.fresh_until {
-            inner.count(options, Counter::l1_hits);
-            if options.refreshes_early(e.load_ms, e.times.fresh_until, now) {
-                self.refresh(key, options, &e, loader, Refresh::Early);
+        match inner.l1_serves(&e, now) {
+            // Ask L2, keeping this copy as the fail-safe fallback.
+            Serve::Expired | Serve::Untrusted => return Ok(Lookup::Miss(loader, Some(e))),
+            Serve::FailSafe => inner.count(options, Counter::stale_served),
+            Serve::Fresh => {
+                inner.count(options, Counter::l1_hits);
+                if options.refreshes_early(e.load_ms, e.times.fresh_until, now) {
+                    self.refresh(key, options, &e, loader, Refresh::Early);
+                }
             }
-        } else {
             // Soft-expired: serve it now, refresh once in the background.
-            inner.count(options, Counter::stale_served);
-            self.refresh(key, options, &e, loader, Refresh::Stale);
+            Serve::Stale => {
+                inner.count(options, Counter::stale_served);
+                self.refresh(key, options, &e, loader, Refresh::Stale);
+            }
         }
         Ok(Lookup::Hit(e.value))
     }
@@ -655,17 +655,6 @@ enum Lookup<F> {
     Hit(Value),
     /// L2 or the loader must: the loader back, with the L1 copy kept as a fallback.
     Miss(F, Option<L1Entry>),
-}
-
-/// `hit` for a value still fresh at `now`, [`Counter::stale_served`] for one past its soft
-/// expiry: how `get` counts what it answers with, by the rule `look_in_l1` and the flights
-/// apply (they branch on it anyway, to refresh).
-fn fresh_or_stale(now: u64, times: &crate::envelope::Times, hit: Counter) -> Counter {
-    if now < times.fresh_until {
-        hit
-    } else {
-        Counter::stale_served
-    }
 }
 
 #[cfg(test)]

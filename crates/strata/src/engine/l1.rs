@@ -7,7 +7,44 @@ use crate::options::{EntryOptions, ms};
 use crate::stats::Counter;
 use crate::value::Found;
 
+/// What an L1 copy may answer a read with at a given time: the one rule every read path
+/// (`get_or_load`, `get`, `get_many_or_load`) applies, each adding only what it does beyond
+/// answering (a refresh, a fallback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Serve {
+    /// Its value, fresh.
+    Fresh,
+    /// Its value, past the soft expiry: a refresh is due.
+    Stale,
+    /// Its value, a fail-safe copy within its throttle (the loader failed).
+    FailSafe,
+    /// Nothing: the log cannot vouch for L1 just now (the staleness bound); counted in
+    /// `l1_bypassed`. The copy may still serve as a fail-safe fallback.
+    Untrusted,
+    /// Nothing: past its time in L1. The copy may still serve as a fail-safe fallback.
+    Expired,
+}
+
 impl Engine {
+    /// What `e` may answer a read with at `now` (see [`Serve`]).
+    #[inline]
+    pub(crate) fn l1_serves(&self, e: &L1Entry, now: u64) -> Serve {
+        if now >= e.l1_until {
+            return Serve::Expired;
+        }
+        if !self.l1_trusted(now) {
+            self.counters.incr(Counter::l1_bypassed);
+            return Serve::Untrusted;
+        }
+        if e.fail_safe {
+            Serve::FailSafe
+        } else if now < e.times.fresh_until {
+            Serve::Fresh
+        } else {
+            Serve::Stale
+        }
+    }
+
     /// The L1 entry for a value found or loaded now.
     pub(crate) fn l1_entry(&self, options: &EntryOptions, found: &Found, now: u64) -> L1Entry {
         L1Entry::of(found, options.l1_until(now, &found.times))
