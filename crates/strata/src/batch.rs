@@ -9,6 +9,7 @@ use crate::cache::HybridCache;
 use crate::engine::l1::Serve;
 use crate::engine::load::{Load, Step};
 use crate::error::{Error, Result, box_error};
+use crate::l1::L1Entry;
 use crate::options::EntryOptions;
 use crate::single_flight::{Join, Source, Waiter};
 use crate::stats::Counter;
@@ -25,8 +26,11 @@ impl HybridCache {
     /// gets the keys to load and returns the values it found; keys it leaves out are cached as
     /// "not found" for the options' [`negative_ttl`](EntryOptions::negative_ttl). Fresh L1
     /// entries answer from L1, and so do fail-safe copies within their
-    /// [throttle](EntryOptions::fail_safe_throttle), as with `get_or_load`; soft-expired ones
-    /// are reloaded with the batch (and serve as fail-safe fallbacks if the loader fails).
+    /// [throttle](EntryOptions::fail_safe_throttle), as with `get_or_load`. Soft-expired
+    /// entries are served as they are when L1 answers every key, and refreshed in the
+    /// background by one loader call, as `get_or_load` refreshes them; when some key has to be
+    /// loaded anyway, they are reloaded with it and answered fresh (the caller waits for that
+    /// load regardless), serving as fail-safe fallbacks if the loader fails.
     /// The L2 read takes the load lease of each key it misses, so other instances wait for
     /// this batch's fills rather than load the same keys; a key another instance is loading
     /// already is loaded here too, not waited for, and not written to L2.
@@ -70,28 +74,77 @@ impl HybridCache {
         }
         let now = inner.clock.now_ms();
         let mut answers: Vec<Option<crate::value::Value>> = vec![None; keys.len()];
-        let mut waiters: Vec<(usize, Waiter, bool)> = Vec::new();
-        let mut led: Vec<(usize, Load)> = Vec::new();
+        // Keys L1 has no answer for, with the copy it holds (a fail-safe fallback), and
+        // soft-expired keys it answers stale.
+        let mut needed: Vec<(usize, Option<L1Entry>)> = Vec::new();
+        let mut stale: Vec<(usize, L1Entry)> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            let mut stale = None;
-            if let (false, Some(l1)) = (options.skip_l1, &inner.l1)
-                && let Some(e) = l1.get(*key)
-            {
-                // A fail-safe copy answers within its throttle (a failing source is not asked
-                // again on every call); a soft-expired one is reloaded with the batch.
-                let counter = match inner.l1_serves(&e, now) {
-                    Serve::Fresh => Some(Counter::l1_hits),
-                    Serve::FailSafe => Some(Counter::stale_served),
-                    Serve::Stale | Serve::Untrusted | Serve::Expired => None,
-                };
-                if let Some(counter) = counter {
-                    inner.count(options, counter);
-                    answers[i] = Some(e.value);
+            let copy = match (options.skip_l1, &inner.l1) {
+                (false, Some(l1)) => l1.get(*key),
+                _ => None,
+            };
+            let Some(e) = copy else {
+                needed.push((i, None));
+                continue;
+            };
+            // A fail-safe copy answers within its throttle (a failing source is not asked
+            // again on every call).
+            let counter = match inner.l1_serves(&e, now) {
+                Serve::Fresh => Counter::l1_hits,
+                Serve::FailSafe => Counter::stale_served,
+                Serve::Stale => {
+                    stale.push((i, e));
                     continue;
                 }
-                stale = Some(e);
+                Serve::Untrusted | Serve::Expired => {
+                    needed.push((i, Some(e)));
+                    continue;
+                }
+            };
+            inner.count(options, counter);
+            answers[i] = Some(e.value);
+        }
+        if needed.is_empty() {
+            for (i, e) in &stale {
+                inner.count(options, Counter::stale_served);
+                answers[*i] = Some(e.value.clone());
             }
-            match inner.flights.join(key) {
+            self.refresh_many::<T, F, Fut, E>(keys, options, stale, loader);
+        } else {
+            // A load is due anyway: the soft-expired keys ride in it.
+            needed.extend(stale.into_iter().map(|(i, e)| (i, Some(e))));
+            needed.sort_unstable_by_key(|(i, _)| *i);
+            self.load_many::<T, F, Fut, E>(keys, options, needed, loader, &mut answers)
+                .await?;
+        }
+        answers
+            .into_iter()
+            .zip(keys)
+            .map(|(value, key)| typed(key, value.flatten()))
+            .collect()
+    }
+
+    /// Answers the keys `needed` (indexes into `keys`, each with the L1 copy it may fall back
+    /// on): joins each key's flight, leads the new ones as one batch, waits for all.
+    async fn load_many<T, F, Fut, E>(
+        &self,
+        keys: &[&str],
+        options: &EntryOptions,
+        needed: Vec<(usize, Option<L1Entry>)>,
+        loader: F,
+        answers: &mut [Option<crate::value::Value>],
+    ) -> Result<()>
+    where
+        T: CacheValue,
+        F: FnOnce(Vec<String>) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let inner = self.inner();
+        let mut waiters: Vec<(usize, Waiter, bool)> = Vec::new();
+        let mut led: Vec<(usize, Load)> = Vec::new();
+        for (i, stale) in needed {
+            match inner.flights.join(keys[i]) {
                 Join::Lead(leader) => {
                     waiters.push((i, leader.waiter(), true));
                     led.push((i, Load::new(inner, options, stale, leader)));
@@ -116,11 +169,43 @@ impl HybridCache {
             );
             answers[i] = Some(value);
         }
-        answers
-            .into_iter()
-            .zip(keys)
-            .map(|(value, key)| typed(key, value.flatten()))
-            .collect()
+        Ok(())
+    }
+
+    /// Refreshes the soft-expired keys `stale` (indexes into `keys`) in the background with
+    /// one loader call; a key already in flight is left to its flight.
+    fn refresh_many<T, F, Fut, E>(
+        &self,
+        keys: &[&str],
+        options: &EntryOptions,
+        stale: Vec<(usize, L1Entry)>,
+        loader: F,
+    ) where
+        T: CacheValue,
+        F: FnOnce(Vec<String>) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let inner = self.inner();
+        let mut names: Vec<String> = Vec::new();
+        let mut led: Vec<(usize, Load)> = Vec::new();
+        for (i, e) in stale {
+            if let Join::Lead(leader) = inner.flights.join(keys[i]) {
+                inner.counters.incr(Counter::background_refreshes);
+                led.push((names.len(), Load::new(inner, options, Some(e), leader)));
+                names.push(keys[i].to_owned());
+            }
+        }
+        if led.is_empty() {
+            return;
+        }
+        let (cache, options) = (self.clone(), options.clone());
+        tokio::spawn(async move {
+            let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+            cache
+                .lead_batch::<T, F, Fut, E>(&keys, &options, led, loader)
+                .await;
+        });
     }
 
     /// The flights this call leads: one L2 read, then one loader call for what L2 lacked.

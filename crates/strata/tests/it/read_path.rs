@@ -409,6 +409,108 @@ async fn a_batch_serves_fail_safe_copies_and_throttles_the_failing_loader() {
     assert_eq!(calls.lock().unwrap().len(), 3);
 }
 
+/// A batch that L1 answers whole serves its soft-expired keys at once, as `get_or_load` does,
+/// and refreshes them in the background with one loader call (a key named twice, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_serves_soft_expired_keys_at_once_and_refreshes_them_in_one_call() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL).soft_ttl(Duration::from_secs(10));
+    let cache = cache_on(&store, &log, &clock, options.clone()).await;
+    let calls: Calls = Arc::default();
+    let versions = |got: Vec<Option<Arc<Product>>>| -> Vec<Option<u64>> {
+        got.iter().map(|p| p.as_ref().map(|p| p.version)).collect()
+    };
+    let first = cache
+        .get_many_or_load(&["p:1", "p:2"], &options, batch_loader(&db, &calls, &[]))
+        .await
+        .unwrap();
+    assert_eq!(versions(first), [Some(0), Some(0)]);
+    cache.run_pending_tasks().await; // the fills have landed in L2
+    db.update();
+    clock.advance(Duration::from_secs(11));
+    let _: Arc<Product> = cache.get_or_load("p:3", db.loader(3)).await.unwrap(); // fresh
+
+    // The refresh's loader waits at a gate this test opens only once the batch has answered.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated = {
+        let (load, gate) = (batch_loader(&db, &calls, &[]), gate.clone());
+        move |keys: Vec<String>| -> BatchLoad {
+            let load = load(keys);
+            Box::pin(async move {
+                let _open = gate.acquire().await;
+                load.await
+            })
+        }
+    };
+    let batch = cache.get_many_or_load(&["p:1", "p:3", "p:2", "p:2"], &options, gated);
+    let got = tokio::time::timeout(Duration::from_secs(5), batch)
+        .await
+        .expect("the batch answered without waiting for its refresh")
+        .unwrap();
+    assert_eq!(versions(got), [Some(0), Some(1), Some(0), Some(0)]);
+    let s = cache.stats();
+    assert_eq!(
+        (s.stale_served, s.l1_hits, s.background_refreshes),
+        (3, 1, 2),
+        "{s:?}"
+    );
+    strata_testkit::eventually(
+        "the refresh to call the loader",
+        Duration::from_secs(5),
+        || async { calls.lock().unwrap().len() == 2 },
+    )
+    .await;
+    assert_eq!(
+        calls.lock().unwrap()[1],
+        ["p:1", "p:2"],
+        "one call, each key once"
+    );
+
+    gate.add_permits(1);
+    strata_testkit::eventually("the refresh to land", Duration::from_secs(5), || async {
+        let p1 = cache.get::<Product>("p:1").await.unwrap();
+        let p2 = cache.get::<Product>("p:2").await.unwrap();
+        p1.zip(p2)
+            .is_some_and(|(a, b)| (a.version, b.version) == (1, 1))
+    })
+    .await;
+    let again = cache
+        .get_many_or_load(&["p:1", "p:2"], &options, batch_loader(&db, &calls, &[]))
+        .await
+        .unwrap();
+    assert_eq!(versions(again), [Some(1), Some(1)]);
+    assert_eq!(calls.lock().unwrap().len(), 2, "answered fresh from L1");
+}
+
+/// A batch that has to load a key anyway reloads its soft-expired keys with it and answers
+/// them fresh.
+#[tokio::test]
+async fn a_batch_with_a_miss_reloads_its_soft_expired_keys_with_it() {
+    let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+    let options = EntryOptions::ttl(TTL).soft_ttl(Duration::from_secs(10));
+    let cache = cache_on(&store, &log, &clock, options.clone()).await;
+    let calls: Calls = Arc::default();
+    let _ = cache
+        .get_many_or_load(&["p:1"], &options, batch_loader(&db, &calls, &[]))
+        .await
+        .unwrap();
+    db.update();
+    clock.advance(Duration::from_secs(11));
+    let got = cache
+        .get_many_or_load(&["p:2", "p:1"], &options, batch_loader(&db, &calls, &[]))
+        .await
+        .unwrap();
+    let versions: Vec<Option<u64>> = got.iter().map(|p| p.as_ref().map(|p| p.version)).collect();
+    assert_eq!(versions, [Some(1), Some(1)]);
+    assert_eq!(
+        calls.lock().unwrap()[1],
+        ["p:2", "p:1"],
+        "one call, in the batch's order"
+    );
+    let s = cache.stats();
+    assert_eq!((s.stale_served, s.background_refreshes), (0, 0), "{s:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_waits_for_keys_already_loading_instead_of_loading_them_again() {
     let db = Db::new();
