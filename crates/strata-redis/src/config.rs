@@ -45,6 +45,7 @@ pub struct RedisConfig {
     pub(crate) cluster: Option<Vec<ConnectionInfo>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
+    pub(crate) replica_wait: Duration,
     pub(crate) ca_pem: Option<Vec<u8>>,
     pub(crate) client_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -74,6 +75,7 @@ impl RedisConfig {
             cluster,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_millis(500),
+            replica_wait: Duration::from_millis(50),
             ca_pem: None,
             client_pem: None,
         })
@@ -88,6 +90,17 @@ impl RedisConfig {
     /// How long to wait for a command's reply (default 500 ms).
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
+        self
+    }
+
+    /// On a Redis Cluster, how long a write waits for a replica of its master to acknowledge
+    /// it (`WAIT 1 <ms>`; default 50 ms), so that an acknowledged write outlives a failover.
+    /// A replica that does not answer in time is looked for again in the topology; the write
+    /// still succeeds. While a write waits, the commands sent after it on the connection to
+    /// that master wait too: keep it short next to the replicas' round trip. Only masters with
+    /// a connected replica are waited on; nothing on one server or with Sentinel.
+    pub fn replica_wait(mut self, wait: Duration) -> Self {
+        self.replica_wait = wait;
         self
     }
 
@@ -360,6 +373,7 @@ impl fmt::Debug for RedisConfig {
             .field("password", &settings.password().map(|_| "<redacted>"))
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("replica_wait", &self.replica_wait)
             .field("ca", &self.ca_pem.as_ref().map(|_| "<pem>"))
             .field(
                 "client_certificate",

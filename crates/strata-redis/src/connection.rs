@@ -34,7 +34,7 @@ use redis::{
     Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult,
     ServerErrorKind, Value,
 };
-use strata::Error;
+use strata::{Error, ReplicaWait};
 
 use crate::autopipeline::AutoPipeline;
 use crate::client_tracking::{Tracking, TrackingSpec};
@@ -88,10 +88,6 @@ impl ServerFeatures {
 
 /// The shortest time between two rebuilds.
 const REBUILD_GAP: Duration = Duration::from_millis(200);
-
-/// The longest a write waits for a replica's acknowledgement on a cluster (replication on a
-/// LAN takes well under a millisecond; this is for a replica that lags).
-const REPLICA_WAIT: Duration = Duration::from_millis(50);
 
 /// How long the map of which slots have a replica is trusted before it is read again.
 const TOPOLOGY_FOR: Duration = Duration::from_secs(5);
@@ -536,7 +532,7 @@ impl Connection {
     }
 
     /// On a cluster, waits until a replica of `key`'s master has what this connection wrote
-    /// there (`WAIT 1`, at most [`REPLICA_WAIT`]): an acknowledged write then survives a
+    /// there (`WAIT 1`, at most [`RedisConfig::replica_wait`]): an acknowledged write then survives a
     /// failover, which promotes that replica. Replication is asynchronous otherwise, and a
     /// master killed right after answering would take the write with it (an invalidation
     /// lost: a stale value back in L2). Nothing on one server, where a restart loses all.
@@ -546,6 +542,15 @@ impl Connection {
     /// one would hold its connection for the whole timeout, for nothing.
     pub(crate) async fn replicated(&self, key: &str) -> Result<(), Error> {
         self.replicated_all(std::slice::from_ref(&key)).await
+    }
+
+    /// [`replicated`](Self::replicated) as a wait to run beside the next step: `None` on one
+    /// server, where there is nothing to wait for.
+    pub(crate) fn replica_wait(&self, key: String) -> Option<ReplicaWait> {
+        matches!(self.shared.kind, Kind::Cluster(_)).then(|| {
+            let conn = self.clone();
+            ReplicaWait::new(async move { conn.replicated(&key).await })
+        })
     }
 
     /// [`replicated`](Self::replicated) for writes to many keys: one `WAIT` per master they
@@ -578,7 +583,7 @@ impl Connection {
         ));
         let wait = redis::cmd("WAIT")
             .arg(1)
-            .arg(REPLICA_WAIT.as_millis() as u64)
+            .arg(u64::try_from(self.shared.config.replica_wait.as_millis()).unwrap_or(u64::MAX))
             .clone();
         let acked = cluster
             .route_command(wait, routing)

@@ -10,7 +10,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use strata::envelope::{lease_holder, lease_record};
 use strata::invalidation::Subscription;
 use strata::keys::namespace_patterns;
-use strata::{Error, Fence, L2Store, Lease, LogAppend, Position, Read, WriteMode, Written};
+use strata::{
+    Error, Fence, L2Store, Lease, LogAppend, Position, Read, ReplicaWait, WriteMode, Written,
+};
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
@@ -401,9 +403,13 @@ impl L2Store for RedisStore {
     ) -> Result<Written, Error> {
         let l = self.conn.layout();
         if l == Layout::Cluster {
-            return self
+            let (written, replica) = self
                 .set_in_cluster(namespace, key, value, ttl, tags, mode)
-                .await;
+                .await?;
+            if let Some(wait) = replica {
+                wait.await?;
+            }
+            return Ok(written);
         }
         let data = l.data(namespace, key);
         let log = match mode {
@@ -477,12 +483,45 @@ impl L2Store for RedisStore {
         })
     }
 
+    async fn set_apart(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> Result<(Written, Option<ReplicaWait>), Error> {
+        if self.conn.layout() == Layout::Cluster {
+            return self
+                .set_in_cluster(namespace, key, value, ttl, tags, mode)
+                .await;
+        }
+        Ok((
+            self.set(namespace, key, value, ttl, tags, mode).await?,
+            None,
+        ))
+    }
+
     async fn delete(
         &self,
         namespace: &str,
         key: &str,
         log: Option<&LogAppend>,
     ) -> Result<Option<Position>, Error> {
+        let (logged, replica) = self.delete_apart(namespace, key, log).await?;
+        if let Some(wait) = replica {
+            wait.await?;
+        }
+        Ok(logged)
+    }
+
+    async fn delete_apart(
+        &self,
+        namespace: &str,
+        key: &str,
+        log: Option<&LogAppend>,
+    ) -> Result<(Option<Position>, Option<ReplicaWait>), Error> {
         let data = self.conn.layout().data(namespace, key);
         match log.filter(|log| self.beside(log)) {
             Some(log) => {
@@ -492,13 +531,12 @@ impl L2Store for RedisStore {
                     .call(&mut self.conn.get(), &keys, &args)
                     .await
                     .map_err(|e| self.conn.failed(e))?;
-                Ok(Some(log.at(seq)))
+                Ok((Some(log.at(seq)), None))
             }
             None => {
                 self.unlink(&data).await?;
                 // On a cluster: acknowledged once a replica has it, so a failover keeps it.
-                self.conn.replicated(&data).await?;
-                Ok(None)
+                Ok((None, self.conn.replica_wait(data)))
             }
         }
     }
@@ -616,7 +654,7 @@ impl RedisStore {
         ttl: Duration,
         tags: &[String],
         mode: WriteMode,
-    ) -> Result<Written, Error> {
+    ) -> Result<(Written, Option<ReplicaWait>), Error> {
         let l = self.conn.layout();
         let data = l.data(namespace, key);
         let index = |tag: &String| {
@@ -642,21 +680,22 @@ impl RedisStore {
         else {
             self.plain_set(&data, &value, ttl).await?;
             // A write-through replaces what others may hold: it must outlive a failover.
-            self.conn.replicated(&data).await?;
-            return Ok(Written {
+            let written = Written {
                 stored: true,
                 logged: None,
-            });
+            };
+            return Ok((written, self.conn.replica_wait(data)));
         };
         // The tags are indexed: the fill itself touches only the data key here.
         if let Some(stored) = self
             .fill_in_place(&data, &value, ttl, &fence, lease)
             .await?
         {
-            return Ok(Written {
+            let written = Written {
                 stored,
                 logged: None,
-            });
+            };
+            return Ok((written, None));
         }
         let refresh = refresh_key(l, namespace, key, &data, lease);
         let keys = [(&data).into(), (&*refresh).into()];
@@ -669,10 +708,11 @@ impl RedisStore {
         if waited == 1 {
             announce_filled(&self.conn, namespace, key).await?;
         }
-        Ok(Written {
+        let written = Written {
             stored: stored == 1,
             logged: None,
-        })
+        };
+        Ok((written, None))
     }
 }
 

@@ -17,7 +17,7 @@ use crate::options::{EntryOptions, Loaded};
 use crate::resilience::Health;
 use crate::single_flight::{Join, Source};
 use crate::stats::{Counter, Stats};
-use crate::store::WriteMode;
+use crate::store::{ReplicaWait, WriteMode};
 use crate::value::{CacheValue, Found, Value, typed};
 /// A typed, async hybrid cache: L1 in memory, L2 shared, kept coherent by an invalidation log.
 ///
@@ -267,6 +267,7 @@ impl HybridCache {
         inner.overtake(key);
         let target = Target::Key(key.to_owned());
         let mut written = Ok(None);
+        let mut replica = None;
         let mut size = 0;
         if !options.skip_l2 {
             let bytes = inner.encode::<T>(key, &value, &times, &options.tags, 0, options.codec)?;
@@ -275,8 +276,9 @@ impl HybridCache {
             let mode = WriteMode::Replace {
                 log: inner.log_append(&target).await,
             };
-            let result = inner.write_l2(key, bytes, &times, &options.tags, mode);
-            written = result.await.map(|w| w.logged);
+            let result = inner.write_l2_apart(key, bytes, &times, &options.tags, mode);
+            let (result, wait) = result.await;
+            (written, replica) = (result.map(|w| w.logged), wait);
             if let Err(e) = &written
                 && !e.is_retryable()
             {
@@ -299,7 +301,12 @@ impl HybridCache {
             return Ok(());
         }
         let written = match written {
-            Ok(logged) => inner.announce(target.clone(), logged).await,
+            // On a cluster the value's replica wait runs beside the log's append.
+            Ok(logged) => {
+                let (replicated, published) =
+                    inner.announce_beside(replica, target.clone(), logged).await;
+                replicated.and(published)
+            }
             Err(e) => Err(e),
         };
         inner.settle(target, written)
@@ -347,9 +354,18 @@ impl HybridCache {
         // log entry goes in the same step when the log lives beside the data.
         let target = Target::Key(key.to_owned());
         let log = inner.log_append(&target).await;
-        let l2 = inner.l2.delete(&inner.namespace, key, log.as_ref()).await;
+        // On a cluster the removal's replica wait runs beside the log's append (the append
+        // needs the removal done, not replicated): three round trips one after another.
+        let (l2, replica) = match inner
+            .l2
+            .delete_apart(&inner.namespace, key, log.as_ref())
+            .await
+        {
+            Ok((logged, replica)) => (Ok(logged), replica),
+            Err(e) => (Err(e), None),
+        };
         inner.drop_l1(key);
-        self.finish_invalidation(target, l2).await
+        self.finish_invalidation(target, l2, replica).await
     }
 
     /// Removes every entry tagged `tag`, everywhere. Deferred like
@@ -363,7 +379,7 @@ impl HybridCache {
         inner.overtake_tag(tag);
         let l2 = inner.l2.delete_by_tag(&inner.namespace, tag).await;
         inner.drop_tag(tag);
-        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(|_| None))
+        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(|_| None), None)
             .await
     }
 
@@ -373,21 +389,23 @@ impl HybridCache {
         let inner = &*self.inner;
         let l2 = inner.l2.clear(&inner.namespace).await;
         inner.drop_all();
-        self.finish_invalidation(Target::Clear, l2.map(|_| None))
+        self.finish_invalidation(Target::Clear, l2.map(|_| None), None)
             .await
     }
 
     /// Publishes an invalidation whose L2 step gave `l2` (where the store logged it, if it
-    /// did), and settles the outcome.
+    /// did) while the step's `replica` wait runs, and settles the outcome.
     async fn finish_invalidation(
         &self,
         target: Target,
         l2: Result<Option<Position>>,
+        replica: Option<ReplicaWait>,
     ) -> Result<()> {
         let inner = &*self.inner;
         let logged = l2.as_ref().ok().copied().flatten();
-        let published = inner.announce(target.clone(), logged).await;
-        inner.settle(target, inner.note_l2(l2).map(drop).and(published))
+        let l2 = inner.note_l2(l2).map(drop);
+        let (replicated, published) = inner.announce_beside(replica, target.clone(), logged).await;
+        inner.settle(target, l2.and(replicated).and(published))
     }
 
     /// The state of the shared tier as this cache sees it: its circuit breakers and the

@@ -138,6 +138,6 @@ pub use resilience::{
     RetryPolicy,
 };
 pub use stats::Stats;
-pub use store::{Fence, L2Store, MemoryStore, Read, WriteMode, Written};
+pub use store::{Fence, L2Store, MemoryStore, Read, ReplicaWait, WriteMode, Written};
 pub use value::CacheValue;
 pub use write_behind::{Flusher, MemoryWriteQueue, QueuedWrite, WriteQueue};

@@ -859,3 +859,113 @@ async fn tracking_follows_a_cluster_failover() {
     let master = master_at(&cluster, port);
     crate::tracking::reports_resume(&cache, "k", || drop(master.cli(&["DEL", "svc:k"]))).await;
 }
+
+/// A cluster invalidation appends its log entry while the removal still waits for a replica
+/// of the key's master: the append needs the removal done, not replicated, so the write takes
+/// three round trips one after another rather than four. With that replica frozen and a long
+/// replica wait, another instance drops its copy while the write is still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_is_logged_while_its_removal_waits_for_a_replica() {
+    let b = logged_while_the_replica_waits(|a, key| {
+        tokio::spawn(async move { a.invalidate(&key).await })
+    })
+    .await;
+    assert_eq!(b, 1, "b loaded the key again");
+}
+
+/// The same for a write-through: the value is stored, its log entry appended while the
+/// value's replica wait runs, and the other instance reads the new value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_is_logged_while_its_value_waits_for_a_replica() {
+    let b = logged_while_the_replica_waits(|a, key| {
+        tokio::spawn(async move { a.set(&key, 2_u64, &EntryOptions::ttl(TTL)).await })
+    })
+    .await;
+    assert_eq!(b, 2, "b read the new value from L2");
+}
+
+/// Runs `write` of a key on instance A with the replica of the key's master frozen and a
+/// replica wait longer than the test looks; checks that instance B applies the write's log
+/// entry while the write still waits; returns what B then reads (its loader answers 1).
+async fn logged_while_the_replica_waits(
+    write: impl FnOnce(
+        strata::HybridCache,
+        String,
+    ) -> tokio::task::JoinHandle<Result<(), strata::Error>>,
+) -> u64 {
+    let _one = crate::HEAVY.lock().await;
+    let cluster = RedisCluster::start();
+    // The replica wait outlasts the test's look, and no timeout cuts it short.
+    let hold = Duration::from_secs(6);
+    let config = RedisConfig::from_url(&cluster.url())
+        .unwrap()
+        .replica_wait(hold)
+        .command_timeout(2 * hold);
+    let patient = || async {
+        crate::builder(&config, EntryOptions::ttl(TTL))
+            .await
+            .resilience(strata::Resilience::default().write_timeout(2 * hold))
+            .build()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (patient().await, patient().await);
+    let topology = cluster.topology();
+    let master_of = |key: &str| {
+        let slot: u16 = cluster
+            .node(0)
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .expect("a slot");
+        topology
+            .iter()
+            .find(|n| n.master && n.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot)))
+            .expect("a master serving the slot")
+            .clone()
+    };
+    // A key whose master does not hold the log: a `WAIT` holds up what follows it on its
+    // master's connection, the append included.
+    let log_master = master_of("svc#log{svc}").port;
+    let key = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| master_of(&format!("svc:{k}")).port != log_master)
+        .expect("a key on another master");
+    let data_master = master_of(&format!("svc:{key}"));
+    let replica = topology
+        .iter()
+        .find(|n| n.master_id.as_deref() == Some(data_master.id.as_str()))
+        .map(|n| cluster.index_of(n.port))
+        .expect("the master's replica");
+    let load = || async { Ok::<_, std::io::Error>(1_u64) };
+    for cache in [&a, &b] {
+        let _: std::sync::Arc<u64> = cache.get_or_load(&key, load).await.unwrap();
+    }
+    a.run_pending_tasks().await;
+    b.run_pending_tasks().await;
+    let data = cluster.node(cluster.index_of(data_master.port));
+    assert_eq!(data.cli(&["EXISTS", &format!("svc:{key}")]), "1", "filled");
+    // A write first, with the replica answering: the instances learn which masters have one.
+    a.invalidate("warm-up").await.unwrap();
+    eventually("b to apply the first write", WAIT, || async {
+        b.stats().invalidations_received == 1
+    })
+    .await;
+
+    cluster.node(replica).freeze();
+    let writer = write(a.clone(), key.clone());
+    eventually(
+        "b to drop its copy while the write waits",
+        hold / 2,
+        || async { b.stats().invalidations_received == 2 },
+    )
+    .await;
+    assert!(
+        !writer.is_finished(),
+        "the write still waits for the replica"
+    );
+    cluster.node(replica).thaw();
+    writer.await.unwrap().unwrap();
+    let after: std::sync::Arc<u64> = b.get_or_load(&key, load).await.unwrap();
+    assert_eq!(b.stats().l1_hits, 0, "b read the key past its L1");
+    *after
+}

@@ -11,7 +11,7 @@ use crate::codec::Codec;
 use crate::envelope::{self, Header, Times};
 use crate::error::{Error, Result};
 use crate::stats::Counter;
-use crate::store::{Read, WriteMode, Written};
+use crate::store::{Read, ReplicaWait, WriteMode, Written};
 use crate::value::{CacheValue, Found, Value};
 
 /// What a flight's read of L2 found.
@@ -215,21 +215,45 @@ impl Engine {
         tags: &[String],
         mode: WriteMode,
     ) -> Result<Written> {
-        // Raw values carry no timestamps, so L2 keeps them only until they expire.
-        let until = if self.raw {
-            times.expires
-        } else {
-            times.stale_until
-        };
-        let ttl = std::time::Duration::from_millis(until.saturating_sub(times.created).max(1));
         let written = self
             .l2
-            .set(&self.namespace, key, bytes, ttl, tags, mode)
+            .set(&self.namespace, key, bytes, self.l2_ttl(times), tags, mode)
             .await;
         if let Ok(Written { stored: false, .. }) = written {
             self.counters.incr(Counter::fills_fenced);
         }
         self.note_l2(written)
+    }
+
+    /// [`write_l2`](Self::write_l2) for a write-through, whose replica wait (a cluster's) the
+    /// caller runs beside the log's append.
+    pub(crate) async fn write_l2_apart(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        times: &Times,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> (Result<Written>, Option<ReplicaWait>) {
+        let written = self
+            .l2
+            .set_apart(&self.namespace, key, bytes, self.l2_ttl(times), tags, mode)
+            .await;
+        match self.note_l2(written) {
+            Ok((written, replica)) => (Ok(written), replica),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// How long L2 keeps an entry with `times`: raw values carry no timestamps, so L2 keeps
+    /// them only until they expire.
+    fn l2_ttl(&self, times: &Times) -> std::time::Duration {
+        let until = if self.raw {
+            times.expires
+        } else {
+            times.stale_until
+        };
+        std::time::Duration::from_millis(until.saturating_sub(times.created).max(1))
     }
 
     /// Counts an L2 failure and passes the result on.

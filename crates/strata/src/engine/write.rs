@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::invalidation::{Invalidation, LogAppend, Position, Target};
 use crate::resilience::Call;
 use crate::stats::Counter;
+use crate::store::ReplicaWait;
 
 impl Engine {
     /// `target`'s log entry for the L2 store to append with its change, when the log lives
@@ -43,6 +44,24 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// [`announce`](Self::announce), with the L2 write's `replica` wait (a cluster's) run
+    /// beside it: the log's append needs the write done, not replicated. Both outcomes, the
+    /// wait's counted as L2's.
+    pub(crate) async fn announce_beside(
+        &self,
+        replica: Option<ReplicaWait>,
+        target: Target,
+        logged: Option<Position>,
+    ) -> (Result<()>, Result<()>) {
+        let replicated = async {
+            match replica {
+                Some(wait) => self.note_l2(wait.await),
+                None => Ok(()),
+            }
+        };
+        tokio::join!(replicated, self.announce(target, logged))
     }
 
     pub(crate) async fn publish(&self, target: Target) -> Result<Option<Position>> {

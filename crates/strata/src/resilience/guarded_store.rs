@@ -12,7 +12,7 @@ use crate::deferred::Deferred;
 use crate::error::{Error, Result};
 use crate::invalidation::{LogAppend, Position};
 use crate::lease::Lease;
-use crate::store::{L2Store, Read, WriteMode, Written};
+use crate::store::{L2Store, Read, ReplicaWait, WriteMode, Written};
 
 /// The user's store behind the cache's guard.
 #[derive(Clone)]
@@ -40,6 +40,15 @@ impl GuardedStore {
             guard,
             deferred,
         }
+    }
+
+    /// A write's replica wait, run once and bounded like a write (the write's own call was
+    /// counted by the breaker already).
+    fn bounded(&self, replica: Option<ReplicaWait>) -> Option<ReplicaWait> {
+        replica.map(|wait| {
+            let guard = self.guard.clone();
+            ReplicaWait::new(async move { guard.hand_back(Call::Write, wait).await })
+        })
     }
 
     fn check(&self, keys: &[&str]) -> Result<()> {
@@ -126,6 +135,28 @@ impl L2Store for GuardedStore {
             .await
     }
 
+    async fn set_apart(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> Result<(Written, Option<ReplicaWait>)> {
+        if matches!(mode, WriteMode::Fill { .. }) {
+            self.check(&[key])?;
+        }
+        let (written, replica) = self
+            .guard
+            .call(Call::Write, || {
+                self.store
+                    .set_apart(namespace, key, value.clone(), ttl, tags, mode.clone())
+            })
+            .await?;
+        Ok((written, self.bounded(replica)))
+    }
+
     async fn delete(
         &self,
         namespace: &str,
@@ -135,6 +166,19 @@ impl L2Store for GuardedStore {
         self.guard
             .call(Call::Write, || self.store.delete(namespace, key, log))
             .await
+    }
+
+    async fn delete_apart(
+        &self,
+        namespace: &str,
+        key: &str,
+        log: Option<&LogAppend>,
+    ) -> Result<(Option<Position>, Option<ReplicaWait>)> {
+        let (logged, replica) = self
+            .guard
+            .call(Call::Write, || self.store.delete_apart(namespace, key, log))
+            .await?;
+        Ok((logged, self.bounded(replica)))
     }
 
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64> {

@@ -6,9 +6,12 @@
 //! The round trips are the contract: an L2 hit is one ([`L2Store::read`] answers it as a `GET`
 //! would), a miss takes its load lease in that same one, a fill is one, and a write or
 //! invalidation is one — its log entry appended in the same step when the log lives on the
-//! store's server.
+//! store's server. Elsewhere (a Redis Cluster, the log in another slot) the append follows the
+//! data step, beside the step's wait for a replica ([`L2Store::delete_apart`],
+//! [`L2Store::set_apart`]).
 
 mod memory;
+mod replica_wait;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use crate::invalidation::{LogAppend, Position, Subscription};
 use crate::lease::Lease;
 
 pub use memory::MemoryStore;
+pub use replica_wait::ReplicaWait;
 
 /// What a read that may begin a load found ([`L2Store::read`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +163,24 @@ pub trait L2Store: Send + Sync + Debug + 'static {
         mode: WriteMode,
     ) -> Result<Written, Error>;
 
+    /// [`set`](Self::set), handing back its [`ReplicaWait`] as
+    /// [`delete_apart`](Self::delete_apart) does, for a write whose log entry the caller
+    /// appends apart: the value is stored when this returns. The default sets whole.
+    async fn set_apart(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[String],
+        mode: WriteMode,
+    ) -> Result<(Written, Option<ReplicaWait>), Error> {
+        Ok((
+            self.set(namespace, key, value, ttl, tags, mode).await?,
+            None,
+        ))
+    }
+
     /// Removes `key` (a lease record too, so the load in flight is refused), and with `log`
     /// appends that invalidation in the same step when the log lives beside the data: where
     /// the entry went if it did ([`LogAppend::at`]).
@@ -168,6 +190,21 @@ pub trait L2Store: Send + Sync + Debug + 'static {
         key: &str,
         log: Option<&LogAppend>,
     ) -> Result<Option<Position>, Error>;
+
+    /// [`delete`](Self::delete), handing back the part of it that only makes the removal
+    /// outlive a failover — a Redis Cluster's wait for a replica — as a [`ReplicaWait`] for
+    /// the caller to run beside its next step instead of before it. The cache appends the
+    /// invalidation to its log meanwhile (on a cluster, in another slot): the append must come
+    /// after the removal, but need not wait for the removal's replica. The key is removed when
+    /// this returns; the write is done once the wait is too. The default deletes whole.
+    async fn delete_apart(
+        &self,
+        namespace: &str,
+        key: &str,
+        log: Option<&LogAppend>,
+    ) -> Result<(Option<Position>, Option<ReplicaWait>), Error> {
+        Ok((self.delete(namespace, key, log).await?, None))
+    }
 
     /// Removes every key carrying `tag` and the tag's index; returns how many keys it removed.
     async fn delete_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, Error>;
