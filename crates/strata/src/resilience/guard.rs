@@ -147,7 +147,7 @@ impl Guard {
     /// instances wait on. A breaker opened by a stall here (this process starved of CPU, say)
     /// would otherwise leave them waiting out the lease's TTL; if the server is really down,
     /// this one command fails fast or times out, in the background. Its outcome is not the
-    /// breaker's to count. Also for the replica wait a delete hands back
+    /// breaker's to count. Also for the replica wait a write hands back
     /// ([`ReplicaWait`](crate::ReplicaWait)): the rest of a call the breaker counted already,
     /// and not one to retry (a `WAIT` covers what its own connection wrote).
     pub(crate) async fn hand_back<T>(
