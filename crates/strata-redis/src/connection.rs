@@ -20,7 +20,7 @@
 //! through.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,12 @@ struct Shared {
     replicated: Mutex<Option<(Instant, Arc<ReplicatedSlots>)>>,
     /// Server-assisted invalidation, kept by every connection that replaces the first.
     tracking: Arc<Tracking>,
+    /// On a cluster, this connection's name in the process (see [`Connection::cluster_name`]).
+    cluster_name: Option<String>,
 }
+
+/// Numbers the cluster connections of the process, to name them.
+static CLUSTER_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 enum Kind {
     /// One server (or Sentinel's master), its commands gathered into writes
@@ -372,6 +377,10 @@ impl Connection {
             );
         }
         let set = ServerFeatures::of(&info);
+        let cluster_name = matches!(kind, Kind::Cluster(_)).then(|| {
+            let n = CLUSTER_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+            format!("cluster-connection#{n}")
+        });
         Ok(Connection {
             shared: Arc::new(Shared {
                 config: config.clone(),
@@ -381,6 +390,7 @@ impl Connection {
                 rebuilding: AtomicBool::new(false),
                 replicated: Mutex::default(),
                 tracking,
+                cluster_name,
             }),
         })
     }
@@ -501,6 +511,13 @@ impl Connection {
         self.shared.identity.as_deref()
     }
 
+    /// On a cluster, this connection's name, which a log writing on it gives its entries
+    /// ([`LogAppend::server`](strata::LogAppend::server)): a store on the same connection
+    /// then knows that the log's `WAIT` will follow its own writes on the same socket.
+    pub(crate) fn cluster_name(&self) -> Option<&str> {
+        self.shared.cluster_name.as_deref()
+    }
+
     /// Whether the server takes `SET … NX GET` and `SET … XX GET` (Redis 7.0 on); older ones
     /// get a script that reads first.
     pub(crate) fn set_nx_get(&self) -> bool {
@@ -544,13 +561,29 @@ impl Connection {
         self.replicated_all(std::slice::from_ref(&key)).await
     }
 
-    /// [`replicated`](Self::replicated) as a wait to run beside the next step: `None` on one
-    /// server, where there is nothing to wait for.
-    pub(crate) fn replica_wait(&self, key: String) -> Option<ReplicaWait> {
-        matches!(self.shared.kind, Kind::Cluster(_)).then(|| {
-            let conn = self.clone();
-            ReplicaWait::new(async move { conn.replicated(&key).await })
-        })
+    /// [`replicated`](Self::replicated) as a wait to run beside the next step — or none: on
+    /// one server, where a master has no replica, and where `then`, a key the next step writes
+    /// on this connection and waits for in turn, lives on the same master (a `WAIT` covers
+    /// every earlier write of its connection to its master, so that one covers this write).
+    pub(crate) async fn replica_wait(
+        &self,
+        key: String,
+        then: Option<&str>,
+    ) -> Result<Option<ReplicaWait>, Error> {
+        if !matches!(self.shared.kind, Kind::Cluster(_)) {
+            return Ok(None);
+        }
+        let replicated = self.replica_slots().await?;
+        let master = |key: &str| replicated.get(&Slot::for_key(key)).copied();
+        match master(&key) {
+            None => return Ok(None),
+            Some(m) if then.and_then(master) == Some(m) => return Ok(None),
+            Some(_) => {}
+        }
+        let conn = self.clone();
+        Ok(Some(ReplicaWait::new(async move {
+            conn.replicated(&key).await
+        })))
     }
 
     /// [`replicated`](Self::replicated) for writes to many keys: one `WAIT` per master they

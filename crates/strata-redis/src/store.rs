@@ -536,7 +536,8 @@ impl L2Store for RedisStore {
             None => {
                 self.unlink(&data).await?;
                 // On a cluster: acknowledged once a replica has it, so a failover keeps it.
-                Ok((None, self.conn.replica_wait(data)))
+                let replica = self.conn.replica_wait(data, self.log_after(log)).await?;
+                Ok((None, replica))
             }
         }
     }
@@ -625,6 +626,13 @@ impl RedisStore {
         self.conn.identity() == Some(log.server.as_str())
     }
 
+    /// On a cluster, the stream `log` goes to when the log writes on this store's connection:
+    /// the log's `WAIT` there follows this store's writes on the same socket.
+    fn log_after<'l>(&self, log: Option<&'l LogAppend>) -> Option<&'l str> {
+        log.filter(|log| self.conn.cluster_name() == Some(log.server.as_str()))
+            .map(|log| log.stream.as_str())
+    }
+
     /// The data key's bytes, lease records included.
     async fn get_raw(&self, data: &str) -> Result<Option<Vec<u8>>, Error> {
         redis::cmd("GET")
@@ -672,6 +680,10 @@ impl RedisStore {
         futures_util::future::try_join_all(tags.iter().map(index))
             .await
             .map_err(|e| self.conn.failed(e))?;
+        let then = match &mode {
+            WriteMode::Replace { log } => self.log_after(log.as_ref()).map(str::to_owned),
+            _ => None,
+        };
         let WriteMode::Fill {
             fence,
             lease,
@@ -684,7 +696,8 @@ impl RedisStore {
                 stored: true,
                 logged: None,
             };
-            return Ok((written, self.conn.replica_wait(data)));
+            let replica = self.conn.replica_wait(data, then.as_deref()).await?;
+            return Ok((written, replica));
         };
         // The tags are indexed: the fill itself touches only the data key here.
         if let Some(stored) = self

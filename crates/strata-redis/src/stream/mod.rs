@@ -435,8 +435,14 @@ impl InvalidationLog for RedisStreamLog {
         namespace: &str,
         invalidation: &Invalidation,
     ) -> Result<Option<LogAppend>, Error> {
-        // On a cluster the log's slot is not the data's: appended apart.
-        let Some(server) = self.publisher.identity() else {
+        // On one server its store appends the entry in the same step. On a cluster the log's
+        // slot is not the data's, so it is appended apart, but a store on the same connection
+        // learns where (its own `WAIT` can then be left to the log's on a shared master).
+        let Some(server) = self
+            .publisher
+            .identity()
+            .or_else(|| self.publisher.cluster_name())
+        else {
             return Ok(None);
         };
         let shards = self.shard_count(namespace).await?;

@@ -895,6 +895,7 @@ async fn logged_while_the_replica_waits(
 ) -> u64 {
     let _one = crate::HEAVY.lock().await;
     let cluster = RedisCluster::start();
+    replicas_in_sync(&cluster).await;
     // The replica wait outlasts the test's look, and no timeout cuts it short.
     let hold = Duration::from_secs(6);
     let config = RedisConfig::from_url(&cluster.url())
@@ -911,18 +912,7 @@ async fn logged_while_the_replica_waits(
     };
     let (a, b) = (patient().await, patient().await);
     let topology = cluster.topology();
-    let master_of = |key: &str| {
-        let slot: u16 = cluster
-            .node(0)
-            .cli(&["CLUSTER", "KEYSLOT", key])
-            .parse()
-            .expect("a slot");
-        topology
-            .iter()
-            .find(|n| n.master && n.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot)))
-            .expect("a master serving the slot")
-            .clone()
-    };
+    let master_of = |key: &str| master_of(&cluster, &topology, key);
     // A key whose master does not hold the log: a `WAIT` holds up what follows it on its
     // master's connection, the append included.
     let log_master = master_of("svc#log{svc}").port;
@@ -968,4 +958,93 @@ async fn logged_while_the_replica_waits(
     let after: std::sync::Arc<u64> = b.get_or_load(&key, load).await.unwrap();
     assert_eq!(b.stats().l1_hits, 0, "b read the key past its L1");
     *after
+}
+
+/// The master serving `key`'s slot in `topology`.
+fn master_of(
+    cluster: &RedisCluster,
+    topology: &[strata_testkit::ClusterNode],
+    key: &str,
+) -> strata_testkit::ClusterNode {
+    let slot: u16 = cluster
+        .node(0)
+        .cli(&["CLUSTER", "KEYSLOT", key])
+        .parse()
+        .expect("a slot");
+    topology
+        .iter()
+        .find(|n| n.master && n.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot)))
+        .expect("a master serving the slot")
+        .clone()
+}
+
+/// Where a write's key and the log share a master, the log's `WAIT` (sent after the append,
+/// on the same connection) covers the write too: one `WAIT` there, not two. Elsewhere, one on
+/// each master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_the_log_s_master_waits_for_a_replica_once() {
+    let _one = crate::HEAVY.lock().await;
+    let cluster = RedisCluster::start();
+    replicas_in_sync(&cluster).await;
+    let config = RedisConfig::from_url(&cluster.url()).unwrap();
+    let a = instance_with(&config, EntryOptions::ttl(TTL)).await;
+    a.invalidate("warm-up").await.unwrap();
+    let topology = cluster.topology();
+    let log_master = master_of(&cluster, &topology, "svc#log{svc}").port;
+    let keys = |same: bool| -> Vec<String> {
+        (0..200)
+            .map(|i| format!("k{i}"))
+            .filter(|k| {
+                (master_of(&cluster, &topology, &format!("svc:{k}")).port == log_master) == same
+            })
+            .take(10)
+            .collect()
+    };
+    let waits = || -> (u64, u64) {
+        let mut on = (0, 0);
+        for i in cluster.masters() {
+            let n = wait_calls(&cluster.node(i).cli(&["INFO", "commandstats"]));
+            if cluster.node(i).port() == log_master {
+                on.0 += n;
+            } else {
+                on.1 += n;
+            }
+        }
+        on
+    };
+    let reset = || {
+        for i in cluster.masters() {
+            cluster.node(i).cli(&["CONFIG", "RESETSTAT"]);
+        }
+    };
+
+    reset();
+    for key in keys(true) {
+        a.invalidate(&key).await.unwrap();
+    }
+    assert_eq!(waits(), (10, 0), "one WAIT per write on the log's master");
+    reset();
+    for key in keys(false) {
+        a.invalidate(&key).await.unwrap();
+    }
+    assert_eq!(waits(), (10, 10), "one on each master");
+    reset();
+    for key in keys(true) {
+        a.set(&key, 1_u64, &EntryOptions::ttl(TTL)).await.unwrap();
+    }
+    assert_eq!(waits(), (10, 0), "a write-through the same");
+}
+
+/// Waits until every master's replica is in sync, so that a `WAIT` is answered (and counted
+/// on masters known to have a replica) from the first write on.
+async fn replicas_in_sync(cluster: &RedisCluster) {
+    eventually("every replica in sync", WAIT, || async {
+        cluster.masters().into_iter().all(|i| {
+            cluster
+                .node(i)
+                .cli(&["INFO", "replication"])
+                .contains("state=online")
+        })
+    })
+    .await;
 }

@@ -97,7 +97,9 @@ pub enum LogEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogAppend {
     /// The server the log lives on, as its store names it: a store on another appends
-    /// nothing and the cache publishes apart.
+    /// nothing and the cache publishes apart. (On a Redis Cluster, where the entry is always
+    /// published apart, the connection the log writes on: a store on the same one leaves its
+    /// wait for a replica to the log's where both wait on the same master.)
     pub server: String,
     /// The stream the entry goes to.
     pub stream: String,
