@@ -550,9 +550,10 @@ impl Connection {
 
     /// On a cluster, waits until a replica of `key`'s master has what this connection wrote
     /// there (`WAIT 1`, at most [`RedisConfig::replica_wait`]): an acknowledged write then
-    /// survives a failover, which promotes that replica. Replication is asynchronous otherwise, and a
-    /// master killed right after answering would take the write with it (an invalidation
-    /// lost: a stale value back in L2). Nothing on one server, where a restart loses all.
+    /// survives a failover, which promotes that replica. Replication is asynchronous
+    /// otherwise, and a master killed right after answering would take the write with it (an
+    /// invalidation lost: a stale value back in L2). Nothing on one server, where a restart
+    /// loses all.
     ///
     /// Only where the master has a connected replica (`CLUSTER NODES`, read again every
     /// [`TOPOLOGY_FOR`] and after a `WAIT` no replica answered): `WAIT` on a master without
