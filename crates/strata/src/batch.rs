@@ -28,9 +28,10 @@ impl HybridCache {
     /// entries answer from L1, and so do fail-safe copies within their
     /// [throttle](EntryOptions::fail_safe_throttle), as with `get_or_load`. Soft-expired
     /// entries are served as they are when L1 answers every key, and refreshed in the
-    /// background by one loader call, as `get_or_load` refreshes them; when some key has to be
-    /// loaded anyway, they are reloaded with it and answered fresh (the caller waits for that
-    /// load regardless), serving as fail-safe fallbacks if the loader fails.
+    /// background by one loader call, as `get_or_load` refreshes them — with the fresh ones
+    /// that [`early_refresh`](EntryOptions::early_refresh) picks; when some key has to be
+    /// loaded anyway, the soft-expired ones are reloaded with it and answered fresh (the caller
+    /// waits for that load regardless), serving as fail-safe fallbacks if the loader fails.
     /// The L2 read takes the load lease of each key it misses, so other instances wait for
     /// this batch's fills rather than load the same keys; a key another instance is loading
     /// already is loaded here too, not waited for, and not written to L2.
@@ -78,6 +79,7 @@ impl HybridCache {
         // soft-expired keys it answers stale.
         let mut needed: Vec<(usize, Option<L1Entry>)> = Vec::new();
         let mut stale: Vec<(usize, L1Entry)> = Vec::new();
+        let mut early: Vec<(usize, L1Entry)> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let copy = match (options.skip_l1, &inner.l1) {
                 (false, Some(l1)) => l1.get(*key),
@@ -90,6 +92,12 @@ impl HybridCache {
             // A fail-safe copy answers within its throttle (a failing source is not asked
             // again on every call).
             let counter = match inner.l1_serves(&e, now) {
+                Serve::Fresh if options.refreshes_early(e.load_ms, e.times.fresh_until, now) => {
+                    inner.count(options, Counter::l1_hits);
+                    answers[i] = Some(e.value.clone());
+                    early.push((i, e));
+                    continue;
+                }
                 Serve::Fresh => Counter::l1_hits,
                 Serve::FailSafe => Counter::stale_served,
                 Serve::Stale => {
@@ -109,7 +117,7 @@ impl HybridCache {
                 inner.count(options, Counter::stale_served);
                 answers[*i] = Some(e.value.clone());
             }
-            self.refresh_many::<T, F, Fut, E>(keys, options, stale, loader);
+            self.refresh_many::<T, F, Fut, E>(keys, options, stale, early, loader);
         } else {
             // A load is due anyway: the soft-expired keys ride in it.
             needed.extend(stale.into_iter().map(|(i, e)| (i, Some(e))));
@@ -172,13 +180,15 @@ impl HybridCache {
         Ok(())
     }
 
-    /// Refreshes the soft-expired keys `stale` (indexes into `keys`) in the background with
-    /// one loader call; a key already in flight is left to its flight.
+    /// Refreshes the soft-expired keys `stale` and the fresh keys `early` picks (indexes into
+    /// `keys`) in the background with one loader call; a key already in flight is left to its
+    /// flight.
     fn refresh_many<T, F, Fut, E>(
         &self,
         keys: &[&str],
         options: &EntryOptions,
         stale: Vec<(usize, L1Entry)>,
+        early: Vec<(usize, L1Entry)>,
         loader: F,
     ) where
         T: CacheValue,
@@ -189,10 +199,17 @@ impl HybridCache {
         let inner = self.inner();
         let mut names: Vec<String> = Vec::new();
         let mut led: Vec<(usize, Load)> = Vec::new();
-        for (i, e) in stale {
+        let refreshes = stale.into_iter().map(|s| (s, false));
+        for ((i, e), is_early) in refreshes.chain(early.into_iter().map(|e| (e, true))) {
             if let Join::Lead(leader) = inner.flights.join(keys[i]) {
-                inner.counters.incr(Counter::background_refreshes);
-                led.push((names.len(), Load::new(inner, options, Some(e), leader)));
+                inner.counters.incr(if is_early {
+                    Counter::early_refreshes
+                } else {
+                    Counter::background_refreshes
+                });
+                let mut load = Load::new(inner, options, Some(e), leader);
+                load.early = is_early;
+                led.push((names.len(), load));
                 names.push(keys[i].to_owned());
             }
         }

@@ -220,8 +220,6 @@ impl EntryOptions {
         }
     }
 
-    /// Until when an L1 copy made at `now` of an entry with `times` may be served without
-    /// asking L2.
     /// Whether a hit on an entry fresh until `fresh_until`, whose load took `load_ms`, should
     /// start an early refresh now (see [`early_refresh`](Self::early_refresh)).
     #[inline]
@@ -238,6 +236,8 @@ impl EntryOptions {
         now + gap >= fresh_until
     }
 
+    /// Until when an L1 copy made at `now` of an entry with `times` may be served without
+    /// asking L2.
     pub(crate) fn l1_until(&self, now: u64, times: &Times) -> u64 {
         match self.l1_ttl {
             Some(l1) => now.saturating_add(ms(l1)).min(times.expires),

@@ -321,6 +321,11 @@ fn batch_loader(
     }
 }
 
+/// The versions a batch answered, in order.
+fn versions(got: Vec<Option<Arc<Product>>>) -> Vec<Option<u64>> {
+    got.iter().map(|p| p.as_ref().map(|p| p.version)).collect()
+}
+
 #[tokio::test]
 async fn a_batch_reads_l1_then_l2_once_then_loads_the_rest_in_one_call() {
     let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
@@ -374,9 +379,6 @@ async fn a_batch_serves_fail_safe_copies_and_throttles_the_failing_loader() {
     let calls: Calls = Arc::default();
     let batch =
         || cache.get_many_or_load(&["p:1", "p:2"], &options, batch_loader(&db, &calls, &[]));
-    let versions = |got: Vec<Option<Arc<Product>>>| -> Vec<Option<u64>> {
-        got.iter().map(|p| p.as_ref().map(|p| p.version)).collect()
-    };
     assert_eq!(versions(batch().await.unwrap()), [Some(0), Some(0)]);
     clock.advance(TTL + Duration::from_secs(1));
     db.set_failing(true);
@@ -417,9 +419,6 @@ async fn a_batch_serves_soft_expired_keys_at_once_and_refreshes_them_in_one_call
     let options = EntryOptions::ttl(TTL).soft_ttl(Duration::from_secs(10));
     let cache = cache_on(&store, &log, &clock, options.clone()).await;
     let calls: Calls = Arc::default();
-    let versions = |got: Vec<Option<Arc<Product>>>| -> Vec<Option<u64>> {
-        got.iter().map(|p| p.as_ref().map(|p| p.version)).collect()
-    };
     let first = cache
         .get_many_or_load(&["p:1", "p:2"], &options, batch_loader(&db, &calls, &[]))
         .await
@@ -482,6 +481,58 @@ async fn a_batch_serves_soft_expired_keys_at_once_and_refreshes_them_in_one_call
     assert_eq!(calls.lock().unwrap().len(), 2, "answered fresh from L1");
 }
 
+/// A batch that L1 answers whole also refreshes, in its one background loader call, the fresh
+/// keys [`EntryOptions::early_refresh`] picks, as `get_or_load` does; with a β that picks
+/// none, nothing is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refreshes_early_the_fresh_keys_early_refresh_picks() {
+    // A huge β picks every hit; a tiny one none (the test is about what a refresh does).
+    for (beta, picked) in [(1e12, true), (1e-9, false)] {
+        let (store, log, clock, db) =
+            (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
+        let options = EntryOptions::ttl(TTL).early_refresh(beta);
+        let cache = cache_on(&store, &log, &clock, options.clone()).await;
+        let calls: Calls = Arc::default();
+        let batch =
+            || cache.get_many_or_load(&["p:1", "p:2"], &options, batch_loader(&db, &calls, &[]));
+        assert_eq!(versions(batch().await.unwrap()), [Some(0), Some(0)]);
+        cache.run_pending_tasks().await;
+        db.update();
+        assert_eq!(
+            versions(batch().await.unwrap()),
+            [Some(0), Some(0)],
+            "answered from L1"
+        );
+        assert_eq!(cache.stats().l1_hits, 2);
+        if picked {
+            strata_testkit::eventually(
+                "the early refresh to land",
+                Duration::from_secs(5),
+                || async {
+                    let p1 = cache.get::<Product>("p:1").await.unwrap();
+                    let p2 = cache.get::<Product>("p:2").await.unwrap();
+                    p1.zip(p2)
+                        .is_some_and(|(a, b)| (a.version, b.version) == (1, 1))
+                },
+            )
+            .await;
+            assert_eq!(
+                calls.lock().unwrap()[1],
+                ["p:1", "p:2"],
+                "one call for both"
+            );
+        }
+        cache.run_pending_tasks().await;
+        let s = cache.stats();
+        let expected = if picked { (2, 2) } else { (1, 0) };
+        assert_eq!(
+            (calls.lock().unwrap().len(), s.early_refreshes),
+            expected,
+            "β {beta}: {s:?}"
+        );
+    }
+}
+
 /// A batch that has to load a key anyway reloads its soft-expired keys with it and answers
 /// them fresh.
 #[tokio::test]
@@ -500,8 +551,7 @@ async fn a_batch_with_a_miss_reloads_its_soft_expired_keys_with_it() {
         .get_many_or_load(&["p:2", "p:1"], &options, batch_loader(&db, &calls, &[]))
         .await
         .unwrap();
-    let versions: Vec<Option<u64>> = got.iter().map(|p| p.as_ref().map(|p| p.version)).collect();
-    assert_eq!(versions, [Some(1), Some(1)]);
+    assert_eq!(versions(got), [Some(1), Some(1)]);
     assert_eq!(
         calls.lock().unwrap()[1],
         ["p:2", "p:1"],
