@@ -568,23 +568,23 @@ impl Connection {
     /// every earlier write of its connection to its master, so that one covers this write).
     pub(crate) async fn replica_wait(
         &self,
-        key: String,
+        key: &str,
         then: Option<&str>,
     ) -> Result<Option<ReplicaWait>, Error> {
         if !matches!(self.shared.kind, Kind::Cluster(_)) {
             return Ok(None);
         }
         let replicated = self.replica_slots().await?;
-        let master = |key: &str| replicated.get(&Slot::for_key(key)).copied();
-        match master(&key) {
+        let master = |slot: Slot| replicated.get(&slot).copied();
+        let slot = Slot::for_key(key);
+        match master(slot) {
             None => return Ok(None),
-            Some(m) if then.and_then(master) == Some(m) => return Ok(None),
+            Some(m) if then.map(Slot::for_key).and_then(master) == Some(m) => return Ok(None),
             Some(_) => {}
         }
+        // The master is known to have a replica: its `WAIT`, without looking again.
         let conn = self.clone();
-        Ok(Some(ReplicaWait::new(async move {
-            conn.replicated(&key).await
-        })))
+        Ok(Some(ReplicaWait::new(async move { conn.wait(slot).await })))
     }
 
     /// [`replicated`](Self::replicated) for writes to many keys: one `WAIT` per master they

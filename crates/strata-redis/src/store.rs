@@ -403,13 +403,8 @@ impl L2Store for RedisStore {
     ) -> Result<Written, Error> {
         let l = self.conn.layout();
         if l == Layout::Cluster {
-            let (written, replica) = self
-                .set_in_cluster(namespace, key, value, ttl, tags, mode)
-                .await?;
-            if let Some(wait) = replica {
-                wait.await?;
-            }
-            return Ok(written);
+            let apart = self.set_in_cluster(namespace, key, value, ttl, tags, mode);
+            return ReplicaWait::finish(apart.await?).await;
         }
         let data = l.data(namespace, key);
         let log = match mode {
@@ -509,11 +504,7 @@ impl L2Store for RedisStore {
         key: &str,
         log: Option<&LogAppend>,
     ) -> Result<Option<Position>, Error> {
-        let (logged, replica) = self.delete_apart(namespace, key, log).await?;
-        if let Some(wait) = replica {
-            wait.await?;
-        }
-        Ok(logged)
+        ReplicaWait::finish(self.delete_apart(namespace, key, log).await?).await
     }
 
     async fn delete_apart(
@@ -536,7 +527,7 @@ impl L2Store for RedisStore {
             None => {
                 self.unlink(&data).await?;
                 // On a cluster: acknowledged once a replica has it, so a failover keeps it.
-                let replica = self.conn.replica_wait(data, self.log_after(log)).await?;
+                let replica = self.conn.replica_wait(&data, self.log_after(log)).await?;
                 Ok((None, replica))
             }
         }
@@ -696,7 +687,7 @@ impl RedisStore {
                 stored: true,
                 logged: None,
             };
-            let replica = self.conn.replica_wait(data, then.as_deref()).await?;
+            let replica = self.conn.replica_wait(&data, then.as_deref()).await?;
             return Ok((written, replica));
         };
         // The tags are indexed: the fill itself touches only the data key here.

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::HybridCache;
+use crate::cache::{HybridCache, Refresh};
 use crate::engine::l1::Serve;
 use crate::engine::load::{Load, Step};
 use crate::error::{Error, Result, box_error};
@@ -75,11 +75,11 @@ impl HybridCache {
         }
         let now = inner.clock.now_ms();
         let mut answers: Vec<Option<crate::value::Value>> = vec![None; keys.len()];
-        // Keys L1 has no answer for, with the copy it holds (a fail-safe fallback), and
-        // soft-expired keys it answers stale.
+        // Keys L1 has no answer for, with the copy it holds (a fail-safe fallback); and keys
+        // to refresh: soft-expired ones (answered stale unless a load is due anyway) and
+        // fresh ones early refresh picks (answered fresh).
         let mut needed: Vec<(usize, Option<L1Entry>)> = Vec::new();
-        let mut stale: Vec<(usize, L1Entry)> = Vec::new();
-        let mut early: Vec<(usize, L1Entry)> = Vec::new();
+        let mut refreshes: Vec<(usize, L1Entry, Refresh)> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let copy = match (options.skip_l1, &inner.l1) {
                 (false, Some(l1)) => l1.get(*key),
@@ -89,38 +89,43 @@ impl HybridCache {
                 needed.push((i, None));
                 continue;
             };
-            // A fail-safe copy answers within its throttle (a failing source is not asked
-            // again on every call).
-            let counter = match inner.l1_serves(&e, now) {
-                Serve::Fresh if options.refreshes_early(e.load_ms, e.times.fresh_until, now) => {
+            match inner.l1_serves(&e, now) {
+                Serve::Untrusted | Serve::Expired => needed.push((i, Some(e))),
+                Serve::Stale => refreshes.push((i, e, Refresh::Stale)),
+                // A fail-safe copy answers within its throttle (a failing source is not
+                // asked again on every call).
+                Serve::FailSafe => {
+                    inner.count(options, Counter::stale_served);
+                    answers[i] = Some(e.value);
+                }
+                Serve::Fresh => {
                     inner.count(options, Counter::l1_hits);
-                    answers[i] = Some(e.value.clone());
-                    early.push((i, e));
-                    continue;
+                    if options.refreshes_early(e.load_ms, e.times.fresh_until, now) {
+                        answers[i] = Some(e.value.clone());
+                        refreshes.push((i, e, Refresh::Early));
+                    } else {
+                        answers[i] = Some(e.value);
+                    }
                 }
-                Serve::Fresh => Counter::l1_hits,
-                Serve::FailSafe => Counter::stale_served,
-                Serve::Stale => {
-                    stale.push((i, e));
-                    continue;
-                }
-                Serve::Untrusted | Serve::Expired => {
-                    needed.push((i, Some(e)));
-                    continue;
-                }
-            };
-            inner.count(options, counter);
-            answers[i] = Some(e.value);
+            }
         }
         if needed.is_empty() {
-            for (i, e) in &stale {
-                inner.count(options, Counter::stale_served);
-                answers[*i] = Some(e.value.clone());
+            for (i, e, why) in &refreshes {
+                if *why == Refresh::Stale {
+                    inner.count(options, Counter::stale_served);
+                    answers[*i] = Some(e.value.clone());
+                }
             }
-            self.refresh_many::<T, F, Fut, E>(keys, options, stale, early, loader);
+            self.refresh_many::<T, F, Fut, E>(keys, options, refreshes, loader);
         } else {
-            // A load is due anyway: the soft-expired keys ride in it.
-            needed.extend(stale.into_iter().map(|(i, e)| (i, Some(e))));
+            // A load is due anyway: the soft-expired keys ride in it (the fresh ones are
+            // answered already).
+            needed.extend(
+                refreshes
+                    .into_iter()
+                    .filter(|(_, _, why)| *why == Refresh::Stale)
+                    .map(|(i, e, _)| (i, Some(e))),
+            );
             needed.sort_unstable_by_key(|(i, _)| *i);
             self.load_many::<T, F, Fut, E>(keys, options, needed, loader, &mut answers)
                 .await?;
@@ -180,15 +185,13 @@ impl HybridCache {
         Ok(())
     }
 
-    /// Refreshes the soft-expired keys `stale` and the fresh keys `early` picks (indexes into
-    /// `keys`) in the background with one loader call; a key already in flight is left to its
-    /// flight.
+    /// Refreshes `refreshes` (indexes into `keys`, each with its L1 copy and why) in the
+    /// background with one loader call; a key already in flight is left to its flight.
     fn refresh_many<T, F, Fut, E>(
         &self,
         keys: &[&str],
         options: &EntryOptions,
-        stale: Vec<(usize, L1Entry)>,
-        early: Vec<(usize, L1Entry)>,
+        refreshes: Vec<(usize, L1Entry, Refresh)>,
         loader: F,
     ) where
         T: CacheValue,
@@ -199,16 +202,11 @@ impl HybridCache {
         let inner = self.inner();
         let mut names: Vec<String> = Vec::new();
         let mut led: Vec<(usize, Load)> = Vec::new();
-        let refreshes = stale.into_iter().map(|s| (s, false));
-        for ((i, e), is_early) in refreshes.chain(early.into_iter().map(|e| (e, true))) {
+        for (i, e, why) in refreshes {
             if let Join::Lead(leader) = inner.flights.join(keys[i]) {
-                inner.counters.incr(if is_early {
-                    Counter::early_refreshes
-                } else {
-                    Counter::background_refreshes
-                });
+                inner.counters.incr(why.counter());
                 let mut load = Load::new(inner, options, Some(e), leader);
-                load.early = is_early;
+                load.early = why == Refresh::Early;
                 led.push((names.len(), load));
                 names.push(keys[i].to_owned());
             }

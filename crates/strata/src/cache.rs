@@ -276,8 +276,9 @@ impl HybridCache {
             let mode = WriteMode::Replace {
                 log: inner.log_append(&target).await,
             };
-            let result = inner.write_l2_apart(key, bytes, &times, &options.tags, mode);
-            let (result, wait) = result.await;
+            let (result, wait) = inner
+                .write_l2_apart(key, bytes, &times, &options.tags, mode)
+                .await;
             (written, replica) = (result.map(|w| w.logged), wait);
             if let Err(e) = &written
                 && !e.is_retryable()
@@ -356,16 +357,11 @@ impl HybridCache {
         let log = inner.log_append(&target).await;
         // On a cluster the removal's replica wait runs beside the log's append (the append
         // needs the removal done, not replicated): three round trips one after another.
-        let (l2, replica) = match inner
-            .l2
+        let l2 = (inner.l2)
             .delete_apart(&inner.namespace, key, log.as_ref())
-            .await
-        {
-            Ok((logged, replica)) => (Ok(logged), replica),
-            Err(e) => (Err(e), None),
-        };
+            .await;
         inner.drop_l1(key);
-        self.finish_invalidation(target, l2, replica).await
+        self.finish_invalidation(target, l2).await
     }
 
     /// Removes every entry tagged `tag`, everywhere. Deferred like
@@ -379,7 +375,7 @@ impl HybridCache {
         inner.overtake_tag(tag);
         let l2 = inner.l2.delete_by_tag(&inner.namespace, tag).await;
         inner.drop_tag(tag);
-        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(|_| None), None)
+        self.finish_invalidation(Target::Tag(tag.to_owned()), l2.map(|_| (None, None)))
             .await
     }
 
@@ -389,23 +385,25 @@ impl HybridCache {
         let inner = &*self.inner;
         let l2 = inner.l2.clear(&inner.namespace).await;
         inner.drop_all();
-        self.finish_invalidation(Target::Clear, l2.map(|_| None), None)
+        self.finish_invalidation(Target::Clear, l2.map(|_| (None, None)))
             .await
     }
 
     /// Publishes an invalidation whose L2 step gave `l2` (where the store logged it, if it
-    /// did) while the step's `replica` wait runs, and settles the outcome.
+    /// did, and the step's replica wait, run meanwhile), and settles the outcome.
     async fn finish_invalidation(
         &self,
         target: Target,
-        l2: Result<Option<Position>>,
-        replica: Option<ReplicaWait>,
+        l2: Result<(Option<Position>, Option<ReplicaWait>)>,
     ) -> Result<()> {
         let inner = &*self.inner;
+        let (l2, replica) = match inner.note_l2(l2) {
+            Ok((logged, replica)) => (Ok(logged), replica),
+            Err(e) => (Err(e), None),
+        };
         let logged = l2.as_ref().ok().copied().flatten();
-        let l2 = inner.note_l2(l2).map(drop);
         let (replicated, published) = inner.announce_beside(replica, target.clone(), logged).await;
-        inner.settle(target, l2.and(replicated).and(published))
+        inner.settle(target, l2.map(drop).and(replicated).and(published))
     }
 
     /// The state of the shared tier as this cache sees it: its circuit breakers and the
@@ -627,10 +625,7 @@ impl HybridCache {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         if let Join::Lead(leader) = self.inner.flights.join(key) {
-            self.inner.counters.incr(match why {
-                Refresh::Early => Counter::early_refreshes,
-                Refresh::Stale => Counter::background_refreshes,
-            });
+            self.inner.counters.incr(why.counter());
             let early = why == Refresh::Early;
             tokio::spawn(self.load(leader, options, Some(current.clone()), loader, early));
         }
@@ -660,11 +655,21 @@ impl HybridCache {
 
 /// Why a value is refreshed in the background.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Refresh {
+pub(crate) enum Refresh {
     /// XFetch chose this hit to reload a fresh value shortly before it expires.
     Early,
     /// The value is past its soft TTL (stale-while-revalidate).
     Stale,
+}
+
+impl Refresh {
+    /// The counter a refresh started for this reason goes to.
+    pub(crate) fn counter(self) -> Counter {
+        match self {
+            Refresh::Early => Counter::early_refreshes,
+            Refresh::Stale => Counter::background_refreshes,
+        }
+    }
 }
 
 /// What L1 answers a read.

@@ -207,6 +207,7 @@ impl Engine {
         tracing::debug!(namespace = %self.namespace, key, error = %e, "L2 read failed");
     }
 
+    /// Writes to L2 and waits for the write's replica (a cluster's), if it has one.
     pub(crate) async fn write_l2(
         &self,
         key: &str,
@@ -215,18 +216,14 @@ impl Engine {
         tags: &[String],
         mode: WriteMode,
     ) -> Result<Written> {
-        let written = self
-            .l2
-            .set(&self.namespace, key, bytes, self.l2_ttl(times), tags, mode)
-            .await;
-        if let Ok(Written { stored: false, .. }) = written {
-            self.counters.incr(Counter::fills_fenced);
+        match self.write_l2_apart(key, bytes, times, tags, mode).await {
+            (Ok(written), wait) => self.note_l2(ReplicaWait::finish((written, wait)).await),
+            (Err(e), _) => Err(e),
         }
-        self.note_l2(written)
     }
 
-    /// [`write_l2`](Self::write_l2) for a write-through, whose replica wait (a cluster's) the
-    /// caller runs beside the log's append.
+    /// Writes to L2 and hands back the write's replica wait (a cluster's) for the caller to
+    /// run beside the log's append. Counts a fill its fence refused, and a failure.
     pub(crate) async fn write_l2_apart(
         &self,
         key: &str,
@@ -240,7 +237,12 @@ impl Engine {
             .set_apart(&self.namespace, key, bytes, self.l2_ttl(times), tags, mode)
             .await;
         match self.note_l2(written) {
-            Ok((written, replica)) => (Ok(written), replica),
+            Ok((written, wait)) => {
+                if !written.stored {
+                    self.counters.incr(Counter::fills_fenced);
+                }
+                (Ok(written), wait)
+            }
             Err(e) => (Err(e), None),
         }
     }

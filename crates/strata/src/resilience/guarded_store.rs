@@ -124,15 +124,8 @@ impl L2Store for GuardedStore {
         tags: &[String],
         mode: WriteMode,
     ) -> Result<Written> {
-        if matches!(mode, WriteMode::Fill { .. }) {
-            self.check(&[key])?;
-        }
-        self.guard
-            .call(Call::Write, || {
-                self.store
-                    .set(namespace, key, value.clone(), ttl, tags, mode.clone())
-            })
-            .await
+        let apart = self.set_apart(namespace, key, value, ttl, tags, mode);
+        ReplicaWait::finish(apart.await?).await
     }
 
     async fn set_apart(
@@ -163,9 +156,7 @@ impl L2Store for GuardedStore {
         key: &str,
         log: Option<&LogAppend>,
     ) -> Result<Option<Position>> {
-        self.guard
-            .call(Call::Write, || self.store.delete(namespace, key, log))
-            .await
+        ReplicaWait::finish(self.delete_apart(namespace, key, log).await?).await
     }
 
     async fn delete_apart(

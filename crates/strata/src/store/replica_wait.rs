@@ -20,6 +20,15 @@ impl ReplicaWait {
     pub fn new(wait: impl Future<Output = Result<(), Error>> + Send + 'static) -> Self {
         ReplicaWait(Box::pin(wait))
     }
+
+    /// A write handed back with its wait, finished: the wait awaited, if there is one, then
+    /// the write's outcome — what the whole write (`delete`, `set`) returns.
+    pub async fn finish<T>((outcome, wait): (T, Option<ReplicaWait>)) -> Result<T, Error> {
+        if let Some(wait) = wait {
+            wait.await?;
+        }
+        Ok(outcome)
+    }
 }
 
 impl Future for ReplicaWait {
