@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::{HybridCache, Refresh};
 use crate::engine::l1::Serve;
 use crate::engine::load::{Load, Step};
-use crate::error::{Error, Result, box_error};
+use crate::error::{BoxError, Error, Result, box_error};
 use crate::l1::L1Entry;
 use crate::options::EntryOptions;
 use crate::single_flight::{Join, Source, Waiter};
@@ -116,7 +117,9 @@ impl HybridCache {
                     answers[*i] = Some(e.value.clone());
                 }
             }
-            self.refresh_many::<T, F, Fut, E>(keys, options, refreshes, loader);
+            if !refreshes.is_empty() {
+                self.refresh_many(keys, options, refreshes, erase(loader));
+            }
         } else {
             // A load is due anyway: the soft-expired keys ride in it (the fresh ones are
             // answered already).
@@ -127,7 +130,7 @@ impl HybridCache {
                     .map(|(i, e, _)| (i, Some(e))),
             );
             needed.sort_unstable_by_key(|(i, _)| *i);
-            self.load_many::<T, F, Fut, E>(keys, options, needed, loader, &mut answers)
+            self.load_many(keys, options, needed, erase(loader), &mut answers)
                 .await?;
         }
         answers
@@ -139,20 +142,14 @@ impl HybridCache {
 
     /// Answers the keys `needed` (indexes into `keys`, each with the L1 copy it may fall back
     /// on): joins each key's flight, leads the new ones as one batch, waits for all.
-    async fn load_many<T, F, Fut, E>(
+    async fn load_many<T: CacheValue>(
         &self,
         keys: &[&str],
         options: &EntryOptions,
         needed: Vec<(usize, Option<L1Entry>)>,
-        loader: F,
+        loader: BatchLoader<T>,
         answers: &mut [Option<crate::value::Value>],
-    ) -> Result<()>
-    where
-        T: CacheValue,
-        F: FnOnce(Vec<String>) -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>> + Send + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    {
+    ) -> Result<()> {
         let inner = self.inner();
         let mut waiters: Vec<(usize, Waiter, bool)> = Vec::new();
         let mut led: Vec<(usize, Load)> = Vec::new();
@@ -166,8 +163,7 @@ impl HybridCache {
             }
         }
         if !led.is_empty() {
-            self.lead_batch::<T, F, Fut, E>(keys, options, led, loader)
-                .await;
+            self.lead_batch(keys, options, led, loader).await;
         }
         for (i, waiter, leading) in waiters {
             let (value, source) = waiter.wait(keys[i]).await?;
@@ -187,18 +183,13 @@ impl HybridCache {
 
     /// Refreshes `refreshes` (indexes into `keys`, each with its L1 copy and why) in the
     /// background with one loader call; a key already in flight is left to its flight.
-    fn refresh_many<T, F, Fut, E>(
+    fn refresh_many<T: CacheValue>(
         &self,
         keys: &[&str],
         options: &EntryOptions,
         refreshes: Vec<(usize, L1Entry, Refresh)>,
-        loader: F,
-    ) where
-        T: CacheValue,
-        F: FnOnce(Vec<String>) -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>> + Send + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    {
+        loader: BatchLoader<T>,
+    ) {
         let inner = self.inner();
         let mut names: Vec<String> = Vec::new();
         let mut led: Vec<(usize, Load)> = Vec::new();
@@ -217,26 +208,19 @@ impl HybridCache {
         let (cache, options) = (self.clone(), options.clone());
         tokio::spawn(async move {
             let keys: Vec<&str> = names.iter().map(String::as_str).collect();
-            cache
-                .lead_batch::<T, F, Fut, E>(&keys, &options, led, loader)
-                .await;
+            cache.lead_batch(&keys, &options, led, loader).await;
         });
     }
 
     /// The flights this call leads: one L2 read, then one loader call for what L2 lacked.
     /// Every flight is answered (value, stale value or error) before this returns.
-    async fn lead_batch<T, F, Fut, E>(
+    async fn lead_batch<T: CacheValue>(
         &self,
         keys: &[&str],
         options: &EntryOptions,
         led: Vec<(usize, Load)>,
-        loader: F,
-    ) where
-        T: CacheValue,
-        F: FnOnce(Vec<String>) -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>> + Send + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    {
+        loader: BatchLoader<T>,
+    ) {
         let inner = self.inner();
         let names: Vec<&str> = led.iter().map(|(i, _)| keys[*i]).collect();
         let mut missing: Vec<(&str, Load)> = Vec::new();
@@ -289,11 +273,11 @@ impl HybridCache {
         let started = Instant::now();
         let call = loader(to_load.iter().map(|k| (*k).to_owned()).collect());
         let batch = to_load.join(",");
-        let loader_error = |e: E| {
+        let loader_error = |source: BoxError| {
             inner.counters.incr(Counter::loader_errors);
             Error::Loader {
                 key: batch.clone(),
-                source: box_error(e),
+                source,
             }
         };
         let result = match options.hard_timeout {
@@ -321,6 +305,26 @@ impl HybridCache {
             tokio::spawn(async move { load.store::<T>(value, load_ms).await });
         }
     }
+}
+
+/// A batch loader with its types erased, so that the steps below `get_many_or_load` are not
+/// each generic over the loader, its future and its error (one box per batch that loads).
+type BatchLoader<T> = Box<
+    dyn FnOnce(
+            Vec<String>,
+        ) -> Pin<
+            Box<dyn Future<Output = std::result::Result<HashMap<String, T>, BoxError>> + Send>,
+        > + Send,
+>;
+
+fn erase<T, F, Fut, E>(loader: F) -> BatchLoader<T>
+where
+    T: CacheValue,
+    F: FnOnce(Vec<String>) -> Fut + Send + 'static,
+    Fut: Future<Output = std::result::Result<HashMap<String, T>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    Box::new(move |keys| Box::pin(async move { loader(keys).await.map_err(box_error) }))
 }
 
 /// The loader failed for the whole batch: each key serves its stale value, or the error.
