@@ -101,6 +101,7 @@ mod log_shards;
 mod no_cluster;
 mod pubsub;
 mod reconnect;
+mod requeue;
 mod resp;
 mod scripts;
 mod stats;

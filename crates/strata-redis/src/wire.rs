@@ -9,10 +9,11 @@
 //! once, into the bytes that go out; replies are read in one pass ([`crate::resp`]) and
 //! handed to their senders in order.
 //!
-//! **Gathering.** The first command of a batch wakes the writer task, which first lets the
-//! tasks already runnable on its worker run (`yield_now`): what they send joins the same
-//! write. Redis spends about as much on an event-loop turn that carries one command as on
-//! one that carries ten (BENCHMARKS.md, "Auto-pipelining").
+//! **Gathering.** The first command of a batch wakes the writer task, which first goes once
+//! to the back of its worker's run queue: what the tasks queued ahead of it send joins the
+//! same write. Redis spends about as much on an event-loop turn that carries one command as
+//! on one that carries ten (BENCHMARKS.md, "Auto-pipelining"). Why the back of the queue
+//! and not Tokio's `yield_now`: [`crate::requeue`].
 //!
 //! **Failures.** A command waits at most the command timeout for its reply (a late reply
 //! still arrives in order and is dropped). The reader task keeps that time for every command
@@ -47,6 +48,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::client_tracking::{Tracking, TrackingSpec};
+use crate::requeue::requeue;
 use crate::resp;
 
 /// What a read asks of the socket at least: most reads carry several replies.
@@ -433,8 +435,8 @@ impl Socket {
         let mut batch = Vec::new();
         loop {
             self.wake.notified().await;
-            // The tasks runnable now run first; what they send joins this write.
-            tokio::task::yield_now().await;
+            // The tasks queued now run first; what they send joins this write.
+            requeue().await;
             {
                 let mut pending = lock(&self.pending);
                 pending.scheduled = false;
@@ -599,8 +601,11 @@ mod tests {
     use redis::Value;
     use strata_testkit::RedisServer;
 
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
     use super::Wire;
     use crate::connection::{Link, RedisConnection};
+    use crate::requeue::requeue;
 
     fn wire(redis: &RedisServer, response: Duration) -> Arc<Wire> {
         let client = redis::Client::open(redis.url()).unwrap();
@@ -641,6 +646,57 @@ mod tests {
 
     /// Pipelines and transactions (whose `MULTI` and `QUEUED` replies are skipped) answer as
     /// on the `redis` crate's connections.
+    /// The writer waits for the tasks queued ahead of it, not for its worker to run out of
+    /// work: on a worker that never idles (a task always runnable, 100 µs a poll; I/O is
+    /// looked at every 61 polls), a command's reply comes at the first look after its round
+    /// trip — not a whole interval later, as with Tokio's `yield_now`, which held the write
+    /// back to the next look (~120 polls a command; the fewest of five is asserted).
+    #[tokio::test]
+    async fn a_worker_that_never_idles_does_not_hold_a_write_back() {
+        let redis = RedisServer::start();
+        let wire = wire(&redis, Duration::from_secs(5));
+        let ping = redis::cmd("PING");
+        wire.send(&ping).await.unwrap(); // connected
+        let (polls, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let busy = tokio::spawn({
+            let (polls, stop) = (polls.clone(), stop.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    while started.elapsed() < Duration::from_micros(100) {
+                        std::hint::spin_loop();
+                    }
+                    polls.fetch_add(1, Ordering::Relaxed);
+                    requeue().await;
+                }
+            }
+        });
+        // Sent from a task (the test's own future is looked at once an interval, too).
+        let fewest = tokio::spawn({
+            let polls = polls.clone();
+            async move {
+                let mut fewest = u64::MAX;
+                for _ in 0..5 {
+                    let before = polls.load(Ordering::Relaxed);
+                    wire.send(&ping).await.unwrap();
+                    fewest = fewest.min(polls.load(Ordering::Relaxed) - before);
+                }
+                fewest
+            }
+        })
+        .await
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        busy.await.unwrap();
+        assert!(
+            fewest < 90,
+            "a command took {fewest} polls of a busy task: its write waited for the worker to idle"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pipelines_and_transactions_answer_their_own_values() {
         let redis = RedisServer::start();

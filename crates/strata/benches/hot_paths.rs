@@ -3,13 +3,16 @@
 //! - `l1_hit`: `get_or_load` on a key in L1 vs `quick_cache::sync::Cache::get` (the map L1 is)
 //!   of the same `Arc`;
 //! - `l2_hit`: `get_or_load` with L1 disabled vs a raw Redis `GET` + JSON decode of the value;
+//!   `l2_hit_busy`: the same two while the runtime's workers are kept busy (tasks that each
+//!   compute for 50 µs, then go to the back of the run queue), as a service's are under load;
 //! - `single_flight`: 64 concurrent `get_or_load` of a cold key (one load, 63 waiters) vs 64
 //!   concurrent calls of the loader itself.
 //!
 //! `cargo bench -p strata-cache` (the L2 group starts a `redis-server` from PATH; skipped without).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
@@ -116,15 +119,60 @@ fn l2_hit(c: &mut Criterion) {
         (cache, conn)
     });
 
-    let mut g = c.benchmark_group("l2_hit");
+    for busy in [false, true] {
+        // Busy workers: what a command waits for there is the run queue, not the server.
+        let stop = Arc::new(AtomicBool::new(false));
+        if busy {
+            for _ in 0..BUSY_TASKS {
+                rt.spawn(compute(stop.clone()));
+            }
+        }
+        let name = if busy { "l2_hit_busy" } else { "l2_hit" };
+        l2_group(c, name, &rt, &cache, &conn);
+        stop.store(true, Ordering::Relaxed);
+    }
+    eprintln!("l2_hit stats: {:?}", cache.stats());
+}
+
+/// Tasks kept on the workers while `l2_hit_busy` runs.
+const BUSY_TASKS: usize = 8;
+
+/// Computes for 50 µs, then goes to the back of its worker's run queue, until `stop`.
+async fn compute(stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_micros(50) {
+            std::hint::spin_loop();
+        }
+        // A wake-up from inside its own poll puts a task at the back of the queue.
+        let mut queued = false;
+        std::future::poll_fn(|cx| {
+            if std::mem::replace(&mut queued, true) {
+                return std::task::Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+    }
+}
+
+fn l2_group(
+    c: &mut Criterion,
+    name: &str,
+    rt: &Runtime,
+    cache: &HybridCache,
+    conn: &redis::aio::MultiplexedConnection,
+) {
+    let mut g = c.benchmark_group(name);
     g.bench_function("strata get_or_load (L1 off)", |b| {
-        b.to_async(&rt).iter(|| async {
+        b.to_async(rt).iter(|| async {
             let p: Arc<Product> = cache.get_or_load("warm", load).await.expect("hit");
             p
         });
     });
     g.bench_function("redis GET + JSON decode", |b| {
-        b.to_async(&rt).iter(|| {
+        b.to_async(rt).iter(|| {
             let mut conn = conn.clone();
             async move {
                 let bytes: Vec<u8> = redis::cmd("GET")
@@ -137,7 +185,6 @@ fn l2_hit(c: &mut Criterion) {
         });
     });
     g.finish();
-    eprintln!("l2_hit stats: {:?}", cache.stats());
 }
 
 fn single_flight(c: &mut Criterion) {
