@@ -13,9 +13,8 @@
 //! batches for free). Here the first command of a batch schedules a flush that first goes to
 //! the back of its worker's run queue ([`crate::requeue`]): the commands the tasks queued
 //! ahead of it send join the batch. The cost is that wait — one pass over the ready tasks,
-//! microseconds — against a
-//! Redis round trip of tens of microseconds; what it saves is a server turn per command
-//! gathered (measured in BENCHMARKS.md, "Auto-pipelining").
+//! microseconds — against a Redis round trip of tens of microseconds; what it saves is a
+//! server turn per command gathered (measured in BENCHMARKS.md, "Auto-pipelining").
 //!
 //! Replies are handed back in order, each as the single command would have had it (a server
 //! error stays that command's own). A batch is sent from a task of its own, so a caller that
