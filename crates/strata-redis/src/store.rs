@@ -671,24 +671,22 @@ impl RedisStore {
         futures_util::future::try_join_all(tags.iter().map(index))
             .await
             .map_err(|e| self.conn.failed(e))?;
-        let then = match &mode {
-            WriteMode::Replace { log } => self.log_after(log.as_ref()).map(str::to_owned),
-            _ => None,
-        };
-        let WriteMode::Fill {
-            fence,
-            lease,
-            lease_ttl,
-        } = mode
-        else {
-            self.plain_set(&data, &value, ttl).await?;
-            // A write-through replaces what others may hold: it must outlive a failover.
-            let written = Written {
-                stored: true,
-                logged: None,
-            };
-            let replica = self.conn.replica_wait(&data, then.as_deref()).await?;
-            return Ok((written, replica));
+        let (fence, lease, lease_ttl) = match mode {
+            WriteMode::Fill {
+                fence,
+                lease,
+                lease_ttl,
+            } => (fence, lease, lease_ttl),
+            WriteMode::Replace { log } => {
+                self.plain_set(&data, &value, ttl).await?;
+                // A write-through replaces what others may hold: it must outlive a failover.
+                let written = Written {
+                    stored: true,
+                    logged: None,
+                };
+                let then = self.log_after(log.as_ref());
+                return Ok((written, self.conn.replica_wait(&data, then).await?));
+            }
         };
         // The tags are indexed: the fill itself touches only the data key here.
         if let Some(stored) = self

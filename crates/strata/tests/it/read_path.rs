@@ -326,6 +326,17 @@ fn versions(got: Vec<Option<Arc<Product>>>) -> Vec<Option<u64>> {
     got.iter().map(|p| p.as_ref().map(|p| p.version)).collect()
 }
 
+/// Waits (bounded) until the cache answers `p:1` and `p:2` at `version`.
+async fn both_at_version(cache: &HybridCache, version: u64, what: &str) {
+    strata_testkit::eventually(what, Duration::from_secs(5), || async {
+        let p1 = cache.get::<Product>("p:1").await.unwrap();
+        let p2 = cache.get::<Product>("p:2").await.unwrap();
+        p1.zip(p2)
+            .is_some_and(|(a, b)| (a.version, b.version) == (version, version))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_batch_reads_l1_then_l2_once_then_loads_the_rest_in_one_call() {
     let (store, log, clock, db) = (MemoryStore::default(), MemoryLog::new(), clock(), Db::new());
@@ -466,13 +477,7 @@ async fn a_batch_serves_soft_expired_keys_at_once_and_refreshes_them_in_one_call
     );
 
     gate.add_permits(1);
-    strata_testkit::eventually("the refresh to land", Duration::from_secs(5), || async {
-        let p1 = cache.get::<Product>("p:1").await.unwrap();
-        let p2 = cache.get::<Product>("p:2").await.unwrap();
-        p1.zip(p2)
-            .is_some_and(|(a, b)| (a.version, b.version) == (1, 1))
-    })
-    .await;
+    both_at_version(&cache, 1, "the refresh to land").await;
     let again = cache
         .get_many_or_load(&["p:1", "p:2"], &options, batch_loader(&db, &calls, &[]))
         .await
@@ -505,17 +510,7 @@ async fn a_batch_refreshes_early_the_fresh_keys_early_refresh_picks() {
         );
         assert_eq!(cache.stats().l1_hits, 2);
         if picked {
-            strata_testkit::eventually(
-                "the early refresh to land",
-                Duration::from_secs(5),
-                || async {
-                    let p1 = cache.get::<Product>("p:1").await.unwrap();
-                    let p2 = cache.get::<Product>("p:2").await.unwrap();
-                    p1.zip(p2)
-                        .is_some_and(|(a, b)| (a.version, b.version) == (1, 1))
-                },
-            )
-            .await;
+            both_at_version(&cache, 1, "the early refresh to land").await;
             assert_eq!(
                 calls.lock().unwrap()[1],
                 ["p:1", "p:2"],
