@@ -1,11 +1,15 @@
 //! The source of truth ("the database") of the workloads, and the staleness check.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use strata::{L2Store, WriteMode};
+
+use super::report::Latency;
+use super::worker::{buckets, histogram};
 
 /// The record of `WORKLOADS.md`; `body` pads its JSON encoding to about `VALUE_BYTES`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,9 +31,9 @@ pub(crate) struct Source {
     /// Length of each record's `body`, so that its JSON is about `VALUE_BYTES`.
     body_len: Vec<u16>,
     loads: AtomicU64,
-    /// How long the loads' sleeps took, in µs, since the last [`take_sleeps`](Self::take_sleeps).
-    slept_us: AtomicU64,
-    sleeps: AtomicU64,
+    /// How long the loads' sleeps took, in µs, since the last [`take_sleeps`](Self::take_sleeps):
+    /// a histogram, since the timer's lateness is in its tail as much as in its mean.
+    sleeps: Mutex<Histogram<u64>>,
 }
 
 #[derive(Debug)]
@@ -82,8 +86,7 @@ impl Source {
             load,
             body_len,
             loads: AtomicU64::new(0),
-            slept_us: AtomicU64::new(0),
-            sleeps: AtomicU64::new(0),
+            sleeps: Mutex::new(histogram()),
         }
     }
 
@@ -115,8 +118,10 @@ impl Source {
             let start = std::time::Instant::now();
             tokio::time::sleep(self.load).await;
             let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.slept_us.fetch_add(us, Ordering::Relaxed);
-            self.sleeps.fetch_add(1, Ordering::Relaxed);
+            self.sleeps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .saturating_record(us);
         }
         let mut record = Self::bare(u64::from(key), self.version(key).await?);
         record.body = "x".repeat(usize::from(self.body_len[key as usize]));
@@ -163,35 +168,39 @@ impl Source {
 
     /// The loads' sleeps since the last call.
     pub(crate) fn take_sleeps(&self) -> Sleeps {
+        let taken = std::mem::replace(
+            &mut *self.sleeps.lock().unwrap_or_else(PoisonError::into_inner),
+            histogram(),
+        );
         Sleeps {
-            count: self.sleeps.swap(0, Ordering::Relaxed),
-            total_us: self.slept_us.swap(0, Ordering::Relaxed),
+            us: buckets(&taken),
         }
     }
 }
 
 /// How long the loads' sleeps took (see [`Source::load`]).
-#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Sleeps {
-    pub(crate) count: u64,
-    pub(crate) total_us: u64,
+    /// (µs, count) pairs, as a worker process hands its histograms over.
+    us: Vec<(u64, u64)>,
 }
 
 impl Sleeps {
     /// The sum of several processes' sleeps.
-    pub(crate) fn add(self, other: Sleeps) -> Sleeps {
-        Sleeps {
-            count: self.count + other.count,
-            total_us: self.total_us + other.total_us,
-        }
+    pub(crate) fn add(mut self, other: &Sleeps) -> Sleeps {
+        self.us.extend_from_slice(&other.us);
+        self
     }
 
-    /// As a report shows it: the mean in µs, and how many.
-    pub(crate) fn json(self) -> serde_json::Value {
-        serde_json::json!({
-            "mean": self.total_us.checked_div(self.count).unwrap_or(0),
-            "count": self.count,
-        })
+    /// As a report shows it: the mean and percentiles in µs, and how many.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let mut h = histogram();
+        for &(us, n) in &self.us {
+            h.saturating_record_n(us, n);
+        }
+        let mut json = serde_json::json!(Latency::of(&h));
+        json["mean"] = serde_json::json!(h.mean().round() as u64);
+        json
     }
 }
 
@@ -258,6 +267,29 @@ mod tests {
             assert_eq!(len, 1024, "key {key}");
         }
         assert_eq!(source.loads(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_loads_sleeps_are_reported_with_their_tail_and_summed_over_processes() {
+        let source = Source::new(10, Duration::from_millis(1), 100);
+        for key in 0..3 {
+            source.load(key).await.unwrap();
+        }
+        let first = source.take_sleeps();
+        let json = first.json();
+        assert_eq!(json["count"], 3);
+        for field in ["mean", "p50", "p95", "p99", "max"] {
+            let us = json[field].as_u64().unwrap();
+            assert!(us >= 1_000, "{field}: a 1 ms sleep took {us} µs");
+        }
+        assert_eq!(
+            source.take_sleeps().json()["count"],
+            0,
+            "taking starts anew"
+        );
+        source.load(0).await.unwrap();
+        let both = Sleeps::default().add(&first).add(&source.take_sleeps());
+        assert_eq!(both.json()["count"], 4);
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use super::runner::{Measured, Pace, Run as Pass};
 use super::shared::SharedWords;
 use super::source::{Sleeps, Source, Staleness};
 use super::subject::{Choice, L2Target, Subject};
-use super::worker::{Outcome, WorkerArgs, Workers, measured};
+use super::worker::{Outcome, WorkerArgs, Workers, buckets, measured};
 use super::workload::{Op, Params, minimum_loads, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar};
 
@@ -169,7 +169,7 @@ fn report(
     report.extra.insert("instances".into(), json!(per_instance));
     let sleeps = shares
         .iter()
-        .fold(Sleeps::default(), |a, s| a.add(s.sleeps));
+        .fold(Sleeps::default(), |a, s| a.add(&s.sleeps));
     report.extra.insert("load_sleep_us".into(), sleeps.json());
     report.extra.insert(
         "processes".into(),
@@ -254,11 +254,6 @@ impl Instance {
         self.pass.source.take_sleeps();
         let (m, cpu_s) = cpu_during(self.pass(false)).await;
         let sleeps = self.pass.source.take_sleeps();
-        let buckets = |h: &hdrhistogram::Histogram<u64>| -> Vec<(u64, u64)> {
-            h.iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .collect()
-        };
         Share {
             outcome: Outcome {
                 instance: self.index,

@@ -313,7 +313,8 @@ pub(crate) fn histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| unreachable!("these bounds are valid"))
 }
 
-fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+/// A histogram's recorded values as (µs, count) pairs: how a worker process hands it over.
+pub(crate) fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
     h.iter_recorded()
         .map(|v| (v.value_iterated_to(), v.count_at_value()))
         .collect()
