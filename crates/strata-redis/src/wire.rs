@@ -596,12 +596,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Duration;
 
     use redis::Value;
     use strata_testkit::RedisServer;
-
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use super::Wire;
     use crate::connection::{Link, RedisConnection};
@@ -644,8 +643,6 @@ mod tests {
         }
     }
 
-    /// Pipelines and transactions (whose `MULTI` and `QUEUED` replies are skipped) answer as
-    /// on the `redis` crate's connections.
     /// The writer waits for the tasks queued ahead of it, not for its worker to run out of
     /// work: on a worker that never idles (a task always runnable, 100 µs a poll; I/O is
     /// looked at every 61 polls), a command's reply comes at the first look after its round
@@ -697,6 +694,8 @@ mod tests {
         );
     }
 
+    /// Pipelines and transactions (whose `MULTI` and `QUEUED` replies are skipped) answer as
+    /// on the `redis` crate's connections.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pipelines_and_transactions_answer_their_own_values() {
         let redis = RedisServer::start();
