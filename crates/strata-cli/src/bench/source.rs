@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use strata::{L2Store, WriteMode};
 
 use super::report::Latency;
-use super::worker::{buckets, histogram};
+use super::worker::{buckets, from_buckets, histogram};
 
 /// The record of `WORKLOADS.md`; `body` pads its JSON encoding to about `VALUE_BYTES`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,10 +194,7 @@ impl Sleeps {
 
     /// As a report shows it: the mean and percentiles in µs, and how many.
     pub(crate) fn json(&self) -> serde_json::Value {
-        let mut h = histogram();
-        for &(us, n) in &self.us {
-            h.saturating_record_n(us, n);
-        }
+        let h = from_buckets(&self.us);
         let mut json = serde_json::json!(Latency::of(&h));
         json["mean"] = serde_json::json!(h.mean().round() as u64);
         json

@@ -320,16 +320,22 @@ pub(crate) fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// A histogram rebuilt from (µs, count) pairs: the inverse of [`buckets`], over any number of
+/// handed-over histograms.
+pub(crate) fn from_buckets<'a>(pairs: impl IntoIterator<Item = &'a (u64, u64)>) -> Histogram<u64> {
+    let mut h = histogram();
+    for (value, count) in pairs {
+        h.saturating_record_n(*value, *count);
+    }
+    h
+}
+
 /// Rebuilds a histogram from the (µs, count) pairs that `pick` takes from each outcome.
 fn merge<'a>(
     outcomes: impl Iterator<Item = &'a Outcome>,
     pick: fn(&Outcome) -> &[(u64, u64)],
 ) -> Histogram<u64> {
-    let mut h = histogram();
-    for (value, count) in outcomes.flat_map(pick) {
-        h.saturating_record_n(*value, *count);
-    }
-    h
+    from_buckets(outcomes.flat_map(pick))
 }
 
 /// The figures of a run whose operations ran in worker processes: their latencies merged,
