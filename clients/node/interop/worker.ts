@@ -1,8 +1,9 @@
 /**
  * A Node instance for the mixed-language tests of the Strata repository.
  *
- * `node worker.js serve URL NAMESPACE`: one cache; JSON commands on stdin, one per line, each
- * answered by one JSON line on stdout (the same commands as the Python worker's).
+ * `node worker.js serve URL NAMESPACE [acknowledged]`: one cache (with `acknowledged`:
+ * acknowledged writes); JSON commands on stdin, one per line, each answered by one JSON line on
+ * stdout (the same commands as the Python worker's).
  *
  * `node worker.js checker`: one process of the staleness checker
  * (`crates/strata-redis/tests/it/checker.rs`): its parameters in `STRATA_CHECKER_RUN`, its
@@ -99,8 +100,13 @@ async function handle(cache: HybridCache, cmd: Command): Promise<Record<string, 
   }
 }
 
-async function serve(url: string, namespace: string): Promise<void> {
-  const cache = await HybridCache.connect(url, namespace, { heartbeat: 100 });
+async function serve(url: string, namespace: string, acknowledged: boolean): Promise<void> {
+  // Acknowledging, it says it is alive for three heartbeats: long enough (6 s) that a test
+  // freezing it sees the others' writes held up to their bound (1 s), not let go.
+  const cache = await HybridCache.connect(url, namespace, {
+    heartbeat: acknowledged ? 2000 : 100,
+    acknowledgedWrites: acknowledged,
+  });
   console.log(JSON.stringify({ ready: true }));
   for await (const line of createInterface({ input: process.stdin })) {
     let reply: Record<string, unknown>;
@@ -187,11 +193,11 @@ async function checker(): Promise<void> {
 
 const [mode, ...args] = process.argv.slice(2);
 const main =
-  mode === "serve" && args.length === 2
-    ? serve(args[0]!, args[1]!)
+  mode === "serve" && (args.length === 2 || (args.length === 3 && args[2] === "acknowledged"))
+    ? serve(args[0]!, args[1]!, args.length === 3)
     : mode === "checker"
       ? checker()
-      : Promise.reject(new Error("usage: worker.js serve URL NAMESPACE | worker.js checker"));
+      : Promise.reject(new Error("usage: worker.js serve URL NAMESPACE [acknowledged] | worker.js checker"));
 main.catch((e: unknown) => {
   console.error(e);
   process.exit(1);

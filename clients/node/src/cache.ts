@@ -7,6 +7,7 @@ import { createHash, randomBytes } from "node:crypto";
 
 import { Cluster, type RedisOptions } from "ioredis";
 
+import { Acker, Looks } from "./acks";
 import { type Client, connect, isCluster, ready } from "./connection";
 import * as envelope from "./envelope";
 import { type CodecName, DecodeError, type Times } from "./envelope";
@@ -46,6 +47,14 @@ export interface CacheOptions {
   logShards?: number;
   /** How long a log read blocks: the heartbeat (default 1,000). */
   heartbeat?: number;
+  /**
+   * A write resolves once every other live instance — in any language — has applied it (each
+   * keeps a field of `<namespace>#acks`, refreshed as it applies the log and every heartbeat);
+   * one that cannot answer holds writes up for at most `maxStaleness` (one second without
+   * it), and writes it held up are counted in `writesUnacknowledged`. Every instance of the
+   * namespace enables it (default off).
+   */
+  acknowledgedWrites?: boolean;
   /** Longest key in bytes (default 1,024). */
   maxKeyBytes?: number;
   /** Longest encoded value in bytes (default 16 MiB). */
@@ -108,6 +117,9 @@ export class HybridCache {
   private readonly counters: Stats = newStats();
   private readonly caughtUp: number[];
   private followers: Follower[] = [];
+  private acker: Acker | null = null;
+  private looks: Looks | null = null;
+  private readonly ackWithin: number;
   private setNxGet = true;
   /** `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): a miss's fill without the script. */
   private setIfEq = false;
@@ -130,6 +142,7 @@ export class HybridCache {
     this.maxValueBytes = o.maxValueBytes ?? 16 * 1024 * 1024;
     this.l1 = new L1(o.l1Capacity ?? 10_000);
     this.caughtUp = new Array<number>(this.parts).fill(nowMs());
+    this.ackWithin = o.maxStaleness ?? 1000;
   }
 
   /**
@@ -187,7 +200,15 @@ export class HybridCache {
         caughtUp: (part: number) => {
           cache.caughtUp[part] = nowMs();
         },
+        applied: (part: number, seq: bigint) => cache.acker?.record(part, seq),
       };
+      if (options.acknowledgedWrites) {
+        const key = cache.layout.acks();
+        cache.acker = new Acker(redis, key, cache.instanceId, parts, heartbeat, () => {
+          cache.counters.logErrors += 1;
+        });
+        cache.looks = new Looks(redis, key);
+      }
       for (let part = 0; part < parts; part++) {
         const f = new Follower(
           url,
@@ -202,6 +223,8 @@ export class HybridCache {
         await f.start();
         cache.followers.push(f);
       }
+      // Counted by the others before it serves a read: no write may miss it.
+      await cache.acker?.join();
     } catch (e) {
       await cache.close();
       throw e;
@@ -211,6 +234,7 @@ export class HybridCache {
 
   /** Stops following the log and closes the connections. */
   async close(): Promise<void> {
+    await this.acker?.leave();
     await Promise.all(this.followers.map((f) => f.stop()));
     this.redis.disconnect();
   }
@@ -643,6 +667,7 @@ export class HybridCache {
     const px = Math.max(1, (this.raw ? times.expires : times.staleUntil) - now);
     this.overtake(key);
     const data = this.layout.data(key);
+    let seq: unknown;
     try {
       if (!this.layout.cluster) {
         const keys = [
@@ -651,12 +676,12 @@ export class HybridCache {
           this.layout.logSeq(part, this.parts),
           ...tags.map((t) => this.layout.tag(t)),
         ];
-        await this.script("REPLACE", keys, [payload, px, this.logMaxLen, this.entry("key", key)]);
+        seq = await this.script("REPLACE", keys, [payload, px, this.logMaxLen, this.entry("key", key)]);
       } else {
         // The log lives in another slot: the value first, then its entry.
         await this.indexTags(data, tags, px);
         await this.redis.set(data, payload, "PX", px);
-        await this.append(part, "key", key);
+        seq = await this.append(part, "key", key);
       }
     } catch (err) {
       this.l1.remove(key);
@@ -672,6 +697,7 @@ export class HybridCache {
       stamp,
       failSafe: false,
     });
+    await this.acknowledged(part, seq);
   }
 
   /**
@@ -683,21 +709,23 @@ export class HybridCache {
     this.drop(key);
     const part = this.layout.partOf(key, this.parts);
     const data = this.layout.data(key);
+    let seq: unknown;
     try {
       if (!this.layout.cluster) {
-        await this.script(
+        seq = await this.script(
           "INVALIDATE",
           [data, this.layout.log(part, this.parts), this.layout.logSeq(part, this.parts)],
           [this.logMaxLen, this.entry("key", key)],
         );
       } else {
         await this.redis.unlink(data);
-        await this.append(part, "key", key);
+        seq = await this.append(part, "key", key);
       }
     } catch (err) {
       throw new UnavailableError(`invalidate ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
     }
     this.counters.invalidationsSent += 1;
+    await this.acknowledged(part, seq);
   }
 
   /** Drops every entry tagged `tag`, in Redis and in every instance's L1. */
@@ -706,6 +734,8 @@ export class HybridCache {
     // stores nothing (docs/protocol.md §6); L1 cleared after, of what reads put there
     // meanwhile too.
     this.overtakeTag(tag);
+    const part = this.layout.partOf(tag, this.parts);
+    let seq: unknown;
     try {
       const index = this.layout.tag(tag);
       if (!this.layout.cluster) {
@@ -718,16 +748,18 @@ export class HybridCache {
         if (members.length > 0) await this.redis.srem(index, ...members);
       }
       this.dropTag(tag);
-      await this.append(this.layout.partOf(tag, this.parts), "tag", tag);
+      seq = await this.append(part, "tag", tag);
     } catch (err) {
       throw new UnavailableError(`invalidate tag ${JSON.stringify(tag)}: ${(err as Error).message}`, { cause: err });
     }
     this.counters.invalidationsSent += 1;
+    await this.acknowledged(part, seq);
   }
 
   /** Drops every entry of the namespace, in Redis and in every instance's L1. */
   async clear(): Promise<void> {
     this.dropAll();
+    let seq: unknown;
     try {
       const nodes = this.redis instanceof Cluster ? this.redis.nodes("master") : [this.redis];
       for (const node of nodes) {
@@ -745,15 +777,32 @@ export class HybridCache {
           } while (cursor !== "0");
         }
       }
-      await this.append(0, "clear", null);
+      seq = await this.append(0, "clear", null);
     } catch (err) {
       throw new UnavailableError(`clear ${this.namespace}: ${(err as Error).message}`, { cause: err });
     }
     this.counters.invalidationsSent += 1;
+    await this.acknowledged(0, seq);
   }
 
-  private async append(part: number, op: Invalidation["op"], arg: string | null): Promise<void> {
-    await this.script(
+  /**
+   * With acknowledged writes: resolves once every other live instance applied entry `seq` of
+   * `part` (or the wait's bound passed: counted).
+   */
+  private async acknowledged(part: number, seq: unknown): Promise<void> {
+    if (this.looks === null || (typeof seq !== "number" && typeof seq !== "string")) return;
+    let done = false;
+    try {
+      done = await this.looks.wait(this.instanceId, part, BigInt(seq), this.ackWithin);
+    } catch {
+      done = false;
+    }
+    if (!done) this.counters.writesUnacknowledged += 1;
+  }
+
+  /** Appends an entry to `part` of the log; resolves to its sequence number. */
+  private async append(part: number, op: Invalidation["op"], arg: string | null): Promise<unknown> {
+    return await this.script(
       "APPEND_LOG",
       [this.layout.log(part, this.parts), this.layout.logSeq(part, this.parts)],
       [this.logMaxLen, this.entry(op, arg)],

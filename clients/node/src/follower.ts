@@ -51,6 +51,8 @@ export interface Handlers {
   resync(): void;
   filled(key: string): void;
   caughtUp(part: number): void;
+  /** The part was applied up to this sequence number (acknowledged writes report it). */
+  applied(part: number, seq: bigint): void;
 }
 
 type XReadReply = [Buffer, [Buffer, Buffer[]][]][] | null;
@@ -87,6 +89,7 @@ export class Follower {
     this.conn = this.connect();
     await this.tail(this.conn);
     this.on.caughtUp(this.part);
+    this.on.applied(this.part, this.seq);
     this.loop = this.run();
   }
 
@@ -162,6 +165,7 @@ export class Follower {
           }
         }
       }
+      if (read > 0) this.on.applied(this.part, this.seq);
       if (read < BATCH) this.on.caughtUp(this.part);
     }
   }
@@ -201,6 +205,7 @@ export class Follower {
           console.warn(`strata: invalidation log ${this.stream} was lost: dropping L1`);
           this.on.resync();
           await this.tail(this.conn);
+          this.on.applied(this.part, this.seq);
         }
         return;
       } catch {

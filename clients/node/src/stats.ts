@@ -21,6 +21,7 @@ export interface Stats {
   invalidationsReceived: number;
   resyncs: number;
   logErrors: number;
+  writesUnacknowledged: number;
 }
 
 export function newStats(): Stats {
@@ -44,6 +45,7 @@ export function newStats(): Stats {
     invalidationsReceived: 0,
     resyncs: 0,
     logErrors: 0,
+    writesUnacknowledged: 0,
   };
 }
 
@@ -67,6 +69,7 @@ const METRICS: Record<keyof Stats, [string, string | null]> = {
   invalidationsReceived: ["strata_invalidations_received_total", null],
   resyncs: ["strata_resyncs_total", null],
   logErrors: ["strata_log_errors_total", null],
+  writesUnacknowledged: ["strata_writes_unacknowledged_total", null],
 };
 
 /** The counters in Prometheus' text format, labelled with `namespace`. */

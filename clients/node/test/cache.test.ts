@@ -14,6 +14,7 @@ import {
   prometheus,
   UnavailableError,
 } from "../src";
+import { parseAck } from "../src/acks";
 import { newStats } from "../src/stats";
 import { Server } from "./server";
 
@@ -381,4 +382,56 @@ test("decode turns data another instance stored into the caller's type, once", a
     assert.ok(first instanceof Product && again === first);
     assert.equal(decoded, 1);
   });
+});
+
+test("acknowledged writes resolve once every other instance applied them", async () => {
+  const a = await HybridCache.connect(server.url, "ack", { heartbeat: 100, acknowledgedWrites: true });
+  const b = await HybridCache.connect(server.url, "ack", { heartbeat: 100, acknowledgedWrites: true });
+  await closing([a, b], async () => {
+    // Each counts before it serves: its field is there when `connect` resolves.
+    const fields = await redis.hgetall("ack#acks");
+    assert.deepEqual(Object.keys(fields).sort(), [a.instanceId.toString(), b.instanceId.toString()].sort());
+    const source = new Source();
+    for (let i = 1; i <= 20; i++) {
+      await b.getOrLoad("k", source.loader());
+      assert.equal(source.calls, i);
+      await a.invalidate("k");
+      // Resolved: b applied it already (no wait here), and its copy is gone.
+      assert.equal(b.stats().invalidationsReceived, i);
+      const seq = BigInt((await redis.get("ack#log:seq")) ?? "0");
+      const ack = parseAck((await redis.hget("ack#acks", b.instanceId.toString())) ?? "", 0);
+      assert.ok(ack !== null && ack[1] >= seq && ack[0] > Date.now());
+    }
+    await a.set("k", { version: 9 });
+    assert.equal(b.stats().invalidationsReceived, 21);
+    await b.invalidateTag("t");
+    await b.clear();
+    assert.equal(a.stats().invalidationsReceived, 2);
+    assert.equal(a.stats().writesUnacknowledged + b.stats().writesUnacknowledged, 0);
+  });
+  assert.deepEqual(await redis.hgetall("ack#acks"), {});
+});
+
+test("a frozen instance holds writes up to the bound, a gone one not at all", async () => {
+  const a = await HybridCache.connect(server.url, "ack", {
+    heartbeat: 100,
+    maxStaleness: 300,
+    acknowledgedWrites: true,
+  });
+  await closing([a], async () => {
+    // An instance that says it is alive but applies nothing (frozen, cut off).
+    await redis.hset("ack#acks", "7", `${Date.now() + 60_000}:0`);
+    await a.invalidate("k");
+    assert.equal(a.stats().writesUnacknowledged, 1);
+    // Past its life: the writer removes it and does not wait.
+    await redis.hset("ack#acks", "7", `${Date.now() - 1}:0`);
+    await a.invalidate("k");
+    assert.equal(a.stats().writesUnacknowledged, 1);
+    assert.equal(await redis.hexists("ack#acks", "7"), 0);
+    // A field that is not an acknowledgement is waited for, as Rust does.
+    await redis.hset("ack#acks", "8", "garbage");
+    await a.invalidate("k");
+    assert.equal(a.stats().writesUnacknowledged, 2);
+  });
+  assert.deepEqual(await redis.hgetall("ack#acks"), { "8": "garbage" });
 });

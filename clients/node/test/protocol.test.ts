@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 
+import { ackValue, parseAck } from "../src/acks";
 import * as envelope from "../src/envelope";
 import { parseInvalidation, wire } from "../src/follower";
 import { checkNamespace, Layout } from "../src/layout";
@@ -151,4 +152,19 @@ test("random and mutated bytes never throw anything but DecodeError", () => {
       assert.ok(e instanceof envelope.DecodeError, `${(e as Error).name}: ${(e as Error).message}`);
     }
   }
+});
+
+test("the documented acknowledgement reads as documented", () => {
+  const said = DOC.split(/\s+/).join(" ");
+  assert.ok(
+    said.includes(
+      '`1700000003000:17,4` says "alive until 1,700,000,003,000; applied part 0 up to 17 and part 1 up to 4"',
+    ),
+  );
+  assert.equal(ackValue(1_700_000_003_000, [17n, 4n]), "1700000003000:17,4");
+  assert.deepEqual(parseAck("1700000003000:17,4", 0), [1_700_000_003_000, 17n]);
+  assert.deepEqual(parseAck("1700000003000:17,4", 1), [1_700_000_003_000, 4n]);
+  assert.deepEqual(parseAck("1700000003000:17,4", 2), [1_700_000_003_000, 0n]);
+  assert.equal(parseAck("1700000003000", 0), null);
+  assert.equal(parseAck("x:1", 0), null);
 });

@@ -1,7 +1,8 @@
 """A Python instance for the mixed-language tests of the Strata repository.
 
-``python worker.py serve URL NAMESPACE``: one cache; JSON commands on stdin, one per line,
-each answered by one JSON line on stdout (see ``handle``).
+``python worker.py serve URL NAMESPACE [acknowledged]``: one cache (with ``acknowledged``:
+acknowledged writes); JSON commands on stdin, one per line, each answered by one JSON line on
+stdout (see ``handle``).
 
 ``python worker.py checker``: one process of the staleness checker
 (``crates/strata-redis/tests/it/checker.rs``): its parameters in ``STRATA_CHECKER_RUN``, its
@@ -99,8 +100,13 @@ async def handle(cache: HybridCache, cmd: dict[str, Any]) -> dict[str, Any]:
     return {"error": f"unknown op {op!r}"}
 
 
-async def serve(url: str, namespace: str) -> None:
-    cache = await HybridCache.connect(url, namespace, heartbeat=0.1)
+async def serve(url: str, namespace: str, acknowledged: bool) -> None:
+    # Acknowledging, it says it is alive for three heartbeats: long enough (6 s) that a test
+    # freezing it sees the others' writes held up to their bound (1 s), not let go.
+    heartbeat = 2.0 if acknowledged else 0.1
+    cache = await HybridCache.connect(
+        url, namespace, heartbeat=heartbeat, acknowledged_writes=acknowledged
+    )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -189,12 +195,12 @@ async def checker() -> None:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["serve"]:
-        asyncio.run(serve(sys.argv[2], sys.argv[3]))
+    if sys.argv[1:2] == ["serve"] and len(sys.argv) in (4, 5):
+        asyncio.run(serve(sys.argv[2], sys.argv[3], sys.argv[4:] == ["acknowledged"]))
     elif sys.argv[1:2] == ["checker"]:
         asyncio.run(checker())
     else:
-        sys.exit("usage: worker.py serve URL NAMESPACE | worker.py checker")
+        sys.exit("usage: worker.py serve URL NAMESPACE [acknowledged] | worker.py checker")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from strata_cache import (
     LoaderTimeoutError,
     NotFoundError,
 )
+from strata_cache.acks import parse_ack
+from strata_cache.follower import now_ms
 
 from .conftest import Server
 
@@ -357,3 +359,59 @@ async def test_decode_turns_what_another_instance_stored_into_the_caller_s_type_
     again = await b.get_or_load("k", Source().loader(), decode=decode)
     assert isinstance(first, Product) and again is first
     assert decoded == 1
+
+
+async def test_acknowledged_writes_return_once_every_other_instance_applied_them(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    a = await HybridCache.connect(server.url, "ack", heartbeat=0.1, acknowledged_writes=True)
+    b = await HybridCache.connect(server.url, "ack", heartbeat=0.1, acknowledged_writes=True)
+    try:
+        # Each counts before it serves: its field is there when `connect` returns.
+        fields = await redis.hgetall("ack#acks")
+        assert set(fields) == {str(a.instance_id).encode(), str(b.instance_id).encode()}
+        source = Source()
+        for i in range(1, 21):
+            await b.get_or_load("k", source.loader())
+            assert source.calls == i
+            await a.invalidate("k")
+            # Returned: b applied it already (no wait here), and its copy is gone.
+            assert b.stats().invalidations_received == i
+            seq = int((await redis.get("ack#log:seq")) or 0)
+            ack = parse_ack((await redis.hget("ack#acks", str(b.instance_id))) or b"", 0)
+            assert ack is not None and ack[1] >= seq and ack[0] > now_ms()
+        await a.set("k", {"version": 9})
+        assert b.stats().invalidations_received == 21
+        await b.invalidate_tag("t")
+        await b.clear()
+        assert a.stats().invalidations_received == 2
+        assert a.stats().writes_unacknowledged == 0 and b.stats().writes_unacknowledged == 0
+    finally:
+        await a.close()
+        await b.close()
+    assert await redis.hgetall("ack#acks") == {}
+
+
+async def test_a_frozen_instance_holds_writes_up_to_the_bound_and_a_gone_one_not_at_all(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    a = await HybridCache.connect(
+        server.url, "ack", heartbeat=0.1, max_staleness=0.3, acknowledged_writes=True
+    )
+    try:
+        # An instance that says it is alive but applies nothing (frozen, cut off).
+        await redis.hset("ack#acks", "7", f"{now_ms() + 60_000}:0")
+        await a.invalidate("k")
+        assert a.stats().writes_unacknowledged == 1
+        # Past its life: the writer removes it and does not wait.
+        await redis.hset("ack#acks", "7", f"{now_ms() - 1}:0")
+        await a.invalidate("k")
+        assert a.stats().writes_unacknowledged == 1
+        assert not await redis.hexists("ack#acks", "7")
+        # A field that is not an acknowledgement is waited for, as Rust does.
+        await redis.hset("ack#acks", "8", "garbage")
+        await a.invalidate("k")
+        assert a.stats().writes_unacknowledged == 2
+    finally:
+        await a.close()
+    assert await redis.hgetall("ack#acks") == {b"8": b"garbage"}

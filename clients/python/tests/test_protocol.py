@@ -9,6 +9,7 @@ import re
 import pytest
 
 from strata_cache import envelope
+from strata_cache.acks import ack_value, parse_ack
 from strata_cache.envelope import DecodeError, Times
 from strata_cache.follower import Invalidation
 from strata_cache.layout import Layout, check_namespace
@@ -151,3 +152,17 @@ def test_random_and_mutated_bytes_never_raise_anything_but_decode_error() -> Non
             envelope.decode(data)
         except DecodeError:
             pass
+
+
+def test_the_documented_acknowledgement_reads_as_documented() -> None:
+    said = " ".join(DOC.split())
+    assert (
+        '`1700000003000:17,4` says "alive until 1,700,000,003,000; applied part 0 up to 17 '
+        'and part 1 up to 4"' in said
+    )
+    assert ack_value(1_700_000_003_000, [17, 4]) == "1700000003000:17,4"
+    assert parse_ack(b"1700000003000:17,4", 0) == (1_700_000_003_000, 17)
+    assert parse_ack(b"1700000003000:17,4", 1) == (1_700_000_003_000, 4)
+    assert parse_ack(b"1700000003000:17,4", 2) == (1_700_000_003_000, 0)
+    assert parse_ack(b"1700000003000", 0) is None
+    assert parse_ack(b"x:1", 0) is None

@@ -166,7 +166,8 @@ impl HybridCacheBuilder {
     /// which, with a staleness bound, it no longer trusts its L1 anyway; writes it held up are
     /// counted in
     /// [`Stats::writes_unacknowledged`](crate::Stats::writes_unacknowledged). Every instance of
-    /// the namespace must enable it. A write whose shared half cannot be done now (L2 or the
+    /// the namespace must enable it — the Python and Node clients take part alike
+    /// (`acknowledged_writes=True`, `acknowledgedWrites: true`; `docs/protocol.md` §4). A write whose shared half cannot be done now (L2 or the
     /// log unreachable from here) is deferred and replayed as usual, but returns
     /// [`Error::Unavailable`]: the others were not told. Needs a log that takes
     /// acknowledgements ([`InvalidationLog::acknowledges`]: `strata_redis::RedisStreamLog`,

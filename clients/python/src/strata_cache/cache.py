@@ -17,6 +17,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from . import connection, envelope
+from .acks import Acker, Looks
 from .envelope import DecodeError, Times
 from .errors import (
     ConfigError,
@@ -101,6 +102,9 @@ class HybridCache:
     _set_ifeq: bool
     _caught_up: list[int]
     _followers: list[Follower]
+    _acker: Acker | None
+    _looks: Looks | None
+    _ack_within: float
 
     def __init__(self) -> None:
         raise TypeError("use `await HybridCache.connect(url, namespace)`")
@@ -120,6 +124,7 @@ class HybridCache:
         log_max_len: int = 10_000,
         log_shards: int = 1,
         heartbeat: float = 1.0,
+        acknowledged_writes: bool = False,
         max_key_bytes: int = 1024,
         max_value_bytes: int = 16 * 1024 * 1024,
         **redis_kwargs: Any,
@@ -135,6 +140,11 @@ class HybridCache:
         - ``max_staleness``: serve L1 only while the log vouched for it within this many
           seconds (at least two heartbeats); otherwise read Redis;
         - ``log_shards``: parts the namespace's log is split into (all instances agree);
+        - ``acknowledged_writes``: a write returns once every other live instance — in any
+          language — has applied it (each keeps a field of ``<namespace>#acks``, refreshed as
+          it applies the log and every ``heartbeat``); one that cannot answer holds writes up
+          for at most ``max_staleness`` (one second without it), and writes it held up are
+          counted in ``writes_unacknowledged``. Every instance of the namespace enables it;
         - ``redis_kwargs``: passed to ``redis.asyncio.Redis.from_url``.
         """
         self = object.__new__(cls)
@@ -156,6 +166,8 @@ class HybridCache:
         self._max_key_bytes = max_key_bytes
         self._max_value_bytes = max_value_bytes
         self.instance_id = secrets.randbits(64)
+        self._followers = []
+        self._acker, self._looks = None, None
         self._l1 = L1(l1_capacity)
         self._fence = Fence()
         self._flights = {}
@@ -199,6 +211,7 @@ class HybridCache:
                 resync=self._resync,
                 filled=self._filled,
                 caught_up=self._mark_caught_up,
+                applied=self._applied,
             )
             self._followers = [
                 Follower(
@@ -213,9 +226,21 @@ class HybridCache:
                 )
                 for part in range(log_shards)
             ]
+            self._ack_within = max_staleness if max_staleness is not None else 1.0
+            if acknowledged_writes:
+                key = self._layout.acks()
+                self._acker = Acker(
+                    self._redis, key, self.instance_id, log_shards, heartbeat, self._log_error
+                )
+                self._looks = Looks(self._redis, key)
             for follower in self._followers:
                 await follower.start()
+            if self._acker is not None:
+                # Counted by the others before it serves a read: no write may miss it.
+                await self._acker.join()
         except BaseException:
+            for follower in self._followers:
+                await follower.stop()
             await self._redis.aclose()
             raise
         return self
@@ -224,6 +249,8 @@ class HybridCache:
         """Stops following the log and closes the connections."""
         for task in list(self._background):
             task.cancel()
+        if self._acker is not None:
+            await self._acker.leave()
         for follower in self._followers:
             await follower.stop()
         await self._redis.aclose()
@@ -689,7 +716,7 @@ class HybridCache:
         data = self._layout.data(key)
         try:
             if not self._layout.cluster:
-                await self._scripts["REPLACE"](
+                seq = await self._scripts["REPLACE"](
                     keys=[data, *self._log_keys(part), *(self._layout.tag(t) for t in tags)],
                     args=[payload, px, self._log_max_len, self._entry("key", key)],
                 )
@@ -697,13 +724,14 @@ class HybridCache:
                 # The log lives in another slot: the value first, then its entry.
                 await self._index_tags(data, tags, px)
                 await self._redis.set(data, payload, px=px)
-                await self._append(part, "key", key)
+                seq = await self._append(part, "key", key)
         except RedisError as err:
             self._l1.remove(key)
             raise UnavailableError(f"set {key!r}: {err}") from err
         self._stats.invalidations_sent += 1
         entry = L1Entry(value, False, times, options.l1_until(now, times), tags, stamp)
         self._l1.insert(key, entry)
+        await self._acknowledged(part, seq)
 
     async def invalidate(self, key: str) -> None:
         """Drops ``key`` from Redis and from every instance's L1; a load in flight for it (here
@@ -714,16 +742,17 @@ class HybridCache:
         data = self._layout.data(key)
         try:
             if not self._layout.cluster:
-                await self._scripts["INVALIDATE"](
+                seq = await self._scripts["INVALIDATE"](
                     keys=[data, *self._log_keys(part)],
                     args=[self._log_max_len, self._entry("key", key)],
                 )
             else:
                 await self._redis.unlink(data)
-                await self._append(part, "key", key)
+                seq = await self._append(part, "key", key)
         except RedisError as err:
             raise UnavailableError(f"invalidate {key!r}: {err}") from err
         self._stats.invalidations_sent += 1
+        await self._acknowledged(part, seq)
 
     async def invalidate_tag(self, tag: str) -> None:
         """Drops every entry tagged ``tag``, in Redis and in every instance's L1."""
@@ -745,10 +774,11 @@ class HybridCache:
                 if members:
                     await self._redis.srem(index, *members)
             self._drop_tag(tag)
-            await self._append(part, "tag", tag)
+            seq = await self._append(part, "tag", tag)
         except RedisError as err:
             raise UnavailableError(f"invalidate tag {tag!r}: {err}") from err
         self._stats.invalidations_sent += 1
+        await self._acknowledged(part, seq)
 
     async def clear(self) -> None:
         """Drops every entry of the namespace, in Redis and in every instance's L1."""
@@ -763,13 +793,15 @@ class HybridCache:
                         batch = []
                 if batch:
                     await self._redis.unlink(*batch)
-            await self._append(0, "clear", None)
+            seq = await self._append(0, "clear", None)
         except RedisError as err:
             raise UnavailableError(f"clear {self.namespace!r}: {err}") from err
         self._stats.invalidations_sent += 1
+        await self._acknowledged(0, seq)
 
-    async def _append(self, part: int, op: str, arg: str | None) -> None:
-        await self._scripts["APPEND_LOG"](
+    async def _append(self, part: int, op: str, arg: str | None) -> Any:
+        """Appends an entry to ``part`` of the log; returns its sequence number."""
+        return await self._scripts["APPEND_LOG"](
             keys=self._log_keys(part),
             args=[self._log_max_len, self._entry(op, arg)],
         )
@@ -839,6 +871,25 @@ class HybridCache:
 
     def _mark_caught_up(self, part: int) -> None:
         self._caught_up[part] = now_ms()
+
+    def _applied(self, part: int, seq: int) -> None:
+        if self._acker is not None:
+            self._acker.record(part, seq)
+
+    def _log_error(self) -> None:
+        self._stats.log_errors += 1
+
+    async def _acknowledged(self, part: int, seq: Any) -> None:
+        """With acknowledged writes: returns once every other live instance applied entry
+        ``seq`` of ``part`` (or the wait's bound passed: counted)."""
+        if self._looks is None or seq is None:
+            return
+        try:
+            done = await self._looks.wait(self.instance_id, part, int(seq), self._ack_within)
+        except (RedisError, OSError):
+            done = False
+        if not done:
+            self._stats.writes_unacknowledged += 1
 
     # ---------------------------------------------------------------- bytes
 

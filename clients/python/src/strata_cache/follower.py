@@ -72,6 +72,8 @@ class Handlers:
     resync: Callable[[], None]
     filled: Callable[[str], None]
     caught_up: Callable[[int], None]
+    #: The part was applied up to this sequence number (acknowledged writes report it).
+    applied: Callable[[int, int], None]
 
 
 class Follower:
@@ -110,6 +112,7 @@ class Follower:
         self._conn = self._connect()
         await self._tail(self._conn)
         self._on.caught_up(self._part)
+        self._on.applied(self._part, self._seq)
         self._task = asyncio.create_task(self._run(), name=f"strata follower {self._stream}")
 
     async def stop(self) -> None:
@@ -171,6 +174,8 @@ class Follower:
                         key = fields.get(b"k")
                         if key is not None:
                             self._on.filled(key.decode(errors="replace"))
+            if read:
+                self._on.applied(self._part, self._seq)
             if read < BATCH:
                 self._on.caught_up(self._part)
 
@@ -211,6 +216,7 @@ class Follower:
                 log.warning("invalidation log %s was lost: dropping L1", self._stream)
                 self._on.resync()
                 await self._tail(self._conn)
+                self._on.applied(self._part, self._seq)
             return
 
 

@@ -26,6 +26,7 @@ _METRICS: dict[str, tuple[str, str | None]] = {
     "invalidations_received": ("strata_invalidations_received_total", None),
     "resyncs": ("strata_resyncs_total", None),
     "log_errors": ("strata_log_errors_total", None),
+    "writes_unacknowledged": ("strata_writes_unacknowledged_total", None),
 }
 
 
@@ -52,6 +53,7 @@ class Stats:
     invalidations_received: int = 0
     resyncs: int = 0
     log_errors: int = 0
+    writes_unacknowledged: int = 0
 
     def copy(self) -> Stats:
         return replace(self)

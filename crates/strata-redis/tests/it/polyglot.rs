@@ -1,7 +1,8 @@
-//! Rust and Python instances on one namespace (protocol v1, `docs/protocol.md`): each reads
-//! what the other wrote, an invalidation in either language drops the other's L1, a stampede
-//! over both loads once, and the staleness checker runs with Python processes among its
-//! workers (one of them cut off).
+//! Rust, Python and Node instances on one namespace (protocol v1, `docs/protocol.md`): each
+//! reads what the others wrote, an invalidation in any language drops the others' L1, a
+//! stampede over all three loads once, acknowledged writes wait for the instances of every
+//! language, and the staleness checker runs with Python and Node processes among its workers
+//! (one of them cut off).
 //!
 //! The Python instances are `clients/python/interop/worker.py`, run by the interpreter of the
 //! client's virtualenv (`./scripts/test` makes it): `STRATA_PYTHON`, else
@@ -22,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::checker::staleness_run;
-use crate::{TTL, WAIT, instance, raw_connection};
+use crate::{TTL, WAIT, acknowledging, instance, raw_connection};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -109,7 +110,7 @@ fn others() -> Option<(Worker, Worker)> {
 /// A cache instance in another language, in its own process, driven by JSON lines.
 struct Peer {
     name: &'static str,
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
@@ -121,9 +122,15 @@ impl Peer {
 
     /// A peer on the Redis (or cluster) at `url`.
     async fn start_at(worker: &Worker, url: &str, namespace: &str) -> Peer {
+        Self::start_with(worker, url, namespace, &[]).await
+    }
+
+    /// A peer started with more arguments (`acknowledged`: acknowledged writes).
+    async fn start_with(worker: &Worker, url: &str, namespace: &str, more: &[&str]) -> Peer {
         let mut child = worker
             .command("serve")
             .args([url, namespace])
+            .args(more)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -134,7 +141,7 @@ impl Peer {
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut peer = Peer {
             name: worker.name(),
-            _child: child,
+            child,
             stdin,
             lines,
         };
@@ -154,6 +161,39 @@ impl Peer {
             .unwrap()
             .expect("the worker is alive");
         serde_json::from_str(&line).unwrap()
+    }
+
+    /// Sends the process `signal` (`STOP`: frozen, its sockets open and nothing answered;
+    /// `CONT`: thawed).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the worker runs");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// One of the peer's counters (Python's name, or Node's camelCase of it).
+    async fn stat(&mut self, name: &str) -> u64 {
+        let stats = self.call(json!({"op": "stats"})).await["stats"].take();
+        let camel = name
+            .split('_')
+            .enumerate()
+            .map(|(i, w)| {
+                if i == 0 {
+                    w.to_owned()
+                } else {
+                    w[..1].to_uppercase() + &w[1..]
+                }
+            })
+            .collect::<String>();
+        stats
+            .get(name)
+            .or_else(|| stats.get(&camel))
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("{}: no counter {name} in {stats}", self.name))
     }
 
     async fn call(&mut self, command: Value) -> Value {
@@ -394,6 +434,84 @@ async fn an_invalidation_in_any_language_drops_the_others_l1() {
 
 /// W2 over three languages: 1,000 concurrent reads of a cold key — 334 in two Rust instances,
 /// 333 in a Python process, 333 in a Node process — with a 50 ms load: one load in all.
+/// Acknowledged writes across languages (`docs/protocol.md` §4): every instance keeps its
+/// field, a write in any language returns once the others applied it, and one frozen instance
+/// (SIGSTOP: its field still says it is alive) holds every other language's writes up to their
+/// bound, counted, until it is thawed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_wait_for_the_instances_of_every_language() {
+    let Some((python, node)) = others() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let config = strata_redis::RedisConfig::from_url(&redis.url()).unwrap();
+    let rust = acknowledging(&config).await;
+    let mut py = Peer::start_with(&python, &redis.url(), "svc", &["acknowledged"]).await;
+    let mut js = Peer::start_with(&node, &redis.url(), "svc", &["acknowledged"]).await;
+    let mut conn = raw_connection(&redis).await;
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg("svc#acks")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fields.len(), 3, "one field per instance: {fields:?}");
+
+    // A write in each language is applied by the other two before it returns.
+    let writers = ["rust", "python", "node"];
+    for (i, writer) in writers.into_iter().enumerate() {
+        let key = format!("by-{writer}");
+        py.call(json!({"op": "get_or_load", "key": key, "value": 1}))
+            .await;
+        js.call(json!({"op": "get_or_load", "key": key, "value": 1}))
+            .await;
+        let calls = Arc::new(AtomicU64::new(0));
+        let _: Arc<Value> = rust
+            .get_or_load(&key, rust_loader(json!(1), &calls))
+            .await
+            .unwrap();
+        match writer {
+            "rust" => rust.invalidate(&key).await.unwrap(),
+            "python" => drop(py.call(json!({"op": "invalidate", "key": key})).await),
+            _ => drop(js.call(json!({"op": "invalidate", "key": key})).await),
+        }
+        let (py_got, js_got) = (
+            py.stat("invalidations_received").await,
+            js.stat("invalidations_received").await,
+        );
+        let rust_got = rust.stats().invalidations_received;
+        // Each has received the writes so far of the two other languages.
+        let expected = |lang: &str| writers[..=i].iter().filter(|w| **w != lang).count() as u64;
+        assert_eq!(
+            (rust_got, py_got, js_got),
+            (expected("rust"), expected("python"), expected("node")),
+            "after {writer}'s write (rust, python, node received)"
+        );
+    }
+    assert_eq!(rust.stats().writes_unacknowledged, 0);
+    assert_eq!(py.stat("writes_unacknowledged").await, 0);
+    assert_eq!(js.stat("writes_unacknowledged").await, 0);
+
+    // Python frozen: Rust's and Node's writes wait for it (up to their bound of 1 s).
+    py.signal("STOP");
+    rust.invalidate("k").await.unwrap();
+    js.call(json!({"op": "invalidate", "key": "k"})).await;
+    py.signal("CONT");
+    assert_eq!(rust.stats().writes_unacknowledged, 1);
+    assert_eq!(js.stat("writes_unacknowledged").await, 1);
+    // Node frozen: Python's write waits for it.
+    js.signal("STOP");
+    py.call(json!({"op": "invalidate", "key": "k"})).await;
+    js.signal("CONT");
+    assert_eq!(py.stat("writes_unacknowledged").await, 1);
+    // Thawed, they acknowledge again: the next writes are not held up.
+    rust.invalidate("k").await.unwrap();
+    py.call(json!({"op": "invalidate", "key": "k"})).await;
+    js.call(json!({"op": "invalidate", "key": "k"})).await;
+    assert_eq!(rust.stats().writes_unacknowledged, 1);
+    assert_eq!(py.stat("writes_unacknowledged").await, 1);
+    assert_eq!(js.stat("writes_unacknowledged").await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stampede_over_rust_python_and_node_loads_once() {
     let Some((python, node)) = others() else {
