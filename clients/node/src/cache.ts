@@ -147,8 +147,9 @@ export class HybridCache {
 
   /**
    * Connects to Redis at `url` (`redis://`, `rediss://` with TLS, a cluster as
-   * `redis+cluster://h1:p1,h2:p2`; credentials in the URL) and
-   * starts following the namespace's log.
+   * `redis+cluster://h1:p1,h2:p2`, the master of a Sentinel-managed group as
+   * `redis+sentinel://s1:p1,s2:p2/<master>[/<db>]`, followed across a failover; credentials in
+   * the URL) and starts following the namespace's log.
    */
   static async connect(url: string, namespace: string, options: CacheOptions = {}): Promise<HybridCache> {
     const parts = options.logShards ?? 1;

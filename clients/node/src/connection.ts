@@ -1,7 +1,8 @@
 /**
  * Connections from a URL: `redis://` / `rediss://` for one server (as ioredis reads them),
- * `redis+cluster://h1:p1,h2:p2` / `rediss+cluster://…` for a Redis Cluster (as the Rust crate
- * writes them; credentials as `user:password@` before the first node).
+ * `redis+sentinel://s1:p1,s2:p2/<master>[/<db>]` for the master of a Sentinel-managed group and
+ * `redis+cluster://h1:p1,h2:p2` for a Redis Cluster (`rediss+…` with TLS), as the Rust crate
+ * writes them: credentials as `user:password@` before the first host.
  */
 
 import Redis, { Cluster, type RedisOptions } from "ioredis";
@@ -14,27 +15,74 @@ export function isCluster(url: string): boolean {
   return /^rediss?\+cluster:\/\//.test(url);
 }
 
+export function isSentinel(url: string): boolean {
+  return /^rediss?\+sentinel:\/\//.test(url);
+}
+
+/** `h1[:p1],h2[:p2]` as host and port pairs. */
+function hostsOf(url: string, hosts: string, defaultPort: number): { host: string; port: number }[] {
+  return hosts.split(",").map((node) => {
+    const i = node.lastIndexOf(":");
+    const [host, port] = i < 0 ? [node, defaultPort] : [node.slice(0, i), Number(node.slice(i + 1))];
+    if (host === "" || !Number.isInteger(port) || (i >= 0 && !/^\d+$/.test(node.slice(i + 1))))
+      throw new ConfigError(`${url}: hosts are host[:port], comma-separated`);
+    return { host, port };
+  });
+}
+
+/** Takes `user:password@` off the front of a URL's `authority` into `options`; returns its hosts. */
+function credentials(authority: string, options: RedisOptions): string {
+  const at = authority.lastIndexOf("@");
+  if (at < 0) return authority;
+  const userinfo = authority.slice(0, at);
+  const colon = userinfo.indexOf(":");
+  const [user, password] = colon < 0 ? [userinfo, ""] : [userinfo.slice(0, colon), userinfo.slice(colon + 1)];
+  if (user) options.username = decodeURIComponent(user);
+  if (password) options.password = decodeURIComponent(password);
+  return authority.slice(at + 1);
+}
+
+/**
+ * The master of a Sentinel-managed group: the sentinels are asked for its address on each
+ * (re)connection, and a connection that finds it has become a replica (`READONLY`) reconnects.
+ * The URL's credentials, database and TLS are the master's; the sentinels take its TLS.
+ */
+function sentinel(url: string, options: RedisOptions): Redis {
+  const [scheme, rest = ""] = url.split("://", 2) as [string, string?];
+  const slash = rest.indexOf("/");
+  const [authority, path] = slash < 0 ? [rest, ""] : [rest.slice(0, slash), rest.slice(slash + 1)];
+  const o: RedisOptions = { ...options };
+  const hosts = credentials(authority, o);
+  const [name = "", db] = path.split("/", 2);
+  if (name === "" || hosts === "")
+    throw new ConfigError(`${url}: a Sentinel URL names its sentinels and a master (…/<master>)`);
+  if (db !== undefined && db !== "") {
+    if (!/^\d+$/.test(db)) throw new ConfigError(`${url}: the database is a number`);
+    o.db = Number(db);
+  }
+  if (scheme === "rediss+sentinel") {
+    o.tls = o.tls ?? {};
+    o.enableTLSForSentinelMode = true;
+    o.sentinelTLS = o.sentinelTLS ?? o.tls;
+  }
+  return new Redis({
+    sentinels: hostsOf(url, hosts, 26379),
+    name,
+    failoverDetector: true,
+    reconnectOnError: (err) => (err.message.startsWith("READONLY") ? 2 : false),
+    ...o,
+  });
+}
+
 /** A client for `url`; `options` go to ioredis (to each node's connection on a cluster). */
 export function connect(url: string, options: RedisOptions): Client {
+  if (isSentinel(url)) return sentinel(url, options);
   if (!isCluster(url)) return new Redis(url, options);
   const [scheme, rest = ""] = url.split("://", 2) as [string, string?];
-  let hosts = rest.split("/")[0] ?? "";
   const redisOptions: RedisOptions = { ...options };
-  const at = hosts.lastIndexOf("@");
-  if (at >= 0) {
-    const [user = "", password = ""] = hosts.slice(0, at).split(":", 2);
-    if (user) redisOptions.username = decodeURIComponent(user);
-    if (password) redisOptions.password = decodeURIComponent(password);
-    hosts = hosts.slice(at + 1);
-  }
+  const hosts = credentials(rest.split("/")[0] ?? "", redisOptions);
   if (scheme === "rediss+cluster") redisOptions.tls = redisOptions.tls ?? {};
-  const nodes = hosts.split(",").map((node) => {
-    const i = node.lastIndexOf(":");
-    const port = Number(node.slice(i + 1));
-    if (i <= 0 || !Number.isInteger(port))
-      throw new ConfigError(`${url}: cluster nodes are host:port, comma-separated`);
-    return { host: node.slice(0, i), port };
-  });
+  const nodes = hostsOf(url, hosts, 6379);
   return new Cluster(nodes, {
     redisOptions,
     maxRedirections: 16,

@@ -130,8 +130,10 @@ class HybridCache:
         **redis_kwargs: Any,
     ) -> HybridCache:
         """Connects to Redis at ``url`` — ``redis://``, ``rediss://`` (TLS), or a cluster as
-        ``redis+cluster://h1:p1,h2:p2``; credentials in the URL — and starts following the
-        namespace's log.
+        ``redis+cluster://h1:p1,h2:p2``, the master of a Sentinel-managed group as
+        ``redis+sentinel://s1:p1,s2:p2/<master>[/<db>]`` (followed across a failover;
+        ``sentinel_kwargs=`` for the sentinels' own settings); credentials in the URL — and
+        starts following the namespace's log.
 
         - ``l1_capacity``: entries kept in process (0: no L1);
         - ``codec``: how values are written (every instance reads either);
@@ -241,7 +243,7 @@ class HybridCache:
         except BaseException:
             for follower in self._followers:
                 await follower.stop()
-            await self._redis.aclose()
+            await connection.close(self._redis)
             raise
         return self
 
@@ -253,7 +255,7 @@ class HybridCache:
             await self._acker.leave()
         for follower in self._followers:
             await follower.stop()
-        await self._redis.aclose()
+        await connection.close(self._redis)
 
     async def __aenter__(self) -> HybridCache:
         return self

@@ -125,7 +125,7 @@ class Follower:
             if pending:
                 log.warning("invalidation log %s: follower did not stop in 5 s", self._stream)
         if self._conn is not None:
-            await self._conn.aclose()
+            await connection.close(self._conn)
 
     def _connect(self) -> connection.Client:
         # Its reads block for a heartbeat: a reply may take that plus the command's own time.
@@ -201,7 +201,7 @@ class Follower:
         while not self._stopped:
             await asyncio.sleep(pause)
             if self._conn is not None:
-                await self._conn.aclose()
+                await connection.close(self._conn)
             self._conn = self._connect()
             try:
                 raw = await self._conn.get(self._seq_key)

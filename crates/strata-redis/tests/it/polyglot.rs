@@ -197,16 +197,21 @@ impl Peer {
     }
 
     async fn call(&mut self, command: Value) -> Value {
-        let mut line = command.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        let reply = self.reply().await;
+        let reply = self.try_call(command.clone()).await;
         assert!(
             reply.get("error").is_none(),
             "{}: {command} → {reply}",
             self.name
         );
         reply
+    }
+
+    /// The reply to `command`, an error (`{"error": …}`) included.
+    async fn try_call(&mut self, command: Value) -> Value {
+        let mut line = command.to_string();
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.reply().await
     }
 }
 
@@ -510,6 +515,106 @@ async fn acknowledged_writes_wait_for_the_instances_of_every_language() {
     assert_eq!(rust.stats().writes_unacknowledged, 1);
     assert_eq!(py.stat("writes_unacknowledged").await, 1);
     assert_eq!(js.stat("writes_unacknowledged").await, 1);
+}
+
+/// Through Sentinel (`redis+sentinel://…/<master>`), Python and Node instances share the
+/// namespace with Rust's, and follow a failover beside it: the master is killed, reads are
+/// answered all along, each language's writes reach the promoted replica, and an invalidation
+/// there reaches the others' L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_sentinel_three_languages_follow_a_failover() {
+    let Some((python, node)) = others() else {
+        return;
+    };
+    let (mut master, replica, sentinels) = crate::sentinel::group().await;
+    let url = crate::sentinel::url_of(&sentinels);
+    let config = strata_redis::RedisConfig::from_url(&url).unwrap();
+    let rust = crate::instance_with(&config, EntryOptions::ttl(TTL)).await;
+    let mut peers = [
+        Peer::start_at(&python, &url, "svc").await,
+        Peer::start_at(&node, &url, "svc").await,
+    ];
+    for peer in &mut peers {
+        let key = format!("before-{}", peer.name);
+        peer.call(json!({"op": "set", "key": key, "value": 1}))
+            .await;
+        assert!(
+            master
+                .cli(&["EXISTS", &format!("svc:{key}")])
+                .ends_with('1'),
+            "{} wrote to the master",
+            peer.name
+        );
+    }
+
+    master.kill();
+    for peer in &mut peers {
+        // Reads are answered all along (from L1, else the loader); writes fail until the
+        // sentinels name the replica and the client finds it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for n in 0.. {
+            let key = format!("after-{}-{n}", peer.name);
+            let read = peer
+                .call(json!({"op": "get_or_load", "key": key, "value": n}))
+                .await;
+            assert_eq!(
+                read["value"],
+                json!(n),
+                "{} reads during the failover",
+                peer.name
+            );
+            let wrote = peer
+                .try_call(json!({"op": "set", "key": key, "value": n}))
+                .await;
+            if wrote.get("error").is_none()
+                && replica
+                    .cli(&["EXISTS", &format!("svc:{key}")])
+                    .ends_with('1')
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: no write reached the promoted replica in 30 s (last: {wrote})",
+                peer.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        replica.cli(&["ROLE"]).starts_with("master"),
+        "the replica was promoted"
+    );
+
+    // After the failover an invalidation in Python reaches Rust's and Node's L1 (their
+    // followers found the new master too).
+    let calls = Arc::new(AtomicU64::new(0));
+    let _: Arc<Value> = rust
+        .get_or_load("shared", rust_loader(json!(1), &calls))
+        .await
+        .unwrap();
+    let [py, js] = &mut peers;
+    js.call(json!({"op": "get_or_load", "key": "shared", "value": 1}))
+        .await;
+    let (rust_before, js_before) = (
+        rust.stats().invalidations_received,
+        js.stat("invalidations_received").await,
+    );
+    py.call(json!({"op": "invalidate", "key": "shared"})).await;
+    received(&rust, rust_before + 1).await;
+    let got = js
+        .call(json!({"op": "wait_received", "n": js_before + 1}))
+        .await;
+    assert!(got["received"].as_u64() >= Some(js_before + 1), "{got}");
+    let again: Arc<Value> = rust
+        .get_or_load("shared", rust_loader(json!(2), &calls))
+        .await
+        .unwrap();
+    assert_eq!(*again, json!(2), "Rust's copy was dropped");
+    let got = js
+        .call(json!({"op": "get_or_load", "key": "shared", "value": 2}))
+        .await;
+    assert_eq!(got["value"], json!(2), "Node's copy was dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use crate::{TTL, instance_with};
 const MASTER: &str = "mymaster";
 
 /// A master, a replica in sync with it, and three sentinels that know them both and each other.
-async fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
+pub(crate) async fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
     let master = RedisServer::start();
     let replica = RedisServer::options().replica_of(master.port()).start();
     let sentinels: Vec<_> = (0..3)
@@ -51,13 +51,18 @@ async fn group() -> (RedisServer, RedisServer, Vec<RedisServer>) {
     (master, replica, sentinels)
 }
 
-/// The settings a client of `sentinels` uses.
-fn config_of(sentinels: &[RedisServer]) -> RedisConfig {
+/// The URL of `sentinels`' master, as a client in any language is given it.
+pub(crate) fn url_of(sentinels: &[RedisServer]) -> String {
     let hosts: Vec<String> = sentinels
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port()))
         .collect();
-    RedisConfig::from_url(&format!("redis+sentinel://{}/{MASTER}", hosts.join(","))).unwrap()
+    format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
+}
+
+/// The settings a client of `sentinels` uses.
+fn config_of(sentinels: &[RedisServer]) -> RedisConfig {
+    RedisConfig::from_url(&url_of(sentinels)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
