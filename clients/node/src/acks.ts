@@ -15,6 +15,8 @@ import type { Client } from "./connection";
  */
 const QUICK_LOOKS = 8;
 const POLL = 1;
+/** The longest `close` waits for the goodbye (a frozen server must not hold it up). */
+const LEAVE_WAIT = 1000;
 
 const nowMs = (): number => Date.now();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -103,12 +105,13 @@ export class Acker {
   async leave(): Promise<void> {
     this.stopped = true;
     this.advanced?.();
-    await this.loop;
-    try {
-      await this.redis.hdel(this.key, this.field);
-    } catch {
-      // Gone anyway once its life passes: a writer removes it then.
-    }
+    // Bounded: a frozen server must not hold the close up. If the goodbye is lost, the field
+    // is gone anyway once its life passes: a writer removes it then.
+    if (this.loop !== null) await before(this.loop, LEAVE_WAIT);
+    await before(
+      this.redis.hdel(this.key, this.field).catch(() => 0),
+      LEAVE_WAIT,
+    );
   }
 
   private async run(): Promise<void> {

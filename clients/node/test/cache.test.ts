@@ -435,3 +435,16 @@ test("a frozen instance holds writes up to the bound, a gone one not at all", as
   });
   assert.deepEqual(await redis.hgetall("ack#acks"), { "8": "garbage" });
 });
+
+test("closing an acknowledging instance does not wait on a frozen server", async () => {
+  const frozen = await Server.start();
+  const a = await HybridCache.connect(frozen.url, "ack", { heartbeat: 100, acknowledgedWrites: true });
+  frozen.freeze();
+  try {
+    const closed = await Promise.race([a.close().then(() => true), sleep(10_000).then(() => false)]);
+    assert.ok(closed, "close returned");
+  } finally {
+    frozen.thaw();
+    frozen.stop();
+  }
+});

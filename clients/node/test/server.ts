@@ -33,6 +33,16 @@ export class Server {
   stop(): void {
     this.process.kill("SIGKILL");
   }
+
+  /** Freezes the server (SIGSTOP): its sockets stay open and nothing answers. */
+  freeze(): void {
+    this.process.kill("SIGSTOP");
+  }
+
+  /** Thaws a frozen server (SIGCONT). */
+  thaw(): void {
+    this.process.kill("SIGCONT");
+  }
 }
 
 function freePort(): Promise<number> {

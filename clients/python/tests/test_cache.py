@@ -415,3 +415,16 @@ async def test_a_frozen_instance_holds_writes_up_to_the_bound_and_a_gone_one_not
     finally:
         await a.close()
     assert await redis.hgetall("ack#acks") == {b"8": b"garbage"}
+
+
+async def test_closing_an_acknowledging_instance_does_not_wait_on_a_frozen_server() -> None:
+    frozen = Server()
+    try:
+        a = await HybridCache.connect(frozen.url, "ack", heartbeat=0.1, acknowledged_writes=True)
+        frozen.freeze()
+        # Its goodbye is bounded (1 s); unbounded, redis-py gives up on the frozen server's
+        # handshake only after its 5 s connect timeout.
+        await asyncio.wait_for(a.close(), 3)
+    finally:
+        frozen.thaw()
+        frozen.stop()

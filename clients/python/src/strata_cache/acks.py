@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -28,6 +28,25 @@ QUICK_LOOKS = 8
 POLL = 0.001
 
 _ERRORS = (RedisError, OSError)
+
+#: The longest ``close`` waits for the goodbye (a frozen server must not hold it up).
+LEAVE_WAIT = 1.0
+
+T = TypeVar("T")
+
+
+async def bounded(aw: Awaitable[T], timeout: float) -> tuple[bool, T | None]:
+    """``(True, result)`` if ``aw`` finishes within ``timeout`` seconds, else ``(False, None)``
+    — and it is cancelled, not awaited: cancelling with ``wait_for`` a task that had just been
+    woken could leave the caller waiting on it for good (seen on CPython 3.11)."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))
+    if not done:
+        task.cancel()
+        # Its failure, should it end with one, is nobody's to report.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return False, None
+    return True, task.result()
 
 
 def ack_value(alive_until: int, applied: list[int]) -> str:
@@ -100,10 +119,9 @@ class Acker:
         self._leaving = True
         self._advanced.set()
         if self._task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 5)
+            await asyncio.wait({self._task}, timeout=LEAVE_WAIT)
         with contextlib.suppress(*_ERRORS):
-            await self._redis.hdel(self._key, self._field)
+            await bounded(self._redis.hdel(self._key, self._field), LEAVE_WAIT)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -154,8 +172,7 @@ class Looks:
         """Whether every other live instance acknowledged ``seq`` of ``part`` within
         ``within`` seconds; fields past their life are removed."""
         mine = (str(origin), str(origin).encode())
-        # The bound kept by hand, not by `wait_for` around the loop: cancelling a task that
-        # sleeps between looks could leave it hanging (seen on CPython 3.11).
+        # The bound kept by hand, each look bounded by `bounded`.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         looks = 0
@@ -166,9 +183,8 @@ class Looks:
             if left <= 0:
                 return False
             looks += 1
-            try:
-                acks = await asyncio.wait_for(self.look(), left)
-            except (TimeoutError, asyncio.TimeoutError):
+            looked, acks = await bounded(self.look(), left)
+            if not looked or acks is None:
                 return False
             now = now_ms()
             done, gone = True, []
