@@ -167,4 +167,6 @@ test("the documented acknowledgement reads as documented", () => {
   assert.deepEqual(parseAck("1700000003000:17,4", 2), [1_700_000_003_000, 0n]);
   assert.equal(parseAck("1700000003000", 0), null);
   assert.equal(parseAck("x:1", 0), null);
+  assert.equal(parseAck("-1:1", 0), null);
+  assert.equal(parseAck("1: 2", 0), null);
 });

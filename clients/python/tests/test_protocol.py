@@ -166,3 +166,4 @@ def test_the_documented_acknowledgement_reads_as_documented() -> None:
     assert parse_ack(b"1700000003000:17,4", 2) == (1_700_000_003_000, 0)
     assert parse_ack(b"1700000003000", 0) is None
     assert parse_ack(b"x:1", 0) is None
+    assert parse_ack(b"-1:1", 0) is None and parse_ack(b"1: 2", 0) is None

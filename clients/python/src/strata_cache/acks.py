@@ -59,14 +59,16 @@ def parse_ack(value: bytes | str, part: int) -> tuple[int, int] | None:
     ``None`` if it is not one."""
     text = value.decode(errors="replace") if isinstance(value, bytes) else value
     alive, sep, seqs = text.partition(":")
-    if not sep:
-        return None
     listed = seqs.split(",")
-    try:
-        seq = int(listed[part]) if part < len(listed) else 0
-        return int(alive), seq
-    except ValueError:
+    seq = listed[part] if part < len(listed) else "0"
+    if not sep or not _decimal(alive) or not _decimal(seq):
         return None
+    return int(alive), int(seq)
+
+
+def _decimal(text: str) -> bool:
+    """Digits only, as the Rust crate parses a ``u64`` (no sign, no spaces)."""
+    return text.isascii() and text.isdigit()
 
 
 class Acker:
