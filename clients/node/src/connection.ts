@@ -23,10 +23,9 @@ export function isSentinel(url: string): boolean {
 function hostsOf(url: string, hosts: string, defaultPort: number): { host: string; port: number }[] {
   return hosts.split(",").map((node) => {
     const i = node.lastIndexOf(":");
-    const [host, port] = i < 0 ? [node, defaultPort] : [node.slice(0, i), Number(node.slice(i + 1))];
-    if (host === "" || !Number.isInteger(port) || (i >= 0 && !/^\d+$/.test(node.slice(i + 1))))
-      throw new ConfigError(`${url}: hosts are host[:port], comma-separated`);
-    return { host, port };
+    const [host, port] = i < 0 ? [node, String(defaultPort)] : [node.slice(0, i), node.slice(i + 1)];
+    if (host === "" || !/^\d+$/.test(port)) throw new ConfigError(`${url}: hosts are host[:port], comma-separated`);
+    return { host, port: Number(port) };
   });
 }
 

@@ -328,11 +328,7 @@ async fn values_written_in_each_language_are_read_by_the_others() {
             "{}",
             peer.name
         );
-        let stats = &peer.call(json!({"op": "stats"})).await["stats"];
-        let decode_errors = stats
-            .get("decode_errors")
-            .or_else(|| stats.get("decodeErrors"));
-        assert_eq!(decode_errors, Some(&json!(1)), "{}: {stats}", peer.name);
+        assert_eq!(peer.stat("decode_errors").await, 1, "{}", peer.name);
     }
 }
 
@@ -437,8 +433,6 @@ async fn an_invalidation_in_any_language_drops_the_others_l1() {
     );
 }
 
-/// W2 over three languages: 1,000 concurrent reads of a cold key — 334 in two Rust instances,
-/// 333 in a Python process, 333 in a Node process — with a 50 ms load: one load in all.
 /// Acknowledged writes across languages (`docs/protocol.md` §4): every instance keeps its
 /// field, a write in any language returns once the others applied it, and one frozen instance
 /// (SIGSTOP: its field still says it is alive) holds every other language's writes up to their
@@ -617,6 +611,8 @@ async fn through_sentinel_three_languages_follow_a_failover() {
     assert_eq!(got["value"], json!(2), "Node's copy was dropped");
 }
 
+/// W2 over three languages: 1,000 concurrent reads of a cold key — 334 in two Rust instances,
+/// 333 in a Python process, 333 in a Node process — with a 50 ms load: one load in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stampede_over_rust_python_and_node_loads_once() {
     let Some((python, node)) = others() else {
