@@ -24,6 +24,7 @@ import { Follower, type Invalidation, wire } from "./follower";
 import { alive, Fence, L1, type L1Entry } from "./l1";
 import { Layout, MAX_LOG_SHARDS } from "./layout";
 import { type EntryOptions, l1Until, type Resolved, resolve, timesOf } from "./options";
+import { Replicated, type Step } from "./replicas";
 import scripts from "./scripts.json";
 import { newStats, type Stats } from "./stats";
 
@@ -55,6 +56,12 @@ export interface CacheOptions {
    * namespace enables it (default off).
    */
   acknowledgedWrites?: boolean;
+  /**
+   * On a cluster, how long a write waits (`WAIT 1`) for a replica of its master to have it, so
+   * that a failover keeps it — an invalidation lost with its master would leave the old value in
+   * Redis; masters without a replica are not waited on (default 50).
+   */
+  replicaWait?: number;
   /** Longest key in bytes (default 1,024). */
   maxKeyBytes?: number;
   /** Longest encoded value in bytes (default 16 MiB). */
@@ -123,6 +130,8 @@ export class HybridCache {
   private setNxGet = true;
   /** `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): a miss's fill without the script. */
   private setIfEq = false;
+  /** On a cluster: its writes, each confirmed by a replica. */
+  private readonly replicated: Replicated | null;
 
   private constructor(
     private readonly redis: Client,
@@ -143,6 +152,7 @@ export class HybridCache {
     this.l1 = new L1(o.l1Capacity ?? 10_000);
     this.caughtUp = new Array<number>(this.parts).fill(nowMs());
     this.ackWithin = o.maxStaleness ?? 1000;
+    this.replicated = redis instanceof Cluster ? new Replicated(redis, o.replicaWait ?? 50, SHAS, SCRIPTS) : null;
   }
 
   /**
@@ -179,11 +189,16 @@ export class HybridCache {
       // Valkey reports itself as Redis 7.2 beside its own version.
       cache.setIfEq =
         valkeyVersion !== undefined ? atLeast(version(valkeyVersion), [8, 1]) : atLeast(redisVersion, [8, 4]);
-      const [stored, protocol] = (await cache.script(
-        "AGREE",
+      const agree: [[string, string], [number, number]] = [
         [cache.layout.logShards(), cache.layout.protocol()],
         [parts, PROTOCOL_VERSION],
-      )) as [string | null, string | null];
+      ];
+      // What the first instance stores, every later one checks: on a cluster, kept through a failover.
+      const [stored, protocol] = (
+        cache.replicated === null
+          ? await cache.script("AGREE", ...agree)
+          : (await cache.replicated.write([cache.replicated.script("AGREE", ...agree)], agree[0][0]))[0]
+      ) as [string | null, string | null];
       if (protocol !== null && Number(protocol) !== PROTOCOL_VERSION) {
         throw new ConfigError(
           `namespace "${namespace}" is written with protocol version ${protocol}; this client speaks version ${PROTOCOL_VERSION}: upgrade it to join`,
@@ -681,8 +696,7 @@ export class HybridCache {
       } else {
         // The log lives in another slot: the value first, then its entry.
         await this.indexTags(data, tags, px);
-        await this.redis.set(data, payload, "PX", px);
-        seq = await this.append(part, "key", key);
+        seq = await this.logged([["SET", data, payload, "PX", px]], data, part, "key", key);
       }
     } catch (err) {
       this.l1.remove(key);
@@ -719,8 +733,7 @@ export class HybridCache {
           [this.logMaxLen, this.entry("key", key)],
         );
       } else {
-        await this.redis.unlink(data);
-        seq = await this.append(part, "key", key);
+        seq = await this.logged([["UNLINK", data]], data, part, "key", key);
       }
     } catch (err) {
       throw new UnavailableError(`invalidate ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
@@ -742,10 +755,10 @@ export class HybridCache {
       if (!this.layout.cluster) {
         await this.script("DELETE_TAG", [index], []);
       } else {
-        // Each member in its own slot; then only those leave the index (members added
-        // meanwhile stay).
+        // Each member in its own slot, confirmed by a replica of its master; then only those
+        // leave the index (members added meanwhile stay).
         const members = await this.redis.smembers(index);
-        for (const member of members) await this.redis.unlink(member);
+        await this.unlinkReplicated(members);
         if (members.length > 0) await this.redis.srem(index, ...members);
       }
       this.dropTag(tag);
@@ -803,10 +816,52 @@ export class HybridCache {
 
   /** Appends an entry to `part` of the log; resolves to its sequence number. */
   private async append(part: number, op: Invalidation["op"], arg: string | null): Promise<unknown> {
-    return await this.script(
-      "APPEND_LOG",
-      [this.layout.log(part, this.parts), this.layout.logSeq(part, this.parts)],
-      [this.logMaxLen, this.entry(op, arg)],
+    return await this.logged([], this.layout.log(part, this.parts), part, op, arg);
+  }
+
+  /**
+   * `steps` (writes to `key`'s slot), then their entry in `part` of the log; resolves to the
+   * entry's sequence number. On a cluster each is confirmed by a replica ({@link Replicated}):
+   * in one round trip and one `WAIT` where the log is served by the same nodes, else the steps
+   * and their `WAIT` first, then the entry and its own — never the entry before the steps are
+   * done.
+   */
+  private async logged(
+    steps: Step[],
+    key: string,
+    part: number,
+    op: Invalidation["op"],
+    arg: string | null,
+  ): Promise<unknown> {
+    const keys = [this.layout.log(part, this.parts), this.layout.logSeq(part, this.parts)];
+    const args = [this.logMaxLen, this.entry(op, arg)];
+    const r = this.replicated;
+    if (r === null) return await this.script("APPEND_LOG", keys, args);
+    let first = steps;
+    if (steps.length > 0 && r.group(key) !== r.group(keys[0]!)) {
+      await r.write(steps, key);
+      first = [];
+    }
+    return (await r.write([...first, r.script("APPEND_LOG", keys, args)], keys[0]!)).at(-1);
+  }
+
+  /** On a cluster: unlinks `keys`, one pipeline and one `WAIT` per master. */
+  private async unlinkReplicated(keys: string[]): Promise<void> {
+    const r = this.replicated!;
+    const byGroup = new Map<string, string[]>();
+    for (const k of keys) {
+      const group = r.group(k);
+      const ks = byGroup.get(group);
+      if (ks === undefined) byGroup.set(group, [k]);
+      else ks.push(k);
+    }
+    await Promise.all(
+      [...byGroup.values()].map((ks) =>
+        r.write(
+          ks.map((k): Step => ["UNLINK", k]),
+          ks[0]!,
+        ),
+      ),
     );
   }
 

@@ -7,6 +7,7 @@ import Redis, { Cluster } from "ioredis";
 
 import { connect } from "../src/connection";
 import { ConfigError } from "../src/errors";
+import { replicatedMasters } from "../src/replicas";
 
 test("a Sentinel URL names the sentinels, the master, its database and credentials", () => {
   const client = connect("redis+sentinel://app:p%40ss@10.0.0.1:26380,10.0.0.2/mymaster/3", { lazyConnect: true });
@@ -44,4 +45,25 @@ test("cluster nodes take the default port and the credentials", () => {
   ]);
   assert.deepEqual([client.options.redisOptions?.username, client.options.redisOptions?.password], ["u", "p:w"]);
   client.disconnect();
+});
+
+// `CLUSTER NODES` of three masters (30001–30003), each with a replica: 30004 connected, 30005's
+// link down, 30006 connected (its flags are changed below).
+const CLUSTER_NODES = `n4 127.0.0.1:30004@31004,h4 slave n1 0 1 4 connected
+n2 127.0.0.1:30002@31002,h2 master - 0 1 2 connected 5461-10922
+n3 127.0.0.1:30003@31003,h3 master - 0 1 3 connected 10923-16383
+n5 127.0.0.1:30005@31005,h5 slave n2 0 1 5 disconnected
+n6 127.0.0.1:30006@31006,h6 slave n3 0 1 6 connected
+n1 127.0.0.1:30001@31001,h1 myself,master - 0 0 1 connected 0-5460
+`;
+
+test("writes wait on the masters with a connected replica", () => {
+  assert.deepEqual([...replicatedMasters(CLUSTER_NODES)].sort(), [
+    "127.0.0.1:30001",
+    "127.0.0.1:30003",
+    "h1:30001",
+    "h3:30003",
+  ]);
+  const failed = CLUSTER_NODES.replace("h6 slave", "h6 slave,fail");
+  assert.deepEqual([...replicatedMasters(failed)].sort(), ["127.0.0.1:30001", "h1:30001"]);
 });

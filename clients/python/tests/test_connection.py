@@ -51,3 +51,28 @@ async def test_cluster_nodes_take_the_default_port_and_credentials() -> None:
     nodes = [(n.host, n.port) for n in client.startup_nodes]
     assert nodes == [("h1", 6379), ("h2", 7001)]
     await client.aclose()
+
+
+# `CLUSTER NODES` of three masters (30001–30003), each with a replica: 30004 connected, 30005's
+# link down, 30006 connected (its flags are changed below).
+CLUSTER_NODES = """\
+n4 127.0.0.1:30004@31004,h4 slave n1 0 1 4 connected
+n2 127.0.0.1:30002@31002,h2 master - 0 1 2 connected 5461-10922
+n3 127.0.0.1:30003@31003,h3 master - 0 1 3 connected 10923-16383
+n5 127.0.0.1:30005@31005,h5 slave n2 0 1 5 disconnected
+n6 127.0.0.1:30006@31006,h6 slave n3 0 1 6 connected
+n1 127.0.0.1:30001@31001,h1 myself,master - 0 0 1 connected 0-5460
+"""
+
+
+def test_writes_wait_on_the_masters_with_a_connected_replica() -> None:
+    from redis._parsers.helpers import parse_cluster_nodes
+
+    from strata_cache.replicas import replicated_masters
+
+    def masters(text: str) -> frozenset[str]:
+        return replicated_masters(parse_cluster_nodes(text))  # type: ignore[no-untyped-call]
+
+    assert masters(CLUSTER_NODES) == {"127.0.0.1:30001", "h1:30001", "127.0.0.1:30003", "h3:30003"}
+    failed = CLUSTER_NODES.replace("h6 slave", "h6 slave,fail")
+    assert masters(failed) == {"127.0.0.1:30001", "h1:30001"}

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, overload
 
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -32,6 +33,7 @@ from .follower import Follower, Handlers, Invalidation, now_ms
 from .l1 import L1, Fence, L1Entry
 from .layout import MAX_LOG_SHARDS, Layout
 from .options import EntryOptions, ms
+from .replicas import Command, Replicated
 from .stats import Stats
 
 T = TypeVar("T")
@@ -105,6 +107,7 @@ class HybridCache:
     _acker: Acker | None
     _looks: Looks | None
     _ack_within: float
+    _replicated: Replicated | None
 
     def __init__(self) -> None:
         raise TypeError("use `await HybridCache.connect(url, namespace)`")
@@ -125,6 +128,7 @@ class HybridCache:
         log_shards: int = 1,
         heartbeat: float = 1.0,
         acknowledged_writes: bool = False,
+        replica_wait: float = 0.05,
         max_key_bytes: int = 1024,
         max_value_bytes: int = 16 * 1024 * 1024,
         **redis_kwargs: Any,
@@ -147,6 +151,9 @@ class HybridCache:
           it applies the log and every ``heartbeat``); one that cannot answer holds writes up
           for at most ``max_staleness`` (one second without it), and writes it held up are
           counted in ``writes_unacknowledged``. Every instance of the namespace enables it;
+        - ``replica_wait``: on a cluster, how long a write waits (``WAIT 1``) for a replica of
+          its master to have it, so that a failover keeps it — an invalidation lost with its
+          master would leave the old value in Redis; masters without a replica are not waited on;
         - ``redis_kwargs``: passed to ``redis.asyncio.Redis.from_url``.
         """
         self = object.__new__(cls)
@@ -177,6 +184,11 @@ class HybridCache:
         self._background = set()
         self._stats = Stats()
         self._redis = connection.connect(url, **redis_kwargs)
+        self._replicated = (
+            Replicated(self._redis, replica_wait, _SCRIPTS)
+            if isinstance(self._redis, RedisCluster)
+            else None
+        )
         self._scripts = {
             name: self._redis.register_script(source) for name, source in _SCRIPTS.items()
         }
@@ -193,10 +205,16 @@ class HybridCache:
                 if valkey_version is not None
                 else redis_version >= (8, 4)
             )
-            parts, protocol = await self._scripts["AGREE"](
-                keys=[self._layout.log_shards(), self._layout.protocol()],
-                args=[log_shards, PROTOCOL_VERSION],
+            agree = (
+                [self._layout.log_shards(), self._layout.protocol()],
+                [log_shards, PROTOCOL_VERSION],
             )
+            if self._replicated is None:
+                parts, protocol = await self._scripts["AGREE"](keys=agree[0], args=agree[1])
+            else:
+                # What the first instance stores, every later one checks: kept through a failover.
+                step = self._replicated.script("AGREE", *agree)
+                [(parts, protocol)] = await self._replicated.write([step], agree[0][0])
             if protocol is not None and int(protocol) != PROTOCOL_VERSION:
                 raise ConfigError(
                     f"namespace {namespace!r} is written with protocol version {int(protocol)}; "
@@ -725,8 +743,7 @@ class HybridCache:
             else:
                 # The log lives in another slot: the value first, then its entry.
                 await self._index_tags(data, tags, px)
-                await self._redis.set(data, payload, px=px)
-                seq = await self._append(part, "key", key)
+                seq = await self._logged([("SET", data, payload, "PX", px)], data, part, "key", key)
         except RedisError as err:
             self._l1.remove(key)
             raise UnavailableError(f"set {key!r}: {err}") from err
@@ -749,8 +766,7 @@ class HybridCache:
                     args=[self._log_max_len, self._entry("key", key)],
                 )
             else:
-                await self._redis.unlink(data)
-                seq = await self._append(part, "key", key)
+                seq = await self._logged([("UNLINK", data)], data, part, "key", key)
         except RedisError as err:
             raise UnavailableError(f"invalidate {key!r}: {err}") from err
         self._stats.invalidations_sent += 1
@@ -768,11 +784,10 @@ class HybridCache:
             if not self._layout.cluster:
                 await self._scripts["DELETE_TAG"](keys=[index])
             else:
-                # Each member in its own slot; then only those leave the index (members added
-                # meanwhile stay).
+                # Each member in its own slot, confirmed by a replica of its master; then only
+                # those leave the index (members added meanwhile stay).
                 members = list(await self._redis.smembers(index))
-                for member in members:
-                    await self._redis.unlink(member)
+                await self._unlink_replicated(members)
                 if members:
                     await self._redis.srem(index, *members)
             self._drop_tag(tag)
@@ -803,9 +818,37 @@ class HybridCache:
 
     async def _append(self, part: int, op: str, arg: str | None) -> Any:
         """Appends an entry to ``part`` of the log; returns its sequence number."""
-        return await self._scripts["APPEND_LOG"](
-            keys=self._log_keys(part),
-            args=[self._log_max_len, self._entry(op, arg)],
+        return await self._logged([], self._log_keys(part)[0], part, op, arg)
+
+    async def _logged(
+        self, steps: list[Command], key: str, part: int, op: str, arg: str | None
+    ) -> Any:
+        """``steps`` (writes to ``key``'s slot), then their entry in ``part`` of the log; the
+        entry's sequence number. On a cluster each is confirmed by a replica (``Replicated``):
+        in one round trip and one ``WAIT`` where the log shares their master, else the steps
+        and their ``WAIT`` first, then the entry and its own — never the entry before the
+        steps are done."""
+        keys = self._log_keys(part)
+        args: list[int | bytes] = [self._log_max_len, self._entry(op, arg)]
+        r = self._replicated
+        if r is None:
+            return await self._scripts["APPEND_LOG"](keys=keys, args=args)
+        append = r.script("APPEND_LOG", keys, args)
+        if steps and not r.same_master(key, keys[0]):
+            await r.write(steps, key)
+            steps = []
+        return (await r.write([*steps, append], keys[0]))[-1]
+
+    async def _unlink_replicated(self, keys: list[bytes | str]) -> None:
+        """On a cluster: unlinks ``keys``, one pipeline and one ``WAIT`` per master."""
+        r = self._replicated
+        assert r is not None
+        by_master: dict[str, list[bytes | str]] = {}
+        for k in keys:
+            master = r.master(k)
+            by_master.setdefault(master.name if master else "", []).append(k)
+        await asyncio.gather(
+            *(r.write([("UNLINK", k) for k in ks], ks[0]) for ks in by_master.values())
         )
 
     def _log_keys(self, part: int) -> list[str]:

@@ -673,6 +673,28 @@ async fn a_failover_and_a_fail_back_serve_no_stale_read_and_fail_no_read() {
 }
 
 /// `calls` of `cmdstat_wait` in `INFO commandstats`.
+/// The `WAIT`s the masters served since [`reset_stats`]: on the master at `log_master` (the
+/// log's), and on the others.
+pub(crate) fn waits_on(cluster: &RedisCluster, log_master: u16) -> (u64, u64) {
+    let mut on = (0, 0);
+    for i in cluster.masters() {
+        let n = wait_calls(&cluster.node(i).cli(&["INFO", "commandstats"]));
+        if cluster.node(i).port() == log_master {
+            on.0 += n;
+        } else {
+            on.1 += n;
+        }
+    }
+    on
+}
+
+/// Zeroes every master's command counts.
+pub(crate) fn reset_stats(cluster: &RedisCluster) {
+    for i in cluster.masters() {
+        cluster.node(i).cli(&["CONFIG", "RESETSTAT"]);
+    }
+}
+
 fn wait_calls(info: &str) -> u64 {
     info.lines()
         .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
@@ -968,7 +990,7 @@ async fn logged_while_the_replica_waits(
 }
 
 /// The master serving `key`'s slot in `topology`.
-fn master_of(
+pub(crate) fn master_of(
     cluster: &RedisCluster,
     topology: &[strata_testkit::ClusterNode],
     key: &str,
@@ -1007,23 +1029,8 @@ async fn a_write_on_the_log_s_master_waits_for_a_replica_once() {
             .take(10)
             .collect()
     };
-    let waits = || -> (u64, u64) {
-        let mut on = (0, 0);
-        for i in cluster.masters() {
-            let n = wait_calls(&cluster.node(i).cli(&["INFO", "commandstats"]));
-            if cluster.node(i).port() == log_master {
-                on.0 += n;
-            } else {
-                on.1 += n;
-            }
-        }
-        on
-    };
-    let reset = || {
-        for i in cluster.masters() {
-            cluster.node(i).cli(&["CONFIG", "RESETSTAT"]);
-        }
-    };
+    let waits = || waits_on(&cluster, log_master);
+    let reset = || reset_stats(&cluster);
 
     reset();
     for key in keys(true) {
@@ -1044,7 +1051,7 @@ async fn a_write_on_the_log_s_master_waits_for_a_replica_once() {
 
 /// Waits until every master's replica is in sync, so that a `WAIT` is answered (and counted
 /// on masters known to have a replica) from the first write on.
-async fn replicas_in_sync(cluster: &RedisCluster) {
+pub(crate) async fn replicas_in_sync(cluster: &RedisCluster) {
     eventually("every replica in sync", WAIT, || async {
         cluster.masters().into_iter().all(|i| {
             cluster

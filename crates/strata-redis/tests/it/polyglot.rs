@@ -777,3 +777,118 @@ async fn on_a_cluster_three_languages_share_a_namespace() {
         .await;
     assert_eq!(got["value"], json!("reloaded"), "Node's copy was dropped");
 }
+
+/// On a cluster a Python or a Node write is confirmed by a replica of its master, as a Rust one
+/// is (`docs/protocol.md` §4): one `WAIT` where the key and the log share a master, one on each
+/// otherwise, one per master a tag's members live on — and on the connection that wrote: with
+/// the key's replica frozen, the write waits the replica wait (50 ms) out, where a `WAIT` sent
+/// on another connection would have had nothing of this write to wait for.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_writes_in_every_language_wait_for_a_replica() {
+    use crate::cluster::{master_of, replicas_in_sync, reset_stats, waits_on};
+    let Some((python, node)) = others() else {
+        return;
+    };
+    let _one = crate::HEAVY.lock().await;
+    let cluster = strata_testkit::RedisCluster::start();
+    replicas_in_sync(&cluster).await;
+    let topology = cluster.topology();
+    let master = |key: &str| master_of(&cluster, &topology, key);
+    let log_master = master("svc#log{svc}").port;
+    let keys = |same: bool| -> Vec<String> {
+        (0..200)
+            .map(|i| format!("k{i}"))
+            .filter(|k| (master(&format!("svc:{k}")).port == log_master) == same)
+            .take(10)
+            .collect()
+    };
+    let waits = || waits_on(&cluster, log_master);
+    let reset = || reset_stats(&cluster);
+    let elsewhere = keys(false);
+    let data_master = master(&format!("svc:{}", elsewhere[0]));
+    let replica = topology
+        .iter()
+        .find(|n| n.master_id.as_deref() == Some(data_master.id.as_str()))
+        .map(|n| cluster.index_of(n.port))
+        .expect("the master's replica");
+
+    for worker in [python, node] {
+        let mut peer = Peer::start_at(&worker, &cluster.url(), "svc").await;
+        let name = peer.name;
+        // A first write: the log's master learns the append's script (refused by SHA1, then
+        // sent with its text — a second `WAIT` beside the refused call).
+        peer.call(json!({"op": "invalidate", "key": "warm-up"}))
+            .await;
+        reset();
+        for key in keys(true) {
+            peer.call(json!({"op": "invalidate", "key": key})).await;
+        }
+        assert_eq!(
+            waits(),
+            (10, 0),
+            "{name}: one WAIT per write on the log's master"
+        );
+        reset();
+        for key in &elsewhere {
+            peer.call(json!({"op": "invalidate", "key": key})).await;
+        }
+        assert_eq!(waits(), (10, 10), "{name}: one on each master");
+        reset();
+        for key in keys(true) {
+            peer.call(json!({"op": "set", "key": key, "value": 1}))
+                .await;
+        }
+        assert_eq!(waits(), (10, 0), "{name}: a write-through the same");
+
+        // A tag over keys on every master: one WAIT per master for its members, one for the
+        // entry.
+        for key in keys(true).iter().chain(&elsewhere) {
+            peer.call(json!({"op": "set", "key": key, "value": 1, "tags": ["t"]}))
+                .await;
+        }
+        let members_masters = keys(true)
+            .iter()
+            .chain(&elsewhere)
+            .map(|k| master(&format!("svc:{k}")).port)
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        reset();
+        peer.call(json!({"op": "invalidate_tag", "tag": "t"})).await;
+        let (on_log, others) = waits();
+        assert_eq!(
+            on_log + others,
+            members_masters + 1,
+            "{name}: one WAIT per master of the tag's members, one for the entry"
+        );
+
+        // The replica of the key's master, once it has acknowledged all it was sent, frozen:
+        // the write (an invalidation of a key there: a change to replicate) waits for it — a
+        // `WAIT` on another connection, or before the write, would find nothing
+        // unacknowledged to wait for.
+        peer.call(json!({"op": "set", "key": elsewhere[0], "value": 2}))
+            .await;
+        let data = cluster.node(cluster.index_of(data_master.port));
+        strata_testkit::eventually("the replica to acknowledge all it has", WAIT, || async {
+            let info = data.cli(&["INFO", "replication"]);
+            let field = |name: &str| {
+                info.split([',', '\n', '\r'])
+                    .find_map(|f| f.strip_prefix(name))
+                    .map(str::to_owned)
+            };
+            field("offset=").is_some() && field("offset=") == field("master_repl_offset:")
+        })
+        .await;
+        cluster.node(replica).freeze();
+        let started = std::time::Instant::now();
+        peer.call(json!({"op": "invalidate", "key": elsewhere[0]}))
+            .await;
+        let took = started.elapsed();
+        cluster.node(replica).thaw();
+        assert!(
+            took >= Duration::from_millis(50),
+            "{name}: the write waited for the frozen replica on its own connection ({took:?})"
+        );
+        replicas_in_sync(&cluster).await;
+    }
+}
