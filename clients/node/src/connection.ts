@@ -84,6 +84,7 @@ export function connect(url: string, options: RedisOptions): Client {
   const nodes = hostsOf(url, hosts, 6379);
   return new Cluster(nodes, {
     redisOptions,
+    enableAutoPipelining: options.enableAutoPipelining ?? false,
     maxRedirections: 16,
     retryDelayOnFailover: 100,
     clusterRetryStrategy: options.retryStrategy ?? undefined,

@@ -113,7 +113,7 @@ export class Replicated {
     if (Date.now() < this.freshUntil) return this.masters;
     this.reading ??= (async () => {
       try {
-        this.masters = replicatedMasters(String(await this.redis.call("CLUSTER", "NODES")));
+        this.masters = replicatedMasters(String(await this.redis.cluster("NODES")));
         this.freshUntil = Date.now() + TOPOLOGY_FOR;
         return this.masters;
       } finally {

@@ -132,6 +132,26 @@ async function overtakenFillDoesNotLand(a: HybridCache, b: HybridCache, client: 
   return source;
 }
 
+test("a read between an invalidation here and Redis keeps no old copy", async () => {
+  // A read on the writing instance that reaches Redis after the write dropped its L1 copy but
+  // before Redis deleted the value takes the old value (its read began before the write
+  // returned) — and must not leave it in L1 once the write has returned.
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const source = new Source();
+    await b.getOrLoad("k", source.loader()); // version 1 in Redis, not in a's L1
+    const seam = a as unknown as { script: (name: string, ...rest: unknown[]) => Promise<unknown> };
+    const script = seam.script.bind(a);
+    seam.script = async (name, ...rest) => {
+      if (name === "INVALIDATE") assert.deepEqual(await a.getOrLoad("k", source.loader()), { version: 1 });
+      return await script(name, ...rest);
+    };
+    source.version = 2;
+    await a.invalidate("k");
+    assert.deepEqual(await a.getOrLoad("k", source.loader()), { version: 2 });
+  });
+});
+
 test("a fill overtaken by an invalidation does not land", async () => {
   const [a, b] = await pair();
   await closing([a, b], async () => {

@@ -135,6 +135,27 @@ async def test_a_fill_overtaken_by_an_invalidation_does_not_land(
     assert source.calls == 2
 
 
+async def test_a_read_between_an_invalidation_here_and_redis_keeps_no_old_copy(
+    pair: tuple[HybridCache, HybridCache],
+) -> None:
+    """A read on the writing instance that reaches Redis after the write dropped its L1 copy
+    but before Redis deleted the value takes the old value (its read began before the write
+    returned) — and must not leave it in L1 once the write has returned."""
+    a, b = pair
+    source = Source()
+    await b.get_or_load("k", source.loader())  # version 1 in Redis, not in a's L1
+    invalidate = a._scripts["INVALIDATE"]
+
+    async def read_first(**call: Any) -> Any:
+        assert await a.get_or_load("k", source.loader()) == {"version": 1}
+        return await invalidate(**call)
+
+    a._scripts["INVALIDATE"] = read_first  # type: ignore[assignment]
+    source.version = 2
+    await a.invalidate("k")
+    assert await a.get_or_load("k", source.loader()) == {"version": 2}
+
+
 async def test_a_tag_dropped_while_a_load_is_out_refuses_its_fill(
     pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
 ) -> None:

@@ -296,6 +296,9 @@ impl HybridCache {
             stamp: None,
         };
         if !options.skip_l1 {
+            // Marked again now that L2 has the value: a read that began after the first mark
+            // took the old value from L2 meanwhile, and must not put it in L1 after this one.
+            inner.overtake(key);
             inner.insert_l1(key, inner.l1_entry(options, &found, now));
         }
         if options.skip_l2 {

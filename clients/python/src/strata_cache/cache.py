@@ -747,6 +747,9 @@ class HybridCache:
         except RedisError as err:
             self._l1.remove(key)
             raise UnavailableError(f"set {key!r}: {err}") from err
+        # Marked again now that Redis has the value: a read here that took the old one from
+        # Redis in the meantime must not put it in L1 over this one.
+        self._overtake(key)
         self._stats.invalidations_sent += 1
         entry = L1Entry(value, False, times, options.l1_until(now, times), tags, stamp)
         self._l1.insert(key, entry)
@@ -756,7 +759,6 @@ class HybridCache:
         """Drops ``key`` from Redis and from every instance's L1; a load in flight for it (here
         or anywhere) will not store its value. Returns once Redis has the change."""
         self._check_key(key)
-        self._drop(key)
         part = self._layout.part_of(key, self._parts)
         data = self._layout.data(key)
         try:
@@ -768,7 +770,11 @@ class HybridCache:
             else:
                 seq = await self._logged([("UNLINK", data)], data, part, "key", key)
         except RedisError as err:
+            self._drop(key)
             raise UnavailableError(f"invalidate {key!r}: {err}") from err
+        # Dropped once Redis has the change, as the Rust crate does: dropped before, a read
+        # here in between would take the old value from Redis and put it back in L1.
+        self._drop(key)
         self._stats.invalidations_sent += 1
         await self._acknowledged(part, seq)
 
@@ -810,6 +816,7 @@ class HybridCache:
                         batch = []
                 if batch:
                     await self._redis.unlink(*batch)
+            self._drop_all()  # again: of what reads put in L1 from Redis meanwhile
             seq = await self._append(0, "clear", None)
         except RedisError as err:
             raise UnavailableError(f"clear {self.namespace!r}: {err}") from err

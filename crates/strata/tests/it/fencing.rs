@@ -206,6 +206,9 @@ enum HoldAt {
     AfterGet,
     /// The first lease-taking read, before it runs in the store.
     BeforeLeaseRead,
+    /// A write-through, before it runs in the store (at `write_reached`, until
+    /// `write_release`); and every lease-taking read meanwhile, after it ran.
+    ReadDuringWrite,
 }
 
 /// A real `MemoryStore` whose calls wait at one point until released, to force the
@@ -217,6 +220,8 @@ struct Held {
     reached: Arc<tokio::sync::Notify>,
     release: Arc<tokio::sync::Notify>,
     armed: Arc<std::sync::atomic::AtomicBool>,
+    write_reached: Arc<tokio::sync::Notify>,
+    write_release: Arc<tokio::sync::Notify>,
 }
 
 impl Held {
@@ -227,6 +232,8 @@ impl Held {
             reached: Arc::default(),
             release: Arc::default(),
             armed: Arc::new(true.into()),
+            write_reached: Arc::default(),
+            write_release: Arc::default(),
         }
     }
 
@@ -266,6 +273,11 @@ impl L2Store for Held {
                 None => Read::Absent,
             });
         }
+        if self.at == HoldAt::ReadDuringWrite {
+            let read = self.store.read(ns, key, lease, wait).await;
+            self.hold().await;
+            return read;
+        }
         if lease.is_some() && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.hold().await;
         }
@@ -283,6 +295,10 @@ impl L2Store for Held {
         tags: &[String],
         mode: WriteMode,
     ) -> Result<Written, strata::Error> {
+        if self.at == HoldAt::ReadDuringWrite && matches!(mode, WriteMode::Replace { .. }) {
+            self.write_reached.notify_one();
+            self.write_release.notified().await;
+        }
         self.store.set(ns, key, value, ttl, tags, mode).await
     }
     async fn delete(
@@ -381,4 +397,43 @@ async fn a_load_overtaken_here_but_fenced_in_l2_still_fills_l2() {
     );
     a.run_pending_tasks().await;
     assert_eq!(a.stats().fills_fenced, 1, "not in a's L1: {:?}", a.stats());
+}
+
+/// A read that begins while a write-through is on its way to L2 — after the write marked the
+/// key, before L2 has the new value — takes the old value from L2; it must not put it in L1
+/// over the written one, whatever order the two finish in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_during_a_write_through_does_not_put_the_old_value_over_it() {
+    let (store, db) = (MemoryStore::default(), Db::new());
+    let _: Arc<Product> = cache(&store)
+        .await
+        .get_or_load("p", db.loader(1))
+        .await
+        .unwrap();
+    let held = Held::new(&store, HoldAt::ReadDuringWrite);
+    let writer = cache_over(held.clone(), a_minute()).await;
+    let newer = Product {
+        version: 7,
+        ..db.fetch(1).await.unwrap()
+    };
+    let set = tokio::spawn({
+        let (writer, newer) = (writer.clone(), newer.clone());
+        async move { writer.set("p", newer, &a_minute()).await }
+    });
+    held.write_reached.notified().await; // the write has marked the key…
+    let read = tokio::spawn({
+        let (writer, load) = (writer.clone(), db.loader(1));
+        async move { writer.get_or_load::<Product, _, _, _>("p", load).await }
+    });
+    held.reached.notified().await; // …a read took the old value from L2…
+    held.write_release.notify_one();
+    set.await.unwrap().unwrap(); // …the write is done, the new value in L1…
+    held.release.notify_one(); // …and the read reaches its L1 fill.
+    assert_eq!(
+        read.await.unwrap().unwrap().version,
+        0,
+        "it began before the write returned"
+    );
+    let now: Arc<Product> = writer.get("p").await.unwrap().expect("in L1 or L2");
+    assert_eq!(now.version, 7, "the written value, not the read's old one");
 }
