@@ -65,6 +65,11 @@ pub(crate) struct BenchArgs {
     /// Strata's readers track foreign writes: how long until none serves the old version.
     #[arg(long)]
     foreign: bool,
+    /// W1, W5: write the operation stream (warm-up, then measured) to this file instead of
+    /// running it, for the Python client's bench (`python -m strata_cache.bench FILE`) to ask
+    /// the same keys in the same order.
+    #[arg(long, value_name = "FILE")]
+    stream_out: Option<PathBuf>,
     /// Write plots (SVG and PNG) into this directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -139,6 +144,9 @@ pub(crate) struct Run {
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
     // Bad gates are reported before minutes of benchmarking, not after.
     let gates = gate::parse_all(&args.gates)?;
+    if let Some(path) = &args.stream_out {
+        return write_stream(&args, path);
+    }
     let mut target = Target::resolve(args.redis.as_deref(), args.json).await?;
     let runs = match args.workload {
         Workload::W1 => w1::run(&args, &target).await?,
@@ -165,6 +173,24 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, BoxError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--stream-out`: W1's (and W5's) operations with `--ops` and `--warmup` applied, to `path`.
+fn write_stream(args: &BenchArgs, path: &std::path::Path) -> Result<ExitCode, BoxError> {
+    if !matches!(args.workload, Workload::W1 | Workload::W5) {
+        return Err("--stream-out writes W1's stream (W5 runs the same): use w1".into());
+    }
+    let params = w1::params(args);
+    let (warmup, measured) = workload::phases(&params)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    workload::write_stream(&warmup, &measured, &mut out)?;
+    eprintln!(
+        "{}: {} warm-up and {} measured operations of W1",
+        path.display(),
+        warmup.len(),
+        measured.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `strata bench-worker`: one instance of a multi-process workload, in its own process.

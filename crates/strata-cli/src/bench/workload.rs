@@ -104,6 +104,28 @@ pub(crate) fn stream(params: &Params, count: u64) -> Result<Vec<Op>, String> {
 /// A part of the stream, shared by the workers that run it.
 pub(crate) type Ops = Arc<[Op]>;
 
+/// The stream as benchmarks in other languages read it (`strata bench w1 --stream-out`,
+/// `python -m strata_cache.bench`): the counts of warm-up and measured operations, then each
+/// operation — its key index, bit 31 set for a write — all little-endian `u32`s.
+pub(crate) fn write_stream(
+    warmup: &[Op],
+    measured: &[Op],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let count = |ops: &[Op]| {
+        u32::try_from(ops.len())
+            .map_err(|_| std::io::Error::other("over 2^32 operations"))
+            .map(u32::to_le_bytes)
+    };
+    out.write_all(&count(warmup)?)?;
+    out.write_all(&count(measured)?)?;
+    for op in warmup.iter().chain(measured) {
+        let word = op.key | if op.write { 1 << 31 } else { 0 };
+        out.write_all(&word.to_le_bytes())?;
+    }
+    out.flush()
+}
+
 /// The warm-up and measured parts of the stream.
 pub(crate) fn phases(params: &Params) -> Result<(Ops, Ops), String> {
     let ops = stream(params, params.warmup_ops + params.ops)?;
@@ -180,6 +202,21 @@ mod tests {
     }
 
     const MIN_200K: u64 = 27_090;
+
+    #[test]
+    fn the_stream_is_written_for_other_languages_counts_first_then_keys_and_writes() {
+        let (r, w) = (
+            |key| Op { write: false, key },
+            |key| Op { write: true, key },
+        );
+        let mut out = Vec::new();
+        write_stream(&[r(7)], &[w(1), r(99_999)], &mut out).unwrap();
+        let words: Vec<u32> = out
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(words, [1, 2, 7, 1 | 1 << 31, 99_999]);
+    }
 
     #[test]
     fn the_stream_is_deterministic_and_skewed() {

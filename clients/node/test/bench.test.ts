@@ -1,0 +1,55 @@
+/** `bench/w1.ts`: W1's stream for the Node client, against hand-written cache-aside, on a real
+ * `redis-server` (a short stream: the figures are the bench's, not the test's). */
+
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { readStream, run, WRITE } from "../bench/w1";
+import { Server } from "./server";
+
+let server: Server;
+const dir = mkdtempSync(join(tmpdir(), "w1-"));
+
+before(async () => {
+  server = await Server.start();
+});
+after(() => server.stop());
+
+/** A skewed stream over 500 keys, in the file format `strata bench w1 --stream-out` writes. */
+function stream(path: string, warmup: number, measured: number): void {
+  let seed = 7;
+  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+  const words = new Uint32Array(2 + warmup + measured);
+  words[0] = warmup;
+  words[1] = measured;
+  for (let i = 2; i < words.length; i++) {
+    const key = Math.min(Math.floor(1 / (1 - random())) - 1, 499);
+    words[i] = (key | (random() < 0.02 ? WRITE : 0)) >>> 0;
+  }
+  writeFileSync(path, Buffer.from(words.buffer));
+}
+
+test("the bench runs both caches on one stream and counts what W1 asks", async () => {
+  const path = join(dir, "w1.ops");
+  stream(path, 300, 3_000);
+  const [strata, naive] = (await run(server.url, path, "both", true)) as Record<string, any>[];
+  for (const r of [strata!, naive!]) {
+    assert.equal(r.reads + r.writes, 3_000);
+    assert.equal(r.errors, 0);
+    assert.ok(r.loader_calls > 0 && r.cpu.bench_s > 0 && r.redis_commands_per_op.total > 0, JSON.stringify(r));
+  }
+  assert.equal(strata!.stale_reads, 0);
+  // Skewed reads over 500 keys: L1 answers most of Strata's; naive asks Redis for each.
+  assert.ok(strata!.l1_hits > strata!.l2_hits && naive!.l1_hits === 0);
+  assert.ok(strata!.redis_commands_per_op.total < naive!.redis_commands_per_op.total);
+  assert.deepEqual(Object.keys(strata!.vs_naive).sort(), ["cpu", "ops", "read_p99", "redis_commands", "redis_cpu"]);
+});
+
+test("a file that is not a stream is refused", () => {
+  const path = join(dir, "bad.ops");
+  writeFileSync(path, Buffer.from(new Uint32Array([5, 5, 1]).buffer));
+  assert.throws(() => readStream(path), /not a stream/);
+});
