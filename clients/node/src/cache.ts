@@ -66,7 +66,10 @@ export interface CacheOptions {
   maxKeyBytes?: number;
   /** Longest encoded value in bytes (default 16 MiB). */
   maxValueBytes?: number;
-  /** Passed to ioredis. */
+  /**
+   * Passed to ioredis, over the cache's own: `maxRetriesPerRequest: 1`, the offline queue off on
+   * a single server, and `enableAutoPipelining: true` (the commands of one tick in one write).
+   */
   redis?: RedisOptions;
 }
 
