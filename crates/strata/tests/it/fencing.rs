@@ -317,16 +317,23 @@ impl L2Store for Held {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
+/// `p` loaded into a fresh store by one cache; another cache over that store, its calls held
+/// at `at`.
+async fn loaded_then_held(at: HoldAt) -> (Db, Held, HybridCache) {
     let (store, db) = (MemoryStore::default(), Db::new());
     let _: Arc<Product> = cache(&store)
         .await
         .get_or_load("p", db.loader(1))
         .await
         .unwrap();
-    let held = Held::new(&store, HoldAt::AfterGet);
-    let reader = cache_over(held.clone(), a_minute()).await;
+    let held = Held::new(&store, at);
+    let cache = cache_over(held.clone(), a_minute()).await;
+    (db, held, cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_get_overtaken_by_an_invalidation_leaves_nothing_in_l1() {
+    let (_, held, reader) = loaded_then_held(HoldAt::AfterGet).await;
     let get = {
         let reader = reader.clone();
         tokio::spawn(async move { reader.get::<Product>("p").await })
@@ -404,14 +411,7 @@ async fn a_load_overtaken_here_but_fenced_in_l2_still_fills_l2() {
 /// over the written one, whatever order the two finish in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_during_a_write_through_does_not_put_the_old_value_over_it() {
-    let (store, db) = (MemoryStore::default(), Db::new());
-    let _: Arc<Product> = cache(&store)
-        .await
-        .get_or_load("p", db.loader(1))
-        .await
-        .unwrap();
-    let held = Held::new(&store, HoldAt::ReadDuringWrite);
-    let writer = cache_over(held.clone(), a_minute()).await;
+    let (db, held, writer) = loaded_then_held(HoldAt::ReadDuringWrite).await;
     let newer = Product {
         version: 7,
         ..db.fetch(1).await.unwrap()
