@@ -71,14 +71,49 @@ export class Fence {
   }
 }
 
-/** An L1 entry and how often it was read since it came in (capped: S3-FIFO's counter). */
+/** An L1 entry in one of the queues, and how often it was read since it came in (capped). */
 interface Slot {
+  readonly key: string;
   entry: L1Entry;
   reads: number;
+  /** False once removed or evicted: a queue skips it when it comes to the front. */
+  live: boolean;
+  /** In the small queue (else the main one). */
+  small: boolean;
 }
 
 /** Reads an entry counts, at most: how many passes over the main queue it survives unread. */
 const MAX_READS = 3;
+
+/**
+ * A first-in-first-out queue over a growable ring: taking from the front of a `Map` instead costs
+ * more with every key taken (V8 skips the holes they leave until the table is rebuilt).
+ */
+class Ring<T> {
+  private items: (T | undefined)[] = new Array<T | undefined>(16);
+  private head = 0;
+  length = 0;
+  push(item: T): void {
+    if (this.length === this.items.length) {
+      this.items = [...this.items.slice(this.head), ...this.items.slice(0, this.head)];
+      this.items.length *= 2;
+      this.head = 0;
+    }
+    this.items[(this.head + this.length++) % this.items.length] = item;
+  }
+  shift(): T | undefined {
+    if (this.length === 0) return undefined;
+    const item = this.items[this.head];
+    this.items[this.head] = undefined;
+    this.head = (this.head + 1) % this.items.length;
+    this.length -= 1;
+    return item;
+  }
+  clear(): void {
+    this.items = new Array<T | undefined>(16);
+    this.head = this.length = 0;
+  }
+}
 
 /**
  * At most `capacity` entries (0: no L1), evicted by S3-FIFO (Yang et al., SOSP 2023) as the Rust
@@ -90,74 +125,108 @@ const MAX_READS = 3;
  * (its stream: 0.757 of reads against 0.712 for least-recently-used).
  */
 export class L1 {
-  private small = new Map<string, Slot>();
-  private main = new Map<string, Slot>();
-  private ghost = new Map<string, true>();
+  private index = new Map<string, Slot>();
+  private small = new Ring<Slot>();
+  private main = new Ring<Slot>();
+  private smallLive = 0;
+  /** Keys evicted unread, each with the number of its latest turn in `ghostOrder`. */
+  private ghost = new Map<string, number>();
+  private ghostOrder = new Ring<[string, number]>();
+  private ghostTurn = 0;
   private readonly smallRoom: number;
   constructor(readonly capacity: number) {
     this.smallRoom = Math.max(1, Math.floor(capacity / 10));
   }
   get size(): number {
-    return this.small.size + this.main.size;
+    return this.index.size;
   }
   get(key: string): L1Entry | undefined {
-    const slot = this.small.get(key) ?? this.main.get(key);
+    const slot = this.index.get(key);
     if (slot === undefined) return undefined;
     if (slot.reads < MAX_READS) slot.reads += 1;
     return slot.entry;
   }
   insert(key: string, entry: L1Entry): void {
     if (this.capacity <= 0) return;
-    const slot = this.small.get(key) ?? this.main.get(key);
+    const slot = this.index.get(key);
     if (slot !== undefined) {
       slot.entry = entry;
       return;
     }
-    if (this.ghost.delete(key)) this.main.set(key, { entry, reads: 0 });
-    else this.small.set(key, { entry, reads: 0 });
-    while (this.size > this.capacity) this.evict();
+    const small = !this.ghost.delete(key);
+    const fresh: Slot = { key, entry, reads: 0, live: true, small };
+    this.index.set(key, fresh);
+    if (small) {
+      this.small.push(fresh);
+      this.smallLive += 1;
+    } else {
+      this.main.push(fresh);
+    }
+    while (this.index.size > this.capacity) this.evict();
   }
   /** The entry, without counting it as read. */
   peek(key: string): L1Entry | undefined {
-    return (this.small.get(key) ?? this.main.get(key))?.entry;
+    return this.index.get(key)?.entry;
   }
   remove(key: string): void {
-    if (!this.small.delete(key)) this.main.delete(key);
+    const slot = this.index.get(key);
+    if (slot !== undefined) this.drop(slot);
   }
   removeTag(tag: string): void {
-    for (const queue of [this.small, this.main]) {
-      for (const [k, slot] of queue) if (slot.entry.tags.includes(tag)) queue.delete(k);
-    }
+    for (const slot of this.index.values()) if (slot.entry.tags.includes(tag)) this.drop(slot);
   }
   clear(): void {
+    for (const slot of this.index.values()) slot.live = false;
+    this.index.clear();
     this.small.clear();
     this.main.clear();
+    this.smallLive = 0;
     this.ghost.clear();
+    this.ghostOrder.clear();
+  }
+
+  /** Takes `slot` out; its place in a queue is skipped when it comes to the front. */
+  private drop(slot: Slot): void {
+    slot.live = false;
+    this.index.delete(slot.key);
+    if (slot.small) this.smallLive -= 1;
   }
 
   private evict(): void {
-    if (this.small.size >= this.smallRoom || this.main.size === 0) {
-      const first = this.small.entries().next();
-      if (first.done) return;
-      const [key, slot] = first.value;
-      this.small.delete(key);
-      if (slot.reads > 0) {
-        slot.reads = 0;
-        this.main.set(key, slot);
+    for (;;) {
+      if (this.smallLive >= this.smallRoom || this.main.length === 0) {
+        const slot = this.small.shift();
+        if (slot === undefined) return;
+        if (!slot.live) continue;
+        this.smallLive -= 1;
+        slot.small = false;
+        if (slot.reads > 0) {
+          slot.reads = 0;
+          this.main.push(slot);
+          continue;
+        }
+        this.evictSlot(slot);
+        this.ghost.set(slot.key, ++this.ghostTurn);
+        this.ghostOrder.push([slot.key, this.ghostTurn]);
+        while (this.ghost.size > this.capacity) {
+          const [key, turn] = this.ghostOrder.shift()!;
+          if (this.ghost.get(key) === turn) this.ghost.delete(key);
+        }
         return;
       }
-      this.ghost.set(key, true);
-      if (this.ghost.size > this.capacity) this.ghost.delete(this.ghost.keys().next().value!);
-      return;
-    }
-    for (;;) {
-      const first = this.main.entries().next();
-      if (first.done) return;
-      const [key, slot] = first.value;
-      this.main.delete(key);
-      if (slot.reads === 0) return;
+      const slot = this.main.shift()!;
+      if (!slot.live) continue;
+      if (slot.reads === 0) {
+        this.evictSlot(slot);
+        return;
+      }
       slot.reads -= 1;
-      this.main.set(key, slot);
+      this.main.push(slot);
     }
+  }
+
+  private evictSlot(slot: Slot): void {
+    slot.live = false;
+    this.index.delete(slot.key);
   }
 }

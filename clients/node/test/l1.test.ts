@@ -69,3 +69,29 @@ test("a skewed stream keeps more than least-recently-used would", () => {
   }
   assert.ok(hits > lruHits, `${hits} against ${lruHits}`);
 });
+
+test("under any mix of inserts, reads and removals it stays bounded and answers only what it holds", () => {
+  let seed = 11;
+  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+  const l1 = new L1(50);
+  const model = new Map<string, L1Entry>(); // inserted and not removed since
+  for (let i = 0; i < 50_000; i++) {
+    const key = `k${Math.floor(random() ** 2 * 200)}`;
+    const op = random();
+    if (op < 0.4) {
+      const entry = { ...ENTRY, value: i };
+      l1.insert(key, entry);
+      model.set(key, entry);
+    } else if (op < 0.9) {
+      const got = l1.get(key);
+      if (got !== undefined) assert.equal(got, model.get(key), key);
+    } else if (op < 0.99) {
+      l1.remove(key);
+      model.delete(key);
+    } else {
+      l1.removeTag("t");
+      model.clear();
+    }
+    assert.ok(l1.size <= 50, `${l1.size}`);
+  }
+});

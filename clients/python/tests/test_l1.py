@@ -64,3 +64,26 @@ def test_a_skewed_stream_keeps_more_than_least_recently_used_would() -> None:
         if len(lru) > 1_000:
             del lru[next(iter(lru))]
     assert hits > lru_hits, (hits, lru_hits)
+
+
+def test_under_any_mix_of_inserts_reads_and_removals_it_stays_bounded_and_truthful() -> None:
+    rng = random.Random(11)
+    l1 = L1(50)
+    model: dict[str, L1Entry] = {}  # inserted and not removed since
+    for i in range(50_000):
+        key = f"k{int(rng.random() ** 2 * 200)}"
+        op = rng.random()
+        if op < 0.4:
+            entry = L1Entry(i, False, Times(0, 0, 0, 0), 0, ("t",), None)
+            l1.insert(key, entry)
+            model[key] = entry
+        elif op < 0.9:
+            got = l1.get(key)
+            assert got is None or got is model.get(key), key
+        elif op < 0.99:
+            l1.remove(key)
+            model.pop(key, None)
+        else:
+            l1.remove_tag("t")
+            model.clear()
+        assert len(l1) <= 50
