@@ -814,7 +814,6 @@ export class HybridCache {
 
   /** Drops every entry of the namespace, in Redis and in every instance's L1. */
   async clear(): Promise<void> {
-    this.dropAll();
     let seq: unknown;
     try {
       const nodes = this.redis instanceof Cluster ? this.redis.nodes("master") : [this.redis];
@@ -833,9 +832,10 @@ export class HybridCache {
           } while (cursor !== "0");
         }
       }
-      this.dropAll(); // again: of what reads put in L1 from Redis meanwhile
+      this.dropAll(); // once Redis has the change, as an invalidation is
       seq = await this.append(0, "clear", null);
     } catch (err) {
+      this.dropAll();
       throw new UnavailableError(`clear ${this.namespace}: ${(err as Error).message}`, { cause: err });
     }
     this.counters.invalidationsSent += 1;
@@ -910,12 +910,15 @@ export class HybridCache {
 
   /** Runs a protocol script by its SHA1, sending its text only when the server lacks it. */
   private async script(name: keyof Scripts, keys: string[], args: Arg[], buffer = false): Promise<unknown> {
-    const raw = this.commands;
+    const c = this.commands;
+    const n = keys.length;
     try {
-      return await (buffer ? raw.evalshaBuffer : raw.evalsha).call(raw, SHAS[name], keys.length, ...keys, ...args);
+      const sha = SHAS[name];
+      return await (buffer ? c.evalshaBuffer(sha, n, ...keys, ...args) : c.evalsha(sha, n, ...keys, ...args));
     } catch (err) {
       if (!String((err as Error).message).startsWith("NOSCRIPT")) throw err;
-      return await (buffer ? raw.evalBuffer : raw.eval).call(raw, SCRIPTS[name], keys.length, ...keys, ...args);
+      const body = SCRIPTS[name];
+      return await (buffer ? c.evalBuffer(body, n, ...keys, ...args) : c.eval(body, n, ...keys, ...args));
     }
   }
 

@@ -167,8 +167,9 @@ impl HybridCacheBuilder {
     /// counted in
     /// [`Stats::writes_unacknowledged`](crate::Stats::writes_unacknowledged). Every instance of
     /// the namespace must enable it — the Python and Node clients take part alike
-    /// (`acknowledged_writes=True`, `acknowledgedWrites: true`; `docs/protocol.md` §4). A write whose shared half cannot be done now (L2 or the
-    /// log unreachable from here) is deferred and replayed as usual, but returns
+    /// (`acknowledged_writes=True`, `acknowledgedWrites: true`; `docs/protocol.md` §4). A write
+    /// whose shared half cannot be done now (L2 or the log unreachable from here) is deferred
+    /// and replayed as usual, but returns
     /// [`Error::Unavailable`]: the others were not told. Needs a log that takes
     /// acknowledgements ([`InvalidationLog::acknowledges`]: `strata_redis::RedisStreamLog`,
     /// [`MemoryLog`]).

@@ -805,7 +805,6 @@ class HybridCache:
 
     async def clear(self) -> None:
         """Drops every entry of the namespace, in Redis and in every instance's L1."""
-        self._drop_all()
         try:
             for pattern in (f"{self.namespace}:*", f"{self.namespace}#tag:*"):
                 batch: list[bytes] = []
@@ -816,9 +815,11 @@ class HybridCache:
                         batch = []
                 if batch:
                     await self._redis.unlink(*batch)
-            self._drop_all()  # again: of what reads put in L1 from Redis meanwhile
+            # Dropped once Redis has the change, as an invalidation is.
+            self._drop_all()
             seq = await self._append(0, "clear", None)
         except RedisError as err:
+            self._drop_all()
             raise UnavailableError(f"clear {self.namespace!r}: {err}") from err
         self._stats.invalidations_sent += 1
         await self._acknowledged(0, seq)
