@@ -5,10 +5,11 @@
 
 import { createHash, randomBytes } from "node:crypto";
 
-import { Cluster, type RedisOptions } from "ioredis";
+import Redis, { Cluster, type RedisOptions } from "ioredis";
 
 import { Acker, Looks } from "./acks";
-import { type Client, connect, isCluster, ready } from "./connection";
+import { type Client, connect, isCluster, ready, writePerTick } from "./connection";
+import { LoadEnds, type Waiter } from "./ends";
 import * as envelope from "./envelope";
 import { type CodecName, DecodeError, type Times } from "./envelope";
 import {
@@ -68,7 +69,9 @@ export interface CacheOptions {
   maxValueBytes?: number;
   /**
    * Passed to ioredis, over the cache's own: `maxRetriesPerRequest: 1`, the offline queue off on
-   * a single server, and `enableAutoPipelining: true` (the commands of one tick in one write).
+   * a single server, and `enableAutoPipelining` on a cluster. On a single server the commands of
+   * one tick go out in one write without it (its per-tick objects cost collection pauses); set
+   * `enableAutoPipelining: true` to have ioredis's batching instead.
    */
   redis?: RedisOptions;
 }
@@ -88,6 +91,15 @@ type Arg = string | number | Buffer;
 // While another instance holds a key's load lease: first and longest pause between reads of
 // Redis (the end of its load is announced on `#filled`, which wakes the waiter first).
 const POLL: [number, number] = [50, 200];
+// Fills out at once ahead of their replies; past this a miss waits for its own (back-pressure,
+// as the Rust crate's).
+const MAX_LANDING = 64;
+
+/** This instance's load of a key: its outcome, and how many callers joined it. */
+class Flight {
+  lead!: Promise<[L1Entry, Source]>;
+  followers = 0;
+}
 
 /** The version of the protocol (`docs/protocol.md`) this client speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -145,8 +157,10 @@ export class HybridCache {
   private readonly maxValueBytes: number;
   private readonly l1: L1;
   private readonly fence = new Fence();
-  private readonly flights = new Map<string, Promise<[L1Entry, Source]>>();
-  private readonly ends = new Map<string, () => void>();
+  private readonly flights = new Map<string, Flight>();
+  /** Fills sent ahead of their reply (a lone caller answered first); see {@link runPendingTasks}. */
+  private readonly landing = new Set<Promise<unknown>>();
+  private readonly ends = new LoadEnds();
   private readonly counters: Stats = newStats();
   private readonly caughtUp: number[];
   private followers: Follower[] = [];
@@ -206,14 +220,15 @@ export class HybridCache {
     // growing back-off (up to seconds) and serve nothing meanwhile. A cluster keeps its queue,
     // which carries its calls across a slot refresh; its node connections never queue.
     const cluster = isCluster(url);
-    // Auto-pipelining: the commands of one tick go out in one write — on loopback a write costs
-    // more than the command (W1: ~10 µs a `write`), as the Rust crate's connection does.
+    // The commands of one tick go out in one write (`writePerTick`); a cluster's through
+    // ioredis's auto-pipelining, which batches per node.
     const redis = connect(url, {
       maxRetriesPerRequest: 1,
       enableOfflineQueue: cluster,
-      enableAutoPipelining: true,
+      enableAutoPipelining: cluster,
       ...options.redis,
     });
+    if (redis instanceof Redis && redis.options.enableAutoPipelining !== true) writePerTick(redis);
     redis.on("error", () => {}); // failures reach the calls that meet them
     const cache = new HybridCache(redis, namespace, options, cluster);
     try {
@@ -248,7 +263,7 @@ export class HybridCache {
       const handlers = {
         apply: (inv: Invalidation) => cache.applyLog(inv),
         resync: () => cache.resync(),
-        filled: (key: string) => cache.ends.get(key)?.(),
+        filled: (key: string) => cache.ends.announce(key),
         caughtUp: (part: number) => {
           cache.caughtUp[part] = nowMs();
         },
@@ -286,6 +301,7 @@ export class HybridCache {
 
   /** Stops following the log and closes the connections. */
   async close(): Promise<void> {
+    await this.runPendingTasks();
     await this.acker?.leave();
     await Promise.all(this.followers.map((f) => f.stop()));
     this.redis.disconnect();
@@ -385,21 +401,23 @@ export class HybridCache {
       }
       if (alive(e, now)) stale = e;
     }
-    const flight = this.flights.get(key);
-    if (flight !== undefined) {
-      const [entry, source] = await flight;
+    const joined = this.flights.get(key);
+    if (joined !== undefined) {
+      joined.followers += 1;
+      const [entry, source] = await joined.lead;
       if (source === "stale") this.counters.staleServed += 1;
       else this.counters.waited += 1;
       return entry;
     }
-    const lead = this.loadThrough(key, loader, options, stale);
-    this.flights.set(key, lead);
+    const flight = new Flight();
+    flight.lead = this.loadThrough(key, loader, options, stale, flight);
+    this.flights.set(key, flight);
     let entry: L1Entry;
     let source: Source;
     try {
-      [entry, source] = await lead;
+      [entry, source] = await flight.lead;
     } finally {
-      if (this.flights.get(key) === lead) this.flights.delete(key);
+      if (this.flights.get(key) === flight) this.flights.delete(key);
     }
     if (source === "soft") {
       // Served from a soft-expired entry in Redis: refresh it behind, once.
@@ -419,6 +437,7 @@ export class HybridCache {
     loader: Loader<unknown>,
     options: Resolved,
     stale: L1Entry | null,
+    flight: Flight,
   ): Promise<[L1Entry, Source]> {
     const seen = this.fence.read(key);
     const token = random64();
@@ -428,10 +447,10 @@ export class HybridCache {
     let refreshToken = "";
     const deadline = Date.now() + this.leaseTtl;
     let pause = POLL[0];
-    let waiting: { wake: Promise<void> } | null = null;
+    let waiting: Waiter | null = null;
     try {
       for (;;) {
-        if (waiting !== null) waiting = this.waitFor(key); // before the read: no announcement missed
+        if (waiting !== null) waiting = this.ends.wait(key, waiting); // before the read: no announcement missed
         let raw: Buffer | null;
         try {
           raw = await this.read(dataKey, record, waiting !== null);
@@ -473,7 +492,7 @@ export class HybridCache {
         }
         // Another instance loads the key: wait for its fill, bounded by the lease TTL.
         if (waiting === null) {
-          waiting = this.waitFor(key);
+          waiting = this.ends.wait(key, null);
           this.counters.leaseWaits += 1;
           continue; // read again at once, marking the lease waited on
         }
@@ -486,16 +505,9 @@ export class HybridCache {
         pause = Math.min(pause * 2, POLL[1]);
       }
     } finally {
-      if (waiting !== null) this.ends.delete(key);
+      if (waiting !== null) this.ends.leave(key, waiting);
     }
-    return this.load(key, loader, options, stale, fence, refreshToken, seen);
-  }
-
-  private waitFor(key: string): { wake: Promise<void> } {
-    let wake!: () => void;
-    const promise = new Promise<void>((r) => (wake = r));
-    this.ends.set(key, wake);
-    return { wake: promise };
+    return this.load(key, loader, options, stale, fence, refreshToken, seen, flight);
   }
 
   /** The data key's bytes, taking the load lease if it was empty (one round trip). */
@@ -531,6 +543,7 @@ export class HybridCache {
     fence: Fenced,
     refreshToken: string,
     seen: string,
+    flight: Flight | null = null,
   ): Promise<[L1Entry, Source]> {
     this.counters.loaderCalls += 1;
     const started = Date.now();
@@ -580,20 +593,62 @@ export class HybridCache {
       await this.release(key, fence, refreshToken);
       return [entry, "loaded"];
     }
-    if (fence !== null && !(await this.fill(key, payload, times, tags, fence, refreshToken))) {
-      this.counters.fillsFenced += 1;
+    if (fence === null) {
+      this.insertUnless(key, entry, seen);
       return [entry, "loaded"];
     }
-    if (fence !== null && this.fence.overtakes(seen, tags)) {
+    const alone = flight !== null && flight.followers === 0;
+    if (alone && this.landing.size < MAX_LANDING && nowMs() < entry.l1Until && this.fence.read(key) === seen) {
+      // A caller alone on the key is answered once L1 holds the value and its fill is sent
+      // (the Rust crate's order): reads here find L1, other instances find the lease record and
+      // wait for the fill as for the load. A crowd waits for the fill, so that its wake-up does
+      // not hold the fill back from the other instances waiting on it (W2's stampede).
+      this.l1.insert(key, entry);
+      if (this.l1.peek(key) === entry) {
+        const landing = this.land(key, payload, times, tags, fence, refreshToken, seen, entry).finally(() =>
+          this.landing.delete(landing),
+        );
+        this.landing.add(landing);
+        return [entry, "loaded"];
+      }
+    }
+    if (await this.land(key, payload, times, tags, fence, refreshToken, seen, null))
+      this.insertUnless(key, entry, seen);
+    return [entry, "loaded"];
+  }
+
+  /**
+   * Fills Redis; `false` if the fill was refused or undone. `early`: the copy already put in L1,
+   * taken out again if so (only while it is still the one there).
+   */
+  private async land(
+    key: string,
+    payload: Buffer,
+    times: Times,
+    tags: string[],
+    fence: NonNullable<Fenced>,
+    refreshToken: string,
+    seen: string,
+    early: L1Entry | null,
+  ): Promise<boolean> {
+    let kept = await this.fill(key, payload, times, tags, fence, refreshToken);
+    if (kept && this.fence.overtakes(seen, tags)) {
       // A tag dropped here while the fill was on its way: that drop may have read the tag's
       // index before the fill put the key there (docs/protocol.md, "After the
       // fill"). It was recorded first, so it shows now: undo the fill.
-      this.counters.fillsFenced += 1;
       await this.unfill(key);
-      return [entry, "loaded"];
+      kept = false;
     }
-    this.insertUnless(key, entry, seen);
-    return [entry, "loaded"];
+    if (!kept) {
+      this.counters.fillsFenced += 1;
+      if (early !== null && this.l1.peek(key) === early) this.l1.remove(key);
+    }
+    return kept;
+  }
+
+  /** Waits until every fill sent ahead of its reply has landed (tests, shutdown). */
+  async runPendingTasks(): Promise<void> {
+    while (this.landing.size > 0) await Promise.all([...this.landing]);
   }
 
   /** Deletes a fill that a tag drop may have missed. */
@@ -693,9 +748,11 @@ export class HybridCache {
         return [stale, "stale"];
       }
     })();
-    this.flights.set(key, refresh);
+    const flight = new Flight();
+    flight.lead = refresh;
+    this.flights.set(key, flight);
     void refresh.finally(() => {
-      if (this.flights.get(key) === refresh) this.flights.delete(key);
+      if (this.flights.get(key) === flight) this.flights.delete(key);
     });
   }
 
@@ -945,6 +1002,9 @@ export class HybridCache {
   private overtake(key: string): void {
     this.fence.bump(key);
     this.flights.delete(key);
+    // The change deleted or replaced the key in Redis first, and with it any lease record a
+    // flight here waits on: that wait is over (the Rust crate's rule).
+    this.ends.announce(key);
   }
 
   private drop(key: string): void {
@@ -956,6 +1016,7 @@ export class HybridCache {
   private overtakeTag(tag: string): void {
     this.fence.bumpAll(tag);
     this.flights.clear();
+    this.ends.announceAll();
   }
 
   private dropTag(tag: string): void {
@@ -966,6 +1027,7 @@ export class HybridCache {
   private dropAll(): void {
     this.fence.bumpAll();
     this.flights.clear();
+    this.ends.announceAll();
     this.l1.clear();
   }
 

@@ -115,3 +115,29 @@ export async function ready(client: Client): Promise<void> {
     client.once("end", onEnd);
   });
 }
+
+/**
+ * The commands of one tick go out in one write: the socket is corked at the tick's first
+ * command and uncorked once the promise jobs queued meanwhile have run (`process.nextTick` runs
+ * after them), as the Rust crate's connection gathers a batch. On loopback a `write` costs more
+ * than the command (~10 µs). ioredis's own auto-pipelining batches as well, but through a
+ * `Pipeline` per tick whose objects outlive young-generation collections: on W1 they made every
+ * scavenge copy ~3 MB (0.3 MB without), pauses of ~4 ms every ~20 ms, twice the read p99.
+ * The commands still go through ioredis one by one (`sendCommand`), replies and errors as ever.
+ */
+export function writePerTick(redis: Redis): void {
+  const send = redis.sendCommand.bind(redis);
+  let corked = false;
+  redis.sendCommand = (command, stream) => {
+    const socket = redis.stream;
+    if (!corked && socket?.writable) {
+      corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        corked = false;
+        socket.uncork();
+      });
+    }
+    return send(command, stream);
+  };
+}

@@ -15,6 +15,8 @@ import {
   UnavailableError,
 } from "../src";
 import { parseAck } from "../src/acks";
+import { type LoadEnds, type Waiter } from "../src/ends";
+import { leaseHolder } from "../src/envelope";
 import { newStats } from "../src/stats";
 import { Server } from "./server";
 
@@ -160,6 +162,60 @@ test("a fill overtaken by an invalidation does not land", async () => {
   });
 });
 
+test("a miss alone on its key is answered before its fill lands; another instance waits for the fill", async () => {
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const source = new Source();
+    const paused = async () => {
+      // The server holds every write (the fill's script too) for a while; reads go on.
+      await redis.call("CLIENT", "PAUSE", "400", "WRITE");
+      return await source.loader()();
+    };
+    assert.deepEqual(await a.getOrLoad("k", paused), { version: 1 });
+    const held = await redis.getBuffer("t:k");
+    assert.ok(held !== null && leaseHolder(held) !== null, "Redis still holds the lease record");
+    assert.deepEqual(await a.getOrLoad("k", source.loader()), { version: 1 });
+    assert.equal(a.stats().l1Hits, 1);
+    assert.deepEqual(await b.getOrLoad("k", source.loader()), { version: 1 });
+    assert.equal(source.calls, 1, "the other instance waited for the fill");
+    await a.runPendingTasks();
+    assert.equal(a.stats().fillsFenced, 0);
+  });
+});
+
+test("a fill refused after the answer takes the value out of L1", async () => {
+  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  await closing([cache], async () => {
+    const source = new Source();
+    const lost = async () => {
+      await redis.unlink("t:k"); // the lease record goes: the fill will find nothing to replace
+      return await source.loader()();
+    };
+    assert.deepEqual(await cache.getOrLoad("k", lost), { version: 1 });
+    await cache.runPendingTasks();
+    assert.equal(cache.stats().fillsFenced, 1);
+    source.version = 2;
+    assert.deepEqual(await cache.getOrLoad("k", source.loader()), { version: 2 });
+    assert.equal(cache.stats().l1Hits, 0);
+  });
+});
+
+test("an invalidation here wakes every flight waiting on the key's lease; a clear, every flight", async () => {
+  // The change deleted the lease record they wait on: they read again at once, not at their
+  // next poll. Two flights of one instance wait on one key when a write here overtook the first.
+  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  await closing([cache], async () => {
+    const ends = (cache as unknown as { ends: LoadEnds }).ends;
+    const woken = async (w: Waiter) =>
+      await Promise.race([w.wake.then(() => true), new Promise<boolean>((r) => setImmediate(() => r(false)))]);
+    const [first, second, other] = [ends.wait("k", null), ends.wait("k", null), ends.wait("other", null)];
+    await cache.invalidate("k");
+    assert.deepEqual([await woken(first), await woken(second), await woken(other)], [true, true, false]);
+    await cache.clear();
+    assert.equal(await woken(other), true);
+  });
+});
+
 test("a tag dropped while a load is out refuses its fill", async () => {
   // The key is in no index until its fill: only the loading instance's own record of the
   // drop can refuse it (docs/protocol.md §6).
@@ -181,6 +237,7 @@ test("a tag dropped while a load is out refuses its fill", async () => {
     await eventually(() => source.calls === 3);
     await a.invalidateTag("cat:2");
     assert.deepEqual(await load, { version: 2 });
+    await a.runPendingTasks();
     assert.notEqual(await redis.get("t:k"), null);
   });
 });
@@ -275,6 +332,18 @@ test("fail-safe serves the expired value when the loader fails", async () => {
   });
 });
 
+test("the commands of one tick go out in one write", async () => {
+  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 60_000 });
+  await closing([cache], async () => {
+    const reads = async () => Number(/total_reads_processed:(\d+)/.exec(await redis.info("stats"))?.[1]);
+    const before = await reads();
+    const got = await Promise.all(Array.from({ length: 100 }, (_, i) => cache.get(`k${i}`)));
+    assert.deepEqual(new Set(got), new Set([null]));
+    // The server read the hundred GETs at once: this connection's INFO twice, and little else.
+    assert.ok((await reads()) - before <= 6, `${(await reads()) - before} reads`);
+  });
+});
+
 test("hard timeout, negative entries, long keys", async () => {
   const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
   await closing([cache], async () => {
@@ -318,6 +387,7 @@ test("a follower whose position was trimmed drops its L1", async () => {
   await closing([cache], async () => {
     const source = new Source();
     await cache.getOrLoad("k", source.loader());
+    await cache.runPendingTasks(); // the fill landed (a lone caller is answered first)
     await redis.incrby("t#log:seq", 100);
     await redis.xadd("t#log", "*", "s", "101", "d", '{"origin":"0000000000000001","op":"key","arg":"x"}');
     await eventually(() => cache.stats().resyncs === 1);

@@ -156,6 +156,24 @@ async def test_a_read_between_an_invalidation_here_and_redis_keeps_no_old_copy(
     assert await a.get_or_load("k", source.loader()) == {"version": 2}
 
 
+async def test_an_invalidation_here_wakes_every_flight_waiting_on_the_key_s_lease(
+    server: Server,
+) -> None:
+    """The change deleted the lease record they wait on: they read again at once, not at their
+    next poll. Two flights of one instance wait on one key when a write here overtook the
+    first; a clear wakes every flight."""
+    cache = await HybridCache.connect(server.url, "t", heartbeat=0.1)
+    try:
+        ends = cache._ends
+        first, second, other = ends.join("k"), ends.join("k"), ends.join("other")
+        await cache.invalidate("k")
+        assert [first.is_set(), second.is_set(), other.is_set()] == [True, True, False]
+        await cache.clear()
+        assert other.is_set()
+    finally:
+        await cache.close()
+
+
 async def test_a_tag_dropped_while_a_load_is_out_refuses_its_fill(
     pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
 ) -> None:

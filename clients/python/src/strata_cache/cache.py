@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from . import connection, envelope
 from .acks import Acker, Looks
+from .ends import LoadEnds
 from .envelope import DecodeError, Times
 from .errors import (
     ConfigError,
@@ -95,7 +96,7 @@ class HybridCache:
     _l1: L1
     _fence: Fence
     _flights: dict[str, asyncio.Future[tuple[L1Entry, str]]]
-    _ends: dict[str, asyncio.Event]
+    _ends: LoadEnds
     _background: set[asyncio.Task[Any]]
     _stats: Stats
     _redis: connection.Client
@@ -180,7 +181,7 @@ class HybridCache:
         self._l1 = L1(l1_capacity)
         self._fence = Fence()
         self._flights = {}
-        self._ends = {}
+        self._ends = LoadEnds()
         self._background = set()
         self._stats = Stats()
         self._redis = connection.connect(url, **redis_kwargs)
@@ -229,7 +230,7 @@ class HybridCache:
             handlers = Handlers(
                 apply=self._apply,
                 resync=self._resync,
-                filled=self._filled,
+                filled=self._ends.announce,
                 caught_up=self._mark_caught_up,
                 applied=self._applied,
             )
@@ -491,7 +492,7 @@ class HybridCache:
                         break
                 # Another instance loads the key: wait for its fill, bounded by the lease TTL.
                 if end is None:
-                    end = self._ends[key] = asyncio.Event()
+                    end = self._ends.join(key)
                     self._stats.lease_waits += 1
                     continue  # read again at once, marking the lease waited on
                 left = deadline - time.monotonic()
@@ -502,8 +503,8 @@ class HybridCache:
                     await asyncio.wait_for(end.wait(), min(pause, left))
                 pause = min(pause * 2, _POLL[1])
         finally:
-            if end is not None and self._ends.get(key) is end:
-                del self._ends[key]
+            if end is not None:
+                self._ends.leave(key, end)
         return await self._load(key, loader, options, stale, fence, refresh_token, seen)
 
     async def _read(self, data_key: str, record: bytes, mark: bool) -> bytes | None:
@@ -882,6 +883,9 @@ class HybridCache:
         """Loads in flight for ``key`` neither fill L1 nor take in new callers."""
         self._fence.bump(key)
         self._flights.pop(key, None)
+        # The change deleted or replaced the key in Redis first, and with it any lease record a
+        # flight here waits on: that wait is over (the Rust crate's rule).
+        self._ends.announce(key)
 
     def _drop(self, key: str) -> None:
         self._overtake(key)
@@ -891,6 +895,7 @@ class HybridCache:
         """Loads in flight check their tags against the drop and take in no new callers."""
         self._fence.bump_all(tag)
         self._flights.clear()
+        self._ends.announce_all()
 
     def _drop_tag(self, tag: str) -> None:
         self._overtake_tag(tag)
@@ -899,6 +904,7 @@ class HybridCache:
     def _drop_all(self) -> None:
         self._fence.bump_all()
         self._flights.clear()
+        self._ends.announce_all()
         self._l1.clear()
 
     def _apply(self, inv: Invalidation) -> None:
@@ -916,11 +922,6 @@ class HybridCache:
         self._stats.resyncs += 1
         self._stats.invalidations_received += 1
         self._drop_all()
-
-    def _filled(self, key: str) -> None:
-        end = self._ends.get(key)
-        if end is not None:
-            end.set()
 
     def _mark_caught_up(self, part: int) -> None:
         self._caught_up[part] = now_ms()
