@@ -5,7 +5,7 @@
 
 import { createHash, randomBytes } from "node:crypto";
 
-import Redis, { Cluster, type RedisOptions } from "ioredis";
+import { Cluster, type RedisOptions } from "ioredis";
 
 import { Acker, Looks } from "./acks";
 import { type Client, connect, isCluster, ready, writePerTick } from "./connection";
@@ -68,10 +68,10 @@ export interface CacheOptions {
   /** Longest encoded value in bytes (default 16 MiB). */
   maxValueBytes?: number;
   /**
-   * Passed to ioredis, over the cache's own: `maxRetriesPerRequest: 1`, the offline queue off on
-   * a single server, and `enableAutoPipelining` on a cluster. On a single server the commands of
-   * one tick go out in one write without it (its per-tick objects cost collection pauses); set
-   * `enableAutoPipelining: true` to have ioredis's batching instead.
+   * Passed to ioredis, over the cache's own: `maxRetriesPerRequest: 1` and the offline queue off
+   * on a single server. The commands of one tick go out in one write without ioredis's
+   * auto-pipelining (whose per-tick objects cost collection pauses); `enableAutoPipelining: true`
+   * has ioredis batch them instead.
    */
   redis?: RedisOptions;
 }
@@ -220,15 +220,9 @@ export class HybridCache {
     // growing back-off (up to seconds) and serve nothing meanwhile. A cluster keeps its queue,
     // which carries its calls across a slot refresh; its node connections never queue.
     const cluster = isCluster(url);
-    // The commands of one tick go out in one write (`writePerTick`); a cluster's through
-    // ioredis's auto-pipelining, which batches per node.
-    const redis = connect(url, {
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: cluster,
-      enableAutoPipelining: cluster,
-      ...options.redis,
-    });
-    if (redis instanceof Redis && redis.options.enableAutoPipelining !== true) writePerTick(redis);
+    const redis = connect(url, { maxRetriesPerRequest: 1, enableOfflineQueue: cluster, ...options.redis });
+    // The commands of one tick go out in one write (unless ioredis's auto-pipelining is asked for).
+    if (options.redis?.enableAutoPipelining !== true) writePerTick(redis);
     redis.on("error", () => {}); // failures reach the calls that meet them
     const cache = new HybridCache(redis, namespace, options, cluster);
     try {

@@ -546,6 +546,8 @@ async fn through_sentinel_three_languages_follow_a_failover() {
         // Reads are answered all along (from L1, else the loader); writes fail until the
         // sentinels name the replica and the client finds it.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Each failed write's answer, counted: what a failure reports besides the last one.
+        let mut failed = std::collections::BTreeMap::<String, u32>::new();
         for n in 0.. {
             let key = format!("after-{}-{n}", peer.name);
             let read = peer
@@ -567,9 +569,17 @@ async fn through_sentinel_three_languages_follow_a_failover() {
             {
                 break;
             }
+            let answer = wrote
+                .get("error")
+                .map_or("written, not on the replica", |e| {
+                    e.as_str().unwrap_or("an error")
+                });
+            // The key's number varies; the rest of the message is what to count.
+            let answer = answer.replace(&key, "<key>");
+            *failed.entry(answer).or_default() += 1;
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{}: no write reached the promoted replica in 30 s (last: {wrote})",
+                "{}: no write reached the promoted replica in 30 s (answers: {failed:?})",
                 peer.name
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
