@@ -69,9 +69,9 @@ export interface CacheOptions {
   maxValueBytes?: number;
   /**
    * Passed to ioredis, over the cache's own: `maxRetriesPerRequest: 1` and the offline queue off
-   * on a single server. The commands of one tick go out in one write without ioredis's
-   * auto-pipelining (whose per-tick objects cost collection pauses); `enableAutoPipelining: true`
-   * has ioredis batch them instead.
+   * on a single server. The commands of one turn of the event loop go out in one write without
+   * ioredis's auto-pipelining (whose per-batch objects cost collection pauses);
+   * `enableAutoPipelining: true` has ioredis batch them instead.
    */
   redis?: RedisOptions;
 }
@@ -221,7 +221,7 @@ export class HybridCache {
     // which carries its calls across a slot refresh; its node connections never queue.
     const cluster = isCluster(url);
     const redis = connect(url, { maxRetriesPerRequest: 1, enableOfflineQueue: cluster, ...options.redis });
-    // The commands of one tick go out in one write (unless ioredis's auto-pipelining is asked for).
+    // The commands of one turn of the event loop go out in one write (unless ioredis batches them).
     if (options.redis?.enableAutoPipelining !== true) writePerTick(redis);
     redis.on("error", () => {}); // failures reach the calls that meet them
     const cache = new HybridCache(redis, namespace, options, cluster);

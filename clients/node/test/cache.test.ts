@@ -332,7 +332,7 @@ test("fail-safe serves the expired value when the loader fails", async () => {
   });
 });
 
-test("the commands of one tick go out in one write", async () => {
+test("the commands of one turn of the event loop go out in one write", async () => {
   const cache = await HybridCache.connect(server.url, "t", { heartbeat: 60_000 });
   await closing([cache], async () => {
     const reads = async () => Number(/total_reads_processed:(\d+)/.exec(await redis.info("stats"))?.[1]);
