@@ -48,6 +48,10 @@ export interface Envelope {
   codec: number;
 }
 
+// Strict UTF-8, one decoder for every call (a `decode` without `stream` keeps no state; making
+// one per value cost ~0.1 µs, 4–9 % of decoding and parsing W1's 1 KB record).
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /** The payload of `value` in `codec`. */
 export function encodeValue(value: unknown, codec: number): Buffer {
   if (codec === JSON_CODEC) return Buffer.from(JSON.stringify(value) ?? "null");
@@ -58,7 +62,7 @@ export function encodeValue(value: unknown, codec: number): Buffer {
 /** The value in `payload`; {@link DecodeError} if it does not parse. */
 export function decodeValue(payload: Buffer, codec: number): unknown {
   try {
-    if (codec === JSON_CODEC) return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(payload));
+    if (codec === JSON_CODEC) return JSON.parse(UTF8.decode(payload));
     if (codec === MSGPACK_CODEC) return unpack(payload);
   } catch (e) {
     throw new DecodeError(`payload: ${(e as Error).message}`);
@@ -136,13 +140,12 @@ export function decode(data: Buffer): Envelope {
   if (count > MAX_TAGS) throw new DecodeError(`${count} tags, over the limit of ${MAX_TAGS}`);
   let at = HEADER;
   const tags: string[] = [];
-  const utf8 = new TextDecoder("utf-8", { fatal: true });
   for (let i = 0; i < count; i++) {
     if (at + 2 > data.length) throw new DecodeError("truncated tag");
     const n = data.readUInt16LE(at);
     if (at + 2 + n > data.length) throw new DecodeError("truncated tag");
     try {
-      tags.push(utf8.decode(data.subarray(at + 2, at + 2 + n)));
+      tags.push(UTF8.decode(data.subarray(at + 2, at + 2 + n)));
     } catch {
       throw new DecodeError("a tag is not UTF-8");
     }
