@@ -95,6 +95,16 @@ const POLL: [number, number] = [50, 200];
 // as the Rust crate's).
 const MAX_LANDING = 64;
 
+/** A loaded value on its way to Redis, fenced by what the load found there. */
+interface Fill {
+  key: string;
+  payload: Buffer;
+  times: Times;
+  tags: string[];
+  fence: NonNullable<Fenced>;
+  refreshToken: string;
+}
+
 /** This instance's load of a key: its outcome, and how many callers joined it. */
 class Flight {
   lead!: Promise<[L1Entry, Source]>;
@@ -599,14 +609,14 @@ export class HybridCache {
       // not hold the fill back from the other instances waiting on it (W2's stampede).
       this.l1.insert(key, entry);
       if (this.l1.peek(key) === entry) {
-        const landing = this.land(key, payload, times, tags, fence, refreshToken, seen, entry).finally(() =>
+        const landing = this.land({ key, payload, times, tags, fence, refreshToken }, seen, entry).finally(() =>
           this.landing.delete(landing),
         );
         this.landing.add(landing);
         return [entry, "loaded"];
       }
     }
-    if (await this.land(key, payload, times, tags, fence, refreshToken, seen, null))
+    if (await this.land({ key, payload, times, tags, fence, refreshToken }, seen, null))
       this.insertUnless(key, entry, seen);
     return [entry, "loaded"];
   }
@@ -615,17 +625,9 @@ export class HybridCache {
    * Fills Redis; `false` if the fill was refused or undone. `early`: the copy already put in L1,
    * taken out again if so (only while it is still the one there).
    */
-  private async land(
-    key: string,
-    payload: Buffer,
-    times: Times,
-    tags: string[],
-    fence: NonNullable<Fenced>,
-    refreshToken: string,
-    seen: string,
-    early: L1Entry | null,
-  ): Promise<boolean> {
-    let kept = await this.fill(key, payload, times, tags, fence, refreshToken);
+  private async land(fill: Fill, seen: string, early: L1Entry | null): Promise<boolean> {
+    const { key, tags } = fill;
+    let kept = await this.fill(fill);
     if (kept && this.fence.overtakes(seen, tags)) {
       // A tag dropped here while the fill was on its way: that drop may have read the tag's
       // index before the fill put the key there (docs/protocol.md, "After the
@@ -654,14 +656,7 @@ export class HybridCache {
     }
   }
 
-  private async fill(
-    key: string,
-    payload: Buffer,
-    times: Times,
-    tags: string[],
-    fence: NonNullable<Fenced>,
-    refreshToken: string,
-  ): Promise<boolean> {
+  private async fill({ key, payload, times, tags, fence, refreshToken }: Fill): Promise<boolean> {
     const px = Math.max(1, (this.raw ? times.expires : times.staleUntil) - times.created);
     const args: Arg[] = [
       payload,
