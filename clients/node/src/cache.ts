@@ -5,10 +5,10 @@
 
 import { createHash, randomBytes } from "node:crypto";
 
-import { Cluster, type RedisOptions } from "ioredis";
+import Redis, { Cluster, type RedisOptions } from "ioredis";
 
 import { Acker, Looks } from "./acks";
-import { type Client, connect, isCluster, ready, writePerTick } from "./connection";
+import { type Client, connect, isCluster, isSentinel, keepConnected, ready, writePerTick } from "./connection";
 import { LoadEnds, type Waiter } from "./ends";
 import * as envelope from "./envelope";
 import { type CodecName, DecodeError, type Times } from "./envelope";
@@ -170,6 +170,8 @@ export class HybridCache {
   private readonly flights = new Map<string, Flight>();
   /** Fills sent ahead of their reply (a lone caller answered first); see {@link runPendingTasks}. */
   private readonly landing = new Set<Promise<unknown>>();
+  /** Through Sentinel: stops connecting again after an end ioredis did not recover from. */
+  private stopReconnecting = (): void => {};
   private readonly ends = new LoadEnds();
   private readonly counters: Stats = newStats();
   private readonly caughtUp: number[];
@@ -235,6 +237,7 @@ export class HybridCache {
     if (options.redis?.enableAutoPipelining !== true) writePerTick(redis);
     redis.on("error", () => {}); // failures reach the calls that meet them
     const cache = new HybridCache(redis, namespace, options, cluster);
+    if (isSentinel(url) && redis instanceof Redis) cache.stopReconnecting = keepConnected(redis);
     try {
       await ready(redis);
       const info = await redis.info("server");
@@ -308,6 +311,7 @@ export class HybridCache {
     await this.runPendingTasks();
     await this.acker?.leave();
     await Promise.all(this.followers.map((f) => f.stop()));
+    this.stopReconnecting();
     this.redis.disconnect();
   }
 

@@ -117,6 +117,26 @@ export async function ready(client: Client): Promise<void> {
 }
 
 /**
+ * Connects `redis` again whenever it ends without `stop()` having been called. ioredis ends a
+ * Sentinel client for good when a failover is announced while it reconnects: its failover
+ * detector disconnects the connector, whose pending lookup of the master then fails with
+ * "Connection is closed." and the client's status becomes `end` (seen once in CI: a Node
+ * instance refused every write for 30 s after the master was killed). Returns `stop`.
+ */
+export function keepConnected(redis: Redis, pause = 100): () => void {
+  let stopped = false;
+  redis.on("end", () => {
+    if (stopped) return;
+    setTimeout(() => {
+      if (!stopped && redis.status === "end") redis.connect().catch(() => {}); // ends again: retried
+    }, pause);
+  });
+  return () => {
+    stopped = true;
+  };
+}
+
+/**
  * The commands of one turn of the event loop go out in one write: each connection's socket is
  * corked at the turn's first command and uncorked by `setImmediate`, once the turn's timers and
  * I/O callbacks (replies) have run, as ioredis's own auto-pipelining and the Rust crate's

@@ -5,9 +5,10 @@ import { test } from "node:test";
 
 import Redis, { Cluster } from "ioredis";
 
-import { connect } from "../src/connection";
+import { connect, keepConnected } from "../src/connection";
 import { ConfigError } from "../src/errors";
 import { replicatedMasters } from "../src/replicas";
+import { Server } from "./server";
 
 test("a Sentinel URL names the sentinels, the master, its database and credentials", () => {
   const client = connect("redis+sentinel://app:p%40ss@10.0.0.1:26380,10.0.0.2/mymaster/3", { lazyConnect: true });
@@ -66,4 +67,36 @@ test("writes wait on the masters with a connected replica", () => {
   ]);
   const failed = CLUSTER_NODES.replace("h6 slave", "h6 slave,fail");
   assert.deepEqual([...replicatedMasters(failed)].sort(), ["127.0.0.1:30001", "h1:30001"]);
+});
+
+test("a client kept connected connects again after an end it did not ask for, not after stop", async () => {
+  // ioredis ends a Sentinel client when a failover is announced while it reconnects; here the
+  // end comes from `disconnect()`, which leaves the same status.
+  const server = await Server.start();
+  const client = new Redis(server.url);
+  client.on("error", () => {});
+  const stop = keepConnected(client, 10);
+  const ended = () => new Promise((r) => client.once("end", r));
+  try {
+    assert.equal(await client.ping(), "PONG");
+    let end = ended();
+    client.disconnect();
+    await end;
+    const deadline = Date.now() + 10_000;
+    while (client.status !== "ready") {
+      assert.ok(Date.now() < deadline, `still ${client.status}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(await client.ping(), "PONG");
+    stop();
+    end = ended();
+    client.disconnect();
+    await end;
+    await new Promise((r) => setTimeout(r, 100)); // ten times the pause: nothing reconnects
+    assert.equal(client.status, "end");
+  } finally {
+    stop();
+    client.disconnect();
+    server.stop();
+  }
 });
