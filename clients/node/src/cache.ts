@@ -129,8 +129,9 @@ const random64 = (): bigint => {
 };
 
 /**
- * The commands sent by their own method, as ioredis's auto-pipelining needs (it drops the name of
- * a command sent through `call`/`callBuffer`), where ioredis's typings lack the form.
+ * The commands sent by their own method, as ioredis's auto-pipelining needs where a caller turns
+ * it on (it drops the name of a command sent through `call`/`callBuffer`), where ioredis's
+ * typings lack the form.
  */
 interface Raw {
   evalshaBuffer(sha: string, numkeys: number, ...args: Arg[]): Promise<unknown>;
