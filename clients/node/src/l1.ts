@@ -205,7 +205,7 @@ export class L1 {
           this.main.push(slot);
           continue;
         }
-        this.evictSlot(slot);
+        this.drop(slot); // `small` is false here: no count to mend
         this.ghost.set(slot.key, ++this.ghostTurn);
         this.ghostOrder.push([slot.key, this.ghostTurn]);
         while (this.ghost.size > this.capacity) {
@@ -217,16 +217,11 @@ export class L1 {
       const slot = this.main.shift()!;
       if (!slot.live) continue;
       if (slot.reads === 0) {
-        this.evictSlot(slot);
+        this.drop(slot);
         return;
       }
       slot.reads -= 1;
       this.main.push(slot);
     }
-  }
-
-  private evictSlot(slot: Slot): void {
-    slot.live = false;
-    this.index.delete(slot.key);
   }
 }
