@@ -77,6 +77,20 @@ async def test_concurrent_misses_in_two_instances_load_once(
     assert a.stats().l1_hits + b.stats().l1_hits >= 1
 
 
+async def test_reads_in_flight_share_one_connection(server: Server, redis: aioredis.Redis) -> None:
+    cache = await HybridCache.connect(server.url, "conns")
+    try:
+        before = int((await redis.info("clients"))["connected_clients"])
+        source = Source(delay=0.05)
+        reads = [cache.get_or_load(f"k{i}", source.loader()) for i in range(64)]
+        assert await asyncio.gather(*reads) == [{"version": 1}] * 64
+        assert source.calls == 64
+        # redis-py's pool would have opened a connection for each read in flight.
+        assert int((await redis.info("clients"))["connected_clients"]) <= before
+    finally:
+        await cache.close()
+
+
 async def test_an_invalidation_reaches_the_other_instance_s_l1(
     pair: tuple[HybridCache, HybridCache],
 ) -> None:
@@ -150,7 +164,7 @@ async def test_a_read_between_an_invalidation_here_and_redis_keeps_no_old_copy(
         assert await a.get_or_load("k", source.loader()) == {"version": 1}
         return await invalidate(**call)
 
-    a._scripts["INVALIDATE"] = read_first  # type: ignore[assignment]
+    a._scripts["INVALIDATE"] = read_first
     source.version = 2
     await a.invalidate("k")
     assert await a.get_or_load("k", source.loader()) == {"version": 2}

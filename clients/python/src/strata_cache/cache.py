@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 import json
 import logging
@@ -14,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, overload
 
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from . import connection, envelope
@@ -33,6 +33,7 @@ from .errors import (
 from .follower import Follower, Handlers, Invalidation, now_ms
 from .l1 import L1, Fence, L1Entry
 from .layout import MAX_LOG_SHARDS, Layout
+from .multiplex import Multiplexed
 from .options import EntryOptions, ms
 from .replicas import Command, Replicated
 from .stats import Stats
@@ -100,7 +101,10 @@ class HybridCache:
     _background: set[asyncio.Task[Any]]
     _stats: Stats
     _redis: connection.Client
-    _scripts: dict[str, AsyncScript]
+    _scripts: dict[str, Callable[..., Awaitable[Any]]]
+    #: Sends one command, answers its reply as the server gave it.
+    _run: Callable[..., Awaitable[Any]]
+    _mux: Multiplexed | None
     _set_nx_get: bool
     _set_ifeq: bool
     _caught_up: list[int]
@@ -190,9 +194,19 @@ class HybridCache:
             if isinstance(self._redis, RedisCluster)
             else None
         )
-        self._scripts = {
-            name: self._redis.register_script(source) for name, source in _SCRIPTS.items()
-        }
+        if isinstance(self._redis, RedisCluster):
+            # Routed by slot, command by command: redis-py's. (`get=True` has its reply parser
+            # answer `SET … GET`'s reply itself; other commands' parsers ignore it.)
+            self._mux = None
+            self._run = functools.partial(self._redis.execute_command, get=True)
+            self._scripts = {
+                name: self._redis.register_script(source) for name, source in _SCRIPTS.items()
+            }
+        else:
+            # One server (or Sentinel's master): the cache's commands share one connection.
+            self._mux = Multiplexed(self._redis)
+            self._run = self._mux.execute
+            self._scripts = {name: self._mux.script(source) for name, source in _SCRIPTS.items()}
         try:
             info: Any = await self._redis.info("server")
             if "redis_version" not in info:  # a cluster: one answer per node
@@ -262,7 +276,7 @@ class HybridCache:
         except BaseException:
             for follower in self._followers:
                 await follower.stop()
-            await connection.close(self._redis)
+            await self._disconnect()
             raise
         return self
 
@@ -274,6 +288,11 @@ class HybridCache:
             await self._acker.leave()
         for follower in self._followers:
             await follower.stop()
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        if self._mux is not None:
+            await self._mux.close()
         await connection.close(self._redis)
 
     async def __aenter__(self) -> HybridCache:
@@ -342,7 +361,7 @@ class HybridCache:
             self._stats.l1_bypassed += 1
         seen = self._fence.read(key)
         try:
-            raw = await self._redis.get(self._layout.data(key))
+            raw = await self._run("GET", self._layout.data(key))
         except RedisError as err:
             self._stats.l2_errors += 1
             log.debug("L2 read of %s failed: %s", key, err)
@@ -511,7 +530,7 @@ class HybridCache:
         """The data key's bytes, taking the load lease if it was empty (one round trip)."""
         ttl = max(1, ms(self._lease_ttl))
         if not mark and self._set_nx_get:
-            raw = await self._redis.set(data_key, record, nx=True, get=True, px=ttl)
+            raw = await self._run("SET", data_key, record, "NX", "GET", "PX", ttl)
         else:
             raw = await self._scripts["READ"](
                 keys=[data_key], args=[record, ttl, "1" if mark else ""]
@@ -596,7 +615,7 @@ class HybridCache:
     async def _unfill(self, key: str) -> None:
         """Deletes a fill that a tag drop may have missed."""
         try:
-            await self._redis.unlink(self._layout.data(key))
+            await self._run("UNLINK", self._layout.data(key))
         except RedisError as err:
             self._stats.l2_errors += 1
             log.debug("undoing the fill of %s failed: %s", key, err)
@@ -629,10 +648,7 @@ class HybridCache:
                 # stored; the record waited on → the script stores and announces it; else
                 # overtaken, nothing changed. (Tags go through the script, or on a cluster
                 # through their indexes first.)
-                # `get=True` tells redis-py's reply parser the reply is the old value.
-                old = await self._redis.execute_command(
-                    "SET", data, payload, "IFEQ", arg, "GET", "PX", px, get=True
-                )
+                old = await self._run("SET", data, payload, "IFEQ", arg, "GET", "PX", px)
                 if old == arg:
                     return True
                 if old != arg + b"W":
