@@ -104,6 +104,48 @@ async def test_an_invalidation_reaches_the_other_instance_s_l1(
     assert source.calls == 2
 
 
+async def test_a_log_it_cannot_read_drops_l1_and_is_followed_again(
+    pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
+) -> None:
+    a, b = pair
+    source = Source()
+    assert await b.get_or_load("k", source.loader()) == {"version": 1}
+    log_key = b._layout.log(0, 1)
+    await redis.delete(log_key)
+    await redis.set(log_key, "not a stream")  # every read of it answers WRONGTYPE
+    await eventually(lambda: b.stats().resyncs >= 1)
+    assert b.stats().l1_hits == 0
+    await redis.delete(log_key)
+    resyncs = b.stats().resyncs
+    assert await b.get_or_load("k", source.loader()) == {"version": 1}  # from L2 again
+    source.version = 2
+    await a.invalidate("k")
+    await eventually(lambda: b.stats().invalidations_received > resyncs)
+    assert await b.get_or_load("k", source.loader()) == {"version": 2}
+
+
+async def test_with_resp2_an_acknowledged_invalidation_reaches_the_other_instance(
+    server: Server,
+) -> None:
+    def connect() -> Awaitable[HybridCache]:
+        return HybridCache.connect(
+            server.url, "resp2", heartbeat=0.1, protocol=2, acknowledged_writes=True
+        )
+
+    a, b = await connect(), await connect()
+    try:
+        source = Source()
+        assert await b.get_or_load("k", source.loader()) == {"version": 1}
+        source.version = 2
+        await a.invalidate("k")  # returns once b applied it: `HGETALL` read as RESP2 sends it
+        assert b.stats().invalidations_received == 1
+        assert a.stats().writes_unacknowledged == 0
+        assert await b.get_or_load("k", source.loader()) == {"version": 2}
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_tags_and_clear_drop_entries_everywhere(
     pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
 ) -> None:

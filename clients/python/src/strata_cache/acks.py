@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from . import connection
 from .follower import now_ms
 
 log = logging.getLogger("strata_cache")
@@ -77,14 +76,14 @@ class Acker:
 
     def __init__(
         self,
-        redis: connection.Client,
+        run: Callable[..., Awaitable[Any]],
         key: str,
         instance_id: int,
         parts: int,
         heartbeat: float,
         on_error: Callable[[], None],
     ) -> None:
-        self._redis = redis
+        self._command = run
         self._key = key
         self._field = str(instance_id)
         self._applied = [0] * parts
@@ -116,14 +115,14 @@ class Acker:
 
     async def leave(self) -> None:
         """Stops acknowledging and removes the field: the others stop waiting for it at once."""
-        # Not cancelled mid-write: an `HSET` sent before the `HDEL` (on another connection of
-        # the pool) could land after it and bring the field back.
+        # Not cancelled mid-write: an `HSET` sent before the `HDEL` (on a cluster, on another
+        # connection of redis-py's pool) could land after it and bring the field back.
         self._leaving = True
         self._advanced.set()
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=LEAVE_WAIT)
         with contextlib.suppress(*_ERRORS):
-            await bounded(self._redis.hdel(self._key, self._field), LEAVE_WAIT)
+            await bounded(self._command("HDEL", self._key, self._field), LEAVE_WAIT)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,7 +142,7 @@ class Acker:
 
     async def _acknowledge(self) -> None:
         alive_until = now_ms() + round(3 * self._heartbeat * 1000)
-        await self._redis.hset(self._key, self._field, ack_value(alive_until, self._applied))
+        await self._command("HSET", self._key, self._field, ack_value(alive_until, self._applied))
 
 
 class Looks:
@@ -151,8 +150,8 @@ class Looks:
     waiting meanwhile — without it, a burst of writes, or an instance slow to acknowledge,
     multiplied them."""
 
-    def __init__(self, redis: connection.Client, key: str) -> None:
-        self._redis = redis
+    def __init__(self, run: Callable[..., Awaitable[Any]], key: str) -> None:
+        self._command = run
         self._key = key
         self._lock = asyncio.Lock()
         self._last: tuple[int, dict[Any, Any]] | None = None
@@ -166,7 +165,13 @@ class Looks:
             if self._last is not None and self._last[0] >= asked:
                 return self._last[1]
             began = time.monotonic_ns()
-            acks: dict[Any, Any] = await self._redis.hgetall(self._key)
+            reply = await self._command("HGETALL", self._key)
+            # A map (RESP3, or redis-py's parser), or RESP2's field, value, … as sent.
+            acks: dict[Any, Any] = (
+                reply
+                if isinstance(reply, dict)
+                else dict(zip(reply[::2], reply[1::2], strict=False))
+            )
             self._last = (began, acks)
             return acks
 
@@ -201,6 +206,6 @@ class Looks:
             if gone:
                 # Instances that stopped saying they are alive: no longer waited for.
                 with contextlib.suppress(*_ERRORS):
-                    await self._redis.hdel(self._key, *gone)
+                    await self._command("HDEL", self._key, *gone)
             if done:
                 return True

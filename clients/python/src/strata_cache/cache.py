@@ -265,9 +265,9 @@ class HybridCache:
             if acknowledged_writes:
                 key = self._layout.acks()
                 self._acker = Acker(
-                    self._redis, key, self.instance_id, log_shards, heartbeat, self._log_error
+                    self._run, key, self.instance_id, log_shards, heartbeat, self._log_error
                 )
-                self._looks = Looks(self._redis, key)
+                self._looks = Looks(self._run, key)
             for follower in self._followers:
                 await follower.start()
             if self._acker is not None:

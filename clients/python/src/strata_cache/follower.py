@@ -13,15 +13,16 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
+from redis.asyncio.cluster import RedisCluster
 
 from . import connection
 from .layout import Layout
+from .multiplex import Multiplexed
 
 log = logging.getLogger("strata_cache")
 
@@ -106,6 +107,9 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._conn: connection.Client | None = None
+        #: Its commands, on one server (its connection's only ones): a blocking read through
+        #: redis-py cost ~50 µs of its own.
+        self._reads: Multiplexed | None = None
 
     async def start(self) -> None:
         """Connects and reads where the log stands now; follows from there in a task."""
@@ -124,23 +128,58 @@ class Follower:
             _, pending = await asyncio.wait({self._task}, timeout=5)
             if pending:
                 log.warning("invalidation log %s: follower did not stop in 5 s", self._stream)
-        if self._conn is not None:
-            await connection.close(self._conn)
+        await self._disconnect()
 
     def _connect(self) -> connection.Client:
         # Its reads block for a heartbeat: a reply may take that plus the command's own time.
         given = self._connect_kwargs.get("socket_timeout") or 5.0
         kwargs = {**self._connect_kwargs, "socket_timeout": self._heartbeat + given}
-        return connection.connect(self._url, **kwargs)
+        conn = connection.connect(self._url, **kwargs)
+        self._reads = None if isinstance(conn, RedisCluster) else Multiplexed(conn)
+        return conn
+
+    async def _disconnect(self) -> None:
+        if self._reads is not None:
+            await self._reads.close()
+        if self._conn is not None:
+            await connection.close(self._conn)
+
+    async def _command(self, conn: connection.Client, *args: str | int) -> Any:
+        if self._reads is None:
+            return await conn.execute_command(*args)
+        return await self._reads.execute(*args)
+
+    async def _read(self, conn: connection.Client) -> Any:
+        """The next entries of the log (and ``#filled``) after ours, as ``[(stream, [(id,
+        fields)])]``; waits up to a heartbeat for some."""
+        streams: dict[Any, Any] = {self._stream: self._id}
+        if self._filled is not None:
+            streams[self._filled] = self._filled_id
+        block = max(1, round(self._heartbeat * 1000))
+        if self._reads is None:
+            return await conn.xread(streams, count=BATCH, block=block)
+        raw = await self._reads.execute(
+            "XREAD", "COUNT", BATCH, "BLOCK", block, "STREAMS", *streams, *streams.values()
+        )
+        # RESP3 (redis-py's default) answers a map of streams, RESP2 a list of pairs.
+        streams_read = raw.items() if isinstance(raw, dict) else raw or []
+        return [
+            (name, [(entry_id, _fields(fields or [])) for entry_id, fields in entries])
+            for name, entries in streams_read
+        ]
 
     async def _tail(self, conn: connection.Client) -> None:
-        script: AsyncScript = conn.register_script(self._log_tail_source)
+        script: Callable[..., Awaitable[Any]] = (
+            conn.register_script(self._log_tail_source)
+            if self._reads is None
+            else self._reads.script(self._log_tail_source)
+        )
         reply: Any = await script(keys=[self._stream, self._seq_key])
         newest, seq = reply
         self._id = newest[0][0] if newest else b"0-0"
         self._seq = int(seq) if seq is not None else 0
         if self._filled is not None:
-            last: Any = await conn.xrevrange(self._filled, count=1)
+            last: Any = await self._command(conn, "XREVRANGE", self._filled, "+", "-", "COUNT", 1)
             self._filled_id = last[0][0] if last else b"0-0"
 
     async def _run(self) -> None:
@@ -148,12 +187,7 @@ class Follower:
         while not self._stopped:
             assert self._conn is not None
             try:
-                streams: dict[Any, Any] = {self._stream: self._id}
-                if self._filled is not None:
-                    streams[self._filled] = self._filled_id
-                reply: Any = await self._conn.xread(
-                    streams, count=BATCH, block=max(1, round(self._heartbeat * 1000))
-                )
+                self._take(await self._read(self._conn))
                 backoff = 0.05
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
                 if self._stopped:
@@ -161,23 +195,35 @@ class Follower:
                 log.warning("invalidation log %s: read failed (%s); reconnecting", self._stream, e)
                 await self._reconnect(backoff)
                 backoff = min(backoff * 2, 2.0)
-                continue
-            read = 0
-            for name, entries in reply or []:
-                is_log = name == self._stream.encode()
-                for entry_id, fields in entries:
-                    if is_log:
-                        read += 1
-                        self._apply(entry_id, fields)
-                    else:
-                        self._filled_id = entry_id
-                        key = fields.get(b"k")
-                        if key is not None:
-                            self._on.filled(key.decode(errors="replace"))
-            if read:
-                self._on.applied(self._part, self._seq)
-            if read < BATCH:
-                self._on.caught_up(self._part)
+            except Exception as e:
+                # An answer it cannot use (the key is no stream, an ACL refuses the read, a
+                # reply of another shape): what it did not apply may be in L1. Following ends
+                # only with stop(), or L1 would serve what others invalidated.
+                if self._stopped:
+                    return
+                log.error("invalidation log %s: %r; dropping L1, reading again", self._stream, e)
+                self._on.resync()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _take(self, reply: Any) -> None:
+        """Applies what a read brought: log entries in order, and ``#filled``'s load ends."""
+        read = 0
+        for name, entries in reply or []:
+            is_log = name == self._stream.encode()
+            for entry_id, fields in entries:
+                if is_log:
+                    read += 1
+                    self._apply(entry_id, fields)
+                else:
+                    self._filled_id = entry_id
+                    key = fields.get(b"k")
+                    if key is not None:
+                        self._on.filled(key.decode(errors="replace"))
+        if read:
+            self._on.applied(self._part, self._seq)
+        if read < BATCH:
+            self._on.caught_up(self._part)
 
     def _apply(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         self._id = entry_id
@@ -200,12 +246,11 @@ class Follower:
         """A new connection; resumes after our position unless the log lost entries."""
         while not self._stopped:
             await asyncio.sleep(pause)
-            if self._conn is not None:
-                await connection.close(self._conn)
+            await self._disconnect()
             self._conn = self._connect()
             try:
-                raw = await self._conn.get(self._seq_key)
-                exists = await self._conn.exists(self._stream)
+                raw = await self._command(self._conn, "GET", self._seq_key)
+                exists = await self._command(self._conn, "EXISTS", self._stream)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
                 pause = min(pause * 2, 2.0)
                 continue
@@ -218,6 +263,11 @@ class Follower:
                 await self._tail(self._conn)
                 self._on.applied(self._part, self._seq)
             return
+
+
+def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
+    """An entry's ``[field, value, …]`` as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=False))  # an odd one out: foreign, ignored
 
 
 def now_ms() -> int:
