@@ -17,6 +17,7 @@ from strata_cache import (
     LoaderError,
     LoaderTimeoutError,
     NotFoundError,
+    envelope,
 )
 from strata_cache.acks import parse_ack
 from strata_cache.follower import now_ms
@@ -180,6 +181,55 @@ async def overtaken_fill_does_not_land(
     assert a.stats().fills_fenced == 1  # ...but neither Redis nor L1 keeps it
     assert await redis.get("t:k") is None
     return source
+
+
+async def test_a_lone_caller_has_its_value_before_the_fill_lands(
+    pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
+) -> None:
+    a, b = pair
+    source = Source()
+    load = source.loader()
+
+    async def load_then_pause_writes() -> dict[str, int]:
+        value = await load()
+        await redis.client_pause(5000, all=False)  # the fill waits; reads go on
+        return value
+
+    try:
+        assert await a.get_or_load("k", load_then_pause_writes) == {"version": 1}
+        # Answered while Redis still holds the lease record: the fill is still on its way.
+        raw = await redis.get("t:k")
+        assert isinstance(raw, bytes) and envelope.lease_holder(raw) is not None
+        assert await a.get_or_load("k", source.loader()) == {"version": 1}  # from L1
+        other = asyncio.create_task(b.get_or_load("k", source.loader()))
+    finally:
+        await redis.client_unpause()
+    assert await other == {"version": 1}
+    assert source.calls == 1  # b waited for the fill instead of loading
+    await a.run_pending_tasks()
+    raw = await redis.get("t:k")
+    assert isinstance(raw, bytes) and envelope.lease_holder(raw) is None
+
+
+async def test_a_fill_refused_after_the_answer_leaves_nothing_in_l1(
+    pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
+) -> None:
+    a, _ = pair
+    source = Source()
+    load = source.loader()
+
+    async def load_and_lose_the_lease() -> dict[str, int]:
+        value = await load()
+        await redis.delete("t:k")  # the lease record gone, and nothing told the instance
+        return value
+
+    assert await a.get_or_load("k", load_and_lose_the_lease) == {"version": 1}
+    await a.run_pending_tasks()
+    assert a.stats().fills_fenced == 1
+    assert await redis.get("t:k") is None
+    source.version = 2
+    assert await a.get_or_load("k", source.loader()) == {"version": 2}  # not the refused copy
+    assert source.calls == 2
 
 
 async def test_a_fill_overtaken_by_an_invalidation_does_not_land(

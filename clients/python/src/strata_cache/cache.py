@@ -49,6 +49,8 @@ _SCRIPTS: dict[str, str] = json.loads(
 # While another instance holds a key's load lease: first and longest pause between reads of
 # Redis (the end of its load is announced on `#filled`, which wakes the waiter first).
 _POLL = (0.05, 0.2)
+#: Fills sent ahead of their callers' answer at most at once (then a caller waits for its own).
+_MAX_LANDING = 64
 
 #: The version of the protocol (``docs/protocol.md``) this client speaks.
 PROTOCOL_VERSION = 1
@@ -97,6 +99,10 @@ class HybridCache:
     _l1: L1
     _fence: Fence
     _flights: dict[str, asyncio.Future[tuple[L1Entry, str]]]
+    #: How many callers joined each flight of ``_flights`` (a lone caller may be answered first).
+    _joined: dict[asyncio.Future[tuple[L1Entry, str]], int]
+    #: Fills sent ahead of their caller's answer (`run_pending_tasks`).
+    _landing: set[asyncio.Task[bool]]
     _ends: LoadEnds
     _background: set[asyncio.Task[Any]]
     _stats: Stats
@@ -185,6 +191,8 @@ class HybridCache:
         self._l1 = L1(l1_capacity)
         self._fence = Fence()
         self._flights = {}
+        self._joined = {}
+        self._landing = set()
         self._ends = LoadEnds()
         self._background = set()
         self._stats = Stats()
@@ -281,7 +289,9 @@ class HybridCache:
         return self
 
     async def close(self) -> None:
-        """Stops following the log and closes the connections."""
+        """Lands the fills on their way, stops following the log and closes the
+        connections."""
+        await self.run_pending_tasks()
         for task in list(self._background):
             task.cancel()
         if self._acker is not None:
@@ -410,6 +420,7 @@ class HybridCache:
             if e.alive(now):
                 stale = e
         while (flight := self._flights.get(key)) is not None:
+            self._joined[flight] = self._joined.get(flight, 0) + 1
             try:
                 entry, source = await asyncio.shield(flight)
             except asyncio.CancelledError:
@@ -424,7 +435,7 @@ class HybridCache:
         fut: asyncio.Future[tuple[L1Entry, str]] = asyncio.get_running_loop().create_future()
         self._flights[key] = fut
         try:
-            entry, source = await self._load_through(key, loader, options, stale)
+            entry, source = await self._load_through(key, loader, options, stale, fut)
         except BaseException as err:
             if isinstance(err, asyncio.CancelledError):
                 fut.cancel()
@@ -433,6 +444,7 @@ class HybridCache:
                 fut.exception()  # retrieved: there may be no one waiting
             raise
         finally:
+            self._joined.pop(fut, None)
             if self._flights.get(key) is fut:
                 del self._flights[key]
         if source == "soft":
@@ -457,6 +469,7 @@ class HybridCache:
         loader: Callable[[], Awaitable[Any]],
         options: EntryOptions,
         stale: L1Entry | None,
+        flight: asyncio.Future[tuple[L1Entry, str]],
     ) -> tuple[L1Entry, str]:
         """The leader of this instance's flight: Redis, then (in turn across instances) the
         loader. Returns the entry and where it came from."""
@@ -524,7 +537,7 @@ class HybridCache:
         finally:
             if end is not None:
                 self._ends.leave(key, end)
-        return await self._load(key, loader, options, stale, fence, refresh_token, seen)
+        return await self._load(key, loader, options, stale, fence, refresh_token, seen, flight)
 
     async def _read(self, data_key: str, record: bytes, mark: bool) -> bytes | None:
         """The data key's bytes, taking the load lease if it was empty (one round trip)."""
@@ -556,8 +569,10 @@ class HybridCache:
         fence: tuple[str, bytes] | None,
         refresh_token: str,
         seen: tuple[int, int],
+        flight: asyncio.Future[tuple[L1Entry, str]] | None = None,
     ) -> tuple[L1Entry, str]:
-        """Calls the loader and fills Redis (fenced) and L1 (unless overtaken)."""
+        """Calls the loader and fills Redis (fenced) and L1 (unless overtaken). ``flight``:
+        the caller's, whose lone caller may have its answer before the fill lands."""
         self._stats.loader_calls += 1
         started = time.monotonic()
         try:
@@ -597,20 +612,59 @@ class HybridCache:
             self._stats.fills_fenced += 1
             await self._release(key, fence, refresh_token)
             return entry, "loaded"
-        if fence is not None:
-            stored = await self._fill(key, payload, times, tags, fence, refresh_token)
-            if not stored:
-                self._stats.fills_fenced += 1
+        if fence is None:
+            self._insert_unless(key, entry, seen)
+            return entry, "loaded"
+        fill = (key, payload, times, tags, fence, refresh_token)
+        if (
+            flight is not None
+            and not self._joined.get(flight)
+            and len(self._landing) < _MAX_LANDING
+            and now_ms() < entry.l1_until
+            and self._fence.read(key) == seen
+        ):
+            # A caller alone on the key is answered once L1 holds the value and its fill is on
+            # its way (the Rust and Node clients' order, docs/protocol.md "When a client may
+            # answer"): reads here find L1, other instances find the lease record and wait
+            # for the fill as for the load. A crowd waits for the fill, so that its wake-up
+            # does not hold the fill back from the instances waiting on it (W2's stampede).
+            self._l1.insert(key, entry)
+            if self._l1.peek(key) is entry:
+                landing = asyncio.ensure_future(self._land(fill, seen, entry))
+                self._landing.add(landing)
+                landing.add_done_callback(self._landing.discard)
                 return entry, "loaded"
-            if self._fence.overtakes(seen, tags):
-                # A tag dropped here while the fill was on its way: that drop may have read the
-                # tag's index before the fill put the key there (docs/protocol.md, "After
-                # the fill"). It was recorded first, so it shows now: undo the fill.
-                self._stats.fills_fenced += 1
-                await self._unfill(key)
-                return entry, "loaded"
-        self._insert_unless(key, entry, seen)
+        if await self._land(fill, seen, None):
+            self._insert_unless(key, entry, seen)
         return entry, "loaded"
+
+    async def _land(
+        self,
+        fill: tuple[str, bytes, Times, tuple[str, ...], tuple[str, bytes], str],
+        seen: tuple[int, int],
+        early: L1Entry | None,
+    ) -> bool:
+        """Fills Redis; ``False`` if the fill was refused or undone. ``early``: the copy already
+        put in L1, taken out again if so (only while it is still the one there)."""
+        key, tags = fill[0], fill[3]
+        kept = await self._fill(*fill)
+        if kept and self._fence.overtakes(seen, tags):
+            # A tag dropped here while the fill was on its way: that drop may have read the
+            # tag's index before the fill put the key there (docs/protocol.md, "After the
+            # fill"). It was recorded first, so it shows now: undo the fill.
+            await self._unfill(key)
+            kept = False
+        if not kept:
+            self._stats.fills_fenced += 1
+            if early is not None and self._l1.peek(key) is early:
+                self._l1.remove(key)
+        return kept
+
+    async def run_pending_tasks(self) -> None:
+        """Waits until every fill sent ahead of its caller's answer has landed (tests,
+        shutdown)."""
+        while self._landing:
+            await asyncio.gather(*self._landing, return_exceptions=True)
 
     async def _unfill(self, key: str) -> None:
         """Deletes a fill that a tag drop may have missed."""

@@ -121,6 +121,11 @@ class L1:
             slot.reads += 1
         return slot.entry
 
+    def peek(self, key: str) -> L1Entry | None:
+        """The entry, without counting a read."""
+        slot = self._index.get(key)
+        return None if slot is None else slot.entry
+
     def insert(self, key: str, entry: L1Entry) -> None:
         if self.capacity <= 0:
             return
