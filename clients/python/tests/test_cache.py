@@ -211,6 +211,20 @@ async def test_a_lone_caller_has_its_value_before_the_fill_lands(
     assert isinstance(raw, bytes) and envelope.lease_holder(raw) is None
 
 
+async def test_a_write_right_after_an_early_answer_refuses_its_fill(
+    pair: tuple[HybridCache, HybridCache],
+) -> None:
+    a, b = pair
+    source = Source()
+    assert await a.get_or_load("k", source.loader()) == {"version": 1}  # its fill not yet sent
+    source.version = 2
+    await a.invalidate("k")  # reaches Redis before the fill, which it refuses
+    await a.run_pending_tasks()
+    assert a.stats().fills_fenced == 1
+    assert await b.get_or_load("k", source.loader()) == {"version": 2}
+    assert await a.get_or_load("k", source.loader()) == {"version": 2}
+
+
 async def test_a_fill_refused_after_the_answer_leaves_nothing_in_l1(
     pair: tuple[HybridCache, HybridCache], redis: aioredis.Redis
 ) -> None:

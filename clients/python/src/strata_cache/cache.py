@@ -628,6 +628,9 @@ class HybridCache:
             # answer"): reads here find L1, other instances find the lease record and wait
             # for the fill as for the load. A crowd waits for the fill, so that its wake-up
             # does not hold the fill back from the instances waiting on it (W2's stampede).
+            # The task sends it on the loop's next turn; whatever this caller does meanwhile
+            # (a write of the key) reaches Redis first and is what refuses it, as for any
+            # fill an invalidation overtakes.
             self._l1.insert(key, entry)
             if self._l1.peek(key) is entry:
                 landing = asyncio.ensure_future(self._land(fill, seen, entry))
