@@ -34,13 +34,19 @@ class Source:
         self.delay = delay
         self.fail = False
 
-    def loader(self) -> Callable[[], Awaitable[dict[str, int]]]:
+    def loader(
+        self, then: Callable[[], Awaitable[object]] | None = None
+    ) -> Callable[[], Awaitable[dict[str, int]]]:
+        """A load; ``then`` runs once it has its value, before it returns it."""
+
         async def load() -> dict[str, int]:
             self.calls += 1
             version = self.version  # read first; the rest of the load is slow
             await asyncio.sleep(self.delay)
             if self.fail:
                 raise RuntimeError("the source is down")
+            if then is not None:
+                await then()
             return {"version": version}
 
         return load
@@ -188,15 +194,10 @@ async def test_a_lone_caller_has_its_value_before_the_fill_lands(
 ) -> None:
     a, b = pair
     source = Source()
-    load = source.loader()
-
-    async def load_then_pause_writes() -> dict[str, int]:
-        value = await load()
-        await redis.client_pause(5000, all=False)  # the fill waits; reads go on
-        return value
-
+    # The server's writes paused as the load ends: the fill waits; reads go on.
+    load = source.loader(then=lambda: redis.client_pause(5000, all=False))
     try:
-        assert await a.get_or_load("k", load_then_pause_writes) == {"version": 1}
+        assert await a.get_or_load("k", load) == {"version": 1}
         # Answered while Redis still holds the lease record: the fill is still on its way.
         raw = await redis.get("t:k")
         assert isinstance(raw, bytes) and envelope.lease_holder(raw) is not None
@@ -230,14 +231,9 @@ async def test_a_fill_refused_after_the_answer_leaves_nothing_in_l1(
 ) -> None:
     a, _ = pair
     source = Source()
-    load = source.loader()
-
-    async def load_and_lose_the_lease() -> dict[str, int]:
-        value = await load()
-        await redis.delete("t:k")  # the lease record gone, and nothing told the instance
-        return value
-
-    assert await a.get_or_load("k", load_and_lose_the_lease) == {"version": 1}
+    # As the load ends its lease record goes, and nothing tells the instance.
+    load = source.loader(then=lambda: redis.delete("t:k"))
+    assert await a.get_or_load("k", load) == {"version": 1}
     await a.run_pending_tasks()
     assert a.stats().fills_fenced == 1
     assert await redis.get("t:k") is None
