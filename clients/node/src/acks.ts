@@ -22,7 +22,7 @@ const nowMs = (): number => Date.now();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What `promise` resolves to if it does within `ms`, else `null` (its failure then ignored). */
-async function before<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+export async function before<T>(promise: Promise<T>, ms: number): Promise<T | null> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<null>((resolve) => {
     timer = setTimeout(() => resolve(null), ms);

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from "node:crypto";
 
 import Redis, { Cluster, type RedisOptions } from "ioredis";
 
-import { Acker, Looks } from "./acks";
+import { Acker, before, Looks } from "./acks";
 import { type Client, connect, isCluster, isSentinel, keepConnected, ready, writePerTick } from "./connection";
 import { LoadEnds, type Waiter } from "./ends";
 import * as envelope from "./envelope";
@@ -94,6 +94,8 @@ const POLL: [number, number] = [50, 200];
 // Fills out at once ahead of their replies; past this a miss waits for its own (back-pressure,
 // as the Rust crate's).
 const MAX_LANDING = 64;
+/** The longest `close` waits for those fills to land (a frozen server must not hold it up). */
+const LAND_WAIT = 1000;
 
 /** A loaded value on its way to Redis, fenced by what the load found there. */
 interface Fill {
@@ -307,9 +309,9 @@ export class HybridCache {
     return cache;
   }
 
-  /** Stops following the log and closes the connections. */
+  /** Lands the fills on their way (for a second at most), stops following the log and closes the connections. */
   async close(): Promise<void> {
-    await this.runPendingTasks();
+    if (this.landing.size > 0) await before(this.runPendingTasks(), LAND_WAIT);
     await this.acker?.leave();
     await Promise.all(this.followers.map((f) => f.stop()));
     this.stopReconnecting();

@@ -576,10 +576,16 @@ async def test_closing_an_acknowledging_instance_does_not_wait_on_a_frozen_serve
     frozen = Server()
     try:
         a = await HybridCache.connect(frozen.url, "ack", heartbeat=0.1, acknowledged_writes=True)
-        frozen.freeze()
-        # Its goodbye is bounded (1 s); unbounded, redis-py gives up on the frozen server's
-        # handshake only after its 5 s connect timeout.
-        await asyncio.wait_for(a.close(), 3)
+
+        async def freeze() -> None:
+            frozen.freeze()
+
+        # Answered before its fill, which the frozen server never takes.
+        assert await a.get_or_load("k", Source().loader(then=freeze)) == {"version": 1}
+        # Its goodbye and the fill's landing are bounded (1 s each); unbounded, redis-py gives
+        # up on the frozen server's handshake only after its 5 s connect timeout, and the fill
+        # never.
+        await asyncio.wait_for(a.close(), 4)
     finally:
         frozen.thaw()
         frozen.stop()

@@ -51,6 +51,8 @@ _SCRIPTS: dict[str, str] = json.loads(
 _POLL = (0.05, 0.2)
 #: Fills sent ahead of their callers' answer at most at once (then a caller waits for its own).
 _MAX_LANDING = 64
+#: The longest ``close`` waits for those fills to land (a frozen server must not hold it up).
+_LAND_WAIT = 1.0
 
 #: The version of the protocol (``docs/protocol.md``) this client speaks.
 PROTOCOL_VERSION = 1
@@ -289,9 +291,10 @@ class HybridCache:
         return self
 
     async def close(self) -> None:
-        """Lands the fills on their way, stops following the log and closes the
-        connections."""
-        await self.run_pending_tasks()
+        """Lands the fills on their way (for a second at most), stops following the log and
+        closes the connections."""
+        if self._landing:
+            await asyncio.wait(set(self._landing), timeout=_LAND_WAIT)
         for task in list(self._background):
             task.cancel()
         if self._acker is not None:
@@ -299,6 +302,9 @@ class HybridCache:
         for follower in self._followers:
             await follower.stop()
         await self._disconnect()
+        for task in self._landing:
+            task.cancel()  # a fill the server never answered: nothing waits for it now
+        await asyncio.gather(*self._landing, return_exceptions=True)
 
     async def _disconnect(self) -> None:
         if self._mux is not None:
