@@ -5,8 +5,9 @@ redis-py gives every command in flight a connection of its pool: with 64 reads i
 cache held 64 sockets to Redis, and each command paid a socket write, a pool checkout and a
 timeout of its own — 46 % of the Python bench's time was spent in ``execute_command``
 (BENCHMARKS.md, "The Python client on one connection"). Here the commands of one turn are
-appended to one buffer that a callback queued for the next turn writes with one ``send``;
-one reader parses every reply that arrived with hiredis (C) and settles the callers' futures.
+packed (by hiredis, in C) into one buffer that a callback queued for the next turn writes
+with one ``send``; one reader parses every reply that arrived with hiredis and settles the
+callers' futures.
 
 The connection itself is made by the client's pool (``make_connection``), so TLS, AUTH/ACL,
 the database, the client name and, through Sentinel, the master's address are redis-py's, as
@@ -150,12 +151,13 @@ class _Link:
     def send(self, args: Sequence[bytes | str | int | float]) -> asyncio.Future[Any]:
         if self.broken is not None:
             raise _lost(self.broken)
-        start = len(self._out)
         try:
-            _pack(args, self._out)
-        except BaseException:
-            del self._out[start:]  # nothing of a command that cannot be sent
-            raise
+            # hiredis's packer (C): ~2.3x quicker than the same RESP written in Python. (Its
+            # stub types the tuple as one item long.)
+            command = args if isinstance(args, tuple) else tuple(args)
+            self._out += hiredis.pack_command(command)  # type: ignore[arg-type]
+        except TypeError as err:
+            raise DataError(f"a command argument cannot be sent: {err}") from None
         fut: asyncio.Future[Any] = self._loop.create_future()
         if not self._waiting:
             self._progress = self._loop.time()
@@ -247,25 +249,6 @@ class _Link:
             await self._reader
         if self._closing is not None:
             await self._closing
-
-
-def _pack(args: Sequence[bytes | str | int | float], out: bytearray) -> None:
-    """Appends ``args`` to ``out`` as a RESP array of bulk strings."""
-    out += b"*%d\r\n" % len(args)
-    for arg in args:
-        if isinstance(arg, bytes):
-            b = arg
-        elif isinstance(arg, str):
-            b = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            b = b"%d" % arg
-        elif isinstance(arg, float):
-            b = repr(arg).encode()
-        else:
-            raise DataError(f"a command argument cannot be {type(arg).__name__}")
-        out += b"$%d\r\n" % len(b)
-        out += b
-        out += b"\r\n"
 
 
 def _error(message: str) -> ResponseError:
