@@ -309,7 +309,10 @@ export class HybridCache {
     return cache;
   }
 
-  /** Lands the fills on their way (for a second at most), stops following the log and closes the connections. */
+  /**
+   * Lands the fills on their way (for a second at most), stops following the log and closes the
+   * connections.
+   */
   async close(): Promise<void> {
     if (this.landing.size > 0) await before(this.runPendingTasks(), LAND_WAIT);
     await this.acker?.leave();

@@ -458,6 +458,7 @@ async def test_a_follower_whose_position_was_trimmed_drops_its_l1(
     try:
         source = Source()
         await a.get_or_load("k", source.loader())
+        await a.run_pending_tasks()  # answered before its fill: landed, L2 has the value
         # Another writer's entries, then a trim past them while `a` is not reading: simulate
         # the gap with entries whose sequence jumps.
         await redis.incrby("t#log:seq", 100)

@@ -75,11 +75,15 @@ async def test_a_caller_that_stops_waiting_leaves_the_others_their_replies(
     redis: aioredis.Redis, mux: Multiplexed
 ) -> None:
     await redis.set("k", "v")
+    await redis.config_resetstat()
+    assert await mux.execute("PING") == b"PONG"  # connected: a command is sent as it is asked
     blocked = asyncio.create_task(mux.execute("BLPOP", "nothing", 0.2))
-    await asyncio.sleep(0)  # sent with this turn
+    await asyncio.sleep(0)  # one turn: the task asks, its BLPOP goes out
     blocked.cancel()
     # Its reply (nil, after 0.2 s) still comes first and is dropped; GET gets its own.
     assert await mux.execute("GET", "k") == b"v"
+    stats = await redis.info("commandstats")
+    assert stats["cmdstat_blpop"]["calls"] == 1  # the dropped reply was there to drop
 
 
 async def test_a_killed_connection_fails_what_waited_and_the_next_command_connects_again(

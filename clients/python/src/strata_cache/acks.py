@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from .follower import now_ms
+from .multiplex import as_dict
 
 log = logging.getLogger("strata_cache")
 
@@ -165,13 +166,7 @@ class Looks:
             if self._last is not None and self._last[0] >= asked:
                 return self._last[1]
             began = time.monotonic_ns()
-            reply = await self._command("HGETALL", self._key)
-            # A map (RESP3, or redis-py's parser), or RESP2's field, value, … as sent.
-            acks: dict[Any, Any] = (
-                reply
-                if isinstance(reply, dict)
-                else dict(zip(reply[::2], reply[1::2], strict=False))
-            )
+            acks = as_dict(await self._command("HGETALL", self._key))
             self._last = (began, acks)
             return acks
 

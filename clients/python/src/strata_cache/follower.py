@@ -22,7 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from . import connection
 from .layout import Layout
-from .multiplex import Multiplexed
+from .multiplex import Multiplexed, as_dict
 
 log = logging.getLogger("strata_cache")
 
@@ -164,7 +164,7 @@ class Follower:
         # RESP3 (redis-py's default) answers a map of streams, RESP2 a list of pairs.
         streams_read = raw.items() if isinstance(raw, dict) else raw or []
         return [
-            (name, [(entry_id, _fields(fields or [])) for entry_id, fields in entries])
+            (name, [(entry_id, as_dict(fields or [])) for entry_id, fields in entries])
             for name, entries in streams_read
         ]
 
@@ -263,11 +263,6 @@ class Follower:
                 await self._tail(self._conn)
                 self._on.applied(self._part, self._seq)
             return
-
-
-def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
-    """An entry's ``[field, value, …]`` as a dict."""
-    return dict(zip(flat[::2], flat[1::2], strict=False))  # an odd one out: foreign, ignored
 
 
 def now_ms() -> int:

@@ -30,24 +30,18 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis._parsers import BaseParser
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import (
     ConnectionError,
     DataError,
     NoScriptError,
     ReadOnlyError,
-    ResponseError,
     TimeoutError,
 )
 
 #: What a read takes off the socket at most at once.
 _CHUNK = 1 << 16
-
-#: Error replies redis-py turns into classes of their own (by their first word).
-_ERRORS: dict[str, type[ResponseError]] = {
-    "NOSCRIPT": NoScriptError,
-    "READONLY": ReadOnlyError,
-}
 
 
 class Multiplexed:
@@ -180,7 +174,9 @@ class _Link:
             self._break(err)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        parser = hiredis.Reader(replyError=ResponseError)
+        # Error replies become the exceptions redis-py raises for them (its hiredis parser
+        # passes the same mapping): NoScriptError, ReadOnlyError, NoPermissionError, …
+        parser = hiredis.Reader(replyError=BaseParser.parse_error)
         waiting = self._waiting
         try:
             while True:
@@ -192,8 +188,8 @@ class _Link:
                     if not waiting:
                         raise ConnectionError("a reply no command asked for")
                     fut = waiting.popleft()
-                    if isinstance(reply, ResponseError):
-                        err = _error(str(reply))
+                    if isinstance(reply, Exception):
+                        err = reply
                         if isinstance(err, ReadOnlyError):
                             # A master demoted by a failover: as redis-py's Sentinel
                             # connections do, connect again (through Sentinel: the new master).
@@ -240,23 +236,19 @@ class _Link:
                 fut.exception()  # retrieved: its caller may have stopped waiting
 
     async def close(self, err: BaseException) -> None:
-        if self.broken is None:
-            self.broken = err
-            self._fail_all(err)
-            self._reader.cancel()
-            self._closing = self._loop.create_task(self._conn.disconnect(nowait=True))
+        self._break(err)
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
         if self._closing is not None:
             await self._closing
 
 
-def _error(message: str) -> ResponseError:
-    """The class redis-py raises for an error reply."""
-    cls = _ERRORS.get(message.split(" ", 1)[0], ResponseError)
-    if cls is not ResponseError:
-        message = message.split(" ", 1)[-1]
-    return cls(message)
+def as_dict(reply: Any) -> dict[Any, Any]:
+    """A map as RESP3 answers it, or RESP2's field, value, … as sent, as a dict (an odd one
+    out — foreign data — ignored)."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=False))
 
 
 def _lost(err: BaseException) -> Exception:
