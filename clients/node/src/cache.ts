@@ -24,6 +24,7 @@ import {
 import { Follower, type Invalidation, wire } from "./follower";
 import { alive, Fence, L1, type L1Entry } from "./l1";
 import { Layout, MAX_LOG_SHARDS } from "./layout";
+import { type Arg, Multiplexed } from "./multiplex";
 import { type EntryOptions, l1Until, type Resolved, resolve, timesOf } from "./options";
 import { Replicated, type Step } from "./replicas";
 import scripts from "./scripts.json";
@@ -69,9 +70,12 @@ export interface CacheOptions {
   maxValueBytes?: number;
   /**
    * Passed to ioredis, over the cache's own: `maxRetriesPerRequest: 1` and the offline queue off
-   * on a single server. The commands of one turn of the event loop go out in one write without
-   * ioredis's auto-pipelining (whose per-batch objects cost collection pauses);
-   * `enableAutoPipelining: true` has ioredis batch them instead.
+   * on a single server. On one server or Sentinel the cache's reads, fills and invalidations go
+   * over a connection of its own to the server ioredis found, with its options (TLS,
+   * credentials, database, `commandTimeout`), all of one turn of the event loop in one write; the
+   * rest goes through ioredis, the turn's commands in one write too, without ioredis's
+   * auto-pipelining (whose per-batch objects cost collection pauses). `enableAutoPipelining:
+   * true` sends everything through ioredis and has it batch instead.
    */
   redis?: RedisOptions;
 }
@@ -86,8 +90,6 @@ const SCRIPTS: Scripts = scripts;
 const SHAS = Object.fromEntries(
   Object.entries(SCRIPTS).map(([name, body]) => [name, createHash("sha1").update(body).digest("hex")]),
 ) as Scripts;
-type Arg = string | number | Buffer;
-
 // While another instance holds a key's load lease: first and longest pause between reads of
 // Redis (the end of its load is announced on `#filled`, which wakes the waiter first).
 const POLL: [number, number] = [50, 200];
@@ -131,9 +133,9 @@ const random64 = (): bigint => {
 };
 
 /**
- * The commands sent by their own method, as ioredis's auto-pipelining needs where a caller turns
- * it on (it drops the name of a command sent through `call`/`callBuffer`), where ioredis's
- * typings lack the form.
+ * The hot path's commands: on the cache's own connection, or through ioredis (a cluster, or
+ * auto-pipelining asked for) by their own method, as ioredis's auto-pipelining needs (it drops
+ * the name of a command sent through `call`/`callBuffer`), where ioredis's typings lack the form.
  */
 interface Raw {
   evalshaBuffer(sha: string, numkeys: number, ...args: Arg[]): Promise<unknown>;
@@ -141,6 +143,17 @@ interface Raw {
   evalsha(sha: string, numkeys: number, ...args: Arg[]): Promise<unknown>;
   eval(script: string, numkeys: number, ...args: Arg[]): Promise<unknown>;
   setBuffer(key: string, ...args: Arg[]): Promise<Buffer | null>;
+}
+
+/** `Raw` on the cache's own connection. */
+function overOwn(own: Multiplexed): Raw {
+  return {
+    evalshaBuffer: (sha, n, ...args) => own.call(["EVALSHA", sha, n, ...args], false),
+    evalBuffer: (script, n, ...args) => own.call(["EVAL", script, n, ...args], false),
+    evalsha: (sha, n, ...args) => own.call(["EVALSHA", sha, n, ...args], true),
+    eval: (script, n, ...args) => own.call(["EVAL", script, n, ...args], true),
+    setBuffer: (key, ...args) => own.call(["SET", key, ...args], false) as Promise<Buffer | null>,
+  };
 }
 
 class Missing {}
@@ -187,8 +200,9 @@ export class HybridCache {
   private setIfEq = false;
   /** On a cluster: its writes, each confirmed by a replica. */
   private readonly replicated: Replicated | null;
-  /** `redis`, for the commands ioredis's typings lack. */
   private readonly commands: Raw;
+  /** The cache's own connection (one server or Sentinel; see `CacheOptions.redis`). */
+  private readonly own: Multiplexed | null;
 
   private constructor(
     private readonly redis: Client,
@@ -209,7 +223,8 @@ export class HybridCache {
     this.l1 = new L1(o.l1Capacity ?? 10_000);
     this.caughtUp = new Array<number>(this.parts).fill(nowMs());
     this.ackWithin = o.maxStaleness ?? 1000;
-    this.commands = redis as unknown as Raw;
+    this.own = redis instanceof Redis && o.redis?.enableAutoPipelining !== true ? new Multiplexed(redis) : null;
+    this.commands = this.own === null ? (redis as unknown as Raw) : overOwn(this.own);
     this.replicated = redis instanceof Cluster ? new Replicated(redis, o.replicaWait ?? 50, SHAS, SCRIPTS) : null;
   }
 
@@ -318,6 +333,7 @@ export class HybridCache {
     await this.acker?.leave();
     await Promise.all(this.followers.map((f) => f.stop()));
     this.stopReconnecting();
+    this.own?.close();
     this.redis.disconnect();
   }
 

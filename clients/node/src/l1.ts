@@ -89,7 +89,7 @@ const MAX_READS = 3;
  * A first-in-first-out queue over a growable ring: taking from the front of a `Map` instead costs
  * more with every key taken (V8 skips the holes they leave until the table is rebuilt).
  */
-class Ring<T> {
+export class Ring<T> {
   private items: (T | undefined)[] = new Array<T | undefined>(16);
   private head = 0;
   length = 0;
@@ -108,6 +108,10 @@ class Ring<T> {
     this.head = (this.head + 1) % this.items.length;
     this.length -= 1;
     return item;
+  }
+  /** The first item, left in place. */
+  peek(): T | undefined {
+    return this.length === 0 ? undefined : this.items[this.head];
   }
   clear(): void {
     this.items = new Array<T | undefined>(16);

@@ -11,13 +11,17 @@ export class Server {
 
   /**
    * `program`: another server binary than `redis-server` from PATH (Valkey, for `IFEQ`);
-   * `port`: a given one (a restart where a killed server was) rather than a free one.
+   * `port`: a given one (a restart where a killed server was) rather than a free one;
+   * `more`: further arguments, given the port (which they may take for TLS).
    */
-  static async start(program = "redis-server", port?: number): Promise<Server> {
+  static async start(
+    program = "redis-server",
+    port?: number,
+    more: (port: number) => string[] = () => [],
+  ): Promise<Server> {
     port ??= await freePort();
-    const child = spawn(program, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-      stdio: "ignore",
-    });
+    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...more(port)];
+    const child = spawn(program, args, { stdio: "ignore" });
     const deadline = Date.now() + 10_000;
     while (!(await reachable(port))) {
       if (Date.now() > deadline) throw new Error("redis-server did not start (./scripts/test installs it)");
