@@ -351,7 +351,8 @@ export class HybridCache {
    * "not found" (see {@link getOrLoadOptional}).
    */
   async getOrLoad<T>(key: string, loader: Loader<T>, options?: EntryOptions, decode?: Decode<T>): Promise<T> {
-    const entry = await this.fetch(key, loader, options);
+    const found = this.fetch(key, loader, options);
+    const entry = found instanceof Promise ? await found : found;
     if (entry.negative) throw new NotFoundError(key);
     return this.typed(key, entry, decode);
   }
@@ -363,7 +364,8 @@ export class HybridCache {
     options?: EntryOptions,
     decode?: Decode<T>,
   ): Promise<T | null> {
-    const entry = await this.fetch(key, loader, options);
+    const found = this.fetch(key, loader, options);
+    const entry = found instanceof Promise ? await found : found;
     return entry.negative ? null : this.typed(key, entry, decode);
   }
 
@@ -407,7 +409,11 @@ export class HybridCache {
     return found.negative ? null : this.typed(key, found, decode);
   }
 
-  private async fetch(key: string, loader: Loader<unknown>, given?: EntryOptions): Promise<L1Entry> {
+  /**
+   * An L1 hit answered in the caller's own turn (a value, not a promise: its `await` would cost a
+   * promise and a turn of the microtask queue), else the miss path's promise.
+   */
+  private fetch(key: string, loader: Loader<unknown>, given?: EntryOptions): L1Entry | Promise<L1Entry> {
     this.checkKey(key);
     const options = given === undefined ? this.defaults : resolve(given, this.defaults);
     const now = nowMs();
@@ -431,6 +437,11 @@ export class HybridCache {
       }
       if (alive(e, now)) stale = e;
     }
+    return this.miss(key, loader, options, stale);
+  }
+
+  /** Joins the key's flight here, or leads one. */
+  private async miss(key: string, loader: Loader<unknown>, options: Resolved, stale: L1Entry | null): Promise<L1Entry> {
     const joined = this.flights.get(key);
     if (joined !== undefined) {
       joined.followers += 1;

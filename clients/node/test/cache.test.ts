@@ -162,6 +162,24 @@ test("a fill overtaken by an invalidation does not land", async () => {
   });
 });
 
+test("an L1 hit is answered in the caller's turn, not a turn of the microtask queue later", async () => {
+  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  await closing([cache], async () => {
+    const source = new Source();
+    await cache.getOrLoad("k", source.loader());
+    let answered = false;
+    const hit = cache.getOrLoad("k", source.loader()).then(() => {
+      answered = true;
+    });
+    // One turn: the `then` of a promise settled when `getOrLoad` returned. Through an inner
+    // `await` (the miss path's promise) it takes three.
+    await null;
+    assert.ok(answered);
+    await hit;
+    assert.equal(cache.stats().l1Hits, 1);
+  });
+});
+
 test("a miss alone on its key is answered before its fill lands; another instance waits for the fill", async () => {
   const [a, b] = await pair();
   await closing([a, b], async () => {
