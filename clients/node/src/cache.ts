@@ -143,6 +143,7 @@ interface Raw {
   evalsha(sha: string, numkeys: number, ...args: Arg[]): Promise<unknown>;
   eval(script: string, numkeys: number, ...args: Arg[]): Promise<unknown>;
   setBuffer(key: string, ...args: Arg[]): Promise<Buffer | null>;
+  getBuffer(key: string): Promise<Buffer | null>;
 }
 
 /** `Raw` on the cache's own connection. */
@@ -153,6 +154,7 @@ function overOwn(own: Multiplexed): Raw {
     evalsha: (sha, n, ...args) => own.call(["EVALSHA", sha, n, ...args], true),
     eval: (script, n, ...args) => own.call(["EVAL", script, n, ...args], true),
     setBuffer: (key, ...args) => own.call(["SET", key, ...args], false) as Promise<Buffer | null>,
+    getBuffer: (key) => own.call(["GET", key], false) as Promise<Buffer | null>,
   };
 }
 
@@ -396,7 +398,7 @@ export class HybridCache {
     const seen = this.fence.read(key);
     let raw: Buffer | null;
     try {
-      raw = await this.redis.getBuffer(this.layout.data(key));
+      raw = await this.commands.getBuffer(this.layout.data(key));
     } catch {
       this.counters.l2Errors += 1;
       return null;
