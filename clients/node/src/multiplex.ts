@@ -5,10 +5,11 @@
  * Through ioredis each command cost a `Command` object (its arguments flattened, a promise and
  * its callbacks, a `toWritable` pass, a lookup of the command's flags), ~19 % of the Node W1
  * bench's time and a quarter of its busy time (BENCHMARKS.md, "The Node client on one
- * connection"). Here a command is its RESP text appended to the turn's output (a value's bytes
- * are written as they are, not copied), one `writev` at `setImmediate` sends the turn, and
- * `redis-parser` — ioredis's own — parses the replies, which settle the callers' promises in
- * order.
+ * connection"). Here a command is its RESP text appended to the turn's output, `setImmediate`
+ * writes the turn as one buffer in one `write` (sooner — at the end of each callback, as
+ * `queueMicrotask` or `process.nextTick` would — costs more writes, more of Redis's CPU and
+ * fewer operations a second: measured), and `redis-parser` — ioredis's own — parses the
+ * replies, which settle the callers' promises in order.
  *
  * The server is the one the cache's ioredis client is connected to, with that client's
  * options: its host and port (on Sentinel, the master it found; after a failover, the next
