@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -89,6 +90,61 @@ def ifeq_server() -> Iterator[Server]:
     s = Server(binary)
     yield s
     s.stop()
+
+
+class Cluster:
+    """A Redis Cluster on loopback (``scripts/redis-cluster``): 3 masters, a replica each, node
+    timeout 1 s (a failover in ~2 s)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self._env = {**os.environ, "STRATA_CLUSTER_DIR": str(tmp / "cluster")}
+        script = str(REPO / "scripts" / "redis-cluster")
+        for _ in range(20):  # six free ports in a row; another process may take one meanwhile
+            # A node also listens on its port + 10,000 (the cluster bus): both below the
+            # kernel's ephemeral range (32,768 on), where outgoing connections take theirs.
+            base = random.randrange(15_000, 22_000)
+            ports = [*range(base, base + 6), *range(base + 10_000, base + 10_006)]
+            if not all(_free(p) for p in ports):
+                continue
+            up = [script, "up", "--port", str(base), "--node-timeout", "1000"]
+            out = subprocess.run(up, env=self._env, capture_output=True)
+            if out.returncode == 0:
+                break
+            error = out.stderr.decode().strip()
+            subprocess.run([script, "down"], env=self._env, capture_output=True)
+            if "is taken" not in error:
+                raise RuntimeError(f"scripts/redis-cluster up: {error}")
+        else:
+            raise RuntimeError("no six free ports in a row for a cluster")
+        self.ports = list(range(base, base + 6))
+        self.url = out.stdout.decode().strip().splitlines()[-1]
+
+    def pid(self, port: int) -> int:
+        return int((Path(self._env["STRATA_CLUSTER_DIR"]) / str(port) / "redis.pid").read_text())
+
+    def down(self) -> None:
+        script = str(REPO / "scripts" / "redis-cluster")
+        subprocess.run([script, "down"], env=self._env, check=False, capture_output=True)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        # As redis-server binds: a port some closed connection left in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    if shutil.which("redis-cli") is None:
+        pytest.skip("no redis-cli (apt-get install redis-tools)")
+    c = Cluster(tmp_path)
+    yield c
+    c.down()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -590,3 +591,20 @@ async def test_closing_an_acknowledging_instance_does_not_wait_on_a_frozen_serve
     finally:
         frozen.thaw()
         frozen.stop()
+
+
+def test_tokens_drawn_in_a_forked_child_are_not_its_parents() -> None:
+    # Lease tokens and stamps come from a pool read from the OS 512 at a time; a child forked
+    # with the pool's copy would draw the parent's next tokens, and their leases would fence
+    # each other's fills.
+    from strata_cache.cache import _random64
+
+    _random64()  # the pool filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, _random64().to_bytes(8, "little"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = int.from_bytes(os.read(read, 8), "little")
+    assert child != _random64()

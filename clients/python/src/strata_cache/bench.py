@@ -8,7 +8,9 @@ keys in the same order::
 
 W1's record (about 1 KB of JSON), 1 ms loads, 64 operations in flight, L1 of 10,000 entries for
 60 s, L2 for an hour. Without ``--redis`` it starts its own ``redis-server`` on a free loopback
-port. Each cache runs on a flushed namespace with a fresh source of truth; the figures are the
+port; ``--redis`` takes the cache's URLs (a cluster's ``redis+cluster://…``: the naive cache then
+goes through redis-py's cluster client, and the servers' costs are summed over every node).
+Each cache runs on a flushed namespace with a fresh source of truth; the figures are the
 workloads' (operations/s, read and write latency, hit ratios, loader calls, stale reads) and
 their cost: this process's CPU and ``redis-server``'s over the measured phase, and Redis
 commands per operation — with ``--cache both`` as ratios to the naive cache's.
@@ -30,8 +32,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from . import connection
 from .cache import HybridCache
 from .options import EntryOptions
 
@@ -168,12 +171,13 @@ class Naive(Subject):
 
     name = "naive"
 
-    def __init__(self, redis: aioredis.Redis, source: Source) -> None:
+    def __init__(self, redis: connection.Client, source: Source) -> None:
         self.redis, self.source, self.hits = redis, source, 0
 
     @classmethod
     async def start(cls, url: str, source: Source) -> Naive:
-        redis = aioredis.Redis.from_url(url)
+        # One server, Sentinel's master or a cluster (redis-py's cluster client), as the cache.
+        redis = connection.connect(url)
         keys = [k async for k in redis.scan_iter(match=f"{NAIVE_NS}:*", count=1000)]
         for i in range(0, len(keys), 500):
             await redis.unlink(*keys[i : i + 500])
@@ -246,12 +250,24 @@ def percentiles(us: list[float]) -> dict[str, float]:
     return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(s[-1]), "count": len(s)}
 
 
-async def server_cost(redis: aioredis.Redis) -> tuple[float, dict[str, int]]:
-    """``redis-server``'s CPU seconds so far and its command counts."""
-    cpu = await redis.info("cpu")
-    stats = await redis.info("commandstats")
-    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
+async def server_cost(redis: connection.Client) -> tuple[float, dict[str, int]]:
+    """The servers' CPU seconds so far and their command counts (a cluster's summed)."""
+    cpu, calls = 0.0, dict[str, int]()
+    for part in await _per_server(redis, "cpu"):
+        cpu += float(part["used_cpu_user"]) + float(part["used_cpu_sys"])
+    for part in await _per_server(redis, "commandstats"):
+        for k, v in part.items():
+            name = k.removeprefix("cmdstat_")
+            calls[name] = calls.get(name, 0) + int(v["calls"])
+    return cpu, calls
+
+
+async def _per_server(redis: connection.Client, section: str) -> list[dict[str, Any]]:
+    """``INFO section`` of each server: on a cluster, of every node (keyed by node)."""
+    if isinstance(redis, RedisCluster):
+        by_node = await redis.info(section, target_nodes=RedisCluster.ALL_NODES)
+        return list(by_node.values())
+    return [await redis.info(section)]
 
 
 async def measure(
@@ -263,7 +279,7 @@ async def measure(
 ) -> dict[str, Any]:
     source = Source()
     subject = await make(url, source)
-    probe = aioredis.Redis.from_url(url)
+    probe = connection.connect(url)
     total = len(warmup) + len(measured)
 
     def progress(base: int) -> Callable[[int], None]:
@@ -425,7 +441,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m strata_cache.bench", description=__doc__)
     parser.add_argument("stream", help="a file written by `strata bench w1 --stream-out`")
     parser.add_argument("--cache", choices=["strata", "naive", "both"], default="both")
-    parser.add_argument("--redis", help="Redis URL (default: a redis-server of its own)")
+    parser.add_argument(
+        "--redis",
+        help="Redis URL, as the cache takes it (default: a redis-server of its own)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per cache")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:

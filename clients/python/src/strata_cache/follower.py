@@ -23,6 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from . import connection
 from .layout import Layout
 from .multiplex import Multiplexed, as_dict
+from .routed import Routed
 
 log = logging.getLogger("strata_cache")
 
@@ -107,14 +108,15 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._conn: connection.Client | None = None
-        #: Its commands, on one server (its connection's only ones): a blocking read through
-        #: redis-py cost ~50 µs of its own.
-        self._reads: Multiplexed | None = None
+        #: Its commands, on its connection's own pipelined link (on a cluster, to the log's
+        #: master): a blocking read through redis-py cost ~50 µs of its own, and on a cluster a
+        #: `COMMAND GETKEYS` round trip before each `XREAD`.
+        self._reads: Multiplexed | Routed | None = None
 
     async def start(self) -> None:
         """Connects and reads where the log stands now; follows from there in a task."""
         self._conn = self._connect()
-        await self._tail(self._conn)
+        await self._tail()
         self._on.caught_up(self._part)
         self._on.applied(self._part, self._seq)
         self._task = asyncio.create_task(self._run(), name=f"strata follower {self._stream}")
@@ -135,7 +137,7 @@ class Follower:
         given = self._connect_kwargs.get("socket_timeout") or 5.0
         kwargs = {**self._connect_kwargs, "socket_timeout": self._heartbeat + given}
         conn = connection.connect(self._url, **kwargs)
-        self._reads = None if isinstance(conn, RedisCluster) else Multiplexed(conn)
+        self._reads = Routed(conn) if isinstance(conn, RedisCluster) else Multiplexed(conn)
         return conn
 
     async def _disconnect(self) -> None:
@@ -144,42 +146,41 @@ class Follower:
         if self._conn is not None:
             await connection.close(self._conn)
 
-    async def _command(self, conn: connection.Client, *args: str | int) -> Any:
-        if self._reads is None:
-            return await conn.execute_command(*args)
+    async def _command(self, *args: str | int) -> Any:
+        assert self._reads is not None
         return await self._reads.execute(*args)
 
-    async def _read(self, conn: connection.Client) -> Any:
+    async def _read(self) -> Any:
         """The next entries of the log (and ``#filled``) after ours, as ``[(stream, [(id,
         fields)])]``; waits up to a heartbeat for some."""
         streams: dict[Any, Any] = {self._stream: self._id}
         if self._filled is not None:
             streams[self._filled] = self._filled_id
         block = max(1, round(self._heartbeat * 1000))
-        if self._reads is None:
-            return await conn.xread(streams, count=BATCH, block=block)
-        raw = await self._reads.execute(
-            "XREAD", "COUNT", BATCH, "BLOCK", block, "STREAMS", *streams, *streams.values()
+        assert self._reads is not None
+        # On a cluster both streams share the namespace's slot: the log's key routes it.
+        raw = await self._reads.send(
+            self._stream,
+            ("XREAD", "COUNT", BATCH, "BLOCK", block, "STREAMS", *streams, *streams.values()),
         )
-        # RESP3 (redis-py's default) answers a map of streams, RESP2 a list of pairs.
+        # RESP3 (redis-py's default) answers a map of streams, RESP2 a list of pairs; a read
+        # redirected through redis-py's cluster client comes back parsed (fields as a dict,
+        # which `as_dict` takes as it is).
         streams_read = raw.items() if isinstance(raw, dict) else raw or []
         return [
             (name, [(entry_id, as_dict(fields or [])) for entry_id, fields in entries])
             for name, entries in streams_read
         ]
 
-    async def _tail(self, conn: connection.Client) -> None:
-        script: Callable[..., Awaitable[Any]] = (
-            conn.register_script(self._log_tail_source)
-            if self._reads is None
-            else self._reads.script(self._log_tail_source)
-        )
+    async def _tail(self) -> None:
+        assert self._reads is not None
+        script: Callable[..., Awaitable[Any]] = self._reads.script(self._log_tail_source)
         reply: Any = await script(keys=[self._stream, self._seq_key])
         newest, seq = reply
         self._id = newest[0][0] if newest else b"0-0"
         self._seq = int(seq) if seq is not None else 0
         if self._filled is not None:
-            last: Any = await self._command(conn, "XREVRANGE", self._filled, "+", "-", "COUNT", 1)
+            last: Any = await self._command("XREVRANGE", self._filled, "+", "-", "COUNT", 1)
             self._filled_id = last[0][0] if last else b"0-0"
 
     async def _run(self) -> None:
@@ -187,7 +188,7 @@ class Follower:
         while not self._stopped:
             assert self._conn is not None
             try:
-                self._take(await self._read(self._conn))
+                self._take(await self._read())
                 backoff = 0.05
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
                 if self._stopped:
@@ -249,8 +250,8 @@ class Follower:
             await self._disconnect()
             self._conn = self._connect()
             try:
-                raw = await self._command(self._conn, "GET", self._seq_key)
-                exists = await self._command(self._conn, "EXISTS", self._stream)
+                raw = await self._command("GET", self._seq_key)
+                exists = await self._command("EXISTS", self._stream)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
                 pause = min(pause * 2, 2.0)
                 continue
@@ -260,7 +261,7 @@ class Follower:
                 # that lagged): what we had not read is gone with it.
                 log.warning("invalidation log %s was lost: dropping L1", self._stream)
                 self._on.resync()
-                await self._tail(self._conn)
+                await self._tail()
                 self._on.applied(self._part, self._seq)
             return
 

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -47,8 +47,19 @@ _CHUNK = 1 << 16
 class Multiplexed:
     """Commands of one client on a single connection of their own, pipelined."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._pool = client.connection_pool
+    def __init__(
+        self,
+        client: aioredis.Redis | None = None,
+        *,
+        make_connection: Callable[[], AbstractConnection] | None = None,
+    ) -> None:
+        """On a connection made by ``client``'s pool, or by ``make_connection`` (a cluster
+        node's)."""
+        if make_connection is None:
+            if client is None:
+                raise TypeError("Multiplexed needs a client or a make_connection")
+            make_connection = client.connection_pool.make_connection
+        self._make_connection = make_connection
         self._link: _Link | None = None
         self._connecting: asyncio.Task[_Link] | None = None
         self._closed = False
@@ -59,6 +70,11 @@ class Multiplexed:
         if link is None or link.broken:
             link = await self._connect()
         return await link.send(args)
+
+    async def send(self, key: bytes | str, args: Sequence[bytes | str | int | float]) -> Any:
+        """:meth:`execute` of ``args``, a command on ``key`` (one server serves every key; a
+        cluster's :class:`~strata_cache.routed.Routed` routes by it)."""
+        return await self.execute(*args)
 
     def script(self, source: str) -> Script:
         """``source`` run by its SHA-1 (``EVALSHA``), loaded first where the server lacks it."""
@@ -87,9 +103,9 @@ class Multiplexed:
                 self._connecting = None
 
     async def _open(self) -> _Link:
-        conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        conn = self._make_connection()
         try:
-            await conn.connect()  # type: ignore[no-untyped-call]
+            await conn.connect()
             link = _Link(conn)
         except BaseException:
             await conn.disconnect(nowait=True)
