@@ -15,8 +15,8 @@ for any other command. Replies and errors are what redis-py raises: a server's e
 as its ``ResponseError`` class (``NoScriptError``, ``ReadOnlyError``, …), a lost connection
 as ``ConnectionError`` for every command waiting on it (the next command connects again),
 ``socket_timeout`` (if set) as ``TimeoutError`` when a reply keeps the oldest command waiting
-that long. Only for one server or Sentinel: a cluster routes each command by its slot and
-keeps redis-py's client.
+that long. One connection serves one server (or Sentinel's master); on a cluster
+:class:`~strata_cache.routed.Routed` keeps one per master, made from the node's settings.
 """
 
 from __future__ import annotations
