@@ -11,7 +11,8 @@
  *
  * W1's record (about 1 KB of JSON), 1 ms loads, 64 operations in flight, L1 of 10,000 entries for
  * 60 s, L2 for an hour. Without `--redis` it starts its own `redis-server` on a free loopback
- * port. Each cache runs on a flushed namespace with a fresh source of truth; the figures are the
+ * port; `--redis` takes the cache's URLs (on a cluster, `redis+cluster://…`, the naive cache goes
+ * through ioredis's cluster client and the masters' costs are summed). Each cache runs on a flushed namespace with a fresh source of truth; the figures are the
  * workloads' (operations/s, read and write latency, hit ratios, loader calls, stale reads) and
  * their cost: this process's CPU and `redis-server`'s over the measured phase, and Redis commands
  * per operation — with `--cache both` as ratios to the naive cache's.
@@ -20,9 +21,10 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import Redis from "ioredis";
+import { Cluster } from "ioredis";
 
 import { HybridCache } from "../src";
+import { type Client, connect, ready } from "../src/connection";
 import { Server } from "../test/server";
 
 const N = 100_000;
@@ -119,13 +121,17 @@ async function strata(url: string, source: Source): Promise<Subject> {
 
 /** The hand-written cache-aside: no L1, no single-flight, values as plain JSON. */
 async function naive(url: string, source: Source): Promise<Subject> {
-  const redis = new Redis(url);
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${NAIVE_NS}:*`, "COUNT", 1000);
-    if (keys.length > 0) await redis.unlink(...keys);
-    cursor = next;
-  } while (cursor !== "0");
+  // One server, Sentinel's master or a cluster (ioredis's cluster client), as the cache takes it.
+  const redis = connect(url, {});
+  await ready(redis);
+  for (const node of servers(redis)) {
+    let cursor = "0";
+    do {
+      const [next, keys] = await node.scan(cursor, "MATCH", `${NAIVE_NS}:*`, "COUNT", 1000);
+      for (const key of keys) await redis.unlink(key); // one by one: a cluster's keys span slots
+      cursor = next;
+    } while (cursor !== "0");
+  }
   let hits = 0;
   return {
     name: "naive",
@@ -196,15 +202,24 @@ function percentiles(us: number[]): Latency {
   return { p50: at(0.5), p95: at(0.95), p99: at(0.99), max: Math.round(s[s.length - 1]!), count: s.length };
 }
 
-/** `redis-server`'s CPU seconds so far and its command counts. */
-async function serverCost(redis: Redis): Promise<[number, Map<string, number>]> {
-  const cpu = await redis.info("cpu");
-  const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(cpu)?.[1] ?? 0);
+/** The servers a client speaks to: a cluster's masters, or the one. */
+function servers(client: Client) {
+  return client instanceof Cluster ? client.nodes("master") : [client];
+}
+
+/** The servers' CPU seconds so far and their command counts (a cluster's masters summed). */
+async function serverCost(client: Client): Promise<[number, Map<string, number>]> {
+  let cpuS = 0;
   const calls = new Map<string, number>();
-  for (const m of (await redis.info("commandstats")).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
-    calls.set(m[1]!, Number(m[2]));
+  for (const node of servers(client)) {
+    const cpu = await node.info("cpu");
+    const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(cpu)?.[1] ?? 0);
+    cpuS += field("used_cpu_user") + field("used_cpu_sys");
+    for (const m of (await node.info("commandstats")).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+      calls.set(m[1]!, (calls.get(m[1]!) ?? 0) + Number(m[2]));
+    }
   }
-  return [field("used_cpu_user") + field("used_cpu_sys"), calls];
+  return [cpuS, calls];
 }
 
 async function measure(
@@ -216,7 +231,8 @@ async function measure(
 ): Promise<Json> {
   const source = new Source();
   const subject = await make(url, source);
-  const probe = new Redis(url);
+  const probe = connect(url, {});
+  await ready(probe);
   const total = warmup.length + measured.length;
   const progress = (base: number) => (done: number) => {
     if (!quiet)
