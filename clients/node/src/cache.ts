@@ -25,6 +25,7 @@ import { Follower, type Invalidation, wire } from "./follower";
 import { alive, Fence, L1, type L1Entry } from "./l1";
 import { Layout, MAX_LOG_SHARDS } from "./layout";
 import { type Arg, Multiplexed } from "./multiplex";
+import { Routed } from "./routed";
 import { type EntryOptions, l1Until, type Resolved, resolve, timesOf } from "./options";
 import { Replicated, type Step } from "./replicas";
 import scripts from "./scripts.json";
@@ -70,8 +71,8 @@ export interface CacheOptions {
   maxValueBytes?: number;
   /**
    * Passed to ioredis, over the cache's own: `maxRetriesPerRequest: 1` and the offline queue off
-   * on a single server. On one server or Sentinel the cache's reads, fills and invalidations go
-   * over a connection of its own to the server ioredis found, with its options (TLS,
+   * on a single server. The cache's reads, fills and invalidations go over a connection of its
+   * own to the server ioredis found (on a cluster, one to each master), with its options (TLS,
    * credentials, database, `commandTimeout`), all of one turn of the event loop in one write; the
    * rest goes through ioredis, the turn's commands in one write too, without ioredis's
    * auto-pipelining (whose per-batch objects cost collection pauses). `enableAutoPipelining:
@@ -146,8 +147,8 @@ interface Raw {
   getBuffer(key: string): Promise<Buffer | null>;
 }
 
-/** `Raw` on the cache's own connection. */
-function overOwn(own: Multiplexed): Raw {
+/** `Raw` on the cache's own connections. */
+function overOwn(own: Multiplexed | Routed): Raw {
   return {
     evalshaBuffer: (sha, n, ...args) => own.call(["EVALSHA", sha, n, ...args], false),
     evalBuffer: (script, n, ...args) => own.call(["EVAL", script, n, ...args], false),
@@ -203,8 +204,8 @@ export class HybridCache {
   /** On a cluster: its writes, each confirmed by a replica. */
   private readonly replicated: Replicated | null;
   private readonly commands: Raw;
-  /** The cache's own connection (one server or Sentinel; see `CacheOptions.redis`). */
-  private readonly own: Multiplexed | null;
+  /** The cache's own connection, or one to each master of a cluster (see `CacheOptions.redis`). */
+  private readonly own: Multiplexed | Routed | null;
 
   private constructor(
     private readonly redis: Client,
@@ -225,7 +226,12 @@ export class HybridCache {
     this.l1 = new L1(o.l1Capacity ?? 10_000);
     this.caughtUp = new Array<number>(this.parts).fill(nowMs());
     this.ackWithin = o.maxStaleness ?? 1000;
-    this.own = redis instanceof Redis && o.redis?.enableAutoPipelining !== true ? new Multiplexed(redis) : null;
+    this.own =
+      o.redis?.enableAutoPipelining === true
+        ? null
+        : redis instanceof Redis
+          ? new Multiplexed(redis)
+          : new Routed(redis);
     this.commands = this.own === null ? (redis as unknown as Raw) : overOwn(this.own);
     this.replicated = redis instanceof Cluster ? new Replicated(redis, o.replicaWait ?? 50, SHAS, SCRIPTS) : null;
   }

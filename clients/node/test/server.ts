@@ -1,7 +1,10 @@
 /** A real `redis-server` on a free loopback port, killed when the tests end. */
 
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export class Server {
   private constructor(
@@ -68,5 +71,54 @@ function reachable(port: number): Promise<boolean> {
     });
     socket.once("error", () => resolve(false));
     socket.connect(port, "127.0.0.1");
+  });
+}
+
+/** A Redis Cluster on loopback (`scripts/redis-cluster`): 3 masters, a replica each, node timeout 1 s. */
+export class RedisCluster {
+  private constructor(
+    readonly url: string,
+    private readonly dir: string,
+  ) {}
+
+  static async start(): Promise<RedisCluster> {
+    const script = join(__dirname, "..", "..", "..", "..", "scripts", "redis-cluster");
+    const dir = mkdtempSync(join(tmpdir(), "strata-cluster-"));
+    for (let attempt = 0; attempt < 20; attempt++) {
+      // A node also listens on its port + 10,000 (the cluster bus): both below the kernel's
+      // ephemeral range (32,768 on), where outgoing connections take theirs.
+      const base = 15_000 + Math.floor(Math.random() * 7_000);
+      const ports = [0, 1, 2, 3, 4, 5].flatMap((i) => [base + i, base + 10_000 + i]);
+      if (!(await Promise.all(ports.map(isFree))).every(Boolean)) continue;
+      const env = { ...process.env, STRATA_CLUSTER_DIR: join(dir, "nodes") };
+      const up = spawnSync(script, ["up", "--port", String(base), "--node-timeout", "1000"], { env });
+      if (up.status === 0) return new RedisCluster(up.stdout.toString().trim().split("\n").at(-1)!, dir);
+      spawnSync(script, ["down"], { env });
+      if (!up.stderr.toString().includes("is taken")) {
+        rmSync(dir, { recursive: true, force: true });
+        throw new Error(`redis-cluster up: ${up.stderr}`);
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error("no six free ports in a row for a cluster");
+  }
+
+  /** The pid of the node on `port`. */
+  pid(port: number): number {
+    return Number(readFileSync(join(this.dir, "nodes", String(port), "redis.pid"), "utf8"));
+  }
+
+  stop(): void {
+    const script = join(__dirname, "..", "..", "..", "..", "scripts", "redis-cluster");
+    spawnSync(script, ["down"], { env: { ...process.env, STRATA_CLUSTER_DIR: join(this.dir, "nodes") } });
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
   });
 }

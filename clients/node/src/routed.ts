@@ -1,0 +1,98 @@
+/**
+ * The cache's commands on a Redis Cluster: each on a connection of its own to the master that
+ * serves its key's slot, pipelined as on one server (`multiplex.ts`).
+ *
+ * Through ioredis's cluster client each command cost a `Command` and its routing: W1 on three
+ * masters took 15.9 µs of this process's CPU per operation against ~8–9 on one server, and its
+ * read p99 was 1.8× naive's (BENCHMARKS.md, "The Node client on a cluster"). Here the key's slot
+ * picks the master in ioredis's own slot map, and that master's `Multiplexed` connection —
+ * made from the node client's options (TLS, credentials) and failing at once while that client
+ * reconnects — carries it. What the map got wrong goes through the cluster client, which
+ * follows it: a `MOVED`, `ASK`, `TRYAGAIN` or `CLUSTERDOWN` reply (the command did not run) is
+ * sent again there, and ioredis follows the redirection and refreshes its map. A lost
+ * connection fails the commands that waited on it (they may have run: nothing is sent twice)
+ * and has the cluster client read the slots again (at most every 100 ms), so that after a
+ * failover the next command goes to the promoted replica.
+ */
+
+import type Redis from "ioredis";
+import type { Cluster } from "ioredis";
+import calculateSlot from "cluster-key-slot";
+
+import { ready } from "./connection";
+import { type Arg, Multiplexed } from "./multiplex";
+
+/** Replies that say the command did not run where it was sent. */
+const REDIRECTED = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /;
+
+/** The least time between two refreshes of the slot map a lost connection asks for (ms). */
+const REFRESH_EVERY = 100;
+
+export class Routed {
+  private readonly links = new Map<Redis, Multiplexed>();
+  private closed = false;
+  private refreshed = 0;
+
+  constructor(private readonly cluster: Cluster) {}
+
+  /**
+   * Sends one command to the master of its key — `args[1]`, or a script's first key — and
+   * returns its reply as `Multiplexed.call` does.
+   */
+  async call(args: Arg[], strings: boolean): Promise<unknown> {
+    if (this.closed) throw new Error("the cache is closed");
+    const key = String(args[0] === "EVALSHA" || args[0] === "EVAL" ? args[3] : args[1]);
+    const master = this.master(key);
+    if (master === undefined) {
+      // Its master is gone from the map (failed, no promoted replica known yet): fail now, as
+      // a lost connection does, rather than queue in the cluster client until it recovers.
+      this.refresh();
+      throw new Error("Connection is closed.");
+    }
+    try {
+      // ioredis connects a node's client on its first command: here, ours.
+      if (master.status === "wait" || master.status === "connecting" || master.status === "connect") {
+        await ready(master);
+      }
+      return await this.link(master).call(args, strings);
+    } catch (e) {
+      const error = e as Error;
+      if (!REDIRECTED.test(error.message)) {
+        // A connection's failure (not the server's answer): the master may be gone, and its
+        // node client tells the cluster client nothing — have it read the topology again.
+        if (error.name !== "ReplyError") this.refresh();
+        throw e;
+      }
+      const [command, ...rest] = args as [string, ...Arg[]];
+      return strings ? await this.cluster.call(command, ...rest) : await this.cluster.callBuffer(command, ...rest);
+    }
+  }
+
+  /** Has ioredis read the cluster's slots again, at most every `REFRESH_EVERY` ms. */
+  private refresh(): void {
+    const now = Date.now();
+    if (now - this.refreshed < REFRESH_EVERY) return;
+    this.refreshed = now;
+    this.cluster.refreshSlotsCache();
+  }
+
+  /** Closes every connection; commands still waiting fail. */
+  close(): void {
+    this.closed = true;
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
+  }
+
+  /** The node client of the master serving `key`'s slot in ioredis's map. */
+  private master(key: string): Redis | undefined {
+    const nodeKey = this.cluster.slots[calculateSlot(key)]?.[0];
+    if (nodeKey === undefined) return undefined;
+    return this.cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === nodeKey);
+  }
+
+  private link(node: Redis): Multiplexed {
+    let link = this.links.get(node);
+    if (link === undefined) this.links.set(node, (link = new Multiplexed(node)));
+    return link;
+  }
+}
