@@ -12,10 +12,11 @@
  * W1's record (about 1 KB of JSON), 1 ms loads, 64 operations in flight, L1 of 10,000 entries for
  * 60 s, L2 for an hour. Without `--redis` it starts its own `redis-server` on a free loopback
  * port; `--redis` takes the cache's URLs (on a cluster, `redis+cluster://…`, the naive cache goes
- * through ioredis's cluster client and the masters' costs are summed). Each cache runs on a flushed namespace with a fresh source of truth; the figures are the
- * workloads' (operations/s, read and write latency, hit ratios, loader calls, stale reads) and
- * their cost: this process's CPU and `redis-server`'s over the measured phase, and Redis commands
- * per operation — with `--cache both` as ratios to the naive cache's.
+ * through ioredis's cluster client and the masters' costs are summed). Each cache runs on a
+ * flushed namespace with a fresh source of truth; the figures are the workloads' (operations/s,
+ * read and write latency, hit ratios, loader calls, stale reads) and their cost: this process's
+ * CPU and `redis-server`'s over the measured phase, and Redis commands per operation — with
+ * `--cache both` as ratios to the naive cache's.
  */
 
 import { readFileSync } from "node:fs";

@@ -19,8 +19,8 @@
  * a lost connection rejects every command waiting on it, and the next command connects again;
  * `commandTimeout` (if set) breaks the connection when a reply keeps the oldest command waiting
  * that long; a `READONLY` reply (a master demoted by a failover) drops the connection, and on
- * Sentinel has the client look the master up again. One server or Sentinel only: a cluster
- * routes each command by its slot and keeps ioredis.
+ * Sentinel has the client look the master up again. On a cluster, `routed.ts` keeps one per
+ * master, made from that master's node client.
  */
 
 import { connect as netConnect, type Socket } from "node:net";
@@ -29,7 +29,6 @@ import { connect as tlsConnect } from "node:tls";
 import type Redis from "ioredis";
 import RedisParser from "redis-parser";
 
-import { ready } from "./connection";
 import { Ring } from "./l1";
 
 export type Arg = string | number | Buffer;

@@ -29,7 +29,8 @@ const REDIRECTED = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /;
 const REFRESH_EVERY = 100;
 
 export class Routed {
-  private readonly links = new Map<Redis, Multiplexed>();
+  /** Each master's connection, by its node key (`host:port`), with the node client it was made from. */
+  private readonly links = new Map<string, { node: Redis; link: Multiplexed }>();
   private closed = false;
   private refreshed = 0;
 
@@ -41,8 +42,7 @@ export class Routed {
    */
   async call(args: Arg[], strings: boolean): Promise<unknown> {
     if (this.closed) throw new Error("the cache is closed");
-    const key = String(args[0] === "EVALSHA" || args[0] === "EVAL" ? args[3] : args[1]);
-    const master = this.master(key);
+    const master = this.master(String(args[0] === "EVALSHA" || args[0] === "EVAL" ? args[3] : args[1]));
     if (master === undefined) {
       // Its master is gone from the map (failed, no promoted replica known yet): fail now, as
       // a lost connection does, rather than queue in the cluster client until it recovers.
@@ -51,10 +51,9 @@ export class Routed {
     }
     try {
       // ioredis connects a node's client on its first command: here, ours.
-      if (master.status === "wait" || master.status === "connecting" || master.status === "connect") {
-        await ready(master);
-      }
-      return await this.link(master).call(args, strings);
+      const status = master.node.status;
+      if (status === "wait" || status === "connecting" || status === "connect") await ready(master.node);
+      return await master.link.call(args, strings);
     } catch (e) {
       const error = e as Error;
       if (!REDIRECTED.test(error.message)) {
@@ -68,6 +67,13 @@ export class Routed {
     }
   }
 
+  /** Closes every connection; commands still waiting fail. */
+  close(): void {
+    this.closed = true;
+    for (const { link } of this.links.values()) link.close();
+    this.links.clear();
+  }
+
   /** Has ioredis read the cluster's slots again, at most every `REFRESH_EVERY` ms. */
   private refresh(): void {
     const now = Date.now();
@@ -76,23 +82,22 @@ export class Routed {
     this.cluster.refreshSlotsCache();
   }
 
-  /** Closes every connection; commands still waiting fail. */
-  close(): void {
-    this.closed = true;
-    for (const link of this.links.values()) link.close();
-    this.links.clear();
-  }
-
-  /** The node client of the master serving `key`'s slot in ioredis's map. */
-  private master(key: string): Redis | undefined {
+  /**
+   * The master serving `key`'s slot in ioredis's map, and its connection: looked up among the
+   * cluster's node clients only when its node key is new here or its client has ended (ioredis
+   * replaces the client of a node it dropped and found again).
+   */
+  private master(key: string): { node: Redis; link: Multiplexed } | undefined {
     const nodeKey = this.cluster.slots[calculateSlot(key)]?.[0];
     if (nodeKey === undefined) return undefined;
-    return this.cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === nodeKey);
-  }
-
-  private link(node: Redis): Multiplexed {
-    let link = this.links.get(node);
-    if (link === undefined) this.links.set(node, (link = new Multiplexed(node)));
-    return link;
+    const known = this.links.get(nodeKey);
+    if (known !== undefined && known.node.status !== "end") return known;
+    known?.link.close();
+    this.links.delete(nodeKey);
+    const node = this.cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === nodeKey);
+    if (node === undefined) return undefined;
+    const fresh = { node, link: new Multiplexed(node) };
+    this.links.set(nodeKey, fresh);
+    return fresh;
   }
 }

@@ -18,7 +18,7 @@ import { parseAck } from "../src/acks";
 import { type LoadEnds, type Waiter } from "../src/ends";
 import { leaseHolder } from "../src/envelope";
 import { newStats } from "../src/stats";
-import { Server } from "./server";
+import { eventually, Server } from "./server";
 
 let server: Server;
 let redis: Redis;
@@ -36,15 +36,6 @@ beforeEach(async () => {
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Waits (bounded) until `check()` holds. */
-async function eventually(check: () => boolean, within = 10_000): Promise<void> {
-  const deadline = Date.now() + within;
-  while (!check()) {
-    assert.ok(Date.now() < deadline, "condition not reached in time");
-    await sleep(5);
-  }
-}
 
 /** A source of truth that counts its loads; a load reads first, then is slow. */
 class Source {

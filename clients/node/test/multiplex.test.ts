@@ -14,7 +14,7 @@ import Redis from "ioredis";
 
 import { ready } from "../src/connection";
 import { Multiplexed } from "../src/multiplex";
-import { Server } from "./server";
+import { eventually, Server } from "./server";
 
 let server: Server;
 let admin: Redis;
@@ -100,7 +100,7 @@ test("a killed connection fails what waited on it and the next command connects 
   const connections = await stat("stats", "total_connections_received");
   const blocked = m.call(["BLPOP", "never", 0], true);
   // Sent: the server counts it before the kill.
-  while (!(await admin.info("commandstats")).includes("cmdstat_blpop")) await new Promise((r) => setTimeout(r, 5));
+  await eventually(async () => (await admin.info("commandstats")).includes("cmdstat_blpop"));
   await admin.client("KILL", "USER", "default", "SKIPME", "yes"); // every client but the admin
   await assert.rejects(blocked, /Connection is closed/);
   await ready(redis);
@@ -239,7 +239,7 @@ test("while the client is not ready commands fail at once; closed, it refuses th
   const { redis, m } = await own(gone.url);
   assert.equal(await m.call(["PING"], true), "PONG");
   gone.stop();
-  while (redis.status === "ready") await new Promise((r) => setTimeout(r, 5));
+  await eventually(() => redis.status !== "ready");
   const started = Date.now();
   await assert.rejects(m.call(["GET", "k"], true), /Connection is closed/);
   assert.ok(Date.now() - started < 100);

@@ -34,11 +34,22 @@ const stat = async (node: Redis, field: string): Promise<number> =>
 // Each on a cluster of its own (started in ~2 s); bounded, so a hang fails rather than stalls.
 const OPTIONS = { timeout: 60_000 };
 
-test("each master carries its keys, a turn's commands in one write", OPTIONS, async () => {
+/** `body` with a cluster of its own, a cluster client on it and a `Routed` over that client. */
+async function onCluster(body: (c: Cluster, routed: Routed) => Promise<void>): Promise<void> {
   const cluster = await RedisCluster.start();
   const c = await client(cluster.url);
   const routed = new Routed(c);
   try {
+    await body(c, routed);
+  } finally {
+    routed.close();
+    c.disconnect();
+    cluster.stop();
+  }
+}
+
+test("each master carries its keys, a turn's commands in one write", OPTIONS, () =>
+  onCluster(async (c, routed) => {
     const keys = Array.from({ length: 300 }, (_, i) => `k${i}`);
     await Promise.all(keys.map((k) => routed.call(["SET", k, k], true))); // connected
     const masters = c.nodes("master");
@@ -58,18 +69,11 @@ test("each master carries its keys, a turn's commands in one write", OPTIONS, as
       sets.every((n) => n > 0),
       String(sets),
     );
-  } finally {
-    routed.close();
-    c.disconnect();
-    cluster.stop();
-  }
-});
+  }),
+);
 
-test("a command the slot map sent astray goes through the cluster client, which mends the map", OPTIONS, async () => {
-  const cluster = await RedisCluster.start();
-  const c = await client(cluster.url);
-  const routed = new Routed(c);
-  try {
+test("a command the slot map sent astray goes through the cluster client, which mends the map", OPTIONS, () =>
+  onCluster(async (c, routed) => {
     const key = "astray";
     const slot = calculateSlot(key);
     const right = c.slots[slot]![0]!;
@@ -80,12 +84,8 @@ test("a command the slot map sent astray goes through the cluster client, which 
     assert.equal(await c.get(key), "v");
     assert.equal(c.slots[slot]![0], right, "ioredis mended its map");
     assert.equal(await routed.call(["GET", key], true), "v");
-  } finally {
-    routed.close();
-    c.disconnect();
-    cluster.stop();
-  }
-});
+  }),
+);
 
 test("a cache follows a failover of its key's master", OPTIONS, async () => {
   const cluster = await RedisCluster.start();

@@ -1,10 +1,19 @@
-/** A real `redis-server` on a free loopback port, killed when the tests end. */
+/** A real `redis-server` on a free loopback port, killed when the tests end; test helpers. */
 
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
+/** Waits until `check` holds, polling every 5 ms; fails the test past `within` ms. */
+export async function eventually(check: () => boolean | Promise<boolean>, within = 10_000): Promise<void> {
+  const deadline = Date.now() + within;
+  while (!(await check())) {
+    if (Date.now() >= deadline) throw new Error("condition not reached in time");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
 
 export class Server {
   private constructor(

@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 import redis.asyncio as aioredis
@@ -39,6 +39,9 @@ from redis.exceptions import (
     ReadOnlyError,
     TimeoutError,
 )
+
+if TYPE_CHECKING:
+    from .routed import Routed
 
 #: What a read takes off the socket at most at once.
 _CHUNK = 1 << 16
@@ -115,11 +118,13 @@ class Multiplexed:
 
 
 class Script:
-    """A Lua script called by ``EVALSHA``; on ``NOSCRIPT`` (a restarted or new server) it is
-    loaded and called again."""
+    """A Lua script called by ``EVALSHA`` on the server of its first key; where that server
+    lacks it (``NOSCRIPT``: a restarted, new or promoted one) it is loaded there and called
+    again. ``target`` is a :class:`Multiplexed` or, on a cluster, a
+    :class:`~strata_cache.routed.Routed`."""
 
-    def __init__(self, mux: Multiplexed, source: str) -> None:
-        self._mux = mux
+    def __init__(self, target: Multiplexed | Routed, source: str) -> None:
+        self._target = target
         self._source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
@@ -128,11 +133,13 @@ class Script:
         keys: Sequence[str | bytes] = (),
         args: Sequence[bytes | str | int | float] = (),
     ) -> Any:
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        key = keys[0] if keys else ""
         try:
-            return await self._mux.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self._target.send(key, command)
         except NoScriptError:
-            await self._mux.execute("SCRIPT", "LOAD", self._source)
-            return await self._mux.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            await self._target.send(key, ("SCRIPT", "LOAD", self._source))
+            return await self._target.send(key, command)
 
 
 class _Link:

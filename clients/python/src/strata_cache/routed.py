@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,12 +28,11 @@ from redis.exceptions import (
     AskError,
     ClusterDownError,
     ConnectionError,
-    NoScriptError,
     SlotNotCoveredError,
     TryAgainError,
 )
 
-from .multiplex import Multiplexed
+from .multiplex import Multiplexed, Script
 
 Arg = bytes | str | int | float
 
@@ -61,9 +59,9 @@ class Routed:
         ``UNLINK`` of one key) and returns its reply as :meth:`Multiplexed.execute` does."""
         return await self.send(args[1], args)
 
-    def script(self, source: str) -> RoutedScript:
+    def script(self, source: str) -> Script:
         """``source`` run by its SHA-1 on the master of its first key's slot."""
-        return RoutedScript(self, source)
+        return Script(self, source)
 
     async def send(self, key: Arg, args: Sequence[Arg]) -> Any:
         """Sends ``args`` to the master of ``key``'s slot."""
@@ -71,14 +69,14 @@ class Routed:
             await self._cluster.initialize()
             self._mapped = True
         try:
-            return await self.link(key).execute(*args)
+            return await self._link(key).execute(*args)
         except _REDIRECTED:
             return await self._cluster.execute_command(*args, get=True)
         except ConnectionError:
             self._notice(key)
             raise
 
-    def link(self, key: Arg) -> Multiplexed:
+    def _link(self, key: Arg) -> Multiplexed:
         """The connection to the master of ``key``'s slot in redis-py's map (made on first
         use); ``ConnectionError`` while no master serves it."""
         try:
@@ -117,22 +115,3 @@ class Routed:
     async def _probe_through_redis_py(self, key: Arg) -> None:
         with contextlib.suppress(Exception):
             await self._cluster.execute_command("EXISTS", key)
-
-
-class RoutedScript:
-    """A Lua script called by ``EVALSHA`` on the master of its first key's slot; where that
-    master lacks it (``NOSCRIPT``: a restarted, new or promoted node) it is loaded there and
-    called again."""
-
-    def __init__(self, routed: Routed, source: str) -> None:
-        self._routed = routed
-        self._source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    async def __call__(self, keys: Sequence[str | bytes] = (), args: Sequence[Arg] = ()) -> Any:
-        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
-        try:
-            return await self._routed.send(keys[0], command)
-        except NoScriptError:
-            await self._routed.link(keys[0]).execute("SCRIPT", "LOAD", self._source)
-            return await self._routed.send(keys[0], command)
