@@ -82,6 +82,17 @@ interface Slot {
   small: boolean;
 }
 
+/** What a dropped slot holds instead of its entry. */
+const DROPPED: L1Entry = {
+  value: null,
+  negative: true,
+  times: { created: 0, freshUntil: 0, expires: 0, staleUntil: 0 },
+  l1Until: 0,
+  tags: [],
+  stamp: null,
+  failSafe: false,
+};
+
 /** Reads an entry counts, at most: how many passes over the main queue it survives unread. */
 const MAX_READS = 3;
 
@@ -192,6 +203,9 @@ export class L1 {
   /** Takes `slot` out; its place in a queue is skipped when it comes to the front. */
   private drop(slot: Slot): void {
     slot.live = false;
+    // Let go of the value now: the slot may wait in its queue for a while, and a value held
+    // there was promoted by V8's young-generation GC (BENCHMARKS.md, "young-generation GC").
+    slot.entry = DROPPED;
     this.index.delete(slot.key);
     if (slot.small) this.smallLive -= 1;
   }

@@ -171,6 +171,26 @@ test("an L1 hit is answered in the caller's turn, not a turn of the microtask qu
   });
 });
 
+test("a flight lets go of its value once it ends (or a young-generation GC promotes it)", async () => {
+  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100, l1Capacity: 0 });
+  await closing([cache], async () => {
+    const source = new Source();
+    await cache.getOrLoad("k", source.loader());
+    const flights = (cache as unknown as { flights: Map<string, { lead: Promise<unknown> }> }).flights;
+    const read = cache.getOrLoad("k", source.loader()); // an L2 hit: L1 is off
+    const flight = flights.get("k");
+    assert.ok(flight !== undefined, "the read is a flight while it waits on Redis");
+    assert.deepEqual(await read, { version: 1 });
+    assert.equal(flights.size, 0);
+    // Still holding the outcome, the settled promise would answer before the next macrotask.
+    const kept = await Promise.race([
+      flight.lead.then(() => "kept"),
+      new Promise((resolve) => setImmediate(() => resolve("let go"))),
+    ]);
+    assert.equal(kept, "let go");
+  });
+});
+
 test("a miss alone on its key is answered before its fill lands; another instance waits for the fill", async () => {
   const [a, b] = await pair();
   await closing([a, b], async () => {
