@@ -1,16 +1,24 @@
 /**
  * The log follower (`docs/protocol.md` §4): applies other instances' invalidations to L1.
  *
- * One loop per part of the namespace's log, each on a connection of its own (its reads block
- * for a heartbeat). It starts at the log's tail, applies entries in stream order, and drops the
- * whole L1 (a *resync*) when it cannot know what it missed: a gap in the sequence (entries
- * trimmed while it lagged) or, after a reconnect, a sequence behind its own (a Redis that lost
- * its data). Part 0 also carries the ends of waited-on loads (`#filled`).
+ * One loop per part of the namespace's log, each on connections of its own. It starts at the
+ * log's tail, applies entries in stream order, and drops the whole L1 (a *resync*) when it cannot
+ * know what it missed: a gap in the sequence (entries trimmed while it lagged) or, after a
+ * reconnect, a sequence behind its own (a Redis that lost its data). Part 0 also carries the ends
+ * of waited-on loads (`#filled`).
+ *
+ * Entries come *pushed* where the server allows it (`SSUBSCRIBE` to the stream's channel, on which
+ * the append script publishes every entry): the stream is read only to catch up — after
+ * (re)subscribing, on a gap in the pushed sequence, and when the heartbeat's look at the stream's
+ * newest entry finds it ahead (a writer that pushes nothing). A blocking `XREAD` per entry and
+ * follower cost the server about twice a push (BENCHMARKS.md, "Invalidations pushed"). A server
+ * that refuses sharded pub/sub (before Redis 7.0, or a user without the channel) and a cluster are
+ * followed by reading: a blocking `XREAD`, sent again after each answer.
  */
 
 import type { RedisOptions } from "ioredis";
 
-import { type Client, connect } from "./connection";
+import { type Client, connect, isCluster } from "./connection";
 import type { Layout } from "./layout";
 
 const BATCH = 512;
@@ -68,6 +76,13 @@ export class Follower {
   private conn: Client | null = null;
   private stopped = false;
   private loop: Promise<void> | null = null;
+  /** The subscription, while entries come pushed; `pushed` false once the server refused. */
+  private sub: Client | null = null;
+  private pushed: boolean | null = null;
+  /** Pushes not yet taken: `[channel, message]`, in the order they came. */
+  private pushes: [Buffer, Buffer][] = [];
+  private lost = false;
+  private wake: (() => void) | null = null;
 
   constructor(
     private readonly url: string,
@@ -96,8 +111,11 @@ export class Follower {
   async stop(): Promise<void> {
     this.stopped = true;
     this.conn?.disconnect();
+    this.sub?.disconnect();
+    this.wake?.();
     await this.loop;
     this.conn?.disconnect(); // one a reconnect made meanwhile
+    this.sub?.disconnect();
   }
 
   private connect(): Client {
@@ -129,45 +147,202 @@ export class Follower {
   private async run(): Promise<void> {
     let backoff = 50;
     while (!this.stopped) {
-      let reply: XReadReply;
       try {
-        const streams =
-          this.filledStream === null
-            ? [this.stream, this.id]
-            : [this.stream, this.filledStream, this.id, this.filledId];
-        reply = (await this.conn!.xreadBuffer(
-          "COUNT",
-          BATCH,
-          "BLOCK",
-          Math.max(1, Math.round(this.heartbeat)),
-          "STREAMS",
-          ...streams,
-        )) as XReadReply;
-        backoff = 50;
+        if (this.pushed !== false && (await this.subscribe())) {
+          await this.followPushed(() => (backoff = 50));
+        } else {
+          await this.read();
+          backoff = 50;
+        }
       } catch (e) {
+        this.unsubscribe();
         if (this.stopped) return;
         console.warn(`strata: invalidation log ${this.stream}: read failed (${(e as Error).message}); reconnecting`);
         await this.reconnect(backoff);
         backoff = Math.min(backoff * 2, 2000);
-        continue;
       }
-      let read = 0;
-      for (const [name, entries] of reply ?? []) {
-        const isLog = name.toString() === this.stream;
-        for (const [id, fields] of entries) {
-          if (isLog) {
-            read += 1;
-            this.apply(id.toString(), fields);
-          } else {
-            this.filledId = id.toString();
-            const key = field(fields, "k");
-            if (key !== null) this.on.filled(key.toString("utf8"));
-          }
+    }
+  }
+
+  /** One blocking read of the log (and `#filled`) after our position, up to a heartbeat long. */
+  private async read(): Promise<void> {
+    const streams =
+      this.filledStream === null ? [this.stream, this.id] : [this.stream, this.filledStream, this.id, this.filledId];
+    const reply = (await this.conn!.xreadBuffer(
+      "COUNT",
+      BATCH,
+      "BLOCK",
+      Math.max(1, Math.round(this.heartbeat)),
+      "STREAMS",
+      ...streams,
+    )) as XReadReply;
+    let read = 0;
+    for (const [name, entries] of reply ?? []) {
+      const isLog = name.toString() === this.stream;
+      for (const [id, fields] of entries) {
+        if (isLog) {
+          read += 1;
+          this.apply(id.toString(), fields);
+        } else {
+          this.filledId = id.toString();
+          const key = field(fields, "k");
+          if (key !== null) this.on.filled(key.toString("utf8"));
         }
       }
-      if (read > 0) this.on.applied(this.part, this.seq);
-      if (read < BATCH) this.on.caughtUp(this.part);
     }
+    if (read > 0) this.on.applied(this.part, this.seq);
+    if (read < BATCH) this.on.caughtUp(this.part);
+  }
+
+  // ------------------------------------------------------------------ pushed
+
+  /**
+   * A connection subscribed to the part's channel (and part 0's `#filled`); false where entries
+   * are read instead (a cluster, or a server that refuses).
+   */
+  private async subscribe(): Promise<boolean> {
+    if (isCluster(this.url)) {
+      this.pushed = false; // the channel lives on the log's master (reads)
+      return false;
+    }
+    const sub = this.connect();
+    this.lost = false;
+    // (A subscription given up closes later: it no longer speaks for the follower.)
+    sub.on("smessageBuffer", (channel: Buffer, message: Buffer) => {
+      if (this.sub !== sub) return;
+      this.pushes.push([channel, message]);
+      this.wake?.();
+    });
+    sub.on("close", () => {
+      if (this.sub !== sub) return;
+      this.lost = true;
+      this.wake?.();
+    });
+    this.sub = sub;
+    const channels = this.filledStream === null ? [this.stream] : [this.stream, this.filledStream];
+    try {
+      await this.bounded(sub.ssubscribe(...channels));
+    } catch (e) {
+      if ((e as Error).name !== "ReplyError") throw e;
+      this.unsubscribe();
+      console.warn(
+        `strata: invalidation log ${this.stream}: the server pushes no entries (${(e as Error).message}; sharded ` +
+          "pub/sub needs Redis 7.0 and the channel in the user's ACL); reading the stream instead",
+      );
+      this.pushed = false;
+      return false;
+    }
+    this.pushed = true;
+    return true;
+  }
+
+  private unsubscribe(): void {
+    this.sub?.disconnect();
+    this.sub = null;
+    this.pushes = [];
+  }
+
+  /** Reads what was appended since the position, then takes pushes until an error; every
+   * heartbeat it looks at the stream's newest entry. */
+  private async followPushed(following: () => void): Promise<void> {
+    await this.catchUp();
+    this.on.applied(this.part, this.seq);
+    this.on.caughtUp(this.part);
+    following();
+    let beat = Date.now() + this.heartbeat;
+    while (!this.stopped) {
+      if (this.pushes.length === 0 && !this.lost) await this.next(beat - Date.now());
+      if (this.lost) throw new Error("the subscription's connection closed");
+      if (this.pushes.length > 0) {
+        const seq = this.seq;
+        await this.takePushes();
+        if (this.seq !== seq) this.on.applied(this.part, this.seq);
+        this.on.caughtUp(this.part);
+      }
+      if (Date.now() >= beat) {
+        await this.beat();
+        beat = Date.now() + this.heartbeat;
+      }
+    }
+  }
+
+  /** Until a push comes, the subscription is lost, or `ms` pass. */
+  private next(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      this.wake = done;
+    });
+  }
+
+  /**
+   * The heartbeat: the stream's newest entry, then a `PING` on the subscription — whose answer
+   * comes after every push sent before the look — and the stream read if the newest entry is
+   * still past the position.
+   */
+  private async beat(): Promise<void> {
+    const newest = await this.bounded(this.conn!.xrevrange(this.stream, "+", "-", "COUNT", 1));
+    const seq = this.seq;
+    await this.bounded(this.sub!.ping());
+    await this.takePushes();
+    if (newest[0] !== undefined && newer(newest[0][0], this.id)) await this.catchUp();
+    if (this.seq !== seq) this.on.applied(this.part, this.seq);
+    this.on.caughtUp(this.part);
+  }
+
+  private async takePushes(): Promise<void> {
+    for (let push = this.pushes.shift(); push !== undefined; push = this.pushes.shift()) {
+      await this.takePush(push[0], push[1]);
+    }
+  }
+
+  /** A log entry pushed as `<s>:<id>:<entry>` (applied in order; a gap in the sequence is read
+   * from the stream), or a waited-on load's end. */
+  private async takePush(channel: Buffer, message: Buffer): Promise<void> {
+    if (channel.toString() !== this.stream) {
+      this.on.filled(message.toString("utf8"));
+      return;
+    }
+    const first = message.indexOf(COLON);
+    const second = first < 0 ? -1 : message.indexOf(COLON, first + 1);
+    const seq = message.subarray(0, Math.max(first, 0)).toString();
+    if (second < 0 || !/^[0-9]+$/.test(seq)) {
+      console.warn(`strata: invalidation log ${this.stream}: ignoring a foreign message`);
+      return;
+    }
+    const id = message.subarray(first + 1, second).toString();
+    if (!newer(id, this.id)) return; // read already, while catching up
+    if (BigInt(seq) !== this.seq + 1n) {
+      // Entries were not pushed (a writer that pushes nothing), or the log started over: the
+      // stream tells which, as it tells a reading follower.
+      await this.catchUp();
+      return;
+    }
+    this.apply(id, [S, message.subarray(0, first), D, message.subarray(second + 1)]);
+  }
+
+  /** Applies what the stream holds after the position, in batches. */
+  private async catchUp(): Promise<void> {
+    for (;;) {
+      const entries = await this.bounded(this.conn!.xrangeBuffer(this.stream, `(${this.id}`, "+", "COUNT", BATCH));
+      for (const [id, fields] of entries) this.apply(id.toString(), fields);
+      if (entries.length < BATCH) return;
+    }
+  }
+
+  /** `work`, or a failure once the connection's timeout (5 s by default) passed: a frozen
+   * server must not hold the follower. */
+  private bounded<T>(work: Promise<T>): Promise<T> {
+    const ms = this.options.commandTimeout ?? 5000;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
+    });
+    return Promise.race([work, late]).finally(() => clearTimeout(timer));
   }
 
   private apply(id: string, fields: Buffer[]): void {
@@ -213,6 +388,20 @@ export class Follower {
       }
     }
   }
+}
+
+const COLON = 0x3a;
+const S = Buffer.from("s");
+const D = Buffer.from("d");
+
+/** Whether stream entry id `a` (`<ms>-<n>`) comes after `b`; a foreign id reads as `0-0`. */
+function newer(a: string, b: string): boolean {
+  const parse = (id: string): [bigint, bigint] => {
+    const m = /^([0-9]+)-([0-9]+)$/.exec(id);
+    return m === null ? [0n, 0n] : [BigInt(m[1]!), BigInt(m[2]!)];
+  };
+  const [x, y] = [parse(a), parse(b)];
+  return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
 }
 
 function field(fields: Buffer[], name: string): Buffer | null {

@@ -1,7 +1,7 @@
 /** The cache against a real redis-server: counts of loads, hits, stale reads and errors. */
 
 import assert from "node:assert/strict";
-import { after, before, beforeEach, test } from "node:test";
+import { test } from "node:test";
 
 import Redis from "ioredis";
 
@@ -18,22 +18,9 @@ import { parseAck } from "../src/acks";
 import { type LoadEnds, type Waiter } from "../src/ends";
 import { leaseHolder } from "../src/envelope";
 import { newStats } from "../src/stats";
-import { eventually, Server } from "./server";
+import { eventually, onServer, Server } from "./server";
 
-let server: Server;
-let redis: Redis;
-
-before(async () => {
-  server = await Server.start();
-  redis = new Redis(server.url);
-});
-after(() => {
-  redis.disconnect();
-  server.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
-});
+const env = onServer();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -54,8 +41,8 @@ class Source {
 
 async function pair(): Promise<[HybridCache, HybridCache]> {
   return [
-    await HybridCache.connect(server.url, "t", { heartbeat: 100 }),
-    await HybridCache.connect(server.url, "t", { heartbeat: 100 }),
+    await HybridCache.connect(env.server.url, "t", { heartbeat: 100 }),
+    await HybridCache.connect(env.server.url, "t", { heartbeat: 100 }),
   ];
 }
 
@@ -100,13 +87,13 @@ test("tags and clear drop entries everywhere", async () => {
     await b.getOrLoad("p2", source.loader());
     await a.invalidateTag("cat:1");
     await eventually(() => b.stats().invalidationsReceived === 1);
-    assert.deepEqual([await redis.exists("t:p1"), await redis.exists("t:p2")], [0, 1]);
+    assert.deepEqual([await env.redis.exists("t:p1"), await env.redis.exists("t:p2")], [0, 1]);
     await b.getOrLoad("p1", source.loader(), { tags: ["cat:1"] });
     await b.getOrLoad("p2", source.loader());
     assert.equal(source.calls, 3);
     await a.clear();
     await eventually(() => b.stats().invalidationsReceived === 2);
-    assert.equal(await redis.exists("t:p2"), 0);
+    assert.equal(await env.redis.exists("t:p2"), 0);
     await b.getOrLoad("p2", source.loader());
     assert.equal(source.calls, 4);
   });
@@ -148,13 +135,13 @@ test("a read between an invalidation here and Redis keeps no old copy", async ()
 test("a fill overtaken by an invalidation does not land", async () => {
   const [a, b] = await pair();
   await closing([a, b], async () => {
-    const source = await overtakenFillDoesNotLand(a, b, redis);
+    const source = await overtakenFillDoesNotLand(a, b, env.redis);
     assert.deepEqual(await a.getOrLoad("k", source.loader()), { version: 2 });
   });
 });
 
 test("an L1 hit is answered in the caller's turn, not a turn of the microtask queue later", async () => {
-  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  const cache = await HybridCache.connect(env.server.url, "t", { heartbeat: 100 });
   await closing([cache], async () => {
     const source = new Source();
     await cache.getOrLoad("k", source.loader());
@@ -172,7 +159,7 @@ test("an L1 hit is answered in the caller's turn, not a turn of the microtask qu
 });
 
 test("a flight lets go of its value once it ends (or a young-generation GC promotes it)", async () => {
-  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100, l1Capacity: 0 });
+  const cache = await HybridCache.connect(env.server.url, "t", { heartbeat: 100, l1Capacity: 0 });
   await closing([cache], async () => {
     const source = new Source();
     await cache.getOrLoad("k", source.loader());
@@ -197,11 +184,11 @@ test("a miss alone on its key is answered before its fill lands; another instanc
     const source = new Source();
     const paused = async () => {
       // The server holds every write (the fill's script too) for a while; reads go on.
-      await redis.call("CLIENT", "PAUSE", "400", "WRITE");
+      await env.redis.call("CLIENT", "PAUSE", "400", "WRITE");
       return await source.loader()();
     };
     assert.deepEqual(await a.getOrLoad("k", paused), { version: 1 });
-    const held = await redis.getBuffer("t:k");
+    const held = await env.redis.getBuffer("t:k");
     assert.ok(held !== null && leaseHolder(held) !== null, "Redis still holds the lease record");
     assert.deepEqual(await a.getOrLoad("k", source.loader()), { version: 1 });
     assert.equal(a.stats().l1Hits, 1);
@@ -213,11 +200,11 @@ test("a miss alone on its key is answered before its fill lands; another instanc
 });
 
 test("a fill refused after the answer takes the value out of L1", async () => {
-  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  const cache = await HybridCache.connect(env.server.url, "t", { heartbeat: 100 });
   await closing([cache], async () => {
     const source = new Source();
     const lost = async () => {
-      await redis.unlink("t:k"); // the lease record goes: the fill will find nothing to replace
+      await env.redis.unlink("t:k"); // the lease record goes: the fill will find nothing to replace
       return await source.loader()();
     };
     assert.deepEqual(await cache.getOrLoad("k", lost), { version: 1 });
@@ -232,7 +219,7 @@ test("a fill refused after the answer takes the value out of L1", async () => {
 test("an invalidation here wakes every flight waiting on the key's lease; a clear, every flight", async () => {
   // The change deleted the lease record they wait on: they read again at once, not at their
   // next poll. Two flights of one instance wait on one key when a write here overtook the first.
-  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  const cache = await HybridCache.connect(env.server.url, "t", { heartbeat: 100 });
   await closing([cache], async () => {
     const ends = (cache as unknown as { ends: LoadEnds }).ends;
     const woken = async (w: Waiter) =>
@@ -258,7 +245,7 @@ test("a tag dropped while a load is out refuses its fill", async () => {
     await a.invalidateTag("cat:1");
     assert.deepEqual(await load, { version: 1 });
     assert.equal(a.stats().fillsFenced, 1);
-    assert.equal(await redis.get("t:k"), null);
+    assert.equal(await env.redis.get("t:k"), null);
     assert.deepEqual(await a.getOrLoad("k", source.loader(), tagged), { version: 2 });
     // Another tag's drop overtakes nothing of this key's: its load fills.
     await a.invalidate("k");
@@ -267,7 +254,7 @@ test("a tag dropped while a load is out refuses its fill", async () => {
     await a.invalidateTag("cat:2");
     assert.deepEqual(await load, { version: 2 });
     await a.runPendingTasks();
-    assert.notEqual(await redis.get("t:k"), null);
+    assert.notEqual(await env.redis.get("t:k"), null);
   });
 });
 
@@ -327,7 +314,10 @@ test("set is write-through and visible to the other", async () => {
 });
 
 test("soft TTL serves stale and refreshes once", async () => {
-  const cache = await HybridCache.connect(server.url, "t", { defaults: { ttl: 60_000, softTtl: 50 }, heartbeat: 100 });
+  const cache = await HybridCache.connect(env.server.url, "t", {
+    defaults: { ttl: 60_000, softTtl: 50 },
+    heartbeat: 100,
+  });
   await closing([cache], async () => {
     const source = new Source();
     await cache.getOrLoad("k", source.loader());
@@ -344,7 +334,7 @@ test("soft TTL serves stale and refreshes once", async () => {
 });
 
 test("fail-safe serves the expired value when the loader fails", async () => {
-  const cache = await HybridCache.connect(server.url, "t", {
+  const cache = await HybridCache.connect(env.server.url, "t", {
     defaults: { ttl: 50, failSafe: 60_000, failSafeThrottle: 60_000 },
     heartbeat: 100,
   });
@@ -362,9 +352,9 @@ test("fail-safe serves the expired value when the loader fails", async () => {
 });
 
 test("the commands of one turn of the event loop go out in one write", async () => {
-  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 60_000 });
+  const cache = await HybridCache.connect(env.server.url, "t", { heartbeat: 60_000 });
   await closing([cache], async () => {
-    const reads = async () => Number(/total_reads_processed:(\d+)/.exec(await redis.info("stats"))?.[1]);
+    const reads = async () => Number(/total_reads_processed:(\d+)/.exec(await env.redis.info("stats"))?.[1]);
     const before = await reads();
     const got = await Promise.all(Array.from({ length: 100 }, (_, i) => cache.get(`k${i}`)));
     assert.deepEqual(new Set(got), new Set([null]));
@@ -374,11 +364,11 @@ test("the commands of one turn of the event loop go out in one write", async () 
 });
 
 test("hard timeout, negative entries, long keys", async () => {
-  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  const cache = await HybridCache.connect(env.server.url, "t", { heartbeat: 100 });
   await closing([cache], async () => {
     await assert.rejects(cache.getOrLoad("slow", new Source(5000).loader(), { hardTimeout: 50 }), LoaderTimeoutError);
     assert.equal(cache.stats().loaderTimeouts, 1);
-    assert.equal(await redis.get("t:slow"), null); // the lease was given back
+    assert.equal(await env.redis.get("t:slow"), null); // the lease was given back
     let calls = 0;
     const missing = async () => {
       calls += 1;
@@ -393,7 +383,7 @@ test("hard timeout, negative entries, long keys", async () => {
 });
 
 test("foreign or corrupt bytes are a counted miss", async () => {
-  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  const cache = await HybridCache.connect(env.server.url, "t", { heartbeat: 100 });
   await closing([cache], async () => {
     const junk = [
       Buffer.from("not json"),
@@ -401,7 +391,7 @@ test("foreign or corrupt bytes are a counted miss", async () => {
       Buffer.concat([Buffer.from("\xffST\x01", "latin1"), Buffer.alloc(60)]),
     ];
     for (const [i, bytes] of junk.entries()) {
-      await redis.set(`t:j${i}`, bytes);
+      await env.redis.set(`t:j${i}`, bytes);
       const source = new Source();
       assert.deepEqual(await cache.getOrLoad(`j${i}`, source.loader()), { version: 1 });
       assert.equal(source.calls, 1);
@@ -412,13 +402,13 @@ test("foreign or corrupt bytes are a counted miss", async () => {
 });
 
 test("a follower whose position was trimmed drops its L1", async () => {
-  const cache = await HybridCache.connect(server.url, "t", { heartbeat: 100 });
+  const cache = await HybridCache.connect(env.server.url, "t", { heartbeat: 100 });
   await closing([cache], async () => {
     const source = new Source();
     await cache.getOrLoad("k", source.loader());
     await cache.runPendingTasks(); // the fill landed (a lone caller is answered first)
-    await redis.incrby("t#log:seq", 100);
-    await redis.xadd("t#log", "*", "s", "101", "d", '{"origin":"0000000000000001","op":"key","arg":"x"}');
+    await env.redis.incrby("t#log:seq", 100);
+    await env.redis.xadd("t#log", "*", "s", "101", "d", '{"origin":"0000000000000001","op":"key","arg":"x"}');
     await eventually(() => cache.stats().resyncs === 1);
     await cache.getOrLoad("k", source.loader());
     assert.deepEqual([cache.stats().l1Hits, cache.stats().l2Hits], [0, 1]);
@@ -477,11 +467,11 @@ test("stats export under the Rust names", () => {
 });
 
 test("a namespace of a newer protocol is refused", async () => {
-  await redis.set("t#protocol", "2");
-  await assert.rejects(HybridCache.connect(server.url, "t"), /protocol version 2/);
-  await redis.set("t#protocol", "1");
-  await redis.set("t#log:shards", "3");
-  await assert.rejects(HybridCache.connect(server.url, "t"), /3 parts/);
+  await env.redis.set("t#protocol", "2");
+  await assert.rejects(HybridCache.connect(env.server.url, "t"), /protocol version 2/);
+  await env.redis.set("t#protocol", "1");
+  await env.redis.set("t#log:shards", "3");
+  await assert.rejects(HybridCache.connect(env.server.url, "t"), /3 parts/);
 });
 
 test("decode turns data another instance stored into the caller's type, once", async () => {
@@ -504,11 +494,11 @@ test("decode turns data another instance stored into the caller's type, once", a
 });
 
 test("acknowledged writes resolve once every other instance applied them", async () => {
-  const a = await HybridCache.connect(server.url, "ack", { heartbeat: 100, acknowledgedWrites: true });
-  const b = await HybridCache.connect(server.url, "ack", { heartbeat: 100, acknowledgedWrites: true });
+  const a = await HybridCache.connect(env.server.url, "ack", { heartbeat: 100, acknowledgedWrites: true });
+  const b = await HybridCache.connect(env.server.url, "ack", { heartbeat: 100, acknowledgedWrites: true });
   await closing([a, b], async () => {
     // Each counts before it serves: its field is there when `connect` resolves.
-    const fields = await redis.hgetall("ack#acks");
+    const fields = await env.redis.hgetall("ack#acks");
     assert.deepEqual(Object.keys(fields).sort(), [a.instanceId.toString(), b.instanceId.toString()].sort());
     const source = new Source();
     for (let i = 1; i <= 20; i++) {
@@ -517,8 +507,8 @@ test("acknowledged writes resolve once every other instance applied them", async
       await a.invalidate("k");
       // Resolved: b applied it already (no wait here), and its copy is gone.
       assert.equal(b.stats().invalidationsReceived, i);
-      const seq = BigInt((await redis.get("ack#log:seq")) ?? "0");
-      const ack = parseAck((await redis.hget("ack#acks", b.instanceId.toString())) ?? "", 0);
+      const seq = BigInt((await env.redis.get("ack#log:seq")) ?? "0");
+      const ack = parseAck((await env.redis.hget("ack#acks", b.instanceId.toString())) ?? "", 0);
       assert.ok(ack !== null && ack[1] >= seq && ack[0] > Date.now());
     }
     await a.set("k", { version: 9 });
@@ -528,31 +518,31 @@ test("acknowledged writes resolve once every other instance applied them", async
     assert.equal(a.stats().invalidationsReceived, 2);
     assert.equal(a.stats().writesUnacknowledged + b.stats().writesUnacknowledged, 0);
   });
-  assert.deepEqual(await redis.hgetall("ack#acks"), {});
+  assert.deepEqual(await env.redis.hgetall("ack#acks"), {});
 });
 
 test("a frozen instance holds writes up to the bound, a gone one not at all", async () => {
-  const a = await HybridCache.connect(server.url, "ack", {
+  const a = await HybridCache.connect(env.server.url, "ack", {
     heartbeat: 100,
     maxStaleness: 300,
     acknowledgedWrites: true,
   });
   await closing([a], async () => {
     // An instance that says it is alive but applies nothing (frozen, cut off).
-    await redis.hset("ack#acks", "7", `${Date.now() + 60_000}:0`);
+    await env.redis.hset("ack#acks", "7", `${Date.now() + 60_000}:0`);
     await a.invalidate("k");
     assert.equal(a.stats().writesUnacknowledged, 1);
     // Past its life: the writer removes it and does not wait.
-    await redis.hset("ack#acks", "7", `${Date.now() - 1}:0`);
+    await env.redis.hset("ack#acks", "7", `${Date.now() - 1}:0`);
     await a.invalidate("k");
     assert.equal(a.stats().writesUnacknowledged, 1);
-    assert.equal(await redis.hexists("ack#acks", "7"), 0);
+    assert.equal(await env.redis.hexists("ack#acks", "7"), 0);
     // A field that is not an acknowledgement is waited for, as Rust does.
-    await redis.hset("ack#acks", "8", "garbage");
+    await env.redis.hset("ack#acks", "8", "garbage");
     await a.invalidate("k");
     assert.equal(a.stats().writesUnacknowledged, 2);
   });
-  assert.deepEqual(await redis.hgetall("ack#acks"), { "8": "garbage" });
+  assert.deepEqual(await env.redis.hgetall("ack#acks"), { "8": "garbage" });
 });
 
 test("closing an acknowledging instance does not wait on a frozen server", async () => {

@@ -5,6 +5,9 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, beforeEach } from "node:test";
+
+import Redis from "ioredis";
 
 /** Waits until `check` holds, polling every 5 ms; fails the test past `within` ms. */
 export async function eventually(check: () => boolean | Promise<boolean>, within = 10_000): Promise<void> {
@@ -13,6 +16,26 @@ export async function eventually(check: () => boolean | Promise<boolean>, within
     if (Date.now() >= deadline) throw new Error("condition not reached in time");
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/**
+ * A server for the calling file's tests — started before them, emptied before each, stopped
+ * after — and a plain client of it (set once the tests start).
+ */
+export function onServer(): { server: Server; redis: Redis } {
+  const env = {} as { server: Server; redis: Redis };
+  before(async () => {
+    env.server = await Server.start();
+    env.redis = new Redis(env.server.url);
+  });
+  after(() => {
+    env.redis.disconnect();
+    env.server.stop();
+  });
+  beforeEach(async () => {
+    await env.redis.flushall();
+  });
+  return env;
 }
 
 export class Server {

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from strata_cache import HybridCache
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -153,3 +155,15 @@ async def redis(server: Server) -> AsyncIterator[aioredis.Redis]:
     await r.flushall()
     yield r
     await r.aclose()
+
+
+@pytest.fixture
+async def pair(
+    server: Server, redis: aioredis.Redis
+) -> AsyncIterator[tuple[HybridCache, HybridCache]]:
+    """Two instances of namespace ``t`` on an emptied server, heartbeat 0.1 s."""
+    a = await HybridCache.connect(server.url, "t", heartbeat=0.1)
+    b = await HybridCache.connect(server.url, "t", heartbeat=0.1)
+    yield a, b
+    await a.close()
+    await b.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -59,17 +59,6 @@ async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
-
-
-@pytest.fixture
-async def pair(
-    server: Server, redis: aioredis.Redis
-) -> AsyncIterator[tuple[HybridCache, HybridCache]]:
-    a = await HybridCache.connect(server.url, "t", heartbeat=0.1)
-    b = await HybridCache.connect(server.url, "t", heartbeat=0.1)
-    yield a, b
-    await a.close()
-    await b.close()
 
 
 async def test_concurrent_misses_in_two_instances_load_once(

@@ -1,15 +1,24 @@
 """The log follower (``docs/protocol.md`` §4): applies other instances' invalidations to L1.
 
-One task per part of the namespace's log, each on a connection of its own (its reads block
-for a heartbeat). It starts at the log's tail, applies entries in stream order, and drops the
-whole L1 (a *resync*) when it cannot know what it missed: a gap in the sequence (entries
-trimmed while it lagged) or, after a reconnect, a sequence behind its own (a Redis that lost
-its data). Part 0 also carries the ends of waited-on loads (``#filled``).
+One task per part of the namespace's log, each on connections of its own. It starts at the
+log's tail, applies entries in stream order, and drops the whole L1 (a *resync*) when it cannot
+know what it missed: a gap in the sequence (entries trimmed while it lagged) or, after a
+reconnect, a sequence behind its own (a Redis that lost its data). Part 0 also carries the ends
+of waited-on loads (``#filled``).
+
+Entries come *pushed* where the server allows it (``SSUBSCRIBE`` to the stream's channel, on
+which the append script publishes every entry): the stream is read only to catch up — after
+(re)subscribing, on a gap in the pushed sequence, and when the heartbeat's look at the stream's
+newest entry finds it ahead (a writer that pushes nothing). A blocking ``XREAD`` per entry and
+follower cost the server about twice a push (BENCHMARKS.md, "Invalidations pushed"). A server
+that refuses sharded pub/sub (before Redis 7.0, or a user without the channel) and a cluster
+are followed by reading: a blocking ``XREAD``, sent again after each answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -18,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError, ResponseError
 
 from . import connection
 from .layout import Layout
@@ -112,6 +123,9 @@ class Follower:
         #: master): a blocking read through redis-py cost ~50 µs of its own, and on a cluster a
         #: `COMMAND GETKEYS` round trip before each `XREAD`.
         self._reads: Multiplexed | Routed | None = None
+        #: ``None`` until it subscribes; ``False`` once the server refused (it reads then).
+        self._pushed: bool | None = None
+        self._backoff = 0.05
 
     async def start(self) -> None:
         """Connects and reads where the log stands now; follows from there in a task."""
@@ -146,7 +160,7 @@ class Follower:
         if self._conn is not None:
             await connection.close(self._conn)
 
-    async def _command(self, *args: str | int) -> Any:
+    async def _command(self, *args: bytes | str | int) -> Any:
         assert self._reads is not None
         return await self._reads.execute(*args)
 
@@ -184,18 +198,25 @@ class Follower:
             self._filled_id = last[0][0] if last else b"0-0"
 
     async def _run(self) -> None:
-        backoff = 0.05
         while not self._stopped:
             assert self._conn is not None
             try:
-                self._take(await self._read())
-                backoff = 0.05
+                sub = await self._subscribe() if self._pushed is not False else None
+                if sub is None:
+                    self._take(await self._read())
+                    self._backoff = 0.05
+                    continue
+                try:
+                    await self._follow_pushed(sub)
+                finally:
+                    with contextlib.suppress(RedisError, OSError):
+                        await sub.aclose()  # a broken connection's close may fail: gone anyway
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
                 if self._stopped:
                     return
                 log.warning("invalidation log %s: read failed (%s); reconnecting", self._stream, e)
-                await self._reconnect(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await self._reconnect(self._backoff)
+                self._backoff = min(self._backoff * 2, 2.0)
             except Exception as e:
                 # An answer it cannot use (the key is no stream, an ACL refuses the read, a
                 # reply of another shape): what it did not apply may be in L1. Following ends
@@ -204,8 +225,125 @@ class Follower:
                     return
                 log.error("invalidation log %s: %r; dropping L1, reading again", self._stream, e)
                 self._on.resync()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 2.0)
+
+    # ------------------------------------------------------------------ pushed
+
+    async def _subscribe(self) -> PubSub | None:
+        """A connection subscribed to the part's channel (and part 0's ``#filled``); ``None``
+        where entries are read instead (a cluster, or a server that refuses)."""
+        if not isinstance(self._conn, aioredis.Redis):
+            self._pushed = False  # a cluster: the channel lives on the log's master (reads)
+            return None
+        sub = self._conn.pubsub()
+        channels = [self._stream] + ([self._filled] if self._filled is not None else [])
+        try:
+            await sub.ssubscribe(*channels)
+            for _ in channels:
+                await self._reply(sub, "ssubscribe")
+        except ResponseError as e:
+            await sub.aclose()
+            log.warning(
+                "invalidation log %s: the server pushes no entries (%s; sharded pub/sub needs "
+                "Redis 7.0 and the channel in the user's ACL); reading the stream instead",
+                self._stream,
+                e,
+            )
+            self._pushed = False
+            return None
+        except BaseException:
+            await sub.aclose()
+            raise
+        self._pushed = True
+        return sub
+
+    async def _reply(self, sub: PubSub, kind: str) -> None:
+        """Takes pushes in hand until the reply of ``kind`` (a subscription's, ``pong``)."""
+        deadline = time.monotonic() + self._timeout()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise aioredis.TimeoutError(f"no {kind} reply on {self._stream}'s subscription")
+            message = await sub.get_message(timeout=left)
+            if message is None:
+                continue
+            if message["type"] == kind:
+                return
+            await self._take_one(message)
+
+    async def _follow_pushed(self, sub: PubSub) -> None:
+        """Reads what was appended since the position, then applies pushes until an error;
+        every heartbeat it looks at the stream's newest entry."""
+        await self._catch_up()
+        self._on.applied(self._part, self._seq)
+        self._on.caught_up(self._part)
+        self._backoff = 0.05
+        beat = time.monotonic() + self._heartbeat
+        while not self._stopped:
+            message = await sub.get_message(timeout=max(0.0, beat - time.monotonic()))
+            if message is not None:
+                seq = self._seq
+                while message is not None:
+                    await self._take_one(message)
+                    message = await sub.get_message(timeout=0)
+                if self._seq != seq:
+                    self._on.applied(self._part, self._seq)
+                self._on.caught_up(self._part)
+            if time.monotonic() >= beat:
+                await self._beat(sub)
+                beat = time.monotonic() + self._heartbeat
+
+    async def _beat(self, sub: PubSub) -> None:
+        """The heartbeat: the stream's newest entry, then a ``PING`` on the subscription —
+        whose answer comes after every push sent before the look — and the stream read if
+        the newest entry is still past the position."""
+        newest: Any = await self._command("XREVRANGE", self._stream, "+", "-", "COUNT", 1)
+        seq = self._seq
+        await sub.ping()
+        await self._reply(sub, "pong")
+        if newest and _newer(newest[0][0], self._id):
+            await self._catch_up()
+        if self._seq != seq:
+            self._on.applied(self._part, self._seq)
+        self._on.caught_up(self._part)
+
+    async def _take_one(self, message: dict[str, Any]) -> None:
+        """A log entry pushed as ``<s>:<id>:<entry>`` (applied in order; a gap in the
+        sequence is read from the stream), or a waited-on load's end."""
+        if message["type"] != "smessage":
+            return
+        channel, data = message["channel"], message["data"]
+        if channel != self._stream.encode():
+            self._on.filled(data.decode(errors="replace"))
+            return
+        parts = data.split(b":", 2)
+        if len(parts) != 3 or not parts[0].isdigit():
+            log.warning("invalidation log %s: ignoring a foreign message", self._stream)
+            return
+        seq, entry_id, entry = int(parts[0]), parts[1], parts[2]
+        if not _newer(entry_id, self._id):
+            return  # read already, while catching up
+        if seq != self._seq + 1:
+            # Entries were not pushed (a writer that pushes nothing), or the log started
+            # over: the stream tells which, as it tells a reading follower.
+            await self._catch_up()
+            return
+        self._apply(entry_id, {b"s": parts[0], b"d": entry})
+
+    async def _catch_up(self) -> None:
+        """Applies what the stream holds after the position, in batches."""
+        while True:
+            entries: Any = await self._command(
+                "XRANGE", self._stream, b"(" + self._id, "+", "COUNT", BATCH
+            )
+            for entry_id, fields in entries or []:
+                self._apply(entry_id, as_dict(fields or []))
+            if len(entries or []) < BATCH:
+                return
+
+    def _timeout(self) -> float:
+        return float(self._connect_kwargs.get("socket_timeout") or 5.0)
 
     def _take(self, reply: Any) -> None:
         """Applies what a read brought: log entries in order, and ``#filled``'s load ends."""
@@ -264,6 +402,17 @@ class Follower:
                 await self._tail()
                 self._on.applied(self._part, self._seq)
             return
+
+
+def _newer(a: bytes, b: bytes) -> bool:
+    """Whether stream entry id ``a`` (``<ms>-<n>``) comes after ``b``; a foreign id reads as
+    ``0-0``."""
+
+    def parse(entry_id: bytes) -> tuple[int, int]:
+        ms, _, n = entry_id.partition(b"-")
+        return (int(ms), int(n)) if ms.isdigit() and n.isdigit() else (0, 0)
+
+    return parse(a) > parse(b)
 
 
 def now_ms() -> int:
