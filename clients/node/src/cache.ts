@@ -758,8 +758,15 @@ export class HybridCache {
     for (const tag of tags) await this.script("INDEX_TAG", [this.layout.tag(tag)], [data, px]);
   }
 
+  /** On a cluster (on one server the scripts do it): `key`'s load ended, for reading followers on the
+   * stream and for pushed ones on its channel. */
   private async announceFilled(key: string): Promise<void> {
-    await this.redis.xadd(this.layout.filled(), "MAXLEN", "~", 1000, "*", "k", key);
+    const filled = this.layout.filled();
+    await Promise.all([
+      this.redis.xadd(filled, "MAXLEN", "~", 1000, "*", "k", key),
+      // As the scripts' `redis.pcall`: a user not allowed the channel still announces.
+      this.redis.spublish(filled, key).catch(() => 0),
+    ]);
   }
 
   /** Gives back what a failed load held, so others load instead of waiting it out. */

@@ -11,15 +11,17 @@
  * the append script publishes every entry): the stream is read only to catch up — after
  * (re)subscribing, on a gap in the pushed sequence, and when the heartbeat's look at the stream's
  * newest entry finds it ahead (a writer that pushes nothing). A blocking `XREAD` per entry and
- * follower cost the server about twice a push (BENCHMARKS.md, "Invalidations pushed"). A server
- * that refuses sharded pub/sub (before Redis 7.0, or a user without the channel) and a cluster are
- * followed by reading: a blocking `XREAD`, sent again after each answer.
+ * follower cost the server about twice a push (BENCHMARKS.md, "Invalidations pushed"). On a
+ * cluster the subscription goes to the master of the log's slot. A server that refuses sharded
+ * pub/sub (before Redis 7.0, or a user without the channel) is followed by reading: a blocking
+ * `XREAD`, sent again after each answer.
  */
 
-import type { RedisOptions } from "ioredis";
+import type { Cluster, RedisOptions } from "ioredis";
 
 import { type Client, connect, isCluster } from "./connection";
 import type { Layout } from "./layout";
+import { masterOf } from "./routed";
 
 const BATCH = 512;
 
@@ -197,15 +199,11 @@ export class Follower {
   // ------------------------------------------------------------------ pushed
 
   /**
-   * A connection subscribed to the part's channel (and part 0's `#filled`); false where entries
-   * are read instead (a cluster, or a server that refuses).
+   * A connection subscribed to the part's channel (and part 0's `#filled`); false where the
+   * server refuses (entries are read instead).
    */
   private async subscribe(): Promise<boolean> {
-    if (isCluster(this.url)) {
-      this.pushed = false; // the channel lives on the log's master (reads)
-      return false;
-    }
-    const sub = this.connect();
+    const sub = isCluster(this.url) ? this.connectMaster() : this.connect();
     this.lost = false;
     // (A subscription given up closes later: it no longer speaks for the follower.)
     sub.on("smessageBuffer", (channel: Buffer, message: Buffer) => {
@@ -213,11 +211,15 @@ export class Follower {
       this.pushes.push([channel, message]);
       this.wake?.();
     });
-    sub.on("close", () => {
+    // Closed, or an error: a server that ends the subscription itself (on a cluster, the slot
+    // moved) leaves ioredis a reply it did not ask for, which it reports as an error.
+    const lost = (): void => {
       if (this.sub !== sub) return;
       this.lost = true;
       this.wake?.();
-    });
+    };
+    sub.on("close", lost);
+    sub.on("error", lost);
     this.sub = sub;
     const channels = this.filledStream === null ? [this.stream] : [this.stream, this.filledStream];
     try {
@@ -234,6 +236,15 @@ export class Follower {
     }
     this.pushed = true;
     return true;
+  }
+
+  /** On a cluster: a client of the log's master, where its channel lives, as the follower's own. */
+  private connectMaster(): Client {
+    const master = masterOf(this.conn as Cluster, this.stream);
+    if (master === undefined) throw new Error(`no master serves ${this.stream}'s slot`);
+    const sub = master.duplicate({ maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true });
+    sub.on("error", () => {}); // a failed read says it, and the loop reconnects
+    return sub;
   }
 
   private unsubscribe(): void {

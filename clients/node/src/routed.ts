@@ -94,10 +94,20 @@ export class Routed {
     if (known !== undefined && known.node.status !== "end") return known;
     known?.link.close();
     this.links.delete(nodeKey);
-    const node = this.cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === nodeKey);
+    const node = nodeClient(this.cluster, nodeKey);
     if (node === undefined) return undefined;
     const fresh = { node, link: new Multiplexed(node) };
     this.links.set(nodeKey, fresh);
     return fresh;
   }
+}
+
+/** The client of the master serving `key`'s slot in ioredis's map, if it knows one. */
+export function masterOf(cluster: Cluster, key: string): Redis | undefined {
+  const nodeKey = cluster.slots[calculateSlot(key)]?.[0];
+  return nodeKey === undefined ? undefined : nodeClient(cluster, nodeKey);
+}
+
+function nodeClient(cluster: Cluster, nodeKey: string): Redis | undefined {
+  return cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === nodeKey);
 }

@@ -1,7 +1,7 @@
 /**
  * The cache's commands on a Redis Cluster: each master's on a pipelined connection of its own,
  * what ioredis's slot map sent astray through its cluster client (which mends the map), a
- * failover followed.
+ * failover followed; the log's entries pushed from its master.
  */
 
 import assert from "node:assert/strict";
@@ -14,8 +14,8 @@ import { Cluster } from "ioredis";
 import { HybridCache } from "../src";
 import { connect, ready } from "../src/connection";
 import { Layout } from "../src/layout";
-import { Routed } from "../src/routed";
-import { RedisCluster } from "./server";
+import { masterOf, Routed } from "../src/routed";
+import { eventually, RedisCluster } from "./server";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -121,6 +121,44 @@ test("a cache follows a failover of its key's master", OPTIONS, async () => {
   } finally {
     try {
       await cache.close();
+      admin.disconnect();
+    } finally {
+      cluster.stop();
+    }
+  }
+});
+
+test("a follower is pushed its entries by the log's master, and again after its failover", OPTIONS, async () => {
+  const cluster = await RedisCluster.start();
+  const admin = await client(cluster.url);
+  const a = await HybridCache.connect(cluster.url, "t", { heartbeat: 100 });
+  const b = await HybridCache.connect(cluster.url, "t", { heartbeat: 100 });
+  const xreads = async () =>
+    (await Promise.all(admin.nodes().map((n) => stat(n, "cmdstat_xread:calls")))).reduce((x, y) => x + y);
+  try {
+    await a.invalidate("before");
+    await eventually(() => b.stats().invalidationsReceived === 1);
+    assert.equal(await xreads(), 0); // pushed, from the master of the log's slot
+    const master = masterOf(admin, new Layout("t", true).log(0, 1))!;
+    // The replica has the log before its master dies.
+    await master.call("WAIT", 1, 2000);
+    process.kill(cluster.pid(Number(master.options.port)), "SIGKILL");
+    // Writes fail until the replica is promoted; then one reaches `b`, pushed again.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      assert.ok(Date.now() < deadline, "no invalidation went through after the failover");
+      try {
+        await a.invalidate("after");
+        break;
+      } catch {
+        await sleep(100);
+      }
+    }
+    await eventually(() => b.stats().invalidationsReceived >= 2, 20_000);
+    assert.equal(await xreads(), 0);
+  } finally {
+    try {
+      await Promise.all([a.close(), b.close()]);
       admin.disconnect();
     } finally {
       cluster.stop();

@@ -3,14 +3,20 @@ only to catch up, and reading where the server refuses the channel (``docs/proto
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
-from strata_cache import HybridCache
+from strata_cache import HybridCache, UnavailableError, connection
+from strata_cache.layout import Layout
 
-from .conftest import Server
+from .conftest import Cluster, Server
 from .test_cache import eventually
 
 
@@ -87,3 +93,44 @@ async def test_a_user_without_the_channel_follows_by_reading_the_log(
         await admin.close()
         await b.close()
         await redis.acl_deluser("nochan")
+
+
+async def test_on_a_cluster_entries_are_pushed_from_the_log_s_master_and_after_its_failover(
+    cluster: Cluster,
+) -> None:
+    a = await HybridCache.connect(cluster.url, "t", heartbeat=0.1)
+    b = await HybridCache.connect(cluster.url, "t", heartbeat=0.1)
+    admin = connection.connect(cluster.url)
+    assert isinstance(admin, RedisCluster)
+    await admin.initialize()
+
+    async def calls(command: str) -> int:
+        stats = await admin.info("commandstats", target_nodes=RedisCluster.ALL_NODES)
+        return sum(
+            int(node.get(f"cmdstat_{command}", {}).get("calls", 0)) for node in stats.values()
+        )
+
+    try:
+        await a.invalidate("before")
+        await eventually(lambda: b.stats().invalidations_received == 1)
+        assert await calls("xread") == 0  # pushed, from the master of the log's slot
+        master = admin.get_node_from_key(Layout("t", True).log(0, 1))
+        assert master is not None
+        # The replica has the log before its master dies.
+        await admin.execute_command("WAIT", 1, 2000, target_nodes=master)
+        os.kill(cluster.pid(int(master.port)), signal.SIGKILL)
+        # Writes fail until the replica is promoted; then one reaches `b`, pushed again.
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, "no invalidation went through after the failover"
+            try:
+                await a.invalidate("after")
+                break
+            except UnavailableError:
+                await asyncio.sleep(0.1)
+        await eventually(lambda: b.stats().invalidations_received >= 2, within=20)
+        assert await calls("xread") == 0
+    finally:
+        await a.close()
+        await b.close()
+        await admin.aclose()

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, overload
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from . import connection, envelope
 from .acks import Acker, Looks
@@ -761,7 +761,18 @@ class HybridCache:
             await self._scripts["INDEX_TAG"](keys=[self._layout.tag(tag)], args=[data, px])
 
     async def _announce_filled(self, key: str) -> None:
-        await self._redis.xadd(self._layout.filled(), {"k": key}, maxlen=1000, approximate=True)
+        """On a cluster (on one server the scripts do it): ``key``'s load ended, for reading
+        followers on the stream and for pushed ones on its channel."""
+        filled = self._layout.filled()
+
+        async def push() -> None:
+            # As the scripts' `redis.pcall`: a user not allowed the channel still announces.
+            with contextlib.suppress(ResponseError):
+                await self._redis.spublish(filled, key)
+
+        await asyncio.gather(
+            self._redis.xadd(filled, {"k": key}, maxlen=1000, approximate=True), push()
+        )
 
     async def _release(self, key: str, fence: tuple[str, bytes] | None, refresh_token: str) -> None:
         """Gives back what a failed load held, so others load instead of waiting it out."""

@@ -10,9 +10,10 @@ Entries come *pushed* where the server allows it (``SSUBSCRIBE`` to the stream's
 which the append script publishes every entry): the stream is read only to catch up — after
 (re)subscribing, on a gap in the pushed sequence, and when the heartbeat's look at the stream's
 newest entry finds it ahead (a writer that pushes nothing). A blocking ``XREAD`` per entry and
-follower cost the server about twice a push (BENCHMARKS.md, "Invalidations pushed"). A server
-that refuses sharded pub/sub (before Redis 7.0, or a user without the channel) and a cluster
-are followed by reading: a blocking ``XREAD``, sent again after each answer.
+follower cost the server about twice a push (BENCHMARKS.md, "Invalidations pushed"). On a
+cluster the subscription goes to the master of the log's slot. A server that refuses sharded
+pub/sub (before Redis 7.0, or a user without the channel) is followed by reading: a blocking
+``XREAD``, sent again after each answer.
 """
 
 from __future__ import annotations
@@ -232,11 +233,12 @@ class Follower:
 
     async def _subscribe(self) -> PubSub | None:
         """A connection subscribed to the part's channel (and part 0's ``#filled``); ``None``
-        where entries are read instead (a cluster, or a server that refuses)."""
-        if not isinstance(self._conn, aioredis.Redis):
-            self._pushed = False  # a cluster: the channel lives on the log's master (reads)
-            return None
-        sub = self._conn.pubsub()
+        where the server refuses (entries are read instead)."""
+        if isinstance(self._reads, Routed):
+            sub = await self._reads.pubsub(self._stream)  # the channel is the log's master's
+        else:
+            assert isinstance(self._conn, aioredis.Redis)
+            sub = self._conn.pubsub()
         channels = [self._stream] + ([self._filled] if self._filled is not None else [])
         try:
             await sub.ssubscribe(*channels)
@@ -311,6 +313,9 @@ class Follower:
     async def _take_one(self, message: dict[str, Any]) -> None:
         """A log entry pushed as ``<s>:<id>:<entry>`` (applied in order; a gap in the
         sequence is read from the stream), or a waited-on load's end."""
+        if message["type"] == "sunsubscribe":
+            # The server ended the subscription (on a cluster, the slot moved): subscribe again.
+            raise aioredis.ConnectionError(f"{self._stream}'s subscription was ended")
         if message["type"] != "smessage":
             return
         channel, data = message["channel"], message["data"]

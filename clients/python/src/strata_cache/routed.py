@@ -23,6 +23,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AskError,
@@ -76,9 +78,20 @@ class Routed:
             self._notice(key)
             raise
 
-    def _link(self, key: Arg) -> Multiplexed:
-        """The connection to the master of ``key``'s slot in redis-py's map (made on first
-        use); ``ConnectionError`` while no master serves it."""
+    async def pubsub(self, key: Arg) -> PubSub:
+        """A pub/sub client of the master of ``key``'s slot (for its sharded channels), made
+        from that node's connection settings; ``ConnectionError`` while no master serves it."""
+        if not self._mapped:
+            await self._cluster.initialize()
+            self._mapped = True
+        node = self._master(key)
+        pool = aioredis.ConnectionPool(
+            connection_class=node.connection_class, **node.connection_kwargs
+        )
+        return PubSub(pool)
+
+    def _master(self, key: Arg) -> ClusterNode:
+        """The master of ``key``'s slot in redis-py's map; ``ConnectionError`` while none."""
         try:
             node: ClusterNode | None = self._cluster.get_node_from_key(key)  # type: ignore[arg-type]
         except SlotNotCoveredError as err:
@@ -88,6 +101,12 @@ class Routed:
             raise ConnectionError(str(err)) from None
         if node is None:  # only for a replica, which is not asked for
             raise ConnectionError(f"no master serves the slot of {key!r}")
+        return node
+
+    def _link(self, key: Arg) -> Multiplexed:
+        """The connection to the master of ``key``'s slot in redis-py's map (made on first
+        use); ``ConnectionError`` while no master serves it."""
+        node = self._master(key)
         mux = self._links.get(node.name)
         if mux is None:
             make = node.connection_class
