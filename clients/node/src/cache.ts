@@ -30,6 +30,7 @@ import { type EntryOptions, l1Until, type Resolved, resolve, timesOf } from "./o
 import { Replicated, type Step } from "./replicas";
 import scripts from "./scripts.json";
 import { newStats, type Stats } from "./stats";
+import { TimeoutSignal, withTimeout } from "./timeout";
 
 /** How a cache connects and behaves (durations in milliseconds). */
 export interface CacheOptions {
@@ -1168,17 +1169,6 @@ export class HybridCache {
       return new Missing();
     }
   }
-}
-
-class TimeoutSignal extends Error {}
-
-function withTimeout<T>(work: Promise<T>, ms: number | undefined): Promise<T> {
-  if (ms === undefined) return work;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutSignal()), ms);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** `major.minor` of a version in `INFO server`; `[0, 0]` if unreadable. */

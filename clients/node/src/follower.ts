@@ -22,6 +22,7 @@ import type { Cluster, RedisOptions } from "ioredis";
 import { type Client, connect, isCluster } from "./connection";
 import type { Layout } from "./layout";
 import { masterOf } from "./routed";
+import { withTimeout } from "./timeout";
 
 const BATCH = 512;
 
@@ -345,15 +346,10 @@ export class Follower {
     }
   }
 
-  /** `work`, or a failure once the connection's timeout (5 s by default) passed: a frozen
-   * server must not hold the follower. */
+  /** `work`, bounded by the connection's timeout (5 s by default): a frozen server must not
+   * hold the follower. */
   private bounded<T>(work: Promise<T>): Promise<T> {
-    const ms = this.options.commandTimeout ?? 5000;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
-    });
-    return Promise.race([work, late]).finally(() => clearTimeout(timer));
+    return withTimeout(work, this.options.commandTimeout ?? 5000);
   }
 
   private apply(id: string, fields: Buffer[]): void {
