@@ -122,16 +122,7 @@ export class Follower {
   }
 
   private connect(): Client {
-    // Its reads block for a heartbeat; it reconnects itself (below), so the client must not.
-    // Its first call waits for the connection (queued), whatever the cache's own client does.
-    const conn = connect(this.url, {
-      ...this.options,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-      enableOfflineQueue: true,
-    });
-    conn.on("error", () => {}); // a failed read says it, and the loop reconnects
-    return conn;
+    return quiet(connect(this.url, { ...this.options, ...OWN_RECONNECTS }));
   }
 
   private async tail(conn: Client): Promise<void> {
@@ -243,9 +234,7 @@ export class Follower {
   private connectMaster(): Client {
     const master = masterOf(this.conn as Cluster, this.stream);
     if (master === undefined) throw new Error(`no master serves ${this.stream}'s slot`);
-    const sub = master.duplicate({ maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true });
-    sub.on("error", () => {}); // a failed read says it, and the loop reconnects
-    return sub;
+    return quiet(master.duplicate(OWN_RECONNECTS));
   }
 
   private unsubscribe(): void {
@@ -395,6 +384,19 @@ export class Follower {
       }
     }
   }
+}
+
+/**
+ * A follower's connections: its reads block for a heartbeat and it reconnects itself (`run`), so
+ * the client must not; a first command waits for the connection (queued), whatever the cache's
+ * own client does.
+ */
+const OWN_RECONNECTS = { maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true };
+
+/** `client`, its errors left to the commands that fail (the loop reconnects). */
+function quiet(client: Client): Client {
+  client.on("error", () => {});
+  return client;
 }
 
 const COLON = 0x3a;

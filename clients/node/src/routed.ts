@@ -88,7 +88,7 @@ export class Routed {
    * replaces the client of a node it dropped and found again).
    */
   private master(key: string): { node: Redis; link: Multiplexed } | undefined {
-    const nodeKey = this.cluster.slots[calculateSlot(key)]?.[0];
+    const nodeKey = nodeKeyOf(this.cluster, key);
     if (nodeKey === undefined) return undefined;
     const known = this.links.get(nodeKey);
     if (known !== undefined && known.node.status !== "end") return known;
@@ -104,8 +104,13 @@ export class Routed {
 
 /** The client of the master serving `key`'s slot in ioredis's map, if it knows one. */
 export function masterOf(cluster: Cluster, key: string): Redis | undefined {
-  const nodeKey = cluster.slots[calculateSlot(key)]?.[0];
+  const nodeKey = nodeKeyOf(cluster, key);
   return nodeKey === undefined ? undefined : nodeClient(cluster, nodeKey);
+}
+
+/** The node key (`host:port`) of the master serving `key`'s slot in ioredis's map. */
+function nodeKeyOf(cluster: Cluster, key: string): string | undefined {
+  return cluster.slots[calculateSlot(key)]?.[0];
 }
 
 function nodeClient(cluster: Cluster, nodeKey: string): Redis | undefined {

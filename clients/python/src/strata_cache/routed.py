@@ -67,9 +67,7 @@ class Routed:
 
     async def send(self, key: Arg, args: Sequence[Arg]) -> Any:
         """Sends ``args`` to the master of ``key``'s slot."""
-        if not self._mapped:
-            await self._cluster.initialize()
-            self._mapped = True
+        await self._map()
         try:
             return await self._link(key).execute(*args)
         except _REDIRECTED:
@@ -81,14 +79,18 @@ class Routed:
     async def pubsub(self, key: Arg) -> PubSub:
         """A pub/sub client of the master of ``key``'s slot (for its sharded channels), made
         from that node's connection settings; ``ConnectionError`` while no master serves it."""
-        if not self._mapped:
-            await self._cluster.initialize()
-            self._mapped = True
+        await self._map()
         node = self._master(key)
         pool = aioredis.ConnectionPool(
             connection_class=node.connection_class, **node.connection_kwargs
         )
         return PubSub(pool)
+
+    async def _map(self) -> None:
+        """Has redis-py's client read the cluster's slots, once (it does on its first command)."""
+        if not self._mapped:
+            await self._cluster.initialize()
+            self._mapped = True
 
     def _master(self, key: Arg) -> ClusterNode:
         """The master of ``key``'s slot in redis-py's map; ``ConnectionError`` while none."""
