@@ -7,6 +7,7 @@ mod runner;
 mod shared;
 mod source;
 mod subject;
+mod timer;
 mod w1;
 mod w2;
 mod w3;
@@ -70,6 +71,11 @@ pub(crate) struct BenchArgs {
     /// the same keys in the same order.
     #[arg(long, value_name = "FILE")]
     stream_out: Option<PathBuf>,
+    /// What times the source's loads: `thread` (a timer thread: a load takes `LOAD_MS`, as a
+    /// database's answer would) or `tokio` (`tokio::time::sleep`: millisecond ticks, late
+    /// in an idle runtime, so later for the cache that leaves its runtime idler).
+    #[arg(long, value_enum, default_value = "thread")]
+    load_timer: timer::LoadTimer,
     /// Write plots (SVG and PNG) into this directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,

@@ -230,8 +230,8 @@ const ROWS: &[Row] = &[
         |r| Some(r.loader_calls as f64),
         Better::Lower,
     ),
-    // The workload's 1 ms load as Tokio's timer served it under this cache (W1, W5): an
-    // idler runtime fires it later, which the loaded reads' latency carries.
+    // What the workload's 1 ms load took under this cache (W1, W5): how close to `LOAD_MS`
+    // the harness's timer kept it (`--load-timer`; Tokio's fires later in an idler runtime).
     (
         "load sleep p95 µs",
         |r| r.extra.get("load_sleep_us")?.get("p95")?.as_f64(),

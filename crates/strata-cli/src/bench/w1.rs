@@ -21,6 +21,7 @@ pub(crate) fn params(args: &BenchArgs) -> Params {
         p.warmup_ops = w;
     }
     p.track_foreign_writes = args.track_foreign_writes;
+    p.load_timer = args.load_timer;
     p
 }
 
@@ -92,6 +93,7 @@ pub(crate) async fn prepare(
         Duration::from_millis(params.load_ms),
         params.value_bytes,
     )
+    .with_timer(params.load_timer)
     .leak();
     Ok(Pass::new(
         subject,

@@ -23,8 +23,15 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         let meter;
         let outcomes = match &target.url {
             Some(url) => {
-                let mut workers =
-                    Workers::start(Workload::W2, choice, url, W2.instances, false).await?;
+                let mut workers = Workers::start(
+                    Workload::W2,
+                    choice,
+                    url,
+                    W2.instances,
+                    false,
+                    args.load_timer,
+                )
+                .await?;
                 meter = Meter::start(probe.as_ref()).await;
                 started = Instant::now();
                 workers.send("go", |_| true).await?;
@@ -38,8 +45,10 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
             None => {
                 let mut instances = Vec::new();
                 for i in 0..W2.instances {
-                    instances
-                        .push(Instance::new(Workload::W2, choice, &target.l2, i, false).await?);
+                    instances.push(
+                        Instance::new(Workload::W2, choice, &target.l2, i, false, args.load_timer)
+                            .await?,
+                    );
                 }
                 meter = Meter::start(probe.as_ref()).await;
                 started = Instant::now();
@@ -60,6 +69,9 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         run.report.cost = meter
             .finish(run.report.ops, workers_cpu(target, &outcomes))
             .await;
+        run.report
+            .extra
+            .insert("load_timer".into(), json!(args.load_timer));
         run.report.extra.insert(
             "loader_calls_per_instance".into(),
             json!(outcomes.iter().map(|o| o.loader_calls).collect::<Vec<_>>()),

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::cost::Meter;
 use super::report::Latency;
 use super::subject::{Choice, Subject};
+use super::timer::LoadTimer;
 use super::worker::{Instance, Outcome, W3, Workers, histogram};
 use super::workload::Workload;
 use super::{BenchArgs, BoxError, Run, Target, choices};
@@ -27,8 +28,15 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
         let started = Instant::now();
         let outcomes = match &target.url {
             Some(url) => {
-                let mut workers =
-                    Workers::start(Workload::W3, choice, url, W3.instances, args.foreign).await?;
+                let mut workers = Workers::start(
+                    Workload::W3,
+                    choice,
+                    url,
+                    W3.instances,
+                    args.foreign,
+                    LoadTimer::default(),
+                )
+                .await?;
                 workers.send("go", |_| true).await?;
                 let writer = workers.result::<Outcome>(0).await?;
                 // Give readers a moment past the last write to see it, then stop them.
@@ -64,7 +72,15 @@ async fn in_process(
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..W3.instances {
-        let instance = Instance::new(Workload::W3, choice, &target.l2, i, foreign).await?;
+        let instance = Instance::new(
+            Workload::W3,
+            choice,
+            &target.l2,
+            i,
+            foreign,
+            LoadTimer::default(),
+        )
+        .await?;
         tasks.push(tokio::spawn(instance.run(0, stop.clone())));
     }
     let mut tasks = tasks.into_iter();

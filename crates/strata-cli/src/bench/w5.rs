@@ -212,6 +212,7 @@ impl Instance {
             Duration::from_millis(params.load_ms),
             params.value_bytes,
         )
+        .with_timer(params.load_timer)
         .leak();
         let (warmup, measured) = phases(params)?;
         // Operation i of the stream (warm-up first) goes to instance i mod 4.
@@ -289,7 +290,8 @@ async fn start_fleet(
             .arg("--shared")
             .arg(shared)
             .args(["--ops", &params.ops.to_string()])
-            .args(["--warmup", &params.warmup_ops.to_string()]);
+            .args(["--warmup", &params.warmup_ops.to_string()])
+            .args(["--load-timer", params.load_timer.name()]);
     })
     .await
 }
@@ -299,6 +301,7 @@ pub(crate) async fn worker(args: &WorkerArgs) -> Result<ExitCode, BoxError> {
     let target = L2Target::Redis(Box::new(RedisConfig::from_url(&args.redis)?));
     let mut params = Params::w1();
     (params.ops, params.warmup_ops) = (args.ops.unwrap_or(params.ops), args.warmup.unwrap_or(0));
+    params.load_timer = args.load_timer;
     let shared = args.shared.as_deref().ok_or("W5 workers need --shared")?;
     let words = SharedWords::open(shared)?.leak();
     if words.len() != 2 * params.n as usize {

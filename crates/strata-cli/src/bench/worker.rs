@@ -21,6 +21,7 @@ use super::cost::cpu_during;
 use super::runner::Measured;
 use super::source::Source;
 use super::subject::{Choice, Counts, L2Target, Subject};
+use super::timer::LoadTimer;
 use super::workload::{Params, Workload};
 
 /// `strata bench-worker` arguments.
@@ -47,6 +48,9 @@ pub(crate) struct WorkerArgs {
     /// Strata's readers track foreign writes.
     #[arg(long)]
     pub(crate) foreign: bool,
+    /// W2, W5: what times the loads (`strata bench --load-timer`).
+    #[arg(long, value_enum, default_value = "thread")]
+    pub(crate) load_timer: LoadTimer,
 }
 
 /// What one instance measured.
@@ -131,6 +135,7 @@ impl Instance {
         target: &L2Target,
         index: usize,
         foreign: bool,
+        timer: LoadTimer,
     ) -> Result<Instance, BoxError> {
         let mut params = Params::w1();
         // The readers track what the writer does outside Strata.
@@ -146,7 +151,8 @@ impl Instance {
                 2,
                 Duration::from_millis(W2.load_ms),
                 params.value_bytes,
-            ),
+            )
+            .with_timer(timer),
             _ => Source::shared(store, 1, Duration::ZERO, params.value_bytes),
         }
         .leak();
@@ -381,6 +387,7 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode, BoxError> {
         &target,
         args.instance,
         args.foreign,
+        args.load_timer,
     )
     .await?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
@@ -427,13 +434,15 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Starts `n` workers of `workload` (W2, W3) against `redis` and waits until all are ready.
-    /// `foreign`: W3's writer deletes as a writer outside Strata ([`WorkerArgs::foreign`]).
+    /// `foreign`: W3's writer deletes as a writer outside Strata ([`WorkerArgs::foreign`]);
+    /// `timer` times W2's loads.
     pub(crate) async fn start(
         workload: Workload,
         choice: Choice,
         redis: &str,
         n: usize,
         foreign: bool,
+        timer: LoadTimer,
     ) -> Result<Workers, BoxError> {
         let workload = match workload {
             Workload::W2 => "w2",
@@ -442,7 +451,8 @@ impl Workers {
         Workers::spawn(n, |command, i| {
             command
                 .args([workload, "--redis", redis, "--instance", &i.to_string()])
-                .args(["--cache", choice.name()]);
+                .args(["--cache", choice.name()])
+                .args(["--load-timer", timer.name()]);
             if foreign {
                 command.arg("--foreign");
             }

@@ -8,6 +8,8 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 
+use super::timer::LoadTimer;
+
 /// Which workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 pub(crate) enum Workload {
@@ -50,6 +52,8 @@ pub(crate) struct Params {
     pub(crate) l1_ttl_s: u64,
     pub(crate) l2_ttl_s: u64,
     pub(crate) seed: u64,
+    /// What times the loads (`--load-timer`).
+    pub(crate) load_timer: LoadTimer,
     /// Strata drops L1 copies of keys others write (`--track-foreign-writes`, W1).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) track_foreign_writes: bool,
@@ -71,6 +75,7 @@ impl Params {
             l1_ttl_s: 60,
             l2_ttl_s: 3600,
             seed: 42,
+            load_timer: LoadTimer::Thread,
             track_foreign_writes: false,
         }
     }

@@ -113,6 +113,14 @@ fn w1_json_both_caches_with_plots() {
             n(run, "/read_us_loaded/p50") >= 1000.0,
             "a load sleeps 1 ms: {run}"
         );
+        // The harness's own timer by default, and no load's wait ended before `LOAD_MS`.
+        assert_eq!(run["params"]["load_timer"], "thread", "{run}");
+        assert_eq!(
+            n(run, "/load_sleep_us/count"),
+            n(run, "/loader_calls"),
+            "{run}"
+        );
+        assert!(n(run, "/load_sleep_us/min") >= 1000.0, "{run}");
     }
     assert_eq!(n(&runs[1], "/l1_hits"), 0.0, "the baseline has no L1");
     for run in &runs {
