@@ -44,14 +44,14 @@ impl LoadTimer {
     /// Waits `duration`.
     pub(crate) async fn sleep(self, duration: Duration) {
         match self {
-            LoadTimer::Thread => {
+            LoadTimer::Thread if Timer::started() => {
                 let (tx, rx) = oneshot::channel();
-                Timer::shared().add(Instant::now() + duration, tx);
-                // The timer sends before it drops the sender; a timer thread that could not
-                // be started drops it at once, and the load goes on without waiting.
+                TIMER.add(Instant::now() + duration, tx);
+                // The thread sends before it drops the sender, and never exits.
                 let _ = rx.await;
             }
-            LoadTimer::Tokio => tokio::time::sleep(duration).await,
+            // Without the thread (it could not be started, and said so), Tokio's.
+            LoadTimer::Thread | LoadTimer::Tokio => tokio::time::sleep(duration).await,
         }
     }
 }
@@ -87,29 +87,30 @@ impl PartialEq for Due {
 }
 impl Eq for Due {}
 
+/// The process's timer; its thread is started by the first load that waits on it.
+static TIMER: Timer = Timer {
+    due: Mutex::new(BinaryHeap::new()),
+    earlier: Condvar::new(),
+};
+
 impl Timer {
-    /// The process's timer, its thread started on first use.
-    fn shared() -> &'static Timer {
-        static TIMER: OnceLock<&'static Timer> = OnceLock::new();
-        TIMER.get_or_init(|| {
-            // Leaked: the thread runs for the life of the process.
-            let timer: &'static Timer = Box::leak(Box::new(Timer {
-                due: Mutex::new(BinaryHeap::new()),
-                earlier: Condvar::new(),
-            }));
+    /// Whether the thread runs: started on the first call.
+    fn started() -> bool {
+        static STARTED: OnceLock<bool> = OnceLock::new();
+        *STARTED.get_or_init(|| {
             let started = std::thread::Builder::new()
                 .name("load-timer".into())
-                .spawn(move || {
+                .spawn(|| {
                     // The kernel may defer a sleeping thread's wake-up by its timer slack
                     // (50 µs by default) to batch wake-ups; this thread's are the loads'.
                     #[cfg(target_os = "linux")]
                     let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
-                    timer.run();
+                    TIMER.run();
                 });
-            if let Err(e) = started {
-                eprintln!("the loads' timer thread did not start ({e}); loads will not wait");
+            if let Err(e) = &started {
+                eprintln!("the loads' timer thread did not start ({e}): Tokio's timer instead");
             }
-            timer
+            started.is_ok()
         })
     }
 
