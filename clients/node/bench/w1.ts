@@ -27,6 +27,7 @@ import { Cluster } from "ioredis";
 import { HybridCache } from "../src";
 import { type Client, connect, ready } from "../src/connection";
 import { Server } from "../test/server";
+import { LoadTimer } from "./timer";
 
 const N = 100_000;
 const VALUE_BYTES = 1024;
@@ -57,11 +58,18 @@ export function readStream(path: string): [Ops, Ops] {
   return [words.subarray(2, 2 + warmup), words.subarray(2 + warmup)];
 }
 
+/** What times the loads: a worker thread (`./timer`), or the event loop's `setTimeout`. */
+export type Timing = "thread" | "loop";
+
 /** A version per key; a load sleeps `LOAD_MS` and returns the record (about `VALUE_BYTES` of JSON). */
 class Source {
   readonly versions = new Array<number>(N).fill(0);
   loads = 0;
+  /** How long each load's wait took, in µs (`load_sleep_us`). */
+  sleeps: number[] = [];
   private readonly bodies = new Map<number, string>();
+
+  constructor(private readonly timer: LoadTimer | null) {}
 
   record(key: number, version: number): Json {
     const record: Json = {
@@ -83,13 +91,18 @@ class Source {
 
   async load(key: number): Promise<Json> {
     this.loads += 1;
-    // At least `LOAD_MS` of real time: a timer counts from the event loop's cached clock, which
-    // a busy loop lets fall behind, so `setTimeout(…, 1)` alone fires after as little as 0.7 ms
-    // under load — a shorter load for the busier cache.
-    const end = performance.now() + LOAD_MS;
-    for (let left = LOAD_MS; left > 0; left = end - performance.now()) {
-      await new Promise((r) => setTimeout(r, left));
+    const start = performance.now();
+    if (this.timer !== null) await this.timer.sleep(LOAD_MS);
+    else {
+      // At least `LOAD_MS` of real time: a timer counts from the event loop's cached clock, which
+      // a busy loop lets fall behind, so `setTimeout(…, 1)` alone fires after as little as 0.7 ms
+      // under load — a shorter load for the busier cache.
+      const end = start + LOAD_MS;
+      for (let left = LOAD_MS; left > 0; left = end - performance.now()) {
+        await new Promise((r) => setTimeout(r, left));
+      }
     }
+    this.sleeps.push((performance.now() - start) * 1000);
     return this.record(key, this.versions[key]!);
   }
 }
@@ -229,8 +242,9 @@ async function measure(
   warmup: Ops,
   measured: Ops,
   quiet: boolean,
+  timer: LoadTimer | null,
 ): Promise<Json> {
-  const source = new Source();
+  const source = new Source(timer);
   const subject = await make(url, source);
   const probe = connect(url, {});
   await ready(probe);
@@ -244,6 +258,7 @@ async function measure(
   try {
     await pass(subject, source, warmup, progress(0));
     [before, loads] = [subject.counts(), source.loads];
+    source.sleeps = [];
     let redisCpu: number;
     [redisCpu, calls] = await serverCost(probe);
     const cpu = process.cpuUsage();
@@ -282,6 +297,7 @@ async function measure(
       n: N,
       value_bytes: VALUE_BYTES,
       load_ms: LOAD_MS,
+      load_timer: timer === null ? "loop" : "thread",
       concurrency: CONCURRENCY,
       ops,
       warmup_ops: warmup.length,
@@ -295,6 +311,12 @@ async function measure(
     elapsed_s: round(elapsed, 3),
     ops_per_s: round(ops / elapsed, 1),
     read_us: percentiles(tally.readUs),
+    // What the loads' 1 ms waits took under this cache (the timer's lateness, for both alike).
+    load_sleep_us: {
+      ...percentiles(source.sleeps),
+      min: Math.round(Math.min(...source.sleeps)),
+      mean: Math.round(source.sleeps.reduce((a, b) => a + b, 0) / Math.max(1, source.sleeps.length)),
+    },
     write_us: percentiles(tally.writeUs),
     l1_hits: hits.l1,
     l2_hits: hits.l2,
@@ -337,12 +359,18 @@ export async function run(
   path: string,
   cache: "strata" | "naive" | "both",
   quiet: boolean,
+  timing: Timing = "thread",
 ): Promise<Json[]> {
   const [warmup, measured] = readStream(path);
   const makers = { strata, naive };
   const names = cache === "both" ? (["strata", "naive"] as const) : ([cache] as const);
   const reports: Json[] = [];
-  for (const name of names) reports.push(await measure(makers[name], url, warmup, measured, quiet));
+  const timer = timing === "thread" ? new LoadTimer() : null;
+  try {
+    for (const name of names) reports.push(await measure(makers[name], url, warmup, measured, quiet, timer));
+  } finally {
+    await timer?.close();
+  }
   if (reports.length === 2) reports[0]!.vs_naive = compare(reports[0]!, reports[1]!);
   return reports;
 }
@@ -356,6 +384,7 @@ function table(reports: Json[]): string {
     ["hit ratio L1 / overall", (x) => `${r(x).hit_ratio!.l1} / ${r(x).hit_ratio!.overall}`],
     ["waited", (x) => `${x.waited}`],
     ["loader calls", (x) => `${x.loader_calls}`],
+    ["load sleep p50 / p95 µs", (x) => `${r(x).load_sleep_us!.p50} / ${r(x).load_sleep_us!.p95}`],
     ["stale reads", (x) => `${x.stale_reads}`],
     ["errors", (x) => `${x.errors}`],
     ["CPU µs/op (bench + redis)", (x) => `${r(x).cpu!.us_per_op}`],
@@ -377,16 +406,24 @@ async function main(): Promise<void> {
       cache: { type: "string", default: "both" },
       redis: { type: "string" },
       json: { type: "boolean", default: false },
+      "load-timer": { type: "string", default: "thread" },
     },
   });
   const cache = values.cache;
-  if (positionals.length !== 1 || (cache !== "strata" && cache !== "naive" && cache !== "both")) {
-    console.error("usage: node dist/bench/w1.js STREAM [--cache strata|naive|both] [--redis URL] [--json]");
+  const timing = values["load-timer"];
+  if (
+    positionals.length !== 1 ||
+    (cache !== "strata" && cache !== "naive" && cache !== "both") ||
+    (timing !== "thread" && timing !== "loop")
+  ) {
+    console.error(
+      "usage: node dist/bench/w1.js STREAM [--cache strata|naive|both] [--redis URL] [--json] [--load-timer thread|loop]",
+    );
     process.exit(2);
   }
   const server = values.redis === undefined ? await Server.start() : null;
   try {
-    const reports = await run(values.redis ?? server!.url, positionals[0]!, cache, values.json!);
+    const reports = await run(values.redis ?? server!.url, positionals[0]!, cache, values.json!, timing);
     if (values.json) for (const x of reports) console.log(JSON.stringify(x));
     else {
       process.stdout.write(table(reports));

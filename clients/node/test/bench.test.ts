@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
+import { LoadTimer } from "../bench/timer";
 import { readStream, run, WRITE } from "../bench/w1";
 import { Server } from "./server";
 
@@ -40,6 +41,10 @@ test("the bench runs both caches on one stream and counts what W1 asks", async (
     assert.equal(r.reads + r.writes, 3_000);
     assert.equal(r.errors, 0);
     assert.ok(r.loader_calls > 0 && r.cpu.bench_s > 0 && r.redis_commands_per_op.total > 0, JSON.stringify(r));
+    // The loads waited on the timer thread, each its whole millisecond.
+    assert.equal(r.params.load_timer, "thread");
+    assert.equal(r.load_sleep_us.count, r.loader_calls, JSON.stringify(r));
+    assert.ok(r.load_sleep_us.min >= 1000, JSON.stringify(r.load_sleep_us));
   }
   assert.equal(strata!.stale_reads, 0);
   // Skewed reads over 500 keys: L1 answers most of Strata's; naive asks Redis for each.
@@ -52,4 +57,28 @@ test("a file that is not a stream is refused", () => {
   const path = join(dir, "bad.ops");
   writeFileSync(path, Buffer.from(new Uint32Array([5, 5, 1]).buffer));
   assert.throws(() => readStream(path), /not a stream/);
+});
+
+test("the loads' timer thread ends each wait at its deadline, never before, in order", async () => {
+  const timer = new LoadTimer();
+  try {
+    const ended: number[] = [];
+    // Waits of one duration, as the loads' are, begun apart and at once.
+    const waits = [];
+    for (let i = 0; i < 20; i++) {
+      const begun = performance.now();
+      waits.push(
+        timer.sleep(2).then(() => {
+          ended.push(i);
+          return performance.now() - begun;
+        }),
+      );
+      if (i % 5 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    const took = await Promise.all(waits);
+    assert.deepEqual(ended, [...Array(20).keys()]);
+    for (const ms of took) assert.ok(ms >= 2, `a 2 ms wait ended after ${ms} ms`);
+  } finally {
+    await timer.close();
+  }
 });

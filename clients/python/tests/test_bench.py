@@ -36,6 +36,9 @@ async def test_the_bench_runs_both_caches_on_one_stream_and_counts_what_w1_asks(
         assert r["ops"] == r["reads"] + r["writes"] == 3_000, r
         assert r["errors"] == 0 and r["loader_calls"] > 0, r
         assert r["cpu"]["bench_s"] > 0 and r["redis_commands_per_op"]["total"] > 0, r
+        # Every load's wait was timed, and none ended before its millisecond.
+        assert r["load_sleep_us"]["count"] == r["loader_calls"], r
+        assert r["load_sleep_us"]["min"] >= 1000, r["load_sleep_us"]
     assert strata["stale_reads"] == 0, strata
     # Skewed reads over 500 keys: L1 answers most of Strata's; naive asks Redis for each.
     assert strata["l1_hits"] > strata["l2_hits"] and naive["l1_hits"] == 0
