@@ -19,10 +19,11 @@ const RING = 4096;
 
 // The worker's whole program. Loads of one duration arrive in deadline order, so a FIFO is its
 // queue; `head` (control[0]) is how many deadlines the main thread has written, `done`
-// (control[1]) how many the worker has posted.
+// (control[1]) how many the worker has posted, both modulo 2^31.
 const WORKER = `
 const { parentPort, workerData } = require("node:worker_threads");
 const { control, deadlines, size } = workerData;
+const MASK = 0x7fffffff;
 const now = () => performance.timeOrigin + performance.now();
 let done = 0;
 for (;;) {
@@ -32,7 +33,10 @@ for (;;) {
   if (wait > 0) { Atomics.wait(control, 0, head, wait); continue; }
   const due = [];
   const t = now();
-  while (done < Atomics.load(control, 0) && deadlines[done % size] <= t) due.push(done++);
+  while (done !== Atomics.load(control, 0) && deadlines[done % size] <= t) {
+    due.push(done);
+    done = (done + 1) & MASK;
+  }
   Atomics.store(control, 1, done);
   parentPort.postMessage(due);
 }
@@ -64,7 +68,9 @@ export class LoadTimer {
   /** Resolves `ms` milliseconds from now, never sooner. */
   sleep(ms: number): Promise<void> {
     if (this.waiting.size >= RING) throw new Error(`more than ${RING} waits at once`);
-    const id = this.next++;
+    const id = this.next;
+    // Counts wrap as the shared 32-bit words do (the ring is a power of two: ids stay in step).
+    this.next = (id + 1) & 0x7fff_ffff;
     const done = new Promise<void>((resolve) => this.waiting.set(id, resolve));
     this.deadlines[id % RING] = performance.timeOrigin + performance.now() + ms;
     // A worker with an earlier deadline still to post wakes for it and finds this one then:
