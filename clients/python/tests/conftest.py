@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -157,13 +159,28 @@ async def redis(server: Server) -> AsyncIterator[aioredis.Redis]:
     await r.aclose()
 
 
+@contextlib.asynccontextmanager
+async def instances(
+    url: str, namespace: str = "t", **options: Any
+) -> AsyncIterator[tuple[HybridCache, HybridCache]]:
+    """Two instances of ``namespace`` at ``url`` with ``options`` (a heartbeat of 0.1 s unless
+    given), both closed on the way out."""
+    options.setdefault("heartbeat", 0.1)
+    a = await HybridCache.connect(url, namespace, **options)
+    try:
+        b = await HybridCache.connect(url, namespace, **options)
+        try:
+            yield a, b
+        finally:
+            await b.close()
+    finally:
+        await a.close()
+
+
 @pytest.fixture
 async def pair(
     server: Server, redis: aioredis.Redis
 ) -> AsyncIterator[tuple[HybridCache, HybridCache]]:
     """Two instances of namespace ``t`` on an emptied server, heartbeat 0.1 s."""
-    a = await HybridCache.connect(server.url, "t", heartbeat=0.1)
-    b = await HybridCache.connect(server.url, "t", heartbeat=0.1)
-    yield a, b
-    await a.close()
-    await b.close()
+    async with instances(server.url) as both:
+        yield both

@@ -23,7 +23,7 @@ from strata_cache import (
 from strata_cache.acks import parse_ack
 from strata_cache.follower import now_ms
 
-from .conftest import Server
+from .conftest import Server, instances
 
 
 class Source:
@@ -124,13 +124,7 @@ async def test_a_log_it_cannot_read_drops_l1_and_is_followed_again(
 async def test_with_resp2_an_acknowledged_invalidation_reaches_the_other_instance(
     server: Server,
 ) -> None:
-    def connect() -> Awaitable[HybridCache]:
-        return HybridCache.connect(
-            server.url, "resp2", heartbeat=0.1, protocol=2, acknowledged_writes=True
-        )
-
-    a, b = await connect(), await connect()
-    try:
+    async with instances(server.url, "resp2", protocol=2, acknowledged_writes=True) as (a, b):
         source = Source()
         assert await b.get_or_load("k", source.loader()) == {"version": 1}
         source.version = 2
@@ -138,9 +132,6 @@ async def test_with_resp2_an_acknowledged_invalidation_reaches_the_other_instanc
         assert b.stats().invalidations_received == 1
         assert a.stats().writes_unacknowledged == 0
         assert await b.get_or_load("k", source.loader()) == {"version": 2}
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_tags_and_clear_drop_entries_everywhere(
@@ -324,23 +315,20 @@ async def test_where_the_server_compares_a_fill_is_one_set_and_still_fenced(
 ) -> None:
     redis = aioredis.Redis.from_url(ifeq_server.url)
     await redis.flushall()
-    a = await HybridCache.connect(ifeq_server.url, "t", heartbeat=0.1)
-    b = await HybridCache.connect(ifeq_server.url, "t", heartbeat=0.1)
     try:
-        source = Source()
-        await a.get_or_load("warm", source.loader())
-        before = await calls(redis)
-        for i in range(20):
-            await a.get_or_load(f"k{i}", source.loader())
-        after = await calls(redis)
-        sent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
-        # Each miss: SET … NX GET, then SET … IFEQ … GET; no script.
-        assert sent == {"set": 40}
-        # Overtaken while loading: refused, as by the script.
-        await overtaken_fill_does_not_land(a, b, redis)
+        async with instances(ifeq_server.url) as (a, b):
+            source = Source()
+            await a.get_or_load("warm", source.loader())
+            before = await calls(redis)
+            for i in range(20):
+                await a.get_or_load(f"k{i}", source.loader())
+            after = await calls(redis)
+            sent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+            # Each miss: SET … NX GET, then SET … IFEQ … GET; no script.
+            assert sent == {"set": 40}
+            # Overtaken while loading: refused, as by the script.
+            await overtaken_fill_does_not_land(a, b, redis)
     finally:
-        await a.close()
-        await b.close()
         await redis.aclose()
 
 
@@ -514,9 +502,7 @@ async def test_decode_turns_what_another_instance_stored_into_the_caller_s_type_
 async def test_acknowledged_writes_return_once_every_other_instance_applied_them(
     server: Server, redis: aioredis.Redis
 ) -> None:
-    a = await HybridCache.connect(server.url, "ack", heartbeat=0.1, acknowledged_writes=True)
-    b = await HybridCache.connect(server.url, "ack", heartbeat=0.1, acknowledged_writes=True)
-    try:
+    async with instances(server.url, "ack", acknowledged_writes=True) as (a, b):
         # Each counts before it serves: its field is there when `connect` returns.
         fields = await redis.hgetall("ack#acks")
         assert set(fields) == {str(a.instance_id).encode(), str(b.instance_id).encode()}
@@ -536,9 +522,6 @@ async def test_acknowledged_writes_return_once_every_other_instance_applied_them
         await b.clear()
         assert a.stats().invalidations_received == 2
         assert a.stats().writes_unacknowledged == 0 and b.stats().writes_unacknowledged == 0
-    finally:
-        await a.close()
-        await b.close()
     assert await redis.hgetall("ack#acks") == {}
 
 

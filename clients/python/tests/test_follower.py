@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from strata_cache import HybridCache, UnavailableError, connection
 from strata_cache.layout import Layout
 
-from .conftest import Cluster, Server
+from .conftest import Cluster, Server, instances
 from .test_cache import eventually
 
 
@@ -35,9 +35,7 @@ async def test_followers_are_pushed_every_entry_and_read_the_stream_only_to_catc
 ) -> None:
     # A log kept to about 100 entries: a follower that fell 1,000 behind would have lost its
     # place (a resync); pushed, it never falls behind.
-    a = await HybridCache.connect(server.url, "t", heartbeat=0.2, log_max_len=100)
-    b = await HybridCache.connect(server.url, "t", heartbeat=0.2, log_max_len=100)
-    try:
+    async with instances(server.url, heartbeat=0.2, log_max_len=100) as (a, b):
         reads = await _calls(redis, "xread")
         for i in range(1000):
             await a.invalidate(f"k{i}")
@@ -45,9 +43,6 @@ async def test_followers_are_pushed_every_entry_and_read_the_stream_only_to_catc
         assert b.stats().resyncs == 0
         assert await _calls(redis, "xread") == reads  # no blocking read: every entry pushed
         assert await _calls(redis, "ssubscribe") >= 2
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_entries_a_writer_did_not_push_are_found_by_the_heartbeat_or_the_next_push(
@@ -98,39 +93,38 @@ async def test_a_user_without_the_channel_follows_by_reading_the_log(
 async def test_on_a_cluster_entries_are_pushed_from_the_log_s_master_and_after_its_failover(
     cluster: Cluster,
 ) -> None:
-    a = await HybridCache.connect(cluster.url, "t", heartbeat=0.1)
-    b = await HybridCache.connect(cluster.url, "t", heartbeat=0.1)
-    admin = connection.connect(cluster.url)
-    assert isinstance(admin, RedisCluster)
-    await admin.initialize()
+    async with instances(cluster.url) as (a, b):
+        admin = connection.connect(cluster.url)
+        assert isinstance(admin, RedisCluster)
+        await admin.initialize()
 
-    async def calls(command: str) -> int:
-        stats = await admin.info("commandstats", target_nodes=RedisCluster.ALL_NODES)
-        return sum(
-            int(node.get(f"cmdstat_{command}", {}).get("calls", 0)) for node in stats.values()
-        )
+        async def calls(command: str) -> int:
+            stats = await admin.info("commandstats", target_nodes=RedisCluster.ALL_NODES)
+            return sum(
+                int(node.get(f"cmdstat_{command}", {}).get("calls", 0)) for node in stats.values()
+            )
 
-    try:
-        await a.invalidate("before")
-        await eventually(lambda: b.stats().invalidations_received == 1)
-        assert await calls("xread") == 0  # pushed, from the master of the log's slot
-        master = admin.get_node_from_key(Layout("t", True).log(0, 1))
-        assert master is not None
-        # The replica has the log before its master dies.
-        await admin.execute_command("WAIT", 1, 2000, target_nodes=master)
-        os.kill(cluster.pid(int(master.port)), signal.SIGKILL)
-        # Writes fail until the replica is promoted; then one reaches `b`, pushed again.
-        deadline = time.monotonic() + 20
-        while True:
-            assert time.monotonic() < deadline, "no invalidation went through after the failover"
-            try:
-                await a.invalidate("after")
-                break
-            except UnavailableError:
-                await asyncio.sleep(0.1)
-        await eventually(lambda: b.stats().invalidations_received >= 2, within=20)
-        assert await calls("xread") == 0
-    finally:
-        await a.close()
-        await b.close()
-        await admin.aclose()
+        try:
+            await a.invalidate("before")
+            await eventually(lambda: b.stats().invalidations_received == 1)
+            assert await calls("xread") == 0  # pushed, from the master of the log's slot
+            master = admin.get_node_from_key(Layout("t", True).log(0, 1))
+            assert master is not None
+            # The replica has the log before its master dies.
+            await admin.execute_command("WAIT", 1, 2000, target_nodes=master)
+            os.kill(cluster.pid(int(master.port)), signal.SIGKILL)
+            # Writes fail until the replica is promoted; then one reaches `b`, pushed again.
+            deadline = time.monotonic() + 20
+            while True:
+                assert time.monotonic() < deadline, (
+                    "no invalidation went through after the failover"
+                )
+                try:
+                    await a.invalidate("after")
+                    break
+                except UnavailableError:
+                    await asyncio.sleep(0.1)
+            await eventually(lambda: b.stats().invalidations_received >= 2, within=20)
+            assert await calls("xread") == 0
+        finally:
+            await admin.aclose()
