@@ -257,8 +257,7 @@ export class Follower {
       if (this.pushes.length > 0) {
         const seq = this.seq;
         await this.takePushes();
-        if (this.seq !== seq) this.on.applied(this.part, this.seq);
-        this.on.caughtUp(this.part);
+        this.report(seq);
       }
       if (Date.now() >= beat) {
         await this.beat();
@@ -291,7 +290,12 @@ export class Follower {
     await this.bounded(this.sub!.ping());
     await this.takePushes();
     if (newest[0] !== undefined && newer(newest[0][0], this.id)) await this.catchUp();
-    if (this.seq !== seq) this.on.applied(this.part, this.seq);
+    this.report(seq);
+  }
+
+  /** Tells the cache the new position, if it moved past `since`, and that this part is caught up. */
+  private report(since: bigint): void {
+    if (this.seq !== since) this.on.applied(this.part, this.seq);
     this.on.caughtUp(this.part);
   }
 

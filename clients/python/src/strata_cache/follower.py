@@ -289,9 +289,7 @@ class Follower:
                 while message is not None:
                     await self._take_one(message)
                     message = await sub.get_message(timeout=0)
-                if self._seq != seq:
-                    self._on.applied(self._part, self._seq)
-                self._on.caught_up(self._part)
+                self._report(seq)
             if time.monotonic() >= beat:
                 await self._beat(sub)
                 beat = time.monotonic() + self._heartbeat
@@ -306,7 +304,12 @@ class Follower:
         await self._reply(sub, "pong")
         if newest and _newer(newest[0][0], self._id):
             await self._catch_up()
-        if self._seq != seq:
+        self._report(seq)
+
+    def _report(self, since: int) -> None:
+        """Tells the cache the new position, if it moved past ``since``, and that this part is
+        caught up."""
+        if self._seq != since:
             self._on.applied(self._part, self._seq)
         self._on.caught_up(self._part)
 
