@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use strata::envelope::{lease_holder, lease_record};
+use strata::envelope::{lease_holder, lease_record, lease_waited};
 use strata::invalidation::Subscription;
 use strata::keys::namespace_patterns;
 use strata::{
@@ -238,7 +238,9 @@ fn read_of(value: Option<Vec<u8>>, lease: Option<u64>) -> Read {
         None => Read::Absent,
         Some(v) => match lease_holder(&v) {
             Some(holder) if Some(holder) == lease => Read::Leased,
-            Some(_) => Read::Loading,
+            Some(_) => Read::Loading {
+                waited_on: lease_waited(&v),
+            },
             None => Read::Value(Bytes::from(v)),
         },
     }

@@ -253,7 +253,7 @@ impl HybridCache {
                         load.fence = Some(fence);
                         missing.push((name, load));
                     }
-                    Step::Load | Step::Wait => missing.push((name, load)),
+                    Step::Load | Step::Wait { .. } => missing.push((name, load)),
                 }
             }
         }

@@ -201,6 +201,94 @@ async fn each_step(redis: &RedisServer, url: &str, fill: Fill) {
     assert!(!commands.contains("cmdstat_xread:"), "{commands}");
 }
 
+/// Instances waiting on another's load: the first marks its lease record waited on (the
+/// `READ` script: `GET`, `APPEND`), the next finds the mark and reads plainly; woken by the
+/// fill's announcement, each reads the value with one `SET … NX GET`. Marking every waiter's
+/// reads made four scripts of what is now one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_another_instance_mark_its_load_once() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (
+        instance(&redis, EntryOptions::ttl(TTL)).await,
+        instance(&redis, EntryOptions::ttl(TTL)).await,
+        instance(&redis, EntryOptions::ttl(TTL)).await,
+    );
+    let db = Db::new();
+    // Once so that each script is loaded (a first `EVALSHA` meets `NOSCRIPT`), then counted.
+    wait_on_another(&redis, [&a, &b, &c], &db, "warm").await;
+    let (waits, steps) = wait_on_another(&redis, [&a, &b, &c], &db, "k").await;
+    assert_eq!(waits, [1, 1], "each waiter waited on A's lease");
+    let plain_reads = steps.get("set").copied().unwrap_or(0);
+    let mut scripts = steps;
+    scripts.remove("set");
+    scripts.remove("strlen"); // the test's own look at the mark
+    assert_eq!(
+        scripts,
+        expect(&[
+            ("evalsha", 2), // B's marking read, A's fill
+            ("get", 1),     // in the marking read
+            ("append", 1),  // the mark
+            ("xadd", 1),    // the fill's announcement
+            ("spublish", 1),
+        ])
+    );
+    // B: its read and its read once told; C: its read, its read once waiting (after the
+    // mark), its read once told; A's fill: its `SET … XX GET`. A poll that came first (50
+    // ms) would add a plain read.
+    assert!(plain_reads >= 6, "{plain_reads} `SET`s");
+    assert_eq!(db.calls(), 2, "one load per key, A's");
+}
+
+/// A loads `key` and holds its lease until B, then C, wait on it; the lease waits of B and
+/// C, and the commands sent from B's first read until all three have the value.
+async fn wait_on_another(
+    redis: &RedisServer,
+    [a, b, c]: [&HybridCache; 3],
+    db: &Db,
+    key: &'static str,
+) -> ([u64; 2], BTreeMap<String, u64>) {
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let holder = {
+        let (a, db) = (a.clone(), db.clone());
+        tokio::spawn(async move {
+            let loader = move || async move {
+                let _ = released.await;
+                db.fetch(1).await
+            };
+            let p: Arc<Product> = a.get_or_load(key, loader).await.unwrap();
+            p.id
+        })
+    };
+    let data = format!("svc:{key}");
+    strata_testkit::eventually("A to hold the lease", crate::WAIT, || async {
+        redis.cli(&["GETRANGE", &data, "1", "2"]) == "SL"
+    })
+    .await;
+    let waits = |cache: &HybridCache| cache.stats().lease_waits;
+    let before = [waits(b), waits(c)];
+    let wait = |cache: &HybridCache| {
+        let (cache, db) = (cache.clone(), db.clone());
+        tokio::spawn(async move { read(&cache, &db, key, 1).await })
+    };
+    let steps = counted(redis, async {
+        let b_waits = wait(b);
+        strata_testkit::eventually("B to mark the lease", crate::WAIT, || async {
+            redis.cli(&["STRLEN", &data]) == "13"
+        })
+        .await;
+        let c_waits = wait(c);
+        strata_testkit::eventually("C to wait", crate::WAIT, || async { waits(c) > before[1] })
+            .await;
+        release.send(()).unwrap();
+        assert_eq!(holder.await.unwrap(), 1);
+        b_waits.await.unwrap();
+        c_waits.await.unwrap();
+        a.run_pending_tasks().await;
+    })
+    .await;
+    ([waits(b) - before[0], waits(c) - before[1]], steps)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_one_round_trip_of_reads_one_load_and_a_fill_per_key() {
     let redis = RedisServer::start();

@@ -170,11 +170,11 @@ pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
         store.read("ns", key, lease(token), false).await.unwrap()
     };
     assert_eq!(read("k", 1).await, Read::Leased);
-    assert_eq!(read("k", 2).await, Read::Loading);
+    assert_eq!(read("k", 2).await, Read::Loading { waited_on: false });
     assert_eq!(read("k", 1).await, Read::Leased, "a retry of the holder's");
     assert_eq!(
         store.read("ns", "k", None, false).await.unwrap(),
-        Read::Loading
+        Read::Loading { waited_on: false }
     );
     assert_eq!(
         store.get("ns", "k").await.unwrap(),
@@ -186,7 +186,11 @@ pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
         !set("k", v("x"), fill(Fence::Lease(2))).await,
         "not 2's lease"
     );
-    assert_eq!(read("k", 2).await, Read::Loading, "1's lease left in place");
+    assert_eq!(
+        read("k", 2).await,
+        Read::Loading { waited_on: false },
+        "1's lease left in place"
+    );
     assert!(set("k", v("loaded"), fill(Fence::Lease(1))).await);
     assert_eq!(read("k", 3).await, Read::Value(v("loaded")), "a hit");
 
@@ -261,7 +265,7 @@ pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
     // A failed load gives its lease back; a stranger's token frees nothing.
     assert_eq!(read("r", 7).await, Read::Leased);
     store.release("ns", "r", 8).await.unwrap();
-    assert_eq!(read("r", 9).await, Read::Loading);
+    assert_eq!(read("r", 9).await, Read::Loading { waited_on: false });
     store.release("ns", "r", 7).await.unwrap();
     assert_eq!(read("r", 9).await, Read::Leased);
 
@@ -271,7 +275,14 @@ pub(crate) async fn fills_are_fenced_by_what_they_found(store: &dyn L2Store) {
         .read_many("ns", &["a", "b", "r"], lease(10))
         .await
         .unwrap();
-    assert_eq!(many, vec![Read::Value(v("A")), Read::Leased, Read::Loading]);
+    assert_eq!(
+        many,
+        vec![
+            Read::Value(v("A")),
+            Read::Leased,
+            Read::Loading { waited_on: false }
+        ]
+    );
 
     // Other namespaces are not disturbed.
     assert_eq!(
@@ -337,7 +348,7 @@ async fn waiter_told(redis: &RedisServer, puts_back: bool) {
     // A plain read marks nothing; a waiting one marks the key waited on.
     assert_eq!(
         store.read("ns", "k", lease(2), false).await.unwrap(),
-        Read::Loading
+        Read::Loading { waited_on: false }
     );
     assert_eq!(
         redis.cli(&["STRLEN", "ns:k"]),
@@ -346,12 +357,17 @@ async fn waiter_told(redis: &RedisServer, puts_back: bool) {
     );
     assert_eq!(
         store.read("ns", "k", lease(2), true).await.unwrap(),
-        Read::Loading
+        Read::Loading { waited_on: false }
     );
     assert_eq!(
         redis.cli(&["STRLEN", "ns:k"]),
         "13",
         "waited on: a `W` more"
+    );
+    // Readers after that see the mark, and need not make it again.
+    assert_eq!(
+        store.read("ns", "k", lease(3), false).await.unwrap(),
+        Read::Loading { waited_on: true }
     );
     assert_eq!(
         store.read("ns", "k", lease(1), false).await.unwrap(),
@@ -402,7 +418,7 @@ async fn waiter_told(redis: &RedisServer, puts_back: bool) {
     );
     assert_eq!(
         store.read("ns", "j", lease(4), true).await.unwrap(),
-        Read::Loading
+        Read::Loading { waited_on: false }
     );
     store.release("ns", "j", 3).await.unwrap();
     assert_eq!(redis.cli(&["XLEN", "ns#filled"]), "2");

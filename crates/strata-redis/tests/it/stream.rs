@@ -165,7 +165,7 @@ async fn the_end_of_a_waited_on_load_is_announced_to_followers() {
     );
     assert_eq!(
         store.read("svc", "k", claim(2), true).await.unwrap(),
-        Read::Loading
+        Read::Loading { waited_on: false }
     );
     let written = store
         .set("svc", "k", bytes.clone(), TTL, &[], fill(1))
@@ -181,7 +181,7 @@ async fn the_end_of_a_waited_on_load_is_announced_to_followers() {
     );
     assert_eq!(
         store.read("svc", "f", claim(4), true).await.unwrap(),
-        Read::Loading
+        Read::Loading { waited_on: false }
     );
     store.release("svc", "f", 3).await.unwrap();
     assert_eq!(next(&mut events).await, LogEvent::Filled("f".into()));

@@ -22,8 +22,12 @@ pub(crate) enum L2Read {
     Unusable(Bytes),
     /// Nothing: this flight holds the key's load lease.
     Leased,
-    /// Nothing yet: another instance holds the key's load lease.
-    Loading,
+    /// Nothing yet: another instance holds the key's load lease (its record already marked
+    /// waited on, or not).
+    Loading {
+        /// Whether the end of that load is already announced (see [`Read::Loading`]).
+        waited_on: bool,
+    },
     /// Nothing, and the store keeps no leases.
     Absent,
     /// L2 could not be read (counted).
@@ -181,7 +185,7 @@ impl Engine {
                 }
             }
             Read::Leased => L2Read::Leased,
-            Read::Loading => L2Read::Loading,
+            Read::Loading { waited_on } => L2Read::Loading { waited_on },
             Read::Absent => L2Read::Absent,
         }
     }

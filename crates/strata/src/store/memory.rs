@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Fence, L2Store, Read, WriteMode, Written};
-use crate::envelope::{lease_holder, lease_record, stamp};
+use crate::envelope::{lease_holder, lease_record, lease_waited, stamp};
 use crate::error::Error;
 use crate::invalidation::{LogAppend, Position};
 use crate::keys::{data_key, tag_key};
@@ -152,7 +152,9 @@ impl L2Store for MemoryStore {
         Ok(match state.raw(&full) {
             Some(v) => match lease_holder(v) {
                 Some(holder) if Some(holder) == lease.map(|l| l.0) => Read::Leased,
-                Some(_) => Read::Loading,
+                Some(_) => Read::Loading {
+                    waited_on: lease_waited(v),
+                },
                 None => Read::Value(v.clone()),
             },
             None => match lease {

@@ -36,8 +36,13 @@ pub enum Read {
     /// is stored only if the lease is still in place — an invalidation or a write since
     /// removed it ([`Fence::Lease`]).
     Leased,
-    /// Nothing yet: another reader holds the key's load lease.
-    Loading,
+    /// Nothing yet: another reader holds the key's load lease. `waited_on` when its record is
+    /// already marked waited on (see [`L2Store::read`]): the end of that load will be
+    /// announced, and a reader that waits for it need not mark it again.
+    Loading {
+        /// Whether the holder's lease record is marked waited on.
+        waited_on: bool,
+    },
     /// Nothing, and no lease taken (none asked for, or the store keeps none).
     Absent,
 }

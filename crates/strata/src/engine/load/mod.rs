@@ -42,8 +42,12 @@ pub(crate) enum Step {
     Hit(Found, u64),
     /// Load now (holding whatever lease the read took).
     Load,
-    /// Another instance is loading: wait for its fill.
-    Wait,
+    /// Another instance is loading: wait for its fill — announced already when `waited_on`
+    /// (its lease record is marked), else once this flight marks the record.
+    Wait {
+        /// Whether the holder's lease record is marked waited on.
+        waited_on: bool,
+    },
     /// L2 holds an entry to replace (stale, or unreadable): take its refresh lease first.
     Refresh(Fence),
 }

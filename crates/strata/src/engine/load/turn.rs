@@ -45,7 +45,7 @@ impl Load {
                 self.lease = Some(self.held(Kind::Record(self.inner.l2.clone())));
                 Step::Load
             }
-            L2Read::Loading => Step::Wait,
+            L2Read::Loading { waited_on } => Step::Wait { waited_on },
             L2Read::Absent => {
                 self.fence = Some(Fence::None);
                 Step::Load
@@ -78,16 +78,18 @@ impl Load {
     ) -> Turn {
         let inner = self.inner.clone();
         let deadline = Instant::now() + inner.lease_ttl;
-        let (mut pause, longest) = if inner.log.announces_load_ends() {
-            ANNOUNCED_POLL
-        } else {
-            POLL
-        };
+        let announced = inner.log.announces_load_ends();
+        let (mut pause, longest) = if announced { ANNOUNCED_POLL } else { POLL };
         // Registered before each read of L2, so an announcement after it is not missed.
         let mut ended = std::pin::pin!(end.notified());
         ended.as_mut().enable();
-        let mut waited = false;
+        let (mut first, mut marked) = (true, false);
         loop {
+            // The holder just found will not announce its fill unless its record is marked
+            // waited on: by another waiter before (the read says so), or by this flight's last
+            // read. Marking takes a script on the server, so only such a record gets it; any
+            // other read is the plain one.
+            let mark = announced && matches!(step, Step::Wait { waited_on: false }) && !marked;
             match step {
                 Step::Hit(found, now) => return Turn::Filled(found, now),
                 Step::Load => return Turn::Load,
@@ -97,33 +99,33 @@ impl Load {
                         return Turn::Load;
                     }
                 }
-                Step::Wait => {}
+                Step::Wait { .. } => {}
             }
-            if !waited {
-                waited = true;
+            if first {
+                first = false;
                 inner.counters.incr(Counter::lease_waits);
                 if let Some(stale) = self.stale.as_ref().filter(|_| !self.leader.answered()) {
                     self.leader.answer(Ok((stale.value.clone(), Source::Stale)));
                 }
-                // Read again at once, marking the lease waited on: its holder's fill then
-                // announces itself.
-                step = self.judge(inner.begin_read::<T>(key, self.token, true).await);
-                continue;
+                // Read again at once: the flight's read came before this waiter was
+                // registered, and an announcement between the two would be missed.
+            } else if !mark {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    // Waited the lease's whole life: load, leaving L2 to whoever holds it now.
+                    self.fence = None;
+                    return Turn::Load;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause.min(left)) => {}
+                    () = ended.as_mut() => {}
+                }
+                ended.set(end.notified());
+                ended.as_mut().enable();
+                pause = (pause * 2).min(longest);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                // Waited the lease's whole life: load, leaving L2 to whoever holds it now.
-                self.fence = None;
-                return Turn::Load;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(pause.min(left)) => {}
-                () = ended.as_mut() => {}
-            }
-            ended.set(end.notified());
-            ended.as_mut().enable();
-            pause = (pause * 2).min(longest);
-            step = self.judge(inner.begin_read::<T>(key, self.token, true).await);
+            marked = mark;
+            step = self.judge(inner.begin_read::<T>(key, self.token, mark).await);
         }
     }
 
