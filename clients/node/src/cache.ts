@@ -511,17 +511,20 @@ export class HybridCache {
     const deadline = Date.now() + this.leaseTtl;
     let pause = POLL[0];
     let waiting: Waiter | null = null;
+    let mark = false; // the next read marks the holder's lease record waited on
     try {
       for (;;) {
         if (waiting !== null) waiting = this.ends.wait(key, waiting); // before the read: no announcement missed
         let raw: Buffer | null;
         try {
-          raw = await this.read(dataKey, record, waiting !== null);
+          raw = await this.read(dataKey, record, mark);
         } catch {
           this.counters.l2Errors += 1;
           fence = null; // nothing to fence with: the fill leaves Redis alone
           break;
         }
+        const marked: boolean = mark;
+        mark = false;
         if (raw === null) {
           fence = ["L", record]; // the key was empty: our lease is in it now
           break;
@@ -554,10 +557,19 @@ export class HybridCache {
           }
         }
         // Another instance loads the key: wait for its fill, bounded by the lease TTL.
+        // The fill announces itself once the holder's record is marked waited on (13 bytes):
+        // by another waiter, or by this read. Marking takes a script, so only a record found
+        // unmarked gets it; other reads are the plain `SET`.
+        const unmarked: boolean = holder !== null && raw.length === 12 && !marked;
         if (waiting === null) {
           waiting = this.ends.wait(key, null);
           this.counters.leaseWaits += 1;
-          continue; // read again at once, marking the lease waited on
+          mark = unmarked;
+          continue; // read again at once: an announcement before joining was missed
+        }
+        if (unmarked) {
+          mark = true;
+          continue; // a new holder's record: mark it at once
         }
         const left = deadline - Date.now();
         if (left <= 0) {

@@ -303,6 +303,55 @@ test("where the server compares, a fill is one SET and still fenced", { skip: !i
   }
 });
 
+test("waiters on another instance mark its load once", async () => {
+  // The first waiter marks the holder's lease record (the READ script: GET, APPEND), the next
+  // finds the mark and reads plainly; told of the fill, each reads the value with one
+  // SET … NX GET. Marking every waiting read sent four scripts of one.
+  const [a, b] = await pair();
+  const [c, d] = await pair();
+  await closing([a, b, c, d], async () => {
+    let loads = 0;
+    const waitOnA = async (key: string): Promise<Map<string, number>> => {
+      let open = () => {};
+      const gate = new Promise<void>((r) => (open = r));
+      const holder = a.getOrLoad(key, async () => {
+        loads += 1;
+        await gate;
+        return { version: 1 };
+      });
+      const length = (n: number) => async () => (await env.redis.strlen(`t:${key}`)) === n;
+      await eventually(length(12)); // A's lease record
+      const before = await calls(env.redis);
+      const unused = async () => ({ version: 0 });
+      const bReads = b.getOrLoad(key, unused);
+      await eventually(length(13)); // marked by B
+      const waits = c.stats().leaseWaits;
+      const cReads = c.getOrLoad(key, unused);
+      await eventually(() => c.stats().leaseWaits > waits);
+      open();
+      assert.deepEqual(await Promise.all([holder, bReads, cReads]), [{ version: 1 }, { version: 1 }, { version: 1 }]);
+      const sent = new Map<string, number>();
+      for (const [name, n] of await calls(env.redis)) {
+        const diff = n - (before.get(name) ?? 0);
+        if (diff > 0) sent.set(name, diff);
+      }
+      return sent;
+    };
+    await waitOnA("warm"); // each script loaded once
+    const sent = await waitOnA("k");
+    const plainReads = sent.get("set") ?? 0;
+    sent.delete("set");
+    sent.delete("strlen"); // the test's own looks at the mark
+    // B's mark and A's fill; the fill announced (waited on).
+    assert.deepEqual(Object.fromEntries(sent), { evalsha: 2, get: 1, append: 1, xadd: 1, spublish: 1 });
+    // B: its read, its read once told; C: its read, once waiting, once told; A's fill.
+    assert.ok(plainReads >= 6, `${plainReads} SETs`);
+    assert.equal(loads, 2);
+    assert.equal(b.stats().leaseWaits, 2);
+    assert.equal(c.stats().leaseWaits, 2);
+  });
+});
+
 test("set is write-through and visible to the other", async () => {
   const [a, b] = await pair();
   await closing([a, b], async () => {

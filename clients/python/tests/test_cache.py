@@ -332,6 +332,49 @@ async def test_where_the_server_compares_a_fill_is_one_set_and_still_fenced(
         await redis.aclose()
 
 
+async def test_waiters_on_another_instance_mark_its_load_once(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    """The first waiter marks the holder's lease record (the ``READ`` script: ``GET``,
+    ``APPEND``), the next finds the mark and reads plainly; told of the fill, each reads the
+    value with one ``SET … NX GET``. Marking every waiting read sent four scripts of one."""
+    async with instances(server.url) as (a, b), instances(server.url) as (c, _):
+        source = Source()
+
+        async def length(key: str, n: int) -> None:
+            for _ in range(2000):  # bounded: until the data key holds n bytes
+                if await redis.strlen(key) == n:
+                    return
+                await asyncio.sleep(0.005)
+            raise AssertionError(f"{key} never held {n} bytes")
+
+        async def wait_on_a(key: str) -> dict[str, int]:
+            gate = asyncio.Event()
+            holder = asyncio.create_task(a.get_or_load(key, source.loader(then=gate.wait)))
+            await length(f"t:{key}", 12)  # A's lease record
+            before = await calls(redis)
+            b_reads = asyncio.create_task(b.get_or_load(key, source.loader()))
+            await length(f"t:{key}", 13)  # marked by B
+            waits = c.stats().lease_waits
+            c_reads = asyncio.create_task(c.get_or_load(key, source.loader()))
+            await eventually(lambda: c.stats().lease_waits > waits)
+            gate.set()
+            assert list(await asyncio.gather(holder, b_reads, c_reads)) == [{"version": 1}] * 3
+            after = await calls(redis)
+            return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+
+        await wait_on_a("warm")  # each script loaded once
+        sent = await wait_on_a("k")
+        plain_reads = sent.pop("set", 0)
+        sent.pop("strlen", None)  # the test's own looks at the mark
+        # B's mark and A's fill; the fill announced (waited on).
+        assert sent == {"evalsha": 2, "get": 1, "append": 1, "xadd": 1, "spublish": 1}
+        # B: its read, its read once told; C: its read, once waiting, once told; A's fill.
+        assert plain_reads >= 6
+        assert source.calls == 2
+        assert b.stats().lease_waits == c.stats().lease_waits == 2
+
+
 async def test_set_is_write_through_and_visible_to_the_other(
     pair: tuple[HybridCache, HybridCache],
 ) -> None:

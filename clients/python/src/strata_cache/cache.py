@@ -513,17 +513,19 @@ class HybridCache:
         # Set once another instance's load is waited on (the lease record marked): its fill
         # announces itself on `#filled`, which sets this.
         end: asyncio.Event | None = None
+        mark = False  # the next read marks the holder's lease record waited on
         try:
             while True:
                 if end is not None:
                     end.clear()  # before the read: an announcement after it is not missed
                 try:
-                    raw = await self._read(data_key, record, mark=end is not None)
+                    raw = await self._read(data_key, record, mark=mark)
                 except RedisError as err:
                     self._stats.l2_errors += 1
                     log.debug("L2 read of %s failed: %s", key, err)
                     fence = None  # nothing to fence with: the fill leaves Redis alone
                     break
+                marked, mark = mark, False
                 if raw is None:
                     fence = ("L", record)  # the key was empty: our lease is in it now
                     break
@@ -552,10 +554,18 @@ class HybridCache:
                         refresh_token = str(token)
                         break
                 # Another instance loads the key: wait for its fill, bounded by the lease TTL.
+                # The fill announces itself once the holder's record is marked waited on (13
+                # bytes): by another waiter, or by this read. Marking takes a script, so only
+                # a record found unmarked gets it; other reads are the plain `SET`.
+                unmarked = holder is not None and len(raw) == 12 and not marked
                 if end is None:
                     end = self._ends.join(key)
                     self._stats.lease_waits += 1
-                    continue  # read again at once, marking the lease waited on
+                    mark = unmarked
+                    continue  # read again at once: an announcement before joining was missed
+                if unmarked:
+                    mark = True
+                    continue  # a new holder's record: mark it at once
                 left = deadline - time.monotonic()
                 if left <= 0:
                     fence = None  # waited the lease's whole life: load, leave Redis alone
