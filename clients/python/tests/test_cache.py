@@ -53,12 +53,21 @@ class Source:
         return load
 
 
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    """Waits (bounded) until ``check()`` holds."""
+async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
+    """Waits (bounded) until ``check()`` holds; ``check`` may be a coroutine function (a look
+    at the server)."""
     deadline = asyncio.get_running_loop().time() + within
-    while not check():
+    while True:
+        held = check()
+        if held if isinstance(held, bool) else await held:
+            return
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
+
+
+async def _is(value: Awaitable[object], expected: object) -> bool:
+    """Whether ``value`` comes to ``expected``: a look for :func:`eventually`."""
+    return await value == expected
 
 
 async def test_concurrent_misses_in_two_instances_load_once(
@@ -342,11 +351,7 @@ async def test_waiters_on_another_instance_mark_its_load_once(
         source = Source()
 
         async def length(key: str, n: int) -> None:
-            for _ in range(2000):  # bounded: until the data key holds n bytes
-                if await redis.strlen(key) == n:
-                    return
-                await asyncio.sleep(0.005)
-            raise AssertionError(f"{key} never held {n} bytes")
+            await eventually(lambda: _is(redis.strlen(key), n))
 
         async def wait_on_a(key: str) -> dict[str, int]:
             gate = asyncio.Event()
@@ -403,10 +408,8 @@ async def test_soft_ttl_serves_stale_and_refreshes_once(
         assert all(v == {"version": 1} for v in stale)
         await eventually(lambda: source.calls == 2)
         await eventually(lambda: cache.stats().background_refreshes == 1)
-        for _ in range(1000):  # bounded: until the refresh stored its value
-            if await cache.get("k") == {"version": 2}:
-                break
-            await asyncio.sleep(0.005)
+        # Until the refresh stored its value.
+        await eventually(lambda: _is(cache.get("k"), {"version": 2}))
         assert await cache.get_or_load("k", source.loader()) == {"version": 2}
         assert source.calls == 2
     finally:
