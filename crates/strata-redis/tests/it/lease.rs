@@ -343,3 +343,56 @@ async fn a_crowd_is_answered_before_its_fill_lands() {
         "the fill landed"
     );
 }
+
+/// A fill is fenced by the lease record its read left in the key, so the loader must not read
+/// the source before that record is in: a write landing between the source's read and the
+/// record would leave the fill's old value unfenced in L2, for every instance. (A load begun
+/// beside the read, for keys the instance invalidated itself, was built and measured in the
+/// thirty-third session: on a slow server the record landed after the load read the source,
+/// and a cluster's W1 served 130 stale reads.) Here the reload of such a key, after forty
+/// that trained any such heuristic, waits for its read while the server is frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_begins_only_once_its_lease_is_taken() {
+    let redis = RedisServer::start();
+    let config = RedisConfig::from_url(&redis.url()).unwrap();
+    let a = crate::builder(&config, EntryOptions::ttl(TTL))
+        .await
+        // A frozen server shows as a read still out, not as a failed one.
+        .resilience(strata::Resilience::default().read_timeout(Duration::from_secs(30)))
+        .build()
+        .await
+        .unwrap();
+    let db = Db::new();
+    let read = |a: &HybridCache| {
+        let (a, db) = (a.clone(), db.clone());
+        async move {
+            let p: Arc<Product> = a.get_or_load("k", db.loader(1)).await.unwrap();
+            p.version
+        }
+    };
+    assert_eq!(read(&a).await, 0);
+    for _ in 0..40 {
+        let version = db.update();
+        a.invalidate("k").await.unwrap();
+        assert_eq!(read(&a).await, version);
+    }
+    let version = db.update();
+    a.invalidate("k").await.unwrap();
+    let calls = db.calls();
+    redis.freeze();
+    let reload = tokio::spawn(read(&a));
+    let loaded_early = tokio::time::timeout(Duration::from_millis(300), async {
+        while db.calls() == calls {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    redis.thaw();
+    assert!(
+        loaded_early.is_err(),
+        "the loader ran while its lease's read was still out"
+    );
+    assert_eq!(reload.await.unwrap(), version);
+    assert_eq!(db.calls(), calls + 1);
+    assert_eq!(a.stats().l2_errors, 0);
+}
