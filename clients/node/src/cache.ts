@@ -560,7 +560,7 @@ export class HybridCache {
         // The fill announces itself once the holder's record is marked waited on (13 bytes):
         // by another waiter, or by this read. Marking takes a script, so only a record found
         // unmarked gets it; other reads are the plain `SET`.
-        const unmarked: boolean = holder !== null && raw.length === 12 && !marked;
+        const unmarked: boolean = holder !== null && !envelope.leaseWaited(raw) && !marked;
         if (waiting === null) {
           waiting = this.ends.wait(key, null);
           this.counters.leaseWaits += 1;

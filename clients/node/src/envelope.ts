@@ -195,3 +195,8 @@ export function leaseHolder(data: Buffer): bigint | null {
   }
   return record.readBigUInt64LE(4);
 }
+
+/** Whether `data` is a lease record another reader marked waited on: its load's end is then announced. */
+export function leaseWaited(data: Buffer): boolean {
+  return data.length === 13 && leaseHolder(data) !== null;
+}

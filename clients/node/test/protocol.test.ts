@@ -51,6 +51,8 @@ test("lease records are the document's", () => {
   assert.equal(envelope.leaseHolder(plain!), 0x1122334455667788n);
   assert.equal(envelope.leaseHolder(waited!), 0x1122334455667788n);
   assert.equal(envelope.leaseHolder(Buffer.concat([plain!, Buffer.from("X")])), null);
+  assert.ok(envelope.leaseWaited(waited!) && !envelope.leaseWaited(plain!));
+  assert.ok(!envelope.leaseWaited(Buffer.concat([plain!, Buffer.from("X")])));
 });
 
 test("log entries are the document's", () => {

@@ -57,6 +57,8 @@ def test_lease_records_are_the_document_s() -> None:
     assert envelope.lease_record(0x1122334455667788) == plain
     assert envelope.lease_holder(plain) == envelope.lease_holder(waited) == 0x1122334455667788
     assert envelope.lease_holder(plain + b"X") is None
+    assert envelope.lease_waited(waited) and not envelope.lease_waited(plain)
+    assert not envelope.lease_waited(plain + b"X")
 
 
 def test_log_entries_are_the_document_s() -> None:

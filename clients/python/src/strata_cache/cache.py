@@ -557,7 +557,7 @@ class HybridCache:
                 # The fill announces itself once the holder's record is marked waited on (13
                 # bytes): by another waiter, or by this read. Marking takes a script, so only
                 # a record found unmarked gets it; other reads are the plain `SET`.
-                unmarked = holder is not None and len(raw) == 12 and not marked
+                unmarked = holder is not None and not envelope.lease_waited(raw) and not marked
                 if end is None:
                     end = self._ends.join(key)
                     self._stats.lease_waits += 1

@@ -200,3 +200,9 @@ def lease_holder(data: bytes) -> int | None:
     if len(data) != 12 or not data.startswith(LEASE_MAGIC) or data[3] != VERSION:
         return None
     return int.from_bytes(data[4:], "little")
+
+
+def lease_waited(data: bytes) -> bool:
+    """Whether ``data`` is a lease record another reader marked waited on: its load's end is
+    then announced."""
+    return len(data) == 13 and lease_holder(data) is not None

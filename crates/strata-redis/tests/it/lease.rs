@@ -346,13 +346,11 @@ async fn a_crowd_is_answered_before_its_fill_lands() {
 
 /// A fill is fenced by the lease record its read left in the key, so the loader must not read
 /// the source before that record is in: a write landing between the source's read and the
-/// record would leave the fill's old value unfenced in L2, for every instance. (A load begun
-/// beside the read, for keys the instance invalidated itself, was built and measured in the
-/// thirty-third session: on a slow server the record landed after the load read the source,
-/// and a cluster's W1 served 130 stale reads.) Here the reload of such a key, after forty
-/// that trained any such heuristic, does not load while the server is frozen — unless the
-/// key held this instance's lease record before the freeze (a lease taken by the write for
-/// its reload would be as safe).
+/// record would leave the fill's old value unfenced in L2, for every instance (a load begun
+/// beside its read did exactly that: BENCHMARKS.md, "A load begun beside its lease's read").
+/// The reload of a key the instance invalidated itself, after forty that would train any
+/// heuristic for it, does not load while the server is frozen — unless the key held this
+/// instance's lease record before the freeze (a lease taken by the write would be as safe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_begins_only_once_its_lease_is_taken() {
     let redis = RedisServer::start();
