@@ -749,6 +749,13 @@ export class HybridCache {
         const old = await this.commands.setBuffer(data, payload, "IFEQ", record, "GET", "PX", px);
         if (Buffer.isBuffer(old) && old.equals(record)) return true;
         if (!(Buffer.isBuffer(old) && old.equals(Buffer.concat([record, Buffer.from("W")])))) return false;
+      } else if (fence[0] === "L" && refreshToken === "" && tags.length === 0 && this.setNxGet) {
+        // Redis 7: the small script with the fewest arguments ("With the small script"); over a
+        // record waited on it stored, and the end is announced here.
+        const lean: Arg[] = [payload, px, fence[1], Math.max(1, this.leaseTtl)];
+        const outcome = await this.script("FILL_LEASED", [data], lean);
+        if (outcome === 2) await this.announceFilled(key);
+        return outcome !== 0;
       }
       if (!this.layout.cluster) {
         const keys = [data, this.layout.filled(), lease, ...tags.map((t) => this.layout.tag(t))];
@@ -771,8 +778,8 @@ export class HybridCache {
     for (const tag of tags) await this.script("INDEX_TAG", [this.layout.tag(tag)], [data, px]);
   }
 
-  /** On a cluster (on one server the scripts do it): `key`'s load ended, for reading followers on the
-   * stream and for pushed ones on its channel. */
+  /** `key`'s load ended, for reading followers on the stream and for pushed ones on its channel: after a
+   * fill on a cluster or by `FILL_LEASED` (`FILL` does it itself). */
   private async announceFilled(key: string): Promise<void> {
     const filled = this.layout.filled();
     await Promise.all([

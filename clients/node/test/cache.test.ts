@@ -1,6 +1,7 @@
 /** The cache against a real redis-server: counts of loads, hits, stale reads and errors. */
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { test } from "node:test";
 
 import Redis from "ioredis";
@@ -15,6 +16,7 @@ import {
   UnavailableError,
 } from "../src";
 import { parseAck } from "../src/acks";
+import scripts from "../src/scripts.json";
 import { type LoadEnds, type Waiter } from "../src/ends";
 import { leaseHolder } from "../src/envelope";
 import { newStats } from "../src/stats";
@@ -300,6 +302,27 @@ test("where the server compares, a fill is one SET and still fenced", { skip: !i
     await Promise.all([a.close(), b.close()]);
     client.disconnect();
     valkey.stop();
+  }
+});
+
+test("without IFEQ, a fill is the small script", async () => {
+  // Redis 7 cannot compare in SET: a miss's fill is FILL_LEASED (five arguments), never FILL
+  // (eleven), and stays fenced.
+  const sha = (name: keyof typeof scripts) => createHash("sha1").update(scripts[name]).digest("hex");
+  const client = new Redis(env.server.url);
+  await client.script("FLUSH");
+  const [a, b] = await pair();
+  try {
+    const source = new Source();
+    for (let i = 0; i < 5; i++) await a.getOrLoad(`k${i}`, source.loader());
+    const loaded = async (name: keyof typeof scripts) =>
+      ((await client.script("EXISTS", sha(name))) as number[])[0] === 1;
+    await eventually(() => loaded("FILL_LEASED"));
+    assert.equal(await loaded("FILL"), false);
+    await overtakenFillDoesNotLand(a, b, client);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+    client.disconnect();
   }
 });
 

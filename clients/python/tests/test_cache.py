@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib.resources
+import json
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -339,6 +342,25 @@ async def test_where_the_server_compares_a_fill_is_one_set_and_still_fenced(
             await overtaken_fill_does_not_land(a, b, redis)
     finally:
         await redis.aclose()
+
+
+async def test_without_ifeq_a_fill_is_the_small_script(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    """Redis 7 cannot compare in ``SET``: a miss's fill is ``FILL_LEASED`` (five arguments),
+    never ``FILL`` (eleven), and stays fenced."""
+    texts = json.loads(
+        importlib.resources.files("strata_cache").joinpath("scripts.json").read_text()
+    )
+    sha = {name: hashlib.sha1(texts[name].encode()).hexdigest() for name in texts}
+    await redis.script_flush()
+    async with instances(server.url) as (a, b):
+        source = Source()
+        for i in range(5):
+            await a.get_or_load(f"k{i}", source.loader())
+        await eventually(lambda: _is(redis.script_exists(sha["FILL_LEASED"]), [True]))
+        assert await redis.script_exists(sha["FILL"]) == [False]
+        await overtaken_fill_does_not_land(a, b, redis)
 
 
 async def test_waiters_on_another_instance_mark_its_load_once(

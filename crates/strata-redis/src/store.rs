@@ -20,7 +20,7 @@ use crate::layout::Layout;
 use crate::lease::RedisLease;
 use crate::resp::Arg;
 use crate::scripts::{
-    DELETE_TAG, FILL, FILL_IN_SLOT, INDEX_TAG, INVALIDATE, READ, RELEASE_RECORD,
+    DELETE_TAG, FILL, FILL_IN_SLOT, FILL_LEASED, INDEX_TAG, INVALIDATE, READ, RELEASE_RECORD,
     RELEASE_RECORD_IN_SLOT, REPLACE,
 };
 use crate::tracking::Tracker;
@@ -80,11 +80,12 @@ impl RedisStore {
             .map_err(|e| self.conn.failed(e))
     }
 
-    /// A miss's fill as one plain command, where the server compares for us (`SET … IFEQ`:
-    /// Valkey 8.1, Redis 8.4): stored if the data key still holds this load's lease record,
-    /// left alone otherwise — nothing to undo, unlike `SET … XX GET` in the script. `None`
-    /// when the script must do it: the server lacks `IFEQ`, the fill releases a refresh lease,
-    /// or the record was waited on (its end is announced; the script compares it again).
+    /// A miss's fill in one step with the fewest arguments: the plain command where the server
+    /// compares for us (`SET … IFEQ`: Valkey 8.1, Redis 8.4), else the small script
+    /// [`FILL_LEASED`] (Redis 7). Stored if the data key still holds this load's lease record,
+    /// left as it was otherwise. `None` when [`FILL`] must do it: the fill releases a refresh
+    /// lease, the server predates `SET … XX GET`, or `IFEQ` found the record waited on (its
+    /// end is announced; the script compares it again).
     async fn fill_in_place(
         &self,
         data: &str,
@@ -92,14 +93,34 @@ impl RedisStore {
         ttl: Duration,
         fence: &Fence,
         refresh_lease: Option<u64>,
-    ) -> Result<Option<bool>, Error> {
+        lease_ttl: Duration,
+    ) -> Result<Option<InPlace>, Error> {
         let Fence::Lease(token) = fence else {
             return Ok(None);
         };
-        if !self.conn.set_ifeq() || refresh_lease.is_some() {
+        if refresh_lease.is_some() {
             return Ok(None);
         }
         let record = lease_record(*token);
+        if !self.conn.set_ifeq() {
+            if !self.conn.set_nx_get() {
+                return Ok(None);
+            }
+            let args = [
+                value.into(),
+                ttl_ms(ttl).into(),
+                record[..].into(),
+                ttl_ms(lease_ttl).into(),
+            ];
+            let outcome: u8 = FILL_LEASED
+                .call(&mut self.conn.get(), &[data.into()], &args)
+                .await
+                .map_err(|e| self.conn.failed(e))?;
+            return Ok(Some(InPlace {
+                stored: outcome != 0,
+                announce: outcome == 2,
+            }));
+        }
         let fill = [
             "SET".into(),
             data.into(),
@@ -117,11 +138,25 @@ impl RedisStore {
             .await
             .map_err(|e| self.conn.failed(e))?;
         Ok(match old {
-            Some(old) if old[..] == record[..] => Some(true),
+            Some(old) if old[..] == record[..] => Some(InPlace::stored(true)),
             Some(old) if old.strip_suffix(b"W") == Some(&record[..]) => None,
             // Overtaken (an invalidation, a write, another load's lease) or expired.
-            _ => Some(false),
+            _ => Some(InPlace::stored(false)),
         })
+    }
+
+    /// What a fill done in place leaves to do: `key`'s waiters told, if it replaced a record
+    /// waited on. Whether it stored.
+    async fn finish_in_place(
+        &self,
+        done: InPlace,
+        namespace: &str,
+        key: &str,
+    ) -> Result<bool, Error> {
+        if done.announce {
+            announce_filled(&self.conn, namespace, key).await?;
+        }
+        Ok(done.stored)
     }
 
     /// The arguments of [`FILL`] and [`FILL_IN_SLOT`] (see `FILL_BODY`); `scratch` keeps
@@ -186,6 +221,23 @@ impl RedisStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// A fill done in place ([`RedisStore::fill_in_place`]).
+#[derive(Debug, Clone, Copy)]
+struct InPlace {
+    stored: bool,
+    /// It replaced a record waited on: the caller announces the load's end.
+    announce: bool,
+}
+
+impl InPlace {
+    fn stored(stored: bool) -> Self {
+        InPlace {
+            stored,
+            announce: false,
+        }
     }
 }
 
@@ -418,12 +470,12 @@ impl L2Store for RedisStore {
                 // A miss's fill, the hot one: a plain command where the server can compare,
                 // else the script, its command written directly (see `Lua::call`).
                 if tags.is_empty()
-                    && let Some(stored) = self
-                        .fill_in_place(&data, &value, ttl, &fence, lease)
+                    && let Some(done) = self
+                        .fill_in_place(&data, &value, ttl, &fence, lease, lease_ttl)
                         .await?
                 {
                     return Ok(Written {
-                        stored,
+                        stored: self.finish_in_place(done, namespace, key).await?,
                         logged: None,
                     });
                 }
@@ -691,12 +743,12 @@ impl RedisStore {
             }
         };
         // The tags are indexed: the fill itself touches only the data key here.
-        if let Some(stored) = self
-            .fill_in_place(&data, &value, ttl, &fence, lease)
+        if let Some(done) = self
+            .fill_in_place(&data, &value, ttl, &fence, lease, lease_ttl)
             .await?
         {
             let written = Written {
-                stored,
+                stored: self.finish_in_place(done, namespace, key).await?,
                 logged: None,
             };
             return Ok((written, None));
@@ -721,29 +773,28 @@ impl RedisStore {
 }
 
 /// Tells the instances waiting on `key`'s load that it ended (the namespace's filled stream
-/// and channel, as the scripts do on one server). Used on a cluster only, which has sharded
-/// pub/sub.
+/// and channel, as the scripts do in the same step): after a fill on a cluster, or by
+/// [`FILL_LEASED`]. The channel's push is best effort, as the scripts' `redis.pcall`: a user
+/// not allowed the channel still appends (its waiters read the stream at their next poll).
 pub(crate) async fn announce_filled(
     conn: &Connection,
     namespace: &str,
     key: &str,
 ) -> Result<(), Error> {
     let filled = conn.layout().filled(namespace);
-    redis::pipe()
-        .cmd("XADD")
+    let mut append = redis::cmd("XADD");
+    append
         .arg(&filled)
         .arg("MAXLEN")
         .arg("~")
         .arg(1000)
         .arg("*")
         .arg("k")
-        .arg(key)
-        .ignore()
-        .cmd("SPUBLISH")
-        .arg(&filled)
-        .arg(key)
-        .ignore()
-        .exec_async(&mut conn.get())
-        .await
-        .map_err(|e| conn.failed(e))
+        .arg(key);
+    let mut push = redis::cmd("SPUBLISH");
+    push.arg(&filled).arg(key);
+    let (mut one, mut other) = (conn.get(), conn.get());
+    let (appended, _pushed) =
+        futures_util::future::join(append.exec_async(&mut one), push.exec_async(&mut other)).await;
+    appended.map_err(|e| conn.failed(e))
 }

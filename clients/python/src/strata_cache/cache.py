@@ -749,6 +749,14 @@ class HybridCache:
                     return True
                 if old != arg + b"W":
                     return False
+            elif kind == "L" and not refresh_token and not tags and self._set_nx_get:
+                # Redis 7: the small script with the fewest arguments ("With the small
+                # script"); over a record waited on it stored, and the end is announced here.
+                lean = [payload, px, arg, max(1, ms(self._lease_ttl))]
+                outcome = await self._scripts["FILL_LEASED"](keys=[data], args=lean)
+                if outcome == 2:
+                    await self._announce_filled(key)
+                return bool(outcome != 0)
             if not self._layout.cluster:
                 tag_keys = [self._layout.tag(t) for t in tags]
                 keys = [data, self._layout.filled(), lease, *tag_keys]
@@ -771,8 +779,8 @@ class HybridCache:
             await self._scripts["INDEX_TAG"](keys=[self._layout.tag(tag)], args=[data, px])
 
     async def _announce_filled(self, key: str) -> None:
-        """On a cluster (on one server the scripts do it): ``key``'s load ended, for reading
-        followers on the stream and for pushed ones on its channel."""
+        """``key``'s load ended, for reading followers on the stream and for pushed ones on its
+        channel: after a fill on a cluster or by ``FILL_LEASED`` (``FILL`` does it itself)."""
         filled = self._layout.filled()
 
         async def push() -> None:

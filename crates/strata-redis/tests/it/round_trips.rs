@@ -93,7 +93,7 @@ async fn each_step_is_one_round_trip_and_a_fill_one_command_with_ifeq() {
 
 /// How the server compares a fill's lease record.
 enum Fill {
-    /// In the fill script (Redis 7: `SET … XX GET`, compared after).
+    /// In the small fill script, `FILL_LEASED` (Redis 7: `SET … XX GET`, compared after).
     Script,
     /// `SET … IFEQ <record> GET`.
     IfEq,
@@ -132,6 +132,20 @@ async fn each_step(redis: &RedisServer, url: &str, fill: Fill) {
     };
     assert_eq!(cold, expect(fills), "{N} cold reads");
     assert_eq!(a.stats().loader_calls, N + 1);
+    if let Fill::Script = fill {
+        // The script with five arguments, not `FILL` with eleven: no run has loaded `FILL`.
+        let loaded = |name: &str| {
+            let (_, source) = strata_redis::protocol_scripts()
+                .find(|(n, _)| *n == name)
+                .unwrap();
+            redis.cli(&["SCRIPT", "EXISTS", redis::Script::new(source).get_hash()])
+        };
+        assert_eq!(
+            (loaded("FILL_LEASED").as_str(), loaded("FILL").as_str()),
+            ("1", "0"),
+            "the fills' script"
+        );
+    }
 
     // An L2 hit on another instance: the same single `SET … NX GET`, answered with the value
     // as a `GET` would be.
