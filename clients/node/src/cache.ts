@@ -740,8 +740,11 @@ export class HybridCache {
       Math.max(1, this.leaseTtl),
     ];
     const [data, lease] = [this.layout.data(key), this.layout.lease(key)];
+    // A miss's fill that needs no more than its lease record compared: in one step with the fewest
+    // arguments where the server allows it (docs/protocol.md, §5).
+    const inPlace = fence[0] === "L" && refreshToken === "" && tags.length === 0;
     try {
-      if (fence[0] === "L" && refreshToken === "" && tags.length === 0 && this.setIfEq) {
+      if (inPlace && this.setIfEq) {
         // The server compares (docs/protocol.md, "Without a script"): the record → stored; the
         // record waited on → the script stores and announces it; else overtaken, nothing changed.
         // (Tags go through the script, or on a cluster through their indexes first.)
@@ -749,7 +752,7 @@ export class HybridCache {
         const old = await this.commands.setBuffer(data, payload, "IFEQ", record, "GET", "PX", px);
         if (Buffer.isBuffer(old) && old.equals(record)) return true;
         if (!(Buffer.isBuffer(old) && old.equals(Buffer.concat([record, Buffer.from("W")])))) return false;
-      } else if (fence[0] === "L" && refreshToken === "" && tags.length === 0 && this.setNxGet) {
+      } else if (inPlace && this.setNxGet) {
         // Redis 7: the small script with the fewest arguments ("With the small script"); over a
         // record waited on it stored, and the end is announced here.
         const lean: Arg[] = [payload, px, fence[1], Math.max(1, this.leaseTtl)];

@@ -102,31 +102,31 @@ impl RedisStore {
             return Ok(None);
         }
         let record = lease_record(*token);
-        if !self.conn.set_ifeq() {
-            if !self.conn.set_nx_get() {
-                return Ok(None);
-            }
-            let args = [
-                value.into(),
-                ttl_ms(ttl).into(),
-                record[..].into(),
-                ttl_ms(lease_ttl).into(),
-            ];
-            let outcome: u8 = FILL_LEASED
-                .call(&mut self.conn.get(), &[data.into()], &args)
+        if self.conn.set_ifeq() {
+            self.fill_ifeq(data, value, ttl, &record).await
+        } else if self.conn.set_nx_get() {
+            self.fill_leased(data, value, ttl, &record, lease_ttl)
                 .await
-                .map_err(|e| self.conn.failed(e))?;
-            return Ok(Some(InPlace {
-                stored: outcome != 0,
-                announce: outcome == 2,
-            }));
+                .map(Some)
+        } else {
+            Ok(None)
         }
+    }
+
+    /// [`fill_in_place`](Self::fill_in_place) where the server compares: `SET … IFEQ`.
+    async fn fill_ifeq(
+        &self,
+        data: &str,
+        value: &[u8],
+        ttl: Duration,
+        record: &[u8],
+    ) -> Result<Option<InPlace>, Error> {
         let fill = [
             "SET".into(),
             data.into(),
             value.into(),
             "IFEQ".into(),
-            record[..].into(),
+            record.into(),
             "GET".into(),
             "PX".into(),
             ttl_ms(ttl).into(),
@@ -138,10 +138,35 @@ impl RedisStore {
             .await
             .map_err(|e| self.conn.failed(e))?;
         Ok(match old {
-            Some(old) if old[..] == record[..] => Some(InPlace::stored(true)),
-            Some(old) if old.strip_suffix(b"W") == Some(&record[..]) => None,
+            Some(old) if old[..] == *record => Some(InPlace::stored(true)),
+            Some(old) if old.strip_suffix(b"W") == Some(record) => None,
             // Overtaken (an invalidation, a write, another load's lease) or expired.
             _ => Some(InPlace::stored(false)),
+        })
+    }
+
+    /// [`fill_in_place`](Self::fill_in_place) where it cannot: [`FILL_LEASED`].
+    async fn fill_leased(
+        &self,
+        data: &str,
+        value: &[u8],
+        ttl: Duration,
+        record: &[u8],
+        lease_ttl: Duration,
+    ) -> Result<InPlace, Error> {
+        let args = [
+            value.into(),
+            ttl_ms(ttl).into(),
+            record.into(),
+            ttl_ms(lease_ttl).into(),
+        ];
+        let outcome: u8 = FILL_LEASED
+            .call(&mut self.conn.get(), &[data.into()], &args)
+            .await
+            .map_err(|e| self.conn.failed(e))?;
+        Ok(InPlace {
+            stored: outcome != 0,
+            announce: outcome == 2,
         })
     }
 

@@ -738,8 +738,11 @@ class HybridCache:
             max(1, ms(self._lease_ttl)),
         ]
         data, lease = self._layout.data(key), self._layout.lease(key)
+        # A miss's fill that needs no more than its lease record compared: in one step with the
+        # fewest arguments where the server allows it (docs/protocol.md, §5).
+        in_place = kind == "L" and not refresh_token and not tags
         try:
-            if kind == "L" and not refresh_token and not tags and self._set_ifeq:
+            if in_place and self._set_ifeq:
                 # The server compares (docs/protocol.md, "Without a script"): the record →
                 # stored; the record waited on → the script stores and announces it; else
                 # overtaken, nothing changed. (Tags go through the script, or on a cluster
@@ -749,7 +752,7 @@ class HybridCache:
                     return True
                 if old != arg + b"W":
                     return False
-            elif kind == "L" and not refresh_token and not tags and self._set_nx_get:
+            elif in_place and self._set_nx_get:
                 # Redis 7: the small script with the fewest arguments ("With the small
                 # script"); over a record waited on it stored, and the end is announced here.
                 lean = [payload, px, arg, max(1, ms(self._lease_ttl))]
