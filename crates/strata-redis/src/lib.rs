@@ -21,8 +21,10 @@
 //!   per step: an L1 miss is one `SET <key> <lease record> NX GET PX <ttl>` — a hit answered as
 //!   `GET` would, a miss leaving the reader's load lease in the key (single-flight across
 //!   instances, and the fence of its fill); a fill is one script storing only if that lease is
-//!   still there — or, where the server compares by itself (Valkey 8.1, Redis 8.4: `SET …
-//!   IFEQ`, read from `INFO server`), one plain `SET <key> <value> IFEQ <lease record> GET`;
+//!   still there (the fills that meet on their way share one call: entering a script is a
+//!   third of a fill's cost to the server) — or, where the server compares by itself (Valkey
+//!   8.1, Redis 8.4: `SET … IFEQ`, read from `INFO server`), one plain `SET <key> <value> IFEQ
+//!   <lease record> GET`;
 //!   an invalidation is one `UNLINK`, or one script that also appends its log entry when the
 //!   log lives on the same server.
 //! - [`RedisLease`]: the lease taken to refresh a value L2 still holds (stale-while-revalidate,
@@ -94,6 +96,7 @@ mod compat;
 mod config;
 mod connection;
 mod error;
+mod fill_batch;
 mod layout;
 mod lease;
 mod log_shards;

@@ -16,6 +16,7 @@ use strata::{
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
+use crate::fill_batch::{FillBatch, Filled};
 use crate::layout::Layout;
 use crate::lease::RedisLease;
 use crate::resp::Arg;
@@ -34,7 +35,8 @@ const TAG_CONCURRENCY: usize = 64;
 /// Round trips: an L1 miss is one command — `SET <key> <lease record> NX GET PX <ttl>`,
 /// which answers a hit with the value as `GET` would and, on a miss, leaves the reader's
 /// lease record in the key (Redis 7.0 on; a script on older servers); a fill is one script
-/// that stores only if that record is still there; an invalidation is one `UNLINK`, or one
+/// that stores only if that record is still there (on one server, the fills that meet on
+/// their way go as one call of it); an invalidation is one `UNLINK`, or one
 /// script that also appends it to the log when the [`RedisStreamLog`](crate::RedisStreamLog)
 /// lives on the same server.
 ///
@@ -53,6 +55,8 @@ pub struct RedisStore {
     config: RedisConfig,
     /// Server-assisted invalidation, started by the first cache that asks for it.
     tracker: Arc<tokio::sync::Mutex<Option<Arc<Tracker>>>>,
+    /// Misses' fills sent together (one server; `None` on a cluster).
+    fills: Option<FillBatch>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -105,7 +109,7 @@ impl RedisStore {
         if self.conn.set_ifeq() {
             self.fill_ifeq(data, value, ttl, &record).await
         } else if self.conn.set_nx_get() {
-            self.fill_leased(data, value, ttl, &record, lease_ttl)
+            self.fill_leased(data, value, ttl, record, lease_ttl)
                 .await
                 .map(Some)
         } else {
@@ -145,28 +149,36 @@ impl RedisStore {
         })
     }
 
-    /// [`fill_in_place`](Self::fill_in_place) where it cannot: [`FILL_LEASED`].
+    /// [`fill_in_place`](Self::fill_in_place) where it cannot: [`FILL_LEASED`], with the
+    /// fills on their way meanwhile on one server ([`FillBatch`]), alone on a cluster.
     async fn fill_leased(
         &self,
         data: &str,
         value: &[u8],
         ttl: Duration,
-        record: &[u8],
+        record: [u8; 12],
         lease_ttl: Duration,
     ) -> Result<InPlace, Error> {
-        let args = [
-            value.into(),
-            ttl_ms(ttl).into(),
-            record.into(),
-            ttl_ms(lease_ttl).into(),
-        ];
-        let outcome: u8 = FILL_LEASED
-            .call(&mut self.conn.get(), &[data.into()], &args)
-            .await
-            .map_err(|e| self.conn.failed(e))?;
+        let (ttl, lease_ttl) = (ttl_ms(ttl), ttl_ms(lease_ttl));
+        let filled = match &self.fills {
+            Some(fills) => fills.fill(data, value, ttl, record, lease_ttl).await?,
+            None => {
+                let args = [
+                    value.into(),
+                    ttl.into(),
+                    record[..].into(),
+                    lease_ttl.into(),
+                ];
+                let answer: u64 = FILL_LEASED
+                    .call(&mut self.conn.get(), &[data.into()], &args)
+                    .await
+                    .map_err(|e| self.conn.failed(e))?;
+                Filled::of(answer, 0)
+            }
+        };
         Ok(InPlace {
-            stored: outcome != 0,
-            announce: outcome == 2,
+            stored: filled != Filled::Overtaken,
+            announce: filled == Filled::StoredWaitedOn,
         })
     }
 
@@ -220,6 +232,7 @@ impl RedisStore {
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
         let conn = Connection::open(config).await?;
         Ok(RedisStore {
+            fills: (!config.is_cluster()).then(|| FillBatch::start(conn.clone())),
             conn,
             config: config.clone(),
             tracker: Arc::default(),
