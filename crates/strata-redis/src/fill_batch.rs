@@ -2,18 +2,24 @@
 //!
 //! On Redis 7 a miss's fill is a script ([`FILL_LEASED`]), and entering a script costs the
 //! server about a third of what the fill costs it. The fills of a busy cache overlap (under
-//! W1 most find ten or more others still waiting for their answer), so they go through one
-//! task: a fill that finds no batch on its way goes at once; those that come while one is on
-//! its way wait for its answer and then go together, one script call. A fill waits for at
-//! most one batch before its own; a full batch goes at once, so throughput is not bound to
-//! one batch a round trip.
+//! W1 most find ten or more others still waiting for their answer), so they take turns: a
+//! fill that finds fewer than [`LEADERS`] calls of fills on their way sends itself at once
+//! and *leads*; those that come meanwhile queue. When its answer is in, a leader hands the
+//! lead to the first fill queued, which sends every fill queued as one call (itself among
+//! them) and, answered, hands the lead on in turn. So a fill waits for at most one call
+//! before its own and is woken once (by its answer, or to lead), and no task is added: a
+//! task between the fills and the connection, and a single call on its way, cost W5's fleet
+//! more than they saved (a fill that waits keeps its lease record in the key, where other
+//! instances' reads find it and wait too; BENCHMARKS.md). A queue as long as a call can
+//! carry is sent at once by the fill that fills it, so throughput is not bound to the
+//! leaders' round trips.
 //!
 //! Only on one server: on a cluster the keys of one call must share a slot.
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use strata::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::connection::Connection;
 use crate::resp::Arg;
@@ -23,7 +29,13 @@ use crate::scripts::FILL_LEASED;
 /// exactly (a double: 53 bits).
 const MOST_FILLS: usize = 26;
 
-/// Value bytes a call carries at most (the first fill goes whatever its size): the server
+/// Calls of fills on their way before fills queue. One gathers the most, but a fill that
+/// waits keeps its lease record in the key longer, where other instances' reads find it and
+/// wait in turn: with one, W5's fleet spent ~3–5 % more CPU; with two it spends what it did
+/// without batching, and W1's fills still go ~4 a call.
+const LEADERS: usize = 2;
+
+/// Value bytes a call carries at most (its first fill goes whatever its size): the server
 /// runs a script to its end before anything else, and copies each value twice on the way.
 const MOST_BYTES: usize = 128 * 1024;
 
@@ -49,28 +61,80 @@ impl Filled {
     }
 }
 
-/// One fill waiting for its batch.
-struct Pending {
+/// One fill: its key, value, TTL, lease record and the lease TTL, in [`FILL_LEASED`]'s terms.
+#[derive(Clone, Copy)]
+struct Fill<'a> {
+    key: &'a str,
+    value: &'a [u8],
+    ttl_ms: u64,
+    record: [u8; 12],
+    lease_ttl_ms: u64,
+}
+
+/// A queued fill's copy, and how it is told its turn.
+struct Queued {
     key: String,
     value: Vec<u8>,
     ttl_ms: u64,
     record: [u8; 12],
     lease_ttl_ms: u64,
-    answer: oneshot::Sender<Result<Filled, Error>>,
+    turn: oneshot::Sender<Turn>,
 }
 
-/// The fills of one connection: hands each to the task that sends them.
-#[derive(Debug, Clone)]
+impl Queued {
+    fn fill(&self) -> Fill<'_> {
+        Fill {
+            key: &self.key,
+            value: &self.value,
+            ttl_ms: self.ttl_ms,
+            record: self.record,
+            lease_ttl_ms: self.lease_ttl_ms,
+        }
+    }
+}
+
+/// What a fill does next.
+enum Step {
+    /// Nothing on its way: send alone, and lead.
+    Lead,
+    /// Send with these, now.
+    Send(Vec<Queued>),
+    /// Queued: wait to be told.
+    Wait(oneshot::Receiver<Turn>),
+}
+
+/// What a queued fill is told.
+enum Turn {
+    /// Sent with others: its answer.
+    Answered(Result<Filled, Error>),
+    /// Its turn to lead: to send what is queued.
+    Lead,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Calls of fills on their way (their senders lead), at most [`LEADERS`].
+    leaders: usize,
+    queued: Vec<Queued>,
+}
+
+/// The fills of one connection, taking turns.
+#[derive(Clone)]
 pub(crate) struct FillBatch {
-    queue: mpsc::UnboundedSender<Pending>,
+    conn: Connection,
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl FillBatch {
-    /// Starts the task sending `conn`'s fills; it ends when the last clone of this is dropped.
-    pub(crate) fn start(conn: Connection) -> Self {
-        let (queue, fills) = mpsc::unbounded_channel();
-        tokio::spawn(send_fills(conn, fills));
-        FillBatch { queue }
+    pub(crate) fn new(conn: Connection) -> Self {
+        FillBatch {
+            conn,
+            queue: Arc::default(),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Stores `value` in `key` for `ttl_ms` if the key holds `record`, this load's lease
@@ -84,106 +148,150 @@ impl FillBatch {
         record: [u8; 12],
         lease_ttl_ms: u64,
     ) -> Result<Filled, Error> {
-        let (answer, answered) = oneshot::channel();
-        let pending = Pending {
-            key: key.to_owned(),
-            value: value.to_vec(),
+        let fill = Fill {
+            key,
+            value,
             ttl_ms,
             record,
             lease_ttl_ms,
-            answer,
         };
-        let gone = || Error::unavailable(std::io::Error::other("the fills' task has stopped"));
-        self.queue.send(pending).map_err(|_| gone())?;
-        answered.await.map_err(|_| gone())?
+        loop {
+            let step = {
+                let mut queue = self.queue();
+                if queue.leaders < LEADERS {
+                    queue.leaders += 1;
+                    Step::Lead
+                } else if queue.queued.len() + 1 >= MOST_FILLS
+                    || bytes(&queue.queued) + value.len() >= MOST_BYTES
+                {
+                    Step::Send(take_batch(&mut queue.queued, lease_ttl_ms))
+                } else {
+                    let (turn, told) = oneshot::channel();
+                    queue.queued.push(Queued {
+                        key: key.to_owned(),
+                        value: value.to_vec(),
+                        ttl_ms,
+                        record,
+                        lease_ttl_ms,
+                        turn,
+                    });
+                    Step::Wait(told)
+                }
+            };
+            match step {
+                Step::Lead => return self.lead(fill, Vec::new()).await,
+                // A call's worth queued: sent now, beside the one on its way.
+                Step::Send(others) => return self.send(fill, others).await,
+                Step::Wait(told) => match told.await {
+                    Ok(Turn::Answered(answer)) => return answer,
+                    Ok(Turn::Lead) => {
+                        let others = take_batch(&mut self.queue().queued, lease_ttl_ms);
+                        return self.lead(fill, others).await;
+                    }
+                    // Its call was dropped before it was answered (its sender cancelled):
+                    // again (a fill sent twice finds its own value the second time, and
+                    // leaves it).
+                    Err(_) => {}
+                },
+            }
+        }
+    }
+
+    /// Sends `fill` with `others` as the leader, then hands the lead on — also if this is
+    /// dropped before the answer is in.
+    async fn lead(&self, fill: Fill<'_>, others: Vec<Queued>) -> Result<Filled, Error> {
+        let handing = HandOn(self);
+        let answer = self.send(fill, others).await;
+        drop(handing);
+        answer
+    }
+
+    /// One [`FILL_LEASED`] call for `fill` and `others`: each of the others is told its part
+    /// of the answer; `fill`'s is returned.
+    async fn send(&self, fill: Fill<'_>, others: Vec<Queued>) -> Result<Filled, Error> {
+        let fills: Vec<Fill<'_>> = std::iter::once(fill)
+            .chain(others.iter().map(Queued::fill))
+            .collect();
+        let keys: Vec<Arg<'_>> = fills.iter().map(|fill| fill.key.into()).collect();
+        let mut args: Vec<Arg<'_>> = Vec::with_capacity(3 * fills.len() + 1);
+        for fill in &fills {
+            args.extend([
+                fill.value.into(),
+                Arg::Int(fill.ttl_ms),
+                Arg::Bytes(&fill.record),
+            ]);
+        }
+        args.push(Arg::Int(fill.lease_ttl_ms));
+        let answer: Result<u64, Error> = FILL_LEASED
+            .call(&mut self.conn.get(), &keys, &args)
+            .await
+            .map_err(|e| self.conn.failed(e));
+        drop((keys, args));
+        drop(fills);
+        for (index, other) in others.into_iter().enumerate() {
+            let filled = answer.clone().map(|answer| Filled::of(answer, index + 1));
+            // A fill whose caller stopped waiting does not need to know.
+            let _ = other.turn.send(Turn::Answered(filled));
+        }
+        answer.map(|answer| Filled::of(answer, 0))
+    }
+
+    /// The leader is done: the first fill queued (whose caller still waits) leads next, or
+    /// nobody does.
+    fn hand_on(&self) {
+        let mut queue = self.queue();
+        while !queue.queued.is_empty() {
+            if queue.queued.remove(0).turn.send(Turn::Lead).is_ok() {
+                return;
+            }
+        }
+        queue.leaders -= 1;
     }
 }
 
-/// The task: sends what has queued whenever no batch is on its way, and any full batch at
-/// once.
-async fn send_fills(conn: Connection, mut fills: mpsc::UnboundedReceiver<Pending>) {
-    let mut queued: Vec<Pending> = Vec::new();
-    let mut on_their_way = FuturesUnordered::new();
-    let mut open = true;
-    while open || !queued.is_empty() || !on_their_way.is_empty() {
-        tokio::select! {
-            Some(()) = on_their_way.next(), if !on_their_way.is_empty() => {}
-            fill = fills.recv(), if open => match fill {
-                Some(fill) => queued.push(fill),
-                None => open = false,
-            },
-            else => break,
-        }
-        while let Ok(fill) = fills.try_recv() {
-            queued.push(fill);
-        }
-        while !queued.is_empty() && (on_their_way.is_empty() || queued.len() >= MOST_FILLS) {
-            let batch = take_batch(&mut queued);
-            on_their_way.push(send(conn.clone(), batch));
-        }
+/// Hands the lead on when the leader is done, answered or dropped.
+struct HandOn<'a>(&'a FillBatch);
+
+impl Drop for HandOn<'_> {
+    fn drop(&mut self) {
+        self.0.hand_on();
     }
 }
 
-/// The next batch: the oldest fill, then those after it with the same lease TTL (one argument
-/// for all), up to [`MOST_FILLS`] and [`MOST_BYTES`]; the others stay queued, in order.
-fn take_batch(queued: &mut Vec<Pending>) -> Vec<Pending> {
-    let lease_ttl_ms = queued[0].lease_ttl_ms;
-    let (mut count, mut bytes) = (0, 0);
-    let mut batch = Vec::new();
-    let mut kept = Vec::new();
-    for fill in queued.drain(..) {
-        let fits = count == 0
-            || (count < MOST_FILLS
-                && fill.lease_ttl_ms == lease_ttl_ms
-                && bytes + fill.value.len() <= MOST_BYTES);
+fn bytes(queued: &[Queued]) -> usize {
+    queued.iter().map(|fill| fill.value.len()).sum()
+}
+
+/// The fills queued that go with one of lease TTL `lease_ttl_ms` (one argument for all), in
+/// order, up to [`MOST_FILLS`] and [`MOST_BYTES`] with it; the others stay queued.
+fn take_batch(queued: &mut Vec<Queued>, lease_ttl_ms: u64) -> Vec<Queued> {
+    let (mut count, mut total) = (1, 0);
+    let (batch, kept) = std::mem::take(queued).into_iter().partition(|fill| {
+        let fits = count < MOST_FILLS
+            && fill.lease_ttl_ms == lease_ttl_ms
+            && total + fill.value.len() <= MOST_BYTES;
         if fits {
             count += 1;
-            bytes += fill.value.len();
-            batch.push(fill);
-        } else {
-            kept.push(fill);
+            total += fill.value.len();
         }
-    }
+        fits
+    });
     *queued = kept;
     batch
-}
-
-/// One [`FILL_LEASED`] call for `batch`; each fill gets its part of the answer.
-async fn send(conn: Connection, batch: Vec<Pending>) {
-    let keys: Vec<Arg<'_>> = batch.iter().map(|fill| fill.key.as_str().into()).collect();
-    let mut args: Vec<Arg<'_>> = Vec::with_capacity(3 * batch.len() + 1);
-    for fill in &batch {
-        args.extend([
-            fill.value.as_slice().into(),
-            Arg::Int(fill.ttl_ms),
-            fill.record[..].into(),
-        ]);
-    }
-    args.push(Arg::Int(batch[0].lease_ttl_ms));
-    let answer: Result<u64, Error> = FILL_LEASED
-        .call(&mut conn.get(), &keys, &args)
-        .await
-        .map_err(|e| conn.failed(e));
-    drop((keys, args));
-    for (index, fill) in batch.into_iter().enumerate() {
-        let filled = answer.clone().map(|answer| Filled::of(answer, index));
-        // A caller that stopped waiting does not need to know.
-        let _ = fill.answer.send(filled);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pending(lease_ttl_ms: u64, bytes: usize) -> Pending {
-        Pending {
+    fn queued(lease_ttl_ms: u64, bytes: usize) -> Queued {
+        Queued {
             key: String::new(),
             value: vec![0; bytes],
             ttl_ms: 1,
             record: [0; 12],
             lease_ttl_ms,
-            answer: oneshot::channel().0,
+            turn: oneshot::channel().0,
         }
     }
 
@@ -199,20 +307,16 @@ mod tests {
 
     #[test]
     fn a_batch_keeps_to_its_bounds_and_its_lease_ttl() {
-        let mut queued: Vec<Pending> = (0..30).map(|_| pending(5, 10)).collect();
-        queued.insert(1, pending(7, 10));
-        let batch = take_batch(&mut queued);
-        assert_eq!(batch.len(), MOST_FILLS);
+        let mut waiting: Vec<Queued> = (0..30).map(|_| queued(5, 10)).collect();
+        waiting.insert(1, queued(7, 10));
+        let batch = take_batch(&mut waiting, 5);
+        assert_eq!(batch.len(), MOST_FILLS - 1, "with the fill that sends it");
         assert!(batch.iter().all(|fill| fill.lease_ttl_ms == 5));
-        assert_eq!(queued.len(), 5, "the other lease TTL and the rest stay");
-        assert_eq!(queued[0].lease_ttl_ms, 7, "in order");
+        assert_eq!(waiting.len(), 6, "the other lease TTL and the rest stay");
+        assert_eq!(waiting[0].lease_ttl_ms, 7, "in order");
 
-        let mut queued: Vec<Pending> = (0..4).map(|_| pending(5, MOST_BYTES)).collect();
-        assert_eq!(
-            take_batch(&mut queued).len(),
-            1,
-            "the first goes whatever its size"
-        );
-        assert_eq!(queued.len(), 3);
+        let mut waiting: Vec<Queued> = (0..4).map(|_| queued(5, MOST_BYTES / 2)).collect();
+        assert_eq!(take_batch(&mut waiting, 5).len(), 2);
+        assert_eq!(waiting.len(), 2);
     }
 }

@@ -232,7 +232,7 @@ impl RedisStore {
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
         let conn = Connection::open(config).await?;
         Ok(RedisStore {
-            fills: (!config.is_cluster()).then(|| FillBatch::start(conn.clone())),
+            fills: (!config.is_cluster()).then(|| FillBatch::new(conn.clone())),
             conn,
             config: config.clone(),
             tracker: Arc::default(),
