@@ -95,7 +95,7 @@ impl Queued {
 
 /// What a fill does next.
 enum Step {
-    /// Nothing on its way: send alone, and lead.
+    /// Fewer than [`LEADERS`] calls on their way: send alone, and lead.
     Lead,
     /// Send with these, now.
     Send(Vec<Queued>),
@@ -164,7 +164,7 @@ impl FillBatch {
                 } else if queue.queued.len() + 1 >= MOST_FILLS
                     || bytes(&queue.queued) + value.len() >= MOST_BYTES
                 {
-                    Step::Send(take_batch(&mut queue.queued, lease_ttl_ms))
+                    Step::Send(take_batch(&mut queue.queued, lease_ttl_ms, value.len()))
                 } else {
                     let (turn, told) = oneshot::channel();
                     queue.queued.push(Queued {
@@ -182,10 +182,10 @@ impl FillBatch {
                 Step::Lead => return self.lead(fill, Vec::new()).await,
                 // A call's worth queued: sent now, beside the one on its way.
                 Step::Send(others) => return self.send(fill, others).await,
-                Step::Wait(told) => match told.await {
+                Step::Wait(told) => match (Told { told, batch: self }).turn().await {
                     Ok(Turn::Answered(answer)) => return answer,
                     Ok(Turn::Lead) => {
-                        let others = take_batch(&mut self.queue().queued, lease_ttl_ms);
+                        let others = take_batch(&mut self.queue().queued, lease_ttl_ms, 0);
                         return self.lead(fill, others).await;
                     }
                     // Its call was dropped before it was answered (its sender cancelled):
@@ -249,6 +249,27 @@ impl FillBatch {
     }
 }
 
+/// A queued fill's wait for its turn: dropped while told to lead, it hands the lead on (else
+/// the lead, and with it every fill queued later, would be lost).
+struct Told<'a> {
+    told: oneshot::Receiver<Turn>,
+    batch: &'a FillBatch,
+}
+
+impl Told<'_> {
+    async fn turn(mut self) -> Result<Turn, oneshot::error::RecvError> {
+        (&mut self.told).await
+    }
+}
+
+impl Drop for Told<'_> {
+    fn drop(&mut self) {
+        if let Ok(Turn::Lead) = self.told.try_recv() {
+            self.batch.hand_on();
+        }
+    }
+}
+
 /// Hands the lead on when the leader is done, answered or dropped.
 struct HandOn<'a>(&'a FillBatch);
 
@@ -262,10 +283,11 @@ fn bytes(queued: &[Queued]) -> usize {
     queued.iter().map(|fill| fill.value.len()).sum()
 }
 
-/// The fills queued that go with one of lease TTL `lease_ttl_ms` (one argument for all), in
-/// order, up to [`MOST_FILLS`] and [`MOST_BYTES`] with it; the others stay queued.
-fn take_batch(queued: &mut Vec<Queued>, lease_ttl_ms: u64) -> Vec<Queued> {
-    let (mut count, mut total) = (1, 0);
+/// The fills queued that go with one of lease TTL `lease_ttl_ms` (one argument for all) and
+/// `bytes` of value, in order, up to [`MOST_FILLS`] and [`MOST_BYTES`] with it; the others
+/// stay queued.
+fn take_batch(queued: &mut Vec<Queued>, lease_ttl_ms: u64, bytes: usize) -> Vec<Queued> {
+    let (mut count, mut total) = (1, bytes);
     let (batch, kept) = std::mem::take(queued).into_iter().partition(|fill| {
         let fits = count < MOST_FILLS
             && fill.lease_ttl_ms == lease_ttl_ms
@@ -309,14 +331,19 @@ mod tests {
     fn a_batch_keeps_to_its_bounds_and_its_lease_ttl() {
         let mut waiting: Vec<Queued> = (0..30).map(|_| queued(5, 10)).collect();
         waiting.insert(1, queued(7, 10));
-        let batch = take_batch(&mut waiting, 5);
+        let batch = take_batch(&mut waiting, 5, 10);
         assert_eq!(batch.len(), MOST_FILLS - 1, "with the fill that sends it");
         assert!(batch.iter().all(|fill| fill.lease_ttl_ms == 5));
         assert_eq!(waiting.len(), 6, "the other lease TTL and the rest stay");
         assert_eq!(waiting[0].lease_ttl_ms, 7, "in order");
 
         let mut waiting: Vec<Queued> = (0..4).map(|_| queued(5, MOST_BYTES / 2)).collect();
-        assert_eq!(take_batch(&mut waiting, 5).len(), 2);
+        assert_eq!(take_batch(&mut waiting, 5, 0).len(), 2);
         assert_eq!(waiting.len(), 2);
+        assert_eq!(
+            take_batch(&mut waiting, 5, 1).len(),
+            1,
+            "the sender's value counts"
+        );
     }
 }

@@ -359,10 +359,7 @@ async fn a_batch_is_one_round_trip_of_reads_one_load_and_a_fill_per_key() {
 #[tokio::test]
 async fn fills_that_meet_go_in_one_call() {
     let redis = RedisServer::start();
-    let store = RedisStore::connect(&redis.url()).await.unwrap();
-    for i in 0..=10 {
-        take_lease(&store, i, i + 1).await;
-    }
+    let store = leased(&redis, 11).await;
     assert!(fill(&store, 10, 11).await, "the script loaded");
     store.delete("ns", &key(3), None).await.unwrap();
     take_lease(&store, 3, 99).await;
@@ -389,10 +386,7 @@ async fn fills_that_meet_go_in_one_call() {
 #[tokio::test]
 async fn a_dropped_leader_strands_no_fill() {
     let redis = RedisServer::start();
-    let store = RedisStore::connect(&redis.url()).await.unwrap();
-    for i in 0..5 {
-        take_lease(&store, i, i + 1).await;
-    }
+    let store = leased(&redis, 5).await;
     let mut first = Box::pin(join_all((0..2).map(|i| fill(&store, i, i + 1))));
     let mut rest = Box::pin(join_all((2..5).map(|i| fill(&store, i, i + 1))));
     assert!(
@@ -406,6 +400,41 @@ async fn a_dropped_leader_strands_no_fill() {
     drop(first);
     let stored = tokio::time::timeout(crate::WAIT, rest).await;
     assert_eq!(stored.expect("no fill stranded"), [true, true, true]);
+}
+
+/// A queued fill told to lead whose caller stops waiting before it runs hands the lead on:
+/// the fills queued after it are sent, not stranded.
+#[tokio::test]
+async fn a_lead_handed_to_a_dropped_fill_passes_on() {
+    let redis = RedisServer::start();
+    let store = leased(&redis, 5).await;
+    let mut leaders = Box::pin(join_all((0..2).map(|i| fill(&store, i, i + 1))));
+    let mut queued: Vec<_> = (2..5).map(|i| Box::pin(fill(&store, i, i + 1))).collect();
+    assert!(
+        leaders.as_mut().now_or_never().is_none(),
+        "two lead, on their way"
+    );
+    for fill in &mut queued {
+        assert!(
+            fill.as_mut().now_or_never().is_none(),
+            "three queue behind them"
+        );
+    }
+    // Answered, the two leaders hand the lead to the first two queued, which never run.
+    assert_eq!(leaders.await, [true, true]);
+    let last = queued.pop().unwrap();
+    drop(queued);
+    let stored = tokio::time::timeout(crate::WAIT, last).await;
+    assert!(stored.expect("the last fill not stranded"));
+}
+
+/// A store on `redis` whose keys `k0…k{n-1}` were read and leased, key `i` under token `i + 1`.
+async fn leased(redis: &RedisServer, n: u64) -> RedisStore {
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    for i in 0..n {
+        take_lease(&store, i, i + 1).await;
+    }
+    store
 }
 
 fn key(i: u64) -> String {
