@@ -32,7 +32,7 @@ const MOST_FILLS: usize = 26;
 /// Calls of fills on their way before fills queue. One gathers the most, but a fill that
 /// waits keeps its lease record in the key longer, where other instances' reads find it and
 /// wait in turn: with one, W5's fleet spent ~3–5 % more CPU; with two it spends what it did
-/// without batching, and W1's fills still go ~4 a call.
+/// without batching, and W1's fills still go ~5 a call.
 const LEADERS: usize = 2;
 
 /// Value bytes a call carries at most (its first fill goes whatever its size): the server
