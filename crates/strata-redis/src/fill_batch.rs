@@ -118,17 +118,21 @@ struct Queue {
     queued: Vec<Queued>,
 }
 
-/// The fills of one connection, taking turns.
+/// The fills of one connection, taking turns; on a cluster each alone.
 #[derive(Clone)]
 pub(crate) struct FillBatch {
     conn: Connection,
+    /// Whether fills take turns: not on a cluster, where one call's keys must share a slot.
+    together: bool,
     queue: Arc<Mutex<Queue>>,
 }
 
 impl FillBatch {
-    pub(crate) fn new(conn: Connection) -> Self {
+    /// The fills of `conn`, together only on one server (`together`).
+    pub(crate) fn new(conn: Connection, together: bool) -> Self {
         FillBatch {
             conn,
+            together,
             queue: Arc::default(),
         }
     }
@@ -155,6 +159,9 @@ impl FillBatch {
             record,
             lease_ttl_ms,
         };
+        if !self.together {
+            return self.send(fill, Vec::new()).await;
+        }
         loop {
             let step = {
                 let mut queue = self.queue();
@@ -226,8 +233,6 @@ impl FillBatch {
             .call(&mut self.conn.get(), &keys, &args)
             .await
             .map_err(|e| self.conn.failed(e));
-        drop((keys, args));
-        drop(fills);
         for (index, other) in others.into_iter().enumerate() {
             let filled = answer.clone().map(|answer| Filled::of(answer, index + 1));
             // A fill whose caller stopped waiting does not need to know.

@@ -21,7 +21,7 @@ use crate::layout::Layout;
 use crate::lease::RedisLease;
 use crate::resp::Arg;
 use crate::scripts::{
-    DELETE_TAG, FILL, FILL_IN_SLOT, FILL_LEASED, INDEX_TAG, INVALIDATE, READ, RELEASE_RECORD,
+    DELETE_TAG, FILL, FILL_IN_SLOT, INDEX_TAG, INVALIDATE, READ, RELEASE_RECORD,
     RELEASE_RECORD_IN_SLOT, REPLACE,
 };
 use crate::tracking::Tracker;
@@ -55,8 +55,8 @@ pub struct RedisStore {
     config: RedisConfig,
     /// Server-assisted invalidation, started by the first cache that asks for it.
     tracker: Arc<tokio::sync::Mutex<Option<Arc<Tracker>>>>,
-    /// Misses' fills sent together (one server; `None` on a cluster).
-    fills: Option<FillBatch>,
+    /// Misses' fills, sent together on one server.
+    fills: FillBatch,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -86,7 +86,7 @@ impl RedisStore {
 
     /// A miss's fill in one step with the fewest arguments: the plain command where the server
     /// compares for us (`SET … IFEQ`: Valkey 8.1, Redis 8.4), else the small script
-    /// [`FILL_LEASED`] (Redis 7). Stored if the data key still holds this load's lease record,
+    /// [`FILL_LEASED`](crate::scripts::FILL_LEASED) (Redis 7). Stored if the data key still holds this load's lease record,
     /// left as it was otherwise. `None` when [`FILL`] must do it: the fill releases a refresh
     /// lease, the server predates `SET … XX GET`, or `IFEQ` found the record waited on (its
     /// end is announced; the script compares it again).
@@ -149,7 +149,7 @@ impl RedisStore {
         })
     }
 
-    /// [`fill_in_place`](Self::fill_in_place) where it cannot: [`FILL_LEASED`], with the
+    /// [`fill_in_place`](Self::fill_in_place) where it cannot: [`FILL_LEASED`](crate::scripts::FILL_LEASED), with the
     /// fills on their way meanwhile on one server ([`FillBatch`]), alone on a cluster.
     async fn fill_leased(
         &self,
@@ -160,22 +160,7 @@ impl RedisStore {
         lease_ttl: Duration,
     ) -> Result<InPlace, Error> {
         let (ttl, lease_ttl) = (ttl_ms(ttl), ttl_ms(lease_ttl));
-        let filled = match &self.fills {
-            Some(fills) => fills.fill(data, value, ttl, record, lease_ttl).await?,
-            None => {
-                let args = [
-                    value.into(),
-                    ttl.into(),
-                    record[..].into(),
-                    lease_ttl.into(),
-                ];
-                let answer: u64 = FILL_LEASED
-                    .call(&mut self.conn.get(), &[data.into()], &args)
-                    .await
-                    .map_err(|e| self.conn.failed(e))?;
-                Filled::of(answer, 0)
-            }
-        };
+        let filled = self.fills.fill(data, value, ttl, record, lease_ttl).await?;
         Ok(InPlace {
             stored: filled != Filled::Overtaken,
             announce: filled == Filled::StoredWaitedOn,
@@ -232,7 +217,7 @@ impl RedisStore {
     pub async fn connect_with(config: &RedisConfig) -> Result<Self, Error> {
         let conn = Connection::open(config).await?;
         Ok(RedisStore {
-            fills: (!config.is_cluster()).then(|| FillBatch::new(conn.clone())),
+            fills: FillBatch::new(conn.clone(), !config.is_cluster()),
             conn,
             config: config.clone(),
             tracker: Arc::default(),
@@ -812,7 +797,7 @@ impl RedisStore {
 
 /// Tells the instances waiting on `key`'s load that it ended (the namespace's filled stream
 /// and channel, as the scripts do in the same step): after a fill on a cluster, or by
-/// [`FILL_LEASED`]. The channel's push is best effort, as the scripts' `redis.pcall`: a user
+/// [`FILL_LEASED`](crate::scripts::FILL_LEASED). The channel's push is best effort, as the scripts' `redis.pcall`: a user
 /// not allowed the channel still appends (its waiters read the stream at their next poll).
 pub(crate) async fn announce_filled(
     conn: &Connection,

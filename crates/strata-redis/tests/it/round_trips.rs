@@ -122,14 +122,13 @@ async fn each_step(redis: &RedisServer, url: &str, fill: Fill) {
     // A miss: one `SET … NX GET` (the read, leaving the lease record), then one fill: the
     // script (stores with `SET … XX GET` and compares the record it replaced), or where the
     // server compares, `SET … IFEQ`.
-    let cold = counted(redis, async {
+    let mut cold = counted(redis, async {
         for i in 1..=N {
             read(&a, &db, &format!("k{i}"), i).await;
         }
         a.run_pending_tasks().await; // the fills answered before have landed
     })
     .await;
-    let mut cold = cold;
     if let Fill::Script = fill {
         // Fills that meet on their way go as one call (`fills_that_meet_go_in_one_call`).
         let calls = cold.remove("evalsha").unwrap_or(0);
