@@ -10,6 +10,7 @@ import Redis, { Cluster, type RedisOptions } from "ioredis";
 import { Acker, before, Looks } from "./acks";
 import { type Client, connect, isCluster, isSentinel, keepConnected, ready, writePerTick } from "./connection";
 import { LoadEnds, type Waiter } from "./ends";
+import { FillBatch } from "./fill-batch";
 import * as envelope from "./envelope";
 import { type CodecName, DecodeError, type Times } from "./envelope";
 import {
@@ -215,6 +216,8 @@ export class HybridCache {
   private setNxGet = true;
   /** `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): a miss's fill without the script. */
   private setIfEq = false;
+  /** On one server: misses' fills by the small script, sharing their calls (null on a cluster). */
+  private readonly fills: FillBatch | null;
   /** On a cluster: its writes, each confirmed by a replica. */
   private readonly replicated: Replicated | null;
   private readonly commands: Raw;
@@ -238,6 +241,9 @@ export class HybridCache {
     this.maxKeyBytes = o.maxKeyBytes ?? 1024;
     this.maxValueBytes = o.maxValueBytes ?? 16 * 1024 * 1024;
     this.l1 = new L1(o.l1Capacity ?? 10_000);
+    this.fills = cluster
+      ? null
+      : new FillBatch((keys, args) => this.script("FILL_LEASED", keys, args), Math.max(1, this.leaseTtl));
     this.caughtUp = new Array<number>(this.parts).fill(nowMs());
     this.ackWithin = o.maxStaleness ?? 1000;
     this.own =
@@ -698,7 +704,8 @@ export class HybridCache {
    */
   private async land(fill: Fill, seen: string, early: L1Entry | null): Promise<boolean> {
     const { key, tags } = fill;
-    let kept = await this.fill(fill);
+    // A caller waiting on the fill has it sent at once, not after the calls on their way.
+    let kept = await this.fill(fill, early === null);
     if (kept && this.fence.overtakes(seen, tags)) {
       // A tag dropped here while the fill was on its way: that drop may have read the tag's
       // index before the fill put the key there (docs/protocol.md, "After the
@@ -727,7 +734,7 @@ export class HybridCache {
     }
   }
 
-  private async fill({ key, payload, times, tags, fence, refreshToken }: Fill): Promise<boolean> {
+  private async fill({ key, payload, times, tags, fence, refreshToken }: Fill, atOnce = true): Promise<boolean> {
     const px = Math.max(1, (this.raw ? times.expires : times.staleUntil) - times.created);
     const args: Arg[] = [
       payload,
@@ -755,8 +762,10 @@ export class HybridCache {
       } else if (inPlace && this.setNxGet) {
         // Redis 7: the small script with the fewest arguments ("With the small script"); over a
         // record waited on it stored, and the end is announced here.
-        const lean: Arg[] = [payload, px, fence[1], Math.max(1, this.leaseTtl)];
-        const outcome = await this.script("FILL_LEASED", [data], lean);
+        // On one server the fills on their way share their calls (`FillBatch`).
+        const outcome = this.fills
+          ? await this.fills.fill({ data, payload, px, record: fence[1] }, atOnce)
+          : await this.script("FILL_LEASED", [data], [payload, px, fence[1], Math.max(1, this.leaseTtl)]);
         if (outcome === 2) await this.announceFilled(key);
         return outcome !== 0;
       }

@@ -326,6 +326,51 @@ test("without IFEQ, a fill is the small script", async () => {
   }
 });
 
+test("fills that meet on their way share their script calls, each with its own outcome", async () => {
+  // Ten loads end at once: two fills go alone (two calls on their way), the eight that come
+  // meanwhile in one call. One key's lease was taken over while it loaded (its fill is refused,
+  // the other record put back), one waited on by another instance (stored, its end announced).
+  const [a, b] = await pair();
+  await closing([a, b], async () => {
+    const keys = Array.from({ length: 10 }, (_, i) => `f${i}`);
+    let open = () => {};
+    const gate = new Promise<void>((r) => (open = r));
+    let loads = 0;
+    const loader = async () => {
+      loads += 1;
+      await gate;
+      return { version: 1 };
+    };
+    await a.getOrLoad("warm", async () => ({ version: 1 })); // the script loaded
+    const filled = keys.map((k) => a.getOrLoad(k, loader));
+    const leased = async () => (await Promise.all(keys.map((k) => env.redis.strlen(`t:${k}`)))).every((n) => n === 12);
+    await eventually(leased);
+    const other = Buffer.from("ff534c000000000000000007", "hex"); // another load's lease record
+    await env.redis.set("t:f3", other, "PX", 10_000); // overtaken: refused
+    const waits = b.stats().leaseWaits;
+    const waiting = b.getOrLoad("f7", async () => ({ version: 0 })); // waited on: announced
+    await eventually(async () => (await env.redis.strlen("t:f7")) === 13 && b.stats().leaseWaits > waits);
+    const before = await calls(env.redis);
+    open();
+    assert.ok((await Promise.all(filled)).every((v) => v.version === 1));
+    await a.runPendingTasks();
+    assert.deepEqual(await waiting, { version: 1 }); // told by the announcement
+    const sent = new Map<string, number>();
+    for (const [name, n] of await calls(env.redis)) sent.set(name, n - (before.get(name) ?? 0));
+    // Two calls alone and one of eight (ten calls, one a fill, without the batch).
+    assert.equal(sent.get("evalsha"), 3, JSON.stringify([...sent]));
+    assert.equal(sent.get("xadd"), 1); // f7's end announced, once
+    assert.deepEqual(await env.redis.getBuffer("t:f3"), other); // put back
+    const stored = await Promise.all(keys.map((k) => env.redis.strlen(`t:${k}`)));
+    assert.ok(
+      stored.every((n, i) => (i === 3 ? n === 12 : n > 13)),
+      `stored: ${stored}`,
+    );
+    assert.equal(a.stats().fillsFenced, 1);
+    assert.equal(loads, 10);
+  });
+});
+
 test("waiters on another instance mark its load once", async () => {
   // The first waiter marks the holder's lease record (the READ script: GET, APPEND), the next
   // finds the mark and reads plainly; told of the fill, each reads the value with one

@@ -10,6 +10,7 @@ import { test } from "node:test";
 
 import { ackValue, parseAck } from "../src/acks";
 import * as envelope from "../src/envelope";
+import { FillBatch, MOST_BYTES, MOST_FILLS, outcomeOf } from "../src/fill-batch";
 import { parseInvalidation, wire } from "../src/follower";
 import { checkNamespace, Layout } from "../src/layout";
 
@@ -171,4 +172,54 @@ test("the documented acknowledgement reads as documented", () => {
   assert.equal(parseAck("x:1", 0), null);
   assert.equal(parseAck("-1:1", 0), null);
   assert.equal(parseAck("1: 2", 0), null);
+});
+
+test("a call of several fills answers each in its two bits", () => {
+  // docs/protocol.md §5: key i at 4^(i-1); 26 keys stay exact (52 bits).
+  const answer = 1 + 2 * 4 + 0 * 16 + 1 * 64;
+  assert.deepEqual(
+    [0, 1, 2, 3].map((i) => outcomeOf(answer, i)),
+    [1, 2, 0, 1],
+  );
+  const last = 2 * 4 ** 25;
+  assert.equal(outcomeOf(last + 1, 25), 2);
+  assert.equal(outcomeOf(last + 1, 0), 1);
+});
+
+test("fills wait for one of two calls on their way, and a full queue goes at once", async () => {
+  const calls: number[] = [];
+  const answers: ((n: number) => void)[] = [];
+  const batch = new FillBatch((keys, args) => {
+    calls.push(keys.length);
+    assert.equal(args.length, 3 * keys.length + 1); // value, TTL, record each; then the lease TTL
+    assert.equal(args[args.length - 1], 10_000);
+    return new Promise((r) => answers.push(r));
+  }, 10_000);
+  const fill = (i: number, bytes = 10) =>
+    batch.fill({ data: `k${i}`, payload: Buffer.alloc(bytes), px: 1000, record: Buffer.alloc(12) });
+  const first = [fill(0), fill(1)];
+  const queued = Array.from({ length: MOST_FILLS - 1 }, (_, i) => fill(2 + i));
+  assert.deepEqual(calls, [1, 1]); // two alone; the rest wait
+  const full = fill(99); // the queue reaches its bound: sent at once
+  assert.deepEqual(calls, [1, 1, MOST_FILLS]);
+  const big = fill(100, MOST_BYTES); // its bytes alone reach the bound
+  assert.deepEqual(calls, [1, 1, MOST_FILLS, 1]);
+  answers[0]!(1);
+  answers[1]!(2);
+  answers[2]!(0);
+  answers[3]!(1);
+  assert.deepEqual(await Promise.all([...first, full, big]), [1, 2, 0, 1]);
+  assert.ok((await Promise.all(queued)).every((o) => o === 0));
+  const late = fill(101); // nothing on its way now: alone
+  assert.deepEqual(calls, [1, 1, MOST_FILLS, 1, 1]);
+  const [second, third] = [fill(102), fill(103)]; // the second on its way, the third waits
+  const waitedOn = batch.fill({ data: "k104", payload: Buffer.alloc(1), px: 1, record: Buffer.alloc(12) }, true);
+  assert.deepEqual(calls, [1, 1, MOST_FILLS, 1, 1, 1, 1]); // at once, alone, past the third
+  answers[4]!(1);
+  answers[5]!(2);
+  answers[6]!(1);
+  assert.deepEqual(await Promise.all([late, second, waitedOn]), [1, 2, 1]);
+  assert.deepEqual(calls, [1, 1, MOST_FILLS, 1, 1, 1, 1, 1]); // the third, once one was answered
+  answers[7]!(2);
+  assert.equal(await third, 2);
 });
