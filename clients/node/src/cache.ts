@@ -734,7 +734,7 @@ export class HybridCache {
     }
   }
 
-  private async fill({ key, payload, times, tags, fence, refreshToken }: Fill, atOnce = true): Promise<boolean> {
+  private async fill({ key, payload, times, tags, fence, refreshToken }: Fill, atOnce: boolean): Promise<boolean> {
     const px = Math.max(1, (this.raw ? times.expires : times.staleUntil) - times.created);
     const args: Arg[] = [
       payload,
