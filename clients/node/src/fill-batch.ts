@@ -66,7 +66,10 @@ export class FillBatch {
   fill(fill: LeasedFill, atOnce = false): Promise<Outcome> {
     return new Promise<Outcome>((resolve, reject) => {
       const waiting = { fill, resolve, reject };
-      if (atOnce) return this.go([waiting]);
+      if (atOnce) {
+        this.go([waiting]);
+        return;
+      }
       this.waiting.push(waiting);
       this.waitingBytes += fill.payload.length;
       const full = this.waiting.length >= MOST_FILLS || this.waitingBytes >= MOST_BYTES;

@@ -171,7 +171,7 @@ impl FillBatch {
                 } else if queue.queued.len() + 1 >= MOST_FILLS
                     || bytes(&queue.queued) + value.len() >= MOST_BYTES
                 {
-                    Step::Send(take_batch(&mut queue.queued, lease_ttl_ms, value.len()))
+                    Step::Send(take_batch(&mut queue.queued, &fill))
                 } else {
                     let (turn, told) = oneshot::channel();
                     queue.queued.push(Queued {
@@ -192,7 +192,7 @@ impl FillBatch {
                 Step::Wait(told) => match (Told { told, batch: self }).turn().await {
                     Ok(Turn::Answered(answer)) => return answer,
                     Ok(Turn::Lead) => {
-                        let others = take_batch(&mut self.queue().queued, lease_ttl_ms, 0);
+                        let others = take_batch(&mut self.queue().queued, &fill);
                         return self.lead(fill, others).await;
                     }
                     // Its call was dropped before it was answered (its sender cancelled):
@@ -288,14 +288,13 @@ fn bytes(queued: &[Queued]) -> usize {
     queued.iter().map(|fill| fill.value.len()).sum()
 }
 
-/// The fills queued that go with one of lease TTL `lease_ttl_ms` (one argument for all) and
-/// `bytes` of value, in order, up to [`MOST_FILLS`] and [`MOST_BYTES`] with it; the others
-/// stay queued.
-fn take_batch(queued: &mut Vec<Queued>, lease_ttl_ms: u64, bytes: usize) -> Vec<Queued> {
-    let (mut count, mut total) = (1, bytes);
+/// The fills queued that go with `sender`'s call (one lease TTL argument for all), in order,
+/// up to [`MOST_FILLS`] and [`MOST_BYTES`] with the sender's own; the others stay queued.
+fn take_batch(queued: &mut Vec<Queued>, sender: &Fill<'_>) -> Vec<Queued> {
+    let (mut count, mut total) = (1, sender.value.len());
     let (batch, kept) = std::mem::take(queued).into_iter().partition(|fill| {
         let fits = count < MOST_FILLS
-            && fill.lease_ttl_ms == lease_ttl_ms
+            && fill.lease_ttl_ms == sender.lease_ttl_ms
             && total + fill.value.len() <= MOST_BYTES;
         if fits {
             count += 1;
@@ -334,19 +333,27 @@ mod tests {
 
     #[test]
     fn a_batch_keeps_to_its_bounds_and_its_lease_ttl() {
+        static VALUES: [u8; 16] = [0; 16];
+        let sender = |lease_ttl_ms, bytes: usize| Fill {
+            key: "",
+            value: &VALUES[..bytes],
+            ttl_ms: 1,
+            record: [0; 12],
+            lease_ttl_ms,
+        };
         let mut waiting: Vec<Queued> = (0..30).map(|_| queued(5, 10)).collect();
         waiting.insert(1, queued(7, 10));
-        let batch = take_batch(&mut waiting, 5, 10);
+        let batch = take_batch(&mut waiting, &sender(5, 10));
         assert_eq!(batch.len(), MOST_FILLS - 1, "with the fill that sends it");
         assert!(batch.iter().all(|fill| fill.lease_ttl_ms == 5));
         assert_eq!(waiting.len(), 6, "the other lease TTL and the rest stay");
         assert_eq!(waiting[0].lease_ttl_ms, 7, "in order");
 
         let mut waiting: Vec<Queued> = (0..4).map(|_| queued(5, MOST_BYTES / 2)).collect();
-        assert_eq!(take_batch(&mut waiting, 5, 0).len(), 2);
+        assert_eq!(take_batch(&mut waiting, &sender(5, 0)).len(), 2);
         assert_eq!(waiting.len(), 2);
         assert_eq!(
-            take_batch(&mut waiting, 5, 1).len(),
+            take_batch(&mut waiting, &sender(5, 1)).len(),
             1,
             "the sender's value counts"
         );

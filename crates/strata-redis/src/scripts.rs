@@ -572,7 +572,7 @@ mod tests {
 
     /// `FILL_LEASED` decides a miss's fill as `FILL` does, says when the record it replaced
     /// was waited on, and leaves the same bytes behind when it does not store: one fill a call
-    /// (as the Python and Node clients send it), and every case at once, each key's answer in
+    /// (as the Python client sends it), and every case at once, each key's answer in
     /// its own two bits.
     #[tokio::test]
     async fn the_lean_fill_decides_as_fill_does() {

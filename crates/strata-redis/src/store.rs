@@ -86,10 +86,10 @@ impl RedisStore {
 
     /// A miss's fill in one step with the fewest arguments: the plain command where the server
     /// compares for us (`SET … IFEQ`: Valkey 8.1, Redis 8.4), else the small script
-    /// [`FILL_LEASED`](crate::scripts::FILL_LEASED) (Redis 7). Stored if the data key still holds this load's lease record,
-    /// left as it was otherwise. `None` when [`FILL`] must do it: the fill releases a refresh
-    /// lease, the server predates `SET … XX GET`, or `IFEQ` found the record waited on (its
-    /// end is announced; the script compares it again).
+    /// [`FILL_LEASED`](crate::scripts::FILL_LEASED) (Redis 7). Stored if the data key still
+    /// holds this load's lease record, left as it was otherwise. `None` when [`FILL`] must do
+    /// it: the fill releases a refresh lease, the server predates `SET … XX GET`, or `IFEQ`
+    /// found the record waited on (its end is announced; the script compares it again).
     async fn fill_in_place(
         &self,
         data: &str,
@@ -149,8 +149,9 @@ impl RedisStore {
         })
     }
 
-    /// [`fill_in_place`](Self::fill_in_place) where it cannot: [`FILL_LEASED`](crate::scripts::FILL_LEASED), with the
-    /// fills on their way meanwhile on one server ([`FillBatch`]), alone on a cluster.
+    /// [`fill_in_place`](Self::fill_in_place) where it cannot:
+    /// [`FILL_LEASED`](crate::scripts::FILL_LEASED), with the fills on their way meanwhile on
+    /// one server ([`FillBatch`]), alone on a cluster.
     async fn fill_leased(
         &self,
         data: &str,
@@ -797,8 +798,9 @@ impl RedisStore {
 
 /// Tells the instances waiting on `key`'s load that it ended (the namespace's filled stream
 /// and channel, as the scripts do in the same step): after a fill on a cluster, or by
-/// [`FILL_LEASED`](crate::scripts::FILL_LEASED). The channel's push is best effort, as the scripts' `redis.pcall`: a user
-/// not allowed the channel still appends (its waiters read the stream at their next poll).
+/// [`FILL_LEASED`](crate::scripts::FILL_LEASED). The channel's push is best effort, as the
+/// scripts' `redis.pcall`: a user not allowed the channel still appends (its waiters read the
+/// stream at their next poll).
 pub(crate) async fn announce_filled(
     conn: &Connection,
     namespace: &str,
