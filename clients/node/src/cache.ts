@@ -216,8 +216,8 @@ export class HybridCache {
   private setNxGet = true;
   /** `SET … IFEQ` (Valkey 8.1, Redis 8.4 on): a miss's fill without the script. */
   private setIfEq = false;
-  /** On one server: misses' fills by the small script, sharing their calls (null on a cluster). */
-  private readonly fills: FillBatch | null;
+  /** Misses' fills by the small script, sharing their calls on one server. */
+  private readonly fills: FillBatch;
   /** On a cluster: its writes, each confirmed by a replica. */
   private readonly replicated: Replicated | null;
   private readonly commands: Raw;
@@ -241,9 +241,11 @@ export class HybridCache {
     this.maxKeyBytes = o.maxKeyBytes ?? 1024;
     this.maxValueBytes = o.maxValueBytes ?? 16 * 1024 * 1024;
     this.l1 = new L1(o.l1Capacity ?? 10_000);
-    this.fills = cluster
-      ? null
-      : new FillBatch((keys, args) => this.script("FILL_LEASED", keys, args), Math.max(1, this.leaseTtl));
+    this.fills = new FillBatch(
+      (keys, args) => this.script("FILL_LEASED", keys, args),
+      Math.max(1, this.leaseTtl),
+      !cluster,
+    );
     this.caughtUp = new Array<number>(this.parts).fill(nowMs());
     this.ackWithin = o.maxStaleness ?? 1000;
     this.own =
@@ -763,9 +765,7 @@ export class HybridCache {
         // Redis 7: the small script with the fewest arguments ("With the small script"); over a
         // record waited on it stored, and the end is announced here.
         // On one server the fills on their way share their calls (`FillBatch`).
-        const outcome = this.fills
-          ? await this.fills.fill({ data, payload, px, record: fence[1] }, atOnce)
-          : await this.script("FILL_LEASED", [data], [payload, px, fence[1], Math.max(1, this.leaseTtl)]);
+        const outcome = await this.fills.fill({ data, payload, px, record: fence[1] }, atOnce);
         if (outcome === 2) await this.announceFilled(key);
         return outcome !== 0;
       }

@@ -13,7 +13,8 @@
  * crowd on one key is answered once its fill has landed) goes at once, alone: held back, it would
  * hold them back too.
  *
- * One server only: on a cluster one call's keys would have to share a slot.
+ * On a cluster each fill goes alone (one call's keys would have to share a slot): the same
+ * call, one key.
  */
 
 /** What a fill came to: `0` overtaken (nothing of it stays), `1` stored, `2` stored over a lease
@@ -47,16 +48,18 @@ interface Waiting {
   reject: (err: unknown) => void;
 }
 
-/** One cache's fills on one server, taking turns. */
+/** One cache's fills, taking turns on one server; alone on a cluster. */
 export class FillBatch {
   private onTheirWay = 0;
   private waiting: Waiting[] = [];
   private waitingBytes = 0;
 
-  /** `leaseTtl`: the lease TTL (ms) sent with every call (a cache has one). */
+  /** `leaseTtl`: the lease TTL (ms) sent with every call (a cache has one); `together`: whether
+   * fills share calls (one server), else each goes alone (a cluster). */
   constructor(
     private readonly send: SendFills,
     private readonly leaseTtl: number,
+    private readonly together = true,
   ) {}
 
   /**
@@ -66,7 +69,7 @@ export class FillBatch {
   fill(fill: LeasedFill, atOnce = false): Promise<Outcome> {
     return new Promise<Outcome>((resolve, reject) => {
       const waiting = { fill, resolve, reject };
-      if (atOnce) {
+      if (atOnce || !this.together) {
         this.go([waiting]);
         return;
       }

@@ -223,3 +223,20 @@ test("fills wait for one of two calls on their way, and a full queue goes at onc
   answers[7]!(2);
   assert.equal(await third, 2);
 });
+
+test("on a cluster each fill goes alone, whatever is on its way", async () => {
+  const calls: string[][] = [];
+  const batch = new FillBatch(
+    (keys) => {
+      calls.push(keys);
+      return Promise.resolve(2);
+    },
+    10_000,
+    false,
+  );
+  const fill = (i: number) =>
+    batch.fill({ data: `k${i}`, payload: Buffer.alloc(4), px: 1000, record: Buffer.alloc(12) });
+  const outcomes = await Promise.all([0, 1, 2, 3].map(fill));
+  assert.deepEqual(calls, [["k0"], ["k1"], ["k2"], ["k3"]]); // one key a call: no slot shared
+  assert.deepEqual(outcomes, [2, 2, 2, 2]);
+});
