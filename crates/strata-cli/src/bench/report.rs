@@ -209,6 +209,10 @@ type Row = (&'static str, fn(&Report) -> Option<f64>, Better);
 enum Better {
     Higher,
     Lower,
+    /// A figure that describes the run rather than judges it (where the hits came from, what
+    /// the harness's timer did): shown without a verdict. A lower L2 hit ratio, say, is what
+    /// an L1 in front of it is for.
+    Neither,
 }
 
 const ROWS: &[Row] = &[
@@ -223,8 +227,10 @@ const ROWS: &[Row] = &[
         Better::Lower,
     ),
     ("hit ratio", |r| Some(r.hit_ratio.overall), Better::Higher),
-    ("L1 hit ratio", |r| Some(r.hit_ratio.l1), Better::Higher),
-    ("L2 hit ratio", |r| Some(r.hit_ratio.l2), Better::Higher),
+    ("L1 hit ratio", |r| Some(r.hit_ratio.l1), Better::Neither),
+    ("L2 hit ratio", |r| Some(r.hit_ratio.l2), Better::Neither),
+    // Reads answered by a load or L2 read already under way: hits, neither L1 nor L2 ones.
+    ("waited reads", |r| Some(r.waited as f64), Better::Neither),
     (
         "loader calls",
         |r| Some(r.loader_calls as f64),
@@ -235,7 +241,7 @@ const ROWS: &[Row] = &[
     (
         "load sleep p95 µs",
         |r| r.extra.get("load_sleep_us")?.get("p95")?.as_f64(),
-        Better::Lower,
+        Better::Neither,
     ),
     ("stale reads", |r| Some(r.stale_reads as f64), Better::Lower),
     ("errors", |r| Some(r.errors as f64), Better::Lower),
@@ -261,6 +267,24 @@ fn cell(v: Option<f64>) -> String {
     } else {
         format!("{v:.4}")
     }
+}
+
+/// A figure of a run's `extra` as a reader wants it: numbers as the table's cells, an object
+/// of numbers (percentiles, say) as `p50 1417 · p95 1763`, anything else as its JSON.
+fn extra_cell(v: &Value) -> String {
+    if let Some(x) = v.as_f64() {
+        return cell(Some(x));
+    }
+    if let Some(fields) = v.as_object()
+        && fields.values().all(Value::is_number)
+    {
+        let parts: Vec<String> = fields
+            .iter()
+            .map(|(k, x)| format!("{k} {}", cell(x.as_f64())))
+            .collect();
+        return parts.join(" · ");
+    }
+    v.to_string()
 }
 
 /// The table of one or more runs of the same workload; with two, a ratio column (first /
@@ -302,6 +326,7 @@ pub(crate) fn table(reports: &[Report]) -> String {
             && let (Some(x), Some(y)) = (get(a), get(b))
             && y != 0.0
             && x != y
+            && *better != Better::Neither
         {
             let wins = (x > y) == (*better == Better::Higher);
             let verdict = if wins { "better" } else { "worse" };
@@ -312,7 +337,7 @@ pub(crate) fn table(reports: &[Report]) -> String {
     for r in reports {
         // The ratios are the table's last column already.
         for (k, v) in r.extra.iter().filter(|(k, _)| *k != "vs_naive") {
-            out.push_str(&format!("{}: {k} = {v}\n", r.cache));
+            out.push_str(&format!("{}: {k} = {}\n", r.cache, extra_cell(v)));
         }
     }
     out
@@ -390,7 +415,8 @@ mod tests {
 
     #[test]
     fn cost_and_ratio_gates_read_their_fields() {
-        let strata = report();
+        let mut strata = report();
+        strata.waited = 4;
         let mut naive = report();
         naive.cache = "naive";
         naive.ops_per_s = 50.0;
@@ -412,6 +438,48 @@ mod tests {
                 .check(&reports[1])
                 .is_err()
         );
+    }
+
+    /// Rows that say where the hits came from carry no verdict (naive's higher L2 hit ratio
+    /// is not Strata's loss); the waited reads have a row; `extra` reads as figures.
+    #[test]
+    fn the_table_judges_outcomes_not_where_hits_came_from() {
+        let mut strata = report();
+        strata.waited = 4;
+        let mut naive = report();
+        naive.cache = "naive";
+        naive.ops_per_s = 50.0;
+        naive.hit_ratio = HitRatio {
+            l1: 0.0,
+            l2: 0.85,
+            overall: 0.85,
+        };
+        strata.extra.insert(
+            "read_us_loaded".into(),
+            serde_json::json!({"p50": 1417, "p99": 2053}),
+        );
+        strata
+            .extra
+            .insert("hit_ratio_max".into(), serde_json::json!(0.922_668_5));
+        let t = table(&[strata, naive]);
+        let row = |label: &str| {
+            t.lines()
+                .find(|l| l.starts_with(label))
+                .unwrap_or_else(|| panic!("no row {label}: {t}"))
+                .to_owned()
+        };
+        assert!(row("ops/s").ends_with("2.00× better"), "{t}");
+        assert!(row("hit ratio").ends_with("1.06× better"), "{t}");
+        for label in ["L1 hit ratio", "L2 hit ratio", "waited reads"] {
+            let r = row(label);
+            assert!(!r.contains("better") && !r.contains("worse"), "{r}");
+        }
+        assert!(row("waited reads").contains(" 4 "), "{t}");
+        assert!(
+            t.contains("strata: read_us_loaded = p50 1417 · p99 2053\n"),
+            "{t}"
+        );
+        assert!(t.contains("strata: hit_ratio_max = 0.9227\n"), "{t}");
     }
 
     #[test]
