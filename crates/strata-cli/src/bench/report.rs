@@ -394,6 +394,14 @@ mod tests {
         }
     }
 
+    /// A run of each cache, naive's at half Strata's ops/s.
+    fn strata_and_naive() -> [Report; 2] {
+        let mut naive = report();
+        naive.cache = "naive";
+        naive.ops_per_s = 50.0;
+        [report(), naive]
+    }
+
     #[test]
     fn gates_name_the_reports_fields() {
         let r = report();
@@ -415,11 +423,7 @@ mod tests {
 
     #[test]
     fn cost_and_ratio_gates_read_their_fields() {
-        let mut strata = report();
-        strata.waited = 4;
-        let mut naive = report();
-        naive.cache = "naive";
-        naive.ops_per_s = 50.0;
+        let [strata, mut naive] = strata_and_naive();
         naive.cost.cpu.us_per_op = 60_000.0;
         let mut reports = [strata, naive];
         compare(&mut reports);
@@ -444,11 +448,8 @@ mod tests {
     /// is not Strata's loss); the waited reads have a row; `extra` reads as figures.
     #[test]
     fn the_table_judges_outcomes_not_where_hits_came_from() {
-        let mut strata = report();
+        let [mut strata, mut naive] = strata_and_naive();
         strata.waited = 4;
-        let mut naive = report();
-        naive.cache = "naive";
-        naive.ops_per_s = 50.0;
         naive.hit_ratio = HitRatio {
             l1: 0.0,
             l2: 0.85,
