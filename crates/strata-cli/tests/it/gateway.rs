@@ -365,6 +365,11 @@ async fn two_gateways_share_responses_and_purges() {
     let bad = http.purge(&a, r#"{"tagz":[]}"#, TOKEN).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     http.get(&a.url("/products/2")).await;
+    // A holds it now, so the miss awaited below can only be B's purge reaching A.
+    assert_eq!(
+        http.get(&a.url("/products/2")).await.header("x-cache"),
+        "HIT"
+    );
     let by_url = http
         .purge(
             &b,
