@@ -201,9 +201,14 @@ pub(crate) fn compare(reports: &mut [Report]) {
     reports[s].extra.insert("vs_naive".into(), vs);
 }
 
-/// The rows of the human table: label and how to read the figure from a report (`None`: not
-/// measured in this run).
-type Row = (&'static str, fn(&Report) -> Option<f64>, Better);
+/// A row of the human table: its label, how to read the figure from a report (`None`: not
+/// measured in this run), which way is better, and the decimals it is shown with.
+struct Row {
+    label: &'static str,
+    get: fn(&Report) -> Option<f64>,
+    better: Better,
+    decimals: usize,
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Better {
@@ -215,76 +220,122 @@ enum Better {
     Neither,
 }
 
+/// A count, a time in µs or a rate: shown whole.
+const fn whole(label: &'static str, get: fn(&Report) -> Option<f64>, better: Better) -> Row {
+    fraction(label, get, better, 0)
+}
+
+/// A ratio or a cost per operation, shown with `decimals`.
+const fn fraction(
+    label: &'static str,
+    get: fn(&Report) -> Option<f64>,
+    better: Better,
+    decimals: usize,
+) -> Row {
+    Row {
+        label,
+        get,
+        better,
+        decimals,
+    }
+}
+
 const ROWS: &[Row] = &[
-    ("ops/s", |r| Some(r.ops_per_s), Better::Higher),
-    ("read p50 µs", |r| Some(r.read_us.p50 as f64), Better::Lower),
-    ("read p95 µs", |r| Some(r.read_us.p95 as f64), Better::Lower),
-    ("read p99 µs", |r| Some(r.read_us.p99 as f64), Better::Lower),
-    ("read max µs", |r| Some(r.read_us.max as f64), Better::Lower),
-    (
+    whole("ops/s", |r| Some(r.ops_per_s), Better::Higher),
+    whole("read p50 µs", |r| Some(r.read_us.p50 as f64), Better::Lower),
+    whole("read p95 µs", |r| Some(r.read_us.p95 as f64), Better::Lower),
+    whole("read p99 µs", |r| Some(r.read_us.p99 as f64), Better::Lower),
+    whole("read max µs", |r| Some(r.read_us.max as f64), Better::Lower),
+    whole(
         "write p99 µs",
         |r| Some(r.write_us.p99 as f64),
         Better::Lower,
     ),
-    ("hit ratio", |r| Some(r.hit_ratio.overall), Better::Higher),
-    ("L1 hit ratio", |r| Some(r.hit_ratio.l1), Better::Neither),
-    ("L2 hit ratio", |r| Some(r.hit_ratio.l2), Better::Neither),
+    fraction(
+        "hit ratio",
+        |r| Some(r.hit_ratio.overall),
+        Better::Higher,
+        4,
+    ),
+    fraction("L1 hit ratio", |r| Some(r.hit_ratio.l1), Better::Neither, 4),
+    fraction("L2 hit ratio", |r| Some(r.hit_ratio.l2), Better::Neither, 4),
     // Reads answered by a load or L2 read already under way: hits, neither L1 nor L2 ones.
-    ("waited reads", |r| Some(r.waited as f64), Better::Neither),
-    (
+    whole("waited reads", |r| Some(r.waited as f64), Better::Neither),
+    whole(
         "loader calls",
         |r| Some(r.loader_calls as f64),
         Better::Lower,
     ),
     // What the workload's 1 ms load took under this cache (W1, W5): how close to `LOAD_MS`
     // the harness's timer kept it (`--load-timer`; Tokio's fires later in an idler runtime).
-    (
+    whole(
         "load sleep p95 µs",
         |r| r.extra.get("load_sleep_us")?.get("p95")?.as_f64(),
         Better::Neither,
     ),
-    ("stale reads", |r| Some(r.stale_reads as f64), Better::Lower),
-    ("errors", |r| Some(r.errors as f64), Better::Lower),
-    ("CPU µs/op", |r| Some(r.cost.cpu.us_per_op), Better::Lower),
-    (
+    whole("stale reads", |r| Some(r.stale_reads as f64), Better::Lower),
+    whole("errors", |r| Some(r.errors as f64), Better::Lower),
+    fraction(
+        "CPU µs/op",
+        |r| Some(r.cost.cpu.us_per_op),
+        Better::Lower,
+        2,
+    ),
+    fraction(
         "Redis CPU µs/op",
         |r| r.cost.cpu.redis_us_per_op,
         Better::Lower,
+        2,
     ),
-    (
+    fraction(
         "Redis cmds/op",
         |r| r.cost.redis_commands_per_op.as_ref().map(|c| c.total),
         Better::Lower,
+        3,
     ),
 ];
 
-fn cell(v: Option<f64>) -> String {
-    let Some(v) = v else {
-        return "-".into();
-    };
-    if v.fract() == 0.0 || v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.4}")
-    }
+/// A row's figure with its decimals (`-`: not measured).
+fn cell(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
 }
 
-/// A figure of a run's `extra` as a reader wants it: numbers as the table's cells, an object
-/// of numbers (percentiles, say) as `p50 1417 · p95 1763`, anything else as its JSON.
+/// A figure of a run's `extra` as a reader wants it: a number whole, or with up to four
+/// decimals if it has a fraction; an object as `p50 1417 · p95 1763`, one inside it in
+/// parentheses (`hit_ratio (l1 0.4636 · l2 0.1262)`); a list item by item; text as it is;
+/// anything else as its JSON.
 fn extra_cell(v: &Value) -> String {
-    if let Some(x) = v.as_f64() {
-        return cell(Some(x));
-    }
-    if let Some(fields) = v.as_object()
-        && fields.values().all(Value::is_number)
-    {
-        let parts: Vec<String> = fields
+    match v {
+        Value::Number(n) => n.as_f64().map_or_else(
+            || n.to_string(),
+            |x| {
+                if x.fract() == 0.0 {
+                    cell(Some(x), 0)
+                } else {
+                    // `s 0.99`, not `s 0.9900`.
+                    cell(Some(x), 4)
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_owned()
+                }
+            },
+        ),
+        Value::Object(fields) => fields
             .iter()
-            .map(|(k, x)| format!("{k} {}", cell(x.as_f64())))
-            .collect();
-        return parts.join(" · ");
+            .map(|(k, x)| match x {
+                Value::Object(_) => format!("{k} ({})", extra_cell(x)),
+                _ => format!("{k} {}", extra_cell(x)),
+            })
+            .collect::<Vec<_>>()
+            .join(" · "),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|x| format!("[{}]", extra_cell(x)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => v.to_string(),
     }
-    v.to_string()
 }
 
 /// The table of one or more runs of the same workload; with two, a ratio column (first /
@@ -299,7 +350,10 @@ pub(crate) fn table(reports: &[Report]) -> String {
         });
         out.push_str(&format!(
             "{} ({} ops measured, L2: {}{server}, params: {})\n",
-            first.workload, first.ops, first.l2, first.params
+            first.workload,
+            first.ops,
+            first.l2,
+            extra_cell(&first.params)
         ));
     }
     out.push_str(&format!("{:<16}", ""));
@@ -313,22 +367,23 @@ pub(crate) fn table(reports: &[Report]) -> String {
         ));
     }
     out.push('\n');
-    for (label, get, better) in ROWS {
+    for row in ROWS {
+        let (label, get, better) = (row.label, row.get, row.better);
         // A figure no run of this workload has (no Redis, no loads timed) is left out.
         if reports.iter().all(|r| get(r).is_none()) {
             continue;
         }
         out.push_str(&format!("{label:<16}"));
         for r in reports {
-            out.push_str(&format!("{:>14}", cell(get(r))));
+            out.push_str(&format!("{:>14}", cell(get(r), row.decimals)));
         }
         if let [a, b] = reports
             && let (Some(x), Some(y)) = (get(a), get(b))
             && y != 0.0
             && x != y
-            && *better != Better::Neither
+            && better != Better::Neither
         {
-            let wins = (x > y) == (*better == Better::Higher);
+            let wins = (x > y) == (better == Better::Higher);
             let verdict = if wins { "better" } else { "worse" };
             out.push_str(&format!("{:>22}", format!("{:.2}× {verdict}", x / y)));
         }
@@ -337,7 +392,15 @@ pub(crate) fn table(reports: &[Report]) -> String {
     for r in reports {
         // The ratios are the table's last column already.
         for (k, v) in r.extra.iter().filter(|(k, _)| *k != "vs_naive") {
-            out.push_str(&format!("{}: {k} = {}\n", r.cache, extra_cell(v)));
+            match v {
+                // A list (W5's instances) a line an item.
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        out.push_str(&format!("{}: {k}[{i}] = {}\n", r.cache, extra_cell(item)));
+                    }
+                }
+                _ => out.push_str(&format!("{}: {k} = {}\n", r.cache, extra_cell(v))),
+            }
         }
     }
     out
@@ -481,6 +544,53 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("strata: hit_ratio_max = 0.9227\n"), "{t}");
+    }
+
+    /// Each row has its own decimals (a cost per op is not a hit ratio), and W5's list of
+    /// instances reads a line an instance, not as JSON.
+    #[test]
+    fn figures_read_with_their_rows_decimals_and_lists_a_line_an_item() {
+        let [mut strata, naive] = strata_and_naive();
+        strata.cost.cpu.us_per_op = 9.5;
+        strata.extra.insert(
+            "instances".into(),
+            serde_json::json!([
+                {"instance": 0, "hit_ratio": {"l1": 0.463_599, "overall": 0.623_5}, "stale_reads": 0},
+                {"instance": 1, "hit_ratio": {"l1": 0.467_5, "overall": 0.632_4}, "stale_reads": 0},
+            ]),
+        );
+        strata
+            .extra
+            .insert("processes".into(), serde_json::json!("in-process"));
+        strata.extra.insert(
+            "shape".into(),
+            serde_json::json!({"s": 0.99, "tiny": 0.000_01, "n": 100_000}),
+        );
+        let t = table(&[strata, naive]);
+        let row = |label: &str| t.lines().find(|l| l.starts_with(label)).map(str::to_owned);
+        let cpu = row("CPU µs/op").unwrap_or_default();
+        assert!(cpu.contains(" 9.50 ") && cpu.contains(" 30000.00 "), "{t}");
+        assert!(
+            row("hit ratio").is_some_and(|r| r.contains(" 0.9000 ")),
+            "{t}"
+        );
+        assert!(row("ops/s").is_some_and(|r| r.contains(" 100 ")), "{t}");
+        assert!(
+            t.contains(
+                "strata: instances[0] = hit_ratio (l1 0.4636 · overall 0.6235) · instance 0 · stale_reads 0\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("strata: instances[1] = hit_ratio (l1 0.4675"),
+            "{t}"
+        );
+        assert!(t.contains("strata: processes = in-process\n"), "{t}");
+        assert!(
+            t.contains("strata: shape = n 100000 · s 0.99 · tiny 0\n"),
+            "{t}"
+        );
+        assert!(!t.contains('{') && !t.contains('"'), "no raw JSON: {t}");
     }
 
     #[test]
