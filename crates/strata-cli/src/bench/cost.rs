@@ -44,6 +44,9 @@ pub(crate) struct Server {
     /// `SET`s; without it each is a Lua script, which costs the server ~3.7 µs more
     /// (BENCHMARKS.md, "What a fill's script costs").
     pub(crate) set_ifeq: bool,
+    /// The server process's `run_id`: a new one each time a server starts, so two runs
+    /// that name the same one measured the same process.
+    pub(crate) run_id: String,
 }
 
 impl Server {
@@ -62,6 +65,7 @@ impl Server {
             name,
             version,
             set_ifeq: strata_redis::ServerFeatures::of(info).ifeq,
+            run_id: field("run_id:").unwrap_or_default(),
         })
     }
 }
@@ -260,11 +264,18 @@ mod tests {
 
     #[test]
     fn the_server_is_named_with_its_version_and_whether_a_fill_needs_a_script() {
-        let redis = Server::of("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n")
-            .expect("redis");
+        let redis = Server::of(
+            "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\nrun_id:4f3a\r\n",
+        )
+        .expect("redis");
         assert_eq!(
-            (redis.name, redis.version.as_str(), redis.set_ifeq),
-            ("redis", "7.0.15", false)
+            (
+                redis.name,
+                redis.version.as_str(),
+                redis.set_ifeq,
+                redis.run_id.as_str()
+            ),
+            ("redis", "7.0.15", false, "4f3a")
         );
         let valkey = Server::of("redis_version:7.2.4\r\nvalkey_version:8.1.1\r\n").expect("valkey");
         assert_eq!(

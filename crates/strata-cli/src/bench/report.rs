@@ -603,6 +603,7 @@ mod tests {
             name: "valkey",
             version: "8.1.1".into(),
             set_ifeq: true,
+            run_id: "4f3a".into(),
         });
         assert!(table(std::slice::from_ref(&r)).starts_with(
             "W1 (100 ops measured, L2: redis (valkey 8.1.1, a fill is SET IFEQ), params"
@@ -620,7 +621,7 @@ mod tests {
         let json: Value = serde_json::from_str(&r.json()).expect("json");
         assert_eq!(
             json["l2_server"],
-            serde_json::json!({"name": "valkey", "version": "8.1.1", "set_ifeq": true})
+            serde_json::json!({"name": "valkey", "version": "8.1.1", "set_ifeq": true, "run_id": "4f3a"})
         );
     }
 }

@@ -25,14 +25,14 @@ pub(crate) fn params(args: &BenchArgs) -> Params {
     p
 }
 
-pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
+pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run>, BoxError> {
     let params = params(args);
     let (warmup, measured) = phases(&params)?;
     let minimum = minimum_loads(&params, &warmup, &measured);
     let keys = key_names(params.n);
-    let probe = target.cost_probe().await;
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
+        let probe = target.ready().await?;
         let pass = prepare(choice, &params, target, keys).await?;
         let pace = Pace::Closed {
             concurrency: params.concurrency,
@@ -76,14 +76,13 @@ pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, B
     Ok(runs)
 }
 
-/// A cold subject on a flushed L2 with a fresh source of truth.
+/// A cold subject with a fresh source of truth, on an L2 the caller readied ([`Target::ready`]).
 pub(crate) async fn prepare(
     choice: Choice,
     params: &Params,
     target: &Target,
     keys: &'static [String],
 ) -> Result<Pass, BoxError> {
-    Subject::flush(&target.l2).await?;
     let subject = match choice {
         Choice::Naive => Subject::naive(&target.l2, params).await?,
         _ => Subject::strata(&target.l2, params, false).await?,

@@ -8,16 +8,15 @@ use serde_json::json;
 
 use super::cost::Meter;
 use super::report::Report;
-use super::subject::{Choice, Subject};
+use super::subject::Choice;
 use super::worker::{Instance, Outcome, W2, Workers, measured};
 use super::workload::Workload;
 use super::{BenchArgs, BoxError, Run, Target, choices};
 
-pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
-    let probe = target.cost_probe().await;
+pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run>, BoxError> {
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
-        Subject::flush(&target.l2).await?;
+        let probe = target.ready().await?;
         let per_instance = W2.reads / W2.instances;
         let started;
         let meter;

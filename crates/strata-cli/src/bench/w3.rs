@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::cost::Meter;
 use super::report::Latency;
-use super::subject::{Choice, Subject};
+use super::subject::Choice;
 use super::timer::LoadTimer;
 use super::worker::{Instance, Outcome, W3, Workers, histogram};
 use super::workload::Workload;
@@ -19,11 +19,10 @@ use super::{BenchArgs, BoxError, Run, Target, choices};
 /// Past this, an instance "kept serving" the old version.
 const LIMIT_US: u64 = 1_000_000;
 
-pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
-    let probe = target.cost_probe().await;
+pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run>, BoxError> {
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
-        Subject::flush(&target.l2).await?;
+        let probe = target.ready().await?;
         let meter = Meter::start(probe.as_ref()).await;
         let started = Instant::now();
         let outcomes = match &target.url {

@@ -61,6 +61,8 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
     let keys = key_names(params.n);
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
+        // The server is W4's to kill and restart (taken out above): only emptied here.
+        target.ready().await?;
         let pass = w1::prepare(choice, &params, target, keys).await?;
         let closed = Pace::Closed {
             concurrency: params.concurrency,

@@ -52,21 +52,20 @@ pub(crate) struct Share {
     sleeps: Sleeps,
 }
 
-pub(crate) async fn run(args: &BenchArgs, target: &Target) -> Result<Vec<Run>, BoxError> {
+pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run>, BoxError> {
     let params = super::w1::params(args);
     let fleet = FleetParams {
         w1: &params,
         instances: INSTANCES,
         in_flight_per_instance: IN_FLIGHT,
     };
-    let probe = target.cost_probe().await;
     let minimum = {
         let (warmup, measured) = phases(&params)?;
         minimum_loads(&params, &warmup, &measured)
     };
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
-        Subject::flush(&target.l2).await?;
+        let probe = target.ready().await?;
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("fleet");
         let words = SharedWords::create(&path, 2 * params.n as usize)?.leak();

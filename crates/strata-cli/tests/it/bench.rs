@@ -131,6 +131,11 @@ fn w1_json_both_caches_with_plots() {
         assert!(run["l2_server"]["version"].is_string(), "{run}");
         assert!(run["l2_server"]["set_ifeq"].is_boolean(), "{run}");
     }
+    // A server given by `--redis` is the bench's to empty, not to restart: both runs on it.
+    assert_eq!(
+        runs[0]["l2_server"]["run_id"], runs[1]["l2_server"]["run_id"],
+        "{runs:?}"
+    );
     // The baseline asks Redis for every read: at least one GET per op but the writes.
     assert!(
         n(&runs[1], "/redis_commands_per_op/by_command/get") >= 0.95,
@@ -540,4 +545,29 @@ fn an_interrupted_bench_stops_the_redis_server_it_started() {
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "redis-server on {port} outlived the bench"
     );
+}
+
+/// Without `--redis`, each cache of `--cache both` runs on a `redis-server` started fresh for
+/// it (`WORKLOADS.md`): one that held the first run's keys would answer the second for less.
+#[test]
+fn each_cache_of_a_pair_runs_on_a_server_started_for_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "w1", "--cache", "both", "--json"])
+        .args(["--ops", "3000", "--warmup", "300"])
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run strata");
+    succeeded(&out);
+    let runs = json_lines(&out);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let ids: Vec<&str> = runs
+        .iter()
+        .map(|r| r["l2_server"]["run_id"].as_str().unwrap_or_default())
+        .collect();
+    assert!(ids.iter().all(|id| id.len() == 40), "{runs:?}");
+    assert_ne!(ids[0], ids[1], "the second run's server is a new process");
+    for run in &runs {
+        assert_consistent(run);
+        assert!(n(run, "/cpu/redis_s") > 0.0, "{run}");
+    }
 }
