@@ -10,10 +10,12 @@
  * ```
  *
  * W1's record (about 1 KB of JSON), 1 ms loads, 64 operations in flight, L1 of 10,000 entries for
- * 60 s, L2 for an hour. Without `--redis` it starts its own `redis-server` on a free loopback
- * port; `--redis` takes the cache's URLs (on a cluster, `redis+cluster://…`, the naive cache goes
- * through ioredis's cluster client and the masters' costs are summed). Each cache runs on a
- * flushed namespace with a fresh source of truth; the figures are the workloads' (operations/s,
+ * 60 s, L2 for an hour. Without `--redis` each cache runs on a `redis-server` of its own, started
+ * fresh for it on a free loopback port (as the workloads ask: one that held the other cache's run
+ * would answer the second for less); `--redis` takes the cache's URLs (on a cluster,
+ * `redis+cluster://…`, the naive cache goes through ioredis's cluster client and the masters'
+ * costs are summed), and both run on it, each on a flushed namespace. Each cache runs with a
+ * fresh source of truth; the figures are the workloads' (operations/s,
  * read and write latency, hit ratios, loader calls, stale reads) and their cost: this process's
  * CPU and `redis-server`'s over the measured phase, and Redis commands per operation — with
  * `--cache both` as ratios to the naive cache's.
@@ -236,6 +238,12 @@ async function serverCost(client: Client): Promise<[number, Map<string, number>]
   return [cpuS, calls];
 }
 
+/** The server process's `run_id` (new each time it starts); `undefined` on a cluster. */
+async function runId(client: Client): Promise<string | undefined> {
+  if (client instanceof Cluster) return undefined;
+  return /^run_id:(\w+)/m.exec(await client.info("server"))?.[1];
+}
+
 async function measure(
   make: (url: string, source: Source) => Promise<Subject>,
   url: string,
@@ -255,6 +263,7 @@ async function measure(
   };
   let tally: Tally, elapsed: number, cpuS: number, redisS: number;
   let before, after, loads: number, calls: Map<string, number>, callsAfter: Map<string, number>;
+  let server: string | undefined;
   try {
     await pass(subject, source, warmup, progress(0));
     [before, loads] = [subject.counts(), source.loads];
@@ -271,6 +280,7 @@ async function measure(
     [redisAfter, callsAfter] = await serverCost(probe);
     redisS = redisAfter - redisCpu;
     after = subject.counts();
+    server = await runId(probe);
   } finally {
     if (!quiet) process.stderr.write("\n");
     await subject.close();
@@ -338,6 +348,8 @@ async function measure(
       ),
       by_command: byCommand,
     },
+    // Which server process measured it: one, or (on a cluster) not named.
+    ...(server === undefined ? {} : { l2_server: { run_id: server } }),
   };
 }
 
@@ -354,9 +366,12 @@ function compare(s: Json, n: Json): Json {
   };
 }
 
-/** Both caches (or one) on the stream in `path`, against the Redis at `url`. */
+/**
+ * Both caches (or one) on the stream in `path`, against the Redis at `url` — or, with `null`,
+ * each cache on a `redis-server` started fresh for it.
+ */
 export async function run(
-  url: string,
+  url: string | null,
   path: string,
   cache: "strata" | "naive" | "both",
   quiet: boolean,
@@ -368,7 +383,14 @@ export async function run(
   const reports: Json[] = [];
   const timer = timing === "thread" ? new LoadTimer() : null;
   try {
-    for (const name of names) reports.push(await measure(makers[name], url, warmup, measured, quiet, timer));
+    for (const name of names) {
+      const server = url === null ? await Server.start() : null;
+      try {
+        reports.push(await measure(makers[name], url ?? server!.url, warmup, measured, quiet, timer));
+      } finally {
+        server?.stop();
+      }
+    }
   } finally {
     await timer?.close();
   }
@@ -422,16 +444,11 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
-  const server = values.redis === undefined ? await Server.start() : null;
-  try {
-    const reports = await run(values.redis ?? server!.url, positionals[0]!, cache, values.json!, timing);
-    if (values.json) for (const x of reports) console.log(JSON.stringify(x));
-    else {
-      process.stdout.write(table(reports));
-      if (reports[0]!.vs_naive !== undefined) console.log("strata / naive:", JSON.stringify(reports[0]!.vs_naive));
-    }
-  } finally {
-    server?.stop();
+  const reports = await run(values.redis ?? null, positionals[0]!, cache, values.json!, timing);
+  if (values.json) for (const x of reports) console.log(JSON.stringify(x));
+  else {
+    process.stdout.write(table(reports));
+    if (reports[0]!.vs_naive !== undefined) console.log("strata / naive:", JSON.stringify(reports[0]!.vs_naive));
   }
 }
 

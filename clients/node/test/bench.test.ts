@@ -51,6 +51,17 @@ test("the bench runs both caches on one stream and counts what W1 asks", async (
   assert.ok(strata!.l1_hits > strata!.l2_hits && naive!.l1_hits === 0);
   assert.ok(strata!.redis_commands_per_op.total < naive!.redis_commands_per_op.total);
   assert.deepEqual(Object.keys(strata!.vs_naive).sort(), ["cpu", "ops", "read_p99", "redis_commands", "redis_cpu"]);
+  // A server given by URL is only emptied between the runs: the same process measured both.
+  assert.equal(strata!.l2_server.run_id, naive!.l2_server.run_id);
+});
+
+test("without a URL each cache runs on a server started for it", async () => {
+  const path = join(dir, "w1-fresh.ops");
+  stream(path, 100, 500);
+  const [strata, naive] = (await run(null, path, "both", true)) as Record<string, any>[];
+  const ids = [strata!.l2_server.run_id, naive!.l2_server.run_id] as string[];
+  assert.ok(ids.every((id) => id.length === 40) && ids[0] !== ids[1], JSON.stringify(ids));
+  assert.equal(strata!.errors + naive!.errors, 0);
 });
 
 test("a file that is not a stream is refused", () => {

@@ -44,7 +44,18 @@ async def test_the_bench_runs_both_caches_on_one_stream_and_counts_what_w1_asks(
     assert strata["l1_hits"] > strata["l2_hits"] and naive["l1_hits"] == 0
     assert strata["redis_commands_per_op"]["total"] < naive["redis_commands_per_op"]["total"]
     assert set(strata["vs_naive"]) == {"ops", "read_p99", "cpu", "redis_cpu", "redis_commands"}
+    # A server given by URL is only emptied between the runs: the same process measured both.
+    assert strata["l2_server"]["run_id"] == naive["l2_server"]["run_id"]
     json.dumps(strata)  # the --json line
+
+
+async def test_without_a_url_each_cache_runs_on_a_server_started_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "w1.ops"
+    stream(path, 100, 500)
+    strata, naive = await bench.run(None, str(path), "both", quiet=True)
+    ids = [r["l2_server"]["run_id"] for r in (strata, naive)]
+    assert all(len(i) == 40 for i in ids) and ids[0] != ids[1], ids
+    assert strata["errors"] == naive["errors"] == 0
 
 
 def test_a_file_that_is_not_a_stream_is_refused(tmp_path: Path) -> None:

@@ -7,10 +7,12 @@ keys in the same order::
     python -m strata_cache.bench /tmp/w1.ops --cache both [--redis URL] [--json]
 
 W1's record (about 1 KB of JSON), 1 ms loads, 64 operations in flight, L1 of 10,000 entries for
-60 s, L2 for an hour. Without ``--redis`` it starts its own ``redis-server`` on a free loopback
-port; ``--redis`` takes the cache's URLs (a cluster's ``redis+cluster://…``: the naive cache then
-goes through redis-py's cluster client, and the servers' costs are summed over every node).
-Each cache runs on a flushed namespace with a fresh source of truth; the figures are the
+60 s, L2 for an hour. Without ``--redis`` each cache runs on a ``redis-server`` of its own,
+started fresh for it on a free loopback port (as the workloads ask: one that held the other
+cache's run would answer the second for less); ``--redis`` takes the cache's URLs (a cluster's
+``redis+cluster://…``: the naive cache then goes through redis-py's cluster client, and the
+servers' costs are summed over every node), and both run on it, each on a flushed namespace.
+Each cache runs with a fresh source of truth; the figures are the
 workloads' (operations/s, read and write latency, hit ratios, loader calls, stale reads) and
 their cost: this process's CPU and ``redis-server``'s over the measured phase, and Redis
 commands per operation — with ``--cache both`` as ratios to the naive cache's.
@@ -256,6 +258,13 @@ def percentiles(us: list[float]) -> dict[str, float]:
     return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(s[-1]), "count": len(s)}
 
 
+async def run_id(redis: connection.Client) -> str | None:
+    """The server process's ``run_id`` (new each time it starts); ``None`` on a cluster."""
+    if isinstance(redis, RedisCluster):
+        return None
+    return str((await redis.info("server"))["run_id"])
+
+
 async def server_cost(redis: connection.Client) -> tuple[float, dict[str, int]]:
     """The servers' CPU seconds so far and their command counts (a cluster's summed)."""
     cpu, calls = 0.0, dict[str, int]()
@@ -308,6 +317,7 @@ async def measure(
         cpu = time.process_time() - cpu
         redis_after, calls_after = await server_cost(probe)
         after = subject.counts()
+        server = await run_id(probe)
     finally:
         if not quiet:
             print(file=sys.stderr)
@@ -370,6 +380,8 @@ async def measure(
             "total": round(sum(by_command.values()), 4),
             "by_command": by_command,
         },
+        # Which server process measured it: one, or (on a cluster) not named.
+        **({"l2_server": {"run_id": server}} if server else {}),
     }
 
 
@@ -441,14 +453,20 @@ def local_redis() -> Iterator[str]:
         server.wait()
 
 
-async def run(url: str, stream: str, cache: str, quiet: bool) -> list[dict[str, Any]]:
+async def run(url: str | None, stream: str, cache: str, quiet: bool) -> list[dict[str, Any]]:
+    """Runs ``cache`` (or ``both``) on the stream in the file ``stream``, against the Redis at
+    ``url`` — or, with ``None``, each cache on a ``redis-server`` started fresh for it."""
     warmup, measured = read_stream(stream)
     makers: dict[str, Callable[[str, Source], Awaitable[Subject]]] = {
         "strata": Strata.start,
         "naive": Naive.start,
     }
     names = ["strata", "naive"] if cache == "both" else [cache]
-    reports = [await measure(makers[n], url, warmup, measured, quiet) for n in names]
+    reports = []
+    for name in names:
+        with contextlib.ExitStack() as stack:
+            at = url or stack.enter_context(local_redis())
+            reports.append(await measure(makers[name], at, warmup, measured, quiet))
     if len(reports) == 2:
         reports[0]["vs_naive"] = compare(reports[0], reports[1])
     return reports
@@ -460,13 +478,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", choices=["strata", "naive", "both"], default="both")
     parser.add_argument(
         "--redis",
-        help="Redis URL, as the cache takes it (default: a redis-server of its own)",
+        help="Redis URL, as the cache takes it (default: a redis-server of its own for each cache)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per cache")
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as stack:
-        url = args.redis or stack.enter_context(local_redis())
-        reports = asyncio.run(run(url, args.stream, args.cache, args.json))
+    reports = asyncio.run(run(args.redis, args.stream, args.cache, args.json))
     if args.json:
         for r in reports:
             print(json.dumps(r))
