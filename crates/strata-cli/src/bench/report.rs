@@ -302,8 +302,8 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
 
 /// A figure of a run's `extra` as a reader wants it: a number whole, or with up to four
 /// decimals if it has a fraction; an object as `p50 1417 · p95 1763`, one inside it in
-/// parentheses (`hit_ratio (l1 0.4636 · l2 0.1262)`); a list item by item; text as it is;
-/// anything else as its JSON.
+/// parentheses (`hit_ratio (l1 0.4636 · l2 0.1262)`); a list as `1 · 0 · 0` (`none` when
+/// empty); text as it is; anything else as its JSON.
 fn extra_cell(v: &Value) -> String {
     match v {
         Value::Number(n) => n.as_f64().map_or_else(
@@ -322,19 +322,26 @@ fn extra_cell(v: &Value) -> String {
         ),
         Value::Object(fields) => fields
             .iter()
-            .map(|(k, x)| match x {
-                Value::Object(_) => format!("{k} ({})", extra_cell(x)),
-                _ => format!("{k} {}", extra_cell(x)),
-            })
+            .map(|(k, x)| format!("{k} {}", nested_cell(x)))
             .collect::<Vec<_>>()
             .join(" · "),
         Value::String(text) => text.clone(),
+        // An empty list is a figure too (W3: no instance served the old version past 1 s).
+        Value::Array(items) if items.is_empty() => "none".into(),
         Value::Array(items) => items
             .iter()
-            .map(|x| format!("[{}]", extra_cell(x)))
+            .map(nested_cell)
             .collect::<Vec<_>>()
-            .join(" "),
+            .join(" · "),
         _ => v.to_string(),
+    }
+}
+
+/// [`extra_cell`] of a figure inside another, an object in parentheses.
+fn nested_cell(v: &Value) -> String {
+    match v {
+        Value::Object(_) => format!("({})", extra_cell(v)),
+        _ => extra_cell(v),
     }
 }
 
@@ -393,8 +400,8 @@ pub(crate) fn table(reports: &[Report]) -> String {
         // The ratios are the table's last column already.
         for (k, v) in r.extra.iter().filter(|(k, _)| *k != "vs_naive") {
             match v {
-                // A list (W5's instances) a line an item.
-                Value::Array(items) => {
+                // A list of objects (W5's instances) a line an item.
+                Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
                     for (i, item) in items.iter().enumerate() {
                         out.push_str(&format!("{}: {k}[{i}] = {}\n", r.cache, extra_cell(item)));
                     }
@@ -538,7 +545,11 @@ mod tests {
             let r = row(label);
             assert!(!r.contains("better") && !r.contains("worse"), "{r}");
         }
-        assert!(row("waited reads").contains(" 4 "), "{t}");
+        assert_eq!(
+            row("waited reads").split_whitespace().collect::<Vec<_>>(),
+            ["waited", "reads", "4", "0"],
+            "{t}"
+        );
         assert!(
             t.contains("strata: read_us_loaded = p50 1417 · p99 2053\n"),
             "{t}"
@@ -562,6 +573,12 @@ mod tests {
         strata
             .extra
             .insert("processes".into(), serde_json::json!("in-process"));
+        strata
+            .extra
+            .insert("per_instance".into(), serde_json::json!([1, 0, 0, 0]));
+        strata
+            .extra
+            .insert("serving_old".into(), serde_json::json!([]));
         strata.extra.insert(
             "shape".into(),
             serde_json::json!({"s": 0.99, "tiny": 0.000_01, "n": 100_000}),
@@ -586,6 +603,8 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("strata: processes = in-process\n"), "{t}");
+        assert!(t.contains("strata: per_instance = 1 · 0 · 0 · 0\n"), "{t}");
+        assert!(t.contains("strata: serving_old = none\n"), "{t}");
         assert!(
             t.contains("strata: shape = n 100000 · s 0.99 · tiny 0\n"),
             "{t}"

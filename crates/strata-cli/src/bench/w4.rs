@@ -12,6 +12,7 @@ use serde_json::json;
 use super::cost::Meter;
 use super::report::{Latency, Report};
 use super::runner::Pace;
+use super::subject::Subject;
 use super::workload::{Params, phases};
 use super::{BenchArgs, BoxError, Run, Target, choices, key_names, progress_bar, w1};
 
@@ -61,8 +62,9 @@ pub(crate) async fn run(args: &BenchArgs, target: &mut Target) -> Result<Vec<Run
     let keys = key_names(params.n);
     let mut runs = Vec::new();
     for &choice in choices(args.cache) {
-        // The server is W4's to kill and restart (taken out above): only emptied here.
-        target.ready().await?;
+        // The server is W4's to kill and restart (taken out above): only emptied here, and
+        // W4 asks it for no cost figures (it is killed mid-run).
+        Subject::flush(&target.l2).await?;
         let pass = w1::prepare(choice, &params, target, keys).await?;
         let closed = Pace::Closed {
             concurrency: params.concurrency,
