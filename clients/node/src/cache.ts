@@ -244,7 +244,7 @@ export class HybridCache {
     this.fills = new FillBatch(
       (keys, args) => this.script("FILL_LEASED", keys, args),
       Math.max(1, this.leaseTtl),
-      !cluster,
+      cluster ? null : this.layout.filled(),
     );
     this.caughtUp = new Array<number>(this.parts).fill(nowMs());
     this.ackWithin = o.maxStaleness ?? 1000;
@@ -762,9 +762,10 @@ export class HybridCache {
         if (Buffer.isBuffer(old) && old.equals(record)) return true;
         if (!(Buffer.isBuffer(old) && old.equals(Buffer.concat([record, Buffer.from("W")])))) return false;
       } else if (inPlace && this.setNxGet) {
-        // Redis 7: the small script with the fewest arguments ("With the small script"); over a
-        // record waited on it stored, and the end is announced here.
-        // On one server the fills on their way share their calls (`FillBatch`).
+        // Redis 7: the small script with the fewest arguments ("With the small script"). Over a
+        // record waited on it stored, and announced the end itself on one server; on a cluster
+        // (`2`) the end is announced here. On one server the fills on their way share their
+        // calls (`FillBatch`).
         const outcome = await this.fills.fill({ data, payload, px, record: fence[1] }, atOnce);
         if (outcome === 2) await this.announceFilled(key);
         return outcome !== 0;

@@ -13,12 +13,15 @@
  * crowd on one key is answered once its fill has landed) goes at once, alone: held back, it would
  * hold them back too.
  *
- * On a cluster each fill goes alone (one call's keys would have to share a slot): the same
- * call, one key.
+ * On one server each call carries the namespace's `#filled` stream after its data keys, and the
+ * script announces the end of a load another instance waited on in the same step — a hop sooner
+ * than its caller could, which would wait for the answer first. On a cluster each fill goes alone
+ * (one call's keys would have to share a slot, and the stream lives in another): the same call,
+ * one key, and its caller announces.
  */
 
 /** What a fill came to: `0` overtaken (nothing of it stays), `1` stored, `2` stored over a lease
- * record another instance waited on (the caller announces the end of the load). */
+ * record another instance waited on, its end still to be announced by the caller (a cluster). */
 export type Outcome = 0 | 1 | 2;
 
 /** A miss's fill fenced by its lease record alone. */
@@ -32,7 +35,8 @@ export interface LeasedFill {
   record: Buffer;
 }
 
-/** Sends one `FILL_LEASED` call (keys, then each key's value, TTL and record, then the lease TTL). */
+/** Sends one `FILL_LEASED` call (the data keys and on one server the filled stream, then each
+ * key's value, TTL and record, then the lease TTL). */
 export type SendFills = (keys: string[], args: (Buffer | number)[]) => Promise<unknown>;
 
 /** Calls of fills on their way before the next fills wait for one of them. */
@@ -54,12 +58,13 @@ export class FillBatch {
   private waiting: Waiting[] = [];
   private waitingBytes = 0;
 
-  /** `leaseTtl`: the lease TTL (ms) sent with every call (a cache has one); `together`: whether
-   * fills share calls (one server), else each goes alone (a cluster). */
+  /** `leaseTtl`: the lease TTL (ms) sent with every call (a cache has one); `filled`: on one
+   * server the namespace's filled stream, where fills share calls and the script announces; `null`
+   * on a cluster, where each goes alone. */
   constructor(
     private readonly send: SendFills,
     private readonly leaseTtl: number,
-    private readonly together = true,
+    private readonly filled: string | null,
   ) {}
 
   /**
@@ -69,7 +74,7 @@ export class FillBatch {
   fill(fill: LeasedFill, atOnce = false): Promise<Outcome> {
     return new Promise<Outcome>((resolve, reject) => {
       const waiting = { fill, resolve, reject };
-      if (atOnce || !this.together) {
+      if (atOnce || this.filled === null) {
         this.go([waiting]);
         return;
       }
@@ -92,11 +97,17 @@ export class FillBatch {
   private go(batch: Waiting[]): void {
     this.onTheirWay += 1;
     const keys = batch.map((w) => w.fill.data);
+    if (this.filled !== null) keys.push(this.filled);
     const args: (Buffer | number)[] = batch.flatMap(({ fill }) => [fill.payload, fill.px, fill.record]);
     args.push(this.leaseTtl);
+    // Where the script announced, nothing is left to do.
+    const outcome = (answer: unknown, i: number): Outcome => {
+      const o = outcomeOf(Number(answer), i);
+      return o === 2 && this.filled !== null ? 1 : o;
+    };
     this.send(keys, args)
       .then(
-        (answer) => batch.forEach((w, i) => w.resolve(outcomeOf(Number(answer), i))),
+        (answer) => batch.forEach((w, i) => w.resolve(outcome(answer, i))),
         (err: unknown) => batch.forEach((w) => w.reject(err)),
       )
       .finally(() => {

@@ -329,9 +329,17 @@ test("without IFEQ, a fill is the small script", async () => {
 test("fills that meet on their way share their script calls, each with its own outcome", async () => {
   // Ten loads end at once: two fills go alone (two calls on their way), the eight that come
   // meanwhile in one call. One key's lease was taken over while it loaded (its fill is refused,
-  // the other record put back), one waited on by another instance (stored, its end announced).
+  // the other record put back), one waited on by another instance (stored, its end announced by
+  // the script itself: the call carries the filled stream on one server).
+  // A connection of its own, started while the server is quiet (ioredis mistakes a command
+  // shown before MONITOR's own answer for that answer).
+  const monitor = await env.redis.monitor();
   const [a, b] = await pair();
-  await closing([a, b], async () => {
+  const told: string[] = [];
+  monitor.on("monitor", (_time: string, args: string[], source: string) => {
+    if (args[0]?.toUpperCase() === "XADD" && args[1] === "t#filled") told.push(`${source} ${args.at(-1)}`);
+  });
+  const run = closing([a, b], async () => {
     const keys = Array.from({ length: 10 }, (_, i) => `f${i}`);
     let open = () => {};
     const gate = new Promise<void>((r) => (open = r));
@@ -360,6 +368,8 @@ test("fills that meet on their way share their script calls, each with its own o
     // Two calls alone and one of eight (ten calls, one a fill, without the batch).
     assert.equal(sent.get("evalsha"), 3, JSON.stringify([...sent]));
     assert.equal(sent.get("xadd"), 1); // f7's end announced, once
+    await eventually(() => told.length > 0);
+    assert.deepEqual(told, ["lua f7"]); // by the fill's own script
     assert.deepEqual(await env.redis.getBuffer("t:f3"), other); // put back
     const stored = await Promise.all(keys.map((k) => env.redis.strlen(`t:${k}`)));
     assert.ok(
@@ -369,6 +379,7 @@ test("fills that meet on their way share their script calls, each with its own o
     assert.equal(a.stats().fillsFenced, 1);
     assert.equal(loads, 10);
   });
+  await run.finally(() => monitor.disconnect());
 });
 
 test("waiters on another instance mark its load once", async () => {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.resources
 import json
@@ -400,6 +401,50 @@ async def test_waiters_on_another_instance_mark_its_load_once(
         assert plain_reads >= 6
         assert source.calls == 2
         assert b.stats().lease_waits == c.stats().lease_waits == 2
+
+
+async def test_on_one_server_the_fill_announces_a_load_waited_on(
+    server: Server, redis: aioredis.Redis
+) -> None:
+    """On Redis 7 the fill's own script (``FILL_LEASED``, given the namespace's filled stream)
+    announces the end of a load another instance waited on, not a command sent once the
+    fill's answer is in: the waiter hears of it a hop sooner (docs/protocol.md §5)."""
+    seen: list[dict[str, Any]] = []
+    listening = asyncio.Event()
+
+    async def watch() -> None:
+        async with redis.monitor() as monitor:
+            listening.set()
+            while True:
+                seen.append(await monitor.next_command())
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await listening.wait()
+        async with instances(server.url) as (a, b):
+            source = Source()
+            gate = asyncio.Event()
+            holder = asyncio.create_task(a.get_or_load("k", source.loader(then=gate.wait)))
+            await eventually(lambda: _is(redis.strlen("t:k"), 12))  # A's lease record
+            waiter = asyncio.create_task(b.get_or_load("k", source.loader()))
+            await eventually(lambda: _is(redis.strlen("t:k"), 13))  # marked by B
+            gate.set()
+            assert list(await asyncio.gather(holder, waiter)) == [{"version": 1}] * 2
+            assert source.calls == 1
+
+            def told() -> list[dict[str, Any]]:
+                return [c for c in seen if c["command"].startswith("XADD t#filled")]
+
+            await eventually(lambda: len(told()) > 0)
+            assert [c["client_type"] for c in told()] == ["lua"]
+            assert any(
+                c["command"].startswith("EVALSHA") and " t:k t#filled " in c["command"]
+                for c in seen
+            )
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 async def test_set_is_write_through_and_visible_to_the_other(

@@ -46,7 +46,8 @@ pub(crate) enum Filled {
     Overtaken,
     /// Stored.
     Stored,
-    /// Stored over the lease record another instance waited on: its end must be announced.
+    /// Stored over the lease record another instance waited on: its end is still to be
+    /// announced (the call did not carry the filled stream).
     StoredWaitedOn,
 }
 
@@ -61,9 +62,11 @@ impl Filled {
     }
 }
 
-/// One fill: its key, value, TTL, lease record and the lease TTL, in [`FILL_LEASED`]'s terms.
+/// One fill: its namespace, key, value, TTL, lease record and the lease TTL, in
+/// [`FILL_LEASED`]'s terms.
 #[derive(Clone, Copy)]
 struct Fill<'a> {
+    namespace: &'a str,
     key: &'a str,
     value: &'a [u8],
     ttl_ms: u64,
@@ -73,6 +76,7 @@ struct Fill<'a> {
 
 /// A queued fill's copy, and how it is told its turn.
 struct Queued {
+    namespace: String,
     key: String,
     value: Vec<u8>,
     ttl_ms: u64,
@@ -84,6 +88,7 @@ struct Queued {
 impl Queued {
     fn fill(&self) -> Fill<'_> {
         Fill {
+            namespace: &self.namespace,
             key: &self.key,
             value: &self.value,
             ttl_ms: self.ttl_ms,
@@ -141,11 +146,12 @@ impl FillBatch {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores `value` in `key` for `ttl_ms` if the key holds `record`, this load's lease
-    /// record; an overtaken fill puts back what it displaced (a lease record for at most
-    /// `lease_ttl_ms`).
+    /// Stores `value` in `key` (of `namespace`) for `ttl_ms` if the key holds `record`, this
+    /// load's lease record; an overtaken fill puts back what it displaced (a lease record for
+    /// at most `lease_ttl_ms`).
     pub(crate) async fn fill(
         &self,
+        namespace: &str,
         key: &str,
         value: &[u8],
         ttl_ms: u64,
@@ -153,6 +159,7 @@ impl FillBatch {
         lease_ttl_ms: u64,
     ) -> Result<Filled, Error> {
         let fill = Fill {
+            namespace,
             key,
             value,
             ttl_ms,
@@ -175,6 +182,7 @@ impl FillBatch {
                 } else {
                     let (turn, told) = oneshot::channel();
                     queue.queued.push(Queued {
+                        namespace: namespace.to_owned(),
                         key: key.to_owned(),
                         value: value.to_vec(),
                         ttl_ms,
@@ -219,7 +227,15 @@ impl FillBatch {
         let fills: Vec<Fill<'_>> = std::iter::once(fill)
             .chain(others.iter().map(Queued::fill))
             .collect();
-        let keys: Vec<Arg<'_>> = fills.iter().map(|fill| fill.key.into()).collect();
+        let mut keys: Vec<Arg<'_>> = fills.iter().map(|fill| fill.key.into()).collect();
+        // The namespace's filled stream, so that the script announces the ends of loads other
+        // instances waited on in the same step, a hop sooner than the caller could: on one
+        // server (on a cluster it lives in another slot). The fills of a call share their
+        // namespace.
+        let filled = self
+            .together
+            .then(|| self.conn.layout().filled(fill.namespace));
+        keys.extend(filled.as_deref().map(Arg::from));
         let mut args: Vec<Arg<'_>> = Vec::with_capacity(3 * fills.len() + 1);
         for fill in &fills {
             args.extend([
@@ -233,12 +249,17 @@ impl FillBatch {
             .call(&mut self.conn.get(), &keys, &args)
             .await
             .map_err(|e| self.conn.failed(e));
+        // Where the script announced, nothing is left to do.
+        let of = |answer: u64, index| match Filled::of(answer, index) {
+            Filled::StoredWaitedOn if filled.is_some() => Filled::Stored,
+            decided => decided,
+        };
         for (index, other) in others.into_iter().enumerate() {
-            let filled = answer.clone().map(|answer| Filled::of(answer, index + 1));
+            let filled = answer.clone().map(|answer| of(answer, index + 1));
             // A fill whose caller stopped waiting does not need to know.
             let _ = other.turn.send(Turn::Answered(filled));
         }
-        answer.map(|answer| Filled::of(answer, 0))
+        answer.map(|answer| of(answer, 0))
     }
 
     /// The leader is done: the first fill queued (whose caller still waits) leads next, or
@@ -295,6 +316,7 @@ fn take_batch(queued: &mut Vec<Queued>, sender: &Fill<'_>) -> Vec<Queued> {
     let (batch, kept) = std::mem::take(queued).into_iter().partition(|fill| {
         let fits = count < MOST_FILLS
             && fill.lease_ttl_ms == sender.lease_ttl_ms
+            && fill.namespace == sender.namespace
             && total + fill.value.len() <= MOST_BYTES;
         if fits {
             count += 1;
@@ -312,6 +334,7 @@ mod tests {
 
     fn queued(lease_ttl_ms: u64, bytes: usize) -> Queued {
         Queued {
+            namespace: "catalog".to_owned(),
             key: String::new(),
             value: vec![0; bytes],
             ttl_ms: 1,
@@ -332,9 +355,10 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_keeps_to_its_bounds_and_its_lease_ttl() {
+    fn a_batch_keeps_to_its_bounds_its_lease_ttl_and_its_namespace() {
         static VALUES: [u8; 16] = [0; 16];
         let sender = |lease_ttl_ms, bytes: usize| Fill {
+            namespace: "catalog",
             key: "",
             value: &VALUES[..bytes],
             ttl_ms: 1,
@@ -343,11 +367,18 @@ mod tests {
         };
         let mut waiting: Vec<Queued> = (0..30).map(|_| queued(5, 10)).collect();
         waiting.insert(1, queued(7, 10));
+        waiting[2].namespace = "orders".to_owned();
         let batch = take_batch(&mut waiting, &sender(5, 10));
         assert_eq!(batch.len(), MOST_FILLS - 1, "with the fill that sends it");
         assert!(batch.iter().all(|fill| fill.lease_ttl_ms == 5));
-        assert_eq!(waiting.len(), 6, "the other lease TTL and the rest stay");
+        assert!(batch.iter().all(|fill| fill.namespace == "catalog"));
+        assert_eq!(
+            waiting.len(),
+            6,
+            "another lease TTL or namespace, and the rest, stay"
+        );
         assert_eq!(waiting[0].lease_ttl_ms, 7, "in order");
+        assert_eq!(waiting[1].namespace, "orders");
 
         let mut waiting: Vec<Queued> = (0..4).map(|_| queued(5, MOST_BYTES / 2)).collect();
         assert_eq!(take_batch(&mut waiting, &sender(5, 0)).len(), 2);

@@ -197,11 +197,19 @@ return 0
 
 /// Misses' fills in their common case where the server cannot compare for us (Redis 7: no
 /// `SET … IFEQ`): each stored if its data key held its load's lease record. KEYS: data keys
-/// `k1…kn`; ARGV: for each key its value, TTL ms and lease record (`3i-2`, `3i-1`, `3i`),
-/// then the lease TTL ms. Returns, in two bits per key (key `i` at `4^(i-1)`): 1 stored; 2
-/// stored over the record waited on (the caller announces on `#filled`, as after
-/// [`FILL_IN_SLOT`]); 0 overtaken, what it displaced put back in the same step (as in
-/// `FILL_BODY`), so no reader sees it. With one key, the answer is that key's 0, 1 or 2.
+/// `k1…kn` of one namespace, then on one server its `#filled` stream; ARGV: for each key its
+/// value, TTL ms and lease record (`3i-2`, `3i-1`, `3i`), then the lease TTL ms. Returns, in
+/// two bits per key (key `i` at `4^(i-1)`): 1 stored; 2 stored over the record waited on —
+/// its end announced here (`XADD`, `SPUBLISH` on `#filled`, as [`FILL`] does) when the
+/// stream was given, else by the caller, as after [`FILL_IN_SLOT`] (a cluster, where the
+/// stream lives in another slot); 0 overtaken, what it displaced put back in the same step
+/// (as in `FILL_BODY`), so no reader sees it. With one key, the answer is that key's 0, 1 or
+/// 2. The cache key announced is the data key past `<namespace>:` (the stream's name, less
+/// `#filled`, is the namespace).
+///
+/// The announcement in the same step reaches the waiters a hop sooner than the caller's
+/// own, which waited for this answer (W5's read p99 −15 %); the stream's key costs the
+/// server ~560 instructions a fill in fours (~1.7 %; BENCHMARKS.md).
 ///
 /// Apart from [`FILL`] because every argument costs: Redis 7 makes each one a Lua string
 /// (~2k instructions apiece under callgrind), and this takes 5 for one fill where `FILL`
@@ -215,8 +223,10 @@ pub(crate) static FILL_LEASED: LazyLock<Lua> = LazyLock::new(|| {
         "FILL_LEASED",
         r"
 local lease_ttl = ARGV[#ARGV]
+local fills = (#ARGV - 1) / 3
+local filled = KEYS[fills + 1]
 local answer, unit = 0, 1
-for i = 1, #KEYS do
+for i = 1, fills do
   local at = 3 * i - 2
   local record = ARGV[at + 2]
   local old = redis.call('SET', KEYS[i], ARGV[at], 'XX', 'GET', 'PX', ARGV[at + 1])
@@ -225,6 +235,11 @@ for i = 1, #KEYS do
   elseif old then
     if old == record .. 'W' then
       answer = answer + 2 * unit
+      if filled then
+        local key = string.sub(KEYS[i], #filled - 5)
+        redis.call('XADD', filled, 'MAXLEN', '~', 1000, '*', 'k', key)
+        redis.pcall('SPUBLISH', filled, key)
+      end
     else
       local lease = string.sub(old, 1, 3) == '\255SL' and (#old == 12 or #old == 13)
       redis.call('SET', KEYS[i], old, 'PX', lease and lease_ttl or ARGV[at + 1])
@@ -572,8 +587,9 @@ mod tests {
 
     /// `FILL_LEASED` decides a miss's fill as `FILL` does, says when the record it replaced
     /// was waited on, and leaves the same bytes behind when it does not store: one fill a call
-    /// (as the Python client sends it), and every case at once, each key's answer in
-    /// its own two bits.
+    /// without the filled stream (as on a cluster: the caller announces), and every case at
+    /// once with it (as on one server: the script announces the waited-on key, by its cache
+    /// key), each key's answer in its own two bits.
     #[tokio::test]
     async fn the_lean_fill_decides_as_fill_does() {
         let redis = RedisServer::start();
@@ -587,9 +603,9 @@ mod tests {
         let cases = found();
         for (before, stores) in &cases {
             let before = before.as_deref();
-            put(&redis, &mut conn, "k", before).await;
+            put(&redis, &mut conn, "catalog:k", before).await;
             let answer: u64 = FILL_LEASED
-                .key("k")
+                .key("catalog:k")
                 .arg("loaded")
                 .arg(60_000)
                 .arg(&lease_record(1)[..])
@@ -599,10 +615,15 @@ mod tests {
                 .unwrap();
             let case = format!("alone, before: {before:?}");
             assert_eq!(answer, expected(before, *stores), "{case}");
-            check(&redis, &mut conn, "k", before, *stores, true, &case).await;
+            check(&redis, &mut conn, "catalog:k", before, *stores, true, &case).await;
         }
+        assert_eq!(
+            redis.cli(&["EXISTS", "catalog#filled"]),
+            "0",
+            "without the stream, the caller tells"
+        );
 
-        let key = |i: usize| format!("k{i}");
+        let key = |i: usize| format!("catalog:k{i}");
         let mut fills = FILL_LEASED.prepare_invoke();
         for (i, (before, _)) in cases.iter().enumerate() {
             put(&redis, &mut conn, &key(i), before.as_deref()).await;
@@ -612,14 +633,31 @@ mod tests {
                 .arg(60_000)
                 .arg(&lease_record(1)[..]);
         }
-        let answer: u64 = fills.arg(5_000).invoke_async(&mut conn).await.unwrap();
+        let answer: u64 = fills
+            .key("catalog#filled")
+            .arg(5_000)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
         for (i, (before, stores)) in cases.iter().enumerate() {
             let before = before.as_deref();
             let case = format!("together, key {i}, before: {before:?}");
             assert_eq!((answer >> (2 * i)) & 3, expected(before, *stores), "{case}");
             check(&redis, &mut conn, &key(i), before, *stores, true, &case).await;
         }
-        assert_eq!(redis.cli(&["EXISTS", "k#filled"]), "0", "the caller tells");
+        let told: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("catalog#filled")
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let told: Vec<_> = told.into_iter().flat_map(|(_, fields)| fields).collect();
+        assert_eq!(
+            told,
+            [("k".to_owned(), "k1".to_owned())],
+            "the waited-on key told, by its cache key"
+        );
     }
 }
 

@@ -90,8 +90,10 @@ impl RedisStore {
     /// holds this load's lease record, left as it was otherwise. `None` when [`FILL`] must do
     /// it: the fill releases a refresh lease, the server predates `SET … XX GET`, or `IFEQ`
     /// found the record waited on (its end is announced; the script compares it again).
+    #[allow(clippy::too_many_arguments)]
     async fn fill_in_place(
         &self,
+        namespace: &str,
         data: &str,
         value: &[u8],
         ttl: Duration,
@@ -109,7 +111,7 @@ impl RedisStore {
         if self.conn.set_ifeq() {
             self.fill_ifeq(data, value, ttl, &record).await
         } else if self.conn.set_nx_get() {
-            self.fill_leased(data, value, ttl, record, lease_ttl)
+            self.fill_leased(namespace, data, value, ttl, record, lease_ttl)
                 .await
                 .map(Some)
         } else {
@@ -151,9 +153,11 @@ impl RedisStore {
 
     /// [`fill_in_place`](Self::fill_in_place) where it cannot:
     /// [`FILL_LEASED`](crate::scripts::FILL_LEASED), with the fills on their way meanwhile on
-    /// one server ([`FillBatch`]), alone on a cluster.
+    /// one server ([`FillBatch`]; the script announces the end of a load waited on there),
+    /// alone on a cluster (where the caller announces).
     async fn fill_leased(
         &self,
+        namespace: &str,
         data: &str,
         value: &[u8],
         ttl: Duration,
@@ -161,7 +165,10 @@ impl RedisStore {
         lease_ttl: Duration,
     ) -> Result<InPlace, Error> {
         let (ttl, lease_ttl) = (ttl_ms(ttl), ttl_ms(lease_ttl));
-        let filled = self.fills.fill(data, value, ttl, record, lease_ttl).await?;
+        let filled = self
+            .fills
+            .fill(namespace, data, value, ttl, record, lease_ttl)
+            .await?;
         Ok(InPlace {
             stored: filled != Filled::Overtaken,
             announce: filled == Filled::StoredWaitedOn,
@@ -252,7 +259,8 @@ impl RedisStore {
 #[derive(Debug, Clone, Copy)]
 struct InPlace {
     stored: bool,
-    /// It replaced a record waited on: the caller announces the load's end.
+    /// It replaced a record waited on, and the load's end is still to be announced (by the
+    /// caller: the step itself could not).
     announce: bool,
 }
 
@@ -495,7 +503,7 @@ impl L2Store for RedisStore {
                 // else the script, its command written directly (see `Lua::call`).
                 if tags.is_empty()
                     && let Some(done) = self
-                        .fill_in_place(&data, &value, ttl, &fence, lease, lease_ttl)
+                        .fill_in_place(namespace, &data, &value, ttl, &fence, lease, lease_ttl)
                         .await?
                 {
                     return Ok(Written {
@@ -768,7 +776,7 @@ impl RedisStore {
         };
         // The tags are indexed: the fill itself touches only the data key here.
         if let Some(done) = self
-            .fill_in_place(&data, &value, ttl, &fence, lease, lease_ttl)
+            .fill_in_place(namespace, &data, &value, ttl, &fence, lease, lease_ttl)
             .await?
         {
             let written = Written {

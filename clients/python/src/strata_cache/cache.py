@@ -754,10 +754,14 @@ class HybridCache:
                     return False
             elif in_place and self._set_nx_get:
                 # Redis 7: the small script with the fewest arguments ("With the small
-                # script"); over a record waited on it stored, and the end is announced here.
+                # script"). Over a record waited on it stored, and announced the end itself on
+                # one server; on a cluster, where the filled stream lives in another slot, the
+                # end is announced here.
                 lean = [payload, px, arg, max(1, ms(self._lease_ttl))]
-                outcome = await self._scripts["FILL_LEASED"](keys=[data], args=lean)
-                if outcome == 2:
+                cluster = self._layout.cluster
+                keys = [data] if cluster else [data, self._layout.filled()]
+                outcome = await self._scripts["FILL_LEASED"](keys=keys, args=lean)
+                if outcome == 2 and cluster:
                     await self._announce_filled(key)
                 return bool(outcome != 0)
             if not self._layout.cluster:

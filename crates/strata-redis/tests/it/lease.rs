@@ -397,3 +397,127 @@ async fn a_load_begins_only_once_its_lease_is_taken() {
     assert_eq!(db.calls(), calls + 1);
     assert_eq!(a.stats().l2_errors, 0);
 }
+
+/// What the server was asked to do, as `MONITOR` shows it (each line names its source: a
+/// client's address, or `lua` for a command a script called), until `stop`.
+struct Monitor {
+    child: std::process::Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    async fn start(port: u16) -> Monitor {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let monitor = Monitor { child, lines };
+        strata_testkit::eventually("MONITOR to start", crate::WAIT, || async {
+            monitor.lines().iter().any(|line| line == "OK")
+        })
+        .await;
+        monitor
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// On one server the end of a load another instance waited on is announced by the fill's own
+/// script (`FILL_LEASED`, given the namespace's filled stream), not by commands the loader
+/// sends once the fill's answer is in — the waiter hears of it a hop sooner (BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waited_on_load_is_announced_by_its_fill() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        instance(&redis, EntryOptions::ttl(TTL)).await,
+        instance(&redis, EntryOptions::ttl(TTL)).await,
+    );
+    let monitor = Monitor::start(redis.port()).await;
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn({
+        let (a, calls) = (a.clone(), calls.clone());
+        async move {
+            a.get_or_load::<Product, _, _, _>("k", move || async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = released.await;
+                Ok::<_, std::io::Error>(Product {
+                    id: 1,
+                    version: 1,
+                    name: "loaded".into(),
+                })
+            })
+            .await
+        }
+    });
+    let length = |n: &'static str| {
+        let redis = &redis;
+        async move { redis.cli(&["STRLEN", "svc:k"]) == n }
+    };
+    strata_testkit::eventually("a's lease record", crate::WAIT, || length("12")).await;
+    let waiter = tokio::spawn({
+        let (b, calls) = (b.clone(), calls.clone());
+        async move {
+            b.get_or_load::<Product, _, _, _>("k", pausing_loader(0, &[], &calls))
+                .await
+        }
+    });
+    strata_testkit::eventually("b's mark on it", crate::WAIT, || length("13")).await;
+    let _ = release.send(());
+    for read in [holder, waiter] {
+        let answer = tokio::time::timeout(crate::WAIT, read).await;
+        assert_eq!(answer.unwrap().unwrap().unwrap().name, "loaded");
+    }
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one load"
+    );
+    let announced = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|line| line.contains("\"XADD\" \"svc#filled\""))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    strata_testkit::eventually("the announcement", crate::WAIT, || async {
+        !announced(&monitor.lines()).is_empty()
+    })
+    .await;
+    let lines = monitor.lines();
+    let told = announced(&lines);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("[0 lua]"), "by the script: {told:?}");
+    assert!(
+        told[0].ends_with("\"k\" \"k\""),
+        "by its cache key: {told:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("\"EVALSHA\"") && line.contains("\"svc:k\" \"svc#filled\"")),
+        "the fill carried the stream"
+    );
+}
