@@ -306,7 +306,7 @@ test("where the server compares, a fill is one SET and still fenced", { skip: !i
 });
 
 test("without IFEQ, a fill is the small script", async () => {
-  // Redis 7 cannot compare in SET: a miss's fill is FILL_LEASED (five arguments), never FILL
+  // Redis 7 cannot compare in SET: a miss's fill is FILL_LEASED (six arguments), never FILL
   // (eleven), and stays fenced.
   const sha = (name: keyof typeof scripts) => createHash("sha1").update(scripts[name]).digest("hex");
   const client = new Redis(env.server.url);

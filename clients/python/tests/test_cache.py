@@ -348,7 +348,7 @@ async def test_where_the_server_compares_a_fill_is_one_set_and_still_fenced(
 async def test_without_ifeq_a_fill_is_the_small_script(
     server: Server, redis: aioredis.Redis
 ) -> None:
-    """Redis 7 cannot compare in ``SET``: a miss's fill is ``FILL_LEASED`` (five arguments),
+    """Redis 7 cannot compare in ``SET``: a miss's fill is ``FILL_LEASED`` (six arguments),
     never ``FILL`` (eleven), and stays fenced."""
     texts = json.loads(
         importlib.resources.files("strata_cache").joinpath("scripts.json").read_text()

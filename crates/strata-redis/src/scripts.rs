@@ -212,10 +212,11 @@ return 0
 /// server ~560 instructions a fill in fours (~1.7 %; BENCHMARKS.md).
 ///
 /// Apart from [`FILL`] because every argument costs: Redis 7 makes each one a Lua string
-/// (~2k instructions apiece under callgrind), and this takes 5 for one fill where `FILL`
-/// takes 11 — ~23 % fewer of the server's instructions a fill. Several fills at once because
-/// entering a script costs too: 4 a call take ~21 % fewer again, 8 ~26 % ([`FillBatch`]
-/// gathers them). The answer is one integer, not a table: a table costs one fill alone ~13 %.
+/// (~2k instructions apiece under callgrind), and this takes 5 for one fill (6 on one server,
+/// with the filled stream) where `FILL` takes 11 — ~23 % fewer of the server's instructions a
+/// fill. Several fills at once because entering a script costs too: 4 a call take ~21 % fewer
+/// again, 8 ~26 % ([`FillBatch`] gathers them). The answer is one integer, not a table: a
+/// table costs one fill alone ~13 %.
 ///
 /// [`FillBatch`]: crate::fill_batch::FillBatch
 pub(crate) static FILL_LEASED: LazyLock<Lua> = LazyLock::new(|| {

@@ -140,7 +140,8 @@ async fn each_step(redis: &RedisServer, url: &str, fill: Fill) {
     assert_eq!(cold, expect(&[("set", 2 * N)]), "{N} cold reads");
     assert_eq!(a.stats().loader_calls, N + 1);
     if let Fill::Script = fill {
-        // The script with five arguments, not `FILL` with eleven: no run has loaded `FILL`.
+        // The script with six arguments (the filled stream among them), not `FILL` with
+        // eleven: no run has loaded `FILL`.
         let loaded = |name: &str| {
             let (_, source) = strata_redis::protocol_scripts()
                 .find(|(n, _)| *n == name)
