@@ -287,8 +287,11 @@ test("where the server compares, a fill is one SET and still fenced", { skip: !i
   try {
     const source = new Source();
     await a.getOrLoad("warm", source.loader());
+    // A miss is answered before its fill lands: each window waits for its own.
+    await a.runPendingTasks();
     const before = await calls(client);
     for (let i = 0; i < 20; i++) await a.getOrLoad(`k${i}`, source.loader());
+    await a.runPendingTasks();
     const sent = new Map<string, number>();
     for (const [name, n] of await calls(client)) {
       const d = n - (before.get(name) ?? 0);

@@ -332,9 +332,12 @@ async def test_where_the_server_compares_a_fill_is_one_set_and_still_fenced(
         async with instances(ifeq_server.url) as (a, b):
             source = Source()
             await a.get_or_load("warm", source.loader())
+            # A miss is answered before its fill lands: each window waits for its own.
+            await a.run_pending_tasks()
             before = await calls(redis)
             for i in range(20):
                 await a.get_or_load(f"k{i}", source.loader())
+            await a.run_pending_tasks()
             after = await calls(redis)
             sent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
             # Each miss: SET … NX GET, then SET … IFEQ … GET; no script.
