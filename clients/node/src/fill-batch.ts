@@ -100,14 +100,9 @@ export class FillBatch {
     if (this.filled !== null) keys.push(this.filled);
     const args: (Buffer | number)[] = batch.flatMap(({ fill }) => [fill.payload, fill.px, fill.record]);
     args.push(this.leaseTtl);
-    // Where the script announced, nothing is left to do.
-    const outcome = (answer: unknown, i: number): Outcome => {
-      const o = outcomeOf(Number(answer), i);
-      return o === 2 && this.filled !== null ? 1 : o;
-    };
     this.send(keys, args)
       .then(
-        (answer) => batch.forEach((w, i) => w.resolve(outcome(answer, i))),
+        (answer) => batch.forEach((w, i) => w.resolve(outcomeOf(Number(answer), i))),
         (err: unknown) => batch.forEach((w) => w.reject(err)),
       )
       .finally(() => {

@@ -210,10 +210,10 @@ test("fills wait for one of two calls on their way, and a full queue goes at onc
   const big = fill(100, MOST_BYTES); // its bytes alone reach the bound
   assert.deepEqual(calls, [1, 1, MOST_FILLS, 1]);
   answers[0]!(1);
-  answers[1]!(2); // stored over a record waited on, announced by the script: nothing left
+  answers[1]!(2);
   answers[2]!(0);
   answers[3]!(1);
-  assert.deepEqual(await Promise.all([...first, full, big]), [1, 1, 0, 1]);
+  assert.deepEqual(await Promise.all([...first, full, big]), [1, 2, 0, 1]); // each its own answer
   assert.ok((await Promise.all(queued)).every((o) => o === 0));
   const late = fill(101); // nothing on its way now: alone
   assert.deepEqual(calls, [1, 1, MOST_FILLS, 1, 1]);

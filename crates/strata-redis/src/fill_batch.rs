@@ -249,17 +249,12 @@ impl FillBatch {
             .call(&mut self.conn.get(), &keys, &args)
             .await
             .map_err(|e| self.conn.failed(e));
-        // Where the script announced, nothing is left to do.
-        let of = |answer: u64, index| match Filled::of(answer, index) {
-            Filled::StoredWaitedOn if filled.is_some() => Filled::Stored,
-            decided => decided,
-        };
         for (index, other) in others.into_iter().enumerate() {
-            let filled = answer.clone().map(|answer| of(answer, index + 1));
+            let filled = answer.clone().map(|answer| Filled::of(answer, index + 1));
             // A fill whose caller stopped waiting does not need to know.
             let _ = other.turn.send(Turn::Answered(filled));
         }
-        answer.map(|answer| of(answer, 0))
+        answer.map(|answer| Filled::of(answer, 0))
     }
 
     /// The leader is done: the first fill queued (whose caller still waits) leads next, or

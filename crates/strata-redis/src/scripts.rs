@@ -199,13 +199,13 @@ return 0
 /// `SET … IFEQ`): each stored if its data key held its load's lease record. KEYS: data keys
 /// `k1…kn` of one namespace, then on one server its `#filled` stream; ARGV: for each key its
 /// value, TTL ms and lease record (`3i-2`, `3i-1`, `3i`), then the lease TTL ms. Returns, in
-/// two bits per key (key `i` at `4^(i-1)`): 1 stored; 2 stored over the record waited on —
-/// its end announced here (`XADD`, `SPUBLISH` on `#filled`, as [`FILL`] does) when the
-/// stream was given, else by the caller, as after [`FILL_IN_SLOT`] (a cluster, where the
-/// stream lives in another slot); 0 overtaken, what it displaced put back in the same step
-/// (as in `FILL_BODY`), so no reader sees it. With one key, the answer is that key's 0, 1 or
-/// 2. The cache key announced is the data key past `<namespace>:` (the stream's name, less
-/// `#filled`, is the namespace).
+/// two bits per key (key `i` at `4^(i-1)`): 1 stored (over the record waited on too, when the
+/// stream was given: its end is announced here, `XADD` and `SPUBLISH` on `#filled`, as
+/// [`FILL`] does); 2 stored over the record waited on without the stream — the caller
+/// announces, as after [`FILL_IN_SLOT`] (a cluster, where the stream lives in another slot);
+/// 0 overtaken, what it displaced put back in the same step (as in `FILL_BODY`), so no reader
+/// sees it. With one key, the answer is that key's 0, 1 or 2. The cache key announced is the
+/// data key past `<namespace>:` (the stream's name, less `#filled`, is the namespace).
 ///
 /// The announcement in the same step reaches the waiters a hop sooner than the caller's
 /// own, which waited for this answer (W5's read p99 −15 %); the stream's key costs the
@@ -235,11 +235,13 @@ for i = 1, fills do
     answer = answer + unit
   elseif old then
     if old == record .. 'W' then
-      answer = answer + 2 * unit
       if filled then
         local key = string.sub(KEYS[i], #filled - 5)
         redis.call('XADD', filled, 'MAXLEN', '~', 1000, '*', 'k', key)
         redis.pcall('SPUBLISH', filled, key)
+        answer = answer + unit
+      else
+        answer = answer + 2 * unit
       end
     else
       local lease = string.sub(old, 1, 3) == '\255SL' and (#old == 12 or #old == 13)
@@ -586,19 +588,20 @@ mod tests {
         );
     }
 
-    /// `FILL_LEASED` decides a miss's fill as `FILL` does, says when the record it replaced
-    /// was waited on, and leaves the same bytes behind when it does not store: one fill a call
-    /// without the filled stream (as on a cluster: the caller announces), and every case at
-    /// once with it (as on one server: the script announces the waited-on key, by its cache
-    /// key), each key's answer in its own two bits.
+    /// `FILL_LEASED` decides a miss's fill as `FILL` does and leaves the same bytes behind
+    /// when it does not store: one fill a call without the filled stream (as on a cluster: it
+    /// answers 2 over a record waited on, and the caller announces), and every case at once
+    /// with it (as on one server: the script announces the waited-on key, by its cache key,
+    /// and answers 1), each key's answer in its own two bits.
     #[tokio::test]
     async fn the_lean_fill_decides_as_fill_does() {
         let redis = RedisServer::start();
         let mut conn = connect(&redis).await;
-        // 1 stored, 2 stored over the record waited on, 0 not stored.
-        let expected = |before: Option<&[u8]>, stores: bool| match before {
+        // 1 stored, 2 stored over the record waited on and left to the caller to announce
+        // (no stream given), 0 not stored.
+        let expected = |before: Option<&[u8]>, stores: bool, stream: bool| match before {
             _ if !stores => 0,
-            Some(record) if lease_waited(record) => 2,
+            Some(record) if lease_waited(record) && !stream => 2,
             _ => 1,
         };
         let cases = found();
@@ -615,7 +618,7 @@ mod tests {
                 .await
                 .unwrap();
             let case = format!("alone, before: {before:?}");
-            assert_eq!(answer, expected(before, *stores), "{case}");
+            assert_eq!(answer, expected(before, *stores, false), "{case}");
             check(&redis, &mut conn, "catalog:k", before, *stores, true, &case).await;
         }
         assert_eq!(
@@ -643,7 +646,11 @@ mod tests {
         for (i, (before, stores)) in cases.iter().enumerate() {
             let before = before.as_deref();
             let case = format!("together, key {i}, before: {before:?}");
-            assert_eq!((answer >> (2 * i)) & 3, expected(before, *stores), "{case}");
+            assert_eq!(
+                (answer >> (2 * i)) & 3,
+                expected(before, *stores, true),
+                "{case}"
+            );
             check(&redis, &mut conn, &key(i), before, *stores, true, &case).await;
         }
         let told: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")

@@ -758,10 +758,9 @@ class HybridCache:
                 # one server; on a cluster, where the filled stream lives in another slot, the
                 # end is announced here.
                 lean = [payload, px, arg, max(1, ms(self._lease_ttl))]
-                cluster = self._layout.cluster
-                keys = [data] if cluster else [data, self._layout.filled()]
+                keys = [data] if self._layout.cluster else [data, self._layout.filled()]
                 outcome = await self._scripts["FILL_LEASED"](keys=keys, args=lean)
-                if outcome == 2 and cluster:
+                if outcome == 2:
                     await self._announce_filled(key)
                 return bool(outcome != 0)
             if not self._layout.cluster:
