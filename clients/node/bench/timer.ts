@@ -74,11 +74,13 @@ export class LoadTimer {
     const done = new Promise<void>((resolve) => this.waiting.set(id, resolve));
     this.deadlines[id % RING] = performance.timeOrigin + performance.now() + ms;
     // A worker with an earlier deadline still to post wakes for it and finds this one then:
-    // only an idle worker needs waking (it waits on the count, so a store between its look and
-    // its wait ends the wait at once).
-    const idle = Atomics.load(this.control, 1) === id;
+    // only an idle worker needs waking. The count is published before the look, never after:
+    // the worker posts its count before it reads ours, and waits only while ours is unchanged,
+    // so either this look sees it idle (and wakes it) or it sees our count and does not wait.
+    // Looked at first, a worker that posted and went idle between the look and the store slept
+    // through this wait and every one after it (the bench hung on such a lost wake-up).
     Atomics.store(this.control, 0, this.next);
-    if (idle) Atomics.notify(this.control, 0);
+    if (Atomics.load(this.control, 1) === id) Atomics.notify(this.control, 0);
     return done;
   }
 

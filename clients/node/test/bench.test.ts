@@ -70,6 +70,36 @@ test("a file that is not a stream is refused", () => {
   assert.throws(() => readStream(path), /not a stream/);
 });
 
+test("a wait begun while the timer thread posts the one before is not lost", async () => {
+  const timer = new LoadTimer();
+  const store = Atomics.store;
+  try {
+    // The interleaving that lost a wake-up, made certain: the second wait's count reaches the
+    // shared word only after the thread has posted the first wait (due at once) and gone idle.
+    const control = timer["control"];
+    let hold = false;
+    Atomics.store = ((array: Int32Array, index: number, value: number) => {
+      if (hold && array === control && index === 0) {
+        hold = false;
+        const until = performance.now() + 50;
+        while (performance.now() < until); // the thread wakes, posts the first wait, and idles
+      }
+      return store(array, index, value);
+    }) as typeof Atomics.store;
+    const first = timer.sleep(0);
+    hold = true;
+    const second = timer.sleep(0);
+    Atomics.store = store;
+    const bounded = (p: Promise<void>) =>
+      Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2_000))]);
+    assert.ok(await bounded(first), "the first wait never ended");
+    assert.ok(await bounded(second), "the second wait was lost: the thread slept through it");
+  } finally {
+    Atomics.store = store;
+    await timer.close();
+  }
+});
+
 test("the loads' timer thread ends each wait at its deadline, never before, in order", async () => {
   const timer = new LoadTimer();
   try {
