@@ -74,15 +74,20 @@ test("a wait begun while the timer thread posts the one before is not lost", asy
   const timer = new LoadTimer();
   const store = Atomics.store;
   try {
-    // The interleaving that lost a wake-up, made certain: the second wait's count reaches the
-    // shared word only after the thread has posted the first wait (due at once) and gone idle.
+    // The interleaving that lost a wake-up: the second wait's count reaches the shared word
+    // only after the thread has posted the first wait (due at once) and gone idle. Its post is
+    // seen in its count (`control[1]`), waited for here, bounded; its next step, from the
+    // post into `Atomics.wait`, cannot be seen from outside and takes microseconds, so a few
+    // milliseconds more are held for it.
     const control = timer["control"];
     let hold = false;
     Atomics.store = ((array: Int32Array, index: number, value: number) => {
       if (hold && array === control && index === 0) {
         hold = false;
-        const until = performance.now() + 50;
-        while (performance.now() < until); // the thread wakes, posts the first wait, and idles
+        const posted = performance.now() + 2_000;
+        while (Atomics.load(control, 1) !== 1 && performance.now() < posted);
+        const idle = performance.now() + 5;
+        while (performance.now() < idle);
       }
       return store(array, index, value);
     }) as typeof Atomics.store;
